@@ -1,0 +1,81 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+/// Upcoming features every Swift target uses (see ../shared/STYLE.md).
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "Starling",
+    products: [
+        .executable(name: "starling", targets: ["starling"]),
+        .library(name: "SIPCore", targets: ["SIPCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        // C libraries and shims
+        .systemLibrary(
+            name: "CLua", path: "Sources/CLua", pkgConfig: "lua5.4",
+            providers: [.apt(["liblua5.4-dev", "pkg-config"])]),
+        .target(name: "CLuaShim", dependencies: ["CLua"]),
+        .target(name: "CSystem"),
+
+        // SIP messages: parse, edit, serialise. No I/O.
+        .target(name: "SIPCore", swiftSettings: swiftSettings),
+        // Sockets (UDP workers' recvmmsg/sendmmsg), addresses, resolver.
+        .target(name: "SIPTransport", dependencies: ["SIPCore", "CSystem"], swiftSettings: swiftSettings),
+        // Engine-agnostic export tables and the per-message route context.
+        .target(
+            name: "StarlingKEMI",
+            dependencies: ["SIPCore", "SIPTransport", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
+        // The Lua host: states, the generic KSR marshaller, script loading.
+        .target(
+            name: "StarlingLua", dependencies: ["CLua", "CLuaShim", "StarlingKEMI", "SIPCore"],
+            swiftSettings: swiftSettings),
+        // Kamailio modules: KSR.*, pv, hdr, sl, maxfwd, sanity, ...
+        .target(
+            name: "KSRModules", dependencies: ["StarlingKEMI", "SIPCore", "SIPTransport", "CSystem"],
+            swiftSettings: swiftSettings),
+        // Configuration, workers, reload, lifecycle.
+        .target(
+            name: "StarlingServer",
+            dependencies: [
+                "SIPCore", "SIPTransport", "StarlingKEMI", "StarlingLua", "KSRModules", "CSystem",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ],
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "starling",
+            dependencies: [
+                "SIPCore", "StarlingServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings),
+        .executableTarget(name: "starling-bench", dependencies: ["SIPCore"], swiftSettings: swiftSettings),
+
+        .testTarget(
+            name: "SIPCoreTests", dependencies: ["SIPCore"],
+            resources: [.copy("Fixtures")], swiftSettings: swiftSettings),
+        .testTarget(name: "SIPTransportTests", dependencies: ["SIPTransport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "StarlingLuaTests", dependencies: ["StarlingLua", "StarlingKEMI", "SIPCore"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "KSRModulesTests",
+            dependencies: ["KSRModules", "StarlingLua", "StarlingKEMI", "SIPCore", "SIPTransport"],
+            swiftSettings: swiftSettings),
+        .testTarget(name: "StarlingServerTests", dependencies: ["StarlingServer"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "StarlingIntegrationTests", dependencies: ["SIPCore"],
+            resources: [.copy("Fixtures")], swiftSettings: swiftSettings),
+    ]
+)

@@ -1,0 +1,1 @@
+#include "clua_shim.h"

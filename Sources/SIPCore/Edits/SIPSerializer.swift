@@ -1,0 +1,129 @@
+/// What the sender changes beyond the message's own pending edits.
+public struct SIPSerializeOptions: Sendable {
+    /// A header line (with CRLF) placed before all headers: the proxy's own Via.
+    public var prependLine: [UInt8]?
+    /// Remove the top-most Via value (relaying a response).
+    public var removeTopVia: Bool
+    /// A Request-URI that overrides the message's own (a branch's destination).
+    public var requestURI: [UInt8]?
+    /// Header lines (with CRLF) added after the last header.
+    public var appendLines: [UInt8]?
+    /// Apply the message's pending edits (default true).
+    public var applyEdits: Bool
+
+    public init(prependLine: [UInt8]? = nil, removeTopVia: Bool = false, requestURI: [UInt8]? = nil,
+                appendLines: [UInt8]? = nil, applyEdits: Bool = true) {
+        self.prependLine = prependLine
+        self.removeTopVia = removeTopVia
+        self.requestURI = requestURI
+        self.appendLines = appendLines
+        self.applyEdits = applyEdits
+    }
+}
+
+extension SIPMessage {
+    /// Writes the message with its pending edits applied to `out` (appending). Bytes after the framed
+    /// body are not written. Content-Length is rewritten when the body changes, and added when missing.
+    public func serialize(into out: inout [UInt8], options: SIPSerializeOptions = SIPSerializeOptions()) {
+        let framingOK = frame() == nil
+        let v = view
+        out.reserveCapacity(out.count + count + 256 + (options.prependLine?.count ?? 0))
+        // Start line
+        let hs = headersStart
+        let newURI = options.requestURI ?? (options.applyEdits ? edits.requestURI : nil)
+        if isRequest, let newURI {
+            append(&out, v, ByteRange(methodRange.lower, requestURIRange.lower))
+            out.append(contentsOf: newURI)
+            append(&out, v, ByteRange(requestURIRange.upper, hs))
+        } else {
+            let s = isRequest ? methodRange.lower : versionRange.lower
+            append(&out, v, ByteRange(s, hs))
+        }
+        if let line = options.prependLine { out.append(contentsOf: line) }
+
+        let he = framingOK ? headersEnd : header.scanPos
+        var ops: [SIPEdits.Entry] = options.applyEdits ? edits.entries : []
+        let newBody = options.applyEdits ? edits.body : nil
+        var seq = ops.count
+        if options.removeTopVia, let via = firstHeader(.via) {
+            var first: ByteRange? = nil
+            var second: ByteRange? = nil
+            forEachValue(of: via) { r in if first == nil { first = r } else if second == nil { second = r } }
+            if let first, let second {
+                ops.append(.init(op: .delete(ByteRange(first.lower, second.lower)), seq: seq))
+            } else {
+                ops.append(.init(op: .delete(via.line), seq: seq))
+            }
+            seq += 1
+        }
+        let bodyLength = newBody?.count ?? (framingOK ? header.bodyEnd - header.bodyStart : 0)
+        var hasCL = false
+        var clLine: [UInt8] = []
+        if newBody != nil || options.applyEdits && edits.bodyContentType != nil {
+            // Replace every Content-Length (and Content-Type if a new one is given).
+            for h in header.headers where h.kind == .contentLength {
+                ops.append(.init(op: .delete(h.line), seq: seq)); seq += 1
+            }
+            if let ct = edits.bodyContentType, options.applyEdits {
+                for h in header.headers where h.kind == .contentType {
+                    ops.append(.init(op: .delete(h.line), seq: seq)); seq += 1
+                }
+                if !ct.isEmpty {
+                    var line: [UInt8] = []
+                    line.append(ascii: "Content-Type: ")
+                    line.append(contentsOf: ct)
+                    line.append(ascii: "\r\n")
+                    ops.append(.init(op: .insert(at: he, bytes: line), seq: seq)); seq += 1
+                }
+            }
+        } else {
+            for h in header.headers where h.kind == .contentLength { hasCL = true; break }
+        }
+        if !hasCL {
+            clLine.append(ascii: "Content-Length: ")
+            clLine.appendDecimal(bodyLength)
+            clLine.append(ascii: "\r\n")
+        }
+
+        if ops.isEmpty {
+            append(&out, v, ByteRange(hs, he))
+        } else {
+            ops.sort { $0.offset != $1.offset ? $0.offset < $1.offset : $0.seq < $1.seq }
+            var pos = hs
+            for e in ops {
+                switch e.op {
+                case .insert(let at, let bytes):
+                    let at = min(max(at, hs), he)
+                    if at > pos { append(&out, v, ByteRange(pos, at)); pos = at }
+                    out.append(contentsOf: bytes)
+                case .delete(let r):
+                    let s = min(max(r.lower, hs), he), t = min(max(r.upper, hs), he)
+                    if s > pos { append(&out, v, ByteRange(pos, s)) }
+                    pos = max(pos, t)
+                }
+            }
+            if pos < he { append(&out, v, ByteRange(pos, he)) }
+        }
+        if let extra = options.appendLines { out.append(contentsOf: extra) }
+        out.append(contentsOf: clLine)
+        out.append(ascii: "\r\n")
+        if let newBody {
+            out.append(contentsOf: newBody)
+        } else if framingOK {
+            append(&out, v, ByteRange(header.bodyStart, header.bodyEnd))
+        }
+    }
+
+    /// The serialized message as a new array.
+    public func serialized(options: SIPSerializeOptions = SIPSerializeOptions()) -> [UInt8] {
+        var out: [UInt8] = []
+        serialize(into: &out, options: options)
+        return out
+    }
+
+    @inline(__always)
+    private func append(_ out: inout [UInt8], _ v: ByteView, _ r: ByteRange) {
+        guard r.upper > r.lower else { return }
+        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: v.base[r.lower..<r.upper]))
+    }
+}

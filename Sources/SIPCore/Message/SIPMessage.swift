@@ -1,0 +1,525 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A SIP request or response over its received bytes.
+///
+/// The bytes live in the same allocation as the object and are never modified. Parsing is lazy: the
+/// start line is read at once, header lines are indexed only as far as a lookup needs, and parsed forms
+/// (Via, From, To, CSeq, URIs) are computed on first use and cached as offsets. Changes are recorded as
+/// pending edits and applied by the serializer (Kamailio's lumps): they are not visible to lookups on
+/// this message.
+///
+/// A message is owned by one thread at a time (it caches lazily and is not `Sendable`).
+public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
+    /// Parse state kept next to the bytes. Internal details are not part of the API.
+    public struct State {
+        var count: Int = 0
+        var limits: SIPParserLimits = .default
+        var datagram: Bool = true
+        var isRequest: Bool = true
+        var method: SIPMethod = .other
+        var methodRange = ByteRange.empty
+        var uriRange = ByteRange.empty
+        var versionRange = ByteRange.empty
+        var statusCode: Int = 0
+        var reasonRange = ByteRange.empty
+        var headersStart: Int = 0
+        var headers: [SIPHeaderField] = []
+        var scanPos: Int = 0
+        var headersComplete = false
+        var scanError: SIPParseError? = nil
+        var bodyStart: Int = 0
+        var headersEndOffset: Int = 0
+        var bodyEnd: Int = 0
+        var framed = false
+        var framingError: SIPParseError? = nil
+        var singleSeen: UInt64 = 0
+        var duplicate: SIPHeaderKind? = nil
+        var cachedVia: SIPVia?? = nil
+        var cachedFrom: SIPNameAddr?? = nil
+        var cachedTo: SIPNameAddr?? = nil
+        var cachedCSeq: SIPCSeq?? = nil
+        var cachedURI: SIPURIParts?? = nil
+        var edits = SIPEdits()
+    }
+
+    // MARK: Creating
+
+    /// Parses a message from bytes (copied once into the message). Only the start line is read here;
+    /// `check()` frames the body and validates what a router needs, `validate()` checks everything.
+    ///
+    /// - Parameter datagram: true for UDP (bytes after the declared body are ignored, a missing
+    ///   Content-Length means the body runs to the end), false for a message framed by a stream reader.
+    public static func parse(
+        _ bytes: UnsafeRawBufferPointer, limits: SIPParserLimits = .default, datagram: Bool = true
+    ) throws(SIPParseError) -> SIPMessage {
+        guard bytes.count <= limits.maxMessageSize else {
+            throw SIPParseError(.tooLarge, status: 513, reason: "Message Too Large",
+                                "\(bytes.count) bytes, the limit is \(limits.maxMessageSize)")
+        }
+        let raw = SIPMessage.create(minimumCapacity: bytes.count) { _ in State() }
+        let m = unsafeDowncast(raw, to: SIPMessage.self)
+        m.withUnsafeMutablePointerToElements { p in
+            if let b = bytes.baseAddress, bytes.count > 0 { p.update(from: b.assumingMemoryBound(to: UInt8.self), count: bytes.count) }
+        }
+        m.header.count = bytes.count
+        m.header.limits = limits
+        m.header.datagram = datagram
+        try m.parseStartLine()
+        return m
+    }
+
+    /// Parses a message from an array of bytes.
+    public static func parse(
+        _ bytes: [UInt8], limits: SIPParserLimits = .default, datagram: Bool = true
+    ) throws(SIPParseError) -> SIPMessage {
+        do {
+            return try bytes.withUnsafeBytes { (b) throws(SIPParseError) -> SIPMessage in
+                try parse(b, limits: limits, datagram: datagram)
+            }
+        } catch let e as SIPParseError { throw e } catch { fatalError("unreachable") }
+    }
+
+    /// Parses a message from text (tests and tools).
+    public static func parse(_ text: String, limits: SIPParserLimits = .default) throws(SIPParseError) -> SIPMessage {
+        try parse(Array(text.utf8), limits: limits)
+    }
+
+    // MARK: Bytes
+
+    /// Number of bytes received.
+    public var count: Int { header.count }
+
+    /// Calls `body` with the received bytes.
+    @inline(__always)
+    public func withBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
+        let n = header.count
+        let p = withUnsafeMutablePointerToElements { $0 }
+        return try body(UnsafeRawBufferPointer(start: p, count: n))
+    }
+
+    @inline(__always) var view: ByteView {
+        ByteView(UnsafeRawBufferPointer(start: withUnsafeMutablePointerToElements { $0 }, count: header.count))
+    }
+
+    /// The bytes of a range as a string (lossy UTF-8). Allocates; meant for logs, tools and scripts.
+    public func string(_ r: ByteRange) -> String { view.string(r) }
+
+    /// A copy of the bytes of a range.
+    public func bytes(_ r: ByteRange) -> [UInt8] { view.bytes(r) }
+
+    /// A copy of all received bytes.
+    public var allBytes: [UInt8] { view.bytes(ByteRange(0, header.count)) }
+
+    /// Case-insensitive comparison of a range with ASCII text.
+    public func equalsIgnoringCase(_ r: ByteRange, _ literal: StaticString) -> Bool { view.equalsIgnoringCase(r, literal) }
+
+    /// Case-insensitive comparison of a range with arbitrary bytes.
+    public func equalsIgnoringCase(_ r: ByteRange, _ other: UnsafeRawBufferPointer) -> Bool {
+        guard r.count == other.count, let b = other.baseAddress else { return r.count == other.count }
+        return view.equalsIgnoringCase(r.lower, r.upper, b.assumingMemoryBound(to: UInt8.self), other.count)
+    }
+
+    // MARK: Start line
+
+    /// True for a request, false for a response.
+    public var isRequest: Bool { header.isRequest }
+    /// The request method (`.other` for extension methods; `methodRange` has the name). For a response,
+    /// the CSeq method, if CSeq parses.
+    public var method: SIPMethod { header.isRequest ? header.method : (cseq?.method ?? .other) }
+    /// The method as written in the request line, or the CSeq method of a response.
+    public var methodRange: ByteRange { header.isRequest ? header.methodRange : (cseq?.methodRange ?? .empty) }
+    /// The Request-URI as received (requests only).
+    public var requestURIRange: ByteRange { header.uriRange }
+    /// The SIP-Version as written ("SIP/2.0").
+    public var versionRange: ByteRange { header.versionRange }
+    /// The status code of a response, 0 for a request.
+    public var statusCode: Int { header.statusCode }
+    /// The reason phrase of a response (may be empty).
+    public var reasonRange: ByteRange { header.reasonRange }
+    /// Where the first header line starts.
+    public var headersStart: Int { header.headersStart }
+
+    private func parseStartLine() throws(SIPParseError) {
+        let v = view
+        let n = v.count
+        var i = 0
+        // RFC 3261 §7.5: ignore CRLFs before the start line.
+        while i < n && (v[i] == ASCII.cr || v[i] == ASCII.lf) { i += 1 }
+        guard i < n else { throw SIPParseError(.empty, status: nil, reason: "Empty Message", "no start line") }
+        let lineStart = i
+        var lf = i
+        while lf < n && v[lf] != ASCII.lf { lf += 1 }
+        guard lf < n else {
+            throw SIPParseError(.badStartLine, status: nil, reason: "Bad Start Line", "the start line has no line end")
+        }
+        let lineEnd = (lf > lineStart && v[lf - 1] == ASCII.cr) ? lf - 1 : lf
+        header.headersStart = lf + 1
+        header.scanPos = lf + 1
+        header.headers.reserveCapacity(24)
+
+        if lineEnd - lineStart >= 4 && v.equalsIgnoringCase(ByteRange(lineStart, lineStart + 4), "SIP/") {
+            try parseStatusLine(v, lineStart, lineEnd)
+        } else {
+            try parseRequestLine(v, lineStart, lineEnd)
+        }
+    }
+
+    private func parseStatusLine(_ v: ByteView, _ s: Int, _ e: Int) throws(SIPParseError) {
+        header.isRequest = false
+        var i = s
+        while i < e && v[i] != ASCII.sp { i += 1 }
+        let version = ByteRange(s, i)
+        header.versionRange = version
+        guard v.equals(version, "SIP/2.0") else {
+            throw SIPParseError(.badVersion, status: nil, reason: "Version Not Supported",
+                                "response version \(v.string(version))")
+        }
+        guard i < e else { throw SIPParseError(.badStartLine, status: nil, reason: "Bad Status Line", "no status code") }
+        i += 1
+        let cs = i
+        while i < e && ASCII.isDigit(v[i]) { i += 1 }
+        guard i - cs == 3, let code = v.decimal(ByteRange(cs, i), max: 999), code >= 100, code <= 699 else {
+            throw SIPParseError(.badStatusCode, status: nil, reason: "Bad Status Code",
+                                "status code '\(v.string(ByteRange(cs, min(e, cs + 24))))' is not 100-699")
+        }
+        header.statusCode = Int(code)
+        if i < e {
+            guard v[i] == ASCII.sp else {
+                throw SIPParseError(.badStatusCode, status: nil, reason: "Bad Status Line", "no space after the status code")
+            }
+            i += 1
+        }
+        header.reasonRange = ByteRange(i, e)
+    }
+
+    private func parseRequestLine(_ v: ByteView, _ s: Int, _ e: Int) throws(SIPParseError) {
+        header.isRequest = true
+        var i = s
+        while i < e && ASCII.isToken(v[i]) { i += 1 }
+        guard i > s, i < e, v[i] == ASCII.sp else {
+            throw SIPParseError(.badStartLine, status: nil, reason: "Bad Request Line", "no method token")
+        }
+        header.methodRange = ByteRange(s, i)
+        header.method = SIPMethod.classify(v, s, i)
+        i += 1
+        let us = i
+        while i < e && v[i] != ASCII.sp && v[i] != ASCII.ht { i += 1 }
+        let uri = ByteRange(us, i)
+        header.uriRange = uri
+        guard i < e, !uri.isEmpty else {
+            throw SIPParseError.bad400(.badStartLine, "Bad Request Line", "request line has no SIP-Version")
+        }
+        guard uri.count <= header.limits.maxURILength else {
+            throw SIPParseError(.uriTooLong, status: 414, reason: "Request-URI Too Long",
+                                "\(uri.count) bytes, the limit is \(header.limits.maxURILength)")
+        }
+        i += 1
+        let version = ByteRange(i, e)
+        header.versionRange = version
+        // One SP between elements and none at the end (RFC 3261 §7.1): extra spaces are refused, so that
+        // they are never forwarded.
+        guard version.count >= 4, !version.range.contains(where: { ASCII.isWSP(v[$0]) }) else {
+            if version.isEmpty || ASCII.isWSP(v[version.lower]) {
+                throw SIPParseError.bad400(.badStartLine, "Bad Request Line", "more than one space between request-line elements")
+            }
+            throw SIPParseError.bad400(.badStartLine, "Bad Request Line", "spaces after the SIP-Version")
+        }
+        if v[us] == ASCII.lt {
+            throw SIPParseError.bad400(.badRequestURI, "Bad Request-URI", "the Request-URI is enclosed in <>")
+        }
+        guard v.equals(version, "SIP/2.0") else {
+            if v.equalsIgnoringCase(ByteRange(version.lower, version.lower + 4), "SIP/") {
+                throw SIPParseError(.badVersion, status: 505, reason: "Version Not Supported",
+                                    "SIP-Version \(v.string(version)) is not SIP/2.0")
+            }
+            throw SIPParseError.bad400(.badStartLine, "Bad Request Line", "'\(v.string(version))' is not a SIP-Version")
+        }
+    }
+
+    // MARK: Header index
+
+    /// Indexes the next header line. Returns false at the end of the headers or on an error
+    /// (kept in `scanError`).
+    @discardableResult
+    func scanNextHeader() -> Bool {
+        if header.headersComplete || header.scanError != nil { return false }
+        let v = view
+        let n = v.count
+        var p = header.scanPos
+        guard p < n else {
+            header.scanError = .bad400(.incompleteHeaders, "Bad Message", "the header section has no empty line at its end")
+            return false
+        }
+        // Empty line: end of headers.
+        if v[p] == ASCII.lf || (v[p] == ASCII.cr && p + 1 < n && v[p + 1] == ASCII.lf) {
+            header.bodyStart = v[p] == ASCII.lf ? p + 1 : p + 2
+            header.headersEndOffset = p
+            header.headersComplete = true
+            return false
+        }
+        guard header.headers.count < header.limits.maxHeaderCount else {
+            header.scanError = .bad400(.tooManyHeaders, "Too Many Headers", "more than \(header.limits.maxHeaderCount) header lines")
+            return false
+        }
+        let nameStart = p
+        while p < n && ASCII.isToken(v[p]) { p += 1 }
+        let nameEnd = p
+        while p < n && ASCII.isWSP(v[p]) { p += 1 }
+        guard nameEnd > nameStart, p < n, v[p] == ASCII.colon else {
+            let lineEnd = v.find(ASCII.lf, nameStart, min(n, nameStart + 64))
+            header.scanError = .bad400(.badHeaderLine, "Bad Header",
+                                       "header line '\(v.string(ByteRange(nameStart, v.trimEnd(nameStart, lineEnd))))' has no name and colon")
+            return false
+        }
+        p += 1
+        // Find the end of the line, following folded continuation lines.
+        var lineEnd = p
+        let base = v.base.baseAddress!
+        while true {
+            guard let hit = memchr(base + lineEnd, Int32(ASCII.lf), n - lineEnd) else {
+                header.scanError = .bad400(.incompleteHeaders, "Bad Message", "the header section has no empty line at its end")
+                return false
+            }
+            let lf = base.distance(to: UnsafeRawPointer(hit))
+            if lf + 1 < n && ASCII.isWSP(v[lf + 1]) {
+                lineEnd = lf + 1
+                continue
+            }
+            lineEnd = lf
+            break
+        }
+        let next = lineEnd + 1
+        guard next - nameStart <= header.limits.maxHeaderLineLength else {
+            header.scanError = .bad400(.headerLineTooLong, "Header Too Long",
+                                       "a header line of \(next - nameStart) bytes, the limit is \(header.limits.maxHeaderLineLength)")
+            return false
+        }
+        let vs = v.skipLWS(p, lineEnd)
+        let ve = v.trimEnd(vs, lineEnd)
+        let kind = SIPHeaderKind.classify(v, nameStart, nameEnd)
+        if kind.isSingle {
+            let bit: UInt64 = 1 << UInt64(kind.rawValue)
+            if header.singleSeen & bit != 0 { if header.duplicate == nil { header.duplicate = kind } }
+            header.singleSeen |= bit
+        }
+        header.headers.append(SIPHeaderField(kind: kind, name: ByteRange(nameStart, nameEnd), value: ByteRange(vs, ve),
+                                             line: ByteRange(nameStart, next)))
+        header.scanPos = next
+        return true
+    }
+
+    /// Indexes every header line. Returns the error met, if any.
+    @discardableResult
+    public func scanAllHeaders() -> SIPParseError? {
+        while scanNextHeader() {}
+        return header.scanError
+    }
+
+    /// The header lines indexed so far (all of them after `scanAllHeaders()`).
+    public var headerFields: [SIPHeaderField] {
+        scanAllHeaders()
+        return header.headers
+    }
+
+    /// The first header of a kind, indexing only as far as needed.
+    public func firstHeader(_ kind: SIPHeaderKind) -> SIPHeaderField? {
+        for h in header.headers where h.kind == kind { return h }
+        while scanNextHeader() {
+            let h = header.headers[header.headers.count - 1]
+            if h.kind == kind { return h }
+        }
+        return nil
+    }
+
+    /// Calls `body` for each header of a kind, in order (all headers are indexed).
+    public func forEachHeader(_ kind: SIPHeaderKind, _ body: (SIPHeaderField) throws -> Void) rethrows {
+        scanAllHeaders()
+        for h in header.headers where h.kind == kind { try body(h) }
+    }
+
+    /// Number of headers of a kind.
+    public func headerCount(_ kind: SIPHeaderKind) -> Int {
+        scanAllHeaders()
+        var c = 0
+        for h in header.headers where h.kind == kind { c += 1 }
+        return c
+    }
+
+    /// All headers whose name matches `name` (compact forms match their long form, others compare
+    /// case-insensitively).
+    public func headers(named name: String) -> [SIPHeaderField] {
+        scanAllHeaders()
+        let kind = SIPHeaderKind.classify(name: name)
+        if kind != .other { return header.headers.filter { $0.kind == kind } }
+        var nameBytes = Array(name.utf8)
+        return nameBytes.withUnsafeMutableBytes { nb in
+            header.headers.filter { $0.kind == .other && equalsIgnoringCase($0.name, UnsafeRawBufferPointer(nb)) }
+        }
+    }
+
+    /// The value of the first header of a kind, as a string.
+    public func headerValue(_ kind: SIPHeaderKind) -> String? { firstHeader(kind).map { string($0.value) } }
+
+    /// The value of the first header with this name, as a string.
+    public func headerValue(named name: String) -> String? { headers(named: name).first.map { string($0.value) } }
+
+    /// Calls `body` with each comma-separated value of a header line (quotes and <> respected).
+    public func forEachValue(of field: SIPHeaderField, _ body: (ByteRange) throws -> Void) rethrows {
+        try ValueList.forEach(view, field.value, limit: header.limits.maxValuesPerHeader, body)
+    }
+
+    /// Every value of every header of a kind, in order (e.g. all Via values).
+    public func values(_ kind: SIPHeaderKind) -> [ByteRange] {
+        var out: [ByteRange] = []
+        forEachHeader(kind) { h in forEachValue(of: h) { out.append($0) } }
+        return out
+    }
+
+    /// The first value of the first header of a kind.
+    public func firstValue(_ kind: SIPHeaderKind) -> ByteRange? {
+        guard let h = firstHeader(kind) else { return nil }
+        if !kind.isList { return h.value }
+        var first: ByteRange?
+        ValueList.forEach(view, h.value, limit: 1) { if first == nil { first = $0 } }
+        return first
+    }
+
+    // MARK: Body
+
+    /// Frames the body (Content-Length) and indexes all headers. Errors are remembered.
+    @discardableResult
+    public func frame() -> SIPParseError? {
+        if header.framed { return header.framingError }
+        header.framed = true
+        if let e = scanAllHeaders() { header.framingError = e; return e }
+        let v = view
+        var length: UInt64? = nil
+        for h in header.headers where h.kind == .contentLength {
+            guard let l = v.decimal(h.value, max: UInt64(Int32.max)) else {
+                header.framingError = .bad400(.badContentLength, "Bad Content-Length",
+                                              "Content-Length '\(v.string(h.value))' is not a number")
+                return header.framingError
+            }
+            if let prev = length, prev != l {
+                header.framingError = .bad400(.duplicateContentLength, "Bad Content-Length", "conflicting Content-Length values \(prev) and \(l)")
+                return header.framingError
+            }
+            length = l
+        }
+        let available = header.count - header.bodyStart
+        if let l = length {
+            guard Int(l) <= available else {
+                header.framingError = .bad400(.truncatedBody, "Bad Content-Length",
+                                              "Content-Length \(l) is larger than the \(available) body bytes received")
+                return header.framingError
+            }
+            header.bodyEnd = header.bodyStart + Int(l)
+        } else {
+            header.bodyEnd = header.datagram ? header.count : header.bodyStart
+        }
+        return nil
+    }
+
+    /// The body as framed by Content-Length (empty if framing failed).
+    public var bodyRange: ByteRange {
+        if frame() != nil { return ByteRange(header.count, header.count) }
+        return ByteRange(header.bodyStart, header.bodyEnd)
+    }
+
+    /// Where the header section ends (the offset of the empty line), after framing.
+    public var headersEnd: Int {
+        scanAllHeaders()
+        return header.headersComplete ? header.headersEndOffset : header.scanPos
+    }
+
+    /// The length of the message as framed: start line, headers and body, without trailing bytes.
+    public var framedLength: Int { frame() == nil ? header.bodyEnd : header.count }
+
+    // MARK: Well-known headers (parsed on demand, cached)
+
+    /// The top-most Via value, parsed.
+    public var topVia: SIPVia? {
+        if let c = header.cachedVia { return c }
+        var r: SIPVia? = nil
+        if let f = firstValue(.via) { r = SIPVia.parse(view, f) }
+        header.cachedVia = .some(r)
+        return r
+    }
+
+    /// The From header, parsed.
+    public var from: SIPNameAddr? {
+        if let c = header.cachedFrom { return c }
+        let r = firstHeader(.from).flatMap { SIPNameAddr.parse(view, $0.value, limits: header.limits) }
+        header.cachedFrom = .some(r)
+        return r
+    }
+
+    /// The To header, parsed.
+    public var to: SIPNameAddr? {
+        if let c = header.cachedTo { return c }
+        let r = firstHeader(.to).flatMap { SIPNameAddr.parse(view, $0.value, limits: header.limits) }
+        header.cachedTo = .some(r)
+        return r
+    }
+
+    /// The CSeq header, parsed (nil if missing or invalid).
+    public var cseq: SIPCSeq? {
+        if let c = header.cachedCSeq { return c }
+        let r = firstHeader(.cseq).flatMap { SIPCSeq.parse(view, $0.value) }
+        header.cachedCSeq = .some(r)
+        return r
+    }
+
+    /// The Call-ID value.
+    public var callID: ByteRange? { firstHeader(.callID)?.value }
+
+    /// The Request-URI as received, parsed (nil for responses or an unparsable URI).
+    public var requestURI: SIPURIParts? {
+        if let c = header.cachedURI { return c }
+        let r = header.isRequest ? SIPURIParts.parse(view, header.uriRange) : nil
+        header.cachedURI = .some(r)
+        return r
+    }
+
+    /// Max-Forwards as a number (nil if missing or not 0-255).
+    public var maxForwards: Int? {
+        guard let h = firstHeader(.maxForwards), let v = view.decimal(h.value, max: 255) else { return nil }
+        return Int(v)
+    }
+
+    /// Runs a grammar over a range of this message (URIs, params) without copying.
+    public func parseURI(_ r: ByteRange) -> SIPURIParts? { SIPURIParts.parse(view, r) }
+
+    /// Parses a name-addr / addr-spec value of this message (From, To, Contact, Route...).
+    public func parseNameAddr(_ r: ByteRange) -> SIPNameAddr? { SIPNameAddr.parse(view, r, limits: header.limits) }
+
+    /// Parses a Via value of this message.
+    public func parseVia(_ r: ByteRange) -> SIPVia? { SIPVia.parse(view, r) }
+
+    /// The value of a `;name=value` parameter in a parameter list range (nil if absent; empty range if
+    /// present without value).
+    public func param(_ name: StaticString, in params: ByteRange) -> ByteRange? { Params.find(view, params, name) }
+
+    /// The value of a parameter named by a string.
+    public func param(named name: String, in params: ByteRange) -> ByteRange? {
+        var nb = Array(name.utf8)
+        return nb.withUnsafeMutableBytes { Params.find(view, params, UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Iterates over a `;`-separated parameter list.
+    public func forEachParam(in params: ByteRange, _ body: (_ name: ByteRange, _ value: ByteRange?) -> Void) {
+        Params.forEach(view, params, body)
+    }
+
+    // MARK: Edits
+
+    /// The pending edits (applied by `serialize`).
+    public var edits: SIPEdits {
+        get { header.edits }
+        _modify { yield &header.edits }
+    }
+}

@@ -1,0 +1,131 @@
+/// Splits a header value at the commas that separate list elements (RFC 3261 §7.3.1), keeping commas
+/// inside quoted strings and `<...>` URIs.
+enum ValueList {
+    static func forEach(_ v: ByteView, _ r: ByteRange, limit: Int, _ body: (ByteRange) throws -> Void) rethrows {
+        var i = r.lower
+        let e = r.upper
+        var start = i
+        var emitted = 0
+        while i < e {
+            let c = v[i]
+            if c == ASCII.quote {
+                i = v.skipQuoted(i, e) ?? e
+                continue
+            }
+            if c == ASCII.lt {
+                i = v.find(ASCII.gt, i, e) + 1
+                continue
+            }
+            if c == ASCII.comma {
+                let t = v.trimmed(ByteRange(start, i))
+                if !t.isEmpty {
+                    try body(t)
+                    emitted += 1
+                    if emitted >= limit { return }
+                }
+                start = i + 1
+            }
+            i += 1
+        }
+        let t = v.trimmed(ByteRange(start, min(i, e)))
+        if !t.isEmpty { try body(t) }
+    }
+
+    /// True if the value has an empty element (`a,,b`, a leading or trailing comma).
+    static func hasEmptyElement(_ v: ByteView, _ r: ByteRange) -> Bool {
+        var i = r.lower
+        let e = r.upper
+        var start = i
+        while i < e {
+            let c = v[i]
+            if c == ASCII.quote { i = v.skipQuoted(i, e) ?? e; continue }
+            if c == ASCII.lt { i = v.find(ASCII.gt, i, e) + 1; continue }
+            if c == ASCII.comma {
+                if v.trimmed(ByteRange(start, i)).isEmpty { return true }
+                start = i + 1
+            }
+            i += 1
+        }
+        return v.trimmed(ByteRange(start, min(i, e))).isEmpty
+    }
+}
+
+/// `;name=value` parameter lists (URI parameters, header parameters).
+enum Params {
+    /// Calls `body` for each parameter. `value` is nil for a parameter without `=`. Quoted values keep
+    /// their quotes.
+    static func forEach(_ v: ByteView, _ r: ByteRange, _ body: (ByteRange, ByteRange?) -> Void) {
+        var i = r.lower
+        let e = r.upper
+        while i < e {
+            i = v.skipLWS(i, e)
+            if i < e && v[i] == ASCII.semicolon { i += 1; continue }
+            guard i < e else { return }
+            let ns = i
+            while i < e && v[i] != ASCII.equals && v[i] != ASCII.semicolon && !ASCII.isLWS(v[i]) { i += 1 }
+            let name = ByteRange(ns, i)
+            i = v.skipLWS(i, e)
+            var value: ByteRange? = nil
+            if i < e && v[i] == ASCII.equals {
+                i = v.skipLWS(i + 1, e)
+                let vs = i
+                if i < e && v[i] == ASCII.quote {
+                    i = v.skipQuoted(i, e) ?? e
+                } else {
+                    while i < e && v[i] != ASCII.semicolon && !ASCII.isLWS(v[i]) { i += 1 }
+                }
+                value = ByteRange(vs, i)
+                i = v.skipLWS(i, e)
+            }
+            if !name.isEmpty { body(name, value) }
+            // Anything else up to the next ';' is junk; skip it.
+            while i < e && v[i] != ASCII.semicolon { i += 1 }
+        }
+    }
+
+    static func find(_ v: ByteView, _ r: ByteRange, _ name: StaticString) -> ByteRange? {
+        find(v, r, UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
+    }
+
+    /// The value of the first parameter named `name` (case-insensitive); an empty range at the end of the
+    /// name if it has no value; nil if absent.
+    static func find(_ v: ByteView, _ r: ByteRange, _ name: UnsafeRawBufferPointer) -> ByteRange? {
+        var found: ByteRange? = nil
+        let p = name.baseAddress?.assumingMemoryBound(to: UInt8.self)
+        forEach(v, r) { n, value in
+            guard found == nil, let p, v.equalsIgnoringCase(n.lower, n.upper, p, name.count) else { return }
+            found = value ?? ByteRange(n.upper, n.upper)
+        }
+        return found
+    }
+
+    /// Whether the list is well formed: every parameter has a name, values are tokens, quoted strings
+    /// or (for URI parameters) paramchars.
+    static func isWellFormed(_ v: ByteView, _ r: ByteRange) -> Bool {
+        var i = r.lower
+        let e = r.upper
+        while i < e {
+            i = v.skipLWS(i, e)
+            guard i < e else { return true }
+            guard v[i] == ASCII.semicolon else { return false }
+            i = v.skipLWS(i + 1, e)
+            let ns = i
+            i = v.scanToken(i, e)
+            if i == ns { return false }
+            i = v.skipLWS(i, e)
+            if i < e && v[i] == ASCII.equals {
+                i = v.skipLWS(i + 1, e)
+                if i < e && v[i] == ASCII.quote {
+                    guard let q = v.skipQuoted(i, e) else { return false }
+                    i = q
+                } else {
+                    let vs = i
+                    while i < e && (ASCII.isToken(v[i]) || v[i] == ASCII.colon || v[i] == ASCII.lbracket
+                                    || v[i] == ASCII.rbracket) { i += 1 }
+                    if i == vs { return false }
+                }
+            }
+        }
+        return true
+    }
+}

@@ -1,0 +1,127 @@
+public import SIPCore
+public import SIPTransport
+public import Logging
+
+/// Where a message came from.
+public struct ReceiveInfo: Sendable {
+    /// The peer that sent it (`$si`, `$sp`).
+    public var source: SocketAddress
+    /// The local socket it arrived on (`$Ri`, `$Rp`).
+    public var local: SocketAddress
+    /// The transport (`$pr`).
+    public var proto: SIPTransportProtocol
+
+    public init(source: SocketAddress, local: SocketAddress, proto: SIPTransportProtocol) {
+        self.source = source
+        self.local = local
+        self.proto = proto
+    }
+}
+
+/// A value a script stores: `$var`, `$avp`, `$shv`, htable cells.
+public enum KemiValue: Sendable, Hashable {
+    case null
+    case int(Int)
+    case string(String)
+}
+
+/// What the core does with outgoing messages. The server provides it; tests provide a recorder.
+public protocol MessageSender: AnyObject {
+    /// Sends bytes to a destination over a transport from the given local socket (nil: the default one
+    /// for the destination's family). Returns false if it could not be sent.
+    func send(_ bytes: [UInt8], to destination: SocketAddress, proto: SIPTransportProtocol, from local: SocketAddress?) -> Bool
+}
+
+/// Services the core needs from the server: local addresses, name resolution.
+public protocol CoreServices: AnyObject, Sendable {
+    /// True if host (and port, when given; nil = any port) is one of ours: listen addresses and aliases.
+    func isMyself(host: String, port: Int?, proto: SIPTransportProtocol?) -> Bool
+    /// Resolves a host name or numeric address to socket addresses (A/AAAA; SRV when port is nil and
+    /// the name is not numeric). Numeric addresses resolve to themselves.
+    func resolve(host: String, port: Int?, proto: SIPTransportProtocol) -> [SocketAddress]
+    /// The local socket to send from for a destination and transport, and the address/port to
+    /// advertise in Via and Record-Route.
+    func localSocket(for destination: SocketAddress, proto: SIPTransportProtocol) -> (socket: SocketAddress, advertised: String)?
+    /// `[define]` entries of the configuration.
+    var defines: [String: String] { get }
+}
+
+/// Per-worker state that outlives one message: `$var`s and the worker's identity.
+public final class WorkerLocals {
+    /// `$var(name)`: starts as integer 0, persists between messages (REFERENCE §3).
+    public var vars: [String: KemiValue] = [:]
+    /// Worker index (0-based).
+    public let index: Int
+
+    public init(index: Int) { self.index = index }
+}
+
+/// Everything a KSR function works on for the message being routed. One per worker (its address is
+/// stable for the Lua state); `begin(...)` resets it for each message.
+public final class RouteContext {
+    // MARK: Per worker
+    public let worker: WorkerLocals
+    public let logger: Logger
+    public let services: any CoreServices
+    public var sender: any MessageSender
+
+    // MARK: Per message
+    /// The message being routed (request or reply). For failure routes, the transaction's request.
+    public var message: SIPMessage?
+    public var routeType: RouteType = .request
+    public var received: ReceiveInfo
+    /// Message flags (`setflag`, `$mf`): 0..31.
+    public var messageFlags: UInt32 = 0
+    /// Branch flags of branch 0 (`setbflag`, `$bf`).
+    public var branchFlags: UInt32 = 0
+    /// Script flags (`setsflag`): zeroed around each callback.
+    public var scriptFlags: UInt32 = 0
+    /// `$du`: the destination URI (next hop) if set.
+    public var destinationURI: [UInt8]?
+    /// `force_rport()` was called.
+    public var forceRport = false
+    /// `set_drop()` / `KSR.x.drop()`: do not forward this reply / send this request.
+    public var dropRequested = false
+    /// A reply was sent for this request (stateless).
+    public var replied = false
+    /// `$avp(name)` stacks (newest last).
+    public var avps: [String: [KemiValue]] = [:]
+    /// Extra branches (`append_branch`, registrar lookup): URIs beyond the Request-URI.
+    public var branches: [[UInt8]] = []
+    /// Headers to add to locally generated replies (`hdr.append_to_reply`), each ending with CRLF.
+    public var replyHeaders: [UInt8] = []
+    /// The code of the last internal error, for `sl_reply_error` (Kamailio's `prev_ser_error`).
+    public var lastError: Int = 0
+    /// Time the message was received (seconds since the epoch, and microseconds).
+    public var receivedAt: (seconds: Int, micros: Int) = (0, 0)
+
+    /// Scratch storage that must outlive a Swift call until the marshaller has copied it.
+    public var scratch: [UInt8] = []
+
+    public init(worker: WorkerLocals, logger: Logger, services: any CoreServices, sender: any MessageSender,
+                received: ReceiveInfo) {
+        self.worker = worker
+        self.logger = logger
+        self.services = services
+        self.sender = sender
+        self.received = received
+    }
+
+    /// Resets the per-message state for a new message.
+    public func begin(message: SIPMessage?, received: ReceiveInfo, routeType: RouteType) {
+        self.message = message
+        self.received = received
+        self.routeType = routeType
+        messageFlags = 0
+        branchFlags = 0
+        scriptFlags = 0
+        destinationURI = nil
+        forceRport = false
+        dropRequested = false
+        replied = false
+        if !avps.isEmpty { avps.removeAll(keepingCapacity: true) }
+        if !branches.isEmpty { branches.removeAll(keepingCapacity: true) }
+        if !replyHeaders.isEmpty { replyHeaders.removeAll(keepingCapacity: true) }
+        lastError = 0
+    }
+}

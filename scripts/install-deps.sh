@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Starling builds and tests with. Idempotent; needs root (or sudo).
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+PKGS=(pkg-config liblua5.4-dev lua5.4 sip-tester iproute2 valgrind python3 kamailio kamailio-lua-modules kamailio-utils-modules)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The kamailio package may start its own service on 5060; Starling's tests and benchmarks start
+# Kamailio themselves, pinned to loopback ports of their own.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet kamailio 2>/dev/null; then
+  $SUDO systemctl stop kamailio || true
+  $SUDO systemctl disable kamailio || true
+fi
+pkill -x kamailio 2>/dev/null || true
