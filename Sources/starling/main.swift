@@ -1,1 +1,3 @@
-print("starling")
+import ArgumentParser
+
+Starling.main()

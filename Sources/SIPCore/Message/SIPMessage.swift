@@ -211,7 +211,10 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         let uri = ByteRange(us, i)
         header.uriRange = uri
         guard i < e, !uri.isEmpty else {
-            throw SIPParseError.bad400(.badStartLine, "Bad Request Line", "request line has no SIP-Version")
+            if uri.isEmpty && us < e {
+                throw SIPParseError.bad400(.badStartLine, "Bad Request Line", "more than one space between request-line elements")
+            }
+            throw SIPParseError.bad400(.badStartLine, "Bad Request Line", "the request line has no SIP-Version")
         }
         guard uri.count <= header.limits.maxURILength else {
             throw SIPParseError(.uriTooLong, status: 414, reason: "Request-URI Too Long",
@@ -226,7 +229,14 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
             if version.isEmpty || ASCII.isWSP(v[version.lower]) {
                 throw SIPParseError.bad400(.badStartLine, "Bad Request Line", "more than one space between request-line elements")
             }
-            throw SIPParseError.bad400(.badStartLine, "Bad Request Line", "spaces after the SIP-Version")
+            let sp = version.range.first(where: { ASCII.isWSP(v[$0]) }) ?? version.upper
+            if sp < version.upper && v.skipLWS(sp, version.upper) == version.upper {
+                throw SIPParseError.bad400(.badStartLine, "Bad Request Line", "spaces after the SIP-Version")
+            }
+            if sp < version.upper {
+                throw SIPParseError.bad400(.badRequestURI, "Bad Request-URI", "the Request-URI contains whitespace")
+            }
+            throw SIPParseError.bad400(.badStartLine, "Bad Request Line", "the request line has no SIP-Version")
         }
         if v[us] == ASCII.lt {
             throw SIPParseError.bad400(.badRequestURI, "Bad Request-URI", "the Request-URI is enclosed in <>")

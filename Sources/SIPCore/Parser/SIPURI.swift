@@ -60,17 +60,17 @@ public struct SIPURIParts: Sendable, Hashable {
         case .sip, .sips:
             break
         }
-        // headers start at the first '?'
-        let q = v.find(ASCII.question, i, e)
-        if q < e { parts.headers = ByteRange(q + 1, e) }
-        // userinfo ends at the first '@' before '?'
-        let at = v.find(ASCII.at, i, q)
-        if at < q {
+        // userinfo ends at the first '@': '@' may appear nowhere else unescaped (user may hold ';', '?', '/').
+        let at = v.find(ASCII.at, i, e)
+        if at < e {
             let colon = v.find(ASCII.colon, i, at)
             parts.user = ByteRange(i, colon)
             if colon < at { parts.password = ByteRange(colon + 1, at) }
             i = at + 1
         }
+        // headers start at the first '?' after the userinfo
+        let q = v.find(ASCII.question, i, e)
+        if q < e { parts.headers = ByteRange(q + 1, e) }
         // host
         let hs = i
         if i < q && v[i] == ASCII.lbracket {

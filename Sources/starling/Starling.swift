@@ -1,0 +1,21 @@
+import ArgumentParser
+
+struct Starling: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "starling",
+        abstract: "A SIP router that runs Kamailio KEMI Lua routing scripts.",
+        discussion: """
+            With no subcommand, runs routes/default.lua on udp:127.0.0.1:5060.
+            """,
+        version: StarlingVersion.string,
+        subcommands: [ParseCommand.self, VersionCommand.self])
+}
+
+enum StarlingVersion {
+    static let string = "0.1.0"
+}
+
+struct VersionCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "version", abstract: "Print Starling's version.")
+    func run() { print("starling \(StarlingVersion.string)") }
+}
