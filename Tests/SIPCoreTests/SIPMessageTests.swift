@@ -1,0 +1,166 @@
+import Testing
+@testable import SIPCore
+
+@Suite struct SIPMessageTests {
+    @Test func lazyLookupStopsEarly() throws {
+        let m = try SIPMessage.parse(Samples.invite)
+        _ = m.topVia
+        // Only the Via line was needed.
+        #expect(m.header.headers.count == 1)
+        _ = m.callID
+        #expect(m.header.headers.count == 6)
+        #expect(!m.header.headersComplete)
+        _ = m.bodyRange
+        #expect(m.header.headersComplete)
+    }
+
+    @Test func wellKnownHeaders() throws {
+        let m = try SIPMessage.parse(Samples.invite)
+        try m.validate()
+        #expect(m.isRequest && m.method == .invite)
+        let uri = try #require(m.requestURI)
+        #expect(uri.scheme == .sip)
+        #expect(m.string(try #require(uri.user)) == "bob")
+        #expect(m.string(uri.host) == "biloxi.example.com")
+        #expect(uri.port == 5070)
+        #expect(m.param("transport", in: uri.params).map(m.string) == "udp")
+        let via = try #require(m.topVia)
+        #expect(m.string(via.host) == "pc33.atlanta.example.com" && via.port == 5060)
+        #expect(via.branch.map(m.string) == "z9hG4bK776asdhds")
+        #expect(via.rport?.isEmpty == true)
+        let vias = m.values(.via).compactMap { m.parseVia($0) }
+        #expect(vias.count == 3)
+        #expect(m.string(vias[2].host) == "[2001:db8::9]" && vias[2].port == 5080)
+        #expect(vias[2].received.map(m.string) == "192.0.2.4")
+        #expect(m.string(vias[2].transport) == "TCP")
+        #expect(m.from?.displayName.map(m.string) == "\"Alice Liddell\"")
+        #expect(m.from?.tag.map(m.string) == "1928301774")
+        #expect(m.to?.tag == nil)
+        #expect(m.callID.map(m.string) == "a84b4c76e66710@pc33.atlanta.example.com")
+        #expect(m.cseq?.number == 314159 && m.cseq?.method == .invite)
+        #expect(m.maxForwards == 70)
+        let contacts = m.values(.contact).compactMap { m.parseNameAddr($0) }
+        #expect(contacts.count == 2)
+        #expect(contacts[1].uriParts.port == 5062)
+        #expect(m.param("q", in: contacts[1].params).map(m.string) == "0.5")
+        #expect(m.param("expires", in: contacts[1].params).map(m.string) == "60")
+        #expect(m.values(.route).count == 2)
+        #expect(m.values(.supported).map(m.string) == ["replaces", "timer"])
+        #expect(m.headers(named: "X-CUSTOM").count == 2)
+        #expect(m.headerValue(named: "x-custom") == "one")
+        #expect(m.bodyRange.count == 10)
+        let auth = try #require(m.firstHeader(.proxyAuthorization).flatMap(m.authValue))
+        #expect(m.string(auth.scheme) == "Digest")
+        #expect(m.authParam(auth, "nonce") == "abc,def")
+        #expect(m.authParam(auth, "algorithm") == "MD5")
+        #expect(m.authParam(auth, "USERNAME") == "alice")
+    }
+
+    @Test func compactForms() throws {
+        let text = "BYE sip:b@h SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bK1\r\nf: <sip:a@h>;tag=1\r\nt: <sip:b@h>;tag=2\r\ni: c1\r\nCSeq: 2 BYE\r\nm: <sip:a@1.2.3.4>\r\nl: 0\r\nk: path\r\n\r\n"
+        let m = try SIPMessage.parse(text)
+        try m.validate()
+        #expect(m.from?.tag.map(m.string) == "1")
+        #expect(m.to?.tag.map(m.string) == "2")
+        #expect(m.callID.map(m.string) == "c1")
+        #expect(m.firstHeader(.contact) != nil)
+        #expect(m.firstHeader(.supported) != nil)
+        #expect(m.headers(named: "Content-Length").count == 1)
+        #expect(SIPHeaderKind.classify(name: "f") == .from)
+        #expect(SIPHeaderKind.classify(name: "FROM") == .from)
+    }
+
+    @Test func addrSpecParamsBelongToHeader() throws {
+        let text = "REGISTER sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: sip:a@h;tag=1\r\nTo: sip:a@h\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nContact: sip:a@1.2.3.4;expires=30\r\nContent-Length: 0\r\n\r\n"
+        let m = try SIPMessage.parse(text)
+        try m.validate()
+        #expect(m.from?.tag.map(m.string) == "1")
+        #expect(m.from?.uriParts.params.isEmpty == true)
+        let c = try #require(m.firstValue(.contact).flatMap(m.parseNameAddr))
+        #expect(m.param("expires", in: c.params).map(m.string) == "30")
+        #expect(c.uriParts.params.isEmpty)
+    }
+
+    @Test func contactStar() throws {
+        let text = "REGISTER sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:a@h>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nContact: *\r\nExpires: 0\r\nContent-Length: 0\r\n\r\n"
+        let m = try SIPMessage.parse(text)
+        try m.validate()
+        #expect(m.firstValue(.contact).flatMap(m.parseNameAddr)?.isStar == true)
+    }
+
+    @Test func ipv6URIs() throws {
+        let u = try #require(SIPURI("sips:alice@[2001:db8::10]:5061;transport=tls?subject=x"))
+        #expect(u.scheme == .sips)
+        #expect(u.host == "[2001:db8::10]")
+        #expect(u.port == 5061)
+        #expect(u.transport == "tls")
+        #expect(u.headersString == "subject=x")
+        #expect(SIPURI("sip:[2001:db8::10") == nil)
+        let tel = try #require(SIPURI("tel:+1-201-555-0123;phone-context=example.com"))
+        #expect(tel.scheme == .tel && tel.user == "+1-201-555-0123")
+        #expect(tel.param("phone-context") == "example.com")
+    }
+
+    @Test func response() throws {
+        let text = "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
+        let m = try SIPMessage.parse(text)
+        try m.check()
+        #expect(!m.isRequest)
+        #expect(m.statusCode == 180)
+        #expect(m.string(m.reasonRange) == "Ringing")
+        #expect(m.method == .invite)
+    }
+
+    @Test func leadingCRLFIgnored() throws {
+        let m = try SIPMessage.parse("\r\n\r\nOPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n")
+        try m.check()
+        #expect(m.method == .options)
+        #expect(m.serialized().starts(with: Array("OPTIONS".utf8)))
+    }
+
+    @Test func bareLFAccepted() throws {
+        let m = try SIPMessage.parse("OPTIONS sip:h SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\nFrom: <sip:a@h>;tag=1\nTo: <sip:b@h>\nCall-ID: c\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n")
+        try m.check()
+        #expect(m.callID.map(m.string) == "c")
+    }
+}
+
+@Suite struct LimitTests {
+    @Test func tooLarge() {
+        let big = [UInt8](repeating: 0x41, count: 70_000)
+        #expect(throws: SIPParseError.self) { try SIPMessage.parse(big) }
+        do { _ = try SIPMessage.parse(big) } catch { #expect(error.status == 513) }
+    }
+
+    @Test func tooManyHeaders() throws {
+        var text = "OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n"
+        for i in 0..<20 { text += "X-\(i): v\r\n" }
+        text += "\r\n"
+        let m = try SIPMessage.parse(text, limits: SIPParserLimits(maxHeaderCount: 10))
+        do { try m.check(); Issue.record("accepted") } catch { #expect(error.status == 400 && error.code == "too-many-headers") }
+    }
+
+    @Test func longHeaderLine() throws {
+        let text = "OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nX-Long: \(String(repeating: "a", count: 2000))\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n"
+        let m = try SIPMessage.parse(text, limits: SIPParserLimits(maxHeaderLineLength: 1000))
+        do { try m.check(); Issue.record("accepted") } catch { #expect(error.code == "header-line-too-long") }
+    }
+
+    @Test func uriTooLong() {
+        let text = "OPTIONS sip:\(String(repeating: "a", count: 300))@h SIP/2.0\r\n\r\n"
+        do { _ = try SIPMessage.parse(text, limits: SIPParserLimits(maxURILength: 100)); Issue.record("accepted") } catch {
+            #expect(error.status == 414)
+        }
+    }
+
+    @Test func truncatedInputsNeverCrash() throws {
+        let full = Array(Samples.invite.utf8)
+        for n in 0..<full.count {
+            if let m = try? SIPMessage.parse(Array(full[0..<n])) {
+                _ = try? m.validate()
+                _ = m.serialized()
+                _ = m.values(.via).map { m.parseVia($0) }
+            }
+        }
+    }
+}
