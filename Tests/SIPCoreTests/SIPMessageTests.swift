@@ -6,12 +6,12 @@ import Testing
         let m = try SIPMessage.parse(Samples.invite)
         _ = m.topVia
         // Only the Via line was needed.
-        #expect(m.header.headers.count == 1)
+        #expect(m.state.pointee.headers.count == 1)
         _ = m.callID
-        #expect(m.header.headers.count == 6)
-        #expect(!m.header.headersComplete)
+        #expect(m.state.pointee.headers.count == 6)
+        #expect(!m.state.pointee.headersComplete)
         _ = m.bodyRange
-        #expect(m.header.headersComplete)
+        #expect(m.state.pointee.headersComplete)
     }
 
     @Test func wellKnownHeaders() throws {

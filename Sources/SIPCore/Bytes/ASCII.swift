@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Byte classes and small helpers used by every grammar. All functions work on raw bytes; nothing here
 /// converts to `String`.
 @usableFromInline
@@ -22,17 +28,13 @@ enum ASCII {
     static let percent: UInt8 = 0x25
     static let ampersand: UInt8 = 0x26
 
-    /// RFC 3261 `token` characters: alphanum and `-.!%*_+`'~`.
-    static let tokenTable: [Bool] = {
-        var t = [Bool](repeating: false, count: 256)
-        for c in UInt8(ascii: "a")...UInt8(ascii: "z") { t[Int(c)] = true }
-        for c in UInt8(ascii: "A")...UInt8(ascii: "Z") { t[Int(c)] = true }
-        for c in UInt8(ascii: "0")...UInt8(ascii: "9") { t[Int(c)] = true }
-        for c in "-.!%*_+`'~".utf8 { t[Int(c)] = true }
-        return t
-    }()
+    /// RFC 3261 `token` characters (alphanum and `-.!%*_+`'~`) as two 64-bit masks.
+    @inline(__always) static func isToken(_ c: UInt8) -> Bool {
+        if c < 64 { return (0x03ff6ca200000000 as UInt64) >> UInt64(c) & 1 != 0 }
+        if c < 128 { return (0x47ffffff87fffffe as UInt64) >> UInt64(c - 64) & 1 != 0 }
+        return false
+    }
 
-    @inline(__always) static func isToken(_ c: UInt8) -> Bool { tokenTable[Int(c)] }
     @inline(__always) static func isDigit(_ c: UInt8) -> Bool { c &- 0x30 < 10 }
     @inline(__always) static func isAlpha(_ c: UInt8) -> Bool { (c | 0x20) &- 0x61 < 26 }
     @inline(__always) static func isHex(_ c: UInt8) -> Bool { isDigit(c) || (c | 0x20) &- 0x61 < 6 }
@@ -86,6 +88,13 @@ struct ByteView {
         return i
     }
 
+    /// Index of the first `c` in `[i, end)`, or `end`, using memchr.
+    @inline(__always) func memfind(_ c: UInt8, _ i: Int, _ end: Int) -> Int {
+        guard i < end, let b = base.baseAddress else { return end }
+        guard let hit = memchr(b + i, Int32(c), end - i) else { return end }
+        return b.distance(to: UnsafeRawPointer(hit))
+    }
+
     @inline(__always) func scanToken(_ i: Int, _ end: Int) -> Int {
         var i = i
         while i < end && ASCII.isToken(base[i]) { i += 1 }
@@ -103,6 +112,23 @@ struct ByteView {
         var k = 0
         while k < n {
             if ASCII.lower(base[s + k]) != ASCII.lower(p[k]) { return false }
+            k += 1
+        }
+        return true
+    }
+
+    @inline(__always) func equalsIgnoringCase(_ s: Int, _ e: Int, _ literal: StaticString) -> Bool {
+        equalsIgnoringCase(s, e, literal.utf8Start, literal.utf8CodeUnitCount)
+    }
+
+    /// Exact (case-sensitive) equality with an ASCII literal.
+    @inline(__always) func equals(_ s: Int, _ e: Int, _ literal: StaticString) -> Bool {
+        let n = literal.utf8CodeUnitCount
+        guard e - s == n else { return false }
+        let p = literal.utf8Start
+        var k = 0
+        while k < n {
+            if base[s + k] != p[k] { return false }
             k += 1
         }
         return true

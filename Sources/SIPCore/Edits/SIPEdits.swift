@@ -130,6 +130,6 @@ extension SIPMessage {
     public func applyingEdits() throws(SIPParseError) -> SIPMessage {
         var out: [UInt8] = []
         serialize(into: &out)
-        return try SIPMessage.parse(out, limits: header.limits, datagram: true)
+        return try SIPMessage.parse(out, limits: state.pointee.limits, datagram: true)
     }
 }

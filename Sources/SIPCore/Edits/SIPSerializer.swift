@@ -6,7 +6,7 @@ public struct SIPSerializeOptions: Sendable {
     public var removeTopVia: Bool
     /// A Request-URI that overrides the message's own (a branch's destination).
     public var requestURI: [UInt8]?
-    /// Header lines (with CRLF) added after the last header.
+    /// Header lines (with CRLF) added after the last state.pointee.
     public var appendLines: [UInt8]?
     /// Apply the message's pending edits (default true).
     public var applyEdits: Bool
@@ -41,7 +41,7 @@ extension SIPMessage {
         }
         if let line = options.prependLine { out.append(contentsOf: line) }
 
-        let he = framingOK ? headersEnd : header.scanPos
+        let he = framingOK ? headersEnd : state.pointee.scanPos
         var ops: [SIPEdits.Entry] = options.applyEdits ? edits.entries : []
         let newBody = options.applyEdits ? edits.body : nil
         var seq = ops.count
@@ -56,16 +56,16 @@ extension SIPMessage {
             }
             seq += 1
         }
-        let bodyLength = newBody?.count ?? (framingOK ? header.bodyEnd - header.bodyStart : 0)
+        let bodyLength = newBody?.count ?? (framingOK ? state.pointee.bodyEnd - state.pointee.bodyStart : 0)
         var hasCL = false
         var clLine: [UInt8] = []
         if newBody != nil || options.applyEdits && edits.bodyContentType != nil {
             // Replace every Content-Length (and Content-Type if a new one is given).
-            for h in header.headers where h.kind == .contentLength {
+            for h in state.pointee.headers where h.kind == .contentLength {
                 ops.append(.init(op: .delete(h.line), seq: seq)); seq += 1
             }
             if let ct = edits.bodyContentType, options.applyEdits {
-                for h in header.headers where h.kind == .contentType {
+                for h in state.pointee.headers where h.kind == .contentType {
                     ops.append(.init(op: .delete(h.line), seq: seq)); seq += 1
                 }
                 if !ct.isEmpty {
@@ -77,7 +77,7 @@ extension SIPMessage {
                 }
             }
         } else {
-            for h in header.headers where h.kind == .contentLength { hasCL = true; break }
+            for h in state.pointee.headers where h.kind == .contentLength { hasCL = true; break }
         }
         if !hasCL {
             clLine.append(ascii: "Content-Length: ")
@@ -110,7 +110,7 @@ extension SIPMessage {
         if let newBody {
             out.append(contentsOf: newBody)
         } else if framingOK {
-            append(&out, v, ByteRange(header.bodyStart, header.bodyEnd))
+            append(&out, v, ByteRange(state.pointee.bodyStart, state.pointee.bodyEnd))
         }
     }
 

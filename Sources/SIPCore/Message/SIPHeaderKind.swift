@@ -123,6 +123,30 @@ public enum SIPHeaderKind: UInt8, Sendable, CaseIterable {
             }
         }
         guard n >= 2, n <= 32 else { return .other }
+        // The most common headers first, by length, without touching any table.
+        switch n {
+        case 2: if v.equalsIgnoringCase(s, e, "to") { return .to }
+        case 3: if v.equalsIgnoringCase(s, e, "via") { return .via }
+        case 4:
+            if v.equalsIgnoringCase(s, e, "from") { return .from }
+            if v.equalsIgnoringCase(s, e, "cseq") { return .cseq }
+        case 5: if v.equalsIgnoringCase(s, e, "route") { return .route }
+        case 7:
+            if v.equalsIgnoringCase(s, e, "call-id") { return .callID }
+            if v.equalsIgnoringCase(s, e, "contact") { return .contact }
+        case 12:
+            if v.equalsIgnoringCase(s, e, "max-forwards") { return .maxForwards }
+            if v.equalsIgnoringCase(s, e, "record-route") { return .recordRoute }
+            if v.equalsIgnoringCase(s, e, "content-type") { return .contentType }
+        case 14: if v.equalsIgnoringCase(s, e, "content-length") { return .contentLength }
+        default: break
+        }
+        return classifyRare(v, s, e)
+    }
+
+    /// The less common long names: compared against the kinds sharing the first letter.
+    static func classifyRare(_ v: ByteView, _ s: Int, _ e: Int) -> SIPHeaderKind {
+        let n = e - s
         let first = ASCII.lower(v[s])
         guard first >= UInt8(ascii: "a"), first <= UInt8(ascii: "z") else { return .other }
         let candidates = SIPHeaderKind.candidatesByLetter[Int(first - UInt8(ascii: "a"))]
@@ -187,18 +211,34 @@ public enum SIPMethod: UInt8, Sendable, CaseIterable {
         }
     }
 
-    static let nameTable: [[UInt8]] = SIPMethod.allCases.map { Array($0.name.utf8) }
-
     /// Method names are case-sensitive (RFC 3261 §7.1); `RE%47IST%45R` is not REGISTER.
     static func classify(_ v: ByteView, _ s: Int, _ e: Int) -> SIPMethod {
-        let n = e - s
-        guard n >= 3 && n <= 9 else { return .other }
-        for m in SIPMethod.allCases.dropFirst() {
-            let b = nameTable[Int(m.rawValue)]
-            if b.count != n { continue }
-            var same = true
-            for k in 0..<n where v[s + k] != b[k] { same = false; break }
-            if same { return m }
+        switch e - s {
+        case 3:
+            if v.equals(s, e, "ACK") { return .ack }
+            if v.equals(s, e, "BYE") { return .bye }
+            if v.equals(s, e, "GET") { return .get }
+            if v.equals(s, e, "PUT") { return .put }
+        case 4:
+            if v.equals(s, e, "INFO") { return .info }
+            if v.equals(s, e, "KDMQ") { return .kdmq }
+            if v.equals(s, e, "POST") { return .post }
+        case 5:
+            if v.equals(s, e, "PRACK") { return .prack }
+            if v.equals(s, e, "REFER") { return .refer }
+        case 6:
+            if v.equals(s, e, "INVITE") { return .invite }
+            if v.equals(s, e, "CANCEL") { return .cancel }
+            if v.equals(s, e, "UPDATE") { return .update }
+            if v.equals(s, e, "NOTIFY") { return .notify }
+            if v.equals(s, e, "DELETE") { return .delete }
+        case 7:
+            if v.equals(s, e, "OPTIONS") { return .options }
+            if v.equals(s, e, "PUBLISH") { return .publish }
+            if v.equals(s, e, "MESSAGE") { return .message }
+        case 8: if v.equals(s, e, "REGISTER") { return .register }
+        case 9: if v.equals(s, e, "SUBSCRIBE") { return .subscribe }
+        default: break
         }
         return .other
     }

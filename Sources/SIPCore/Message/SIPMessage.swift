@@ -65,9 +65,9 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         m.withUnsafeMutablePointerToElements { p in
             if let b = bytes.baseAddress, bytes.count > 0 { p.update(from: b.assumingMemoryBound(to: UInt8.self), count: bytes.count) }
         }
-        m.header.count = bytes.count
-        m.header.limits = limits
-        m.header.datagram = datagram
+        m.state.pointee.count = bytes.count
+        m.state.pointee.limits = limits
+        m.state.pointee.datagram = datagram
         try m.parseStartLine()
         return m
     }
@@ -90,19 +90,23 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
 
     // MARK: Bytes
 
+    /// The parse state, accessed through a pointer: the state lives in this object's allocation, and
+    /// going through the pointer avoids dynamic exclusivity checks on every field access.
+    @inline(__always) var state: UnsafeMutablePointer<State> { withUnsafeMutablePointerToHeader { $0 } }
+
     /// Number of bytes received.
-    public var count: Int { header.count }
+    public var count: Int { state.pointee.count }
 
     /// Calls `body` with the received bytes.
     @inline(__always)
     public func withBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
-        let n = header.count
+        let n = state.pointee.count
         let p = withUnsafeMutablePointerToElements { $0 }
         return try body(UnsafeRawBufferPointer(start: p, count: n))
     }
 
     @inline(__always) var view: ByteView {
-        ByteView(UnsafeRawBufferPointer(start: withUnsafeMutablePointerToElements { $0 }, count: header.count))
+        ByteView(UnsafeRawBufferPointer(start: withUnsafeMutablePointerToElements { $0 }, count: state.pointee.count))
     }
 
     /// The bytes of a range as a string (lossy UTF-8). Allocates; meant for logs, tools and scripts.
@@ -112,7 +116,7 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
     public func bytes(_ r: ByteRange) -> [UInt8] { view.bytes(r) }
 
     /// A copy of all received bytes.
-    public var allBytes: [UInt8] { view.bytes(ByteRange(0, header.count)) }
+    public var allBytes: [UInt8] { view.bytes(ByteRange(0, state.pointee.count)) }
 
     /// Case-insensitive comparison of a range with ASCII text.
     public func equalsIgnoringCase(_ r: ByteRange, _ literal: StaticString) -> Bool { view.equalsIgnoringCase(r, literal) }
@@ -126,22 +130,22 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
     // MARK: Start line
 
     /// True for a request, false for a response.
-    public var isRequest: Bool { header.isRequest }
+    public var isRequest: Bool { state.pointee.isRequest }
     /// The request method (`.other` for extension methods; `methodRange` has the name). For a response,
     /// the CSeq method, if CSeq parses.
-    public var method: SIPMethod { header.isRequest ? header.method : (cseq?.method ?? .other) }
+    public var method: SIPMethod { state.pointee.isRequest ? state.pointee.method : (cseq?.method ?? .other) }
     /// The method as written in the request line, or the CSeq method of a response.
-    public var methodRange: ByteRange { header.isRequest ? header.methodRange : (cseq?.methodRange ?? .empty) }
+    public var methodRange: ByteRange { state.pointee.isRequest ? state.pointee.methodRange : (cseq?.methodRange ?? .empty) }
     /// The Request-URI as received (requests only).
-    public var requestURIRange: ByteRange { header.uriRange }
+    public var requestURIRange: ByteRange { state.pointee.uriRange }
     /// The SIP-Version as written ("SIP/2.0").
-    public var versionRange: ByteRange { header.versionRange }
+    public var versionRange: ByteRange { state.pointee.versionRange }
     /// The status code of a response, 0 for a request.
-    public var statusCode: Int { header.statusCode }
+    public var statusCode: Int { state.pointee.statusCode }
     /// The reason phrase of a response (may be empty).
-    public var reasonRange: ByteRange { header.reasonRange }
+    public var reasonRange: ByteRange { state.pointee.reasonRange }
     /// Where the first header line starts.
-    public var headersStart: Int { header.headersStart }
+    public var headersStart: Int { state.pointee.headersStart }
 
     private func parseStartLine() throws(SIPParseError) {
         let v = view
@@ -151,15 +155,14 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         while i < n && (v[i] == ASCII.cr || v[i] == ASCII.lf) { i += 1 }
         guard i < n else { throw SIPParseError(.empty, status: nil, reason: "Empty Message", "no start line") }
         let lineStart = i
-        var lf = i
-        while lf < n && v[lf] != ASCII.lf { lf += 1 }
+        let lf = v.memfind(ASCII.lf, i, n)
         guard lf < n else {
             throw SIPParseError(.badStartLine, status: nil, reason: "Bad Start Line", "the start line has no line end")
         }
         let lineEnd = (lf > lineStart && v[lf - 1] == ASCII.cr) ? lf - 1 : lf
-        header.headersStart = lf + 1
-        header.scanPos = lf + 1
-        header.headers.reserveCapacity(24)
+        state.pointee.headersStart = lf + 1
+        state.pointee.scanPos = lf + 1
+        state.pointee.headers.reserveCapacity(24)
 
         if lineEnd - lineStart >= 4 && v.equalsIgnoringCase(ByteRange(lineStart, lineStart + 4), "SIP/") {
             try parseStatusLine(v, lineStart, lineEnd)
@@ -169,11 +172,11 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
     }
 
     private func parseStatusLine(_ v: ByteView, _ s: Int, _ e: Int) throws(SIPParseError) {
-        header.isRequest = false
+        state.pointee.isRequest = false
         var i = s
         while i < e && v[i] != ASCII.sp { i += 1 }
         let version = ByteRange(s, i)
-        header.versionRange = version
+        state.pointee.versionRange = version
         guard v.equals(version, "SIP/2.0") else {
             throw SIPParseError(.badVersion, status: nil, reason: "Version Not Supported",
                                 "response version \(v.string(version))")
@@ -186,43 +189,43 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
             throw SIPParseError(.badStatusCode, status: nil, reason: "Bad Status Code",
                                 "status code '\(v.string(ByteRange(cs, min(e, cs + 24))))' is not 100-699")
         }
-        header.statusCode = Int(code)
+        state.pointee.statusCode = Int(code)
         if i < e {
             guard v[i] == ASCII.sp else {
                 throw SIPParseError(.badStatusCode, status: nil, reason: "Bad Status Line", "no space after the status code")
             }
             i += 1
         }
-        header.reasonRange = ByteRange(i, e)
+        state.pointee.reasonRange = ByteRange(i, e)
     }
 
     private func parseRequestLine(_ v: ByteView, _ s: Int, _ e: Int) throws(SIPParseError) {
-        header.isRequest = true
+        state.pointee.isRequest = true
         var i = s
         while i < e && ASCII.isToken(v[i]) { i += 1 }
         guard i > s, i < e, v[i] == ASCII.sp else {
             throw SIPParseError(.badStartLine, status: nil, reason: "Bad Request Line", "no method token")
         }
-        header.methodRange = ByteRange(s, i)
-        header.method = SIPMethod.classify(v, s, i)
+        state.pointee.methodRange = ByteRange(s, i)
+        state.pointee.method = SIPMethod.classify(v, s, i)
         i += 1
         let us = i
         while i < e && v[i] != ASCII.sp && v[i] != ASCII.ht { i += 1 }
         let uri = ByteRange(us, i)
-        header.uriRange = uri
+        state.pointee.uriRange = uri
         guard i < e, !uri.isEmpty else {
             if uri.isEmpty && us < e {
                 throw SIPParseError.bad400(.badStartLine, "Bad Request Line", "more than one space between request-line elements")
             }
             throw SIPParseError.bad400(.badStartLine, "Bad Request Line", "the request line has no SIP-Version")
         }
-        guard uri.count <= header.limits.maxURILength else {
+        guard uri.count <= state.pointee.limits.maxURILength else {
             throw SIPParseError(.uriTooLong, status: 414, reason: "Request-URI Too Long",
-                                "\(uri.count) bytes, the limit is \(header.limits.maxURILength)")
+                                "\(uri.count) bytes, the limit is \(state.pointee.limits.maxURILength)")
         }
         i += 1
         let version = ByteRange(i, e)
-        header.versionRange = version
+        state.pointee.versionRange = version
         // One SP between elements and none at the end (RFC 3261 §7.1): extra spaces are refused, so that
         // they are never forwarded.
         guard version.count >= 4, !version.range.contains(where: { ASCII.isWSP(v[$0]) }) else {
@@ -256,23 +259,23 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
     /// (kept in `scanError`).
     @discardableResult
     func scanNextHeader() -> Bool {
-        if header.headersComplete || header.scanError != nil { return false }
+        if state.pointee.headersComplete || state.pointee.scanError != nil { return false }
         let v = view
         let n = v.count
-        var p = header.scanPos
+        var p = state.pointee.scanPos
         guard p < n else {
-            header.scanError = .bad400(.incompleteHeaders, "Bad Message", "the header section has no empty line at its end")
+            state.pointee.scanError = .bad400(.incompleteHeaders, "Bad Message", "the header section has no empty line at its end")
             return false
         }
         // Empty line: end of headers.
         if v[p] == ASCII.lf || (v[p] == ASCII.cr && p + 1 < n && v[p + 1] == ASCII.lf) {
-            header.bodyStart = v[p] == ASCII.lf ? p + 1 : p + 2
-            header.headersEndOffset = p
-            header.headersComplete = true
+            state.pointee.bodyStart = v[p] == ASCII.lf ? p + 1 : p + 2
+            state.pointee.headersEndOffset = p
+            state.pointee.headersComplete = true
             return false
         }
-        guard header.headers.count < header.limits.maxHeaderCount else {
-            header.scanError = .bad400(.tooManyHeaders, "Too Many Headers", "more than \(header.limits.maxHeaderCount) header lines")
+        guard state.pointee.headers.count < state.pointee.limits.maxHeaderCount else {
+            state.pointee.scanError = .bad400(.tooManyHeaders, "Too Many Headers", "more than \(state.pointee.limits.maxHeaderCount) header lines")
             return false
         }
         let nameStart = p
@@ -281,7 +284,7 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         while p < n && ASCII.isWSP(v[p]) { p += 1 }
         guard nameEnd > nameStart, p < n, v[p] == ASCII.colon else {
             let lineEnd = v.find(ASCII.lf, nameStart, min(n, nameStart + 64))
-            header.scanError = .bad400(.badHeaderLine, "Bad Header",
+            state.pointee.scanError = .bad400(.badHeaderLine, "Bad Header",
                                        "header line '\(v.string(ByteRange(nameStart, v.trimEnd(nameStart, lineEnd))))' has no name and colon")
             return false
         }
@@ -291,7 +294,7 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         let base = v.base.baseAddress!
         while true {
             guard let hit = memchr(base + lineEnd, Int32(ASCII.lf), n - lineEnd) else {
-                header.scanError = .bad400(.incompleteHeaders, "Bad Message", "the header section has no empty line at its end")
+                state.pointee.scanError = .bad400(.incompleteHeaders, "Bad Message", "the header section has no empty line at its end")
                 return false
             }
             let lf = base.distance(to: UnsafeRawPointer(hit))
@@ -303,9 +306,9 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
             break
         }
         let next = lineEnd + 1
-        guard next - nameStart <= header.limits.maxHeaderLineLength else {
-            header.scanError = .bad400(.headerLineTooLong, "Header Too Long",
-                                       "a header line of \(next - nameStart) bytes, the limit is \(header.limits.maxHeaderLineLength)")
+        guard next - nameStart <= state.pointee.limits.maxHeaderLineLength else {
+            state.pointee.scanError = .bad400(.headerLineTooLong, "Header Too Long",
+                                       "a header line of \(next - nameStart) bytes, the limit is \(state.pointee.limits.maxHeaderLineLength)")
             return false
         }
         let vs = v.skipLWS(p, lineEnd)
@@ -313,12 +316,12 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         let kind = SIPHeaderKind.classify(v, nameStart, nameEnd)
         if kind.isSingle {
             let bit: UInt64 = 1 << UInt64(kind.rawValue)
-            if header.singleSeen & bit != 0 { if header.duplicate == nil { header.duplicate = kind } }
-            header.singleSeen |= bit
+            if state.pointee.singleSeen & bit != 0 { if state.pointee.duplicate == nil { state.pointee.duplicate = kind } }
+            state.pointee.singleSeen |= bit
         }
-        header.headers.append(SIPHeaderField(kind: kind, name: ByteRange(nameStart, nameEnd), value: ByteRange(vs, ve),
+        state.pointee.headers.append(SIPHeaderField(kind: kind, name: ByteRange(nameStart, nameEnd), value: ByteRange(vs, ve),
                                              line: ByteRange(nameStart, next)))
-        header.scanPos = next
+        state.pointee.scanPos = next
         return true
     }
 
@@ -326,20 +329,20 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
     @discardableResult
     public func scanAllHeaders() -> SIPParseError? {
         while scanNextHeader() {}
-        return header.scanError
+        return state.pointee.scanError
     }
 
     /// The header lines indexed so far (all of them after `scanAllHeaders()`).
     public var headerFields: [SIPHeaderField] {
         scanAllHeaders()
-        return header.headers
+        return state.pointee.headers
     }
 
     /// The first header of a kind, indexing only as far as needed.
     public func firstHeader(_ kind: SIPHeaderKind) -> SIPHeaderField? {
-        for h in header.headers where h.kind == kind { return h }
+        for h in state.pointee.headers where h.kind == kind { return h }
         while scanNextHeader() {
-            let h = header.headers[header.headers.count - 1]
+            let h = state.pointee.headers[state.pointee.headers.count - 1]
             if h.kind == kind { return h }
         }
         return nil
@@ -348,14 +351,14 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
     /// Calls `body` for each header of a kind, in order (all headers are indexed).
     public func forEachHeader(_ kind: SIPHeaderKind, _ body: (SIPHeaderField) throws -> Void) rethrows {
         scanAllHeaders()
-        for h in header.headers where h.kind == kind { try body(h) }
+        for h in state.pointee.headers where h.kind == kind { try body(h) }
     }
 
     /// Number of headers of a kind.
     public func headerCount(_ kind: SIPHeaderKind) -> Int {
         scanAllHeaders()
         var c = 0
-        for h in header.headers where h.kind == kind { c += 1 }
+        for h in state.pointee.headers where h.kind == kind { c += 1 }
         return c
     }
 
@@ -364,10 +367,10 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
     public func headers(named name: String) -> [SIPHeaderField] {
         scanAllHeaders()
         let kind = SIPHeaderKind.classify(name: name)
-        if kind != .other { return header.headers.filter { $0.kind == kind } }
+        if kind != .other { return state.pointee.headers.filter { $0.kind == kind } }
         var nameBytes = Array(name.utf8)
         return nameBytes.withUnsafeMutableBytes { nb in
-            header.headers.filter { $0.kind == .other && equalsIgnoringCase($0.name, UnsafeRawBufferPointer(nb)) }
+            state.pointee.headers.filter { $0.kind == .other && equalsIgnoringCase($0.name, UnsafeRawBufferPointer(nb)) }
         }
     }
 
@@ -379,7 +382,7 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
 
     /// Calls `body` with each comma-separated value of a header line (quotes and <> respected).
     public func forEachValue(of field: SIPHeaderField, _ body: (ByteRange) throws -> Void) rethrows {
-        try ValueList.forEach(view, field.value, limit: header.limits.maxValuesPerHeader, body)
+        try ValueList.forEach(view, field.value, limit: state.pointee.limits.maxValuesPerHeader, body)
     }
 
     /// Every value of every header of a kind, in order (e.g. all Via values).
@@ -393,9 +396,7 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
     public func firstValue(_ kind: SIPHeaderKind) -> ByteRange? {
         guard let h = firstHeader(kind) else { return nil }
         if !kind.isList { return h.value }
-        var first: ByteRange?
-        ValueList.forEach(view, h.value, limit: 1) { if first == nil { first = $0 } }
-        return first
+        return ValueList.first(view, h.value)
     }
 
     // MARK: Body
@@ -403,84 +404,84 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
     /// Frames the body (Content-Length) and indexes all headers. Errors are remembered.
     @discardableResult
     public func frame() -> SIPParseError? {
-        if header.framed { return header.framingError }
-        header.framed = true
-        if let e = scanAllHeaders() { header.framingError = e; return e }
+        if state.pointee.framed { return state.pointee.framingError }
+        state.pointee.framed = true
+        if let e = scanAllHeaders() { state.pointee.framingError = e; return e }
         let v = view
         var length: UInt64? = nil
-        for h in header.headers where h.kind == .contentLength {
+        for h in state.pointee.headers where h.kind == .contentLength {
             guard let l = v.decimal(h.value, max: UInt64(Int32.max)) else {
-                header.framingError = .bad400(.badContentLength, "Bad Content-Length",
+                state.pointee.framingError = .bad400(.badContentLength, "Bad Content-Length",
                                               "Content-Length '\(v.string(h.value))' is not a number")
-                return header.framingError
+                return state.pointee.framingError
             }
             if let prev = length, prev != l {
-                header.framingError = .bad400(.duplicateContentLength, "Bad Content-Length", "conflicting Content-Length values \(prev) and \(l)")
-                return header.framingError
+                state.pointee.framingError = .bad400(.duplicateContentLength, "Bad Content-Length", "conflicting Content-Length values \(prev) and \(l)")
+                return state.pointee.framingError
             }
             length = l
         }
-        let available = header.count - header.bodyStart
+        let available = state.pointee.count - state.pointee.bodyStart
         if let l = length {
             guard Int(l) <= available else {
-                header.framingError = .bad400(.truncatedBody, "Bad Content-Length",
+                state.pointee.framingError = .bad400(.truncatedBody, "Bad Content-Length",
                                               "Content-Length \(l) is larger than the \(available) body bytes received")
-                return header.framingError
+                return state.pointee.framingError
             }
-            header.bodyEnd = header.bodyStart + Int(l)
+            state.pointee.bodyEnd = state.pointee.bodyStart + Int(l)
         } else {
-            header.bodyEnd = header.datagram ? header.count : header.bodyStart
+            state.pointee.bodyEnd = state.pointee.datagram ? state.pointee.count : state.pointee.bodyStart
         }
         return nil
     }
 
     /// The body as framed by Content-Length (empty if framing failed).
     public var bodyRange: ByteRange {
-        if frame() != nil { return ByteRange(header.count, header.count) }
-        return ByteRange(header.bodyStart, header.bodyEnd)
+        if frame() != nil { return ByteRange(state.pointee.count, state.pointee.count) }
+        return ByteRange(state.pointee.bodyStart, state.pointee.bodyEnd)
     }
 
     /// Where the header section ends (the offset of the empty line), after framing.
     public var headersEnd: Int {
         scanAllHeaders()
-        return header.headersComplete ? header.headersEndOffset : header.scanPos
+        return state.pointee.headersComplete ? state.pointee.headersEndOffset : state.pointee.scanPos
     }
 
     /// The length of the message as framed: start line, headers and body, without trailing bytes.
-    public var framedLength: Int { frame() == nil ? header.bodyEnd : header.count }
+    public var framedLength: Int { frame() == nil ? state.pointee.bodyEnd : state.pointee.count }
 
     // MARK: Well-known headers (parsed on demand, cached)
 
     /// The top-most Via value, parsed.
     public var topVia: SIPVia? {
-        if let c = header.cachedVia { return c }
+        if let c = state.pointee.cachedVia { return c }
         var r: SIPVia? = nil
         if let f = firstValue(.via) { r = SIPVia.parse(view, f) }
-        header.cachedVia = .some(r)
+        state.pointee.cachedVia = .some(r)
         return r
     }
 
     /// The From header, parsed.
     public var from: SIPNameAddr? {
-        if let c = header.cachedFrom { return c }
-        let r = firstHeader(.from).flatMap { SIPNameAddr.parse(view, $0.value, limits: header.limits) }
-        header.cachedFrom = .some(r)
+        if let c = state.pointee.cachedFrom { return c }
+        let r = firstHeader(.from).flatMap { SIPNameAddr.parse(view, $0.value, limits: state.pointee.limits) }
+        state.pointee.cachedFrom = .some(r)
         return r
     }
 
     /// The To header, parsed.
     public var to: SIPNameAddr? {
-        if let c = header.cachedTo { return c }
-        let r = firstHeader(.to).flatMap { SIPNameAddr.parse(view, $0.value, limits: header.limits) }
-        header.cachedTo = .some(r)
+        if let c = state.pointee.cachedTo { return c }
+        let r = firstHeader(.to).flatMap { SIPNameAddr.parse(view, $0.value, limits: state.pointee.limits) }
+        state.pointee.cachedTo = .some(r)
         return r
     }
 
     /// The CSeq header, parsed (nil if missing or invalid).
     public var cseq: SIPCSeq? {
-        if let c = header.cachedCSeq { return c }
+        if let c = state.pointee.cachedCSeq { return c }
         let r = firstHeader(.cseq).flatMap { SIPCSeq.parse(view, $0.value) }
-        header.cachedCSeq = .some(r)
+        state.pointee.cachedCSeq = .some(r)
         return r
     }
 
@@ -489,9 +490,9 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
 
     /// The Request-URI as received, parsed (nil for responses or an unparsable URI).
     public var requestURI: SIPURIParts? {
-        if let c = header.cachedURI { return c }
-        let r = header.isRequest ? SIPURIParts.parse(view, header.uriRange) : nil
-        header.cachedURI = .some(r)
+        if let c = state.pointee.cachedURI { return c }
+        let r = state.pointee.isRequest ? SIPURIParts.parse(view, state.pointee.uriRange) : nil
+        state.pointee.cachedURI = .some(r)
         return r
     }
 
@@ -505,7 +506,7 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
     public func parseURI(_ r: ByteRange) -> SIPURIParts? { SIPURIParts.parse(view, r) }
 
     /// Parses a name-addr / addr-spec value of this message (From, To, Contact, Route...).
-    public func parseNameAddr(_ r: ByteRange) -> SIPNameAddr? { SIPNameAddr.parse(view, r, limits: header.limits) }
+    public func parseNameAddr(_ r: ByteRange) -> SIPNameAddr? { SIPNameAddr.parse(view, r, limits: state.pointee.limits) }
 
     /// Parses a Via value of this message.
     public func parseVia(_ r: ByteRange) -> SIPVia? { SIPVia.parse(view, r) }
@@ -529,7 +530,7 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
 
     /// The pending edits (applied by `serialize`).
     public var edits: SIPEdits {
-        get { header.edits }
-        _modify { yield &header.edits }
+        get { state.pointee.edits }
+        _modify { yield &state.pointee.edits }
     }
 }

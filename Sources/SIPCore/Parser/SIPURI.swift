@@ -61,7 +61,7 @@ public struct SIPURIParts: Sendable, Hashable {
             break
         }
         // userinfo ends at the first '@': '@' may appear nowhere else unescaped (user may hold ';', '?', '/').
-        let at = v.find(ASCII.at, i, e)
+        let at = v.memfind(ASCII.at, i, e)
         if at < e {
             let colon = v.find(ASCII.colon, i, at)
             parts.user = ByteRange(i, colon)
@@ -69,7 +69,7 @@ public struct SIPURIParts: Sendable, Hashable {
             i = at + 1
         }
         // headers start at the first '?' after the userinfo
-        let q = v.find(ASCII.question, i, e)
+        let q = v.memfind(ASCII.question, i, e)
         if q < e { parts.headers = ByteRange(q + 1, e) }
         // host
         let hs = i

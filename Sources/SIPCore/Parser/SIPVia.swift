@@ -67,18 +67,18 @@ public struct SIPVia: Sendable, Hashable {
         if i < e {
             guard v[i] == ASCII.semicolon else { return nil }
             params = ByteRange(i + 1, e)
-            guard Params.isWellFormed(v, ByteRange(i, e)) else { return nil }
         }
         var via = SIPVia(protocolName: name, protocolVersion: version, transport: transport, host: host, port: port,
                          params: params, branch: nil, received: nil, rport: nil, maddr: nil, ttl: nil, whole: r)
-        Params.forEach(v, params) { n, value in
+        var wellFormed = true
+        Params.forEach(v, params, malformed: &wellFormed) { n, value in
             if v.equalsIgnoringCase(n, "branch") { if via.branch == nil { via.branch = value ?? ByteRange(n.upper, n.upper) } }
             else if v.equalsIgnoringCase(n, "received") { via.received = value }
             else if v.equalsIgnoringCase(n, "rport") { via.rport = value ?? ByteRange(n.upper, n.upper) }
             else if v.equalsIgnoringCase(n, "maddr") { via.maddr = value }
             else if v.equalsIgnoringCase(n, "ttl") { via.ttl = value }
         }
-        return via
+        return wellFormed ? via : nil
     }
 }
 

@@ -31,6 +31,36 @@ enum ValueList {
         if !t.isEmpty { try body(t) }
     }
 
+    /// The first non-empty element of a list.
+    static func first(_ v: ByteView, _ r: ByteRange) -> ByteRange? {
+        // Fast path: no quote or '<' before the first comma (the usual Via, Supported, Allow...).
+        let comma = v.memfind(ASCII.comma, r.lower, r.upper)
+        if v.memfind(ASCII.quote, r.lower, comma) == comma && v.memfind(ASCII.lt, r.lower, comma) == comma {
+            let t = v.trimmed(ByteRange(r.lower, comma))
+            if !t.isEmpty { return t }
+        }
+        var i = r.lower
+        let e = r.upper
+        var start = i
+        while i < e {
+            let c = v[i]
+            if c == ASCII.comma {
+                let t = v.trimmed(ByteRange(start, i))
+                if !t.isEmpty { return t }
+                start = i + 1
+            } else if c == ASCII.quote {
+                i = v.skipQuoted(i, e) ?? e
+                continue
+            } else if c == ASCII.lt {
+                i = v.find(ASCII.gt, i, e) + 1
+                continue
+            }
+            i += 1
+        }
+        let t = v.trimmed(ByteRange(start, min(i, e)))
+        return t.isEmpty ? nil : t
+    }
+
     /// True if the value has an empty element (`a,,b`, a leading or trailing comma).
     static func hasEmptyElement(_ v: ByteView, _ r: ByteRange) -> Bool {
         var i = r.lower
@@ -55,12 +85,25 @@ enum Params {
     /// Calls `body` for each parameter. `value` is nil for a parameter without `=`. Quoted values keep
     /// their quotes.
     static func forEach(_ v: ByteView, _ r: ByteRange, _ body: (ByteRange, ByteRange?) -> Void) {
+        var ignored = true
+        forEach(v, r, malformed: &ignored, body)
+    }
+
+    /// Same, and sets `wellFormed` to false on an empty parameter (`;;`) or junk after a value.
+    static func forEach(_ v: ByteView, _ r: ByteRange, malformed wellFormed: inout Bool, _ body: (ByteRange, ByteRange?) -> Void) {
         var i = r.lower
+        var expectName = true
         let e = r.upper
         while i < e {
             i = v.skipLWS(i, e)
-            if i < e && v[i] == ASCII.semicolon { i += 1; continue }
-            guard i < e else { return }
+            if i < e && v[i] == ASCII.semicolon {
+                if expectName { wellFormed = false }
+                expectName = true
+                i += 1
+                continue
+            }
+            guard i < e else { if expectName { wellFormed = false }; return }
+            expectName = false
             let ns = i
             while i < e && v[i] != ASCII.equals && v[i] != ASCII.semicolon && !ASCII.isLWS(v[i]) { i += 1 }
             let name = ByteRange(ns, i)
@@ -77,8 +120,9 @@ enum Params {
                 value = ByteRange(vs, i)
                 i = v.skipLWS(i, e)
             }
-            if !name.isEmpty { body(name, value) }
+            if !name.isEmpty { body(name, value) } else { wellFormed = false }
             // Anything else up to the next ';' is junk; skip it.
+            if i < e && v[i] != ASCII.semicolon { wellFormed = false }
             while i < e && v[i] != ASCII.semicolon { i += 1 }
         }
     }

@@ -6,7 +6,7 @@ extension SIPMessage {
     /// Errors carry the status to answer with (nil for responses: they are dropped).
     public func check() throws(SIPParseError) {
         if let e = frame() { throw forKind(e) }
-        if let dup = header.duplicate {
+        if let dup = state.pointee.duplicate {
             throw forKind(.bad400(.duplicateHeader, "Duplicate \(dup.canonicalName ?? "") Header",
                                   "more than one \(dup.canonicalName ?? "") header"))
         }
@@ -25,16 +25,16 @@ extension SIPMessage {
             throw forKind(.bad400(.badCSeq, "Bad CSeq Header",
                                   "CSeq '\(string(firstHeader(.cseq)?.value ?? .empty))' is not a number up to 2^31-1 and a method"))
         }
-        if isRequest && !view.equalsBytes(cseq.methodRange, header.methodRange) {
+        if isRequest && !view.equalsBytes(cseq.methodRange, state.pointee.methodRange) {
             throw forKind(.bad400(.cseqMethodMismatch, "CSeq Method Mismatch",
-                                  "CSeq method \(string(cseq.methodRange)) differs from the request method \(string(header.methodRange))"))
+                                  "CSeq method \(string(cseq.methodRange)) differs from the request method \(string(state.pointee.methodRange))"))
         }
         if let mf = firstHeader(.maxForwards), view.decimal(mf.value, max: 255) == nil {
             throw forKind(.bad400(.badMaxForwards, "Bad Max-Forwards Header", "Max-Forwards '\(string(mf.value))' is not 0-255"))
         }
         if isRequest {
             guard let uri = requestURI else {
-                throw forKind(.bad400(.badRequestURI, "Bad Request-URI", "'\(string(header.uriRange))' does not parse as a URI"))
+                throw forKind(.bad400(.badRequestURI, "Bad Request-URI", "'\(string(state.pointee.uriRange))' does not parse as a URI"))
             }
             if uri.headers != nil && (uri.scheme == .sip || uri.scheme == .sips) {
                 throw forKind(.bad400(.badRequestURI, "Bad Request-URI", "a Request-URI must not carry headers (?...)"))
@@ -54,7 +54,7 @@ extension SIPMessage {
     public func validate() throws(SIPParseError) {
         try check()
         let v = view
-        for h in header.headers {
+        for h in state.pointee.headers {
             let name = h.kind.canonicalName ?? ""
             switch h.kind {
             case .via:
@@ -71,7 +71,7 @@ extension SIPMessage {
                 var bad: String? = nil
                 forEachValue(of: h) { value in
                     guard bad == nil else { return }
-                    guard let na = SIPNameAddr.parse(v, value, limits: header.limits) else {
+                    guard let na = SIPNameAddr.parse(v, value, limits: state.pointee.limits) else {
                         bad = "\(name) value '\(string(value))' does not parse"; return
                     }
                     if na.isStar && h.kind != .contact { bad = "'*' is only allowed in Contact"; return }
@@ -105,7 +105,7 @@ extension SIPMessage {
                     throw forKind(.bad400(.badHeaderValue, "Bad Content-Type Header", "'\(string(h.value))' is not type/subtype"))
                 }
             case .from, .to:
-                guard let na = SIPNameAddr.parse(v, h.value, limits: header.limits), !na.isStar else {
+                guard let na = SIPNameAddr.parse(v, h.value, limits: state.pointee.limits), !na.isStar else {
                     throw forKind(.bad400(.badNameAddr, "Bad \(name) Header", "\(name) '\(string(h.value))' does not parse"))
                 }
             default:
