@@ -42,7 +42,10 @@ let package = Package(
             swiftSettings: swiftSettings),
         // Kamailio modules: KSR.*, pv, hdr, sl, maxfwd, sanity, ...
         .target(
-            name: "KSRModules", dependencies: ["StarlingKEMI", "SIPCore", "SIPTransport", "CSystem"],
+            name: "KSRModules",
+            dependencies: [
+                "StarlingKEMI", "SIPCore", "SIPTransport", "CSystem", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings),
         // Configuration, workers, reload, lifecycle.
         .target(

@@ -1,1 +1,13 @@
-// KSRModules
+public import StarlingKEMI
+
+/// Every export table Starling implements. The server filters them by the configured modules.
+public enum KSRModules {
+    /// Modules this build implements (beyond the always-loaded core, pv, hdr and x).
+    public static let available: [String] = ["sl", "maxfwd", "sanity"]
+
+    /// All exports, in registration order (core first, as Kamailio does).
+    public static func exports(_ config: ModuleConfiguration = ModuleConfiguration()) -> [KemiExport] {
+        CoreModule.exports() + PVModule.exports() + HdrModule.exports() + SLModule.exports()
+            + MaxfwdModule.exports(config) + SanityModule.exports(config)
+    }
+}

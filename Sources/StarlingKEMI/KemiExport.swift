@@ -17,7 +17,7 @@ public enum KemiReturnType: UInt8, Sendable {
 }
 
 /// The value an exported function returns. The marshaller converts it by the export's return type.
-public enum KemiResult {
+public enum KemiResult: Sendable {
     /// Nothing (NONE functions).
     case none
     /// Lua nil (an XVAL null).

@@ -52,8 +52,23 @@ public final class WorkerLocals {
     public var vars: [String: KemiValue] = [:]
     /// Worker index (0-based).
     public let index: Int
+    /// Per-worker state of modules (caches), keyed by the owning type.
+    private var storage: [ObjectIdentifier: AnyObject] = [:]
 
     public init(index: Int) { self.index = index }
+
+    /// The worker's instance of `T`, created on first use. Lets a module keep caches per worker with
+    /// no lock.
+    @inlinable
+    public func local<T: AnyObject>(_ type: T.Type, _ make: () -> T) -> T {
+        if let existing = lookup(ObjectIdentifier(type)) { return unsafeDowncast(existing, to: T.self) }
+        let made = make()
+        store(made, ObjectIdentifier(type))
+        return made
+    }
+
+    @usableFromInline func lookup(_ id: ObjectIdentifier) -> AnyObject? { storage[id] }
+    @usableFromInline func store(_ o: AnyObject, _ id: ObjectIdentifier) { storage[id] = o }
 }
 
 /// Everything a KSR function works on for the message being routed. One per worker (its address is
@@ -97,6 +112,9 @@ public final class RouteContext {
 
     /// Scratch storage that must outlive a Swift call until the marshaller has copied it.
     public var scratch: [UInt8] = []
+    /// Runs `ksr_onsend_route` (set by the server when the script defines it): returns false when the
+    /// script dropped the request. Arguments: destination, transport, the bytes about to be sent.
+    public var onSend: ((RouteContext, SocketAddress, SIPTransportProtocol, [UInt8]) -> Bool)?
 
     public init(worker: WorkerLocals, logger: Logger, services: any CoreServices, sender: any MessageSender,
                 received: ReceiveInfo) {

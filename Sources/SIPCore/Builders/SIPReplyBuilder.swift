@@ -13,6 +13,8 @@ public enum SIPBuilder {
         public var extraHeaders: [UInt8]
         public var body: [UInt8]
         public var contentType: String?
+        /// The value to write into an empty `rport` parameter of the top Via (RFC 3581).
+        public var rportValue: UInt16? = nil
         /// Value of the Server header (nil: none).
         public var server: String?
 
@@ -45,13 +47,18 @@ public enum SIPBuilder {
             switch h.kind {
             case .via:
                 out.append(ascii: "Via: ")
-                if firstVia, let params = r.topViaParams, !params.isEmpty {
+                if firstVia && (r.topViaParams != nil || r.rportValue != nil) {
                     // Parameters go on the first value of the first Via line.
-                    var firstValue: ByteRange? = nil
-                    request.forEachValue(of: h) { if firstValue == nil { firstValue = $0 } }
-                    let fv = firstValue ?? h.value
-                    appendRange(&out, request, ByteRange(h.value.lower, fv.upper))
-                    out.append(contentsOf: Array(params.utf8))
+                    let fv = request.firstValue(.via) ?? h.value
+                    var copyFrom = h.value.lower
+                    if let port = r.rportValue, let via = request.topVia, let rp = via.rport, rp.isEmpty {
+                        appendRange(&out, request, ByteRange(copyFrom, rp.upper))
+                        out.append(ascii: "=")
+                        out.appendDecimal(Int(port))
+                        copyFrom = rp.upper
+                    }
+                    appendRange(&out, request, ByteRange(copyFrom, fv.upper))
+                    if let params = r.topViaParams { out.append(contentsOf: Array(params.utf8)) }
                     appendRange(&out, request, ByteRange(fv.upper, h.value.upper))
                 } else {
                     appendRange(&out, request, h.value)

@@ -10,6 +10,9 @@ public struct SIPSerializeOptions: Sendable {
     public var appendLines: [UInt8]?
     /// Apply the message's pending edits (default true).
     public var applyEdits: Bool
+    /// Extra insertions at offsets of the original message, for this serialization only (e.g.
+    /// `;received=` on the top Via of a forwarded request).
+    public var inserts: [(offset: Int, bytes: [UInt8])] = []
 
     public init(prependLine: [UInt8]? = nil, removeTopVia: Bool = false, requestURI: [UInt8]? = nil,
                 appendLines: [UInt8]? = nil, applyEdits: Bool = true) {
@@ -54,6 +57,10 @@ extension SIPMessage {
             } else {
                 ops.append(.init(op: .delete(via.line), seq: seq))
             }
+            seq += 1
+        }
+        for ins in options.inserts {
+            ops.append(.init(op: .insert(at: ins.offset, bytes: ins.bytes), seq: seq))
             seq += 1
         }
         let bodyLength = newBody?.count ?? (framingOK ? state.pointee.bodyEnd - state.pointee.bodyStart : 0)

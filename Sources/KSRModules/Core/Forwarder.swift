@@ -1,0 +1,136 @@
+public import SIPCore
+public import SIPTransport
+public import StarlingKEMI
+import Logging
+
+/// Kamailio's internal error codes, kept for `sl_reply_error` (`prev_ser_error`).
+public enum SERError {
+    public static let badAddress = -478
+    public static let send = -477
+    public static let badURI = -479
+    public static let badRequest = -5
+}
+
+/// Stateless forwarding of requests (RFC 3261 §16.11) and of replies by their Via headers.
+public enum Forwarder {
+    /// Where a URI points: the resolved address and the transport.
+    public struct Target {
+        public var address: SocketAddress
+        public var proto: SIPTransportProtocol
+    }
+
+    /// Resolves a SIP URI to a destination: `maddr`, host and port (5060, or 5061 for sips/tls),
+    /// `transport` parameter (UDP by default, TLS for sips).
+    public static func target(_ ctx: RouteContext, _ uri: SIPURI) -> Target? {
+        guard uri.scheme == .sip || uri.scheme == .sips else { return nil }
+        var proto: SIPTransportProtocol = uri.scheme == .sips ? .tls : .udp
+        if let t = uri.transport { proto = SIPTransportProtocol(name: t) ?? proto }
+        let host = uri.param("maddr") ?? uri.host
+        let addresses = ctx.services.resolve(host: host, port: uri.port, proto: proto)
+        guard var a = addresses.first else { return nil }
+        if let p = uri.port { a.port = UInt16(p) } else if a.port == 0 { a.port = proto == .tls ? 5061 : 5060 }
+        return Target(address: a, proto: proto)
+    }
+
+    /// A branch id that is the same for retransmissions of a request and for its CANCEL (§16.11):
+    /// a hash of the incoming top Via branch (or Call-ID, From tag and CSeq number for RFC 2543
+    /// requests) and of where it is sent.
+    static func branch(_ m: SIPMessage, _ destination: [UInt8]) -> String {
+        var h = FNV1a()
+        m.withBytes { b in
+            if let via = m.topVia, let br = via.branch, br.count > 7 {
+                h.add(UnsafeRawBufferPointer(rebasing: b[br.range]))
+                h.add(UnsafeRawBufferPointer(rebasing: b[via.host.range]))
+            } else {
+                if let c = m.callID { h.add(UnsafeRawBufferPointer(rebasing: b[c.range])) }
+                if let t = m.from?.tag { h.add(UnsafeRawBufferPointer(rebasing: b[t.range])) }
+                if let c = m.cseq { h.add(UnsafeRawBufferPointer(rebasing: b[c.numberRange.range])) }
+                h.add(UnsafeRawBufferPointer(rebasing: b[m.requestURIRange.range]))
+            }
+        }
+        h.add(destination)
+        return "z9hG4bKsl" + String(h.value, radix: 36)
+    }
+
+    /// `KSR.forward()` / `forward_uri(uri)`: sends the current request statelessly to `uri`, else to
+    /// `$du`, else to the Request-URI. Returns 1, or -1 (with `lastError` set).
+    public static func forward(_ ctx: RouteContext, uri explicit: [UInt8]? = nil) -> Int {
+        guard let m = ctx.message, m.isRequest else { return -1 }
+        let uriBytes = explicit ?? ctx.destinationURI ?? m.currentRequestURI
+        guard let uri = SIPURI(bytes: uriBytes) else {
+            ctx.logger.error("forward: bad destination URI '\(String(decoding: uriBytes, as: UTF8.self))'")
+            ctx.lastError = SERError.badURI
+            return -1
+        }
+        guard let t = target(ctx, uri) else {
+            ctx.logger.error("forward: cannot resolve '\(uri)'")
+            ctx.lastError = SERError.badAddress
+            return -1
+        }
+        if ctx.services.isMyself(host: t.address.ip, port: Int(t.address.port), proto: t.proto) {
+            ctx.logger.error("forward: '\(uri)' points to this server; not looping the request back")
+            ctx.lastError = SERError.badAddress
+            return -1
+        }
+        guard let local = ctx.services.localSocket(for: t.address, proto: t.proto) else {
+            ctx.logger.error("forward: no local socket for \(t.proto.name) to \(t.address)")
+            ctx.lastError = SERError.send
+            return -1
+        }
+        var via: [UInt8] = []
+        via.append(contentsOf: Array("Via: SIP/2.0/\(t.proto.viaName) \(local.advertised);branch=".utf8))
+        via.append(contentsOf: Array(branch(m, Array(t.address.description.utf8)).utf8))
+        via.append(contentsOf: [0x0D, 0x0A])
+        var options = SIPSerializeOptions(prependLine: via)
+        // received / rport on the request's own top Via (RFC 3261 §18.2.1, RFC 3581 §4).
+        if let top = m.topVia {
+            let (params, fill) = MessageTools.viaUpdate(ctx)
+            if let fill, let rp = top.rport { options.inserts.append((rp.upper, Array("=\(fill)".utf8))) }
+            if !params.isEmpty { options.inserts.append((top.whole.upper, Array(params.utf8))) }
+        }
+        let bytes = m.serialized(options: options)
+        if let hook = ctx.onSend, !hook(ctx, t.address, t.proto, bytes) {
+            ctx.logger.debug("forward: dropped by ksr_onsend_route")
+            return -1
+        }
+        guard ctx.sender.send(bytes, to: t.address, proto: t.proto, from: local.socket) else {
+            ctx.lastError = SERError.send
+            return -1
+        }
+        return 1
+    }
+
+    /// Forwards a reply statelessly: the top Via must be ours; it is removed and the reply goes to the
+    /// next Via (its `received`/`rport` when present). Returns false when the reply is dropped.
+    public static func relayReply(_ ctx: RouteContext) -> Bool {
+        guard let m = ctx.message, !m.isRequest else { return false }
+        guard let top = m.topVia else { return false }
+        let host = m.string(top.host)
+        let proto = SIPTransportProtocol(name: m.string(top.transport)) ?? .udp
+        guard ctx.services.isMyself(host: host, port: top.port ?? 5060, proto: proto) else {
+            ctx.logger.debug("reply not for us (top Via \(host)): dropped")
+            return false
+        }
+        let vias = m.values(.via)
+        guard vias.count >= 2, let next = m.parseVia(vias[1]) else {
+            ctx.logger.debug("reply has no second Via: dropped")
+            return false
+        }
+        let nextProto = SIPTransportProtocol(name: m.string(next.transport)) ?? .udp
+        let dhost = next.received.map(m.string) ?? m.string(next.host)
+        var port = next.port ?? (nextProto == .tls ? 5061 : 5060)
+        if let rp = next.rport, !rp.isEmpty, let p = Int(m.string(rp)), p > 0, p < 65536 { port = p }
+        guard var dst = ctx.services.resolve(host: dhost, port: port, proto: nextProto).first else {
+            ctx.logger.info("reply: cannot resolve next Via host \(dhost): dropped")
+            return false
+        }
+        dst.port = UInt16(port)
+        if dst.family == .inet && (dst.ipv4 == 0xFFFF_FFFF || dst.ipv4 >> 28 == 0xE || dst.ipv4 == 0) {
+            ctx.logger.info("reply: next Via \(dst.ip) is a broadcast/multicast address: dropped")
+            return false
+        }
+        let bytes = m.serialized(options: SIPSerializeOptions(removeTopVia: true))
+        let local = ctx.services.localSocket(for: dst, proto: nextProto)?.socket
+        return ctx.sender.send(bytes, to: dst, proto: nextProto, from: local)
+    }
+}

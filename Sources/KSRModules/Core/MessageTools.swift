@@ -1,0 +1,85 @@
+import SIPCore
+import SIPTransport
+import StarlingKEMI
+import Logging
+
+/// Helpers the modules share: replying to the current request and finding where replies go.
+enum MessageTools {
+    /// A To-tag that stays the same for retransmissions of one request (Call-ID, From tag, top branch).
+    static func localToTag(_ m: SIPMessage) -> String {
+        var h = FNV1a()
+        if let c = m.callID { m.withBytes { h.add(UnsafeRawBufferPointer(rebasing: $0[c.range])) } }
+        if let f = m.from?.tag { m.withBytes { h.add(UnsafeRawBufferPointer(rebasing: $0[f.range])) } }
+        if let b = m.topVia?.branch { m.withBytes { h.add(UnsafeRawBufferPointer(rebasing: $0[b.range])) } }
+        return "st" + String(h.value, radix: 16)
+    }
+
+    /// Where a reply to the current request goes (RFC 3261 §18.2.2 with RFC 3581): the source address;
+    /// the source port when the top Via asks for rport (or `force_rport()`), else the Via port.
+    static func replyDestination(_ ctx: RouteContext) -> SocketAddress {
+        var dst = ctx.received.source
+        if ctx.received.proto == .udp, let m = ctx.message, let via = m.topVia, via.rport == nil, !ctx.forceRport {
+            dst.port = UInt16(via.port ?? 5060)
+        }
+        return dst
+    }
+
+    /// What to add to the top Via of a reply or a forwarded request (RFC 3261 §18.2.1, RFC 3581):
+    /// `;received=` when the source differs from the sent-by host (or rport is requested), the value for
+    /// an empty `rport`, or a whole `;rport=` when `force_rport()` was called.
+    static func viaUpdate(_ ctx: RouteContext) -> (params: String, rportValue: UInt16?) {
+        guard let m = ctx.message, let via = m.topVia else { return ("", nil) }
+        let src = ctx.received.source
+        let host = m.string(via.host)
+        let wantsRport = via.rport != nil || ctx.forceRport
+        var params = ""
+        if via.received == nil && ((host != src.ip && host != src.uriHost) || wantsRport) {
+            params += ";received=" + src.ip
+        }
+        var fill: UInt16? = nil
+        if let rp = via.rport {
+            if rp.isEmpty { fill = src.port }
+        } else if ctx.forceRport {
+            params += ";rport=\(src.port)"
+        }
+        return (params, fill)
+    }
+
+    /// Sends a locally generated reply to the current request. Returns 1, or -1 on error.
+    @discardableResult
+    static func sendReply(_ ctx: RouteContext, status: Int, reason: String, body: [UInt8] = [],
+                          contentType: String? = nil, extraHeaders: [UInt8] = []) -> Int {
+        guard let m = ctx.message, m.isRequest, m.method != .ack else { return -1 }
+        guard status >= 100 && status <= 699, !reason.isEmpty else {
+            ctx.logger.error("invalid reply: code \(status), reason '\(reason)'")
+            return -1
+        }
+        let (params, fill) = viaUpdate(ctx)
+        var extras = ctx.replyHeaders
+        extras.append(contentsOf: extraHeaders)
+        var reply = SIPBuilder.Reply(status: status, reason: reason, toTag: localToTag(m),
+                                     topViaParams: params.isEmpty ? nil : params, extraHeaders: extras,
+                                     body: body, contentType: contentType)
+        reply.rportValue = fill
+        let bytes = SIPBuilder.reply(to: m, reply)
+        let ok = ctx.sender.send(bytes, to: replyDestination(ctx), proto: ctx.received.proto, from: ctx.received.local)
+        if ok { ctx.replied = true }
+        return ok ? 1 : -1
+    }
+}
+
+/// FNV-1a 64-bit: stateless branch ids and tags.
+struct FNV1a {
+    var value: UInt64 = 0xcbf2_9ce4_8422_2325
+    mutating func add(_ bytes: UnsafeRawBufferPointer) {
+        for b in bytes {
+            value ^= UInt64(b)
+            value &*= 0x100_0000_01b3
+        }
+    }
+    mutating func add(_ s: String) {
+        var s = s
+        s.withUTF8 { add(UnsafeRawBufferPointer($0)) }
+    }
+    mutating func add(_ bytes: [UInt8]) { bytes.withUnsafeBytes { add($0) } }
+}

@@ -1,0 +1,30 @@
+import SIPCore
+import StarlingKEMI
+import Logging
+
+/// `KSR.maxfwd` (REFERENCE §2.12).
+enum MaxfwdModule {
+    static func exports(_ config: ModuleConfiguration) -> [KemiExport] {
+        let maxLimit = config.int("maxfwd", "max_limit", default: 70)
+        return [
+            KemiExport("maxfwd", "process_maxfwd", [.int], returns: .int) { ctx, args in
+                let limit = args.int(0)
+                guard limit >= 0 && limit <= 255, let m = ctx.message, m.isRequest else { return .int(-2) }
+                guard let h = m.firstHeader(.maxForwards) else {
+                    m.addHeaderLine(Array("Max-Forwards: \(limit)\r\n".utf8), at: .first)
+                    return .int(2)
+                }
+                guard let v = Int(m.string(h.value)), v >= 0, v <= 255 else { return .int(-2) }
+                if v == 0 { return .int(-1) }
+                let newValue = min(v, maxLimit) - 1
+                m.replaceBytes(h.value, with: Array(String(newValue).utf8))
+                return .int(1)
+            },
+            KemiExport("maxfwd", "is_maxfwd_lt", [.int], returns: .int) { ctx, args in
+                guard let m = ctx.message, let h = m.firstHeader(.maxForwards) else { return .int(-2) }
+                guard let v = Int(m.string(h.value)), v >= 0, v <= 255 else { return .int(-3) }
+                return .int(v < args.int(0) ? 1 : -1)
+            },
+        ]
+    }
+}

@@ -1,0 +1,58 @@
+import SIPCore
+import StarlingKEMI
+import Logging
+
+/// `KSR.sl` (REFERENCE §2.5): stateless replies.
+enum SLModule {
+    /// Kamailio's `sl_reply_error` mapping of internal errors to replies.
+    static func errorReply(_ code: Int) -> (Int, String) {
+        switch code {
+        case SERError.send: return (477, "Unfortunately error on sending to next hop occurred (477/SL)")
+        case SERError.badAddress: return (478, "Unresolvable destination (478/SL)")
+        case SERError.badURI: return (479, "Please try again with a valid IP address (479/SL)")
+        case SERError.badRequest: return (400, "Bad Request (400/SL)")
+        default: return (500, "I'm terribly sorry, server error occurred (1/SL)")
+        }
+    }
+
+    static func reply(_ ctx: RouteContext, _ code: Int, _ reason: String?) -> KemiResult {
+        guard let m = ctx.message, m.isRequest else { return .int(-1) }
+        guard m.method != .ack else { return .int(-1) }
+        guard let reason, !reason.isEmpty else { return .int(-1) }
+        return .int(MessageTools.sendReply(ctx, status: code, reason: reason))
+    }
+
+    static func exports() -> [KemiExport] {
+        [
+            KemiExport("sl", "sl_send_reply", [.int, .str], returns: .int) { ctx, args in
+                reply(ctx, args.int(0), args.string(1))
+            },
+            KemiExport("sl", "send_reply", [.int, .str], returns: .int,
+                       compat: "stateful once tm creates a transaction (tm issue)") { ctx, args in
+                reply(ctx, args.int(0), args.string(1))
+            },
+            KemiExport("sl", "send_reply_mode", [.int, .str, .int], returns: .int) { ctx, args in
+                reply(ctx, args.int(0), args.string(1))
+            },
+            KemiExport("sl", "sl_reply_error", [], returns: .int) { ctx, _ in
+                let (code, reason) = errorReply(ctx.lastError)
+                return reply(ctx, code, reason)
+            },
+            KemiExport("sl", "get_reply_totag", [], returns: .xval) { ctx, _ in
+                guard let m = ctx.message, m.isRequest else { return .null }
+                return .string(MessageTools.localToTag(m))
+            },
+            KemiExport("sl", "sl_forward_reply", [.str, .str], returns: .int) { ctx, args in
+                guard let m = ctx.message, !m.isRequest else { return .int(-1) }
+                let code = args.str(0), reason = args.str(1)
+                if !code.isEmpty {
+                    guard code.count == 3, let c = Int(code), c / 100 == m.statusCode / 100 else { return .int(-1) }
+                    var line = Array("SIP/2.0 \(c) ".utf8)
+                    line.append(contentsOf: reason.isEmpty ? m.bytes(m.reasonRange) : Array(reason.utf8))
+                    m.replaceBytes(ByteRange(m.versionRange.lower, m.reasonRange.upper), with: line)
+                }
+                return .code(Forwarder.relayReply(ctx))
+            },
+        ]
+    }
+}
