@@ -148,7 +148,12 @@ import Testing
 
     @Test func uriTooLong() {
         let text = "OPTIONS sip:\(String(repeating: "a", count: 300))@h SIP/2.0\r\n\r\n"
-        do { _ = try SIPMessage.parse(text, limits: SIPParserLimits(maxURILength: 100)); Issue.record("accepted") } catch {
+        do {
+            let m = try SIPMessage.parse(text, limits: SIPParserLimits(maxURILength: 100))
+            #expect(m.startLineError?.status == 414)
+            try m.check()
+            Issue.record("accepted")
+        } catch {
             #expect(error.status == 414)
         }
     }

@@ -31,6 +31,7 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         var scanPos: Int = 0
         var headersComplete = false
         var scanError: SIPParseError? = nil
+        var startLineError: SIPParseError? = nil
         var bodyStart: Int = 0
         var headersEndOffset: Int = 0
         var bodyEnd: Int = 0
@@ -68,7 +69,14 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         m.state.pointee.count = bytes.count
         m.state.pointee.limits = limits
         m.state.pointee.datagram = datagram
-        try m.parseStartLine()
+        do {
+            try m.parseStartLine()
+        } catch {
+            // A request whose start line is wrong but whose headers may still be readable: keep it, so
+            // that a server can answer with the error (400, 505, 414); `check()` reports it first.
+            guard error.status != nil, m.state.pointee.isRequest, m.state.pointee.scanPos > 0 else { throw error }
+            m.state.pointee.startLineError = error
+        }
         return m
     }
 
@@ -144,6 +152,9 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
     public var statusCode: Int { state.pointee.statusCode }
     /// The reason phrase of a response (may be empty).
     public var reasonRange: ByteRange { state.pointee.reasonRange }
+    /// The start-line error of a request kept for answering (see `parse`); `check()` throws it.
+    public var startLineError: SIPParseError? { state.pointee.startLineError }
+
     /// Where the first header line starts.
     public var headersStart: Int { state.pointee.headersStart }
 

@@ -5,6 +5,7 @@ extension SIPMessage {
     ///
     /// Errors carry the status to answer with (nil for responses: they are dropped).
     public func check() throws(SIPParseError) {
+        if let e = state.pointee.startLineError { throw e }
         if let e = frame() { throw forKind(e) }
         if let dup = state.pointee.duplicate {
             throw forKind(.bad400(.duplicateHeader, "Duplicate \(dup.canonicalName ?? "") Header",
