@@ -325,7 +325,12 @@ int ksr_setup_exports(lua_State *L, const ksr_export_desc *descs, int count) {
 /* ---- Running code ------------------------------------------------------------------------ */
 
 int ksr_is_exit(const char *msg, size_t len) {
-    return msg != NULL && len == sizeof(KSR_EXIT_STRING) - 1 && memcmp(msg, KSR_EXIT_STRING, len) == 0;
+    const size_t n = sizeof(KSR_EXIT_STRING) - 1;
+    if (msg == NULL || len < n || memcmp(msg + len - n, KSR_EXIT_STRING, n) != 0) return 0;
+    if (len == n) return 1;
+    /* "file:line: ~~ksr~exit~~": error() at level 1, or coroutine.wrap re-raising in Lua 5.4
+     * (Lua 5.1, which Kamailio scripts were written for, passed the message through unchanged) */
+    return len >= n + 2 && msg[len - n - 1] == ' ' && msg[len - n - 2] == ':';
 }
 
 int ksr_msgh(lua_State *L) {

@@ -128,7 +128,7 @@ int ksr_ref_string(lua_State *L, const char *s, size_t len);
  */
 int ksr_run_callback(lua_State *L, int nameref, const char *arg, size_t arglen);
 
-/** 1 if the message is the exit sentinel (exactly, or with a "file:line: " prefix from error()). */
+/** 1 if the message is the exit sentinel, exactly or after a "file:line: " prefix. */
 int ksr_is_exit(const char *msg, size_t len);
 
 /** The list of files the `require` searcher loaded (registry table); pushes it. */
