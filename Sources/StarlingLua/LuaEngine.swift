@@ -6,6 +6,7 @@ public import StarlingKEMI
 
 /// A pre-resolved callback name (`ksr_request_route`, `ksr_reply_route`, a `t_on_failure` name...).
 /// The function itself is still looked up on every call, so redefining the global takes effect.
+/// Valid only with the engine that made it (it names a slot in that state's registry).
 public struct LuaCallback: Sendable, Hashable {
     public let name: String
     let ref: Int32
@@ -179,11 +180,13 @@ public final class LuaEngine {
 
     /// Runs a pre-resolved callback.
     public func run(_ cb: LuaCallback, arg: String? = nil) -> CallbackOutcome {
+        guard cb.ref != LUA_NOREF else { return .memoryExceeded }
+        // Script flags are zeroed for the callback and restored after it (REFERENCE §1.5); writes
+        // are skipped when nothing changes (each access to the class property is checked).
         let route = host.route
         let savedFlags = route?.scriptFlags ?? 0
-        route?.scriptFlags = 0
-        defer { route?.scriptFlags = savedFlags }
-        guard cb.ref != LUA_NOREF else { return .memoryExceeded }
+        if savedFlags != 0 { route?.scriptFlags = 0 }
+        defer { if let route, route.scriptFlags != savedFlags { route.scriptFlags = savedFlags } }
         #if DEBUG
         let top = lua_gettop(L)
         defer { assert(lua_gettop(L) == top, "Lua stack changed across a callback") }
@@ -219,7 +222,9 @@ public final class LuaEngine {
                           metadata: ["script": "\(script.path)", "lua": "\(firstLine(text))"])
             return .budgetExceeded
         }
-        if st == LUA_ERRMEM || hostRecord.pointee.mem_hit != 0 {
+        // A memory error the script caught itself (pcall) does not count, only one that ended it.
+        if st == LUA_ERRMEM || (hostRecord.pointee.mem_hit != 0 && text.utf8.starts(with: "not enough memory".utf8))
+            || (hostRecord.pointee.mem_hit != 0 && firstLine(text).hasSuffix("not enough memory")) {
             _ = ksr_gc_collect(L)
             logger?.error("error executing \(name): memory limit exceeded (\(limits.memoryLimit) bytes)",
                           metadata: ["script": "\(script.path)"])

@@ -11,6 +11,8 @@ final class LuaHost {
     let registry: KemiRegistry
     /// The route context KSR functions receive; nil for a check-only engine (calls then fail).
     let route: RouteContext?
+    /// The same object without reference counting, for the per-call path (`route` keeps it alive).
+    private unowned(unsafe) let fastRoute: RouteContext?
     /// Functions and return types by export index (flat, so a call costs no struct copies).
     let functions: ContiguousArray<KemiFunction>
     let returnTypes: ContiguousArray<KemiReturnType>
@@ -21,6 +23,7 @@ final class LuaHost {
     init(registry: KemiRegistry, route: RouteContext?) {
         self.registry = registry
         self.route = route
+        fastRoute = route
         functions = ContiguousArray(registry.exports.map(\.function))
         returnTypes = ContiguousArray(registry.exports.map(\.returns))
         arenaCapacity = 4096
@@ -33,7 +36,7 @@ final class LuaHost {
 
     @inline(__always)
     func call(_ index: Int, _ params: UnsafePointer<ksr_param>?, _ count: Int, _ ret: UnsafeMutablePointer<ksr_ret>) {
-        guard let route else {
+        guard let route = fastRoute else {
             ret.pointee.kind = Int32(KSR_RET_FALSE.rawValue)
             return
         }

@@ -52,6 +52,21 @@ struct LuaLimitsTests {
         #expect(h.engine.run(callback: "ksr_reply_route") == .ok)
     }
 
+    @Test func memoryErrorCaughtByTheScriptIsNotAnOutcome() throws {
+        let h = try harness(route("""
+            local ok = pcall(function() local s = "x" while true do s = s .. s end end)
+            KSR.test.rec("caught", tostring(ok))
+            """) + "function fail_after() pcall(function() local s = 'x' while true do s = s .. s end end) error('boom') end\n",
+            limits: Self.small)
+        #expect(h.engine.run(h.engine.requestRoute) == .ok)
+        #expect(h.v("caught") == .string("false"))
+        guard case .error(let e) = h.engine.run(callback: "fail_after") else {
+            Issue.record("expected .error")
+            return
+        }
+        #expect(e.message.contains("route.lua:5: boom"))
+    }
+
     @Test func topLevelLimitsFailTheLoad() throws {
         #expect {
             try harness("while true do end\nfunction ksr_request_route() end", limits: Self.small)
