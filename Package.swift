@@ -26,11 +26,15 @@ let package = Package(
             providers: [.apt(["liblua5.4-dev", "pkg-config"])]),
         .target(name: "CLuaShim", dependencies: ["CLua"]),
         .target(name: "CSystem"),
+        .systemLibrary(
+            name: "CAres", path: "Sources/CAres", pkgConfig: "libcares",
+            providers: [.apt(["libc-ares-dev", "pkg-config"])]),
 
         // SIP messages: parse, edit, serialise. No I/O.
         .target(name: "SIPCore", swiftSettings: swiftSettings),
         // Sockets (UDP workers' recvmmsg/sendmmsg), addresses, resolver.
-        .target(name: "SIPTransport", dependencies: ["SIPCore", "CSystem"], swiftSettings: swiftSettings),
+        .target(
+            name: "SIPTransport", dependencies: ["SIPCore", "CSystem", "CAres"], swiftSettings: swiftSettings),
         // Engine-agnostic export tables and the per-message route context.
         .target(
             name: "StarlingKEMI",

@@ -117,7 +117,7 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
             }
             _ = inet_ntop(AF_INET6, &a, &buf, 64)
         }
-        return String(cString: buf)
+        return buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
 
     /// The address as it appears in a URI or Via host: IPv6 in brackets.

@@ -1,0 +1,315 @@
+import Foundation
+import Logging
+import SIPTransport
+import TOMLKit
+
+/// A configuration value before validation, from TOML or from an environment string.
+enum RawValue {
+    case string(String)
+    case int(Int)
+    case bool(Bool)
+    case double(Double)
+    case array([RawValue])
+    case table
+    case other(String)
+
+    init(_ v: any TOMLValueConvertible) {
+        switch v.type {
+        case .string: self = .string(v.string ?? "")
+        case .int: self = .int(v.int ?? 0)
+        case .bool: self = .bool(v.bool ?? false)
+        case .double: self = .double(v.double ?? 0)
+        case .array: self = .array((v.array.map { Array($0) } ?? []).map { RawValue($0) })
+        case .table: self = .table
+        case .date: self = .other("a date")
+        case .time: self = .other("a time")
+        case .dateTime: self = .other("a date-time")
+        }
+    }
+
+    /// How an error message shows the value: `"abc"`, `42`, `true`, `an array`.
+    var shown: String {
+        switch self {
+        case .string(let s): return "\"\(s)\""
+        case .int(let i): return String(i)
+        case .bool(let b): return String(b)
+        case .double(let d): return String(d)
+        case .array: return "an array"
+        case .table: return "a table"
+        case .other(let s): return s
+        }
+    }
+
+    var scalar: ConfigValue? {
+        switch self {
+        case .string(let s): return .string(s)
+        case .int(let i): return .int(i)
+        case .bool(let b): return .bool(b)
+        default: return nil
+        }
+    }
+}
+
+/// Kamailio-style names: modules, defines.
+private func isIdentifier(_ s: String) -> Bool {
+    guard let f = s.unicodeScalars.first, f == "_" || (f.isASCII && f.properties.isAlphabetic) else { return false }
+    return s.unicodeScalars.allSatisfy { $0 == "_" || ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) }
+}
+
+extension StarlingConfig {
+    /// Keys allowed in `[core]`.
+    static let coreKeys: [String] = [
+        "listen", "workers", "script", "modules", "log_level", "dns_servers", "instruction_budget", "memory_limit_mb",
+    ]
+    /// `[core]` keys that hold lists (comma-separated in the environment).
+    static let coreListKeys: Set<String> = ["listen", "modules", "dns_servers"]
+
+    // MARK: TOML
+
+    mutating func apply(_ root: TOMLTable) throws(ConfigError) {
+        for key in root.keys.sorted() {
+            guard let value = root[key] else { continue }
+            switch key {
+            case "core":
+                guard let core = value.table else { throw ConfigError(key: "core", "expected a table ([core]), got \(RawValue(value).shown)") }
+                for k in core.keys.sorted() {
+                    guard let v = core[k] else { continue }
+                    try setCore(k, RawValue(v), key: "core.\(k)")
+                }
+            case "define":
+                guard let defs = value.table else { throw ConfigError(key: "define", "expected a table ([define]), got \(RawValue(value).shown)") }
+                for name in defs.keys.sorted() {
+                    guard let v = defs[name] else { continue }
+                    try setDefine(name, RawValue(v), key: "define.\(name)")
+                }
+            case "modparam":
+                guard let mods = value.table else {
+                    throw ConfigError(key: "modparam", "expected tables of module parameters ([modparam.<module>]), got \(RawValue(value).shown)")
+                }
+                for module in mods.keys.sorted() {
+                    guard let m = mods[module]?.table else {
+                        throw ConfigError(key: "modparam.\(module)", "expected a table of parameters ([modparam.\(module)]), got \(mods[module].map { RawValue($0).shown } ?? "nothing")")
+                    }
+                    for param in m.keys.sorted() {
+                        guard let v = m[param] else { continue }
+                        try setModparam(module, param, RawValue(v), key: "modparam.\(module).\(param)")
+                    }
+                }
+            default:
+                throw ConfigError(key: key, "unknown section (expected [core], [define] or [modparam.<module>])")
+            }
+        }
+    }
+
+    // MARK: Setters shared by TOML, environment and command line
+
+    mutating func setCore(_ name: String, _ value: RawValue, key: String) throws(ConfigError) {
+        switch name {
+        case "listen":
+            let items = try stringList(value, key: key)
+            guard !items.isEmpty else { throw ConfigError(key: key, "expected at least one listen address") }
+            var result: [ListenAddress] = []
+            for (i, item) in items.enumerated() {
+                let itemKey = items.count > 1 || value.isArray ? "\(key)[\(i)]" : key
+                switch ListenAddress.parse(item) {
+                case .success(let l):
+                    if result.contains(l) { throw ConfigError(key: itemKey, "duplicate listen address \"\(item)\"") }
+                    result.append(l)
+                case .failure(let e):
+                    throw ConfigError(key: itemKey, e.message)
+                }
+            }
+            listen = result
+        case "workers":
+            guard case .int(let n) = value, n > 0 else { throw ConfigError(key: key, "expected a positive integer, got \(value.shown)") }
+            guard n <= StarlingConfig.maxWorkers else { throw ConfigError(key: key, "expected at most \(StarlingConfig.maxWorkers), got \(n)") }
+            workers = n
+        case "script":
+            guard case .string(let s) = value, !s.isEmpty else { throw ConfigError(key: key, "expected a non-empty path string, got \(value.shown)") }
+            script = s
+        case "modules":
+            let items = try stringList(value, key: key)
+            var seen: [String] = []
+            for (i, m) in items.enumerated() {
+                guard isIdentifier(m) else { throw ConfigError(key: "\(key)[\(i)]", "bad module name \"\(m)\"") }
+                if !seen.contains(m) { seen.append(m) }
+            }
+            modules = seen
+        case "log_level":
+            logLevel = try Self.parseLogLevel(value, key: key)
+        case "dns_servers":
+            var servers: [SocketAddress] = []
+            for (i, s) in try stringList(value, key: key).enumerated() {
+                guard let a = SocketAddress(s, defaultPort: 53), a.port != 0 else {
+                    throw ConfigError(key: "\(key)[\(i)]", "bad DNS server \"\(s)\" (expected \"ip\", \"ip:port\" or \"[ipv6]:port\")")
+                }
+                servers.append(a)
+            }
+            dnsServers = servers
+        case "instruction_budget":
+            lua.instructionBudget = try nonNegative(value, key: key)
+        case "memory_limit_mb":
+            lua.memoryLimitMB = try nonNegative(value, key: key)
+        default:
+            throw ConfigError(key: key, "unknown key (expected one of \(StarlingConfig.coreKeys.joined(separator: ", ")))")
+        }
+    }
+
+    mutating func setDefine(_ name: String, _ value: RawValue, key: String) throws(ConfigError) {
+        guard isIdentifier(name) else { throw ConfigError(key: key, "bad define name \"\(name)\" (letters, digits and _)") }
+        guard let v = value.scalar else { throw ConfigError(key: key, "expected a string, integer or boolean, got \(value.shown)") }
+        defines[name] = v
+    }
+
+    mutating func setModparam(_ module: String, _ param: String, _ value: RawValue, key: String) throws(ConfigError) {
+        guard isIdentifier(module) else { throw ConfigError(key: key, "bad module name \"\(module)\"") }
+        guard !param.isEmpty else { throw ConfigError(key: key, "empty parameter name") }
+        var values: [ConfigValue] = []
+        if case .array(let items) = value {
+            guard !items.isEmpty else { throw ConfigError(key: key, "expected at least one value in the array") }
+            for (i, item) in items.enumerated() {
+                guard let v = item.scalar else { throw ConfigError(key: "\(key)[\(i)]", "expected a string, integer or boolean, got \(item.shown)") }
+                values.append(v)
+            }
+        } else {
+            guard let v = value.scalar else {
+                throw ConfigError(key: key, "expected a string, integer, boolean or an array of them, got \(value.shown)")
+            }
+            values = [v]
+        }
+        modparams[module, default: [:]][param] = values
+    }
+
+    // MARK: Environment
+
+    mutating func applyEnvironment(_ env: [String: String]) throws(ConfigError) {
+        for name in env.keys.sorted() {
+            guard let text = env[name] else { continue }
+            if name.hasPrefix("STARLING_CORE_") {
+                let k = String(name.dropFirst("STARLING_CORE_".count)).lowercased()
+                guard StarlingConfig.coreKeys.contains(k) else {
+                    throw ConfigError(key: name, "unknown key core.\(k) (expected one of \(StarlingConfig.coreKeys.joined(separator: ", ")))")
+                }
+                let raw: RawValue
+                if StarlingConfig.coreListKeys.contains(k) {
+                    raw = .array(text.split(separator: ",").map { .string($0.trimmingCharacters(in: .whitespaces)) })
+                } else if let i = Int(text) {
+                    raw = .int(i)
+                } else {
+                    raw = .string(text)
+                }
+                try setCore(k, raw, key: name)
+            } else if name.hasPrefix("STARLING_DEFINE_") {
+                let given = String(name.dropFirst("STARLING_DEFINE_".count))
+                let defName = defines.keys.first { $0.caseInsensitiveCompare(given) == .orderedSame } ?? given
+                try setDefine(defName, ConfigValue(parsing: text).raw, key: name)
+            } else if name.hasPrefix("STARLING_MODPARAM_") {
+                let rest = String(name.dropFirst("STARLING_MODPARAM_".count))
+                let lower = rest.lowercased()
+                let known = Set(modules).union(modparams.keys)
+                let module = known.filter { lower.hasPrefix($0.lowercased() + "_") && lower.count > $0.count + 1 }
+                    .max { $0.count < $1.count }
+                let moduleName: String
+                let paramText: String
+                if let module {
+                    moduleName = module
+                    paramText = String(rest.dropFirst(module.count + 1))
+                } else {
+                    guard let us = rest.firstIndex(of: "_"), us != rest.startIndex, rest.index(after: us) != rest.endIndex else {
+                        throw ConfigError(key: name, "expected STARLING_MODPARAM_<MODULE>_<PARAM>")
+                    }
+                    moduleName = rest[..<us].lowercased()
+                    paramText = String(rest[rest.index(after: us)...])
+                }
+                let param = modparams[moduleName]?.keys.first { $0.caseInsensitiveCompare(paramText) == .orderedSame }
+                    ?? paramText.lowercased()
+                try setModparam(moduleName, param, ConfigValue(parsing: text).raw, key: name)
+            }
+        }
+    }
+
+    // MARK: Command line
+
+    mutating func apply(_ o: ConfigOverrides) throws(ConfigError) {
+        if let s = o.script { try setCore("script", .string(s), key: "--script") }
+        if let l = o.listen { try setCore("listen", .array(l.map { .string($0) }), key: "--listen") }
+        if let w = o.workers { try setCore("workers", .int(w), key: "--workers") }
+        if let l = o.logLevel {
+            try setCore("log_level", Int(l).map { .int($0) } ?? .string(l), key: "--log-level")
+        }
+    }
+
+    // MARK: Cross-checks
+
+    func validate() throws(ConfigError) {
+        for module in modparams.keys.sorted() where !modules.contains(module) {
+            throw ConfigError(key: "modparam.\(module)", "module \"\(module)\" is not loaded (add it to core.modules)")
+        }
+    }
+
+    // MARK: Helpers
+
+    private func stringList(_ value: RawValue, key: String) throws(ConfigError) -> [String] {
+        switch value {
+        case .string(let s): return [s]
+        case .array(let items):
+            var out: [String] = []
+            for (i, item) in items.enumerated() {
+                guard case .string(let s) = item else { throw ConfigError(key: "\(key)[\(i)]", "expected a string, got \(item.shown)") }
+                out.append(s)
+            }
+            return out
+        default:
+            throw ConfigError(key: key, "expected an array of strings, got \(value.shown)")
+        }
+    }
+
+    private func nonNegative(_ value: RawValue, key: String) throws(ConfigError) -> Int {
+        guard case .int(let n) = value, n >= 0 else { throw ConfigError(key: key, "expected a non-negative integer, got \(value.shown)") }
+        return n
+    }
+
+    /// Level names (swift-log's, plus "warn", "err", "crit") or a Kamailio debug level:
+    /// -5...-2 critical, -1 error, 0 warning, 1 notice, 2 info, 3 debug, 4 trace.
+    static func parseLogLevel(_ value: RawValue, key: String) throws(ConfigError) -> Logger.Level {
+        switch value {
+        case .string(let s):
+            switch s.lowercased() {
+            case "trace": return .trace
+            case "debug", "dbg": return .debug
+            case "info": return .info
+            case "notice": return .notice
+            case "warning", "warn": return .warning
+            case "error", "err": return .error
+            case "critical", "crit", "alert": return .critical
+            default: break
+            }
+        case .int(let n) where (-5...4).contains(n):
+            switch n {
+            case ...(-2): return .critical
+            case -1: return .error
+            case 0: return .warning
+            case 1: return .notice
+            case 2: return .info
+            case 3: return .debug
+            default: return .trace
+            }
+        default: break
+        }
+        throw ConfigError(key: key, "expected trace, debug, info, notice, warning, error, critical or a Kamailio level -5...4, got \(value.shown)")
+    }
+}
+
+extension RawValue {
+    var isArray: Bool { if case .array = self { return true } else { return false } }
+}
+
+extension ConfigValue {
+    var raw: RawValue {
+        switch self {
+        case .string(let s): return .string(s)
+        case .int(let i): return .int(i)
+        case .bool(let b): return .bool(b)
+        }
+    }
+}

@@ -1,0 +1,104 @@
+import Foundation
+public import Logging
+public import SIPTransport
+import TOMLKit
+
+/// Starling's configuration: the TOML file, then `STARLING_*` environment variables, then the
+/// command line, each overriding the one before.
+///
+/// ```toml
+/// [core]
+/// listen = ["udp:127.0.0.1:5060", "udp:[::1]:5060"]
+/// workers = 4                  # default: number of cores
+/// script = "routes/default.lua"
+/// modules = ["sl", "tm", "rr"]
+/// log_level = "info"           # or a Kamailio debug level, -5...4
+/// dns_servers = ["127.0.0.1:5353"]   # default: the system resolver
+/// instruction_budget = 10000000
+/// memory_limit_mb = 64
+///
+/// [define]                     # what #!define is to Kamailio
+/// WITH_AUTH = true
+/// DBURL = "mysql://..."
+///
+/// [modparam.tm]                # Kamailio parameter names; an array repeats the modparam
+/// fr_timer = 30000
+/// ```
+///
+/// Environment: `STARLING_CORE_<KEY>` (lists comma-separated), `STARLING_DEFINE_<NAME>`,
+/// `STARLING_MODPARAM_<MODULE>_<PARAM>` (matched case-insensitively onto known modules and
+/// parameters, otherwise lower-cased). Other `STARLING_*` variables are ignored here.
+public struct StarlingConfig: Sendable, Equatable {
+    /// Sockets to listen on. Default: `udp:127.0.0.1:5060`.
+    public var listen: [ListenAddress] = [ListenAddress(proto: .udp, address: SocketAddress(ip: "127.0.0.1", port: 5060)!)]
+    /// Worker threads. Default: the number of online CPUs.
+    public var workers: Int = StarlingConfig.defaultWorkers
+    /// The KEMI Lua script. Default "routes/default.lua" (relative to the working directory).
+    public var script: String = "routes/default.lua"
+    /// Modules to load, Kamailio names ("tm", "sl", ...). Default none.
+    public var modules: [String] = []
+    /// Log level. Default info.
+    public var logLevel: Logger.Level = .info
+    /// DNS servers; empty uses the system resolver (/etc/resolv.conf).
+    public var dnsServers: [SocketAddress] = []
+    /// Limits for each Lua state.
+    public var lua = LuaLimits()
+    /// `[define]`: names to values.
+    public var defines: [String: ConfigValue] = [:]
+    /// `[modparam.<module>]`: module → parameter → values (more than one = repeated modparam).
+    public var modparams: [String: [String: [ConfigValue]]] = [:]
+    /// The file the configuration came from, if any.
+    public var sourcePath: String?
+
+    /// The built-in defaults.
+    public init() {}
+
+    /// The number of online CPUs (at least 1).
+    public static var defaultWorkers: Int { max(1, ProcessInfo.processInfo.activeProcessorCount) }
+
+    /// Upper bound for `workers`.
+    public static let maxWorkers = 1024
+
+    /// `[define]` as text (booleans as "1"/"0"), for `CoreServices.defines`.
+    public var defineTexts: [String: String] { defines.mapValues(\.text) }
+
+    /// The values of a modparam (empty if not set).
+    public func modparam(_ module: String, _ name: String) -> [ConfigValue] { modparams[module]?[name] ?? [] }
+
+    /// Loads the configuration. With `path` nil, starts from the defaults (no file). Then applies
+    /// `environment` (nil: the process environment) and `overrides`, and validates.
+    public static func load(path: String?, environment: [String: String]? = nil,
+                            overrides: ConfigOverrides = ConfigOverrides()) throws(ConfigError) -> StarlingConfig {
+        let environment = environment ?? ProcessInfo.processInfo.environment
+        guard let path else { return try parse(toml: "", environment: environment, overrides: overrides) }
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            let exists = FileManager.default.fileExists(atPath: path)
+            throw ConfigError(key: path, exists ? "cannot read the file (\(error.localizedDescription))" : "no such file")
+        }
+        var config = try parse(toml: text, environment: environment, overrides: overrides, fileName: path)
+        config.sourcePath = path
+        return config
+    }
+
+    /// Parses TOML text, then applies `environment` and `overrides`, and validates.
+    public static func parse(toml text: String, environment: [String: String] = [:],
+                             overrides: ConfigOverrides = ConfigOverrides(), fileName: String = "config") throws(ConfigError) -> StarlingConfig {
+        var config = StarlingConfig()
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let e as TOMLParseError {
+            throw ConfigError(key: fileName, "TOML syntax error at line \(e.source.begin.line), column \(e.source.begin.column): \(e.description)")
+        } catch {
+            throw ConfigError(key: fileName, "TOML syntax error: \(error)")
+        }
+        try config.apply(table)
+        try config.applyEnvironment(environment)
+        try config.apply(overrides)
+        try config.validate()
+        return config
+    }
+}

@@ -1,0 +1,257 @@
+import Testing
+import Foundation
+import Logging
+import SIPTransport
+@testable import StarlingServer
+
+/// Parses TOML and expects a ConfigError with this exact text.
+private func expectError(_ toml: String, env: [String: String] = [:], overrides: ConfigOverrides = ConfigOverrides(),
+                         _ expected: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    do {
+        let c = try StarlingConfig.parse(toml: toml, environment: env, overrides: overrides)
+        Issue.record("expected error \(expected), got \(c)", sourceLocation: sourceLocation)
+    } catch {
+        #expect(error.description == expected, sourceLocation: sourceLocation)
+    }
+}
+
+@Suite("Configuration")
+struct ConfigTests {
+    @Test("defaults without a file")
+    func defaults() throws {
+        let c = try StarlingConfig.load(path: nil, environment: [:])
+        #expect(c.listen.map(\.description) == ["udp:127.0.0.1:5060"])
+        #expect(c.workers == StarlingConfig.defaultWorkers)
+        #expect(c.workers >= 1)
+        #expect(c.script == "routes/default.lua")
+        #expect(c.modules.isEmpty)
+        #expect(c.logLevel == .info)
+        #expect(c.dnsServers.isEmpty)
+        #expect(c.lua == LuaLimits(instructionBudget: 10_000_000, memoryLimitMB: 64))
+        #expect(c.defines.isEmpty && c.modparams.isEmpty && c.sourcePath == nil)
+    }
+
+    @Test("a full file")
+    func fullFile() throws {
+        let toml = """
+            [core]
+            listen = ["udp:127.0.0.1:5060", "udp:[::1]:5070", "tls:0.0.0.0"]
+            workers = 3
+            script = "/etc/starling/route.lua"
+            modules = ["sl", "tm", "rr", "tm"]
+            log_level = "debug"
+            dns_servers = ["127.0.0.1:5353", "10.0.0.1", "[::1]:53"]
+            instruction_budget = 5000
+            memory_limit_mb = 0
+
+            [define]
+            WITH_AUTH = true
+            DBURL = "mysql://db"
+            MAXLEN = 100
+
+            [modparam.tm]
+            fr_timer = 30000
+            fr_inv_timer = 120000
+
+            [modparam.rr]
+            enable_full_lr = 1
+            custom_user_avp = ["a", "b"]
+            """
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("starling-config-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("starling.toml").path
+        try toml.write(toFile: path, atomically: true, encoding: .utf8)
+
+        let c = try StarlingConfig.load(path: path, environment: [:])
+        #expect(c.sourcePath == path)
+        #expect(c.listen.map(\.description) == ["udp:127.0.0.1:5060", "udp:[::1]:5070", "tls:0.0.0.0:5061"])
+        #expect(c.listen[1].proto == .udp && c.listen[1].address.family == .inet6)
+        #expect(c.workers == 3)
+        #expect(c.script == "/etc/starling/route.lua")
+        #expect(c.modules == ["sl", "tm", "rr"])
+        #expect(c.logLevel == .debug)
+        #expect(c.dnsServers.map(\.description) == ["127.0.0.1:5353", "10.0.0.1:53", "[::1]:53"])
+        #expect(c.lua == LuaLimits(instructionBudget: 5000, memoryLimitMB: 0))
+        #expect(c.defines == ["WITH_AUTH": .bool(true), "DBURL": .string("mysql://db"), "MAXLEN": .int(100)])
+        #expect(c.defineTexts == ["WITH_AUTH": "1", "DBURL": "mysql://db", "MAXLEN": "100"])
+        #expect(c.modparam("tm", "fr_timer") == [.int(30000)])
+        #expect(c.modparam("tm", "fr_inv_timer") == [.int(120000)])
+        #expect(c.modparam("rr", "custom_user_avp") == [.string("a"), .string("b")])
+        #expect(c.modparam("rr", "nope").isEmpty)
+    }
+
+    @Test("a missing file is an error naming it")
+    func missingFile() {
+        #expect(throws: ConfigError(key: "/nonexistent/starling.toml", "no such file")) {
+            try StarlingConfig.load(path: "/nonexistent/starling.toml", environment: [:])
+        }
+    }
+
+    @Test("TOML syntax errors give line and column")
+    func syntaxError() {
+        do {
+            _ = try StarlingConfig.parse(toml: "[core]\nworkers = = 3\n")
+            Issue.record("expected a syntax error")
+        } catch {
+            #expect(error.key == "config")
+            #expect(error.message.hasPrefix("TOML syntax error at line 2, column"))
+        }
+    }
+
+    @Test("core.workers must be a positive integer")
+    func workers() {
+        expectError("[core]\nworkers = \"abc\"", "core.workers: expected a positive integer, got \"abc\"")
+        expectError("[core]\nworkers = 0", "core.workers: expected a positive integer, got 0")
+        expectError("[core]\nworkers = -2", "core.workers: expected a positive integer, got -2")
+        expectError("[core]\nworkers = 1.5", "core.workers: expected a positive integer, got 1.5")
+        expectError("[core]\nworkers = 5000", "core.workers: expected at most 1024, got 5000")
+    }
+
+    @Test("unknown keys in [core] and unknown sections are errors")
+    func unknownKeys() {
+        expectError("[core]\nworkerz = 2",
+                    "core.workerz: unknown key (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb)")
+        expectError("[server]\nx = 1", "server: unknown section (expected [core], [define] or [modparam.<module>])")
+        expectError("core = 1", "core: expected a table ([core]), got 1")
+    }
+
+    @Test("listen syntax is checked")
+    func listenSyntax() {
+        expectError("[core]\nlisten = [\"xyz:127.0.0.1:5060\"]",
+                    "core.listen[0]: unknown proto \"xyz\" in \"xyz:127.0.0.1:5060\" (expected one of udp, tcp, tls, ws, wss, sctp)")
+        let hint = "(expected \"proto:ip:port\", e.g. \"udp:127.0.0.1:5060\" or \"udp:[::1]:5060\")"
+        expectError("[core]\nlisten = [\"udp:127.0.0.1:5060\", \"udp:1.2.3:5060\"]", "core.listen[1]: bad IP address in \"udp:1.2.3:5060\" \(hint)")
+        expectError("[core]\nlisten = [\"udp:127.0.0.1:abc\"]", "core.listen[0]: bad port in \"udp:127.0.0.1:abc\" \(hint)")
+        expectError("[core]\nlisten = [\"udp:127.0.0.1:70000\"]", "core.listen[0]: port 70000 out of range in \"udp:127.0.0.1:70000\" \(hint)")
+        expectError("[core]\nlisten = [\"udp::1:5060\"]", "core.listen[0]: IPv6 addresses need brackets in \"udp::1:5060\" \(hint)")
+        expectError("[core]\nlisten = [\"127.0.0.1:5060\"]",
+                    "core.listen[0]: unknown proto \"127.0.0.1\" in \"127.0.0.1:5060\" (expected one of udp, tcp, tls, ws, wss, sctp)")
+        expectError("[core]\nlisten = [\"udp\"]", "core.listen[0]: missing proto in \"udp\" \(hint)")
+        expectError("[core]\nlisten = []", "core.listen: expected at least one listen address")
+        expectError("[core]\nlisten = [5060]", "core.listen[0]: expected a string, got 5060")
+        expectError("[core]\nlisten = [\"udp:127.0.0.1:5060\", \"UDP:127.0.0.1:5060\"]",
+                    "core.listen[1]: duplicate listen address \"UDP:127.0.0.1:5060\"")
+    }
+
+    @Test("a single listen string is accepted")
+    func listenString() throws {
+        let c = try StarlingConfig.parse(toml: "[core]\nlisten = \"tcp:[::]:5080\"")
+        #expect(c.listen == [ListenAddress(proto: .tcp, address: SocketAddress(ip: "::", port: 5080)!)])
+    }
+
+    @Test("other [core] values are checked")
+    func coreValues() {
+        expectError("[core]\nscript = \"\"", "core.script: expected a non-empty path string, got \"\"")
+        expectError("[core]\nscript = 3", "core.script: expected a non-empty path string, got 3")
+        expectError("[core]\nmodules = [\"tm\", \"bad-name\"]", "core.modules[1]: bad module name \"bad-name\"")
+        expectError("[core]\nmodules = 3", "core.modules: expected an array of strings, got 3")
+        expectError("[core]\nlog_level = \"chatty\"",
+                    "core.log_level: expected trace, debug, info, notice, warning, error, critical or a Kamailio level -5...4, got \"chatty\"")
+        expectError("[core]\ndns_servers = [\"dns.example\"]",
+                    "core.dns_servers[0]: bad DNS server \"dns.example\" (expected \"ip\", \"ip:port\" or \"[ipv6]:port\")")
+        expectError("[core]\ninstruction_budget = -1", "core.instruction_budget: expected a non-negative integer, got -1")
+        expectError("[core]\nmemory_limit_mb = \"lots\"", "core.memory_limit_mb: expected a non-negative integer, got \"lots\"")
+    }
+
+    @Test("log levels: names and Kamailio numbers")
+    func logLevels() throws {
+        let cases: [(String, Logger.Level)] = [
+            ("\"trace\"", .trace), ("\"warn\"", .warning), ("\"ERROR\"", .error), ("-1", .error), ("0", .warning),
+            ("2", .info), ("3", .debug), ("-3", .critical),
+        ]
+        for (text, level) in cases {
+            #expect(try StarlingConfig.parse(toml: "[core]\nlog_level = \(text)").logLevel == level)
+        }
+    }
+
+    @Test("[define] values are strings, integers or booleans")
+    func defines() {
+        expectError("[define]\nX = 1.5", "define.X: expected a string, integer or boolean, got 1.5")
+        expectError("[define]\nX = [1]", "define.X: expected a string, integer or boolean, got an array")
+        expectError("[define]\n\"A B\" = 1", "define.A B: bad define name \"A B\" (letters, digits and _)")
+    }
+
+    @Test("[modparam] tables: values, arrays and loaded modules")
+    func modparams() {
+        expectError("[core]\nmodules = [\"tm\"]\n[modparam.tm]\nfr_timer = 1.5",
+                    "modparam.tm.fr_timer: expected a string, integer, boolean or an array of them, got 1.5")
+        expectError("[core]\nmodules = [\"tm\"]\n[modparam.tm]\nx = [1, 2.5]", "modparam.tm.x[1]: expected a string, integer or boolean, got 2.5")
+        expectError("[core]\nmodules = [\"tm\"]\n[modparam.tm]\nx = []", "modparam.tm.x: expected at least one value in the array")
+        expectError("[core]\nmodules = [\"tm\"]\n[modparam]\ntm = 3", "modparam.tm: expected a table of parameters ([modparam.tm]), got 3")
+        expectError("[modparam.tm]\nfr_timer = 1", "modparam.tm: module \"tm\" is not loaded (add it to core.modules)")
+    }
+
+    @Test("environment overrides core values, defines and modparams")
+    func environment() throws {
+        let toml = """
+            [core]
+            workers = 2
+            modules = ["tm", "app_lua"]
+            [define]
+            WithAuth = false
+            [modparam.tm]
+            fr_timer = 1000
+            [modparam.app_lua]
+            reload = 0
+            """
+        let env = [
+            "STARLING_CORE_WORKERS": "4",
+            "STARLING_CORE_SCRIPT": "/tmp/x.lua",
+            "STARLING_CORE_LISTEN": "udp:127.0.0.1:5070, udp:[::1]:5070",
+            "STARLING_CORE_LOG_LEVEL": "3",
+            "STARLING_MODPARAM_TM_FR_TIMER": "30000",
+            "STARLING_MODPARAM_TM_FR_INV_TIMER": "120000",
+            "STARLING_MODPARAM_APP_LUA_RELOAD": "1",
+            "STARLING_MODPARAM_SL_BIND_TM": "1",
+            "STARLING_DEFINE_WITHAUTH": "true",
+            "STARLING_DEFINE_NEW_ONE": "hello",
+            "STARLING_OTHER": "ignored",
+            "PATH": "/usr/bin",
+        ]
+        let c = try StarlingConfig.parse(toml: toml + "\n", environment: env.merging(["STARLING_CORE_MODULES": "tm,app_lua,sl"]) { a, _ in a })
+        #expect(c.workers == 4)
+        #expect(c.script == "/tmp/x.lua")
+        #expect(c.listen.map(\.description) == ["udp:127.0.0.1:5070", "udp:[::1]:5070"])
+        #expect(c.logLevel == .debug)
+        #expect(c.modules == ["tm", "app_lua", "sl"])
+        #expect(c.modparam("tm", "fr_timer") == [.int(30000)])
+        #expect(c.modparam("tm", "fr_inv_timer") == [.int(120000)])
+        #expect(c.modparam("app_lua", "reload") == [.int(1)])
+        #expect(c.modparam("sl", "bind_tm") == [.int(1)])
+        #expect(c.defines == ["WithAuth": .bool(true), "NEW_ONE": .string("hello")])
+    }
+
+    @Test("environment values are validated and named in errors")
+    func environmentErrors() {
+        expectError("", env: ["STARLING_CORE_WORKERS": "abc"], "STARLING_CORE_WORKERS: expected a positive integer, got \"abc\"")
+        expectError("", env: ["STARLING_CORE_THREADS": "4"],
+                    "STARLING_CORE_THREADS: unknown key core.threads (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb)")
+        expectError("", env: ["STARLING_CORE_LISTEN": "udp:127.0.0.1:5060,foo:1.2.3.4"],
+                    "STARLING_CORE_LISTEN[1]: unknown proto \"foo\" in \"foo:1.2.3.4\" (expected one of udp, tcp, tls, ws, wss, sctp)")
+        expectError("", env: ["STARLING_MODPARAM_TM": "1"], "STARLING_MODPARAM_TM: expected STARLING_MODPARAM_<MODULE>_<PARAM>")
+        expectError("", env: ["STARLING_MODPARAM_TM_FR_TIMER": "1"], "modparam.tm: module \"tm\" is not loaded (add it to core.modules)")
+    }
+
+    @Test("command-line overrides beat file and environment")
+    func overrides() throws {
+        let o = ConfigOverrides(script: "cli.lua", listen: ["udp:127.0.0.1:6000"], workers: 7, logLevel: "error")
+        let c = try StarlingConfig.parse(toml: "[core]\nworkers = 2\nscript = \"file.lua\"",
+                                         environment: ["STARLING_CORE_WORKERS": "3", "STARLING_CORE_SCRIPT": "env.lua"], overrides: o)
+        #expect(c.workers == 7)
+        #expect(c.script == "cli.lua")
+        #expect(c.listen.map(\.description) == ["udp:127.0.0.1:6000"])
+        #expect(c.logLevel == .error)
+        let partial = try StarlingConfig.parse(toml: "[core]\nworkers = 2", environment: ["STARLING_CORE_WORKERS": "3"])
+        #expect(partial.workers == 3)
+    }
+
+    @Test("command-line values are validated")
+    func overrideErrors() {
+        expectError("", overrides: ConfigOverrides(workers: 0), "--workers: expected a positive integer, got 0")
+        expectError("", overrides: ConfigOverrides(listen: ["udp:nowhere"]),
+                    "--listen[0]: bad IP address in \"udp:nowhere\" (expected \"proto:ip:port\", e.g. \"udp:127.0.0.1:5060\" or \"udp:[::1]:5060\")")
+        expectError("", overrides: ConfigOverrides(logLevel: "loud"),
+                    "--log-level: expected trace, debug, info, notice, warning, error, critical or a Kamailio level -5...4, got \"loud\"")
+    }
+}
