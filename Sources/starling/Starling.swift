@@ -8,7 +8,8 @@ struct Starling: ParsableCommand {
             With no subcommand, runs routes/default.lua on udp:127.0.0.1:5060.
             """,
         version: StarlingVersion.string,
-        subcommands: [ParseCommand.self, VersionCommand.self])
+        subcommands: [RunCommand.self, CheckCommand.self, ParseCommand.self, VersionCommand.self],
+        defaultSubcommand: RunCommand.self)
 }
 
 enum StarlingVersion {

@@ -11,7 +11,7 @@ enum MaxfwdModule {
                 let limit = args.int(0)
                 guard limit >= 0 && limit <= 255, let m = ctx.message, m.isRequest else { return .int(-2) }
                 guard let h = m.firstHeader(.maxForwards) else {
-                    m.addHeaderLine(Array("Max-Forwards: \(limit)\r\n".utf8), at: .first)
+                    m.addHeaderLine(Array("Max-Forwards: \(limit)\r\n".utf8), at: .last)
                     return .int(2)
                 }
                 guard let v = Int(m.string(h.value)), v >= 0, v <= 255 else { return .int(-2) }

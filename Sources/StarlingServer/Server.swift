@@ -1,0 +1,166 @@
+public import Synchronization
+public import Logging
+import SIPCore
+public import SIPTransport
+public import StarlingKEMI
+public import StarlingLua
+import KSRModules
+
+/// A running Starling: sockets, worker threads, the script store and its file watcher.
+public final class Server: Sendable {
+    public let config: StarlingConfig
+    public let stats = ServerStats()
+    public let registry: KemiRegistry
+    let logger: Logger
+    let store: ScriptStore
+    let services: ServerServices
+    let stop = StopFlag()
+    private let threads: Mutex<[PosixThread]> = Mutex([])
+    private let watcher: Mutex<ScriptWatcher?> = Mutex(nil)
+    let limits: LuaEngineLimits
+
+    /// Everything that can fail before a single worker starts: the script loads, sockets bind.
+    public init(config: StarlingConfig, logger: Logger) throws(ServerError) {
+        self.config = config
+        self.logger = logger
+        limits = LuaEngineLimits(instructionBudget: config.lua.instructionBudget, memoryLimit: config.lua.memoryLimitMB << 20)
+        let modparams = config.modparams.mapValues { $0.mapValues { $0.map(\.text) } }
+        // No module list configured: every module Starling implements is loaded.
+        let modules = config.modules.isEmpty ? Set(KSRModules.available) : Set(config.modules)
+        registry = KemiRegistry(exports: KSRModules.exports(ModuleConfiguration(params: modparams)), modules: modules)
+        let unknown = config.modules.filter { !KSRModules.available.contains($0) && !KemiRegistry.alwaysLoaded.contains($0) }
+        if !unknown.isEmpty {
+            logger.warning("modules not implemented yet (their KSR tables stay nil): \(unknown.joined(separator: ", "))")
+        }
+        // The script must load before anything starts.
+        let source: ScriptSource
+        let version: ScriptVersion
+        let files: [String]
+        do {
+            source = try ScriptSource.read(path: config.script)
+            let probe = try LuaEngine(script: source, registry: registry, context: nil, limits: limits)
+            version = probe.version
+            files = probe.loadedFiles
+        } catch {
+            throw ServerError("cannot load script: \(error.description)")
+        }
+        store = ScriptStore(ScriptStore.Published(generation: 0, source: source, version: version, files: files))
+        // Sockets
+        var sockets: [UDPSocket] = []
+        for l in config.listen {
+            guard l.proto == .udp else {
+                throw ServerError("listen \(l): only udp listeners exist so far (TCP/TLS/WS come with the transports work)")
+            }
+            do {
+                sockets.append(try UDPSocket(bindingTo: l.address))
+            } catch {
+                for s in sockets { s.close() }
+                throw ServerError("cannot listen on \(l): \(error)")
+            }
+        }
+        var resolver: DNSResolver? = nil
+        do {
+            resolver = try DNSResolver(configuration: DNSResolver.Configuration(servers: config.dnsServers))
+        } catch {
+            logger.warning("DNS resolver unavailable (\(error)); only numeric hosts can be reached")
+        }
+        services = ServerServices(listen: config.listen, udpSockets: sockets, resolver: resolver,
+                                  defines: config.defineTexts, workerCount: config.workers * sockets.count)
+        logger.info("script \(config.script) version \(version) loaded")
+    }
+
+    /// Starts the workers (per UDP listener, `workers` threads sharing its socket) and the watcher.
+    public func start() throws(ServerError) {
+        var started: [PosixThread] = []
+        var index = 0
+        for socket in services.udpSockets {
+            for _ in 0..<config.workers {
+                let worker = Transfer(UDPWorker(index: index, socket: socket, store: store, registry: registry, limits: limits,
+                                                services: services, stats: stats, logger: logger,
+                                                parserLimits: .default, stop: stop))
+                do {
+                    started.append(try PosixThread(name: "udp-worker-\(index)") { worker.value.run() })
+                } catch {
+                    stop.set()
+                    throw ServerError("cannot start worker thread: \(error)")
+                }
+                index += 1
+            }
+            logger.info("listening on udp:\(socket.localAddress) with \(config.workers) workers")
+        }
+        threads.withLock { $0 = started }
+        startWatcher(files: store.published.files)
+    }
+
+    private func startWatcher(files: [String]) {
+        do {
+            let w = try ScriptWatcher(paths: files) { [weak self] changed in
+                self?.reload(reason: "changed: \(changed.sorted().joined(separator: ", "))")
+            }
+            watcher.withLock { $0 = w }
+        } catch {
+            logger.warning("script file watching is off: \(error)")
+        }
+    }
+
+    /// Loads the script again; publishes it if it loads and defines `ksr_request_route`, else keeps
+    /// the running version and logs why. Returns true if a new version was published.
+    @discardableResult
+    public func reload(reason: String) -> Bool {
+        logger.info("reloading \(config.script) (\(reason))")
+        do {
+            let source = try ScriptSource.read(path: config.script)
+            let probe = try LuaEngine(script: source, registry: registry, context: nil, limits: limits)
+            let current = store.published
+            if probe.version == current.version {
+                logger.info("script version \(probe.version) unchanged")
+                return false
+            }
+            let p = store.publish(source: source, version: probe.version, files: probe.loadedFiles)
+            stats.reloadsOK.wrappingAdd(1, ordering: .relaxed)
+            logger.info("script version \(p.version) published (was \(current.version)); workers switch between messages")
+            if Set(probe.loadedFiles) != Set(current.files) {
+                watcher.withLock { w in
+                    do { try w?.setPaths(probe.loadedFiles) } catch { logger.warning("watching \(probe.loadedFiles): \(error)") }
+                }
+            }
+            return true
+        } catch {
+            stats.reloadsFailed.wrappingAdd(1, ordering: .relaxed)
+            logger.error("reload failed, version \(store.published.version) stays active: \(error.description)")
+            return false
+        }
+    }
+
+    /// `starling check`: loads a script with every module's exports.
+    public static func checkScript(path: String) throws(LuaScriptError) -> ScriptVersion {
+        let registry = KemiRegistry(exports: KSRModules.exports(), modules: Set(KSRModules.available))
+        return try LuaEngine.check(path: path, registry: registry)
+    }
+
+    /// The version every worker should be running.
+    public var activeVersion: ScriptVersion { store.published.version }
+
+    /// Stops the workers and the watcher and closes the sockets.
+    public func shutdown() {
+        stop.set()
+        watcher.withLock { $0?.stop(); $0 = nil }
+        let ts = threads.withLock { t -> [PosixThread] in let all = t; t = []; return all }
+        for t in ts { t.join() }
+        for s in services.udpSockets { s.close() }
+        logger.info("stopped")
+    }
+}
+
+/// A start-up failure, with a message for the user.
+public struct ServerError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    init(_ d: String) { description = d }
+}
+
+/// Moves a non-Sendable value into a thread that becomes its only owner.
+final class Transfer<T>: @unchecked Sendable {
+    // Safety: the value is created on the starting thread and used only by the thread it is given to.
+    let value: T
+    init(_ v: T) { value = v }
+}

@@ -1,0 +1,69 @@
+public import SIPTransport
+public import StarlingKEMI
+
+/// The core services the KSR functions use: who we are, how names resolve, which socket sends.
+public final class ServerServices: CoreServices {
+    /// The UDP sockets, one per UDP listen address.
+    let udpSockets: [UDPSocket]
+    let listen: [ListenAddress]
+    let resolver: DNSResolver?
+    public let defines: [String: String]
+    /// Number of worker threads (for "active in all workers" logs).
+    let workerCount: Int
+    private let myIPs: Set<String>
+    private let aliases: Set<String>
+
+    init(listen: [ListenAddress], udpSockets: [UDPSocket], resolver: DNSResolver?, defines: [String: String],
+         workerCount: Int, aliases: [String] = []) {
+        self.workerCount = workerCount
+        self.listen = listen
+        self.udpSockets = udpSockets
+        self.resolver = resolver
+        self.defines = defines
+        var ips = Set<String>()
+        for l in listen { ips.insert(l.address.ip) }
+        myIPs = ips
+        self.aliases = Set(aliases.map { $0.lowercased() })
+    }
+
+    public func isMyself(host: String, port: Int?, proto: SIPTransportProtocol?) -> Bool {
+        var h = host
+        if h.hasPrefix("[") && h.hasSuffix("]") { h = String(h.dropFirst().dropLast()) }
+        let lower = h.lowercased()
+        if aliases.contains(lower) { return true }
+        // Normalise numeric addresses (IPv6 spellings differ).
+        if let a = SocketAddress(ip: h, port: 0) {
+            for l in listen where l.address.ip == a.ip || l.address.isUnspecified {
+                if let port, Int(l.address.port) != port { continue }
+                if let proto, proto != l.proto { continue }
+                return true
+            }
+            return false
+        }
+        return myIPs.contains(lower)
+    }
+
+    public func resolve(host: String, port: Int?, proto: SIPTransportProtocol) -> [SocketAddress] {
+        if let a = SocketAddress(ip: host, port: port ?? 0) { return [a] }
+        guard let resolver else { return [] }
+        return (try? resolver.resolve(host: host, port: port ?? 0, proto: proto)) ?? []
+    }
+
+    public func localSocket(for destination: SocketAddress, proto: SIPTransportProtocol) -> (socket: SocketAddress, advertised: String)? {
+        for l in listen where l.proto == proto && l.address.family == destination.family {
+            return (l.address, "\(l.address.uriHost):\(l.address.port)")
+        }
+        return nil
+    }
+
+    /// The UDP socket bound to a local address (or the first of the family).
+    func udpSocket(for local: SocketAddress?, family: SocketAddress.Family) -> UDPSocket? {
+        if let local, let s = udpSockets.first(where: { $0.localAddress == local }) { return s }
+        return udpSockets.first(where: { $0.localAddress.family == family })
+    }
+}
+
+extension SocketAddress {
+    /// 0.0.0.0 or ::
+    var isUnspecified: Bool { address.0 == 0 && address.1 == 0 }
+}

@@ -1,0 +1,51 @@
+import SIPTransport
+import StarlingKEMI
+import Logging
+
+/// A worker's outgoing datagrams: queued while a batch of received messages is routed, then sent
+/// with one sendmmsg per socket.
+final class WorkerSender: MessageSender {
+    let services: ServerServices
+    let logger: Logger
+    /// One batch per UDP socket (same order as `services.udpSockets`).
+    private let batches: [UDPBatchSender]
+    private(set) var sent = 0
+    private(set) var failed = 0
+
+    init(services: ServerServices, logger: Logger) {
+        self.services = services
+        self.logger = logger
+        batches = services.udpSockets.map { _ in UDPBatchSender(capacity: 64) }
+    }
+
+    func send(_ bytes: [UInt8], to destination: SocketAddress, proto: SIPTransportProtocol, from local: SocketAddress?) -> Bool {
+        guard proto == .udp else {
+            logger.error("no \(proto.name) transport yet: cannot send to \(destination)")
+            return false
+        }
+        guard let socket = services.udpSocket(for: local, family: destination.family),
+              let index = services.udpSockets.firstIndex(where: { $0 === socket }) else {
+            logger.error("no UDP socket to send to \(destination)")
+            return false
+        }
+        let batch = batches[index]
+        if batch.isFull { flush(index) }
+        if !batch.append(bytes, to: destination) {
+            // Too large for a batch slot: send it directly.
+            do { try socket.send(bytes, to: destination); sent += 1 } catch { failed += 1; return false }
+        }
+        return true
+    }
+
+    /// Sends everything queued.
+    func flush() {
+        for i in batches.indices where batches[i].pendingCount > 0 { flush(i) }
+    }
+
+    private func flush(_ i: Int) {
+        let r = batches[i].flush(on: services.udpSockets[i])
+        sent += r.sent
+        failed += r.failed
+        if r.failed > 0, let e = r.lastError { logger.warning("send failed for \(r.failed) datagram(s): \(e)") }
+    }
+}
