@@ -4,14 +4,6 @@ import Glibc
 import Logging
 public import StarlingKEMI
 
-/// A pre-resolved callback name (`ksr_request_route`, `ksr_reply_route`, a `t_on_failure` name...).
-/// The function itself is still looked up on every call, so redefining the global takes effect.
-/// Valid only with the engine that made it (it names a slot in that state's registry).
-public struct LuaCallback: Sendable, Hashable {
-    public let name: String
-    let ref: Int32
-}
-
 /// One Lua state running a KEMI script: the `KSR` table, the script's globals, and its limits.
 ///
 /// Not `Sendable`: one engine per worker thread (it may be built on another thread and handed over
@@ -271,18 +263,6 @@ public final class LuaEngine {
 
     /// Bytes the state has allocated.
     public var memoryInUse: Int { hostRecord.pointee.mem_used }
-
-    // MARK: Check
-
-    /// `starling check FILE`: loads the script in a throwaway state (standard libraries and `KSR`
-    /// from the registry, no route context), runs its top level and verifies `ksr_request_route`.
-    /// Returns the engine's version on success.
-    @discardableResult
-    public static func check(path: String, registry: KemiRegistry = KemiRegistry(exports: [], modules: []),
-                             limits: LuaEngineLimits = .default) throws(LuaScriptError) -> ScriptVersion {
-        let engine = try LuaEngine(path: path, registry: registry, context: nil, limits: limits)
-        return engine.version
-    }
 }
 
 private let emptyCString: StaticString = ""
