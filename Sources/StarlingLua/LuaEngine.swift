@@ -102,11 +102,10 @@ public final class LuaEngine {
     }
 
     private func load() throws(LuaScriptError) {
-        let st = script.bytes.withUnsafeBufferPointer { buf in
+        let st = script.bytes.withUnsafeBytes { buf in
             ("@" + script.path).withCString { name in
-                buf.baseAddress!.withMemoryRebound(to: CChar.self, capacity: buf.count) {
-                    ksr_dochunk(L, $0, buf.count, name)
-                }
+                let base = (buf.baseAddress ?? UnsafeRawPointer(emptyCString.utf8Start))
+                return ksr_dochunk(L, base.assumingMemoryBound(to: CChar.self), buf.count, name)
             }
         }
         if st == LUA_OK { return }

@@ -178,6 +178,9 @@ struct LuaEngineTests {
 
     @Test func loadFailures() throws {
         #expect {
+            try harness("")
+        } throws: { ($0 as? LuaScriptError)?.kind == .missingRequestRoute }
+        #expect {
             try harness("function other() end")
         } throws: { ($0 as? LuaScriptError)?.kind == .missingRequestRoute }
         #expect {
