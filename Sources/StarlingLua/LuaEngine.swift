@@ -11,6 +11,15 @@ public import StarlingKEMI
 /// context is the worker's `RouteContext`, so KSR calls find the current message without any Lua
 /// lookup. Only C code in CLuaShim raises Lua errors; this type only calls non-raising Lua API or
 /// goes through the protected helpers.
+///
+/// Lua 5.1 compatibility (Kamailio 5.6 scripts were written for 5.1): `unpack`, `loadstring`,
+/// `table.getn`, `math.pow`, `math.mod` exist, and numbers passed to string parameters are
+/// formatted with `%.14g` (10/2 gives "5"). Differences that remain: `tostring(10/2)` inside the
+/// script is "5.0", `math.pow` returns a float, `string.format("%d", 2.5)` raises, and `setfenv` /
+/// `module()` do not exist. `int` parameters are 64-bit (Kamailio's are 32-bit C ints).
+///
+/// Limits: the instruction budget counts VM instructions only; time spent inside one C library
+/// call (a huge `string.rep`, a pathological pattern) is bounded by the memory cap, not the budget.
 public final class LuaEngine {
     /// The script this engine was built from.
     public let script: ScriptSource
