@@ -4,14 +4,6 @@ import Glibc
 import Logging
 public import StarlingKEMI
 
-/// A pre-resolved callback name (`ksr_request_route`, `ksr_reply_route`, a `t_on_failure` name...).
-/// The function itself is still looked up on every call, so redefining the global takes effect.
-/// Valid only with the engine that made it (it names a slot in that state's registry).
-public struct LuaCallback: Sendable, Hashable {
-    public let name: String
-    let ref: Int32
-}
-
 /// One Lua state running a KEMI script: the `KSR` table, the script's globals, and its limits.
 ///
 /// Not `Sendable`: one engine per worker thread (it may be built on another thread and handed over
@@ -19,6 +11,15 @@ public struct LuaCallback: Sendable, Hashable {
 /// context is the worker's `RouteContext`, so KSR calls find the current message without any Lua
 /// lookup. Only C code in CLuaShim raises Lua errors; this type only calls non-raising Lua API or
 /// goes through the protected helpers.
+///
+/// Lua 5.1 compatibility (Kamailio 5.6 scripts were written for 5.1): `unpack`, `loadstring`,
+/// `table.getn`, `math.pow`, `math.mod` exist, and numbers passed to string parameters are
+/// formatted with `%.14g` (10/2 gives "5"). Differences that remain: `tostring(10/2)` inside the
+/// script is "5.0", `math.pow` returns a float, `string.format("%d", 2.5)` raises, and `setfenv` /
+/// `module()` do not exist. `int` parameters are 64-bit (Kamailio's are 32-bit C ints).
+///
+/// Limits: the instruction budget counts VM instructions only; time spent inside one C library
+/// call (a huge `string.rep`, a pathological pattern) is bounded by the memory cap, not the budget.
 public final class LuaEngine {
     /// The script this engine was built from.
     public let script: ScriptSource
@@ -110,11 +111,10 @@ public final class LuaEngine {
     }
 
     private func load() throws(LuaScriptError) {
-        let st = script.bytes.withUnsafeBufferPointer { buf in
+        let st = script.bytes.withUnsafeBytes { buf in
             ("@" + script.path).withCString { name in
-                buf.baseAddress!.withMemoryRebound(to: CChar.self, capacity: buf.count) {
-                    ksr_dochunk(L, $0, buf.count, name)
-                }
+                let base = (buf.baseAddress ?? UnsafeRawPointer(emptyCString.utf8Start))
+                return ksr_dochunk(L, base.assumingMemoryBound(to: CChar.self), buf.count, name)
             }
         }
         if st == LUA_OK { return }
@@ -271,18 +271,6 @@ public final class LuaEngine {
 
     /// Bytes the state has allocated.
     public var memoryInUse: Int { hostRecord.pointee.mem_used }
-
-    // MARK: Check
-
-    /// `starling check FILE`: loads the script in a throwaway state (standard libraries and `KSR`
-    /// from the registry, no route context), runs its top level and verifies `ksr_request_route`.
-    /// Returns the engine's version on success.
-    @discardableResult
-    public static func check(path: String, registry: KemiRegistry = KemiRegistry(exports: [], modules: []),
-                             limits: LuaEngineLimits = .default) throws(LuaScriptError) -> ScriptVersion {
-        let engine = try LuaEngine(path: path, registry: registry, context: nil, limits: limits)
-        return engine.version
-    }
 }
 
 private let emptyCString: StaticString = ""

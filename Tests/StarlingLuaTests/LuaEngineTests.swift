@@ -178,6 +178,9 @@ struct LuaEngineTests {
 
     @Test func loadFailures() throws {
         #expect {
+            try harness("")
+        } throws: { ($0 as? LuaScriptError)?.kind == .missingRequestRoute }
+        #expect {
             try harness("function other() end")
         } throws: { ($0 as? LuaScriptError)?.kind == .missingRequestRoute }
         #expect {
@@ -206,6 +209,7 @@ struct LuaEngineTests {
     @Test func checkReportsVersionOrErrors() throws {
         let dir = makeScriptDir(["ok.lua": "function ksr_request_route() KSR.x.exit() end\n",
                                  "bad.lua": "function ksr_request_route()\n  KSR.nope.f()\nend\nksr_request_route()\n"])
+        defer { removeTree(dir) }
         let v1 = try LuaEngine.check(path: dir + "/ok.lua")
         let v2 = try LuaEngine.check(path: dir + "/ok.lua", registry: testRegistry)
         #expect(v1 == v2)
@@ -217,6 +221,7 @@ struct LuaEngineTests {
 
     @Test func engineWithoutContextFailsKSRCallsQuietly() throws {
         let dir = makeScriptDir(["r.lua": "function ksr_request_route() r = KSR.test.int(1) end\n"])
+        defer { removeTree(dir) }
         let e = try LuaEngine(path: dir + "/r.lua", registry: testRegistry, context: nil)
         #expect(e.run(e.requestRoute) == .ok)
     }

@@ -23,6 +23,32 @@ struct LuaLimitsTests {
         #expect(h.logs.all.contains { $0.contains("instruction budget exceeded") })
     }
 
+    @Test func endlessLoopInACoroutineIsAborted() throws {
+        let h = try harness("""
+            function ksr_request_route()
+              local co = coroutine.create(function() while true do end end)
+              local ok, err = coroutine.resume(co)
+              while true do end
+            end
+            function parked()
+              saved = coroutine.create(function() for i = 1, 3 do KSR.test.int(i) coroutine.yield() end end)
+              coroutine.resume(saved)
+            end
+            function resume_parked() coroutine.resume(saved) end
+            """, limits: Self.small)
+        #expect(h.engine.run(callback: "parked") == .ok)
+        #expect(h.engine.run(h.engine.requestRoute) == .budgetExceeded)
+        #expect(h.engine.run(callback: "resume_parked") == .ok)
+        #expect(h.v("int") == .int(2))
+    }
+
+    @Test func zeroBudgetDisablesTheCheck() throws {
+        let h = try harness(route("local s = 0 for i = 1, 2000000 do s = s + 1 end KSR.test.int(s)"),
+                            limits: LuaEngineLimits(instructionBudget: 0, memoryLimit: 0))
+        #expect(h.engine.run(h.engine.requestRoute) == .ok)
+        #expect(h.v("int") == .int(2_000_000))
+    }
+
     @Test func budgetIsPerCallback() throws {
         // ~300k instructions per call: many calls in a row stay within a 1M budget each.
         let h = try harness(route("local s = 0 for i = 1, 100000 do s = s + i end KSR.test.int(s)"), limits: Self.small)

@@ -117,11 +117,33 @@ func makeScriptDir(_ files: [String: String]) -> String {
     return dir
 }
 
-struct Harness {
+/// Removes a directory tree made by `makeScriptDir`.
+func removeTree(_ path: String) {
+    if let d = opendir(path) {
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name == "." || name == ".." { continue }
+            if e.pointee.d_type == UInt8(DT_DIR) { removeTree(path + "/" + name) } else { unlink(path + "/" + name) }
+        }
+        closedir(d)
+    }
+    rmdir(path)
+}
+
+final class Harness {
     let engine: LuaEngine
     let ctx: RouteContext
     let logs: LogBox
     let dir: String
+
+    init(engine: LuaEngine, ctx: RouteContext, logs: LogBox, dir: String) {
+        self.engine = engine
+        self.ctx = ctx
+        self.logs = logs
+        self.dir = dir
+    }
+
+    deinit { removeTree(dir) }
 
     func v(_ key: String) -> KemiValue? { ctx.worker.vars[key] }
 }
@@ -142,7 +164,13 @@ func harness(_ script: String, files: [String: String] = [:],
     let dir = makeScriptDir(all)
     let logs = LogBox()
     let ctx = makeContext(logs: logs)
-    let engine = try LuaEngine(path: dir + "/route.lua", registry: testRegistry, context: ctx, limits: limits)
+    let engine: LuaEngine
+    do {
+        engine = try LuaEngine(path: dir + "/route.lua", registry: testRegistry, context: ctx, limits: limits)
+    } catch {
+        removeTree(dir)
+        throw error
+    }
     return Harness(engine: engine, ctx: ctx, logs: logs, dir: dir)
 }
 
