@@ -60,6 +60,12 @@ let package = Package(
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             swiftSettings: swiftSettings),
+        // Offline harness: the real engine and KSR functions with a recording network.
+        .target(
+            name: "StarlingTesting",
+            dependencies: ["SIPCore", "SIPTransport", "StarlingKEMI", "StarlingLua", "KSRModules",
+                           .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
         .executableTarget(
             name: "starling",
             dependencies: [
@@ -78,7 +84,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "KSRModulesTests",
-            dependencies: ["KSRModules", "StarlingLua", "StarlingKEMI", "SIPCore", "SIPTransport"],
+            dependencies: ["KSRModules", "StarlingLua", "StarlingKEMI", "SIPCore", "SIPTransport", "StarlingTesting"],
             swiftSettings: swiftSettings),
         .testTarget(name: "StarlingServerTests", dependencies: ["StarlingServer"], swiftSettings: swiftSettings),
         .testTarget(

@@ -1,0 +1,113 @@
+public import SIPCore
+public import SIPTransport
+public import StarlingKEMI
+public import StarlingLua
+public import KSRModules
+public import Logging
+
+/// A sent datagram, as the recorder saw it.
+public struct SentMessage: Sendable {
+    public var bytes: [UInt8]
+    public var destination: SocketAddress
+    public var proto: SIPTransportProtocol
+    public var text: String { String(decoding: bytes, as: UTF8.self) }
+    /// The message parsed (nil if it does not parse).
+    public var message: SIPMessage? { try? SIPMessage.parse(bytes) }
+}
+
+/// A `MessageSender` that records instead of sending: the network of offline tests.
+public final class RecordingSender: MessageSender {
+    public private(set) var sent: [SentMessage] = []
+    public init() {}
+    public func send(_ bytes: [UInt8], to destination: SocketAddress, proto: SIPTransportProtocol, from local: SocketAddress?) -> Bool {
+        sent.append(SentMessage(bytes: bytes, destination: destination, proto: proto))
+        return true
+    }
+    public func clear() { sent.removeAll() }
+}
+
+/// Core services for offline runs: a fixed local address, a table of names to addresses.
+public final class TestServices: CoreServices {
+    public let local: SocketAddress
+    public let hosts: [String: SocketAddress]
+    public let defines: [String: String]
+    public let aliases: Set<String>
+
+    public init(local: SocketAddress = SocketAddress(ip: "127.0.0.1", port: 5060)!, hosts: [String: SocketAddress] = [:],
+                defines: [String: String] = [:], aliases: [String] = []) {
+        self.local = local
+        self.hosts = hosts
+        self.defines = defines
+        self.aliases = Set(aliases)
+    }
+
+    public func isMyself(host: String, port: Int?, proto: SIPTransportProtocol?) -> Bool {
+        if aliases.contains(host.lowercased()) { return port == nil || port == Int(local.port) }
+        guard let a = SocketAddress(ip: host, port: 0), a.ip == local.ip else { return false }
+        return port == nil || port == Int(local.port)
+    }
+
+    public func resolve(host: String, port: Int?, proto: SIPTransportProtocol) -> [SocketAddress] {
+        if let a = SocketAddress(ip: host, port: port ?? 0) { return [a] }
+        if var a = hosts[host.lowercased()] { if let port { a.port = UInt16(port) }; return [a] }
+        return []
+    }
+
+    public func localSocket(for destination: SocketAddress, proto: SIPTransportProtocol) -> (socket: SocketAddress, advertised: String)? {
+        (local, "\(local.uriHost):\(local.port)")
+    }
+}
+
+/// Runs a KEMI Lua script on messages with the real engine and KSR functions, the network replaced by
+/// a recorder. Used by Starling's own tests and by `starling test`.
+public final class ScriptHarness {
+    public let sender = RecordingSender()
+    public let services: TestServices
+    public let context: RouteContext
+    public let engine: LuaEngine
+    public let registry: KemiRegistry
+    /// Where test messages come from by default.
+    public var source = SocketAddress(ip: "192.0.2.10", port: 5060)!
+
+    /// Builds an engine from script text (written to a temporary file so errors carry a file name).
+    public init(script: String, path: String = "test.lua", modules: [String]? = nil,
+                config: ModuleConfiguration = ModuleConfiguration(), services: TestServices = TestServices(),
+                logLevel: Logger.Level = .critical) throws(LuaScriptError) {
+        self.services = services
+        var logger = Logger(label: "test")
+        logger.logLevel = logLevel
+        registry = KemiRegistry(exports: KSRModules.exports(config), modules: Set(modules ?? KSRModules.available))
+        context = RouteContext(worker: WorkerLocals(index: 0), logger: logger, services: services, sender: sender,
+                               received: ReceiveInfo(source: services.local, local: services.local, proto: .udp))
+        engine = try LuaEngine(script: ScriptSource(path: path, bytes: Array(script.utf8)), registry: registry,
+                               context: context, limits: .default)
+    }
+
+    /// Routes a message: `ksr_request_route` for requests, `ksr_reply_route` (then stateless relay
+    /// unless dropped) for replies. Returns the callback's outcome.
+    @discardableResult
+    public func route(_ text: String, from: SocketAddress? = nil) throws -> CallbackOutcome {
+        let m = try SIPMessage.parse(text)
+        return route(m, from: from)
+    }
+
+    @discardableResult
+    public func route(_ m: SIPMessage, from: SocketAddress? = nil) -> CallbackOutcome {
+        context.begin(message: m, received: ReceiveInfo(source: from ?? source, local: services.local, proto: .udp),
+                      routeType: m.isRequest ? .request : .reply)
+        if m.isRequest { return engine.run(engine.requestRoute) }
+        let outcome = engine.run(callback: "ksr_reply_route")
+        if !context.dropRequested { _ = Forwarder.relayReply(context) }
+        return outcome
+    }
+
+    /// Calls a global Lua function of the script with the current message (set by `route` or `prepare`).
+    @discardableResult
+    public func call(_ function: String) -> CallbackOutcome { engine.run(callback: function) }
+
+    /// Makes `m` the current message without running any callback.
+    public func prepare(_ m: SIPMessage, from: SocketAddress? = nil) {
+        context.begin(message: m, received: ReceiveInfo(source: from ?? source, local: services.local, proto: .udp),
+                      routeType: m.isRequest ? .request : .reply)
+    }
+}
