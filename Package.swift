@@ -63,7 +63,7 @@ let package = Package(
         // Offline harness: the real engine and KSR functions with a recording network.
         .target(
             name: "StarlingTesting",
-            dependencies: ["SIPCore", "SIPTransport", "StarlingKEMI", "StarlingLua", "KSRModules",
+            dependencies: ["SIPCore", "SIPTransport", "StarlingKEMI", "StarlingLua", "KSRModules", "StarlingServer",
                            .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
         .executableTarget(
@@ -86,7 +86,9 @@ let package = Package(
             name: "KSRModulesTests",
             dependencies: ["KSRModules", "StarlingLua", "StarlingKEMI", "SIPCore", "SIPTransport", "StarlingTesting"],
             swiftSettings: swiftSettings),
-        .testTarget(name: "StarlingServerTests", dependencies: ["StarlingServer"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "StarlingServerTests", dependencies: ["StarlingServer", "StarlingTesting", "SIPCore", "SIPTransport"],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingIntegrationTests", dependencies: ["SIPCore"],
             resources: [.copy("Fixtures")], swiftSettings: swiftSettings),

@@ -38,18 +38,13 @@ final class UDPWorker {
     let registry: KemiRegistry
     let limits: LuaEngineLimits
     let services: ServerServices
-    let stats: ServerStats
     let logger: Logger
-    let parserLimits: SIPParserLimits
     let stop: StopFlag
 
-    private var engine: LuaEngine?
     private var generation = -1
-    private let ctx: RouteContext
+    private let dispatcher: MessageDispatcher
     private let sender: WorkerSender
     private let receiver = UDPBatchReceiver(capacity: 32)
-    private var replyRoute: LuaCallback?
-    private var onsendRoute: LuaCallback?
 
     init(index: Int, socket: UDPSocket, store: ScriptStore, registry: KemiRegistry, limits: LuaEngineLimits,
          services: ServerServices, stats: ServerStats, logger: Logger, parserLimits: SIPParserLimits, stop: StopFlag) {
@@ -59,19 +54,19 @@ final class UDPWorker {
         self.registry = registry
         self.limits = limits
         self.services = services
-        self.stats = stats
         self.logger = logger
-        self.parserLimits = parserLimits
         self.stop = stop
         sender = WorkerSender(services: services, logger: logger)
         let local = socket.localAddress
-        ctx = RouteContext(worker: WorkerLocals(index: index), logger: logger, services: services, sender: sender,
-                           received: ReceiveInfo(source: local, local: local, proto: .udp))
+        let ctx = RouteContext(worker: WorkerLocals(index: index), logger: logger, services: services, sender: sender,
+                               received: ReceiveInfo(source: local, local: local, proto: .udp))
+        dispatcher = MessageDispatcher(context: ctx, stats: stats, parserLimits: parserLimits)
     }
 
     /// The thread body.
     func run() {
         switchScriptIfNeeded()
+        let local = socket.localAddress
         while !stop.isSet {
             let n: Int
             do {
@@ -83,12 +78,11 @@ final class UDPWorker {
             }
             for i in 0..<n {
                 switchScriptIfNeeded()
-                handle(receiver.bytes(at: i), from: receiver.source(at: i))
+                dispatcher.dispatch(receiver.bytes(at: i), source: receiver.source(at: i), local: local, proto: .udp)
             }
             sender.flush()
             if n == 0 { switchScriptIfNeeded() }
         }
-        engine = nil
     }
 
     /// Moves to the published script version between two messages. A version that fails to build
@@ -97,96 +91,17 @@ final class UDPWorker {
         let g = store.generation
         guard g != generation else { return }
         let p = store.published
+        generation = p.generation  // a version that fails here is not retried on every message
         do {
-            let e = try LuaEngine(script: p.source, registry: registry, context: ctx, limits: limits)
-            engine = e
-            generation = p.generation
-            replyRoute = e.callback(named: "ksr_reply_route")
-            onsendRoute = e.callback(named: "ksr_onsend_route")
+            let e = try LuaEngine(script: p.source, registry: registry, context: dispatcher.context, limits: limits)
+            dispatcher.use(e)
             let now = store.workersOnCurrent.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue
             logger.debug("worker \(index) runs script version \(p.version)")
             if now == services.workerCount {
                 logger.info("script \(p.source.path) version \(p.version) active in all \(now) workers")
             }
         } catch {
-            generation = p.generation  // do not retry on every message
             logger.error("worker \(index) could not start script version \(p.version): \(error)")
         }
-        ctx.onSend = { [unowned self] ctx, dst, proto, bytes in self.runOnSend(ctx, dst, proto, bytes) }
-    }
-
-    private func handle(_ bytes: UnsafeRawBufferPointer, from source: SocketAddress) {
-        stats.received.wrappingAdd(1, ordering: .relaxed)
-        // Keepalives (CRLF only) are ignored silently, as Kamailio does.
-        if bytes.allSatisfy({ $0 == 0x0D || $0 == 0x0A || $0 == 0x20 }) { return }
-        let message: SIPMessage
-        do {
-            message = try SIPMessage.parse(bytes, limits: parserLimits, datagram: true)
-        } catch {
-            stats.parseErrors.wrappingAdd(1, ordering: .relaxed)
-            logger.debug("dropped unparsable datagram from \(source): \(error)")
-            return
-        }
-        let info = ReceiveInfo(source: source, local: socket.localAddress, proto: .udp)
-        ctx.begin(message: message, received: info, routeType: message.isRequest ? .request : .reply)
-        do {
-            try message.check()
-        } catch {
-            stats.rejected.wrappingAdd(1, ordering: .relaxed)
-            if let status = error.status, message.isRequest, message.method != .ack, message.topVia != nil {
-                logger.info("\(status) \(error.reason) to \(source): \(error.detail)")
-                CoreReplies.send(ctx, status: status, reason: error.reason)
-            } else {
-                logger.debug("dropped invalid message from \(source): \(error)")
-            }
-            return
-        }
-        guard let engine else { return }
-        ctx.receivedAt = Self.now()
-        if message.isRequest {
-            report(engine.run(engine.requestRoute), "ksr_request_route")
-        } else {
-            if let replyRoute { report(engine.run(replyRoute), "ksr_reply_route") }
-            if !ctx.dropRequested {
-                _ = Forwarder.relayReply(ctx)
-            }
-        }
-        ctx.message = nil
-    }
-
-    private func runOnSend(_ ctx: RouteContext, _ dst: SocketAddress, _ proto: SIPTransportProtocol, _ bytes: [UInt8]) -> Bool {
-        guard let engine, let onsendRoute, engine.isFunction(onsendRoute) else { return true }
-        let savedType = ctx.routeType, savedDrop = ctx.dropRequested
-        ctx.routeType = .onsend
-        ctx.dropRequested = false
-        report(engine.run(onsendRoute), "ksr_onsend_route")
-        let dropped = ctx.dropRequested
-        ctx.routeType = savedType
-        ctx.dropRequested = savedDrop
-        return !dropped
-    }
-
-    private func report(_ outcome: CallbackOutcome, _ name: String) {
-        switch outcome {
-        case .ok, .exited, .missing:
-            if case .missing = outcome, name == "ksr_request_route" {
-                logger.error("\(name) is not defined")
-            }
-        case .error:
-            // The engine logged it once, with file:line and the traceback.
-            stats.scriptErrors.wrappingAdd(1, ordering: .relaxed)
-        case .budgetExceeded:
-            stats.budgetAborts.wrappingAdd(1, ordering: .relaxed)
-            logger.error("\(name) aborted: it ran more than \(limits.instructionBudget) Lua instructions (an endless loop?)")
-        case .memoryExceeded:
-            stats.scriptErrors.wrappingAdd(1, ordering: .relaxed)
-            logger.error("\(name) aborted: the Lua state reached its memory limit of \(limits.memoryLimit / (1 << 20)) MiB")
-        }
-    }
-
-    static func now() -> (seconds: Int, micros: Int) {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return (ts.tv_sec, ts.tv_nsec / 1000)
     }
 }

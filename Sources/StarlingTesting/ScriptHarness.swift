@@ -3,6 +3,7 @@ public import SIPTransport
 public import StarlingKEMI
 public import StarlingLua
 public import KSRModules
+public import StarlingServer
 public import Logging
 
 /// A sent datagram, as the recorder saw it.
@@ -32,10 +33,13 @@ public final class TestServices: CoreServices {
     public let hosts: [String: SocketAddress]
     public let defines: [String: String]
     public let aliases: Set<String>
+    /// Where every name not in `hosts` resolves (nil: it does not resolve).
+    public let anyHost: SocketAddress?
 
     public init(local: SocketAddress = SocketAddress(ip: "127.0.0.1", port: 5060)!, hosts: [String: SocketAddress] = [:],
-                defines: [String: String] = [:], aliases: [String] = []) {
+                defines: [String: String] = [:], aliases: [String] = [], anyHost: SocketAddress? = nil) {
         self.local = local
+        self.anyHost = anyHost
         self.hosts = hosts
         self.defines = defines
         self.aliases = Set(aliases)
@@ -49,7 +53,7 @@ public final class TestServices: CoreServices {
 
     public func resolve(host: String, port: Int?, proto: SIPTransportProtocol) -> [SocketAddress] {
         if let a = SocketAddress(ip: host, port: port ?? 0) { return [a] }
-        if var a = hosts[host.lowercased()] { if let port { a.port = UInt16(port) }; return [a] }
+        if var a = hosts[host.lowercased()] ?? anyHost { if let port { a.port = UInt16(port) }; return [a] }
         return []
     }
 
@@ -66,10 +70,20 @@ public final class ScriptHarness {
     public let context: RouteContext
     public let engine: LuaEngine
     public let registry: KemiRegistry
+    /// The same per-message path the server's workers run.
+    public let dispatcher: MessageDispatcher
     /// Where test messages come from by default.
     public var source = SocketAddress(ip: "192.0.2.10", port: 5060)!
 
     /// Builds an engine from script text (written to a temporary file so errors carry a file name).
+    /// Builds an engine from a script file.
+    public convenience init(scriptFile: String, modules: [String]? = nil, config: ModuleConfiguration = ModuleConfiguration(),
+                            services: TestServices = TestServices()) throws(LuaScriptError) {
+        let source = try ScriptSource.read(path: scriptFile)
+        try self.init(script: String(decoding: source.bytes, as: UTF8.self), path: scriptFile, modules: modules,
+                      config: config, services: services)
+    }
+
     public init(script: String, path: String = "test.lua", modules: [String]? = nil,
                 config: ModuleConfiguration = ModuleConfiguration(), services: TestServices = TestServices(),
                 logLevel: Logger.Level = .critical) throws(LuaScriptError) {
@@ -81,24 +95,21 @@ public final class ScriptHarness {
                                received: ReceiveInfo(source: services.local, local: services.local, proto: .udp))
         engine = try LuaEngine(script: ScriptSource(path: path, bytes: Array(script.utf8)), registry: registry,
                                context: context, limits: .default)
+        dispatcher = MessageDispatcher(context: context)
+        dispatcher.use(engine)
     }
 
-    /// Routes a message: `ksr_request_route` for requests, `ksr_reply_route` (then stateless relay
-    /// unless dropped) for replies. Returns the callback's outcome.
+    /// Handles a message exactly as a server worker does: parse, core checks (400/505 answered by the
+    /// core), `ksr_request_route` for requests, `ksr_reply_route` then the stateless relay for replies.
     @discardableResult
-    public func route(_ text: String, from: SocketAddress? = nil) throws -> CallbackOutcome {
-        let m = try SIPMessage.parse(text)
-        return route(m, from: from)
+    public func route(_ text: String, from: SocketAddress? = nil) throws -> DispatchResult {
+        route(bytes: Array(text.utf8), from: from)
     }
 
+    /// The same for raw bytes (e.g. a torture-test file).
     @discardableResult
-    public func route(_ m: SIPMessage, from: SocketAddress? = nil) -> CallbackOutcome {
-        context.begin(message: m, received: ReceiveInfo(source: from ?? source, local: services.local, proto: .udp),
-                      routeType: m.isRequest ? .request : .reply)
-        if m.isRequest { return engine.run(engine.requestRoute) }
-        let outcome = engine.run(callback: "ksr_reply_route")
-        if !context.dropRequested { _ = Forwarder.relayReply(context) }
-        return outcome
+    public func route(bytes: [UInt8], from: SocketAddress? = nil) -> DispatchResult {
+        bytes.withUnsafeBytes { dispatcher.dispatch($0, source: from ?? source, local: services.local, proto: .udp) }
     }
 
     /// Calls a global Lua function of the script with the current message (set by `route` or `prepare`).

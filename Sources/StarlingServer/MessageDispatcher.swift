@@ -1,0 +1,145 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+public import SIPCore
+public import SIPTransport
+public import StarlingKEMI
+public import StarlingLua
+import KSRModules
+import Logging
+import Synchronization
+
+/// What happened to one received datagram.
+public enum DispatchResult: Sendable, Equatable {
+    /// CR/LF keepalive: ignored.
+    case keepalive
+    /// Not a SIP message at all: dropped and counted.
+    case unparsable
+    /// Invalid; answered by the core with this status.
+    case rejected(Int)
+    /// Invalid and not answerable (a response, an ACK, no usable Via): dropped.
+    case invalid
+    /// Routed by the script (the outcome of its callback).
+    case routed(CallbackOutcome)
+}
+
+/// The per-message path shared by every transport worker and by offline tests: parse, core checks
+/// (answering 400/505 itself), then the script's request or reply callback, then the stateless relay
+/// of replies. Owned by one thread with its Lua engine and route context.
+public final class MessageDispatcher {
+    public let context: RouteContext
+    public private(set) var engine: LuaEngine?
+    public let stats: ServerStats
+    let parserLimits: SIPParserLimits
+    private var replyRoute: LuaCallback?
+    private var onsendRoute: LuaCallback?
+
+    public init(context: RouteContext, stats: ServerStats = ServerStats(), parserLimits: SIPParserLimits = .default) {
+        self.context = context
+        self.stats = stats
+        self.parserLimits = parserLimits
+        context.onSend = { [unowned self] ctx, dst, proto, bytes in self.runOnSend(ctx, dst, proto, bytes) }
+    }
+
+    /// Replaces the engine (a new script version). Callback names are resolved again.
+    public func use(_ engine: LuaEngine) {
+        self.engine = engine
+        replyRoute = engine.callback(named: "ksr_reply_route")
+        onsendRoute = engine.callback(named: "ksr_onsend_route")
+    }
+
+    /// Handles one datagram.
+    @discardableResult
+    public func dispatch(_ bytes: UnsafeRawBufferPointer, source: SocketAddress, local: SocketAddress,
+                         proto: SIPTransportProtocol) -> DispatchResult {
+        stats.received.wrappingAdd(1, ordering: .relaxed)
+        // Keepalives (CRLF only) are ignored silently, as Kamailio does: answering them would reflect
+        // traffic to spoofed sources.
+        if bytes.allSatisfy({ $0 == 0x0D || $0 == 0x0A || $0 == 0x20 || $0 == 0x09 }) { return .keepalive }
+        let logger = context.logger
+        let message: SIPMessage
+        do {
+            message = try SIPMessage.parse(bytes, limits: parserLimits, datagram: proto == .udp)
+        } catch {
+            stats.parseErrors.wrappingAdd(1, ordering: .relaxed)
+            logger.debug("dropped unparsable datagram from \(source): \(error)")
+            return .unparsable
+        }
+        return dispatch(message, source: source, local: local, proto: proto)
+    }
+
+    /// Handles one parsed message.
+    @discardableResult
+    public func dispatch(_ message: SIPMessage, source: SocketAddress, local: SocketAddress,
+                         proto: SIPTransportProtocol) -> DispatchResult {
+        let ctx = context
+        let info = ReceiveInfo(source: source, local: local, proto: proto)
+        ctx.begin(message: message, received: info, routeType: message.isRequest ? .request : .reply)
+        defer { ctx.message = nil }
+        do {
+            try message.check()
+        } catch {
+            stats.rejected.wrappingAdd(1, ordering: .relaxed)
+            if let status = error.status, message.isRequest, message.method != .ack, message.firstHeader(.via) != nil {
+                ctx.logger.info("\(status) \(error.reason) to \(source): \(error.detail)")
+                CoreReplies.send(ctx, status: status, reason: error.reason)
+                return .rejected(status)
+            }
+            ctx.logger.debug("dropped invalid message from \(source): \(error)")
+            return .invalid
+        }
+        guard let engine else { return .invalid }
+        ctx.receivedAt = Self.now()
+        if message.isRequest {
+            let outcome = engine.run(engine.requestRoute)
+            report(outcome, "ksr_request_route")
+            return .routed(outcome)
+        }
+        var outcome = CallbackOutcome.missing
+        if let replyRoute {
+            outcome = engine.run(replyRoute)
+            report(outcome, "ksr_reply_route")
+        }
+        if !ctx.dropRequested {
+            _ = Forwarder.relayReply(ctx)
+        }
+        return .routed(outcome)
+    }
+
+    private func runOnSend(_ ctx: RouteContext, _ dst: SocketAddress, _ proto: SIPTransportProtocol, _ bytes: [UInt8]) -> Bool {
+        guard let engine, let onsendRoute, engine.isFunction(onsendRoute) else { return true }
+        let savedType = ctx.routeType, savedDrop = ctx.dropRequested
+        ctx.routeType = .onsend
+        ctx.dropRequested = false
+        report(engine.run(onsendRoute), "ksr_onsend_route")
+        let dropped = ctx.dropRequested
+        ctx.routeType = savedType
+        ctx.dropRequested = savedDrop
+        return !dropped
+    }
+
+    private func report(_ outcome: CallbackOutcome, _ name: String) {
+        let logger = context.logger
+        switch outcome {
+        case .ok, .exited:
+            break
+        case .missing:
+            if name == "ksr_request_route" { logger.error("\(name) is not defined") }
+        case .error:
+            // The engine logged it once, with file:line and the traceback.
+            stats.scriptErrors.wrappingAdd(1, ordering: .relaxed)
+        case .budgetExceeded:
+            stats.budgetAborts.wrappingAdd(1, ordering: .relaxed)
+            logger.error("\(name) aborted: it ran more than \(engine?.limits.instructionBudget ?? 0) Lua instructions (an endless loop?)")
+        case .memoryExceeded:
+            stats.scriptErrors.wrappingAdd(1, ordering: .relaxed)
+            logger.error("\(name) aborted: the Lua state reached its memory limit of \((engine?.limits.memoryLimit ?? 0) >> 20) MiB")
+        }
+    }
+
+    static func now() -> (seconds: Int, micros: Int) {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return (ts.tv_sec, ts.tv_nsec / 1000)
+    }
+}
