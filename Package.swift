@@ -8,6 +8,14 @@ let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
+/// SIPTransport imports both Glibc and c-ares, whose headers both pull in <netinet/in.h>; which module
+/// then "defines" `in_addr` differs between debug and release builds, and MemberImportVisibility turns
+/// that into an error. The other two features stay on.
+let transportSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
 let package = Package(
     name: "Starling",
     products: [
@@ -34,7 +42,7 @@ let package = Package(
         .target(name: "SIPCore", swiftSettings: swiftSettings),
         // Sockets (UDP workers' recvmmsg/sendmmsg), addresses, resolver.
         .target(
-            name: "SIPTransport", dependencies: ["SIPCore", "CSystem", "CAres"], swiftSettings: swiftSettings),
+            name: "SIPTransport", dependencies: ["SIPCore", "CSystem", "CAres"], swiftSettings: transportSettings),
         // Engine-agnostic export tables and the per-message route context.
         .target(
             name: "StarlingKEMI",

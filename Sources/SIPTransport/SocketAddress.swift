@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 public import Glibc
 #endif
-import CAres
 
 /// SIP transports (`$pr`, `;transport=`).
 public enum SIPTransportProtocol: UInt8, Sendable, Hashable, CaseIterable {
