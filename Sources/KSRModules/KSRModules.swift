@@ -7,7 +7,7 @@ public enum KSRModules {
 
     /// All exports, in registration order (core first, as Kamailio does).
     public static func exports(_ config: ModuleConfiguration = ModuleConfiguration()) -> [KemiExport] {
-        CoreModule.exports() + PVModule.exports() + HdrModule.exports() + SLModule.exports()
+        CoreModule.exports() + CoreModule.moreExports() + PVModule.exports() + HdrModule.exports() + SLModule.exports()
             + MaxfwdModule.exports(config) + SanityModule.exports(config) + XLogModule.exports() + KxModule.exports()
             + SipUtilsModule.exports() + CorexModule.exports() + TextopsModule.exports() + TextopsxModule.exports()
     }
