@@ -269,3 +269,31 @@ extension String {
         return n
     }
 }
+
+/// REFERENCE §6 surprises, through the message-level API.
+@Suite struct SurpriseTests {
+    @Test func minusOneIsTruthy() throws {
+        #expect(try evalValue("(KSR.textops.search(\"nomatch\") and \"truthy\" or \"falsy\")") == "string:truthy")
+        #expect(try evalValue("(KSR.siputils.has_totag() > 0) and \"yes\" or \"no\"") == "string:no")
+    }
+
+    @Test func wrongArityGivesFalse() throws {
+        #expect(try evalValue("KSR.textops.cmp_str(\"a\")") == "boolean:false")
+        #expect(try evalValue("KSR.kx.ifdef()") == "boolean:false")
+        #expect(try evalValue("KSR.siputils.cmp_uri()") == "boolean:false")
+    }
+
+    @Test func removeReturnsOneWithoutMatch() throws {
+        #expect(try evalValue("KSR.hdr.remove(\"X-Nothing\")") == "number:1")
+        #expect(try evalValue("KSR.textops.remove_hf(\"X-Nothing\")") == "number:1")
+    }
+
+    @Test func regexAnchorsPerLine() throws {
+        // REG_NEWLINE: ^ and $ match at every line of the message; $ is before the LF, so the CR of
+        // the CRLF is still in front of it (as in Kamailio)
+        #expect(try evalValue("KSR.textops.search(\"^CSeq: 314159 INVITE$\")") == "number:-1")
+        #expect(try evalValue("KSR.textops.search(\"^CSeq: 314159 INVITE.$\")") == "number:1")
+        // . does not cross lines
+        #expect(try evalValue("KSR.textops.search(\"Max-Forwards.*Bob\")") == "number:-1")
+    }
+}

@@ -20,20 +20,18 @@ final class POSIXRegex {
 
     deinit { regfree(&re) }
 
-    /// Matches over bytes (a copy is NUL-terminated on the stack of the call, since regexec reads C
-    /// strings). `notBOL` when the bytes do not start a line. Returns the group ranges (0 = whole
-    /// match; nil for a group that did not take part), relative to `bytes`.
+    /// Matches over bytes in place (`REG_STARTEND`: no copy, no NUL terminator needed). `notBOL` when
+    /// the bytes do not start a line. Returns the group ranges (0 = whole match; nil for a group that
+    /// did not take part), relative to `bytes`.
     func match(_ bytes: UnsafeRawBufferPointer, notBOL: Bool = false) -> [Range<Int>?]? {
         let n = groups + 1
         return withUnsafeTemporaryAllocation(of: regmatch_t.self, capacity: n) { pm -> [Range<Int>?]? in
-            let found: Bool = withUnsafeTemporaryAllocation(of: CChar.self, capacity: bytes.count + 1) { buf in
-                if let base = bytes.baseAddress, bytes.count > 0 {
-                    UnsafeMutableRawPointer(buf.baseAddress!).copyMemory(from: base, byteCount: bytes.count)
-                }
-                buf[bytes.count] = 0
-                return regexec(&re, buf.baseAddress!, n, pm.baseAddress!, notBOL ? REG_NOTBOL : 0) == 0
-            }
-            guard found else { return nil }
+            pm[0].rm_so = 0
+            pm[0].rm_eo = regoff_t(bytes.count)
+            var empty: CChar = 0
+            let base = bytes.baseAddress.map { $0.assumingMemoryBound(to: CChar.self) } ?? withUnsafePointer(to: &empty) { $0 }
+            let flags = REG_STARTEND | (notBOL ? REG_NOTBOL : 0)
+            guard regexec(&re, base, n, pm.baseAddress!, flags) == 0 else { return nil }
             var out: [Range<Int>?] = []
             out.reserveCapacity(n)
             for i in 0..<n {
