@@ -8,7 +8,7 @@ import StarlingTesting
         ("$(hdr(X-Multi)[0])", "string:one"), ("$(hdr(X-Multi)[1])", "string:two"), ("$(hdr(X-Multi)[-1])", "string:two"),
         ("$(hdr(X-Multi)[2])", "nil:nil"), ("$(hdr(X-Multi)[*])", "string:one, two"), ("$hdrc(X-Multi)", "number:2"),
         ("$hdrc(X-None)", "number:0"),
-        ("$(ru{s.len})", "number:19"), ("$(rm{s.tolower})", "string:invite"), ("$(fU{s.toupper})", "string:ALICE"),
+        ("$(ru{s.len})", "number:19"), ("$(ru)", "string:sip:bob@example.com"), ("$(sp)", "number:5060"), ("$(rm{s.tolower})", "string:invite"), ("$(fU{s.toupper})", "string:ALICE"),
         ("$(ru{uri.user})", "string:bob"), ("$(ru{uri.host})", "string:example.com"),
         ("$(ci{s.substr,0,3})", "string:a84"), ("$(ci{s.substr,-4,0})", "string:pc33"),
         ("$(hdr(Via){param.value,branch})", "string:z9hG4bK776asdhds"), ("$(ct{s.len})", "number:27"),

@@ -147,10 +147,8 @@ indirect enum ExtendedPV: Hashable {
                 guard let b = PseudoVariable.parse("$" + inner) else { return nil }
                 base = b
             }
-            if trs.isEmpty {
-                if case .ext(let e) = base { return e }
-                return nil
-            }
+            if trs.isEmpty, case .ext(let e) = base { return e }
+            // `$(ru)` is `$ru`: an empty transformation list
             return .transformed(base, trs)
         }
         guard let open = body.firstIndex(of: "("), body.hasSuffix(")") else { return nil }
