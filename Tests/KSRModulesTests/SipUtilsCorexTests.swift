@@ -98,9 +98,20 @@ import StarlingTesting
         #expect(try evalValue("KSR.siputils.contact_param_decode(\"tgh\")", encoded) == "number:1")
         #expect(try evalValue("KSR.siputils.contact_param_rm(\"tgh\")", encoded) == "number:1")
         #expect(try evalValue("KSR.siputils.contact_param_rm(\"tgh\")") == "number:-1")
-        #expect(try evalValue("KSR.siputils.encode_contact(\"enc\", \"1.2.3.4\")") == "number:-1")
+    }
+
+    @Test func contactEncoding() throws {
+        let (r, wire) = try evalForward("KSR.siputils.encode_contact(\"enc\", \"203.0.113.1\")")
+        #expect(r == "number:1")
+        #expect(wire.contains("Contact: <sip:enc*alice**192.0.2.10*5060*@203.0.113.1>\r\n"))
+        let encoded = Msg.options("sip:enc*alice**192.0.2.10*5060*tcp@203.0.113.1;lr",
+                                  extra: "Contact: <sip:enc*alice**192.0.2.10*5060*@203.0.113.1>\r\n")
+        #expect(try evalValue("KSR.pv.get(\"$ru\")", encoded, before: "KSR.siputils.decode_contact()")
+                == "string:sip:alice@192.0.2.10:5060;transport=tcp;lr")
         #expect(try evalValue("KSR.siputils.decode_contact()") == "number:-1")
+        #expect(try evalValue("KSR.siputils.decode_contact_header()", encoded) == "number:1")
         #expect(try evalValue("KSR.siputils.decode_contact_header()") == "number:-1")
+        #expect(try evalValue("KSR.siputils.encode_contact(\"enc\", \"1.2.3.4\")", Msg.options()) == "number:-1")
     }
 }
 

@@ -222,10 +222,10 @@ indirect enum ExtendedPV: Hashable {
             return .string(Self.strftime(fmt, seconds: Clock.nowSeconds()))
         case .tvSn:
             let n = Clock.now()
-            return .string("\(n.seconds).\(String(format6: n.micros))")
+            return .string("\(n.seconds).\(String(zeroPadded6: n.micros))")
         case .tvFn:
             let n = Clock.now()
-            return .string(Self.strftime("%Y-%m-%d %H:%M:%S", seconds: n.seconds) + "." + String(format6: n.micros))
+            return .string(Self.strftime("%Y-%m-%d %H:%M:%S", seconds: n.seconds) + "." + String(zeroPadded6: n.micros))
         case .au, .aU, .ad, .ar:
             guard let m, m.method != .ack && m.method != .cancel else { return .null }
             guard let h = m.firstHeader(.proxyAuthorization) ?? m.firstHeader(.authorization),
@@ -309,7 +309,7 @@ extension KemiValue {
 }
 
 extension String {
-    init(format6 micros: Int) {
+    fileprivate init(zeroPadded6 micros: Int) {
         let s = String(micros)
         self = String(repeating: "0", count: Swift.max(0, 6 - s.count)) + s
     }

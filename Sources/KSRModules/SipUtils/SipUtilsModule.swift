@@ -91,6 +91,25 @@ enum SipUtilsModule {
         return timegm(&tmv)
     }
 
+    /// Reverses `encode_contact`: `sip:prefix*user*pw*host*port*proto@public_ip;rest`.
+    static func decodeURI(_ b: [UInt8]) -> [UInt8]? {
+        guard let colon = b.firstIndex(of: UInt8(ascii: ":")), let at = b[colon...].firstIndex(of: UInt8(ascii: "@")) else { return nil }
+        let fields = b[(colon + 1)..<at].split(separator: UInt8(ascii: "*"), omittingEmptySubsequences: false).map { Array($0) }
+        guard fields.count == 6, !fields[3].isEmpty, !(fields[2].count > 0 && fields[1].isEmpty) else { return nil }
+        let restStart = b[at...].firstIndex(where: { $0 == UInt8(ascii: ";") || $0 == UInt8(ascii: ">") }) ?? b.count
+        var out = Array(b[...colon])
+        if !fields[1].isEmpty {
+            out += fields[1]
+            if !fields[2].isEmpty { out.append(UInt8(ascii: ":")); out += fields[2] }
+            out.append(UInt8(ascii: "@"))
+        }
+        out += fields[3]
+        if !fields[4].isEmpty { out.append(UInt8(ascii: ":")); out += fields[4] }
+        if !fields[5].isEmpty { out += Array(";transport=".utf8); out += fields[5] }
+        out += b[restStart...]
+        return out
+    }
+
     static func exports() -> [KemiExport] {
         var out: [KemiExport] = []
         func add(_ name: String, _ params: [KemiParamType] = [], _ ret: KemiReturnType = .int, compat: String? = nil,
@@ -177,16 +196,33 @@ enum SipUtilsModule {
             let extra = "Allow: INVITE, ACK, CANCEL, OPTIONS, BYE\r\nAccept: */*\r\nAccept-Language: en\r\n"
             return .int(MessageTools.sendReply(ctx, status: 200, reason: "OK", extraHeaders: Array(extra.utf8)))
         }
-        // Contact mangling
-        for name in ["encode_contact"] {
-            add(name, [.str, .str], compat: "not yet: logs and returns -1") { ctx, _ in
-                ctx.logger.error("siputils.\(name) is not supported yet"); return .int(-1)
+        // Contact mangling (the old mangler layout): sip:user:pw@host:port;transport=t becomes
+        // sip:prefix*user*pw*host*port*t@public_ip; other URI parameters are dropped, as in Kamailio.
+        add("encode_contact", [.str, .str]) { ctx, a in
+            guard let m = ctx.message, let ip = a.string(1), !ip.isEmpty else { return .int(-1) }
+            let list = contactURIs(m)
+            guard !list.isEmpty else { return .int(-1) }
+            for r in list {
+                guard let u = m.uri(r), u.scheme == .sip || u.scheme == .sips else { return .int(-1) }
+                let fields = [a.str(0), u.user ?? "", u.password ?? "", u.host, u.port.map { String($0) } ?? "", u.transport ?? ""]
+                m.replaceBytes(r, with: Array((u.schemeName + ":" + fields.joined(separator: "*") + "@" + ip).utf8))
             }
+            return .int(1)
         }
-        for name in ["decode_contact", "decode_contact_header"] {
-            add(name, [], compat: "not yet: logs and returns -1") { ctx, _ in
-                ctx.logger.error("siputils.\(name) is not supported yet"); return .int(-1)
+        add("decode_contact") { ctx, _ in
+            guard let m = ctx.message, m.isRequest, let dec = decodeURI(m.currentRequestURI) else { return .int(-1) }
+            m.setRequestURI(dec)
+            return .int(1)
+        }
+        add("decode_contact_header") { ctx, _ in
+            guard let m = ctx.message else { return .int(-1) }
+            let list = contactURIs(m)
+            guard !list.isEmpty else { return .int(-1) }
+            for r in list {
+                guard let dec = decodeURI(m.bytes(r)) else { return .int(-1) }
+                m.replaceBytes(r, with: dec)
             }
+            return .int(1)
         }
         add("contact_param_encode", [.str, .str], compat: "parameter value is base64url without padding") { ctx, a in
             // Contact URI -> <saddr;pname=base64url(original)>
