@@ -174,7 +174,30 @@ import StarlingTesting
         #expect(h.context.worker.vars["p"] == .string("v=0"))
         #expect(try evalValue("KSR.textops.get_body_part_raw(\"text/plain\", \"$var(p)\")", Msg2.multipart) == "number:1")
         #expect(try evalValue("KSR.textops.is_audio_on_hold()") == "number:-1")
-        #expect(try evalValue("KSR.textops.set_body_multipart_mode()") == "number:-1")
+    }
+
+    @Test func multipartBuilding() throws {
+        let (r, wire) = try evalForward("KSR.textops.append_body_part(\"hello\", \"text/plain\")",
+                                        before: "KSR.textops.set_body_multipart_mode()")
+        #expect(r == "number:1")
+        #expect(wire.contains("Content-Type: multipart/mixed;boundary=\"unique-boundary-1\"\r\n"))
+        #expect(!wire.contains("Content-Type: application/sdp\r\nContent-Length"))
+        #expect(wire.hasSuffix("\r\n\r\n--unique-boundary-1\r\nContent-Type: application/sdp\r\n\r\nv=0\r\r\n"
+                               + "--unique-boundary-1\r\nContent-Type: text/plain\r\n\r\nhello\r\n--unique-boundary-1--\r\n"))
+        let (_, wire2) = try evalForward("KSR.textops.append_body_part_cd(\"x\", \"text/plain\", \"render\")",
+                                         before: "KSR.textops.set_body_multipart_boundary(\"BB\")")
+        #expect(wire2.contains("--BB\r\nContent-Type: text/plain\r\nContent-Disposition: render\r\n\r\nx\r\n--BB--\r\n"))
+        let (_, wire3) = try evalForward("KSR.textops.append_body_part_hex(\"4869\", \"text/plain\")",
+                                         before: "KSR.textops.set_body_multipart_content(\"a\", \"text/x\")")
+        #expect(wire3.hasSuffix("--unique-boundary-1\r\nContent-Type: text/x\r\n\r\na\r\n--unique-boundary-1\r\nContent-Type: text/plain\r\n\r\nHi\r\n--unique-boundary-1--\r\n"))
+        let (_, wire4) = try evalForward("KSR.textops.append_body_part_hex_cd(\"41\", \"text/y\", \"session\")",
+                                         before: "KSR.textops.set_body_multipart(\"a\", \"text/x\", \"ZZ\")")
+        #expect(wire4.hasSuffix("--ZZ\r\nContent-Type: text/y\r\nContent-Disposition: session\r\n\r\nA\r\n--ZZ--\r\n"))
+        #expect(try evalValue("KSR.textops.append_body_part(\"x\", \"text/plain\")") == "number:-1")
+        let (r5, wire5) = try evalForward("KSR.textops.remove_body_part(\"text/plain\")", Msg2.multipart)
+        #expect(r5 == "number:1")
+        #expect(!wire5.contains("hello") && wire5.contains("v=0") && wire5.hasSuffix("--XYZ--\r\n"))
+        #expect(try evalValue("KSR.textops.remove_body_part(\"image/png\")", Msg2.multipart) == "number:-1")
     }
 
     @Test func setReplyBody() throws {

@@ -325,16 +325,7 @@ enum TextopsModule {
         // Multipart bodies
         add("get_body_part", [.str, .str]) { ctx, a in getBodyPart(ctx, a.str(0), a.str(1), raw: false) }
         add("get_body_part_raw", [.str, .str]) { ctx, a in getBodyPart(ctx, a.str(0), a.str(1), raw: true) }
-        for (name, params) in [("set_body_multipart_mode", [KemiParamType]()), ("set_body_multipart_boundary", [.str]),
-                               ("set_body_multipart_content", [.str, .str]), ("set_body_multipart", [.str, .str, .str]),
-                               ("append_body_part", [.str, .str]), ("append_body_part_cd", [.str, .str, .str]),
-                               ("append_body_part_hex", [.str, .str]), ("append_body_part_hex_cd", [.str, .str, .str]),
-                               ("remove_body_part", [.str])] {
-            add(name, params, compat: "not yet: logs and returns -1") { ctx, _ in
-                ctx.logger.error("textops.\(name): multipart body editing is not supported yet")
-                return .int(-1)
-            }
-        }
+        out += MultipartEdit.exports()
         // Native cfg functions that are not KEMI exports in 5.6 (hdr.* is the KEMI way).
         add("append_hf", [.str], compat: "extra: native cfg function, = hdr.append") { ctx, a in
             guard let m = ctx.message, let b = a.bytes(0), b.count > 0 else { return .int(-1) }
@@ -401,7 +392,23 @@ enum Multipart {
     }
 
     static func parts(_ m: SIPMessage) -> [Part]? {
-        guard let ct = m.headerValue(.contentType), mainType(ct).hasPrefix("multipart/") else { return nil }
+        guard let ct = m.headerValue(.contentType) else { return nil }
+        return parts(m.bytes(m.bodyRange), contentType: ct)
+    }
+
+    static func boundary(_ ct: String) -> String? {
+        guard mainType(ct).hasPrefix("multipart/") else { return nil }
+        for p in ct.split(separator: ";").dropFirst() {
+            let kv = p.split(separator: "=", maxSplits: 1)
+            if kv.count == 2, kv[0].trimmingCharacters(" \t").lowercased() == "boundary" {
+                return String(kv[1].trimmingCharacters(" \t\""))
+            }
+        }
+        return nil
+    }
+
+    static func parts(_ body: [UInt8], contentType ct: String) -> [Part]? {
+        guard mainType(ct).hasPrefix("multipart/") else { return nil }
         var boundary: String?
         for p in ct.split(separator: ";").dropFirst() {
             let kv = p.split(separator: "=", maxSplits: 1)
@@ -410,7 +417,6 @@ enum Multipart {
             }
         }
         guard let boundary else { return nil }
-        let body = m.bytes(m.bodyRange)
         let delim = Array(("--" + boundary).utf8)
         var starts: [Int] = []
         var i = 0
