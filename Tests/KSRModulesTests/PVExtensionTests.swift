@@ -14,6 +14,11 @@ import StarlingTesting
         ("$(hdr(Via){param.value,branch})", "string:z9hG4bK776asdhds"), ("$(ct{s.len})", "number:27"),
         ("$(hdr(X-Multi)[1]{s.toupper})", "string:TWO"), ("$(du{s.len})", "nil:nil"),
         ("$ct", "string:<sip:alice@192.0.2.10:5060>"), ("$cT", "string:application/sdp"), ("$cl", "number:4"),
+        ("$sel(via[1].host)", "string:192.0.2.10"), ("$sel(via[1].branch)", "string:z9hG4bK776asdhds"),
+        ("$sel(via[1].port)", "number:5060"), ("$sel(via[2].host)", "nil:nil"), ("$sel(ruri.user)", "string:bob"),
+        ("$sel(from.tag)", "string:1928301774"), ("$sel(to.uri)", "string:sip:bob@example.com"),
+        ("$sel(call_id)", "string:a84b4c76e66710@pc33"), ("$sel(cseq.method)", "string:INVITE"),
+        ("$sel(cseq.num)", "string:314159"), ("$sel(contact.uri)", "string:sip:alice@192.0.2.10:5060"),
         ("$au", "nil:nil"), ("$ar", "nil:nil"), ("$ad", "nil:nil"),
     ])
     func getter(_ pv: String, _ expected: String) throws {

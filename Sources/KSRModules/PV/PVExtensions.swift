@@ -107,6 +107,9 @@ indirect enum ExtendedPV: Hashable {
     case au, aU, ad, ar
     /// `$ctu`-like: the Contact URI.
     case ctu
+    /// `$sel(...)`: the select forms scripts use (via[n].host/port/branch/received/rport/transport,
+    /// ruri.user/host/port, from/to.uri/tag/user/host, call_id, cseq.method/num, contact.uri).
+    case select([String])
     /// `$avp(name)` all values (`$(avp(x)[*])`), and an indexed avp.
     case avpIndex(String, Int?)
 
@@ -156,6 +159,9 @@ indirect enum ExtendedPV: Hashable {
         let inner = String(body[body.index(after: open)..<body.index(before: body.endIndex)])
         switch name {
         case "shv": return inner.isEmpty ? nil : .shv(inner)
+        case "sel":
+            let parts = inner.split(separator: ".").map { String($0).lowercased() }
+            return parts.isEmpty ? nil : .select(parts)
         case "time": return .time(inner)
         case "TV":
             if inner == "Sn" { return .tvSn }
@@ -238,6 +244,9 @@ indirect enum ExtendedPV: Hashable {
             case .au: return .string(at.map { String(user[..<$0]) } ?? user)
             default: return at.map { .string(String(user[user.index(after: $0)...])) } ?? .null
             }
+        case .select(let parts):
+            guard let m else { return .null }
+            return Self.select(ctx, m, parts)
         case .ctu:
             guard let m, let v = m.firstValue(.contact), let na = m.parseNameAddr(v), !na.isStar else { return .null }
             return .bytes(na.uri)
@@ -275,6 +284,60 @@ indirect enum ExtendedPV: Hashable {
         default:
             ctx.logger.error("pseudo-variable is read-only")
             return false
+        }
+    }
+
+    static func select(_ ctx: RouteContext, _ m: SIPMessage, _ parts: [String]) -> PVValue {
+        func index(_ s: String) -> (String, Int) {
+            guard let o = s.firstIndex(of: "["), s.hasSuffix("]"), let i = Int(s[s.index(after: o)..<s.index(before: s.endIndex)]) else { return (s, 1) }
+            return (String(s[..<o]), i)
+        }
+        let (head, idx) = index(parts[0])
+        let field = parts.count > 1 ? parts[1] : ""
+        switch head {
+        case "via":
+            let vias = m.values(.via)
+            guard idx >= 1, idx <= vias.count, let v = m.parseVia(vias[idx - 1]) else { return .null }
+            switch field {
+            case "": return .bytes(v.whole)
+            case "host": return .bytes(v.host)
+            case "port": return v.port.map { .int($0) } ?? .null
+            case "transport": return .bytes(v.transport)
+            case "branch": return v.branch.map { .bytes($0) } ?? .null
+            case "received": return v.received.map { .bytes($0) } ?? .null
+            case "rport": return v.rport.map { .bytes($0) } ?? .null
+            default: return .null
+            }
+        case "ruri", "request_uri":
+            switch field {
+            case "": return PVEngine.get(ctx, .ru)
+            case "user": return PVEngine.get(ctx, .rU)
+            case "host": return PVEngine.get(ctx, .rd)
+            case "port": return PVEngine.get(ctx, .rp)
+            default: return .null
+            }
+        case "from", "f", "to", "t":
+            let isFrom = head.hasPrefix("f")
+            switch field {
+            case "", "uri": return PVEngine.get(ctx, isFrom ? .fu : .tu)
+            case "tag": return PVEngine.get(ctx, isFrom ? .ft : .tt)
+            case "user": return PVEngine.get(ctx, isFrom ? .fU : .tU)
+            case "host": return PVEngine.get(ctx, isFrom ? .fd : .td)
+            case "name": return PVEngine.get(ctx, isFrom ? .fn : .tn)
+            default: return .null
+            }
+        case "call_id", "callid", "i": return PVEngine.get(ctx, .ci)
+        case "cseq":
+            guard let c = m.cseq else { return .null }
+            switch field {
+            case "", "num": return field.isEmpty ? (m.firstHeader(.cseq).map { .bytes($0.value) } ?? .null) : .bytes(c.numberRange)
+            case "method": return .bytes(c.methodRange)
+            default: return .null
+            }
+        case "contact", "m":
+            guard let v = m.firstValue(.contact), let na = m.parseNameAddr(v) else { return .null }
+            return field == "uri" ? .bytes(na.uri) : .bytes(v)
+        default: return .null
         }
     }
 

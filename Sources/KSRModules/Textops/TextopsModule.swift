@@ -183,7 +183,7 @@ enum TextopsModule {
             for h in list { m.removeHeader(h) }
             return .int(list.isEmpty ? -1 : list.count)
         }
-        add("remove_hf_exp", [.str, .str]) { ctx, a in
+        add("remove_hf_exp", [.str, .str], compat: "returns the number removed, -1 for none") { ctx, a in
             guard let m = ctx.message, let re = ctx.regex(a.str(0)) else { return .int(-1) }
             let skip = a.str(1).isEmpty ? nil : ctx.regex(a.str(1))
             var n = 0
@@ -202,7 +202,7 @@ enum TextopsModule {
             m.removeHeader(list[i])
             return .int(1)
         }
-        add("remove_hf_match", [.str, .str, .str]) { ctx, a in
+        add("remove_hf_match", [.str, .str, .str], compat: "ops eq/ne/sw/in/re; returns the number removed, -1 for none") { ctx, a in
             guard let m = ctx.message else { return .int(-1) }
             let op = a.str(1), val = a.str(2)
             let re = op == "re" ? ctx.regex(val) : nil
