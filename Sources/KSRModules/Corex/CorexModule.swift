@@ -97,12 +97,16 @@ enum CorexModule {
             let data = a.byteArray(1)
             return .code(data.isEmpty || fwrite(data, 1, data.count, f) == data.count)
         }
-        for (name, params) in [("set_send_socket", [KemiParamType.str]), ("set_send_socket_name", [.str]),
-                               ("set_recv_socket", [.str]), ("set_recv_socket_name", [.str]),
-                               ("set_source_address", [.str]), ("via_add_srvid", [.int]),
-                               ("via_add_xavp_params", [.int]), ("via_use_xavp_fields", [.int]),
-                               ("is_socket_name", [.str])] {
-            add(name, params, compat: "not yet (no socket selection): logs and returns -1") { ctx, _ in
+        for (name, params, why) in [("set_send_socket", [KemiParamType.str], "no socket selection"),
+                                    ("set_send_socket_name", [.str], "no socket selection"),
+                                    ("set_recv_socket", [.str], "no socket selection"),
+                                    ("set_recv_socket_name", [.str], "no socket selection"),
+                                    ("set_source_address", [.str], "no socket selection"),
+                                    ("is_socket_name", [.str], "no named sockets"),
+                                    ("via_add_srvid", [.int], "no server id in Via"),
+                                    ("via_add_xavp_params", [.int], "no Via parameters from xavps"),
+                                    ("via_use_xavp_fields", [.int], "no Via fields from xavps")] {
+            add(name, params, compat: "not yet (\(why)): logs and returns -1") { ctx, _ in
                 ctx.logger.warning("corex.\(name) is not supported yet")
                 return .int(-1)
             }
