@@ -72,10 +72,16 @@ import StarlingTesting
         #expect(try evalValue("KSR.kx.get_ruser()", m) == "nil:nil")
         #expect(try evalValue("KSR.kx.gete_ruser()", m) == "string:")
         #expect(try evalValue("KSR.kx.getw_ruser()", m) == "string:<null>")
-        for x in ["rhost", "fuser", "fhost", "tuser", "thost", "cturi"] {
-            #expect(try evalValue("KSR.kx.gete_\(x)()") != "string:")
-            #expect(try evalValue("KSR.kx.getw_\(x)()") != "string:<null>")
+        let present = ["rhost": "example.com", "fuser": "alice", "fhost": "atlanta.example.com", "tuser": "bob",
+                       "thost": "example.com", "cturi": "sip:alice@192.0.2.10:5060"]
+        for (x, v) in present {
+            #expect(try evalValue("KSR.kx.gete_\(x)()") == "string:\(v)")
+            #expect(try evalValue("KSR.kx.getw_\(x)()") == "string:\(v)")
         }
+        #expect(try evalValue("KSR.kx.gete_cturi()", m) == "string:")
+        #expect(try evalValue("KSR.kx.getw_cturi()", m) == "string:<null>")
+        #expect(try evalValue("KSR.kx.gete_rhost()", Msg.ringing) == "string:")
+        #expect(try evalValue("KSR.kx.getw_rhost()", Msg.ringing) == "string:<null>")
     }
 
     @Test func replies() throws {
