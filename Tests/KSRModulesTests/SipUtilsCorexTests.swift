@@ -27,6 +27,9 @@ import StarlingTesting
         #expect(try evalValue("KSR.siputils.is_user(\"alice\")") == "number:-1")
         #expect(try evalValue("KSR.siputils.is_tel_number(\"+4930123\")") == "number:1")
         #expect(try evalValue("KSR.siputils.is_tel_number(\"49a\")") == "number:-2")
+        #expect(try evalValue("KSR.siputils.is_tel_number(\"+049\")") == "number:-2")
+        #expect(try evalValue("KSR.siputils.is_tel_number(\"0049\")") == "number:1")
+        #expect(try evalValue("KSR.siputils.is_tel_number(\"\")") == "number:-2")
         #expect(try evalValue("KSR.siputils.is_numeric(\"0123\")") == "number:1")
         #expect(try evalValue("KSR.siputils.is_numeric(\"+1\")") == "number:-2")
         #expect(try evalValue("KSR.siputils.is_alphanum(\"abC1\")") == "number:1")
@@ -44,7 +47,8 @@ import StarlingTesting
         #expect(try evalValue("KSR.siputils.uri_param_any(\"nat\")", m) == "number:1")
         #expect(try evalValue("KSR.siputils.uri_param_any(\"x\")", m) == "number:-1")
         #expect(try evalValue("KSR.pv.get(\"$ru\")", m, before: "KSR.siputils.uri_param_rm(\"nat\")") == "string:sip:127.0.0.1:5060;lr")
-        #expect(try evalValue("KSR.siputils.uri_param_rm(\"zz\")", m) == "number:-1")
+        #expect(try evalValue("KSR.siputils.uri_param_rm(\"zz\")", m) == "number:1")
+        #expect(try evalValue("KSR.siputils.add_uri_param(\"\")", m) == "number:1")
         let (r, wire) = try evalForward("KSR.siputils.add_uri_param(\"x=1\")")
         #expect(r == "number:1")
         #expect(wire.hasPrefix("INVITE sip:bob@example.com;x=1 SIP/2.0\r\n"))
@@ -52,8 +56,9 @@ import StarlingTesting
     }
 
     @Test func telAndE164() throws {
-        #expect(try evalValue("KSR.pv.get(\"$var(t)\")", before: "KSR.siputils.tel2sip(\"tel:+1-201-555-0123\", \"sip:example.com\", \"$var(t)\")")
-                == "string:sip:+12015550123@example.com;user=phone")
+        #expect(try evalValue("KSR.pv.get(\"$var(t)\")", before: "KSR.siputils.tel2sip(\"tel:+1-201-555-0123;Ext=1-2\", \"example.com\", \"$var(t)\")")
+                == "string:sip:+12015550123;ext=1-2@example.com;user=phone")
+        #expect(try evalValue("KSR.siputils.tel2sip(\"sip:a@b\", \"example.com\", \"$var(t)\")") == "number:2")
         #expect(try evalValue("KSR.siputils.is_uri_user_e164(\"sip:+4930123@x\")") == "number:1")
         #expect(try evalValue("KSR.siputils.is_uri_user_e164(\"sip:4930123@x\")") == "number:-1")
     }

@@ -27,10 +27,10 @@ enum SipUtilsModule {
     /// The R-URI's parameters, or nil (reply / no URI).
     static func ruri(_ ctx: RouteContext) -> SIPURI? { ctx.currentRequestURI }
 
-    /// True if `s` is `+` followed by 2..15 digits (E.164).
+    /// True if `s` is `+` followed by digits, 3..17 characters (Kamailio's `e164_max_len` default).
     static func isE164(_ s: Substring) -> Bool {
         let b = Array(s.utf8)
-        guard b.count >= 3 && b.count <= 16, b[0] == UInt8(ascii: "+") else { return false }
+        guard b.count >= 3 && b.count <= 17, b[0] == UInt8(ascii: "+") else { return false }
         return b.dropFirst().allSatisfy(isDigit)
     }
 
@@ -131,8 +131,12 @@ enum SipUtilsModule {
         add("is_uri", [.str]) { _, a in .code(SIPURI(a.str(0)) != nil) }
         add("is_user", [.str], compat: "no authentication yet: always -1") { _, _ in .int(-1) }
         add("is_tel_number", [.str]) { _, a in
-            var b = a.byteArray(0)
-            if b.first == UInt8(ascii: "+") { b.removeFirst() }
+            // optional '+' that must be followed by 1-9, then digits only
+            var b = a.byteArray(0)[...]
+            if b.first == UInt8(ascii: "+") {
+                b = b.dropFirst()
+                guard let f = b.first, f >= UInt8(ascii: "1") && f <= UInt8(ascii: "9") else { return .int(-2) }
+            }
             return .int(!b.isEmpty && b.allSatisfy(isDigit) ? 1 : -2)
         }
         add("is_numeric", [.str]) { _, a in
@@ -166,25 +170,36 @@ enum SipUtilsModule {
             guard let m = ctx.message, let u = ruri(ctx) else { return .int(-1) }
             let name = a.str(0).lowercased()
             let kept = u.params.filter { $0.name.lowercased() != name }
-            guard kept.count != u.params.count else { return .int(-1) }
+            // nothing to remove is success, as in Kamailio
+            guard kept.count != u.params.count else { return .int(1) }
             m.setRequestURI(withParams(u, paramString(kept)))
             return .int(1)
         }
         add("add_uri_param", [.str]) { ctx, a in
-            guard let m = ctx.message, let u = ruri(ctx), let p = a.string(0), !p.isEmpty else { return .int(-1) }
-            m.setRequestURI(withParams(u, ";" + u.paramsString + ";" + p).filterDoubleSemicolon())
+            guard let p = a.string(0), !p.isEmpty else { return .int(1) }
+            guard let m = ctx.message, let u = ruri(ctx) else { return .int(-1) }
+            if u.parts.headers == nil {
+                m.setRequestURI(u.bytes + [UInt8(ascii: ";")] + Array(p.utf8))
+            } else {
+                m.setRequestURI(withParams(u, (u.paramsString.isEmpty ? "" : ";" + u.paramsString) + ";" + p))
+            }
             return .int(1)
         }
         add("tel2sip", [.str, .str, .str], compat: "extra: native cfg function; result stored in the PV named by the 3rd argument") { ctx, a in
-            // tel2sip(uri, hostpart, dst_pv): tel:+123;p=v -> sip:+123;p=v@host;user=phone
+            // tel2sip(uri, hostpart, dst_pv): 2 when the URI is not tel: (nothing stored);
+            // tel:+1-201;p=v -> sip:+1201;p=v@hostpart;user=phone, lower-cased, separators removed
+            // before the first ';'
             let uri = a.str(0)
-            guard uri.lowercased().hasPrefix("tel:") else {
-                guard let pv = ctx.pvCache.spec(a.str(2)) else { return .int(-1) }
-                return .code(PVEngine.set(ctx, pv, .string(uri)))
+            guard uri.utf8.count >= 4, uri.lowercased().hasPrefix("tel:") else { return .int(2) }
+            guard let pv = ctx.pvCache.spec(a.str(2)) else { return .int(-1) }
+            var number = ""
+            var inParams = false
+            for c in uri.dropFirst(4) {
+                if c == ";" { inParams = true }
+                if !inParams && "-.()".contains(c) { continue }
+                number.append(contentsOf: c.lowercased())
             }
-            guard let host = SIPURI(a.str(1)), let pv = ctx.pvCache.spec(a.str(2)) else { return .int(-1) }
-            let number = uri.dropFirst(4).filter { !"-.()".contains($0) }
-            let sip = "sip:" + number + "@" + host.host + (host.port.map { ":\($0)" } ?? "") + ";user=phone"
+            let sip = "sip:" + number + "@" + a.str(1) + ";user=phone"
             return .code(PVEngine.set(ctx, pv, .string(sip)))
         }
         add("is_uri_user_e164", [.str], compat: "extra: native cfg function") { _, a in
@@ -287,15 +302,6 @@ enum SipUtilsModule {
             guard let u = ruri(ctx), let gr = u.param("gr") else { return .int(-1) }
             return .int(gr.isEmpty ? 2 : 1)
         }
-        return out
-    }
-}
-
-extension [UInt8] {
-    /// Collapses ";;" (from joining an empty parameter list).
-    func filterDoubleSemicolon() -> [UInt8] {
-        var out: [UInt8] = []
-        for c in self where !(c == UInt8(ascii: ";") && out.last == UInt8(ascii: ";")) { out.append(c) }
         return out
     }
 }
