@@ -10,6 +10,9 @@ import StarlingTesting
         #expect(try evalValue("KSR.textops.search(\"\")") == "number:1")
         #expect(try evalValue("KSR.textops.search_body(\"^v=0\")") == "number:1")
         #expect(try evalValue("KSR.textops.search_body(\"INVITE\")") == "number:-1")
+        #expect(try evalValue("KSR.textops.search_body(\"\")", Msg.options()) == "number:-1")
+        // search_append starts after the first line
+        #expect(try evalValue("KSR.textops.search_append(\"^INVITE\", \"x\")") == "number:-1")
         #expect(try evalValue("KSR.textops.search_hf(\"X-Multi\", \"two\", \"a\")") == "number:1")
         #expect(try evalValue("KSR.textops.search_hf(\"X-Multi\", \"two\", \"f\")") == "number:-1")
         #expect(try evalValue("KSR.textops.search_hf(\"X-Multi\", \"two\", \"l\")") == "number:1")

@@ -55,7 +55,8 @@ final class POSIXRegex {
         var start = 0
         while start <= bytes.count {
             let sub = UnsafeRawBufferPointer(rebasing: bytes[start...])
-            guard let m = match(sub, notBOL: start > 0 && bytes[start - 1] != 0x0A) else { break }
+            // a match may start a line after LF or CR, as Kamailio's replace_all loop decides
+            guard let m = match(sub, notBOL: start > 0 && bytes[start - 1] != 0x0A && bytes[start - 1] != 0x0D) else { break }
             let shifted = m.map { $0.map { ($0.lowerBound + start)..<($0.upperBound + start) } }
             out.append(shifted)
             let whole = shifted[0]!

@@ -112,7 +112,10 @@ enum TextopsModule {
         }
         // Searching
         add("search", [.str]) { ctx, a in .int(search(ctx, a.string(0), in: whole)) }
-        add("search_body", [.str]) { ctx, a in .int(search(ctx, a.string(0), in: { $0.bodyRange })) }
+        add("search_body", [.str]) { ctx, a in
+            guard let m = ctx.message, m.bodyRange.count > 0 else { return .int(-1) }
+            return .int(search(ctx, a.string(0), in: { $0.bodyRange }))
+        }
         add("search_hf", [.str, .str, .str]) { ctx, a in
             guard let m = ctx.message, let re = ctx.regex(a.str(1)) else { return .int(-1) }
             var list = m.headers(named: a.str(0))
@@ -130,7 +133,7 @@ enum TextopsModule {
             guard let re = ctx.regex(pattern) else { return .int(-1) }
             return .code(re.matches(text))
         }
-        add("search_append", [.str, .str]) { ctx, a in .int(searchAppend(ctx, a.string(0), a.byteArray(1), in: whole)) }
+        add("search_append", [.str, .str]) { ctx, a in .int(searchAppend(ctx, a.string(0), a.byteArray(1), in: fromHeaders)) }
         add("search_append_body", [.str, .str]) { ctx, a in
             .int(searchAppend(ctx, a.string(0), a.byteArray(1), in: { $0.bodyRange }))
         }
