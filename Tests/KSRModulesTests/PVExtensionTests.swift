@@ -67,5 +67,15 @@ import StarlingTesting
 
     @Test func varStillDefaultsToIntegerZero() throws {
         #expect(try evalValue("KSR.pv.get(\"$var(fresh)\")") == "number:0")
+        #expect(try evalValue("KSR.pv.get(\"$vn(fresh)\")") == "nil:nil")
+        #expect(try evalValue("KSR.pv.get(\"$vn(x)\")", before: "KSR.pv.seti(\"$vn(x)\", 5)") == "number:5")
+        #expect(try evalValue("KSR.pv.get(\"$vn(x)\")", before: "KSR.pv.seti(\"$vn(x)\", 5); KSR.pv.unset(\"$vn(x)\")") == "nil:nil")
+    }
+
+    @Test func firstBranch() throws {
+        #expect(try evalValue("KSR.pv.get(\"$br\")") == "nil:nil")
+        #expect(try evalValue("KSR.pv.get(\"$br\")", before: "KSR.corex.append_branch_uri(\"sip:c@example.com\")") == "string:sip:c@example.com")
+        #expect(try evalValue("KSR.pv.get(\"$br\")", before: "KSR.pv.sets(\"$br\", \"sip:d@example.com\")") == "string:sip:d@example.com")
+        #expect(try evalValue("KSR.pv.sets(\"$br\", \"nope\")") == "boolean:false")
     }
 }

@@ -16,6 +16,11 @@ final class SharedVariables: Sendable {
     func set(_ name: String, _ value: KemiValue) { storage.withLock { $0[name] = value } }
 }
 
+/// `$vn(name)` values of one worker (null until assigned; persist between messages like `$var`).
+final class NullableVariables {
+    var values: [String: KemiValue] = [:]
+}
+
 /// A transformation applied to a pseudo-variable's value: `$(ru{uri.user})`.
 enum Transformation: Hashable {
     case sLen, sInt, sToLower, sToUpper, sSubstr(Int, Int), sStrip(Int), sStripTail(Int)
@@ -110,6 +115,10 @@ indirect enum ExtendedPV: Hashable {
     /// `$sel(...)`: the select forms scripts use (via[n].host/port/branch/received/rport/transport,
     /// ruri.user/host/port, from/to.uri/tag/user/host, call_id, cseq.method/num, contact.uri).
     case select([String])
+    /// `$vn(name)`: a per-worker variable like `$var` that starts as null.
+    case vn(String)
+    /// `$br`: the first extra branch URI.
+    case br
     /// `$avp(name)` all values (`$(avp(x)[*])`), and an indexed avp.
     case avpIndex(String, Int?)
 
@@ -122,6 +131,7 @@ indirect enum ExtendedPV: Hashable {
         case "ad": return .ad
         case "ar": return .ar
         case "ctu": return .ctu
+        case "br": return .br
         default: break
         }
         if body.hasPrefix("(") && body.hasSuffix(")") {
@@ -159,6 +169,7 @@ indirect enum ExtendedPV: Hashable {
         let inner = String(body[body.index(after: open)..<body.index(before: body.endIndex)])
         switch name {
         case "shv": return inner.isEmpty ? nil : .shv(inner)
+        case "vn": return inner.isEmpty ? nil : .vn(inner)
         case "sel":
             let parts = inner.split(separator: ".").map { String($0).lowercased() }
             return parts.isEmpty ? nil : .select(parts)
@@ -244,6 +255,10 @@ indirect enum ExtendedPV: Hashable {
             case .au: return .string(at.map { String(user[..<$0]) } ?? user)
             default: return at.map { .string(String(user[user.index(after: $0)...])) } ?? .null
             }
+        case .vn(let name):
+            return PVValue(ctx.worker.local(NullableVariables.self) { NullableVariables() }.values[name] ?? .null)
+        case .br:
+            return ctx.branches.first.map { .string(String(decoding: $0, as: UTF8.self)) } ?? .null
         case .select(let parts):
             guard let m else { return .null }
             return Self.select(ctx, m, parts)
@@ -257,6 +272,17 @@ indirect enum ExtendedPV: Hashable {
         switch self {
         case .shv(let name):
             SharedVariables.process.set(name, value)
+            return true
+        case .vn(let name):
+            ctx.worker.local(NullableVariables.self) { NullableVariables() }.values[name] = value == .null ? nil : value
+            return true
+        case .br:
+            guard case .string(let s) = value, !s.isEmpty else {
+                if !ctx.branches.isEmpty { ctx.branches.removeFirst() }
+                return true
+            }
+            guard SIPURI(s) != nil else { return false }
+            if ctx.branches.isEmpty { ctx.branches.append(Array(s.utf8)) } else { ctx.branches[0] = Array(s.utf8) }
             return true
         case .avpIndex(let name, nil):
             guard value == .null else { return false }
