@@ -77,7 +77,7 @@ let package = Package(
         .executableTarget(
             name: "starling",
             dependencies: [
-                "SIPCore", "StarlingServer",
+                "SIPCore", "StarlingServer", "KSRModules",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),

@@ -101,10 +101,16 @@ public final class RouteContext {
     public var replied = false
     /// `$avp(name)` stacks (newest last).
     public var avps: [String: [KemiValue]] = [:]
+    /// `$xavp(root)`: a list of items (index 0 = newest), each a map of field names to value stacks.
+    public var xavps: [String: [[String: [KemiValue]]]] = [:]
+    /// Extended message flags 0..63 (`corex.setxflag`).
+    public var extendedFlags: UInt64 = 0
     /// Extra branches (`append_branch`, registrar lookup): URIs beyond the Request-URI.
     public var branches: [[UInt8]] = []
     /// Headers to add to locally generated replies (`hdr.append_to_reply`), each ending with CRLF.
     public var replyHeaders: [UInt8] = []
+    /// Body and Content-Type for locally generated replies (`textops.set_reply_body`).
+    public var replyBody: (body: [UInt8], contentType: String)? = nil
     /// The code of the last internal error, for `sl_reply_error` (Kamailio's `prev_ser_error`).
     public var lastError: Int = 0
     /// Time the message was received (seconds since the epoch, and microseconds).
@@ -138,8 +144,11 @@ public final class RouteContext {
         dropRequested = false
         replied = false
         if !avps.isEmpty { avps.removeAll(keepingCapacity: true) }
+        if !xavps.isEmpty { xavps.removeAll(keepingCapacity: true) }
+        extendedFlags = 0
         if !branches.isEmpty { branches.removeAll(keepingCapacity: true) }
         if !replyHeaders.isEmpty { replyHeaders.removeAll(keepingCapacity: true) }
+        replyBody = nil
         lastError = 0
     }
 }

@@ -57,6 +57,8 @@ enum MessageTools {
         let (params, fill) = viaUpdate(ctx)
         var extras = ctx.replyHeaders
         extras.append(contentsOf: extraHeaders)
+        var body = body, contentType = contentType
+        if body.isEmpty, let rb = ctx.replyBody { body = rb.body; contentType = rb.contentType }
         var reply = SIPBuilder.Reply(status: status, reason: reason, toTag: localToTag(m),
                                      topViaParams: params.isEmpty ? nil : params, extraHeaders: extras,
                                      body: body, contentType: contentType)

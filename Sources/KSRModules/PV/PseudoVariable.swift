@@ -18,10 +18,13 @@ enum PseudoVariable: Hashable {
     case avp(String)
     case hdr(String)
     case hdrc(String)
+    /// Indexed headers, transformations, `$shv`, `$xavp`, time formats, credentials (PVExtensions.swift).
+    indirect case ext(ExtendedPV)
 
-    /// Parses "$name" or "$name(inner)". Nil for unknown names.
+    /// Parses "$name", "$name(inner)" or "$(name(inner)[index]{transformation})". Nil for unknown names.
     static func parse(_ text: String) -> PseudoVariable? {
         guard text.hasPrefix("$") else { return nil }
+        if let e = ExtendedPV.parse(text) { return .ext(e) }
         let body = text.dropFirst()
         if let open = body.firstIndex(of: "("), body.hasSuffix(")") {
             let name = String(body[..<open])
@@ -273,6 +276,8 @@ enum PVEngine {
         case .hdrc(let name):
             guard let m else { return .int(0) }
             return .int(m.headers(named: name).count)
+        case .ext(let e):
+            return e.get(ctx)
         }
     }
 
@@ -317,6 +322,8 @@ enum PVEngine {
             guard case .int(let i) = value else { return false }
             ctx.scriptFlags = UInt32(truncatingIfNeeded: i)
             return true
+        case .ext(let e):
+            return e.set(ctx, value)
         default:
             ctx.logger.error("pseudo-variable is read-only")
             return false

@@ -34,19 +34,32 @@ extension SIPMessage {
         // Start line
         let hs = headersStart
         let newURI = options.requestURI ?? (options.applyEdits ? edits.requestURI : nil)
+        // Edits of the start line (e.g. a reply's status) and of the body are applied to those
+        // regions; the rest go to the header section below.
+        let allOps = options.applyEdits ? edits.entries.sorted { $0.offset != $1.offset ? $0.offset < $1.offset : $0.seq < $1.seq } : []
+        let startOps = allOps.filter { $0.offset < hs }
         if isRequest, let newURI {
             append(&out, v, ByteRange(methodRange.lower, requestURIRange.lower))
             out.append(contentsOf: newURI)
             append(&out, v, ByteRange(requestURIRange.upper, hs))
         } else {
             let s = isRequest ? methodRange.lower : versionRange.lower
-            append(&out, v, ByteRange(s, hs))
+            applyRegionOps(startOps, ByteRange(s, hs), v, &out)
         }
         if let line = options.prependLine { out.append(contentsOf: line) }
 
         let he = framingOK ? headersEnd : state.pointee.scanPos
-        var ops: [SIPEdits.Entry] = options.applyEdits ? edits.entries : []
-        let newBody = options.applyEdits ? edits.body : nil
+        let bodyStart = state.pointee.bodyStart
+        var ops: [SIPEdits.Entry] = allOps.filter { $0.offset >= hs && ($0.offset <= he || !framingOK) }
+        var newBody = options.applyEdits ? edits.body : nil
+        if newBody == nil, framingOK {
+            let bodyOps = allOps.filter { $0.offset > he && $0.offset >= bodyStart }
+            if !bodyOps.isEmpty {
+                var b: [UInt8] = []
+                applyRegionOps(bodyOps, ByteRange(bodyStart, state.pointee.bodyEnd), v, &b)
+                newBody = b
+            }
+        }
         var seq = ops.count
         if options.removeTopVia, let via = firstHeader(.via) {
             var first: ByteRange? = nil
@@ -119,6 +132,25 @@ extension SIPMessage {
         } else if framingOK {
             append(&out, v, ByteRange(state.pointee.bodyStart, state.pointee.bodyEnd))
         }
+    }
+
+    /// Writes `region` of the received bytes with sorted edits applied (inserts and deletes clamped
+    /// to the region).
+    func applyRegionOps(_ ops: [SIPEdits.Entry], _ region: ByteRange, _ v: ByteView, _ out: inout [UInt8]) {
+        var pos = region.lower
+        for e in ops {
+            switch e.op {
+            case .insert(let at, let bytes):
+                let at = min(max(at, region.lower), region.upper)
+                if at > pos { append(&out, v, ByteRange(pos, at)); pos = at }
+                out.append(contentsOf: bytes)
+            case .delete(let r):
+                let s = min(max(r.lower, region.lower), region.upper), t = min(max(r.upper, region.lower), region.upper)
+                if s > pos { append(&out, v, ByteRange(pos, s)) }
+                pos = max(pos, t)
+            }
+        }
+        if pos < region.upper { append(&out, v, ByteRange(pos, region.upper)) }
     }
 
     /// The serialized message as a new array.

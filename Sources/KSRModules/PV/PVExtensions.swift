@@ -1,0 +1,420 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import SIPCore
+import StarlingKEMI
+import Logging
+
+/// `$shv(name)`: variables shared by all workers of the process (Kamailio keeps them in shared memory).
+final class SharedVariables: Sendable {
+    /// The process's shared variables.
+    static let process = SharedVariables()
+    private let storage = Mutex<[String: KemiValue]>([:])
+
+    func get(_ name: String) -> KemiValue { storage.withLock { $0[name] ?? .null } }
+    func set(_ name: String, _ value: KemiValue) { storage.withLock { $0[name] = value } }
+}
+
+/// `$vn(name)` values of one worker (null until assigned; persist between messages like `$var`).
+final class NullableVariables {
+    var values: [String: KemiValue] = [:]
+}
+
+/// A transformation applied to a pseudo-variable's value: `$(ru{uri.user})`.
+enum Transformation: Hashable {
+    case sLen, sInt, sToLower, sToUpper, sSubstr(Int, Int), sStrip(Int), sStripTail(Int)
+    case uriUser, uriHost, uriPort, uriParams, uriTransport, uriParam(String)
+    case paramValue(String, Character)
+    case paramCount(Character)
+
+    static func parse(_ text: Substring) -> Transformation? {
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        let args = parts.dropFirst()
+        switch parts[0] {
+        case "s.len": return .sLen
+        case "s.int": return .sInt
+        case "s.tolower": return .sToLower
+        case "s.toupper": return .sToUpper
+        case "s.substr":
+            guard args.count == 2, let a = Int(args[args.startIndex]), let b = Int(args[args.startIndex + 1]) else { return nil }
+            return .sSubstr(a, b)
+        case "s.strip": return Int(args.first ?? "").map { .sStrip($0) }
+        case "s.striptail": return Int(args.first ?? "").map { .sStripTail($0) }
+        case "uri.user": return .uriUser
+        case "uri.host": return .uriHost
+        case "uri.port": return .uriPort
+        case "uri.params": return .uriParams
+        case "uri.transport": return .uriTransport
+        case "uri.param": return args.first.map { .uriParam($0) }
+        case "param.value":
+            guard let name = args.first else { return nil }
+            return .paramValue(name, args.dropFirst().first?.first ?? ";")
+        case "param.count": return .paramCount(args.first?.first ?? ";")
+        default: return nil
+        }
+    }
+
+    /// Applies to a value; nil = null.
+    func apply(_ v: String) -> PVValue {
+        switch self {
+        case .sLen: return .int(v.utf8.count)
+        case .sInt: return .int(Int(v.trimmingSpaces.prefix { $0.isNumber || $0 == "-" }) ?? 0)
+        case .sToLower: return .string(v.lowercased())
+        case .sToUpper: return .string(v.uppercased())
+        case .sSubstr(let off, let len):
+            let b = Array(v.utf8)
+            var start = off < 0 ? b.count + off : off
+            start = max(0, min(start, b.count))
+            let end = len == 0 ? b.count : (len < 0 ? b.count + len : min(b.count, start + len))
+            return .string(end > start ? String(decoding: b[start..<end], as: UTF8.self) : "")
+        case .sStrip(let n): return .string(String(v.dropFirst(max(0, n))))
+        case .sStripTail(let n): return .string(String(v.dropLast(max(0, n))))
+        case .uriUser, .uriHost, .uriPort, .uriParams, .uriTransport, .uriParam:
+            guard let u = SIPURI(v) else { return .null }
+            switch self {
+            case .uriUser: return .string(u.user ?? "")
+            case .uriHost: return .string(u.host)
+            case .uriPort: return u.port.map { .string(String($0)) } ?? .string("")
+            case .uriParams: return .string(u.paramsString)
+            case .uriTransport: return .string(u.transport ?? "")
+            case .uriParam(let n): return u.param(n).map { .string($0) } ?? .null
+            default: return .null
+            }
+        case .paramValue(let name, let sep):
+            for p in v.split(separator: sep) {
+                let kv = p.split(separator: "=", maxSplits: 1)
+                if kv.first.map({ $0.trimmingCharacters(" \t").lowercased() }) == name.lowercased() {
+                    return .string(kv.count > 1 ? String(kv[1].trimmingCharacters(" \t")) : "")
+                }
+            }
+            return .null
+        case .paramCount(let sep): return .int(v.split(separator: sep).count)
+        }
+    }
+}
+
+/// Pseudo-variables beyond the simple `$name` / `$name(inner)` forms.
+indirect enum ExtendedPV: Hashable {
+    /// `$(hdr(name)[n])`; nil index = `[*]` (all values joined with ", ").
+    case hdrIndex(String, Int?)
+    case transformed(PseudoVariable, [Transformation])
+    case shv(String)
+    /// `$xavp(root[idx]=>field[fidx])`.
+    case xavp(root: String, index: Int, field: String?)
+    /// `$TF`: formatted current time (ctime-like, no newline).
+    case tf
+    /// `$time(fmt)`: strftime of the current local time.
+    case time(String)
+    /// `$TV(Sn)` "sec.usec", `$TV(Fn)` formatted with microseconds.
+    case tvSn, tvFn
+    /// Credentials: `$au` (user part), `$aU` (whole username), `$ad` (domain), `$ar` (realm).
+    case au, aU, ad, ar
+    /// `$ctu`-like: the Contact URI.
+    case ctu
+    /// `$sel(...)`: the select forms scripts use (via[n].host/port/branch/received/rport/transport,
+    /// ruri.user/host/port, from/to.uri/tag/user/host, call_id, cseq.method/num, contact.uri).
+    case select([String])
+    /// `$vn(name)`: a per-worker variable like `$var` that starts as null.
+    case vn(String)
+    /// `$br`: the first extra branch URI.
+    case br
+    /// `$avp(name)` all values (`$(avp(x)[*])`), and an indexed avp.
+    case avpIndex(String, Int?)
+
+    static func parse(_ text: String) -> ExtendedPV? {
+        let body = text.dropFirst()
+        switch body {
+        case "TF": return .tf
+        case "au": return .au
+        case "aU": return .aU
+        case "ad": return .ad
+        case "ar": return .ar
+        case "ctu": return .ctu
+        case "br": return .br
+        default: break
+        }
+        if body.hasPrefix("(") && body.hasSuffix(")") {
+            // $(name(inner)[idx]{tr}...)
+            var inner = body.dropFirst().dropLast()
+            var trs: [Transformation] = []
+            while inner.hasSuffix("}"), let open = inner.lastIndex(of: "{") {
+                guard let t = Transformation.parse(inner[inner.index(after: open)..<inner.index(before: inner.endIndex)]) else { return nil }
+                trs.insert(t, at: 0)
+                inner = inner[..<open]
+            }
+            var index: Int?? = nil
+            if inner.hasSuffix("]"), let open = inner.lastIndex(of: "[") {
+                let idx = inner[inner.index(after: open)..<inner.index(before: inner.endIndex)]
+                if idx == "*" { index = .some(nil) } else if let i = Int(idx) { index = .some(i) } else { return nil }
+                inner = inner[..<open]
+            }
+            var base: PseudoVariable
+            if let index {
+                if inner.hasPrefix("hdr("), inner.hasSuffix(")") {
+                    base = .ext(.hdrIndex(String(inner.dropFirst(4).dropLast()), index))
+                } else if inner.hasPrefix("avp("), inner.hasSuffix(")") {
+                    base = .ext(.avpIndex(String(inner.dropFirst(4).dropLast()), index))
+                } else { return nil }
+            } else {
+                guard let b = PseudoVariable.parse("$" + inner) else { return nil }
+                base = b
+            }
+            if trs.isEmpty, case .ext(let e) = base { return e }
+            // `$(ru)` is `$ru`: an empty transformation list
+            return .transformed(base, trs)
+        }
+        guard let open = body.firstIndex(of: "("), body.hasSuffix(")") else { return nil }
+        let name = body[..<open]
+        let inner = String(body[body.index(after: open)..<body.index(before: body.endIndex)])
+        switch name {
+        case "shv": return inner.isEmpty ? nil : .shv(inner)
+        case "vn": return inner.isEmpty ? nil : .vn(inner)
+        case "sel":
+            let parts = inner.split(separator: ".").map { String($0).lowercased() }
+            return parts.isEmpty ? nil : .select(parts)
+        case "time": return .time(inner)
+        case "TV":
+            if inner == "Sn" { return .tvSn }
+            if inner == "Fn" { return .tvFn }
+            return nil
+        case "xavp":
+            // root[idx]=>field
+            let parts = inner.components(separatedByString: "=>")
+            var root = Substring(parts[0])
+            var idx = 0
+            if root.hasSuffix("]"), let o = root.lastIndex(of: "[") {
+                guard let i = Int(root[root.index(after: o)..<root.index(before: root.endIndex)]) else { return nil }
+                idx = i
+                root = root[..<o]
+            }
+            guard !root.isEmpty else { return nil }
+            return .xavp(root: String(root), index: idx, field: parts.count > 1 ? parts[1] : nil)
+        default: return nil
+        }
+    }
+
+    func get(_ ctx: RouteContext) -> PVValue {
+        let m = ctx.message
+        switch self {
+        case .hdrIndex(let name, let index):
+            guard let m else { return .null }
+            let list = m.headers(named: name)
+            guard let index else {
+                return list.isEmpty ? .null : .string(list.map { m.string($0.value) }.joined(separator: ", "))
+            }
+            let i = index < 0 ? list.count + index : index
+            return i >= 0 && i < list.count ? .bytes(list[i].value) : .null
+        case .avpIndex(let name, let index):
+            guard let list = ctx.avps[name], !list.isEmpty else { return .null }
+            // index 0 = newest, as Kamailio's stack
+            let rev = Array(list.reversed())
+            guard let index else { return .string(rev.map(\.text).joined(separator: ",")) }
+            let i = index < 0 ? rev.count + index : index
+            return i >= 0 && i < rev.count ? PVValue(rev[i]) : .null
+        case .transformed(let base, let trs):
+            var v = PVEngine.get(ctx, base)
+            for t in trs {
+                let s: String
+                switch v {
+                case .null: return .null
+                case .int(let i): s = String(i)
+                case .string(let x): s = x
+                case .bytes(let r): s = m?.string(r) ?? ""
+                }
+                v = t.apply(s)
+            }
+            return v
+        case .shv(let name): return PVValue(SharedVariables.process.get(name))
+        case .xavp(let root, let index, let field):
+            guard let items = ctx.xavps[root], index >= 0, index < items.count else { return .null }
+            guard let v = items[index][field ?? ""]?.first else { return .null }
+            return PVValue(v)
+        case .tf:
+            var t = time_t(Clock.nowSeconds())
+            var buf = [CChar](repeating: 0, count: 32)
+            ctime_r(&t, &buf)
+            return .string(String(String(cString: buf).trimmingCharacters(" \n")))
+        case .time(let fmt):
+            return .string(Self.strftime(fmt, seconds: Clock.nowSeconds()))
+        case .tvSn:
+            let n = Clock.now()
+            return .string("\(n.seconds).\(String(zeroPadded6: n.micros))")
+        case .tvFn:
+            let n = Clock.now()
+            return .string(Self.strftime("%Y-%m-%d %H:%M:%S", seconds: n.seconds) + "." + String(zeroPadded6: n.micros))
+        case .au, .aU, .ad, .ar:
+            guard let m, m.method != .ack && m.method != .cancel else { return .null }
+            guard let h = m.firstHeader(.proxyAuthorization) ?? m.firstHeader(.authorization),
+                  let auth = m.authValue(h) else { return .null }
+            if self == .ar { return m.authParam(auth, "realm").map { .string($0) } ?? .null }
+            guard let user = m.authParam(auth, "username") else { return .null }
+            let at = user.firstIndex(of: "@")
+            switch self {
+            case .aU: return .string(user)
+            case .au: return .string(at.map { String(user[..<$0]) } ?? user)
+            default: return at.map { .string(String(user[user.index(after: $0)...])) } ?? .null
+            }
+        case .vn(let name):
+            return PVValue(ctx.worker.local(NullableVariables.self) { NullableVariables() }.values[name] ?? .null)
+        case .br:
+            return ctx.branches.first.map { .string(String(decoding: $0, as: UTF8.self)) } ?? .null
+        case .select(let parts):
+            guard let m else { return .null }
+            return Self.select(ctx, m, parts)
+        case .ctu:
+            guard let m, let v = m.firstValue(.contact), let na = m.parseNameAddr(v), !na.isStar else { return .null }
+            return .bytes(na.uri)
+        }
+    }
+
+    func set(_ ctx: RouteContext, _ value: KemiValue) -> Bool {
+        switch self {
+        case .shv(let name):
+            SharedVariables.process.set(name, value)
+            return true
+        case .vn(let name):
+            ctx.worker.local(NullableVariables.self) { NullableVariables() }.values[name] = value == .null ? nil : value
+            return true
+        case .br:
+            guard case .string(let s) = value, !s.isEmpty else {
+                if !ctx.branches.isEmpty { ctx.branches.removeFirst() }
+                return true
+            }
+            guard SIPURI(s) != nil else { return false }
+            if ctx.branches.isEmpty { ctx.branches.append(Array(s.utf8)) } else { ctx.branches[0] = Array(s.utf8) }
+            return true
+        case .avpIndex(let name, nil):
+            guard value == .null else { return false }
+            ctx.avps[name] = nil
+            return true
+        case .xavp(let root, let index, let field):
+            let f = field ?? ""
+            if value == .null {
+                if field == nil { ctx.xavps[root] = nil; return true }
+                guard var items = ctx.xavps[root], index < items.count else { return true }
+                items[index][f] = nil
+                ctx.xavps[root] = items
+                return true
+            }
+            var items = ctx.xavps[root] ?? []
+            if field == nil || items.isEmpty {
+                // assigning the root (or the first field) starts a new item at the head
+                items.insert([f: [value]], at: 0)
+            } else {
+                guard index < items.count else { return false }
+                items[index][f, default: []].insert(value, at: 0)
+            }
+            ctx.xavps[root] = items
+            return true
+        default:
+            ctx.logger.error("pseudo-variable is read-only")
+            return false
+        }
+    }
+
+    static func select(_ ctx: RouteContext, _ m: SIPMessage, _ parts: [String]) -> PVValue {
+        func index(_ s: String) -> (String, Int) {
+            guard let o = s.firstIndex(of: "["), s.hasSuffix("]"), let i = Int(s[s.index(after: o)..<s.index(before: s.endIndex)]) else { return (s, 1) }
+            return (String(s[..<o]), i)
+        }
+        let (head, idx) = index(parts[0])
+        let field = parts.count > 1 ? parts[1] : ""
+        switch head {
+        case "via":
+            let vias = m.values(.via)
+            guard idx >= 1, idx <= vias.count, let v = m.parseVia(vias[idx - 1]) else { return .null }
+            switch field {
+            case "": return .bytes(v.whole)
+            case "host": return .bytes(v.host)
+            case "port": return v.port.map { .int($0) } ?? .null
+            case "transport": return .bytes(v.transport)
+            case "branch": return v.branch.map { .bytes($0) } ?? .null
+            case "received": return v.received.map { .bytes($0) } ?? .null
+            case "rport": return v.rport.map { .bytes($0) } ?? .null
+            default: return .null
+            }
+        case "ruri", "request_uri":
+            switch field {
+            case "": return PVEngine.get(ctx, .ru)
+            case "user": return PVEngine.get(ctx, .rU)
+            case "host": return PVEngine.get(ctx, .rd)
+            case "port": return PVEngine.get(ctx, .rp)
+            default: return .null
+            }
+        case "from", "f", "to", "t":
+            let isFrom = head.hasPrefix("f")
+            switch field {
+            case "", "uri": return PVEngine.get(ctx, isFrom ? .fu : .tu)
+            case "tag": return PVEngine.get(ctx, isFrom ? .ft : .tt)
+            case "user": return PVEngine.get(ctx, isFrom ? .fU : .tU)
+            case "host": return PVEngine.get(ctx, isFrom ? .fd : .td)
+            case "name": return PVEngine.get(ctx, isFrom ? .fn : .tn)
+            default: return .null
+            }
+        case "call_id", "callid", "i": return PVEngine.get(ctx, .ci)
+        case "cseq":
+            guard let c = m.cseq else { return .null }
+            switch field {
+            case "", "num": return field.isEmpty ? (m.firstHeader(.cseq).map { .bytes($0.value) } ?? .null) : .bytes(c.numberRange)
+            case "method": return .bytes(c.methodRange)
+            default: return .null
+            }
+        case "contact", "m":
+            guard let v = m.firstValue(.contact), let na = m.parseNameAddr(v) else { return .null }
+            return field == "uri" ? .bytes(na.uri) : .bytes(v)
+        default: return .null
+        }
+    }
+
+    static func strftime(_ fmt: String, seconds: Int) -> String {
+        var t = time_t(seconds)
+        var tmv = tm()
+        localtime_r(&t, &tmv)
+        var buf = [CChar](repeating: 0, count: 256)
+        let n = Glibc.strftime(&buf, 256, fmt, &tmv)
+        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+extension PVValue {
+    init(_ v: KemiValue) {
+        switch v {
+        case .null: self = .null
+        case .int(let i): self = .int(i)
+        case .string(let s): self = .string(s)
+        }
+    }
+}
+
+extension KemiValue {
+    var text: String {
+        switch self {
+        case .null: return "<null>"
+        case .int(let i): return String(i)
+        case .string(let s): return s
+        }
+    }
+}
+
+extension String {
+    fileprivate init(zeroPadded6 micros: Int) {
+        let s = String(micros)
+        self = String(repeating: "0", count: Swift.max(0, 6 - s.count)) + s
+    }
+
+    func components(separatedByString sep: String) -> [String] {
+        let b = Array(utf8), s = Array(sep.utf8)
+        var out: [String] = []
+        var start = 0, i = 0
+        while i + s.count <= b.count {
+            if b[i..<(i + s.count)].elementsEqual(s) {
+                out.append(String(decoding: b[start..<i], as: UTF8.self))
+                i += s.count
+                start = i
+            } else { i += 1 }
+        }
+        out.append(String(decoding: b[start...], as: UTF8.self))
+        return out
+    }
+}

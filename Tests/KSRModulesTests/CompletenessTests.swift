@@ -1,0 +1,113 @@
+import Testing
+import StarlingKEMI
+import KSRModules
+
+/// Every function of Kamailio 5.6.3 (the unmarked rows of REFERENCE §2) in the message-level groups,
+/// transcribed from the reference. A name missing from Starling's export tables fails the test.
+enum Kamailio56 {
+    static let core: [String] = [
+        "dbg", "info", "notice", "warn", "err", "crit", "log", "set_drop",
+        "is_myself", "is_myself_ruri", "is_myself_duri", "is_myself_nhuri", "is_myself_furi", "is_myself_turi",
+        "is_myself_suri", "is_myself_srcip",
+        "setflag", "resetflag", "isflagset", "setbflag", "resetbflag", "isbflagset",
+        "setbiflag", "resetbiflag", "isbiflagset", "setsflag", "resetsflag", "issflagset",
+        "seturi", "setuser", "sethost", "setdsturi", "resetdsturi", "isdsturiset", "force_rport", "add_local_rport",
+        "is_method", "is_method_in",
+        "is_INVITE", "is_ACK", "is_BYE", "is_CANCEL", "is_REGISTER", "is_OPTIONS", "is_SUBSCRIBE", "is_PUBLISH",
+        "is_NOTIFY", "is_REFER", "is_INFO", "is_UPDATE", "is_PRACK", "is_MESSAGE", "is_KDMQ", "is_GET", "is_POST",
+        "is_PUT", "is_DELETE",
+        "is_UDP", "is_TCP", "is_TLS", "is_WS", "is_WSS", "is_WSX", "is_SCTP", "is_proto", "is_IPv4", "is_IPv6",
+        "to_UDP", "to_TCP", "to_TLS", "to_SCTP", "to_WS", "to_WSS", "to_WSX", "to_IPv4", "to_IPv6",
+        "is_src_port", "is_dst_port", "forward", "forward_uri",
+        "set_forward_close", "set_forward_no_connect", "set_reply_close", "set_reply_no_connect",
+        "set_advertised_address", "set_advertised_port", "add_tcp_alias", "add_tcp_alias_via", "get_debug", "route",
+    ]
+    static let pv = ["get", "gete", "getw", "getvs", "getvn", "geti", "sets", "seti", "unset", "is_null"]
+    static let hdr = [
+        "append", "append_after", "insert", "insert_before", "remove", "rmappend", "rminsert", "is_present",
+        "append_to_reply", "get", "gete", "getw", "get_idx", "gete_idx", "getw_idx", "match_content",
+    ]
+    static let xlog = ["xdbg", "xinfo", "xnotice", "xwarn", "xerr", "xalert", "xcrit", "xlog"]
+    static let kx: [String] = {
+        var l = ["get_ruri", "get_ouri", "get_furi", "get_turi", "get_nhuri", "get_srcuri"]
+        for x in ["ruser", "rhost", "fuser", "fhost", "tuser", "thost", "duri", "cturi", "au"] {
+            l += ["get_\(x)", "gete_\(x)", "getw_\(x)"]
+        }
+        l += ["get_srcip", "get_srcport", "get_srcaddr_sock", "get_rcvip", "get_rcvport", "get_rcv_sock_name",
+              "get_rcvadvip", "get_rcvadvport", "get_rcvaddr_sock", "get_send_sock", "get_send_sock_name", "get_proto",
+              "get_send_sock_port", "get_protoid", "get_conid"]
+        l += ["get_method", "get_status", "gets_status", "get_ua", "gete_ua", "getw_ua", "get_callid",
+              "get_body", "gete_body", "getw_body", "get_bodylen", "get_msglen", "get_msgtype", "get_timestamp",
+              "get_msgbuf"]
+        l += ["get_def", "get_defn", "ifdef", "ifndef", "get_env", "get_envn"]
+        return l
+    }()
+    static let corex = [
+        "has_ruri_user", "has_user_agent", "append_branch", "append_branch_uri", "append_branch_uri_q", "setxflag",
+        "resetxflag", "isxflagset", "set_send_socket", "set_send_socket_name", "set_recv_socket",
+        "set_recv_socket_name", "set_source_address", "via_add_srvid", "via_add_xavp_params", "via_use_xavp_fields",
+        "send_data", "sendx", "is_faked_msg", "file_read", "file_write", "is_socket_name",
+    ]
+    static let siputils = [
+        "has_totag", "is_request", "is_reply", "is_first_hop", "is_first_hop_mode", "is_uri", "is_user",
+        "is_tel_number", "is_numeric", "is_alphanum", "is_alphanumex", "uri_param", "uri_param_value",
+        "uri_param_any", "uri_param_rm", "add_uri_param", "options_reply", "encode_contact", "decode_contact",
+        "decode_contact_header", "contact_param_encode", "contact_param_decode", "contact_param_decode_ruri",
+        "contact_param_rm", "hdr_date_check", "cmp_uri", "cmp_aor", "cmp_hdr_name", "is_gruu",
+    ]
+    static let textops = [
+        "search", "search_body", "search_hf", "search_str", "search_append", "search_append_body", "is_present_hf",
+        "is_present_hf_re", "subst", "subst_uri", "subst_user", "subst_body", "subst_hf", "remove_hf",
+        "remove_hf_re", "remove_hf_idx", "remove_hf_exp", "remove_hf_match", "replace", "replace_all",
+        "replace_body", "replace_body_all", "replace_body_atonce", "replace_hdrs", "replace_str",
+        "replace_body_str", "replace_hdrs_str", "set_body", "set_reply_body", "has_body", "has_body_type",
+        "filter_body", "is_privacy", "is_audio_on_hold", "in_list", "in_list_prefix", "cmp_str", "cmp_istr",
+        "starts_with", "ends_with", "str_find", "str_ifind", "set_body_multipart_mode",
+        "set_body_multipart_boundary", "set_body_multipart_content", "set_body_multipart", "append_body_part",
+        "append_body_part_cd", "append_body_part_hex", "append_body_part_hex_cd", "remove_body_part",
+        "get_body_part", "get_body_part_raw", "regex_substring",
+    ]
+    static let sl = ["sl_send_reply", "send_reply", "send_reply_mode", "sl_reply_error", "sl_forward_reply"]
+    static let maxfwd = ["process_maxfwd", "is_maxfwd_lt"]
+    static let sanity = ["sanity_check", "sanity_check_defaults", "sanity_reply"]
+
+    /// (module, functions, count given by the reference's "(HEAD / 5.6)" heading).
+    static let groups: [(String, [String], Int)] = [
+        ("", core, 90), ("pv", pv, 10), ("hdr", hdr, 16), ("xlog", xlog, 8), ("kx", kx, 69), ("corex", corex, 22),
+        ("siputils", siputils, 29), ("textops", textops, 54), ("sl", sl, 5), ("maxfwd", maxfwd, 2), ("sanity", sanity, 3),
+    ]
+}
+
+@Suite struct CompletenessTests {
+    @Test func transcriptionMatchesTheReferenceCounts() {
+        for (module, names, count) in Kamailio56.groups {
+            #expect(names.count == count, "group '\(module)': \(names.count) names transcribed, reference says \(count)")
+            #expect(Set(names).count == names.count, "group '\(module)' has duplicates")
+        }
+    }
+
+    @Test func every56FunctionIsExported() {
+        let exported = Set(KSRModules.exports().map { "\($0.module).\($0.name)" })
+        var missing: [String] = []
+        for (module, names, _) in Kamailio56.groups {
+            for n in names where !exported.contains("\(module).\(n)") {
+                missing.append(module.isEmpty ? "KSR.\(n)" : "KSR.\(module).\(n)")
+            }
+        }
+        #expect(missing.isEmpty, "missing from the export tables: \(missing.joined(separator: ", "))")
+    }
+
+    @Test func everyModuleIsAvailable() {
+        for (module, _, _) in Kamailio56.groups where !module.isEmpty && !KemiRegistry.alwaysLoaded.contains(module) {
+            #expect(KSRModules.available.contains(module), "\(module) is not in KSRModules.available")
+        }
+    }
+
+    @Test func noDuplicateExports() {
+        var seen: Set<String> = []
+        for e in KSRModules.exports() {
+            #expect(!seen.contains(e.qualifiedName), "\(e.qualifiedName) exported twice")
+            seen.insert(e.qualifiedName)
+        }
+    }
+}
