@@ -229,7 +229,12 @@ def run_uac(tmp: Path, tag: str, proxy_port: int, uac_port: int, rate: int, call
     out = open(tmp / f"uac_{tag}.out", "wb")
     start = time.monotonic()
     proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=tmp, start_new_session=True)
-    _, status, usage = os.wait4(proc.pid, 0)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - start
     stats = parse_stat_csv(stat) if stat.exists() else {}
@@ -334,13 +339,17 @@ def bench_server(name: str, tmp: Path, script: Path, ports: dict, rates: list[in
             time.sleep(1)
     finally:
         stop(server)
-        stop(uas, signal.SIGUSR1)  # SIPp quits cleanly on SIGUSR1
         stop(uas)
     passing = [s["rate"] for s in steps if s["passed"]]
     return {"server": name, "steps": steps, "max_sustained_cps": max(passing) if passing else 0, "logs": str(sub)}
 
 
+def interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, interrupted)  # clean up servers and SIPp on kill too
     if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
         print(USAGE)
         return 0
