@@ -285,6 +285,7 @@ def run_step(tmp: Path, server: subprocess.Popen, uas: subprocess.Popen, tag: st
         "server_cpu_s_per_1000_calls": round(server_ticks / HZ / uac["successful"] * 1000, 4) if uac["successful"] else None,
         "sipp_cpu_pct": round((uas_ticks + uac["cpu_ticks"]) / core, 1),
         "outside_cpu_pct": round(max(outside, 0) / core, 1),
+        "outside_cpu_pct_raw": round(outside / core, 1),  # < 0 = tick rounding
     }
     result["passed"] = (result["failed"] == 0 and result["retransmissions"] == 0 and uac["exit"] == 0
                         and result["successful"] >= 0.97 * calls and achieved >= 0.97 * rate)
