@@ -80,4 +80,28 @@ struct KamailioHarnessTests {
                                           extra: ["-set", "expected", "200"])
         #expect(mismatch.exitStatus == 1 && mismatch.failedCalls == 2, "\(mismatch)")
     }
+
+    /// udp_torture.py inside a namespace against Kamailio with the stateless
+    /// script, on three RFC 4475 messages whose outcome RFC 3261 fixes for a
+    /// forwarding proxy (not Kamailio-derived): Max-Forwards 0 -> 483, a valid
+    /// INVITE -> forwarded, a response with status 4294967301 -> dropped.
+    @Test func udpTortureToolInsideNetworkNamespace() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("kamailio-torture")
+        let table = directory.appendingPathComponent("table.tsv")
+        try "name\texpected\nzeromf.dat\t483\nesc01.dat\tforward\nbigcode.dat\tdrop\n"
+            .write(to: table, atomically: true, encoding: .utf8)
+        try NetworkNamespace.with { namespace in
+            let (proxyPort, nextHopPort) = (5080, 5090)  // 5060 stays free for replies to the Via port
+            let script = try RouteScripts.stateless(nextHopPort: nextHopPort, directory: directory)
+            let kamailio = try Kamailio.start(script: script, port: proxyPort, children: 2, directory: directory,
+                                              namespace: namespace)
+            defer { kamailio.stop() }
+            let report = try UDPTorture.run(serverPort: proxyPort, nextHopPort: nextHopPort, table: table,
+                                            extraArguments: ["--only", "zeromf.dat,esc01.dat,bigcode.dat",
+                                                             "--timeout", "0.5"],
+                                            directory: directory, namespace: namespace)
+            #expect(report.status == 0, "\(report.output)\nkamailio log:\n\(kamailio.logTail())")
+            #expect(report.output.contains("3/3 as expected"), "\(report.output)")
+        }
+    }
 }
