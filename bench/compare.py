@@ -99,12 +99,11 @@ def tree_ticks(root: int) -> int:
     return sum(proc_cpu_ticks(p) for p in descendants(root))
 
 
-def other_process_ticks(exclude: set[int]) -> dict[int, int]:
-    """utime+stime+cutime+cstime of every user-space process not in `exclude`.
+def other_process_ticks(exclude: set[int]) -> dict[int, tuple[int, int]]:
+    """{pid: (utime+stime+cutime+cstime, ppid)} of every user-space process not in `exclude`.
 
     cutime/cstime catch short-lived children (compiler jobs) once a live parent
-    has reaped them; a child that existed at the first snapshot can then be
-    counted twice, so this errs on the side of "contended". Kernel threads (pid 2 and its children: ksoftirqd...) are
+    has reaped them. Kernel threads (pid 2 and its children: ksoftirqd...) are
     left out: under load they mostly carry the benchmark's own packets.
     """
     ticks = {}
@@ -118,17 +117,29 @@ def other_process_ticks(exclude: set[int]) -> dict[int, int]:
         fields = raw[raw.rindex(")") + 2:].split()
         if int(entry) == 2 or fields[1] == "2":
             continue
-        ticks[int(entry)] = sum(int(x) for x in fields[11:15])
+        ticks[int(entry)] = (sum(int(x) for x in fields[11:15]), int(fields[1]))
     return ticks
 
 
-def outside_ticks(before: dict[int, int], after: dict[int, int]) -> int:
-    return sum(t - before.get(pid, 0) for pid, t in after.items() if t >= before.get(pid, 0))
+def outside_ticks(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> int:
+    """CPU used by other processes between two snapshots.
+
+    A process that existed at the first snapshot and was reaped before the
+    second shows up as its parent's cutime jump over its whole life; the part
+    it had already used at the first snapshot is taken off again (when its
+    parent is still there to have received it; init reaping old orphans is
+    the usual case).
+    """
+    total = sum(t - before.get(pid, (0, 0))[0] for pid, (t, _) in after.items())
+    for pid, (t, ppid) in before.items():
+        if pid not in after and ppid in after:
+            total -= t
+    return max(total, 0)
 
 
-def top_outside(before: dict[int, int], after: dict[int, int], n: int = 3) -> list[str]:
+def top_outside(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], n: int = 3) -> list[str]:
     """The `n` other processes that used the most CPU, as 'comm(pid)=ticks'."""
-    deltas = sorted(((t - before.get(pid, 0), pid) for pid, t in after.items()), reverse=True)[:n]
+    deltas = sorted(((t - before.get(pid, (0, 0))[0], pid) for pid, (t, _) in after.items()), reverse=True)[:n]
     out = []
     for ticks, pid in deltas:
         if ticks <= 0:
