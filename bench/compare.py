@@ -482,6 +482,10 @@ def main() -> int:
     else:
         print("Starling/Kamailio ratio: n/a (only " + ", ".join(by_name) + " measured)")
 
+    contended = [f"{r['server']}@{x['rate']}" for r in results for x in r["steps"] if x.get("contended")]
+    if contended:
+        print(f"WARNING: {len(contended)} step(s) ran with outside CPU above {threshold}% of a core "
+              f"({', '.join(contended)}): their figures, and ratios using them, are unreliable")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     doc = {"started": started.isoformat(), "rates": rates, "duration_s": duration,
