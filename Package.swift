@@ -99,6 +99,8 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingIntegrationTests", dependencies: ["SIPCore"],
+            // Scenarios (SIPp XML) and Tools (Python) are found through #filePath, not bundled.
+            exclude: ["Scenarios", "Tools"],
             resources: [.copy("Fixtures")], swiftSettings: swiftSettings),
     ]
 )

@@ -1,0 +1,507 @@
+#!/usr/bin/env python3
+"""Kamailio 5.6 vs Starling on the same stateless KEMI Lua script, same SIPp load.
+
+Run through bench/compare.sh; every setting is an environment variable (see
+the usage text printed by `bench/compare.sh --help`). Python 3 stdlib only.
+
+Per server and rate step it reports: calls/s reached, failed calls,
+retransmissions, server CPU seconds per 1000 calls (utime+stime deltas of all
+the server's processes; threads are included in /proc/<pid>/stat), SIPp CPU,
+and the CPU used by everything else on the machine ("outside"). A step whose
+outside CPU exceeds CONTENTION_PCT (percent of one core) is re-run, up to
+RETRIES times, and flagged if it stays contended.
+
+All traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "Tests" / "StarlingIntegrationTests" / "Scenarios"
+SCRIPT = ROOT / "bench" / "stateless.lua"
+RESULTS = ROOT / "bench" / "results"
+HZ = os.sysconf("SC_CLK_TCK")
+HOST = "127.0.0.1"  # never anything else
+
+USAGE = """\
+bench/compare.sh: Kamailio 5.6 vs Starling, stateless forwarding (bench/stateless.lua)
+
+Environment (defaults in brackets):
+  RATES            calls/s steps                          [500 1000 2000]
+  DURATION         seconds per step                       [10]
+  CHILDREN         Kamailio children                      [4]
+  WORKERS          Starling --workers                     [= CHILDREN]
+  STARLING_BIN     Starling binary                        [.build/release/starling]
+  STARLING_ARGS    extra arguments for `starling run`     []
+  SERVERS          which servers to run, in order         [kamailio starling]
+  CONTENTION_PCT   max CPU outside the benchmark, % of one core [5]
+  RETRIES          re-runs of a contended step            [2]
+  CONTENTION_WAIT  seconds to wait before such a re-run   [5]
+  KEEP_GOING       1 = continue after a failing step      [0]
+  PROXY_PORT UAS_PORT UAC_PORT                            [35060 35090 35070]
+  KAMAILIO_BIN     [kamailio]   SIPP_BIN [sipp]
+A step PASSES with 0 failed calls, 0 retransmissions and >= 97% of the rate.
+Results: bench/results/compare-<UTC time>.{json,tsv}
+"""
+
+
+def env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value if value else default
+
+
+# ---------------------------------------------------------------- /proc access
+
+def proc_cpu_ticks(pid: int) -> int:
+    """utime+stime of one process (all its threads), in clock ticks; 0 if gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    fields = raw[raw.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def descendants(root: int) -> list[int]:
+    """root and every process below it (Kamailio forks its workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(raw[raw.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def tree_ticks(root: int) -> int:
+    return sum(proc_cpu_ticks(p) for p in descendants(root))
+
+
+def other_process_ticks(exclude: set[int]) -> dict[int, tuple[int, int]]:
+    """{pid: (utime+stime+cutime+cstime, ppid)} of every user-space process not in `exclude`.
+
+    cutime/cstime catch short-lived children (compiler jobs) once a live parent
+    has reaped them. Kernel threads (pid 2 and its children: ksoftirqd...) are
+    left out: under load they mostly carry the benchmark's own packets.
+    """
+    ticks = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in exclude:
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()
+        if int(entry) == 2 or fields[1] == "2":
+            continue
+        ticks[int(entry)] = (sum(int(x) for x in fields[11:15]), int(fields[1]))
+    return ticks
+
+
+def outside_ticks(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> int:
+    """CPU used by other processes between two snapshots.
+
+    A process that existed at the first snapshot and was reaped before the
+    second shows up as its parent's cutime jump over its whole life; the part
+    it had already used at the first snapshot is taken off again (when its
+    parent is still there to have received it; init reaping old orphans is
+    the usual case).
+    """
+    total = sum(t - before.get(pid, (0, 0))[0] for pid, (t, _) in after.items())
+    for pid, (t, ppid) in before.items():
+        if pid not in after and ppid in after:
+            total -= t
+    return max(total, 0)
+
+
+def top_outside(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], n: int = 3) -> list[str]:
+    """The `n` other processes that used the most CPU, as 'comm(pid)=ticks'."""
+    deltas = sorted(((t - before.get(pid, (0, 0))[0], pid) for pid, (t, _) in after.items()), reverse=True)[:n]
+    out = []
+    for ticks, pid in deltas:
+        if ticks <= 0:
+            break
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            comm = "?"
+        out.append(f"{comm}({pid})={ticks}")
+    return out
+
+
+def machine_busy_ticks() -> int:
+    """All CPUs' non-idle ticks from /proc/stat (user..steal, no idle/iowait, no guest)."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in parts[1:9])
+    return user + nice + system + irq + softirq + steal
+
+
+def udp_port_bound(port: int) -> bool:
+    want = f"0100007F:{port:04X}"
+    try:
+        for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+            if line.split()[1] == want:
+                return True
+    except OSError:
+        pass
+    return False
+
+
+def wait_bound(port: int, proc: subprocess.Popen, what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode} before binding udp:{HOST}:{port}")
+        if udp_port_bound(port):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not bind udp:{HOST}:{port} within {timeout} s")
+
+
+def stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, grace: float = 5) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# ---------------------------------------------------------------- servers
+
+KAMAILIO_CFG = """#!KAMAILIO
+# Generated by bench/compare.py
+debug=-1
+log_stderror=yes
+children={children}
+listen=udp:{host}:{port}
+auto_aliases=no
+maxbuffer=2097152
+mpath="{mpath}"
+loadmodule "sl.so"
+loadmodule "maxfwd.so"
+loadmodule "pv.so"
+loadmodule "app_lua.so"
+modparam("app_lua", "load", "{script}")
+cfgengine "lua"
+"""
+
+
+def kamailio_mpath() -> str:
+    for candidate in ("/usr/lib/x86_64-linux-gnu/kamailio/modules", "/usr/lib/aarch64-linux-gnu/kamailio/modules",
+                      "/usr/lib/kamailio/modules", "/usr/local/lib64/kamailio/modules"):
+        if Path(candidate, "app_lua.so").exists():
+            return candidate + "/"
+    raise RuntimeError("kamailio app_lua.so not found (install kamailio and kamailio-lua-modules)")
+
+
+def start_kamailio(tmp: Path, script: Path, port: int, children: int) -> subprocess.Popen:
+    binary = env("KAMAILIO_BIN", "kamailio")
+    if shutil.which(binary) is None:
+        raise RuntimeError(f"kamailio binary '{binary}' not found")
+    cfg = tmp / "kamailio.cfg"
+    cfg.write_text(KAMAILIO_CFG.format(children=children, host=HOST, port=port, mpath=kamailio_mpath(), script=script))
+    log = open(tmp / "kamailio.log", "wb")
+    proc = subprocess.Popen([binary, "-f", str(cfg), "-DD", "-E", "-m", "1024", "-M", "32", "-Y", str(tmp)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_bound(port, proc, "kamailio")
+    time.sleep(1.0)  # let every child process come up
+    return proc
+
+
+def start_starling(tmp: Path, binary: Path, script: Path, port: int, workers: int) -> subprocess.Popen:
+    args = [str(binary), "run", "--script", str(script), "--listen", f"udp:{HOST}:{port}", "--workers", str(workers)]
+    args += env("STARLING_ARGS", "").split()
+    log = open(tmp / "starling.log", "wb")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_bound(port, proc, "starling")
+    time.sleep(0.5)
+    return proc
+
+
+# ---------------------------------------------------------------- SIPp
+
+def sipp() -> str:
+    binary = env("SIPP_BIN", "sipp")
+    if shutil.which(binary) is None:
+        raise RuntimeError(f"SIPp binary '{binary}' not found (Debian package sip-tester)")
+    return binary
+
+
+def start_uas(tmp: Path, port: int) -> subprocess.Popen:
+    log = open(tmp / "uas.out", "wb")
+    proc = subprocess.Popen([sipp(), "-sf", str(SCENARIOS / "uas.xml"), "-i", HOST, "-p", str(port), "-nostdin",
+                             "-buff_size", "2097152", "-trace_err", "-error_file", str(tmp / "uas_errors.log")],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp, start_new_session=True)
+    wait_bound(port, proc, "sipp uas")
+    return proc
+
+
+def parse_stat_csv(path: Path) -> dict[str, str]:
+    with open(path, newline="") as f:
+        rows = [r for r in csv.reader(f, delimiter=";") if r]
+    if len(rows) < 2:
+        return {}
+    header, last = rows[0], rows[-1]
+    return {k: (last[i] if i < len(last) else "") for i, k in enumerate(header)}
+
+
+def run_uac(tmp: Path, tag: str, proxy_port: int, uac_port: int, rate: int, calls: int) -> dict:
+    stat = tmp / f"uac_{tag}.csv"
+    args = [sipp(), "-sf", str(SCENARIOS / "uac.xml"), f"{HOST}:{proxy_port}", "-i", HOST, "-p", str(uac_port),
+            "-nostdin", "-buff_size", "2097152", "-r", str(rate), "-rp", "1000", "-m", str(calls),
+            "-l", str(max(100, rate * 5)),
+            "-timeout", f"{int(calls / rate * 3) + 30}s", "-trace_stat", "-stf", str(stat), "-fd", "1",
+            "-trace_err", "-error_file", str(tmp / f"uac_{tag}_errors.log")]
+    out = open(tmp / f"uac_{tag}.out", "wb")
+    start = time.monotonic()
+    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=tmp, start_new_session=True)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - start
+    stats = parse_stat_csv(stat) if stat.exists() else {}
+
+    def num(key: str) -> float:
+        try:
+            return float(stats.get(key, "0") or 0)
+        except ValueError:
+            return 0.0
+
+    return {
+        "exit": proc.returncode,
+        "wall_s": wall,
+        "cpu_ticks": round((usage.ru_utime + usage.ru_stime) * HZ),
+        "outgoing": int(num("OutgoingCall(C)")),
+        "successful": int(num("SuccessfulCall(C)")),
+        "failed": int(num("FailedCall(C)")),
+        "retransmissions": int(num("Retransmissions(C)")),
+        "call_rate": num("CallRate(C)"),
+        "dead_call_msgs": int(num("DeadCallMsgs(C)")),
+        "unexpected": int(num("FailedUnexpectedMessage(C)")),
+    }
+
+
+# ---------------------------------------------------------------- steps
+
+def run_step(tmp: Path, server: subprocess.Popen, uas: subprocess.Popen, tag: str, ports: dict, rate: int,
+             duration: int) -> dict:
+    calls = rate * duration
+    own0 = os.times()
+    exclude = set(descendants(server.pid)) | {uas.pid, os.getpid()}
+    others0 = other_process_ticks(exclude)
+    busy0, srv0, uas0 = machine_busy_ticks(), tree_ticks(server.pid), proc_cpu_ticks(uas.pid)
+    t0 = time.monotonic()
+    uac = run_uac(tmp, tag, ports["proxy"], ports["uac"], rate, calls)
+    elapsed = time.monotonic() - t0
+    busy1, srv1, uas1 = machine_busy_ticks(), tree_ticks(server.pid), proc_cpu_ticks(uas.pid)
+    others1 = other_process_ticks(exclude)
+    others = outside_ticks(others0, others1)
+    own1 = os.times()
+    own = round((own1.user + own1.system - own0.user - own0.system) * HZ)
+    server_ticks, uas_ticks = srv1 - srv0, uas1 - uas0
+    outside = (busy1 - busy0) - server_ticks - uas_ticks - uac["cpu_ticks"] - own
+    core = elapsed * HZ / 100.0  # ticks in 1% of one core
+    achieved = uac["call_rate"] or (uac["successful"] / elapsed if elapsed else 0)
+    result = {
+        "rate": rate, "calls": calls, **uac,
+        "elapsed_s": round(elapsed, 3),
+        "achieved_cps": round(achieved, 1),
+        "server_cpu_s": server_ticks / HZ,
+        "server_cpu_pct": round(server_ticks / core, 1),
+        "server_cpu_s_per_1000_calls": round(server_ticks / HZ / uac["successful"] * 1000, 4) if uac["successful"] else None,
+        "sipp_cpu_pct": round((uas_ticks + uac["cpu_ticks"]) / core, 1),
+        # Two views of the CPU used by everything else; a step is contended when either exceeds the threshold.
+        # procstat: /proc/stat busy minus server, SIPp and harness. On this VM it reads 15-30% of a core
+        # too low at high load (process times exceed /proc/stat's), so it is kept raw, unclamped.
+        "outside_cpu_pct_procstat": round(outside / core, 1),
+        # processes: utime+stime+cutime+cstime deltas of every other user-space process.
+        "outside_cpu_pct_processes": round(others / core, 1),
+        "outside_cpu_pct": round(max(others, outside, 0) / core, 1),
+        "outside_top_ticks": top_outside(others0, others1),
+    }
+    result["passed"] = (result["failed"] == 0 and result["retransmissions"] == 0 and uac["exit"] == 0
+                        and result["successful"] >= 0.97 * calls and achieved >= 0.97 * rate)
+    return result
+
+
+def print_step(server: str, r: dict, attempt: int, contended: bool) -> None:
+    per1000 = r["server_cpu_s_per_1000_calls"]
+    print(f"  {server:9} {r['rate']:6}/s  {'PASS' if r['passed'] else 'FAIL'}  achieved {r['achieved_cps']:8.1f}/s  "
+          f"ok {r['successful']:7}  failed {r['failed']:5}  retrans {r['retransmissions']:5}  "
+          f"cpu/1000 calls {per1000 if per1000 is not None else '-':>7}s  server {r['server_cpu_pct']:5.1f}%  "
+          f"sipp {r['sipp_cpu_pct']:5.1f}%  outside {r['outside_cpu_pct']:4.1f}%"
+          + (f"  [CONTENDED, attempt {attempt}]" if contended else ""), flush=True)
+
+
+def bench_server(name: str, tmp: Path, script: Path, ports: dict, rates: list[int], duration: int,
+                 threshold: float, retries: int, keep_going: bool, starling: Path | None) -> dict:
+    sub = tmp / name
+    sub.mkdir()
+    uas = server = None
+    steps = []
+    try:
+        uas = start_uas(sub, ports["uas"])
+        if name == "kamailio":
+            server = start_kamailio(sub, script, ports["proxy"], int(env("CHILDREN", "4")))
+        else:
+            assert starling is not None
+            server = start_starling(sub, starling, script, ports["proxy"], int(env("WORKERS", env("CHILDREN", "4"))))
+        warm = run_uac(sub, "warmup", ports["proxy"], ports["uac"], 100, 100)
+        if warm["successful"] == 0:
+            raise RuntimeError(f"{name}: warm-up (100 calls at 100/s) completed no call; see {sub}")
+        for rate in rates:
+            for attempt in range(1, retries + 2):
+                r = run_step(sub, server, uas, f"{rate}_{attempt}", ports, rate, duration)
+                contended = r["outside_cpu_pct"] > threshold
+                r["attempt"], r["contended"] = attempt, contended
+                print_step(name, r, attempt, contended)
+                if server.poll() is not None:
+                    raise RuntimeError(f"{name} exited (status {server.returncode}) during the {rate}/s step")
+                if not contended:
+                    break
+                if attempt <= retries:
+                    print(f"  WARNING: outside CPU {r['outside_cpu_pct']}% > {threshold}% of a core "
+                          f"(top: {', '.join(r['outside_top_ticks'])}): re-running", flush=True)
+                    time.sleep(float(env("CONTENTION_WAIT", "5")))
+            if contended:
+                print(f"  WARNING: {name} {rate}/s stayed contended after {retries + 1} attempts; result kept but flagged",
+                      flush=True)
+            steps.append(r)
+            if not r["passed"] and not keep_going:
+                print(f"  {name}: {rate}/s failed; higher rates skipped (KEEP_GOING=1 to run them)", flush=True)
+                break
+            time.sleep(1)
+    finally:
+        stop(server)
+        stop(uas)
+    passing = [s["rate"] for s in steps if s["passed"]]
+    return {"server": name, "steps": steps, "max_sustained_cps": max(passing) if passing else 0, "logs": str(sub)}
+
+
+def interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, interrupted)  # clean up servers and SIPp on kill too
+    if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    rates = [int(x) for x in env("RATES", "500 1000 2000").replace(",", " ").split()]
+    duration = int(env("DURATION", "10"))
+    threshold = float(env("CONTENTION_PCT", "5"))
+    retries = int(env("RETRIES", "2"))
+    keep_going = env("KEEP_GOING", "0") == "1"
+    ports = {"proxy": int(env("PROXY_PORT", "35060")), "uas": int(env("UAS_PORT", "35090")),
+             "uac": int(env("UAC_PORT", "35070"))}
+    servers = env("SERVERS", "kamailio starling").split()
+
+    starling = Path(env("STARLING_BIN", str(ROOT / ".build" / "release" / "starling")))
+    if not starling.is_absolute():
+        starling = (ROOT / starling).resolve()
+    if "starling" in servers and not os.access(starling, os.X_OK):
+        print(f"NOTE: Starling binary not found at {starling} (set STARLING_BIN or run "
+              f"`swift build -c release`); benchmarking Kamailio only.", flush=True)
+        servers = [s for s in servers if s != "starling"]
+
+    for port in ports.values():
+        if udp_port_bound(port):
+            print(f"error: udp:{HOST}:{port} is already in use (set PROXY_PORT/UAS_PORT/UAC_PORT)", file=sys.stderr)
+            return 2
+
+    tmp = Path(tempfile.mkdtemp(prefix="starling-bench-"))
+    script = tmp / "stateless.lua"
+    text = SCRIPT.read_text()
+    text, n = re.subn(r'^local NEXT_HOP = ".*"$', f'local NEXT_HOP = "sip:{HOST}:{ports["uas"]}"', text, flags=re.M)
+    if n != 1:
+        print("error: bench/stateless.lua has no `local NEXT_HOP = \"...\"` line", file=sys.stderr)
+        return 2
+    script.write_text(text)
+
+    started = dt.datetime.now(dt.timezone.utc)
+    print(f"Stateless forwarding, rates {rates} cps x {duration} s, Kamailio children {env('CHILDREN', '4')}, "
+          f"Starling workers {env('WORKERS', env('CHILDREN', '4'))}, contention threshold {threshold}% "
+          f"(work dir {tmp})", flush=True)
+    results = []
+    for name in servers:
+        print(f"== {name}", flush=True)
+        try:
+            results.append(bench_server(name, tmp, script, ports, rates, duration, threshold, retries, keep_going,
+                                        starling if name == "starling" else None))
+        except RuntimeError as error:
+            print(f"  ERROR: {error}", flush=True)
+            results.append({"server": name, "error": str(error), "steps": [], "max_sustained_cps": 0})
+        time.sleep(1)
+
+    by_name = {r["server"]: r for r in results}
+    print("\n== Summary")
+    print(f"{'server':10} {'max sustained cps':>18}  cpu s/1000 calls per rate")
+    for r in results:
+        per = ", ".join(f"{s['rate']}: {s['server_cpu_s_per_1000_calls']}" for s in r["steps"])
+        print(f"{r['server']:10} {r['max_sustained_cps']:>18}  {per}{'  ERROR: ' + r['error'] if 'error' in r else ''}")
+    ratio = {}
+    if "kamailio" in by_name and "starling" in by_name:
+        k, s = by_name["kamailio"], by_name["starling"]
+        ratio["max_sustained_cps"] = round(s["max_sustained_cps"] / k["max_sustained_cps"], 3) if k["max_sustained_cps"] else None
+        kcpu = {x["rate"]: x["server_cpu_s_per_1000_calls"] for x in k["steps"]}
+        for x in s["steps"]:
+            if kcpu.get(x["rate"]) and x["server_cpu_s_per_1000_calls"] is not None:
+                ratio[f"cpu_per_1000_calls@{x['rate']}"] = round(x["server_cpu_s_per_1000_calls"] / kcpu[x["rate"]], 3)
+        print("Starling/Kamailio: " + ", ".join(f"{k2} {v}" for k2, v in ratio.items()))
+    else:
+        print("Starling/Kamailio ratio: n/a (only " + ", ".join(by_name) + " measured)")
+
+    contended = [f"{r['server']}@{x['rate']}" for r in results for x in r["steps"] if x.get("contended")]
+    if contended:
+        print(f"WARNING: {len(contended)} step(s) ran with outside CPU above {threshold}% of a core "
+              f"({', '.join(contended)}): their figures, and ratios using them, are unreliable")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    doc = {"started": started.isoformat(), "rates": rates, "duration_s": duration,
+           "children": int(env("CHILDREN", "4")), "contention_threshold_pct": threshold,
+           "script": str(SCRIPT.relative_to(ROOT)), "results": results, "starling_over_kamailio": ratio}
+    (RESULTS / f"compare-{stamp}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    cols = ["server", "rate", "passed", "achieved_cps", "successful", "failed", "retransmissions",
+            "server_cpu_s_per_1000_calls", "server_cpu_pct", "sipp_cpu_pct", "outside_cpu_pct", "contended", "attempt"]
+    with open(RESULTS / f"compare-{stamp}.tsv", "w") as f:
+        f.write("\t".join(cols) + "\n")
+        for r in results:
+            for s in r["steps"]:
+                f.write("\t".join(str(r["server"] if c == "server" else s.get(c, "")) for c in cols) + "\n")
+    print(f"Results: {RESULTS / f'compare-{stamp}.json'} and .tsv")
+    return 0 if all("error" not in r for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
