@@ -12,6 +12,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 #include <netinet/in.h>
+#include <arpa/inet.h>
+
+/* Room for one IPv4 or IPv6 packet-info control message per slot. */
+#define ST_CONTROL_SIZE 64
+_Static_assert(CMSG_SPACE(sizeof(struct in6_pktinfo)) <= ST_CONTROL_SIZE, "control buffer too small");
 
 struct st_mmsg_batch {
     unsigned int capacity;
@@ -20,6 +25,7 @@ struct st_mmsg_batch {
     struct iovec *iovs;
     struct sockaddr_storage *addrs;
     unsigned char *buffers;
+    unsigned char *controls;
 };
 
 st_mmsg_batch *st_batch_create(unsigned int capacity, size_t buffer_size) {
@@ -32,7 +38,8 @@ st_mmsg_batch *st_batch_create(unsigned int capacity, size_t buffer_size) {
     b->iovs = calloc(capacity, sizeof *b->iovs);
     b->addrs = calloc(capacity, sizeof *b->addrs);
     b->buffers = malloc((size_t)capacity * buffer_size);
-    if (!b->msgs || !b->iovs || !b->addrs || !b->buffers) {
+    b->controls = calloc(capacity, ST_CONTROL_SIZE);
+    if (!b->msgs || !b->iovs || !b->addrs || !b->buffers || !b->controls) {
         st_batch_destroy(b);
         return NULL;
     }
@@ -53,6 +60,7 @@ void st_batch_destroy(st_mmsg_batch *b) {
     free(b->iovs);
     free(b->addrs);
     free(b->buffers);
+    free(b->controls);
     free(b);
 }
 
@@ -73,6 +81,8 @@ int st_batch_recv(int fd, st_mmsg_batch *b, int timeout_ms) {
         b->iovs[i].iov_len = b->buffer_size;
         b->msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_storage);
         b->msgs[i].msg_hdr.msg_flags = 0;
+        b->msgs[i].msg_hdr.msg_control = b->controls + (size_t)i * ST_CONTROL_SIZE;
+        b->msgs[i].msg_hdr.msg_controllen = ST_CONTROL_SIZE;
         b->msgs[i].msg_len = 0;
     }
     /* MSG_WAITFORONE: block (if blocking) for the first datagram only, then take what is queued. */
@@ -97,6 +107,8 @@ int st_batch_set_send(st_mmsg_batch *b, unsigned int i, size_t length, const str
     memcpy(&b->addrs[i], to, to_len);
     b->msgs[i].msg_hdr.msg_namelen = to_len;
     b->msgs[i].msg_hdr.msg_flags = 0;
+    b->msgs[i].msg_hdr.msg_control = NULL;
+    b->msgs[i].msg_hdr.msg_controllen = 0;
     b->iovs[i].iov_len = length;
     b->msgs[i].msg_len = 0;
     return 0;
@@ -110,6 +122,34 @@ int st_batch_send(int fd, st_mmsg_batch *b, unsigned int first, unsigned int cou
         if (n >= 0) return n;
         if (errno != EINTR) return -errno;
     }
+}
+
+int st_batch_local_address(const st_mmsg_batch *b, unsigned int i, void *out, unsigned int port) {
+    const struct msghdr *h = &b->msgs[i].msg_hdr;
+    if (!h->msg_control || h->msg_controllen == 0) return 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR((struct msghdr *)h, c)) {
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+            struct in_pktinfo pi;
+            memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            struct sockaddr_in *sin = (struct sockaddr_in *)out;
+            memset(sin, 0, sizeof *sin);
+            sin->sin_family = AF_INET;
+            sin->sin_port = htons((uint16_t)port);
+            sin->sin_addr = pi.ipi_addr;
+            return (int)sizeof *sin;
+        }
+        if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+            struct in6_pktinfo pi;
+            memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)out;
+            memset(sin6, 0, sizeof *sin6);
+            sin6->sin6_family = AF_INET6;
+            sin6->sin6_port = htons((uint16_t)port);
+            sin6->sin6_addr = pi.ipi6_addr;
+            return (int)sizeof *sin6;
+        }
+    }
+    return 0;
 }
 
 static int set_int_opt(int fd, int level, int name, int value) {
@@ -126,6 +166,10 @@ int st_set_rcvbuf(int fd, int bytes) { return set_int_opt(fd, SOL_SOCKET, SO_RCV
 int st_set_sndbuf(int fd, int bytes) { return set_int_opt(fd, SOL_SOCKET, SO_SNDBUF, bytes); }
 int st_get_rcvbuf(int fd) { return get_int_opt(fd, SOL_SOCKET, SO_RCVBUF); }
 int st_get_sndbuf(int fd) { return get_int_opt(fd, SOL_SOCKET, SO_SNDBUF); }
+int st_set_pktinfo(int fd, int family) {
+    if (family == AF_INET6) return set_int_opt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
+    return set_int_opt(fd, IPPROTO_IP, IP_PKTINFO, 1);
+}
 int st_set_v6only(int fd, int on) { return set_int_opt(fd, IPPROTO_IPV6, IPV6_V6ONLY, on ? 1 : 0); }
 
 int st_udp_socket(int family) {

@@ -73,6 +73,16 @@ public final class UDPBatchReceiver {
             ?? SocketAddress(family: .inet, address: (0, 0), port: 0)
     }
 
+    /// The local address datagram `i` was sent to (`$Ri`), with `socket`'s port, when the socket was
+    /// created with `Options.packetInfo`; otherwise nil.
+    public func localAddress(at i: Int, on socket: UDPSocket) -> SocketAddress? {
+        precondition(i >= 0 && i < count, "UDPBatchReceiver: index out of range")
+        var storage = sockaddr_storage()
+        let len = st_batch_local_address(batch, UInt32(i), &storage, UInt32(socket.localAddress.port))
+        guard len > 0 else { return nil }
+        return withUnsafeBytes(of: &storage) { SocketAddress(sockaddr: $0.baseAddress!) }
+    }
+
     /// True if datagram `i` was longer than `bufferSize` and was cut.
     public func isTruncated(at i: Int) -> Bool {
         precondition(i >= 0 && i < count, "UDPBatchReceiver: index out of range")

@@ -22,13 +22,17 @@ public final class UDPSocket: Sendable, CustomStringConvertible {
         public var sendBufferSize: Int?
         /// `IPV6_V6ONLY` for IPv6 sockets. Default true (bind IPv4 separately).
         public var ipv6Only: Bool
+        /// `IP_PKTINFO` / `IPV6_RECVPKTINFO`: report each datagram's local address (useful on
+        /// wildcard binds; see `UDPBatchReceiver.localAddress(at:)`). Default false.
+        public var packetInfo: Bool
 
         public init(reusePort: Bool = false, receiveBufferSize: Int? = 4 << 20, sendBufferSize: Int? = 4 << 20,
-                    ipv6Only: Bool = true) {
+                    ipv6Only: Bool = true, packetInfo: Bool = false) {
             self.reusePort = reusePort
             self.receiveBufferSize = receiveBufferSize
             self.sendBufferSize = sendBufferSize
             self.ipv6Only = ipv6Only
+            self.packetInfo = packetInfo
         }
     }
 
@@ -55,6 +59,10 @@ public final class UDPSocket: Sendable, CustomStringConvertible {
         if address.family == .inet6 {
             let r = st_set_v6only(s, options.ipv6Only ? 1 : 0)
             if r != 0 { throw fail("setsockopt IPV6_V6ONLY", -r) }
+        }
+        if options.packetInfo {
+            let r = st_set_pktinfo(s, family)
+            if r != 0 { throw fail("setsockopt PKTINFO", -r) }
         }
         // Buffer sizes are best effort: the kernel silently caps them.
         if let n = options.receiveBufferSize { _ = st_set_rcvbuf(s, Int32(clamping: n)) }

@@ -190,6 +190,25 @@ struct UDPBatchTests {
         #expect(replies.map(\.0) == (0..<50).map(payload))
     }
 
+    @Test("packet info gives the local address of each datagram on a wildcard bind")
+    func packetInfo() throws {
+        let server = try UDPSocket(bindingTo: SocketAddress(ip: "0.0.0.0", port: 0)!, options: .init(packetInfo: true))
+        let client = try UDPSocket(bindingTo: loopback4)
+        let port = Int(server.localAddress.port)
+        try client.send(payload(1), to: SocketAddress(ip: "127.0.0.1", port: port)!)
+        try client.send(payload(2), to: SocketAddress(ip: "127.0.0.2", port: port)!)
+        let rx = UDPBatchReceiver()
+        let got = try receiveAll(rx, on: server, expected: 2)
+        #expect(got.count == 2)
+        #expect(rx.localAddress(at: 0, on: server) == SocketAddress(ip: "127.0.0.1", port: port))
+        #expect(rx.localAddress(at: 1, on: server) == SocketAddress(ip: "127.0.0.2", port: port))
+        // Without the option there is no packet info.
+        let plain = try UDPSocket(bindingTo: loopback4)
+        try client.send(payload(3), to: plain.localAddress)
+        #expect(try rx.receive(on: plain, timeout: .seconds(2)) == 1)
+        #expect(rx.localAddress(at: 0, on: plain) == nil)
+    }
+
     @Test("TransportError carries errno text")
     func errorText() {
         let e = TransportError("connect", errno: 111)

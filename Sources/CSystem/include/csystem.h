@@ -45,7 +45,15 @@ int st_batch_set_send(st_mmsg_batch *b, unsigned int i, size_t length, const str
  * datagrams the kernel took (may be fewer than count), or -errno if none was sent. */
 int st_batch_send(int fd, st_mmsg_batch *b, unsigned int first, unsigned int count);
 
+/* The local (destination) address of datagram i, from IP_PKTINFO / IPV6_PKTINFO (enable them with
+ * st_set_pktinfo). Writes a sockaddr_in/sockaddr_in6 with the given port into *out; returns its
+ * length, or 0 if the datagram carried no packet info. */
+int st_batch_local_address(const st_mmsg_batch *b, unsigned int i, void *out, unsigned int port_host_order);
+
 /* MARK: Socket options */
+
+/* Asks for IP_PKTINFO (family AF_INET) or IPV6_RECVPKTINFO (AF_INET6) on received datagrams. 0 or -errno. */
+int st_set_pktinfo(int fd, int family);
 
 int st_set_reuseport(int fd, int on);   /* 0 or -errno */
 int st_set_rcvbuf(int fd, int bytes);   /* 0 or -errno */
