@@ -81,7 +81,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
-        .executableTarget(name: "starling-bench", dependencies: ["SIPCore"], swiftSettings: swiftSettings),
+        .executableTarget(name: "starling-bench", dependencies: ["SIPCore", "StarlingTesting"], swiftSettings: swiftSettings),
 
         .testTarget(
             name: "SIPCoreTests", dependencies: ["SIPCore"],

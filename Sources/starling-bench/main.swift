@@ -2,6 +2,7 @@
 // message (top Via, From tag, To tag, Call-ID, CSeq, Request-URI host).
 //
 //   starling-bench [ITERATIONS]      prints ns per message (best of 5 rounds)
+//   starling-bench route SCRIPT [N]  one request through a Lua route (bench/route30.lua)
 //
 // bench/sipcore.sh runs it under valgrind to count heap allocations and instructions per message.
 import SIPCore
@@ -49,6 +50,12 @@ func onePass(_ bytes: UnsafeRawBufferPointer) -> Int {
     return sum
 }
 
+if CommandLine.arguments.count > 2 && CommandLine.arguments[1] == "route" {
+    // starling-bench route SCRIPT [ITERATIONS]
+    let n = CommandLine.arguments.count > 3 ? Int(CommandLine.arguments[3]) ?? 200_000 : 200_000
+    RouteBench.run(script: CommandLine.arguments[2], iterations: n)
+    exit(0)
+}
 let iterations = CommandLine.arguments.count > 1 ? Int(CommandLine.arguments[1]) ?? 1_000_000 : 1_000_000
 var sink = 0
 func now() -> UInt64 {
