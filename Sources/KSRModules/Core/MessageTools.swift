@@ -30,10 +30,16 @@ enum MessageTools {
     static func viaUpdate(_ ctx: RouteContext) -> (params: String, rportValue: UInt16?) {
         guard let m = ctx.message, let via = m.topVia else { return ("", nil) }
         let src = ctx.received.source
-        let host = m.string(via.host)
         let wantsRport = via.rport != nil || ctx.forceRport
         var params = ""
-        if via.received == nil && ((host != src.ip && host != src.uriHost) || wantsRport) {
+        // Compare the sent-by host with the source numerically (no string formatting per message).
+        var sameHost = false
+        if via.received == nil && !wantsRport {
+            var host = m.string(via.host)
+            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            if let a = SocketAddress(ip: host, port: 0) { sameHost = a.family == src.family && a.address == src.address }
+        }
+        if via.received == nil && (!sameHost || wantsRport) {
             params += ";received=" + src.ip
         }
         var fill: UInt16? = nil

@@ -176,8 +176,8 @@ public enum SIPHeaderKind: UInt8, Sendable, CaseIterable {
 
     /// Recognises a header name given as a Swift string (KSR.hdr functions, `$hdr(name)`).
     public static func classify(name: String) -> SIPHeaderKind {
-        var bytes = Array(name.utf8)
-        return bytes.withUnsafeMutableBytes { classify(ByteView(UnsafeRawBufferPointer($0)), 0, $0.count) }
+        var name = name
+        return name.withUTF8 { classify(ByteView(UnsafeRawBufferPointer($0)), 0, $0.count) }
     }
 }
 
@@ -245,7 +245,7 @@ public enum SIPMethod: UInt8, Sendable, CaseIterable {
 
     /// Recognises a method name given as a string (exact, case-sensitive, as on the wire).
     public init(name: String) {
-        var bytes = Array(name.utf8)
-        self = bytes.withUnsafeMutableBytes { SIPMethod.classify(ByteView(UnsafeRawBufferPointer($0)), 0, $0.count) }
+        var name = name
+        self = name.withUTF8 { SIPMethod.classify(ByteView(UnsafeRawBufferPointer($0)), 0, $0.count) }
     }
 }

@@ -379,8 +379,8 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         scanAllHeaders()
         let kind = SIPHeaderKind.classify(name: name)
         if kind != .other { return state.pointee.headers.filter { $0.kind == kind } }
-        var nameBytes = Array(name.utf8)
-        return nameBytes.withUnsafeMutableBytes { nb in
+        var name = name
+        return name.withUTF8 { nb in
             state.pointee.headers.filter { $0.kind == .other && equalsIgnoringCase($0.name, UnsafeRawBufferPointer(nb)) }
         }
     }
@@ -528,8 +528,8 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
 
     /// The value of a parameter named by a string.
     public func param(named name: String, in params: ByteRange) -> ByteRange? {
-        var nb = Array(name.utf8)
-        return nb.withUnsafeMutableBytes { Params.find(view, params, UnsafeRawBufferPointer($0)) }
+        var name = name
+        return name.withUTF8 { Params.find(view, params, UnsafeRawBufferPointer($0)) }
     }
 
     /// Iterates over a `;`-separated parameter list.
