@@ -27,7 +27,7 @@ struct StarlingCallTests {
         defer { starling.stop() }
 
         let result = try SIPp.runClient(target: proxyPort, localPort: uacPort, rate: 100, calls: 1000,
-                                        directory: directory, timeout: .seconds(60))
+                                        directory: directory, timeout: .seconds(90))
         #expect(result.exitStatus == 0, "\(result)\nstarling log:\n\(starling.logTail())")
         #expect(result.failedCalls == 0, "\(result)")
         #expect(result.successfulCalls == 1000, "\(result)")
@@ -68,7 +68,7 @@ struct StarlingCallTests {
         var lastGood = 1
         for (index, version) in (2...6).enumerated() {
             let due = start + .milliseconds(1500 * (index + 1))
-            if clock.now < due { try sleep(until: due) }
+            if clock.now < due { sleep(until: due) }
             let text = version == badVersion
                 ? VersionedRoute.syntaxError(version: version, nextHopPort: uasPort)
                 : VersionedRoute.source(version: version, nextHopPort: uasPort)
@@ -96,8 +96,8 @@ struct StarlingCallTests {
         }
         let rewritesDone = clock.now - start
 
-        guard let status = client.wait(timeout: .seconds(60)) else {
-            Issue.record("the SIPp UAC did not finish within 60 s; starling log:\n\(starling.logTail())")
+        guard let status = client.wait(timeout: .seconds(75)) else {
+            Issue.record("the SIPp UAC did not finish within 75 s; starling log:\n\(starling.logTail())")
             return
         }
         let result = SIPp.result(exitStatus: status, output: client.log, directory: directory, tag: "uac")
@@ -217,7 +217,7 @@ struct StarlingCallTests {
 
     // MARK: - helpers
 
-    private func sleep(until instant: ContinuousClock.Instant) throws {
+    private func sleep(until instant: ContinuousClock.Instant) {
         let left = ContinuousClock().now.duration(to: instant)
         if left > .zero {
             usleep(UInt32(left.components.seconds * 1_000_000 + left.components.attoseconds / 1_000_000_000_000))
