@@ -215,6 +215,39 @@ struct StarlingCallTests {
         #expect(!Ports.isUDPPortBound(port))
     }
 
+    /// A request whose route never ends is aborted by the instruction budget, logged with the
+    /// budget and the script position, and both workers keep answering afterwards.
+    @Test func endlessRouteIsAbortedAndWorkersCarryOn() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-budget")
+        let port = try Ports.freeUDPPort()
+        let script = directory.appendingPathComponent("spin.lua")
+        try """
+        function ksr_request_route()
+            if KSR.pv.get("$rU") == "spin" then
+                while true do end
+            end
+            KSR.sl.sl_send_reply(200, "still here")
+        end
+
+        """.write(to: script, atomically: true, encoding: .utf8)
+        let starling = try Starling.start(script: script, port: port, workers: 2, directory: directory)
+        defer { starling.stop() }
+
+        let endpoint = try UDPEndpoint()
+        for _ in 0..<2 {  // at least one per worker is likely; each must be aborted, not answered
+            try endpoint.send(SIPProbe.options(requestURI: "sip:spin@127.0.0.1:\(port)", from: endpoint), to: port)
+        }
+        #expect(endpoint.receive(timeout: .seconds(3)) == nil, "an endless route was answered")
+        for attempt in 0..<4 {
+            let line = try SIPProbe.optionsStatusLine(serverPort: port, timeout: .seconds(2))
+            #expect(line == "SIP/2.0 200 still here", "attempt \(attempt): \(line ?? "no reply")\n\(starling.logTail())")
+        }
+        #expect(starling.isRunning, "starling died; log:\n\(starling.logTail())")
+        let log = starling.log
+        #expect(log.contains("spin.lua:3: instruction budget exceeded (10000000 instructions)"), "\(log)")
+        #expect(!log.contains("invalid option"), "\(log)")
+    }
+
     // MARK: - helpers
 
     private func sleep(until instant: ContinuousClock.Instant) {
