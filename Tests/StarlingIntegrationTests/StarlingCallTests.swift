@@ -173,6 +173,8 @@ struct StarlingCallTests {
             #expect(report.output.contains("\(expectedFiles)/\(expectedFiles) as expected"), "\(report.output)")
             #expect(starling.isRunning,
                     "starling died (status \(String(describing: starling.terminationStatus))); log:\n\(starling.logTail(60))")
+            // The forwards were resolved through the namespace's DNS server.
+            #expect(dns.log.contains("A example.com -> 127.0.0.2"), "dns log:\n\(dns.logTail(20))")
             // Still serving: an OPTIONS to itself is answered (from inside the namespace).
             let probe = try namespace.run([python, "-c", """
                 import socket
