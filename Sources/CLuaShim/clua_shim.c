@@ -61,7 +61,10 @@ static void ksr_hook(lua_State *L, lua_Debug *ar) {
         h->budget_hit = 1;
         /* raise on every instruction from now on, so user pcall loops cannot keep running */
         lua_sethook(L, ksr_hook, LUA_MASKCOUNT, 1);
-        luaL_error(L, "instruction budget exceeded (%lld instructions)", h->budget);
+        /* Level 0 is the interrupted Lua function (a hook has no frame of its own): its file:line,
+           not luaL_error's level 1. %I is lua_pushfstring's lua_Integer (it has no %lld). */
+        luaL_where(L, 0);
+        luaL_error(L, "%sinstruction budget exceeded (%I instructions)", lua_tostring(L, -1), (lua_Integer)h->budget);
     }
 }
 

@@ -18,11 +18,28 @@ enum UDPTorture {
     static func run(serverPort: Int, nextHopPort: Int, corpus: URL = PackagePaths.fixture("rfc4475"), table: URL,
                     extraArguments: [String] = [], directory: URL, namespace: NetworkNamespace?,
                     timeout: Duration = .seconds(300)) throws -> Report {
+        try run(server: "127.0.0.1:\(serverPort)", addressing: ["--next-hop-port", String(nextHopPort)],
+                corpus: corpus, table: table, extraArguments: extraArguments, directory: directory,
+                namespace: namespace, timeout: timeout)
+    }
+
+    /// Runs the tool against `server` (`IP:PORT`) sending from `source` (`IP` or `IP:PORT`, e.g.
+    /// `127.0.0.3:5060`; replies are awaited on that IP) with the forward sink on `nextHop`
+    /// (`IP:PORT`, e.g. `127.0.0.2:5060` when every host name resolves to 127.0.0.2).
+    static func run(server: String, source: String, nextHop: String, corpus: URL = PackagePaths.fixture("rfc4475"),
+                    table: URL, extraArguments: [String] = [], directory: URL, namespace: NetworkNamespace?,
+                    timeout: Duration = .seconds(300)) throws -> Report {
+        try run(server: server, addressing: ["--source", source, "--next-hop", nextHop], corpus: corpus,
+                table: table, extraArguments: extraArguments, directory: directory, namespace: namespace,
+                timeout: timeout)
+    }
+
+    private static func run(server: String, addressing: [String], corpus: URL, table: URL, extraArguments: [String],
+                            directory: URL, namespace: NetworkNamespace?, timeout: Duration) throws -> Report {
         let python = try Requirements.tool("python3", package: "python3")
         let json = directory.appendingPathComponent("udp_torture.json")
-        let arguments = [PackagePaths.tool("udp_torture.py").path, "--server", "127.0.0.1:\(serverPort)",
-                         "--next-hop-port", String(nextHopPort), "--dir", corpus.path, "--table", table.path,
-                         "--json", json.path] + extraArguments
+        let arguments = [PackagePaths.tool("udp_torture.py").path, "--server", server] + addressing
+            + ["--dir", corpus.path, "--table", table.path, "--json", json.path] + extraArguments
         let result = try Command.run(python, arguments, timeout: timeout, namespace: namespace)
         guard result.status == 0 || result.status == 1 else {
             throw HarnessError("udp_torture.py failed to run (status \(result.status)):\n\(result.output)")

@@ -4,15 +4,20 @@ report what it did with each: answered (status code), forwarded, or dropped.
 
     udp_torture.py --server 127.0.0.1:5080 --next-hop-port 5090 \\
         --dir Fixtures/rfc4475 --table expected.tsv [--timeout 1.0] [--json out.json]
+    udp_torture.py --server 127.0.0.1:5060 --source 127.0.0.3:5060 --next-hop 127.0.0.2:5060 ...
 
-The proxy's route script must send what it forwards to 127.0.0.1:<next-hop-port>
-(e.g. $du = sip:127.0.0.1:<next-hop-port>). For each file the tool:
+The proxy's route script must send what it forwards to the next hop:
+127.0.0.1:<next-hop-port> (e.g. $du = sip:127.0.0.1:<next-hop-port>), or the
+--next-hop address (e.g. every host name resolving to 127.0.0.2, port 5060).
+For each file the tool:
 
-  1. sends the file's bytes, unchanged, as one datagram from a fresh socket on
-     127.0.0.1 (the "sending socket");
+  1. sends the file's bytes, unchanged, as one datagram from the "sending
+     socket": a fresh socket on 127.0.0.1, or on the --source address (with a
+     port, the same socket every time; it is then also a reply socket);
   2. listens on the sending socket, on the next-hop socket and on the reply
-     ports: 127.0.0.1:<port of the message's top Via> (5060 when absent) plus
-     --reply-ports. A server answers to the source address with the Via port
+     ports, all on the source address (127.0.0.1 unless --source): <port of the
+     message's top Via> (5060 when absent) plus --reply-ports. A server
+     answers to the source address with the Via port
      (RFC 3261 18.2.2, no rport), so a reply can land there rather than on the
      sending socket; both count as "replied";
   3. decides: the first final (>= 200) reply status if any, else `forward` when
@@ -55,7 +60,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--server", required=True, help="proxy address HOST:PORT (loopback only)")
-    p.add_argument("--next-hop-port", type=int, required=True, help="port the proxy forwards to on 127.0.0.1")
+    p.add_argument("--next-hop-port", type=int, help="port the proxy forwards to on 127.0.0.1")
+    p.add_argument("--next-hop", help="address HOST:PORT the proxy forwards to (loopback only), instead of --next-hop-port")
+    p.add_argument("--source", default=LOOPBACK,
+                   help="sending address IP or IP:PORT (loopback only) [127.0.0.1, a fresh port per file]; "
+                        "reply sockets are bound on this IP")
     p.add_argument("--dir", required=True, type=Path, help="directory of .dat files")
     p.add_argument("--table", required=True, type=Path, help="expected outcomes (TSV)")
     p.add_argument("--column", default=None, help="table column with the expectation (header row needed)")
@@ -63,11 +72,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait per file [1.0]")
     p.add_argument("--settle", type=float, default=0.1,
                    help="extra seconds to keep listening after a final reply or a forward [0.1]")
-    p.add_argument("--reply-ports", default="5060", help="extra loopback ports to listen on for replies [5060]")
+    p.add_argument("--reply-ports", default="5060", help="extra ports on the source IP to listen on for replies [5060]")
     p.add_argument("--only", default="", help="comma-separated file names to run (default: the whole table)")
     p.add_argument("--json", type=Path, help="also write the per-file results as JSON here")
     p.add_argument("--quiet", action="store_true", help="print only differences and the summary")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if (args.next_hop_port is None) == (args.next_hop is None):
+        p.error("give exactly one of --next-hop-port and --next-hop")
+    return args
 
 
 # ------------------------------------------------------------------ table
@@ -132,17 +144,28 @@ def loopback_only(host: str) -> str:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        raise SystemExit(f"udp_torture: --server must be a literal loopback address, not {host!r}")
+        raise SystemExit(f"udp_torture: addresses must be literal loopback addresses, not {host!r}")
     if not address.is_loopback or address.version != 4:
         raise SystemExit(f"udp_torture: refusing to send to {host}: only 127.0.0.0/8 is allowed")
     return host
 
 
-def bind_udp(port: int) -> socket.socket | None:
+def split_address(text: str, option: str, default_port: int | None = None) -> tuple[str, int | None]:
+    host, colon, port = text.rpartition(":")
+    if not colon:
+        host, port = text, ""
+    try:
+        number = int(port) if port else default_port
+    except ValueError:
+        raise SystemExit(f"udp_torture: {option} wants IP or IP:PORT, not {text!r}")
+    return loopback_only(host), number
+
+
+def bind_udp(port: int, host: str = LOOPBACK) -> socket.socket | None:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     try:
-        s.bind((LOOPBACK, port))
+        s.bind((host, port))
     except OSError:
         s.close()
         return None
@@ -173,18 +196,26 @@ def top_via_port(data: bytes) -> int:
 # ------------------------------------------------------------------ run
 
 def run_one(name: str, data: bytes, server: tuple[str, int], next_hop: socket.socket,
-            reply_sockets: dict[int, socket.socket], timeout: float, settle: float) -> dict:
-    sender = bind_udp(0)
-    assert sender is not None
+            reply_sockets: dict[int, socket.socket], timeout: float, settle: float,
+            source: tuple[str, int | None] = (LOOPBACK, None)) -> dict:
+    source_ip, source_port = source
+    if source_port is not None and source_port in reply_sockets:
+        sender, own_sender = reply_sockets[source_port], False
+    else:
+        sender, own_sender = bind_udp(source_port or 0, source_ip), True
+    if sender is None:
+        raise SystemExit(f"udp_torture: cannot bind the sending socket {source_ip}:{source_port}")
     via_port = top_via_port(data)
     extra = None
-    listeners: dict[socket.socket, str] = {sender: "sending socket", next_hop: "next hop"}
+    listeners: dict[socket.socket, str] = {next_hop: "next hop"}
     for port, s in reply_sockets.items():
-        listeners[s] = f"{LOOPBACK}:{port}"
-    if via_port not in reply_sockets and via_port != next_hop.getsockname()[1] and via_port != server[1]:
-        extra = bind_udp(via_port)
+        listeners[s] = f"{source_ip}:{port}"
+    listeners[sender] = f"sending socket {source_ip}:{sender.getsockname()[1]}"
+    taken = {next_hop.getsockname(), server, sender.getsockname()}
+    if via_port not in reply_sockets and (source_ip, via_port) not in taken:
+        extra = bind_udp(via_port, source_ip)
         if extra is not None:
-            listeners[extra] = f"{LOOPBACK}:{via_port} (Via port)"
+            listeners[extra] = f"{source_ip}:{via_port} (Via port)"
     drain(list(listeners))
 
     replies, forwards = [], []
@@ -218,7 +249,8 @@ def run_one(name: str, data: bytes, server: tuple[str, int], next_hop: socket.so
         if (finals or forwards) and deadline > time.monotonic() + settle:
             deadline = time.monotonic() + settle
 
-    sender.close()
+    if own_sender:
+        sender.close()
     if extra is not None:
         extra.close()
     finals = [r for r in replies if r["status"] and r["status"] >= 200]
@@ -241,6 +273,9 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     host, _, port = args.server.rpartition(":")
     server = (loopback_only(host), int(port))
+    source = split_address(args.source, "--source")
+    next_hop_address = (split_address(args.next_hop, "--next-hop", 5060) if args.next_hop
+                        else (LOOPBACK, args.next_hop_port))
     table = load_table(args.table, args.column, args.role)
     only = {n.strip() for n in args.only.split(",") if n.strip()}
     names = [n for n in table if not only or n in only]
@@ -248,17 +283,21 @@ def main(argv: list[str]) -> int:
     for missing in sorted(on_disk - set(table)):
         print(f"note: {missing} is in {args.dir} but not in the table; not sent", file=sys.stderr)
 
-    next_hop = bind_udp(args.next_hop_port)
+    next_hop = bind_udp(next_hop_address[1], next_hop_address[0])
     if next_hop is None:
-        print(f"udp_torture: cannot bind the next hop {LOOPBACK}:{args.next_hop_port} (in use?)", file=sys.stderr)
+        print(f"udp_torture: cannot bind the next hop {next_hop_address[0]}:{next_hop_address[1]} (in use?)",
+              file=sys.stderr)
         return 2
     reply_sockets = {}
-    for p in (int(x) for x in args.reply_ports.split(",") if x.strip()):
-        if p in (server[1], args.next_hop_port):
+    ports = [int(x) for x in args.reply_ports.split(",") if x.strip()]
+    if source[1] is not None and source[1] not in ports:
+        ports.append(source[1])
+    for p in ports:
+        if (source[0], p) in (server, next_hop_address):
             continue
-        s = bind_udp(p)
+        s = bind_udp(p, source[0])
         if s is None:
-            print(f"udp_torture: warning: reply port {LOOPBACK}:{p} is in use; replies sent there are not seen",
+            print(f"udp_torture: warning: reply port {source[0]}:{p} is in use; replies sent there are not seen",
                   file=sys.stderr)
         else:
             reply_sockets[p] = s
@@ -269,7 +308,8 @@ def main(argv: list[str]) -> int:
         if not path.exists():
             result = {"name": name, "observed": "missing file", "replies": [], "forwards": []}
         else:
-            result = run_one(name, path.read_bytes(), server, next_hop, reply_sockets, args.timeout, args.settle)
+            result = run_one(name, path.read_bytes(), server, next_hop, reply_sockets, args.timeout, args.settle,
+                             source)
         result["expected"] = table[name]
         result["ok"] = matches(result["observed"], table[name])
         differences += not result["ok"]
@@ -280,7 +320,8 @@ def main(argv: list[str]) -> int:
 
     print(f"{len(results) - differences}/{len(results)} as expected, {differences} different")
     if args.json:
-        args.json.write_text(json.dumps({"server": args.server, "next_hop_port": args.next_hop_port,
+        args.json.write_text(json.dumps({"server": args.server, "source": args.source,
+                                         "next_hop": f"{next_hop_address[0]}:{next_hop_address[1]}",
                                          "results": results}, indent=2) + "\n")
     return 1 if differences else 0
 
