@@ -106,7 +106,7 @@ let package = Package(
         .testTarget(
             name: "StarlingIntegrationTests", dependencies: ["SIPCore"],
             // Scenarios (SIPp XML) and Tools (Python) are found through #filePath, not bundled.
-            exclude: ["Scenarios", "Tools"],
+            exclude: ["Scenarios", "Tools", "README.md"],
             resources: [.copy("Fixtures")], swiftSettings: swiftSettings),
     ]
 )

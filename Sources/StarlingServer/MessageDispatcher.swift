@@ -129,11 +129,10 @@ public final class MessageDispatcher {
             // The engine logged it once, with file:line and the traceback.
             stats.scriptErrors.wrappingAdd(1, ordering: .relaxed)
         case .budgetExceeded:
+            // Logged once by the engine, with the script position.
             stats.budgetAborts.wrappingAdd(1, ordering: .relaxed)
-            logger.error("\(name) aborted: it ran more than \(engine?.limits.instructionBudget ?? 0) Lua instructions (an endless loop?)")
         case .memoryExceeded:
             stats.scriptErrors.wrappingAdd(1, ordering: .relaxed)
-            logger.error("\(name) aborted: the Lua state reached its memory limit of \((engine?.limits.memoryLimit ?? 0) >> 20) MiB")
         }
     }
 
