@@ -9,7 +9,9 @@ import KSRModules
 /// A running Starling: sockets, worker threads, the script store and its file watcher.
 public final class Server: Sendable {
     public let config: StarlingConfig
+    /// Server-wide counters (reloads); per-message counters live in `workerStats`.
     public let stats = ServerStats()
+    private let workerStats: Mutex<[ServerStats]> = Mutex([])
     public let registry: KemiRegistry
     let logger: Logger
     let store: ScriptStore
@@ -76,7 +78,7 @@ public final class Server: Sendable {
         for socket in services.udpSockets {
             for _ in 0..<config.workers {
                 let worker = Transfer(UDPWorker(index: index, socket: socket, store: store, registry: registry, limits: limits,
-                                                services: services, stats: stats, logger: logger,
+                                                services: services, stats: statsForWorker(), logger: logger,
                                                 parserLimits: .default, stop: stop))
                 do {
                     started.append(try PosixThread(name: "udp-worker-\(index)") { worker.value.run() })
@@ -132,6 +134,28 @@ public final class Server: Sendable {
         }
     }
 
+    private func statsForWorker() -> ServerStats {
+        let s = ServerStats()
+        workerStats.withLock { $0.append(s) }
+        return s
+    }
+
+    /// Totals of the per-worker message counters and the server's reload counters.
+    public func counters() -> [String: Int] {
+        var out: [String: Int] = [
+            "reloads_ok": stats.reloadsOK.load(ordering: .relaxed),
+            "reloads_failed": stats.reloadsFailed.load(ordering: .relaxed),
+        ]
+        for w in workerStats.withLock({ $0 }) {
+            out["received", default: 0] += w.received.load(ordering: .relaxed)
+            out["parse_errors", default: 0] += w.parseErrors.load(ordering: .relaxed)
+            out["rejected", default: 0] += w.rejected.load(ordering: .relaxed)
+            out["script_errors", default: 0] += w.scriptErrors.load(ordering: .relaxed)
+            out["budget_aborts", default: 0] += w.budgetAborts.load(ordering: .relaxed)
+        }
+        return out
+    }
+
     /// `starling check`: loads a script with every module's exports.
     public static func checkScript(path: String) throws(LuaScriptError) -> ScriptVersion {
         let registry = KemiRegistry(exports: KSRModules.exports(), modules: Set(KSRModules.available))
@@ -148,7 +172,8 @@ public final class Server: Sendable {
         let ts = threads.withLock { t -> [PosixThread] in let all = t; t = []; return all }
         for t in ts { t.join() }
         for s in services.udpSockets { s.close() }
-        logger.info("stopped")
+        let c = counters()
+        logger.info("stopped; \(c.keys.sorted().map { "\($0)=\(c[$0]!)" }.joined(separator: " "))")
     }
 }
 

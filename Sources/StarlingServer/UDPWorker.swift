@@ -16,7 +16,8 @@ final class StopFlag: Sendable {
     func set() { flag.store(true, ordering: .releasing) }
 }
 
-/// Counters shared by all workers (relaxed atomics; read by logs and, later, metrics).
+/// Message counters. Each worker has its own instance (no cache line shared between workers on the
+/// per-message path); `Server.counters()` adds them up.
 public final class ServerStats: Sendable {
     public let received = Atomic<Int>(0)
     public let parseErrors = Atomic<Int>(0)
