@@ -99,3 +99,13 @@ import StarlingTesting
         #expect(h.sender.sent.first?.message?.statusCode == 400)
     }
 }
+
+@Suite struct SLRedirectTests {
+    @Test func redirectCarriesDestinationSet() throws {
+        let (_, h) = try eval("KSR.sl.sl_send_reply(302, \"Moved\")",
+                              before: "KSR.seturi(\"sip:bob@192.0.2.7\"); KSR.corex.append_branch_uri(\"sip:bob@192.0.2.8\")")
+        let m = try #require(h.sender.sent.first?.message)
+        #expect(m.statusCode == 302)
+        #expect(m.headerValue(.contact) == "<sip:bob@192.0.2.7>, <sip:bob@192.0.2.8>")
+    }
+}

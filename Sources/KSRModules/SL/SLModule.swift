@@ -19,7 +19,26 @@ enum SLModule {
         guard let m = ctx.message, m.isRequest else { return .int(-1) }
         guard m.method != .ack else { return .int(-1) }
         guard let reason, !reason.isEmpty else { return .int(-1) }
-        return .int(MessageTools.sendReply(ctx, status: code, reason: reason))
+        return .int(MessageTools.sendReply(ctx, status: code, reason: reason, extraHeaders: destinationSetContact(ctx, code)))
+    }
+
+    /// For a 3xx, Kamailio puts the destination set in a Contact header: the Request-URI if the
+    /// script rewrote it, then the appended branches.
+    static func destinationSetContact(_ ctx: RouteContext, _ code: Int) -> [UInt8] {
+        guard code >= 300 && code < 400, let m = ctx.message else { return [] }
+        var uris: [[UInt8]] = []
+        if let new = m.edits.requestURI { uris.append(new) }
+        uris.append(contentsOf: ctx.branches)
+        guard !uris.isEmpty else { return [] }
+        var out = Array("Contact: ".utf8)
+        for (i, u) in uris.enumerated() {
+            if i > 0 { out.append(contentsOf: Array(", ".utf8)) }
+            out.append(UInt8(ascii: "<"))
+            out.append(contentsOf: u)
+            out.append(UInt8(ascii: ">"))
+        }
+        out.append(contentsOf: [0x0D, 0x0A])
+        return out
     }
 
     static func exports() -> [KemiExport] {
