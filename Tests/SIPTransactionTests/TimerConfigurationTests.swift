@@ -41,3 +41,36 @@ struct TimerConfigurationTests {
         #expect(u.timerF == .ms(12800))
     }
 }
+
+@Suite("TransactionMachine protocols")
+struct TransactionMachineTests {
+    /// Drives any client machine through "sent, no answer" on a mock clock until it terminates.
+    private func runUntilTimeout<M: ClientTransactionMachine>(_ m: inout M) -> [Duration] {
+        var h = Harness()
+        h.apply(m.requestSent())
+        h.run(until: .s(60)) { m.timerFired($0) }
+        return h.times(of: .timeoutToTU)
+    }
+
+    @Test("generic driving: both client machines time out at 64*T1")
+    func genericClients() {
+        var i = InviteClientTransaction(transport: .unreliable)
+        var n = NonInviteClientTransaction(transport: .reliable)
+        #expect(runUntilTimeout(&i) == [.s(32)])
+        #expect(runUntilTimeout(&n) == [.s(32)])
+        #expect(i.isTerminated && n.isTerminated)
+    }
+
+    @Test("generic driving: both server machines absorb a retransmission after a final response")
+    func genericServers() {
+        func absorb<M: ServerTransactionMachine>(_ m: inout M) -> [TransactionAction] {
+            _ = m.tuSentResponse(404)
+            return m.requestRetransmitted()
+        }
+        var i = InviteServerTransaction(transport: .unreliable)
+        var n = NonInviteServerTransaction(transport: .unreliable)
+        #expect(absorb(&i) == [.retransmitResponse])
+        #expect(absorb(&n) == [.retransmitResponse])
+        #expect(!i.isTerminated)
+    }
+}
