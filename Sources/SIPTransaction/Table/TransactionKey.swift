@@ -16,23 +16,28 @@ public import SIPCore
 /// Client keys follow §17.1.3: the branch of the top Via (the one the proxy inserted) and the CSeq
 /// method. Server and client keys never compare equal, so one table may hold both.
 ///
-/// The hash is computed once, at creation: shard selection and the dictionary reuse it.
+/// The fields are packed into one small byte array (one allocation per key) and the hash is computed
+/// once, at creation: shard selection and the dictionary reuse it.
 public struct TransactionKey: Hashable, Sendable, CustomStringConvertible {
-    enum Storage: Hashable, Sendable {
-        case server(branch: String, sentBy: String, method: String)
-        case legacyServer(requestURI: String, toTag: String, fromTag: String, callID: String, cseq: UInt32,
-                          topVia: String, method: String)
-        case client(branch: String, method: String)
+    /// The kinds of key (first byte of `bytes`).
+    enum Kind: UInt8 {
+        /// RFC 3261 server: method, branch, sent-by.
+        case server = 1
+        /// RFC 2543 server: method, Request-URI, To tag, From tag, Call-ID, CSeq number, top Via.
+        case legacyServer = 2
+        /// Client: method, branch.
+        case client = 3
     }
 
-    let storage: Storage
+    /// `[kind]` then each field as a 16-bit little-endian length and its bytes; the method first.
+    let bytes: [UInt8]
     /// The hash computed at creation (this process only).
     public let precomputedHash: Int
 
-    init(_ storage: Storage) {
-        self.storage = storage
+    init(bytes: [UInt8]) {
+        self.bytes = bytes
         var h = Hasher()
-        storage.hash(into: &h)
+        bytes.withUnsafeBytes { h.combine(bytes: $0) }
         precomputedHash = h.finalize()
     }
 
@@ -45,31 +50,48 @@ public struct TransactionKey: Hashable, Sendable, CustomStringConvertible {
     /// parsable top Via, CSeq or (without the magic cookie) Call-ID.
     public static func server(for request: SIPMessage) -> TransactionKey? {
         guard request.isRequest, let via = request.topVia, let cseq = request.cseq else { return nil }
-        let method = request.method == .ack ? "INVITE" : methodName(request)
-        if let b = via.branch, hasMagicCookie(request, b) {
-            return TransactionKey(.server(branch: request.string(b), sentBy: sentBy(request, via), method: method))
+        let isAck = request.method == .ack
+        return request.withBytes { (m: UnsafeRawBufferPointer) -> TransactionKey? in
+            var b = Builder(kind: .server, capacity: 64)
+            if isAck { b.append(field: "INVITE") } else { b.append(field: m, request.methodRange) }
+            if let br = via.branch, br.count > 7, hasMagicCookie(m, br) {
+                b.append(field: m, br)
+                // sent-by: host lower-cased, ':', port (default 5061 for TLS, else 5060)
+                let port = via.port ?? (request.equalsIgnoringCase(via.transport, "TLS") ? 5061 : 5060)
+                b.appendSentBy(m, via.host, port: port)
+                return TransactionKey(bytes: b.bytes)
+            }
+            guard let callID = request.callID else { return nil }
+            b.bytes[0] = Kind.legacyServer.rawValue
+            b.append(field: m, request.requestURIRange)
+            if isAck || request.method == .invite { b.append(field: m, .empty) } else { b.append(field: m, request.to?.tag ?? .empty) }
+            b.append(field: m, request.from?.tag ?? .empty)
+            b.append(field: m, callID)
+            b.append(field: String(cseq.number))
+            b.append(field: m, via.whole)
+            return TransactionKey(bytes: b.bytes)
         }
-        guard let callID = request.callID else { return nil }
-        let inviteLike = method == "INVITE"
-        return TransactionKey(.legacyServer(
-            requestURI: request.string(request.requestURIRange),
-            toTag: inviteLike ? "" : (request.to?.tag.map(request.string) ?? ""),
-            fromTag: request.from?.tag.map(request.string) ?? "",
-            callID: request.string(callID), cseq: cseq.number,
-            topVia: request.string(via.whole), method: method))
     }
 
     /// The client transaction key a received response matches (§17.1.3): the top Via branch and the
     /// CSeq method. Nil if the response has no branch or no CSeq.
     public static func client(for response: SIPMessage) -> TransactionKey? {
-        guard !response.isRequest, let via = response.topVia, let b = via.branch, !b.isEmpty,
+        guard !response.isRequest, let via = response.topVia, let br = via.branch, !br.isEmpty,
               let cseq = response.cseq else { return nil }
-        return TransactionKey(.client(branch: response.string(b), method: response.string(cseq.methodRange)))
+        return response.withBytes { m in
+            var b = Builder(kind: .client, capacity: br.count + cseq.methodRange.count + 5)
+            b.append(field: m, cseq.methodRange)
+            b.append(field: m, br)
+            return TransactionKey(bytes: b.bytes)
+        }
     }
 
     /// The client transaction key of a request the owner sends with this top Via branch.
     public static func client(branch: String, method: String) -> TransactionKey {
-        TransactionKey(.client(branch: branch, method: method))
+        var b = Builder(kind: .client, capacity: branch.utf8.count + method.utf8.count + 5)
+        b.append(field: method)
+        b.append(field: branch)
+        return TransactionKey(bytes: b.bytes)
     }
 
     /// The client transaction key of a request the owner sends with this top Via branch.
@@ -79,62 +101,62 @@ public struct TransactionKey: Hashable, Sendable, CustomStringConvertible {
 
     // MARK: Reading
 
-    /// True for a server key.
-    public var isServer: Bool {
-        if case .client = storage { return false }
-        return true
+    var kind: Kind { Kind(rawValue: bytes[0])! }
+
+    /// The fields after the kind byte.
+    var fields: [ArraySlice<UInt8>] {
+        var out: [ArraySlice<UInt8>] = []
+        var i = 1
+        while i + 2 <= bytes.count {
+            let n = Int(bytes[i]) | Int(bytes[i + 1]) << 8
+            out.append(bytes[(i + 2)..<(i + 2 + n)])
+            i += 2 + n
+        }
+        return out
     }
+
+    private func field(_ k: Int) -> String { String(decoding: fields[k], as: UTF8.self) }
+
+    /// True for a server key.
+    public var isServer: Bool { kind != .client }
 
     /// True for a key made from an RFC 3261 branch (server keys with the magic cookie, client keys).
-    public var isRFC3261: Bool {
-        if case .legacyServer = storage { return false }
-        return true
-    }
+    public var isRFC3261: Bool { kind != .legacyServer }
 
     /// The method part of the key (INVITE for an ACK's server key).
-    public var method: String {
-        switch storage {
-        case .server(_, _, let m), .client(_, let m): return m
-        case .legacyServer(_, _, _, _, _, _, let m): return m
-        }
-    }
+    public var method: String { field(0) }
 
     /// The branch, for RFC 3261 keys.
-    public var branch: String? {
-        switch storage {
-        case .server(let b, _, _), .client(let b, _): return b
-        case .legacyServer: return nil
-        }
-    }
+    public var branch: String? { kind == .legacyServer ? nil : field(1) }
 
     /// For the server key of a CANCEL, the key of the INVITE server transaction it cancels (§9.2);
     /// nil for any other key.
     public var cancelledInviteKey: TransactionKey? {
-        switch storage {
-        case .server(let b, let s, "CANCEL"):
-            return TransactionKey(.server(branch: b, sentBy: s, method: "INVITE"))
-        case .legacyServer(let uri, _, let ft, let cid, let cseq, let via, "CANCEL"):
-            return TransactionKey(.legacyServer(requestURI: uri, toTag: "", fromTag: ft, callID: cid, cseq: cseq,
-                                                topVia: via, method: "INVITE"))
-        default:
-            return nil
-        }
+        guard kind != .client else { return nil }
+        var f = fields
+        guard f[0].elementsEqual("CANCEL".utf8) else { return nil }
+        f[0] = ArraySlice("INVITE".utf8)
+        if kind == .legacyServer { f[2] = [] }  // INVITE keys carry no To tag
+        return TransactionKey(kind: kind, fields: f)
     }
 
     /// For a client key, the key of the CANCEL sent on the same branch (§9.1: a CANCEL copies the
     /// INVITE's top Via), whose responses match it; nil for server keys.
     public var cancelKey: TransactionKey? {
-        guard case .client(let b, _) = storage else { return nil }
-        return TransactionKey(.client(branch: b, method: "CANCEL"))
+        guard kind == .client else { return nil }
+        var f = fields
+        f[0] = ArraySlice("CANCEL".utf8)
+        return TransactionKey(kind: .client, fields: f)
     }
 
     /// A readable form for logs.
     public var description: String {
-        switch storage {
-        case .server(let b, let s, let m): return "server(\(m) \(b) \(s))"
-        case .client(let b, let m): return "client(\(m) \(b))"
-        case .legacyServer(let uri, let tt, let ft, let cid, let cseq, let via, let m):
-            return "server2543(\(m) \(uri) to-tag=\(tt) from-tag=\(ft) call-id=\(cid) cseq=\(cseq) via=\(via))"
+        let f = fields.map { String(decoding: $0, as: UTF8.self) }
+        switch kind {
+        case .server: return "server(\(f[0]) \(f[1]) \(f[2]))"
+        case .client: return "client(\(f[0]) \(f[1]))"
+        case .legacyServer:
+            return "server2543(\(f[0]) \(f[1]) to-tag=\(f[2]) from-tag=\(f[3]) call-id=\(f[4]) cseq=\(f[5]) via=\(f[6]))"
         }
     }
 
@@ -145,26 +167,73 @@ public struct TransactionKey: Hashable, Sendable, CustomStringConvertible {
 
     /// Equal keys denote the same transaction.
     public static func == (a: TransactionKey, b: TransactionKey) -> Bool {
-        a.precomputedHash == b.precomputedHash && a.storage == b.storage
+        a.precomputedHash == b.precomputedHash && a.bytes == b.bytes
     }
 
     // MARK: Helpers
 
-    private static func methodName(_ m: SIPMessage) -> String {
-        m.method == .other ? m.string(m.methodRange) : m.method.name
+    private init(kind: Kind, fields: [ArraySlice<UInt8>]) {
+        var b = Builder(kind: kind, capacity: fields.reduce(1) { $0 + 2 + $1.count })
+        for f in fields { b.append(field: f) }
+        self.init(bytes: b.bytes)
     }
 
-    private static func hasMagicCookie(_ m: SIPMessage, _ branch: ByteRange) -> Bool {
-        guard branch.count > 7 else { return false }
-        return m.withBytes { b in
-            let cookie: StaticString = "z9hG4bK"
-            for k in 0..<7 where b[branch.lower + k] != cookie.utf8Start[k] { return false }
-            return true
+    private static func hasMagicCookie(_ m: UnsafeRawBufferPointer, _ branch: ByteRange) -> Bool {
+        let cookie: StaticString = "z9hG4bK"
+        for k in 0..<7 where m[branch.lower + k] != cookie.utf8Start[k] { return false }
+        return true
+    }
+
+    /// Packs fields.
+    private struct Builder {
+        var bytes: [UInt8]
+
+        init(kind: Kind, capacity: Int) {
+            bytes = []
+            bytes.reserveCapacity(capacity)
+            bytes.append(kind.rawValue)
         }
-    }
 
-    private static func sentBy(_ m: SIPMessage, _ via: SIPVia) -> String {
-        let port = via.port ?? (m.equalsIgnoringCase(via.transport, "TLS") ? 5061 : 5060)
-        return m.string(via.host).lowercased() + ":" + String(port)
+        mutating func appendLength(_ n: Int) {
+            let n = min(n, Int(UInt16.max))
+            bytes.append(UInt8(n & 0xFF))
+            bytes.append(UInt8(n >> 8))
+        }
+
+        mutating func append(field m: UnsafeRawBufferPointer, _ r: ByteRange) {
+            let n = min(r.count, Int(UInt16.max))
+            appendLength(n)
+            if n > 0 { bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: m[r.lower..<(r.lower + n)])) }
+        }
+
+        mutating func append(field s: String) {
+            var s = s
+            s.withUTF8 { u in
+                appendLength(u.count)
+                bytes.append(contentsOf: u.prefix(Int(UInt16.max)))
+            }
+        }
+
+        mutating func append(field s: ArraySlice<UInt8>) {
+            appendLength(s.count)
+            bytes.append(contentsOf: s)
+        }
+
+        mutating func appendSentBy(_ m: UnsafeRawBufferPointer, _ host: ByteRange, port: Int) {
+            var digits = 1
+            var p = port
+            while p >= 10 { digits += 1; p /= 10 }
+            let n = min(host.count, 1000)
+            appendLength(n + 1 + digits)
+            for i in host.lower..<(host.lower + n) {
+                let c = m[i]
+                bytes.append(c >= 65 && c <= 90 ? c + 32 : c)
+            }
+            bytes.append(58)  // ':'
+            var divisor = 1
+            for _ in 1..<digits { divisor *= 10 }
+            p = port
+            while divisor > 0 { bytes.append(UInt8(48 + (p / divisor) % 10)); divisor /= 10 }
+        }
     }
 }
