@@ -1,4 +1,4 @@
-import Synchronization
+public import Synchronization
 
 /// The transactions of all workers, sharded so that workers rarely contend.
 ///
@@ -9,12 +9,14 @@ import Synchronization
 /// `Value` is whatever the owner keeps per transaction, typically a reference to a transaction cell
 /// (the machine, the request and last response bytes, the timers) with its own lock.
 public final class TransactionTable<Value: Sendable>: Sendable {
-    private final class Shard: Sendable {
-        let entries = Mutex<[TransactionKey: Value]>([:])
+    @usableFromInline
+    final class Shard: Sendable {
+        @usableFromInline let entries = Mutex<[TransactionKey: Value]>([:])
+        @usableFromInline init() {}
     }
 
-    private let shards: [Shard]
-    private let mask: Int
+    @usableFromInline let shards: [Shard]
+    @usableFromInline let mask: Int
 
     /// A table with `shardCount` shards (rounded up to a power of two; default 64).
     public init(shardCount: Int = 64) {
@@ -25,19 +27,19 @@ public final class TransactionTable<Value: Sendable>: Sendable {
     }
 
     /// The number of shards.
-    public var shardCount: Int { shards.count }
+    @inlinable public var shardCount: Int { shards.count }
 
     /// The shard index of a key (stable within this process).
-    public func shardIndex(of key: TransactionKey) -> Int {
+    @inlinable public func shardIndex(of key: TransactionKey) -> Int {
         let h = UInt(bitPattern: key.precomputedHash)
         return Int((h ^ (h >> 32) ^ (h >> 16)) & UInt(mask))
     }
 
-    @inline(__always) private func shard(_ key: TransactionKey) -> Shard { shards[shardIndex(of: key)] }
+    @inlinable func shard(_ key: TransactionKey) -> Shard { shards[shardIndex(of: key)] }
 
     /// Inserts `value` unless the key is present. Returns nil if inserted, or the value already there
     /// (the caller lost a race with a retransmission handled by another worker).
-    @discardableResult
+    @inlinable @discardableResult
     public func insert(_ value: Value, for key: TransactionKey) -> Value? {
         shard(key).entries.withLock { d in
             if let existing = d[key] { return existing }
@@ -47,18 +49,18 @@ public final class TransactionTable<Value: Sendable>: Sendable {
     }
 
     /// Inserts or replaces the value of a key; returns the old value.
-    @discardableResult
+    @inlinable @discardableResult
     public func updateValue(_ value: Value, for key: TransactionKey) -> Value? {
         shard(key).entries.withLock { $0.updateValue(value, forKey: key) }
     }
 
     /// The value of a key, or nil.
-    public func lookup(_ key: TransactionKey) -> Value? {
+    @inlinable public func lookup(_ key: TransactionKey) -> Value? {
         shard(key).entries.withLock { $0[key] }
     }
 
     /// Runs `body` on the value of a key while its shard is locked (keep it short); nil if absent.
-    public func withValue<R>(for key: TransactionKey, _ body: (inout Value) throws -> R) rethrows -> R? {
+    @inlinable public func withValue<R>(for key: TransactionKey, _ body: (inout Value) throws -> R) rethrows -> R? {
         try shard(key).entries.withLock { d -> R? in
             guard var v = d[key] else { return nil }
             defer { d[key] = v }
@@ -67,21 +69,21 @@ public final class TransactionTable<Value: Sendable>: Sendable {
     }
 
     /// Removes a key; returns its value, or nil if absent.
-    @discardableResult
+    @inlinable @discardableResult
     public func remove(_ key: TransactionKey) -> Value? {
         shard(key).entries.withLock { $0.removeValue(forKey: key) }
     }
 
     /// The number of transactions (a sum over the shards; exact when no one is inserting or removing).
-    public var count: Int {
+    @inlinable public var count: Int {
         shards.reduce(0) { sum, s in sum + s.entries.withLock { $0.count } }
     }
 
     /// True if the table holds nothing.
-    public var isEmpty: Bool { count == 0 }
+    @inlinable public var isEmpty: Bool { count == 0 }
 
     /// Removes every value for which `predicate` is true, shard by shard; returns how many.
-    @discardableResult
+    @inlinable @discardableResult
     public func removeAll(where predicate: (TransactionKey, Value) throws -> Bool) rethrows -> Int {
         var removed = 0
         for s in shards {

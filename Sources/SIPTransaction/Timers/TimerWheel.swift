@@ -16,12 +16,21 @@
 ///
 /// Not thread-safe: one owner (a worker, or a lock around it).
 public struct TimerWheel<Key: Hashable, Instant: InstantProtocol> where Instant.Duration == Duration {
-    private struct Node {
-        var key: Key?
-        var deadline: Int64
-        var next: Int32
-        var prev: Int32
-        var slot: Int32
+    @usableFromInline
+    struct Node {
+        @usableFromInline var key: Key?
+        @usableFromInline var deadline: Int64
+        @usableFromInline var next: Int32
+        @usableFromInline var prev: Int32
+        @usableFromInline var slot: Int32
+
+        @inlinable init(key: Key?, deadline: Int64, next: Int32, prev: Int32, slot: Int32) {
+            self.key = key
+            self.deadline = deadline
+            self.next = next
+            self.prev = prev
+            self.slot = slot
+        }
     }
 
     /// The instant tick 0 starts at.
@@ -29,16 +38,17 @@ public struct TimerWheel<Key: Hashable, Instant: InstantProtocol> where Instant.
     /// The tick length.
     public let resolution: Duration
 
-    private let resolutionNanos: Int64
-    private let slotMask: Int64
-    private var heads: [Int32]
-    private var tails: [Int32]
-    private var nodes: [Node] = []
-    private var freeList: Int32 = -1
-    private var index: [Key: Int32] = [:]
-    private var currentTick: Int64 = 0
+    @usableFromInline let resolutionNanos: Int64
+    @usableFromInline let slotMask: Int64
+    @usableFromInline var heads: [Int32]
+    @usableFromInline var tails: [Int32]
+    @usableFromInline var nodes: [Node] = []
+    @usableFromInline var freeList: Int32 = -1
+    @usableFromInline var index: [Key: Int32] = [:]
+    @usableFromInline var currentTick: Int64 = 0
+    @usableFromInline var _now: Instant
     /// The last instant the wheel was advanced to (`origin` at first).
-    public private(set) var now: Instant
+    @inlinable public var now: Instant { _now }
 
     /// A wheel starting at `origin`.
     /// - Parameters:
@@ -46,12 +56,12 @@ public struct TimerWheel<Key: Hashable, Instant: InstantProtocol> where Instant.
     ///   - resolution: the tick length (default 10 ms; must be positive).
     ///   - slots: the number of slots, rounded up to a power of two (default 4096: a revolution of
     ///     about 41 s at 10 ms, longer than 64*T1).
-    public init(origin: Instant, resolution: Duration = .milliseconds(10), slots: Int = 4096) {
+    @inlinable public init(origin: Instant, resolution: Duration = .milliseconds(10), slots: Int = 4096) {
         precondition(resolution > .zero, "TimerWheel resolution must be positive")
         var n = 1
         while n < max(slots, 1) { n <<= 1 }
         self.origin = origin
-        self.now = origin
+        self._now = origin
         self.resolution = resolution
         self.resolutionNanos = max(1, Self.nanoseconds(resolution))
         self.slotMask = Int64(n - 1)
@@ -60,23 +70,23 @@ public struct TimerWheel<Key: Hashable, Instant: InstantProtocol> where Instant.
     }
 
     /// The number of pending timers.
-    public var count: Int { index.count }
+    @inlinable public var count: Int { index.count }
 
     /// True if no timer is pending.
-    public var isEmpty: Bool { index.isEmpty }
+    @inlinable public var isEmpty: Bool { index.isEmpty }
 
     /// True if `key` has a pending timer.
-    public func contains(_ key: Key) -> Bool { index[key] != nil }
+    @inlinable public func contains(_ key: Key) -> Bool { index[key] != nil }
 
     /// The instant a pending timer fires at (its deadline rounded up to a tick), or nil.
-    public func deadline(of key: Key) -> Instant? {
+    @inlinable public func deadline(of key: Key) -> Instant? {
         guard let i = index[key] else { return nil }
         return origin.advanced(by: resolution * nodes[Int(i)].deadline)
     }
 
     /// Schedules (or moves) the timer of `key` to fire at `deadline`. A deadline that has already
     /// passed fires at the next tick.
-    public mutating func schedule(_ key: Key, at deadline: Instant) {
+    @inlinable public mutating func schedule(_ key: Key, at deadline: Instant) {
         let ns = Self.nanoseconds(origin.duration(to: deadline))
         var tick = ns <= 0 ? 0 : (ns + resolutionNanos - 1) / resolutionNanos
         if tick <= currentTick { tick = currentTick + 1 }
@@ -100,12 +110,12 @@ public struct TimerWheel<Key: Hashable, Instant: InstantProtocol> where Instant.
     }
 
     /// Schedules (or moves) the timer of `key` to fire `delay` after `now` (the last advance).
-    public mutating func schedule(_ key: Key, after delay: Duration) {
+    @inlinable public mutating func schedule(_ key: Key, after delay: Duration) {
         schedule(key, at: now.advanced(by: delay))
     }
 
     /// Cancels the timer of `key`. Returns false if it was not pending.
-    @discardableResult
+    @inlinable @discardableResult
     public mutating func cancel(_ key: Key) -> Bool {
         guard let i = index.removeValue(forKey: key) else { return false }
         unlink(i)
@@ -114,7 +124,7 @@ public struct TimerWheel<Key: Hashable, Instant: InstantProtocol> where Instant.
     }
 
     /// Cancels every timer.
-    public mutating func removeAll() {
+    @inlinable public mutating func removeAll() {
         index.removeAll()
         nodes.removeAll()
         freeList = -1
@@ -125,9 +135,9 @@ public struct TimerWheel<Key: Hashable, Instant: InstantProtocol> where Instant.
     /// order (timers due on the same tick in the order they were scheduled). Their timers are removed
     /// before this returns, so the owner may schedule the same keys again while handling them.
     /// An instant earlier than the last one is ignored.
-    public mutating func advance(to instant: Instant) -> [Key] {
+    @inlinable public mutating func advance(to instant: Instant) -> [Key] {
         guard instant > now else { return [] }
-        now = instant
+        _now = instant
         let ns = Self.nanoseconds(origin.duration(to: instant))
         let target = ns / resolutionNanos
         guard target > currentTick else { return [] }
@@ -155,7 +165,7 @@ public struct TimerWheel<Key: Hashable, Instant: InstantProtocol> where Instant.
 
     // MARK: Internals
 
-    private mutating func collect(slot s: Int, upTo tick: Int64, _ body: (Int64, Key) -> Void) {
+    @inlinable mutating func collect(slot s: Int, upTo tick: Int64, _ body: (Int64, Key) -> Void) {
         var i = heads[s]
         while i >= 0 {
             let node = nodes[Int(i)]
@@ -169,7 +179,7 @@ public struct TimerWheel<Key: Hashable, Instant: InstantProtocol> where Instant.
         }
     }
 
-    private mutating func link(_ i: Int32) {
+    @inlinable mutating func link(_ i: Int32) {
         let s = Int(nodes[Int(i)].deadline & slotMask)
         nodes[Int(i)].slot = Int32(s)
         nodes[Int(i)].next = -1
@@ -178,21 +188,21 @@ public struct TimerWheel<Key: Hashable, Instant: InstantProtocol> where Instant.
         tails[s] = i
     }
 
-    private mutating func unlink(_ i: Int32) {
+    @inlinable mutating func unlink(_ i: Int32) {
         let n = nodes[Int(i)]
         let s = Int(n.slot)
         if n.prev >= 0 { nodes[Int(n.prev)].next = n.next } else { heads[s] = n.next }
         if n.next >= 0 { nodes[Int(n.next)].prev = n.prev } else { tails[s] = n.prev }
     }
 
-    private mutating func release(_ i: Int32) {
+    @inlinable mutating func release(_ i: Int32) {
         nodes[Int(i)].key = nil
         nodes[Int(i)].slot = -1
         nodes[Int(i)].next = freeList
         freeList = i
     }
 
-    private static func nanoseconds(_ d: Duration) -> Int64 {
+    @inlinable static func nanoseconds(_ d: Duration) -> Int64 {
         let c = d.components
         return c.seconds &* 1_000_000_000 &+ c.attoseconds / 1_000_000_000
     }
