@@ -27,6 +27,7 @@ let package = Package(
     products: [
         .executable(name: "starling", targets: ["starling"]),
         .library(name: "SIPCore", targets: ["SIPCore"]),
+        .library(name: "SIPTransaction", targets: ["SIPTransaction"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -46,6 +47,8 @@ let package = Package(
 
         // SIP messages: parse, edit, serialise. No I/O.
         .target(name: "SIPCore", swiftSettings: swiftSettings),
+        // RFC 3261 §17 transactions: the four state machines, timers, matching keys, the sharded table. No I/O.
+        .target(name: "SIPTransaction", dependencies: ["SIPCore"], swiftSettings: swiftSettings),
         // Sockets (UDP workers' recvmmsg/sendmmsg), addresses, resolver.
         .target(
             name: "SIPTransport", dependencies: ["SIPCore", "CSystem", "CAres"], swiftSettings: transportSettings),
@@ -92,6 +95,7 @@ let package = Package(
         .testTarget(
             name: "SIPCoreTests", dependencies: ["SIPCore"],
             resources: [.copy("Fixtures")], swiftSettings: swiftSettings),
+        .testTarget(name: "SIPTransactionTests", dependencies: ["SIPTransaction", "SIPCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SIPTransportTests", dependencies: ["SIPTransport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingLuaTests", dependencies: ["StarlingLua", "StarlingKEMI", "SIPCore"],

@@ -1,0 +1,53 @@
+/// What all four transaction machines have in common, so that an owner can drive timers and
+/// transport errors generically (one timer wheel, one action runner).
+public protocol TransactionMachine: Sendable {
+    /// The machine's states.
+    associatedtype State: Sendable, Hashable
+    /// The current state.
+    var state: State { get }
+    /// True once the machine has emitted `.terminate`.
+    var isTerminated: Bool { get }
+    /// The transport the transaction runs on.
+    var transport: TransportReliability { get }
+    /// A timer of this transaction fired (stale fires return no actions).
+    mutating func timerFired(_ timer: TransactionTimer) -> [TransactionAction]
+    /// Sending failed.
+    mutating func transportError() -> [TransactionAction]
+}
+
+/// A client transaction: the owner sends the request, then reports responses.
+public protocol ClientTransactionMachine: TransactionMachine {
+    /// The owner sent the request.
+    mutating func requestSent() -> [TransactionAction]
+    /// A response matching the transaction arrived.
+    mutating func responseReceived(_ statusCode: Int) -> [TransactionAction]
+}
+
+/// A server transaction: created from a received request; absorbs its retransmissions and sends
+/// the TU's responses.
+public protocol ServerTransactionMachine: TransactionMachine {
+    /// The request arrived again.
+    mutating func requestRetransmitted() -> [TransactionAction]
+    /// The TU handed over a response.
+    mutating func tuSentResponse(_ statusCode: Int) -> [TransactionAction]
+}
+
+extension InviteClientTransaction: ClientTransactionMachine {
+    /// True in `.terminated`.
+    public var isTerminated: Bool { state == .terminated }
+}
+
+extension NonInviteClientTransaction: ClientTransactionMachine {
+    /// True in `.terminated`.
+    public var isTerminated: Bool { state == .terminated }
+}
+
+extension InviteServerTransaction: ServerTransactionMachine {
+    /// True in `.terminated`.
+    public var isTerminated: Bool { state == .terminated }
+}
+
+extension NonInviteServerTransaction: ServerTransactionMachine {
+    /// True in `.terminated`.
+    public var isTerminated: Bool { state == .terminated }
+}
