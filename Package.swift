@@ -104,7 +104,7 @@ let package = Package(
             name: "StarlingServerTests", dependencies: ["StarlingServer", "StarlingTesting", "SIPCore", "SIPTransport"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "StarlingTestingTests", dependencies: ["StarlingTesting", "KSRModules"],
+            name: "StarlingTestingTests", dependencies: ["StarlingTesting", "KSRModules", "StarlingKEMI"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingIntegrationTests", dependencies: ["SIPCore"],
