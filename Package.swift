@@ -81,12 +81,12 @@ let package = Package(
         .target(
             name: "StarlingTesting",
             dependencies: ["SIPCore", "SIPTransport", "StarlingKEMI", "StarlingLua", "KSRModules", "StarlingServer",
-                           .product(name: "Logging", package: "swift-log")],
+                           "CLua", "CLuaShim", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
         .executableTarget(
             name: "starling",
             dependencies: [
-                "SIPCore", "StarlingServer", "KSRModules",
+                "SIPCore", "StarlingServer", "KSRModules", "StarlingTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
@@ -106,6 +106,9 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingServerTests", dependencies: ["StarlingServer", "StarlingTesting", "SIPCore", "SIPTransport"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "StarlingTestingTests", dependencies: ["StarlingTesting", "KSRModules", "StarlingKEMI"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingIntegrationTests", dependencies: ["SIPCore"],

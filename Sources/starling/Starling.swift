@@ -8,7 +8,7 @@ struct Starling: ParsableCommand {
             With no subcommand, runs routes/default.lua on udp:127.0.0.1:5060.
             """,
         version: StarlingVersion.string,
-        subcommands: [RunCommand.self, CheckCommand.self, ParseCommand.self, ApiCommand.self, VersionCommand.self],
+        subcommands: [RunCommand.self, CheckCommand.self, ParseCommand.self, ApiCommand.self, TestCommand.self, VersionCommand.self],
         defaultSubcommand: RunCommand.self)
 }
 

@@ -1,0 +1,442 @@
+import CLua
+import CLuaShim
+import Glibc
+import Logging
+import SIPCore
+import SIPTransport
+import StarlingKEMI
+import StarlingLua
+import StarlingServer
+
+/// One test file's run: a plain Lua state (separate from the script's) holding the test DSL, whose few
+/// native functions reach this object through the KEMI dispatcher of the C shim (`KSR.starling.*`,
+/// hidden by the prelude). Swift never raises Lua errors here either: natives return strings (a Lua
+/// table constructor, or an error text) and the prelude, in Lua, turns them into values or errors.
+final class RouteTestSession {
+    struct Settings {
+        var hosts: [String: SocketAddress] = [:]
+        var anyHost: SocketAddress?
+        var defines: [String: String] = [:]
+        var aliases: [String] = []
+        var local = SocketAddress(ip: "127.0.0.1", port: 5060)!
+
+        var services: TestServices {
+            TestServices(local: local, hosts: hosts, defines: defines, aliases: aliases, anyHost: anyHost)
+        }
+    }
+
+    /// The natives, in export-index order; every parameter is a string.
+    enum Native: Int, CaseIterable {
+        case send, set, beginTest, variable, report
+
+        var name: String {
+            switch self {
+            case .send: return "send"
+            case .set: return "set"
+            case .beginTest: return "begin_test"
+            case .variable: return "var"
+            case .report: return "report"
+            }
+        }
+
+        var arity: Int {
+            switch self {
+            case .send: return 2
+            case .set: return 3
+            case .beginTest: return 1
+            case .variable: return 1
+            case .report: return 4
+            }
+        }
+    }
+
+    let scriptPath: String
+    let scriptText: String
+    let testFile: String
+    let logLevel: Logger.Level
+
+    private(set) var results: [RouteTestResult] = []
+    private var fileSettings = Settings()
+    private var testSettings = Settings()
+    private var inTest = false
+    private var harness: ScriptHarness?
+    private var currentTest = ""
+
+    private var L: OpaquePointer?
+    private let hostRecord: UnsafeMutablePointer<ksr_host>
+    private var arena: UnsafeMutableRawPointer
+    private var arenaCapacity = 4096
+
+    /// Instructions one test (or the file's top level) may run in the test state.
+    static let instructionBudget: Int64 = 100_000_000
+
+    init(scriptPath: String, scriptText: String, testFile: String, logLevel: Logger.Level) {
+        self.scriptPath = scriptPath
+        self.scriptText = scriptText
+        self.testFile = testFile
+        self.logLevel = logLevel
+        hostRecord = .allocate(capacity: 1)
+        hostRecord.initialize(to: ksr_host())
+        arena = UnsafeMutableRawPointer.allocate(byteCount: arenaCapacity, alignment: 16)
+    }
+
+    deinit {
+        if let L { lua_close(L) }
+        hostRecord.deallocate()
+        arena.deallocate()
+    }
+
+    // MARK: Running
+
+    /// Loads the prelude and the test file, then runs each declared test. Results end up in `results`.
+    func run() {
+        hostRecord.pointee.ctx = Unmanaged.passUnretained(self).toOpaque()
+        hostRecord.pointee.call = testNativeCall
+        hostRecord.pointee.log = testNativeLog
+        hostRecord.pointee.drop = testNativeDrop
+        hostRecord.pointee.modf = testNativeModf
+        hostRecord.pointee.budget = Self.instructionBudget
+        hostRecord.pointee.mem_limit = 0
+        guard let state = ksr_newstate(hostRecord) else {
+            fileFailure("cannot create a Lua state")
+            return
+        }
+        L = state
+        let dir = directory(of: testFile)
+        if let err = protect({ dir.withCString { ksr_setup_libs(state, $0) } }) { fileFailure(err); return }
+        if let err = setUpNatives(state) { fileFailure(err); return }
+        if let err = chunk(routeTestPrelude, name: "=starling-test") { fileFailure("prelude: " + err); return }
+        if let err = chunk("__starling.begin_file(\(luaLiteral(testFile)))", name: "=starling-test") {
+            fileFailure(err)
+            return
+        }
+        guard let bytes = readWholeFile(testFile) else {
+            fileFailure("cannot read the test file (errno \(errno))")
+            return
+        }
+        if let err = chunk(bytes, name: "@" + testFile) {
+            fileFailure(err)
+            return
+        }
+        var i = 1
+        while true {
+            let before = results.count
+            // run(i) returns false (by error) past the last test: the count is kept in Lua.
+            guard declaredCount >= i else { break }
+            let err = chunk("__starling.run(\(i))", name: "=starling-test")
+            if results.count == before {
+                let message: String
+                if hostRecord.pointee.budget_hit != 0 {
+                    message = "error: instruction budget exceeded (\(Self.instructionBudget) instructions): an endless loop?"
+                } else {
+                    message = "error: " + (err.map { String($0.split(separator: "\n").first ?? "") } ?? "the test did not report")
+                }
+                results.append(RouteTestResult(file: testFile, name: currentTest, passed: false, location: nil,
+                                               message: message))
+            }
+            i += 1
+        }
+        inTest = false
+        harness = nil
+    }
+
+    /// How many `test(...)` calls the file made (`set("count", ...)` keeps it).
+    private var declaredCount = 0
+
+    private func fileFailure(_ message: String) {
+        results.append(RouteTestResult(file: testFile, name: "(loading \(testFile))", passed: false, location: nil,
+                                       message: message))
+    }
+
+    private func protect(_ body: () -> Int32) -> String? {
+        let st = body()
+        return st == LUA_OK ? nil : popError()
+    }
+
+    private func popError() -> String {
+        guard let L else { return "no Lua state" }
+        var len = 0
+        let text: String
+        if let p = ksr_tostring(L, -1, &len) {
+            text = String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self)
+        } else {
+            text = "Lua error"
+        }
+        ksr_pop(L, 1)
+        return text
+    }
+
+    private func chunk(_ text: String, name: String) -> String? { chunk(Array(text.utf8), name: name) }
+
+    private func chunk(_ bytes: [UInt8], name: String) -> String? {
+        guard let L else { return "no Lua state" }
+        let st = bytes.withUnsafeBytes { buf in
+            name.withCString { cname in
+                buf.withMemoryRebound(to: CChar.self) { ksr_dochunk(L, $0.baseAddress ?? cname, $0.count, cname) }
+            }
+        }
+        return st == LUA_OK ? nil : popError()
+    }
+
+    private func setUpNatives(_ state: OpaquePointer) -> String? {
+        var owned: [UnsafeMutablePointer<CChar>] = []
+        defer { for p in owned { free(p) } }
+        func dup(_ s: String) -> UnsafePointer<CChar> {
+            let p = strdup(s)!
+            owned.append(p)
+            return UnsafePointer(p)
+        }
+        let descs = Native.allCases.map { n in
+            ksr_export_desc(module: dup("starling"), name: dup(n.name), sig: dup(String(repeating: "s", count: n.arity)),
+                            index: Int32(n.rawValue))
+        }
+        return protect { descs.withUnsafeBufferPointer { ksr_setup_exports(state, $0.baseAddress, Int32($0.count)) } }
+    }
+
+    // MARK: Natives
+
+    func call(_ index: Int, _ params: UnsafePointer<ksr_param>?, _ count: Int, _ ret: UnsafeMutablePointer<ksr_ret>) {
+        func arg(_ i: Int) -> String? {
+            guard i < count, let p = params, let s = p[i].s else { return nil }
+            return String(decoding: UnsafeRawBufferPointer(start: s, count: p[i].len), as: UTF8.self)
+        }
+        func argBytes(_ i: Int) -> [UInt8]? {
+            guard i < count, let p = params, let s = p[i].s else { return nil }
+            return Array(UnsafeRawBufferPointer(start: s, count: p[i].len))
+        }
+        let out: [UInt8]
+        switch Native(rawValue: index) {
+        case .send?:
+            out = send(argBytes(0) ?? [], from: arg(1))
+        case .set?:
+            out = Array(set(arg(0) ?? "", arg(1) ?? "", arg(2) ?? "").utf8)
+        case .beginTest?:
+            currentTest = arg(0) ?? "?"
+            testSettings = fileSettings
+            harness = nil
+            inTest = true
+            out = []
+        case .variable?:
+            out = variable(arg(0) ?? "")
+        case .report?:
+            let passed = arg(1) == "ok"
+            let location = arg(2).flatMap { $0.isEmpty ? nil : $0 }
+            let message = arg(3).flatMap { $0.isEmpty ? nil : $0 }
+            results.append(RouteTestResult(file: testFile, name: arg(0) ?? currentTest, passed: passed,
+                                           location: location, message: message))
+            out = []
+        case nil:
+            out = Array("unknown native".utf8)
+        }
+        if out.count > arenaCapacity {
+            arena.deallocate()
+            arenaCapacity = max(out.count, arenaCapacity * 2)
+            arena = UnsafeMutableRawPointer.allocate(byteCount: arenaCapacity, alignment: 16)
+        }
+        out.withUnsafeBytes { if let b = $0.baseAddress { arena.copyMemory(from: b, byteCount: $0.count) } }
+        ret.pointee.kind = Int32(KSR_RET_STR.rawValue)
+        ret.pointee.s = UnsafePointer(arena.assumingMemoryBound(to: CChar.self))
+        ret.pointee.len = out.count
+    }
+
+    /// `set(kind, key, value)`: test configuration. Returns "" or an error text.
+    private func set(_ kind: String, _ key: String, _ value: String) -> String {
+        var s = inTest ? testSettings : fileSettings
+        switch kind {
+        case "count":
+            declaredCount = Int(key) ?? declaredCount
+            return ""
+        case "host":
+            guard let a = SocketAddress(value, defaultPort: 0) else { return "hosts: '\(value)' is not an IP address" }
+            if key == "*" { s.anyHost = a } else { s.hosts[key.lowercased()] = a }
+        case "define":
+            s.defines[key] = value
+        case "undefine":
+            s.defines[key] = nil
+        case "alias":
+            s.aliases.append(key.lowercased())
+        case "local":
+            guard let a = SocketAddress(key, defaultPort: 5060) else { return "listen: '\(key)' is not ip:port" }
+            s.local = a
+        default:
+            return "unknown setting \(kind)"
+        }
+        if inTest {
+            testSettings = s
+            harness = nil  // takes effect on the next send (a fresh script state)
+        } else {
+            fileSettings = s
+        }
+        return ""
+    }
+
+    private func currentHarness() throws(LuaScriptError) -> ScriptHarness {
+        if let harness { return harness }
+        let h = try ScriptHarness(script: scriptText, path: scriptPath,
+                                  services: (inTest ? testSettings : fileSettings).services, logLevel: logLevel)
+        harness = h
+        return h
+    }
+
+    /// `send(text, from)`: routes one message; returns a Lua table constructor describing what happened.
+    private func send(_ bytes: [UInt8], from: String?) -> [UInt8] {
+        var w = LuaTableWriter()
+        let h: ScriptHarness
+        do {
+            h = try currentHarness()
+        } catch {
+            w.field("script_error", string: error.description)
+            return w.finish()
+        }
+        var source = h.source
+        if let from, !from.isEmpty {
+            guard let a = SocketAddress(from, defaultPort: 5060) else {
+                w.field("usage_error", string: "from: '\(from)' is not ip:port")
+                return w.finish()
+            }
+            source = a
+        }
+        h.sender.clear()
+        let result = h.route(bytes: bytes, from: source)
+        w.field("source", string: source.description)
+        switch result {
+        case .keepalive: w.field("status", string: "keepalive")
+        case .unparsable: w.field("status", string: "unparsable")
+        case .invalid: w.field("status", string: "invalid")
+        case .rejected(let code):
+            w.field("status", string: "rejected")
+            w.field("rejected", int: code)
+        case .routed(let outcome):
+            w.field("status", string: "routed")
+            switch outcome {
+            case .ok: w.field("outcome", string: "ok")
+            case .exited: w.field("outcome", string: "exited")
+            case .missing: w.field("outcome", string: "missing")
+            case .budgetExceeded: w.field("outcome", string: "budget")
+            case .memoryExceeded: w.field("outcome", string: "memory")
+            case .error(let e):
+                w.field("outcome", string: "error")
+                w.field("error", string: e.message)
+            }
+        }
+        w.field("dropped", bool: h.context.dropRequested)
+        w.openField("sent")
+        for s in h.sender.sent {
+            w.openItem()
+            w.field("to", string: s.destination.description)
+            w.field("proto", string: s.proto.name)
+            w.field("text", bytes: s.bytes)
+            if let m = s.message {
+                w.field("request", bool: m.isRequest)
+                if m.isRequest {
+                    w.field("method", string: m.string(m.methodRange))
+                    w.field("ruri", string: m.string(m.requestURIRange))
+                } else {
+                    w.field("status", int: m.statusCode)
+                    w.field("reason", string: m.string(m.reasonRange))
+                }
+                w.openField("headers")
+                for f in m.headerFields {
+                    w.openItem()
+                    w.field("name", string: m.string(f.name))
+                    if let c = f.kind.canonicalName { w.field("canon", string: c) }
+                    w.field("value", string: m.string(f.value))
+                    w.close()
+                }
+                w.close()
+                w.field("body", string: m.string(m.bodyRange))
+            }
+            w.close()
+        }
+        w.close()
+        return w.finish()
+    }
+
+    /// `var(name)`: a `$var` of the script after the last message, as a Lua literal (nil if unset).
+    private func variable(_ spec: String) -> [UInt8] {
+        var name = Substring(spec)
+        if name.hasPrefix("$var("), name.hasSuffix(")") { name = name.dropFirst(5).dropLast() }
+        guard let h = harness, let v = h.context.worker.vars[String(name)] else { return Array("nil".utf8) }
+        switch v {
+        case .null: return Array("nil".utf8)
+        case .int(let i): return Array(String(i).utf8)
+        case .string(let s): return luaQuoted(Array(s.utf8))
+        }
+    }
+
+    private func directory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+}
+
+// MARK: C entry points (never raise)
+
+private func session(_ ctx: UnsafeMutableRawPointer?) -> RouteTestSession {
+    Unmanaged<RouteTestSession>.fromOpaque(ctx!).takeUnretainedValue()
+}
+
+private let testNativeCall: ksr_call_fn = { ctx, index, params, count, ret in
+    session(ctx).call(Int(index), params, Int(count), ret!)
+}
+
+private let testNativeLog: ksr_log_fn = { _, _, _, _ in }
+
+private let testNativeDrop: ksr_drop_fn = { _ in }
+
+private let testNativeModf: ksr_modf_fn = { _, _, _ in -1 }
+
+// MARK: Lua literals
+
+/// A Lua string literal for any bytes (ASCII output; other bytes as decimal escapes).
+func luaQuoted(_ bytes: [UInt8]) -> [UInt8] {
+    var out: [UInt8] = [UInt8(ascii: "\"")]
+    out.reserveCapacity(bytes.count + 16)
+    for b in bytes {
+        switch b {
+        case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), b]
+        case UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), b]
+        case 0x0A: out += Array("\\n".utf8)
+        case 0x0D: out += Array("\\r".utf8)
+        case 0x20...0x7E: out.append(b)
+        default:
+            let d = String(b)
+            out += Array(("\\" + String(repeating: "0", count: 3 - d.count) + d).utf8)
+        }
+    }
+    out.append(UInt8(ascii: "\""))
+    return out
+}
+
+func luaLiteral(_ s: String) -> String { String(decoding: luaQuoted(Array(s.utf8)), as: UTF8.self) }
+
+/// Writes a Lua table constructor.
+struct LuaTableWriter {
+    private var out: [UInt8] = [UInt8(ascii: "{")]
+
+    private mutating func key(_ k: String) { out += Array("\(k)=".utf8) }
+
+    mutating func field(_ k: String, string v: String) { field(k, bytes: Array(v.utf8)) }
+    mutating func field(_ k: String, bytes v: [UInt8]) { key(k); out += luaQuoted(v); out.append(UInt8(ascii: ",")) }
+    mutating func field(_ k: String, int v: Int) { key(k); out += Array("\(v),".utf8) }
+    mutating func field(_ k: String, bool v: Bool) { key(k); out += Array((v ? "true," : "false,").utf8) }
+    mutating func openField(_ k: String) { key(k); out.append(UInt8(ascii: "{")) }
+    mutating func openItem() { out.append(UInt8(ascii: "{")) }
+    mutating func close() { out += Array("},".utf8) }
+    mutating func finish() -> [UInt8] { out.append(UInt8(ascii: "}")); return out }
+}
+
+func readWholeFile(_ path: String) -> [UInt8]? {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 { return nil }
+        if n == 0 { break }
+        out.append(contentsOf: buf[0..<n])
+    }
+    return out
+}
