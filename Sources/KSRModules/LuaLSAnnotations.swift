@@ -17,7 +17,7 @@ extension KSRModules {
         }
         func ret(_ r: KemiReturnType) -> String {
             switch r {
-            case .none: return "nil"
+            case .none: return "boolean"  // app_lua gives `false` for NONE functions (REFERENCE §1.3)
             case .int: return "integer"
             case .bool: return "boolean"
             case .xval: return "any"
