@@ -95,6 +95,11 @@ public final class RouteContext {
     public var destinationURI: [UInt8]?
     /// `force_rport()` was called.
     public var forceRport = false
+    /// `add_local_rport()`: add `;rport` to Starling's own Via.
+    public var addLocalRport = false
+    /// `set_advertised_address()` / `set_advertised_port()`: what Starling's Via shows for this message.
+    public var advertisedAddress: String?
+    public var advertisedPort: Int?
     /// `set_drop()` / `KSR.x.drop()`: do not forward this reply / send this request.
     public var dropRequested = false
     /// A reply was sent for this request (stateless).
@@ -141,6 +146,9 @@ public final class RouteContext {
         scriptFlags = 0
         destinationURI = nil
         forceRport = false
+        addLocalRport = false
+        advertisedAddress = nil
+        advertisedPort = nil
         dropRequested = false
         replied = false
         if !avps.isEmpty { avps.removeAll(keepingCapacity: true) }

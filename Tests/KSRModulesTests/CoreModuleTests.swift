@@ -126,3 +126,20 @@ import StarlingTesting
     }
 }
 
+
+@Suite struct AdvertisedAddressTests {
+    @Test func viaShowsAdvertisedAddressAndLocalRport() throws {
+        let (r, h) = try eval("KSR.forward()", before: """
+            KSR.set_advertised_address("proxy.example.net")
+            KSR.set_advertised_port("5080")
+            KSR.add_local_rport()
+            KSR.setdsturi("sip:192.0.2.50:5080")
+            """)
+        #expect(r == "number:1")
+        let m = try #require(h.sender.sent.first?.message)
+        let via = try #require(m.topVia)
+        #expect(m.string(via.host) == "proxy.example.net" && via.port == 5080)
+        #expect(via.rport != nil)
+        #expect(try evalValue("KSR.set_advertised_port(\"x\")") == "number:-1")
+    }
+}

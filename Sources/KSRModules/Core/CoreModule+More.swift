@@ -51,11 +51,16 @@ extension CoreModule {
         for name in ["set_forward_close", "set_forward_no_connect", "set_reply_close", "set_reply_no_connect"] {
             add(name, [], .bool, compat: noTCP) { _, _ in .bool(true) }
         }
-        add("add_local_rport", [], .bool, compat: "accepted; ;rport is not added to Starling's Via yet") { _, _ in .bool(true) }
-        for name in ["set_advertised_address", "set_advertised_port"] {
-            add(name, [.str], .int, compat: "not yet: logs and returns -1") { ctx, _ in
-                ctx.logger.warning("\(name) is not supported yet"); return .int(-1)
-            }
+        add("add_local_rport", [], .bool) { ctx, _ in ctx.addLocalRport = true; return .bool(true) }
+        add("set_advertised_address", [.str], .int) { ctx, a in
+            guard let v = a.string(0), !v.isEmpty else { return .int(-1) }
+            ctx.advertisedAddress = v
+            return .int(1)
+        }
+        add("set_advertised_port", [.str], .int) { ctx, a in
+            guard let v = a.string(0), let p = Int(v), p > 0, p < 65536 else { return .int(-1) }
+            ctx.advertisedPort = p
+            return .int(1)
         }
         add("add_tcp_alias", [.int], .int, compat: "no TCP yet: -1") { _, _ in .int(-1) }
         add("add_tcp_alias_via", [], .int, compat: "no TCP yet: -1") { _, _ in .int(-1) }

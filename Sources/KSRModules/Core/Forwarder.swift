@@ -77,9 +77,15 @@ public enum Forwarder {
             ctx.lastError = SERError.send
             return -1
         }
+        var sentBy = local.advertised
+        if ctx.advertisedAddress != nil || ctx.advertisedPort != nil {
+            let host = ctx.advertisedAddress ?? local.socket.uriHost
+            sentBy = "\(host):\(ctx.advertisedPort ?? Int(local.socket.port))"
+        }
         var via: [UInt8] = []
-        via.append(contentsOf: Array("Via: SIP/2.0/\(t.proto.viaName) \(local.advertised);branch=".utf8))
+        via.append(contentsOf: Array("Via: SIP/2.0/\(t.proto.viaName) \(sentBy);branch=".utf8))
         via.append(contentsOf: Array(branch(m, Array(t.address.description.utf8)).utf8))
+        if ctx.addLocalRport { via.append(contentsOf: Array(";rport".utf8)) }
         via.append(contentsOf: [0x0D, 0x0A])
         var options = SIPSerializeOptions(prependLine: via)
         // received / rport on the request's own top Via (RFC 3261 §18.2.1, RFC 3581 §4).
