@@ -3,6 +3,14 @@ public import StarlingKEMI
 /// Every export table Starling implements. The server filters them by the configured modules.
 public enum KSRModules {
     /// Modules this build implements (beyond the always-loaded core, pv, hdr and x).
+    /// Kamailio `loadmodule` names whose KEMI table has another name (kemix exports `KSR.kx`).
+    public static let kemiName: [String: String] = ["kemix": "kx"]
+
+    /// The KSR table names for configured module names (`kemix` → `kx`).
+    public static func tableNames(_ modules: [String]) -> Set<String> {
+        Set(modules.map { kemiName[$0] ?? $0 })
+    }
+
     public static let available: [String] = ["sl", "maxfwd", "sanity", "xlog", "kx", "siputils", "corex", "textops", "textopsx"]
 
     /// All exports, in registration order (core first, as Kamailio does).

@@ -28,9 +28,11 @@ public final class Server: Sendable {
         limits = LuaEngineLimits(instructionBudget: config.lua.instructionBudget, memoryLimit: config.lua.memoryLimitMB << 20)
         let modparams = config.modparams.mapValues { $0.mapValues { $0.map(\.text) } }
         // No module list configured: every module Starling implements is loaded.
-        let modules = config.modules.isEmpty ? Set(KSRModules.available) : Set(config.modules)
+        let modules = config.modules.isEmpty ? Set(KSRModules.available) : KSRModules.tableNames(config.modules)
         registry = KemiRegistry(exports: KSRModules.exports(ModuleConfiguration(params: modparams)), modules: modules)
-        let unknown = config.modules.filter { !KSRModules.available.contains($0) && !KemiRegistry.alwaysLoaded.contains($0) }
+        let unknown = KSRModules.tableNames(config.modules).filter {
+            !KSRModules.available.contains($0) && !KemiRegistry.alwaysLoaded.contains($0)
+        }.sorted()
         if !unknown.isEmpty {
             logger.warning("modules not implemented yet (their KSR tables stay nil): \(unknown.joined(separator: ", "))")
         }
