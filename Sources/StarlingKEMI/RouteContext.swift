@@ -52,6 +52,9 @@ public final class WorkerLocals {
     public var vars: [String: KemiValue] = [:]
     /// Worker index (0-based).
     public let index: Int
+    /// The pseudo-variable engine's per-worker cache (owned by KSRModules; a direct slot because every
+    /// `KSR.pv` call reads it).
+    public var pvState: AnyObject?
     /// Per-worker state of modules (caches), keyed by the owning type.
     private var storage: [ObjectIdentifier: AnyObject] = [:]
 

@@ -5,9 +5,9 @@ import Logging
 /// `KSR.pv`: get/gete/getw/getvs/getvn/geti/sets/seti/unset/is_null (REFERENCE §2.2).
 enum PVModule {
     static func spec(_ ctx: RouteContext, _ args: KemiArgs, _ i: Int = 0) -> PseudoVariable? {
-        guard let name = args.string(i) else { return nil }
-        guard let pv = ctx.pvCache.spec(name) else {
-            ctx.logger.error("invalid pseudo-variable name '\(name)'")
+        guard let raw = args.bytes(i) else { return nil }
+        guard raw.count > 0, let pv = ctx.pvCache.spec(raw: raw) else {
+            ctx.logger.error("invalid pseudo-variable name '\(String(decoding: raw, as: UTF8.self))'")
             return nil
         }
         return pv

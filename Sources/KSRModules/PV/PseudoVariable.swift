@@ -115,9 +115,31 @@ enum PVValue {
     }
 }
 
-/// Per-worker cache of parsed names.
+/// Per-worker cache of parsed names: a small direct-mapped table keyed by the address of the Lua
+/// string (Lua interns short strings, so a literal in the script keeps its address), checked against
+/// the bytes, in front of a dictionary by name.
 final class PVCache {
     var specs: [String: PseudoVariable?] = [:]
+
+    struct Slot {
+        var pointer: UnsafeRawPointer?
+        var bytes: [UInt8]
+        var spec: PseudoVariable?
+    }
+    var slots = [Slot](repeating: Slot(pointer: nil, bytes: [], spec: nil), count: 64)
+
+    /// The spec for a name given as raw bytes (a KSR argument).
+    func spec(raw: UnsafeRawBufferPointer) -> PseudoVariable? {
+        guard let p = raw.baseAddress else { return nil }
+        let i = Int(truncatingIfNeeded: UInt(bitPattern: p) >> 4) & 63
+        if slots[i].pointer == p && slots[i].bytes.count == raw.count
+            && slots[i].bytes.withUnsafeBytes({ memcmp($0.baseAddress!, p, raw.count) == 0 }) {
+            return slots[i].spec
+        }
+        let parsed = spec(String(decoding: raw, as: UTF8.self))
+        slots[i] = Slot(pointer: p, bytes: Array(raw), spec: parsed)
+        return parsed
+    }
 
     func spec(_ name: String) -> PseudoVariable? {
         if let cached = specs[name] { return cached }
@@ -128,7 +150,12 @@ final class PVCache {
 }
 
 extension RouteContext {
-    var pvCache: PVCache { worker.local(PVCache.self) { PVCache() } }
+    var pvCache: PVCache {
+        if let c = worker.pvState { return unsafeDowncast(c, to: PVCache.self) }
+        let c = PVCache()
+        worker.pvState = c
+        return c
+    }
 
     /// The Request-URI as it stands (rewritten or received), parsed.
     var currentRequestURI: SIPURI? {
