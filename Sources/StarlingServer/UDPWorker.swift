@@ -26,6 +26,10 @@ public final class ServerStats: Sendable {
     public let budgetAborts = Atomic<Int>(0)
     public let reloadsOK = Atomic<Int>(0)
     public let reloadsFailed = Atomic<Int>(0)
+    /// Requests received, by `SIPMethod.rawValue` (index 0: other methods).
+    public let requestsByMethod: InlineArray<32, Atomic<Int>> = InlineArray { _ in Atomic<Int>(0) }
+    /// Replies received, by status class (index 1 = 1xx ... 6 = 6xx; 0 = out of range).
+    public let repliesByClass: InlineArray<7, Atomic<Int>> = InlineArray { _ in Atomic<Int>(0) }
     public init() {}
 }
 
@@ -66,6 +70,9 @@ final class UDPWorker {
 
     /// The thread body.
     func run() {
+        // Log lines written on this thread carry the Call-ID of the message being routed.
+        CurrentRoute.set(dispatcher.context)
+        defer { CurrentRoute.set(nil) }
         switchScriptIfNeeded()
         let local = socket.localAddress
         while !stop.isSet {
