@@ -304,6 +304,10 @@ public final class ControlAPI: Sendable {
         ]
         for k in m.requests.keys.sorted() { out.append(("core:rcv_requests_\(k.lowercased())", m.requests[k]!)) }
         for k in m.replies.keys.sorted() { out.append(("core:rcv_replies_\(k)", m.replies[k]!)) }
+        out.append(("core:fwd_requests", c["requests_sent"] ?? 0))
+        out.append(("core:sent_replies", m.repliesSent.values.reduce(0, +)))
+        for k in m.repliesSent.keys.sorted() { out.append(("core:sent_replies_\(k)", m.repliesSent[k]!)) }
+        out.append(("core:send_failures", c["send_failures"] ?? 0))
         out += [
             ("script:errors", c["script_errors"] ?? 0),
             ("script:budget_aborts", c["budget_aborts"] ?? 0),

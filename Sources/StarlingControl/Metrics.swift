@@ -22,6 +22,10 @@ public enum PrometheusMetrics {
                m.requests.keys.sorted().map { ("{method=\"\(escape($0))\"}", String(m.requests[$0]!)) })
         metric("starling_replies_received_total", "counter", "SIP replies received, by status class.",
                m.replies.keys.sorted().map { ("{class=\"\($0)\"}", String(m.replies[$0]!)) })
+        counter("starling_requests_sent_total", "SIP requests sent (forwarded or generated).", "requests_sent")
+        metric("starling_replies_sent_total", "counter", "SIP replies sent (relayed or generated), by status class.",
+               m.repliesSent.keys.sorted().map { ("{class=\"\($0)\"}", String(m.repliesSent[$0]!)) })
+        counter("starling_send_failures_total", "Datagrams the socket could not send.", "send_failures")
         counter("starling_parse_errors_total", "Datagrams dropped because they do not parse as SIP.", "parse_errors")
         counter("starling_rejected_total", "Invalid messages refused by the core (answered 400/505, or dropped).", "rejected")
         counter("starling_script_errors_total", "Route callbacks that ended in a Lua error or the memory limit.", "script_errors")

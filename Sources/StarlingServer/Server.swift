@@ -184,15 +184,21 @@ public final class Server: Sendable {
             out["rejected", default: 0] += w.rejected.load(ordering: .relaxed)
             out["script_errors", default: 0] += w.scriptErrors.load(ordering: .relaxed)
             out["budget_aborts", default: 0] += w.budgetAborts.load(ordering: .relaxed)
+            out["requests_sent", default: 0] += w.requestsSent.load(ordering: .relaxed)
+            out["send_failures", default: 0] += w.sendFailures.load(ordering: .relaxed)
+            var replies = 0
+            for c in 0..<7 { replies += w.repliesSentByClass[c].load(ordering: .relaxed) }
+            out["replies_sent", default: 0] += replies
         }
         return out
     }
 
-    /// Requests received by method name ("OTHER" for unknown methods), and replies received by status
-    /// class ("1xx"..."6xx"), summed over the workers. Only non-zero entries.
-    public func messageCounters() -> (requests: [String: Int], replies: [String: Int]) {
+    /// Requests received by method name ("OTHER" for unknown methods), replies received and replies
+    /// sent by status class ("1xx"..."6xx"), summed over the workers. Only non-zero entries.
+    public func messageCounters() -> (requests: [String: Int], replies: [String: Int], repliesSent: [String: Int]) {
         var requests: [String: Int] = [:]
         var replies: [String: Int] = [:]
+        var repliesSent: [String: Int] = [:]
         for w in workerStats.withLock({ $0 }) {
             for m in SIPMethod.allCases {
                 let n = w.requestsByMethod[Int(m.rawValue) & 31].load(ordering: .relaxed)
@@ -201,9 +207,11 @@ public final class Server: Sendable {
             for c in 0..<7 {
                 let n = w.repliesByClass[c].load(ordering: .relaxed)
                 if n > 0 { replies[c == 0 ? "other" : "\(c)xx", default: 0] += n }
+                let s = w.repliesSentByClass[c].load(ordering: .relaxed)
+                if s > 0 { repliesSent[c == 0 ? "other" : "\(c)xx", default: 0] += s }
             }
         }
-        return (requests, replies)
+        return (requests, replies, repliesSent)
     }
 
     /// The published script: path, version, files, generation.

@@ -199,6 +199,8 @@ import StarlingControl
         #expect(try stat("core:rcv_requests") == 1)
         #expect(try stat("core:rcv_requests_options") == 1)
         #expect(try stat("core:rcv_datagrams") == 1)
+        #expect(try stat("core:sent_replies_2xx") == 1)
+        #expect(try stat("core:fwd_requests") == 0)
         let all = try #require(try f.call("stats.get_statistics", ["all"])["result"] as? [String])
         #expect(all.contains("script:errors = 0"))
         #expect(all.contains("app_lua:reloads_ok = 0"))
@@ -209,6 +211,7 @@ import StarlingControl
         #expect(text.contains("starling_requests_received_total{method=\"OPTIONS\"} 1\n"))
         #expect(text.contains("# TYPE starling_parse_errors_total counter\nstarling_parse_errors_total 0\n"))
         #expect(text.contains("starling_workers 1\n"))
+        #expect(text.contains("starling_replies_sent_total{class=\"2xx\"} 1\n"))
         #expect(text.contains("starling_uptime_seconds "))
     }
 
