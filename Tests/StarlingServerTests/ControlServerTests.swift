@@ -169,6 +169,7 @@ import StarlingControl
         #expect(try f.client.request("GET", path: "/nope", token: nil).status == 404)
         #expect(try f.client.request("PUT", path: "/metrics", token: nil).status == 405)
         #expect(try f.client.request("POST", path: "/rpc", body: Array(#"{"id":1,"method":"core.version"}"#.utf8), token: nil).status == 200)
+        #expect(try f.client.request("POST", body: [UInt8](repeating: 0x20, count: ControlServer.maxBody + 1), token: nil).status == 413)
         // Still serving after all of that.
         #expect(try f.call("core.version")["result"] is String)
     }
