@@ -52,6 +52,9 @@ public final class ControlServer: Sendable {
         api = ControlAPI(server: server, controlAddress: "http://\(localAddress)")
         shared.api.withLock { $0 = api }
         logger.info("control API on http://\(localAddress)\(token == nil ? "" : " (bearer token required)")")
+        if token == nil && !(listen.ip.hasPrefix("127.") || listen.ip == "::1") {
+            logger.warning("control API on a non-loopback address without a token: anyone who reaches it can reload the script")
+        }
     }
 
     /// Closes the listener and stops its thread.

@@ -81,20 +81,16 @@ struct RunCommand: ParsableCommand {
         sigaddset(&set, SIGHUP)
         pthread_sigmask(SIG_BLOCK, &set, nil)
         let server: Server
-        do {
-            server = try Server(config: cfg, logger: logger)
-            try server.start()
-        } catch {
-            logger.critical("\(error.description)")
-            throw ExitCode(1)
-        }
         var control: ControlServer? = nil
         do {
+            server = try Server(config: cfg, logger: logger)
+            // The control listener binds before the workers start: a busy port stops everything cleanly.
             if let c = cfg.control {
                 control = try ControlServer(server: server, listen: c.listen, token: c.token, logger: logger)
             }
+            try server.start()
         } catch {
-            server.shutdown()
+            control?.shutdown()
             logger.critical("\(error.description)")
             throw ExitCode(1)
         }

@@ -224,4 +224,17 @@ import StarlingControl
             _ = try ControlServer(server: f.server, listen: f.control.localAddress, token: nil, logger: logger)
         }
     }
+
+    @Test func clientURLs() {
+        func parts(_ u: String) -> String? { ControlClient(u).map { "\($0.host) \($0.port) \($0.path)" } }
+        #expect(parts("http://127.0.0.1:5065") == "127.0.0.1 5065 /")
+        #expect(parts("http://localhost:6000/rpc") == "localhost 6000 /rpc")
+        #expect(parts("127.0.0.2:7000") == "127.0.0.2 7000 /")
+        #expect(parts(":7001") == "127.0.0.1 7001 /")
+        #expect(parts("http://[::1]:7002") == "::1 7002 /")
+        #expect(parts("http://10.0.0.1") == "10.0.0.1 5065 /")
+        #expect(parts("https://127.0.0.1:5065") == nil)
+        #expect(parts("http://127.0.0.1:99999") == nil)
+        #expect(parts("http://127.0.0.1:abc") == nil)
+    }
 }
