@@ -93,6 +93,9 @@ public final class ControlAPI: Sendable {
             return Self.errorResponse(id: NSNull(), RPCError(RPCError.invalidRequest, "Invalid Request", data: "expected an object"))
         }
         let id: Any = obj["id"] ?? NSNull()
+        guard id is NSNull || id is String || id is NSNumber else {
+            return Self.errorResponse(id: NSNull(), RPCError(RPCError.invalidRequest, "Invalid Request", data: "id must be a string, a number or null"))
+        }
         if let v = obj["jsonrpc"], (v as? String) != "2.0" {
             return Self.errorResponse(id: id, RPCError(RPCError.invalidRequest, "Invalid Request", data: "jsonrpc must be \"2.0\""))
         }

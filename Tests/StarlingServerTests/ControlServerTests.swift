@@ -150,7 +150,8 @@ import StarlingControl
             #expect(obj["id"] is NSNull)
         }
         for body in ["42", "{\"id\":1}", "{\"id\":1,\"method\":5}", "[]", "{\"jsonrpc\":\"1.0\",\"id\":1,\"method\":\"core.version\"}",
-                     "{\"id\":1,\"method\":\"core.version\",\"params\":\"x\"}"] {
+                     "{\"id\":1,\"method\":\"core.version\",\"params\":\"x\"}",
+                     "{\"id\":[1],\"method\":\"core.version\"}", "{\"id\":{},\"method\":\"core.version\"}"] {
             let obj = try #require(try JSONSerialization.jsonObject(with: Data(try f.post(body).body)) as? [String: Any])
             let code = Self.errorCode(obj)
             #expect(code == RPCError.invalidRequest || code == RPCError.invalidParams, "\(body)")
