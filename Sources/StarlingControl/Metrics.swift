@@ -34,6 +34,13 @@ public enum PrometheusMetrics {
             ("{result=\"ok\"}", String(c["reloads_ok"] ?? 0)),
             ("{result=\"failed\"}", String(c["reloads_failed"] ?? 0)),
         ])
+        let sockets = server.socketStatus()
+        metric("starling_socket_receive_queue_bytes", "gauge", "Bytes waiting in a UDP socket's receive queue (shared by its workers).",
+               sockets.compactMap { s in s.receiveQueue.map { ("{socket=\"\(escape(s.socket))\"}", String($0)) } })
+        metric("starling_socket_drops_total", "counter", "Datagrams the kernel dropped on a UDP socket (receive buffer full).",
+               sockets.compactMap { s in s.drops.map { ("{socket=\"\(escape(s.socket))\"}", String($0)) } })
+        metric("starling_socket_receive_buffer_bytes", "gauge", "A UDP socket's receive buffer size (SO_RCVBUF).",
+               sockets.map { ("{socket=\"\(escape($0.socket))\"}", String($0.receiveBuffer)) })
         let p = server.publishedScript
         metric("starling_script_info", "gauge", "The active script version (hash of its files) and path.",
                [("{version=\"\(p.version)\",script=\"\(escape(p.source.path))\"}", "1")])

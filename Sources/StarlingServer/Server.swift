@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 public import Logging
 #if canImport(Glibc)
@@ -226,6 +227,28 @@ public final class Server: Sendable {
     /// The bound SIP sockets (real ports when 0 was configured).
     public var boundSockets: [(proto: SIPTransportProtocol, address: SocketAddress)] {
         services.udpSockets.map { (.udp, $0.localAddress) }
+    }
+
+    /// Kernel state of each UDP socket, from /proc/net/udp{,6} (read when asked; nil values when the
+    /// socket is not found there): bytes waiting in the receive queue, datagrams dropped by the kernel
+    /// (receive buffer full), and the receive buffer size.
+    public func socketStatus() -> [(socket: String, receiveQueue: Int?, drops: Int?, receiveBuffer: Int)] {
+        var byInode: [UInt64: (rx: Int, drops: Int)] = [:]
+        for file in ["/proc/net/udp", "/proc/net/udp6"] {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n").dropFirst() {
+                let f = line.split(separator: " ", omittingEmptySubsequences: true)
+                guard f.count >= 13, let inode = UInt64(f[9]), let drops = Int(f[12]) else { continue }
+                let queues = f[4].split(separator: ":")
+                guard queues.count == 2, let rx = Int(queues[1], radix: 16) else { continue }
+                byInode[inode] = (rx, drops)
+            }
+        }
+        return services.udpSockets.map { sock in
+            var st = stat()
+            let found = fstat(sock.fileDescriptor, &st) == 0 ? byInode[UInt64(st.st_ino)] : nil
+            return ("udp:\(sock.localAddress)", found?.rx, found?.drops, sock.receiveBufferSize)
+        }
     }
 
     /// Seconds since the server was created.

@@ -215,6 +215,8 @@ import StarlingControl
         #expect(text.contains("starling_workers 1\n"))
         #expect(text.contains("starling_replies_sent_total{class=\"2xx\"} 1\n"))
         #expect(text.contains("starling_uptime_seconds "))
+        #expect(text.contains("starling_socket_receive_queue_bytes{socket=\"udp:\(f.sipAddress)\"} "))
+        #expect(text.contains("starling_socket_drops_total{socket=\"udp:\(f.sipAddress)\"} 0\n"))
     }
 
     @Test func bindFailureIsAnError() throws {
