@@ -46,7 +46,7 @@ struct CtlCommand: ParsableCommand {
     @Argument(help: "The method, e.g. core.uptime.")
     var method: String
 
-    @Argument(help: "Parameters (integers are sent as numbers; s:TEXT forces a string).")
+    @Argument(parsing: .allUnrecognized, help: "Parameters (integers are sent as numbers; s:TEXT forces a string).")
     var params: [String] = []
 
     func run() throws {
