@@ -33,6 +33,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
     ],
     targets: [
         // C libraries and shims
@@ -40,7 +41,7 @@ let package = Package(
             name: "CLua", path: "Sources/CLua", pkgConfig: "lua5.4",
             providers: [.apt(["liblua5.4-dev", "pkg-config"])]),
         .target(name: "CLuaShim", dependencies: ["CLua"]),
-        .target(name: "CSystem"),
+        .target(name: "CStarlingSystem", path: "Sources/CSystem"),
         .systemLibrary(
             name: "CAres", path: "Sources/CAres", pkgConfig: "libcares",
             providers: [.apt(["libc-ares-dev", "pkg-config"])]),
@@ -51,7 +52,7 @@ let package = Package(
         .target(name: "SIPTransaction", dependencies: ["SIPCore"], swiftSettings: swiftSettings),
         // Sockets (UDP workers' recvmmsg/sendmmsg), addresses, resolver.
         .target(
-            name: "SIPTransport", dependencies: ["SIPCore", "CSystem", "CAres"], swiftSettings: transportSettings),
+            name: "SIPTransport", dependencies: ["SIPCore", "CStarlingSystem", "CAres"], swiftSettings: transportSettings),
         // Engine-agnostic export tables and the per-message route context.
         .target(
             name: "StarlingKEMI",
@@ -65,18 +66,29 @@ let package = Package(
         .target(
             name: "KSRModules",
             dependencies: [
-                "StarlingKEMI", "SIPCore", "SIPTransport", "CSystem", .product(name: "Logging", package: "swift-log"),
+                "StarlingKEMI", "SIPCore", "SIPTransport", "CStarlingSystem", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hotPathSettings),
         // Configuration, workers, reload, lifecycle.
         .target(
             name: "StarlingServer",
             dependencies: [
-                "SIPCore", "SIPTransport", "StarlingKEMI", "StarlingLua", "KSRModules", "CSystem",
+                "SIPCore", "SIPTransport", "StarlingKEMI", "StarlingLua", "KSRModules", "CStarlingSystem",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             swiftSettings: hotPathSettings),
+        // The HTTP control listener: JSON-RPC (Kamailio method names) and Prometheus /metrics.
+        .target(
+            name: "StarlingControl",
+            dependencies: [
+                "StarlingServer", "StarlingLua", "StarlingKEMI", "KSRModules", "SIPTransport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings),
         // Offline harness: the real engine and KSR functions with a recording network.
         .target(
             name: "StarlingTesting",
@@ -86,7 +98,8 @@ let package = Package(
         .executableTarget(
             name: "starling",
             dependencies: [
-                "SIPCore", "StarlingServer", "KSRModules", "StarlingTesting",
+                "SIPCore", "StarlingServer", "StarlingControl", "KSRModules", "StarlingTesting",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
@@ -105,7 +118,8 @@ let package = Package(
             dependencies: ["KSRModules", "StarlingLua", "StarlingKEMI", "SIPCore", "SIPTransport", "StarlingTesting"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "StarlingServerTests", dependencies: ["StarlingServer", "StarlingTesting", "SIPCore", "SIPTransport"],
+            name: "StarlingServerTests",
+            dependencies: ["StarlingServer", "StarlingControl", "StarlingTesting", "SIPCore", "SIPTransport"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingTestingTests", dependencies: ["StarlingTesting", "KSRModules", "StarlingKEMI"],

@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import CAres
-import CSystem
+import CStarlingSystem
 import Synchronization
 
 /// c-ares must be initialised once per process before any channel exists.

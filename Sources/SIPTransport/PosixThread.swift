@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CSystem
+import CStarlingSystem
 import Synchronization
 
 /// A joinable POSIX thread running a `@Sendable` closure: the worker-thread primitive (one

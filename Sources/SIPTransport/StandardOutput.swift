@@ -1,4 +1,4 @@
-import CSystem
+import CStarlingSystem
 
 /// Process-wide stdout buffering (Glibc's `stdout` global is not concurrency-safe to touch from Swift).
 public enum StandardOutput {

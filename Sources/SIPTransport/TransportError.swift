@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CSystem
+import CStarlingSystem
 
 /// A failed system call in the transport layer: what was attempted and the `errno` it gave.
 public struct TransportError: Error, Sendable, Equatable, CustomStringConvertible {

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CSystem
+import CStarlingSystem
 
 /// Receives datagrams in batches with one `recvmmsg` call. Owned by one worker thread (not
 /// Sendable): the slot buffers are allocated once, in `init`, and reused for every batch.

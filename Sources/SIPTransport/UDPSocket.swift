@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CSystem
+import CStarlingSystem
 import Synchronization
 
 /// A bound UDP socket (IPv4 or IPv6). Several worker threads may receive and send on the same

@@ -60,7 +60,10 @@ extension StarlingConfig {
     /// Keys allowed in `[core]`.
     static let coreKeys: [String] = [
         "listen", "workers", "script", "modules", "log_level", "dns_servers", "instruction_budget", "memory_limit_mb",
+        "log_format",
     ]
+    /// Keys allowed in `[control]`.
+    static let controlKeys: [String] = ["listen", "token"]
     /// `[core]` keys that hold lists (comma-separated in the environment).
     static let coreListKeys: Set<String> = ["listen", "modules", "dns_servers"]
 
@@ -75,6 +78,12 @@ extension StarlingConfig {
                 for k in core.keys.sorted() {
                     guard let v = core[k] else { continue }
                     try setCore(k, RawValue(v), key: "core.\(k)")
+                }
+            case "control":
+                guard let ctl = value.table else { throw ConfigError(key: "control", "expected a table ([control]), got \(RawValue(value).shown)") }
+                for k in ctl.keys.sorted() {
+                    guard let v = ctl[k] else { continue }
+                    try setControl(k, RawValue(v), key: "control.\(k)")
                 }
             case "define":
                 guard let defs = value.table else { throw ConfigError(key: "define", "expected a table ([define]), got \(RawValue(value).shown)") }
@@ -96,7 +105,7 @@ extension StarlingConfig {
                     }
                 }
             default:
-                throw ConfigError(key: key, "unknown section (expected [core], [define] or [modparam.<module>])")
+                throw ConfigError(key: key, "unknown section (expected [core], [control], [define] or [modparam.<module>])")
             }
         }
     }
@@ -137,6 +146,11 @@ extension StarlingConfig {
             modules = seen
         case "log_level":
             logLevel = try Self.parseLogLevel(value, key: key)
+        case "log_format":
+            guard case .string(let s) = value, let f = LogFormat(rawValue: s.lowercased()) else {
+                throw ConfigError(key: key, "expected \"text\" or \"json\", got \(value.shown)")
+            }
+            logFormat = f
         case "dns_servers":
             var servers: [SocketAddress] = []
             for (i, s) in try stringList(value, key: key).enumerated() {
@@ -152,6 +166,30 @@ extension StarlingConfig {
             lua.memoryLimitMB = try nonNegative(value, key: key)
         default:
             throw ConfigError(key: key, "unknown key (expected one of \(StarlingConfig.coreKeys.joined(separator: ", ")))")
+        }
+    }
+
+    mutating func setControl(_ name: String, _ value: RawValue, key: String) throws(ConfigError) {
+        switch name {
+        case "listen":
+            let text: String
+            switch value {
+            case .string(let s): text = s
+            case .int(let p): text = String(p)
+            default: throw ConfigError(key: key, "expected an address string such as \"127.0.0.1:5065\", got \(value.shown)")
+            }
+            guard let a = ControlConfig.parseListen(text) else {
+                throw ConfigError(key: key, "bad control address \(value.shown) (expected \"ip:port\", \"[ipv6]:port\" or \":port\", port 1-65535)")
+            }
+            controlListen = a
+        case "token":
+            guard case .string(let s) = value else { throw ConfigError(key: key, "expected a string, got \(value.shown)") }
+            guard !s.contains(where: { $0.isWhitespace || $0.isNewline }) else {
+                throw ConfigError(key: key, "the token must not contain white space")
+            }
+            controlToken = s.isEmpty ? nil : s
+        default:
+            throw ConfigError(key: key, "unknown key (expected one of \(StarlingConfig.controlKeys.joined(separator: ", ")))")
         }
     }
 
@@ -199,6 +237,12 @@ extension StarlingConfig {
                     raw = .string(text)
                 }
                 try setCore(k, raw, key: name)
+            } else if name.hasPrefix("STARLING_CONTROL_") {
+                let k = String(name.dropFirst("STARLING_CONTROL_".count)).lowercased()
+                guard StarlingConfig.controlKeys.contains(k) else {
+                    throw ConfigError(key: name, "unknown key control.\(k) (expected one of \(StarlingConfig.controlKeys.joined(separator: ", ")))")
+                }
+                try setControl(k, .string(text), key: name)
             } else if name.hasPrefix("STARLING_DEFINE_") {
                 let given = String(name.dropFirst("STARLING_DEFINE_".count))
                 let defName = defines.keys.first { $0.caseInsensitiveCompare(given) == .orderedSame } ?? given
@@ -242,6 +286,7 @@ extension StarlingConfig {
     // MARK: Cross-checks
 
     func validate() throws(ConfigError) {
+
         for module in modparams.keys.sorted() where !modules.contains(module) {
             throw ConfigError(key: "modparam.\(module)", "module \"\(module)\" is not loaded (add it to core.modules)")
         }

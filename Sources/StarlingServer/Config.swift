@@ -16,6 +16,11 @@ import TOMLKit
 /// dns_servers = ["127.0.0.1:5353"]   # default: the system resolver
 /// instruction_budget = 10000000
 /// memory_limit_mb = 64
+/// log_format = "text"         # or "json" (one JSON object per line)
+///
+/// [control]                    # the HTTP control API (JSON-RPC, /metrics); off when absent
+/// listen = "127.0.0.1:5065"    # host defaults to 127.0.0.1 ("5065" or ":5065")
+/// token = "secret"             # optional: clients send "Authorization: Bearer secret"
 ///
 /// [define]                     # what #!define is to Kamailio
 /// WITH_AUTH = true
@@ -25,7 +30,8 @@ import TOMLKit
 /// fr_timer = 30000
 /// ```
 ///
-/// Environment: `STARLING_CORE_<KEY>` (lists comma-separated), `STARLING_DEFINE_<NAME>`,
+/// Environment: `STARLING_CORE_<KEY>` (lists comma-separated), `STARLING_CONTROL_LISTEN`,
+/// `STARLING_CONTROL_TOKEN`, `STARLING_DEFINE_<NAME>`,
 /// `STARLING_MODPARAM_<MODULE>_<PARAM>` (matched case-insensitively onto known modules and
 /// parameters, otherwise lower-cased). Other `STARLING_*` variables are ignored here.
 public struct StarlingConfig: Sendable, Equatable {
@@ -39,6 +45,14 @@ public struct StarlingConfig: Sendable, Equatable {
     public var modules: [String] = []
     /// Log level. Default info.
     public var logLevel: Logger.Level = .info
+    /// Log line format. Default text.
+    public var logFormat: LogFormat = .text
+    /// `[control] listen`: the HTTP control listener's address; nil (the default) keeps it off.
+    public var controlListen: SocketAddress?
+    /// `[control] token`: the bearer token the control API requires (nil: none).
+    public var controlToken: String?
+    /// The control listener's settings, nil when `[control] listen` is not set.
+    public var control: ControlConfig? { controlListen.map { ControlConfig(listen: $0, token: controlToken) } }
     /// DNS servers; empty uses the system resolver (/etc/resolv.conf).
     public var dnsServers: [SocketAddress] = []
     /// Limits for each Lua state.
@@ -100,5 +114,42 @@ public struct StarlingConfig: Sendable, Equatable {
         try config.apply(overrides)
         try config.validate()
         return config
+    }
+}
+
+/// How log lines are written.
+public enum LogFormat: String, Sendable, Equatable, CaseIterable {
+    /// swift-log's readable console lines.
+    case text
+    /// One JSON object per line: ts, level, label, msg, the metadata, call_id.
+    case json
+}
+
+/// `[control]`: where the control API listens and the bearer token it requires.
+public struct ControlConfig: Sendable, Equatable {
+    /// The TCP address (default host 127.0.0.1).
+    public var listen: SocketAddress
+    /// If set, requests need `Authorization: Bearer <token>`.
+    public var token: String?
+
+    public init(listen: SocketAddress, token: String? = nil) {
+        self.listen = listen
+        self.token = token
+    }
+
+    /// The default control address, 127.0.0.1:5065.
+    public static let defaultListen = SocketAddress(ip: "127.0.0.1", port: 5065)!
+
+    /// Parses "host:port", "[v6]:port", ":port" or "port" (host 127.0.0.1), or "host" (port 5065).
+    public static func parseListen(_ text: String) -> SocketAddress? {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        if t.isEmpty { return nil }
+        if t.allSatisfy(\.isASCII) && t.allSatisfy(\.isNumber) {
+            guard let p = Int(t), (1...65535).contains(p) else { return nil }
+            return SocketAddress(ip: "127.0.0.1", port: p)
+        }
+        if t.hasPrefix(":") { return parseListen(String(t.dropFirst())) }
+        guard let a = SocketAddress(t, defaultPort: 5065), a.port != 0 else { return nil }
+        return a
     }
 }

@@ -72,6 +72,12 @@ public final class MessageDispatcher {
     @discardableResult
     public func dispatch(_ message: SIPMessage, source: SocketAddress, local: SocketAddress,
                          proto: SIPTransportProtocol) -> DispatchResult {
+        if message.isRequest {
+            stats.requestsByMethod[Int(message.method.rawValue) & 31].wrappingAdd(1, ordering: .relaxed)
+        } else {
+            let c = message.statusCode / 100
+            stats.repliesByClass[(1...6).contains(c) ? c : 0].wrappingAdd(1, ordering: .relaxed)
+        }
         let ctx = context
         let info = ReceiveInfo(source: source, local: local, proto: proto)
         ctx.begin(message: message, received: info, routeType: message.isRequest ? .request : .reply)

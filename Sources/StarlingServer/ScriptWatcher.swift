@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CSystem
+import CStarlingSystem
 import Foundation
 import SIPTransport
 import Synchronization

@@ -1,5 +1,9 @@
-public import Synchronization
+import Foundation
+import Synchronization
 public import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
 import SIPCore
 public import SIPTransport
 public import StarlingKEMI
@@ -8,6 +12,8 @@ import KSRModules
 
 /// A running Starling: sockets, worker threads, the script store and its file watcher.
 public final class Server: Sendable {
+    /// Starling's release version.
+    public static let version = "0.1.0"
     public let config: StarlingConfig
     /// Server-wide counters (reloads); per-message counters live in `workerStats`.
     public let stats = ServerStats()
@@ -20,6 +26,10 @@ public final class Server: Sendable {
     private let threads: Mutex<[PosixThread]> = Mutex([])
     private let watcher: Mutex<ScriptWatcher?> = Mutex(nil)
     let limits: LuaEngineLimits
+    /// When the server was created (for `core.uptime`).
+    public let startedAt = ContinuousClock.now
+    /// Wall-clock start, seconds since 1970.
+    public let startedAtUnix: Int = Int(time(nil))
 
     /// Everything that can fail before a single worker starts: the script loads, sockets bind.
     public init(config: StarlingConfig, logger: Logger) throws(ServerError) {
@@ -111,6 +121,28 @@ public final class Server: Sendable {
     /// the running version and logs why. Returns true if a new version was published.
     @discardableResult
     public func reload(reason: String) -> Bool {
+        if case .published = reloadScript(reason: reason) { return true }
+        return false
+    }
+
+    /// What a reload did.
+    public enum ReloadOutcome: Sendable, Equatable {
+        /// A new version is published; the workers switch between two messages.
+        case published(ScriptVersion)
+        /// The files load but hash to the running version.
+        case unchanged(ScriptVersion)
+        /// The new version was refused (the message says why); the running version stays.
+        case failed(String, active: ScriptVersion)
+    }
+
+    /// `reload(reason:)` with the outcome.
+    public func reloadScript(reason: String) -> ReloadOutcome {
+        reloadLock.withLock { _ in reloadLocked(reason: reason) }
+    }
+
+    private let reloadLock = Mutex<Void>(())
+
+    private func reloadLocked(reason: String) -> ReloadOutcome {
         logger.info("reloading \(config.script) (\(reason))")
         do {
             let source = try ScriptSource.read(path: config.script)
@@ -118,7 +150,7 @@ public final class Server: Sendable {
             let current = store.published
             if probe.version == current.version {
                 logger.info("script version \(probe.version) unchanged")
-                return false
+                return .unchanged(probe.version)
             }
             let p = store.publish(source: source, version: probe.version, files: probe.loadedFiles)
             stats.reloadsOK.wrappingAdd(1, ordering: .relaxed)
@@ -128,11 +160,12 @@ public final class Server: Sendable {
                     do { try w?.setPaths(probe.loadedFiles) } catch { logger.warning("watching \(probe.loadedFiles): \(error)") }
                 }
             }
-            return true
+            return .published(p.version)
         } catch {
             stats.reloadsFailed.wrappingAdd(1, ordering: .relaxed)
-            logger.error("reload failed, version \(store.published.version) stays active: \(error.description)")
-            return false
+            let active = store.published.version
+            logger.error("reload failed, version \(active) stays active: \(error.description)")
+            return .failed(error.description, active: active)
         }
     }
 
@@ -154,8 +187,76 @@ public final class Server: Sendable {
             out["rejected", default: 0] += w.rejected.load(ordering: .relaxed)
             out["script_errors", default: 0] += w.scriptErrors.load(ordering: .relaxed)
             out["budget_aborts", default: 0] += w.budgetAborts.load(ordering: .relaxed)
+            out["requests_sent", default: 0] += w.requestsSent.load(ordering: .relaxed)
+            out["send_failures", default: 0] += w.sendFailures.load(ordering: .relaxed)
+            var replies = 0
+            for c in 0..<7 { replies += w.repliesSentByClass[c].load(ordering: .relaxed) }
+            out["replies_sent", default: 0] += replies
         }
         return out
+    }
+
+    /// Requests received by method name ("OTHER" for unknown methods), replies received and replies
+    /// sent by status class ("1xx"..."6xx"), summed over the workers. Only non-zero entries.
+    public func messageCounters() -> (requests: [String: Int], replies: [String: Int], repliesSent: [String: Int]) {
+        var requests: [String: Int] = [:]
+        var replies: [String: Int] = [:]
+        var repliesSent: [String: Int] = [:]
+        for w in workerStats.withLock({ $0 }) {
+            for m in SIPMethod.allCases {
+                let n = w.requestsByMethod[Int(m.rawValue) & 31].load(ordering: .relaxed)
+                if n > 0 { requests[m == .other ? "OTHER" : m.name, default: 0] += n }
+            }
+            for c in 0..<7 {
+                let n = w.repliesByClass[c].load(ordering: .relaxed)
+                if n > 0 { replies[c == 0 ? "other" : "\(c)xx", default: 0] += n }
+                let s = w.repliesSentByClass[c].load(ordering: .relaxed)
+                if s > 0 { repliesSent[c == 0 ? "other" : "\(c)xx", default: 0] += s }
+            }
+        }
+        return (requests, replies, repliesSent)
+    }
+
+    /// The published script: path, version, files, generation.
+    public var publishedScript: ScriptStore.Published { store.published }
+
+    /// Workers running the published generation.
+    public var workersOnCurrentScript: Int { store.workersOnCurrent.load(ordering: .relaxed) }
+
+    /// Total worker threads.
+    public var workerCount: Int { services.workerCount }
+
+    /// The bound SIP sockets (real ports when 0 was configured).
+    public var boundSockets: [(proto: SIPTransportProtocol, address: SocketAddress)] {
+        services.udpSockets.map { (.udp, $0.localAddress) }
+    }
+
+    /// Kernel state of each UDP socket, from /proc/net/udp{,6} (read when asked; nil values when the
+    /// socket is not found there): bytes waiting in the receive queue, datagrams dropped by the kernel
+    /// (receive buffer full), and the receive buffer size.
+    public func socketStatus() -> [(socket: String, receiveQueue: Int?, drops: Int?, receiveBuffer: Int)] {
+        var byInode: [UInt64: (rx: Int, drops: Int)] = [:]
+        for file in ["/proc/net/udp", "/proc/net/udp6"] {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n").dropFirst() {
+                let f = line.split(separator: " ", omittingEmptySubsequences: true)
+                guard f.count >= 13, let inode = UInt64(f[9]), let drops = Int(f[12]) else { continue }
+                let queues = f[4].split(separator: ":")
+                guard queues.count == 2, let rx = Int(queues[1], radix: 16) else { continue }
+                byInode[inode] = (rx, drops)
+            }
+        }
+        return services.udpSockets.map { sock in
+            var st = stat()
+            let found = fstat(sock.fileDescriptor, &st) == 0 ? byInode[UInt64(st.st_ino)] : nil
+            return ("udp:\(sock.localAddress)", found?.rx, found?.drops, sock.receiveBufferSize)
+        }
+    }
+
+    /// Seconds since the server was created.
+    public var uptimeSeconds: Double {
+        let d = ContinuousClock.now - startedAt
+        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
 
     /// `starling check`: loads a script with every module's exports.
@@ -182,7 +283,7 @@ public final class Server: Sendable {
 /// A start-up failure, with a message for the user.
 public struct ServerError: Error, Sendable, CustomStringConvertible {
     public let description: String
-    init(_ d: String) { description = d }
+    public init(_ d: String) { description = d }
 }
 
 /// Moves a non-Sendable value into a thread that becomes its only owner.

@@ -26,6 +26,16 @@ public final class ServerStats: Sendable {
     public let budgetAborts = Atomic<Int>(0)
     public let reloadsOK = Atomic<Int>(0)
     public let reloadsFailed = Atomic<Int>(0)
+    /// Requests received, by `SIPMethod.rawValue` (index 0: other methods).
+    public let requestsByMethod: InlineArray<32, Atomic<Int>> = InlineArray { _ in Atomic<Int>(0) }
+    /// Replies received, by status class (index 1 = 1xx ... 6 = 6xx; 0 = out of range).
+    public let repliesByClass: InlineArray<7, Atomic<Int>> = InlineArray { _ in Atomic<Int>(0) }
+    /// Requests sent (forwarded or generated).
+    public let requestsSent = Atomic<Int>(0)
+    /// Replies sent (relayed or generated), by status class (index 1 = 1xx ... 6 = 6xx; 0 = other).
+    public let repliesSentByClass: InlineArray<7, Atomic<Int>> = InlineArray { _ in Atomic<Int>(0) }
+    /// Datagrams the socket refused to send.
+    public let sendFailures = Atomic<Int>(0)
     public init() {}
 }
 
@@ -57,7 +67,7 @@ final class UDPWorker {
         self.services = services
         self.logger = logger
         self.stop = stop
-        sender = WorkerSender(services: services, logger: logger)
+        sender = WorkerSender(services: services, logger: logger, stats: stats)
         let local = socket.localAddress
         let ctx = RouteContext(worker: WorkerLocals(index: index), logger: logger, services: services, sender: sender,
                                received: ReceiveInfo(source: local, local: local, proto: .udp))
@@ -66,6 +76,9 @@ final class UDPWorker {
 
     /// The thread body.
     func run() {
+        // Log lines written on this thread carry the Call-ID of the message being routed.
+        CurrentRoute.set(dispatcher.context)
+        defer { CurrentRoute.set(nil) }
         switchScriptIfNeeded()
         let local = socket.localAddress
         while !stop.isSet {

@@ -1,3 +1,4 @@
+import Synchronization
 import SIPTransport
 import StarlingKEMI
 import Logging
@@ -11,10 +12,12 @@ final class WorkerSender: MessageSender {
     private let batches: [UDPBatchSender]
     private(set) var sent = 0
     private(set) var failed = 0
+    let stats: ServerStats
 
-    init(services: ServerServices, logger: Logger) {
+    init(services: ServerServices, logger: Logger, stats: ServerStats = ServerStats()) {
         self.services = services
         self.logger = logger
+        self.stats = stats
         batches = services.udpSockets.map { _ in UDPBatchSender(capacity: 64) }
     }
 
@@ -32,9 +35,24 @@ final class WorkerSender: MessageSender {
         if batch.isFull { flush(index) }
         if !batch.append(bytes, to: destination) {
             // Too large for a batch slot: send it directly.
-            do { try socket.send(bytes, to: destination); sent += 1 } catch { failed += 1; return false }
+            do { try socket.send(bytes, to: destination); sent += 1 } catch {
+                failed += 1
+                stats.sendFailures.wrappingAdd(1, ordering: .relaxed)
+                return false
+            }
         }
+        count(bytes)
         return true
+    }
+
+    /// Requests sent, and replies sent by status class: a look at the first bytes ("SIP/2.0 2").
+    @inline(__always) private func count(_ bytes: [UInt8]) {
+        if bytes.count > 9, bytes[0] == 0x53, bytes[1] == 0x49, bytes[2] == 0x50, bytes[3] == 0x2F, bytes[7] == 0x20 {
+            let d = Int(bytes[8]) - 0x30
+            stats.repliesSentByClass[(1...6).contains(d) ? d : 0].wrappingAdd(1, ordering: .relaxed)
+        } else {
+            stats.requestsSent.wrappingAdd(1, ordering: .relaxed)
+        }
     }
 
     /// Sends everything queued.
@@ -46,6 +64,7 @@ final class WorkerSender: MessageSender {
         let r = batches[i].flush(on: services.udpSockets[i])
         sent += r.sent
         failed += r.failed
+        if r.failed > 0 { stats.sendFailures.wrappingAdd(r.failed, ordering: .relaxed) }
         if r.failed > 0, let e = r.lastError { logger.warning("send failed for \(r.failed) datagram(s): \(e)") }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logging
 import StarlingServer
+import StarlingControl
 import SIPTransport
 #if canImport(Glibc)
 import Glibc
@@ -22,6 +23,9 @@ struct RunCommand: ParsableCommand {
             The script is watched: save a new version and it replaces the running one between two messages \
             (fresh Lua globals); a version that fails to load is refused and the previous one keeps running. \
             SIGHUP forces a reload; SIGINT/SIGTERM stop the router.
+
+            With [control] listen set (or STARLING_CONTROL_LISTEN), an HTTP control API answers JSON-RPC \
+            (Kamailio method names) and serves Prometheus metrics at /metrics; see `starling ctl`.
 
             Examples:
               starling run --script routes/default.lua --listen udp:127.0.0.1:5060 --workers 4
@@ -54,11 +58,20 @@ struct RunCommand: ParsableCommand {
             throw ExitCode(2)
         }
         let level = cfg.logLevel
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
-        }
+        let format = cfg.logFormat
+        // Lines logged while a worker routes a message carry its Call-ID (read only when a line is written).
+        LoggingSystem.bootstrap({ label, provider in
+            switch format {
+            case .json:
+                var h = JSONLogHandler(label: label, metadataProvider: provider)
+                h.logLevel = level
+                return h
+            case .text:
+                var h = StreamLogHandler.standardError(label: label, metadataProvider: provider)
+                h.logLevel = level
+                return h
+            }
+        }, metadataProvider: CurrentRoute.metadataProvider)
         let logger = Logger(label: "starling")
         // Signals are taken by sigwait on this thread; workers inherit the blocked mask.
         var set = sigset_t()
@@ -68,10 +81,16 @@ struct RunCommand: ParsableCommand {
         sigaddset(&set, SIGHUP)
         pthread_sigmask(SIG_BLOCK, &set, nil)
         let server: Server
+        var control: ControlServer? = nil
         do {
             server = try Server(config: cfg, logger: logger)
+            // The control listener binds before the workers start: a busy port stops everything cleanly.
+            if let c = cfg.control {
+                control = try ControlServer(server: server, listen: c.listen, token: c.token, logger: logger)
+            }
             try server.start()
         } catch {
+            control?.shutdown()
             logger.critical("\(error.description)")
             throw ExitCode(1)
         }
@@ -83,6 +102,7 @@ struct RunCommand: ParsableCommand {
                 continue
             }
             logger.info("signal \(sig): stopping")
+            control?.shutdown()
             server.shutdown()
             return
         }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import StarlingServer
 
 struct Starling: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -8,12 +9,12 @@ struct Starling: ParsableCommand {
             With no subcommand, runs routes/default.lua on udp:127.0.0.1:5060.
             """,
         version: StarlingVersion.string,
-        subcommands: [RunCommand.self, CheckCommand.self, ParseCommand.self, ApiCommand.self, TestCommand.self, VersionCommand.self],
+        subcommands: [RunCommand.self, CheckCommand.self, ParseCommand.self, ApiCommand.self, TestCommand.self, CtlCommand.self, VersionCommand.self],
         defaultSubcommand: RunCommand.self)
 }
 
 enum StarlingVersion {
-    static let string = "0.1.0"
+    static let string = Server.version
 }
 
 struct VersionCommand: ParsableCommand {

@@ -111,8 +111,8 @@ struct ConfigTests {
     @Test("unknown keys in [core] and unknown sections are errors")
     func unknownKeys() {
         expectError("[core]\nworkerz = 2",
-                    "core.workerz: unknown key (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb)")
-        expectError("[server]\nx = 1", "server: unknown section (expected [core], [define] or [modparam.<module>])")
+                    "core.workerz: unknown key (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format)")
+        expectError("[server]\nx = 1", "server: unknown section (expected [core], [control], [define] or [modparam.<module>])")
         expectError("core = 1", "core: expected a table ([core]), got 1")
     }
 
@@ -226,7 +226,7 @@ struct ConfigTests {
     func environmentErrors() {
         expectError("", env: ["STARLING_CORE_WORKERS": "abc"], "STARLING_CORE_WORKERS: expected a positive integer, got \"abc\"")
         expectError("", env: ["STARLING_CORE_THREADS": "4"],
-                    "STARLING_CORE_THREADS: unknown key core.threads (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb)")
+                    "STARLING_CORE_THREADS: unknown key core.threads (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format)")
         expectError("", env: ["STARLING_CORE_LISTEN": "udp:127.0.0.1:5060,foo:1.2.3.4"],
                     "STARLING_CORE_LISTEN[1]: unknown proto \"foo\" in \"foo:1.2.3.4\" (expected one of udp, tcp, tls, ws, wss, sctp)")
         expectError("", env: ["STARLING_MODPARAM_TM": "1"], "STARLING_MODPARAM_TM: expected STARLING_MODPARAM_<MODULE>_<PARAM>")
@@ -253,5 +253,56 @@ struct ConfigTests {
                     "--listen[0]: bad IP address in \"udp:nowhere\" (expected \"proto:ip:port\", e.g. \"udp:127.0.0.1:5060\" or \"udp:[::1]:5060\")")
         expectError("", overrides: ConfigOverrides(logLevel: "loud"),
                     "--log-level: expected trace, debug, info, notice, warning, error, critical or a Kamailio level -5...4, got \"loud\"")
+    }
+
+    @Test("[control] and log_format")
+    func controlAndLogFormat() throws {
+        let none = try StarlingConfig.parse(toml: "")
+        #expect(none.control == nil && none.logFormat == .text)
+
+        let c = try StarlingConfig.parse(toml: """
+            [core]
+            log_format = "json"
+            [control]
+            listen = "127.0.0.1:5065"
+            token = "s3cret"
+            """)
+        #expect(c.logFormat == .json)
+        #expect(c.control == ControlConfig(listen: SocketAddress(ip: "127.0.0.1", port: 5065)!, token: "s3cret"))
+
+        // The host defaults to 127.0.0.1.
+        #expect(try StarlingConfig.parse(toml: "[control]\nlisten = \":6000\"").control?.listen.description == "127.0.0.1:6000")
+        #expect(try StarlingConfig.parse(toml: "[control]\nlisten = \"6001\"").control?.listen.description == "127.0.0.1:6001")
+        #expect(try StarlingConfig.parse(toml: "[control]\nlisten = 6002").control?.listen.description == "127.0.0.1:6002")
+        #expect(try StarlingConfig.parse(toml: "[control]\nlisten = \"[::1]:6003\"").control?.listen.description == "[::1]:6003")
+        #expect(try StarlingConfig.parse(toml: "[control]\nlisten = \"0.0.0.0\"").control?.listen.description == "0.0.0.0:5065")
+        // A token alone does not turn the listener on.
+        #expect(try StarlingConfig.parse(toml: "[control]\ntoken = \"x\"").control == nil)
+
+        // Environment overrides the file.
+        let e = try StarlingConfig.parse(toml: "[control]\nlisten = \"127.0.0.1:5065\"",
+                                         environment: ["STARLING_CONTROL_LISTEN": "127.0.0.2:7000", "STARLING_CONTROL_TOKEN": "t",
+                                                       "STARLING_CORE_LOG_FORMAT": "JSON"])
+        #expect(e.control == ControlConfig(listen: SocketAddress(ip: "127.0.0.2", port: 7000)!, token: "t"))
+        #expect(e.logFormat == .json)
+    }
+
+    @Test("[control] and log_format errors name the key")
+    func controlErrors() {
+        expectError("[control]\nlisten = \"localhost:5065\"",
+                    "control.listen: bad control address \"localhost:5065\" (expected \"ip:port\", \"[ipv6]:port\" or \":port\", port 1-65535)")
+        expectError("[control]\nlisten = \"127.0.0.1:70000\"",
+                    "control.listen: bad control address \"127.0.0.1:70000\" (expected \"ip:port\", \"[ipv6]:port\" or \":port\", port 1-65535)")
+        expectError("[control]\nlisten = \"127.0.0.1:0\"",
+                    "control.listen: bad control address \"127.0.0.1:0\" (expected \"ip:port\", \"[ipv6]:port\" or \":port\", port 1-65535)")
+        expectError("[control]\nlisten = true", "control.listen: expected an address string such as \"127.0.0.1:5065\", got true")
+        expectError("[control]\ntoken = 5", "control.token: expected a string, got 5")
+        expectError("[control]\ntoken = \"a b\"", "control.token: the token must not contain white space")
+        expectError("[control]\nport = 5", "control.port: unknown key (expected one of listen, token)")
+        expectError("control = 1", "control: expected a table ([control]), got 1")
+        expectError("[core]\nlog_format = \"xml\"", "core.log_format: expected \"text\" or \"json\", got \"xml\"")
+        expectError("", env: ["STARLING_CONTROL_LISTEN": "nope"],
+                    "STARLING_CONTROL_LISTEN: bad control address \"nope\" (expected \"ip:port\", \"[ipv6]:port\" or \":port\", port 1-65535)")
+        expectError("", env: ["STARLING_CONTROL_PORT": "1"], "STARLING_CONTROL_PORT: unknown key control.port (expected one of listen, token)")
     }
 }

@@ -1,0 +1,71 @@
+public import StarlingServer
+import StarlingLua
+
+/// `GET /metrics`: the Prometheus text exposition format (version 0.0.4), written from the
+/// per-worker counters when scraped; nothing is added to the per-message path.
+public enum PrometheusMetrics {
+    public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
+
+    public static func render(_ server: Server) -> String {
+        let c = server.counters()
+        let m = server.messageCounters()
+        var out = ""
+        func metric(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)]) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+            for s in samples { out += "\(name)\(s.labels) \(s.value)\n" }
+        }
+        func counter(_ name: String, _ help: String, _ key: String) {
+            metric(name, "counter", help, [("", String(c[key] ?? 0))])
+        }
+        counter("starling_messages_received_total", "SIP datagrams received (keepalives and unparsable ones included).", "received")
+        metric("starling_requests_received_total", "counter", "SIP requests received, by method.",
+               m.requests.keys.sorted().map { ("{method=\"\(escape($0))\"}", String(m.requests[$0]!)) })
+        metric("starling_replies_received_total", "counter", "SIP replies received, by status class.",
+               m.replies.keys.sorted().map { ("{class=\"\($0)\"}", String(m.replies[$0]!)) })
+        counter("starling_requests_sent_total", "SIP requests sent (forwarded or generated).", "requests_sent")
+        metric("starling_replies_sent_total", "counter", "SIP replies sent (relayed or generated), by status class.",
+               m.repliesSent.keys.sorted().map { ("{class=\"\($0)\"}", String(m.repliesSent[$0]!)) })
+        counter("starling_send_failures_total", "Datagrams the socket could not send.", "send_failures")
+        counter("starling_parse_errors_total", "Datagrams dropped because they do not parse as SIP.", "parse_errors")
+        counter("starling_rejected_total", "Invalid messages refused by the core (answered 400/505, or dropped).", "rejected")
+        counter("starling_script_errors_total", "Route callbacks that ended in a Lua error or the memory limit.", "script_errors")
+        counter("starling_script_budget_aborts_total", "Route callbacks aborted by the instruction budget.", "budget_aborts")
+        metric("starling_reloads_total", "counter", "Script reloads, by result.", [
+            ("{result=\"ok\"}", String(c["reloads_ok"] ?? 0)),
+            ("{result=\"failed\"}", String(c["reloads_failed"] ?? 0)),
+        ])
+        let sockets = server.socketStatus()
+        metric("starling_socket_receive_queue_bytes", "gauge", "Bytes waiting in a UDP socket's receive queue (shared by its workers).",
+               sockets.compactMap { s in s.receiveQueue.map { ("{socket=\"\(escape(s.socket))\"}", String($0)) } })
+        metric("starling_socket_drops_total", "counter", "Datagrams the kernel dropped on a UDP socket (receive buffer full).",
+               sockets.compactMap { s in s.drops.map { ("{socket=\"\(escape(s.socket))\"}", String($0)) } })
+        metric("starling_socket_receive_buffer_bytes", "gauge", "A UDP socket's receive buffer size (SO_RCVBUF).",
+               sockets.map { ("{socket=\"\(escape($0.socket))\"}", String($0.receiveBuffer)) })
+        let p = server.publishedScript
+        metric("starling_script_info", "gauge", "The active script version (hash of its files) and path.",
+               [("{version=\"\(p.version)\",script=\"\(escape(p.source.path))\"}", "1")])
+        metric("starling_script_generation", "gauge", "How many script versions have been published since start.",
+               [("", String(p.generation))])
+        metric("starling_workers", "gauge", "Worker threads.", [("", String(server.workerCount))])
+        metric("starling_workers_on_active_script", "gauge", "Worker threads running the active script version.",
+               [("", String(server.workersOnCurrentScript))])
+        metric("starling_uptime_seconds", "gauge", "Seconds since start.", [("", String(server.uptimeSeconds))])
+        metric("starling_start_time_seconds", "gauge", "Start time, seconds since the Unix epoch.",
+               [("", String(server.startedAtUnix))])
+        return out
+    }
+
+    /// Label value escaping: backslash, double quote, line feed.
+    static func escape(_ s: String) -> String {
+        var out = ""
+        for ch in s {
+            switch ch {
+            case "\\": out += "\\\\"
+            case "\"": out += "\\\""
+            case "\n": out += "\\n"
+            default: out.append(ch)
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,243 @@
+import Foundation
+import Logging
+import Testing
+import SIPCore
+import SIPTransport
+import StarlingServer
+import StarlingControl
+
+/// The control listener on a free loopback port against a real server (UDP workers, script watcher).
+@Suite(.serialized) struct ControlServerTests {
+    /// A running server and its control listener, in a temporary directory.
+    final class Fixture {
+        let dir: URL
+        let scriptPath: String
+        let server: Server
+        let control: ControlServer
+        let client: ControlClient
+        let sipAddress: SocketAddress
+
+        init(token: String? = nil, reason: String = "v1") throws {
+            dir = FileManager.default.temporaryDirectory.appendingPathComponent("starling-control-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            scriptPath = dir.appendingPathComponent("route.lua").path
+            try ServerReloadTests.script(reason).write(toFile: scriptPath, atomically: false, encoding: .utf8)
+            let probe = try UDPSocket(bindingTo: SocketAddress(ip: "127.0.0.1", port: 0)!)
+            let port = probe.localAddress.port
+            probe.close()
+            var config = StarlingConfig()
+            config.script = scriptPath
+            config.workers = 1
+            config.listen = [ListenAddress(proto: .udp, address: SocketAddress(ip: "127.0.0.1", port: Int(port))!)]
+            var logger = Logger(label: "test")
+            logger.logLevel = .critical
+            server = try Server(config: config, logger: logger)
+            try server.start()
+            sipAddress = SocketAddress(ip: "127.0.0.1", port: Int(port))!
+            control = try ControlServer(server: server, listen: SocketAddress(ip: "127.0.0.1", port: 0)!, token: token, logger: logger)
+            client = ControlClient("http://\(control.localAddress)")!
+        }
+
+        deinit {
+            control.shutdown()
+            server.shutdown()
+            try? FileManager.default.removeItem(at: dir)
+        }
+
+        /// Posts a raw body; returns the HTTP answer.
+        func post(_ body: String, token: String? = nil) throws -> HTTPResponse {
+            try client.request("POST", body: Array(body.utf8), token: token, timeout: 10)
+        }
+
+        /// Calls a method; returns the decoded JSON-RPC response object.
+        func call(_ method: String, _ params: [Any] = [], token: String? = nil) throws -> [String: Any] {
+            let req: [String: Any] = ["jsonrpc": "2.0", "id": 7, "method": method, "params": params]
+            let body = String(decoding: try JSONSerialization.data(withJSONObject: req), as: UTF8.self)
+            let r = try post(body, token: token)
+            #expect(r.status == 200)
+            return try #require(try JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any])
+        }
+
+        func metrics(token: String? = nil) throws -> HTTPResponse {
+            try client.request("GET", path: "/metrics", token: token, timeout: 10)
+        }
+    }
+
+    static func errorCode(_ response: [String: Any]) -> Int? { (response["error"] as? [String: Any])?["code"] as? Int }
+
+    @Test func versionUptimeInfoAndList() throws {
+        let f = try Fixture()
+        let v = try f.call("core.version")
+        #expect((v["result"] as? String)?.hasPrefix("starling \(Server.version)") == true)
+        #expect(v["id"] as? Int == 7)
+        #expect(v["jsonrpc"] as? String == "2.0")
+
+        let up = try #require(try f.call("core.uptime")["result"] as? [String: Any])
+        #expect((up["uptime"] as? Int).map { $0 >= 0 } == true)
+        #expect(up["up_since"] as? Int == f.server.startedAtUnix)
+
+        let info = try #require(try f.call("core.info")["result"] as? [String: Any])
+        #expect(info["pid"] as? Int == Int(getpid()))
+        #expect(info["workers"] as? Int == 1)
+        #expect(info["listen"] as? [String] == ["udp:\(f.sipAddress)"])
+        #expect(info["script_version"] as? String == "\(f.server.activeVersion)")
+
+        let psx = try #require(try f.call("core.psx")["result"] as? [[String: Any]])
+        #expect(psx.contains { ($0["DSC"] as? String)?.contains("udp receiver child=0") == true })
+
+        let list = try #require(try f.call("app_lua.list")["result"] as? [String: Any])
+        #expect(list["version"] as? String == "\(f.server.activeVersion)")
+        #expect((list["files"] as? [String])?.count == 1)
+
+        let api = try #require(try f.call("app_lua.api_list")["result"] as? [String: Any])
+        let methods = try #require(api["methods"] as? [[String: Any]])
+        #expect(api["msize"] as? Int == methods.count)
+        let funcs = methods.compactMap { $0["func"] as? [String: Any] }
+        let reply = try #require(funcs.first { $0["module"] as? String == "sl" && $0["name"] as? String == "sl_send_reply" })
+        #expect(reply["params"] as? [String] == ["int", "str"])
+        #expect(reply["ret"] as? String == "int")
+    }
+
+    @Test func reloadShowsTheNewVersionInMetrics() throws {
+        let f = try Fixture()
+        let before = "\(f.server.activeVersion)"
+        #expect(try f.metrics().text.contains("starling_script_info{version=\"\(before)\""))
+
+        // Unchanged files: no new version.
+        let same = try #require(try f.call("app_lua.reload")["result"] as? [String: Any])
+        #expect(same["changed"] as? Bool == false)
+        #expect(same["version"] as? String == before)
+
+        try ServerReloadTests.script("v2").write(toFile: f.scriptPath, atomically: false, encoding: .utf8)
+        let r = try f.call("app_lua.reload")
+        // The watcher may have published v2 first; then the forced reload finds it unchanged.
+        let result = try #require(r["result"] as? [String: Any])
+        let after = try #require(result["version"] as? String)
+        #expect(after != before)
+        #expect(after == "\(f.server.activeVersion)")
+        let text = try f.metrics().text
+        #expect(text.contains("starling_script_info{version=\"\(after)\""))
+        #expect(!text.contains("version=\"\(before)\""))
+        #expect(text.contains("starling_reloads_total{result=\"ok\"} 1"))
+
+        // A broken script: an error naming the problem; the version stays.
+        try "function ksr_request_route( then end".write(toFile: f.scriptPath, atomically: false, encoding: .utf8)
+        let bad = try f.call("app_lua.reload")
+        #expect(Self.errorCode(bad) == RPCError.failed)
+        #expect(((bad["error"] as? [String: Any])?["message"] as? String)?.contains("route.lua:1") == true)
+        #expect("\(f.server.activeVersion)" == after)
+        #expect(try f.metrics().text.contains("starling_reloads_total{result=\"failed\"}"))
+    }
+
+    @Test func errors() throws {
+        let f = try Fixture()
+        #expect(Self.errorCode(try f.call("no.such_method")) == RPCError.methodNotFound)
+        #expect(Self.errorCode(try f.call("core.version", ["x"])) == RPCError.invalidParams)
+        #expect(Self.errorCode(try f.call("stats.get_statistics", [42])) == RPCError.invalidParams)
+        #expect(Self.errorCode(try f.call("stats.get_statistics", ["nosuchgroup:"])) == RPCError.invalidParams)
+        for m in ["tm.stats", "ul.dump", "ul.lookup", "ul.rm", "htable.dump", "htable.get", "htable.sets", "htable.delete",
+                  "htable.reload", "permissions.addressReload", "uac.reg_dump", "uac.reg_reload"] {
+            let r = try f.call(m)
+            #expect(Self.errorCode(r) == RPCError.moduleNotLoaded, "\(m)")
+            #expect(((r["error"] as? [String: Any])?["message"] as? String)?.hasPrefix("module not loaded") == true)
+        }
+
+        for body in ["{bad", "", "[1,", "\u{0}", "{\"method\":"] {
+            let r = try f.post(body)
+            #expect(r.status == 200)
+            let obj = try #require(try JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any])
+            #expect(Self.errorCode(obj) == RPCError.parseError, "\(body)")
+            #expect(obj["id"] is NSNull)
+        }
+        for body in ["42", "{\"id\":1}", "{\"id\":1,\"method\":5}", "[]", "{\"jsonrpc\":\"1.0\",\"id\":1,\"method\":\"core.version\"}",
+                     "{\"id\":1,\"method\":\"core.version\",\"params\":\"x\"}",
+                     "{\"id\":[1],\"method\":\"core.version\"}", "{\"id\":{},\"method\":\"core.version\"}"] {
+            let obj = try #require(try JSONSerialization.jsonObject(with: Data(try f.post(body).body)) as? [String: Any])
+            let code = Self.errorCode(obj)
+            #expect(code == RPCError.invalidRequest || code == RPCError.invalidParams, "\(body)")
+        }
+
+        // A batch: answers in order, notifications unanswered.
+        let batch = try f.post(#"[{"jsonrpc":"2.0","id":1,"method":"core.version"},{"jsonrpc":"2.0","method":"core.uptime"},{"jsonrpc":"2.0","id":"b","method":"x.y"}]"#)
+        let answers = try #require(try JSONSerialization.jsonObject(with: Data(batch.body)) as? [[String: Any]])
+        #expect(answers.count == 2)
+        #expect(answers.first?["id"] as? Int == 1 && answers.first?["result"] != nil)
+        #expect(answers.last?["id"] as? String == "b" && Self.errorCode(answers.last!) == RPCError.methodNotFound)
+        // A lone notification: 204.
+        #expect(try f.post(#"{"jsonrpc":"2.0","method":"core.version"}"#).status == 204)
+
+        // HTTP level.
+        #expect(try f.client.request("GET", path: "/nope", token: nil).status == 404)
+        #expect(try f.client.request("PUT", path: "/metrics", token: nil).status == 405)
+        #expect(try f.client.request("POST", path: "/rpc", body: Array(#"{"id":1,"method":"core.version"}"#.utf8), token: nil).status == 200)
+        #expect(try f.client.request("POST", body: [UInt8](repeating: 0x20, count: ControlServer.maxBody + 1), token: nil).status == 413)
+        // Still serving after all of that.
+        #expect(try f.call("core.version")["result"] is String)
+    }
+
+    @Test func tokenRequiredWhenSet() throws {
+        let f = try Fixture(token: "s3cret")
+        #expect(try f.post(#"{"id":1,"method":"core.version"}"#).status == 401)
+        #expect(try f.post(#"{"id":1,"method":"core.version"}"#, token: "wrong").status == 401)
+        #expect(try f.post(#"{"id":1,"method":"core.version"}"#, token: "s3cre").status == 401)
+        let r401 = try f.metrics()
+        #expect(r401.status == 401)
+        #expect(r401.header("WWW-Authenticate")?.hasPrefix("Bearer") == true)
+        #expect(try f.metrics(token: "s3cret").status == 200)
+        #expect(try f.call("core.version", token: "s3cret")["result"] is String)
+    }
+
+    @Test func statisticsCountAnOptionsRequest() throws {
+        let f = try Fixture()
+        func stat(_ name: String) throws -> Int? {
+            let lines = try #require(try f.call("stats.get_statistics", [name])["result"] as? [String])
+            return lines.first.flatMap { Int($0.split(separator: "=").last!.trimmingCharacters(in: .whitespaces)) }
+        }
+        let before = try stat("core:rcv_requests") ?? -1
+        #expect(before == 0)
+        let client = try UDPSocket(bindingTo: SocketAddress(ip: "127.0.0.1", port: 0)!)
+        defer { client.close() }
+        #expect(try ServerReloadTests.ask(f.sipAddress, from: client, id: 1) == "v1")
+        #expect(try stat("core:rcv_requests") == 1)
+        #expect(try stat("core:rcv_requests_options") == 1)
+        #expect(try stat("core:rcv_datagrams") == 1)
+        #expect(try stat("core:sent_replies_2xx") == 1)
+        #expect(try stat("core:fwd_requests") == 0)
+        let all = try #require(try f.call("stats.get_statistics", ["all"])["result"] as? [String])
+        #expect(all.contains("script:errors = 0"))
+        #expect(all.contains("app_lua:reloads_ok = 0"))
+        let core = try #require(try f.call("stats.get_statistics", ["core:"])["result"] as? [String])
+        #expect(core.allSatisfy { $0.hasPrefix("core:") })
+        let text = try f.metrics().text
+        #expect(text.contains("starling_messages_received_total 1\n"))
+        #expect(text.contains("starling_requests_received_total{method=\"OPTIONS\"} 1\n"))
+        #expect(text.contains("# TYPE starling_parse_errors_total counter\nstarling_parse_errors_total 0\n"))
+        #expect(text.contains("starling_workers 1\n"))
+        #expect(text.contains("starling_replies_sent_total{class=\"2xx\"} 1\n"))
+        #expect(text.contains("starling_uptime_seconds "))
+        #expect(text.contains("starling_socket_receive_queue_bytes{socket=\"udp:\(f.sipAddress)\"} "))
+        #expect(text.contains("starling_socket_drops_total{socket=\"udp:\(f.sipAddress)\"} 0\n"))
+    }
+
+    @Test func bindFailureIsAnError() throws {
+        let f = try Fixture()
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        #expect(throws: ServerError.self) {
+            _ = try ControlServer(server: f.server, listen: f.control.localAddress, token: nil, logger: logger)
+        }
+    }
+
+    @Test func clientURLs() {
+        func parts(_ u: String) -> String? { ControlClient(u).map { "\($0.host) \($0.port) \($0.path)" } }
+        #expect(parts("http://127.0.0.1:5065") == "127.0.0.1 5065 /")
+        #expect(parts("http://localhost:6000/rpc") == "localhost 6000 /rpc")
+        #expect(parts("127.0.0.2:7000") == "127.0.0.2 7000 /")
+        #expect(parts(":7001") == "127.0.0.1 7001 /")
+        #expect(parts("http://[::1]:7002") == "::1 7002 /")
+        #expect(parts("http://10.0.0.1") == "10.0.0.1 5065 /")
+        #expect(parts("https://127.0.0.1:5065") == nil)
+        #expect(parts("http://127.0.0.1:99999") == nil)
+        #expect(parts("http://127.0.0.1:abc") == nil)
+    }
+}
