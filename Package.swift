@@ -65,7 +65,8 @@ let package = Package(
         .target(
             name: "KSRModules",
             dependencies: [
-                "StarlingKEMI", "SIPCore", "SIPTransport", "CSystem", .product(name: "Logging", package: "swift-log"),
+                "StarlingKEMI", "SIPCore", "SIPTransport", "SIPTransaction", "CSystem",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hotPathSettings),
         // Configuration, workers, reload, lifecycle.
@@ -102,7 +103,8 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "KSRModulesTests",
-            dependencies: ["KSRModules", "StarlingLua", "StarlingKEMI", "SIPCore", "SIPTransport", "StarlingTesting"],
+            dependencies: ["KSRModules", "StarlingLua", "StarlingKEMI", "SIPCore", "SIPTransport", "StarlingTesting",
+                           "SIPTransaction"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingServerTests", dependencies: ["StarlingServer", "StarlingTesting", "SIPCore", "SIPTransport"],

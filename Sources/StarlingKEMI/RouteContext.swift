@@ -46,6 +46,16 @@ public protocol CoreServices: AnyObject, Sendable {
     var defines: [String: String] { get }
 }
 
+/// The transaction layer (tm) as the core sees it: the server hands it replies that passed the core
+/// reply route, and lets it run the timers its worker owns between batches.
+public protocol TransactionLayer: AnyObject, Sendable {
+    /// A reply that passed `ksr_reply_route`: true if a transaction took it (else it is relayed statelessly).
+    func handleReply(_ ctx: RouteContext) -> Bool
+    /// Runs the due timers this worker owns. Returns true while the worker has timers pending (the
+    /// worker then polls more often).
+    func runTimers(_ ctx: RouteContext) -> Bool
+}
+
 /// Per-worker state that outlives one message: `$var`s and the worker's identity.
 public final class WorkerLocals {
     /// `$var(name)`: starts as integer 0, persists between messages (REFERENCE §3).
@@ -121,6 +131,13 @@ public final class RouteContext {
     /// Runs `ksr_onsend_route` (set by the server when the script defines it): returns false when the
     /// script dropped the request. Arguments: destination, transport, the bytes about to be sent.
     public var onSend: ((RouteContext, SocketAddress, SIPTransportProtocol, [UInt8]) -> Bool)?
+    /// Runs a Lua callback by name with the context as it is (set by the server; used by tm for
+    /// failure, branch and onreply routes). Nil when no engine is attached.
+    public var runRoute: ((RouteContext, String) -> Void)?
+    /// The transaction layer, if tm is loaded (process-wide, shared by the workers).
+    public var transactions: (any TransactionLayer)?
+    /// The transaction of the message being routed (tm's `T`), once created or looked up.
+    public var transaction: AnyObject?
 
     public init(worker: WorkerLocals, logger: Logger, services: any CoreServices, sender: any MessageSender,
                 received: ReceiveInfo) {
@@ -150,5 +167,6 @@ public final class RouteContext {
         if !replyHeaders.isEmpty { replyHeaders.removeAll(keepingCapacity: true) }
         replyBody = nil
         lastError = 0
+        transaction = nil
     }
 }

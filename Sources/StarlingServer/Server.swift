@@ -4,7 +4,7 @@ import SIPCore
 public import SIPTransport
 public import StarlingKEMI
 public import StarlingLua
-import KSRModules
+public import KSRModules
 
 /// A running Starling: sockets, worker threads, the script store and its file watcher.
 public final class Server: Sendable {
@@ -13,6 +13,9 @@ public final class Server: Sendable {
     public let stats = ServerStats()
     private let workerStats: Mutex<[ServerStats]> = Mutex([])
     public let registry: KemiRegistry
+    /// The transaction store (KSR.tm), shared by all workers.
+    public let transactions: TMStore
+    let tmLoaded: Bool
     let logger: Logger
     let store: ScriptStore
     let services: ServerServices
@@ -29,7 +32,10 @@ public final class Server: Sendable {
         let modparams = config.modparams.mapValues { $0.mapValues { $0.map(\.text) } }
         // No module list configured: every module Starling implements is loaded.
         let modules = config.modules.isEmpty ? Set(KSRModules.available) : Set(config.modules)
-        registry = KemiRegistry(exports: KSRModules.exports(ModuleConfiguration(params: modparams)), modules: modules)
+        let moduleConfig = ModuleConfiguration(params: modparams)
+        transactions = TMStore(config: moduleConfig)
+        tmLoaded = modules.contains("tm")
+        registry = KemiRegistry(exports: KSRModules.exports(moduleConfig, tm: transactions), modules: modules)
         let unknown = config.modules.filter { !KSRModules.available.contains($0) && !KemiRegistry.alwaysLoaded.contains($0) }
         if !unknown.isEmpty {
             logger.warning("modules not implemented yet (their KSR tables stay nil): \(unknown.joined(separator: ", "))")
@@ -79,7 +85,8 @@ public final class Server: Sendable {
             for _ in 0..<config.workers {
                 let worker = Transfer(UDPWorker(index: index, socket: socket, store: store, registry: registry, limits: limits,
                                                 services: services, stats: statsForWorker(), logger: logger,
-                                                parserLimits: .default, stop: stop))
+                                                parserLimits: .default, stop: stop,
+                                                transactions: tmLoaded ? transactions : nil))
                 do {
                     started.append(try PosixThread(name: "udp-worker-\(index)") { worker.value.run() })
                 } catch {
