@@ -54,6 +54,9 @@ public protocol TransactionLayer: AnyObject, Sendable {
     /// Runs the due timers this worker owns. Returns true while the worker has timers pending (the
     /// worker then polls more often).
     func runTimers(_ ctx: RouteContext) -> Bool
+    /// The request route of the current message has ended (its transaction may now run failure routes
+    /// on other workers).
+    func requestRouteFinished(_ ctx: RouteContext)
 }
 
 /// Per-worker state that outlives one message: `$var`s and the worker's identity.

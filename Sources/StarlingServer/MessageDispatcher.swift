@@ -104,6 +104,7 @@ public final class MessageDispatcher {
         if message.isRequest {
             let outcome = engine.run(engine.requestRoute)
             report(outcome, "ksr_request_route")
+            if ctx.transaction != nil, let tm = ctx.transactions { tm.requestRouteFinished(ctx) }
             return .routed(outcome)
         }
         var outcome = CallbackOutcome.missing

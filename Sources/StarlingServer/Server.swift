@@ -152,6 +152,7 @@ public final class Server: Sendable {
         var out: [String: Int] = [
             "reloads_ok": stats.reloadsOK.load(ordering: .relaxed),
             "reloads_failed": stats.reloadsFailed.load(ordering: .relaxed),
+            "transactions": transactions.count,
         ]
         for w in workerStats.withLock({ $0 }) {
             out["received", default: 0] += w.received.load(ordering: .relaxed)

@@ -149,6 +149,9 @@ final class TMCell: @unchecked Sendable, Hashable {
     var canceled = false
     var expired = false
     var messageFlags: UInt32 = 0
+    /// The request route that created the transaction is still running (on its worker): the request
+    /// must not be routed elsewhere (failure route) until it ends.
+    var routeBusy = true
     /// A failure route is running (on some worker).
     var inFailureRoute = false
     /// Branches added by the failure route that is running.

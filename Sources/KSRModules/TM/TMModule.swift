@@ -92,7 +92,10 @@ enum TMModule {
             },
             KemiExport("tm", "t_release", [], returns: .int) { ctx, _ in
                 guard ctx.routeType == .request, let cell = TMRelay.current(ctx) else { return .int(-1) }
-                cell.locked { if cell.branches.isEmpty { TMCore.maybeFree(store, cell, force: true) } }
+                cell.locked {
+                    cell.routeBusy = false
+                    if cell.branches.isEmpty { TMCore.maybeFree(store, cell, force: true) }
+                }
                 ctx.transaction = nil
                 return .int(1)
             },

@@ -111,7 +111,9 @@ enum TMReply {
     static func checkCompletion(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell) {
         enum Decision { case none, failure(String, Int, Int), relay(Int) }
         let decision: Decision = cell.locked {
-            if cell.freed || cell.finalSent || cell.hasPendingBranches || cell.inFailureRoute { return .none }
+            if cell.freed || cell.finalSent || cell.hasPendingBranches || cell.inFailureRoute || cell.routeBusy {
+                return .none
+            }
             guard let b = cell.bestBranch() else { return .none }
             let code = cell.branches[b].finalStatus
             if !cell.onFailure.isEmpty, ctx.runRoute != nil {

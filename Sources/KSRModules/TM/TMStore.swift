@@ -134,6 +134,17 @@ public final class TMStore: TransactionLayer, Sendable {
         TMReply.received(self, ctx)
     }
 
+    public func requestRouteFinished(_ ctx: RouteContext) {
+        guard let cell = ctx.transaction as? TMCell else { return }
+        let was = cell.locked { () -> Bool in
+            let b = cell.routeBusy
+            cell.routeBusy = false
+            return b
+        }
+        // A branch may have failed while the request route was still running.
+        if was { TMReply.checkCompletion(self, ctx, cell) }
+    }
+
     public func runTimers(_ ctx: RouteContext) -> Bool {
         let q = queue(ctx)
         let due = q.advance(to: now)
