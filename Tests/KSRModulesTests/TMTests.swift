@@ -281,3 +281,77 @@ private func isRequest(_ s: SentMessage, _ method: String) -> Bool { s.text.hasP
         #expect(d.timerConfiguration.timerC == .seconds(120))
     }
 }
+
+/// Parallel forking: the R-URI plus appended branches, a branch route per branch (one dropped),
+/// CANCEL of the pending branch when another answers 2xx, best-response selection with a failure route.
+@Suite struct TMForkingTests {
+    static let script = """
+        function ksr_request_route()
+          if KSR.tm.t_check_trans() == 0 then return end
+          KSR.corex.append_branch_uri("sip:carol@192.0.2.40:5060")
+          KSR.corex.append_branch_uri("sip:dave@192.0.2.50:5060")
+          KSR.tm.t_on_branch("branch_route")
+          KSR.tm.t_on_failure("failure_route")
+          KSR.pv.seti("$var(relay)", KSR.tm.t_relay())
+        end
+        function branch_route()
+          KSR.pv.seti("$var(nb)", KSR.pv.get("$var(nb)") + 1)
+          KSR.pv.seti("$var(isbranch)", KSR.tmx.t_is_branch_route())
+          if KSR.pv.get("$T_branch_idx") == 2 then KSR.x.drop() end
+        end
+        function failure_route()
+          KSR.pv.seti("$var(fcode)", KSR.pv.get("$T_reply_code"))
+          KSR.pv.seti("$var(grep486)", KSR.tm.t_grep_status(486))
+          KSR.pv.seti("$var(replied)", KSR.tm.t_any_replied())
+        end
+        """
+    static let carol = SocketAddress(ip: "192.0.2.40", port: 5060)!
+
+    private func start() throws -> (ScriptHarness, SentMessage, SentMessage) {
+        let h = try ScriptHarness(script: Self.script, services: TestServices(hosts: ["example.com": callee1]))
+        try h.route(Msg.invite, from: caller)
+        #expect(int(h, "relay") == 1)
+        #expect(int(h, "nb") == 3)
+        #expect(int(h, "isbranch") == 1)
+        let invites = h.sender.sent.filter { isRequest($0, "INVITE") }
+        #expect(invites.map(\.destination) == [callee1, Self.carol], "the third branch was dropped by the branch route")
+        #expect(invites[0].text.hasPrefix("INVITE sip:bob@example.com SIP/2.0"))
+        #expect(invites[1].text.hasPrefix("INVITE sip:carol@192.0.2.40:5060 SIP/2.0"))
+        h.sender.clear()
+        return (h, invites[0], invites[1])
+    }
+
+    @Test func twoHundredCancelsTheOtherBranch() throws {
+        let (h, bob, carol) = try start()
+        try h.route(reply(to: carol, 180, "Ringing", toTag: "carol"), from: Self.carol)
+        try h.route(reply(to: bob, 200, "OK", toTag: "bob"), from: callee1)
+        #expect(h.sender.sent.filter { !$0.text.hasPrefix("CANCEL") }.map(status) == [180, 200])
+        let cancel = try #require(h.sender.sent.first { isRequest($0, "CANCEL") })
+        #expect(cancel.destination == Self.carol)
+        h.sender.clear()
+        try h.route(reply(to: carol, 487, "Request Terminated", toTag: "carol"), from: Self.carol)
+        #expect(h.sender.sent.contains { isRequest($0, "ACK") && $0.destination == Self.carol })
+        #expect(!h.sender.sent.contains { status($0) == 487 }, "a final was already sent upstream")
+        #expect(int(h, "fcode") == 0, "no failure route after a 2xx")
+        for _ in 0..<10 { h.advance(by: .seconds(10)) }
+        #expect(h.transactions.count == 0)
+        #expect(h.transactions.keyCount == 0)
+    }
+
+    @Test func bestResponseAfterAllBranchesFail() throws {
+        let (h, bob, carol) = try start()
+        try h.route(reply(to: carol, 486, "Busy Here", toTag: "carol"), from: Self.carol)
+        #expect(int(h, "fcode") == 0, "branch 0 is still pending")
+        #expect(!h.sender.sent.contains { status($0) == 486 })
+        try h.route(reply(to: bob, 404, "Not Found", toTag: "bob"), from: callee1)
+        #expect(int(h, "fcode") == 404, "the lowest class wins (4xx, the first of them)")
+        #expect(int(h, "grep486") == 1)
+        #expect(int(h, "replied") == 1)
+        #expect(h.sender.sent.filter { isRequest($0, "ACK") }.count == 2)
+        let finals = h.sender.sent.filter { status($0) >= 300 }
+        #expect(finals.count == 1)
+        #expect(finals.first?.destination == caller)
+        for _ in 0..<10 { h.advance(by: .seconds(10)) }
+        #expect(h.transactions.count == 0)
+    }
+}

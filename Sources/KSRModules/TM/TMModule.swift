@@ -20,6 +20,21 @@ enum TMModule {
         }
     }
 
+    /// `$T_reply_code`: the status the route type looks at (0 when there is none).
+    static func replyCodePV(_ ctx: RouteContext) -> Int {
+        guard let store = ctx.transactions as? TMStore else {
+            if let m = ctx.message, !m.isRequest { return m.statusCode }
+            return 0
+        }
+        return status(store, ctx) ?? 0
+    }
+
+    /// `$T_branch_idx`: the branch a branch, failure or onreply route runs for (0 elsewhere).
+    static func branchIndexPV(_ ctx: RouteContext) -> Int {
+        guard let store = ctx.transactions as? TMStore else { return 0 }
+        return max(0, store.workerState(ctx).branchIndex)
+    }
+
     static func setRoute(_ ctx: RouteContext, _ store: TMStore, _ name: String,
                          _ path: ReferenceWritableKeyPath<TMCell, String>) -> KemiResult {
         if let cell = TMRelay.current(ctx) {
