@@ -355,3 +355,51 @@ private func isRequest(_ s: SentMessage, _ method: String) -> Bool { s.text.hasP
         #expect(h.transactions.count == 0)
     }
 }
+
+@Suite struct TMFailureRouteReplyTests {
+    /// A failure route that answers itself (t_reply / stateful sl.send_reply) replaces the relayed reply.
+    @Test func failureRouteReplyReplacesTheBestResponse() throws {
+        for call in ["KSR.tm.t_reply(503, \"Try Later\")", "KSR.sl.send_reply(503, \"Try Later\")"] {
+            let h = try ScriptHarness(script: """
+                function ksr_request_route()
+                  KSR.tm.t_on_failure("failed")
+                  KSR.setdsturi("sip:192.0.2.20:5060")
+                  KSR.tm.t_relay()
+                end
+                function failed()
+                  KSR.pv.seti("$var(r)", \(call))
+                end
+                """)
+            try h.route(Msg.invite, from: caller)
+            let inv = try #require(h.sender.sent.first { isRequest($0, "INVITE") })
+            h.sender.clear()
+            try h.route(reply(to: inv, 486, "Busy Here"), from: callee1)
+            #expect(int(h, "r") == 1, "\(call)")
+            #expect(h.sender.sent.filter { status($0) >= 300 }.map(status) == [503], "\(call)")
+            for _ in 0..<10 { h.advance(by: .seconds(10)) }
+            #expect(h.transactions.count == 0)
+        }
+    }
+
+    /// CANCEL before any provisional reply: the branch is never answered; the caller gets 487.
+    @Test func cancelBeforeAnyProvisionalEndsWith487() throws {
+        let h = try ScriptHarness(script: """
+            function ksr_request_route()
+              if KSR.is_CANCEL() then KSR.tm.t_relay() return end
+              KSR.setdsturi("sip:192.0.2.20:5060")
+              KSR.tm.t_relay()
+            end
+            """, config: ModuleConfiguration(params: ["tm": ["fr_timer": ["1000"]]]))
+        try h.route(Msg.invite, from: caller)
+        let cancel = Msg.invite.replacingOccurrences(of: "INVITE sip:", with: "CANCEL sip:")
+            .replacingOccurrences(of: "CSeq: 314159 INVITE", with: "CSeq: 314159 CANCEL")
+        h.sender.clear()
+        try h.route(cancel, from: caller)
+        #expect(h.sender.sent.map(status) == [200])
+        h.sender.clear()
+        for _ in 0..<4 { h.advance(by: .milliseconds(500)) }
+        #expect(h.sender.sent.contains { status($0) == 487 && $0.destination == caller })
+        for _ in 0..<10 { h.advance(by: .seconds(10)) }
+        #expect(h.transactions.count == 0)
+    }
+}

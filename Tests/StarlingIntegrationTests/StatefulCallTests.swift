@@ -110,4 +110,92 @@ struct StatefulCallTests {
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
         #expect(stopped.contains("script_errors=0"), "shutdown line: \(stopped)")
     }
+
+    /// Raw sockets around the real binary: the same INVITE sent twice reaches the callee once (the
+    /// 100 is resent), then a CANCEL during ringing: 200 to the CANCEL, CANCEL to the callee, its 487
+    /// ACKed by the proxy and relayed to the caller, whose ACK is absorbed; the table empties.
+    @Test func retransmissionAbsorbedAndCancelDuringRinging() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-tm-cancel")
+        let ports = try Ports.freeUDPPorts(2)
+        let (proxyPort, calleePort) = (ports[0], ports[1])
+        let callee = try UDPEndpoint(port: calleePort)
+        let caller = try UDPEndpoint()
+        let script = try RouteScripts.stateful(nextHopPort: calleePort, directory: directory)
+        let config = directory.appendingPathComponent("starling.toml")
+        // T1 = 2 s: no Timer A retransmission inside the checks below.
+        try """
+        [core]
+        modules = ["sl", "maxfwd", "tm"]
+
+        [modparam.tm]
+        fr_timer = 3000
+        fr_inv_timer = 5000
+        retr_timer1 = 2000
+
+        """.write(to: config, atomically: true, encoding: .utf8)
+        let starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
+                                          directory: directory)
+        defer { starling.stop() }
+
+        func receive(_ endpoint: UDPEndpoint, startingWith prefix: String, timeout: Duration = .seconds(2)) -> String? {
+            let clock = ContinuousClock()
+            let deadline = clock.now + timeout
+            while clock.now < deadline {
+                guard let m = endpoint.receive(timeout: deadline - clock.now) else { return nil }
+                if m.hasPrefix(prefix) { return m }
+            }
+            return nil
+        }
+        func reply(to request: String, _ status: String, tag: String) -> String {
+            var out = "SIP/2.0 \(status)\r\n"
+            for line in request.components(separatedBy: "\r\n") {
+                if line.hasPrefix("Via:") || line.hasPrefix("From:") || line.hasPrefix("Call-ID:") || line.hasPrefix("CSeq:") {
+                    out += line + "\r\n"
+                } else if line.hasPrefix("To:") {
+                    out += line + (line.contains(";tag=") ? "" : ";tag=\(tag)") + "\r\n"
+                }
+            }
+            return out + "Content-Length: 0\r\n\r\n"
+        }
+        let head = { (method: String) in
+            "\(method) sip:bob@127.0.0.1:\(proxyPort) SIP/2.0\r\n"
+                + "Via: SIP/2.0/UDP 127.0.0.1:\(caller.port);branch=z9hG4bKtmit1;rport\r\nMax-Forwards: 70\r\n"
+                + "From: <sip:alice@127.0.0.1>;tag=a1\r\n"
+        }
+        let invite = head("INVITE") + "To: <sip:bob@127.0.0.1>\r\nCall-ID: tm-it-cancel\r\nCSeq: 1 INVITE\r\n"
+            + "Contact: <sip:alice@127.0.0.1:\(caller.port)>\r\nContent-Length: 0\r\n\r\n"
+
+        try caller.send(invite, to: proxyPort)
+        #expect(receive(caller, startingWith: "SIP/2.0 100") != nil, "no 100 Trying; log:\n\(starling.logTail())")
+        let forwarded = try #require(receive(callee, startingWith: "INVITE"), "no INVITE at the callee")
+        // The retransmission: absorbed (100 again), nothing more downstream.
+        try caller.send(invite, to: proxyPort)
+        #expect(receive(caller, startingWith: "SIP/2.0 100") != nil, "the retransmission got no 100")
+        #expect(receive(callee, startingWith: "INVITE", timeout: .milliseconds(700)) == nil,
+                "the retransmitted INVITE reached the callee")
+
+        try callee.send(reply(to: forwarded, "180 Ringing", tag: "b1"), to: proxyPort)
+        #expect(receive(caller, startingWith: "SIP/2.0 180") != nil, "no 180 at the caller")
+
+        let cancel = head("CANCEL") + "To: <sip:bob@127.0.0.1>\r\nCall-ID: tm-it-cancel\r\nCSeq: 1 CANCEL\r\n"
+            + "Content-Length: 0\r\n\r\n"
+        try caller.send(cancel, to: proxyPort)
+        let ok = receive(caller, startingWith: "SIP/2.0 200")
+        #expect(ok.map { SIPProbe.header("CSeq", in: $0) } == "1 CANCEL", "200 to the CANCEL: \(ok ?? "none")")
+        let downCancel = try #require(receive(callee, startingWith: "CANCEL"), "no CANCEL at the callee")
+        try callee.send(reply(to: downCancel, "200 OK", tag: "b1"), to: proxyPort)
+        try callee.send(reply(to: forwarded, "487 Request Terminated", tag: "b1"), to: proxyPort)
+        #expect(receive(callee, startingWith: "ACK") != nil, "the proxy did not ACK the 487")
+        let terminated = receive(caller, startingWith: "SIP/2.0 487")
+        #expect(terminated != nil, "no 487 at the caller")
+        let ack = head("ACK") + "To: <sip:bob@127.0.0.1>;tag=b1\r\nCall-ID: tm-it-cancel\r\nCSeq: 1 ACK\r\n"
+            + "Content-Length: 0\r\n\r\n"
+        try caller.send(ack, to: proxyPort)
+        #expect(receive(callee, startingWith: "ACK", timeout: .milliseconds(500)) == nil, "the caller's ACK was not absorbed")
+
+        sleep(6)
+        starling.stop()
+        let stopped = starling.log.split(separator: "\n").last { $0.contains("stopped;") }.map(String.init) ?? ""
+        #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
+    }
 }

@@ -167,10 +167,15 @@ enum TMReply {
 
     /// Sends the best final response upstream (a local 408 for a branch that timed out).
     static func relayBest(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ b: Int) {
-        let (code, stored) = cell.locked { (cell.branches[b].finalStatus, cell.branches[b].finalReply) }
+        var (code, stored, canceled) = cell.locked {
+            (cell.branches[b].finalStatus, cell.branches[b].finalReply, cell.canceled)
+        }
         var bytes = stored
         if bytes == nil {
-            bytes = localReply(ctx, cell, code, code == 408 ? "Request Timeout" : "Service Unavailable")
+            // A CANCELled call whose branches never answered ends with 487 for the caller.
+            if canceled && code == 408 { code = 487 }
+            let reason = code == 487 ? "Request Terminated" : code == 408 ? "Request Timeout" : "Service Unavailable"
+            bytes = localReply(ctx, cell, code, reason)
         }
         guard let bytes else { return }
         var out = TMOutbox()
