@@ -198,4 +198,66 @@ struct StatefulCallTests {
         let stopped = starling.log.split(separator: "\n").last { $0.contains("stopped;") }.map(String.init) ?? ""
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
     }
+
+    /// A callee that never answers: Timer B (fr_timer 1 s) ends the branch, the failure route sees 408
+    /// (it answers 599 naming what it saw, so the caller can tell), and the table empties.
+    @Test func silentCalleeGives408InTheFailureRoute() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-tm-timeout")
+        let ports = try Ports.freeUDPPorts(2)
+        let (proxyPort, calleePort) = (ports[0], ports[1])
+        let callee = try UDPEndpoint(port: calleePort)
+        let caller = try UDPEndpoint()
+        let script = directory.appendingPathComponent("timeout.lua")
+        try """
+        function ksr_request_route()
+          if KSR.tm.t_check_trans() == 0 then KSR.x.exit() end
+          if KSR.is_ACK() then KSR.x.exit() end
+          KSR.setdsturi("sip:127.0.0.1:\(calleePort)")
+          KSR.tm.t_on_failure("failed")
+          KSR.tm.t_relay()
+        end
+        function failed()
+          if KSR.tm.t_check_status("408") > 0 and KSR.tm.t_branch_timeout() > 0 then
+            KSR.tm.t_reply(599, "failure route saw " .. KSR.pv.get("$T_reply_code"))
+          end
+        end
+        """.write(to: script, atomically: true, encoding: .utf8)
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+        [core]
+        modules = ["sl", "maxfwd", "tm"]
+
+        [modparam.tm]
+        fr_timer = 1000
+        fr_inv_timer = 2000
+
+        """.write(to: config, atomically: true, encoding: .utf8)
+        let starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
+                                          directory: directory)
+        defer { starling.stop() }
+
+        let invite = "INVITE sip:bob@127.0.0.1:\(proxyPort) SIP/2.0\r\n"
+            + "Via: SIP/2.0/UDP 127.0.0.1:\(caller.port);branch=z9hG4bKtmit408;rport\r\nMax-Forwards: 70\r\n"
+            + "From: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: tm-it-408\r\n"
+            + "CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        try caller.send(invite, to: proxyPort)
+        var lines: [String] = []
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(4)
+        while clock.now < deadline, let m = caller.receive(timeout: deadline - clock.now) {
+            let line = m.components(separatedBy: "\r\n").first ?? m
+            lines.append(line)
+            if !line.hasPrefix("SIP/2.0 1") { break }
+        }
+        #expect(lines.last == "SIP/2.0 599 failure route saw 408", "caller got \(lines); log:\n\(starling.logTail())")
+        // The callee saw the INVITE and Timer A's retransmissions, nothing else.
+        var atCallee: [String] = []
+        while let m = callee.receive(timeout: .milliseconds(100)) { atCallee.append(String(m.prefix { $0 != " " })) }
+        #expect(!atCallee.isEmpty && atCallee.allSatisfy { $0 == "INVITE" }, "callee got \(atCallee)")
+
+        sleep(4)
+        starling.stop()
+        let stopped = starling.log.split(separator: "\n").last { $0.contains("stopped;") }.map(String.init) ?? ""
+        #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
+    }
 }

@@ -200,11 +200,12 @@ enum TMReply {
 
     /// `t_reply`: a stateful reply from the script to the transaction's request. 1, or -1.
     static func reply(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ code: Int, _ reason: String) -> Int {
+        // Built from the route's message when it is the transaction's request (request and failure
+        // routes: its pending edits, reply headers and body count), else from the kept request.
         let bytes: [UInt8]?
-        if ctx.message === cell.request.value || ctx.routeType == .request || ctx.routeType == .failure {
-            bytes = ctx.message?.isRequest == true ? MessageTools.buildReply(ctx, status: code, reason: reason,
-                                                                             extraHeaders: SLModule.destinationSetContact(ctx, code))
-                : localReply(ctx, cell, code, reason)
+        if let m = ctx.message, m === cell.request.value {
+            bytes = MessageTools.buildReply(ctx, status: code, reason: reason,
+                                            extraHeaders: SLModule.destinationSetContact(ctx, code))
         } else {
             bytes = localReply(ctx, cell, code, reason)
         }
