@@ -403,3 +403,43 @@ private func isRequest(_ s: SentMessage, _ method: String) -> Bool { s.text.hasP
         #expect(h.transactions.count == 0)
     }
 }
+
+@Suite struct TMOnReplyDropTests {
+    /// KSR.x.drop() in the onreply route stops a provisional reply, never a final one; t_drop_replies
+    /// in the failure route takes the earlier replies out of the best-response choice.
+    @Test func dropStopsProvisionalsOnly() throws {
+        let h = try ScriptHarness(script: """
+            function ksr_request_route()
+              KSR.tm.t_on_reply("rpl")
+              KSR.tm.t_on_failure("failed")
+              KSR.setdsturi("sip:192.0.2.20:5060")
+              KSR.tm.t_relay()
+            end
+            function rpl()
+              KSR.pv.seti("$var(seen)", KSR.pv.get("$var(seen)") + 1)
+              KSR.pv.seti("$var(isreply)", KSR.tmx.t_is_reply_route())
+              KSR.x.drop()
+            end
+            function failed()
+              KSR.tm.t_drop_replies("a")
+              KSR.setdsturi("sip:192.0.2.30:5060")
+              KSR.tm.t_relay()
+            end
+            """)
+        try h.route(Msg.invite, from: caller)
+        let inv = try #require(h.sender.sent.first { isRequest($0, "INVITE") })
+        h.sender.clear()
+        try h.route(reply(to: inv, 180, "Ringing"), from: callee1)
+        #expect(h.sender.sent.isEmpty, "the dropped 180 was relayed")
+        try h.route(reply(to: inv, 600, "Busy Everywhere"), from: callee1)
+        let inv2 = try #require(h.sender.sent.first { isRequest($0, "INVITE") && $0.destination == callee2 })
+        h.sender.clear()
+        try h.route(reply(to: inv2, 480, "Temporarily Unavailable", toTag: "c2"), from: callee2)
+        #expect(int(h, "seen") == 3)
+        #expect(int(h, "isreply") == 1)
+        // Without t_drop_replies the 600 would win; dropped, the 480 of the new branch is relayed.
+        #expect(h.sender.sent.filter { status($0) >= 300 }.map(status) == [480])
+        for _ in 0..<10 { h.advance(by: .seconds(10)) }
+        #expect(h.transactions.count == 0)
+    }
+}

@@ -8,7 +8,7 @@ import Glibc
 /// KSR.tm end to end: SIPp UAC -> Starling running bench/stateful.lua (t_relay) -> SIPp UAS.
 @Suite(.serialized)
 struct StatefulCallTests {
-    /// 200 calls at 50 calls/s through `t_relay`, no call may fail; with the timers shortened through
+    /// 1000 calls at 100 calls/s through `t_relay`, no call may fail; with the timers shortened through
     /// `[modparam.tm]`, every transaction is freed a few seconds after the run (the shutdown log
     /// reports `transactions=0`).
     @Test func statefulCallsThroughStarling() throws {
@@ -33,11 +33,11 @@ struct StatefulCallTests {
                                           directory: directory)
         defer { starling.stop() }
 
-        let result = try SIPp.runClient(target: proxyPort, localPort: uacPort, rate: 50, calls: 200,
+        let result = try SIPp.runClient(target: proxyPort, localPort: uacPort, rate: 100, calls: 1000,
                                         directory: directory, timeout: .seconds(60))
         #expect(result.exitStatus == 0, "\(result)\nstarling log:\n\(starling.logTail())")
         #expect(result.failedCalls == 0, "\(result)")
-        #expect(result.successfulCalls == 200, "\(result)")
+        #expect(result.successfulCalls == 1000, "\(result)")
         #expect(starling.isRunning, "starling died; log:\n\(starling.logTail())")
 
         // Timers L/M/J/D (shortened with fr_timer) run out; then every transaction must be gone.

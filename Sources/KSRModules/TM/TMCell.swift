@@ -113,6 +113,8 @@ struct TMBranch {
     /// A CANCEL was sent on this branch.
     var cancelSent = false
     var cancelKey: TransactionKey?
+    /// `t_drop_replies` in a failure route: this branch's reply is no longer a candidate.
+    var dropped = false
 
     var isPending: Bool { finalStatus == 0 }
 }
@@ -159,8 +161,6 @@ final class TMCell: @unchecked Sendable, Hashable {
     /// The code the failure route sees (the winning one).
     var failureCode = 0
     var freed = false
-    /// The number of times a reply drop was asked (`t_drop_replies`).
-    var dropReplies = false
 
     init(id: UInt64, key: TransactionKey, request: SIPMessage, received: ReceiveInfo, replyDestination: SocketAddress,
          config: TimerConfiguration, timers: TMTimerQueue) {
@@ -185,8 +185,12 @@ final class TMCell: @unchecked Sendable, Hashable {
     /// The best final response among finished branches (RFC 3261 §16.7 step 6: 6xx wins, else the
     /// lowest class; 503 becomes 500 when relayed is left to the caller). Returns the branch index.
     func bestBranch() -> Int? {
+        bestBranch(skippingDropped: true) ?? bestBranch(skippingDropped: false)
+    }
+
+    private func bestBranch(skippingDropped: Bool) -> Int? {
         var best: Int?
-        for (i, b) in branches.enumerated() where b.finalStatus >= 300 {
+        for (i, b) in branches.enumerated() where b.finalStatus >= 300 && !(skippingDropped && b.dropped) {
             guard let cur = best else { best = i; continue }
             let c = branches[cur].finalStatus, n = b.finalStatus
             if c >= 600 { continue }

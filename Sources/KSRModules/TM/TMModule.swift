@@ -201,11 +201,23 @@ enum TMModule {
                 }
                 return .int(1)
             },
-            KemiExport("tm", "t_drop_replies", [.str], returns: .int) { ctx, _ in
-                withCell(ctx) { $0.dropReplies = true; return true }
+            KemiExport("tm", "t_drop_replies", [.str], returns: .int) { ctx, args in
+                // Modes: "n" none, "l" the last branch set, anything else all (Kamailio's default "a").
+                let mode = args.str(0)
+                guard mode != "n" else { return .int(1) }
+                return withCell(ctx) { cell in
+                    let from = mode == "l" ? (cell.branches.lastIndex { $0.finalStatus > 0 } ?? 0) : 0
+                    for i in cell.branches.indices where i >= from && cell.branches[i].finalStatus > 0 {
+                        cell.branches[i].dropped = true
+                    }
+                    return true
+                }
             },
             KemiExport("tm", "t_drop_replies_all", [], returns: .int) { ctx, _ in
-                withCell(ctx) { $0.dropReplies = true; return true }
+                withCell(ctx) { cell in
+                    for i in cell.branches.indices where cell.branches[i].finalStatus > 0 { cell.branches[i].dropped = true }
+                    return true
+                }
             },
             KemiExport("tm", "t_save_lumps", [], returns: .int) { _, _ in .int(1) },
             KemiExport("tm", "t_use_uac_headers", [], returns: .int) { _, _ in .int(1) },

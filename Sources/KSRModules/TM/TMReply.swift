@@ -75,7 +75,7 @@ enum TMReply {
             if dropped || code == 100 { return }
             let bytes = m.serialized(options: SIPSerializeOptions(removeTopVia: true))
             cell.locked {
-                guard !cell.freed, !cell.dropReplies else { return }
+                guard !cell.freed else { return }
                 let a = cell.server.tuSentResponse(code)
                 TMCore.runServer(store, cell, a, &out, response: bytes)
             }
