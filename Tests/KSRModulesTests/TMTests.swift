@@ -443,3 +443,43 @@ private func isRequest(_ s: SentMessage, _ method: String) -> Bool { s.text.hasP
         #expect(h.transactions.count == 0)
     }
 }
+
+@Suite struct TMChallengeTests {
+    /// Two branches challenge with 407: one 407 goes upstream with both Proxy-Authenticate headers;
+    /// t_on_branch_failure runs for each branch with its code.
+    @Test func challengesAreAggregatedAndBranchFailureRuns() throws {
+        let h = try ScriptHarness(script: """
+            function ksr_request_route()
+              KSR.corex.append_branch_uri("sip:carol@192.0.2.40:5060")
+              KSR.tm.t_on_branch_failure("bf")
+              KSR.setdsturi("sip:192.0.2.20:5060")
+              KSR.tm.t_relay()
+            end
+            function bf()
+              KSR.pv.seti("$var(bf)", KSR.pv.get("$var(bf)") + 1)
+              KSR.pv.seti("$var(bfcode)", KSR.tm.t_get_status_code())
+              KSR.pv.seti("$var(bfcheck)", KSR.tm.t_check_trans())
+            end
+            """)
+        try h.route(Msg.invite, from: caller)
+        let invites = h.sender.sent.filter { isRequest($0, "INVITE") }
+        #expect(invites.count == 2)
+        h.sender.clear()
+        func challenge(_ inv: SentMessage, _ realm: String) -> String {
+            reply(to: inv, 407, "Proxy Authentication Required", toTag: realm)
+                .replacingOccurrences(of: "Content-Length: 0", with: "Proxy-Authenticate: Digest realm=\"\(realm)\", nonce=\"n\"\r\nContent-Length: 0")
+        }
+        try h.route(challenge(invites[0], "one"), from: callee1)
+        try h.route(challenge(invites[1], "two"), from: SocketAddress(ip: "192.0.2.40", port: 5060)!)
+        #expect(int(h, "bf") == 2)
+        #expect(int(h, "bfcode") == 407)
+        #expect(int(h, "bfcheck") == 1)
+        let finals = h.sender.sent.filter { status($0) >= 300 }
+        #expect(finals.count == 1)
+        let text = finals.first?.text ?? ""
+        #expect(text.contains("realm=\"one\"") && text.contains("realm=\"two\""), "\(text)")
+        #expect(finals.first?.message != nil, "the aggregated reply parses")
+        for _ in 0..<10 { h.advance(by: .seconds(10)) }
+        #expect(h.transactions.count == 0)
+    }
+}

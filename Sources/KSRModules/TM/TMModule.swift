@@ -10,9 +10,11 @@ enum TMModule {
         case .onreply, .reply:
             guard let m = ctx.message, !m.isRequest else { return nil }
             return m.statusCode
-        case .failure, .branchFailure:
+        case .failure:
             guard let cell = TMRelay.current(ctx) else { return nil }
             return cell.locked { cell.failureCode }
+        case .branchFailure:
+            return store.workerState(ctx).replyCode
         default:
             guard let cell = TMRelay.current(ctx) else { return nil }
             let s = cell.locked { cell.server.lastStatus }

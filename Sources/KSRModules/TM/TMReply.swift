@@ -45,7 +45,10 @@ enum TMReply {
                         done = true
                     }
                 }
-                if done { checkCompletion(store, ctx, cell) }
+                if done {
+                    runBranchFailure(store, ctx, cell, i, 408, reply: nil)
+                    checkCompletion(store, ctx, cell)
+                }
             case .ackPassed:
                 break
             }
@@ -101,9 +104,30 @@ enum TMReply {
                 if code >= 600 { TMCore.cancelPending(store, cell, except: i, &out) }
             }
             out.flush(ctx)
+            runBranchFailure(store, ctx, cell, i, code, reply: m)
             checkCompletion(store, ctx, cell)
         }
         out.flush(ctx)
+    }
+
+    /// `t_on_branch_failure`: runs once for each branch that ends with a negative reply or a timeout,
+    /// with the reply as the message (the request for a timeout).
+    static func runBranchFailure(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ i: Int, _ code: Int,
+                                 reply: SIPMessage?) {
+        guard let run = ctx.runRoute else { return }
+        let (fn, request, received) = cell.locked { (cell.onBranchFailure, cell.request.value, cell.received) }
+        guard !fn.isEmpty else { return }
+        let ws = store.workerState(ctx)
+        let saved = TMSavedRoute(ctx)
+        if let reply { ctx.message = reply } else { ctx.message = request; ctx.received = received }
+        ctx.routeType = .branchFailure
+        ctx.transaction = cell
+        ctx.dropRequested = false
+        ws.branchIndex = i
+        ws.replyCode = code
+        run(ctx, fn)
+        saved.restore(ctx)
+        ws.branchIndex = -1
     }
 
     /// When no branch is pending and no final was sent: run the failure route (once per `t_on_failure`),
@@ -167,8 +191,14 @@ enum TMReply {
 
     /// Sends the best final response upstream (a local 408 for a branch that timed out).
     static func relayBest(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ b: Int) {
-        var (code, stored, canceled) = cell.locked {
-            (cell.branches[b].finalStatus, cell.branches[b].finalReply, cell.canceled)
+        var (code, stored, canceled, others) = cell.locked {
+            (cell.branches[b].finalStatus, cell.branches[b].finalReply, cell.canceled,
+             cell.branches.indices.filter { $0 != b && [401, 407].contains(cell.branches[$0].finalStatus) }
+                .compactMap { cell.branches[$0].finalReply })
+        }
+        // RFC 3261 §16.7 step 7: a 401/407 carries the challenges of every 401/407 branch.
+        if code == 401 || code == 407, let best = stored, !others.isEmpty {
+            stored = aggregateChallenges(best, others)
         }
         var bytes = stored
         if bytes == nil {
@@ -185,6 +215,31 @@ enum TMReply {
             TMCore.runServer(store, cell, a, &out, response: bytes)
         }
         out.flush(ctx)
+    }
+
+    /// Adds the WWW-Authenticate / Proxy-Authenticate lines of `others` to the header of `reply`.
+    static func aggregateChallenges(_ reply: [UInt8], _ others: [[UInt8]]) -> [UInt8] {
+        func headerEnd(_ b: [UInt8]) -> Int? {
+            guard b.count >= 4 else { return nil }
+            for i in 0...(b.count - 4) where b[i] == 13 && b[i + 1] == 10 && b[i + 2] == 13 && b[i + 3] == 10 { return i }
+            return nil
+        }
+        var extra: [UInt8] = []
+        for o in others {
+            guard let end = headerEnd(o) else { continue }
+            let head = String(decoding: o[0..<end], as: UTF8.self)
+            for line in head.split(separator: "\r\n") {
+                let l = line.lowercased()
+                if l.hasPrefix("www-authenticate:") || l.hasPrefix("proxy-authenticate:") {
+                    extra.append(contentsOf: Array(line.utf8))
+                    extra.append(contentsOf: [13, 10])
+                }
+            }
+        }
+        guard !extra.isEmpty, let end = headerEnd(reply) else { return reply }
+        var out = reply
+        out.insert(contentsOf: extra, at: end + 2)
+        return out
     }
 
     /// A reply built from the cell's request (the context is borrowed for the build).
