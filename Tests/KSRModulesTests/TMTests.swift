@@ -483,3 +483,28 @@ private func isRequest(_ s: SentMessage, _ method: String) -> Bool { s.text.hasP
         #expect(h.transactions.count == 0)
     }
 }
+
+@Suite struct TMSwitchTests {
+    @Test func noAuto100AndCancelByCallID() throws {
+        let h = try ScriptHarness(script: """
+            function ksr_request_route()
+              KSR.tm.t_set_auto_inv_100(0)
+              KSR.setdsturi("sip:192.0.2.20:5060")
+              KSR.tm.t_relay()
+            end
+            function cancel_it()
+              KSR.pv.seti("$var(c)", KSR.tmx.t_cancel_callid("a84b4c76e66710@pc33", "314159 INVITE", 0))
+              KSR.pv.seti("$var(none)", KSR.tmx.t_cancel_callid("nope", "1", 0))
+            end
+            """)
+        try h.route(Msg.invite, from: caller)
+        #expect(h.sender.sent.map { isRequest($0, "INVITE") } == [true], "no 100 Trying with t_set_auto_inv_100(0)")
+        let inv = h.sender.sent[0]
+        try h.route(reply(to: inv, 183, "Session Progress"), from: callee1)
+        h.sender.clear()
+        h.call("cancel_it")
+        #expect(int(h, "c") == 1)
+        #expect(int(h, "none") == -1)
+        #expect(h.sender.sent.contains { isRequest($0, "CANCEL") && $0.destination == callee1 })
+    }
+}

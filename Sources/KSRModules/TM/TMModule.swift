@@ -222,6 +222,66 @@ enum TMModule {
                 }
             },
             KemiExport("tm", "t_save_lumps", [], returns: .int) { _, _ in .int(1) },
+            KemiExport("tm", "t_relay_to_proto", [.str], returns: .int) { ctx, args in
+                guard let m = ctx.message, m.isRequest else { return .int(-1) }
+                var uri = ctx.destinationURI ?? m.currentRequestURI
+                uri.append(contentsOf: Array(";transport=\(args.str(0).lowercased())".utf8))
+                return relay(ctx, uri: uri)
+            },
+            KemiExport("tm", "t_clean", [], returns: .int) { _, _ in .int(1) },
+            KemiExport("tm", "t_is_retr_async_reply", [], returns: .int,
+                       compat: "no async replies (t_suspend) yet: always -1") { _, _ in .int(-1) },
+            KemiExport("tm", "t_set_max_lifetime", [.int, .int], returns: .int,
+                       compat: "accepted; the lifetime follows the timers") { _, _ in .int(1) },
+            KemiExport("tm", "t_reset_max_lifetime", [], returns: .int) { _, _ in .int(1) },
+            KemiExport("tm", "t_set_retr", [.int, .int], returns: .int) { ctx, args in
+                let (t1, t2) = (args.int(0), args.int(1))
+                if let cell = TMRelay.current(ctx) {
+                    cell.locked {
+                        if t1 > 0 { cell.config.t1 = .milliseconds(t1) }
+                        if t2 > 0 { cell.config.t2 = .milliseconds(t2) }
+                    }
+                } else {
+                    let ws = store.workerState(ctx)
+                    ws.pending(for: ctx.message)
+                    ws.pendingRetr = (t1, t2)
+                }
+                return .int(1)
+            },
+            KemiExport("tm", "t_reset_retr", [], returns: .int) { ctx, _ in
+                store.workerState(ctx).pendingRetr = nil
+                if let cell = TMRelay.current(ctx) {
+                    cell.locked {
+                        cell.config.t1 = store.timerConfiguration.t1
+                        cell.config.t2 = store.timerConfiguration.t2
+                    }
+                }
+                return .int(1)
+            },
+            KemiExport("tm", "t_set_auto_inv_100", [.int], returns: .int) { ctx, args in
+                let ws = store.workerState(ctx)
+                ws.pending(for: ctx.message)
+                ws.noAuto100 = args.int(0) == 0
+                return .int(1)
+            },
+            KemiExport("tm", "t_set_disable_6xx", [.int], returns: .int, compat: "accepted; 6xx always wins") { _, _ in .int(1) },
+            KemiExport("tm", "t_set_disable_failover", [.int], returns: .int,
+                       compat: "accepted; there is no DNS failover yet") { _, _ in .int(1) },
+            KemiExport("tm", "t_set_no_e2e_cancel_reason", [.int], returns: .int,
+                       compat: "accepted; CANCELs carry no Reason header yet") { _, _ in .int(1) },
+            KemiExport("tm", "t_set_disable_internal_reply", [.int], returns: .int,
+                       compat: "accepted; t_relay never replies on errors anyway (delayed reply)") { _, _ in .int(1) },
+            KemiExport("tm", "t_replicate", [.str], returns: .int, compat: "not implemented yet: -1") { _, _ in .int(-1) },
+            KemiExport("tm", "t_uac_send", [.str, .str, .str, .str, .str, .str], returns: .int,
+                       compat: "not implemented yet: -1") { _, _ in .int(-1) },
+            KemiExport("tm", "t_load_contacts", [], returns: .int,
+                       compat: "branches carry no q-values yet: nothing to order, 1") { _, _ in .int(1) },
+            KemiExport("tm", "ki_t_load_contacts_mode", [.int], returns: .int,
+                       compat: "branches carry no q-values yet: nothing to order, 1") { _, _ in .int(1) },
+            KemiExport("tm", "t_next_contacts", [], returns: .int,
+                       compat: "nothing loaded by t_load_contacts: -1") { _, _ in .int(-1) },
+            KemiExport("tm", "t_next_contact_flow", [], returns: .int,
+                       compat: "nothing loaded by t_load_contacts: -1") { _, _ in .int(-1) },
             KemiExport("tm", "t_use_uac_headers", [], returns: .int) { _, _ in .int(1) },
 
             // MARK: tmx
@@ -257,6 +317,30 @@ enum TMModule {
                     }
                 }
                 out.flush(ctx)
+                return .int(1)
+            },
+            KemiExport("tmx", "t_flush_xflags", [], returns: .int, compat: "xflags are not kept in the transaction yet") { ctx, _ in
+                .code(TMRelay.current(ctx) != nil)
+            },
+            KemiExport("tmx", "t_suspend", [], returns: .int, compat: "no suspend yet: -1") { _, _ in .int(-1) },
+            KemiExport("tmx", "t_continue", [.int, .int, .str], returns: .int, compat: "no suspend yet: -1") { _, _ in .int(-1) },
+            KemiExport("tmx", "t_reuse_branch", [], returns: .int, compat: "not implemented yet: -1") { _, _ in .int(-1) },
+            KemiExport("tmx", "t_cancel_callid", [.str, .str, .int], returns: .int) { ctx, args in
+                .int(cancelCallID(store, ctx, args.str(0), args.str(1)))
+            },
+            KemiExport("tmx", "t_cancel_callid_reason", [.str, .str, .int, .int], returns: .int,
+                       compat: "the reason code is not sent yet") { ctx, args in
+                .int(cancelCallID(store, ctx, args.str(0), args.str(1)))
+            },
+            KemiExport("tmx", "t_drop", [], returns: .int, compat: "replies 500 and releases the transaction") { ctx, _ in
+                guard let cell = TMRelay.current(ctx) else { return .int(-1) }
+                _ = TMReply.reply(store, ctx, cell, 500, "Server Internal Error")
+                return .int(1)
+            },
+            KemiExport("tmx", "t_drop_rcode", [.int], returns: .int, compat: "replies the code and releases the transaction") { ctx, args in
+                guard let cell = TMRelay.current(ctx) else { return .int(-1) }
+                let code = args.int(0) >= 300 && args.int(0) <= 699 ? args.int(0) : 500
+                _ = TMReply.reply(store, ctx, cell, code, code == 500 ? "Server Internal Error" : "Dropped")
                 return .int(1)
             },
             KemiExport("tmx", "t_reply_callid", [.str, .str, .int, .str], returns: .int) { ctx, args in
@@ -313,6 +397,18 @@ enum TMModule {
         if cell === TMRelay.current(ctx) { return 1 }
         TMRelay.absorb(store, ctx, cell)
         return 0
+    }
+
+    /// t_cancel_callid: CANCELs the pending branches of the transaction of a Call-ID and CSeq.
+    static func cancelCallID(_ store: TMStore, _ ctx: RouteContext, _ callID: String, _ cseq: String) -> Int {
+        guard let cell = findByCallID(store, callID, cseq) else { return -1 }
+        var out = TMOutbox()
+        cell.locked {
+            cell.canceled = true
+            TMCore.cancelPending(store, cell, except: nil, &out)
+        }
+        out.flush(ctx)
+        return 1
     }
 
     /// The INVITE transaction of a Call-ID and CSeq number (t_reply_callid).

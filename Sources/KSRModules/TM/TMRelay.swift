@@ -49,6 +49,10 @@ enum TMRelay {
             if inv > 0 { config.timerC = .milliseconds(inv) }
             if non > 0 { config.timerB = .milliseconds(non); config.timerF = .milliseconds(non) }
         }
+        if let (t1, t2) = ws.pendingRetr {
+            if t1 > 0 { config.t1 = .milliseconds(t1) }
+            if t2 > 0 { config.t2 = .milliseconds(t2) }
+        }
         let cell = TMCell(id: store.makeID(), key: key, request: m, received: ctx.received,
                           replyDestination: MessageTools.replyDestination(ctx), config: config, timers: store.queue(ctx))
         cell.messageFlags = ctx.messageFlags
@@ -105,7 +109,9 @@ enum TMRelay {
         }
         if created == 0 { return 1 }
         guard created > 0, let cell = current(ctx) else { return created }
-        if cell.isInvite && sendTrying && !cell.locked({ cell.server.lastStatus > 0 }) {
+        let ws = store.workerState(ctx)
+        let auto100 = !(ws.pendingMessage === m && ws.noAuto100)
+        if cell.isInvite && sendTrying && auto100 && !cell.locked({ cell.server.lastStatus > 0 }) {
             _ = TMReply.reply(store, ctx, cell, 100, "trying -- your call is important to us")
             ctx.replied = false
         }

@@ -49,6 +49,10 @@ final class TMWorkerState {
     /// What the script set before the transaction existed, for the message `pendingMessage`: timer
     /// overrides (t_set_fr: inv, noninv in ms) and route names (t_on_*).
     var pendingFR: (Int, Int)? = nil
+    /// t_set_retr before the transaction exists: (T1, T2) in ms.
+    var pendingRetr: (Int, Int)? = nil
+    /// t_set_auto_inv_100(0) for this message.
+    var noAuto100 = false
     var pendingRoutes: [ReferenceWritableKeyPath<TMCell, String>: String] = [:]
     var pendingMessage: SIPMessage?
 
@@ -57,6 +61,8 @@ final class TMWorkerState {
         if pendingMessage !== m {
             pendingMessage = m
             pendingFR = nil
+            pendingRetr = nil
+            noAuto100 = false
             pendingRoutes.removeAll()
         }
     }
