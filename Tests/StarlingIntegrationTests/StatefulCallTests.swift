@@ -260,4 +260,52 @@ struct StatefulCallTests {
         let stopped = starling.log.split(separator: "\n").last { $0.contains("stopped;") }.map(String.init) ?? ""
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
     }
+
+    /// 10% loss in each direction between Starling and the callee (a seeded relay, Tools/lossy_relay.py):
+    /// Timer A/E retransmissions from the proxy and the callee's 200 retransmissions complete all 200
+    /// calls; the table empties afterwards.
+    @Test func callsCompleteThroughALossyLink() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-tm-lossy")
+        let python = try Requirements.tool("python3", package: "python3")
+        let ports = try Ports.freeUDPPorts(4)
+        let (proxyPort, relayPort, uasPort, uacPort) = (ports[0], ports[1], ports[2], ports[3])
+        let script = try RouteScripts.stateful(nextHopPort: relayPort, directory: directory)
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+        [core]
+        modules = ["sl", "maxfwd", "tm"]
+
+        [modparam.tm]
+        fr_timer = 8000
+        fr_inv_timer = 10000
+
+        """.write(to: config, atomically: true, encoding: .utf8)
+
+        let uas = try SIPp.startUAS(scenario: PackagePaths.scenario("uas_lossy.xml"), port: uasPort, directory: directory)
+        defer { uas.stop() }
+        let relay = try ServerProcess(name: "lossy_relay.py", executable: python,
+                                      arguments: [PackagePaths.tool("lossy_relay.py").path, "--listen", String(relayPort),
+                                                  "--proxy", String(proxyPort), "--callee", String(uasPort),
+                                                  "--loss", "0.1", "--seed", "7"],
+                                      logFile: directory.appendingPathComponent("relay.log"))
+        defer { relay.stop() }
+        try relay.waitUntilBound(udpPort: relayPort)
+        let starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
+                                          directory: directory)
+        defer { starling.stop() }
+
+        let result = try SIPp.runClient(scenario: PackagePaths.scenario("uac_lossy.xml"), target: proxyPort,
+                                        localPort: uacPort, rate: 50, calls: 200, directory: directory,
+                                        timeout: .seconds(120))
+        relay.stop()
+        #expect(result.exitStatus == 0, "\(result)\nsipp: \(result.output.suffix(1500))\nrelay: \(relay.logTail(3))\nstarling log:\n\(starling.logTail())")
+        #expect(result.failedCalls == 0, "\(result)")
+        #expect(result.successfulCalls == 200, "\(result)")
+        #expect(relay.log.contains("relayed/dropped"), "relay log: \(relay.log)")
+
+        sleep(11)
+        starling.stop()
+        let stopped = starling.log.split(separator: "\n").last { $0.contains("stopped;") }.map(String.init) ?? ""
+        #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
+    }
 }
