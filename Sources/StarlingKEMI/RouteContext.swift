@@ -32,6 +32,12 @@ public protocol MessageSender: AnyObject {
     func send(_ bytes: [UInt8], to destination: SocketAddress, proto: SIPTransportProtocol, from local: SocketAddress?) -> Bool
 }
 
+/// A sender that queues datagrams and sends them in batches: `flush()` sends what is queued now
+/// (tm uses it where the order of replies across workers matters).
+public protocol BatchingSender: MessageSender {
+    func flush()
+}
+
 /// Services the core needs from the server: local addresses, name resolution.
 public protocol CoreServices: AnyObject, Sendable {
     /// True if host (and port, when given; nil = any port) is one of ours: listen addresses and aliases.

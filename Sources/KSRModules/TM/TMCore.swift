@@ -28,6 +28,14 @@ struct TMOutbox {
         for s in sends { _ = ctx.sender.send(s.bytes, to: s.to, proto: s.proto, from: s.from) }
         sends.removeAll()
     }
+
+    /// Sends everything at once, past the worker's batch: called with the cell locked for replies
+    /// relayed upstream, so that two workers relaying replies of one transaction keep their order.
+    mutating func flushNow(_ ctx: RouteContext) {
+        guard !sends.isEmpty else { return }
+        flush(ctx)
+        (ctx.sender as? any BatchingSender)?.flush()
+    }
 }
 
 /// Carries out machine actions on a cell. Every function here runs with the cell's lock held.

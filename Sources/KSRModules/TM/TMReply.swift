@@ -81,6 +81,7 @@ enum TMReply {
                 guard !cell.freed else { return }
                 let a = cell.server.tuSentResponse(code)
                 TMCore.runServer(store, cell, a, &out, response: bytes)
+                out.flushNow(ctx)
             }
         case 200..<300:
             let bytes = m.serialized(options: SIPSerializeOptions(removeTopVia: true))
@@ -93,6 +94,7 @@ enum TMReply {
                 let a = cell.server.tuSentResponse(code)
                 TMCore.runServer(store, cell, a, &out, response: bytes)
                 TMCore.cancelPending(store, cell, except: i, &out)
+                out.flushNow(ctx)
             }
         default:
             let bytes = m.serialized(options: SIPSerializeOptions(removeTopVia: true))
