@@ -66,7 +66,8 @@ let package = Package(
         .target(
             name: "KSRModules",
             dependencies: [
-                "StarlingKEMI", "SIPCore", "SIPTransport", "CStarlingSystem", .product(name: "Logging", package: "swift-log"),
+                "StarlingKEMI", "SIPCore", "SIPTransport", "SIPTransaction", "CStarlingSystem",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hotPathSettings),
         // Configuration, workers, reload, lifecycle.
@@ -115,7 +116,8 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "KSRModulesTests",
-            dependencies: ["KSRModules", "StarlingLua", "StarlingKEMI", "SIPCore", "SIPTransport", "StarlingTesting"],
+            dependencies: ["KSRModules", "StarlingLua", "StarlingKEMI", "SIPCore", "SIPTransport", "StarlingTesting",
+                           "SIPTransaction"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingServerTests",

@@ -11,12 +11,15 @@ public enum KSRModules {
         Set(modules.map { kemiName[$0] ?? $0 })
     }
 
-    public static let available: [String] = ["sl", "maxfwd", "sanity", "xlog", "kx", "siputils", "corex", "textops", "textopsx"]
+    public static let available: [String] = ["sl", "maxfwd", "sanity", "xlog", "kx", "siputils", "corex", "textops", "textopsx", "tm", "tmx"]
 
     /// All exports, in registration order (core first, as Kamailio does).
-    public static func exports(_ config: ModuleConfiguration = ModuleConfiguration()) -> [KemiExport] {
+    /// - Parameter tm: the transaction store the `tm`/`tmx` exports use (one per process; a new one
+    ///   when not given).
+    public static func exports(_ config: ModuleConfiguration = ModuleConfiguration(), tm: TMStore? = nil) -> [KemiExport] {
         CoreModule.exports() + CoreModule.moreExports() + PVModule.exports() + HdrModule.exports() + SLModule.exports()
             + MaxfwdModule.exports(config) + SanityModule.exports(config) + XLogModule.exports() + KxModule.exports()
             + SipUtilsModule.exports() + CorexModule.exports() + TextopsModule.exports() + TextopsxModule.exports()
+            + TMModule.exports(tm ?? TMStore(config: config))
     }
 }

@@ -32,6 +32,12 @@ public protocol MessageSender: AnyObject {
     func send(_ bytes: [UInt8], to destination: SocketAddress, proto: SIPTransportProtocol, from local: SocketAddress?) -> Bool
 }
 
+/// A sender that queues datagrams and sends them in batches: `flush()` sends what is queued now
+/// (tm uses it where the order of replies across workers matters).
+public protocol BatchingSender: MessageSender {
+    func flush()
+}
+
 /// Services the core needs from the server: local addresses, name resolution.
 public protocol CoreServices: AnyObject, Sendable {
     /// True if host (and port, when given; nil = any port) is one of ours: listen addresses and aliases.
@@ -44,6 +50,19 @@ public protocol CoreServices: AnyObject, Sendable {
     func localSocket(for destination: SocketAddress, proto: SIPTransportProtocol) -> (socket: SocketAddress, advertised: String)?
     /// `[define]` entries of the configuration.
     var defines: [String: String] { get }
+}
+
+/// The transaction layer (tm) as the core sees it: the server hands it replies that passed the core
+/// reply route, and lets it run the timers its worker owns between batches.
+public protocol TransactionLayer: AnyObject, Sendable {
+    /// A reply that passed `ksr_reply_route`: true if a transaction took it (else it is relayed statelessly).
+    func handleReply(_ ctx: RouteContext) -> Bool
+    /// Runs the due timers this worker owns. Returns true while the worker has timers pending (the
+    /// worker then polls more often).
+    func runTimers(_ ctx: RouteContext) -> Bool
+    /// The request route of the current message has ended (its transaction may now run failure routes
+    /// on other workers).
+    func requestRouteFinished(_ ctx: RouteContext)
 }
 
 /// Per-worker state that outlives one message: `$var`s and the worker's identity.
@@ -129,6 +148,13 @@ public final class RouteContext {
     /// Runs `ksr_onsend_route` (set by the server when the script defines it): returns false when the
     /// script dropped the request. Arguments: destination, transport, the bytes about to be sent.
     public var onSend: ((RouteContext, SocketAddress, SIPTransportProtocol, [UInt8]) -> Bool)?
+    /// Runs a Lua callback by name with the context as it is (set by the server; used by tm for
+    /// failure, branch and onreply routes). Nil when no engine is attached.
+    public var runRoute: ((RouteContext, String) -> Void)?
+    /// The transaction layer, if tm is loaded (process-wide, shared by the workers).
+    public var transactions: (any TransactionLayer)?
+    /// The transaction of the message being routed (tm's `T`), once created or looked up.
+    public var transaction: AnyObject?
 
     public init(worker: WorkerLocals, logger: Logger, services: any CoreServices, sender: any MessageSender,
                 received: ReceiveInfo) {
@@ -161,5 +187,6 @@ public final class RouteContext {
         if !replyHeaders.isEmpty { replyHeaders.removeAll(keepingCapacity: true) }
         replyBody = nil
         lastError = 0
+        transaction = nil
     }
 }

@@ -39,6 +39,10 @@ public final class MessageDispatcher {
         self.stats = stats
         self.parserLimits = parserLimits
         context.onSend = { [unowned self] ctx, dst, proto, bytes in self.runOnSend(ctx, dst, proto, bytes) }
+        context.runRoute = { [unowned self] _, name in
+            guard let engine = self.engine else { return }
+            self.report(engine.run(callback: name), name)
+        }
     }
 
     /// Replaces the engine (a new script version). Callback names are resolved again.
@@ -46,6 +50,13 @@ public final class MessageDispatcher {
         self.engine = engine
         replyRoute = engine.callback(named: "ksr_reply_route")
         onsendRoute = engine.callback(named: "ksr_onsend_route")
+    }
+
+    /// Runs the transaction timers this worker owns; true while some are pending.
+    @discardableResult
+    public func runTimers() -> Bool {
+        guard let tm = context.transactions else { return false }
+        return tm.runTimers(context)
     }
 
     /// Handles one datagram.
@@ -99,6 +110,7 @@ public final class MessageDispatcher {
         if message.isRequest {
             let outcome = engine.run(engine.requestRoute)
             report(outcome, "ksr_request_route")
+            if ctx.transaction != nil, let tm = ctx.transactions { tm.requestRouteFinished(ctx) }
             return .routed(outcome)
         }
         var outcome = CallbackOutcome.missing
@@ -107,6 +119,7 @@ public final class MessageDispatcher {
             report(outcome, "ksr_reply_route")
         }
         if !ctx.dropRequested {
+            if let tm = ctx.transactions, tm.handleReply(ctx) { return .routed(outcome) }
             _ = Forwarder.relayReply(ctx)
         }
         return .routed(outcome)

@@ -8,7 +8,7 @@ import SIPCore
 public import SIPTransport
 public import StarlingKEMI
 public import StarlingLua
-import KSRModules
+public import KSRModules
 
 /// A running Starling: sockets, worker threads, the script store and its file watcher.
 public final class Server: Sendable {
@@ -19,6 +19,9 @@ public final class Server: Sendable {
     public let stats = ServerStats()
     private let workerStats: Mutex<[ServerStats]> = Mutex([])
     public let registry: KemiRegistry
+    /// The transaction store (KSR.tm), shared by all workers.
+    public let transactions: TMStore
+    let tmLoaded: Bool
     let logger: Logger
     let store: ScriptStore
     let services: ServerServices
@@ -39,7 +42,10 @@ public final class Server: Sendable {
         let modparams = config.modparams.mapValues { $0.mapValues { $0.map(\.text) } }
         // No module list configured: every module Starling implements is loaded.
         let modules = config.modules.isEmpty ? Set(KSRModules.available) : KSRModules.tableNames(config.modules)
-        registry = KemiRegistry(exports: KSRModules.exports(ModuleConfiguration(params: modparams)), modules: modules)
+        let moduleConfig = ModuleConfiguration(params: modparams)
+        transactions = TMStore(config: moduleConfig)
+        tmLoaded = modules.contains("tm")
+        registry = KemiRegistry(exports: KSRModules.exports(moduleConfig, tm: transactions), modules: modules)
         let unknown = KSRModules.tableNames(config.modules).filter {
             !KSRModules.available.contains($0) && !KemiRegistry.alwaysLoaded.contains($0)
         }.sorted()
@@ -91,7 +97,8 @@ public final class Server: Sendable {
             for _ in 0..<config.workers {
                 let worker = Transfer(UDPWorker(index: index, socket: socket, store: store, registry: registry, limits: limits,
                                                 services: services, stats: statsForWorker(), logger: logger,
-                                                parserLimits: .default, stop: stop))
+                                                parserLimits: .default, stop: stop,
+                                                transactions: tmLoaded ? transactions : nil))
                 do {
                     started.append(try PosixThread(name: "udp-worker-\(index)") { worker.value.run() })
                 } catch {
@@ -180,6 +187,7 @@ public final class Server: Sendable {
         var out: [String: Int] = [
             "reloads_ok": stats.reloadsOK.load(ordering: .relaxed),
             "reloads_failed": stats.reloadsFailed.load(ordering: .relaxed),
+            "transactions": transactions.count,
         ]
         for w in workerStats.withLock({ $0 }) {
             out["received", default: 0] += w.received.load(ordering: .relaxed)

@@ -58,7 +58,8 @@ final class UDPWorker {
     private let receiver = UDPBatchReceiver(capacity: 32)
 
     init(index: Int, socket: UDPSocket, store: ScriptStore, registry: KemiRegistry, limits: LuaEngineLimits,
-         services: ServerServices, stats: ServerStats, logger: Logger, parserLimits: SIPParserLimits, stop: StopFlag) {
+         services: ServerServices, stats: ServerStats, logger: Logger, parserLimits: SIPParserLimits, stop: StopFlag,
+         transactions: (any TransactionLayer)? = nil) {
         self.index = index
         self.socket = socket
         self.store = store
@@ -71,6 +72,7 @@ final class UDPWorker {
         let local = socket.localAddress
         let ctx = RouteContext(worker: WorkerLocals(index: index), logger: logger, services: services, sender: sender,
                                received: ReceiveInfo(source: local, local: local, proto: .udp))
+        ctx.transactions = transactions
         dispatcher = MessageDispatcher(context: ctx, stats: stats, parserLimits: parserLimits)
     }
 
@@ -81,10 +83,11 @@ final class UDPWorker {
         defer { CurrentRoute.set(nil) }
         switchScriptIfNeeded()
         let local = socket.localAddress
+        var timersPending = false
         while !stop.isSet {
             let n: Int
             do {
-                n = try receiver.receive(on: socket, timeout: .milliseconds(200))
+                n = try receiver.receive(on: socket, timeout: timersPending ? .milliseconds(10) : .milliseconds(200))
             } catch {
                 if stop.isSet { break }
                 logger.warning("receive on \(socket) failed: \(error)")
@@ -94,6 +97,7 @@ final class UDPWorker {
                 switchScriptIfNeeded()
                 dispatcher.dispatch(receiver.bytes(at: i), source: receiver.source(at: i), local: local, proto: .udp)
             }
+            timersPending = dispatcher.runTimers()
             sender.flush()
             if n == 0 { switchScriptIfNeeded() }
         }

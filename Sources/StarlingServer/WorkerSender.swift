@@ -5,7 +5,7 @@ import Logging
 
 /// A worker's outgoing datagrams: queued while a batch of received messages is routed, then sent
 /// with one sendmmsg per socket.
-final class WorkerSender: MessageSender {
+final class WorkerSender: BatchingSender {
     let services: ServerServices
     let logger: Logger
     /// One batch per UDP socket (same order as `services.udpSockets`).

@@ -72,6 +72,8 @@ public final class ScriptHarness {
     public let registry: KemiRegistry
     /// The same per-message path the server's workers run.
     public let dispatcher: MessageDispatcher
+    /// The transaction store (KSR.tm) of this harness; its clock can be moved forward.
+    public let transactions: TMStore
     /// Where test messages come from by default.
     public var source = SocketAddress(ip: "192.0.2.10", port: 5060)!
 
@@ -90,13 +92,23 @@ public final class ScriptHarness {
         self.services = services
         var logger = Logger(label: "test")
         logger.logLevel = logLevel
-        registry = KemiRegistry(exports: KSRModules.exports(config), modules: Set(modules ?? KSRModules.available))
+        transactions = TMStore(config: config)
+        let loaded = Set(modules ?? KSRModules.available)
+        registry = KemiRegistry(exports: KSRModules.exports(config, tm: transactions), modules: loaded)
         context = RouteContext(worker: WorkerLocals(index: 0), logger: logger, services: services, sender: sender,
                                received: ReceiveInfo(source: services.local, local: services.local, proto: .udp))
         engine = try LuaEngine(script: ScriptSource(path: path, bytes: Array(script.utf8)), registry: registry,
                                context: context, limits: .default)
+        if loaded.contains("tm") { context.transactions = transactions }
         dispatcher = MessageDispatcher(context: context)
         dispatcher.use(engine)
+    }
+
+    /// Moves the transaction clock forward (a mock clock: nothing sleeps) and runs the timers that
+    /// became due, as a worker does between batches.
+    public func advance(by d: Duration) {
+        transactions.advanceClock(by: d)
+        dispatcher.runTimers()
     }
 
     /// Handles a message exactly as a server worker does: parse, core checks (400/505 answered by the

@@ -70,11 +70,30 @@ enum Kamailio56 {
     static let sl = ["sl_send_reply", "send_reply", "send_reply_mode", "sl_reply_error", "sl_forward_reply"]
     static let maxfwd = ["process_maxfwd", "is_maxfwd_lt"]
     static let sanity = ["sanity_check", "sanity_check_defaults", "sanity_reply"]
+    static let tm = [
+        "t_relay", "t_relay_to_proxy", "t_relay_to_flags", "t_relay_to_proxy_flags", "t_relay_to_proto",
+        "t_relay_to_proto_addr", "t_on_failure", "t_on_branch", "t_on_branch_failure", "t_on_reply", "t_is_set",
+        "t_check_trans", "t_newtran", "t_reply", "t_send_reply", "t_lookup_request", "t_lookup_cancel",
+        "t_lookup_cancel_flags", "t_retransmit_reply", "t_release", "t_clean", "t_is_canceled", "t_is_expired",
+        "t_any_timeout", "t_any_replied", "t_is_retr_async_reply", "t_branch_timeout", "t_branch_replied",
+        "t_check_status", "t_grep_status", "t_get_status_code", "t_get_branch_index", "t_set_fr", "t_set_fr_inv",
+        "t_reset_fr", "t_set_max_lifetime", "t_reset_max_lifetime", "t_set_retr", "t_reset_retr",
+        "t_set_auto_inv_100", "t_set_disable_6xx", "t_set_disable_failover", "t_set_no_e2e_cancel_reason",
+        "t_set_disable_internal_reply", "t_replicate", "t_uac_send", "t_load_contacts", "ki_t_load_contacts_mode",
+        "t_next_contacts", "t_next_contact_flow", "t_drop_replies_all", "t_drop_replies", "t_use_uac_headers",
+        "t_save_lumps",
+    ]
+    static let tmx = [
+        "t_precheck_trans", "t_is_request_route", "t_is_reply_route", "t_is_failure_route", "t_is_branch_route",
+        "t_suspend", "t_continue", "t_flush_flags", "t_flush_xflags", "t_cancel_branches", "t_reuse_branch",
+        "t_cancel_callid", "t_cancel_callid_reason", "t_reply_callid", "t_drop", "t_drop_rcode",
+    ]
 
     /// (module, functions, count given by the reference's "(HEAD / 5.6)" heading).
     static let groups: [(String, [String], Int)] = [
         ("", core, 90), ("pv", pv, 10), ("hdr", hdr, 16), ("xlog", xlog, 8), ("kx", kx, 69), ("corex", corex, 22),
         ("siputils", siputils, 29), ("textops", textops, 54), ("sl", sl, 5), ("maxfwd", maxfwd, 2), ("sanity", sanity, 3),
+        ("tm", tm, 54), ("tmx", tmx, 16),
     ]
 }
 

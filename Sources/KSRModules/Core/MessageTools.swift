@@ -55,10 +55,20 @@ enum MessageTools {
     @discardableResult
     static func sendReply(_ ctx: RouteContext, status: Int, reason: String, body: [UInt8] = [],
                           contentType: String? = nil, extraHeaders: [UInt8] = []) -> Int {
-        guard let m = ctx.message, m.isRequest, m.method != .ack else { return -1 }
+        guard let bytes = buildReply(ctx, status: status, reason: reason, body: body, contentType: contentType,
+                                     extraHeaders: extraHeaders) else { return -1 }
+        let ok = ctx.sender.send(bytes, to: replyDestination(ctx), proto: ctx.received.proto, from: ctx.received.local)
+        if ok { ctx.replied = true }
+        return ok ? 1 : -1
+    }
+
+    /// Builds a locally generated reply to the current request (nil: not a request, or a bad code).
+    static func buildReply(_ ctx: RouteContext, status: Int, reason: String, body: [UInt8] = [],
+                           contentType: String? = nil, extraHeaders: [UInt8] = []) -> [UInt8]? {
+        guard let m = ctx.message, m.isRequest, m.method != .ack else { return nil }
         guard status >= 100 && status <= 699, !reason.isEmpty else {
             ctx.logger.error("invalid reply: code \(status), reason '\(reason)'")
-            return -1
+            return nil
         }
         let (params, fill) = viaUpdate(ctx)
         var extras = ctx.replyHeaders
@@ -69,10 +79,7 @@ enum MessageTools {
                                      topViaParams: params.isEmpty ? nil : params, extraHeaders: extras,
                                      body: body, contentType: contentType)
         reply.rportValue = fill
-        let bytes = SIPBuilder.reply(to: m, reply)
-        let ok = ctx.sender.send(bytes, to: replyDestination(ctx), proto: ctx.received.proto, from: ctx.received.local)
-        if ok { ctx.replied = true }
-        return ok ? 1 : -1
+        return SIPBuilder.reply(to: m, reply)
     }
 }
 

@@ -14,6 +14,8 @@ enum PseudoVariable: Hashable {
     case fu, fU, fd, fn, ft, tu, tU, td, tn, tt
     case ci, cs, si, sp, Ri, Rp, pr, ua, ct, cT, cl, ml, mb, rb, bs
     case Ts, TS, TVs, TVu, mf, bf, sf
+    /// `$T_reply_code`, `$T_branch_idx` (tm).
+    case TReplyCode, TBranchIdx
     case var_(String)
     case avp(String)
     case hdr(String)
@@ -91,6 +93,8 @@ enum PseudoVariable: Hashable {
         case "Ts": return .Ts
         case "TS": return .TS
         case "mf": return .mf
+        case "T_reply_code": return .TReplyCode
+        case "T_branch_idx": return .TBranchIdx
         case "bf": return .bf
         case "sf": return .sf
         default: return nil
@@ -282,6 +286,8 @@ enum PVEngine {
         case .TVs: return .int(ctx.receivedAt.seconds)
         case .TVu: return .int(ctx.receivedAt.micros)
         case .mf: return .int(Int(ctx.messageFlags))
+        case .TReplyCode: return .int(TMModule.replyCodePV(ctx))
+        case .TBranchIdx: return .int(TMModule.branchIndexPV(ctx))
         case .bf: return .int(Int(ctx.branchFlags))
         case .sf: return .int(Int(ctx.scriptFlags))
         case .var_(let name):

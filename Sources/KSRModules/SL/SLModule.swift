@@ -19,6 +19,10 @@ enum SLModule {
         guard let m = ctx.message, m.isRequest else { return .int(-1) }
         guard m.method != .ack else { return .int(-1) }
         guard let reason, !reason.isEmpty else { return .int(-1) }
+        // Stateful once the request has a transaction (Kamailio's sl checks for a T).
+        if let cell = ctx.transaction as? TMCell, let store = ctx.transactions as? TMStore {
+            return .int(TMReply.reply(store, ctx, cell, code, reason))
+        }
         return .int(MessageTools.sendReply(ctx, status: code, reason: reason, extraHeaders: destinationSetContact(ctx, code)))
     }
 
@@ -47,7 +51,7 @@ enum SLModule {
                 reply(ctx, args.int(0), args.string(1))
             },
             KemiExport("sl", "send_reply", [.int, .str], returns: .int,
-                       compat: "stateful once tm creates a transaction (tm issue)") { ctx, args in
+                       ) { ctx, args in
                 reply(ctx, args.int(0), args.string(1))
             },
             KemiExport("sl", "send_reply_mode", [.int, .str, .int], returns: .int) { ctx, args in

@@ -88,7 +88,16 @@ enum RouteScripts {
     /// bench/stateless.lua with its `local NEXT_HOP = "..."` line pointing at
     /// sip:127.0.0.1:`nextHopPort`, written into `directory`.
     static func stateless(nextHopPort: Int, directory: URL) throws -> URL {
-        let source = try String(contentsOf: PackagePaths.bench("stateless.lua"), encoding: .utf8)
+        try bench("stateless.lua", nextHopPort: nextHopPort, directory: directory)
+    }
+
+    /// bench/stateful.lua (KSR.tm.t_relay) pointing at sip:127.0.0.1:`nextHopPort`.
+    static func stateful(nextHopPort: Int, directory: URL) throws -> URL {
+        try bench("stateful.lua", nextHopPort: nextHopPort, directory: directory)
+    }
+
+    static func bench(_ name: String, nextHopPort: Int, directory: URL) throws -> URL {
+        let source = try String(contentsOf: PackagePaths.bench(name), encoding: .utf8)
         var replaced = 0
         let lines = source.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
             if line.hasPrefix("local NEXT_HOP = ") {
@@ -97,8 +106,8 @@ enum RouteScripts {
             }
             return String(line)
         }
-        guard replaced == 1 else { throw HarnessError("bench/stateless.lua has no `local NEXT_HOP = \"...\"` line") }
-        let url = directory.appendingPathComponent("stateless.lua")
+        guard replaced == 1 else { throw HarnessError("bench/\(name) has no `local NEXT_HOP = \"...\"` line") }
+        let url = directory.appendingPathComponent(name)
         try lines.joined(separator: "\n").write(to: url, atomically: true, encoding: .utf8)
         return url
     }

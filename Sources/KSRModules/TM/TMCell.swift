@@ -1,0 +1,212 @@
+import SIPCore
+import SIPTransport
+import SIPTransaction
+import StarlingKEMI
+import Synchronization
+
+/// The server side of a transaction: one of the two server machines.
+enum ServerMachine: Sendable {
+    case invite(InviteServerTransaction)
+    case nonInvite(NonInviteServerTransaction)
+
+    var isTerminated: Bool {
+        switch self {
+        case .invite(let m): return m.isTerminated
+        case .nonInvite(let m): return m.isTerminated
+        }
+    }
+    var lastStatus: Int {
+        switch self {
+        case .invite(let m): return m.lastStatus
+        case .nonInvite(let m): return m.lastStatus
+        }
+    }
+    mutating func tuSentResponse(_ code: Int) -> [TransactionAction] {
+        switch self {
+        case .invite(var m): let a = m.tuSentResponse(code); self = .invite(m); return a
+        case .nonInvite(var m): let a = m.tuSentResponse(code); self = .nonInvite(m); return a
+        }
+    }
+    mutating func requestRetransmitted() -> [TransactionAction] {
+        switch self {
+        case .invite(var m): let a = m.requestRetransmitted(); self = .invite(m); return a
+        case .nonInvite(var m): let a = m.requestRetransmitted(); self = .nonInvite(m); return a
+        }
+    }
+    mutating func ackReceived() -> [TransactionAction] {
+        switch self {
+        case .invite(var m): let a = m.ackReceived(); self = .invite(m); return a
+        case .nonInvite: return []
+        }
+    }
+    mutating func timerFired(_ t: TransactionTimer) -> [TransactionAction] {
+        switch self {
+        case .invite(var m): let a = m.timerFired(t); self = .invite(m); return a
+        case .nonInvite(var m): let a = m.timerFired(t); self = .nonInvite(m); return a
+        }
+    }
+}
+
+/// The client side of one branch.
+enum ClientMachine: Sendable {
+    case invite(InviteClientTransaction)
+    case nonInvite(NonInviteClientTransaction)
+
+    var isTerminated: Bool {
+        switch self {
+        case .invite(let m): return m.isTerminated
+        case .nonInvite(let m): return m.isTerminated
+        }
+    }
+    mutating func requestSent() -> [TransactionAction] {
+        switch self {
+        case .invite(var m): let a = m.requestSent(); self = .invite(m); return a
+        case .nonInvite(var m): let a = m.requestSent(); self = .nonInvite(m); return a
+        }
+    }
+    mutating func responseReceived(_ code: Int) -> [TransactionAction] {
+        switch self {
+        case .invite(var m): let a = m.responseReceived(code); self = .invite(m); return a
+        case .nonInvite(var m): let a = m.responseReceived(code); self = .nonInvite(m); return a
+        }
+    }
+    mutating func timerFired(_ t: TransactionTimer) -> [TransactionAction] {
+        switch self {
+        case .invite(var m): let a = m.timerFired(t); self = .invite(m); return a
+        case .nonInvite(var m): let a = m.timerFired(t); self = .nonInvite(m); return a
+        }
+    }
+    mutating func cancelRequested() -> [TransactionAction] {
+        switch self {
+        case .invite(var m): let a = m.cancelRequested(); self = .invite(m); return a
+        case .nonInvite: return []
+        }
+    }
+    mutating func transportError() -> [TransactionAction] {
+        switch self {
+        case .invite(var m): let a = m.transportError(); self = .invite(m); return a
+        case .nonInvite(var m): let a = m.transportError(); self = .nonInvite(m); return a
+        }
+    }
+}
+
+/// One outgoing branch of a transaction (Kamailio's `uac`).
+struct TMBranch {
+    var key: TransactionKey
+    var branchID: String
+    var machine: ClientMachine
+    /// The request as sent on this branch.
+    var request: [UInt8]
+    var destination: SocketAddress
+    var proto: SIPTransportProtocol
+    var local: SocketAddress?
+    /// The status of the last reply received (0: none).
+    var lastStatus = 0
+    /// The final status of the branch (a received final, or 408 on timeout; 0: pending).
+    var finalStatus = 0
+    /// The final reply, ready to be relayed upstream (top Via removed); nil for a local timeout.
+    var finalReply: [UInt8]?
+    var timedOut = false
+    var replied = false
+    /// The ACK for a non-2xx final (kept for retransmissions).
+    var ack: [UInt8]?
+    /// A CANCEL was sent on this branch.
+    var cancelSent = false
+    var cancelKey: TransactionKey?
+    /// `t_drop_replies` in a failure route: this branch's reply is no longer a candidate.
+    var dropped = false
+
+    var isPending: Bool { finalStatus == 0 }
+}
+
+/// A box for values that are only touched under the cell's lock or by the one worker routing it.
+struct UncheckedBox<T>: @unchecked Sendable {
+    var value: T
+}
+
+/// A transaction (Kamailio's cell): the server machine, the request, the branches. Every mutable field is
+/// guarded by `lock`; Lua never runs while it is held.
+final class TMCell: @unchecked Sendable, Hashable {
+    let id: UInt64
+    let serverKey: TransactionKey
+    let isInvite: Bool
+    let method: String
+    /// The worker queue that runs this transaction's timers.
+    let timers: TMTimerQueue
+    private let mutex = Mutex(())
+
+    // Guarded by `lock`.
+    var server: ServerMachine
+    /// The request as received, with the edits the script made (the failure route's message).
+    var request: UncheckedBox<SIPMessage>
+    var received: ReceiveInfo
+    var replyDestination: SocketAddress
+    var config: TimerConfiguration
+    var lastResponse: [UInt8]?
+    var branches: [TMBranch] = []
+    var onFailure = ""
+    var onReply = ""
+    var onBranch = ""
+    var onBranchFailure = ""
+    var canceled = false
+    var expired = false
+    var messageFlags: UInt32 = 0
+    /// The request route that created the transaction is still running (on its worker): the request
+    /// must not be routed elsewhere (failure route) until it ends.
+    var routeBusy = true
+    /// A failure route is running (on some worker).
+    var inFailureRoute = false
+    /// Branches added by the failure route that is running.
+    var branchesAddedInFailure = false
+    /// The code the failure route sees (the winning one).
+    var failureCode = 0
+    var freed = false
+
+    init(id: UInt64, key: TransactionKey, request: SIPMessage, received: ReceiveInfo, replyDestination: SocketAddress,
+         config: TimerConfiguration, timers: TMTimerQueue) {
+        self.id = id
+        serverKey = key
+        let inv = request.method == .invite
+        isInvite = inv
+        method = request.methodName
+        self.timers = timers
+        self.request = UncheckedBox(value: request)
+        self.received = received
+        self.replyDestination = replyDestination
+        self.config = config
+        server = inv ? .invite(InviteServerTransaction(transport: .unreliable, timers: config))
+            : .nonInvite(NonInviteServerTransaction(transport: .unreliable, timers: config))
+    }
+
+    @inline(__always) func locked<R>(_ body: () throws -> R) rethrows -> R {
+        try mutex.withLock { _ in try body() }
+    }
+
+    /// The best final response among finished branches (RFC 3261 §16.7 step 6: 6xx wins, else the
+    /// lowest class; 503 becomes 500 when relayed is left to the caller). Returns the branch index.
+    func bestBranch() -> Int? {
+        bestBranch(skippingDropped: true) ?? bestBranch(skippingDropped: false)
+    }
+
+    private func bestBranch(skippingDropped: Bool) -> Int? {
+        var best: Int?
+        for (i, b) in branches.enumerated() where b.finalStatus >= 300 && !(skippingDropped && b.dropped) {
+            guard let cur = best else { best = i; continue }
+            let c = branches[cur].finalStatus, n = b.finalStatus
+            if c >= 600 { continue }
+            if n >= 600 || n / 100 < c / 100 { best = i }
+        }
+        return best
+    }
+
+    var hasPendingBranches: Bool { branches.contains { $0.isPending } }
+    var finalSent: Bool { server.lastStatus >= 200 }
+
+    static func == (a: TMCell, b: TMCell) -> Bool { a === b }
+    func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
+}
+
+extension SIPMessage {
+    /// The method name as text.
+    var methodName: String { String(decoding: bytes(methodRange), as: UTF8.self) }
+}

@@ -1,0 +1,183 @@
+import SIPCore
+import SIPTransport
+import SIPTransaction
+import StarlingKEMI
+import Synchronization
+
+/// What the machines asked for that must happen after the cell's lock is released: datagrams to send,
+/// and events for the route layer (which may run Lua).
+struct TMOutbox {
+    enum Event {
+        /// Branch `i` passed a reply with this code to the TU.
+        case reply(Int, Int)
+        /// Branch `i` timed out (or failed to send): a local 408.
+        case timeout(Int)
+        /// The server transaction passed an ACK for its 2xx up (RFC 6026 Accepted).
+        case ackPassed
+    }
+    var sends: [(bytes: [UInt8], to: SocketAddress, proto: SIPTransportProtocol, from: SocketAddress?)] = []
+    var events: [Event] = []
+    var sentResponse = false
+
+    mutating func send(_ b: [UInt8], _ to: SocketAddress, _ proto: SIPTransportProtocol, _ from: SocketAddress?) {
+        sends.append((b, to, proto, from))
+    }
+
+    /// Sends everything (outside any lock).
+    mutating func flush(_ ctx: RouteContext) {
+        for s in sends { _ = ctx.sender.send(s.bytes, to: s.to, proto: s.proto, from: s.from) }
+        sends.removeAll()
+    }
+
+    /// Sends everything at once, past the worker's batch: called with the cell locked for replies
+    /// relayed upstream, so that two workers relaying replies of one transaction keep their order.
+    mutating func flushNow(_ ctx: RouteContext) {
+        guard !sends.isEmpty else { return }
+        flush(ctx)
+        (ctx.sender as? any BatchingSender)?.flush()
+    }
+}
+
+/// Carries out machine actions on a cell. Every function here runs with the cell's lock held.
+enum TMCore {
+    static let serverSide = -1
+    static let lifetime = -2
+
+    /// Runs server-machine actions. `response` is the response `.sendResponse` sends (and keeps).
+    static func runServer(_ store: TMStore, _ cell: TMCell, _ actions: [TransactionAction], _ out: inout TMOutbox,
+                          response: [UInt8]? = nil) {
+        for a in actions {
+            switch a {
+            case .sendResponse:
+                guard let response else { continue }
+                cell.lastResponse = response
+                out.sentResponse = true
+                out.send(response, cell.replyDestination, cell.received.proto, cell.received.local)
+            case .retransmitResponse:
+                if let r = cell.lastResponse { out.send(r, cell.replyDestination, cell.received.proto, cell.received.local) }
+            case .startTimer(let t, let d):
+                cell.timers.schedule(TMTimerKey(cell: cell, branch: serverSide, timer: t), after: d)
+            case .stopTimer(let t):
+                cell.timers.cancel(TMTimerKey(cell: cell, branch: serverSide, timer: t))
+            case .passACKToTU:
+                out.events.append(.ackPassed)
+            case .terminate:
+                cancelTimers(cell, serverSide)
+                maybeFree(store, cell)
+            default:
+                break
+            }
+        }
+    }
+
+    /// Runs the actions of branch `i`'s client machine. `response` is the reply that caused them.
+    static func runBranch(_ store: TMStore, _ cell: TMCell, _ i: Int, _ actions: [TransactionAction], _ out: inout TMOutbox,
+                          response: SIPMessage? = nil) {
+        for a in actions {
+            let b = cell.branches[i]
+            switch a {
+            case .retransmitRequest:
+                out.send(b.request, b.destination, b.proto, b.local)
+            case .sendACK:
+                if let response, let sent = try? SIPMessage.parse(b.request),
+                   let ack = SIPBuilder.ackForNon2xx(invite: sent, response: response) {
+                    cell.branches[i].ack = ack
+                    out.send(ack, b.destination, b.proto, b.local)
+                }
+            case .retransmitACK:
+                if let ack = b.ack { out.send(ack, b.destination, b.proto, b.local) }
+            case .startTimer(let t, let d):
+                cell.timers.schedule(TMTimerKey(cell: cell, branch: i, timer: t), after: d)
+            case .stopTimer(let t):
+                cell.timers.cancel(TMTimerKey(cell: cell, branch: i, timer: t))
+            case .passToTU(let code):
+                cell.branches[i].lastStatus = code
+                out.events.append(.reply(i, code))
+            case .timeoutToTU, .transportErrorToTU:
+                out.events.append(.timeout(i))
+            case .cancelBranch:
+                guard !b.cancelSent, let sent = try? SIPMessage.parse(b.request),
+                      let cancel = SIPBuilder.cancel(for: sent) else { continue }
+                let key = TransactionKey.client(branch: b.branchID, method: "CANCEL")
+                cell.branches[i].cancelSent = true
+                cell.branches[i].cancelKey = key
+                store.table.insert(.cancel(cell, i), for: key)
+                out.send(cancel, b.destination, b.proto, b.local)
+            case .terminate:
+                cancelTimers(cell, i)
+                maybeFree(store, cell)
+            default:
+                break
+            }
+        }
+    }
+
+    static func cancelTimers(_ cell: TMCell, _ side: Int) {
+        for t in TransactionTimer.allCases { cell.timers.cancel(TMTimerKey(cell: cell, branch: side, timer: t)) }
+    }
+
+    /// Frees the cell once its server machine and every branch machine have terminated: its keys leave
+    /// the table and its timers the wheel.
+    static func maybeFree(_ store: TMStore, _ cell: TMCell, force: Bool = false) {
+        guard !cell.freed else { return }
+        if !force {
+            guard cell.server.isTerminated, cell.branches.allSatisfy({ $0.machine.isTerminated }) else { return }
+        }
+        cell.freed = true
+        store.table.remove(cell.serverKey)
+        cancelTimers(cell, serverSide)
+        cancelTimers(cell, lifetime)
+        for (i, b) in cell.branches.enumerated() {
+            store.table.remove(b.key)
+            if let k = b.cancelKey { store.table.remove(k) }
+            cancelTimers(cell, i)
+        }
+        store.liveCells.wrappingSubtract(1, ordering: .relaxed)
+    }
+
+    /// Asks every pending branch except `except` to be cancelled (RFC 3261 §16.7 step 10, §16.10).
+    static func cancelPending(_ store: TMStore, _ cell: TMCell, except: Int?, _ out: inout TMOutbox) {
+        for j in cell.branches.indices where j != except && cell.branches[j].isPending {
+            let a = cell.branches[j].machine.cancelRequested()
+            runBranch(store, cell, j, a, &out)
+        }
+    }
+}
+
+/// Route-state swaps: failure, branch and onreply routes run on the worker's one context, so the
+/// message being handled is saved around them.
+struct TMSavedRoute {
+    var message: SIPMessage?
+    var routeType: RouteType
+    var received: ReceiveInfo
+    var destinationURI: [UInt8]?
+    var branches: [[UInt8]]
+    var dropRequested: Bool
+    var replied: Bool
+    var transaction: AnyObject?
+    var messageFlags: UInt32
+
+    init(_ ctx: RouteContext) {
+        message = ctx.message
+        routeType = ctx.routeType
+        received = ctx.received
+        destinationURI = ctx.destinationURI
+        branches = ctx.branches
+        dropRequested = ctx.dropRequested
+        replied = ctx.replied
+        transaction = ctx.transaction
+        messageFlags = ctx.messageFlags
+    }
+
+    func restore(_ ctx: RouteContext) {
+        ctx.message = message
+        ctx.routeType = routeType
+        ctx.received = received
+        ctx.destinationURI = destinationURI
+        ctx.branches = branches
+        ctx.dropRequested = dropRequested
+        ctx.replied = replied
+        ctx.transaction = transaction
+        ctx.messageFlags = messageFlags
+    }
+}
