@@ -46,6 +46,10 @@ public enum PrometheusMetrics {
                [("{version=\"\(p.version)\",script=\"\(escape(p.source.path))\"}", "1")])
         metric("starling_script_generation", "gauge", "How many script versions have been published since start.",
                [("", String(p.generation))])
+        if let t = server.transactionsActive {
+            metric("starling_transactions_active", "gauge", "tm transactions in memory (created and not yet freed).",
+                   [("", String(t))])
+        }
         metric("starling_workers", "gauge", "Worker threads.", [("", String(server.workerCount))])
         metric("starling_workers_on_active_script", "gauge", "Worker threads running the active script version.",
                [("", String(server.workersOnCurrentScript))])

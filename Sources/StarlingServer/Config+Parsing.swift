@@ -1,4 +1,5 @@
 import Foundation
+import KSRModules
 import Logging
 import SIPTransport
 import TOMLKit
@@ -287,8 +288,11 @@ extension StarlingConfig {
 
     func validate() throws(ConfigError) {
 
-        for module in modparams.keys.sorted() where !modules.contains(module) {
-            throw ConfigError(key: "modparam.\(module)", "module \"\(module)\" is not loaded (add it to core.modules)")
+        // With no module list every module Starling has is loaded, so any of their modparams applies.
+        let loaded = modules.isEmpty ? Set(KSRModules.available) : KSRModules.tableNames(modules).union(modules)
+        for module in modparams.keys.sorted() where !loaded.contains(module) && !loaded.contains(KSRModules.kemiName[module] ?? module) {
+            let hint = modules.isEmpty ? "Starling has no module of that name" : "add it to core.modules"
+            throw ConfigError(key: "modparam.\(module)", "module \"\(module)\" is not loaded (\(hint))")
         }
     }
 

@@ -22,6 +22,9 @@ public final class Server: Sendable {
     /// The transaction store (KSR.tm), shared by all workers.
     public let transactions: TMStore
     let tmLoaded: Bool
+
+    /// Transactions in memory, or nil when the tm module is not loaded.
+    public var transactionsActive: Int? { tmLoaded ? transactions.count : nil }
     let logger: Logger
     let store: ScriptStore
     let services: ServerServices

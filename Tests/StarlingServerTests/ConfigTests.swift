@@ -179,7 +179,8 @@ struct ConfigTests {
         expectError("[core]\nmodules = [\"tm\"]\n[modparam.tm]\nx = [1, 2.5]", "modparam.tm.x[1]: expected a string, integer or boolean, got 2.5")
         expectError("[core]\nmodules = [\"tm\"]\n[modparam.tm]\nx = []", "modparam.tm.x: expected at least one value in the array")
         expectError("[core]\nmodules = [\"tm\"]\n[modparam]\ntm = 3", "modparam.tm: expected a table of parameters ([modparam.tm]), got 3")
-        expectError("[modparam.tm]\nfr_timer = 1", "modparam.tm: module \"tm\" is not loaded (add it to core.modules)")
+        expectError("[core]\nmodules = [\"sl\"]\n[modparam.tm]\nfr_timer = 1", "modparam.tm: module \"tm\" is not loaded (add it to core.modules)")
+        expectError("[modparam.nosuch]\nx = 1", "modparam.nosuch: module \"nosuch\" is not loaded (Starling has no module of that name)")
     }
 
     @Test("environment overrides core values, defines and modparams")
@@ -230,7 +231,7 @@ struct ConfigTests {
         expectError("", env: ["STARLING_CORE_LISTEN": "udp:127.0.0.1:5060,foo:1.2.3.4"],
                     "STARLING_CORE_LISTEN[1]: unknown proto \"foo\" in \"foo:1.2.3.4\" (expected one of udp, tcp, tls, ws, wss, sctp)")
         expectError("", env: ["STARLING_MODPARAM_TM": "1"], "STARLING_MODPARAM_TM: expected STARLING_MODPARAM_<MODULE>_<PARAM>")
-        expectError("", env: ["STARLING_MODPARAM_TM_FR_TIMER": "1"], "modparam.tm: module \"tm\" is not loaded (add it to core.modules)")
+        expectError("[core]\nmodules = [\"sl\"]", env: ["STARLING_MODPARAM_TM_FR_TIMER": "1"], "modparam.tm: module \"tm\" is not loaded (add it to core.modules)")
     }
 
     @Test("command-line overrides beat file and environment")
