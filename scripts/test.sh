@@ -4,4 +4,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 swift build --build-tests
-swift test --skip-build
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+swift test --skip-build 2>&1 | tee "$log" || status=$?
+# One plain closing line for tools that read it ("N passed, N failed").
+summary=$(grep -E "Test run with [0-9]+ tests?" "$log" | tail -n 1 || true)
+total=$(printf '%s' "$summary" | sed -nE 's/.*Test run with ([0-9]+) tests?.*/\1/p')
+if [ "$status" -eq 0 ] && [ -n "$total" ]; then
+  echo "$total passed, 0 failed"
+elif [ -n "$total" ]; then
+  failed=$(grep -cE "^✘ Test .*(failed|recorded an issue)" "$log" || true)
+  echo "tests: $total run, failures reported in $failed line(s)"
+fi
+exit "$status"
