@@ -1,5 +1,11 @@
 #!/usr/bin/env python3
-"""Kamailio 5.6 vs Starling on the same stateless KEMI Lua script, same SIPp load.
+"""Kamailio 5.6 vs Starling on the same KEMI Lua script, same SIPp load.
+
+MODE=stateless (default) runs bench/stateless.lua (KSR.forward()); MODE=stateful
+runs bench/stateful.lua (KSR.tm.t_relay(); Kamailio gets tm and tmx loaded).
+PROBE_RATE adds a latency step per server: SIPp load at that rate plus paced
+probe calls from this process, timed with time.perf_counter_ns (SIPp's own
+response-time clock is 4 ms coarse).
 
 Run through bench/compare.sh; every setting is an environment variable (see
 the usage text printed by `bench/compare.sh --help`). Python 3 stdlib only.
@@ -25,21 +31,30 @@ import shutil
 import signal
 import subprocess
 import sys
+import socket
+import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "Tests" / "StarlingIntegrationTests" / "Scenarios"
-SCRIPT = ROOT / "bench" / "stateless.lua"
+SCRIPTS = {"stateless": ROOT / "bench" / "stateless.lua", "stateful": ROOT / "bench" / "stateful.lua"}
 RESULTS = ROOT / "bench" / "results"
 HZ = os.sysconf("SC_CLK_TCK")
 HOST = "127.0.0.1"  # never anything else
 
 USAGE = """\
-bench/compare.sh: Kamailio 5.6 vs Starling, stateless forwarding (bench/stateless.lua)
+bench/compare.sh: Kamailio 5.6 vs Starling on the same Lua script and SIPp load
 
 Environment (defaults in brackets):
+  MODE             stateless (bench/stateless.lua, KSR.forward())
+                   or stateful (bench/stateful.lua, KSR.tm.t_relay()) [stateless]
+  PROBE_RATE       SIPp calls/s of an extra latency step per server; 0 = none [0]
+  PROBE_CPS        paced probe calls/s during that step    [50]
+  PROBE_DURATION   seconds of that step                   [= DURATION]
+  CHART            1 = draw bench/results/compare-<UTC>.png (needs matplotlib) [1]
   RATES            calls/s steps                          [500 1000 2000]
   DURATION         seconds per step                       [10]
   CHILDREN         Kamailio children                      [4]
@@ -54,6 +69,9 @@ Environment (defaults in brackets):
   PROXY_PORT UAS_PORT UAC_PORT                            [35060 35090 35070]
   KAMAILIO_BIN     [kamailio]   SIPP_BIN [sipp]
 A step PASSES with 0 failed calls, 0 retransmissions and >= 97% of the rate.
+Probe calls (INVITE, 100, 180, 200, ACK, BYE, 200 through the proxy to the SIPp UAS)
+give INVITE->100 Trying (stateful: one pass through the proxy, its own 100),
+INVITE->180 and BYE->200 (two passes plus the UAS), p50/p90/p99 in microseconds.
 Results: bench/results/compare-<UTC time>.{json,tsv}
 """
 
@@ -204,12 +222,19 @@ listen=udp:{host}:{port}
 auto_aliases=no
 maxbuffer=2097152
 mpath="{mpath}"
-loadmodule "sl.so"
+{tm}loadmodule "sl.so"
 loadmodule "maxfwd.so"
 loadmodule "pv.so"
 loadmodule "app_lua.so"
 modparam("app_lua", "load", "{script}")
 cfgengine "lua"
+"""
+
+# Stateful mode: tm + tmx, loaded before sl (sl binds tm at init), the timers of the baseline measurements (fr_timer 5 s, fr_inv_timer 10 s).
+KAMAILIO_TM = """loadmodule "tm.so"
+loadmodule "tmx.so"
+modparam("tm", "fr_timer", 5000)
+modparam("tm", "fr_inv_timer", 10000)
 """
 
 
@@ -221,12 +246,13 @@ def kamailio_mpath() -> str:
     raise RuntimeError("kamailio app_lua.so not found (install kamailio and kamailio-lua-modules)")
 
 
-def start_kamailio(tmp: Path, script: Path, port: int, children: int) -> subprocess.Popen:
+def start_kamailio(tmp: Path, script: Path, port: int, children: int, stateful: bool) -> subprocess.Popen:
     binary = env("KAMAILIO_BIN", "kamailio")
     if shutil.which(binary) is None:
         raise RuntimeError(f"kamailio binary '{binary}' not found")
     cfg = tmp / "kamailio.cfg"
-    cfg.write_text(KAMAILIO_CFG.format(children=children, host=HOST, port=port, mpath=kamailio_mpath(), script=script))
+    cfg.write_text(KAMAILIO_CFG.format(children=children, host=HOST, port=port, mpath=kamailio_mpath(), script=script,
+                                       tm=KAMAILIO_TM if stateful else ""))
     log = open(tmp / "kamailio.log", "wb")
     proc = subprocess.Popen([binary, "-f", str(cfg), "-DD", "-E", "-m", "1024", "-M", "32", "-Y", str(tmp)],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -312,17 +338,151 @@ def run_uac(tmp: Path, tag: str, proxy_port: int, uac_port: int, rate: int, call
     }
 
 
+
+# ---------------------------------------------------------------- latency probe
+
+class Probe(threading.Thread):
+    """Paced probe calls through the proxy to the SIPp UAS, timed with perf_counter_ns.
+
+    One call at a time from one UDP socket: INVITE, then wait for 100 (only a
+    stateful proxy's own 100 is timed as INVITE->100; the UAS's 100 is
+    forwarded by a stateless proxy and the UAS sends it at once too), 180 and
+    200; ACK and BYE go to the proxy, which forwards them to the UAS; then the
+    BYE's 200. No retransmissions: a response not seen within `timeout`
+    seconds counts as lost.
+    """
+
+    def __init__(self, proxy_port: int, cps: float, timeout: float = 2.0):
+        super().__init__(daemon=True)
+        self.proxy = (HOST, proxy_port)
+        self.period_ns = int(1e9 / cps)
+        self.timeout = timeout
+        self.stop_event = threading.Event()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((HOST, 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.port = self.sock.getsockname()[1]
+        self.samples: dict[str, list[int]] = {"invite_100": [], "invite_180": [], "invite_200": [], "bye_200": []}
+        self.calls = self.lost = 0
+        self.error: str | None = None
+        self.run_id = os.urandom(4).hex()  # Call-IDs and branches unique across probe steps
+
+    def _request(self, method: str, ruri: str, call_id: str, ftag: str, to: str, cseq: int, branch: str) -> bytes:
+        return (f"{method} {ruri} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {HOST}:{self.port};branch=z9hG4bK{branch};rport\r\n"
+                f"Max-Forwards: 70\r\n"
+                f"From: <sip:probe@{HOST}:{self.port}>;tag={ftag}\r\n"
+                f"To: {to}\r\n"
+                f"Call-ID: {call_id}\r\n"
+                f"CSeq: {cseq} {method}\r\n"
+                f"Contact: <sip:probe@{HOST}:{self.port}>\r\n"
+                f"Content-Length: 0\r\n\r\n").encode()
+
+    def _wait(self, call_id: str, method: str, codes: set[int], deadline: float) -> tuple[int, int, str] | None:
+        """(code, perf_counter_ns at receipt, text) of the first response of `call_id`/`method` in `codes`."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65535)
+            except socket.timeout:
+                return None
+            now = time.perf_counter_ns()
+            text = data.decode("latin-1")
+            if not text.startswith("SIP/2.0 ") or f"Call-ID: {call_id}" not in text:
+                continue
+            cseq = re.search(r"^CSeq:\s*\d+\s+(\w+)", text, re.M | re.I)
+            if not cseq or cseq.group(1) != method:
+                continue
+            code = int(text[8:11])
+            if code in codes:
+                return code, now, text
+
+    def _call(self, n: int) -> None:
+        call_id = f"probe-{self.run_id}-{n}@{HOST}"
+        ftag, to = f"p{self.run_id}{n}", f"<sip:uas@{HOST}:{self.proxy[1]}>"
+        ruri = f"sip:uas@{HOST}:{self.proxy[1]}"
+        self.calls += 1
+        deadline = time.monotonic() + self.timeout
+        t0 = time.perf_counter_ns()
+        self.sock.sendto(self._request("INVITE", ruri, call_id, ftag, to, 1, f"pi{self.run_id}{n}"), self.proxy)
+        seen = {}
+        final = None
+        while final is None:
+            got = self._wait(call_id, "INVITE", {100, 180, 200} - set(seen), deadline)
+            if got is None:
+                self.lost += 1
+                return
+            code, at, text = got
+            seen[code] = at
+            if code == 200:
+                final = text
+        for code, key in ((100, "invite_100"), (180, "invite_180"), (200, "invite_200")):
+            if code in seen:
+                self.samples[key].append(seen[code] - t0)
+        tag = re.search(r"^To:.*;tag=([^;\s>]+)", final, re.M | re.I)
+        contact = re.search(r"^Contact:\s*<([^>]+)>", final, re.M | re.I)
+        to_tagged = f"{to};tag={tag.group(1) if tag else ''}"
+        target = contact.group(1) if contact else ruri
+        self.sock.sendto(self._request("ACK", target, call_id, ftag, to_tagged, 1, f"pa{self.run_id}{n}"), self.proxy)
+        deadline = time.monotonic() + self.timeout
+        t1 = time.perf_counter_ns()
+        self.sock.sendto(self._request("BYE", target, call_id, ftag, to_tagged, 2, f"pb{self.run_id}{n}"), self.proxy)
+        got = self._wait(call_id, "BYE", {200}, deadline)
+        if got is None:
+            self.lost += 1
+            return
+        self.samples["bye_200"].append(got[1] - t1)
+
+    def run(self) -> None:
+        try:
+            n, start = 0, time.perf_counter_ns()
+            while not self.stop_event.is_set():
+                n += 1
+                wait = start + n * self.period_ns - time.perf_counter_ns()
+                if wait > 0:
+                    time.sleep(wait / 1e9)
+                elif wait < -self.period_ns:  # a slow or lost call: no catch-up burst
+                    start -= wait
+                self._call(n)
+        except Exception as error:  # reported, never silently lost
+            self.error = repr(error)
+        finally:
+            self.sock.close()
+
+    def summary(self) -> dict:
+        out: dict = {"calls": self.calls, "lost": self.lost, "error": self.error}
+        for key, values in self.samples.items():
+            if not values:
+                continue
+            values = sorted(values)
+            q = lambda f: round(values[min(len(values) - 1, int(f * len(values)))] / 1000, 1)
+            out[key] = {"n": len(values), "p50_us": q(0.50), "p90_us": q(0.90), "p99_us": q(0.99),
+                        "max_us": round(values[-1] / 1000, 1)}
+        return out
+
 # ---------------------------------------------------------------- steps
 
 def run_step(tmp: Path, server: subprocess.Popen, uas: subprocess.Popen, tag: str, ports: dict, rate: int,
-             duration: int) -> dict:
+             duration: int, probe_cps: float = 0) -> dict:
     calls = rate * duration
     own0 = os.times()
     exclude = set(descendants(server.pid)) | {uas.pid, os.getpid()}
     others0 = other_process_ticks(exclude)
     busy0, srv0, uas0 = machine_busy_ticks(), tree_ticks(server.pid), proc_cpu_ticks(uas.pid)
     t0 = time.monotonic()
-    uac = run_uac(tmp, tag, ports["proxy"], ports["uac"], rate, calls)
+    probe = None
+    if probe_cps > 0:
+        probe = Probe(ports["proxy"], probe_cps)
+        probe.start()
+    try:
+        uac = run_uac(tmp, tag, ports["proxy"], ports["uac"], rate, calls)
+    finally:
+        if probe is not None:
+            probe.stop_event.set()
+            probe.join(10)
     elapsed = time.monotonic() - t0
     busy1, srv1, uas1 = machine_busy_ticks(), tree_ticks(server.pid), proc_cpu_ticks(uas.pid)
     others1 = other_process_ticks(exclude)
@@ -350,6 +510,8 @@ def run_step(tmp: Path, server: subprocess.Popen, uas: subprocess.Popen, tag: st
         "outside_cpu_pct": round(max(others, outside, 0) / core, 1),
         "outside_top_ticks": top_outside(others0, others1),
     }
+    if probe is not None:
+        result["probe"] = probe.summary()
     result["passed"] = (result["failed"] == 0 and result["retransmissions"] == 0 and uac["exit"] == 0
                         and result["successful"] >= 0.97 * calls and achieved >= 0.97 * rate)
     return result
@@ -361,19 +523,20 @@ def print_step(server: str, r: dict, attempt: int, contended: bool) -> None:
           f"ok {r['successful']:7}  failed {r['failed']:5}  retrans {r['retransmissions']:5}  "
           f"cpu/1000 calls {per1000 if per1000 is not None else '-':>7}s  server {r['server_cpu_pct']:5.1f}%  "
           f"sipp {r['sipp_cpu_pct']:5.1f}%  outside {r['outside_cpu_pct']:4.1f}%"
+          + (f"  [SIPp exit {r['exit']}]" if r["exit"] else "")
           + (f"  [CONTENDED, attempt {attempt}]" if contended else ""), flush=True)
 
 
 def bench_server(name: str, tmp: Path, script: Path, ports: dict, rates: list[int], duration: int,
-                 threshold: float, retries: int, keep_going: bool, starling: Path | None) -> dict:
+                 threshold: float, retries: int, keep_going: bool, starling: Path | None, stateful: bool) -> dict:
     sub = tmp / name
     sub.mkdir()
-    uas = server = None
+    uas = server = probe_step = None
     steps = []
     try:
         uas = start_uas(sub, ports["uas"])
         if name == "kamailio":
-            server = start_kamailio(sub, script, ports["proxy"], int(env("CHILDREN", "4")))
+            server = start_kamailio(sub, script, ports["proxy"], int(env("CHILDREN", "4")), stateful)
         else:
             assert starling is not None
             server = start_starling(sub, starling, script, ports["proxy"], int(env("WORKERS", env("CHILDREN", "4"))))
@@ -402,11 +565,33 @@ def bench_server(name: str, tmp: Path, script: Path, ports: dict, rates: list[in
                 print(f"  {name}: {rate}/s failed; higher rates skipped (KEEP_GOING=1 to run them)", flush=True)
                 break
             time.sleep(1)
+        probe_rate = int(env("PROBE_RATE", "0"))
+        if probe_rate > 0:
+            time.sleep(2)  # let the ramp's last transactions and late ACK waits drain
+            for attempt in range(1, retries + 2):
+                probe_step = run_step(sub, server, uas, f"probe_{probe_rate}_{attempt}", ports, probe_rate,
+                                      int(env("PROBE_DURATION", str(duration))), float(env("PROBE_CPS", "50")))
+                contended = probe_step["outside_cpu_pct"] > threshold
+                probe_step["attempt"], probe_step["contended"] = attempt, contended
+                print_step(name + "+probe", probe_step, attempt, contended)
+                print_probe(name, probe_step["probe"])
+                if not contended:
+                    break
+                if attempt <= retries:
+                    time.sleep(float(env("CONTENTION_WAIT", "5")))
     finally:
         stop(server)
         stop(uas)
     passing = [s["rate"] for s in steps if s["passed"]]
-    return {"server": name, "steps": steps, "max_sustained_cps": max(passing) if passing else 0, "logs": str(sub)}
+    return {"server": name, "steps": steps, "max_sustained_cps": max(passing) if passing else 0, "logs": str(sub),
+            **({"probe_step": probe_step} if probe_step is not None else {})}
+
+
+def print_probe(name: str, p: dict) -> None:
+    parts = [f"{k} p50 {v['p50_us']} p90 {v['p90_us']} p99 {v['p99_us']} us (n {v['n']})"
+             for k, v in p.items() if isinstance(v, dict)]
+    print(f"  {name:9} probe: {p['calls']} calls, {p['lost']} lost{', ERROR ' + p['error'] if p['error'] else ''}; "
+          + "; ".join(parts), flush=True)
 
 
 def interrupted(signum, frame):
@@ -426,6 +611,12 @@ def main() -> int:
     ports = {"proxy": int(env("PROXY_PORT", "35060")), "uas": int(env("UAS_PORT", "35090")),
              "uac": int(env("UAC_PORT", "35070"))}
     servers = env("SERVERS", "kamailio starling").split()
+    mode = env("MODE", "stateless")
+    if mode not in SCRIPTS:
+        print(f"error: MODE must be stateless or stateful, not {mode!r}", file=sys.stderr)
+        return 2
+    stateful = mode == "stateful"
+    script_src = SCRIPTS[mode]
 
     starling = Path(env("STARLING_BIN", str(ROOT / ".build" / "release" / "starling")))
     if not starling.is_absolute():
@@ -441,16 +632,16 @@ def main() -> int:
             return 2
 
     tmp = Path(tempfile.mkdtemp(prefix="starling-bench-"))
-    script = tmp / "stateless.lua"
-    text = SCRIPT.read_text()
+    script = tmp / script_src.name
+    text = script_src.read_text()
     text, n = re.subn(r'^local NEXT_HOP = ".*"$', f'local NEXT_HOP = "sip:{HOST}:{ports["uas"]}"', text, flags=re.M)
     if n != 1:
-        print("error: bench/stateless.lua has no `local NEXT_HOP = \"...\"` line", file=sys.stderr)
+        print(f"error: {script_src} has no `local NEXT_HOP = \"...\"` line", file=sys.stderr)
         return 2
     script.write_text(text)
 
     started = dt.datetime.now(dt.timezone.utc)
-    print(f"Stateless forwarding, rates {rates} cps x {duration} s, Kamailio children {env('CHILDREN', '4')}, "
+    print(f"{mode.capitalize()} forwarding ({script_src.name}), rates {rates} cps x {duration} s, Kamailio children {env('CHILDREN', '4')}, "
           f"Starling workers {env('WORKERS', env('CHILDREN', '4'))}, contention threshold {threshold}% "
           f"(work dir {tmp})", flush=True)
     results = []
@@ -458,7 +649,7 @@ def main() -> int:
         print(f"== {name}", flush=True)
         try:
             results.append(bench_server(name, tmp, script, ports, rates, duration, threshold, retries, keep_going,
-                                        starling if name == "starling" else None))
+                                        starling if name == "starling" else None, stateful))
         except RuntimeError as error:
             print(f"  ERROR: {error}", flush=True)
             results.append({"server": name, "error": str(error), "steps": [], "max_sustained_cps": 0})
@@ -488,18 +679,37 @@ def main() -> int:
               f"({', '.join(contended)}): their figures, and ratios using them, are unreliable")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    doc = {"started": started.isoformat(), "rates": rates, "duration_s": duration,
+    probes = {r["server"]: r["probe_step"] for r in results if "probe_step" in r}
+    if probes:
+        print(f"Probe at {env('PROBE_RATE', '0')} SIPp calls/s + {env('PROBE_CPS', '50')} probe calls/s (microseconds):")
+        for server, step in probes.items():
+            print_probe(server, step["probe"])
+        if "kamailio" in probes and "starling" in probes:
+            for key in ("invite_100", "bye_200"):
+                k, s = probes["kamailio"]["probe"].get(key), probes["starling"]["probe"].get(key)
+                if k and s:
+                    ratio[f"{key}_p99"] = round(s["p99_us"] / k["p99_us"], 3)
+                    ratio[f"{key}_p50"] = round(s["p50_us"] / k["p50_us"], 3)
+            print("Starling/Kamailio latency: " + ", ".join(f"{k2} {v}" for k2, v in ratio.items() if k2.startswith(("invite_", "bye_"))))
+    doc = {"started": started.isoformat(), "mode": mode, "rates": rates, "duration_s": duration,
            "children": int(env("CHILDREN", "4")), "contention_threshold_pct": threshold,
-           "script": str(SCRIPT.relative_to(ROOT)), "results": results, "starling_over_kamailio": ratio}
+           "script": str(script_src.relative_to(ROOT)),
+           "probe_rate": int(env("PROBE_RATE", "0")), "probe_cps": float(env("PROBE_CPS", "50")), "results": results, "starling_over_kamailio": ratio}
     (RESULTS / f"compare-{stamp}.json").write_text(json.dumps(doc, indent=2) + "\n")
-    cols = ["server", "rate", "passed", "achieved_cps", "successful", "failed", "retransmissions",
+    cols = ["mode", "server", "rate", "passed", "achieved_cps", "successful", "failed", "retransmissions",
             "server_cpu_s_per_1000_calls", "server_cpu_pct", "sipp_cpu_pct", "outside_cpu_pct", "contended", "attempt"]
     with open(RESULTS / f"compare-{stamp}.tsv", "w") as f:
         f.write("\t".join(cols) + "\n")
         for r in results:
             for s in r["steps"]:
-                f.write("\t".join(str(r["server"] if c == "server" else s.get(c, "")) for c in cols) + "\n")
+                f.write("\t".join(str(r["server"] if c == "server" else mode if c == "mode" else s.get(c, ""))
+                                   for c in cols) + "\n")
     print(f"Results: {RESULTS / f'compare-{stamp}.json'} and .tsv")
+    if env("CHART", "1") == "1":
+        chart = subprocess.run([sys.executable, str(ROOT / "bench" / "chart.py"), "-o",
+                                str(RESULTS / f"compare-{stamp}.png"), str(RESULTS / f"compare-{stamp}.json")])
+        if chart.returncode != 0:
+            print("WARNING: no chart drawn (bench/chart.py failed; see above)", flush=True)
     return 0 if all("error" not in r for r in results) else 1
 
 
