@@ -179,7 +179,7 @@ enum TMRelay {
             if dropped { return SERError.send }
         }
         let branchID = store.branchID(cell, index)
-        var options = SIPSerializeOptions(prependLine: Array("Via: SIP/2.0/\(target.proto.viaName) \(local.advertised);branch=\(branchID)\r\n".utf8),
+        var options = SIPSerializeOptions(prependLine: RRModule.recordRouteLines(ctx, outgoing: local, proto: target.proto) + Array("Via: SIP/2.0/\(target.proto.viaName) \(local.advertised);branch=\(branchID)\r\n".utf8),
                                           requestURI: ruri)
         if let top = m.topVia {
             let (params, fill) = MessageTools.viaUpdate(ctx)
