@@ -222,4 +222,51 @@ private func outVar(_ h: ScriptHarness, _ name: String) -> KemiValue? { h.contex
         #expect(sent.destination == SocketAddress(ip: "192.0.2.30", port: 5070))
         #expect(sent.message.map { m in m.values(.route).map(m.string) } == ["<sip:192.0.2.30:5070;lr>"])
     }
+
+    @Test func branchRouteParamIsPerBranch() throws {
+        let h = try harness("""
+            if KSR.tm.t_check_trans() == 0 then return end
+            KSR.rr.record_route()
+            KSR.corex.append_branch_uri("sip:carol@192.0.2.21:5060")
+            KSR.tm.t_on_branch("branch_route")
+            KSR.tm.t_relay()
+            end
+            function branch_route()
+              KSR.rr.add_rr_param(";nat=yes")
+            """, rr: ["append_fromtag": "0"])
+        try h.route(RRMsg.invite())
+        let invites = h.sender.sent.filter { $0.text.hasPrefix("INVITE") }
+        #expect(invites.count == 2)
+        for i in invites {
+            #expect(i.text.contains("\r\nRecord-Route: <sip:127.0.0.1:5060;lr;nat=yes>\r\nVia: "), "\(i.text)")
+        }
+    }
+
+    @Test func failureRouteBranchKeepsRecordRoute() throws {
+        let h = try harness("""
+            if KSR.tm.t_check_trans() == 0 then return end
+            if KSR.is_ACK() then return end
+            KSR.pv.seti("$var(rr)", KSR.rr.record_route())
+            KSR.tm.t_on_failure("failure_route")
+            KSR.tm.t_relay()
+            end
+            function failure_route()
+              KSR.pv.seti("$var(again)", KSR.rr.record_route())
+              KSR.setdsturi("sip:192.0.2.21:5060")
+              KSR.tm.t_relay()
+            """, rr: ["append_fromtag": "0"])
+        try h.route(RRMsg.invite())
+        let inv = try #require(h.sender.sent.first { $0.text.hasPrefix("INVITE") })
+        var busy = "SIP/2.0 486 Busy Here\r\n"
+        for l in inv.text.split(separator: "\r\n") where l.hasPrefix("Via:") || l.hasPrefix("From:") || l.hasPrefix("Call-ID:") || l.hasPrefix("CSeq:") {
+            busy += l + "\r\n"
+        }
+        busy += "To: <sip:bob@example.com>;tag=x1\r\nContent-Length: 0\r\n\r\n"
+        h.sender.clear()
+        try h.route(busy, from: SocketAddress(ip: "192.0.2.20", port: 5060)!)
+        #expect(outVar(h, "again") == .int(-1))
+        let second = try #require(h.sender.sent.first { $0.text.hasPrefix("INVITE") })
+        #expect(second.destination == SocketAddress(ip: "192.0.2.21", port: 5060))
+        #expect(second.text.contains("\r\nRecord-Route: <sip:127.0.0.1:5060;lr>\r\nVia: "), "\(second.text)")
+    }
 }
