@@ -269,4 +269,21 @@ private func outVar(_ h: ScriptHarness, _ name: String) -> KemiValue? { h.contex
         #expect(second.destination == SocketAddress(ip: "192.0.2.21", port: 5060))
         #expect(second.text.contains("\r\nRecord-Route: <sip:127.0.0.1:5060;lr>\r\nVia: "), "\(second.text)")
     }
+
+    @Test func doubleRecordRouteWhenTheTransportChanges() throws {
+        let body = """
+            KSR.setdsturi("sip:192.0.2.50:5060;transport=tcp")
+            KSR.rr.record_route()
+            KSR.forward()
+            """
+        let h = try harness(body)
+        try h.route(RRMsg.invite())
+        let sent = try #require(h.sender.sent.first)
+        #expect(sent.proto == .tcp)
+        #expect(sent.text.contains("\r\nRecord-Route: <sip:127.0.0.1:5060;transport=tcp;lr;ftag=1928301774>\r\nRecord-Route: <sip:127.0.0.1:5060;lr;ftag=1928301774>\r\nVia: SIP/2.0/TCP "), "\(sent.text)")
+        let h2 = try harness(body, rr: ["enable_double_rr": "0"])
+        try h2.route(RRMsg.invite())
+        let m = try #require(h2.sender.sent.first?.message)
+        #expect(m.values(.recordRoute).map(m.string) == ["<sip:127.0.0.1:5060;transport=tcp;lr;ftag=1928301774>"])
+    }
 }

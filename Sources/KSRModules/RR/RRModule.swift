@@ -50,11 +50,8 @@ public enum RRModule {
         guard let m = ctx.message, m.isRequest, ctx.recordRoute == nil else { return -1 }
         var ftag = ""
         if s.appendFromTag {
-            guard let t = m.from?.tag else {
-                ctx.logger.error("record_route: no From tag")
-                return -1
-            }
-            ftag = ";ftag=" + m.string(t)
+            // Kamailio adds `;ftag=` only when the From tag is there.
+            if let t = m.from?.tag, !t.isEmpty { ftag = ";ftag=" + m.string(t) }
         }
         ctx.recordRoute = RecordRouteLump(addresses: addresses, lr: s.fullLR ? ";lr=on" : ";lr", fromTag: ftag,
                                           params: params, double: s.doubleRR)
