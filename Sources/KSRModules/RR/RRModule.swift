@@ -187,7 +187,7 @@ public enum RRModule {
                 guard let a = args.string(0), !a.isEmpty else { return .int(-1) }
                 return .int(record(ctx, s, addresses: [presetAddress(a)]))
             },
-            KemiExport("rr", "record_route_advertised_address", [.str], returns: .int) { ctx, args in
+            KemiExport("rr", "record_route_advertised_address", [.str], returns: .int, compat: "one Record-Route, also when the sockets differ") { ctx, args in
                 guard let a = args.string(0), !a.isEmpty else { return .int(-1) }
                 return .int(record(ctx, s, addresses: [presetAddress(a)]))
             },
@@ -200,7 +200,7 @@ public enum RRModule {
                 ctx.recordRoute = nil
                 return .int(1)
             },
-            KemiExport("rr", "loose_route", [], returns: .int) { ctx, _ in
+            KemiExport("rr", "loose_route", [], returns: .int, compat: "no outbound flow tokens (never 2 / -2)") { ctx, _ in
                 .int(looseRoute(ctx))
             },
             KemiExport("rr", "loose_route_mode", [.int], returns: .int) { ctx, args in
