@@ -11,7 +11,7 @@ public enum KSRModules {
         Set(modules.map { kemiName[$0] ?? $0 })
     }
 
-    public static let available: [String] = ["sl", "maxfwd", "sanity", "xlog", "kx", "siputils", "corex", "textops", "textopsx", "tm", "tmx"]
+    public static let available: [String] = ["sl", "maxfwd", "sanity", "xlog", "kx", "siputils", "corex", "textops", "textopsx", "tm", "tmx", "rr"]
 
     /// All exports, in registration order (core first, as Kamailio does).
     /// - Parameter tm: the transaction store the `tm`/`tmx` exports use (one per process; a new one
@@ -20,6 +20,6 @@ public enum KSRModules {
         CoreModule.exports() + CoreModule.moreExports() + PVModule.exports() + HdrModule.exports() + SLModule.exports()
             + MaxfwdModule.exports(config) + SanityModule.exports(config) + XLogModule.exports() + KxModule.exports()
             + SipUtilsModule.exports() + CorexModule.exports() + TextopsModule.exports() + TextopsxModule.exports()
-            + TMModule.exports(tm ?? TMStore(config: config))
+            + TMModule.exports(tm ?? TMStore(config: config)) + RRModule.exports(config)
     }
 }

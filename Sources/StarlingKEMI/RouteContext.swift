@@ -143,6 +143,14 @@ public final class RouteContext {
     /// Time the message was received (seconds since the epoch, and microseconds).
     public var receivedAt: (seconds: Int, micros: Int) = (0, 0)
 
+    /// `KSR.rr` record_route*: the Record-Route to add when the request is sent (nil: none). Rendered
+    /// at send time (Kamailio's RR lumps), so the outgoing socket is known.
+    public var recordRoute: RecordRouteLump?
+    /// `add_rr_param` text buffered for the Record-Route (each with its leading `;`).
+    public var recordRouteParams: String = ""
+    /// The parameters (with the leading `;`) of the Route URI that pointed to us, removed by `loose_route`.
+    public var routedParams: String?
+
     /// Scratch storage that must outlive a Swift call until the marshaller has copied it.
     public var scratch: [UInt8] = []
     /// Runs `ksr_onsend_route` (set by the server when the script defines it): returns false when the
@@ -188,5 +196,31 @@ public final class RouteContext {
         replyBody = nil
         lastError = 0
         transaction = nil
+        recordRoute = nil
+        if !recordRouteParams.isEmpty { recordRouteParams = "" }
+        routedParams = nil
+    }
+}
+
+/// A Record-Route the script asked for (`KSR.rr.record_route*`), added when the request is sent.
+public struct RecordRouteLump: Sendable {
+    /// Explicit addresses (`record_route_preset*`, `record_route_advertised_address`), written after
+    /// `sip:`; empty: the advertised addresses of the sockets.
+    public var addresses: [String]
+    /// `;lr` or `;lr=on`.
+    public var lr: String
+    /// `;ftag=...` when `append_fromtag` is set, else empty.
+    public var fromTag: String
+    /// Parameters given to `record_route_params` (with the leading `;`).
+    public var params: String
+    /// Two Record-Routes when the outgoing socket or transport differs from the incoming one.
+    public var double: Bool
+
+    public init(addresses: [String], lr: String, fromTag: String, params: String, double: Bool) {
+        self.addresses = addresses
+        self.lr = lr
+        self.fromTag = fromTag
+        self.params = params
+        self.double = double
     }
 }

@@ -48,6 +48,70 @@ struct StatefulCallTests {
         #expect(stopped.contains("script_errors=0"), "shutdown line: \(stopped)")
     }
 
+    /// KSR.rr end to end: the proxy record-routes initial INVITEs (t_relay) and routes ACK and BYE by
+    /// their Route header with loose_route (an in-dialog request it cannot loose-route gets a 404, so
+    /// the call fails). SIPp's UAC stores the 200's Record-Route set (rrs="true") and sends [routes].
+    @Test func recordRouteAndLooseRouteThroughStarling() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-rr-calls")
+        let ports = try Ports.freeUDPPorts(3)
+        let (proxyPort, uasPort, uacPort) = (ports[0], ports[1], ports[2])
+        let script = directory.appendingPathComponent("rr.lua")
+        try """
+        local NEXT_HOP = "sip:127.0.0.1:\(uasPort)"
+        function ksr_request_route()
+          if KSR.is_CANCEL() then
+            if KSR.tm.t_check_trans() > 0 then KSR.tm.t_relay() end
+            KSR.x.exit()
+          end
+          if KSR.tm.t_check_trans() == 0 then KSR.x.exit() end
+          if KSR.siputils.has_totag() > 0 then
+            if KSR.rr.loose_route() > 0 then
+              if KSR.is_ACK() then KSR.forward() else KSR.tm.t_relay() end
+              KSR.x.exit()
+            end
+            if KSR.is_ACK() then KSR.x.exit() end
+            KSR.sl.sl_send_reply(404, "Not loose-routed")
+            KSR.x.exit()
+          end
+          if KSR.is_INVITE() then KSR.rr.record_route() end
+          KSR.setdsturi(NEXT_HOP)
+          if KSR.tm.t_relay() < 0 then KSR.sl.sl_reply_error() end
+        end
+        """.write(to: script, atomically: true, encoding: .utf8)
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+        [core]
+        modules = ["sl", "maxfwd", "tm", "rr", "siputils"]
+
+        [modparam.tm]
+        fr_timer = 2000
+        fr_inv_timer = 4000
+
+        [modparam.rr]
+        enable_full_lr = 1
+        append_fromtag = 0
+
+        """.write(to: config, atomically: true, encoding: .utf8)
+
+        let uas = try SIPp.startUAS(port: uasPort, directory: directory)
+        defer { uas.stop() }
+        let starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
+                                          directory: directory)
+        defer { starling.stop() }
+
+        let result = try SIPp.runClient(target: proxyPort, localPort: uacPort, rate: 50, calls: 500,
+                                        directory: directory, timeout: .seconds(90))
+        #expect(result.exitStatus == 0, "\(result)\nstarling log:\n\(starling.logTail())")
+        #expect(result.failedCalls == 0, "\(result)")
+        #expect(result.successfulCalls == 500, "\(result)")
+        #expect(starling.isRunning, "starling died; log:\n\(starling.logTail())")
+        sleep(5)
+        starling.stop()
+        let stopped = starling.log.split(separator: "\n").last { $0.contains("stopped;") }.map(String.init) ?? ""
+        #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
+        #expect(stopped.contains("script_errors=0"), "shutdown line: \(stopped)")
+    }
+
     /// Serial forking: the first UAS answers every INVITE with 486, the failure route re-routes to a
     /// second UAS that answers 200; 100 calls complete and nothing stays in the table.
     @Test func busyCalleeIsReroutedByTheFailureRoute() throws {

@@ -87,7 +87,7 @@ public enum Forwarder {
         via.append(contentsOf: Array(branch(m, Array(t.address.description.utf8)).utf8))
         if ctx.addLocalRport { via.append(contentsOf: Array(";rport".utf8)) }
         via.append(contentsOf: [0x0D, 0x0A])
-        var options = SIPSerializeOptions(prependLine: via)
+        var options = SIPSerializeOptions(prependLine: RRModule.recordRouteLines(ctx, outgoing: local, proto: t.proto) + via)
         // received / rport on the request's own top Via (RFC 3261 §18.2.1, RFC 3581 §4).
         if let top = m.topVia {
             let (params, fill) = MessageTools.viaUpdate(ctx)

@@ -151,6 +151,9 @@ final class TMCell: @unchecked Sendable, Hashable {
     var canceled = false
     var expired = false
     var messageFlags: UInt32 = 0
+    /// The Record-Route the request route asked for (`KSR.rr`), kept for branches the failure route adds.
+    var recordRoute: RecordRouteLump?
+    var recordRouteParams = ""
     /// The request route that created the transaction is still running (on its worker): the request
     /// must not be routed elsewhere (failure route) until it ends.
     var routeBusy = true

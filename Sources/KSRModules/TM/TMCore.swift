@@ -156,8 +156,14 @@ struct TMSavedRoute {
     var replied: Bool
     var transaction: AnyObject?
     var messageFlags: UInt32
+    var recordRoute: RecordRouteLump?
+    var recordRouteParams: String
+    var routedParams: String?
 
     init(_ ctx: RouteContext) {
+        recordRoute = ctx.recordRoute
+        recordRouteParams = ctx.recordRouteParams
+        routedParams = ctx.routedParams
         message = ctx.message
         routeType = ctx.routeType
         received = ctx.received
@@ -178,6 +184,9 @@ struct TMSavedRoute {
         ctx.dropRequested = dropRequested
         ctx.replied = replied
         ctx.transaction = transaction
+        ctx.recordRoute = recordRoute
+        ctx.recordRouteParams = recordRouteParams
+        ctx.routedParams = routedParams
         ctx.messageFlags = messageFlags
     }
 }

@@ -141,6 +141,10 @@ enum TMRelay {
         guard let m = ctx.message else { return -1 }
         var targets: [(ruri: [UInt8]?, next: [UInt8])] = [(nil, uri ?? ctx.destinationURI ?? m.currentRequestURI)]
         for b in ctx.branches { targets.append((b, b)) }
+        if ctx.routeType != .failure {
+            let (rr, params) = (ctx.recordRoute, ctx.recordRouteParams)
+            cell.locked { cell.recordRoute = rr; cell.recordRouteParams = params }
+        }
         var sent = 0
         var lastError = SERError.badAddress
         for t in targets {
@@ -165,6 +169,9 @@ enum TMRelay {
         let index = cell.locked { cell.branches.count }
         // Branch route: runs once per outgoing branch, before it is sent; a drop skips the branch.
         let onBranch = cell.locked { cell.onBranch }
+        // `add_rr_param` in a branch route applies to that branch only (Kamailio's branch lumps).
+        let rrParams = ctx.recordRouteParams
+        defer { ctx.recordRouteParams = rrParams }
         if !onBranch.isEmpty, let run = ctx.runRoute {
             let ws = store.workerState(ctx)
             let savedType = ctx.routeType, savedDrop = ctx.dropRequested
@@ -179,7 +186,7 @@ enum TMRelay {
             if dropped { return SERError.send }
         }
         let branchID = store.branchID(cell, index)
-        var options = SIPSerializeOptions(prependLine: Array("Via: SIP/2.0/\(target.proto.viaName) \(local.advertised);branch=\(branchID)\r\n".utf8),
+        var options = SIPSerializeOptions(prependLine: RRModule.recordRouteLines(ctx, outgoing: local, proto: target.proto) + Array("Via: SIP/2.0/\(target.proto.viaName) \(local.advertised);branch=\(branchID)\r\n".utf8),
                                           requestURI: ruri)
         if let top = m.topVia {
             let (params, fill) = MessageTools.viaUpdate(ctx)

@@ -175,8 +175,12 @@ enum TMReply {
         guard let run = ctx.runRoute else { return }
         let ws = store.workerState(ctx)
         let saved = TMSavedRoute(ctx)
-        let (request, received, flags) = cell.locked { (cell.request.value, cell.received, cell.messageFlags) }
+        let (request, received, flags, rr, rrParams) = cell.locked {
+            (cell.request.value, cell.received, cell.messageFlags, cell.recordRoute, cell.recordRouteParams)
+        }
         ctx.message = request
+        ctx.recordRoute = rr
+        ctx.recordRouteParams = rrParams
         ctx.received = received
         ctx.routeType = .failure
         ctx.transaction = cell

@@ -1,0 +1,234 @@
+public import SIPCore
+public import SIPTransport
+public import StarlingKEMI
+import Logging
+
+/// `KSR.rr` (REFERENCE §2.10): Record-Route and Route processing (RFC 3261 §16.4, §16.6, §16.12).
+public enum RRModule {
+    /// Kamailio's `E_CFG`.
+    static let configError = -6
+
+    // MARK: Record-Route
+
+    /// The Record-Route lines to put before Starling's Via when the request leaves from `outgoing`
+    /// over `proto` (empty when the script did not record-route). Two lines when the lump asks for
+    /// double RR and the outgoing socket or transport differs from the incoming one: the outgoing
+    /// side first (the next hop sends to it), then the incoming side.
+    public static func recordRouteLines(_ ctx: RouteContext, outgoing: (socket: SocketAddress, advertised: String),
+                                        proto: SIPTransportProtocol) -> [UInt8] {
+        guard let rr = ctx.recordRoute else { return [] }
+        let suffix = rr.lr + rr.fromTag + rr.params + ctx.recordRouteParams
+        func line(_ address: String, _ p: SIPTransportProtocol?) -> String {
+            var t = ""
+            if let p, p != .udp { t = ";transport=\(p.name)" }
+            return "Record-Route: <sip:\(address)\(t)\(suffix)>\r\n"
+        }
+        if !rr.addresses.isEmpty {
+            return Array(rr.addresses.map { line($0, nil) }.joined().utf8)
+        }
+        var out = outgoing.advertised
+        if ctx.advertisedAddress != nil || ctx.advertisedPort != nil {
+            out = "\(ctx.advertisedAddress ?? outgoing.socket.uriHost):\(ctx.advertisedPort ?? Int(outgoing.socket.port))"
+        }
+        let sameSide = outgoing.socket == ctx.received.local && proto == ctx.received.proto
+        guard rr.double && !sameSide else { return Array(line(out, proto).utf8) }
+        var incoming = "\(ctx.received.local.uriHost):\(ctx.received.local.port)"
+        if let l = ctx.services.localSocket(for: ctx.received.source, proto: ctx.received.proto), l.socket == ctx.received.local {
+            incoming = l.advertised
+        }
+        return Array((line(out, proto) + line(incoming, ctx.received.proto)).utf8)
+    }
+
+    struct Settings {
+        var fullLR: Bool
+        var appendFromTag: Bool
+        var doubleRR: Bool
+    }
+
+    /// Records a Record-Route for the current request: -1 when one was already recorded (or no request).
+    static func record(_ ctx: RouteContext, _ s: Settings, addresses: [String] = [], params: String = "") -> Int {
+        guard let m = ctx.message, m.isRequest, ctx.recordRoute == nil else { return -1 }
+        var ftag = ""
+        if s.appendFromTag {
+            // Kamailio adds `;ftag=` only when the From tag is there.
+            if let t = m.from?.tag, !t.isEmpty { ftag = ";ftag=" + m.string(t) }
+        }
+        ctx.recordRoute = RecordRouteLump(addresses: addresses, lr: s.fullLR ? ";lr=on" : ";lr", fromTag: ftag,
+                                          params: params, double: s.doubleRR)
+        return 1
+    }
+
+    /// An address given to `record_route_preset*`: the text after `sip:` (a leading `<`, `sip:` and a
+    /// trailing `>` are dropped).
+    static func presetAddress(_ s: String) -> String {
+        var a = Substring(s)
+        if a.hasPrefix("<") { a = a.dropFirst() }
+        if a.hasSuffix(">") { a = a.dropLast() }
+        if a.lowercased().hasPrefix("sip:") { a = a.dropFirst(4) }
+        return String(a)
+    }
+
+    // MARK: Route
+
+    /// One Route value with the header line it is on.
+    struct RouteEntry {
+        var field: SIPHeaderField
+        var value: ByteRange
+        var addr: SIPNameAddr
+    }
+
+    static func routes(_ m: SIPMessage) -> [RouteEntry] {
+        var out: [RouteEntry] = []
+        m.forEachHeader(.route) { f in
+            m.forEachValue(of: f) { v in
+                if let na = m.parseNameAddr(v) { out.append(RouteEntry(field: f, value: v, addr: na)) }
+            }
+        }
+        return out
+    }
+
+    static func isMyself(_ ctx: RouteContext, _ m: SIPMessage, _ parts: SIPURIParts) -> Bool {
+        ctx.services.isMyself(host: m.string(parts.host), port: parts.port ?? (parts.scheme == .sips ? 5061 : 5060), proto: nil)
+    }
+
+    /// Removes Route values: a header line whose values all go is removed, else its value is rewritten
+    /// with the values that stay.
+    static func remove(_ m: SIPMessage, _ all: [RouteEntry], _ gone: [RouteEntry]) {
+        var byLine: [Int: [RouteEntry]] = [:]
+        for e in gone { byLine[e.field.line.lower, default: []].append(e) }
+        for (_, removed) in byLine.sorted(by: { $0.key < $1.key }) {
+            let field = removed[0].field
+            let kept = all.filter { $0.field.line.lower == field.line.lower && !removed.map(\.value).contains($0.value) }
+            if kept.isEmpty {
+                m.removeHeader(field)
+            } else {
+                var text: [UInt8] = []
+                for (i, k) in kept.enumerated() {
+                    if i > 0 { text += Array(", ".utf8) }
+                    text += m.bytes(k.value)
+                }
+                m.replaceBytes(field.value, with: text)
+            }
+        }
+    }
+
+    /// `loose_route()`: 1 routed by the Route set, -1 no Route (or error), -3 preloaded Route on an
+    /// initial request. `strictCompat` false: `loose_route_mode(1)` (no strict-router handling).
+    static func looseRoute(_ ctx: RouteContext, strictCompat: Bool = true) -> Int {
+        guard let m = ctx.message, m.isRequest else { return -1 }
+        let all = routes(m)
+        var pending = all[...]
+        var gone: [RouteEntry] = []
+        var routedByStrict = false
+        // Previous hop was a strict router: the Request-URI is our Record-Route URI and the last
+        // Route is the real target (§16.4).
+        if strictCompat, let ruri = SIPURI(bytes: m.currentRequestURI),
+           ctx.services.isMyself(host: ruri.host, port: ruri.port ?? (ruri.scheme == .sips ? 5061 : 5060), proto: nil),
+           let last = pending.last {
+            ctx.routedParams = ruri.paramsString.isEmpty ? "" : ";" + ruri.paramsString
+            m.setRequestURI(m.bytes(last.addr.uri))
+            gone.append(last)
+            pending = pending.dropLast()
+            routedByStrict = true
+        }
+        if pending.isEmpty && !routedByStrict {
+            return -1
+        }
+        // Our own entries on top (two with double RR).
+        var removedOurs = false
+        while let top = pending.first, isMyself(ctx, m, top.addr.uriParts) {
+            if !removedOurs {
+                let p = m.string(top.addr.uriParts.params)
+                ctx.routedParams = p.isEmpty ? "" : ";" + p
+            }
+            removedOurs = true
+            gone.append(top)
+            pending = pending.dropFirst()
+        }
+        let initial = m.to?.tag == nil
+        var result = 1
+        if !removedOurs && !routedByStrict && initial { result = -3 }
+        if let next = pending.first {
+            if m.param("lr", in: next.addr.uriParts.params) != nil {
+                ctx.destinationURI = m.bytes(next.addr.uri)
+            } else if strictCompat {
+                // Next hop is a strict router (§16.12): it becomes the Request-URI, the Request-URI
+                // goes to the end of the Route set.
+                let oldRURI = m.currentRequestURI
+                m.setRequestURI(m.bytes(next.addr.uri))
+                gone.append(next)
+                m.addHeaderLine(Array("Route: <".utf8) + oldRURI + Array(">\r\n".utf8), at: .last)
+            } else {
+                ctx.destinationURI = m.bytes(next.addr.uri)
+            }
+        }
+        remove(m, all, gone)
+        return result
+    }
+
+    static func exports(_ config: ModuleConfiguration) -> [KemiExport] {
+        let s = Settings(fullLR: config.int("rr", "enable_full_lr", default: 0) != 0,
+                         appendFromTag: config.int("rr", "append_fromtag", default: 1) != 0,
+                         doubleRR: config.int("rr", "enable_double_rr", default: 1) != 0)
+        return [
+            KemiExport("rr", "record_route", [], returns: .int) { ctx, _ in
+                .int(record(ctx, s))
+            },
+            KemiExport("rr", "record_route_params", [.str], returns: .int) { ctx, args in
+                .int(record(ctx, s, params: args.string(0) ?? ""))
+            },
+            KemiExport("rr", "record_route_preset", [.str, .str], returns: .int) { ctx, args in
+                guard let a = args.string(0), !a.isEmpty else { return .int(-1) }
+                var addrs = [presetAddress(a)]
+                if let b = args.string(1), !b.isEmpty { addrs.append(presetAddress(b)) }
+                return .int(record(ctx, s, addresses: addrs))
+            },
+            KemiExport("rr", "record_route_preset_one", [.str], returns: .int) { ctx, args in
+                guard let a = args.string(0), !a.isEmpty else { return .int(-1) }
+                return .int(record(ctx, s, addresses: [presetAddress(a)]))
+            },
+            KemiExport("rr", "record_route_advertised_address", [.str], returns: .int, compat: "one Record-Route, also when the sockets differ") { ctx, args in
+                guard let a = args.string(0), !a.isEmpty else { return .int(-1) }
+                return .int(record(ctx, s, addresses: [presetAddress(a)]))
+            },
+            KemiExport("rr", "add_rr_param", [.str], returns: .int) { ctx, args in
+                guard let p = args.string(0), !p.isEmpty, ctx.message?.isRequest == true else { return .int(-1) }
+                ctx.recordRouteParams += p.hasPrefix(";") ? p : ";" + p
+                return .int(1)
+            },
+            KemiExport("rr", "remove_record_route", [], returns: .int) { ctx, _ in
+                ctx.recordRoute = nil
+                return .int(1)
+            },
+            KemiExport("rr", "loose_route", [], returns: .int, compat: "no outbound flow tokens (never 2 / -2)") { ctx, _ in
+                .int(looseRoute(ctx))
+            },
+            KemiExport("rr", "loose_route_mode", [.int], returns: .int) { ctx, args in
+                .int(looseRoute(ctx, strictCompat: args.int(0) != 1))
+            },
+            KemiExport("rr", "loose_route_preloaded", [], returns: .int) { ctx, _ in
+                .int(looseRoute(ctx) == -3 ? 1 : -1)
+            },
+            KemiExport("rr", "check_route_param", [.str], returns: .int) { ctx, args in
+                guard let params = ctx.routedParams, let re = args.string(0), let r = ctx.regex(re) else { return .int(-1) }
+                return .int(r.matches(params) ? 1 : -1)
+            },
+            KemiExport("rr", "is_direction", [.str], returns: .int) { ctx, args in
+                guard s.appendFromTag else { return .int(configError) }
+                guard let m = ctx.message, let dir = args.string(0)?.lowercased(),
+                      dir == "downstream" || dir == "upstream" else { return .int(-1) }
+                var downstream = true
+                if let params = ctx.routedParams, params.count > 1,
+                   let uri = SIPURI("sip:x" + params), let ftag = uri.param("ftag") {
+                    let fromTag = m.from?.tag.map(m.string) ?? ""
+                    downstream = ftag == fromTag
+                }
+                return .int((dir == "downstream") == downstream ? 1 : -1)
+            },
+            KemiExport("rr", "next_hop_route", [], returns: .int) { ctx, _ in
+                guard let m = ctx.message else { return .int(-1) }
+                return .int(m.firstHeader(.route) != nil ? 1 : -1)
+            },
+        ]
+    }
+}
