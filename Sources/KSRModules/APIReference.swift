@@ -7,21 +7,8 @@ extension KSRModules {
     /// The API reference (`starling api --markdown`, committed as docs/KSR.md): every export with its
     /// parameter types, return type and how it compares with Kamailio 5.6, grouped by module.
     public static func markdownReference(_ config: ModuleConfiguration = ModuleConfiguration()) -> String {
-        func param(_ p: KemiParamType) -> String {
-            switch p {
-            case .str: return "str"
-            case .int: return "int"
-            case .long: return "long"
-            }
-        }
-        func ret(_ r: KemiReturnType) -> String {
-            switch r {
-            case .none: return "none"
-            case .int: return "int"
-            case .bool: return "bool"
-            case .xval: return "xval"
-            }
-        }
+        func param(_ p: KemiParamType) -> String { p.name }
+        func ret(_ r: KemiReturnType) -> String { r.name }
         func cell(_ s: String) -> String { s.replacingPipes() }
         let all = exports(config)
         var byModule: [String: [KemiExport]] = [:]

@@ -246,21 +246,8 @@ public final class ControlAPI: Sendable {
     }
 
     func apiList() -> [String: Any] {
-        func param(_ t: KemiParamType) -> String {
-            switch t {
-            case .str: return "str"
-            case .int: return "int"
-            case .long: return "long"
-            }
-        }
-        func ret(_ r: KemiReturnType) -> String {
-            switch r {
-            case .none: return "none"
-            case .int: return "int"
-            case .bool: return "bool"
-            case .xval: return "xval"
-            }
-        }
+        func param(_ p: KemiParamType) -> String { p.name }
+        func ret(_ r: KemiReturnType) -> String { r.name }
         let methods: [[String: Any]] = server.registry.exports.map { e in
             ["func": [
                 "module": e.module, "name": e.name, "qualified": e.qualifiedName,

@@ -9,11 +9,30 @@ public enum KemiParamType: UInt8, Sendable {
     case int
     /// A long integer.
     case long
+
+    /// Kamailio's short name ("str", "int", "long"), as app_lua.api_list and docs/KSR.md show it.
+    public var name: String {
+        switch self {
+        case .str: return "str"
+        case .int: return "int"
+        case .long: return "long"
+        }
+    }
 }
 
 /// Return types (Kamailio's `SR_KEMIP_NONE/INT/BOOL/XVAL`), which decide what Lua receives (REFERENCE §1.3).
 public enum KemiReturnType: UInt8, Sendable {
     case none, int, bool, xval
+
+    /// Kamailio's short name ("none", "int", "bool", "xval").
+    public var name: String {
+        switch self {
+        case .none: return "none"
+        case .int: return "int"
+        case .bool: return "bool"
+        case .xval: return "xval"
+        }
+    }
 }
 
 /// The value an exported function returns. The marshaller converts it by the export's return type.

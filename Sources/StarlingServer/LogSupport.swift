@@ -105,7 +105,8 @@ public struct JSONLogHandler: LogHandler {
             + "\(pad(tm.tm_hour, 2)):\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2)).\(pad(Int32(ts.tv_nsec / 1_000_000), 3))Z"
     }
 
-    static func escape(_ s: String, into out: inout String) {
+    /// Appends `s` as a JSON string literal (quotes, escapes, control characters as \\uXXXX).
+    public static func escape(_ s: String, into out: inout String) {
         out += "\""
         for u in s.unicodeScalars {
             switch u {

@@ -1,3 +1,5 @@
+import StarlingServer
+
 /// A small JSON writer for the command-line tools' output (no Foundation: the values are built by hand
 /// so that bytes such as NUL in a header survive as \u0000).
 indirect enum JSON {
@@ -45,26 +47,7 @@ indirect enum JSON {
         return s
     }
 
-    static func escape(_ s: String, into out: inout String) {
-        out += "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 || u.value == 0x7F {
-                    let hex = String(u.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        out += "\""
-    }
+    static func escape(_ s: String, into out: inout String) { JSONLogHandler.escape(s, into: &out) }
 
     static func optString(_ s: String?) -> JSON { s.map { .string($0) } ?? .null }
     static func optInt(_ i: Int?) -> JSON { i.map { .int($0) } ?? .null }
