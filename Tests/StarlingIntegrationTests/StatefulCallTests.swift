@@ -43,7 +43,7 @@ struct StatefulCallTests {
         // Timers L/M/J/D (shortened with fr_timer) run out; then every transaction must be gone.
         sleep(5)
         starling.stop()
-        let stopped = starling.log.split(separator: "\n").last { $0.contains("stopped;") }.map(String.init) ?? ""
+        let stopped = starling.shutdownLine
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
         #expect(stopped.contains("script_errors=0"), "shutdown line: \(stopped)")
     }
@@ -107,7 +107,7 @@ struct StatefulCallTests {
         #expect(starling.isRunning, "starling died; log:\n\(starling.logTail())")
         sleep(5)
         starling.stop()
-        let stopped = starling.log.split(separator: "\n").last { $0.contains("stopped;") }.map(String.init) ?? ""
+        let stopped = starling.shutdownLine
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
         #expect(stopped.contains("script_errors=0"), "shutdown line: \(stopped)")
     }
@@ -170,7 +170,7 @@ struct StatefulCallTests {
         #expect(result.successfulCalls == 100, "\(result)")
         sleep(5)
         starling.stop()
-        let stopped = starling.log.split(separator: "\n").last { $0.contains("stopped;") }.map(String.init) ?? ""
+        let stopped = starling.shutdownLine
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
         #expect(stopped.contains("script_errors=0"), "shutdown line: \(stopped)")
     }
@@ -259,7 +259,7 @@ struct StatefulCallTests {
 
         sleep(6)
         starling.stop()
-        let stopped = starling.log.split(separator: "\n").last { $0.contains("stopped;") }.map(String.init) ?? ""
+        let stopped = starling.shutdownLine
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
     }
 
@@ -321,7 +321,7 @@ struct StatefulCallTests {
 
         sleep(4)
         starling.stop()
-        let stopped = starling.log.split(separator: "\n").last { $0.contains("stopped;") }.map(String.init) ?? ""
+        let stopped = starling.shutdownLine
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
     }
 
@@ -369,7 +369,7 @@ struct StatefulCallTests {
 
         sleep(11)
         starling.stop()
-        let stopped = starling.log.split(separator: "\n").last { $0.contains("stopped;") }.map(String.init) ?? ""
+        let stopped = starling.shutdownLine
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
     }
 }

@@ -104,6 +104,11 @@ final class ServerProcess: @unchecked Sendable {
     /// The log so far (stdout+stderr), for failure messages.
     var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
 
+    /// Starling's last shutdown line ("stopped; received=... transactions=N ..."), or "".
+    var shutdownLine: String {
+        log.split(separator: "\n").last { $0.contains("stopped;") }.map(String.init) ?? ""
+    }
+
     /// The last `lines` lines of the log.
     func logTail(_ lines: Int = 30) -> String {
         log.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
