@@ -45,6 +45,9 @@ let package = Package(
         .systemLibrary(
             name: "CAres", path: "Sources/CAres", pkgConfig: "libcares",
             providers: [.apt(["libc-ares-dev", "pkg-config"])]),
+        .systemLibrary(
+            name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev", "pkg-config"])]),
 
         // SIP messages: parse, edit, serialise. No I/O.
         .target(name: "SIPCore", swiftSettings: swiftSettings),
@@ -66,7 +69,7 @@ let package = Package(
         .target(
             name: "KSRModules",
             dependencies: [
-                "StarlingKEMI", "SIPCore", "SIPTransport", "SIPTransaction", "CStarlingSystem",
+                "StarlingKEMI", "SIPCore", "SIPTransport", "SIPTransaction", "CStarlingSystem", "CCrypto",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hotPathSettings),

@@ -13,13 +13,19 @@ public enum KSRModules {
 
     public static let available: [String] = ["sl", "maxfwd", "sanity", "xlog", "kx", "siputils", "corex", "textops", "textopsx", "tm", "tmx", "rr"]
 
-    /// All exports, in registration order (core first, as Kamailio does).
+    /// All exports, in registration order (core first, as Kamailio does), over a new runtime.
     /// - Parameter tm: the transaction store the `tm`/`tmx` exports use (one per process; a new one
     ///   when not given).
     public static func exports(_ config: ModuleConfiguration = ModuleConfiguration(), tm: TMStore? = nil) -> [KemiExport] {
-        CoreModule.exports() + CoreModule.moreExports() + PVModule.exports() + HdrModule.exports() + SLModule.exports()
+        exports(ModuleRuntime(config: config, tm: tm))
+    }
+
+    /// All exports over the process-wide module state `runtime` (shared tables, clock, database).
+    public static func exports(_ runtime: ModuleRuntime) -> [KemiExport] {
+        let config = runtime.config
+        return CoreModule.exports() + CoreModule.moreExports() + PVModule.exports() + HdrModule.exports() + SLModule.exports()
             + MaxfwdModule.exports(config) + SanityModule.exports(config) + XLogModule.exports() + KxModule.exports()
             + SipUtilsModule.exports() + CorexModule.exports() + TextopsModule.exports() + TextopsxModule.exports()
-            + TMModule.exports(tm ?? TMStore(config: config)) + RRModule.exports(config)
+            + TMModule.exports(runtime.tm) + RRModule.exports(config)
     }
 }

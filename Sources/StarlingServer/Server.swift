@@ -21,6 +21,8 @@ public final class Server: Sendable {
     public let registry: KemiRegistry
     /// The transaction store (KSR.tm), shared by all workers.
     public let transactions: TMStore
+    /// The modules' process-wide state (shared tables, clock, periodic jobs).
+    public let runtime: ModuleRuntime
     let tmLoaded: Bool
 
     /// Transactions in memory, or nil when the tm module is not loaded.
@@ -46,9 +48,10 @@ public final class Server: Sendable {
         // No module list configured: every module Starling implements is loaded.
         let modules = config.modules.isEmpty ? Set(KSRModules.available) : KSRModules.tableNames(config.modules)
         let moduleConfig = ModuleConfiguration(params: modparams)
-        transactions = TMStore(config: moduleConfig)
+        runtime = ModuleRuntime(config: moduleConfig)
+        transactions = runtime.tm
         tmLoaded = modules.contains("tm")
-        registry = KemiRegistry(exports: KSRModules.exports(moduleConfig, tm: transactions), modules: modules)
+        registry = KemiRegistry(exports: KSRModules.exports(runtime), modules: modules)
         let unknown = KSRModules.tableNames(config.modules).filter {
             !KSRModules.available.contains($0) && !KemiRegistry.alwaysLoaded.contains($0)
         }.sorted()
@@ -111,6 +114,20 @@ public final class Server: Sendable {
                 index += 1
             }
             logger.info("listening on udp:\(socket.localAddress) with \(config.workers) workers")
+        }
+        // Module housekeeping (expiry, keepalives, background database writes): once a second.
+        let runtime = self.runtime
+        let stop = self.stop
+        do {
+            started.append(try PosixThread(name: "housekeeping") {
+                while !stop.isSet {
+                    for _ in 0..<10 where !stop.isSet { usleep(100_000) }
+                    if !stop.isSet { runtime.runPeriodic() }
+                }
+            })
+        } catch {
+            stop.set()
+            throw ServerError("cannot start housekeeping thread: \(error)")
         }
         threads.withLock { $0 = started }
         startWatcher(files: store.published.files)

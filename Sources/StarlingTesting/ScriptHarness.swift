@@ -74,6 +74,8 @@ public final class ScriptHarness {
     public let dispatcher: MessageDispatcher
     /// The transaction store (KSR.tm) of this harness; its clock can be moved forward.
     public let transactions: TMStore
+    /// The modules' shared state (tables, clock, periodic jobs) of this harness.
+    public let runtime: ModuleRuntime
     /// Where test messages come from by default.
     public var source = SocketAddress(ip: "192.0.2.10", port: 5060)!
 
@@ -88,13 +90,15 @@ public final class ScriptHarness {
 
     public init(script: String, path: String = "test.lua", modules: [String]? = nil,
                 config: ModuleConfiguration = ModuleConfiguration(), services: TestServices = TestServices(),
+                subscribers: (any SubscriberLookup)? = nil,
                 logLevel: Logger.Level = .critical) throws(LuaScriptError) {
         self.services = services
         var logger = Logger(label: "test")
         logger.logLevel = logLevel
-        transactions = TMStore(config: config)
+        runtime = ModuleRuntime(config: config, subscribers: subscribers)
+        transactions = runtime.tm
         let loaded = Set(modules ?? KSRModules.available)
-        registry = KemiRegistry(exports: KSRModules.exports(config, tm: transactions), modules: loaded)
+        registry = KemiRegistry(exports: KSRModules.exports(runtime), modules: loaded)
         context = RouteContext(worker: WorkerLocals(index: 0), logger: logger, services: services, sender: sender,
                                received: ReceiveInfo(source: services.local, local: services.local, proto: .udp))
         engine = try LuaEngine(script: ScriptSource(path: path, bytes: Array(script.utf8)), registry: registry,
@@ -107,7 +111,7 @@ public final class ScriptHarness {
     /// Moves the transaction clock forward (a mock clock: nothing sleeps) and runs the timers that
     /// became due, as a worker does between batches.
     public func advance(by d: Duration) {
-        transactions.advanceClock(by: d)
+        runtime.advance(by: d)
         dispatcher.runTimers()
     }
 

@@ -1,0 +1,101 @@
+public import StarlingKEMI
+import Glibc
+import Synchronization
+
+/// Where `auth_db` finds a subscriber's credentials (Kamailio's `subscriber` table). The embedded
+/// database (StarlingStore) implements it; tests may use `MemorySubscribers`.
+public protocol SubscriberLookup: Sendable {
+    /// The row of `table` for `username`@`domain` (domain ignored when `useDomain` is false), or nil.
+    func subscriber(table: String, username: String, domain: String, useDomain: Bool) -> SubscriberRow?
+}
+
+/// The credential columns of a `subscriber` row (column names as Kamailio's: password, ha1, ha1b).
+public struct SubscriberRow: Sendable, Equatable {
+    public var username: String
+    public var domain: String
+    public var password: String
+    public var ha1: String
+    public var ha1b: String
+    /// Other columns the script may load into AVPs (`load_credentials`).
+    public var extra: [String: String]
+
+    public init(username: String, domain: String, password: String = "", ha1: String = "", ha1b: String = "",
+                extra: [String: String] = [:]) {
+        self.username = username
+        self.domain = domain
+        self.password = password
+        self.ha1 = ha1
+        self.ha1b = ha1b
+        self.extra = extra
+    }
+}
+
+/// An in-memory subscriber table (tests, `starling test`).
+public final class MemorySubscribers: SubscriberLookup {
+    private let rows = Mutex<[SubscriberRow]>([])
+    public init(_ rows: [SubscriberRow] = []) { self.rows.withLock { $0 = rows } }
+    public func add(_ row: SubscriberRow) { rows.withLock { $0.append(row) } }
+    public func subscriber(table: String, username: String, domain: String, useDomain: Bool) -> SubscriberRow? {
+        rows.withLock { $0.first { $0.username == username && (!useDomain || $0.domain == domain) } }
+    }
+}
+
+/// The clock of the modules' expiring state (registrations, htable items, nonces, pike windows):
+/// wall-clock time plus an offset that tests move forward (`ScriptHarness.advance(by:)`).
+public final class ModuleClock: Sendable {
+    private let offsetNanos = Atomic<Int64>(0)
+    public init() {}
+
+    /// Seconds since 1970, with the test offset.
+    public var unixTime: Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9 + Double(offsetNanos.load(ordering: .relaxed)) / 1e9
+    }
+
+    /// Whole seconds since 1970 (what Kamailio stores in `expires`, `last_modified`).
+    public var unixSeconds: Int { Int(unixTime) }
+
+    public func advance(by d: Duration) {
+        let c = d.components
+        offsetNanos.wrappingAdd(c.seconds &* 1_000_000_000 &+ c.attoseconds / 1_000_000_000, ordering: .relaxed)
+    }
+}
+
+/// Process-wide state of the modules, shared by every worker: one per server (and per test harness).
+/// Modules with shared tables (tm, usrloc, htable, pike, ...) keep them here; the server creates it
+/// before the workers and the export tables capture it.
+public final class ModuleRuntime: Sendable {
+    public let config: ModuleConfiguration
+    public let clock: ModuleClock
+    public let tm: TMStore
+    /// `auth_db`'s subscriber table (the embedded database), nil when none is configured.
+    public let subscribers: (any SubscriberLookup)?
+    /// Periodic jobs (expiry, keepalives, database flushes), run about once a second by the server's
+    /// housekeeping thread and by `ScriptHarness.advance(by:)`.
+    private let jobs = Mutex<[@Sendable (ModuleRuntime) -> Void]>([])
+
+    public init(config: ModuleConfiguration = ModuleConfiguration(), tm: TMStore? = nil,
+                subscribers: (any SubscriberLookup)? = nil, clock: ModuleClock = ModuleClock()) {
+        self.config = config
+        self.clock = clock
+        self.tm = tm ?? TMStore(config: config)
+        self.subscribers = subscribers
+    }
+
+    /// Adds a periodic job.
+    public func addPeriodic(_ job: @escaping @Sendable (ModuleRuntime) -> Void) { jobs.withLock { $0.append(job) } }
+
+    /// Runs the periodic jobs once.
+    public func runPeriodic() {
+        let all = jobs.withLock { $0 }
+        for j in all { j(self) }
+    }
+
+    /// Moves every module clock forward (tests) and runs the periodic jobs.
+    public func advance(by d: Duration) {
+        clock.advance(by: d)
+        tm.advanceClock(by: d)
+        runPeriodic()
+    }
+}
