@@ -245,6 +245,23 @@ public final class Server: Sendable {
         return (requests, replies, repliesSent)
     }
 
+    /// Route execution times summed over the workers: per kind, cumulative bucket counts (one per
+    /// `RouteTimeHistogram.bounds` entry, then +Inf) and the sum in seconds.
+    public func routeTimes() -> [(kind: RouteTimeHistogram.Kind, cumulative: [Int], sumSeconds: Double)] {
+        let all = workerStats.withLock { $0 }
+        return RouteTimeHistogram.Kind.allCases.map { kind in
+            var b = [Int](repeating: 0, count: RouteTimeHistogram.bounds.count + 1)
+            var sum = 0
+            for w in all {
+                for (i, n) in w.routeTime.buckets(kind).enumerated() { b[i] += n }
+                sum += w.routeTime.sumNanos(kind)
+            }
+            var running = 0
+            for i in b.indices { running += b[i]; b[i] = running }
+            return (kind, b, Double(sum) / 1e9)
+        }
+    }
+
     /// The published script: path, version, files, generation.
     public var publishedScript: ScriptStore.Published { store.published }
 
