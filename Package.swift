@@ -34,6 +34,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // C libraries and shims
@@ -56,6 +57,21 @@ let package = Package(
         // Sockets (UDP workers' recvmmsg/sendmmsg), addresses, resolver.
         .target(
             name: "SIPTransport", dependencies: ["SIPCore", "CStarlingSystem", "CAres"], swiftSettings: transportSettings),
+        // Stream transports (TCP, TLS, WebSocket) on SwiftNIO: listeners, framing, the connection table.
+        // Received messages are handed to the worker threads; NIO's event loops never run a script.
+        .target(
+            name: "SIPStreams",
+            dependencies: [
+                "SIPCore", "SIPTransport", "CStarlingSystem",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: swiftSettings),
         // Engine-agnostic export tables and the per-message route context.
         .target(
             name: "StarlingKEMI",
@@ -77,7 +93,7 @@ let package = Package(
         .target(
             name: "StarlingServer",
             dependencies: [
-                "SIPCore", "SIPTransport", "StarlingKEMI", "StarlingLua", "KSRModules", "CStarlingSystem",
+                "SIPCore", "SIPTransport", "SIPStreams", "StarlingKEMI", "StarlingLua", "KSRModules", "CStarlingSystem",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
@@ -114,6 +130,11 @@ let package = Package(
             resources: [.copy("Fixtures")], swiftSettings: swiftSettings),
         .testTarget(name: "SIPTransactionTests", dependencies: ["SIPTransaction", "SIPCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SIPTransportTests", dependencies: ["SIPTransport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "SIPStreamsTests",
+            dependencies: ["SIPStreams", "SIPCore", "SIPTransport", .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "NIOEmbedded", package: "swift-nio")],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingLuaTests", dependencies: ["StarlingLua", "StarlingKEMI", "SIPCore"],
             swiftSettings: swiftSettings),

@@ -212,6 +212,17 @@ void st_eventfd_drain(int fd) {
     while (read(fd, &v, sizeof v) == sizeof v) {}
 }
 
+int st_poll2(int fd1, int fd2, int timeout_ms) {
+    struct pollfd p[2] = {{.fd = fd1, .events = POLLIN}, {.fd = fd2, .events = POLLIN}};
+    int r = poll(p, 2, timeout_ms);
+    if (r == 0) return 0;
+    if (r < 0) return errno == EINTR ? 0 : -errno;
+    int mask = 0;
+    if (fd1 >= 0 && (p[0].revents & (POLLIN | POLLERR | POLLHUP | POLLNVAL))) mask |= 1;
+    if (fd2 >= 0 && (p[1].revents & (POLLIN | POLLERR | POLLHUP | POLLNVAL))) mask |= 2;
+    return mask;
+}
+
 int st_inotify_init(void) {
     int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     return fd >= 0 ? fd : -errno;

@@ -10,11 +10,14 @@ public struct ReceiveInfo: Sendable {
     public var local: SocketAddress
     /// The transport (`$pr`).
     public var proto: SIPTransportProtocol
+    /// The TCP/TLS/WS connection it came on (`$conid`); 0 for UDP. Replies go back over it.
+    public var connectionID: UInt64
 
-    public init(source: SocketAddress, local: SocketAddress, proto: SIPTransportProtocol) {
+    public init(source: SocketAddress, local: SocketAddress, proto: SIPTransportProtocol, connectionID: UInt64 = 0) {
         self.source = source
         self.local = local
         self.proto = proto
+        self.connectionID = connectionID
     }
 }
 
@@ -151,6 +154,10 @@ public final class RouteContext {
     /// The parameters (with the leading `;`) of the Route URI that pointed to us, removed by `loose_route`.
     public var routedParams: String?
 
+    /// `set_forward_close` / `set_forward_no_connect` / `set_reply_close` / `set_reply_no_connect`:
+    /// how sends over TCP/TLS/WS connections behave for this message.
+    public var connectionFlags = ConnectionFlags()
+
     /// Scratch storage that must outlive a Swift call until the marshaller has copied it.
     public var scratch: [UInt8] = []
     /// Runs `ksr_onsend_route` (set by the server when the script defines it): returns false when the
@@ -199,7 +206,21 @@ public final class RouteContext {
         recordRoute = nil
         if !recordRouteParams.isEmpty { recordRouteParams = "" }
         routedParams = nil
+        connectionFlags = ConnectionFlags()
     }
+}
+
+/// Per-message connection flags (Kamailio's `set_forward_close()` and friends).
+public struct ConnectionFlags: Sendable, Equatable {
+    /// Close the connection after forwarding the request over it.
+    public var forwardClose = false
+    /// Forward only over an existing connection (never connect).
+    public var forwardNoConnect = false
+    /// Close the connection after sending the reply.
+    public var replyClose = false
+    /// Reply only over an existing connection.
+    public var replyNoConnect = false
+    public init() {}
 }
 
 /// A Record-Route the script asked for (`KSR.rr.record_route*`), added when the request is sent.
