@@ -109,6 +109,13 @@ public final class StreamTransport: Sendable {
         table.withLock { $0.byID[id] }?.tls.withLock { $0 }
     }
 
+    /// Closes a connection; false if it is not open.
+    public func close(connection id: UInt64) -> Bool {
+        guard let c = table.withLock({ $0.byID[id] }) else { return false }
+        c.close()
+        return true
+    }
+
     // MARK: Sending
 
     /// Sends a message over the connection `connectionID` when it is open, else over the open connection

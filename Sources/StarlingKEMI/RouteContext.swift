@@ -53,6 +53,33 @@ public protocol CoreServices: AnyObject, Sendable {
     func localSocket(for destination: SocketAddress, proto: SIPTransportProtocol) -> (socket: SocketAddress, advertised: String)?
     /// `[define]` entries of the configuration.
     var defines: [String: String] { get }
+    /// What the TLS handshake of connection `id` established (nil: not TLS, closed, not finished).
+    func tlsPeer(connection id: UInt64) -> TLSPeer?
+    /// Closes a TCP/TLS/WS connection. False if it is not open.
+    func closeConnection(_ id: UInt64) -> Bool
+}
+
+extension CoreServices {
+    public func tlsPeer(connection id: UInt64) -> TLSPeer? { nil }
+    public func closeConnection(_ id: UInt64) -> Bool { false }
+}
+
+/// The peer certificate of a TLS connection (`KSR.tls`, `$tls_peer_*`).
+public struct TLSPeer: Sendable, Equatable {
+    /// A certificate was presented and verified against the configured CA list.
+    public var verified: Bool
+    public var subjectCN: String?
+    /// Subject alternative names (DNS names, IP addresses).
+    public var alternativeNames: [String]
+    /// Serial number (hex).
+    public var serial: String?
+
+    public init(verified: Bool, subjectCN: String?, alternativeNames: [String], serial: String?) {
+        self.verified = verified
+        self.subjectCN = subjectCN
+        self.alternativeNames = alternativeNames
+        self.serial = serial
+    }
 }
 
 /// The transaction layer (tm) as the core sees it: the server hands it replies that passed the core

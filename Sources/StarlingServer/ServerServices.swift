@@ -60,6 +60,16 @@ public final class ServerServices: CoreServices {
         return nil
     }
 
+    public func tlsPeer(connection id: UInt64) -> TLSPeer? {
+        guard id != 0, let p = streams?.tlsPeer(connection: id) else { return nil }
+        return TLSPeer(verified: p.verified, subjectCN: p.subjectCN, alternativeNames: p.alternativeNames, serial: p.serial)
+    }
+
+    public func closeConnection(_ id: UInt64) -> Bool {
+        guard id != 0, let streams else { return false }
+        return streams.close(connection: id)
+    }
+
     /// The UDP socket bound to a local address (or the first of the family).
     func udpSocket(for local: SocketAddress?, family: SocketAddress.Family) -> UDPSocket? {
         if let local, let s = udpSockets.first(where: { $0.localAddress == local }) { return s }

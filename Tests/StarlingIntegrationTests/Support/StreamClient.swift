@@ -35,6 +35,23 @@ enum TCPTable {
         count { local, remote, state in local == port && state != "0A" }
     }
 
+    /// True when something listens on TCP 127.0.0.1:`port`.
+    static func isListening(_ port: Int) -> Bool {
+        count { local, _, state in local == port && state == "0A" } > 0
+    }
+
+    /// Waits until a TCP listener is up on `port`.
+    static func waitListening(_ port: Int, process: ServerProcess, timeout: Duration = .seconds(10)) throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while clock.now < deadline {
+            if isListening(port) { return }
+            if !process.isRunning { throw HarnessError("\(process.name) exited before listening on tcp \(port): \(process.logTail())") }
+            usleep(50_000)
+        }
+        throw HarnessError("\(process.name) did not listen on tcp \(port) within \(timeout): \(process.logTail())")
+    }
+
     private static func count(_ match: (Int, Int, String) -> Bool) -> Int {
         guard let text = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return -1 }
         var n = 0

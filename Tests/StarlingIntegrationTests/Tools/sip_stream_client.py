@@ -153,7 +153,7 @@ class Conn:
 def header(msg, name):
     for line in msg.split(b"\r\n")[1:]:
         k, _, v = line.partition(b":")
-        if k.strip().lower() == name.lower():
+        if k.strip().lower() == name.lower().encode():
             return v.strip().decode()
     return None
 
