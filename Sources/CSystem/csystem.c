@@ -2,6 +2,7 @@
 #include "csystem.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -222,6 +223,8 @@ int st_poll2(int fd1, int fd2, int timeout_ms) {
     if (fd2 >= 0 && (p[1].revents & (POLLIN | POLLERR | POLLHUP | POLLNVAL))) mask |= 2;
     return mask;
 }
+
+int st_malloc_trim(void) { return malloc_trim(0); }
 
 int st_inotify_init(void) {
     int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);

@@ -4,6 +4,7 @@ public import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import CStarlingSystem
 public import Synchronization
 
 /// The connection layer: listeners for TCP, TLS, WS and WSS on SwiftNIO, the table of open connections
@@ -23,6 +24,7 @@ public final class StreamTransport: Sendable {
     private let table = Mutex<Table>(Table())
     private let nextID = Atomic<UInt64>(1)
     private let sweepTask = Mutex<RepeatedTask?>(nil)
+    private let peakSinceTrim = Mutex<Int>(0)
     let tlsContexts: TLSContexts?
     /// Counters for diagnostics and tests.
     public let stats = StreamStats()
@@ -255,6 +257,15 @@ public final class StreamTransport: Sendable {
             logger.debug("closing idle \(c.proto.name) connection \(c.id)")
             stats.idleClosed.add(1, ordering: .relaxed)
             c.close()
+        }
+        // After many connections went away (idle sweep or peers closing), hand the freed buffers back
+        // to the kernel: glibc keeps them in its arenas otherwise, and a burst of connections would
+        // leave the process at its peak size.
+        let count = table.withLock { $0.byID.count }
+        let peak = peakSinceTrim.withLock { p in p = max(p, count); return p }
+        if peak >= count + 64 || (!idle.isEmpty && count == 0) {
+            peakSinceTrim.withLock { $0 = count }
+            _ = st_malloc_trim()
         }
     }
 

@@ -12,6 +12,7 @@ Each scenario prints one JSON line with its counters and exits 0 when every chec
   ws-call                       REGISTER over the connection, then a UDP caller's INVITE addressed to
                                 this client (R-URI = our address;transport=ws|wss) arrives over it;
                                 we answer 200, the caller gets the 200 and sends ACK, which arrives too.
+  noread     --count N          sends N OPTIONS and never reads the replies (back-pressure), then closes.
   abandon    --count N          opens N connections, sends half a message on some, a partial TLS
                                 handshake on others, and leaves them open (for the robustness test).
 """
@@ -337,6 +338,7 @@ def scenario_abandon(a):
     conns = []
     for i in range(a.count):
         s = socket.create_connection((a.host, a.port), timeout=a.timeout)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         kind = i % 3
         if kind == 1:
             # Half a message.
@@ -351,10 +353,28 @@ def scenario_abandon(a):
     return {"opened": len(conns)}, True
 
 
+def scenario_noread(a):
+    """Sends --count OPTIONS as fast as possible and never reads the replies, then holds and closes."""
+    c = Conn(a)
+    c.s.settimeout(2)
+    sent = 0
+    pad = "X-Pad: " + "p" * 400 + "\r\n"
+    try:
+        for i in range(a.count):
+            c.send(request("OPTIONS", f"sip:{a.host}", c.local, a.proto, f"nr{i}-{os.getpid()}", extra=pad))
+            sent += 1
+    except (socket.timeout, TimeoutError, OSError):
+        pass  # the server stopped reading from us: that is back-pressure too
+    time.sleep(a.hold)
+    c.s.close()
+    return {"sent": sent}, True
+
+
 def main():
     a = parse_args()
     fn = {"keepalive": scenario_keepalive, "options": scenario_options, "garbage": scenario_garbage,
-          "calls": scenario_calls, "ws-call": scenario_ws_call, "abandon": scenario_abandon}[a.scenario]
+          "calls": scenario_calls, "ws-call": scenario_ws_call, "abandon": scenario_abandon,
+          "noread": scenario_noread}[a.scenario]
     try:
         result, ok = fn(a)
     except Exception as e:  # reported as a failure with the reason
