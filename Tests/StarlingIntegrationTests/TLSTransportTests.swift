@@ -136,6 +136,47 @@ struct TLSTransportTests {
         #expect(starling.isRunning)
     }
 
+    /// Record-Route across transports: an INVITE arriving over TLS and relayed over UDP gets two
+    /// Record-Routes (the UDP side on top, then the TLS side with transport=tls); the client's ACK and
+    /// BYE carry that route set and `loose_route` takes both entries off and relays them to the UAS.
+    @Test func doubleRecordRouteFromTLSToUDP() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-tls-rr")
+        let certs = try TestCertificates.make(in: directory)
+        let uasPort = try Ports.freeUDPPort()
+        let uas = try SIPp.startUAS(port: uasPort, directory: directory)
+        defer { uas.stop() }
+        let script = directory.appendingPathComponent("rr.lua")
+        try """
+        function ksr_request_route()
+          if KSR.is_CANCEL() then
+            if KSR.tm.t_check_trans() > 0 then KSR.tm.t_relay() end
+            KSR.x.exit()
+          end
+          if KSR.tm.t_check_trans() == 0 then KSR.x.exit() end
+          if KSR.siputils.has_totag() > 0 then
+            if KSR.rr.loose_route() > 0 then
+              if KSR.is_ACK() then KSR.forward() else KSR.tm.t_relay() end
+              KSR.x.exit()
+            end
+            if KSR.is_ACK() then KSR.x.exit() end
+            KSR.sl.sl_send_reply(404, "Not loose-routed")
+            KSR.x.exit()
+          end
+          if KSR.is_INVITE() then KSR.rr.record_route() end
+          KSR.setdsturi("sip:127.0.0.1:\(uasPort)")
+          if KSR.tm.t_relay() < 0 then KSR.sl.sl_reply_error() end
+        end
+        """.write(to: script, atomically: true, encoding: .utf8)
+        let (starling, udpPort, tlsPort, _, _) = try Self.start(
+            directory, script: script, certs: certs, tls: certs.tlsSection() + "\n[modparam.rr]\nenable_full_lr = 1\nappend_fromtag = 0\n",
+            modules: ["sl", "maxfwd", "tm", "rr", "siputils"])
+        defer { starling.stop() }
+        let r = try StreamClient.run("calls", proto: "tls", port: tlsPort, ["--count", "50", "--follow-rr", "--ca", certs.ca])
+        #expect(r.ok && r.int("successful") == 50, "\(r)\nlog:\n\(starling.logTail())")
+        let rr = r.json["record_route"] as? [String] ?? []
+        #expect(rr == ["<sip:127.0.0.1:\(udpPort);lr=on>", "<sip:127.0.0.1:\(tlsPort);transport=tls;lr=on>"], "\(rr)")
+    }
+
     /// Keepalive bursts on TLS (CRLFCRLF every 10 ms) mixed with requests: all answered, all ponged.
     @Test func keepaliveBurstsOnTLS() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-tls-keepalive")

@@ -33,6 +33,7 @@ def parse_args():
     p.add_argument("--server-name", default=None)
     p.add_argument("--hold", type=float, default=0, help="abandon: seconds to keep the connections open")
     p.add_argument("--timeout", type=float, default=10)
+    p.add_argument("--follow-rr", action="store_true", help="calls: send ACK/BYE to the Contact with the Record-Route set")
     return p.parse_args()
 
 
@@ -273,9 +274,19 @@ def scenario_garbage(a):
     return results, first == 200 and last == 200 and got == [400] and closed and got_big == [400]
 
 
+def headers(msg, name):
+    out = []
+    for line in msg.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == name.lower().encode():
+            out += [x.strip().decode() for x in v.split(b",")]
+    return out
+
+
 def scenario_calls(a):
     c = Conn(a)
     ok = failed = 0
+    record_routes = None
     for i in range(a.count):
         cid = f"call{i}-{os.getpid()}"
         ruri = f"sip:service@{a.host}:{a.port}"
@@ -292,8 +303,17 @@ def scenario_calls(a):
             continue
         to = header(final, "To")
         tag = to.split("tag=")[1].split(";")[0]
-        c.send(request("ACK", ruri, c.local, a.proto, cid, 1, to_tag=tag))
-        c.send(request("BYE", ruri, c.local, a.proto, cid, 2, to_tag=tag))
+        extra, target = "", ruri
+        if a.follow_rr:
+            rr = headers(final, "Record-Route")
+            record_routes = rr
+            if rr:
+                extra = "Route: " + ", ".join(reversed(rr)) + "\r\n"
+            contact = header(final, "Contact") or ""
+            if "<" in contact:
+                target = contact.split("<", 1)[1].split(">", 1)[0]
+        c.send(request("ACK", target, c.local, a.proto, cid, 1, extra=extra, to_tag=tag))
+        c.send(request("BYE", target, c.local, a.proto, cid, 2, extra=extra, to_tag=tag))
         while True:
             m = c.message()
             if status(m) is not None and header(m, "CSeq").endswith("BYE") and status(m) >= 200:
@@ -302,7 +322,10 @@ def scenario_calls(a):
             ok += 1
         else:
             failed += 1
-    return {"calls": a.count, "successful": ok, "failed": failed}, ok == a.count
+    result = {"calls": a.count, "successful": ok, "failed": failed}
+    if record_routes is not None:
+        result["record_route"] = record_routes
+    return result, ok == a.count
 
 
 def scenario_ws_call(a):
