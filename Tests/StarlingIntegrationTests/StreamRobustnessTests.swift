@@ -94,6 +94,83 @@ struct StreamRobustnessTests {
         print("stream robustness: fds \(baseFDs) -> peak \(peakFDs) -> \(afterSweep) -> \(finalFDs); RSS \(baseRSS) kB -> \(finalRSS) kB")
     }
 
+    /// Memory per idle TLS connection (handshake done, no traffic) and the handshake rate a Python
+    /// client gets: 1000 connections; the RSS difference divided by 1000 must stay under Kamailio's
+    /// published ~65 kB per TLS connection. Also reloads the certificates through `tls.reload`.
+    @Test func idleTLSConnectionMemoryAndCertificateReload() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-tls-memory")
+        let certs = try TestCertificates.make(in: directory)
+        let ports = try Ports.freeUDPPorts(3)
+        let (udpPort, tlsPort, controlPort) = (ports[0], ports[1], ports[2])
+        // The server certificate is a copy, so the test can replace it and reload.
+        let live = directory.appendingPathComponent("live.pem").path, liveKey = directory.appendingPathComponent("live.key").path
+        try FileManager.default.copyItem(atPath: certs.serverCert, toPath: live)
+        try FileManager.default.copyItem(atPath: certs.serverKey, toPath: liveKey)
+        let script = directory.appendingPathComponent("answer.lua")
+        try StreamTransportTests.answerScript.write(to: script, atomically: true, encoding: .utf8)
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+        [core]
+        modules = ["sl"]
+        tcp_connection_lifetime = 600
+        [control]
+        listen = "127.0.0.1:\(controlPort)"
+        [tls]
+        certificate = "\(live)"
+        private_key = "\(liveKey)"
+
+        """.write(to: config, atomically: true, encoding: .utf8)
+        let starling = try Starling.start(script: script, port: udpPort, workers: 2,
+                                          extra: ["--config", config.path, "--listen", "tls:127.0.0.1:\(tlsPort)"], directory: directory)
+        defer { starling.stop() }
+        try TCPTable.waitListening(tlsPort, process: starling)
+        let pid = starling.pid
+        for _ in 0..<2 { _ = try StreamClient.run("options", proto: "tls", port: tlsPort, ["--count", "100"]) }
+        sleep(2)
+        let base = Self.rssKB(pid)
+
+        let python = try Requirements.tool("python3", package: "python3")
+        let holder = try ServerProcess(name: "hold-tls", executable: python,
+                                       arguments: [PackagePaths.tool("sip_stream_client.py").path, "hold", "--proto", "tls",
+                                                   "--port", String(tlsPort), "--count", "1000", "--hold", "6"],
+                                       logFile: directory.appendingPathComponent("hold.log"), workingDirectory: directory)
+        defer { holder.stop() }
+        var rate = ""
+        for _ in 0..<300 where rate.isEmpty {
+            usleep(100_000)
+            rate = holder.log.split(separator: "\n").first(where: { $0.contains("per_second") }).map(String.init) ?? ""
+        }
+        sleep(2)
+        let held = Self.rssKB(pid)
+        let fds = Self.fdCount(pid)
+        let perConnection = Double(held - base) / 1000
+        print("idle TLS connections: RSS \(base) kB -> \(held) kB with 1000 open (fds \(fds)): \(perConnection) kB per connection; handshakes \(rate)")
+        #expect(fds >= 1000, "the connections are not open: \(fds) fds; \(holder.logTail())")
+        #expect(perConnection < 65, "\(perConnection) kB per idle TLS connection")
+        _ = holder.wait(timeout: .seconds(30))
+
+        // Certificate reload: swap in the other.test certificate and call tls.reload.
+        func subject() throws -> String {
+            let r = try TLSTransportTests.opensslClient(["-connect", "127.0.0.1:\(tlsPort)"], directory: directory)
+            return r.output.split(separator: "\n").first(where: { $0.hasPrefix("subject=") }).map(String.init) ?? r.output
+        }
+        #expect(try subject().contains("sip.test"))
+        try FileManager.default.removeItem(atPath: live)
+        try FileManager.default.removeItem(atPath: liveKey)
+        try FileManager.default.copyItem(atPath: certs.otherCert, toPath: live)
+        try FileManager.default.copyItem(atPath: certs.otherKey, toPath: liveKey)
+        let binary = try PackagePaths.starlingBinary().path
+        var reload = try Command.run(binary, ["ctl", "--url", "http://127.0.0.1:\(controlPort)", "tls.reload"], timeout: .seconds(20))
+        for _ in 0..<50 where reload.status == 2 {
+            usleep(100_000)
+            reload = try Command.run(binary, ["ctl", "--url", "http://127.0.0.1:\(controlPort)", "tls.reload"], timeout: .seconds(20))
+        }
+        #expect(reload.status == 0 && reload.output.contains("reloaded"), "\(reload.output)")
+        #expect(try subject().contains("other.test"))
+        let info = try Command.run(binary, ["ctl", "--url", "http://127.0.0.1:\(controlPort)", "core.tcp_info"], timeout: .seconds(20))
+        #expect(info.status == 0 && info.output.contains("opened_connections"), "\(info.output)")
+    }
+
     /// `;proxy` listeners take the source address from a PROXY protocol v1 or v2 header: `$si`/`$sp`
     /// report it, and a connection without a valid header is closed.
     @Test func proxyProtocolSourceAddress() throws {

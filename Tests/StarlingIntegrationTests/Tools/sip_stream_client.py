@@ -13,6 +13,7 @@ Each scenario prints one JSON line with its counters and exits 0 when every chec
                                 this client (R-URI = our address;transport=ws|wss) arrives over it;
                                 we answer 200, the caller gets the 200 and sends ACK, which arrives too.
   noread     --count N          sends N OPTIONS and never reads the replies (back-pressure), then closes.
+  hold       --count N --hold S opens N connections (TLS handshakes done), reports the rate, holds them.
   abandon    --count N          opens N connections, sends half a message on some, a partial TLS
                                 handshake on others, and leaves them open (for the robustness test).
 """
@@ -393,11 +394,28 @@ def scenario_noread(a):
     return {"sent": sent}, True
 
 
+def scenario_hold(a):
+    """Opens --count connections (TLS: handshakes completed), prints the handshake rate, then holds them
+    for --hold seconds (the caller measures the server meanwhile) and closes them."""
+    conns = []
+    t0 = time.monotonic()
+    for _ in range(a.count):
+        conns.append(Conn(a))
+    elapsed = time.monotonic() - t0
+    print(json.dumps({"opened": len(conns), "seconds": round(elapsed, 3),
+                      "per_second": round(len(conns) / elapsed, 1) if elapsed > 0 else 0}), flush=True)
+    time.sleep(a.hold)
+    for c in conns:
+        c.s.close()
+    return {"opened": len(conns), "seconds": round(elapsed, 3),
+            "per_second": round(len(conns) / elapsed, 1) if elapsed > 0 else 0}, True
+
+
 def main():
     a = parse_args()
     fn = {"keepalive": scenario_keepalive, "options": scenario_options, "garbage": scenario_garbage,
           "calls": scenario_calls, "ws-call": scenario_ws_call, "abandon": scenario_abandon,
-          "noread": scenario_noread}[a.scenario]
+          "noread": scenario_noread, "hold": scenario_hold}[a.scenario]
     try:
         result, ok = fn(a)
     except Exception as e:  # reported as a failure with the reason
