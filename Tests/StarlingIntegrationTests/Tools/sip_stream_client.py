@@ -35,7 +35,9 @@ def parse_args():
     p.add_argument("--hold", type=float, default=0, help="abandon: seconds to keep the connections open")
     p.add_argument("--timeout", type=float, default=10)
     p.add_argument("--follow-rr", action="store_true", help="calls: send ACK/BYE to the Contact with the Record-Route set")
-    return p.parse_args()
+    a = p.parse_args()
+    a.uh = f"[{a.host}]" if ":" in a.host else a.host
+    return a
 
 
 class Conn:
@@ -168,6 +170,8 @@ def status(msg):
 
 def request(method, ruri, conn_local, proto, call_id, cseq=1, extra="", body=b"", to_tag=None, branch=None):
     host, port = conn_local[0], conn_local[1]
+    if ":" in host:
+        host = "[" + host + "]"
     via_proto = {"tcp": "TCP", "tls": "TLS", "ws": "WS", "wss": "WSS", "udp": "UDP"}[proto]
     branch = branch or "z9hG4bK" + os.urandom(6).hex()
     to = f"<{ruri.split(';')[0]}>" + (f";tag={to_tag}" if to_tag else "")
@@ -199,7 +203,7 @@ def scenario_keepalive(a):
         c.send(b"\r\n\r\n")
         pings += 1
         if i % 5 == 0:
-            c.send(request("OPTIONS", f"sip:ping@{a.host}:{a.port}", c.local, a.proto, f"ka{i}-{os.getpid()}"))
+            c.send(request("OPTIONS", f"sip:ping@{a.uh}:{a.port}", c.local, a.proto, f"ka{i}-{os.getpid()}"))
             requests += 1
         time.sleep(0.01)
     pongs = replies = ok = 0
@@ -228,7 +232,7 @@ def scenario_options(a):
     ok = 0
     for i in range(a.count):
         method = "REGISTER" if i % 2 else "OPTIONS"
-        c.send(request(method, f"sip:{a.host}:{a.port}", c.local, a.proto, f"op{i}-{os.getpid()}"))
+        c.send(request(method, f"sip:{a.uh}:{a.port}", c.local, a.proto, f"op{i}-{os.getpid()}"))
         if status(c.message()) == 200:
             ok += 1
     return {"requests": a.count, "answered": ok}, ok == a.count
@@ -236,12 +240,12 @@ def scenario_options(a):
 
 def scenario_garbage(a):
     good = Conn(a)
-    good.send(request("OPTIONS", f"sip:{a.host}", good.local, a.proto, f"g1-{os.getpid()}"))
+    good.send(request("OPTIONS", f"sip:{a.uh}", good.local, a.proto, f"g1-{os.getpid()}"))
     first = status(good.message())
     results = {}
     # A request without Content-Length: answered 400, then closed.
     bad = Conn(a)
-    no_cl = request("OPTIONS", f"sip:{a.host}", bad.local, a.proto, f"g2-{os.getpid()}").replace(b"Content-Length: 0\r\n", b"")
+    no_cl = request("OPTIONS", f"sip:{a.uh}", bad.local, a.proto, f"g2-{os.getpid()}").replace(b"Content-Length: 0\r\n", b"")
     bad.send(no_cl)
     got = []
     try:
@@ -261,7 +265,7 @@ def scenario_garbage(a):
     results["garbage_closed"] = closed
     # An oversize message: closed.
     big = Conn(a)
-    big.send(request("MESSAGE", f"sip:{a.host}", big.local, a.proto, f"g3-{os.getpid()}", body=b"x" * 70000))
+    big.send(request("MESSAGE", f"sip:{a.uh}", big.local, a.proto, f"g3-{os.getpid()}", body=b"x" * 70000))
     got_big = []
     try:
         while True:
@@ -269,7 +273,7 @@ def scenario_garbage(a):
     except (EOFError, ConnectionResetError, ssl.SSLError, OSError):
         pass
     results["oversize"] = got_big
-    good.send(request("OPTIONS", f"sip:{a.host}", good.local, a.proto, f"g4-{os.getpid()}"))
+    good.send(request("OPTIONS", f"sip:{a.uh}", good.local, a.proto, f"g4-{os.getpid()}"))
     last = status(good.message())
     results.update({"first": first, "after": last})
     return results, first == 200 and last == 200 and got == [400] and closed and got_big == [400]
@@ -290,7 +294,7 @@ def scenario_calls(a):
     record_routes = None
     for i in range(a.count):
         cid = f"call{i}-{os.getpid()}"
-        ruri = f"sip:service@{a.host}:{a.port}"
+        ruri = f"sip:service@{a.uh}:{a.port}"
         sdp = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n"
         c.send(request("INVITE", ruri, c.local, a.proto, cid, 1, "Content-Type: application/sdp\r\n", sdp))
         final = None
@@ -332,7 +336,9 @@ def scenario_calls(a):
 def scenario_ws_call(a):
     c = Conn(a)
     lh, lp = c.local[0], c.local[1]
-    c.send(request("REGISTER", f"sip:{a.host}", c.local, a.proto, f"reg-{os.getpid()}",
+    if ":" in lh:
+        lh = f"[{lh}]"
+    c.send(request("REGISTER", f"sip:{a.uh}", c.local, a.proto, f"reg-{os.getpid()}",
                    extra="Expires: 600\r\n"))
     reg = status(c.message())
     # The caller: UDP to the proxy, R-URI = this connection's address and transport.
@@ -385,7 +391,7 @@ def scenario_noread(a):
     pad = "X-Pad: " + "p" * 400 + "\r\n"
     try:
         for i in range(a.count):
-            c.send(request("OPTIONS", f"sip:{a.host}", c.local, a.proto, f"nr{i}-{os.getpid()}", extra=pad))
+            c.send(request("OPTIONS", f"sip:{a.uh}", c.local, a.proto, f"nr{i}-{os.getpid()}", extra=pad))
             sent += 1
     except (socket.timeout, TimeoutError, OSError):
         pass  # the server stopped reading from us: that is back-pressure too
