@@ -35,10 +35,14 @@ public final class TestServices: CoreServices {
     public let aliases: Set<String>
     /// Where every name not in `hosts` resolves (nil: it does not resolve).
     public let anyHost: SocketAddress?
+    /// TLS peers by connection id (what `KSR.tls` and `$tls_peer_*` see).
+    public let tlsPeers: [UInt64: TLSPeer]
 
     public init(local: SocketAddress = SocketAddress(ip: "127.0.0.1", port: 5060)!, hosts: [String: SocketAddress] = [:],
-                defines: [String: String] = [:], aliases: [String] = [], anyHost: SocketAddress? = nil) {
+                defines: [String: String] = [:], aliases: [String] = [], anyHost: SocketAddress? = nil,
+                tlsPeers: [UInt64: TLSPeer] = [:]) {
         self.local = local
+        self.tlsPeers = tlsPeers
         self.anyHost = anyHost
         self.hosts = hosts
         self.defines = defines
@@ -50,6 +54,8 @@ public final class TestServices: CoreServices {
         guard let a = SocketAddress(ip: host, port: 0), a.ip == local.ip else { return false }
         return port == nil || port == Int(local.port)
     }
+
+    public func tlsPeer(connection id: UInt64) -> TLSPeer? { tlsPeers[id] }
 
     public func resolve(host: String, port: Int?, proto: SIPTransportProtocol) -> [SocketAddress] {
         if let a = SocketAddress(ip: host, port: port ?? 0) { return [a] }
