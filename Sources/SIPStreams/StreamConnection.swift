@@ -100,6 +100,39 @@ final class StreamConnection: Sendable {
         return true
     }
 
+    /// Queues several messages with one hop to the event loop and one flush (a worker's batch).
+    func send(_ buffers: [ByteBuffer], close: Bool) -> Bool {
+        let channel: (any Channel)? = state.withLock { s in
+            if s.closed { return nil }
+            if s.channel == nil {
+                s.pending.append(contentsOf: buffers)
+                if close { s.closeAfterPending = true }
+            }
+            return s.channel
+        }
+        guard let channel else { return !isClosed }
+        if !channel.isWritable { return false }
+        touch()
+        let ws = isWebSocket
+        channel.eventLoop.execute {
+            for b in buffers {
+                if ws {
+                    channel.write(WebSocketFrame(fin: true, opcode: .text, data: b), promise: nil)
+                } else {
+                    channel.write(b, promise: nil)
+                }
+            }
+            channel.flush()
+            if close { channel.close(promise: nil) }
+        }
+        return true
+    }
+
+    /// False once the peer stopped reading (more than the high-water mark queued).
+    var isWritable: Bool {
+        state.withLock { $0.channel }?.isWritable ?? true
+    }
+
     private var isClosed: Bool { state.withLock { $0.closed } }
 
     private func write(_ buffer: ByteBuffer, on channel: any Channel) {

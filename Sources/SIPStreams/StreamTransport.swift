@@ -124,7 +124,8 @@ public final class StreamTransport: Sendable {
     /// to `destination` with this transport, else (unless `noConnect`) over a new connection. Returns
     /// false when nothing could be queued.
     public func send(_ bytes: [UInt8], to destination: SIPTransport.SocketAddress, proto: SIPTransportProtocol, connectionID: UInt64?,
-                     from local: SIPTransport.SocketAddress?, options: StreamSendOptions = StreamSendOptions()) -> Bool {
+                     from local: SIPTransport.SocketAddress?, options: StreamSendOptions = StreamSendOptions(),
+                     outbox: StreamOutbox? = nil) -> Bool {
         var conn: StreamConnection?
         table.withLock { t in
             if let id = connectionID, let c = t.byID[id], c.proto == proto { conn = c; return }
@@ -142,12 +143,32 @@ public final class StreamTransport: Sendable {
             stats.sendFailures.add(1, ordering: .relaxed)
             return false
         }
+        if let outbox {
+            guard conn.isWritable else {
+                stats.sendFailures.add(1, ordering: .relaxed)
+                logger.info("\(proto.name) connection \(conn.id) to \(destination) is not reading: message not sent")
+                return false
+            }
+            outbox.append(conn, ByteBuffer(bytes: bytes), close: options.close)
+            return true
+        }
         if !conn.send(bytes, close: options.close, maxQueued: settings.maxQueuedBytes) {
             stats.sendFailures.add(1, ordering: .relaxed)
             logger.info("\(proto.name) connection \(conn.id) to \(destination) is closed or not reading: message not sent")
             return false
         }
         return true
+    }
+
+    /// Hands everything queued in `outbox` to the connections: one event-loop hop and one flush per
+    /// connection.
+    public func flush(_ outbox: StreamOutbox) {
+        guard !outbox.batches.isEmpty else { return }
+        for b in outbox.batches where !b.connection.send(b.buffers, close: b.close) {
+            stats.sendFailures.add(b.buffers.count, ordering: .relaxed)
+            logger.info("\(b.connection.proto.name) connection \(b.connection.id) is closed or not reading: \(b.buffers.count) message(s) not sent")
+        }
+        outbox.clear()
     }
 
     /// Opens a connection (asynchronously; writes wait until it is up). Nil for a transport we cannot
@@ -300,6 +321,37 @@ public final class StreamTransport: Sendable {
             try ops.addHandler(ByteToMessageHandler(SIPStreamDecoder(limits: settings.limits)))
             try ops.addHandler(SIPStreamHandler(transport: self, connection: nil, listener: l))
         }
+    }
+}
+
+/// A worker's stream sends of one batch, grouped by connection (in first-use order); `StreamTransport.flush`
+/// sends them. Owned by one worker thread.
+public final class StreamOutbox {
+    struct Batch {
+        let connection: StreamConnection
+        var buffers: [ByteBuffer]
+        var close: Bool
+    }
+    fileprivate(set) var batches: [Batch] = []
+    private var index: [UInt64: Int] = [:]
+
+    public init() {}
+
+    public var isEmpty: Bool { batches.isEmpty }
+
+    func append(_ c: StreamConnection, _ b: ByteBuffer, close: Bool) {
+        if let i = index[c.id] {
+            batches[i].buffers.append(b)
+            if close { batches[i].close = true }
+        } else {
+            index[c.id] = batches.count
+            batches.append(Batch(connection: c, buffers: [b], close: close))
+        }
+    }
+
+    func clear() {
+        batches.removeAll(keepingCapacity: true)
+        index.removeAll(keepingCapacity: true)
     }
 }
 

@@ -17,6 +17,8 @@ final class WorkerSender: BatchingSender {
     /// The worker's route context: its received connection and connection flags pick how stream
     /// sends behave.
     weak var context: RouteContext?
+    /// Stream sends of the current batch, handed to the connections in `flush()`.
+    private let streamOutbox = StreamOutbox()
 
     init(services: ServerServices, logger: Logger, stats: ServerStats = ServerStats()) {
         self.services = services
@@ -65,7 +67,8 @@ final class WorkerSender: BatchingSender {
             options = isReply ? StreamSendOptions(close: f.replyClose, noConnect: f.replyNoConnect)
                               : StreamSendOptions(close: f.forwardClose, noConnect: f.forwardNoConnect)
         }
-        guard streams.send(bytes, to: destination, proto: proto, connectionID: connection, from: local, options: options) else {
+        guard streams.send(bytes, to: destination, proto: proto, connectionID: connection, from: local, options: options,
+                           outbox: streamOutbox) else {
             stats.sendFailures.wrappingAdd(1, ordering: .relaxed)
             return false
         }
@@ -87,6 +90,7 @@ final class WorkerSender: BatchingSender {
     /// Sends everything queued.
     func flush() {
         for i in batches.indices where batches[i].pendingCount > 0 { flush(i) }
+        if !streamOutbox.isEmpty { services.streams?.flush(streamOutbox) }
     }
 
     private func flush(_ i: Int) {
