@@ -74,6 +74,8 @@ Environment (defaults in brackets):
   KEEP_GOING       1 = continue after a failing step      [0]
   TRANSPORT        udp, tcp (SIPp -t t1) or tls (SIPp TCP -> stunnel -> the proxy's tls listener;
                    Kamailio loads tls.so from kamailio-tls-modules) [udp]
+  TLS_IDLE         with TRANSPORT=tls: TLS connections opened straight to each server and held
+                   after the ramp (handshake rate, CPU per handshake, PSS per idle connection) [1000]
   PROXY_PORT UAS_PORT UAC_PORT                            [35060 35090 35070]
                    (tls listener on PROXY_PORT+1, stunnel on PROXY_PORT+2)
   KAMAILIO_BIN     [kamailio]   SIPP_BIN [sipp]
@@ -580,6 +582,39 @@ def run_step(tmp: Path, server: subprocess.Popen, uas: subprocess.Popen, tag: st
     return result
 
 
+def pss_kb(pids: list[int]) -> int:
+    """Proportional set size of these processes (shared memory counted once overall), kB."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def tls_idle_step(tmp: Path, server: subprocess.Popen, tls_port: int, count: int, hold: float = 6) -> dict:
+    """Opens `count` TLS connections straight to the server (handshakes done), holds them: handshake rate
+    (one Python client, sequential), server CPU per handshake, and memory per idle connection (PSS)."""
+    tool = ROOT / "Tests" / "StarlingIntegrationTests" / "Tools" / "sip_stream_client.py"
+    pids = descendants(server.pid)
+    before_kb, ticks0 = pss_kb(pids), tree_ticks(server.pid)
+    proc = subprocess.Popen([sys.executable, str(tool), "hold", "--proto", "tls", "--port", str(tls_port), "--count",
+                             str(count), "--hold", str(hold)], stdout=subprocess.PIPE, text=True, cwd=tmp)
+    first = json.loads(proc.stdout.readline() or "{}")
+    ticks1 = tree_ticks(server.pid)
+    time.sleep(min(2.0, hold / 2))
+    held_kb = pss_kb(descendants(server.pid))
+    proc.wait(timeout=hold + 60)
+    opened = first.get("opened", 0)
+    return {"connections": opened, "handshakes_per_s_one_client": first.get("per_second"),
+            "server_cpu_ms_per_handshake": round((ticks1 - ticks0) / HZ * 1000 / opened, 3) if opened else None,
+            "pss_before_kb": before_kb, "pss_held_kb": held_kb,
+            "kb_per_idle_connection": round((held_kb - before_kb) / opened, 1) if opened else None}
+
+
 def print_step(server: str, r: dict, attempt: int, contended: bool) -> None:
     per1000 = r["server_cpu_s_per_1000_calls"]
     print(f"  {server:9} {r['rate']:6}/s  {'PASS' if r['passed'] else 'FAIL'}  achieved {r['achieved_cps']:8.1f}/s  "
@@ -594,7 +629,7 @@ def bench_server(name: str, tmp: Path, script: Path, ports: dict, rates: list[in
                  threshold: float, retries: int, keep_going: bool, starling: Path | None, stateful: bool) -> dict:
     sub = tmp / name
     sub.mkdir()
-    uas = server = probe_step = tunnel = None
+    uas = server = probe_step = tunnel = tls_idle = None
     steps = []
     try:
         uas = start_uas(sub, ports["uas"])
@@ -610,6 +645,14 @@ def bench_server(name: str, tmp: Path, script: Path, ports: dict, rates: list[in
         warm = run_uac(sub, "warmup", ports["proxy"], ports["uac"], 100, 100)
         if warm["successful"] == 0:
             raise RuntimeError(f"{name}: warm-up (100 calls at 100/s) completed no call; see {sub}")
+        # Before the ramp, so memory the calls touched does not hide what the connections need.
+        tls_idle = None
+        if TRANSPORT == "tls" and int(env("TLS_IDLE", "1000")) > 0:
+            time.sleep(1)
+            tls_idle = tls_idle_step(sub, server, ports["proxy"] + 1, int(env("TLS_IDLE", "1000")))
+            print(f"  {name:9} TLS: {tls_idle['connections']} handshakes at {tls_idle['handshakes_per_s_one_client']}/s "
+                  f"(one client), server CPU {tls_idle['server_cpu_ms_per_handshake']} ms per handshake, "
+                  f"{tls_idle['kb_per_idle_connection']} kB per idle connection (PSS)", flush=True)
         for rate in rates:
             for attempt in range(1, retries + 2):
                 r = run_step(sub, server, uas, f"{rate}_{attempt}", ports, rate, duration)
@@ -655,7 +698,8 @@ def bench_server(name: str, tmp: Path, script: Path, ports: dict, rates: list[in
         HELPERS.clear()
     passing = [s["rate"] for s in steps if s["passed"]]
     return {"server": name, "steps": steps, "max_sustained_cps": max(passing) if passing else 0, "logs": str(sub),
-            **({"probe_step": probe_step} if probe_step is not None else {})}
+            **({"probe_step": probe_step} if probe_step is not None else {}),
+            **({"tls_idle": tls_idle} if tls_idle is not None else {})}
 
 
 def print_probe(name: str, p: dict) -> None:
