@@ -119,4 +119,18 @@ struct StreamTransportTests {
         #expect(stopped.contains("parse_errors=0") && stopped.contains("rejected=0"), "shutdown line: \(stopped)")
         #expect(!starling.log.lowercased().contains("malformed"), "log:\n\(starling.logTail())")
     }
+
+    /// TCP over IPv6 ([::1]): requests answered, keepalives ponged.
+    @Test func tcpOverIPv6() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-tcp6")
+        let port = try Ports.freeUDPPort()
+        let script = directory.appendingPathComponent("answer.lua")
+        try Self.answerScript.write(to: script, atomically: true, encoding: .utf8)
+        let starling = try Starling.start(script: script, port: port, workers: 1,
+                                          extra: ["--listen", "tcp:[::1]:\(port)"], directory: directory)
+        defer { starling.stop() }
+        usleep(300_000)
+        let r = try StreamClient.run("keepalive", proto: "tcp", port: port, ["--host", "::1", "--count", "50"])
+        #expect(r.ok && r.int("pongs") == 50 && r.int("answered") == 10, "\(r)\nlog:\n\(starling.logTail())")
+    }
 }
