@@ -63,20 +63,18 @@ public final class StreamTransport: Sendable {
 
     /// Binds every listener and starts the idle sweep.
     public func start() throws(TransportError) {
-        var result: [StreamListener] = []
-        for l in listeners {
+        for (index, l) in listeners.enumerated() {
             do {
-                let ch = try makeServerBootstrap(l).bind(to: l.address.nio).wait()
+                let ch = try makeServerBootstrap(l, index: index).bind(to: l.address.nio).wait()
                 serverChannels.withLock { $0.append(ch) }
                 var b = l
                 if let a = ch.localAddress, let s = SIPTransport.SocketAddress(nio: a) { b.address = s }
-                result.append(b)
+                bound.withLock { $0.append(b) }
             } catch {
                 shutdown()
                 throw TransportError("cannot listen on \(l): \(error)", errno: EADDRINUSE)
             }
         }
-        bound.withLock { $0 = result }
         let task = group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [weak self] _ in
             self?.sweep()
         }
@@ -292,7 +290,7 @@ public final class StreamTransport: Sendable {
 
     // MARK: Listeners
 
-    private func makeServerBootstrap(_ l: StreamListener) -> ServerBootstrap {
+    private func makeServerBootstrap(_ l: StreamListener, index: Int) -> ServerBootstrap {
         ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -301,7 +299,9 @@ public final class StreamTransport: Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try self.configureInbound(channel, listener: l)
+                    // The bound address (the kernel's port when the configured one is 0) is what $Rp shows.
+                    let b = self.bound.withLock { $0.count > index ? $0[index] : l }
+                    try self.configureInbound(channel, listener: b)
                 }
             }
     }
