@@ -377,8 +377,9 @@ public final class Server: Sendable {
         stop.set()
         watcher.withLock { $0?.stop(); $0 = nil }
         let ts = threads.withLock { t -> [PosixThread] in let all = t; t = []; return all }
-        services.streams?.shutdown()
         for t in ts { t.join() }
+        // After the workers: none of them sends on a connection any more.
+        services.streams?.shutdown()
         for s in services.udpSockets { s.close() }
         let c = counters()
         logger.info("stopped; \(c.keys.sorted().map { "\($0)=\(c[$0]!)" }.joined(separator: " "))")
