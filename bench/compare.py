@@ -308,6 +308,20 @@ def make_certificates(tmp: Path) -> dict:
     return {"cert": cert, "key": key}
 
 
+def wait_tcp(port: int, proc: subprocess.Popen, what: str, timeout: float = 20) -> None:
+    """Waits until something accepts TCP connections on `port`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex((HOST, port)) == 0:
+                time.sleep(0.2)
+                return
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited before listening on tcp {port}")
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} does not accept TCP connections on {port}")
+
+
 def start_stunnel(tmp: Path, accept: int, connect: int) -> subprocess.Popen:
     """stunnel in client mode: SIPp's TCP on `accept`, TLS to the proxy on `connect`."""
     binary = shutil.which("stunnel4") or shutil.which("stunnel")
@@ -360,6 +374,12 @@ def run_uac(tmp: Path, tag: str, proxy_port: int, uac_port: int, rate: int, call
     stat = tmp / f"uac_{tag}.csv"
     if TRANSPORT == "tls":
         proxy_port += 2  # stunnel
+    if TRANSPORT in ("tcp", "tls"):
+        # SIPp binds its TCP socket to -p; the previous step's connection from that port may still be
+        # in TIME_WAIT, so each run takes a fresh port.
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            uac_port = s.getsockname()[1]
     args = [sipp(), "-sf", str(SCENARIOS / "uac.xml"), f"{HOST}:{proxy_port}", "-i", HOST, "-p", str(uac_port),
             "-nostdin", "-buff_size", "2097152", "-r", str(rate), "-rp", "1000", "-m", str(calls),
             "-l", str(max(100, rate * 5)),
@@ -642,6 +662,8 @@ def bench_server(name: str, tmp: Path, script: Path, ports: dict, rates: list[in
         else:
             assert starling is not None
             server = start_starling(sub, starling, script, ports["proxy"], int(env("WORKERS", env("CHILDREN", "4"))))
+        if TRANSPORT in ("tcp", "tls"):
+            wait_tcp(ports["proxy"] + (1 if TRANSPORT == "tls" else 0), server, name)
         warm = run_uac(sub, "warmup", ports["proxy"], ports["uac"], 100, 100)
         if warm["successful"] == 0:
             raise RuntimeError(f"{name}: warm-up (100 calls at 100/s) completed no call; see {sub}")
