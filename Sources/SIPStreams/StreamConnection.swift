@@ -43,6 +43,8 @@ final class StreamConnection: Sendable {
         var pending: [ByteBuffer] = []
         var closeAfterPending = false
         var closed = false
+        /// close() was called once (a TLS close waits for the peer's close_notify for a while).
+        var closing = false
     }
 
     init(id: UInt64, proto: SIPTransportProtocol, remote: SIPTransport.SocketAddress, local: SIPTransport.SocketAddress, outbound: Bool) {
@@ -145,11 +147,17 @@ final class StreamConnection: Sendable {
         }
     }
 
-    func close() {
-        let ch: (any Channel)? = state.withLock { s in
+    /// Closes the connection once; false if it was already closing or closed.
+    @discardableResult
+    func close() -> Bool {
+        let ch: (any Channel)?? = state.withLock { s in
+            if s.closing || s.closed { return .none }
+            s.closing = true
             if s.channel == nil { s.closeAfterPending = true }
-            return s.channel
+            return .some(s.channel)
         }
-        ch?.close(promise: nil)
+        guard case .some(let channel) = ch else { return false }
+        channel?.close(promise: nil)
+        return true
     }
 }

@@ -24,7 +24,8 @@ public final class StreamTransport: Sendable {
     private let table = Mutex<Table>(Table())
     private let nextID = Atomic<UInt64>(1)
     private let sweepTask = Mutex<RepeatedTask?>(nil)
-    private let peakSinceTrim = Mutex<Int>(0)
+    /// Connection count peak since the last malloc_trim, and when that was (monotonic ns).
+    private let trimState = Mutex<(peak: Int, last: UInt64)>((0, 0))
     let tlsContexts: TLSContexts?
     /// Counters for diagnostics and tests.
     public let stats = StreamStats()
@@ -272,20 +273,23 @@ public final class StreamTransport: Sendable {
         let now = NIODeadline.now().uptimeNanoseconds
         let limit = UInt64(max(1, settings.connectionLifetime)) * 1_000_000_000
         let idle = table.withLock { t in t.byID.values.filter { now &- $0.lastActivity.load(ordering: .relaxed) > limit && now > $0.lastActivity.load(ordering: .relaxed) } }
-        for c in idle {
+        for c in idle where c.close() {
             logger.debug("closing idle \(c.proto.name) connection \(c.id)")
             stats.idleClosed.add(1, ordering: .relaxed)
-            c.close()
         }
-        // After many connections went away (idle sweep or peers closing), hand the freed buffers back
-        // to the kernel: glibc keeps them in its arenas otherwise, and a burst of connections would
-        // leave the process at its peak size.
+        // After connections went away (idle sweep or peers closing), hand the freed buffers back to the
+        // kernel: glibc keeps them in its arenas otherwise, and a burst of connections (or a client that
+        // let replies pile up) would leave the process at its peak size. At most once a sweep (1 s), and
+        // only when the number of connections fell since the last trim.
         let count = table.withLock { $0.byID.count }
-        let peak = peakSinceTrim.withLock { p in p = max(p, count); return p }
-        if peak >= count + 64 || (!idle.isEmpty && count == 0) {
-            peakSinceTrim.withLock { $0 = count }
-            _ = st_malloc_trim()
+        let trim = trimState.withLock { t -> Bool in
+            t.peak = max(t.peak, count)
+            guard count < t.peak else { return false }
+            t.peak = count
+            t.last = now
+            return true
         }
+        if trim { _ = st_malloc_trim() }
     }
 
     // MARK: Listeners
