@@ -91,7 +91,8 @@ public final class Server: Sendable {
             logger.warning("DNS resolver unavailable (\(error)); only numeric hosts can be reached")
         }
         services = ServerServices(listen: config.listen, udpSockets: sockets, resolver: resolver,
-                                  defines: config.defineTexts, workerCount: config.workers * sockets.count)
+                                  defines: config.defineTexts, workerCount: config.workers * sockets.count,
+                                  aliases: config.aliases)
         logger.info("script \(config.script) version \(version) loaded")
     }
 
