@@ -117,6 +117,48 @@ struct ExampleScriptTests {
         #expect(server.isRunning, "\(name) exited\n\(server.logTail())")
     }
 
+    /// RFC 8760 SHA-256 digest (SIPp only does MD5): with the auth module's `algorithm` set to
+    /// SHA-256 on both servers, Tools/digest_register.py answers the challenge with SHA-256; the
+    /// right password registers, a wrong one is challenged again, the same on both servers.
+    @Test func sha256DigestRegistersOnBothServers() throws {
+        let kamailio = try sha256Registrations(server: "kamailio") { port, directory in
+            try KamailioExample.start(port: port, directory: directory, extra: "modparam(\"auth\", \"algorithm\", \"SHA-256\")")
+        }
+        let expected = ["right": ["1 REGISTER 401 algorithm=SHA-256", "2 REGISTER 200"],
+                        "wrong": ["1 REGISTER 401 algorithm=SHA-256", "2 REGISTER 401"]]
+        #expect(kamailio.replies == expected, "Kamailio: \(kamailio.output)")
+        let starling = try sha256Registrations(server: "starling") { port, directory in
+            try StarlingExample.start(port: port, directory: directory, extra: "[modparam.auth]\nalgorithm = \"SHA-256\"")
+        }
+        #expect(starling.replies == expected, "Starling: \(starling.output)")
+        #expect(starling.replies == kamailio.replies, "Starling: \(starling.output)\nKamailio: \(kamailio.output)")
+    }
+
+    /// Runs digest_register.py for alice with the right and a wrong password; the reply lines
+    /// without the qop part, by case, and the raw output.
+    private func sha256Registrations(server name: String, start: (Int, URL) throws -> ServerProcess)
+        throws -> (replies: [String: [String]], output: String) {
+        let directory = try PackagePaths.makeTemporaryDirectory("example-sha256-\(name)")
+        let port = try Ports.freeUDPPort()
+        let server = try start(port, directory)
+        defer { server.stop() }
+        var replies: [String: [String]] = [:]
+        var output = ""
+        for (key, password) in [("right", ExampleScript.password("alice")), ("wrong", "not-the-password")] {
+            let run = try Command.run(try Requirements.tool("python3", package: "python3"),
+                                      [PackagePaths.tool("digest_register.py").path, "--server", "127.0.0.1:\(port)",
+                                       "--source", "127.0.0.12", "--user", "alice", "--password", password,
+                                       "--domain", ExampleScript.domain, "--algorithm", "SHA-256"],
+                                      timeout: .seconds(30))
+            output += "\(key) password (exit \(run.status)):\n\(run.output)"
+            replies[key] = run.output.split(separator: "\n").map { line in
+                String(line.split(separator: " ").filter { !$0.hasPrefix("qop=") }.joined(separator: " "))
+            }
+        }
+        output += "\n\(name) log:\n\(server.logTail(20))"
+        return (replies, output)
+    }
+
     /// The scenarios against Kamailio in a fresh directory.
     private func runOnKamailio() throws -> ExampleRun {
         let directory = try PackagePaths.makeTemporaryDirectory("example-kamailio")

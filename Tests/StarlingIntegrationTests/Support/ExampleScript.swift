@@ -134,13 +134,15 @@ enum KamailioExample {
     }
 
     /// Writes kamailio.cfg, kamailio-local.cfg and kamailio.db into `directory`, checks the cfg
-    /// (`kamailio -c`) and starts Kamailio on udp:127.0.0.1:`port`.
-    static func start(port: Int, directory: URL) throws -> ServerProcess {
+    /// (`kamailio -c`) and starts Kamailio on udp:127.0.0.1:`port`. `extra` is appended to the cfg
+    /// (modparams of loaded modules).
+    static func start(port: Int, directory: URL, extra: String = "") throws -> ServerProcess {
         let shipped = try String(contentsOf: try ExampleScript.kamailioCfg(), encoding: .utf8)
         let database = directory.appendingPathComponent("kamailio.db")
         try createDatabase(database)
         let cfg = directory.appendingPathComponent("kamailio.cfg")
-        try config(shipped: shipped, script: try ExampleScript.luaScript()).write(to: cfg, atomically: true, encoding: .utf8)
+        try (config(shipped: shipped, script: try ExampleScript.luaScript()) + (extra.isEmpty ? "" : "\n\(extra)\n"))
+            .write(to: cfg, atomically: true, encoding: .utf8)
         try localConfig(port: port, database: database)
             .write(to: directory.appendingPathComponent("kamailio-local.cfg"), atomically: true, encoding: .utf8)
         let check = try Command.run(try Kamailio.executable(), ["-c", "-f", cfg.path], timeout: .seconds(30),
@@ -181,8 +183,9 @@ enum StarlingExample {
     }
 
     /// Adds the subscribers with `starling subscriber add`, writes starling.toml into `directory`
-    /// and starts `starling run --config` (stderr to starling.log).
-    static func start(port: Int, directory: URL) throws -> ServerProcess {
+    /// and starts `starling run --config` (stderr to starling.log). `extra` is appended to the
+    /// TOML (tables the committed config does not have).
+    static func start(port: Int, directory: URL, extra: String = "") throws -> ServerProcess {
         let binary = try PackagePaths.starlingBinary().path
         let database = directory.appendingPathComponent("starling.db")
         for subscriber in ExampleScript.subscribers {
@@ -194,7 +197,8 @@ enum StarlingExample {
             }
         }
         let config = directory.appendingPathComponent("starling.toml")
-        try self.config(port: port, database: database).write(to: config, atomically: true, encoding: .utf8)
+        try (self.config(port: port, database: database) + (extra.isEmpty ? "" : "\n\(extra)\n"))
+            .write(to: config, atomically: true, encoding: .utf8)
         let server = try ServerProcess(name: "starling", executable: binary,
                                        arguments: ["run", "--config", config.path, "--log-level", "info"],
                                        logFile: directory.appendingPathComponent("starling.log"),
