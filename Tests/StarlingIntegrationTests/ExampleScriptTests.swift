@@ -31,6 +31,7 @@ struct ExampleScriptTests {
         let starling = try StarlingExample.start(port: port, directory: directory)
         defer { starling.stop() }
         let run = try ExampleScenarios.run(port: port, directory: directory, server: starling)
+        print("Starling with examples/kamailio-basic/starling.toml (\(directory.path)):\n\(run)")
         let log = "starling log (\(directory.path)/starling.log):\n\(starling.logTail(40))"
         expectTable(run, server: "Starling", log: log)
         for row in kamailio.rows {

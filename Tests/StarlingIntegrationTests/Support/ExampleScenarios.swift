@@ -54,6 +54,12 @@ enum ExampleScenarios {
         ScenarioReplies(name: "register alice, wrong password", replies: ["1 REGISTER 401", "2 REGISTER 401"]),
         ScenarioReplies(name: "call alice -> carol (not registered)", replies: ["1 INVITE 407", "2 INVITE 404"]),
         ScenarioReplies(name: "OPTIONS from friendly-scanner", replies: ["1 OPTIONS 200"]),
+        ScenarioReplies(name: "register dave behind a NAT", replies: ["1 REGISTER 401", "2 REGISTER 200"]),
+        ScenarioReplies(name: "dave's contact in the 200",
+                        replies: ["<sip:dave@127.0.0.13:NATPORT>;expires=3600;received=\"sip:127.0.0.13:SRCPORT\""]),
+        ScenarioReplies(name: "call alice -> dave (behind a NAT)",
+                        replies: ["1 INVITE 407", "2 INVITE 100", "2 INVITE 180", "2 INVITE 200", "3 BYE 200"]),
+        ScenarioReplies(name: "dave's UAS (at the source address) received", replies: ["INVITE", "ACK", "BYE"]),
         ScenarioReplies(name: "pike flood", replies: ["first replies then dropped", "banned source: no reply",
                                                       "other source: 200"]),
     ]
@@ -62,7 +68,7 @@ enum ExampleScenarios {
     static func run(port: Int, directory: URL, server: ServerProcess) throws -> ExampleRun {
         var run = ExampleRun()
         let domain = ExampleScript.domain
-        let ports = try Ports.freeUDPPorts(6)
+        let ports = try Ports.freeUDPPorts(9)
 
         func client(_ name: String, scenario: String, ip: String, localPort: Int, service: String,
                     extra: [String]) throws {
@@ -85,6 +91,25 @@ enum ExampleScenarios {
                                "-au", "alice", "-ap", ExampleScript.password("alice")])
         }
 
+        func uasReceived(_ name: String, port uasPort: Int, ip: String, during call: () throws -> Void) throws {
+            let uasDirectory = directory.appendingPathComponent(name.filter { $0.isLetter || $0.isNumber })
+            try FileManager.default.createDirectory(at: uasDirectory, withIntermediateDirectories: true)
+            let uasTrace = uasDirectory.appendingPathComponent("messages.log")
+            let uas = try SIPp.startUAS(port: uasPort, ip: ip, directory: uasDirectory,
+                                        extra: ["-m", "1", "-trace_msg", "-message_file", uasTrace.path])
+            defer { uas.stop() }
+            try call()
+            let uasStatus = uas.wait(timeout: .seconds(10))
+            let order = ["INVITE", "ACK", "BYE"]
+            let received = Set(SIPTrace.receivedRequests((try? String(contentsOf: uasTrace, encoding: .utf8)) ?? ""))
+            run.rows.append(ScenarioReplies(name: name,
+                                            replies: order.filter(received.contains) + received.subtracting(order).sorted()))
+            if uasStatus != 0 {
+                run.problems.append("\(name): \(uasStatus.map { "SIPp exit \($0)" } ?? "still running 10 s after the call"); "
+                                    + "log:\n\(uas.logTail(15))")
+            }
+        }
+
         // (a) both users register: 401, then 200 with credentials.
         try register("register alice", user: "alice", password: ExampleScript.password("alice"), ip: "127.0.0.2",
                      localPort: ports[0])
@@ -92,22 +117,8 @@ enum ExampleScenarios {
                      localPort: ports[1])
 
         // (b) bob's contact (127.0.0.3, the port it registered from) answers as a SIPp UAS.
-        let uasDirectory = directory.appendingPathComponent("bob-uas")
-        try FileManager.default.createDirectory(at: uasDirectory, withIntermediateDirectories: true)
-        let uasTrace = uasDirectory.appendingPathComponent("messages.log")
-        let uas = try SIPp.startUAS(port: ports[1], ip: "127.0.0.3", directory: uasDirectory,
-                                    extra: ["-m", "1", "-trace_msg", "-message_file", uasTrace.path])
-        defer { uas.stop() }
-        try call("call alice -> bob", callee: "bob", ip: "127.0.0.4", localPort: ports[2])
-        let uasStatus = uas.wait(timeout: .seconds(10))
-        let uasTraceText = (try? String(contentsOf: uasTrace, encoding: .utf8)) ?? ""
-        let order = ["INVITE", "ACK", "BYE"]
-        let received = Set(SIPTrace.receivedRequests(uasTraceText))
-        run.rows.append(ScenarioReplies(name: "bob's UAS received",
-                                        replies: order.filter(received.contains) + received.subtracting(order).sorted()))
-        if uasStatus != 0 {
-            run.problems.append("bob's UAS: \(uasStatus.map { "SIPp exit \($0)" } ?? "still running 10 s after the call"); "
-                                + "log:\n\(uas.logTail(15))")
+        try uasReceived("bob's UAS received", port: ports[1], ip: "127.0.0.3") {
+            try call("call alice -> bob", callee: "bob", ip: "127.0.0.4", localPort: ports[2])
         }
 
         // (c) a wrong password: the script challenges again.
@@ -118,6 +129,25 @@ enum ExampleScenarios {
         // (d) a scanner's User-Agent: 200 OK and nothing else.
         try client("OPTIONS from friendly-scanner", scenario: "scanner.xml", ip: "127.0.0.7", localPort: ports[5],
                    service: "bob", extra: ["-set", "domain", domain])
+
+        // (g) a phone behind a NAT: Via and Contact name port NATPORT, the datagrams come from
+        // SRCPORT (nat_uac_test flag 16). The registrar keeps SRCPORT as the received address, and
+        // the call goes there (a UAS listens on SRCPORT; nothing listens on NATPORT).
+        let (natPort, davePort) = (ports[6], ports[7])
+        try client("register dave behind a NAT", scenario: "register_nat.xml", ip: "127.0.0.13", localPort: davePort,
+                   service: "dave", extra: ["-set", "domain", domain, "-set", "expires", "3600",
+                                            "-set", "natport", String(natPort),
+                                            "-au", "dave", "-ap", ExampleScript.password("dave")])
+        let natTrace = (try? String(contentsOf: directory.appendingPathComponent("registerdavebehindaNAT_messages.log"),
+                                    encoding: .utf8)) ?? ""
+        let contact = SIPTrace.header("Contact", ofReply: 200, cseq: 2, in: natTrace) ?? "no 200 with a Contact"
+        run.rows.append(ScenarioReplies(name: "dave's contact in the 200", replies: [
+            contact.replacingOccurrences(of: ":\(natPort)", with: ":NATPORT")
+                .replacingOccurrences(of: ":\(davePort)", with: ":SRCPORT"),
+        ]))
+        try uasReceived("dave's UAS (at the source address) received", port: davePort, ip: "127.0.0.13") {
+            try call("call alice -> dave (behind a NAT)", callee: "dave", ip: "127.0.0.14", localPort: ports[8])
+        }
 
         // (f) pike: a burst from one address gets cut off, then the address is in htable ipban.
         let flood = try UDPEndpoint(ip: "127.0.0.8")
@@ -225,6 +255,16 @@ enum SIPTrace {
             if !lines.contains(line) { lines.append(line) }
         }
         return lines
+    }
+
+    /// The value of header `name` in the first received reply with status `code` and CSeq number `cseq`.
+    static func header(_ name: String, ofReply code: Int, cseq: Int, in trace: String) -> String? {
+        for message in received(trace) where statusCode(message) == code {
+            let m = crlf(message)
+            guard SIPProbe.header("CSeq", in: m)?.split(separator: " ").first == Substring(String(cseq)) else { continue }
+            return SIPProbe.header(name, in: m)
+        }
+        return nil
     }
 
     /// The methods of the requests SIPp received.

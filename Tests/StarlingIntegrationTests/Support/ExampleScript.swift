@@ -8,7 +8,9 @@ enum ExampleScript {
     /// The SIP domain of the test subscribers (`alias=` on Kamailio, `[core] alias` on Starling).
     static let domain = "starling.test"
     /// Subscribers in both servers' databases.
-    static let subscribers: [(user: String, password: String)] = [("alice", "alice-secret"), ("bob", "bob-secret")]
+    static let subscribers: [(user: String, password: String)] = [
+        ("alice", "alice-secret"), ("bob", "bob-secret"), ("dave", "dave-secret"),
+    ]
 
     static func password(_ user: String) -> String {
         subscribers.first { $0.user == user }?.password ?? ""
