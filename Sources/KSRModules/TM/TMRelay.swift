@@ -332,8 +332,10 @@ enum TMRelay {
     /// addresses not tried yet: the same request (new Via branch) goes to the next one. True if sent.
     static func failover(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ i: Int) -> Bool {
         let plan = cell.locked { () -> (TMBranch, Int)? in
+            // Only a branch that never got a reply fails over on a timeout (a 503 always may).
             guard !cell.freed, !cell.disableFailover, !cell.canceled, !cell.finalSent, i < cell.branches.count,
-                  !cell.branches[i].failedOver, let next = cell.branches[i].alternates.first else { return nil }
+                  !cell.branches[i].failedOver, cell.branches[i].lastStatus == 0 || cell.branches[i].lastStatus == 503,
+                  let next = cell.branches[i].alternates.first else { return nil }
             cell.branches[i].failedOver = true
             let old = cell.branches[i]
             let index = cell.branches.count

@@ -199,16 +199,14 @@ public final class TMStore: TransactionLayer, Sendable {
 
     public func requestRouteFinished(_ ctx: RouteContext) {
         guard let cell = ctx.transaction as? TMCell else { return }
+        // The AVPs as the request route left them belong to the transaction (failure routes see them).
+        let (avps, xavps) = (ctx.avps, ctx.xavps)
         let was = cell.locked { () -> Bool in
             let b = cell.routeBusy
             cell.routeBusy = false
-            return b
-        }
-        // The AVPs as the request route left them belong to the transaction (failure routes see them).
-        let (avps, xavps) = (ctx.avps, ctx.xavps)
-        cell.locked {
             cell.avps = avps
             cell.xavps = xavps
+            return b
         }
         // Nothing relayed and no reply: Kamailio's delayed internal error reply.
         TMReply.delayedErrorReply(self, ctx, cell)
