@@ -254,6 +254,21 @@ private let carol = TMT.address("192.0.2.21")
         #expect(TMT.v(h2, "fcode") == "486")
     }
 
+    @Test func winning503IsRelayedAs500UnlessRemapIsOff() throws {
+        for (params, expected) in [([String: [String]](), 500), (["remap_503_500": ["0"]], 503)] {
+            let h = try failoverHarness(params)
+            try h.route(Msg.invite, from: TMT.caller)
+            let inv = try #require(TMT.sent(h, "INVITE").first)
+            h.sender.clear()
+            try h.route(TMT.reply(to: inv, 503, "Service Unavailable"), from: inv.destination)
+            // The failure route sees the 503 itself.
+            #expect(TMT.v(h, "fcode") == "503")
+            let up = h.sender.sent.filter { $0.destination == TMT.caller }
+            #expect(up.map(TMT.status) == [expected])
+            #expect(up.first?.text.contains(" Service Unavailable\r\n") == true)
+        }
+    }
+
     @Test func noFailoverByDefaultOrWhenDisabled() throws {
         for h in [try failoverHarness([:]), try failoverHarness(["use_dns_failover": ["1"]], disable: true)] {
             try h.route(Msg.invite, from: TMT.caller)

@@ -288,7 +288,12 @@ enum TMReply {
             stored = aggregateChallenges(best, others)
         }
         var bytes = stored
-        if bytes == nil {
+        if code == 503 && stored != nil && store.settings.remap503To500 {
+            // remap_503_500 (RFC 3261 §16.7 step 6): a 503 goes upstream as a local 500 built from the
+            // request, with the 503's reason text.
+            code = 500
+            bytes = localReply(ctx, cell, 500, "Service Unavailable")
+        } else if bytes == nil {
             // A CANCELled call whose branches never answered ends with 487 for the caller.
             if canceled && code == 408 { code = 487 }
             bytes = localReply(ctx, cell, code, reasonPhrase(code))

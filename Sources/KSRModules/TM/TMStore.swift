@@ -96,6 +96,8 @@ public struct TMSettings: Sendable {
     public var useDNSFailover = false
     /// contacts_avp / contact_flows_avp: the xavps of t_load_contacts / t_next_contacts (Kamailio:
     /// unset disables the functions).
+    /// remap_503_500 (1): a 503 that wins is relayed as a 500.
+    public var remap503To500 = true
     public var contactsXAVP: String?
     public var contactFlowsXAVP: String?
 
@@ -109,6 +111,7 @@ public struct TMSettings: Sendable {
         if let r = c.string("tm", "auto_inv_100_reason"), !r.isEmpty { autoInv100Reason = r }
         restartFROnEachReply = c.int("tm", "restart_fr_on_each_reply", default: 1) != 0
         useDNSFailover = c.int("tm", "use_dns_failover", default: 0) != 0
+        remap503To500 = c.int("tm", "remap_503_500", default: 1) != 0
         contactsXAVP = c.string("tm", "contacts_avp").flatMap { $0.isEmpty || $0 == "NULL" ? nil : $0 }
         contactFlowsXAVP = c.string("tm", "contact_flows_avp").flatMap { $0.isEmpty || $0 == "NULL" ? nil : $0 }
     }
