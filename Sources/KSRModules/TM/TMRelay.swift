@@ -168,20 +168,24 @@ enum TMRelay {
         var targets: [(ruri: [UInt8]?, dst: [UInt8]?)] = [(nil, uri ?? ctx.destinationURI)]
         for b in ctx.branches { targets.append((b, nil)) }
         let inFailure = ctx.routeType == .failure
+        let first: Int
         if !inFailure {
             // Kamailio keeps the AVPs and the Record-Route with the transaction (failure routes see them).
             let (rr, params, avps, xavps) = (ctx.recordRoute, ctx.recordRouteParams, ctx.avps, ctx.xavps)
-            cell.locked {
+            first = cell.locked {
                 cell.recordRoute = rr
                 cell.recordRouteParams = params
                 cell.avps = avps
                 cell.xavps = xavps
                 if noFailover { cell.disableFailover = true }
+                return cell.branches.count
             }
-        } else if noFailover {
-            cell.locked { cell.disableFailover = true }
+        } else {
+            first = cell.locked {
+                if noFailover { cell.disableFailover = true }
+                return cell.branches.count
+            }
         }
-        let first = cell.locked { cell.branches.count }
         var sent = 0
         var lastError = SERError.badAddress
         for t in targets {
@@ -269,7 +273,8 @@ enum TMRelay {
         guard let local = ctx.services.localSocket(for: target.address, proto: target.proto) else { return SERError.send }
         // DNS failover: the other addresses of the next hop (only a name can have several).
         var alternates: [SocketAddress] = []
-        if !replicate, SocketAddress(ip: uri.host, port: 0) == nil, !cell.locked({ cell.disableFailover }) {
+        if !replicate, store.settings.useDNSFailover, SocketAddress(ip: uri.host, port: 0) == nil,
+           !cell.locked({ cell.disableFailover }) {
             alternates = Forwarder.targets(ctx, uri).dropFirst().map { $0.address }
         }
         let branchID = store.branchID(cell, index)

@@ -204,15 +204,15 @@ public final class TMStore: TransactionLayer, Sendable {
         guard let cell = ctx.transaction as? TMCell else { return }
         // The AVPs as the request route left them belong to the transaction (failure routes see them).
         let (avps, xavps) = (ctx.avps, ctx.xavps)
-        let was = cell.locked { () -> Bool in
+        let (was, relayError) = cell.locked { () -> (Bool, Int) in
             let b = cell.routeBusy
             cell.routeBusy = false
             cell.avps = avps
             cell.xavps = xavps
-            return b
+            return (b, cell.relayError)
         }
         // Nothing relayed and no reply: Kamailio's delayed internal error reply.
-        TMReply.delayedErrorReply(self, ctx, cell)
+        if relayError != 0 { TMReply.delayedErrorReply(self, ctx, cell) }
         // A branch may have failed while the request route was still running.
         if was { TMReply.checkCompletion(self, ctx, cell) }
     }
