@@ -1,6 +1,7 @@
 import SIPCore
 import SIPTransaction
 import StarlingKEMI
+import Logging
 
 /// `KSR.tm` (REFERENCE §2.6) and `KSR.tmx` (§2.7): the export tables over one `TMStore`.
 enum TMModule {
@@ -291,8 +292,14 @@ enum TMModule {
                 setSwitch(store, ctx, \.disableInternalReply, \.disableInternalReply, args.int(0) != 0)
             },
             KemiExport("tm", "t_replicate", [.str], returns: .int) { ctx, args in
+                // tm's t_replicate_uri: a URI that does not parse or resolve is -1; then t_relay's codes.
                 let uri = args.str(0)
-                if !uri.isEmpty && SIPURI(uri) == nil { return .int(SERError.badURI) }
+                if !uri.isEmpty {
+                    guard let u = SIPURI(uri), Forwarder.target(ctx, u) != nil else {
+                        ctx.logger.error("t_replicate: bad uri: \(uri)")
+                        return .int(-1)
+                    }
+                }
                 return .int(TMRelay.replicate(store, ctx, uri: uri.isEmpty ? nil : Array(uri.utf8)))
             },
             KemiExport("tm", "t_uac_send", [.str, .str, .str, .str, .str, .str], returns: .int,
