@@ -197,6 +197,15 @@ final class TMCell: @unchecked Sendable, Hashable {
     var relayError = 0
     /// A transaction of our own (`t_uac_send`): no server side, replies are absorbed.
     var isLocal = false
+    /// The next number for a branch id (`...<cell>.<n>`): reserved under the lock, so that branches
+    /// added at once by two workers (a failover and a relay) never share an id.
+    var branchSerial = 0
+
+    /// Reserves a branch id number (cell locked).
+    func nextBranchSerial() -> Int {
+        defer { branchSerial += 1 }
+        return branchSerial
+    }
 
     init(id: UInt64, key: TransactionKey, request: SIPMessage, received: ReceiveInfo, replyDestination: SocketAddress,
          config: TimerConfiguration, timers: TMTimerQueue) {

@@ -59,13 +59,13 @@ enum TMLocal {
         store.liveCells.wrappingAdd(1, ordering: .relaxed)
         let life = max(config.timerB, config.timerC) + config.timerD + .seconds(5)
         cell.timers.schedule(TMTimerKey(cell: cell, branch: TMCore.lifetime, timer: .B), after: life)
-        let branchID = store.branchID(cell, 0)
+        let branchID = store.branchID(cell, cell.locked { cell.nextBranchSerial() })
         let via = Array("Via: SIP/2.0/\(target.proto.viaName) \(local.advertised);branch=\(branchID)\r\n".utf8)
         let out = m.serialized(options: SIPSerializeOptions(prependLine: via))
         var branch = TMRelay.makeBranch(cell, branchID: branchID, request: out, to: target.address, proto: target.proto,
                                         local: local.socket)
         branch.uri = Array(ruri.utf8)
-        let r = TMRelay.register(store, ctx, cell, index: 0, branch)
+        let r = TMRelay.register(store, ctx, cell, branch)
         if r < 0 { cell.locked { TMCore.maybeFree(store, cell, force: true) } }
         return r > 0 ? 1 : -1
     }

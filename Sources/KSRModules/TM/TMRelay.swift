@@ -211,9 +211,10 @@ enum TMRelay {
     static func sendBranch(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, ruri: [UInt8]?, dst: [UInt8]?,
                            replicate: Bool = false) -> Int {
         guard let m = ctx.message else { return -1 }
-        let index = cell.locked { cell.branches.count }
-        // Branch route: runs once per outgoing branch, before it is sent; a drop skips the branch.
-        let onBranch = replicate ? "" : cell.locked { cell.onBranch }
+        // The branch's index (what `$T_branch_idx` shows), its id number, and the branch route.
+        let (index, serial, onBranch) = cell.locked {
+            (cell.branches.count, cell.nextBranchSerial(), replicate ? "" : cell.onBranch)
+        }
         // `add_rr_param` in a branch route applies to that branch only (Kamailio's branch lumps).
         let rrParams = ctx.recordRouteParams
         defer { ctx.recordRouteParams = rrParams }
@@ -245,10 +246,10 @@ enum TMRelay {
             ctx.branchFlags = savedFlags
             if dropped { return SERError.send }
             return withEdits(m, branchEdits) {
-                buildAndSend(store, ctx, cell, index: index, ruri: ruri, dst: dst, flags: flags, replicate: replicate)
+                buildAndSend(store, ctx, cell, serial: serial, ruri: ruri, dst: dst, flags: flags, replicate: replicate)
             }
         }
-        return buildAndSend(store, ctx, cell, index: index, ruri: ruri, dst: dst, flags: flags, replicate: replicate)
+        return buildAndSend(store, ctx, cell, serial: serial, ruri: ruri, dst: dst, flags: flags, replicate: replicate)
     }
 
     /// Runs `body` with `edits` on the message, then puts its edits back.
@@ -259,8 +260,8 @@ enum TMRelay {
         return body()
     }
 
-    /// Resolves the next hop, serializes the request for branch `index` and sends it.
-    static func buildAndSend(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, index: Int, ruri: [UInt8]?,
+    /// Resolves the next hop, serializes the request with the branch id number `serial` and sends it.
+    static func buildAndSend(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, serial: Int, ruri: [UInt8]?,
                              dst: [UInt8]?, flags: UInt32, replicate: Bool) -> Int {
         guard let m = ctx.message else { return -1 }
         let nextHop = dst ?? ruri ?? m.currentRequestURI
@@ -277,7 +278,7 @@ enum TMRelay {
            !cell.locked({ cell.disableFailover }) {
             alternates = Forwarder.targets(ctx, uri).dropFirst().map { $0.address }
         }
-        let branchID = store.branchID(cell, index)
+        let branchID = store.branchID(cell, serial)
         var options = SIPSerializeOptions(prependLine: RRModule.recordRouteLines(ctx, outgoing: local, proto: target.proto) + Array("Via: SIP/2.0/\(target.proto.viaName) \(local.advertised);branch=\(branchID)\r\n".utf8),
                                           requestURI: ruri)
         if let top = m.topVia {
@@ -293,7 +294,7 @@ enum TMRelay {
         branch.flags = flags
         branch.replicated = replicate
         branch.alternates = alternates
-        return register(store, ctx, cell, index: index, branch)
+        return register(store, ctx, cell, branch)
     }
 
     static func makeBranch(_ cell: TMCell, branchID: String, request: [UInt8], to destination: SocketAddress,
@@ -310,16 +311,24 @@ enum TMRelay {
     }
 
     /// Adds the branch to the cell and the table and sends it. 1, or E_SEND.
-    static func register(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, index: Int, _ branch: TMBranch) -> Int {
+    static func register(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ branch: TMBranch) -> Int {
         var out = TMOutbox()
-        let index = cell.locked { () -> Int in
-            // Another worker may have added a branch meanwhile (DNS failover from a timer).
-            let i = cell.branches.count
-            cell.branches.append(branch)
-            store.table.insert(.client(cell, i), for: branch.key)
-            TMCore.runBranch(store, cell, i, cell.branches[i].machine.requestSent(), &out)
-            return i
-        }
+        let index = cell.locked { append(store, cell, branch, &out) }
+        return send(store, ctx, cell, index, branch, &out)
+    }
+
+    /// Appends a branch to the cell and its key to the table and starts its machine (cell locked).
+    static func append(_ store: TMStore, _ cell: TMCell, _ branch: TMBranch, _ out: inout TMOutbox) -> Int {
+        let i = cell.branches.count
+        cell.branches.append(branch)
+        store.table.insert(.client(cell, i), for: branch.key)
+        TMCore.runBranch(store, cell, i, cell.branches[i].machine.requestSent(), &out)
+        return i
+    }
+
+    /// Sends an appended branch (outside the lock). 1, or E_SEND (the branch then ends with 477).
+    static func send(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ index: Int, _ branch: TMBranch,
+                     _ out: inout TMOutbox) -> Int {
         if !ctx.sender.send(branch.request, to: branch.destination, proto: branch.proto, from: branch.local) {
             cell.locked {
                 cell.branches[index].finalStatus = 477
@@ -336,6 +345,7 @@ enum TMRelay {
     /// DNS failover (Kamailio's use_dns_failover): branch `i` timed out or got a 503 and its next hop has
     /// addresses not tried yet: the same request (new Via branch) goes to the next one. True if sent.
     static func failover(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ i: Int) -> Bool {
+        var out = TMOutbox()
         let plan = cell.locked { () -> (TMBranch, Int)? in
             // Only a branch that never got a reply fails over on a timeout (a 503 always may).
             guard !cell.freed, !cell.disableFailover, !cell.canceled, !cell.finalSent, i < cell.branches.count,
@@ -343,17 +353,17 @@ enum TMRelay {
                   let next = cell.branches[i].alternates.first else { return nil }
             cell.branches[i].failedOver = true
             let old = cell.branches[i]
-            let index = cell.branches.count
-            let id = store.branchID(cell, index)
+            let id = store.branchID(cell, cell.nextBranchSerial())
             var b = makeBranch(cell, branchID: id, request: replacing(old.branchID, with: id, in: old.request),
                                to: next, proto: old.proto, local: old.local)
             b.uri = old.uri
             b.flags = old.flags
             b.alternates = Array(old.alternates.dropFirst())
-            return (b, index)
+            // Appended under the same lock that picked its index (the branch id carries it).
+            return (b, append(store, cell, b, &out))
         }
         guard let (branch, index) = plan else { return false }
-        return register(store, ctx, cell, index: index, branch) > 0
+        return send(store, ctx, cell, index, branch, &out) > 0
     }
 
     /// `bytes` with the first occurrence of `old` replaced by `new`.
