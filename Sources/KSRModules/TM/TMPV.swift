@@ -124,7 +124,7 @@ indirect enum TMPV: Hashable {
                 return .string("")
             }
         case .replyRUID:
-            guard Self.cell(store, ctx) != nil else { return .string("") }
+            // "" without T as with one: branches carry no location ruid yet.
             return .string("")
         case .replyReason:
             guard let cell = Self.cell(store, ctx) else { return .string("") }
