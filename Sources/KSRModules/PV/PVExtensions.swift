@@ -278,7 +278,10 @@ indirect enum ExtendedPV: Hashable {
             return true
         case .br:
             guard case .string(let s) = value, !s.isEmpty else {
-                if !ctx.branches.isEmpty { ctx.branches.removeFirst() }
+                if !ctx.branches.isEmpty {
+                    ctx.branches.removeFirst()
+                    if !ctx.branchQ.isEmpty { ctx.branchQ.removeFirst() }
+                }
                 return true
             }
             guard SIPURI(s) != nil else { return false }
