@@ -234,7 +234,8 @@ indirect enum ExtendedPV: Hashable {
             var t = time_t(Clock.nowSeconds())
             var buf = [CChar](repeating: 0, count: 32)
             ctime_r(&t, &buf)
-            return .string(String(String(cString: buf).trimmingCharacters(" \n")))
+            let text = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            return .string(String(text.trimmingCharacters(" \n")))
         case .time(let fmt):
             return .string(Self.strftime(fmt, seconds: Clock.nowSeconds()))
         case .tvSn:

@@ -1,4 +1,4 @@
-public import StarlingKEMI
+import StarlingKEMI
 import Glibc
 import Synchronization
 
