@@ -150,24 +150,42 @@ enum AuthCore {
         return response == expected ? AuthCode.ok : AuthCode.invalidPassword
     }
 
+    /// Kamailio `post_auth` after a matching response: with `add_authinfo_hdr`, the reply gets
+    /// `Authentication-Info` (rspauth over an empty method; nextnonce a fresh one-time nonce or the
+    /// current nonce).
+    static func postAuth(_ ctx: RouteContext, _ store: AuthNonces, _ c: DigestCredentials, ha1: String) {
+        guard store.settings.addAuthInfo else { return }
+        let hash = algorithm(ctx, store) ?? .md5
+        let rspauth = c.expectedResponse(ha1: ha1, method: "", body: [], hash: hash)
+        let next = store.settings.oneTimeNonce ? store.newNonce(bound: boundParts(ctx, store)) : (c.nonce ?? "")
+        let h = "Authentication-Info: nextnonce=\"\(next)\", qop=\(c.qop ?? ""), rspauth=\"\(rspauth)\", "
+            + "cnonce=\"\(c.cnonce ?? "")\", nc=\(c.nc ?? "")\r\n"
+        ctx.replyHeaders.append(contentsOf: Array(h.utf8))
+    }
+
     /// HA1 of a plaintext password with this worker's algorithm.
     static func ha1(_ ctx: RouteContext, _ store: AuthNonces, username: String, realm: String, password: String) -> String {
         DigestCredentials.ha1(username: username, realm: realm, password: password, hash: algorithm(ctx, store) ?? .md5)
     }
 
+    /// The user part of the username of the current message's authorized credentials (siputils
+    /// `is_user`), nil when no check marked any.
+    static func authorizedUser(_ ctx: RouteContext) -> String? {
+        guard let m = ctx.message, m.isRequest else { return nil }
+        let state = AuthWorkerState.of(ctx)
+        guard let h = state.authorized[.www] ?? state.authorized[.proxy] else { return nil }
+        var malformed = false
+        return DigestCredentials.parse(m, h, malformed: &malformed)?.user
+    }
+
     // MARK: Challenges
 
     /// Kamailio `get_challenge_hf`: the whole `WWW-Authenticate` / `Proxy-Authenticate` line (with
-    /// CRLF). An empty realm is taken from the To host (REGISTER) or the From host; `useMessage` false
-    /// builds it as for no message (no realm default, no bound message parts).
+    /// CRLF). The realm is used as given (Kamailio 5.6 sends `realm=""` for an empty one);
+    /// `useMessage` false builds it as for no message (no bound message parts).
     static func challengeHeader(_ ctx: RouteContext, _ store: AuthNonces, realm: String, qop: String?, stale: Bool,
                                 type: AuthHeaderType, useMessage: Bool = true) -> String {
-        var realm = realm
-        if realm.isEmpty, useMessage, let m = ctx.message, m.isRequest {
-            let na = (m.method == .register && type == .www) ? m.to : m.from
-            if let na { realm = m.string(na.uriParts.host) }
-        }
-        realm = stripRealm(realm, store)
+        let realm = stripRealm(realm, store)
         let name = type == .www ? store.settings.wwwHeader : store.settings.proxyHeader
         let nonce = store.newNonce(bound: useMessage ? boundParts(ctx, store) : nil)
         var h = "\(name): Digest realm=\"\(realm)\", nonce=\"\(nonce)\""

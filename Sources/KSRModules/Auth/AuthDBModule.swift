@@ -84,6 +84,7 @@ enum AuthDBModule {
         let ha1 = s.calculateHA1 ? AuthCore.ha1(ctx, store, username: c.username, realm: realm, password: stored) : stored
         if s.forceGenerateAVPs { loadCredentials(ctx, s, row) }
         let ret = AuthCore.checkResponse(ctx, store, c, ha1: ha1, method: method ?? m.string(m.methodRange))
+        if ret == AuthCode.ok { AuthCore.postAuth(ctx, store, c, ha1: ha1) }
         if ret == AuthCode.ok && !s.forceGenerateAVPs { loadCredentials(ctx, s, row) }
         return ret
     }
@@ -130,11 +131,12 @@ enum AuthDBModule {
                 if flags & 2 == 0 { loadCredentials(ctx, s, row) }
                 return .int(1)
             },
-            KemiExport("auth_db", "www_authenticate", [.str, .str], returns: .int) { ctx, args in
+            KemiExport("auth_db", "www_authenticate", [.str, .str], returns: .int, compat: "Kamailio 5.7+") { ctx, args in
                 guard !args.str(0).isEmpty, !args.str(1).isEmpty else { return .int(AuthCode.error) }
                 return .int(authenticate(ctx, runtime, s, realm: args.str(0), table: args.str(1), type: .www))
             },
-            KemiExport("auth_db", "www_authenticate_method", [.str, .str, .str], returns: .int) { ctx, args in
+            KemiExport("auth_db", "www_authenticate_method", [.str, .str, .str], returns: .int,
+                       compat: "Kamailio 5.7+") { ctx, args in
                 guard !args.str(0).isEmpty, !args.str(1).isEmpty, !args.str(2).isEmpty else { return .int(AuthCode.error) }
                 return .int(authenticate(ctx, runtime, s, realm: args.str(0), table: args.str(1), type: .www,
                                          method: args.str(2)))

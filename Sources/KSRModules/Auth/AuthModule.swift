@@ -21,6 +21,7 @@ enum AuthModule {
             let ha1 = flags & 1 != 0 ? password
                 : AuthCore.ha1(ctx, store, username: c.username, realm: strippedRealm, password: password)
             ret = AuthCore.checkResponse(ctx, store, c, ha1: ha1, method: method ?? m.string(m.methodRange))
+            if ret == AuthCode.ok { AuthCore.postAuth(ctx, store, c, ha1: ha1) }
             if ret == AuthCode.ok && laterUpdate {
                 _ = store.check(c.nonce ?? "", bound: AuthCore.boundParts(ctx, store), nc: c.nc, update: true)
             }
@@ -67,27 +68,28 @@ enum AuthModule {
                 guard let m = ctx.message, m.isRequest else { return .int(-1) }
                 return .int(AuthCore.challenge(ctx, store, realm: args.str(0), flags: args.int(1), type: .of(m)))
             },
-            KemiExport("auth", "www_challenge", [.str, .int], returns: .int) { ctx, args in
+            KemiExport("auth", "www_challenge", [.str, .int], returns: .int, compat: "Kamailio 5.7+") { ctx, args in
                 .int(AuthCore.challenge(ctx, store, realm: args.str(0), flags: args.int(1), type: .www))
             },
-            KemiExport("auth", "proxy_challenge", [.str, .int], returns: .int) { ctx, args in
+            KemiExport("auth", "proxy_challenge", [.str, .int], returns: .int, compat: "Kamailio 5.7+") { ctx, args in
                 .int(AuthCore.challenge(ctx, store, realm: args.str(0), flags: args.int(1), type: .proxy))
             },
             KemiExport("auth", "pv_auth_check", [.str, .str, .int, .int], returns: .int) { ctx, args in
                 .int(pvAuthCheck(ctx, store, realm: args.str(0), password: args.str(1), flags: args.int(2),
                                  checks: args.int(3)))
             },
-            KemiExport("auth", "pv_www_authenticate", [.str, .str, .int], returns: .int) { ctx, args in
+            KemiExport("auth", "pv_www_authenticate", [.str, .str, .int], returns: .int, compat: "Kamailio 6.0+") { ctx, args in
                 guard !args.str(0).isEmpty else { return .int(AuthCode.error) }
                 return .int(pvAuthenticate(ctx, store, realm: args.str(0), password: args.str(1), flags: args.int(2),
                                            type: .www))
             },
-            KemiExport("auth", "pv_www_authenticate_method", [.str, .str, .int, .str], returns: .int) { ctx, args in
+            KemiExport("auth", "pv_www_authenticate_method", [.str, .str, .int, .str], returns: .int,
+                       compat: "Kamailio 6.0+") { ctx, args in
                 guard !args.str(0).isEmpty, !args.str(3).isEmpty else { return .int(AuthCode.error) }
                 return .int(pvAuthenticate(ctx, store, realm: args.str(0), password: args.str(1), flags: args.int(2),
                                            type: .www, method: args.str(3)))
             },
-            KemiExport("auth", "pv_proxy_authenticate", [.str, .str, .int], returns: .int) { ctx, args in
+            KemiExport("auth", "pv_proxy_authenticate", [.str, .str, .int], returns: .int, compat: "Kamailio 6.0+") { ctx, args in
                 guard !args.str(0).isEmpty else { return .int(AuthCode.error) }
                 return .int(pvAuthenticate(ctx, store, realm: args.str(0), password: args.str(1), flags: args.int(2),
                                            type: .proxy))
@@ -102,7 +104,8 @@ enum AuthModule {
                 }
                 return .int(-1)
             },
-            KemiExport("auth", "auth_get_www_authenticate", [.str, .int, .str], returns: .int) { ctx, args in
+            KemiExport("auth", "auth_get_www_authenticate", [.str, .int, .str], returns: .int,
+                       compat: "Kamailio 5.7+") { ctx, args in
                 guard let pv = ctx.pvCache.spec(args.str(2)) else {
                     ctx.logger.error("auth: cannot get pv spec for [\(args.str(2))]")
                     return .int(-1)
@@ -114,7 +117,8 @@ enum AuthModule {
                                                      type: .www, useMessage: false)
                 return .int(PVEngine.set(ctx, pv, .string(value)) ? 1 : -1)
             },
-            KemiExport("auth", "auth_algorithm", [.str], returns: .int) { ctx, args in
+            KemiExport("auth", "auth_algorithm", [.str], returns: .int,
+                       compat: "Kamailio 6.0+ (MD5, SHA-256, SHA-512-256; 5.6 has only the algorithm parameter)") { ctx, args in
                 let name = args.str(0)
                 let chosen: DigestHash?
                 if name.isEmpty {

@@ -32,6 +32,8 @@ struct AuthSettings: Sendable {
     var algorithm: DigestHash? = nil
     /// `challenge_attr`: the AVP name that receives challenges built by the check functions.
     var challengeAVP = "digest_challenge"
+    /// `add_authinfo_hdr`: successful checks add an `Authentication-Info` header to the reply.
+    var addAuthInfo = false
     var wwwHeader = "WWW-Authenticate"
     var proxyHeader = "Proxy-Authenticate"
     /// The `secret` halves: nonce integrity (secret1) and the extra checks (secret2).
@@ -66,6 +68,7 @@ struct AuthSettings: Sendable {
             if name.hasPrefix("avp(") && name.hasSuffix(")") { name = name.dropFirst(4).dropLast() }
             if !name.isEmpty { challengeAVP = String(name) }
         }
+        addAuthInfo = int("add_authinfo_hdr", 0) != 0
         wwwHeader = config.string("auth", "www_challenge_header") ?? wwwHeader
         proxyHeader = config.string("auth", "proxy_challenge_header") ?? proxyHeader
         if let s = config.string("auth", "secret"), !s.isEmpty {
