@@ -130,6 +130,42 @@ private func status(_ s: SentMessage?) -> Int { s?.message?.statusCode ?? 0 }
                 "\(ok.text)")
     }
 
+    @Test func extraChecksBindTheNonceToTheCallID() throws {
+        let h = try harness(auth: ["auth_checks_register": "2", "secret": "0123456789abcdef0123456789abcdef"])
+        try h.route(DigestUA.register(callID: "call-A"))
+        let ch = try #require(DigestUA.challenge(h.sender.sent.last))
+        try h.route(DigestUA.register(cseq: 2, callID: "call-A", auth: DigestUA.credentials(ch)))
+        #expect(rc(h) == .int(1))
+        // Another Call-ID: the nonce does not belong to this request any more, re-challenge as stale.
+        try h.route(DigestUA.register(cseq: 3, callID: "call-B", auth: DigestUA.credentials(ch)))
+        #expect(rc(h) == .int(-4))
+        #expect(DigestUA.challenge(h.sender.sent.last)?.stale == true)
+    }
+
+    @Test func secretIsSharedAndFixedByTheParameter() throws {
+        // Two runtimes with the same configured secret accept each other's nonces (as two Kamailio
+        // servers sharing `secret`); random secrets do not.
+        let a = try harness(auth: ["secret": "shared-secret"]), b = try harness(auth: ["secret": "shared-secret"])
+        try a.route(DigestUA.register())
+        let ch = try #require(DigestUA.challenge(a.sender.sent.last))
+        try b.route(DigestUA.register(cseq: 2, auth: DigestUA.credentials(ch)))
+        #expect(rc(b) == .int(1))
+        let c = try harness()
+        try c.route(DigestUA.register(cseq: 2, auth: DigestUA.credentials(ch)))
+        #expect(rc(c) == .int(-1))
+    }
+
+    @Test func authAlgorithmSwitchesTheWorker() throws {
+        let script = "function ksr_request_route()\n  KSR.auth.auth_algorithm(\"SHA-256\")\n" + registrarScript
+            .replacingOccurrences("function ksr_request_route()\n", with: "")
+        let h = try harness(script)
+        try h.route(DigestUA.register())
+        let ch = try #require(DigestUA.challenge(h.sender.sent.last))
+        #expect(ch.algorithm == "SHA-256")
+        try h.route(DigestUA.register(cseq: 2, auth: DigestUA.credentials(ch, hash: .sha256)))
+        #expect(rc(h) == .int(1))
+    }
+
     @Test func inviteIsChallengedWith407() throws {
         let h = try harness()
         try h.route(DigestUA.invite())
@@ -482,6 +518,10 @@ private func status(_ s: SentMessage?) -> Int { s?.message?.statusCode ?? 0 }
 }
 
 private extension String {
+    func replacingOccurrences(_ target: String, with replacement: String) -> String {
+        split(separator: target, omittingEmptySubsequences: false).joined(separator: replacement)
+    }
+
     /// The registrar script with other auth_check flags.
     func replacingAuthCheckFlags(_ flags: Int) -> String {
         split(separator: "\n", omittingEmptySubsequences: false).map { line in
