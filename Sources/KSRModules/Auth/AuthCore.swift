@@ -142,7 +142,8 @@ enum AuthCore {
                               method: String) -> Int {
         let hash = algorithm(ctx, store) ?? .md5
         guard let m = ctx.message, let response = c.response else { return AuthCode.error }
-        let expected = c.expectedResponse(ha1: ha1, method: method, body: m.bytes(m.bodyRange), hash: hash)
+        let body = c.qop?.lowercased() == "auth-int" ? m.bytes(m.bodyRange) : []
+        let expected = c.expectedResponse(ha1: ha1, method: method, body: body, hash: hash)
         guard response.utf8.count == expected.utf8.count else {
             ctx.logger.debug("auth: response length \(response.utf8.count) != \(expected.utf8.count)")
             return AuthCode.error
