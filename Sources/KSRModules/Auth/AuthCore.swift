@@ -211,13 +211,11 @@ enum AuthCore {
     }
 
     /// Kamailio `auth_challenge_helper`: builds the challenge (flags 1 qop=auth, 2 qop=auth-int,
-    /// 16 stale=true) and sends 401 / 407. 1 sent; -2 build error (then a 500 unless flag 4, -4 if that
-    /// fails); -3 the reply could not be sent.
+    /// 16 stale=true) and sends 401 / 407: 1 sent, -3 the reply could not be sent. (Kamailio's -2,
+    /// a challenge it could not build, followed by a 500 unless flag 4, cannot happen here.)
     static func challenge(_ ctx: RouteContext, _ store: AuthNonces, realm: String, flags: Int, type: AuthHeaderType) -> Int {
-        guard ctx.message?.isRequest == true else {
-            if flags & 4 == 0 && sendReply(ctx, store, 500, "Internal Server Error", header: nil) < 0 { return -4 }
-            return -2
-        }
+        // Kamailio builds the challenge for any message; only requests can be answered.
+        guard ctx.message?.isRequest == true else { return -3 }
         let qop: String? = flags & 2 != 0 ? "auth-int" : (flags & 1 != 0 ? "auth" : nil)
         let header = challengeHeader(ctx, store, realm: realm, qop: qop, stale: flags & 16 != 0, type: type)
         let sent = type == .www

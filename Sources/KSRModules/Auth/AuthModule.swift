@@ -65,7 +65,7 @@ enum AuthModule {
                 return .int(1)
             },
             KemiExport("auth", "auth_challenge", [.str, .int], returns: .int) { ctx, args in
-                guard let m = ctx.message, m.isRequest else { return .int(-1) }
+                guard let m = ctx.message, m.isRequest else { return .int(-3) }
                 return .int(AuthCore.challenge(ctx, store, realm: args.str(0), flags: args.int(1), type: .of(m)))
             },
             KemiExport("auth", "www_challenge", [.str, .int], returns: .int, compat: "Kamailio 5.7+") { ctx, args in
