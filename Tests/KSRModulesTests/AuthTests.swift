@@ -431,6 +431,22 @@ private func status(_ s: SentMessage?) -> Int { s?.message?.statusCode ?? 0 }
         #expect(rc(h2) == .int(1))
     }
 
+    @Test func useDomainLooksUpUserAndRealm() throws {
+        let subs = MemorySubscribers([SubscriberRow(username: "alice", domain: "other.net", password: "secret")])
+        let h = try harness(authDB: ["use_domain": "1"], subscribers: subs)
+        try h.route(DigestUA.register())
+        let ch = try #require(DigestUA.challenge(h.sender.sent.last))
+        // alice exists only in other.net: unknown in the realm example.com.
+        try h.route(DigestUA.register(cseq: 2, auth: DigestUA.credentials(ch)))
+        #expect(rc(h) == .int(-3))
+        // Without use_domain the username alone finds her.
+        let h2 = try harness(subscribers: subs)
+        try h2.route(DigestUA.register())
+        let ch2 = try #require(DigestUA.challenge(h2.sender.sent.last))
+        try h2.route(DigestUA.register(cseq: 2, auth: DigestUA.credentials(ch2)))
+        #expect(rc(h2) == .int(1))
+    }
+
     @Test func loadCredentialsAndIsSubscriber() throws {
         let script = """
             function ksr_request_route()
