@@ -44,15 +44,16 @@ private enum DigestUA {
     /// Digest credentials for a challenge (RFC 2617 / RFC 8760), computed independently of the module.
     static func credentials(_ c: Challenge, user: String = "alice", password: String = "secret", method: String = "REGISTER",
                             uri: String = "sip:example.com", hash: DigestHash = .md5, qop: Bool = false, nc: Int = 1,
-                            cnonce: String = "0a4f113b", nonce: String? = nil) -> String {
+                            cnonce: String = "0a4f113b", nonce: String? = nil, authIntBody: String? = nil) -> String {
         let nonce = nonce ?? c.nonce
         let ha1 = hash.hex("\(user):\(c.realm):\(password)")
-        let ha2 = hash.hex("\(method):\(uri)")
+        let ha2 = authIntBody.map { hash.hex("\(method):\(uri):\(hash.hex($0))") } ?? hash.hex("\(method):\(uri)")
+        let qopValue = authIntBody == nil ? "auth" : "auth-int"
         var s = "Digest username=\"\(user)\", realm=\"\(c.realm)\", nonce=\"\(nonce)\", uri=\"\(uri)\""
         if qop {
             let ncs = String(repeating: "0", count: 8 - String(nc, radix: 16).count) + String(nc, radix: 16)
-            let r = hash.hex("\(ha1):\(nonce):\(ncs):\(cnonce):auth:\(ha2)")
-            s += ", response=\"\(r)\", algorithm=\(hash.rawValue), cnonce=\"\(cnonce)\", qop=auth, nc=\(ncs)"
+            let r = hash.hex("\(ha1):\(nonce):\(ncs):\(cnonce):\(qopValue):\(ha2)")
+            s += ", response=\"\(r)\", algorithm=\(hash.rawValue), cnonce=\"\(cnonce)\", qop=\(qopValue), nc=\(ncs)"
         } else {
             s += ", response=\"\(hash.hex("\(ha1):\(nonce):\(ha2)"))\", algorithm=\(hash.rawValue)"
         }
@@ -164,6 +165,31 @@ private func status(_ s: SentMessage?) -> Int { s?.message?.statusCode ?? 0 }
         #expect(ch.algorithm == "SHA-256")
         try h.route(DigestUA.register(cseq: 2, auth: DigestUA.credentials(ch, hash: .sha256)))
         #expect(rc(h) == .int(1))
+    }
+
+    @Test func qopAuthIntCoversTheBody() throws {
+        let script = """
+            function ksr_request_route()
+              local rc = KSR.auth.pv_proxy_authenticate("example.com", "secret", 0)
+              KSR.pv.seti("$var(rc)", rc)
+              if rc < 0 then KSR.auth.proxy_challenge("example.com", 2) end
+            end
+            """
+        let h = try ScriptHarness(script: script)
+        let body = "v=0\r\n"
+        func invite(_ cseq: Int, _ auth: String?, body: String) -> String {
+            DigestUA.invite(cseq: cseq, auth: auth).replacingOccurrences("Content-Length: 0\r\n\r\n",
+                with: "Content-Type: application/sdp\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+        }
+        try h.route(invite(1, nil, body: body))
+        let ch = try #require(DigestUA.challenge(h.sender.sent.last, header: "Proxy-Authenticate"))
+        #expect(ch.qop == "auth-int")
+        let creds = DigestUA.credentials(ch, method: "INVITE", uri: "sip:bob@192.0.2.20:5060", qop: true, authIntBody: body)
+        try h.route(invite(2, creds, body: body))
+        #expect(rc(h) == .int(1))
+        // The same credentials over another body do not match.
+        try h.route(invite(3, creds, body: "v=1\r\n"))
+        #expect(rc(h) == .int(-2))
     }
 
     @Test func inviteIsChallengedWith407() throws {
