@@ -110,6 +110,9 @@ indirect enum ExtendedPV: Hashable {
     case tvSn, tvFn
     /// Credentials: `$au` (user part), `$aU` (whole username), `$ad` (domain), `$ar` (realm).
     case au, aU, ad, ar
+    /// Credentials' digest parameters: `$adu` uri, `$aa` algorithm, `$adn` nonce, `$adc` cnonce,
+    /// `$adr` response, `$ado` opaque ("" when the parameter is absent, as Kamailio).
+    case authParam(String)
     /// `$ctu`-like: the Contact URI.
     case ctu
     /// `$sel(...)`: the select forms scripts use (via[n].host/port/branch/received/rport/transport,
@@ -130,6 +133,12 @@ indirect enum ExtendedPV: Hashable {
         case "aU": return .aU
         case "ad": return .ad
         case "ar": return .ar
+        case "adu": return .authParam("uri")
+        case "aa": return .authParam("algorithm")
+        case "adn": return .authParam("nonce")
+        case "adc": return .authParam("cnonce")
+        case "adr": return .authParam("response")
+        case "ado": return .authParam("opaque")
         case "ctu": return .ctu
         case "br": return .br
         default: break
@@ -256,6 +265,11 @@ indirect enum ExtendedPV: Hashable {
             case .au: return .string(at.map { String(user[..<$0]) } ?? user)
             default: return at.map { .string(String(user[user.index(after: $0)...])) } ?? .null
             }
+        case .authParam(let name):
+            guard let m, m.method != .ack && m.method != .cancel else { return .null }
+            guard let h = m.firstHeader(.proxyAuthorization) ?? m.firstHeader(.authorization),
+                  let auth = m.authValue(h) else { return .null }
+            return .string(m.authParam(auth, name) ?? "")
         case .vn(let name):
             return PVValue(ctx.worker.local(NullableVariables.self) { NullableVariables() }.values[name] ?? .null)
         case .br:

@@ -71,6 +71,8 @@ public final class ModuleRuntime: Sendable {
     public let tm: TMStore
     /// `auth_db`'s subscriber table (the embedded database), nil when none is configured.
     public let subscribers: (any SubscriberLookup)?
+    /// `auth`'s nonce secret and nonce-count / one-time-nonce tables.
+    public let auth: AuthNonces
     /// Periodic jobs (expiry, keepalives, database flushes), run about once a second by the server's
     /// housekeeping thread and by `ScriptHarness.advance(by:)`.
     private let jobs = Mutex<[@Sendable (ModuleRuntime) -> Void]>([])
@@ -81,6 +83,7 @@ public final class ModuleRuntime: Sendable {
         self.clock = clock
         self.tm = tm ?? TMStore(config: config)
         self.subscribers = subscribers
+        self.auth = AuthNonces(config: config, clock: clock)
     }
 
     /// Adds a periodic job.
