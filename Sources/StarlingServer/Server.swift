@@ -104,7 +104,7 @@ public final class Server: Sendable {
                 let worker = Transfer(UDPWorker(index: index, socket: socket, store: store, registry: registry, limits: limits,
                                                 services: services, stats: statsForWorker(), logger: logger,
                                                 parserLimits: .default, stop: stop,
-                                                transactions: tmLoaded ? transactions : nil))
+                                                transactions: tmLoaded ? transactions : nil, moduleState: self.runtime))
                 do {
                     started.append(try PosixThread(name: "udp-worker-\(index)") { worker.value.run() })
                 } catch {
