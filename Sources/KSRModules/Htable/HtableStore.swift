@@ -236,6 +236,12 @@ public final class Htable: @unchecked Sendable {
         return slots.reduce(0) { acc, s in acc + s.locked { $0.items.values.filter { $0.isLive(now) }.count } }
     }
 
+    /// Number of items held in memory, expired ones not yet purged included.
+    public var storedCount: Int { slots.reduce(0) { acc, s in acc + s.locked { $0.items.count } } }
+
+    /// Number of slots (2^size).
+    public var slotCount: Int { slots.count }
+
     /// Drops expired items (the periodic job).
     public func purgeExpired() {
         let now = self.now
