@@ -35,6 +35,7 @@ struct ModuleScript {
     /// Routes a message (OPTIONS by default) and gives what `r` recorded.
     func run(_ message: String = Msg.options(), from: SocketAddress? = nil) throws -> String {
         h.context.worker.vars["out"] = nil
+        h.sender.clear()
         try h.route(message, from: from)
         guard case .string(let s)? = h.context.worker.vars["out"] else { return "<no result>" }
         return s

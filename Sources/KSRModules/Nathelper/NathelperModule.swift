@@ -189,7 +189,7 @@ enum NathelperModule {
     static func sdpAddresses(_ m: SIPMessage) -> [String] {
         let text = String(decoding: body(m), as: UTF8.self)
         var out: [String] = []
-        for line in text.split(whereSeparator: { $0 == "\r" || $0 == "\n" }) where line.hasPrefix("c=") {
+        for line in text.split(whereSeparator: \.isNewline) where line.hasPrefix("c=") {
             let f = line.dropFirst(2).split(separator: " ")
             if f.count >= 3 { out.append(String(f[2].split(separator: "/").first ?? f[2])) }
         }
