@@ -124,6 +124,15 @@ public final class Htable: @unchecked Sendable {
         }
     }
 
+    /// The live item of `key` with its expiry.
+    public func item(_ key: String) -> HtableItem? {
+        let now = self.now
+        return slot(key).locked { s in s.items[key].flatMap { $0.isLive(now) ? $0 : nil } }
+    }
+
+    /// Items held per slot (expired ones not yet purged included), as htable.stats counts them.
+    public func slotSizes() -> [Int] { slots.map { s in s.locked { $0.items.count } } }
+
     /// The value a read gives: the item, else the integer initval, else nil.
     public func read(_ key: String) -> KemiValue? {
         if let v = get(key) { return v }
