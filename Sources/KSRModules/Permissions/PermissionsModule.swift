@@ -5,6 +5,8 @@ import Logging
 /// `KSR.permissions` (REFERENCE §2.21) over the address table file (`[modparam.permissions]
 /// address_file`; format in AddressTable). Without a file the table is empty: every check is -1.
 enum PermissionsModule {
+    static let fileNote = "address table from the file `address_file` (lines `grp ip[/mask] [port] [tag]`), not a database"
+
     static func exports(_ runtime: ModuleRuntime) -> [KemiExport] {
         let table = runtime.addresses
         // `peer_tag_avp = "$avp(tag)"`: the matching entry's tag goes there.
@@ -14,18 +16,18 @@ enum PermissionsModule {
             return e
         }
         return [
-            KemiExport("permissions", "allow_source_address", [.int], returns: .int) { ctx, args in
+            KemiExport("permissions", "allow_source_address", [.int], returns: .int, compat: fileNote) { ctx, args in
                 let src = ctx.received.source
                 return .code(found(ctx, table.match(ip: src.ip, port: Int(src.port), group: args.int(0))) != nil)
             },
-            KemiExport("permissions", "allow_address", [.int, .str, .int], returns: .int) { ctx, args in
+            KemiExport("permissions", "allow_address", [.int, .str, .int], returns: .int, compat: fileNote) { ctx, args in
                 .code(found(ctx, table.match(ip: args.str(1), port: args.int(2), group: args.int(0))) != nil)
             },
-            KemiExport("permissions", "allow_source_address_group", [], returns: .int) { ctx, _ in
+            KemiExport("permissions", "allow_source_address_group", [], returns: .int, compat: fileNote) { ctx, _ in
                 let src = ctx.received.source
                 return .int(found(ctx, table.match(ip: src.ip, port: Int(src.port), group: nil))?.group ?? -1)
             },
-            KemiExport("permissions", "allow_address_group", [.str, .int], returns: .int) { ctx, args in
+            KemiExport("permissions", "allow_address_group", [.str, .int], returns: .int, compat: fileNote) { ctx, args in
                 .int(found(ctx, table.match(ip: args.str(0), port: args.int(1), group: nil))?.group ?? -1)
             },
             KemiExport("permissions", "allow_trusted", [], returns: .int,

@@ -5,6 +5,8 @@ import Logging
 /// `KSR.pike` (REFERENCE §2.21): flood detection per source address. 1 = ok, -2 = the address just
 /// went over `reqs_density_per_unit` requests per `sampling_time_unit` seconds, -1 = it already was.
 enum PikeModule {
+    static let note = "counts whole addresses (Kamailio also aggregates address prefixes)"
+
     static func exports(_ runtime: ModuleRuntime) -> [KemiExport] {
         let store = runtime.pike
         @Sendable func check(_ ctx: RouteContext, _ ip: String) -> KemiResult {
@@ -13,10 +15,10 @@ enum PikeModule {
             return .int(v.rawValue)
         }
         return [
-            KemiExport("pike", "pike_check_req", [], returns: .int) { ctx, _ in
+            KemiExport("pike", "pike_check_req", [], returns: .int, compat: note) { ctx, _ in
                 check(ctx, ctx.received.source.ip)
             },
-            KemiExport("pike", "pike_check_ip", [.str], returns: .int) { ctx, args in
+            KemiExport("pike", "pike_check_ip", [.str], returns: .int, compat: note) { ctx, args in
                 guard let ip = args.string(0), AddressTable.parseIP(ip) != nil else {
                     ctx.logger.error("pike: invalid address '\(args.str(0))'")
                     return .int(-1)
