@@ -162,8 +162,9 @@ private let tables: [String: [String: [String]]] = [
             H.sht_sets("a", "k", "Hello World"); H.sht_seti("a", "i", 5)
             r(H.sht_match_str_value("a", "re", "hello")); r(H.sht_match_str_value("a", "eq", "5")); r(H.sht_match_str_value("a", "in", "o W"))
             r(H.sht_match_name("nosuch", "eq", "x")); r(H.sht_match_name("a", "bogus", "x"))
+            r(H.sht_rm_name("ipban", "eq", ip)); r(H.sht_match_name("ipban", "eq", ip))
             """, params: tables)
-        #expect(try s.run() == "-1,1,1,1,1,-1,-1,1,1,-1,1,-1,-1")
+        #expect(try s.run() == "-1,1,1,1,1,-1,-1,1,1,-1,1,-1,-1,1,-1")
     }
 
     @Test func iterators() throws {

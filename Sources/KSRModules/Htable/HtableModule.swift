@@ -124,7 +124,9 @@ enum HtableModule {
                 return .int(1)
             },
             KemiExport("htable", "sht_rm_name", [.str, .str, .str], returns: .int) { ctx, args in
-                guard let t = table(ctx, args.str(0)), let m = HtableMatch.matcher(ctx, op: args.str(1), value: args.str(2)) else { return .int(-1) }
+                guard let t = table(ctx, args.str(0)) else { return .int(-1) }
+                if args.str(1) == "eq" { t.remove(args.str(2)); return .int(1) }
+                guard let m = HtableMatch.matcher(ctx, op: args.str(1), value: args.str(2)) else { return .int(-1) }
                 t.removeAll { k, _ in m(k) }
                 return .int(1)
             },
@@ -134,7 +136,10 @@ enum HtableModule {
                 return .int(1)
             },
             KemiExport("htable", "sht_match_name", [.str, .str, .str], returns: .int) { ctx, args in
-                guard let t = table(ctx, args.str(0)), let m = HtableMatch.matcher(ctx, op: args.str(1), value: args.str(2)) else { return .int(-1) }
+                guard let t = table(ctx, args.str(0)) else { return .int(-1) }
+                // "eq" on names is a lookup (the example script's ban check runs it on every request)
+                if args.str(1) == "eq" { return .code(t.get(args.str(2)) != nil) }
+                guard let m = HtableMatch.matcher(ctx, op: args.str(1), value: args.str(2)) else { return .int(-1) }
                 return .code(t.contains { k, _ in m(k) })
             },
             KemiExport("htable", "sht_match_str_value", [.str, .str, .str], returns: .int) { ctx, args in
