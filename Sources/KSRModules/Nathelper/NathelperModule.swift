@@ -17,7 +17,8 @@ enum NathelperModule {
                 .int(fixNatedContact(ctx))
             },
             KemiExport("nathelper", "fix_nated_register", [], returns: .int) { ctx, _ in
-                guard let m = ctx.message, m.isRequest, m.method == .register else { return .int(-1) }
+                // meant for REGISTER, as Kamailio's, but not enforced
+                guard ctx.message != nil else { return .int(-1) }
                 guard let receivedAVP else { return .int(1) }
                 ctx.avps[receivedAVP, default: []].append(.string(sourceURI(ctx)))
                 return .int(1)

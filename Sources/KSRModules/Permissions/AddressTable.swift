@@ -132,8 +132,12 @@ public final class AddressTable: Sendable {
     public func match(ip: String, port: Int, group: Int?) -> AddressEntry? {
         guard let bytes = Self.parseIP(ip) else { return nil }
         let all = entries
-        let candidates = all.filter { group == nil || $0.group == group! }
-        if let e = candidates.first(where: { $0.isSingleAddress && $0.matches(bytes, port: port) }) { return e }
-        return candidates.first { !$0.isSingleAddress && $0.matches(bytes, port: port) }
+        func find(single: Bool) -> AddressEntry? {
+            for e in all where e.isSingleAddress == single && (group == nil || e.group == group) && e.matches(bytes, port: port) {
+                return e
+            }
+            return nil
+        }
+        return find(single: true) ?? find(single: false)
     }
 }
