@@ -43,6 +43,10 @@ private final class NatTest {
             function test_flags()
               KSR.pv.seti("$var(out)", KSR.nathelper.nat_uac_test(KSR.pv.get("$var(flags)")))
             end
+            function test_register()
+              KSR.nathelper.fix_nated_register()
+              KSR.pv.sets("$var(rcv)", KSR.pv.get("$avp(RECEIVED)"))
+            end
             function ksr_request_route() end
             """
         h = try ScriptHarness(script: script, config: ModuleConfiguration(params: params))
@@ -102,6 +106,18 @@ private final class NatTest {
         // the example's 19 = 1|2|16
         #expect(try t.natTest(19, NatMsg.invite()) == 1)
         #expect(try t.natTest(19, NatMsg.invite(via: pub, contact: "<sip:alice@\(pub)>"), from: src) == -1)
+    }
+
+    @Test func receivedAVPCarriesTheTransport() throws {
+        let t = try NatTest(params: ["nathelper": ["received_avp": ["$avp(RECEIVED)"]]])
+        for (proto, expected) in [(SIPTransportProtocol.udp, "sip:203.0.113.5:40000"), (.tcp, "sip:203.0.113.5:40000;transport=tcp"),
+                                  (.tls, "sip:203.0.113.5:40000;transport=tls")] {
+            let m = try SIPMessage.parse(Array(NatMsg.register.utf8), limits: .default, datagram: true)
+            t.h.prepare(m, from: natSource)
+            t.h.context.received.proto = proto
+            t.h.call("test_register")
+            #expect(t.h.context.worker.vars["rcv"] == .string(expected))
+        }
     }
 
     @Test func isRFC1918() throws {
