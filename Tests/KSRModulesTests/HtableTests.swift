@@ -198,6 +198,16 @@ private let tables: [String: [String: [String]]] = [
         #expect(try s.run() == "true,v,v,true,5,4,3,true,nil,true,10,1,1,300,nil,false")
     }
 
+    @Test func countPseudoVariables() throws {
+        let s = try ModuleScript("""
+            local H = KSR.htable
+            H.sht_sets("a", "alice1", "x"); H.sht_sets("a", "alice2", "xy"); H.sht_sets("a", "bob", "y"); H.sht_seti("a", "carol", 1)
+            r(KSR.pv.get("$shtcn(a=>~~^ALI)")); r(KSR.pv.get("$shtcn(a=>^b)")); r(KSR.pv.get("$shtcn(a=>==bob)")); r(KSR.pv.get("$shtcn(a=>**)"))
+            r(KSR.pv.get("$shtcv(a=>~~^x)")); r(KSR.pv.get("$shtcv(a=>**)")); r(KSR.pv.get("$shtcn(nosuch=>**)"))
+            """, params: tables)
+        #expect(try s.run() == "2,1,1,4,2,3,nil")
+    }
+
     @Test func resetAndLocks() throws {
         let s = try ModuleScript("""
             local H = KSR.htable

@@ -235,6 +235,33 @@ enum HtableModule {
         return .int(v)
     }
 
+    /// `$shtcn(t=>exp)` / `$shtcv(t=>exp)`: how many names (string values) match `exp`: `~~re` or a
+    /// bare `re` (POSIX ERE, case-insensitive), `==text` (equal), `**` (all).
+    static func pvCount(_ ctx: RouteContext, _ table: String, _ exp: String, values: Bool) -> KemiValue {
+        guard let t = ctx.runtime?.htables.table(table) else { return .null }
+        let match: (String) -> Bool
+        if exp == "**" {
+            match = { _ in true }
+        } else if exp.hasPrefix("==") {
+            let v = String(exp.dropFirst(2))
+            match = { $0 == v }
+        } else {
+            guard let re = ctx.regex(exp.hasPrefix("~~") ? String(exp.dropFirst(2)) : exp) else { return .null }
+            match = { re.matches($0) }
+        }
+        var n = 0
+        for slot in t.snapshot() {
+            for (k, it) in slot.items {
+                if values {
+                    if case .string(let s) = it.value, match(s) { n += 1 }
+                } else if match(k) {
+                    n += 1
+                }
+            }
+        }
+        return .int(n)
+    }
+
     /// `$shtex(t=>k)`: seconds until the item expires (0 when it does not).
     static func pvExpire(_ ctx: RouteContext, _ table: String, _ key: String) -> KemiValue {
         guard let t = ctx.runtime?.htables.table(table) else { return .null }

@@ -23,7 +23,7 @@ final class NullableVariables {
 
 /// Which htable cell pseudo-variable.
 enum HtableCellPV: String, Hashable {
-    case sht, shtex, shtinc, shtdec
+    case sht, shtex, shtinc, shtdec, shtcn, shtcv
 }
 
 /// A transformation applied to a pseudo-variable's value: `$(ru{uri.user})`.
@@ -127,7 +127,8 @@ indirect enum ExtendedPV: Hashable {
     /// `$avp(name)` all values (`$(avp(x)[*])`), and an indexed avp.
     case avpIndex(String, Int?)
     /// htable: `$sht(t=>k)`, `$shtex(t=>k)`, `$shtinc(t=>k)`, `$shtdec(t=>k)` (the key may be a
-    /// pseudo-variable such as `$si`), `$shtitkey(it)`, `$shtitval(it)`.
+    /// pseudo-variable such as `$si`), `$shtcn(t=>exp)` / `$shtcv(t=>exp)` (counts), `$shtitkey(it)`,
+    /// `$shtitval(it)`.
     case sht(HtableCellPV, String, String)
     case shtIterator(String, value: Bool)
 
@@ -178,7 +179,7 @@ indirect enum ExtendedPV: Hashable {
         let inner = String(body[body.index(after: open)..<body.index(before: body.endIndex)])
         switch name {
         case "shv": return inner.isEmpty ? nil : .shv(inner)
-        case "sht", "shtex", "shtinc", "shtdec":
+        case "sht", "shtex", "shtinc", "shtdec", "shtcn", "shtcv":
             let parts = inner.components(separatedByString: "=>")
             guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty, let kind = HtableCellPV(rawValue: String(name)) else { return nil }
             return .sht(kind, parts[0], parts[1])
@@ -248,6 +249,8 @@ indirect enum ExtendedPV: Hashable {
             case .shtex: return PVValue(HtableModule.pvExpire(ctx, table, k))
             case .shtinc: return PVValue(HtableModule.pvAdd(ctx, table, k, 1))
             case .shtdec: return PVValue(HtableModule.pvAdd(ctx, table, k, -1))
+            case .shtcn: return PVValue(HtableModule.pvCount(ctx, table, key, values: false))
+            case .shtcv: return PVValue(HtableModule.pvCount(ctx, table, key, values: true))
             }
         case .shtIterator(let name, let value):
             return PVValue(HtableModule.pvIterator(ctx, name, value: value))
