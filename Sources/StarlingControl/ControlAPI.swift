@@ -45,9 +45,6 @@ public final class ControlAPI: Sendable {
     /// Methods that exist in Kamailio and need a module Starling does not have yet, with that module.
     public static let unavailable: [String: String] = [
         "ul.dump": "usrloc", "ul.lookup": "usrloc", "ul.rm": "usrloc",
-        "htable.dump": "htable", "htable.get": "htable", "htable.sets": "htable", "htable.delete": "htable",
-        "htable.reload": "htable",
-        "permissions.addressReload": "permissions",
         "uac.reg_dump": "uac", "uac.reg_reload": "uac",
     ]
 
@@ -184,8 +181,9 @@ public final class ControlAPI: Sendable {
             return ["current": current] as [String: Any]
         case "system.listMethods":
             try noParams(method, params)
-            return (Self.available.map(\.name) + Self.unavailable.keys).sorted()
+            return (Self.available.map(\.name) + Self.moduleMethods.map(\.name) + Self.unavailable.keys).sorted()
         default:
+            if let result = try callModuleMethod(method, params) { return result }
             if let module = Self.unavailable[method] {
                 throw RPCError(RPCError.moduleNotLoaded, "module not loaded: \(module)",
                                data: "\(method) needs the \(module) module, which Starling does not implement yet")

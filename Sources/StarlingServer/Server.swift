@@ -49,6 +49,17 @@ public final class Server: Sendable {
         let modules = config.modules.isEmpty ? Set(KSRModules.available) : KSRModules.tableNames(config.modules)
         let moduleConfig = ModuleConfiguration(params: modparams)
         runtime = ModuleRuntime(config: moduleConfig)
+        // Kamailio refuses to start on a bad htable definition or an address table it cannot load.
+        if let bad = HtableStore.invalidDefinitions(moduleConfig).first {
+            throw ServerError("modparam htable: bad definition \"\(bad)\" (expected \"name=>size=N;autoexpire=S;...\")")
+        }
+        if runtime.addresses.path != nil {
+            do {
+                try runtime.addresses.reload()
+            } catch {
+                throw ServerError("modparam permissions address_file: \(error.description)")
+            }
+        }
         transactions = runtime.tm
         tmLoaded = modules.contains("tm")
         registry = KemiRegistry(exports: KSRModules.exports(runtime), modules: modules)
@@ -105,7 +116,7 @@ public final class Server: Sendable {
                 let worker = Transfer(UDPWorker(index: index, socket: socket, store: store, registry: registry, limits: limits,
                                                 services: services, stats: statsForWorker(), logger: logger,
                                                 parserLimits: .default, stop: stop,
-                                                transactions: tmLoaded ? transactions : nil))
+                                                transactions: tmLoaded ? transactions : nil, moduleState: self.runtime))
                 do {
                     started.append(try PosixThread(name: "udp-worker-\(index)") { worker.value.run() })
                 } catch {
