@@ -134,6 +134,9 @@ public final class RouteContext {
     public var extendedFlags: UInt64 = 0
     /// Extra branches (`append_branch`, registrar lookup): URIs beyond the Request-URI.
     public var branches: [[UInt8]] = []
+    /// The next hop of an extra branch (its `$du`: a NATed contact's received address, a Path), by
+    /// index into `branches`; a branch without one goes to its URI.
+    public var branchDestinations: [Int: [UInt8]] = [:]
     /// Headers to add to locally generated replies (`hdr.append_to_reply`), each ending with CRLF.
     public var replyHeaders: [UInt8] = []
     /// Body and Content-Type for locally generated replies (`textops.set_reply_body`).
@@ -192,6 +195,7 @@ public final class RouteContext {
         if !xavps.isEmpty { xavps.removeAll(keepingCapacity: true) }
         extendedFlags = 0
         if !branches.isEmpty { branches.removeAll(keepingCapacity: true) }
+        if !branchDestinations.isEmpty { branchDestinations.removeAll() }
         if !replyHeaders.isEmpty { replyHeaders.removeAll(keepingCapacity: true) }
         replyBody = nil
         lastError = 0

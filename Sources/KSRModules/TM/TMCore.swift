@@ -152,6 +152,7 @@ struct TMSavedRoute {
     var received: ReceiveInfo
     var destinationURI: [UInt8]?
     var branches: [[UInt8]]
+    var branchDestinations: [Int: [UInt8]]
     var dropRequested: Bool
     var replied: Bool
     var transaction: AnyObject?
@@ -169,6 +170,7 @@ struct TMSavedRoute {
         received = ctx.received
         destinationURI = ctx.destinationURI
         branches = ctx.branches
+        branchDestinations = ctx.branchDestinations
         dropRequested = ctx.dropRequested
         replied = ctx.replied
         transaction = ctx.transaction
@@ -181,6 +183,7 @@ struct TMSavedRoute {
         ctx.received = received
         ctx.destinationURI = destinationURI
         ctx.branches = branches
+        ctx.branchDestinations = branchDestinations
         ctx.dropRequested = dropRequested
         ctx.replied = replied
         ctx.transaction = transaction

@@ -140,7 +140,7 @@ enum TMRelay {
     static func addBranches(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, uri: [UInt8]? = nil) -> Int {
         guard let m = ctx.message else { return -1 }
         var targets: [(ruri: [UInt8]?, next: [UInt8])] = [(nil, uri ?? ctx.destinationURI ?? m.currentRequestURI)]
-        for b in ctx.branches { targets.append((b, b)) }
+        for (i, b) in ctx.branches.enumerated() { targets.append((b, ctx.branchDestinations[i] ?? b)) }
         if ctx.routeType != .failure {
             let (rr, params) = (ctx.recordRoute, ctx.recordRouteParams)
             cell.locked { cell.recordRoute = rr; cell.recordRouteParams = params }
