@@ -129,7 +129,10 @@ let package = Package(
             dependencies: ["KSRModules", "StarlingLua", "StarlingKEMI", "SIPCore", "SIPTransport", "StarlingTesting",
                            "SIPTransaction"],
             swiftSettings: swiftSettings),
-        .testTarget(name: "StarlingStoreTests", dependencies: ["StarlingStore", "KSRModules"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "StarlingStoreTests",
+            dependencies: ["StarlingStore", "KSRModules", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingServerTests",
             dependencies: ["StarlingServer", "StarlingControl", "StarlingTesting", "SIPCore", "SIPTransport"],

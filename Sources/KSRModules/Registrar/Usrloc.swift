@@ -304,7 +304,7 @@ public final class Usrloc: Sendable {
 
     /// Applies a change to an AOR and persists it as the db_mode asks (`memoryOnly`: save flag 0x01).
     @discardableResult
-    func change<R>(_ table: LocationTable, _ aor: String, memoryOnly: Bool = false,
+    public func change<R>(_ table: LocationTable, _ aor: String, memoryOnly: Bool = false,
                    _ body: (inout [LocationContact]) -> (result: R, changed: [String], deleted: [String])) -> R {
         let track = dbMode == .writeBack && !memoryOnly
         let (r, ups, dels) = table.update(aor, trackDirty: track, body)

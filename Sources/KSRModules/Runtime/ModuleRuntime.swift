@@ -1,4 +1,4 @@
-public import StarlingKEMI
+import StarlingKEMI
 public import SIPTransport
 import Glibc
 import Synchronization
