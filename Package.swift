@@ -135,7 +135,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingServerTests",
-            dependencies: ["StarlingServer", "StarlingControl", "StarlingTesting", "SIPCore", "SIPTransport"],
+            dependencies: ["StarlingServer", "StarlingControl", "StarlingTesting", "SIPCore", "SIPTransport", "KSRModules"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingTestingTests", dependencies: ["StarlingTesting", "KSRModules", "StarlingKEMI"],

@@ -50,6 +50,10 @@ public enum PrometheusMetrics {
             metric("starling_transactions_active", "gauge", "tm transactions in memory (created and not yet freed).",
                    [("", String(t))])
         }
+        if let r = server.registrationsActive {
+            metric("starling_registrations_active", "gauge", "usrloc contacts in memory (all location tables).",
+                   [("", String(r))])
+        }
         metric("starling_workers", "gauge", "Worker threads.", [("", String(server.workerCount))])
         metric("starling_workers_on_active_script", "gauge", "Worker threads running the active script version.",
                [("", String(server.workersOnCurrentScript))])

@@ -28,6 +28,11 @@ public final class Server: Sendable {
     /// The embedded database, when a `db_url` is configured (`[modparam.usrloc]` or `[modparam.auth_db]`).
     public let database: StarlingDatabase?
 
+    /// Whether the registrar (and so usrloc) is loaded.
+    public var registrarLoaded: Bool { registry.loadedModules.contains("registrar") }
+    /// Registered contacts in memory, or nil when the registrar is not loaded.
+    public var registrationsActive: Int? { registrarLoaded ? runtime.usrloc.contactCount : nil }
+
     /// Transactions in memory, or nil when the tm module is not loaded.
     public var transactionsActive: Int? { tmLoaded ? transactions.count : nil }
     let logger: Logger
@@ -64,6 +69,8 @@ public final class Server: Sendable {
         } else {
             runtime = ModuleRuntime(config: moduleConfig)
         }
+        // Kamailio's registrar registers the `location` usrloc domain at start; ul.* RPCs see it.
+        if modules.contains("registrar") { _ = runtime.usrloc.table("location") }
         transactions = runtime.tm
         tmLoaded = modules.contains("tm")
         registry = KemiRegistry(exports: KSRModules.exports(runtime), modules: modules)

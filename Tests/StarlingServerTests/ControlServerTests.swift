@@ -4,6 +4,7 @@ import Testing
 import SIPCore
 import SIPTransport
 import StarlingServer
+import KSRModules
 import StarlingControl
 
 /// The control listener on a free loopback port against a real server (UDP workers, script watcher).
@@ -129,6 +130,37 @@ import StarlingControl
         #expect(try f.metrics().text.contains("starling_reloads_total{result=\"failed\"}"))
     }
 
+    @Test func usrlocMethods() throws {
+        let f = try Fixture()
+        let ul = f.server.runtime.usrloc
+        let now = f.server.runtime.clock.unixSeconds
+        ul.change(ul.table("location"), "alice") { list -> (result: Void, changed: [String], deleted: [String]) in
+            list.append(LocationContact(ruid: "r1", aor: "alice", username: "alice", domain: nil, contact: "sip:alice@192.0.2.10",
+                                        expires: now + 600, callid: "c1", cseq: 3, lastModified: now, userAgent: "UA"))
+            return ((), ["r1"], [])
+        }
+        let dump = try f.call("ul.dump")
+        let domains = try #require((dump["result"] as? [String: Any])?["Domains"] as? [[String: Any]], "\(dump)")
+        let domain = try #require(domains.first?["Domain"] as? [String: Any])
+        #expect(domain["Domain"] as? String == "location")
+        let aors = try #require(domain["AoRs"] as? [[String: Any]])
+        let info = try #require(aors.first?["Info"] as? [String: Any])
+        #expect(info["AoR"] as? String == "alice")
+        let contact = try #require((info["Contacts"] as? [[String: Any]])?.first?["Contact"] as? [String: Any])
+        #expect(contact["Address"] as? String == "sip:alice@192.0.2.10")
+        #expect(contact["Received"] as? String == "[not set]")
+        #expect((contact["Expires"] as? Int).map { $0 > 590 && $0 <= 600 } == true)
+        let lookup = try f.call("ul.lookup", ["location", "sip:alice@example.com"])
+        #expect((lookup["result"] as? [String: Any])?["AoR"] as? String == "alice", "\(lookup)")
+        #expect(Self.errorCode(try f.call("ul.lookup", ["location", "bob"])) == 404)
+        #expect(Self.errorCode(try f.call("ul.lookup", ["nosuchtable", "alice"])) == 500)
+        #expect(Self.errorCode(try f.call("ul.lookup")) == RPCError.invalidParams)
+        #expect(try f.call("ul.rm", ["location", "alice"])["error"] == nil)
+        #expect(ul.contactCount == 0)
+        #expect(Self.errorCode(try f.call("ul.rm", ["location", "alice"])) == 404)
+        #expect(try f.metrics().text.contains("starling_registrations_active 0"))
+    }
+
     @Test func errors() throws {
         let f = try Fixture()
         #expect(Self.errorCode(try f.call("no.such_method")) == RPCError.methodNotFound)
@@ -137,7 +169,7 @@ import StarlingControl
         #expect(Self.errorCode(try f.call("stats.get_statistics", ["nosuchgroup:"])) == RPCError.invalidParams)
         let tm = try f.call("tm.stats")
         #expect(((tm["result"] as? [String: Any])?["current"] as? Int) == 0, "\(tm)")
-        for m in ["ul.dump", "ul.lookup", "ul.rm", "htable.dump", "htable.get", "htable.sets", "htable.delete",
+        for m in ["htable.dump", "htable.get", "htable.sets", "htable.delete",
                   "htable.reload", "permissions.addressReload", "uac.reg_dump", "uac.reg_reload"] {
             let r = try f.call(m)
             #expect(Self.errorCode(r) == RPCError.moduleNotLoaded, "\(m)")
