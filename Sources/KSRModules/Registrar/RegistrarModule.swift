@@ -193,19 +193,19 @@ enum RegistrarModule {
     static func exports(_ rt: ModuleRuntime) -> [KemiExport] {
         let cfg = RegistrarConfig(rt.config)
         return [
-            KemiExport("registrar", "save", [.str, .int], returns: .int) { ctx, args in
+            KemiExport("registrar", "save", [.str, .int], returns: .int, compat: "no GRUU or outbound (RFC 5626) handling; flag 0x08 has no effect (no expires_range)") { ctx, args in
                 .int(RegistrarSave.save(ctx, rt, cfg, table: args.str(0), flags: args.int(1), uri: nil))
             },
-            KemiExport("registrar", "save_uri", [.str, .int, .str], returns: .int) { ctx, args in
+            KemiExport("registrar", "save_uri", [.str, .int, .str], returns: .int, compat: "as save") { ctx, args in
                 .int(RegistrarSave.save(ctx, rt, cfg, table: args.str(0), flags: args.int(1), uri: args.str(2)))
             },
-            KemiExport("registrar", "lookup", [.str], returns: .int) { ctx, args in
+            KemiExport("registrar", "lookup", [.str], returns: .int, compat: "Path of extra branches: next hop only (no Route headers); branch flags of branch 0 only") { ctx, args in
                 .int(lookup(ctx, rt, cfg, table: args.str(0), uri: nil))
             },
             KemiExport("registrar", "lookup_uri", [.str, .str], returns: .int) { ctx, args in
                 .int(lookup(ctx, rt, cfg, table: args.str(0), uri: args.str(1)))
             },
-            KemiExport("registrar", "lookup_to_dset", [.str, .str], returns: .int) { ctx, args in
+            KemiExport("registrar", "lookup_to_dset", [.str, .str], returns: .int, compat: "every contact becomes a branch; the R-URI is kept") { ctx, args in
                 .int(lookup(ctx, rt, cfg, table: args.str(0), uri: args.str(1), toDestinationSet: true))
             },
             KemiExport("registrar", "lookup_branches", [.str], returns: .int) { ctx, args in
@@ -220,7 +220,7 @@ enum RegistrarModule {
             KemiExport("registrar", "registered_flags", [.str, .str, .int], returns: .int) { ctx, args in
                 .int(registered(ctx, rt, cfg, table: args.str(0), uri: args.str(1), matchOption: args.int(2)))
             },
-            KemiExport("registrar", "registered_action", [.str, .str, .int, .int], returns: .int) { ctx, args in
+            KemiExport("registrar", "registered_action", [.str, .str, .int, .int], returns: .int, compat: "match_action is ignored (no xavp_rcd)") { ctx, args in
                 .int(registered(ctx, rt, cfg, table: args.str(0), uri: args.str(1), matchOption: args.int(2)))
             },
             KemiExport("registrar", "unregister", [.str, .str], returns: .int) { ctx, args in
