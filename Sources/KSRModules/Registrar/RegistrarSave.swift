@@ -60,7 +60,6 @@ struct RegContact {
     var methods: String?
     var instance: String?
     var regId: Int
-    var received: String?
 }
 
 /// `save()`: the REGISTER processing of Kamailio's registrar (save.c) over `Usrloc`.
@@ -117,7 +116,6 @@ enum RegistrarSave {
                 c.methods = m.param("methods", in: na.params).map { m.string($0).trimmingCharacters("\"").description }
                 c.instance = m.param(named: "+sip.instance", in: na.params).map { m.string($0) }
                 c.regId = m.param(named: "reg-id", in: na.params).flatMap { Int(m.string($0)) } ?? 0
-                c.received = m.param(named: "received", in: na.params).map { String(m.string($0).trimmingCharacters("\"")) }
                 list.append(c)
             }
         }

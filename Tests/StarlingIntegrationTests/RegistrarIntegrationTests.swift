@@ -1,0 +1,79 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// KSR.registrar and usrloc end to end: SIPp registers users through the real `starling` binary with
+/// usrloc in write-back mode (db_mode 2) on a fresh SQLite file; Starling is stopped and started again
+/// on the same file, and a lookup still finds every registration.
+@Suite(.serialized)
+struct RegistrarIntegrationTests {
+    /// REGISTER is saved; OPTIONS to a user answers 200 "found <contact>" when `lookup` finds it
+    /// (the R-URI is then the registered contact), else 404 with the lookup code.
+    static let script = """
+        function ksr_request_route()
+          if KSR.is_REGISTER() then
+            KSR.registrar.save("location", 0)
+            return
+          end
+          if KSR.is_OPTIONS() then
+            local rc = KSR.registrar.lookup("location")
+            if rc == 1 then
+              KSR.sl.send_reply(200, "found " .. KSR.pv.get("$ru"))
+            else
+              KSR.sl.send_reply(404, "not found " .. rc)
+            end
+          end
+        end
+        """
+
+    /// The reply status line to an OPTIONS for `user` sent to Starling.
+    static func lookup(_ user: String, port: Int) throws -> String? {
+        let endpoint = try UDPEndpoint()
+        try endpoint.send(SIPProbe.options(requestURI: "sip:\(user)@127.0.0.1", from: endpoint), to: port)
+        return endpoint.receive(timeout: .seconds(2))?.components(separatedBy: "\r\n").first
+    }
+
+    @Test func registrationsSurviveARestart() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-registrar")
+        let ports = try Ports.freeUDPPorts(2)
+        let (proxyPort, uacPort) = (ports[0], ports[1])
+        let script = directory.appendingPathComponent("registrar.lua")
+        try Self.script.write(to: script, atomically: true, encoding: .utf8)
+        let database = directory.appendingPathComponent("starling.db").path
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+            [modparam.usrloc]
+            db_url = "sqlite://\(database)"
+            db_mode = 2
+            timer_interval = 60
+
+            [modparam.registrar]
+            max_expires = 3600
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let extra = ["--config", config.path]
+
+        var starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: extra, directory: directory)
+        let users = 20
+        let result = try SIPp.runClient(scenario: PackagePaths.scenario("register.xml"), target: proxyPort,
+                                        localPort: uacPort, rate: 50, calls: users, directory: directory,
+                                        tag: "register", extra: ["-s", "reg"], timeout: .seconds(60))
+        #expect(result.exitStatus == 0, "\(result)\nstarling log:\n\(starling.logTail())")
+        #expect(result.successfulCalls == users, "\(result)")
+        #expect(try Self.lookup("reg1", port: proxyPort) == "SIP/2.0 200 found sip:reg1@127.0.0.1:\(uacPort)")
+        #expect(try Self.lookup("nobody", port: proxyPort) == "SIP/2.0 404 not found -1")
+        // SIGTERM: the server writes what write-back has not flushed yet, then exits.
+        starling.stop()
+        #expect(starling.terminationStatus == 0, "\(starling.logTail())")
+
+        starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: extra, directory: directory)
+        defer { starling.stop() }
+        for n in [1, users / 2, users] {
+            #expect(try Self.lookup("reg\(n)", port: proxyPort) == "SIP/2.0 200 found sip:reg\(n)@127.0.0.1:\(uacPort)",
+                    "\(starling.logTail())")
+        }
+        #expect(starling.logTail(100).contains("usrloc: \(users) contacts loaded"), "\(starling.logTail(100))")
+    }
+}
