@@ -46,6 +46,7 @@ loadmodule "app_lua.so"
 modparam("usrloc", "db_url", "sqlite://{db}")
 modparam("usrloc", "db_mode", 2)
 modparam("usrloc", "timer_interval", 60)
+modparam("usrloc", "preload", "location")
 modparam("registrar", "max_expires", 3600)
 modparam("app_lua", "load", "{script}")
 cfgengine "lua"

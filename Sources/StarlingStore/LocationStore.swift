@@ -30,8 +30,8 @@ public final class SQLiteLocations: LocationPersistence {
         let domain: String? = r["domain"]
         let aor = useDomain && !(domain ?? "").isEmpty ? "\(username)@\(domain!)" : username
         let qValue: Double = r["q"] ?? -1
-        let expires: String = r["expires"] ?? "0"
-        let modified: String = r["last_modified"] ?? "0"
+        let expires: DatabaseValue = r["expires"]
+        let modified: DatabaseValue = r["last_modified"]
         let methods: Int64? = r["methods"]
         return LocationContact(
             ruid: r["ruid"] ?? "", aor: aor, username: username, domain: domain, contact: r["contact"] ?? "",
@@ -74,8 +74,8 @@ public final class SQLiteLocations: LocationPersistence {
                 let q: Double = c.q < 0 ? -1 : Double(c.q) / 1000
                 let values: [(any DatabaseValueConvertible)?] = [
                     c.ruid, c.username, c.domain, c.contact, c.received, c.path,
-                    StarlingDatabase.datetime(c.expires), q, c.callid, c.cseq,
-                    StarlingDatabase.datetime(c.lastModified), c.flags, c.cflags, c.userAgent, c.socket,
+                    StarlingDatabase.julianDay(c.expires), q, c.callid, c.cseq,
+                    StarlingDatabase.julianDay(c.lastModified), c.flags, c.cflags, c.userAgent, c.socket,
                     c.methods, c.instance, c.regId, c.serverId, c.connectionId, c.keepalive, c.partition,
                 ]
                 try ins.execute(arguments: StatementArguments(values))

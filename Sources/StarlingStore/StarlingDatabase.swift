@@ -134,20 +134,28 @@ public final class StarlingDatabase: Sendable {
         } catch { throw StoreError("\(error)") }
     }
 
-    // MARK: Kamailio's DATETIME text
+    // MARK: Kamailio's DATETIME values
 
-    /// Seconds since 1970 as Kamailio's db text form `YYYY-MM-DD HH:MM:SS` (UTC).
-    static func datetime(_ t: Int) -> String {
-        var tt = time_t(t)
-        var tmv = tm()
-        gmtime_r(&tt, &tmv)
-        func p2(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        return "\(tmv.tm_year + 1900)-\(p2(tmv.tm_mon + 1))-\(p2(tmv.tm_mday)) \(p2(tmv.tm_hour)):\(p2(tmv.tm_min)):\(p2(tmv.tm_sec))"
+    /// Seconds since 1970 as Kamailio's db_sqlite stores a DATETIME: a Julian day number (REAL).
+    static func julianDay(_ t: Int) -> Double { Double(t) / 86400 + 2_440_587.5 }
+
+    /// Seconds since 1970 from a stored DATETIME: a Julian day (Kamailio's db_sqlite), a
+    /// `YYYY-MM-DD HH:MM:SS` text (UTC) or a plain number of seconds.
+    static func seconds(_ value: DatabaseValue) -> Int? {
+        switch value.storage {
+        case .double(let d):
+            return d > 1_000_000 && d < 10_000_000 ? Int(((d - 2_440_587.5) * 86400).rounded()) : Int(d)
+        case .int64(let i):
+            return i > 1_000_000 && i < 10_000_000 ? Int((Double(i) - 2_440_587.5) * 86400) : Int(i)
+        case .string(let s):
+            return seconds(s)
+        default:
+            return nil
+        }
     }
 
-    /// The reverse of `datetime` (also accepts a plain number of seconds).
     static func seconds(_ text: String) -> Int? {
-        if let n = Int(text) { return n }
+        if let d = Double(text) { return seconds(DatabaseValue(value: d)!) }
         let parts = text.split(whereSeparator: { $0 == "-" || $0 == " " || $0 == ":" || $0 == "T" }).compactMap { Int32($0) }
         guard parts.count >= 6 else { return nil }
         var tmv = tm()
