@@ -114,7 +114,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
-        .executableTarget(name: "starling-bench", dependencies: ["SIPCore", "StarlingTesting"], swiftSettings: swiftSettings),
+        .executableTarget(name: "starling-bench", dependencies: ["SIPCore", "StarlingTesting", "KSRModules"], swiftSettings: swiftSettings),
 
         .testTarget(
             name: "SIPCoreTests", dependencies: ["SIPCore"],

@@ -8,7 +8,7 @@ memory is mapped by every child, so summing RSS would count it once per process)
 ratios come from the same run. Results: bench/results/register-<UTC>.json.
 
 Environment: RATES (default "1000 2000 4000"), DURATION (5), FILL (100000), FILL_RATE (5000),
-CHILDREN (Kamailio children, 4), WORKERS (Starling workers per socket, 4),
+CHILDREN (Kamailio children, 4), DB_MODE (usrloc db_mode on both, 2), WORKERS (Starling workers per socket, 4),
 STARLING_BIN (.build/release/starling), KAMAILIO_BIN (kamailio), SERVERS ("kamailio starling").
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ loadmodule "usrloc.so"
 loadmodule "registrar.so"
 loadmodule "app_lua.so"
 modparam("usrloc", "db_url", "sqlite://{db}")
-modparam("usrloc", "db_mode", 2)
+modparam("usrloc", "db_mode", {db_mode})
 modparam("usrloc", "timer_interval", 60)
 modparam("usrloc", "preload", "location")
 modparam("registrar", "max_expires", 3600)
@@ -54,7 +54,7 @@ cfgengine "lua"
 
 STARLING_TOML = """[modparam.usrloc]
 db_url = "sqlite://{db}"
-db_mode = 2
+db_mode = {db_mode}
 timer_interval = 60
 
 [modparam.registrar]
@@ -91,12 +91,12 @@ def start_server(name: str, tmp: Path, port: int) -> subprocess.Popen:
     if name == "kamailio":
         cfg = tmp / "kamailio.cfg"
         cfg.write_text(KAMAILIO_CFG.format(children=env("CHILDREN", "4"), host=HOST, port=port, mpath=kamailio_mpath(),
-                                           db=db, script=SCRIPT))
+                                           db=db, script=SCRIPT, db_mode=env("DB_MODE", "2")))
         proc = subprocess.Popen([env("KAMAILIO_BIN", "kamailio"), "-f", str(cfg), "-DD", "-E", "-m", "1024", "-M", "32",
                                  "-Y", str(tmp)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     else:
         toml = tmp / "starling.toml"
-        toml.write_text(STARLING_TOML.format(db=db))
+        toml.write_text(STARLING_TOML.format(db=db, db_mode=env("DB_MODE", "2")))
         proc = subprocess.Popen([str(starling_binary()), "run", "--config", str(toml), "--script", str(SCRIPT),
                                  "--listen", f"udp:{HOST}:{port}", "--workers", env("WORKERS", "4"),
                                  "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -128,7 +128,7 @@ def run_register(tmp: Path, tag: str, port: int, rate: int, calls: int) -> dict:
 
 def memory_kib(proc: subprocess.Popen, name: str) -> int:
     """Starling: VmRSS. Kamailio: the sum of Pss over its processes."""
-    pids = [proc.pid] + descendants(proc.pid)
+    pids = descendants(proc.pid)  # the server and its children (Kamailio forks)
     total = 0
     for pid in pids:
         try:
