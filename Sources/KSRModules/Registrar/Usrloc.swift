@@ -153,7 +153,7 @@ public final class LocationTable: Sendable {
     /// Runs `body` on the contacts of `aor` with the shard locked. `body` returns the new list and the
     /// changes made (for persistence); the record is removed when the list is empty.
     @discardableResult
-    func update<R>(_ aor: String, trackDirty: Bool,
+    func update<R>(_ aor: String, trackDirty: Bool, persist: (([LocationContact], [String]) -> Void)? = nil,
                    _ body: (inout [LocationContact]) -> (result: R, changed: [String], deleted: [String])) -> (R, [LocationContact], [String]) {
         shard(aor).state.withLock { s in
             var list = s.records[aor] ?? []
@@ -167,6 +167,8 @@ public final class LocationTable: Sendable {
                 for c in changedRows { s.dirty.insert(c.ruid) }
                 for d in deleted { s.dirty.remove(d); s.deleted.append(d) }
             }
+            // Write-through: under the shard lock, so the rows of one AOR reach the database in order.
+            if let persist, !changedRows.isEmpty || !deleted.isEmpty { persist(changedRows, deleted) }
             return (r, changedRows, deleted)
         }
     }
@@ -307,11 +309,12 @@ public final class Usrloc: Sendable {
     public func change<R>(_ table: LocationTable, _ aor: String, memoryOnly: Bool = false,
                    _ body: (inout [LocationContact]) -> (result: R, changed: [String], deleted: [String])) -> R {
         let track = dbMode == .writeBack && !memoryOnly
-        let (r, ups, dels) = table.update(aor, trackDirty: track, body)
-        if dbMode == .writeThrough && !memoryOnly && (!ups.isEmpty || !dels.isEmpty), let persistence {
-            try? persistence.saveContacts(table: table.name, upserts: ups, deletes: dels)
+        var persist: (([LocationContact], [String]) -> Void)? = nil
+        if dbMode == .writeThrough && !memoryOnly, let persistence {
+            let name = table.name
+            persist = { ups, dels in try? persistence.saveContacts(table: name, upserts: ups, deletes: dels) }
         }
-        return r
+        return table.update(aor, trackDirty: track, persist: persist, body).0
     }
 
     /// Removes every contact of an AOR. Returns how many were removed.
