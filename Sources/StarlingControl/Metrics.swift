@@ -54,6 +54,17 @@ public enum PrometheusMetrics {
             metric("starling_registrations_active", "gauge", "usrloc contacts in memory (all location tables).",
                    [("", String(r))])
         }
+        out += "# HELP starling_route_duration_seconds Route callback execution time (Lua and the KSR functions it called), by callback.\n"
+        out += "# TYPE starling_route_duration_seconds histogram\n"
+        for h in server.routeTimes() {
+            let kind = h.kind.label
+            for (i, bound) in RouteTimeHistogram.bounds.enumerated() {
+                out += "starling_route_duration_seconds_bucket{route=\"\(kind)\",le=\"\(bound)\"} \(h.cumulative[i])\n"
+            }
+            out += "starling_route_duration_seconds_bucket{route=\"\(kind)\",le=\"+Inf\"} \(h.cumulative.last ?? 0)\n"
+            out += "starling_route_duration_seconds_sum{route=\"\(kind)\"} \(h.sumSeconds)\n"
+            out += "starling_route_duration_seconds_count{route=\"\(kind)\"} \(h.cumulative.last ?? 0)\n"
+        }
         metric("starling_workers", "gauge", "Worker threads.", [("", String(server.workerCount))])
         metric("starling_workers_on_active_script", "gauge", "Worker threads running the active script version.",
                [("", String(server.workersOnCurrentScript))])

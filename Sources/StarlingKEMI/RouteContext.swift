@@ -137,6 +137,14 @@ public final class RouteContext {
     /// The next hop of an extra branch (its `$du`: a NATed contact's received address, a Path), by
     /// index into `branches`; a branch without one goes to its URI.
     public var branchDestinations: [Int: [UInt8]] = [:]
+    /// The branch flags of an extra branch (registrar lookup: the contact's cflags), by index into
+    /// `branches`; a branch without an entry starts with no flags.
+    public var extraBranchFlags: [Int: UInt32] = [:]
+    /// q-values of the destination set in thousandths (0...1000, -1: none given; Kamailio's `qvalue_t`):
+    /// `requestURIQ` for the Request-URI, `branchQ[i]` for `branches[i]` (an index past its end: -1, so
+    /// code that appends bare URIs to `branches` stays correct).
+    public var requestURIQ: Int = -1
+    public var branchQ: [Int] = []
     /// Headers to add to locally generated replies (`hdr.append_to_reply`), each ending with CRLF.
     public var replyHeaders: [UInt8] = []
     /// Body and Content-Type for locally generated replies (`textops.set_reply_body`).
@@ -196,6 +204,9 @@ public final class RouteContext {
         extendedFlags = 0
         if !branches.isEmpty { branches.removeAll(keepingCapacity: true) }
         if !branchDestinations.isEmpty { branchDestinations.removeAll() }
+        if !extraBranchFlags.isEmpty { extraBranchFlags.removeAll() }
+        if !branchQ.isEmpty { branchQ.removeAll(keepingCapacity: true) }
+        requestURIQ = -1
         if !replyHeaders.isEmpty { replyHeaders.removeAll(keepingCapacity: true) }
         replyBody = nil
         lastError = 0
@@ -203,6 +214,28 @@ public final class RouteContext {
         recordRoute = nil
         if !recordRouteParams.isEmpty { recordRouteParams = "" }
         routedParams = nil
+    }
+}
+
+extension RouteContext {
+    /// Appends a branch to the destination set with its q-value (thousandths, -1: none).
+    public func appendBranch(_ uri: [UInt8], q: Int = -1) {
+        if q >= 0 || !branchQ.isEmpty {
+            while branchQ.count < branches.count { branchQ.append(-1) }
+            branchQ.append(q)
+        }
+        branches.append(uri)
+    }
+
+    /// The q-value of `branches[i]` (-1: none given).
+    public func branchQValue(_ i: Int) -> Int { i < branchQ.count ? branchQ[i] : -1 }
+
+    /// Empties the destination set (the extra branches and their q-values).
+    public func clearBranches() {
+        branches.removeAll(keepingCapacity: true)
+        branchQ.removeAll(keepingCapacity: true)
+        if !branchDestinations.isEmpty { branchDestinations.removeAll() }
+        if !extraBranchFlags.isEmpty { extraBranchFlags.removeAll() }
     }
 }
 

@@ -41,7 +41,10 @@ public final class MessageDispatcher {
         context.onSend = { [unowned self] ctx, dst, proto, bytes in self.runOnSend(ctx, dst, proto, bytes) }
         context.runRoute = { [unowned self] _, name in
             guard let engine = self.engine else { return }
-            self.report(engine.run(callback: name), name)
+            let t0 = Self.monotonicNanos()
+            let outcome = engine.run(callback: name)
+            self.stats.routeTime.record(.other, nanos: Self.monotonicNanos() &- t0)
+            self.report(outcome, name)
         }
     }
 
@@ -108,14 +111,18 @@ public final class MessageDispatcher {
         guard let engine else { return .invalid }
         ctx.receivedAt = Self.now()
         if message.isRequest {
+            let t0 = Self.monotonicNanos()
             let outcome = engine.run(engine.requestRoute)
+            stats.routeTime.record(.request, nanos: Self.monotonicNanos() &- t0)
             report(outcome, "ksr_request_route")
             if ctx.transaction != nil, let tm = ctx.transactions { tm.requestRouteFinished(ctx) }
             return .routed(outcome)
         }
         var outcome = CallbackOutcome.missing
         if let replyRoute {
+            let t0 = Self.monotonicNanos()
             outcome = engine.run(replyRoute)
+            stats.routeTime.record(.reply, nanos: Self.monotonicNanos() &- t0)
             report(outcome, "ksr_reply_route")
         }
         if !ctx.dropRequested {
@@ -153,6 +160,13 @@ public final class MessageDispatcher {
         case .memoryExceeded:
             stats.scriptErrors.wrappingAdd(1, ordering: .relaxed)
         }
+    }
+
+    /// A monotonic clock in nanoseconds (route execution times).
+    @inline(__always) static func monotonicNanos() -> Int {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return ts.tv_sec &* 1_000_000_000 &+ ts.tv_nsec
     }
 
     static func now() -> (seconds: Int, micros: Int) {

@@ -273,6 +273,23 @@ public final class Server: Sendable {
         return (requests, replies, repliesSent)
     }
 
+    /// Route execution times summed over the workers: per kind, cumulative bucket counts (one per
+    /// `RouteTimeHistogram.bounds` entry, then +Inf) and the sum in seconds.
+    public func routeTimes() -> [(kind: RouteTimeHistogram.Kind, cumulative: [Int], sumSeconds: Double)] {
+        let all = workerStats.withLock { $0 }
+        return RouteTimeHistogram.Kind.allCases.map { kind in
+            var b = [Int](repeating: 0, count: RouteTimeHistogram.bounds.count + 1)
+            var sum = 0
+            for w in all {
+                for (i, n) in w.routeTime.buckets(kind).enumerated() { b[i] += n }
+                sum += w.routeTime.sumNanos(kind)
+            }
+            var running = 0
+            for i in b.indices { running += b[i]; b[i] = running }
+            return (kind, b, Double(sum) / 1e9)
+        }
+    }
+
     /// The published script: path, version, files, generation.
     public var publishedScript: ScriptStore.Published { store.published }
 
@@ -317,8 +334,24 @@ public final class Server: Sendable {
 
     /// `starling check`: loads a script with every module's exports.
     public static func checkScript(path: String) throws(LuaScriptError) -> ScriptVersion {
-        let registry = KemiRegistry(exports: KSRModules.exports(), modules: Set(KSRModules.available))
-        return try LuaEngine.check(path: path, registry: registry)
+        try checkScriptWithWarnings(path: path).version
+    }
+
+    /// `starling check`: loads the script, then lists the `KSR.*` names its files use that no loaded
+    /// module exports (warnings: Lua reports them only when the line runs).
+    public static func checkScriptWithWarnings(path: String, modules: [String] = [])
+        throws(LuaScriptError) -> (version: ScriptVersion, warnings: [String]) {
+        let loaded = modules.isEmpty ? Set(KSRModules.available) : KSRModules.tableNames(modules)
+        let registry = KemiRegistry(exports: KSRModules.exports(), modules: loaded)
+        let engine = try LuaEngine(path: path, registry: registry, context: nil, limits: .default)
+        var warnings: [String] = []
+        for file in engine.loadedFiles {
+            guard let source = try? ScriptSource.read(path: file) else { continue }
+            for (ref, why) in KSRReferences.unresolved(KSRReferences.scan(source.bytes), registry: registry) {
+                warnings.append("\(file):\(ref.line): warning: \(ref.name): \(why)")
+            }
+        }
+        return (engine.version, warnings)
     }
 
     /// The version every worker should be running.

@@ -36,7 +36,47 @@ public final class ServerStats: Sendable {
     public let repliesSentByClass: InlineArray<7, Atomic<Int>> = InlineArray { _ in Atomic<Int>(0) }
     /// Datagrams the socket refused to send.
     public let sendFailures = Atomic<Int>(0)
+    /// How long route callbacks ran (Lua and the KSR functions they called).
+    public let routeTime = RouteTimeHistogram()
     public init() {}
+}
+
+/// A histogram of route execution times, by callback kind: fixed buckets, one worker writes it
+/// (relaxed atomics, no lock), the metrics endpoint reads and sums the workers' histograms.
+public final class RouteTimeHistogram: Sendable {
+    /// Which callback ran: ksr_request_route, ksr_reply_route, or another route (failure, branch,
+    /// onreply, event routes).
+    public enum Kind: Int, Sendable, CaseIterable {
+        case request, reply, other
+        public var label: String { ["request", "reply", "other"][rawValue] }
+    }
+
+    /// Upper bounds of the buckets in seconds (Prometheus `le`); a last bucket holds the rest.
+    public static let bounds: [Double] = [0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5,
+                                          0.005, 0.01, 0.025, 0.1, 1]
+    private static let boundsNanos: [Int] = bounds.map { Int(($0 * 1e9).rounded()) }
+
+    /// counts[kind * 14 + bucket], then sums in nanoseconds.
+    private let counts: InlineArray<42, Atomic<Int>> = InlineArray { _ in Atomic<Int>(0) }
+    private let sums: InlineArray<3, Atomic<Int>> = InlineArray { _ in Atomic<Int>(0) }
+
+    public init() {}
+
+    @inline(__always) public func record(_ kind: Kind, nanos: Int) {
+        var b = 0
+        let limits = Self.boundsNanos
+        while b < limits.count && nanos > limits[b] { b += 1 }
+        counts[kind.rawValue &* 14 &+ b].wrappingAdd(1, ordering: .relaxed)
+        sums[kind.rawValue].wrappingAdd(nanos, ordering: .relaxed)
+    }
+
+    /// Per-bucket (non-cumulative) counts, the last one for times above every bound.
+    public func buckets(_ kind: Kind) -> [Int] {
+        (0..<14).map { counts[kind.rawValue * 14 + $0].load(ordering: .relaxed) }
+    }
+
+    /// Total time in nanoseconds.
+    public func sumNanos(_ kind: Kind) -> Int { sums[kind.rawValue].load(ordering: .relaxed) }
 }
 
 /// One worker thread: receives datagrams from one UDP socket in batches, routes each through its own

@@ -35,11 +35,20 @@ public final class TestServices: CoreServices {
     public let aliases: Set<String>
     /// Where every name not in `hosts` resolves (nil: it does not resolve).
     public let anyHost: SocketAddress?
+    /// Names that resolve to several addresses, in order (SRV/A records: tm's DNS failover).
+    public let multiHosts: [String: [SocketAddress]]
+
+    public convenience init(local: SocketAddress = SocketAddress(ip: "127.0.0.1", port: 5060)!, hosts: [String: SocketAddress] = [:],
+                            defines: [String: String] = [:], aliases: [String] = [], anyHost: SocketAddress? = nil) {
+        self.init(local: local, hosts: hosts, defines: defines, aliases: aliases, anyHost: anyHost, multiHosts: [:])
+    }
 
     public init(local: SocketAddress = SocketAddress(ip: "127.0.0.1", port: 5060)!, hosts: [String: SocketAddress] = [:],
-                defines: [String: String] = [:], aliases: [String] = [], anyHost: SocketAddress? = nil) {
+                defines: [String: String] = [:], aliases: [String] = [], anyHost: SocketAddress? = nil,
+                multiHosts: [String: [SocketAddress]]) {
         self.local = local
         self.anyHost = anyHost
+        self.multiHosts = multiHosts
         self.hosts = hosts
         self.defines = defines
         self.aliases = Set(aliases)
@@ -53,6 +62,9 @@ public final class TestServices: CoreServices {
 
     public func resolve(host: String, port: Int?, proto: SIPTransportProtocol) -> [SocketAddress] {
         if let a = SocketAddress(ip: host, port: port ?? 0) { return [a] }
+        if let list = multiHosts[host.lowercased()] {
+            return list.map { var a = $0; if let port { a.port = UInt16(port) }; return a }
+        }
         if var a = hosts[host.lowercased()] ?? anyHost { if let port { a.port = UInt16(port) }; return [a] }
         return []
     }

@@ -115,16 +115,24 @@ struct CheckCommand: ParsableCommand {
         abstract: "Load a routing script and report errors with file:line (exit 1 on error).",
         discussion: """
             Compiles the script, runs its top level with the full KSR API and checks that \
-            ksr_request_route is defined. Nothing is sent.
+            ksr_request_route is defined. Nothing is sent. Then lists, as warnings with file:line, \
+            the KSR.* names the script's files use that no loaded module exports (a misspelt \
+            function, or a module Starling does not have: its KSR table is nil at run time). \
+            --modules limits the check to the modules a config loads.
             """)
 
     @Argument(help: "The Lua script.")
     var file: String
 
+    @Option(name: .long, parsing: .upToNextOption,
+            help: "Modules the config loads (default: every module Starling has), e.g. --modules tm sl rr.")
+    var modules: [String] = []
+
     func run() throws {
         do {
-            let version = try Server.checkScript(path: file)
-            print("\(file): OK (version \(version))")
+            let (version, warnings) = try Server.checkScriptWithWarnings(path: file, modules: modules)
+            for w in warnings { FileError.print(w) }
+            print("\(file): OK (version \(version))\(warnings.isEmpty ? "" : ", \(warnings.count) warning(s)")")
         } catch {
             FileError.print("\(error)")
             throw ExitCode(1)

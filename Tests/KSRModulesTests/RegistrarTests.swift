@@ -215,6 +215,50 @@ private func contactHeader(_ m: SIPMessage) -> String { m.headerValue(.contact) 
         #expect(sent.destination == SocketAddress(ip: "203.0.113.7", port: 40000)!)
     }
 
+    @Test func eachForkedBranchGetsItsContactsFlagsAndNextHop() throws {
+        let script = """
+            function ksr_request_route()
+              if KSR.is_REGISTER() then
+                if KSR.pv.get("$var(nat)") == 1 then
+                  KSR.setbflag(6)
+                  KSR.pv.sets("$avp(RECEIVED)", "sip:203.0.113.5:7000")
+                end
+                KSR.registrar.save("location", 0)
+                return
+              end
+              KSR.pv.seti("$var(lookup)", KSR.registrar.lookup("location"))
+              KSR.tm.t_on_branch("branch_route")
+              KSR.tm.t_relay()
+            end
+            function branch_route()
+              local f = KSR.pv.get("$var(flags)")
+              KSR.pv.sets("$var(flags)", (f == 0 and "" or f) .. KSR.pv.get("$T_branch_idx") .. "=" .. KSR.pv.get("$bf") .. ";")
+            end
+            """
+        let h = try harness(["registrar": ["received_avp": ["$avp(RECEIVED)"]]], script: script)
+        h.context.worker.vars["nat"] = .int(1)
+        try h.route(register(contacts: ["<sip:alice@10.0.0.5:5060>;q=0.9"], expires: 300))
+        h.context.worker.vars["nat"] = .int(0)
+        try h.route(register(contacts: ["<sip:alice@192.0.2.60:5060>;q=0.5"], expires: 300, callID: "reg-b"))
+        h.sender.clear()
+        try h.route(invite())
+        #expect(intVar(h, "lookup") == 1)
+        #expect(h.context.worker.vars["flags"] == .string("0=64;1=0;"))
+        let sent = h.sender.sent.filter { $0.text.hasPrefix("INVITE") }
+        #expect(sent.map { $0.destination } == [SocketAddress(ip: "203.0.113.5", port: 7000)!,
+                                               SocketAddress(ip: "192.0.2.60", port: 5060)!])
+        // The other order: the NATed contact as the second branch keeps its flags and next hop.
+        let h2 = try harness(["registrar": ["received_avp": ["$avp(RECEIVED)"]]], script: script)
+        h2.context.worker.vars["nat"] = .int(1)
+        try h2.route(register(contacts: ["<sip:alice@10.0.0.5:5060>;q=0.1"], expires: 300))
+        h2.context.worker.vars["nat"] = .int(0)
+        try h2.route(register(contacts: ["<sip:alice@192.0.2.60:5060>;q=0.5"], expires: 300, callID: "reg-b"))
+        h2.sender.clear()
+        try h2.route(invite())
+        #expect(h2.context.worker.vars["flags"] == .string("0=0;1=64;"))
+        #expect(h2.sender.sent.filter { $0.text.hasPrefix("INVITE") }.map { $0.destination.ip } == ["192.0.2.60", "203.0.113.5"])
+    }
+
     @Test func pathIsStoredReturnedAndRoutedThrough() throws {
         let h = try harness(["registrar": ["use_path": ["1"], "path_mode": ["1"]]])
         try h.route(register(contacts: ["<sip:alice@10.0.0.5:5060>"], expires: 300,

@@ -251,6 +251,14 @@ import StarlingControl
         #expect(text.contains("starling_uptime_seconds "))
         #expect(text.contains("starling_socket_receive_queue_bytes{socket=\"udp:\(f.sipAddress)\"} "))
         #expect(text.contains("starling_socket_drops_total{socket=\"udp:\(f.sipAddress)\"} 0\n"))
+        // One request route ran: the histogram's +Inf bucket and count say 1, the reply route none.
+        #expect(text.contains("# TYPE starling_route_duration_seconds histogram\n"))
+        #expect(text.contains("starling_route_duration_seconds_bucket{route=\"request\",le=\"+Inf\"} 1\n"))
+        #expect(text.contains("starling_route_duration_seconds_count{route=\"request\"} 1\n"))
+        #expect(text.contains("starling_route_duration_seconds_count{route=\"reply\"} 0\n"))
+        let sumLine = try #require(text.split(separator: "\n").first { $0.hasPrefix("starling_route_duration_seconds_sum{route=\"request\"}") })
+        let sum = try #require(Double(sumLine.split(separator: " ").last!))
+        #expect(sum > 0 && sum < 1)
     }
 
     @Test func bindFailureIsAnError() throws {

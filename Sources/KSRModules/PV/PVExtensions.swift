@@ -110,6 +110,9 @@ indirect enum ExtendedPV: Hashable {
     case tvSn, tvFn
     /// Credentials: `$au` (user part), `$aU` (whole username), `$ad` (domain), `$ar` (realm).
     case au, aU, ad, ar
+    /// Credentials' digest parameters: `$adu` uri, `$aa` algorithm, `$adn` nonce, `$adc` cnonce,
+    /// `$adr` response, `$ado` opaque ("" when the parameter is absent, as Kamailio).
+    case authParam(String)
     /// `$ctu`-like: the Contact URI.
     case ctu
     /// `$sel(...)`: the select forms scripts use (via[n].host/port/branch/received/rport/transport,
@@ -132,6 +135,12 @@ indirect enum ExtendedPV: Hashable {
         case "aU": return .aU
         case "ad": return .ad
         case "ar": return .ar
+        case "adu": return .authParam("uri")
+        case "aa": return .authParam("algorithm")
+        case "adn": return .authParam("nonce")
+        case "adc": return .authParam("cnonce")
+        case "adr": return .authParam("response")
+        case "ado": return .authParam("opaque")
         case "ctu": return .ctu
         case "br": return .br
         default: break
@@ -245,7 +254,8 @@ indirect enum ExtendedPV: Hashable {
             var t = time_t(Clock.nowSeconds())
             var buf = [CChar](repeating: 0, count: 32)
             ctime_r(&t, &buf)
-            return .string(String(String(cString: buf).trimmingCharacters(" \n")))
+            let text = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            return .string(String(text.trimmingCharacters(" \n")))
         case .time(let fmt):
             return .string(Self.strftime(fmt, seconds: Clock.nowSeconds()))
         case .tvSn:
@@ -266,6 +276,11 @@ indirect enum ExtendedPV: Hashable {
             case .au: return .string(at.map { String(user[..<$0]) } ?? user)
             default: return at.map { .string(String(user[user.index(after: $0)...])) } ?? .null
             }
+        case .authParam(let name):
+            guard let m, m.method != .ack && m.method != .cancel else { return .null }
+            guard let h = m.firstHeader(.proxyAuthorization) ?? m.firstHeader(.authorization),
+                  let auth = m.authValue(h) else { return .null }
+            return .string(m.authParam(auth, name) ?? "")
         case .vn(let name):
             return PVValue(ctx.worker.local(NullableVariables.self) { NullableVariables() }.values[name] ?? .null)
         case .br:
@@ -289,7 +304,10 @@ indirect enum ExtendedPV: Hashable {
             return true
         case .br:
             guard case .string(let s) = value, !s.isEmpty else {
-                if !ctx.branches.isEmpty { ctx.branches.removeFirst() }
+                if !ctx.branches.isEmpty {
+                    ctx.branches.removeFirst()
+                    if !ctx.branchQ.isEmpty { ctx.branchQ.removeFirst() }
+                }
                 return true
             }
             guard SIPURI(s) != nil else { return false }

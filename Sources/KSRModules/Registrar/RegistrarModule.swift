@@ -65,6 +65,7 @@ enum RegistrarModule {
         var rest = list[...]
         if !toDestinationSet, let first = rest.popFirst() {
             m.setRequestURI(Array(first.contact.utf8))
+            ctx.requestURIQ = first.q
             ctx.branchFlags = UInt32(truncatingIfNeeded: first.cflags)
             if let p = first.path, !p.isEmpty, let hop = firstPathURI(p) {
                 ctx.destinationURI = Array(hop.utf8)
@@ -76,44 +77,43 @@ enum RegistrarModule {
             }
             if !cfg.appendBranches { return 1 }
         }
-        for c in rest {
-            ctx.branches.append(Array(c.contact.utf8))
-            let index = ctx.branches.count - 1
-            if let p = c.path, !p.isEmpty, let hop = firstPathURI(p) {
-                ctx.branchDestinations[index] = Array(hop.utf8)
-            } else if let r = c.received, !r.isEmpty {
-                ctx.branchDestinations[index] = Array(r.utf8)
-            }
-        }
+        for c in rest { appendContact(ctx, c) }
         return 1
+    }
+
+    /// Adds a contact to the destination set: its URI and q, its next hop (first Path URI, else the
+    /// received address) and its branch flags.
+    static func appendContact(_ ctx: RouteContext, _ c: LocationContact) {
+        ctx.appendBranch(Array(c.contact.utf8), q: c.q)
+        let index = ctx.branches.count - 1
+        if let p = c.path, !p.isEmpty, let hop = firstPathURI(p) {
+            ctx.branchDestinations[index] = Array(hop.utf8)
+        } else if let r = c.received, !r.isEmpty {
+            ctx.branchDestinations[index] = Array(r.utf8)
+        }
+        if c.cflags != 0 { ctx.extraBranchFlags[index] = UInt32(truncatingIfNeeded: c.cflags) }
     }
 
     /// `lookup_branches(table)`: lookup on the R-URI and on every appended branch (each replaced by its
     /// contacts). The R-URI's return code, or 1 if a branch found contacts.
     static func lookupBranches(_ ctx: RouteContext, _ rt: ModuleRuntime, _ cfg: RegistrarConfig, table: String) -> Int {
         let old = ctx.branches
-        let oldDst = ctx.branchDestinations
-        ctx.branches.removeAll()
-        ctx.branchDestinations.removeAll()
+        let oldQ = (0..<old.count).map { ctx.branchQValue($0) }
+        let oldDst = ctx.branchDestinations, oldFlags = ctx.extraBranchFlags
+        ctx.clearBranches()
         var rc = lookup(ctx, rt, cfg, table: table, uri: nil)
         for (i, b) in old.enumerated() {
             let text = String(decoding: b, as: UTF8.self)
-            guard let aor = RegistrarSave.aor(text, useDomain: rt.usrloc.useDomain, caseSensitive: cfg.caseSensitive)?.aor
-            else { continue }
-            let (list, _) = candidates(ctx, rt, cfg, table: table, aor: aor)
+            let aor = RegistrarSave.aor(text, useDomain: rt.usrloc.useDomain, caseSensitive: cfg.caseSensitive)?.aor
+            let list = aor.map { candidates(ctx, rt, cfg, table: table, aor: $0).contacts } ?? []
             if list.isEmpty {
-                ctx.branches.append(b)
+                // Not a registered AOR: the branch stays as it was.
+                ctx.appendBranch(b, q: oldQ[i])
                 if let d = oldDst[i] { ctx.branchDestinations[ctx.branches.count - 1] = d }
+                if let f = oldFlags[i] { ctx.extraBranchFlags[ctx.branches.count - 1] = f }
                 continue
             }
-            for c in list {
-                ctx.branches.append(Array(c.contact.utf8))
-                if let p = c.path, !p.isEmpty, let hop = firstPathURI(p) {
-                    ctx.branchDestinations[ctx.branches.count - 1] = Array(hop.utf8)
-                } else if let r = c.received, !r.isEmpty {
-                    ctx.branchDestinations[ctx.branches.count - 1] = Array(r.utf8)
-                }
-            }
+            for c in list { appendContact(ctx, c) }
             if rc < 0 { rc = 1 }
         }
         return rc
@@ -199,7 +199,7 @@ enum RegistrarModule {
             KemiExport("registrar", "save_uri", [.str, .int, .str], returns: .int, compat: "as save") { ctx, args in
                 .int(RegistrarSave.save(ctx, rt, cfg, table: args.str(0), flags: args.int(1), uri: args.str(2)))
             },
-            KemiExport("registrar", "lookup", [.str], returns: .int, compat: "Path of extra branches: next hop only (no Route headers); branch flags of branch 0 only") { ctx, args in
+            KemiExport("registrar", "lookup", [.str], returns: .int, compat: "Path of extra branches: next hop only (no Route headers)") { ctx, args in
                 .int(lookup(ctx, rt, cfg, table: args.str(0), uri: nil))
             },
             KemiExport("registrar", "lookup_uri", [.str, .str], returns: .int) { ctx, args in

@@ -89,6 +89,8 @@ public final class ModuleRuntime: Sendable {
     /// Sends datagrams from outside a route (NAT keepalives): set by the server (its first UDP
     /// socket), replaced by a recorder in tests. Nil: nothing can be sent.
     private let outboundHook = Mutex<OutboundSender?>(nil)
+    /// `auth`'s nonce secret and nonce-count / one-time-nonce tables.
+    public let auth: AuthNonces
     /// Periodic jobs (expiry, keepalives, database flushes), run about once a second by the server's
     /// housekeeping thread and by `ScriptHarness.advance(by:)`.
     private let jobs = Mutex<[@Sendable (ModuleRuntime) -> Void]>([])
@@ -100,6 +102,7 @@ public final class ModuleRuntime: Sendable {
         self.clock = clock
         self.tm = tm ?? TMStore(config: config)
         self.subscribers = subscribers
+        self.auth = AuthNonces(config: config, clock: clock)
         usrloc = Usrloc(config: config, persistence: locations, now: clock.unixSeconds)
         addPeriodic { rt in rt.usrloc.timer(now: rt.clock.unixSeconds) }
         NATKeepalive.install(self)
