@@ -76,4 +76,58 @@ struct RegistrarIntegrationTests {
         }
         #expect(starling.logTail(100).contains("usrloc: \(users) contacts loaded"), "\(starling.logTail(100))")
     }
+
+    /// auth_db on the embedded database: `starling subscriber add` writes alice's row (ha1 as kamctl),
+    /// the server opens the file named by `[modparam.auth_db] db_url`, and Tools/digest_client.py
+    /// registers with the right password (401 then 200, the contact saved) and fails with a wrong one.
+    @Test func digestRegisterAgainstTheSubscriberTable() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-authdb")
+        let port = try Ports.freeUDPPort()
+        let binary = try PackagePaths.starlingBinary().path
+        let database = directory.appendingPathComponent("starling.db").path
+        let add = try Command.run(binary, ["subscriber", "add", "alice@example.com", "s3cret", "--db", "sqlite://\(database)"],
+                                  timeout: .seconds(20))
+        #expect(add.status == 0, "\(add.output)")
+        let script = directory.appendingPathComponent("auth.lua")
+        try """
+            function ksr_request_route()
+              if not KSR.is_REGISTER() then
+                local rc = KSR.registrar.lookup("location")
+                KSR.sl.send_reply(rc == 1 and 200 or 404, "lookup " .. rc)
+                KSR.x.exit()
+              end
+              if KSR.auth_db.auth_check(KSR.kx.gete_fhost(), "subscriber", 1) < 0 then
+                KSR.auth.auth_challenge(KSR.kx.gete_fhost(), 0)
+                KSR.x.exit()
+              end
+              KSR.auth.consume_credentials()
+              KSR.registrar.save("location", 0)
+            end
+            """.write(to: script, atomically: true, encoding: .utf8)
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+            [modparam.auth_db]
+            db_url = "sqlite://\(database)"
+
+            [modparam.usrloc]
+            db_url = "sqlite://\(database)"
+            db_mode = 1
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let python = try Requirements.tool("python3", package: "python3")
+        let starling = try Starling.start(script: script, port: port, workers: 2, extra: ["--config", config.path],
+                                          directory: directory)
+        defer { starling.stop() }
+        func client(_ password: String) throws -> CommandResult {
+            try Command.run(python, [PackagePaths.tool("digest_client.py").path, "--server", "127.0.0.1:\(port)",
+                                     "--user", "alice", "--password", password, "--domain", "example.com"],
+                            timeout: .seconds(30))
+        }
+        let good = try client("s3cret")
+        #expect(good.status == 0, "digest_client.py:\n\(good.output)\nstarling log:\n\(starling.logTail())")
+        #expect(good.output.contains("SIP/2.0 401 Unauthorized\nSIP/2.0 200 OK\nFINAL 200"), "\(good.output)")
+        #expect(try Self.lookup("alice", port: port)?.hasPrefix("SIP/2.0 200 lookup 1") == true)
+        let bad = try client("wrong")
+        #expect(bad.status == 1, "digest_client.py:\n\(bad.output)")
+        #expect(starling.isRunning, "starling died; log:\n\(starling.logTail())")
+    }
 }
