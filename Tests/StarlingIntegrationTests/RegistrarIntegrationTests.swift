@@ -130,4 +130,59 @@ struct RegistrarIntegrationTests {
         #expect(bad.status == 1, "digest_client.py:\n\(bad.output)")
         #expect(starling.isRunning, "starling died; log:\n\(starling.logTail())")
     }
+
+    /// The same REGISTER edge cases (Tools/registrar_probe.py: CSeq checks, q order, max_contacts,
+    /// min/max expires, `*`, method filtering, +sip.instance, bad q, duplicate URIs...) against
+    /// Kamailio 5.6 and Starling running one script with the same registrar parameters: every reply
+    /// (status, Contact list, P-Registrar-Error) and lookup result must match.
+    @Test func edgeCasesMatchKamailio() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-registrar-cmp")
+        let ports = try Ports.freeUDPPorts(2)
+        let script = directory.appendingPathComponent("registrar.lua")
+        try """
+            function ksr_request_route()
+              if KSR.is_REGISTER() then
+                KSR.pv.sets("$avp(RECEIVED)", "sip:" .. KSR.kx.get_srcip() .. ":" .. KSR.kx.get_srcport())
+                KSR.registrar.save("location", 0)
+                return
+              end
+              local rc = KSR.registrar.lookup("location")
+              KSR.sl.send_reply(rc == 1 and 200 or 404,
+                "lookup " .. rc .. " " .. KSR.pv.get("$ru") .. " du=" .. tostring(KSR.pv.get("$du")))
+            end
+            """.write(to: script, atomically: true, encoding: .utf8)
+        let params: [(String, String, String)] = [
+            ("registrar", "max_expires", "3600"), ("registrar", "max_contacts", "3"),
+            ("registrar", "method_filtering", "1"), ("registrar", "received_avp", "$avp(RECEIVED)"),
+        ]
+        let kamailio = try Kamailio.start(
+            script: script, port: ports[0], children: 1, modules: ["sl", "pv", "kemix", "usrloc", "registrar"],
+            extra: (["modparam(\"usrloc\", \"preload\", \"location\")"]
+                    + params.map { "modparam(\"\($0.0)\", \"\($0.1)\", \(Int($0.2).map(String.init) ?? "\"\($0.2)\""))" })
+                .joined(separator: "\n"),
+            directory: directory)
+        defer { kamailio.stop() }
+        let config = directory.appendingPathComponent("starling.toml")
+        try ("[modparam.registrar]\n" + params.map { "\($0.1) = \"\($0.2)\"" }.joined(separator: "\n") + "\n")
+            .write(to: config, atomically: true, encoding: .utf8)
+        let starling = try Starling.start(script: script, port: ports[1], workers: 1, extra: ["--config", config.path],
+                                          directory: directory)
+        defer { starling.stop() }
+        let python = try Requirements.tool("python3", package: "python3")
+        func probe(_ port: Int) throws -> [String] {
+            let r = try Command.run(python, [PackagePaths.tool("registrar_probe.py").path, "--server", "127.0.0.1:\(port)"],
+                                    timeout: .seconds(60))
+            #expect(r.status == 0, "\(r.output)")
+            return r.output.split(separator: "\n").map(String.init)
+        }
+        let k = try probe(ports[0])
+        let s = try probe(ports[1])
+        #expect(k.count == 34 && s.count == k.count, "kamailio:\n\(k.joined(separator: "\n"))\nstarling:\n\(s.joined(separator: "\n"))")
+        for (a, b) in zip(k, s) { #expect(a == b, "kamailio: \(a)\nstarling: \(b)") }
+        // A few the comparison pins down.
+        #expect(s.contains("older cseq: SIP/2.0 400 Bad Request | Contact: <sip:a1@10.0.0.1:5060>;expires=600;received=\"sip:SOURCE\" | P-Registrar-Error: Invalid CSeq number"))
+        #expect(s.contains("star: SIP/2.0 200 OK"))
+        #expect(s.contains("lookup MESSAGE, methods: SIP/2.0 404 lookup -2 sip:a7@127.0.0.1 du=nil"), "\(s)")
+        #expect(starling.isRunning && kamailio.isRunning)
+    }
 }

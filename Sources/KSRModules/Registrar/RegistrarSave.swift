@@ -5,8 +5,8 @@ import Logging
 
 /// Kamailio's registrar error numbers (rerrno): the reply code and the P-Registrar-Error text.
 enum RegError {
-    case fine, invalidCSeq, noToUser, aorParse, parse, toMissing, callIDMissing, cseqMissing, contactParse
-    case starExpires, starContacts, tooMany, pathParse, pathUnsupported, lowExpires, insertFailed
+    case fine, invalidCSeq, aorParse, toMissing, callIDMissing, cseqMissing, contactParse
+    case starExpires, starContacts, tooMany, pathParse, pathUnsupported, lowExpires, insertFailed, invalidQ
 
     var code: Int {
         switch self {
@@ -23,13 +23,12 @@ enum RegError {
         switch self {
         case .fine: return "No problem"
         case .invalidCSeq: return "Invalid CSeq number"
-        case .noToUser: return "No username in To URI"
         case .aorParse: return "Error while parsing AOR"
-        case .parse: return "Message parse error"
         case .toMissing: return "To header not found"
         case .callIDMissing: return "Call-ID header not found"
         case .cseqMissing: return "CSeq header not found"
         case .contactParse: return "Contact parse error"
+        case .invalidQ: return "Invalid q param in contact"
         case .starExpires: return "* used in contact and expires is not zero"
         case .starContacts: return "* used in contact and more than 1 contact"
         case .tooMany: return "Too many registered contacts"
@@ -99,9 +98,9 @@ enum RegistrarSave {
     }
 
     /// The Contact values of a REGISTER, and whether one is `*`. Nil on a parse error.
-    static func contacts(_ m: SIPMessage) -> (list: [RegContact], star: Bool, count: Int)? {
+    static func contacts(_ m: SIPMessage) -> (list: [RegContact], star: Bool, count: Int, badQ: Bool)? {
         var list: [RegContact] = []
-        var star = false, count = 0, bad = false
+        var star = false, count = 0, bad = false, badQ = false
         m.forEachHeader(.contact) { h in
             m.forEachValue(of: h) { r in
                 count += 1
@@ -110,7 +109,7 @@ enum RegistrarSave {
                 var c = RegContact(uri: m.string(na.uri), regId: 0)
                 c.expiresParam = m.param("expires", in: na.params).map { m.string($0) }
                 if let q = m.param("q", in: na.params).map({ m.string($0) }) {
-                    guard let v = Double(q), v >= 0, v <= 1 else { bad = true; return }
+                    guard let v = Double(q), v >= 0, v <= 1 else { badQ = true; return }
                     c.q = Int((v * 1000).rounded())
                 }
                 c.methods = m.param("methods", in: na.params).map { m.string($0).trimmingCharacters("\"").description }
@@ -120,7 +119,7 @@ enum RegistrarSave {
             }
         }
         if bad { return nil }
-        return (list, star, count)
+        return (list, star, count, badQ)
     }
 
     /// The Expires header as a number (nil: absent or not a number).
@@ -205,8 +204,10 @@ enum RegistrarSave {
         let noReply = flags & flagNoReply != 0
         let now = rt.clock.unixSeconds
         let canReply = ctx.routeType == .request || ctx.routeType == .failure
+        // Errors met while updating an existing record list its current bindings, as Kamailio's do.
+        var bindings: [UInt8] = []
         func fail(_ e: RegError) -> Int {
-            if !noReply && ctx.routeType == .request { _ = sendReply(ctx, code: e.code, headers: errorHeaders(e, cfg)) }
+            if !noReply && ctx.routeType == .request { _ = sendReply(ctx, code: e.code, headers: bindings + errorHeaders(e, cfg)) }
             if e != .tooMany { ctx.logger.info("registrar save: \(e.info)") }
             return e == .tooMany ? -2 : -1
         }
@@ -219,10 +220,10 @@ enum RegistrarSave {
         guard let (aor, user, host) = aor(aorURI, useDomain: ul.useDomain, caseSensitive: cfg.caseSensitive) else {
             return fail(.aorParse)
         }
-        if user.isEmpty && !ul.useDomain { return fail(.noToUser) }
         guard let callID = m.callID.map({ m.string($0) }) else { return fail(.callIDMissing) }
         guard let cseq = m.cseq.flatMap({ Int(m.string($0.numberRange)) }) else { return fail(.cseqMissing) }
-        guard let (parsed, star, total) = contacts(m) else { return fail(.contactParse) }
+        guard let (parsed, star, total, badQ) = contacts(m) else { return fail(.contactParse) }
+        if badQ { return fail(.invalidQ) }
         if star {
             if total > 1 { return fail(.starContacts) }
             if let e = expiresHeader(m), e != 0 { return fail(.starExpires) }
@@ -272,13 +273,19 @@ enum RegistrarSave {
             // Expires of each contact first (423 rejects the whole request).
             var items: [(RegContact, Int)] = []
             for c in parsed {
-                guard let e = expires(c, m, cfg) else { return fail(.lowExpires) }
+                guard let e = expires(c, m, cfg) else {
+                    bindings = contactHeader(ul.table(name).contacts(aor), now: now, cfg: cfg)
+                    return fail(.lowExpires)
+                }
                 items.append((c, e))
             }
             let replaceAll = flags & flagReplaceAll != 0
             rc = ul.change(table, aor, memoryOnly: memOnly) { list -> (result: Int, changed: [String], deleted: [String]) in
                 var changed: [String] = [], deleted: [String] = []
                 var rc = 0
+                // A new record takes every Contact as it comes (Kamailio's insert_contacts): a URI given
+                // twice keeps the last one's values.
+                let newRecord = list.isEmpty
                 // max_contacts (not in replace mode): valid contacts after the update.
                 if !replaceAll && cfg.maxContacts > 0 {
                     var num = list.filter { $0.isValid(at: now) }.count
@@ -292,7 +299,7 @@ enum RegistrarSave {
                 }
                 for (c, e) in items {
                     let existing = list.firstIndex { match($0, c) }
-                    if let i = existing, list[i].callid == callID {
+                    if let i = existing, list[i].callid == callID, !(newRecord && changed.contains(list[i].ruid)) {
                         if cseq < list[i].cseq { error = .invalidCSeq; return (-1, changed, deleted) }
                         if cseq == list[i].cseq {
                             if list[i].lastModified + cfg.cseqDelay > now {
@@ -311,6 +318,7 @@ enum RegistrarSave {
                             list.remove(at: i)
                             rc = 3
                         } else {
+                            list[i].contact = c.uri
                             list[i].expires = now + e
                             list[i].q = q
                             list[i].callid = callID
@@ -354,7 +362,10 @@ enum RegistrarSave {
                 return (rc == 0 ? 1 : rc, changed, deleted)
             }
         }
-        if let error { return fail(error) }
+        if let error {
+            bindings = contactHeader(table.contacts(aor), now: now, cfg: cfg)
+            return fail(error)
+        }
         if !noReply && canReply {
             var headers = contactHeader(table.contacts(aor), now: now, cfg: cfg)
             if let path, cfg.pathMode != 0, cfg.pathMode == 2 || supports(m, "path") {
