@@ -231,7 +231,9 @@ enum RegistrarSave {
         // Path (RFC 3327)
         var path: String? = nil
         if cfg.usePath {
-            let values = m.values(.path).map { m.string($0) }
+            // The Path header bodies as received, joined with "," (Kamailio's path vector).
+            var values: [String] = []
+            m.forEachHeader(.path) { values.append(m.string($0.value)) }
             if !values.isEmpty {
                 if cfg.pathMode == 2 && !supports(m, "path") { return fail(.pathUnsupported) }
                 path = values.joined(separator: ",")
