@@ -32,6 +32,8 @@ public final class Server: Sendable {
     public var registrarLoaded: Bool { registry.loadedModules.contains("registrar") }
     /// Registered contacts in memory, or nil when the registrar is not loaded.
     public var registrationsActive: Int? { registrarLoaded ? runtime.usrloc.contactCount : nil }
+    /// Contacts removed by expiry since start, or nil when the registrar is not loaded.
+    public var registrationsExpired: Int? { registrarLoaded ? runtime.usrloc.expiredCount : nil }
 
     /// Transactions in memory, or nil when the tm module is not loaded.
     public var transactionsActive: Int? { tmLoaded ? transactions.count : nil }
