@@ -259,6 +259,53 @@ private func contactHeader(_ m: SIPMessage) -> String { m.headerValue(.contact) 
         #expect(h2.sender.sent.filter { $0.text.hasPrefix("INVITE") }.map { $0.destination.ip } == ["192.0.2.60", "203.0.113.5"])
     }
 
+    @Test func saveFlags() throws {
+        let store = MemoryLocationPersistence()
+        let h = try harness(["usrloc": ["db_mode": ["1"]]], locations: store)
+        // 0x02: no reply.
+        h.context.worker.vars["flags"] = .int(0x02)
+        try h.route(register(contacts: ["<sip:alice@192.0.2.10>"], expires: 300))
+        #expect(intVar(h, "save") == 1)
+        #expect(lastReply(h) == nil)
+        // 0x01: memory only (write-through skipped).
+        h.context.worker.vars["flags"] = .int(0x01)
+        try h.route(register("bob", contacts: ["<sip:bob@192.0.2.20>"], expires: 300))
+        #expect(h.runtime.usrloc.table("location").contacts("bob").first?.flags == 1)
+        #expect(try store.loadContacts(table: "location").map(\.aor) == ["alice"])
+        // 0x04: one contact per AOR, the others removed.
+        h.context.worker.vars["flags"] = .int(0x04)
+        try h.route(register(contacts: ["<sip:alice@192.0.2.11>"], expires: 300, callID: "reg-x"))
+        #expect(intVar(h, "save") == 1)
+        #expect(h.runtime.usrloc.table("location").contacts("alice").map(\.contact) == ["sip:alice@192.0.2.11"])
+        #expect(contactHeader(try #require(lastReply(h))) == "<sip:alice@192.0.2.11>;expires=300")
+        #expect(try store.loadContacts(table: "location").map(\.contact) == ["sip:alice@192.0.2.11"])
+        // 0x12: prepare the reply, send it with reg_send_reply.
+        let h2 = try harness(script: """
+            function ksr_request_route()
+              KSR.pv.seti("$var(save)", KSR.registrar.save("location", 0x12))
+              KSR.pv.seti("$var(sent)", KSR.pv.get("$var(save)") > 0 and 0 or -9)
+              KSR.hdr.append_to_reply("X-Before: yes\\r\\n")
+              KSR.pv.seti("$var(sent)", KSR.registrar.reg_send_reply())
+            end
+            """)
+        try h2.route(register(contacts: ["<sip:alice@192.0.2.10>"], expires: 300))
+        #expect(intVar(h2, "sent") == 1)
+        let r = try #require(lastReply(h2))
+        #expect(contactHeader(r) == "<sip:alice@192.0.2.10>;expires=300")
+        #expect(r.headerValue(named: "X-Before") == "yes")
+    }
+
+    @Test func pathUseReceivedTakesTheEdgeProxysReceived() throws {
+        let h = try harness(["registrar": ["use_path": ["1"], "path_mode": ["0"], "path_use_received": ["1"]]])
+        try h.route(register(contacts: ["<sip:alice@10.0.0.5:5060>"], expires: 300,
+                             extra: "Path: <sip:192.0.2.77;lr;received=sip:198.51.100.4:6000>\r\n"))
+        let c = try #require(h.runtime.usrloc.table("location").contacts("alice").first)
+        #expect(c.received == "sip:198.51.100.4:6000")
+        #expect(c.path == "<sip:192.0.2.77;lr;received=sip:198.51.100.4:6000>")
+        // path_mode 0: stored, not returned.
+        #expect(lastReply(h)?.headerValue(.path) == nil)
+    }
+
     @Test func pathIsStoredReturnedAndRoutedThrough() throws {
         let h = try harness(["registrar": ["use_path": ["1"], "path_mode": ["1"]]])
         try h.route(register(contacts: ["<sip:alice@10.0.0.5:5060>"], expires: 300,
