@@ -24,7 +24,7 @@ enum RegistrarModule {
     static func candidates(_ ctx: RouteContext, _ rt: ModuleRuntime, _ cfg: RegistrarConfig, table: String, aor: String)
         -> (contacts: [LocationContact], found: Bool) {
         let now = rt.clock.unixSeconds
-        let all = rt.usrloc.table(table).contacts(aor).filter { $0.isValid(at: now) }
+        let all = RegistrarState.table(ctx, rt, table).contacts(aor).filter { $0.isValid(at: now) }
         guard cfg.methodFiltering, let m = ctx.message, m.isRequest, !(m.to?.tag.map { !$0.isEmpty } ?? false) else {
             return (all, !all.isEmpty)
         }
@@ -134,7 +134,7 @@ enum RegistrarModule {
             case .null: return nil
             }
         }
-        let found = rt.usrloc.table(table).contacts(aor).contains { c in
+        let found = RegistrarState.table(ctx, rt, table).contacts(aor).contains { c in
             guard c.isValid(at: now) else { return false }
             if matchOption & 1 != 0, let v = field("match_callid"), v != c.callid { return false }
             if matchOption & 2 != 0, let v = field("match_received"), v != (c.received ?? "") { return false }
@@ -147,7 +147,7 @@ enum RegistrarModule {
     /// `unregister(table, uri[, ruid])`: 1 done; -1 bad uri; -3 ruid not found.
     static func unregister(_ ctx: RouteContext, _ rt: ModuleRuntime, _ cfg: RegistrarConfig, table: String, uri: String,
                            ruid: String?) -> Int {
-        let t = rt.usrloc.table(table)
+        let t = RegistrarState.table(ctx, rt, table)
         if let ruid, !ruid.isEmpty {
             if !uri.isEmpty {
                 guard let aor = aor(ctx, rt, cfg, uri: uri) else { return -1 }
@@ -184,7 +184,7 @@ enum RegistrarModule {
         state.profiles[profile] = nil
         guard let aor = aor(ctx, rt, cfg, uri: uri) else { return -1 }
         let now = rt.clock.unixSeconds
-        let list = rt.usrloc.table(table).contacts(aor).filter { $0.isValid(at: now) }
+        let list = RegistrarState.table(ctx, rt, table).contacts(aor).filter { $0.isValid(at: now) }
         guard !list.isEmpty else { return -1 }
         state.profiles[profile] = (aor, table, list)
         return 1

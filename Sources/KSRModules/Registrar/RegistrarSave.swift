@@ -251,7 +251,7 @@ enum RegistrarSave {
             let text = String(first).trimmingCharacters(" <>")
             if let u = SIPURI(String(text)), let r = u.param("received") { received = String(r.trimmingCharacters("\"")) }
         }
-        let table = ul.table(name)
+        let table = RegistrarState.table(ctx, rt, name)
         let memOnly = flags & flagMemoryOnly != 0
         let allowMask = m.firstHeader(.allow) != nil ? MethodBits.parse(m.values(.allow).map { m.string($0) }.joined(separator: ",")) : -1
         let userAgent = m.headerValue(.userAgent) ?? ""
@@ -276,7 +276,7 @@ enum RegistrarSave {
             var items: [(RegContact, Int)] = []
             for c in parsed {
                 guard let e = expires(c, m, cfg) else {
-                    bindings = contactHeader(ul.table(name).contacts(aor), now: now, cfg: cfg)
+                    bindings = contactHeader(RegistrarState.table(ctx, rt, name).contacts(aor), now: now, cfg: cfg)
                     return fail(.lowExpires)
                 }
                 items.append((c, e))
@@ -396,8 +396,19 @@ final class RegistrarState {
     var qOverrideValue: (ObjectIdentifier, Int)?
     var prepared: (ObjectIdentifier, Int, [UInt8])?
     var profiles: [String: (aor: String, table: String, contacts: [LocationContact])] = [:]
+    /// The usrloc tables this worker used (tables live as long as the runtime): no shared lock to find one.
+    var tables: [String: LocationTable] = [:]
 
     static func of(_ ctx: RouteContext) -> RegistrarState { ctx.worker.local(RegistrarState.self) { RegistrarState() } }
+
+    /// The usrloc table `name`, from the worker's cache.
+    static func table(_ ctx: RouteContext, _ rt: ModuleRuntime, _ name: String) -> LocationTable {
+        let st = of(ctx)
+        if let t = st.tables[name] { return t }
+        let t = rt.usrloc.table(name)
+        st.tables[name] = t
+        return t
+    }
 
     func qOverride(for m: SIPMessage) -> Int? {
         guard let (id, q) = qOverrideValue, id == ObjectIdentifier(m) else { return nil }
