@@ -146,6 +146,25 @@ struct RegistrarIntegrationTests {
                 KSR.registrar.save("location", 0)
                 return
               end
+              if KSR.is_INFO() then
+                -- $ulc after reg_fetch_contacts, every attribute of every contact
+                local rc = KSR.registrar.reg_fetch_contacts("location", KSR.pv.get("$ru"), "p")
+                local out = "fetch " .. rc
+                for _, a in ipairs({"aor", "domain", "count"}) do
+                  out = out .. " " .. a .. "=" .. tostring(KSR.pv.get("$ulc(p=>" .. a .. ")"))
+                end
+                for i = 0, 2 do
+                  for _, a in ipairs({"addr", "path", "received", "q", "callid", "cseq", "flags", "cflags", "user_agent",
+                                      "methods", "regid", "instance", "conid", "server_id"}) do
+                    out = out .. " " .. a .. i .. "=" .. tostring(KSR.pv.get("$(ulc(p=>" .. a .. ")[" .. i .. "])"))
+                  end
+                  local e = KSR.pv.get("$(ulc(p=>expires)[" .. i .. "])")
+                  if e then out = out .. " expires=" .. (e - os.time()) end
+                end
+                KSR.registrar.reg_free_contacts("p")
+                KSR.sl.send_reply(200, out .. " freed=" .. tostring(KSR.pv.get("$ulc(p=>count)")))
+                return
+              end
               local rc = KSR.registrar.lookup("location")
               KSR.sl.send_reply(rc == 1 and 200 or 404,
                 "lookup " .. rc .. " " .. KSR.pv.get("$ru") .. " du=" .. tostring(KSR.pv.get("$du")))
@@ -177,11 +196,12 @@ struct RegistrarIntegrationTests {
         }
         let k = try probe(ports[0])
         let s = try probe(ports[1])
-        #expect(k.count == 34 && s.count == k.count, "kamailio:\n\(k.joined(separator: "\n"))\nstarling:\n\(s.joined(separator: "\n"))")
+        #expect(k.count == 38 && s.count == k.count, "kamailio:\n\(k.joined(separator: "\n"))\nstarling:\n\(s.joined(separator: "\n"))")
         for (a, b) in zip(k, s) { #expect(a == b, "kamailio: \(a)\nstarling: \(b)") }
         // A few the comparison pins down.
         #expect(s.contains("older cseq: SIP/2.0 400 Bad Request | Contact: <sip:a1@10.0.0.1:5060>;expires=600;received=\"sip:SOURCE\" | P-Registrar-Error: Invalid CSeq number"))
         #expect(s.contains("star: SIP/2.0 200 OK"))
+        #expect(s.contains { $0.hasPrefix("$ulc a9: SIP/2.0 200 fetch 1 aor=a9 domain=location count=1 addr0=sip:a9@10.0.0.2") }, "\(s)")
         #expect(s.contains("lookup MESSAGE, methods: SIP/2.0 404 lookup -2 sip:a7@127.0.0.1 du=nil"), "\(s)")
         #expect(starling.isRunning && kamailio.isRunning)
     }

@@ -273,8 +273,8 @@ enum RegistrarModule {
         let c = p.contacts[index]
         switch attr {
         case "addr": return .string(c.contact)
-        case "path": return c.path.map { .string($0) } ?? .null
-        case "received": return c.received.map { .string($0) } ?? .null
+        case "path": return .string(c.path ?? "")
+        case "received": return .string(c.received ?? "")
         case "expires": return .int(c.expires)
         case "callid": return .string(c.callid)
         case "q": return .int(c.q)

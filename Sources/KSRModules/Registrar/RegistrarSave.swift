@@ -113,7 +113,7 @@ enum RegistrarSave {
                     c.q = Int((v * 1000).rounded())
                 }
                 c.methods = m.param("methods", in: na.params).map { m.string($0).trimmingCharacters("\"").description }
-                c.instance = m.param(named: "+sip.instance", in: na.params).map { m.string($0) }
+                c.instance = m.param(named: "+sip.instance", in: na.params).map { String(m.string($0).trimmingCharacters("\"")) }
                 c.regId = m.param(named: "reg-id", in: na.params).flatMap { Int(m.string($0)) } ?? 0
                 list.append(c)
             }
@@ -162,7 +162,7 @@ enum RegistrarSave {
             if c.q >= 0 { s += ";q=\(qString(c.q))" }
             s += ";expires=\(c.expires - now)"
             if !cfg.receivedParam.isEmpty, let r = c.received { s += ";\(cfg.receivedParam)=\"\(r)\"" }
-            if let i = c.instance, !i.isEmpty { s += ";+sip.instance=\"\(i.trimmingCharacters("\""))\"" }
+            if let i = c.instance, !i.isEmpty { s += ";+sip.instance=\"\(i)\"" }
             if c.regId > 0 { s += ";reg-id=\(c.regId)" }
         }
         return s.isEmpty ? [] : Array((s + "\r\n").utf8)
@@ -254,7 +254,7 @@ enum RegistrarSave {
         let table = RegistrarState.table(ctx, rt, name)
         let memOnly = flags & flagMemoryOnly != 0
         let allowMask = m.firstHeader(.allow) != nil ? MethodBits.parse(m.values(.allow).map { m.string($0) }.joined(separator: ",")) : -1
-        let userAgent = m.headerValue(.userAgent) ?? ""
+        let userAgent = m.headerValue(.userAgent) ?? "n/a"  // Kamailio's value when there is none
         let socket = "\(ctx.received.proto.name):\(ctx.received.local.ip):\(ctx.received.local.port)"
         let qOverride = RegistrarState.of(ctx).qOverride(for: m)
 

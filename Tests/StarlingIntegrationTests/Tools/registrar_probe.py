@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """REGISTER edge cases for KSR.registrar, sent to one server; prints one line per case.
 
-The server runs a script that saves every REGISTER (with received_avp set to the source) and
-answers other requests with "<code> lookup <rc> <$ru> du=<$du>" after registrar.lookup. Each line
+The server runs a script that saves every REGISTER (with received_avp set to the source), answers
+INFO with the `$ulc` attributes of the R-URI's contacts (reg_fetch_contacts) and other requests
+with "<code> lookup <rc> <$ru> du=<$du>" after registrar.lookup. Each line
 is `name: <status line> | <registrar headers>`, with the source port and expires values normalised,
 so the output of Kamailio and Starling can be compared line by line (RegistrarIntegrationTests).
 Usage: registrar_probe.py --server 127.0.0.1:5060
@@ -87,6 +88,10 @@ def main() -> int:
         ("q=0", reg("b5", ["<sip:b5@10.0.0.1>;q=0", "<sip:b5@10.0.0.2>;q=0.123"], 60)),
         ("expires=-5", reg("b6", ["<sip:b6@10.0.0.1>;expires=-5"], 60)),
         ("same URI twice", reg("b7", ["<sip:b7@10.0.0.1>", "<sip:b7@10.0.0.1>;expires=100"], 60)),
+        ("$ulc b5", req("b5", "INFO", n=4)),
+        ("$ulc a9", req("a9", "INFO", n=5)),
+        ("$ulc a4", req("a4", "INFO", n=6)),
+        ("$ulc nobody", req("nobody", "INFO", n=7)),
     ]
     for name, text in cases:
         print(f"{name}: {send(text)}")
