@@ -254,9 +254,11 @@ enum RegistrarSave {
         let table = RegistrarState.table(ctx, rt, name)
         let memOnly = flags & flagMemoryOnly != 0
         let allowMask = m.firstHeader(.allow) != nil ? MethodBits.parse(m.values(.allow).map { m.string($0) }.joined(separator: ",")) : -1
-        let userAgent = m.headerValue(.userAgent) ?? "n/a"  // Kamailio's value when there is none
-        let socket = "\(ctx.received.proto.name):\(ctx.received.local.ip):\(ctx.received.local.port)"
-        let qOverride = RegistrarState.of(ctx).qOverride(for: m)
+        let state = RegistrarState.of(ctx)
+        // Most contacts share a few User-Agent and socket values: one copy of each per worker.
+        let userAgent = state.intern(m.headerValue(.userAgent) ?? "n/a")  // Kamailio's value when there is none
+        let socket = state.intern("\(ctx.received.proto.name):\(ctx.received.local.ip):\(ctx.received.local.port)")
+        let qOverride = state.qOverride(for: m)
 
         var rc: Int
         var error: RegError? = nil
@@ -400,6 +402,19 @@ final class RegistrarState {
     var tables: [String: LocationTable] = [:]
 
     static func of(_ ctx: RouteContext) -> RegistrarState { ctx.worker.local(RegistrarState.self) { RegistrarState() } }
+
+    /// Strings many contacts repeat (User-Agent, socket), kept once: a stored contact then shares the
+    /// worker's copy instead of holding its own. Bounded: past `internLimit` values it is reset.
+    private var interned: Set<String> = []
+    static let internLimit = 4096
+
+    func intern(_ s: String) -> String {
+        if s.utf8.count <= 15 { return s }  // small strings live inline anyway
+        if let i = interned.firstIndex(of: s) { return interned[i] }
+        if interned.count >= Self.internLimit { interned.removeAll() }
+        interned.insert(s)
+        return s
+    }
 
     /// The usrloc table `name`, from the worker's cache.
     static func table(_ ctx: RouteContext, _ rt: ModuleRuntime, _ name: String) -> LocationTable {
