@@ -193,7 +193,7 @@ enum RegistrarModule {
     static func exports(_ rt: ModuleRuntime) -> [KemiExport] {
         let cfg = RegistrarConfig(rt.config)
         return [
-            KemiExport("registrar", "save", [.str, .int], returns: .int, compat: "no GRUU or outbound (RFC 5626) handling; flag 0x08 has no effect (no expires_range)") { ctx, args in
+            KemiExport("registrar", "save", [.str, .int], returns: .int, compat: "request and failure routes only (not on replies); no GRUU or outbound (RFC 5626); flag 0x08 has no effect (no expires_range)") { ctx, args in
                 .int(RegistrarSave.save(ctx, rt, cfg, table: args.str(0), flags: args.int(1), uri: nil))
             },
             KemiExport("registrar", "save_uri", [.str, .int, .str], returns: .int, compat: "as save") { ctx, args in
