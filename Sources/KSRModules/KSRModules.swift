@@ -11,7 +11,7 @@ public enum KSRModules {
         Set(modules.map { kemiName[$0] ?? $0 })
     }
 
-    public static let available: [String] = ["sl", "maxfwd", "sanity", "xlog", "kx", "siputils", "corex", "textops", "textopsx", "tm", "tmx", "rr", "auth", "auth_db", "registrar", "usrloc"]
+    public static let available: [String] = ["sl", "maxfwd", "sanity", "xlog", "kx", "siputils", "corex", "textops", "textopsx", "tm", "tmx", "rr", "auth", "auth_db", "htable", "pike", "permissions", "nathelper", "registrar", "usrloc"]
 
     /// All exports, in registration order (core first, as Kamailio does), over a new runtime.
     /// - Parameter tm: the transaction store the `tm`/`tmx` exports use (one per process; a new one
@@ -27,6 +27,8 @@ public enum KSRModules {
             + MaxfwdModule.exports(config) + SanityModule.exports(config) + XLogModule.exports() + KxModule.exports()
             + SipUtilsModule.exports() + CorexModule.exports() + TextopsModule.exports() + TextopsxModule.exports()
             + TMModule.exports(runtime.tm) + RRModule.exports(config) + AuthModule.exports(runtime)
-            + AuthDBModule.exports(runtime) + RegistrarModule.exports(runtime)
+            + AuthDBModule.exports(runtime)
+            + NathelperModule.exports(config) + PermissionsModule.exports(runtime) + HtableModule.exports(runtime)
+            + PikeModule.exports(runtime) + RegistrarModule.exports(runtime)
     }
 }

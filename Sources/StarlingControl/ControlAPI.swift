@@ -45,9 +45,6 @@ public final class ControlAPI: Sendable {
 
     /// Methods that exist in Kamailio and need a module Starling does not have yet, with that module.
     public static let unavailable: [String: String] = [
-        "htable.dump": "htable", "htable.get": "htable", "htable.sets": "htable", "htable.delete": "htable",
-        "htable.reload": "htable",
-        "permissions.addressReload": "permissions",
         "uac.reg_dump": "uac", "uac.reg_reload": "uac",
     ]
 
@@ -189,8 +186,9 @@ public final class ControlAPI: Sendable {
             return try usrloc(method, params)
         case "system.listMethods":
             try noParams(method, params)
-            return (Self.available.map(\.name) + Self.unavailable.keys).sorted()
+            return (Self.available.map(\.name) + Self.moduleMethods.map(\.name) + Self.unavailable.keys).sorted()
         default:
+            if let result = try callModuleMethod(method, params) { return result }
             if let module = Self.unavailable[method] {
                 throw RPCError(RPCError.moduleNotLoaded, "module not loaded: \(module)",
                                data: "\(method) needs the \(module) module, which Starling does not implement yet")

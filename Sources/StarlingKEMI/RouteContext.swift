@@ -101,6 +101,9 @@ public final class RouteContext {
     public let logger: Logger
     public let services: any CoreServices
     public var sender: any MessageSender
+    /// The modules' process-wide state (KSRModules' `ModuleRuntime`: htables, pike, permissions...),
+    /// set by whoever builds the context; pseudo-variables such as `$sht` reach shared tables through it.
+    public var moduleState: AnyObject?
 
     // MARK: Per message
     /// The message being routed (request or reply). For failure routes, the transaction's request.

@@ -73,6 +73,17 @@ public final class Server: Sendable {
         }
         // Kamailio's registrar registers the `location` usrloc domain at start; ul.* RPCs see it.
         if modules.contains("registrar") { _ = runtime.usrloc.table("location") }
+        // Kamailio refuses to start on a bad htable definition or an address table it cannot load.
+        if let bad = HtableStore.invalidDefinitions(moduleConfig).first {
+            throw ServerError("modparam htable: bad definition \"\(bad)\" (expected \"name=>size=N;autoexpire=S;...\")")
+        }
+        if runtime.addresses.path != nil {
+            do {
+                try runtime.addresses.reload()
+            } catch {
+                throw ServerError("modparam permissions address_file: \(error.description)")
+            }
+        }
         transactions = runtime.tm
         tmLoaded = modules.contains("tm")
         registry = KemiRegistry(exports: KSRModules.exports(runtime), modules: modules)
@@ -134,7 +145,7 @@ public final class Server: Sendable {
                 let worker = Transfer(UDPWorker(index: index, socket: socket, store: store, registry: registry, limits: limits,
                                                 services: services, stats: statsForWorker(), logger: logger,
                                                 parserLimits: .default, stop: stop,
-                                                transactions: tmLoaded ? transactions : nil))
+                                                transactions: tmLoaded ? transactions : nil, moduleState: self.runtime))
                 do {
                     started.append(try PosixThread(name: "udp-worker-\(index)") { worker.value.run() })
                 } catch {

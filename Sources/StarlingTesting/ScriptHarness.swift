@@ -116,6 +116,7 @@ public final class ScriptHarness {
         engine = try LuaEngine(script: ScriptSource(path: path, bytes: Array(script.utf8)), registry: registry,
                                context: context, limits: .default)
         if loaded.contains("tm") { context.transactions = transactions }
+        context.moduleState = runtime
         dispatcher = MessageDispatcher(context: context)
         dispatcher.use(engine)
     }

@@ -306,6 +306,36 @@ private func contactHeader(_ m: SIPMessage) -> String { m.headerValue(.contact) 
         #expect(lastReply(h)?.headerValue(.path) == nil)
     }
 
+    @Test func fixNatedRegisterFeedsReceivedAVP() throws {
+        // The example cfg: nathelper and registrar share received_avp; NATed contacts get FLB_NATB.
+        let h = try harness([
+            "nathelper": ["received_avp": ["$avp(RECEIVED)"]],
+            "registrar": ["received_avp": ["$avp(RECEIVED)"]],
+        ], script: """
+            function ksr_request_route()
+              if KSR.is_REGISTER() then
+                if KSR.nathelper.nat_uac_test(19) > 0 then
+                  KSR.nathelper.fix_nated_register()
+                  KSR.setbflag(6)
+                end
+                KSR.pv.seti("$var(save)", KSR.registrar.save("location", 0))
+                return
+              end
+              KSR.pv.seti("$var(lookup)", KSR.registrar.lookup("location"))
+              KSR.tm.t_relay()
+            end
+            """)
+        try h.route(register(contacts: ["<sip:alice@10.0.0.5:5060>"], expires: 300),
+                    from: SocketAddress(ip: "203.0.113.7", port: 40000)!)
+        #expect(intVar(h, "save") == 1)
+        let c = try #require(h.runtime.usrloc.table("location").contacts("alice").first)
+        #expect(c.received == "sip:203.0.113.7:40000")
+        #expect(c.cflags == 1 << 6)
+        h.sender.clear()
+        try h.route(invite())
+        #expect(h.sender.sent.first { $0.text.hasPrefix("INVITE") }?.destination == SocketAddress(ip: "203.0.113.7", port: 40000)!)
+    }
+
     @Test func pathIsStoredReturnedAndRoutedThrough() throws {
         let h = try harness(["registrar": ["use_path": ["1"], "path_mode": ["1"]]])
         try h.route(register(contacts: ["<sip:alice@10.0.0.5:5060>"], expires: 300,

@@ -21,6 +21,11 @@ final class NullableVariables {
     var values: [String: KemiValue] = [:]
 }
 
+/// Which htable cell pseudo-variable.
+enum HtableCellPV: String, Hashable {
+    case sht, shtex, shtinc, shtdec, shtcn, shtcv
+}
+
 /// A transformation applied to a pseudo-variable's value: `$(ru{uri.user})`.
 enum Transformation: Hashable {
     case sLen, sInt, sToLower, sToUpper, sSubstr(Int, Int), sStrip(Int), sStripTail(Int)
@@ -126,6 +131,11 @@ indirect enum ExtendedPV: Hashable {
     case avpIndex(String, Int?)
     /// `$ulc(profile=>attr)` (registrar, filled by `reg_fetch_contacts`), `$(ulc(p=>attr)[i])`.
     case ulc(profile: String, attr: String, index: Int)
+    /// htable: `$sht(t=>k)`, `$shtex(t=>k)`, `$shtinc(t=>k)`, `$shtdec(t=>k)` (the key may be a
+    /// pseudo-variable such as `$si`), `$shtcn(t=>exp)` / `$shtcv(t=>exp)` (counts), `$shtitkey(it)`,
+    /// `$shtitval(it)`.
+    case sht(HtableCellPV, String, String)
+    case shtIterator(String, value: Bool)
 
     static func parse(_ text: String) -> ExtendedPV? {
         let body = text.dropFirst()
@@ -183,6 +193,12 @@ indirect enum ExtendedPV: Hashable {
         let inner = String(body[body.index(after: open)..<body.index(before: body.endIndex)])
         switch name {
         case "shv": return inner.isEmpty ? nil : .shv(inner)
+        case "sht", "shtex", "shtinc", "shtdec", "shtcn", "shtcv":
+            let parts = inner.components(separatedByString: "=>")
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty, let kind = HtableCellPV(rawValue: String(name)) else { return nil }
+            return .sht(kind, parts[0], parts[1])
+        case "shtitkey", "shtitval":
+            return inner.isEmpty ? nil : .shtIterator(inner, value: name == "shtitval")
         case "vn": return inner.isEmpty ? nil : .vn(inner)
         case "sel":
             let parts = inner.split(separator: ".").map { String($0).lowercased() }
@@ -246,6 +262,18 @@ indirect enum ExtendedPV: Hashable {
         case .shv(let name): return PVValue(SharedVariables.process.get(name))
         case .ulc(let profile, let attr, let index):
             return PVValue(RegistrarModule.ulc(ctx, profile: profile, attr: attr, index: index))
+        case .sht(let kind, let table, let key):
+            let k = Self.htableKey(ctx, key)
+            switch kind {
+            case .sht: return PVValue(HtableModule.pvGet(ctx, table, k))
+            case .shtex: return PVValue(HtableModule.pvExpire(ctx, table, k))
+            case .shtinc: return PVValue(HtableModule.pvAdd(ctx, table, k, 1))
+            case .shtdec: return PVValue(HtableModule.pvAdd(ctx, table, k, -1))
+            case .shtcn: return PVValue(HtableModule.pvCount(ctx, table, key, values: false))
+            case .shtcv: return PVValue(HtableModule.pvCount(ctx, table, key, values: true))
+            }
+        case .shtIterator(let name, let value):
+            return PVValue(HtableModule.pvIterator(ctx, name, value: value))
         case .xavp(let root, let index, let field):
             guard let items = ctx.xavps[root], index >= 0, index < items.count else { return .null }
             guard let v = items[index][field ?? ""]?.first else { return .null }
@@ -299,6 +327,10 @@ indirect enum ExtendedPV: Hashable {
         case .shv(let name):
             SharedVariables.process.set(name, value)
             return true
+        case .sht(.sht, let table, let key):
+            return HtableModule.pvSet(ctx, table, Self.htableKey(ctx, key), value)
+        case .sht(.shtex, let table, let key):
+            return HtableModule.pvSetExpire(ctx, table, Self.htableKey(ctx, key), value)
         case .vn(let name):
             ctx.worker.local(NullableVariables.self) { NullableVariables() }.values[name] = value == .null ? nil : value
             return true
@@ -339,6 +371,17 @@ indirect enum ExtendedPV: Hashable {
         default:
             ctx.logger.error("pseudo-variable is read-only")
             return false
+        }
+    }
+
+    /// An htable key: literal text, or the value of a pseudo-variable when it starts with `$`.
+    static func htableKey(_ ctx: RouteContext, _ key: String) -> String {
+        guard key.hasPrefix("$"), let pv = ctx.pvCache.spec(key) else { return key }
+        switch PVEngine.get(ctx, pv) {
+        case .null: return ""
+        case .int(let i): return String(i)
+        case .string(let s): return s
+        case .bytes(let r): return ctx.message?.string(r) ?? ""
         }
     }
 

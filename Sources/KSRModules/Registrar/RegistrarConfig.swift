@@ -47,12 +47,12 @@ struct RegistrarConfig: Sendable {
         cseqDelay = c.int("usrloc", "cseq_delay", default: 20)
     }
 
-    /// `$avp(NAME)` / `$avp(s:NAME)` -> the key `$avp(...)` uses in the route context.
+    /// `$avp(NAME)` / `$avp(s:NAME)` -> the key nathelper's fix_nated_register writes under (a bare
+    /// name is taken as is).
     static func avpName(_ spec: String) -> String? {
-        var s = Substring(spec).trimmingCharacters(" ")
-        guard s.hasPrefix("$avp("), s.hasSuffix(")") else { return s.isEmpty ? nil : String(s) }
-        s = s.dropFirst(5).dropLast()
-        return s.isEmpty ? nil : String(s)
+        let s = String(Substring(spec).trimmingCharacters(" "))
+        if s.hasPrefix("$avp(") { return PermissionsModule.avpName(s) }
+        return s.isEmpty ? nil : s
     }
 }
 

@@ -91,6 +91,12 @@ public final class ModuleRuntime: Sendable {
     private let outboundHook = Mutex<OutboundSender?>(nil)
     /// `auth`'s nonce secret and nonce-count / one-time-nonce tables.
     public let auth: AuthNonces
+    /// htable's named tables (`[modparam.htable] htable = "name=>size=..;autoexpire=.."`).
+    public let htables: HtableStore
+    /// pike's per-address request counters.
+    public let pike: PikeStore
+    /// permissions' address table (`[modparam.permissions] address_file`).
+    public let addresses: AddressTable
     /// Periodic jobs (expiry, keepalives, database flushes), run about once a second by the server's
     /// housekeeping thread and by `ScriptHarness.advance(by:)`.
     private let jobs = Mutex<[@Sendable (ModuleRuntime) -> Void]>([])
@@ -103,6 +109,24 @@ public final class ModuleRuntime: Sendable {
         self.tm = tm ?? TMStore(config: config)
         self.subscribers = subscribers
         self.auth = AuthNonces(config: config, clock: clock)
+        htables = HtableStore(config: config, clock: clock)
+        pike = PikeStore(config: config, clock: clock)
+        addresses = AddressTable(path: config.string("permissions", "address_file"))
+        // htable expiry every timer_interval seconds (Kamailio's default 20), pike's idle addresses,
+        // the address file when it changed.
+        let htableInterval = max(1, config.int("htable", "timer_interval", default: 20))
+        let lastPurge = PurgeStamp()
+        jobs.withLock {
+            $0.append { rt in
+                let now = rt.clock.unixSeconds
+                if now - lastPurge.value.load(ordering: .relaxed) >= htableInterval {
+                    lastPurge.value.store(now, ordering: .relaxed)
+                    rt.htables.purgeExpired()
+                }
+                rt.pike.purge()
+                rt.addresses.reloadIfChanged()
+            }
+        }
         usrloc = Usrloc(config: config, persistence: locations, now: clock.unixSeconds)
         addPeriodic { rt in rt.usrloc.timer(now: rt.clock.unixSeconds) }
         NATKeepalive.install(self)
@@ -128,4 +152,9 @@ public final class ModuleRuntime: Sendable {
         tm.advanceClock(by: d)
         runPeriodic()
     }
+}
+
+/// When htable expiry last ran.
+private final class PurgeStamp: Sendable {
+    let value = Atomic<Int>(0)
 }
