@@ -205,4 +205,58 @@ struct RegistrarIntegrationTests {
         #expect(s.contains("lookup MESSAGE, methods: SIP/2.0 404 lookup -2 sip:a7@127.0.0.1 du=nil"), "\(s)")
         #expect(starling.isRunning && kamailio.isRunning)
     }
+
+    /// NAT keepalives from the real server: a contact registered with the sipping branch flag gets
+    /// OPTIONS requests from Starling's SIP socket every natping_interval seconds (the test's socket
+    /// is the registered contact).
+    @Test func natKeepalivesReachTheContact() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-natping")
+        let port = try Ports.freeUDPPort()
+        let script = directory.appendingPathComponent("registrar.lua")
+        try """
+            function ksr_request_route()
+              if KSR.is_REGISTER() then
+                KSR.setbflag(7)
+                KSR.registrar.save("location", 0)
+              end
+            end
+            """.write(to: script, atomically: true, encoding: .utf8)
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+            [modparam.nathelper]
+            natping_interval = 1
+            sipping_bflag = 7
+            sipping_from = "sip:pinger@example.com"
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let starling = try Starling.start(script: script, port: port, workers: 1, extra: ["--config", config.path],
+                                          directory: directory)
+        defer { starling.stop() }
+        let phone = try UDPEndpoint()
+        try phone.send("""
+            REGISTER sip:127.0.0.1 SIP/2.0\r
+            Via: SIP/2.0/UDP 127.0.0.1:\(phone.port);branch=z9hG4bKnatping1\r
+            Max-Forwards: 70\r
+            From: <sip:carol@127.0.0.1>;tag=1\r
+            To: <sip:carol@127.0.0.1>\r
+            Call-ID: natping-1\r
+            CSeq: 1 REGISTER\r
+            Contact: <sip:carol@127.0.0.1:\(phone.port)>\r
+            Expires: 60\r
+            Content-Length: 0\r
+            \r
+
+            """, to: port)
+        let reply = phone.receive(timeout: .seconds(2))
+        #expect(reply?.hasPrefix("SIP/2.0 200 OK") == true, "\(reply ?? "no reply")\n\(starling.logTail())")
+        // Two pings within about three seconds, each an OPTIONS to the contact from pinger@example.com.
+        var pings: [String] = []
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(5)
+        while pings.count < 2, clock.now < deadline {
+            if let m = phone.receive(timeout: .milliseconds(500)), m.hasPrefix("OPTIONS ") { pings.append(m) }
+        }
+        #expect(pings.count == 2, "\(pings)\n\(starling.logTail())")
+        #expect(pings.first?.hasPrefix("OPTIONS sip:carol@127.0.0.1:\(phone.port) SIP/2.0\r\n") == true, "\(pings)")
+        #expect(pings.first?.contains("From: <sip:pinger@example.com>;tag=") == true, "\(pings)")
+    }
 }
