@@ -73,6 +73,9 @@ public final class Server: Sendable {
         }
         // Kamailio's registrar registers the `location` usrloc domain at start; ul.* RPCs see it.
         if modules.contains("registrar") { _ = runtime.usrloc.table("location") }
+        if database == nil, moduleConfig.int("usrloc", "db_mode", default: 0) != 0 {
+            logger.warning("usrloc db_mode is set but no db_url: registrations are kept in memory only")
+        }
         // Kamailio refuses to start on a bad htable definition or an address table it cannot load.
         if let bad = HtableStore.invalidDefinitions(moduleConfig).first {
             throw ServerError("modparam htable: bad definition \"\(bad)\" (expected \"name=>size=N;autoexpire=S;...\")")
