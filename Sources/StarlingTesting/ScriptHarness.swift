@@ -102,12 +102,12 @@ public final class ScriptHarness {
 
     public init(script: String, path: String = "test.lua", modules: [String]? = nil,
                 config: ModuleConfiguration = ModuleConfiguration(), services: TestServices = TestServices(),
-                subscribers: (any SubscriberLookup)? = nil,
+                subscribers: (any SubscriberLookup)? = nil, locations: (any LocationPersistence)? = nil,
                 logLevel: Logger.Level = .critical) throws(LuaScriptError) {
         self.services = services
         var logger = Logger(label: "test")
         logger.logLevel = logLevel
-        runtime = ModuleRuntime(config: config, subscribers: subscribers)
+        runtime = ModuleRuntime(config: config, subscribers: subscribers, locations: locations)
         transactions = runtime.tm
         let loaded = Set(modules ?? KSRModules.available)
         registry = KemiRegistry(exports: KSRModules.exports(runtime), modules: loaded)

@@ -107,11 +107,16 @@ enum Kamailio56 {
     ]
 
     /// (module, functions, count given by the reference's "(HEAD / 5.6)" heading).
+    static let registrar = [
+        "save", "save_uri", "lookup", "lookup_uri", "lookup_to_dset", "lookup_branches", "registered",
+        "registered_uri", "registered_flags", "registered_action", "unregister", "unregister_ruid", "set_q_override",
+        "add_sock_hdr", "reg_send_reply", "reg_fetch_contacts", "reg_free_contacts",
+    ]
     static let groups: [(String, [String], Int)] = [
         ("", core, 90), ("pv", pv, 10), ("hdr", hdr, 16), ("xlog", xlog, 8), ("kx", kx, 69), ("corex", corex, 22),
         ("siputils", siputils, 29), ("textops", textops, 54), ("sl", sl, 5), ("maxfwd", maxfwd, 2), ("sanity", sanity, 3),
         ("tm", tm, 54), ("tmx", tmx, 16), ("htable", htable, 28), ("pike", pike, 2), ("permissions", permissions, 5),
-        ("nathelper", nathelper, 14),
+        ("nathelper", nathelper, 14), ("registrar", registrar, 17),
     ]
 }
 

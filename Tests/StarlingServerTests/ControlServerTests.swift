@@ -4,9 +4,9 @@ import Testing
 import SIPCore
 import SIPTransport
 import StarlingServer
+import KSRModules
 import StarlingControl
 import StarlingKEMI
-import KSRModules
 
 /// The control listener on a free loopback port against a real server (UDP workers, script watcher).
 @Suite(.serialized) struct ControlServerTests {
@@ -134,6 +134,39 @@ import KSRModules
         #expect(try f.metrics().text.contains("starling_reloads_total{result=\"failed\"}"))
     }
 
+    @Test func usrlocMethods() throws {
+        let f = try Fixture()
+        let ul = f.server.runtime.usrloc
+        let now = f.server.runtime.clock.unixSeconds
+        ul.change(ul.table("location"), "alice") { list -> (result: Void, changed: [String], deleted: [String]) in
+            list.append(LocationContact(ruid: "r1", aor: "alice", username: "alice", domain: nil, contact: "sip:alice@192.0.2.10",
+                                        expires: now + 600, callid: "c1", cseq: 3, lastModified: now, userAgent: "UA"))
+            return ((), ["r1"], [])
+        }
+        let dump = try f.call("ul.dump")
+        let domains = try #require((dump["result"] as? [String: Any])?["Domains"] as? [[String: Any]], "\(dump)")
+        let domain = try #require(domains.first?["Domain"] as? [String: Any])
+        #expect(domain["Domain"] as? String == "location")
+        let aors = try #require(domain["AoRs"] as? [[String: Any]])
+        let info = try #require(aors.first?["Info"] as? [String: Any])
+        #expect(info["AoR"] as? String == "alice")
+        let contact = try #require((info["Contacts"] as? [[String: Any]])?.first?["Contact"] as? [String: Any])
+        #expect(contact["Address"] as? String == "sip:alice@192.0.2.10")
+        #expect(contact["Received"] as? String == "[not set]")
+        #expect((contact["Expires"] as? Int).map { $0 > 590 && $0 <= 600 } == true)
+        let lookup = try f.call("ul.lookup", ["location", "sip:alice@example.com"])
+        #expect((lookup["result"] as? [String: Any])?["AoR"] as? String == "alice", "\(lookup)")
+        #expect(Self.errorCode(try f.call("ul.lookup", ["location", "bob"])) == 404)
+        #expect(Self.errorCode(try f.call("ul.lookup", ["nosuchtable", "alice"])) == 500)
+        #expect(Self.errorCode(try f.call("ul.lookup")) == RPCError.invalidParams)
+        #expect(try f.call("ul.rm", ["location", "alice"])["error"] == nil)
+        #expect(ul.contactCount == 0)
+        #expect(Self.errorCode(try f.call("ul.rm", ["location", "alice"])) == 404)
+        let text = try f.metrics().text
+        #expect(text.contains("starling_registrations_active 0"))
+        #expect(text.contains("starling_registrations_expired_total 0"))
+    }
+
     @Test func htableAndPermissionsMethods() throws {
         let list = FileManager.default.temporaryDirectory.appendingPathComponent("starling-addr-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
         try "1 192.0.2.10 0 gw\n".write(toFile: list, atomically: true, encoding: .utf8)
@@ -181,7 +214,8 @@ import KSRModules
 
     @Test func moduleMethodsNeedTheirModule() throws {
         let f = try Fixture(modules: ["sl"])
-        for m in ["htable.dump", "htable.get", "htable.sets", "htable.delete", "htable.reload", "permissions.addressReload"] {
+        for m in ["htable.dump", "htable.get", "htable.sets", "htable.delete", "htable.reload", "permissions.addressReload",
+                  "ul.dump", "ul.lookup", "ul.rm"] {
             let r = try f.call(m)
             #expect(Self.errorCode(r) == RPCError.moduleNotLoaded, "\(m)")
         }
@@ -195,7 +229,7 @@ import KSRModules
         #expect(Self.errorCode(try f.call("stats.get_statistics", ["nosuchgroup:"])) == RPCError.invalidParams)
         let tm = try f.call("tm.stats")
         #expect(((tm["result"] as? [String: Any])?["current"] as? Int) == 0, "\(tm)")
-        for m in ["ul.dump", "ul.lookup", "ul.rm", "uac.reg_dump", "uac.reg_reload"] {
+        for m in ["uac.reg_dump", "uac.reg_reload"] {
             let r = try f.call(m)
             #expect(Self.errorCode(r) == RPCError.moduleNotLoaded, "\(m)")
             #expect(((r["error"] as? [String: Any])?["message"] as? String)?.hasPrefix("module not loaded") == true)

@@ -129,6 +129,8 @@ indirect enum ExtendedPV: Hashable {
     case br
     /// `$avp(name)` all values (`$(avp(x)[*])`), and an indexed avp.
     case avpIndex(String, Int?)
+    /// `$ulc(profile=>attr)` (registrar, filled by `reg_fetch_contacts`), `$(ulc(p=>attr)[i])`.
+    case ulc(profile: String, attr: String, index: Int)
     /// htable: `$sht(t=>k)`, `$shtex(t=>k)`, `$shtinc(t=>k)`, `$shtdec(t=>k)` (the key may be a
     /// pseudo-variable such as `$si`), `$shtcn(t=>exp)` / `$shtcv(t=>exp)` (counts), `$shtitkey(it)`,
     /// `$shtitval(it)`.
@@ -174,6 +176,9 @@ indirect enum ExtendedPV: Hashable {
                     base = .ext(.hdrIndex(String(inner.dropFirst(4).dropLast()), index))
                 } else if inner.hasPrefix("avp("), inner.hasSuffix(")") {
                     base = .ext(.avpIndex(String(inner.dropFirst(4).dropLast()), index))
+                } else if inner.hasPrefix("ulc("), inner.hasSuffix(")"), let i = index,
+                          case .ulc(let p, let a, _)? = ExtendedPV.parse("$" + String(inner)) {
+                    base = .ext(.ulc(profile: p, attr: a, index: i))
                 } else { return nil }
             } else {
                 guard let b = PseudoVariable.parse("$" + inner) else { return nil }
@@ -199,6 +204,10 @@ indirect enum ExtendedPV: Hashable {
             let parts = inner.split(separator: ".").map { String($0).lowercased() }
             return parts.isEmpty ? nil : .select(parts)
         case "time": return .time(inner)
+        case "ulc":
+            let parts = inner.components(separatedByString: "=>")
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else { return nil }
+            return .ulc(profile: parts[0], attr: parts[1], index: 0)
         case "TV":
             if inner == "Sn" { return .tvSn }
             if inner == "Fn" { return .tvFn }
@@ -251,6 +260,8 @@ indirect enum ExtendedPV: Hashable {
             }
             return v
         case .shv(let name): return PVValue(SharedVariables.process.get(name))
+        case .ulc(let profile, let attr, let index):
+            return PVValue(RegistrarModule.ulc(ctx, profile: profile, attr: attr, index: index))
         case .sht(let kind, let table, let key):
             let k = Self.htableKey(ctx, key)
             switch kind {

@@ -1,4 +1,5 @@
 import StarlingKEMI
+public import SIPTransport
 import Glibc
 import Synchronization
 
@@ -40,6 +41,18 @@ public final class MemorySubscribers: SubscriberLookup {
     }
 }
 
+/// How modules send datagrams outside a route (keepalives): a send function and the local address
+/// it sends from (for Via and Contact).
+public struct OutboundSender: Sendable {
+    public var local: SocketAddress
+    public var send: @Sendable ([UInt8], SocketAddress) -> Bool
+
+    public init(local: SocketAddress, send: @escaping @Sendable ([UInt8], SocketAddress) -> Bool) {
+        self.local = local
+        self.send = send
+    }
+}
+
 /// The clock of the modules' expiring state (registrations, htable items, nonces, pike windows):
 /// wall-clock time plus an offset that tests move forward (`ScriptHarness.advance(by:)`).
 public final class ModuleClock: Sendable {
@@ -71,6 +84,11 @@ public final class ModuleRuntime: Sendable {
     public let tm: TMStore
     /// `auth_db`'s subscriber table (the embedded database), nil when none is configured.
     public let subscribers: (any SubscriberLookup)?
+    /// usrloc's location tables (registrar), persisted through `locations` when one is given.
+    public let usrloc: Usrloc
+    /// Sends datagrams from outside a route (NAT keepalives): set by the server (its first UDP
+    /// socket), replaced by a recorder in tests. Nil: nothing can be sent.
+    private let outboundHook = Mutex<OutboundSender?>(nil)
     /// `auth`'s nonce secret and nonce-count / one-time-nonce tables.
     public let auth: AuthNonces
     /// htable's named tables (`[modparam.htable] htable = "name=>size=..;autoexpire=.."`).
@@ -84,7 +102,8 @@ public final class ModuleRuntime: Sendable {
     private let jobs = Mutex<[@Sendable (ModuleRuntime) -> Void]>([])
 
     public init(config: ModuleConfiguration = ModuleConfiguration(), tm: TMStore? = nil,
-                subscribers: (any SubscriberLookup)? = nil, clock: ModuleClock = ModuleClock()) {
+                subscribers: (any SubscriberLookup)? = nil, locations: (any LocationPersistence)? = nil,
+                clock: ModuleClock = ModuleClock()) {
         self.config = config
         self.clock = clock
         self.tm = tm ?? TMStore(config: config)
@@ -108,7 +127,15 @@ public final class ModuleRuntime: Sendable {
                 rt.addresses.reloadIfChanged()
             }
         }
+        usrloc = Usrloc(config: config, persistence: locations, now: clock.unixSeconds)
+        addPeriodic { rt in rt.usrloc.timer(now: rt.clock.unixSeconds) }
+        NATKeepalive.install(self)
     }
+
+    /// Sets (or clears) the sender of datagrams that leave outside any route.
+    public func setOutbound(_ sender: OutboundSender?) { outboundHook.withLock { $0 = sender } }
+    /// The current outbound sender.
+    public var outbound: OutboundSender? { outboundHook.withLock { $0 } }
 
     /// Adds a periodic job.
     public func addPeriodic(_ job: @escaping @Sendable (ModuleRuntime) -> Void) { jobs.withLock { $0.append(job) } }
