@@ -30,7 +30,8 @@ struct ExampleScriptTests {
         let port = try Ports.freeUDPPort()
         let starling = try StarlingExample.start(port: port, directory: directory)
         defer { starling.stop() }
-        let run = try ExampleScenarios.run(port: port, directory: directory, server: starling)
+        let run = try ExampleScenarios.run(port: port, directory: directory, server: starling,
+                                           database: directory.appendingPathComponent("starling.db"))
         print("Starling with examples/kamailio-basic/starling.toml (\(directory.path)):\n\(run)")
         let log = "starling log (\(directory.path)/starling.log):\n\(starling.logTail(40))"
         expectTable(run, server: "Starling", log: log)
@@ -166,7 +167,8 @@ struct ExampleScriptTests {
         let port = try Ports.freeUDPPort()
         let kamailio = try KamailioExample.start(port: port, directory: directory)
         defer { kamailio.stop() }
-        let run = try ExampleScenarios.run(port: port, directory: directory, server: kamailio)
+        let run = try ExampleScenarios.run(port: port, directory: directory, server: kamailio,
+                                           database: directory.appendingPathComponent("kamailio.db"))
         print("Kamailio 5.6 with the example script (\(directory.path)):\n\(run)")
         return run
     }

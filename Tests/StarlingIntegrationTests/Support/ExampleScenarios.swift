@@ -62,10 +62,13 @@ enum ExampleScenarios {
         ScenarioReplies(name: "dave's UAS (at the source address) received", replies: ["INVITE", "ACK", "BYE"]),
         ScenarioReplies(name: "pike flood", replies: ["first replies then dropped", "banned source: no reply",
                                                       "other source: 200"]),
+        ScenarioReplies(name: "location table after shutdown (usrloc db_mode 2)",
+                        replies: ["alice@127.0.0.2", "bob@127.0.0.3", "dave@127.0.0.13 received 127.0.0.13"]),
     ]
 
-    /// Runs every scenario in order against udp:127.0.0.1:`port`; `server` is checked to be alive.
-    static func run(port: Int, directory: URL, server: ServerProcess) throws -> ExampleRun {
+    /// Runs every scenario in order against udp:127.0.0.1:`port`; `server` is checked to be alive,
+    /// then stopped (SIGTERM), and the location table it left in `database` is read.
+    static func run(port: Int, directory: URL, server: ServerProcess, database: URL) throws -> ExampleRun {
         var run = ExampleRun()
         let domain = ExampleScript.domain
         let ports = try Ports.freeUDPPorts(9)
@@ -175,7 +178,31 @@ enum ExampleScenarios {
         if !server.isRunning {
             run.problems.append("\(server.name) exited (status \(server.terminationStatus ?? -1)); log:\n\(server.logTail())")
         }
+
+        // db_mode 2 (write-back): the registrations are in the database once the server has stopped.
+        server.stop()
+        run.rows.append(ScenarioReplies(name: "location table after shutdown (usrloc db_mode 2)",
+                                        replies: try persistedLocations(database)))
         return run
+    }
+
+    /// The rows of Kamailio's `location` table in `database` as `user@host` (contact host, port left
+    /// out) plus ` received HOST` when the received column is set, sorted.
+    static func persistedLocations(_ database: URL) throws -> [String] {
+        let program = """
+            import re, sqlite3, sys
+            db = sqlite3.connect(sys.argv[1])
+            for user, contact, received in db.execute("SELECT username, contact, received FROM location"):
+                host = re.sub(r"^sips?:([^@]*@)?", "", contact).split(";")[0].rsplit(":", 1)[0]
+                line = user + "@" + host
+                if received:
+                    line += " received " + re.sub(r"^sips?:", "", received).split(";")[0].rsplit(":", 1)[0]
+                print(line)
+            """
+        let run = try Command.run(try Requirements.tool("python3", package: "python3"), ["-c", program, database.path],
+                                  timeout: .seconds(30))
+        guard run.status == 0 else { return ["cannot read the location table: \(run.output)"] }
+        return run.output.split(separator: "\n").map(String.init).sorted()
     }
 
     /// An OPTIONS to the server itself (no R-URI user: the script answers `200 Keepalive`).
