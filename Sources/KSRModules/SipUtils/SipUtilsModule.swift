@@ -124,7 +124,7 @@ enum SipUtilsModule {
             if m.isRequest { return .code(m.values(.via).count <= 1) }
             // reply: the first Record-Route is ours
             guard let rr = m.firstValue(.recordRoute), let na = m.parseNameAddr(rr) else { return .int(-1) }
-            return .code(CoreModule.isMyself(ctx, m.uri(na.uri)))
+            return .code(CoreModule.isMyself(ctx, m.uri(na.uri), defaultPort: true))
         }
         add("is_first_hop") { ctx, _ in firstHop(ctx) }
         add("is_first_hop_mode", [.int]) { ctx, _ in firstHop(ctx) }
