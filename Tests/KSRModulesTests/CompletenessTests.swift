@@ -89,11 +89,18 @@ enum Kamailio56 {
         "t_cancel_callid", "t_cancel_callid_reason", "t_reply_callid", "t_drop", "t_drop_rcode",
     ]
 
+    static let httpClient = ["query", "query_post", "query_post_hdrs", "get_hdrs", "curl_connect", "curl_connect_post"]
+    static let enumGroup = [
+        "enum_query", "enum_query_suffix", "enum_query_suffix_service", "enum_pv_query", "enum_pv_query_suffix",
+        "enum_pv_query_suffix_service", "is_from_user_enum", "is_from_user_enum_suffix",
+        "is_from_user_enum_suffix_service", "i_enum_query", "enum_i_query_suffix", "i_enum_query_suffix_service",
+    ]
+
     /// (module, functions, count given by the reference's "(HEAD / 5.6)" heading).
     static let groups: [(String, [String], Int)] = [
         ("", core, 90), ("pv", pv, 10), ("hdr", hdr, 16), ("xlog", xlog, 8), ("kx", kx, 69), ("corex", corex, 22),
         ("siputils", siputils, 29), ("textops", textops, 54), ("sl", sl, 5), ("maxfwd", maxfwd, 2), ("sanity", sanity, 3),
-        ("tm", tm, 54), ("tmx", tmx, 16),
+        ("tm", tm, 54), ("tmx", tmx, 16), ("http_client", httpClient, 6), ("enum", enumGroup, 12),
     ]
 }
 
