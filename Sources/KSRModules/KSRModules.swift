@@ -11,7 +11,7 @@ public enum KSRModules {
         Set(modules.map { kemiName[$0] ?? $0 })
     }
 
-    public static let available: [String] = ["sl", "maxfwd", "sanity", "xlog", "kx", "siputils", "corex", "textops", "textopsx", "tm", "tmx", "rr", "http_client", "enum"]
+    public static let available: [String] = ["sl", "maxfwd", "sanity", "xlog", "kx", "siputils", "corex", "textops", "textopsx", "tm", "tmx", "rr", "http_client", "enum", "uac"]
 
     /// All exports, in registration order (core first, as Kamailio does), over a new runtime.
     /// - Parameter tm: the transaction store the `tm`/`tmx` exports use (one per process; a new one
@@ -27,5 +27,6 @@ public enum KSRModules {
             + MaxfwdModule.exports(config) + SanityModule.exports(config) + XLogModule.exports() + KxModule.exports()
             + SipUtilsModule.exports() + CorexModule.exports() + TextopsModule.exports() + TextopsxModule.exports()
             + TMModule.exports(runtime.tm) + RRModule.exports(config) + HTTPClientModule.exports(config) + EnumModule.exports(config)
+            + UACModule.exports(config)
     }
 }

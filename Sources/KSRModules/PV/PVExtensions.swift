@@ -121,6 +121,8 @@ indirect enum ExtendedPV: Hashable {
     case br
     /// `$avp(name)` all values (`$(avp(x)[*])`), and an indexed avp.
     case avpIndex(String, Int?)
+    /// `$uac_req(key)`: the request `KSR.uac.uac_req_send()` sends (UAC/UACRequest.swift).
+    case uacReq(String)
 
     static func parse(_ text: String) -> ExtendedPV? {
         let body = text.dropFirst()
@@ -174,6 +176,7 @@ indirect enum ExtendedPV: Hashable {
             let parts = inner.split(separator: ".").map { String($0).lowercased() }
             return parts.isEmpty ? nil : .select(parts)
         case "time": return .time(inner)
+        case "uac_req": return UACRequest.Key(rawValue: inner) != nil ? .uacReq(inner) : nil
         case "TV":
             if inner == "Sn" { return .tvSn }
             if inner == "Fn" { return .tvFn }
@@ -265,6 +268,8 @@ indirect enum ExtendedPV: Hashable {
         case .ctu:
             guard let m, let v = m.firstValue(.contact), let na = m.parseNameAddr(v), !na.isStar else { return .null }
             return .bytes(na.uri)
+        case .uacReq(let key):
+            return UACRequest.get(ctx, key)
         }
     }
 
@@ -287,6 +292,8 @@ indirect enum ExtendedPV: Hashable {
             guard SIPURI(s) != nil else { return false }
             if ctx.branches.isEmpty { ctx.branches.append(Array(s.utf8)) } else { ctx.branches[0] = Array(s.utf8) }
             return true
+        case .uacReq(let key):
+            return UACRequest.set(ctx, key, value)
         case .avpIndex(let name, nil):
             guard value == .null else { return false }
             ctx.avps[name] = nil

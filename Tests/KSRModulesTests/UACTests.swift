@@ -1,0 +1,262 @@
+import Foundation
+import Testing
+import SIPCore
+import SIPTransport
+import StarlingKEMI
+import StarlingTesting
+@testable import KSRModules
+
+/// KSR.uac: uac_auth in a failure route, $uac_req + uac_req_send.
+@Suite struct UACAuthTests {
+    static let trunk = SocketAddress(ip: "192.0.2.50", port: 5060)!
+
+    static let script = """
+        function ksr_request_route()
+          if KSR.tm.t_check_trans() == 0 then KSR.x.exit() end
+          KSR.setdsturi("sip:192.0.2.50:5060")
+          KSR.tm.t_on_failure("trunk_auth")
+          KSR.pv.seti("$var(relay)", KSR.tm.t_relay())
+        end
+        function trunk_auth()
+          if KSR.tm.t_check_status("401|407") > 0 then
+            KSR.pv.sets("$avp(auser)", "trunkuser")
+            KSR.pv.sets("$avp(apass)", "s3cret")
+            KSR.pv.seti("$var(auth)", KSR.uac.uac_auth())
+            KSR.setdsturi("sip:192.0.2.50:5060")
+            KSR.tm.t_on_failure("trunk_auth")
+            KSR.pv.seti("$var(frelay)", KSR.tm.t_relay())
+          end
+        end
+        """
+
+    static let params: [String: [String: [String]]] = [
+        "uac": ["auth_username_avp": ["$avp(auser)"], "auth_password_avp": ["$avp(apass)"],
+                "auth_realm_avp": ["$avp(arealm)"]],
+    ]
+
+    func harness(_ script: String = Self.script) throws -> ScriptHarness {
+        try ScriptHarness(script: script, config: ModuleConfiguration(params: Self.params))
+    }
+
+    /// The digest parameters of an Authorization value.
+    static func params(_ value: String) -> [String: String] {
+        var out: [String: String] = [:]
+        let body = value.hasPrefix("Digest ") ? String(value.dropFirst(7)) : value
+        for part in body.split(separator: ",") {
+            let kv = part.split(separator: "=", maxSplits: 1)
+            guard kv.count == 2 else { continue }
+            out[kv[0].trimmingCharacters(in: .whitespaces)] = kv[1].trimmingCharacters(in: .whitespaces)
+                .trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+        }
+        return out
+    }
+
+    @Test func answers407WithProxyAuthorizationNewBranchAndCSeq() throws {
+        let h = try harness()
+        try h.route(Msg.invite, from: TMT.caller)
+        #expect(TMT.v(h, "relay") == "1")
+        let inv1 = try #require(TMT.sent(h, "INVITE").first)
+        h.sender.clear()
+        try h.route(TMT.reply(to: inv1, 407, "Proxy Authentication Required",
+                              extra: "Proxy-Authenticate: Digest realm=\"carrier.example\", nonce=\"abc123\", qop=\"auth\", opaque=\"op1\", algorithm=MD5\r\n"),
+                    from: Self.trunk)
+        #expect(TMT.v(h, "auth") == "1")
+        #expect(TMT.v(h, "frelay") == "1")
+        let inv2 = try #require(TMT.sent(h, "INVITE").first)
+        #expect(inv2.destination == Self.trunk)
+        #expect(TMT.header(inv2, "CSeq") == "314160 INVITE")
+        #expect(TMT.header(inv1, "Proxy-Authorization") == nil)
+        let pa = try #require(TMT.header(inv2, "Proxy-Authorization"))
+        let p = Self.params(pa)
+        #expect(p["username"] == "trunkuser")
+        #expect(p["realm"] == "carrier.example")
+        #expect(p["nonce"] == "abc123")
+        #expect(p["uri"] == "sip:bob@example.com")
+        #expect(p["qop"] == "auth")
+        #expect(p["nc"] == "00000001")
+        #expect(p["opaque"] == "op1")
+        #expect(p["algorithm"] == "MD5")
+        let cnonce = try #require(p["cnonce"])
+        let ha1 = DigestHash.md5.hex("trunkuser:carrier.example:s3cret")
+        let ha2 = DigestHash.md5.hex("INVITE:sip:bob@example.com")
+        #expect(p["response"] == DigestHash.md5.hex("\(ha1):abc123:00000001:\(cnonce):auth:\(ha2)"))
+        // a new Via branch
+        let b1 = inv1.message?.topVia.map { inv1.message!.string($0.branch!) }
+        let b2 = inv2.message?.topVia.map { inv2.message!.string($0.branch!) }
+        #expect(b1 != nil && b1 != b2)
+        // the 407 is not relayed to the caller
+        #expect(!h.sender.sent.contains { TMT.status($0) == 407 })
+
+        // 200 from the trunk goes upstream
+        h.sender.clear()
+        try h.route(TMT.reply(to: inv2, 200, "OK", toTag: "t1"), from: Self.trunk)
+        #expect(h.sender.sent.contains { TMT.status($0) == 200 && $0.destination == TMT.caller })
+    }
+
+    @Test func answers401WithSHA256AndASecondChallengeIncrementsAgain() throws {
+        let h = try harness()
+        try h.route(Msg.invite, from: TMT.caller)
+        let inv1 = try #require(TMT.sent(h, "INVITE").first)
+        h.sender.clear()
+        try h.route(TMT.reply(to: inv1, 401, "Unauthorized",
+                              extra: "WWW-Authenticate: Digest realm=\"r\", nonce=\"n1\", algorithm=SHA-256\r\n"),
+                    from: Self.trunk)
+        let inv2 = try #require(TMT.sent(h, "INVITE").first)
+        #expect(TMT.header(inv2, "CSeq") == "314160 INVITE")
+        let auth = try #require(TMT.header(inv2, "Authorization"))
+        let p = Self.params(auth)
+        #expect(p["algorithm"] == "SHA-256")
+        #expect(p["qop"] == nil)
+        let ha1 = DigestHash.sha256.hex("trunkuser:r:s3cret")
+        let ha2 = DigestHash.sha256.hex("INVITE:sip:bob@example.com")
+        #expect(p["response"] == DigestHash.sha256.hex("\(ha1):n1:\(ha2)"))
+        // a stale nonce: challenged again, the CSeq goes up once more, one Authorization only
+        h.sender.clear()
+        try h.route(TMT.reply(to: inv2, 401, "Unauthorized",
+                              extra: "WWW-Authenticate: Digest realm=\"r\", nonce=\"n2\", stale=true\r\n"),
+                    from: Self.trunk)
+        let inv3 = try #require(TMT.sent(h, "INVITE").first)
+        #expect(TMT.header(inv3, "CSeq") == "314161 INVITE")
+        #expect(inv3.text.components(separatedBy: "Authorization:").count == 2)
+        #expect(Self.params(TMT.header(inv3, "Authorization") ?? "")["nonce"] == "n2")
+    }
+
+    @Test func unusableChallengesAndWrongRoutesAreMinusOne() throws {
+        // no challenge header
+        var h = try harness()
+        try h.route(Msg.invite, from: TMT.caller)
+        var inv = try #require(TMT.sent(h, "INVITE").first)
+        try h.route(TMT.reply(to: inv, 407, "Proxy Authentication Required"), from: Self.trunk)
+        #expect(TMT.v(h, "auth") == "-1")
+        // a Basic challenge only
+        h = try harness()
+        try h.route(Msg.invite, from: TMT.caller)
+        inv = try #require(TMT.sent(h, "INVITE").first)
+        try h.route(TMT.reply(to: inv, 401, "Unauthorized", extra: "WWW-Authenticate: Basic realm=\"r\"\r\n"), from: Self.trunk)
+        #expect(TMT.v(h, "auth") == "-1")
+        // an unknown algorithm
+        h = try harness()
+        try h.route(Msg.invite, from: TMT.caller)
+        inv = try #require(TMT.sent(h, "INVITE").first)
+        try h.route(TMT.reply(to: inv, 401, "Unauthorized",
+                              extra: "WWW-Authenticate: Digest realm=\"r\", nonce=\"n\", algorithm=SHA-1\r\n"), from: Self.trunk)
+        #expect(TMT.v(h, "auth") == "-1")
+        // the request route
+        let r = try eval("KSR.uac.uac_auth()", modules: ["tm", "uac"])
+        #expect(r.0 == "number:-1")
+    }
+
+    @Test func credentialModparamAndRealmAVP() throws {
+        let script = Self.script.replacingOccurrences(of: """
+                KSR.pv.sets("$avp(auser)", "trunkuser")
+                KSR.pv.sets("$avp(apass)", "s3cret")
+            """, with: "")
+        let h = try ScriptHarness(script: script, config: ModuleConfiguration(params: [
+            "uac": ["credential": ["alice:other.example:pw1", "bob:carrier.example:pw2"]],
+        ]))
+        try h.route(Msg.invite, from: TMT.caller)
+        let inv = try #require(TMT.sent(h, "INVITE").first)
+        h.sender.clear()
+        try h.route(TMT.reply(to: inv, 407, "Proxy Authentication Required",
+                              extra: "Proxy-Authenticate: Digest realm=\"carrier.example\", nonce=\"x\"\r\n"), from: Self.trunk)
+        let inv2 = try #require(TMT.sent(h, "INVITE").first)
+        let p = Self.params(TMT.header(inv2, "Proxy-Authorization") ?? "")
+        #expect(p["username"] == "bob")
+        let ha1 = DigestHash.md5.hex("bob:carrier.example:pw2")
+        #expect(p["response"] == DigestHash.md5.hex("\(ha1):x:\(DigestHash.md5.hex("INVITE:sip:bob@example.com"))"))
+    }
+
+    @Test func ha1Mode() throws {
+        let ha1 = DigestHash.md5.hex("trunkuser:r:s3cret")
+        let script = Self.script.replacingOccurrences(of: "\"s3cret\"", with: "\"\(ha1)\"")
+            .replacingOccurrences(of: "KSR.uac.uac_auth()", with: "KSR.uac.uac_auth_mode(1)")
+        let h = try harness(script)
+        try h.route(Msg.invite, from: TMT.caller)
+        let inv = try #require(TMT.sent(h, "INVITE").first)
+        h.sender.clear()
+        try h.route(TMT.reply(to: inv, 401, "Unauthorized", extra: "WWW-Authenticate: Digest realm=\"r\", nonce=\"n\"\r\n"),
+                    from: Self.trunk)
+        let p = Self.params(TMT.header(try #require(TMT.sent(h, "INVITE").first), "Authorization") ?? "")
+        #expect(p["response"] == DigestHash.md5.hex("\(ha1):n:\(DigestHash.md5.hex("INVITE:sip:bob@example.com"))"))
+    }
+}
+
+@Suite struct UACRequestTests {
+    static let script = """
+        function ksr_request_route()
+          KSR.pv.unset("$uac_req(all)")
+          KSR.pv.sets("$uac_req(method)", "MESSAGE")
+          KSR.pv.sets("$uac_req(ruri)", "sip:operator@192.0.2.60:5070")
+          KSR.pv.sets("$uac_req(furi)", "sip:emergency@proxy.example")
+          KSR.pv.sets("$uac_req(turi)", "sip:operator@example.com")
+          KSR.pv.sets("$uac_req(hdrs)", "Content-Type: text/plain\\r\\nX-Caller: " .. KSR.pv.get("$fU") .. "\\r\\n")
+          KSR.pv.sets("$uac_req(body)", "Emergency call from " .. KSR.pv.get("$fU"))
+          KSR.pv.sets("$uac_req(callid)", "msg-1@proxy")
+          KSR.pv.seti("$var(rc)", KSR.uac.uac_req_send())
+          KSR.pv.sets("$var(m)", KSR.pv.get("$uac_req(method)"))
+          KSR.sl.sl_send_reply(200, "OK")
+        end
+        """
+
+    @Test func sendsTheDescribedRequest() throws {
+        let h = try ScriptHarness(script: Self.script)
+        try h.route(Msg.invite)
+        #expect(TMT.v(h, "rc") == "1")
+        #expect(TMT.v(h, "m") == "MESSAGE")
+        let msg = try #require(TMT.sent(h, "MESSAGE").first)
+        #expect(msg.destination == SocketAddress(ip: "192.0.2.60", port: 5070)!)
+        #expect(TMT.requestURI(msg) == "sip:operator@192.0.2.60:5070")
+        #expect(TMT.header(msg, "From")?.hasPrefix("<sip:emergency@proxy.example>;tag=") == true)
+        #expect(TMT.header(msg, "To") == "<sip:operator@example.com>")
+        #expect(TMT.header(msg, "Call-ID") == "msg-1@proxy")
+        #expect(TMT.header(msg, "CSeq") == "10 MESSAGE")
+        #expect(TMT.header(msg, "X-Caller") == "alice")
+        #expect(TMT.header(msg, "Content-Type") == "text/plain")
+        #expect(msg.text.hasSuffix("\r\n\r\nEmergency call from alice"))
+        // a 200 for it is absorbed (the caller gets only its own 200)
+        h.sender.clear()
+        try h.route(TMT.reply(to: msg, 200, "OK"), from: SocketAddress(ip: "192.0.2.60", port: 5070)!)
+        #expect(h.sender.sent.isEmpty)
+    }
+
+    @Test func malformedFieldsAreMinusOne() throws {
+        func rc(_ setup: String) throws -> String {
+            let h = try ScriptHarness(script: """
+                function ksr_request_route()
+                  KSR.pv.unset("$uac_req(all)")
+                  KSR.pv.sets("$uac_req(method)", "MESSAGE")
+                  KSR.pv.sets("$uac_req(ruri)", "sip:a@192.0.2.60")
+                  KSR.pv.sets("$uac_req(furi)", "sip:b@example.com")
+                  \(setup)
+                  KSR.pv.seti("$var(rc)", KSR.uac.uac_req_send())
+                end
+                """)
+            try h.route(Msg.invite)
+            return TMT.v(h, "rc")
+        }
+        #expect(try rc("") == "1")
+        #expect(try rc(#"KSR.pv.unset("$uac_req(method)")"#) == "-1")
+        #expect(try rc(#"KSR.pv.sets("$uac_req(method)", "MES SAGE")"#) == "-1")
+        #expect(try rc(#"KSR.pv.unset("$uac_req(ruri)")"#) == "-1")
+        #expect(try rc(#"KSR.pv.sets("$uac_req(ruri)", "not a uri")"#) == "-1")
+        #expect(try rc(#"KSR.pv.unset("$uac_req(furi)")"#) == "-1")
+        #expect(try rc(#"KSR.pv.sets("$uac_req(turi)", "mailto:x")"#) == "-1")
+        #expect(try rc(#"KSR.pv.sets("$uac_req(ouri)", "garbage")"#) == "-1")
+        #expect(try rc(#"KSR.pv.sets("$uac_req(hdrs)", "no colon here\r\n")"#) == "-1")
+        #expect(try rc(#"KSR.pv.sets("$uac_req(hdrs)", "X-A: 1\r\n: empty name\r\n")"#) == "-1")
+        // an unresolvable destination
+        #expect(try rc(#"KSR.pv.sets("$uac_req(ruri)", "sip:a@unresolvable.invalid")"#) == "-1")
+    }
+
+    @Test func pseudoVariableRules() throws {
+        #expect(try evalValue(#"KSR.pv.sets("$uac_req(flags)", "x")"#, modules: ["tm", "uac"]) == "boolean:false")
+        #expect(try evalValue(#"KSR.pv.seti("$uac_req(flags)", 3)"#, modules: ["tm", "uac"]) == "boolean:true")
+        #expect(try evalValue(#"KSR.pv.sets("$uac_req(all)", "x")"#, modules: ["tm", "uac"]) == "boolean:false")
+        #expect(try evalValue(#"KSR.pv.sets("$uac_req(body)", string.rep("a", 40000))"#, modules: ["tm", "uac"]) == "boolean:false")
+        #expect(try evalValue(#"KSR.pv.get("$uac_req(nosuchkey)")"#, modules: ["tm", "uac"]) == "nil:nil")
+        #expect(try evalValue(#"KSR.pv.get("$uac_req(ruri)")"#, before: #"KSR.pv.unset("$uac_req(all)")"#,
+                              modules: ["tm", "uac"]) == "nil:nil")
+        #expect(try evalValue(#"KSR.pv.get("$uac_req(ouri)")"#,
+                              before: #"KSR.pv.sets("$uac_req(ouri)", "sip:p.example")"#, modules: ["tm", "uac"]) == "string:sip:p.example")
+    }
+}
