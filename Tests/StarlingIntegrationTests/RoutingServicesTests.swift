@@ -12,18 +12,21 @@ struct RoutingServicesTests {
     /// Copies an example, rewriting its `local NAME = ...` line.
     static func example(_ name: String, replacing constant: String? = nil, with value: String = "",
                         directory: URL) throws -> URL {
-        var source = try String(contentsOf: PackagePaths.root.appendingPathComponent("examples/\(name)"), encoding: .utf8)
-        if let constant {
-            let lines = source.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
-                line.hasPrefix("local \(constant) = ") ? "local \(constant) = \"\(value)\"" : String(line)
-            }
-            guard lines.contains(where: { $0.hasPrefix("local \(constant) = \"\(value)\"") }) else {
+        try example(name, replacements: constant.map { [$0: value] } ?? [:], directory: directory)
+    }
+
+    /// Copies an example, rewriting a `local NAME = ...` line for each replacement.
+    static func example(_ name: String, replacements: [String: String], directory: URL) throws -> URL {
+        var lines = try String(contentsOf: PackagePaths.root.appendingPathComponent("examples/\(name)"), encoding: .utf8)
+            .split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        for (constant, value) in replacements {
+            guard let i = lines.firstIndex(where: { $0.hasPrefix("local \(constant) = ") }) else {
                 throw HarnessError("examples/\(name) has no `local \(constant) = ` line")
             }
-            source = lines.joined(separator: "\n")
+            lines[i] = "local \(constant) = \"\(value)\""
         }
         let url = directory.appendingPathComponent(name)
-        try source.write(to: url, atomically: true, encoding: .utf8)
+        try lines.joined(separator: "\n").write(to: url, atomically: true, encoding: .utf8)
         return url
     }
 
