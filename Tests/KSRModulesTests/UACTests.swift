@@ -260,3 +260,120 @@ import StarlingTesting
                               before: #"KSR.pv.sets("$uac_req(ouri)", "sip:p.example")"#, modules: ["tm", "uac"]) == "string:sip:p.example")
     }
 }
+
+@Suite struct UACReplaceTests {
+    static let callee = SocketAddress(ip: "192.0.2.70", port: 5060)!
+
+    static func script(_ extra: String = "") -> String {
+        """
+        function ksr_request_route()
+          if KSR.tm.t_check_trans() == 0 then KSR.x.exit() end
+          if KSR.siputils.has_totag() > 0 then
+            KSR.pv.seti("$var(lr)", KSR.rr.loose_route())
+            \(extra)
+            KSR.tm.t_relay()
+            KSR.x.exit()
+          end
+          KSR.rr.record_route()
+          KSR.pv.seti("$var(rf)", KSR.uac.uac_replace_from('"Anonymous"', "sip:anonymous@anonymous.invalid"))
+          KSR.setdsturi("sip:192.0.2.70:5060")
+          KSR.tm.t_relay()
+        end
+        """
+    }
+
+    func harness(_ mode: String = "auto", extra: String = "") throws -> ScriptHarness {
+        try ScriptHarness(script: Self.script(extra), config: ModuleConfiguration(params: ["uac": ["restore_mode": [mode]]]))
+    }
+
+    /// The initial INVITE through the proxy; returns the harness and the Route value for in-dialog requests.
+    func call(_ h: ScriptHarness) throws -> (SentMessage, String) {
+        try h.route(Msg.invite, from: TMT.caller)
+        let inv = try #require(TMT.sent(h, "INVITE").first)
+        let rr = try #require(TMT.header(inv, "Record-Route"))
+        return (inv, rr)
+    }
+
+    func bye(from: String, to: String, route: String) -> String {
+        "BYE sip:peer@192.0.2.70:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.99:5060;branch=z9hG4bKbye\(UUID().uuidString.prefix(6))\r\n"
+            + "Max-Forwards: 70\r\nRoute: \(route)\r\nFrom: \(from)\r\nTo: \(to)\r\nCall-ID: a84b4c76e66710@pc33\r\n"
+            + "CSeq: 314160 BYE\r\nContent-Length: 0\r\n\r\n"
+    }
+
+    @Test func initialRequestReplacedAndRepliesRestored() throws {
+        let h = try harness()
+        let (inv, rr) = try call(h)
+        #expect(TMT.v(h, "rf") == "1")
+        #expect(TMT.header(inv, "From") == #""Anonymous" <sip:anonymous@anonymous.invalid>;tag=1928301774"#)
+        #expect(rr.contains(";vsf="))
+        // the callee answers with the From it saw; the caller gets its own URI back
+        h.sender.clear()
+        try h.route(TMT.reply(to: inv, 200, "OK", toTag: "b1"), from: Self.callee)
+        let ok = try #require(h.sender.sent.first { TMT.status($0) == 200 })
+        #expect(TMT.header(ok, "From") == #""Anonymous" <sip:alice@atlanta.example.com>;tag=1928301774"#)
+    }
+
+    @Test func inDialogRequestsAreRestoredBothWays() throws {
+        let h = try harness()
+        let (_, rr) = try call(h)
+        // caller -> callee: From is the caller's original; the callee must see the replaced one
+        h.sender.clear()
+        try h.route(bye(from: "<sip:alice@atlanta.example.com>;tag=1928301774", to: "<sip:bob@example.com>;tag=b1", route: rr))
+        #expect(TMT.v(h, "lr") == "1")
+        let down = try #require(TMT.sent(h, "BYE").first)
+        #expect(TMT.header(down, "From") == "<sip:anonymous@anonymous.invalid>;tag=1928301774")
+        // its 200 goes back with the caller's URI
+        h.sender.clear()
+        try h.route(TMT.reply(to: down, 200, "OK", toTag: nil), from: Self.callee)
+        let ok = try #require(h.sender.sent.first { TMT.status($0) == 200 })
+        #expect(TMT.header(ok, "From") == "<sip:alice@atlanta.example.com>;tag=1928301774")
+
+        // callee -> caller: To carries the replaced URI; the caller must see its own
+        h.sender.clear()
+        try h.route(bye(from: "<sip:bob@example.com>;tag=b1", to: "<sip:anonymous@anonymous.invalid>;tag=1928301774", route: rr))
+        let up = try #require(TMT.sent(h, "BYE").first)
+        #expect(TMT.header(up, "To") == "<sip:alice@atlanta.example.com>;tag=1928301774")
+        #expect(TMT.header(up, "From") == "<sip:bob@example.com>;tag=b1")
+    }
+
+    @Test func manualModeRestoresOnRequest() throws {
+        let h = try harness("manual", extra: #"KSR.pv.seti("$var(rs)", KSR.uac.uac_restore_from())"#)
+        let (_, rr) = try call(h)
+        h.sender.clear()
+        try h.route(bye(from: "<sip:alice@atlanta.example.com>;tag=1928301774", to: "<sip:bob@example.com>;tag=b1", route: rr))
+        #expect(TMT.v(h, "rs") == "1")
+        #expect(TMT.header(try #require(TMT.sent(h, "BYE").first), "From") == "<sip:anonymous@anonymous.invalid>;tag=1928301774")
+        // no parameter: -1, nothing changed
+        let h2 = try harness("manual", extra: #"KSR.pv.seti("$var(rs)", KSR.uac.uac_restore_from())"#)
+        _ = try call(h2)
+        h2.sender.clear()
+        try h2.route(bye(from: "<sip:alice@atlanta.example.com>;tag=1928301774", to: "<sip:bob@example.com>;tag=b1",
+                         route: "<sip:127.0.0.1:5060;lr;ftag=1928301774>"))
+        #expect(TMT.v(h2, "rs") == "-1")
+        #expect(TMT.header(try #require(TMT.sent(h2, "BYE").first), "From") == "<sip:alice@atlanta.example.com>;tag=1928301774")
+    }
+
+    @Test func modeNoneStoresNothingAndAutoRefusesInDialogChanges() throws {
+        let h = try harness("none")
+        let (inv, rr) = try call(h)
+        #expect(!rr.contains("vsf="))
+        #expect(TMT.header(inv, "From")?.contains("anonymous@anonymous.invalid") == true)
+        // auto: an in-dialog URI change is refused; display-only changes are allowed
+        let r = try evalValue(#"KSR.uac.uac_replace_from("", "sip:x@y")"#,
+                              Msg.invite.replacingOccurrences(of: "To: Bob <sip:bob@example.com>", with: "To: Bob <sip:bob@example.com>;tag=z"))
+        #expect(r == "number:-1")
+        #expect(try evalValue(#"KSR.uac.uac_replace_to_uri("not a uri")"#) == "number:-1")
+        #expect(try evalValue(#"KSR.uac.uac_replace_to("Bobby", "")"#) == "number:1")
+    }
+
+    @Test func encodingRoundTrips() {
+        for (a, b) in [("sip:alice@atlanta.example.com", "sip:anonymous@anonymous.invalid"), ("sip:a@b", "sip:a-much-longer-user@example.org"),
+                       ("sip:+15551234@carrier.example;user=phone", "sip:x@y")] {
+            let p = UACReplace.encode(a, b)
+            #expect(!p.contains("="))
+            #expect(UACReplace.decode(p, with: b) == a)
+            #expect(UACReplace.decode(p, with: a) == b)
+        }
+        #expect(UACReplace.decode("!!!", with: "sip:a@b") == nil)
+    }
+}

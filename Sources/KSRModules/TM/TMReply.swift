@@ -68,11 +68,16 @@ enum TMReply {
     /// A reply from branch `i` reached the TU: onreply route, then relay / response context.
     static func branchReply(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ i: Int, _ code: Int, _ m: SIPMessage) {
         let ws = store.workerState(ctx)
-        let (onReply, replicated, isLocal) = cell.locked { (cell.onReply, cell.branches[i].replicated, cell.isLocal) }
+        let (onReply, replicated, isLocal, restore) = cell.locked {
+            (cell.onReply, cell.branches[i].replicated, cell.isLocal,
+             cell.avps[UACReplace.replyFromAVP] != nil || cell.avps[UACReplace.replyToAVP] != nil ? cell.avps : nil)
+        }
         if replicated || isLocal {
             absorbed(store, ctx, cell, i, code, m)
             return
         }
+        // uac_replace_from/to: the reply goes upstream with the From/To URI the request had before.
+        if let restore { UACReplace.restoreReply(m, avps: restore) }
         var dropped = false
         if !onReply.isEmpty, let run = ctx.runRoute {
             let saved = TMSavedRoute(ctx)
