@@ -219,6 +219,66 @@ import StarlingTesting
         #expect(h.sender.sent.isEmpty)
     }
 
+    static let eventScript = """
+        function ksr_request_route()
+          KSR.pv.unset("$uac_req(all)")
+          KSR.pv.sets("$uac_req(method)", "MESSAGE")
+          KSR.pv.sets("$uac_req(ruri)", "sip:operator@192.0.2.60:5070")
+          KSR.pv.sets("$uac_req(furi)", "sip:emergency@proxy.example")
+          KSR.pv.sets("$uac_req(hdrs)", "Content-Type: text/plain\\r\\n")
+          KSR.pv.sets("$uac_req(body)", "hello")
+          KSR.pv.sets("$uac_req(auser)", "proxyuser")
+          KSR.pv.sets("$uac_req(apasswd)", "pw")
+          KSR.pv.seti("$uac_req(evroute)", 1)
+          KSR.pv.sets("$uac_req(evparam)", "job-7")
+          KSR.pv.seti("$var(rc)", KSR.uac.uac_req_send())
+        end
+        function uac_event(name)
+          KSR.pv.seti("$var(evcode)", KSR.pv.get("$uac_req(evcode)"))
+          KSR.pv.seti("$var(evtype)", KSR.pv.get("$uac_req(evtype)"))
+          KSR.pv.sets("$var(evparam)", KSR.pv.get("$uac_req(evparam)"))
+          KSR.pv.seti("$var(events)", (KSR.pv.get("$var(events)") or 0) + 1)
+        end
+        """
+
+    @Test func challengeAnsweredThenEventCallback() throws {
+        let h = try ScriptHarness(script: Self.eventScript, config: ModuleConfiguration(params: ["uac": ["event_callback": ["uac_event"]]]))
+        try h.route(Msg.invite)
+        #expect(TMT.v(h, "rc") == "1")
+        let first = try #require(TMT.sent(h, "MESSAGE").first)
+        h.sender.clear()
+        let phone = SocketAddress(ip: "192.0.2.60", port: 5070)!
+        try h.route(TMT.reply(to: first, 407, "Proxy Authentication Required",
+                              extra: "Proxy-Authenticate: Digest realm=\"op\", nonce=\"n9\"\r\n"), from: phone)
+        #expect(TMT.v(h, "events") == "<none>", "no event for the challenge that was answered")
+        let second = try #require(TMT.sent(h, "MESSAGE").first)
+        #expect(TMT.header(second, "CSeq") == "11 MESSAGE")
+        #expect(TMT.header(second, "Call-ID") == TMT.header(first, "Call-ID"))
+        #expect(TMT.header(second, "From") == TMT.header(first, "From"))
+        let p = UACAuthTests.params(TMT.header(second, "Proxy-Authorization") ?? "")
+        let ha1 = DigestHash.md5.hex("proxyuser:op:pw")
+        #expect(p["response"] == DigestHash.md5.hex("\(ha1):n9:\(DigestHash.md5.hex("MESSAGE:sip:operator@192.0.2.60:5070"))"))
+        #expect(second.text.hasSuffix("\r\n\r\nhello"))
+        h.sender.clear()
+        try h.route(TMT.reply(to: second, 202, "Accepted"), from: phone)
+        #expect(TMT.v(h, "events") == "1")
+        #expect(TMT.v(h, "evcode") == "202")
+        #expect(TMT.v(h, "evtype") == "1")
+        #expect(TMT.v(h, "evparam") == "job-7")
+    }
+
+    @Test func timeoutRunsTheEventWithType2() throws {
+        let h = try ScriptHarness(script: Self.eventScript, config: ModuleConfiguration(params: [
+            "uac": ["event_callback": ["uac_event"]], "tm": ["fr_timer": ["1000"]],
+        ]))
+        try h.route(Msg.invite)
+        #expect(TMT.v(h, "rc") == "1")
+        TMT.run(h, for: .seconds(2))
+        #expect(TMT.v(h, "events") == "1")
+        #expect(TMT.v(h, "evcode") == "408")
+        #expect(TMT.v(h, "evtype") == "2")
+    }
+
     @Test func malformedFieldsAreMinusOne() throws {
         func rc(_ setup: String) throws -> String {
             let h = try ScriptHarness(script: """

@@ -5,8 +5,9 @@ import StarlingKEMI
 /// restore (UACReplace.swift). What is missing is listed in docs/UAC.md.
 enum UACModule {
     static func exports(_ config: ModuleConfiguration) -> [KemiExport] {
-        UACAuth.exports(config) + UACReplace.exports(config) + [
-            KemiExport("uac", "uac_req_send", returns: .int) { ctx, _ in .int(UACRequest.send(ctx)) },
+        let req = UACRequest.Settings(config)
+        return UACAuth.exports(config) + UACReplace.exports(config) + [
+            KemiExport("uac", "uac_req_send", returns: .int) { ctx, _ in .int(UACRequest.send(ctx, req)) },
         ]
     }
 }
