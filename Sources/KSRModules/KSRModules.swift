@@ -27,6 +27,6 @@ public enum KSRModules {
             + MaxfwdModule.exports(config) + SanityModule.exports(config) + XLogModule.exports() + KxModule.exports()
             + SipUtilsModule.exports() + CorexModule.exports() + TextopsModule.exports() + TextopsxModule.exports()
             + TMModule.exports(runtime.tm) + RRModule.exports(config) + HTTPClientModule.exports(config) + EnumModule.exports(config)
-            + UACModule.exports(config)
+            + UACModule.exports(runtime)
     }
 }

@@ -111,11 +111,12 @@ public final class ScriptHarness {
     public init(script: String, path: String = "test.lua", modules: [String]? = nil,
                 config: ModuleConfiguration = ModuleConfiguration(), services: TestServices = TestServices(),
                 subscribers: (any SubscriberLookup)? = nil,
+                uacRegistrations: (any UACRegistrationSource)? = nil,
                 logLevel: Logger.Level = .critical) throws(LuaScriptError) {
         self.services = services
         var logger = Logger(label: "test")
         logger.logLevel = logLevel
-        runtime = ModuleRuntime(config: config, subscribers: subscribers)
+        runtime = ModuleRuntime(config: config, subscribers: subscribers, uacRegistrations: uacRegistrations)
         transactions = runtime.tm
         let loaded = Set(modules ?? KSRModules.available)
         registry = KemiRegistry(exports: KSRModules.exports(runtime), modules: loaded)

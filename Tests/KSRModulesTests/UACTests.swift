@@ -437,3 +437,126 @@ import StarlingTesting
         #expect(UACReplace.decode("!!!", with: "sip:a@b") == nil)
     }
 }
+
+@Suite struct UACRegistrationTests {
+    static let registrar = SocketAddress(ip: "192.0.2.80", port: 5060)!
+    static let row = UACRegRow(l_uuid: "trunk1", l_username: "pbx", l_domain: "local.example", r_username: "acct42",
+                               r_domain: "192.0.2.80", realm: "reg.example", auth_username: "acct42", auth_password: "pw42",
+                               expires: 120)
+
+    static let script = """
+        function ksr_request_route()
+          KSR.pv.seti("$var(status)", KSR.uac.uac_reg_status("trunk1"))
+          KSR.pv.seti("$var(nostatus)", KSR.uac.uac_reg_status("nosuch"))
+          KSR.pv.seti("$var(lk)", KSR.uac.uac_reg_lookup("trunk1", "$var(luri)"))
+          KSR.pv.seti("$var(lku)", KSR.uac.uac_reg_lookup_uri("sip:acct42@192.0.2.80", "$var(luuid)"))
+          KSR.pv.seti("$var(rt)", KSR.uac.uac_reg_request_to("trunk1", 0))
+          KSR.pv.sets("$var(ru)", KSR.pv.get("$ru"))
+          KSR.pv.sets("$var(au)", KSR.pv.get("$avp(auser)"))
+        end
+        """
+
+    func harness(_ rows: [UACRegRow] = [row], source: MemoryUACRegistrations? = nil) throws -> (ScriptHarness, MemoryUACRegistrations) {
+        let src = source ?? MemoryUACRegistrations(rows)
+        let h = try ScriptHarness(script: Self.script, config: ModuleConfiguration(params: [
+            "uac": ["reg_contact_addr": ["192.0.2.1:5060"], "auth_username_avp": ["$avp(auser)"],
+                    "auth_password_avp": ["$avp(apass)"], "auth_realm_avp": ["$avp(arealm)"]],
+            "tm": ["fr_timer": ["2000"]],
+        ]), uacRegistrations: src)
+        return (h, src)
+    }
+
+    func registers(_ h: ScriptHarness) -> [SentMessage] { TMT.sent(h, "REGISTER") }
+
+    @Test func registersAnswersTheChallengeAndRefreshes() throws {
+        let (h, _) = try harness()
+        h.advance(by: .seconds(1))
+        let r1 = try #require(registers(h).first)
+        #expect(r1.destination == Self.registrar)
+        #expect(TMT.requestURI(r1) == "sip:192.0.2.80")
+        #expect(TMT.header(r1, "To") == "<sip:acct42@192.0.2.80>")
+        #expect(TMT.header(r1, "Contact") == "<sip:trunk1@192.0.2.1:5060>")
+        #expect(TMT.header(r1, "Expires") == "120")
+        try h.route(Msg.invite)
+        #expect(TMT.v(h, "status") == "-2")  // ongoing
+        h.sender.clear()
+        try h.route(TMT.reply(to: r1, 401, "Unauthorized", extra: "WWW-Authenticate: Digest realm=\"reg.example\", nonce=\"rn1\"\r\n"),
+                    from: Self.registrar)
+        let r2 = try #require(registers(h).first)
+        #expect(TMT.header(r2, "Call-ID") == TMT.header(r1, "Call-ID"))
+        #expect(TMT.header(r2, "CSeq") == "2 REGISTER")
+        let p = UACAuthTests.params(TMT.header(r2, "Authorization") ?? "")
+        let ha1 = DigestHash.md5.hex("acct42:reg.example:pw42")
+        #expect(p["response"] == DigestHash.md5.hex("\(ha1):rn1:\(DigestHash.md5.hex("REGISTER:sip:192.0.2.80"))"))
+        h.sender.clear()
+        try h.route(TMT.reply(to: r2, 200, "OK", extra: "Contact: <sip:trunk1@192.0.2.1:5060>;expires=60\r\n"), from: Self.registrar)
+        try h.route(Msg.invite)
+        #expect(TMT.v(h, "status") == "1")
+        #expect(TMT.v(h, "nostatus") == "-1")
+        #expect(TMT.v(h, "lk") == "1")
+        #expect(TMT.v(h, "luri") == "sip:pbx@local.example")
+        #expect(TMT.v(h, "lku") == "1")
+        #expect(TMT.v(h, "luuid") == "trunk1")
+        #expect(TMT.v(h, "rt") == "1")
+        #expect(TMT.v(h, "ru") == "sip:acct42@192.0.2.80")
+        #expect(TMT.v(h, "au") == "acct42")
+        // granted 60 s: refreshed before it runs out (30 s = half of it, less than reg_timer_interval)
+        h.sender.clear()
+        for _ in 0..<25 { h.advance(by: .seconds(1)) }
+        #expect(registers(h).isEmpty)
+        for _ in 0..<10 { h.advance(by: .seconds(1)) }
+        let r3 = try #require(registers(h).first)
+        #expect(TMT.header(r3, "Call-ID") == TMT.header(r1, "Call-ID"))
+        #expect(TMT.header(r3, "CSeq") == "3 REGISTER")
+    }
+
+    @Test func failuresAreRetriedWithBackOff() throws {
+        let (h, _) = try harness()
+        h.advance(by: .seconds(1))
+        let r1 = try #require(registers(h).first)
+        h.sender.clear()
+        try h.route(TMT.reply(to: r1, 503, "Service Unavailable"), from: Self.registrar)
+        try h.route(Msg.invite)
+        #expect(TMT.v(h, "status") == "-99")
+        // first retry after 30 s, the next after 60 s
+        for _ in 0..<29 { h.advance(by: .seconds(1)) }
+        #expect(registers(h).isEmpty)
+        for _ in 0..<2 { h.advance(by: .seconds(1)) }
+        let r2 = try #require(registers(h).first)
+        h.sender.clear()
+        // no answer at all: tm's timeout counts as a failure too
+        TMT.run(h, for: .seconds(3), step: .milliseconds(500))
+        for _ in 0..<55 { h.advance(by: .seconds(1)) }
+        #expect(registers(h).filter { TMT.header($0, "CSeq") != TMT.header(r2, "CSeq") }.isEmpty)
+        h.sender.clear()
+        for _ in 0..<8 where registers(h).isEmpty { h.advance(by: .seconds(1)) }
+        let r3 = try #require(registers(h).last)
+        #expect(TMT.header(r3, "CSeq") == "3 REGISTER", "\(registers(h).map { TMT.header($0, "CSeq") ?? "" })")
+        h.sender.clear()
+        try h.route(TMT.reply(to: r3, 200, "OK", extra: "Expires: 300\r\n"), from: Self.registrar)
+        try h.route(Msg.invite)
+        #expect(TMT.v(h, "status") == "1", "\(h.runtime.uacreg.dump(now: h.runtime.clock.unixTime))")
+    }
+
+    @Test func disabledRowsAndReload() throws {
+        var disabled = Self.row
+        disabled.l_uuid = "trunk2"
+        disabled.r_username = "acct43"
+        disabled.flags = 1
+        let (h, src) = try harness([Self.row, disabled])
+        h.advance(by: .seconds(1))
+        #expect(registers(h).count == 1)
+        #expect(h.runtime.uacreg.dump(now: h.runtime.clock.unixTime).map { $0["state"] } == [.string("ongoing"), .string("disabled")])
+        // enabled (uac_reg_enable's work): registered at the next run
+        h.sender.clear()
+        #expect(h.runtime.uacreg.setDisabled(false, attr: "l_uuid", value: "trunk2", now: h.runtime.clock.unixTime) == 1)
+        #expect(h.runtime.uacreg.setDisabled(false, attr: "bogus", value: "x", now: 0) == -2)
+        #expect(h.runtime.uacreg.setDisabled(false, attr: "l_uuid", value: "nosuch", now: 0) == -1)
+        h.advance(by: .seconds(2))
+        #expect(registers(h).contains { TMT.header($0, "To") == "<sip:acct43@192.0.2.80>" })
+        // reload: a removed row is gone
+        src.set([Self.row])
+        #expect(h.runtime.uacreg.reload(now: h.runtime.clock.unixTime) == 1)
+        #expect(h.runtime.uacreg.dump(now: 0).count == 1)
+    }
+}

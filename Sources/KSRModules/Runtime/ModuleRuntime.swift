@@ -71,16 +71,21 @@ public final class ModuleRuntime: Sendable {
     public let tm: TMStore
     /// `auth_db`'s subscriber table (the embedded database), nil when none is configured.
     public let subscribers: (any SubscriberLookup)?
+    /// KSR.uac's remote registrations (the `uacreg` rows of `uacRegistrations`; idle without one).
+    public let uacreg: UACRegistry
     /// Periodic jobs (expiry, keepalives, database flushes), run about once a second by the server's
     /// housekeeping thread and by `ScriptHarness.advance(by:)`.
     private let jobs = Mutex<[@Sendable (ModuleRuntime) -> Void]>([])
 
     public init(config: ModuleConfiguration = ModuleConfiguration(), tm: TMStore? = nil,
-                subscribers: (any SubscriberLookup)? = nil, clock: ModuleClock = ModuleClock()) {
+                subscribers: (any SubscriberLookup)? = nil, clock: ModuleClock = ModuleClock(),
+                uacRegistrations: (any UACRegistrationSource)? = nil) {
         self.config = config
         self.clock = clock
         self.tm = tm ?? TMStore(config: config)
         self.subscribers = subscribers
+        uacreg = UACRegistry(config: config, source: uacRegistrations)
+        if uacRegistrations != nil { addPeriodic { $0.uacreg.periodic($0) } }
     }
 
     /// Adds a periodic job.
