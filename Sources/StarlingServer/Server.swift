@@ -24,6 +24,8 @@ public final class Server: Sendable {
     /// The modules' process-wide state (shared tables, clock, periodic jobs).
     public let runtime: ModuleRuntime
     let tmLoaded: Bool
+    /// True when the uac module is loaded (`uac.reg_*` control methods).
+    public let uacLoaded: Bool
 
     /// Transactions in memory, or nil when the tm module is not loaded.
     public var transactionsActive: Int? { tmLoaded ? transactions.count : nil }
@@ -51,6 +53,7 @@ public final class Server: Sendable {
         runtime = ModuleRuntime(config: moduleConfig)
         transactions = runtime.tm
         tmLoaded = modules.contains("tm")
+        uacLoaded = modules.contains("uac")
         registry = KemiRegistry(exports: KSRModules.exports(runtime), modules: modules)
         let unknown = KSRModules.tableNames(config.modules).filter {
             !KSRModules.available.contains($0) && !KemiRegistry.alwaysLoaded.contains($0)
