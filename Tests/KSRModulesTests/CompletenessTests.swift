@@ -96,11 +96,18 @@ enum Kamailio56 {
         "is_from_user_enum_suffix_service", "i_enum_query", "enum_i_query_suffix", "i_enum_query_suffix_service",
     ]
 
+    static let uac = [
+        "uac_replace_from", "uac_replace_to", "uac_replace_from_uri", "uac_replace_to_uri", "uac_restore_from",
+        "uac_restore_to", "uac_auth", "uac_auth_mode", "uac_req_send", "uac_reg_lookup", "uac_reg_lookup_uri",
+        "uac_reg_status", "uac_reg_request_to", "uac_reg_enable", "uac_reg_disable", "uac_reg_refresh",
+    ]
+
     /// (module, functions, count given by the reference's "(HEAD / 5.6)" heading).
     static let groups: [(String, [String], Int)] = [
         ("", core, 90), ("pv", pv, 10), ("hdr", hdr, 16), ("xlog", xlog, 8), ("kx", kx, 69), ("corex", corex, 22),
         ("siputils", siputils, 29), ("textops", textops, 54), ("sl", sl, 5), ("maxfwd", maxfwd, 2), ("sanity", sanity, 3),
         ("tm", tm, 54), ("tmx", tmx, 16), ("http_client", httpClient, 6), ("enum", enumGroup, 12),
+        ("uac", uac, 16),
     ]
 }
 
