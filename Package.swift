@@ -34,6 +34,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // C libraries and shims
@@ -76,11 +77,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hotPathSettings),
+        // The embedded SQLite database (GRDB): usrloc persistence and the subscriber table, behind
+        // protocols KSRModules declares (KSRModules itself never imports GRDB).
+        .target(
+            name: "StarlingStore",
+            dependencies: ["KSRModules", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings),
         // Configuration, workers, reload, lifecycle.
         .target(
             name: "StarlingServer",
             dependencies: [
-                "SIPCore", "SIPTransport", "StarlingKEMI", "StarlingLua", "KSRModules", "CStarlingSystem",
+                "SIPCore", "SIPTransport", "StarlingKEMI", "StarlingLua", "KSRModules", "StarlingStore", "CStarlingSystem",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
@@ -105,12 +112,12 @@ let package = Package(
         .executableTarget(
             name: "starling",
             dependencies: [
-                "SIPCore", "StarlingServer", "StarlingControl", "KSRModules", "StarlingTesting",
+                "SIPCore", "StarlingServer", "StarlingControl", "KSRModules", "StarlingTesting", "StarlingStore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
-        .executableTarget(name: "starling-bench", dependencies: ["SIPCore", "StarlingTesting"], swiftSettings: swiftSettings),
+        .executableTarget(name: "starling-bench", dependencies: ["SIPCore", "StarlingTesting", "KSRModules"], swiftSettings: swiftSettings),
 
         .testTarget(
             name: "SIPCoreTests", dependencies: ["SIPCore"],
@@ -126,8 +133,12 @@ let package = Package(
                            "SIPTransaction"],
             swiftSettings: swiftSettings),
         .testTarget(
+            name: "StarlingStoreTests",
+            dependencies: ["StarlingStore", "KSRModules", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings),
+        .testTarget(
             name: "StarlingServerTests",
-            dependencies: ["StarlingServer", "StarlingControl", "StarlingTesting", "SIPCore", "SIPTransport"],
+            dependencies: ["StarlingServer", "StarlingControl", "StarlingTesting", "SIPCore", "SIPTransport", "KSRModules"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingTestingTests", dependencies: ["StarlingTesting", "KSRModules", "StarlingKEMI"],

@@ -109,6 +109,9 @@ public final class RouteContext {
     public let logger: Logger
     public let services: any CoreServices
     public var sender: any MessageSender
+    /// The modules' process-wide state (KSRModules' `ModuleRuntime`: htables, pike, permissions...),
+    /// set by whoever builds the context; pseudo-variables such as `$sht` reach shared tables through it.
+    public var moduleState: AnyObject?
 
     // MARK: Per message
     /// The message being routed (request or reply). For failure routes, the transaction's request.
@@ -142,6 +145,12 @@ public final class RouteContext {
     public var extendedFlags: UInt64 = 0
     /// Extra branches (`append_branch`, registrar lookup): URIs beyond the Request-URI.
     public var branches: [[UInt8]] = []
+    /// The next hop of an extra branch (its `$du`: a NATed contact's received address, a Path), by
+    /// index into `branches`; a branch without one goes to its URI.
+    public var branchDestinations: [Int: [UInt8]] = [:]
+    /// The branch flags of an extra branch (registrar lookup: the contact's cflags), by index into
+    /// `branches`; a branch without an entry starts with no flags.
+    public var extraBranchFlags: [Int: UInt32] = [:]
     /// q-values of the destination set in thousandths (0...1000, -1: none given; Kamailio's `qvalue_t`):
     /// `requestURIQ` for the Request-URI, `branchQ[i]` for `branches[i]` (an index past its end: -1, so
     /// code that appends bare URIs to `branches` stays correct).
@@ -205,6 +214,8 @@ public final class RouteContext {
         if !xavps.isEmpty { xavps.removeAll(keepingCapacity: true) }
         extendedFlags = 0
         if !branches.isEmpty { branches.removeAll(keepingCapacity: true) }
+        if !branchDestinations.isEmpty { branchDestinations.removeAll() }
+        if !extraBranchFlags.isEmpty { extraBranchFlags.removeAll() }
         if !branchQ.isEmpty { branchQ.removeAll(keepingCapacity: true) }
         requestURIQ = -1
         if !replyHeaders.isEmpty { replyHeaders.removeAll(keepingCapacity: true) }
@@ -234,6 +245,8 @@ extension RouteContext {
     public func clearBranches() {
         branches.removeAll(keepingCapacity: true)
         branchQ.removeAll(keepingCapacity: true)
+        if !branchDestinations.isEmpty { branchDestinations.removeAll() }
+        if !extraBranchFlags.isEmpty { extraBranchFlags.removeAll() }
     }
 }
 

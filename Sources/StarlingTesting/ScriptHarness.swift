@@ -110,13 +110,14 @@ public final class ScriptHarness {
 
     public init(script: String, path: String = "test.lua", modules: [String]? = nil,
                 config: ModuleConfiguration = ModuleConfiguration(), services: TestServices = TestServices(),
-                subscribers: (any SubscriberLookup)? = nil,
+                subscribers: (any SubscriberLookup)? = nil, locations: (any LocationPersistence)? = nil,
                 uacRegistrations: (any UACRegistrationSource)? = nil,
                 logLevel: Logger.Level = .critical) throws(LuaScriptError) {
         self.services = services
         var logger = Logger(label: "test")
         logger.logLevel = logLevel
-        runtime = ModuleRuntime(config: config, subscribers: subscribers, uacRegistrations: uacRegistrations)
+        runtime = ModuleRuntime(config: config, subscribers: subscribers, locations: locations,
+                                uacRegistrations: uacRegistrations)
         transactions = runtime.tm
         let loaded = Set(modules ?? KSRModules.available)
         registry = KemiRegistry(exports: KSRModules.exports(runtime), modules: loaded)
@@ -125,6 +126,7 @@ public final class ScriptHarness {
         engine = try LuaEngine(script: ScriptSource(path: path, bytes: Array(script.utf8)), registry: registry,
                                context: context, limits: .default)
         if loaded.contains("tm") { context.transactions = transactions }
+        context.moduleState = runtime
         dispatcher = MessageDispatcher(context: context)
         dispatcher.use(engine)
     }

@@ -21,6 +21,11 @@ final class NullableVariables {
     var values: [String: KemiValue] = [:]
 }
 
+/// Which htable cell pseudo-variable.
+enum HtableCellPV: String, Hashable {
+    case sht, shtex, shtinc, shtdec, shtcn, shtcv
+}
+
 /// A transformation applied to a pseudo-variable's value: `$(ru{uri.user})`.
 enum Transformation: Hashable {
     case sLen, sInt, sToLower, sToUpper, sSubstr(Int, Int), sStrip(Int), sStripTail(Int)
@@ -110,6 +115,9 @@ indirect enum ExtendedPV: Hashable {
     case tvSn, tvFn
     /// Credentials: `$au` (user part), `$aU` (whole username), `$ad` (domain), `$ar` (realm).
     case au, aU, ad, ar
+    /// Credentials' digest parameters: `$adu` uri, `$aa` algorithm, `$adn` nonce, `$adc` cnonce,
+    /// `$adr` response, `$ado` opaque ("" when the parameter is absent, as Kamailio).
+    case authParam(String)
     /// `$ctu`-like: the Contact URI.
     case ctu
     /// `$sel(...)`: the select forms scripts use (via[n].host/port/branch/received/rport/transport,
@@ -123,6 +131,13 @@ indirect enum ExtendedPV: Hashable {
     case avpIndex(String, Int?)
     /// `$uac_req(key)`: the request `KSR.uac.uac_req_send()` sends (UAC/UACRequest.swift).
     case uacReq(String)
+    /// `$ulc(profile=>attr)` (registrar, filled by `reg_fetch_contacts`), `$(ulc(p=>attr)[i])`.
+    case ulc(profile: String, attr: String, index: Int)
+    /// htable: `$sht(t=>k)`, `$shtex(t=>k)`, `$shtinc(t=>k)`, `$shtdec(t=>k)` (the key may be a
+    /// pseudo-variable such as `$si`), `$shtcn(t=>exp)` / `$shtcv(t=>exp)` (counts), `$shtitkey(it)`,
+    /// `$shtitval(it)`.
+    case sht(HtableCellPV, String, String)
+    case shtIterator(String, value: Bool)
 
     static func parse(_ text: String) -> ExtendedPV? {
         let body = text.dropFirst()
@@ -132,6 +147,12 @@ indirect enum ExtendedPV: Hashable {
         case "aU": return .aU
         case "ad": return .ad
         case "ar": return .ar
+        case "adu": return .authParam("uri")
+        case "aa": return .authParam("algorithm")
+        case "adn": return .authParam("nonce")
+        case "adc": return .authParam("cnonce")
+        case "adr": return .authParam("response")
+        case "ado": return .authParam("opaque")
         case "ctu": return .ctu
         case "br": return .br
         default: break
@@ -157,6 +178,9 @@ indirect enum ExtendedPV: Hashable {
                     base = .ext(.hdrIndex(String(inner.dropFirst(4).dropLast()), index))
                 } else if inner.hasPrefix("avp("), inner.hasSuffix(")") {
                     base = .ext(.avpIndex(String(inner.dropFirst(4).dropLast()), index))
+                } else if inner.hasPrefix("ulc("), inner.hasSuffix(")"), let i = index,
+                          case .ulc(let p, let a, _)? = ExtendedPV.parse("$" + String(inner)) {
+                    base = .ext(.ulc(profile: p, attr: a, index: i))
                 } else { return nil }
             } else {
                 guard let b = PseudoVariable.parse("$" + inner) else { return nil }
@@ -171,12 +195,22 @@ indirect enum ExtendedPV: Hashable {
         let inner = String(body[body.index(after: open)..<body.index(before: body.endIndex)])
         switch name {
         case "shv": return inner.isEmpty ? nil : .shv(inner)
+        case "sht", "shtex", "shtinc", "shtdec", "shtcn", "shtcv":
+            let parts = inner.components(separatedByString: "=>")
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty, let kind = HtableCellPV(rawValue: String(name)) else { return nil }
+            return .sht(kind, parts[0], parts[1])
+        case "shtitkey", "shtitval":
+            return inner.isEmpty ? nil : .shtIterator(inner, value: name == "shtitval")
         case "vn": return inner.isEmpty ? nil : .vn(inner)
         case "sel":
             let parts = inner.split(separator: ".").map { String($0).lowercased() }
             return parts.isEmpty ? nil : .select(parts)
         case "time": return .time(inner)
         case "uac_req": return UACRequest.Key(rawValue: inner) != nil ? .uacReq(inner) : nil
+        case "ulc":
+            let parts = inner.components(separatedByString: "=>")
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else { return nil }
+            return .ulc(profile: parts[0], attr: parts[1], index: 0)
         case "TV":
             if inner == "Sn" { return .tvSn }
             if inner == "Fn" { return .tvFn }
@@ -229,6 +263,20 @@ indirect enum ExtendedPV: Hashable {
             }
             return v
         case .shv(let name): return PVValue(SharedVariables.process.get(name))
+        case .ulc(let profile, let attr, let index):
+            return PVValue(RegistrarModule.ulc(ctx, profile: profile, attr: attr, index: index))
+        case .sht(let kind, let table, let key):
+            let k = Self.htableKey(ctx, key)
+            switch kind {
+            case .sht: return PVValue(HtableModule.pvGet(ctx, table, k))
+            case .shtex: return PVValue(HtableModule.pvExpire(ctx, table, k))
+            case .shtinc: return PVValue(HtableModule.pvAdd(ctx, table, k, 1))
+            case .shtdec: return PVValue(HtableModule.pvAdd(ctx, table, k, -1))
+            case .shtcn: return PVValue(HtableModule.pvCount(ctx, table, key, values: false))
+            case .shtcv: return PVValue(HtableModule.pvCount(ctx, table, key, values: true))
+            }
+        case .shtIterator(let name, let value):
+            return PVValue(HtableModule.pvIterator(ctx, name, value: value))
         case .xavp(let root, let index, let field):
             guard let items = ctx.xavps[root], index >= 0, index < items.count else { return .null }
             guard let v = items[index][field ?? ""]?.first else { return .null }
@@ -237,7 +285,8 @@ indirect enum ExtendedPV: Hashable {
             var t = time_t(Clock.nowSeconds())
             var buf = [CChar](repeating: 0, count: 32)
             ctime_r(&t, &buf)
-            return .string(String(String(cString: buf).trimmingCharacters(" \n")))
+            let text = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            return .string(String(text.trimmingCharacters(" \n")))
         case .time(let fmt):
             return .string(Self.strftime(fmt, seconds: Clock.nowSeconds()))
         case .tvSn:
@@ -258,6 +307,11 @@ indirect enum ExtendedPV: Hashable {
             case .au: return .string(at.map { String(user[..<$0]) } ?? user)
             default: return at.map { .string(String(user[user.index(after: $0)...])) } ?? .null
             }
+        case .authParam(let name):
+            guard let m, m.method != .ack && m.method != .cancel else { return .null }
+            guard let h = m.firstHeader(.proxyAuthorization) ?? m.firstHeader(.authorization),
+                  let auth = m.authValue(h) else { return .null }
+            return .string(m.authParam(auth, name) ?? "")
         case .vn(let name):
             return PVValue(ctx.worker.local(NullableVariables.self) { NullableVariables() }.values[name] ?? .null)
         case .br:
@@ -278,6 +332,10 @@ indirect enum ExtendedPV: Hashable {
         case .shv(let name):
             SharedVariables.process.set(name, value)
             return true
+        case .sht(.sht, let table, let key):
+            return HtableModule.pvSet(ctx, table, Self.htableKey(ctx, key), value)
+        case .sht(.shtex, let table, let key):
+            return HtableModule.pvSetExpire(ctx, table, Self.htableKey(ctx, key), value)
         case .vn(let name):
             ctx.worker.local(NullableVariables.self) { NullableVariables() }.values[name] = value == .null ? nil : value
             return true
@@ -320,6 +378,17 @@ indirect enum ExtendedPV: Hashable {
         default:
             ctx.logger.error("pseudo-variable is read-only")
             return false
+        }
+    }
+
+    /// An htable key: literal text, or the value of a pseudo-variable when it starts with `$`.
+    static func htableKey(_ ctx: RouteContext, _ key: String) -> String {
+        guard key.hasPrefix("$"), let pv = ctx.pvCache.spec(key) else { return key }
+        switch PVEngine.get(ctx, pv) {
+        case .null: return ""
+        case .int(let i): return String(i)
+        case .string(let s): return s
+        case .bytes(let r): return ctx.message?.string(r) ?? ""
         }
     }
 

@@ -1,4 +1,4 @@
-public import SIPCore
+import SIPCore
 public import SIPTransport
 public import StarlingKEMI
 import Logging

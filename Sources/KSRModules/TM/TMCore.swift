@@ -162,6 +162,8 @@ struct TMSavedRoute {
     var received: ReceiveInfo
     var destinationURI: [UInt8]?
     var branches: [[UInt8]]
+    var branchDestinations: [Int: [UInt8]]
+    var extraBranchFlags: [Int: UInt32]
     var branchQ: [Int]
     var requestURIQ: Int
     var avps: [String: [KemiValue]]
@@ -184,6 +186,8 @@ struct TMSavedRoute {
         received = ctx.received
         destinationURI = ctx.destinationURI
         branches = ctx.branches
+        branchDestinations = ctx.branchDestinations
+        extraBranchFlags = ctx.extraBranchFlags
         branchQ = ctx.branchQ
         requestURIQ = ctx.requestURIQ
         avps = ctx.avps
@@ -201,6 +205,8 @@ struct TMSavedRoute {
         ctx.received = received
         ctx.destinationURI = destinationURI
         ctx.branches = branches
+        ctx.branchDestinations = branchDestinations
+        ctx.extraBranchFlags = extraBranchFlags
         ctx.branchQ = branchQ
         ctx.requestURIQ = requestURIQ
         ctx.avps = avps

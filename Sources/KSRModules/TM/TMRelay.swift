@@ -165,8 +165,9 @@ enum TMRelay {
     static func addBranches(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, uri: [UInt8]? = nil,
                             noFailover: Bool = false) -> Int {
         // (Request-URI for the branch, its $du): the R-URI branch keeps the message's R-URI.
-        var targets: [(ruri: [UInt8]?, dst: [UInt8]?)] = [(nil, uri ?? ctx.destinationURI)]
-        for b in ctx.branches { targets.append((b, nil)) }
+        // Extra branches may carry their own next hop and branch flags (registrar lookup).
+        var targets: [(ruri: [UInt8]?, dst: [UInt8]?, flags: UInt32?)] = [(nil, uri ?? ctx.destinationURI, nil)]
+        for (i, b) in ctx.branches.enumerated() { targets.append((b, ctx.branchDestinations[i], ctx.extraBranchFlags[i])) }
         let inFailure = ctx.routeType == .failure
         let first: Int
         if !inFailure {
@@ -189,7 +190,7 @@ enum TMRelay {
         var sent = 0
         var lastError = SERError.badAddress
         for t in targets {
-            let r = sendBranch(store, ctx, cell, ruri: t.ruri, dst: t.dst)
+            let r = sendBranch(store, ctx, cell, ruri: t.ruri, dst: t.dst, branchFlags: t.flags)
             if r > 0 { sent += 1 } else { lastError = r }
         }
         if sent > 0 && inFailure {
@@ -209,7 +210,7 @@ enum TMRelay {
     /// The branch route runs first with this branch's view: its R-URI, `$du` and header edits apply to
     /// this branch only (the request's edits are restored afterwards). 1, or a negative error code.
     static func sendBranch(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, ruri: [UInt8]?, dst: [UInt8]?,
-                           replicate: Bool = false) -> Int {
+                           branchFlags: UInt32? = nil, replicate: Bool = false) -> Int {
         guard let m = ctx.message else { return -1 }
         // The branch's index (what `$T_branch_idx` shows), its id number, and the branch route.
         let (index, serial, onBranch) = cell.locked {
@@ -220,7 +221,7 @@ enum TMRelay {
         defer { ctx.recordRouteParams = rrParams }
         var ruri = ruri
         var dst = dst
-        var flags = index == 0 || ruri == nil ? ctx.branchFlags : 0
+        var flags = index == 0 || ruri == nil ? ctx.branchFlags : (branchFlags ?? 0)
         if !onBranch.isEmpty, let run = ctx.runRoute {
             let ws = store.workerState(ctx)
             let savedType = ctx.routeType, savedDrop = ctx.dropRequested
