@@ -62,9 +62,13 @@ public final class Server: Sendable {
         let moduleConfig = ModuleConfiguration(params: modparams)
         database = try Self.openDatabase(moduleConfig, logger: logger)
         if let database {
+            // uac's remote registrations are on when its reg_db_url names a database (as Kamailio's).
+            let uacreg = moduleConfig.string("uac", "reg_db_url") != nil && modules.contains("uac")
+                ? SQLiteUACRegistrations(database, table: moduleConfig.string("uac", "reg_db_table") ?? "uacreg") : nil
             runtime = ModuleRuntime(
                 config: moduleConfig, subscribers: SQLiteSubscribers(database),
-                locations: SQLiteLocations(database, useDomain: moduleConfig.int("usrloc", "use_domain", default: 0) != 0))
+                locations: SQLiteLocations(database, useDomain: moduleConfig.int("usrloc", "use_domain", default: 0) != 0),
+                uacRegistrations: uacreg)
             if runtime.usrloc.dbMode != .noDB {
                 // Load the location table now (a restart keeps registrations).
                 let t = runtime.usrloc.table("location")
@@ -396,7 +400,7 @@ extension Server {
     /// (`sqlite:///path` or a plain path). Both normally name the same file; when they differ, usrloc's
     /// is used and a warning logged.
     static func openDatabase(_ c: ModuleConfiguration, logger: Logger) throws(ServerError) -> StarlingDatabase? {
-        let urls = [c.string("usrloc", "db_url"), c.string("auth_db", "db_url")].compactMap { $0 }
+        let urls = [c.string("usrloc", "db_url"), c.string("auth_db", "db_url"), c.string("uac", "reg_db_url")].compactMap { $0 }
         guard let url = urls.first else { return nil }
         guard let path = StarlingDatabase.path(fromURL: url) else {
             throw ServerError("db_url '\(url)': only SQLite databases are supported (sqlite:///path/to/file.db)")
