@@ -140,4 +140,115 @@ struct UACIntegrationTests {
         #expect(got.successfulCalls == 5, "\(got)")
         #expect(got.failedCalls == 0, "the MESSAGE failed a check: \(got)")
     }
+
+    /// Upstream registration: Starling A registers the uacreg row of its SQLite file to Starling B, a
+    /// registrar with digest authentication (auth_db over B's subscriber table): 401, then 200 with the
+    /// contact saved at B; A refreshes before the 5 s granted run out (same Call-ID, CSeq up); B is
+    /// stopped, A's refresh fails and is retried; B starts again (empty location table) and A is
+    /// registered again without any help.
+    @Test func upstreamRegistrationRefreshAndRecovery() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-uacreg")
+        let ports = try Ports.freeUDPPorts(2)
+        let (aPort, bPort) = (ports[0], ports[1])
+        let binary = try PackagePaths.starlingBinary().path
+        let bDB = directory.appendingPathComponent("registrar.db").path
+        let add = try Command.run(binary, ["subscriber", "add", "acct42@reg.example", "pw42", "--db", "sqlite://\(bDB)"],
+                                  timeout: .seconds(20))
+        #expect(add.status == 0, "\(add.output)")
+        let bScript = directory.appendingPathComponent("registrar.lua")
+        try """
+            function ksr_request_route()
+              if not KSR.is_REGISTER() then
+                local rc = KSR.registrar.lookup("location")
+                KSR.sl.send_reply(rc == 1 and 200 or 404, "lookup " .. rc .. " " .. KSR.pv.get("$ru"))
+                KSR.x.exit()
+              end
+              if KSR.auth_db.auth_check(KSR.kx.gete_fhost(), "subscriber", 1) < 0 then
+                KSR.auth.auth_challenge(KSR.kx.gete_fhost(), 0)
+                KSR.x.exit()
+              end
+              KSR.info("registered " .. KSR.pv.get("$ci") .. " cseq " .. KSR.pv.get("$cs") .. "\\n")
+              KSR.registrar.save("location", 0)
+            end
+            """.write(to: bScript, atomically: true, encoding: .utf8)
+        let bConfig = directory.appendingPathComponent("registrar.toml")
+        try """
+            [modparam.auth_db]
+            db_url = "sqlite://\(bDB)"
+
+            [modparam.registrar]
+            min_expires = 5
+            default_expires = 5
+            max_expires = 5
+
+            """.write(to: bConfig, atomically: true, encoding: .utf8)
+
+        // A: the uacreg row, in its own database file (created by python3's sqlite3 with Kamailio's columns).
+        let aDB = directory.appendingPathComponent("proxy.db").path
+        let python = try Requirements.tool("python3", package: "python3")
+        let create = try Command.run(python, ["-c", """
+            import sqlite3, sys
+            c = sqlite3.connect(sys.argv[1])
+            c.execute("CREATE TABLE uacreg (id INTEGER PRIMARY KEY NOT NULL, l_uuid VARCHAR(64) DEFAULT '' NOT NULL, l_username VARCHAR(64) DEFAULT '' NOT NULL, l_domain VARCHAR(64) DEFAULT '' NOT NULL, r_username VARCHAR(64) DEFAULT '' NOT NULL, r_domain VARCHAR(64) DEFAULT '' NOT NULL, realm VARCHAR(64) DEFAULT '' NOT NULL, auth_username VARCHAR(64) DEFAULT '' NOT NULL, auth_password VARCHAR(64) DEFAULT '' NOT NULL, auth_ha1 VARCHAR(128) DEFAULT '' NOT NULL, auth_proxy VARCHAR(255) DEFAULT '' NOT NULL, expires INTEGER DEFAULT 0 NOT NULL, flags INTEGER DEFAULT 0 NOT NULL, reg_delay INTEGER DEFAULT 0 NOT NULL, contact_addr VARCHAR(255) DEFAULT '' NOT NULL, socket VARCHAR(128) DEFAULT '' NOT NULL, CONSTRAINT uacreg_l_uuid_idx UNIQUE (l_uuid))")
+            c.execute("INSERT INTO uacreg (l_uuid, l_username, l_domain, r_username, r_domain, realm, auth_username, auth_password, auth_proxy, expires) VALUES ('trunk1', 'pbx', 'local.example', 'acct42', 'reg.example', 'reg.example', 'acct42', 'pw42', 'sip:127.0.0.1:\(bPort)', 60)")
+            c.commit()
+            """, aDB], timeout: .seconds(20))
+        #expect(create.status == 0, "\(create.output)")
+        let aScript = directory.appendingPathComponent("proxy.lua")
+        try "function ksr_request_route() KSR.sl.send_reply(404, \"Not Here\") end\n"
+            .write(to: aScript, atomically: true, encoding: .utf8)
+        let aConfig = directory.appendingPathComponent("proxy.toml")
+        try """
+            [core]
+            modules = ["sl", "tm", "uac"]
+
+            [modparam.tm]
+            fr_timer = 1000
+
+            [modparam.uac]
+            reg_db_url = "sqlite://\(aDB)"
+            reg_contact_addr = "127.0.0.1:\(aPort)"
+            reg_retry_interval = 1
+
+            """.write(to: aConfig, atomically: true, encoding: .utf8)
+
+        func lookup() throws -> String? { try RegistrarIntegrationTests.lookup("acct42", port: bPort) }
+        func waitRegistered(_ b: ServerProcess, timeout: Duration) throws -> Bool {
+            let deadline = ContinuousClock.now + timeout
+            while ContinuousClock.now < deadline {
+                if try lookup()?.hasPrefix("SIP/2.0 200 lookup 1 sip:trunk1@127.0.0.1:\(aPort)") == true { return true }
+                usleep(250_000)
+            }
+            return false
+        }
+
+        var registrar = try ServerProcess(name: "starling registrar", executable: binary,
+                                          arguments: Starling.arguments(script: bScript, port: bPort, workers: 2,
+                                                                        extra: ["--config", bConfig.path]),
+                                          logFile: directory.appendingPathComponent("registrar.log"))
+        try registrar.waitUntilBound(udpPort: bPort)
+        let proxy = try Starling.start(script: aScript, port: aPort, workers: 2, extra: ["--config", aConfig.path],
+                                       directory: directory)
+        defer { proxy.stop() }
+        #expect(try waitRegistered(registrar, timeout: .seconds(10)), "not registered; proxy log:\n\(proxy.logTail())\nregistrar log:\n\(registrar.logTail())")
+        // granted 5 s: refreshed within about 3 s (same Call-ID, higher CSeq)
+        sleep(4)
+        let lines = registrar.log.split(separator: "\n").filter { $0.contains("registered ") }
+        #expect(lines.count >= 2, "no refresh:\n\(registrar.logTail())")
+        let callIDs = Set(lines.compactMap { $0.components(separatedBy: "registered ").last?.components(separatedBy: " cseq").first })
+        #expect(callIDs.count == 1, "\(lines)")
+
+        // The registrar goes away: refreshes time out and are retried; it comes back empty.
+        registrar.stop()
+        sleep(4)
+        registrar = try ServerProcess(name: "starling registrar", executable: binary,
+                                      arguments: Starling.arguments(script: bScript, port: bPort, workers: 2,
+                                                                    extra: ["--config", bConfig.path]),
+                                      logFile: directory.appendingPathComponent("registrar2.log"))
+        defer { registrar.stop() }
+        try registrar.waitUntilBound(udpPort: bPort)
+        #expect(try waitRegistered(registrar, timeout: .seconds(20)), "not registered again; proxy log:\n\(proxy.logTail())")
+        #expect(proxy.logTail(200).contains("uacreg: trunk1: REGISTER answered 408"), "\(proxy.logTail(200))")
+        #expect(proxy.isRunning)
+    }
 }
