@@ -231,9 +231,14 @@ struct UACIntegrationTests {
                                        directory: directory)
         defer { proxy.stop() }
         #expect(try waitRegistered(registrar, timeout: .seconds(10)), "not registered; proxy log:\n\(proxy.logTail())\nregistrar log:\n\(registrar.logTail())")
-        // granted 5 s: refreshed within about 3 s (same Call-ID, higher CSeq)
-        sleep(4)
-        let lines = registrar.log.split(separator: "\n").filter { $0.contains("registered ") }
+        // granted 5 s: refreshed about 3 s later (same Call-ID, higher CSeq)
+        var lines: [Substring] = []
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            lines = registrar.log.split(separator: "\n").filter { $0.contains("registered ") }
+            if lines.count >= 2 { break }
+            usleep(250_000)
+        }
         #expect(lines.count >= 2, "no refresh:\n\(registrar.logTail())")
         let callIDs = Set(lines.compactMap { $0.components(separatedBy: "registered ").last?.components(separatedBy: " cseq").first })
         #expect(callIDs.count == 1, "\(lines)")
