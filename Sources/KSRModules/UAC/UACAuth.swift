@@ -51,11 +51,6 @@ enum UACAuth {
         var stale: Bool
     }
 
-    /// The per-worker setting of `uac_auth_mode` (1: the password is HA1).
-    final class Mode {
-        var passwordIsHA1 = false
-    }
-
     /// Hidden transaction AVP counting the authentications (each one increments the CSeq once more).
     static let counterAVP = "\u{1}uac_auth_cseq"
 
@@ -63,7 +58,7 @@ enum UACAuth {
         let s = Settings(config)
         return [
             KemiExport("uac", "uac_auth", returns: .int) { ctx, _ in
-                .int(auth(ctx, s, ha1: ctx.worker.local(Mode.self) { Mode() }.passwordIsHA1))
+                .int(auth(ctx, s, ha1: false))
             },
             KemiExport("uac", "uac_auth_mode", [.int], returns: .int) { ctx, a in
                 // Kamailio: flag 1 = the password is the HA1 (for this call, as the mode argument).
