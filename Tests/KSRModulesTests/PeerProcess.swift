@@ -112,6 +112,7 @@ import base64, os, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    wbufsize = 65536  # headers and body in one segment (no Nagle / delayed-ACK stall on keep-alive)
     def log_message(self, *a): pass
     def reply(self, code, body):
         b = body.encode()
@@ -120,6 +121,7 @@ class H(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(b)))
         self.end_headers()
         self.wfile.write(b)
+        self.wfile.flush()
     def handle_any(self):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n).decode() if n else ""
@@ -128,7 +130,7 @@ class H(BaseHTTPRequestHandler):
         if p == "/notfound": return self.reply(404, "no such user\n")
         if p == "/error": return self.reply(500, "boom\n")
         if p == "/empty":
-            self.send_response(204); self.send_header("Content-Length", "0"); self.end_headers(); return
+            self.send_response(204); self.send_header("Content-Length", "0"); self.end_headers(); self.wfile.flush(); return
         if p == "/slow":
             time.sleep(5); return self.reply(200, "late\n")
         if p == "/echo":
@@ -138,7 +140,7 @@ class H(BaseHTTPRequestHandler):
             if self.headers.get("Authorization") == "Basic " + base64.b64encode(b"user:pw").decode():
                 return self.reply(200, "authorized")
             self.send_response(401); self.send_header("WWW-Authenticate", 'Basic realm="t"')
-            self.send_header("Content-Length", "0"); self.end_headers(); return
+            self.send_header("Content-Length", "0"); self.end_headers(); self.wfile.flush(); return
         if p == "/port": return self.reply(200, str(self.client_address[1]))
         self.reply(404, "unknown path\n")
     do_GET = do_POST = do_PUT = do_DELETE = handle_any

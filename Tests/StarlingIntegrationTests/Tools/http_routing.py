@@ -13,6 +13,7 @@ port, next_hop = int(sys.argv[1]), sys.argv[2]
 
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    wbufsize = 65536  # headers and body in one segment (no Nagle / delayed-ACK stall on keep-alive)
     def log_message(self, *a): pass
     def reply(self, code, body):
         b = body.encode()
@@ -21,6 +22,7 @@ class H(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(b)))
         self.end_headers()
         self.wfile.write(b)
+        self.wfile.flush()
     def do_GET(self):
         print("GET", self.path, flush=True)
         u = urlparse(self.path)
