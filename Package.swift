@@ -49,6 +49,9 @@ let package = Package(
         .systemLibrary(
             name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto",
             providers: [.apt(["libssl-dev", "pkg-config"])]),
+        .systemLibrary(
+            name: "CCurl", path: "Sources/CCurl", pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev", "pkg-config"])]),
 
         // SIP messages: parse, edit, serialise. No I/O.
         .target(name: "SIPCore", swiftSettings: swiftSettings),
@@ -70,7 +73,7 @@ let package = Package(
         .target(
             name: "KSRModules",
             dependencies: [
-                "StarlingKEMI", "SIPCore", "SIPTransport", "SIPTransaction", "CStarlingSystem", "CCrypto",
+                "StarlingKEMI", "SIPCore", "SIPTransport", "SIPTransaction", "CStarlingSystem", "CCrypto", "CCurl",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hotPathSettings),

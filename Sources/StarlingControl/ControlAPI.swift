@@ -1,4 +1,5 @@
 import Foundation
+import KSRModules
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -44,9 +45,7 @@ public final class ControlAPI: Sendable {
     }
 
     /// Methods that exist in Kamailio and need a module Starling does not have yet, with that module.
-    public static let unavailable: [String: String] = [
-        "uac.reg_dump": "uac", "uac.reg_reload": "uac",
-    ]
+    public static let unavailable: [String: String] = [:]
 
     /// Methods that work now, with a one-line help.
     public static let available: [(name: String, help: String)] = [
@@ -63,6 +62,8 @@ public final class ControlAPI: Sendable {
         ("app_lua.api_list", "Every KSR export with its parameter and return types."),
         ("stats.get_statistics", "Counters: \"all\" (default), a group (\"core:\", \"script:\", \"app_lua:\") or one name."),
         ("system.listMethods", "The method names."),
+        ("uac.reg_dump", "The remote registrations (uacreg rows) with their state."),
+        ("uac.reg_reload", "Reads the uacreg rows again."),
     ]
 
     // MARK: Request bodies
@@ -182,6 +183,30 @@ public final class ControlAPI: Sendable {
             }
             // Kamailio's tm.stats has more counters; Starling keeps the number of live transactions.
             return ["current": current] as [String: Any]
+        case "uac.reg_dump", "uac.reg_reload":
+            try noParams(method, params)
+            guard server.uacLoaded else {
+                throw RPCError(RPCError.moduleNotLoaded, "module not loaded: uac", data: "\(method) needs the uac module")
+            }
+            let reg = server.runtime.uacreg
+            // Kamailio's fault when uac_reg has no database.
+            guard reg.isEnabled else { throw RPCError(RPCError.failed, "Not enabled", data: "no uacreg table is configured") }
+            let now = server.runtime.clock.unixTime
+            if method == "uac.reg_reload" {
+                guard let n = reg.reload(now: now) else {
+                    throw RPCError(RPCError.failed, "Failed to reload records - check log messages")
+                }
+                return ["rows": n] as [String: Any]
+            }
+            return reg.dump(now: now).map { row in
+                row.mapValues { v -> Any in
+                    switch v {
+                    case .int(let i): return i
+                    case .string(let s): return s
+                    case .null: return NSNull()
+                    }
+                }
+            }
         case "ul.dump", "ul.lookup", "ul.rm":
             return try usrloc(method, params)
         case "system.listMethods":

@@ -50,6 +50,14 @@ public protocol CoreServices: AnyObject, Sendable {
     func localSocket(for destination: SocketAddress, proto: SIPTransportProtocol) -> (socket: SocketAddress, advertised: String)?
     /// `[define]` entries of the configuration.
     var defines: [String: String] { get }
+    /// NAPTR records of a domain name (ENUM), through the configured resolver and its cache; nil when
+    /// the lookup failed (no resolver, timeout, NXDOMAIN).
+    func queryNAPTR(_ name: String) -> [NAPTRRecord]?
+}
+
+extension CoreServices {
+    /// No resolver: every NAPTR lookup fails.
+    public func queryNAPTR(_ name: String) -> [NAPTRRecord]? { nil }
 }
 
 /// The transaction layer (tm) as the core sees it: the server hands it replies that passed the core

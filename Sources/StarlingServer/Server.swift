@@ -25,6 +25,8 @@ public final class Server: Sendable {
     /// The modules' process-wide state (shared tables, clock, periodic jobs).
     public let runtime: ModuleRuntime
     let tmLoaded: Bool
+    /// True when the uac module is loaded (`uac.reg_*` control methods).
+    public let uacLoaded: Bool
     /// The embedded database, when a `db_url` is configured (`[modparam.usrloc]` or `[modparam.auth_db]`).
     public let database: StarlingDatabase?
 
@@ -60,9 +62,13 @@ public final class Server: Sendable {
         let moduleConfig = ModuleConfiguration(params: modparams)
         database = try Self.openDatabase(moduleConfig, logger: logger)
         if let database {
+            // uac's remote registrations are on when its reg_db_url names a database (as Kamailio's).
+            let uacreg = moduleConfig.string("uac", "reg_db_url") != nil && modules.contains("uac")
+                ? SQLiteUACRegistrations(database, table: moduleConfig.string("uac", "reg_db_table") ?? "uacreg") : nil
             runtime = ModuleRuntime(
                 config: moduleConfig, subscribers: SQLiteSubscribers(database),
-                locations: SQLiteLocations(database, useDomain: moduleConfig.int("usrloc", "use_domain", default: 0) != 0))
+                locations: SQLiteLocations(database, useDomain: moduleConfig.int("usrloc", "use_domain", default: 0) != 0),
+                uacRegistrations: uacreg)
             if runtime.usrloc.dbMode != .noDB {
                 // Load the location table now (a restart keeps registrations).
                 let t = runtime.usrloc.table("location")
@@ -89,6 +95,7 @@ public final class Server: Sendable {
         }
         transactions = runtime.tm
         tmLoaded = modules.contains("tm")
+        uacLoaded = modules.contains("uac")
         registry = KemiRegistry(exports: KSRModules.exports(runtime), modules: modules)
         let unknown = KSRModules.tableNames(config.modules).filter {
             !KSRModules.available.contains($0) && !KemiRegistry.alwaysLoaded.contains($0)
@@ -394,7 +401,7 @@ extension Server {
     /// (`sqlite:///path` or a plain path). Both normally name the same file; when they differ, usrloc's
     /// is used and a warning logged.
     static func openDatabase(_ c: ModuleConfiguration, logger: Logger) throws(ServerError) -> StarlingDatabase? {
-        let urls = [c.string("usrloc", "db_url"), c.string("auth_db", "db_url")].compactMap { $0 }
+        let urls = [c.string("usrloc", "db_url"), c.string("auth_db", "db_url"), c.string("uac", "reg_db_url")].compactMap { $0 }
         guard let url = urls.first else { return nil }
         guard let path = StarlingDatabase.path(fromURL: url) else {
             throw ServerError("db_url '\(url)': only SQLite databases are supported (sqlite:///path/to/file.db)")

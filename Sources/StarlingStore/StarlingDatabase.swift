@@ -72,6 +72,31 @@ public final class StarlingDatabase: Sendable {
                                arguments: [t, v])
             }
         }
+        m.registerMigration("v2: uacreg") { db in
+            // Kamailio 5.6's uacreg (version 4), for KSR.uac's remote registrations.
+            try db.execute(sql: """
+                CREATE TABLE IF NOT EXISTS uacreg (
+                    id INTEGER PRIMARY KEY NOT NULL,
+                    l_uuid VARCHAR(64) DEFAULT '' NOT NULL,
+                    l_username VARCHAR(64) DEFAULT '' NOT NULL,
+                    l_domain VARCHAR(64) DEFAULT '' NOT NULL,
+                    r_username VARCHAR(64) DEFAULT '' NOT NULL,
+                    r_domain VARCHAR(64) DEFAULT '' NOT NULL,
+                    realm VARCHAR(64) DEFAULT '' NOT NULL,
+                    auth_username VARCHAR(64) DEFAULT '' NOT NULL,
+                    auth_password VARCHAR(64) DEFAULT '' NOT NULL,
+                    auth_ha1 VARCHAR(128) DEFAULT '' NOT NULL,
+                    auth_proxy VARCHAR(255) DEFAULT '' NOT NULL,
+                    expires INTEGER DEFAULT 0 NOT NULL,
+                    flags INTEGER DEFAULT 0 NOT NULL,
+                    reg_delay INTEGER DEFAULT 0 NOT NULL,
+                    contact_addr VARCHAR(255) DEFAULT '' NOT NULL,
+                    socket VARCHAR(128) DEFAULT '' NOT NULL,
+                    CONSTRAINT uacreg_l_uuid_idx UNIQUE (l_uuid)
+                );
+                INSERT OR REPLACE INTO version (table_name, table_version) VALUES ('uacreg', 4);
+                """)
+        }
         return m
     }
 

@@ -37,6 +37,8 @@ public final class TestServices: CoreServices {
     public let anyHost: SocketAddress?
     /// Names that resolve to several addresses, in order (SRV/A records: tm's DNS failover).
     public let multiHosts: [String: [SocketAddress]]
+    /// The resolver NAPTR lookups (ENUM) go to; nil: they fail.
+    public let resolver: DNSResolver?
 
     public convenience init(local: SocketAddress = SocketAddress(ip: "127.0.0.1", port: 5060)!, hosts: [String: SocketAddress] = [:],
                             defines: [String: String] = [:], aliases: [String] = [], anyHost: SocketAddress? = nil) {
@@ -45,7 +47,8 @@ public final class TestServices: CoreServices {
 
     public init(local: SocketAddress = SocketAddress(ip: "127.0.0.1", port: 5060)!, hosts: [String: SocketAddress] = [:],
                 defines: [String: String] = [:], aliases: [String] = [], anyHost: SocketAddress? = nil,
-                multiHosts: [String: [SocketAddress]]) {
+                multiHosts: [String: [SocketAddress]], resolver: DNSResolver? = nil) {
+        self.resolver = resolver
         self.local = local
         self.anyHost = anyHost
         self.multiHosts = multiHosts
@@ -71,6 +74,11 @@ public final class TestServices: CoreServices {
 
     public func localSocket(for destination: SocketAddress, proto: SIPTransportProtocol) -> (socket: SocketAddress, advertised: String)? {
         (local, "\(local.uriHost):\(local.port)")
+    }
+
+    public func queryNAPTR(_ name: String) -> [NAPTRRecord]? {
+        guard let resolver else { return nil }
+        return try? resolver.queryNAPTR(name)
     }
 }
 
@@ -103,11 +111,13 @@ public final class ScriptHarness {
     public init(script: String, path: String = "test.lua", modules: [String]? = nil,
                 config: ModuleConfiguration = ModuleConfiguration(), services: TestServices = TestServices(),
                 subscribers: (any SubscriberLookup)? = nil, locations: (any LocationPersistence)? = nil,
+                uacRegistrations: (any UACRegistrationSource)? = nil,
                 logLevel: Logger.Level = .critical) throws(LuaScriptError) {
         self.services = services
         var logger = Logger(label: "test")
         logger.logLevel = logLevel
-        runtime = ModuleRuntime(config: config, subscribers: subscribers, locations: locations)
+        runtime = ModuleRuntime(config: config, subscribers: subscribers, locations: locations,
+                                uacRegistrations: uacRegistrations)
         transactions = runtime.tm
         let loaded = Set(modules ?? KSRModules.available)
         registry = KemiRegistry(exports: KSRModules.exports(runtime), modules: loaded)

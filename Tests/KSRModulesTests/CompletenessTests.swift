@@ -89,6 +89,18 @@ enum Kamailio56 {
         "t_cancel_callid", "t_cancel_callid_reason", "t_reply_callid", "t_drop", "t_drop_rcode",
     ]
 
+    static let httpClient = ["query", "query_post", "query_post_hdrs", "get_hdrs", "curl_connect", "curl_connect_post"]
+    static let enumGroup = [
+        "enum_query", "enum_query_suffix", "enum_query_suffix_service", "enum_pv_query", "enum_pv_query_suffix",
+        "enum_pv_query_suffix_service", "is_from_user_enum", "is_from_user_enum_suffix",
+        "is_from_user_enum_suffix_service", "i_enum_query", "enum_i_query_suffix", "i_enum_query_suffix_service",
+    ]
+
+    static let uac = [
+        "uac_replace_from", "uac_replace_to", "uac_replace_from_uri", "uac_replace_to_uri", "uac_restore_from",
+        "uac_restore_to", "uac_auth", "uac_auth_mode", "uac_req_send", "uac_reg_lookup", "uac_reg_lookup_uri",
+        "uac_reg_status", "uac_reg_request_to", "uac_reg_enable", "uac_reg_disable", "uac_reg_refresh",
+    ]
     static let htable = [
         "sht_get", "sht_gete", "sht_getw", "sht_sets", "sht_seti", "sht_setxs", "sht_setxi", "sht_setex", "sht_inc",
         "sht_dec", "sht_rm", "sht_rm_name_re", "sht_rm_value_re", "sht_rm_name", "sht_rm_value", "sht_match_name",
@@ -116,7 +128,8 @@ enum Kamailio56 {
         ("", core, 90), ("pv", pv, 10), ("hdr", hdr, 16), ("xlog", xlog, 8), ("kx", kx, 69), ("corex", corex, 22),
         ("siputils", siputils, 29), ("textops", textops, 54), ("sl", sl, 5), ("maxfwd", maxfwd, 2), ("sanity", sanity, 3),
         ("tm", tm, 54), ("tmx", tmx, 16), ("htable", htable, 28), ("pike", pike, 2), ("permissions", permissions, 5),
-        ("nathelper", nathelper, 14), ("registrar", registrar, 17),
+        ("nathelper", nathelper, 14), ("registrar", registrar, 17), ("http_client", httpClient, 6), ("enum", enumGroup, 12),
+        ("uac", uac, 16),
     ]
 }
 

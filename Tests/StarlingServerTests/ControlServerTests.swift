@@ -229,10 +229,11 @@ import StarlingKEMI
         #expect(Self.errorCode(try f.call("stats.get_statistics", ["nosuchgroup:"])) == RPCError.invalidParams)
         let tm = try f.call("tm.stats")
         #expect(((tm["result"] as? [String: Any])?["current"] as? Int) == 0, "\(tm)")
+        // uac is loaded but has no uacreg table (no database yet): Kamailio's "Not enabled" fault
         for m in ["uac.reg_dump", "uac.reg_reload"] {
             let r = try f.call(m)
-            #expect(Self.errorCode(r) == RPCError.moduleNotLoaded, "\(m)")
-            #expect(((r["error"] as? [String: Any])?["message"] as? String)?.hasPrefix("module not loaded") == true)
+            #expect(Self.errorCode(r) == RPCError.failed, "\(m): \(r)")
+            #expect(((r["error"] as? [String: Any])?["message"] as? String) == "Not enabled")
         }
 
         for body in ["{bad", "", "[1,", "\u{0}", "{\"method\":"] {

@@ -24,6 +24,27 @@ private func contact(_ ruid: String, aor: String = "alice", uri: String = "sip:a
                     instance: "<urn:uuid:1>", regId: 1)
 }
 
+@Suite struct UACRegStoreTests {
+    @Test func rowsAreReadWithKamailiosColumns() throws {
+        let t = TempDB()
+        let db = try StarlingDatabase(path: t.path)
+        try db.pool.write { d in
+            try d.execute(sql: """
+                INSERT INTO uacreg (l_uuid, l_username, l_domain, r_username, r_domain, realm, auth_username,
+                    auth_password, auth_proxy, expires, flags, reg_delay)
+                VALUES ('t1', 'pbx', 'local.example', 'acct42', 'reg.example', 'reg.example', 'acct42', 'pw42',
+                    'sip:127.0.0.1:5070', 600, 0, 3)
+                """)
+        }
+        let rows = try SQLiteUACRegistrations(db).uacRegistrations()
+        #expect(rows == [UACRegRow(l_uuid: "t1", l_username: "pbx", l_domain: "local.example", r_username: "acct42",
+                                   r_domain: "reg.example", realm: "reg.example", auth_username: "acct42",
+                                   auth_password: "pw42", auth_proxy: "sip:127.0.0.1:5070", expires: 600, flags: 0,
+                                   reg_delay: 3)])
+        #expect(throws: (any Error).self) { try SQLiteUACRegistrations(db, table: "bad;name").uacRegistrations() }
+    }
+}
+
 @Suite struct StoreTests {
     @Test func dbURLForms() {
         #expect(StarlingDatabase.path(fromURL: "sqlite:///var/lib/starling/s.db") == "/var/lib/starling/s.db")
@@ -34,7 +55,7 @@ private func contact(_ ruid: String, aor: String = "alice", uri: String = "sip:a
     @Test func migrationsCreateKamailioTables() throws {
         let t = TempDB()
         let db = try StarlingDatabase(path: t.path)
-        #expect(try db.tableVersions() == ["location": 9, "subscriber": 7])
+        #expect(try db.tableVersions() == ["location": 9, "subscriber": 7, "uacreg": 4])
         let columns = try db.pool.read { d in try d.columns(in: "location").map(\.name) }
         #expect(columns == ["id", "ruid", "username", "domain", "contact", "received", "path", "expires", "q", "callid",
                             "cseq", "last_modified", "flags", "cflags", "user_agent", "socket", "methods", "instance",

@@ -129,6 +129,8 @@ indirect enum ExtendedPV: Hashable {
     case br
     /// `$avp(name)` all values (`$(avp(x)[*])`), and an indexed avp.
     case avpIndex(String, Int?)
+    /// `$uac_req(key)`: the request `KSR.uac.uac_req_send()` sends (UAC/UACRequest.swift).
+    case uacReq(String)
     /// `$ulc(profile=>attr)` (registrar, filled by `reg_fetch_contacts`), `$(ulc(p=>attr)[i])`.
     case ulc(profile: String, attr: String, index: Int)
     /// htable: `$sht(t=>k)`, `$shtex(t=>k)`, `$shtinc(t=>k)`, `$shtdec(t=>k)` (the key may be a
@@ -204,6 +206,7 @@ indirect enum ExtendedPV: Hashable {
             let parts = inner.split(separator: ".").map { String($0).lowercased() }
             return parts.isEmpty ? nil : .select(parts)
         case "time": return .time(inner)
+        case "uac_req": return UACRequest.Key(rawValue: inner) != nil ? .uacReq(inner) : nil
         case "ulc":
             let parts = inner.components(separatedByString: "=>")
             guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else { return nil }
@@ -319,6 +322,8 @@ indirect enum ExtendedPV: Hashable {
         case .ctu:
             guard let m, let v = m.firstValue(.contact), let na = m.parseNameAddr(v), !na.isStar else { return .null }
             return .bytes(na.uri)
+        case .uacReq(let key):
+            return UACRequest.get(ctx, key)
         }
     }
 
@@ -345,6 +350,8 @@ indirect enum ExtendedPV: Hashable {
             guard SIPURI(s) != nil else { return false }
             if ctx.branches.isEmpty { ctx.branches.append(Array(s.utf8)) } else { ctx.branches[0] = Array(s.utf8) }
             return true
+        case .uacReq(let key):
+            return UACRequest.set(ctx, key, value)
         case .avpIndex(let name, nil):
             guard value == .null else { return false }
             ctx.avps[name] = nil

@@ -84,6 +84,8 @@ public final class ModuleRuntime: Sendable {
     public let tm: TMStore
     /// `auth_db`'s subscriber table (the embedded database), nil when none is configured.
     public let subscribers: (any SubscriberLookup)?
+    /// KSR.uac's remote registrations (the `uacreg` rows of `uacRegistrations`; idle without one).
+    public let uacreg: UACRegistry
     /// usrloc's location tables (registrar), persisted through `locations` when one is given.
     public let usrloc: Usrloc
     /// Sends datagrams from outside a route (NAT keepalives): set by the server (its first UDP
@@ -103,11 +105,12 @@ public final class ModuleRuntime: Sendable {
 
     public init(config: ModuleConfiguration = ModuleConfiguration(), tm: TMStore? = nil,
                 subscribers: (any SubscriberLookup)? = nil, locations: (any LocationPersistence)? = nil,
-                clock: ModuleClock = ModuleClock()) {
+                clock: ModuleClock = ModuleClock(), uacRegistrations: (any UACRegistrationSource)? = nil) {
         self.config = config
         self.clock = clock
         self.tm = tm ?? TMStore(config: config)
         self.subscribers = subscribers
+        uacreg = UACRegistry(config: config, source: uacRegistrations)
         self.auth = AuthNonces(config: config, clock: clock)
         htables = HtableStore(config: config, clock: clock)
         pike = PikeStore(config: config, clock: clock)
@@ -129,6 +132,7 @@ public final class ModuleRuntime: Sendable {
         }
         usrloc = Usrloc(config: config, persistence: locations, now: clock.unixSeconds)
         addPeriodic { rt in rt.usrloc.timer(now: rt.clock.unixSeconds) }
+        if uacRegistrations != nil { addPeriodic { $0.uacreg.periodic($0) } }
         NATKeepalive.install(self)
     }
 

@@ -197,6 +197,9 @@ final class TMCell: @unchecked Sendable, Hashable {
     var relayError = 0
     /// A transaction of our own (`t_uac_send`): no server side, replies are absorbed.
     var isLocal = false
+    /// For a local transaction: called (outside the lock, on the worker that handled it) with its final
+    /// reply, or with 408 and no reply when it timed out, and the request as sent (KSR.uac).
+    var localReply: (@Sendable (RouteContext, Int, SIPMessage?, [UInt8]) -> Void)?
     /// The next number for a branch id (`...<cell>.<n>`): reserved under the lock, so that branches
     /// added at once by two workers (a failover and a relay) never share an id.
     var branchSerial = 0

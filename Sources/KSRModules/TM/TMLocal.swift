@@ -13,7 +13,8 @@ enum TMLocal {
     /// hold From and To (a From tag, Call-ID, CSeq, Max-Forwards and Content-Length are added when
     /// missing); `nexthop` "" sends to the R-URI; `socket` is not used (the socket follows the route).
     static func send(_ store: TMStore, _ ctx: RouteContext, method: String, ruri: String, nexthop: String,
-                     headers: String, body: [UInt8]) -> Int {
+                     headers: String, body: [UInt8],
+                     onReply: (@Sendable (RouteContext, Int, SIPMessage?, [UInt8]) -> Void)? = nil) -> Int {
         guard !method.isEmpty, method.allSatisfy({ $0.isLetter }), SIPURI(ruri) != nil else { return -1 }
         var hdrs = headers
         if !hdrs.isEmpty && !hdrs.hasSuffix("\r\n") { hdrs += "\r\n" }
@@ -55,6 +56,7 @@ enum TMLocal {
                           received: ReceiveInfo(source: local.socket, local: local.socket, proto: target.proto),
                           replyDestination: target.address, config: config, timers: store.queue(ctx))
         cell.isLocal = true
+        cell.localReply = onReply
         cell.routeBusy = false
         store.liveCells.wrappingAdd(1, ordering: .relaxed)
         let life = max(config.timerB, config.timerC) + config.timerD + .seconds(5)

@@ -56,6 +56,8 @@ enum TMReply {
                     }
                 }
                 if done {
+                    let local = cell.locked { cell.isLocal ? cell.localReply.map { ($0, cell.branches[i].request) } : nil }
+                    if let (callback, sent) = local { callback(ctx, 408, nil, sent) }
                     runBranchFailure(store, ctx, cell, i, 408, reply: nil)
                     checkCompletion(store, ctx, cell)
                 }
@@ -68,11 +70,16 @@ enum TMReply {
     /// A reply from branch `i` reached the TU: onreply route, then relay / response context.
     static func branchReply(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ i: Int, _ code: Int, _ m: SIPMessage) {
         let ws = store.workerState(ctx)
-        let (onReply, replicated, isLocal) = cell.locked { (cell.onReply, cell.branches[i].replicated, cell.isLocal) }
+        let (onReply, replicated, isLocal, restore) = cell.locked {
+            (cell.onReply, cell.branches[i].replicated, cell.isLocal,
+             cell.avps[UACReplace.replyFromAVP] != nil || cell.avps[UACReplace.replyToAVP] != nil ? cell.avps : nil)
+        }
         if replicated || isLocal {
             absorbed(store, ctx, cell, i, code, m)
             return
         }
+        // uac_replace_from/to: the reply goes upstream with the From/To URI the request had before.
+        if let restore { UACReplace.restoreReply(m, avps: restore) }
         var dropped = false
         if !onReply.isEmpty, let run = ctx.runRoute {
             let saved = TMSavedRoute(ctx)
@@ -147,8 +154,11 @@ enum TMReply {
     static func absorbed(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ i: Int, _ code: Int, _ m: SIPMessage) {
         guard code >= 200 else { return }
         var ack: (bytes: [UInt8], to: SocketAddress, proto: SIPTransportProtocol, from: SocketAddress?)?
+        var local: ((@Sendable (RouteContext, Int, SIPMessage?, [UInt8]) -> Void), [UInt8])?
+        defer { if let (callback, sent) = local { callback(ctx, code, m, sent) } }
         cell.locked {
             guard !cell.freed, cell.branches[i].isPending else { return }
+            if cell.isLocal, let cb = cell.localReply { local = (cb, cell.branches[i].request) }
             cell.branches[i].finalStatus = code
             cell.branches[i].replied = true
             cell.branches[i].replyMessage = UncheckedBox(value: m)

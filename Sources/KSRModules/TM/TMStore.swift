@@ -128,6 +128,8 @@ public final class TMStore: TransactionLayer, Sendable {
     private let base = ContinuousClock.now
     private let offsetNanos = Atomic<Int64>(0)
     private let nextID = Atomic<UInt64>(1)
+    private let posted = Mutex<[@Sendable (RouteContext) -> Void]>([])
+    private let postedCount = Atomic<Int>(0)
     private let prefix: String
     /// Cells alive (the table counts server, client and cancel keys).
     let liveCells = Atomic<Int>(0)
@@ -217,7 +219,22 @@ public final class TMStore: TransactionLayer, Sendable {
         if was { TMReply.checkCompletion(self, ctx, cell) }
     }
 
+    /// Work for a worker from a thread that has no route context (the housekeeping thread: uacreg's
+    /// REGISTERs); run by the next worker that runs its timers.
+    func post(_ work: @escaping @Sendable (RouteContext) -> Void) {
+        posted.withLock { $0.append(work) }
+        postedCount.wrappingAdd(1, ordering: .releasing)
+    }
+
     public func runTimers(_ ctx: RouteContext) -> Bool {
+        if postedCount.load(ordering: .acquiring) > 0 {
+            let work = posted.withLock { w -> [@Sendable (RouteContext) -> Void] in
+                postedCount.store(0, ordering: .relaxed)
+                defer { w.removeAll() }
+                return w
+            }
+            for w in work { w(ctx) }
+        }
         let q = queue(ctx)
         let due = q.advance(to: now)
         for key in due { TMTimers.fired(self, ctx, key) }
