@@ -245,7 +245,12 @@ struct UACIntegrationTests {
 
         // The registrar goes away: refreshes time out and are retried; it comes back empty.
         registrar.stop()
-        sleep(4)
+        // Stay down until a refresh has timed out (the next one is due within the granted 5 s).
+        let downSince = ContinuousClock.now
+        while !proxy.logTail(200).contains("uacreg: trunk1: REGISTER answered 408"),
+              ContinuousClock.now - downSince < .seconds(20) {
+            usleep(250_000)
+        }
         registrar = try ServerProcess(name: "starling registrar", executable: binary,
                                       arguments: Starling.arguments(script: bScript, port: bPort, workers: 2,
                                                                     extra: ["--config", bConfig.path]),
