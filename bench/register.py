@@ -7,10 +7,11 @@ seconds per 1000 registrations, and the CPU used by every other process during t
 instead (KSR.auth_db.auth_check(realm, "subscriber", 1), KSR.auth.auth_challenge(realm, 0) when it
 fails, then save): the database gets one subscriber per registration of the run (plain password,
 auth_db calculate_ha1 on both servers) and SIPp runs bench/register_auth.xml (REGISTER, 401,
-REGISTER with an MD5 digest answer, 200) with users from an injection file. Then FILL contacts (default 100000) are registered and the server's
-memory is read: Starling's RSS (one process), Kamailio's PSS summed over its processes (its shared
+REGISTER with an MD5 digest answer, 200) with users from an injection file. Then FILL contacts
+(default 100000) are registered and the server's memory is read: Starling's RSS (one process), Kamailio's PSS summed over its processes (its shared
 memory is mapped by every child, so summing RSS would count it once per process). Starling/Kamailio
-ratios come from the same run. Results: bench/results/register-<UTC>.json.
+ratios come from the same run. Results: bench/results/register-<UTC>.json (register-auth-<UTC>.json
+with AUTH=1).
 
 Environment: AUTH (0; 1 = digest authentication), RATES (default "1000 2000 4000"), DURATION (5),
 FILL (100000), FILL_RATE (5000), CONTENTION_PCT (5, % of one core),
