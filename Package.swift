@@ -35,6 +35,7 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // C libraries and shims
@@ -60,6 +61,21 @@ let package = Package(
         // Sockets (UDP workers' recvmmsg/sendmmsg), addresses, resolver.
         .target(
             name: "SIPTransport", dependencies: ["SIPCore", "CStarlingSystem", "CAres"], swiftSettings: transportSettings),
+        // Stream transports (TCP, TLS, WebSocket) on SwiftNIO: listeners, framing, the connection table.
+        // Received messages are handed to the worker threads; NIO's event loops never run a script.
+        .target(
+            name: "SIPStreams",
+            dependencies: [
+                "SIPCore", "SIPTransport", "CStarlingSystem",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: swiftSettings),
         // Engine-agnostic export tables and the per-message route context.
         .target(
             name: "StarlingKEMI",
@@ -87,7 +103,7 @@ let package = Package(
         .target(
             name: "StarlingServer",
             dependencies: [
-                "SIPCore", "SIPTransport", "StarlingKEMI", "StarlingLua", "KSRModules", "StarlingStore", "CStarlingSystem",
+                "SIPCore", "SIPTransport", "SIPStreams", "StarlingKEMI", "StarlingLua", "KSRModules", "StarlingStore", "CStarlingSystem",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
@@ -96,7 +112,7 @@ let package = Package(
         .target(
             name: "StarlingControl",
             dependencies: [
-                "StarlingServer", "StarlingLua", "StarlingKEMI", "KSRModules", "SIPTransport",
+                "StarlingServer", "StarlingLua", "StarlingKEMI", "KSRModules", "SIPTransport", "SIPStreams",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -125,6 +141,11 @@ let package = Package(
         .testTarget(name: "SIPTransactionTests", dependencies: ["SIPTransaction", "SIPCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SIPTransportTests", dependencies: ["SIPTransport"], swiftSettings: swiftSettings),
         .testTarget(
+            name: "SIPStreamsTests",
+            dependencies: ["SIPStreams", "SIPCore", "SIPTransport", .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "NIOEmbedded", package: "swift-nio")],
+            swiftSettings: swiftSettings),
+        .testTarget(
             name: "StarlingLuaTests", dependencies: ["StarlingLua", "StarlingKEMI", "SIPCore"],
             swiftSettings: swiftSettings),
         .testTarget(
@@ -138,7 +159,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingServerTests",
-            dependencies: ["StarlingServer", "StarlingControl", "StarlingTesting", "SIPCore", "SIPTransport", "KSRModules"],
+            dependencies: ["StarlingServer", "StarlingControl", "StarlingTesting", "SIPCore", "SIPTransport", "KSRModules", "SIPStreams"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingTestingTests", dependencies: ["StarlingTesting", "KSRModules", "StarlingKEMI"],

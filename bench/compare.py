@@ -44,6 +44,12 @@ SCRIPTS = {"stateless": ROOT / "bench" / "stateless.lua", "stateful": ROOT / "be
 RESULTS = ROOT / "bench" / "results"
 HZ = os.sysconf("SC_CLK_TCK")
 HOST = "127.0.0.1"  # never anything else
+# udp (default), tcp or tls: how SIPp's UAC reaches the proxy (the UAS side stays UDP). tcp: SIPp -t t1
+# (one connection). tls: SIPp over TCP to stunnel (client mode) which speaks TLS to the proxy's tls
+# listener, for both servers (Debian's SIPp has no TLS).
+TRANSPORT = os.environ.get("TRANSPORT", "udp")
+# Helper processes whose CPU is reported on its own rather than counted as "outside" (stunnel).
+HELPERS: set[int] = set()
 
 USAGE = """\
 bench/compare.sh: Kamailio 5.6 vs Starling on the same Lua script and SIPp load
@@ -66,7 +72,12 @@ Environment (defaults in brackets):
   RETRIES          re-runs of a contended step            [2]
   CONTENTION_WAIT  seconds to wait before such a re-run   [5]
   KEEP_GOING       1 = continue after a failing step      [0]
+  TRANSPORT        udp, tcp (SIPp -t t1) or tls (SIPp TCP -> stunnel -> the proxy's tls listener;
+                   Kamailio loads tls.so from kamailio-tls-modules) [udp]
+  TLS_IDLE         with TRANSPORT=tls: TLS connections opened straight to each server and held
+                   after the ramp (handshake rate, CPU per handshake, PSS per idle connection) [1000]
   PROXY_PORT UAS_PORT UAC_PORT                            [35060 35090 35070]
+                   (tls listener on PROXY_PORT+1, stunnel on PROXY_PORT+2)
   KAMAILIO_BIN     [kamailio]   SIPP_BIN [sipp]
 A step PASSES with 0 failed calls, 0 retransmissions and >= 97% of the rate.
 Probe calls (INVITE, 100, 180, 200, ACK, BYE, 200 through the proxy to the SIPp UAS)
@@ -219,7 +230,7 @@ debug=-1
 log_stderror=yes
 children={children}
 listen=udp:{host}:{port}
-auto_aliases=no
+{stream_listen}auto_aliases=no
 maxbuffer=2097152
 mpath="{mpath}"
 {tm}loadmodule "sl.so"
@@ -251,8 +262,18 @@ def start_kamailio(tmp: Path, script: Path, port: int, children: int, stateful: 
     if shutil.which(binary) is None:
         raise RuntimeError(f"kamailio binary '{binary}' not found")
     cfg = tmp / "kamailio.cfg"
+    stream, tm = "", KAMAILIO_TM if stateful else ""
+    if TRANSPORT == "tcp":
+        stream = f"listen=tcp:{HOST}:{port}\n"
+    elif TRANSPORT == "tls":
+        certs = make_certificates(tmp)
+        (tmp / "tls.cfg").write_text(f"[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n"
+                                     f"private_key = {certs['key']}\ncertificate = {certs['cert']}\n\n"
+                                     f"[client:default]\nverify_certificate = no\nrequire_certificate = no\n")
+        stream = f"enable_tls=yes\nlisten=tls:{HOST}:{port + 1}\n"
+        tm += f'loadmodule "tls.so"\nmodparam("tls", "config", "{tmp / "tls.cfg"}")\n'
     cfg.write_text(KAMAILIO_CFG.format(children=children, host=HOST, port=port, mpath=kamailio_mpath(), script=script,
-                                       tm=KAMAILIO_TM if stateful else ""))
+                                       tm=tm, stream_listen=stream))
     log = open(tmp / "kamailio.log", "wb")
     proc = subprocess.Popen([binary, "-f", str(cfg), "-DD", "-E", "-m", "1024", "-M", "32", "-Y", str(tmp)],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -263,12 +284,63 @@ def start_kamailio(tmp: Path, script: Path, port: int, children: int, stateful: 
 
 def start_starling(tmp: Path, binary: Path, script: Path, port: int, workers: int) -> subprocess.Popen:
     args = [str(binary), "run", "--script", str(script), "--listen", f"udp:{HOST}:{port}", "--workers", str(workers)]
+    if TRANSPORT == "tcp":
+        args += ["--listen", f"tcp:{HOST}:{port}"]
+    elif TRANSPORT == "tls":
+        certs = make_certificates(tmp)
+        (tmp / "starling.toml").write_text(f'[tls]\ncertificate = "{certs["cert"]}"\nprivate_key = "{certs["key"]}"\n')
+        args += ["--listen", f"tls:{HOST}:{port + 1}", "--config", str(tmp / "starling.toml")]
     args += env("STARLING_ARGS", "").split()
     log = open(tmp / "starling.log", "wb")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     wait_bound(port, proc, "starling")
     time.sleep(0.5)
     return proc
+
+
+def make_certificates(tmp: Path) -> dict:
+    """A self-signed EC certificate for 127.0.0.1 (openssl CLI)."""
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    if not cert.exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                        "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1"],
+                       check=True, capture_output=True)
+    return {"cert": cert, "key": key}
+
+
+def wait_tcp(port: int, proc: subprocess.Popen, what: str, timeout: float = 20) -> None:
+    """Waits until something accepts TCP connections on `port`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex((HOST, port)) == 0:
+                time.sleep(0.2)
+                return
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited before listening on tcp {port}")
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} does not accept TCP connections on {port}")
+
+
+def start_stunnel(tmp: Path, accept: int, connect: int) -> subprocess.Popen:
+    """stunnel in client mode: SIPp's TCP on `accept`, TLS to the proxy on `connect`."""
+    binary = shutil.which("stunnel4") or shutil.which("stunnel")
+    if binary is None:
+        raise RuntimeError("stunnel4 not found (Debian package stunnel4)")
+    conf = tmp / "stunnel.conf"
+    conf.write_text(f"foreground = yes\npid =\ndebug = 3\n[sip]\nclient = yes\naccept = {HOST}:{accept}\n"
+                    f"connect = {HOST}:{connect}\n")
+    log = open(tmp / "stunnel.log", "wb")
+    proc = subprocess.Popen([binary, str(conf)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex((HOST, accept)) == 0:
+                return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise RuntimeError(f"stunnel did not listen on {accept}; see {tmp / 'stunnel.log'}")
 
 
 # ---------------------------------------------------------------- SIPp
@@ -300,11 +372,21 @@ def parse_stat_csv(path: Path) -> dict[str, str]:
 
 def run_uac(tmp: Path, tag: str, proxy_port: int, uac_port: int, rate: int, calls: int) -> dict:
     stat = tmp / f"uac_{tag}.csv"
+    if TRANSPORT == "tls":
+        proxy_port += 2  # stunnel
+    if TRANSPORT in ("tcp", "tls"):
+        # SIPp binds its TCP socket to -p; the previous step's connection from that port may still be
+        # in TIME_WAIT, so each run takes a fresh port.
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            uac_port = s.getsockname()[1]
     args = [sipp(), "-sf", str(SCENARIOS / "uac.xml"), f"{HOST}:{proxy_port}", "-i", HOST, "-p", str(uac_port),
             "-nostdin", "-buff_size", "2097152", "-r", str(rate), "-rp", "1000", "-m", str(calls),
             "-l", str(max(100, rate * 5)),
             "-timeout", f"{int(calls / rate * 3) + 30}s", "-trace_stat", "-stf", str(stat), "-fd", "1",
             "-trace_err", "-error_file", str(tmp / f"uac_{tag}_errors.log")]
+    if TRANSPORT in ("tcp", "tls"):
+        args += ["-t", "t1"]
     out = open(tmp / f"uac_{tag}.out", "wb")
     start = time.monotonic()
     proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=tmp, start_new_session=True)
@@ -469,9 +551,10 @@ def run_step(tmp: Path, server: subprocess.Popen, uas: subprocess.Popen, tag: st
              duration: int, probe_cps: float = 0) -> dict:
     calls = rate * duration
     own0 = os.times()
-    exclude = set(descendants(server.pid)) | {uas.pid, os.getpid()}
+    exclude = set(descendants(server.pid)) | {uas.pid, os.getpid()} | HELPERS
     others0 = other_process_ticks(exclude)
     busy0, srv0, uas0 = machine_busy_ticks(), tree_ticks(server.pid), proc_cpu_ticks(uas.pid)
+    help0 = sum(proc_cpu_ticks(p) for p in HELPERS)
     t0 = time.monotonic()
     probe = None
     if probe_cps > 0:
@@ -485,12 +568,13 @@ def run_step(tmp: Path, server: subprocess.Popen, uas: subprocess.Popen, tag: st
             probe.join(10)
     elapsed = time.monotonic() - t0
     busy1, srv1, uas1 = machine_busy_ticks(), tree_ticks(server.pid), proc_cpu_ticks(uas.pid)
+    helper_ticks = sum(proc_cpu_ticks(p) for p in HELPERS) - help0
     others1 = other_process_ticks(exclude)
     others = outside_ticks(others0, others1)
     own1 = os.times()
     own = round((own1.user + own1.system - own0.user - own0.system) * HZ)
     server_ticks, uas_ticks = srv1 - srv0, uas1 - uas0
-    outside = (busy1 - busy0) - server_ticks - uas_ticks - uac["cpu_ticks"] - own
+    outside = (busy1 - busy0) - server_ticks - uas_ticks - uac["cpu_ticks"] - own - helper_ticks
     core = elapsed * HZ / 100.0  # ticks in 1% of one core
     achieved = uac["call_rate"] or (uac["successful"] / elapsed if elapsed else 0)
     result = {
@@ -501,6 +585,7 @@ def run_step(tmp: Path, server: subprocess.Popen, uas: subprocess.Popen, tag: st
         "server_cpu_pct": round(server_ticks / core, 1),
         "server_cpu_s_per_1000_calls": round(server_ticks / HZ / uac["successful"] * 1000, 4) if uac["successful"] else None,
         "sipp_cpu_pct": round((uas_ticks + uac["cpu_ticks"]) / core, 1),
+        "stunnel_cpu_pct": round(helper_ticks / core, 1),
         # Two views of the CPU used by everything else; a step is contended when either exceeds the threshold.
         # procstat: /proc/stat busy minus server, SIPp and harness. On this VM it reads 15-30% of a core
         # too low at high load (process times exceed /proc/stat's), so it is kept raw, unclamped.
@@ -517,12 +602,45 @@ def run_step(tmp: Path, server: subprocess.Popen, uas: subprocess.Popen, tag: st
     return result
 
 
+def pss_kb(pids: list[int]) -> int:
+    """Proportional set size of these processes (shared memory counted once overall), kB."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def tls_idle_step(tmp: Path, server: subprocess.Popen, tls_port: int, count: int, hold: float = 6) -> dict:
+    """Opens `count` TLS connections straight to the server (handshakes done), holds them: handshake rate
+    (one Python client, sequential), server CPU per handshake, and memory per idle connection (PSS)."""
+    tool = ROOT / "Tests" / "StarlingIntegrationTests" / "Tools" / "sip_stream_client.py"
+    pids = descendants(server.pid)
+    before_kb, ticks0 = pss_kb(pids), tree_ticks(server.pid)
+    proc = subprocess.Popen([sys.executable, str(tool), "hold", "--proto", "tls", "--port", str(tls_port), "--count",
+                             str(count), "--hold", str(hold)], stdout=subprocess.PIPE, text=True, cwd=tmp)
+    first = json.loads(proc.stdout.readline() or "{}")
+    ticks1 = tree_ticks(server.pid)
+    time.sleep(min(2.0, hold / 2))
+    held_kb = pss_kb(descendants(server.pid))
+    proc.wait(timeout=hold + 60)
+    opened = first.get("opened", 0)
+    return {"connections": opened, "handshakes_per_s_one_client": first.get("per_second"),
+            "server_cpu_ms_per_handshake": round((ticks1 - ticks0) / HZ * 1000 / opened, 3) if opened else None,
+            "pss_before_kb": before_kb, "pss_held_kb": held_kb,
+            "kb_per_idle_connection": round((held_kb - before_kb) / opened, 1) if opened else None}
+
+
 def print_step(server: str, r: dict, attempt: int, contended: bool) -> None:
     per1000 = r["server_cpu_s_per_1000_calls"]
     print(f"  {server:9} {r['rate']:6}/s  {'PASS' if r['passed'] else 'FAIL'}  achieved {r['achieved_cps']:8.1f}/s  "
           f"ok {r['successful']:7}  failed {r['failed']:5}  retrans {r['retransmissions']:5}  "
           f"cpu/1000 calls {per1000 if per1000 is not None else '-':>7}s  server {r['server_cpu_pct']:5.1f}%  "
-          f"sipp {r['sipp_cpu_pct']:5.1f}%  outside {r['outside_cpu_pct']:4.1f}%"
+          f"sipp {r['sipp_cpu_pct']:5.1f}%  " + (f"stunnel {r['stunnel_cpu_pct']:5.1f}%  " if r.get("stunnel_cpu_pct") else "") + f"outside {r['outside_cpu_pct']:4.1f}%"
           + (f"  [SIPp exit {r['exit']}]" if r["exit"] else "")
           + (f"  [CONTENDED, attempt {attempt}]" if contended else ""), flush=True)
 
@@ -531,18 +649,32 @@ def bench_server(name: str, tmp: Path, script: Path, ports: dict, rates: list[in
                  threshold: float, retries: int, keep_going: bool, starling: Path | None, stateful: bool) -> dict:
     sub = tmp / name
     sub.mkdir()
-    uas = server = probe_step = None
+    uas = server = probe_step = tunnel = tls_idle = None
     steps = []
     try:
         uas = start_uas(sub, ports["uas"])
+        if TRANSPORT == "tls":
+            tunnel = start_stunnel(sub, ports["proxy"] + 2, ports["proxy"] + 1)
+            HELPERS.clear()
+            HELPERS.add(tunnel.pid)
         if name == "kamailio":
             server = start_kamailio(sub, script, ports["proxy"], int(env("CHILDREN", "4")), stateful)
         else:
             assert starling is not None
             server = start_starling(sub, starling, script, ports["proxy"], int(env("WORKERS", env("CHILDREN", "4"))))
+        if TRANSPORT in ("tcp", "tls"):
+            wait_tcp(ports["proxy"] + (1 if TRANSPORT == "tls" else 0), server, name)
         warm = run_uac(sub, "warmup", ports["proxy"], ports["uac"], 100, 100)
         if warm["successful"] == 0:
             raise RuntimeError(f"{name}: warm-up (100 calls at 100/s) completed no call; see {sub}")
+        # Before the ramp, so memory the calls touched does not hide what the connections need.
+        tls_idle = None
+        if TRANSPORT == "tls" and int(env("TLS_IDLE", "1000")) > 0:
+            time.sleep(1)
+            tls_idle = tls_idle_step(sub, server, ports["proxy"] + 1, int(env("TLS_IDLE", "1000")))
+            print(f"  {name:9} TLS: {tls_idle['connections']} handshakes at {tls_idle['handshakes_per_s_one_client']}/s "
+                  f"(one client), server CPU {tls_idle['server_cpu_ms_per_handshake']} ms per handshake, "
+                  f"{tls_idle['kb_per_idle_connection']} kB per idle connection (PSS)", flush=True)
         for rate in rates:
             for attempt in range(1, retries + 2):
                 r = run_step(sub, server, uas, f"{rate}_{attempt}", ports, rate, duration)
@@ -566,7 +698,9 @@ def bench_server(name: str, tmp: Path, script: Path, ports: dict, rates: list[in
                 break
             time.sleep(1)
         probe_rate = int(env("PROBE_RATE", "0"))
-        if probe_rate > 0:
+        if probe_rate > 0 and TRANSPORT != "udp":
+            print("  NOTE: the latency probe speaks UDP; skipped with TRANSPORT != udp", flush=True)
+        elif probe_rate > 0:
             time.sleep(2)  # let the ramp's last transactions and late ACK waits drain
             for attempt in range(1, retries + 2):
                 probe_step = run_step(sub, server, uas, f"probe_{probe_rate}_{attempt}", ports, probe_rate,
@@ -582,9 +716,12 @@ def bench_server(name: str, tmp: Path, script: Path, ports: dict, rates: list[in
     finally:
         stop(server)
         stop(uas)
+        stop(tunnel)
+        HELPERS.clear()
     passing = [s["rate"] for s in steps if s["passed"]]
     return {"server": name, "steps": steps, "max_sustained_cps": max(passing) if passing else 0, "logs": str(sub),
-            **({"probe_step": probe_step} if probe_step is not None else {})}
+            **({"probe_step": probe_step} if probe_step is not None else {}),
+            **({"tls_idle": tls_idle} if tls_idle is not None else {})}
 
 
 def print_probe(name: str, p: dict) -> None:
@@ -641,7 +778,10 @@ def main() -> int:
     script.write_text(text)
 
     started = dt.datetime.now(dt.timezone.utc)
-    print(f"{mode.capitalize()} forwarding ({script_src.name}), rates {rates} cps x {duration} s, Kamailio children {env('CHILDREN', '4')}, "
+    if TRANSPORT not in ("udp", "tcp", "tls"):
+        print(f"error: TRANSPORT must be udp, tcp or tls, not {TRANSPORT!r}", file=sys.stderr)
+        return 2
+    print(f"{mode.capitalize()} forwarding ({script_src.name}) over {TRANSPORT}, rates {rates} cps x {duration} s, Kamailio children {env('CHILDREN', '4')}, "
           f"Starling workers {env('WORKERS', env('CHILDREN', '4'))}, contention threshold {threshold}% "
           f"(work dir {tmp})", flush=True)
     results = []
@@ -691,13 +831,14 @@ def main() -> int:
                     ratio[f"{key}_p99"] = round(s["p99_us"] / k["p99_us"], 3)
                     ratio[f"{key}_p50"] = round(s["p50_us"] / k["p50_us"], 3)
             print("Starling/Kamailio latency: " + ", ".join(f"{k2} {v}" for k2, v in ratio.items() if k2.startswith(("invite_", "bye_"))))
-    doc = {"started": started.isoformat(), "mode": mode, "rates": rates, "duration_s": duration,
+    doc = {"started": started.isoformat(), "mode": mode, "transport": TRANSPORT, "rates": rates, "duration_s": duration,
            "children": int(env("CHILDREN", "4")), "contention_threshold_pct": threshold,
            "script": str(script_src.relative_to(ROOT)),
            "probe_rate": int(env("PROBE_RATE", "0")), "probe_cps": float(env("PROBE_CPS", "50")), "results": results, "starling_over_kamailio": ratio}
     (RESULTS / f"compare-{stamp}.json").write_text(json.dumps(doc, indent=2) + "\n")
     cols = ["mode", "server", "rate", "passed", "achieved_cps", "successful", "failed", "retransmissions",
-            "server_cpu_s_per_1000_calls", "server_cpu_pct", "sipp_cpu_pct", "outside_cpu_pct", "contended", "attempt"]
+            "server_cpu_s_per_1000_calls", "server_cpu_pct", "sipp_cpu_pct", "stunnel_cpu_pct", "outside_cpu_pct",
+            "contended", "attempt"]
     with open(RESULTS / f"compare-{stamp}.tsv", "w") as f:
         f.write("\t".join(cols) + "\n")
         for r in results:

@@ -2,6 +2,7 @@
 #include "csystem.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -211,6 +212,19 @@ void st_eventfd_drain(int fd) {
     uint64_t v;
     while (read(fd, &v, sizeof v) == sizeof v) {}
 }
+
+int st_poll2(int fd1, int fd2, int timeout_ms) {
+    struct pollfd p[2] = {{.fd = fd1, .events = POLLIN}, {.fd = fd2, .events = POLLIN}};
+    int r = poll(p, 2, timeout_ms);
+    if (r == 0) return 0;
+    if (r < 0) return errno == EINTR ? 0 : -errno;
+    int mask = 0;
+    if (fd1 >= 0 && (p[0].revents & (POLLIN | POLLERR | POLLHUP | POLLNVAL))) mask |= 1;
+    if (fd2 >= 0 && (p[1].revents & (POLLIN | POLLERR | POLLHUP | POLLNVAL))) mask |= 2;
+    return mask;
+}
+
+int st_malloc_trim(void) { return malloc_trim(0); }
 
 int st_inotify_init(void) {
     int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);

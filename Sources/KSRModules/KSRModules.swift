@@ -11,7 +11,7 @@ public enum KSRModules {
         Set(modules.map { kemiName[$0] ?? $0 })
     }
 
-    public static let available: [String] = ["sl", "maxfwd", "sanity", "xlog", "kx", "siputils", "corex", "textops", "textopsx", "tm", "tmx", "rr", "auth", "auth_db", "htable", "pike", "permissions", "nathelper", "registrar", "usrloc", "http_client", "enum", "uac"]
+    public static let available: [String] = ["sl", "maxfwd", "sanity", "xlog", "kx", "siputils", "corex", "textops", "textopsx", "tm", "tmx", "rr", "auth", "auth_db", "htable", "pike", "permissions", "nathelper", "registrar", "usrloc", "http_client", "enum", "uac", "tls", "websocket"]
 
     /// All exports, in registration order (core first, as Kamailio does), over a new runtime.
     /// - Parameter tm: the transaction store the `tm`/`tmx` exports use (one per process; a new one
@@ -30,6 +30,6 @@ public enum KSRModules {
             + AuthDBModule.exports(runtime)
             + NathelperModule.exports(config) + PermissionsModule.exports(runtime) + HtableModule.exports(runtime)
             + PikeModule.exports(runtime) + RegistrarModule.exports(runtime)
-            + HTTPClientModule.exports(config) + EnumModule.exports(config) + UACModule.exports(runtime)
+            + HTTPClientModule.exports(config) + EnumModule.exports(config) + UACModule.exports(runtime) + TLSModule.exports() + WebSocketModule.exports()
     }
 }

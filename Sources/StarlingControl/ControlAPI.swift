@@ -8,6 +8,8 @@ import StarlingKEMI
 import StarlingLua
 import KSRModules
 import SIPTransport
+import SIPStreams
+import Synchronization
 
 /// A JSON-RPC 2.0 error object.
 public struct RPCError: Error, Sendable, Equatable {
@@ -64,6 +66,8 @@ public final class ControlAPI: Sendable {
         ("system.listMethods", "The method names."),
         ("uac.reg_dump", "The remote registrations (uacreg rows) with their state."),
         ("uac.reg_reload", "Reads the uacreg rows again."),
+        ("tls.reload", "Reloads the [tls] certificates and keys from their files (new handshakes use them)."),
+        ("core.tcp_info", "TCP/TLS/WS connections: opened_connections, max_connections, counters."),
     ]
 
     // MARK: Request bodies
@@ -209,6 +213,31 @@ public final class ControlAPI: Sendable {
             }
         case "ul.dump", "ul.lookup", "ul.rm":
             return try usrloc(method, params)
+        case "tls.reload":
+            try noParams(method, params)
+            guard let streams = server.streams, streams.settings.tls != nil else {
+                throw RPCError(RPCError.failed, "no TLS configured", data: "tls.reload needs a [tls] section")
+            }
+            do {
+                try streams.reloadTLS()
+            } catch {
+                throw RPCError(RPCError.failed, "TLS reload failed: \(error)", data: "the previous certificates stay in use")
+            }
+            return "Ok. TLS configuration reloaded."
+        case "core.tcp_info":
+            try noParams(method, params)
+            guard let streams = server.streams else {
+                return ["opened_connections": 0, "max_connections": 0] as [String: Any]
+            }
+            let st = streams.stats
+            return [
+                "opened_connections": streams.connectionCount, "max_connections": streams.settings.maxConnections,
+                "accepted": st.accepted.load(ordering: .relaxed), "refused": st.refused.load(ordering: .relaxed),
+                "connects": st.connectsStarted.load(ordering: .relaxed),
+                "connect_failures": st.connectFailures.load(ordering: .relaxed),
+                "keepalive_pings": st.pings.load(ordering: .relaxed), "invalid_streams": st.invalid.load(ordering: .relaxed),
+                "idle_closed": st.idleClosed.load(ordering: .relaxed), "send_failures": st.sendFailures.load(ordering: .relaxed),
+            ] as [String: Any]
         case "system.listMethods":
             try noParams(method, params)
             return (Self.available.map(\.name) + Self.moduleMethods.map(\.name) + Self.unavailable.keys).sorted()

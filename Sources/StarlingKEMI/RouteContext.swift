@@ -10,11 +10,14 @@ public struct ReceiveInfo: Sendable {
     public var local: SocketAddress
     /// The transport (`$pr`).
     public var proto: SIPTransportProtocol
+    /// The TCP/TLS/WS connection it came on (`$conid`); 0 for UDP. Replies go back over it.
+    public var connectionID: UInt64
 
-    public init(source: SocketAddress, local: SocketAddress, proto: SIPTransportProtocol) {
+    public init(source: SocketAddress, local: SocketAddress, proto: SIPTransportProtocol, connectionID: UInt64 = 0) {
         self.source = source
         self.local = local
         self.proto = proto
+        self.connectionID = connectionID
     }
 }
 
@@ -53,11 +56,35 @@ public protocol CoreServices: AnyObject, Sendable {
     /// NAPTR records of a domain name (ENUM), through the configured resolver and its cache; nil when
     /// the lookup failed (no resolver, timeout, NXDOMAIN).
     func queryNAPTR(_ name: String) -> [NAPTRRecord]?
+    /// What the TLS handshake of connection `id` established (nil: not TLS, closed, not finished).
+    func tlsPeer(connection id: UInt64) -> TLSPeer?
+    /// Closes a TCP/TLS/WS connection. False if it is not open.
+    func closeConnection(_ id: UInt64) -> Bool
 }
 
 extension CoreServices {
     /// No resolver: every NAPTR lookup fails.
     public func queryNAPTR(_ name: String) -> [NAPTRRecord]? { nil }
+    public func tlsPeer(connection id: UInt64) -> TLSPeer? { nil }
+    public func closeConnection(_ id: UInt64) -> Bool { false }
+}
+
+/// The peer certificate of a TLS connection (`KSR.tls`, `$tls_peer_*`).
+public struct TLSPeer: Sendable, Equatable {
+    /// A certificate was presented and verified against the configured CA list.
+    public var verified: Bool
+    public var subjectCN: String?
+    /// Subject alternative names (DNS names, IP addresses).
+    public var alternativeNames: [String]
+    /// Serial number (hex).
+    public var serial: String?
+
+    public init(verified: Bool, subjectCN: String?, alternativeNames: [String], serial: String?) {
+        self.verified = verified
+        self.subjectCN = subjectCN
+        self.alternativeNames = alternativeNames
+        self.serial = serial
+    }
 }
 
 /// The transaction layer (tm) as the core sees it: the server hands it replies that passed the core
@@ -173,6 +200,10 @@ public final class RouteContext {
     /// The parameters (with the leading `;`) of the Route URI that pointed to us, removed by `loose_route`.
     public var routedParams: String?
 
+    /// `set_forward_close` / `set_forward_no_connect` / `set_reply_close` / `set_reply_no_connect`:
+    /// how sends over TCP/TLS/WS connections behave for this message.
+    public var connectionFlags = ConnectionFlags()
+
     /// Scratch storage that must outlive a Swift call until the marshaller has copied it.
     public var scratch: [UInt8] = []
     /// Runs `ksr_onsend_route` (set by the server when the script defines it): returns false when the
@@ -225,6 +256,7 @@ public final class RouteContext {
         recordRoute = nil
         if !recordRouteParams.isEmpty { recordRouteParams = "" }
         routedParams = nil
+        connectionFlags = ConnectionFlags()
     }
 }
 
@@ -248,6 +280,19 @@ extension RouteContext {
         if !branchDestinations.isEmpty { branchDestinations.removeAll() }
         if !extraBranchFlags.isEmpty { extraBranchFlags.removeAll() }
     }
+}
+
+/// Per-message connection flags (Kamailio's `set_forward_close()` and friends).
+public struct ConnectionFlags: Sendable, Equatable {
+    /// Close the connection after forwarding the request over it.
+    public var forwardClose = false
+    /// Forward only over an existing connection (never connect).
+    public var forwardNoConnect = false
+    /// Close the connection after sending the reply.
+    public var replyClose = false
+    /// Reply only over an existing connection.
+    public var replyNoConnect = false
+    public init() {}
 }
 
 /// A Record-Route the script asked for (`KSR.rr.record_route*`), added when the request is sent.

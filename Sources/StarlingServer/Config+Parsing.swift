@@ -61,7 +61,11 @@ extension StarlingConfig {
     /// Keys allowed in `[core]`.
     static let coreKeys: [String] = [
         "listen", "workers", "script", "modules", "log_level", "dns_servers", "instruction_budget", "memory_limit_mb",
-        "log_format", "alias",
+        "log_format", "alias", "tcp_connection_lifetime", "tcp_connect_timeout", "tcp_max_connections",
+    ]
+    /// Keys allowed in `[tls]` (besides `domain` tables).
+    static let tlsKeys: [String] = [
+        "certificate", "private_key", "ca_list", "verify_client", "require_client_certificate", "verify_server", "min_version",
     ]
     /// Keys allowed in `[control]`.
     static let controlKeys: [String] = ["listen", "token"]
@@ -86,6 +90,33 @@ extension StarlingConfig {
                     guard let v = ctl[k] else { continue }
                     try setControl(k, RawValue(v), key: "control.\(k)")
                 }
+            case "tls":
+                guard let t = value.table else { throw ConfigError(key: "tls", "expected a table ([tls]), got \(RawValue(value).shown)") }
+                var c = tls ?? TLSConfig()
+                for k in t.keys.sorted() {
+                    guard let v = t[k] else { continue }
+                    if k == "domain" {
+                        guard let doms = v.table else { throw ConfigError(key: "tls.domain", "expected tables ([tls.domain.\"name\"])") }
+                        for name in doms.keys.sorted() {
+                            guard let d = doms[name]?.table else { throw ConfigError(key: "tls.domain.\(name)", "expected a table") }
+                            var entry: [String: String] = [:]
+                            for dk in d.keys.sorted() {
+                                guard dk == "certificate" || dk == "private_key" else {
+                                    throw ConfigError(key: "tls.domain.\(name).\(dk)", "unknown key (expected certificate, private_key)")
+                                }
+                                guard case .string(let s) = RawValue(d[dk]!), !s.isEmpty else {
+                                    throw ConfigError(key: "tls.domain.\(name).\(dk)", "expected a file path")
+                                }
+                                entry[dk] = s
+                            }
+                            guard entry.count == 2 else { throw ConfigError(key: "tls.domain.\(name)", "needs certificate and private_key") }
+                            c.domains[name.lowercased()] = entry
+                        }
+                        continue
+                    }
+                    try Self.setTLS(&c, k, RawValue(v), key: "tls.\(k)")
+                }
+                tls = c
             case "define":
                 guard let defs = value.table else { throw ConfigError(key: "define", "expected a table ([define]), got \(RawValue(value).shown)") }
                 for name in defs.keys.sorted() {
@@ -106,7 +137,7 @@ extension StarlingConfig {
                     }
                 }
             default:
-                throw ConfigError(key: key, "unknown section (expected [core], [control], [define] or [modparam.<module>])")
+                throw ConfigError(key: key, "unknown section (expected [core], [control], [tls], [define] or [modparam.<module>])")
             }
         }
     }
@@ -174,8 +205,48 @@ extension StarlingConfig {
             lua.instructionBudget = try nonNegative(value, key: key)
         case "memory_limit_mb":
             lua.memoryLimitMB = try nonNegative(value, key: key)
+        case "tcp_connection_lifetime":
+            guard case .int(let n) = value, n > 0 else { throw ConfigError(key: key, "expected a positive number of seconds, got \(value.shown)") }
+            tcpConnectionLifetime = n
+        case "tcp_connect_timeout":
+            guard case .int(let n) = value, n > 0 else { throw ConfigError(key: key, "expected a positive number of seconds, got \(value.shown)") }
+            tcpConnectTimeout = n
+        case "tcp_max_connections":
+            guard case .int(let n) = value, n > 0 else { throw ConfigError(key: key, "expected a positive integer, got \(value.shown)") }
+            tcpMaxConnections = n
         default:
             throw ConfigError(key: key, "unknown key (expected one of \(StarlingConfig.coreKeys.joined(separator: ", ")))")
+        }
+    }
+
+    static func setTLS(_ c: inout TLSConfig, _ name: String, _ value: RawValue, key: String) throws(ConfigError) {
+        func path() throws(ConfigError) -> String {
+            guard case .string(let s) = value, !s.isEmpty else { throw ConfigError(key: key, "expected a file path, got \(value.shown)") }
+            return s
+        }
+        func flag() throws(ConfigError) -> Bool {
+            switch value {
+            case .bool(let b): return b
+            case .int(let i) where i == 0 || i == 1: return i == 1
+            case .string(let s) where ["yes", "no", "true", "false", "1", "0"].contains(s.lowercased()):
+                return ["yes", "true", "1"].contains(s.lowercased())
+            default: throw ConfigError(key: key, "expected true or false, got \(value.shown)")
+            }
+        }
+        switch name {
+        case "certificate": c.certificate = try path()
+        case "private_key": c.privateKey = try path()
+        case "ca_list": c.caList = try path()
+        case "verify_client": c.verifyClient = try flag()
+        case "require_client_certificate": c.requireClientCertificate = try flag()
+        case "verify_server": c.verifyServer = try flag()
+        case "min_version":
+            guard case .string(let s) = value, ["tlsv1", "tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3"].contains(s.lowercased()) else {
+                throw ConfigError(key: key, "expected \"TLSv1.2\" or \"TLSv1.3\" (or TLSv1, TLSv1.1), got \(value.shown)")
+            }
+            c.minVersion = s
+        default:
+            throw ConfigError(key: key, "unknown key (expected one of \(StarlingConfig.tlsKeys.joined(separator: ", ")), or [tls.domain.<name>])")
         }
     }
 

@@ -17,6 +17,23 @@ import TOMLKit
 /// instruction_budget = 10000000
 /// memory_limit_mb = 64
 /// log_format = "text"         # or "json" (one JSON object per line)
+/// # listen also takes "tcp:IP:PORT", "tls:IP:PORT", "ws:IP:PORT", "wss:IP:PORT"; ";proxy" after a
+/// # tcp/tls/ws/wss address expects a PROXY protocol v1/v2 header on each connection
+/// tcp_connection_lifetime = 120   # seconds an idle TCP/TLS/WS connection stays open
+/// tcp_connect_timeout = 10        # seconds to wait for an outgoing connection
+/// tcp_max_connections = 2048
+///
+/// [tls]                        # needed by tls: and wss: listeners
+/// certificate = "/etc/starling/cert.pem"
+/// private_key = "/etc/starling/key.pem"
+/// ca_list = "/etc/starling/ca.pem"   # verifies client certificates (and servers with verify_server)
+/// verify_client = false
+/// require_client_certificate = false
+/// verify_server = false
+/// min_version = "TLSv1.2"
+/// [tls.domain."sip.example.com"]     # SNI: another certificate for this server name
+/// certificate = "..."
+/// private_key = "..."
 ///
 /// [control]                    # the HTTP control API (JSON-RPC, /metrics); off when absent
 /// listen = "127.0.0.1:5065"    # host defaults to 127.0.0.1 ("5065" or ":5065")
@@ -56,6 +73,14 @@ public struct StarlingConfig: Sendable, Equatable {
     public var controlToken: String?
     /// The control listener's settings, nil when `[control] listen` is not set.
     public var control: ControlConfig? { controlListen.map { ControlConfig(listen: $0, token: controlToken) } }
+    /// `tcp_connection_lifetime`: seconds an idle connection stays open. Default 120.
+    public var tcpConnectionLifetime: Int = 120
+    /// `tcp_connect_timeout`: seconds to wait for an outgoing connection. Default 10.
+    public var tcpConnectTimeout: Int = 10
+    /// `tcp_max_connections`: open connections at most. Default 2048.
+    public var tcpMaxConnections: Int = 2048
+    /// `[tls]`: certificate, key, CA list, verification; nil when the section is absent.
+    public var tls: TLSConfig?
     /// DNS servers; empty uses the system resolver (/etc/resolv.conf).
     public var dnsServers: [SocketAddress] = []
     /// Limits for each Lua state.
@@ -155,4 +180,18 @@ public struct ControlConfig: Sendable, Equatable {
         guard let a = SocketAddress(t, defaultPort: 5065), a.port != 0 else { return nil }
         return a
     }
+}
+
+/// `[tls]`: what tls: and wss: listeners (and outgoing TLS connections) use.
+public struct TLSConfig: Sendable, Equatable {
+    public var certificate: String = ""
+    public var privateKey: String = ""
+    public var caList: String?
+    public var verifyClient = false
+    public var requireClientCertificate = false
+    public var verifyServer = false
+    public var minVersion = "TLSv1.2"
+    /// SNI server name -> (certificate, private key).
+    public var domains: [String: [String: String]] = [:]
+    public init() {}
 }

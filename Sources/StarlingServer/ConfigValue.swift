@@ -47,14 +47,23 @@ public enum ConfigValue: Sendable, Hashable, CustomStringConvertible {
 public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
     public var proto: SIPTransportProtocol
     public var address: SocketAddress
+    /// `;proxy` after a tcp/tls/ws/wss address: connections start with a PROXY protocol v1/v2 header.
+    public var proxyProtocol: Bool
 
-    public init(proto: SIPTransportProtocol, address: SocketAddress) {
+    public init(proto: SIPTransportProtocol, address: SocketAddress, proxyProtocol: Bool = false) {
         self.proto = proto
         self.address = address
+        self.proxyProtocol = proxyProtocol
     }
 
     /// Parses "proto:ip[:port]"; the error message names the problem (the caller adds the key).
-    public static func parse(_ text: String) -> Result<ListenAddress, ConfigError> {
+    public static func parse(_ fullText: String) -> Result<ListenAddress, ConfigError> {
+        var text = fullText
+        var proxy = false
+        if text.lowercased().hasSuffix(";proxy") {
+            text = String(text.dropLast(";proxy".count))
+            proxy = true
+        }
         func bad(_ why: String) -> Result<ListenAddress, ConfigError> {
             .failure(ConfigError(key: "", "\(why) in \"\(text)\" (expected \"proto:ip:port\", e.g. \"udp:127.0.0.1:5060\" or \"udp:[::1]:5060\")"))
         }
@@ -79,11 +88,12 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
             guard p > 0 && p <= 65535 else { return bad("port \(p) out of range") }
         }
         guard let addr = SocketAddress(rest, defaultPort: defaultPort) else { return bad("bad IP address") }
-        return .success(ListenAddress(proto: proto, address: addr))
+        if proxy && proto == .udp { return bad(";proxy (PROXY protocol) needs a tcp, tls, ws or wss listener") }
+        return .success(ListenAddress(proto: proto, address: addr, proxyProtocol: proxy))
     }
 
     /// "udp:127.0.0.1:5060", "udp:[::1]:5060".
-    public var description: String { "\(proto.name):\(address)" }
+    public var description: String { "\(proto.name):\(address)\(proxyProtocol ? ";proxy" : "")" }
 }
 
 /// Limits applied to every Lua state.

@@ -65,7 +65,7 @@ public final class MessageDispatcher {
     /// Handles one datagram.
     @discardableResult
     public func dispatch(_ bytes: UnsafeRawBufferPointer, source: SocketAddress, local: SocketAddress,
-                         proto: SIPTransportProtocol) -> DispatchResult {
+                         proto: SIPTransportProtocol, connectionID: UInt64 = 0) -> DispatchResult {
         stats.received.wrappingAdd(1, ordering: .relaxed)
         // Keepalives (CRLF only) are ignored silently, as Kamailio does: answering them would reflect
         // traffic to spoofed sources.
@@ -79,13 +79,13 @@ public final class MessageDispatcher {
             logger.debug("dropped unparsable datagram from \(source): \(error)")
             return .unparsable
         }
-        return dispatch(message, source: source, local: local, proto: proto)
+        return dispatch(message, source: source, local: local, proto: proto, connectionID: connectionID)
     }
 
     /// Handles one parsed message.
     @discardableResult
     public func dispatch(_ message: SIPMessage, source: SocketAddress, local: SocketAddress,
-                         proto: SIPTransportProtocol) -> DispatchResult {
+                         proto: SIPTransportProtocol, connectionID: UInt64 = 0) -> DispatchResult {
         if message.isRequest {
             stats.requestsByMethod[Int(message.method.rawValue) & 31].wrappingAdd(1, ordering: .relaxed)
         } else {
@@ -93,7 +93,7 @@ public final class MessageDispatcher {
             stats.repliesByClass[(1...6).contains(c) ? c : 0].wrappingAdd(1, ordering: .relaxed)
         }
         let ctx = context
-        let info = ReceiveInfo(source: source, local: local, proto: proto)
+        let info = ReceiveInfo(source: source, local: local, proto: proto, connectionID: connectionID)
         ctx.begin(message: message, received: info, routeType: message.isRequest ? .request : .reply)
         defer { ctx.message = nil }
         do {

@@ -10,6 +10,7 @@ public import StarlingKEMI
 public import StarlingLua
 public import KSRModules
 public import StarlingStore
+public import SIPStreams
 
 /// A running Starling: sockets, worker threads, the script store and its file watcher.
 public final class Server: Sendable {
@@ -43,6 +44,10 @@ public final class Server: Sendable {
     let store: ScriptStore
     let services: ServerServices
     let stop = StopFlag()
+    /// One inbox per worker when stream transports are configured (empty otherwise).
+    let inboxes: [StreamInbox]
+    /// The connection layer, nil when only UDP is configured.
+    public var streams: StreamTransport? { services.streams }
     private let threads: Mutex<[PosixThread]> = Mutex([])
     private let watcher: Mutex<ScriptWatcher?> = Mutex(nil)
     let limits: LuaEngineLimits
@@ -118,26 +123,58 @@ public final class Server: Sendable {
         store = ScriptStore(ScriptStore.Published(generation: 0, source: source, version: version, files: files))
         // Sockets
         var sockets: [UDPSocket] = []
+        var streamListeners: [StreamListener] = []
         for l in config.listen {
-            guard l.proto == .udp else {
-                throw ServerError("listen \(l): only udp listeners exist so far (TCP/TLS/WS come with the transports work)")
-            }
-            do {
-                sockets.append(try UDPSocket(bindingTo: l.address))
-            } catch {
+            switch l.proto {
+            case .udp:
+                do {
+                    sockets.append(try UDPSocket(bindingTo: l.address))
+                } catch {
+                    for s in sockets { s.close() }
+                    throw ServerError("cannot listen on \(l): \(error)")
+                }
+            case .tcp, .tls, .ws, .wss:
+                streamListeners.append(StreamListener(proto: l.proto, address: l.address, proxyProtocol: l.proxyProtocol))
+            case .sctp:
                 for s in sockets { s.close() }
-                throw ServerError("cannot listen on \(l): \(error)")
+                throw ServerError("listen \(l): SCTP is not supported")
             }
         }
+        let workerCount = config.workers * max(1, sockets.count)
+        var streams: StreamTransport? = nil
+        var inboxes: [StreamInbox] = []
+        var listen = config.listen
+        if !streamListeners.isEmpty {
+            do throws(TransportError) {
+                for _ in 0..<workerCount { inboxes.append(try StreamInbox()) }
+                let t = try StreamTransport(listeners: streamListeners, inboxes: inboxes,
+                                            settings: Self.streamSettings(config), logger: logger)
+                try t.start()
+                streams = t
+            } catch {
+                for s in sockets { s.close() }
+                throw ServerError("\(error)")
+            }
+            // Port 0 listeners: advertise the port the kernel chose.
+            let bound = streams!.boundListeners
+            var k = 0
+            for i in listen.indices where listen[i].proto != .udp && listen[i].proto != .sctp {
+                listen[i].address = bound[k].address
+                k += 1
+            }
+        }
+        for (i, j) in zip(listen.indices.filter { listen[$0].proto == .udp }, sockets.indices) {
+            listen[i].address = sockets[j].localAddress
+        }
+        self.inboxes = inboxes
         var resolver: DNSResolver? = nil
         do {
             resolver = try DNSResolver(configuration: DNSResolver.Configuration(servers: config.dnsServers))
         } catch {
             logger.warning("DNS resolver unavailable (\(error)); only numeric hosts can be reached")
         }
-        services = ServerServices(listen: config.listen, udpSockets: sockets, resolver: resolver,
-                                  defines: config.defineTexts, workerCount: config.workers * sockets.count,
-                                  aliases: config.aliases)
+        services = ServerServices(listen: listen, udpSockets: sockets, streams: streams, resolver: resolver,
+                                  defines: config.defineTexts, workerCount: workerCount, aliases: config.aliases)
         // Datagrams sent outside any route (NAT keepalives) leave from the first UDP socket.
         if let first = sockets.first {
             runtime.setOutbound(OutboundSender(local: first.localAddress) { bytes, dst in
@@ -151,21 +188,26 @@ public final class Server: Sendable {
     public func start() throws(ServerError) {
         var started: [PosixThread] = []
         var index = 0
-        for socket in services.udpSockets {
+        let udp: [UDPSocket?] = services.udpSockets.isEmpty ? [nil] : services.udpSockets
+        for socket in udp {
             for _ in 0..<config.workers {
-                let worker = Transfer(UDPWorker(index: index, socket: socket, store: store, registry: registry, limits: limits,
-                                                services: services, stats: statsForWorker(), logger: logger,
+                let inbox = inboxes.isEmpty ? nil : inboxes[index]
+                let worker = Transfer(UDPWorker(index: index, socket: socket, inbox: inbox, store: store, registry: registry,
+                                                limits: limits, services: services, stats: statsForWorker(), logger: logger,
                                                 parserLimits: .default, stop: stop,
                                                 transactions: tmLoaded ? transactions : nil, moduleState: self.runtime))
                 do {
-                    started.append(try PosixThread(name: "udp-worker-\(index)") { worker.value.run() })
+                    started.append(try PosixThread(name: "worker-\(index)") { worker.value.run() })
                 } catch {
                     stop.set()
                     throw ServerError("cannot start worker thread: \(error)")
                 }
                 index += 1
             }
-            logger.info("listening on udp:\(socket.localAddress) with \(config.workers) workers")
+            if let socket { logger.info("listening on udp:\(socket.localAddress) with \(config.workers) workers") }
+        }
+        for l in services.streams?.boundListeners ?? [] {
+            logger.info("listening on \(l)\(l.proxyProtocol ? " (PROXY protocol)" : "") with \(index) workers")
         }
         // Module housekeeping (expiry, keepalives, background database writes): once a second.
         let runtime = self.runtime
@@ -388,6 +430,8 @@ public final class Server: Sendable {
         let ts = threads.withLock { t -> [PosixThread] in let all = t; t = []; return all }
         for t in ts { t.join() }
         runtime.setOutbound(nil)
+        // After the workers: none of them sends on a connection any more.
+        services.streams?.shutdown()
         for s in services.udpSockets { s.close() }
         // usrloc write-back: what the timer has not written yet.
         runtime.usrloc.flush()
@@ -410,6 +454,23 @@ extension Server {
             logger.warning("usrloc and auth_db db_url name different files; using \(path) for both")
         }
         do { return try StarlingDatabase(path: path) } catch { throw ServerError(error.description) }
+    }
+
+    /// The connection layer's settings from the configuration.
+    static func streamSettings(_ config: StarlingConfig) -> StreamSettings {
+        var tls: TLSSettings? = nil
+        if let t = config.tls {
+            var domains: [String: TLSDomain] = [:]
+            for (name, d) in t.domains {
+                domains[name] = TLSDomain(certificate: d["certificate"] ?? "", privateKey: d["private_key"] ?? "")
+            }
+            tls = TLSSettings(certificate: t.certificate, privateKey: t.privateKey, caList: t.caList, verifyClient: t.verifyClient,
+                              requireClientCertificate: t.requireClientCertificate, verifyServer: t.verifyServer,
+                              minVersion: t.minVersion, domains: domains)
+        }
+        return StreamSettings(connectionLifetime: config.tcpConnectionLifetime,
+                              connectTimeoutMillis: config.tcpConnectTimeout * 1000,
+                              maxConnections: config.tcpMaxConnections, limits: .default, tls: tls)
     }
 }
 

@@ -1,11 +1,14 @@
 public import SIPTransport
 public import StarlingKEMI
+import SIPStreams
 
 /// The core services the KSR functions use: who we are, how names resolve, which socket sends.
 public final class ServerServices: CoreServices {
     /// The UDP sockets, one per UDP listen address.
     let udpSockets: [UDPSocket]
     let listen: [ListenAddress]
+    /// The connection layer (nil when only UDP is configured).
+    let streams: StreamTransport?
     let resolver: DNSResolver?
     public let defines: [String: String]
     /// Number of worker threads (for "active in all workers" logs).
@@ -13,9 +16,10 @@ public final class ServerServices: CoreServices {
     private let myIPs: Set<String>
     private let aliases: Set<String>
 
-    init(listen: [ListenAddress], udpSockets: [UDPSocket], resolver: DNSResolver?, defines: [String: String],
-         workerCount: Int, aliases: [String] = []) {
+    init(listen: [ListenAddress], udpSockets: [UDPSocket], streams: StreamTransport? = nil, resolver: DNSResolver?,
+         defines: [String: String], workerCount: Int, aliases: [String] = []) {
         self.workerCount = workerCount
+        self.streams = streams
         self.listen = listen
         self.udpSockets = udpSockets
         self.resolver = resolver
@@ -59,6 +63,16 @@ public final class ServerServices: CoreServices {
             return (l.address, "\(l.address.uriHost):\(l.address.port)")
         }
         return nil
+    }
+
+    public func tlsPeer(connection id: UInt64) -> TLSPeer? {
+        guard id != 0, let p = streams?.tlsPeer(connection: id) else { return nil }
+        return TLSPeer(verified: p.verified, subjectCN: p.subjectCN, alternativeNames: p.alternativeNames, serial: p.serial)
+    }
+
+    public func closeConnection(_ id: UInt64) -> Bool {
+        guard id != 0, let streams else { return false }
+        return streams.close(connection: id)
     }
 
     /// The UDP socket bound to a local address (or the first of the family).

@@ -7,6 +7,8 @@ import SIPTransport
 import StarlingKEMI
 import StarlingLua
 import KSRModules
+import SIPStreams
+import CStarlingSystem
 import Logging
 
 /// Tells threads to stop.
@@ -81,10 +83,14 @@ public final class RouteTimeHistogram: Sendable {
 
 /// One worker thread: receives datagrams from one UDP socket in batches, routes each through its own
 /// Lua state, and sends what the script produced in batches. Nothing on this path takes a lock; the
-/// only shared read per message is the script generation.
+/// only shared read per message is the script generation. With stream transports configured, the
+/// worker also waits on its inbox (an eventfd in the same poll) and routes the messages that
+/// connections handed to it between UDP batches, with the same Lua state.
 final class UDPWorker {
     let index: Int
-    let socket: UDPSocket
+    /// The UDP socket (nil for a worker that only serves connections: no UDP listener is configured).
+    let socket: UDPSocket?
+    let inbox: StreamInbox?
     let store: ScriptStore
     let registry: KemiRegistry
     let limits: LuaEngineLimits
@@ -97,11 +103,13 @@ final class UDPWorker {
     private let sender: WorkerSender
     private let receiver = UDPBatchReceiver(capacity: 32)
 
-    init(index: Int, socket: UDPSocket, store: ScriptStore, registry: KemiRegistry, limits: LuaEngineLimits,
-         services: ServerServices, stats: ServerStats, logger: Logger, parserLimits: SIPParserLimits, stop: StopFlag,
-         transactions: (any TransactionLayer)? = nil, moduleState: AnyObject? = nil) {
+    init(index: Int, socket: UDPSocket?, inbox: StreamInbox? = nil, store: ScriptStore, registry: KemiRegistry,
+         limits: LuaEngineLimits, services: ServerServices, stats: ServerStats, logger: Logger,
+         parserLimits: SIPParserLimits, stop: StopFlag, transactions: (any TransactionLayer)? = nil,
+         moduleState: AnyObject? = nil) {
         self.index = index
         self.socket = socket
+        self.inbox = inbox
         self.store = store
         self.registry = registry
         self.limits = limits
@@ -109,12 +117,13 @@ final class UDPWorker {
         self.logger = logger
         self.stop = stop
         sender = WorkerSender(services: services, logger: logger, stats: stats)
-        let local = socket.localAddress
+        let local = socket?.localAddress ?? services.listen.first!.address
         let ctx = RouteContext(worker: WorkerLocals(index: index), logger: logger, services: services, sender: sender,
                                received: ReceiveInfo(source: local, local: local, proto: .udp))
         ctx.transactions = transactions
         ctx.moduleState = moduleState
         dispatcher = MessageDispatcher(context: ctx, stats: stats, parserLimits: parserLimits)
+        sender.context = ctx
     }
 
     /// The thread body.
@@ -123,6 +132,11 @@ final class UDPWorker {
         CurrentRoute.set(dispatcher.context)
         defer { CurrentRoute.set(nil) }
         switchScriptIfNeeded()
+        if let inbox {
+            runWithInbox(inbox)
+            return
+        }
+        guard let socket else { return }
         let local = socket.localAddress
         var timersPending = false
         while !stop.isSet {
@@ -141,6 +155,47 @@ final class UDPWorker {
             timersPending = dispatcher.runTimers()
             sender.flush()
             if n == 0 { switchScriptIfNeeded() }
+        }
+    }
+
+    /// The loop with connections: one poll on the UDP socket and the inbox's eventfd.
+    private func runWithInbox(_ inbox: StreamInbox) {
+        let udpFD = socket?.fileDescriptor ?? -1
+        var timersPending = false
+        while !stop.isSet {
+            let ready = st_poll2(udpFD, inbox.fileDescriptor, timersPending ? 10 : 200)
+            var handled = 0
+            if ready > 0 && ready & 2 != 0 {
+                for m in inbox.drain() {
+                    switchScriptIfNeeded()
+                    m.bytes.withUnsafeBytes {
+                        _ = dispatcher.dispatch($0, source: m.source, local: m.local, proto: m.proto, connectionID: m.connectionID)
+                    }
+                    handled += 1
+                }
+            }
+            if ready > 0 && ready & 1 != 0, let socket {
+                let local = socket.localAddress
+                var n = 0
+                do {
+                    n = try receiver.receive(on: socket, timeout: .zero)
+                } catch {
+                    if stop.isSet { break }
+                    logger.warning("receive on \(socket) failed: \(error)")
+                }
+                for i in 0..<n {
+                    switchScriptIfNeeded()
+                    dispatcher.dispatch(receiver.bytes(at: i), source: receiver.source(at: i), local: local, proto: .udp)
+                }
+                handled += n
+            }
+            if ready < 0 && !stop.isSet {
+                logger.warning("poll failed: errno \(-ready)")
+                usleep(10_000)
+            }
+            timersPending = dispatcher.runTimers()
+            sender.flush()
+            if handled == 0 { switchScriptIfNeeded() }
         }
     }
 

@@ -39,17 +39,22 @@ public final class TestServices: CoreServices {
     public let multiHosts: [String: [SocketAddress]]
     /// The resolver NAPTR lookups (ENUM) go to; nil: they fail.
     public let resolver: DNSResolver?
+    /// TLS peers by connection id (what `KSR.tls` and `$tls_peer_*` see).
+    public let tlsPeers: [UInt64: TLSPeer]
 
     public convenience init(local: SocketAddress = SocketAddress(ip: "127.0.0.1", port: 5060)!, hosts: [String: SocketAddress] = [:],
-                            defines: [String: String] = [:], aliases: [String] = [], anyHost: SocketAddress? = nil) {
-        self.init(local: local, hosts: hosts, defines: defines, aliases: aliases, anyHost: anyHost, multiHosts: [:])
+                            defines: [String: String] = [:], aliases: [String] = [], anyHost: SocketAddress? = nil,
+                            tlsPeers: [UInt64: TLSPeer] = [:]) {
+        self.init(local: local, hosts: hosts, defines: defines, aliases: aliases, anyHost: anyHost, multiHosts: [:],
+                  tlsPeers: tlsPeers)
     }
 
     public init(local: SocketAddress = SocketAddress(ip: "127.0.0.1", port: 5060)!, hosts: [String: SocketAddress] = [:],
                 defines: [String: String] = [:], aliases: [String] = [], anyHost: SocketAddress? = nil,
-                multiHosts: [String: [SocketAddress]], resolver: DNSResolver? = nil) {
+                multiHosts: [String: [SocketAddress]], resolver: DNSResolver? = nil, tlsPeers: [UInt64: TLSPeer] = [:]) {
         self.resolver = resolver
         self.local = local
+        self.tlsPeers = tlsPeers
         self.anyHost = anyHost
         self.multiHosts = multiHosts
         self.hosts = hosts
@@ -62,6 +67,8 @@ public final class TestServices: CoreServices {
         guard let a = SocketAddress(ip: host, port: 0), a.ip == local.ip else { return false }
         return port == nil || port == Int(local.port)
     }
+
+    public func tlsPeer(connection id: UInt64) -> TLSPeer? { tlsPeers[id] }
 
     public func resolve(host: String, port: Int?, proto: SIPTransportProtocol) -> [SocketAddress] {
         if let a = SocketAddress(ip: host, port: port ?? 0) { return [a] }

@@ -2,6 +2,7 @@ import Testing
 import Foundation
 import Logging
 import SIPTransport
+import SIPStreams
 @testable import StarlingServer
 
 /// Parses TOML and expects a ConfigError with this exact text.
@@ -113,8 +114,8 @@ struct ConfigTests {
     @Test("unknown keys in [core] and unknown sections are errors")
     func unknownKeys() {
         expectError("[core]\nworkerz = 2",
-                    "core.workerz: unknown key (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias)")
-        expectError("[server]\nx = 1", "server: unknown section (expected [core], [control], [define] or [modparam.<module>])")
+                    "core.workerz: unknown key (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections)")
+        expectError("[server]\nx = 1", "server: unknown section (expected [core], [control], [tls], [define] or [modparam.<module>])")
         expectError("core = 1", "core: expected a table ([core]), got 1")
     }
 
@@ -134,6 +135,46 @@ struct ConfigTests {
         expectError("[core]\nlisten = [5060]", "core.listen[0]: expected a string, got 5060")
         expectError("[core]\nlisten = [\"udp:127.0.0.1:5060\", \"UDP:127.0.0.1:5060\"]",
                     "core.listen[1]: duplicate listen address \"UDP:127.0.0.1:5060\"")
+    }
+
+    @Test("stream listeners, ;proxy, tcp_* values and [tls]")
+    func streamTransports() throws {
+        let c = try StarlingConfig.parse(toml: """
+            [core]
+            listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060;proxy", "tls:[::1]", "wss:127.0.0.1:8443"]
+            tcp_connection_lifetime = 30
+            tcp_connect_timeout = 2
+            tcp_max_connections = 100
+            [tls]
+            certificate = "/c.pem"
+            private_key = "/k.pem"
+            ca_list = "/ca.pem"
+            verify_client = true
+            min_version = "TLSv1.3"
+            [tls.domain."Sip.Example.com"]
+            certificate = "/d.pem"
+            private_key = "/dk.pem"
+            """)
+        #expect(c.listen[1] == ListenAddress(proto: .tcp, address: SocketAddress(ip: "127.0.0.1", port: 5060)!, proxyProtocol: true))
+        #expect(c.listen[1].description == "tcp:127.0.0.1:5060;proxy")
+        #expect(c.listen[2] == ListenAddress(proto: .tls, address: SocketAddress(ip: "::1", port: 5061)!))
+        #expect(c.tcpConnectionLifetime == 30 && c.tcpConnectTimeout == 2 && c.tcpMaxConnections == 100)
+        let tls = try #require(c.tls)
+        #expect(tls.certificate == "/c.pem" && tls.privateKey == "/k.pem" && tls.caList == "/ca.pem")
+        #expect(tls.verifyClient && !tls.requireClientCertificate && tls.minVersion == "TLSv1.3")
+        #expect(tls.domains["sip.example.com"] == ["certificate": "/d.pem", "private_key": "/dk.pem"])
+        let s = Server.streamSettings(c)
+        #expect(s.connectionLifetime == 30 && s.connectTimeoutMillis == 2000 && s.maxConnections == 100)
+        #expect(s.tls?.domains["sip.example.com"]?.privateKey == "/dk.pem")
+        expectError("[core]\nlisten = [\"udp:127.0.0.1:5060;proxy\"]",
+                    "core.listen[0]: ;proxy (PROXY protocol) needs a tcp, tls, ws or wss listener in \"udp:127.0.0.1:5060\" (expected \"proto:ip:port\", e.g. \"udp:127.0.0.1:5060\" or \"udp:[::1]:5060\")")
+        expectError("[core]\ntcp_connection_lifetime = 0", "core.tcp_connection_lifetime: expected a positive number of seconds, got 0")
+        expectError("[tls]\nmin_version = \"SSLv3\"",
+                    "tls.min_version: expected \"TLSv1.2\" or \"TLSv1.3\" (or TLSv1, TLSv1.1), got \"SSLv3\"")
+        expectError("[tls]\nverify_client = \"maybe\"", "tls.verify_client: expected true or false, got \"maybe\"")
+        expectError("[tls]\ncert = \"/x\"",
+                    "tls.cert: unknown key (expected one of certificate, private_key, ca_list, verify_client, require_client_certificate, verify_server, min_version, or [tls.domain.<name>])")
+        expectError("[tls.domain.x]\ncertificate = \"/x\"", "tls.domain.x: needs certificate and private_key")
     }
 
     @Test("a single listen string is accepted")
@@ -229,7 +270,7 @@ struct ConfigTests {
     func environmentErrors() {
         expectError("", env: ["STARLING_CORE_WORKERS": "abc"], "STARLING_CORE_WORKERS: expected a positive integer, got \"abc\"")
         expectError("", env: ["STARLING_CORE_THREADS": "4"],
-                    "STARLING_CORE_THREADS: unknown key core.threads (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias)")
+                    "STARLING_CORE_THREADS: unknown key core.threads (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections)")
         expectError("", env: ["STARLING_CORE_LISTEN": "udp:127.0.0.1:5060,foo:1.2.3.4"],
                     "STARLING_CORE_LISTEN[1]: unknown proto \"foo\" in \"foo:1.2.3.4\" (expected one of udp, tcp, tls, ws, wss, sctp)")
         expectError("", env: ["STARLING_MODPARAM_TM": "1"], "STARLING_MODPARAM_TM: expected STARLING_MODPARAM_<MODULE>_<PARAM>")

@@ -78,6 +78,12 @@ const char *st_strerror(int err, char *buf, size_t len);
 int st_eventfd_create(void);
 int st_eventfd_signal(int fd);
 void st_eventfd_drain(int fd);
+/* Waits up to timeout_ms (-1: forever) until fd1 or fd2 (either may be -1: ignored) is readable.
+ * Returns a bit mask (1: fd1, 2: fd2), 0 on timeout or EINTR, or -errno. */
+int st_poll2(int fd1, int fd2, int timeout_ms);
+
+/* Returns freed heap memory to the kernel (glibc malloc_trim(0)); 1 if some was released. */
+int st_malloc_trim(void);
 
 /* inotify_init1(IN_NONBLOCK | IN_CLOEXEC): fd or -errno. */
 int st_inotify_init(void);

@@ -47,10 +47,10 @@ extension CoreModule {
         }
         add("to_IPv4", [], .bool) { ctx, _ in .bool(nextHop(ctx)?.family == .inet) }
         add("to_IPv6", [], .bool) { ctx, _ in .bool(nextHop(ctx)?.family == .inet6) }
-        let noTCP = "accepted; no effect (UDP only)"
-        for name in ["set_forward_close", "set_forward_no_connect", "set_reply_close", "set_reply_no_connect"] {
-            add(name, [], .bool, compat: noTCP) { _, _ in .bool(true) }
-        }
+        add("set_forward_close", [], .bool) { ctx, _ in ctx.connectionFlags.forwardClose = true; return .bool(true) }
+        add("set_forward_no_connect", [], .bool) { ctx, _ in ctx.connectionFlags.forwardNoConnect = true; return .bool(true) }
+        add("set_reply_close", [], .bool) { ctx, _ in ctx.connectionFlags.replyClose = true; return .bool(true) }
+        add("set_reply_no_connect", [], .bool) { ctx, _ in ctx.connectionFlags.replyNoConnect = true; return .bool(true) }
         add("add_local_rport", [], .bool) { ctx, _ in ctx.addLocalRport = true; return .bool(true) }
         add("set_advertised_address", [.str], .int) { ctx, a in
             guard let v = a.string(0), !v.isEmpty else { return .int(-1) }

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Synchronization
 import SIPCore
+import SIPTransport
 import StarlingKEMI
 import Logging
 
@@ -138,6 +139,10 @@ indirect enum ExtendedPV: Hashable {
     /// `$shtitval(it)`.
     case sht(HtableCellPV, String, String)
     case shtIterator(String, value: Bool)
+    /// `$conid`: the TCP/TLS/WS connection id of the message (null for UDP).
+    case conid
+    /// `$tls_peer_subject_cn`, `$tls_peer_verified`, `$tls_peer_serial`, `$tls_peer_san_dns`.
+    case tlsPeer(String)
 
     static func parse(_ text: String) -> ExtendedPV? {
         let body = text.dropFirst()
@@ -155,6 +160,9 @@ indirect enum ExtendedPV: Hashable {
         case "ado": return .authParam("opaque")
         case "ctu": return .ctu
         case "br": return .br
+        case "conid": return .conid
+        case "tls_peer_subject_cn", "tls_peer_verified", "tls_peer_serial", "tls_peer_san_dns", "tls_peer_san_ip":
+            return .tlsPeer(String(body.dropFirst(9)))
         default: break
         }
         if body.hasPrefix("(") && body.hasSuffix(")") {
@@ -316,6 +324,17 @@ indirect enum ExtendedPV: Hashable {
             return PVValue(ctx.worker.local(NullableVariables.self) { NullableVariables() }.values[name] ?? .null)
         case .br:
             return ctx.branches.first.map { .string(String(decoding: $0, as: UTF8.self)) } ?? .null
+        case .conid:
+            return ctx.received.connectionID == 0 ? .null : .int(Int(truncatingIfNeeded: ctx.received.connectionID))
+        case .tlsPeer(let field):
+            let peer = ctx.services.tlsPeer(connection: ctx.received.connectionID)
+            switch field {
+            case "verified": return .int(peer?.verified == true ? 1 : 0)
+            case "subject_cn": return peer?.subjectCN.map { .string($0) } ?? .null
+            case "serial": return peer?.serial.map { .string($0) } ?? .null
+            case "san_dns": return peer?.alternativeNames.first(where: { SocketAddress(ip: $0, port: 0) == nil }).map { .string($0) } ?? .null
+            default: return peer?.alternativeNames.first(where: { SocketAddress(ip: $0, port: 0) != nil }).map { .string($0) } ?? .null
+            }
         case .select(let parts):
             guard let m else { return .null }
             return Self.select(ctx, m, parts)
