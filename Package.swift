@@ -34,6 +34,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
@@ -49,6 +50,9 @@ let package = Package(
         .systemLibrary(
             name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto",
             providers: [.apt(["libssl-dev", "pkg-config"])]),
+        .systemLibrary(
+            name: "CCurl", path: "Sources/CCurl", pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev", "pkg-config"])]),
 
         // SIP messages: parse, edit, serialise. No I/O.
         .target(name: "SIPCore", swiftSettings: swiftSettings),
@@ -85,15 +89,21 @@ let package = Package(
         .target(
             name: "KSRModules",
             dependencies: [
-                "StarlingKEMI", "SIPCore", "SIPTransport", "SIPTransaction", "CStarlingSystem", "CCrypto",
+                "StarlingKEMI", "SIPCore", "SIPTransport", "SIPTransaction", "CStarlingSystem", "CCrypto", "CCurl",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hotPathSettings),
+        // The embedded SQLite database (GRDB): usrloc persistence and the subscriber table, behind
+        // protocols KSRModules declares (KSRModules itself never imports GRDB).
+        .target(
+            name: "StarlingStore",
+            dependencies: ["KSRModules", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings),
         // Configuration, workers, reload, lifecycle.
         .target(
             name: "StarlingServer",
             dependencies: [
-                "SIPCore", "SIPTransport", "SIPStreams", "StarlingKEMI", "StarlingLua", "KSRModules", "CStarlingSystem",
+                "SIPCore", "SIPTransport", "SIPStreams", "StarlingKEMI", "StarlingLua", "KSRModules", "StarlingStore", "CStarlingSystem",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
@@ -118,12 +128,12 @@ let package = Package(
         .executableTarget(
             name: "starling",
             dependencies: [
-                "SIPCore", "StarlingServer", "StarlingControl", "KSRModules", "StarlingTesting",
+                "SIPCore", "StarlingServer", "StarlingControl", "KSRModules", "StarlingTesting", "StarlingStore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
-        .executableTarget(name: "starling-bench", dependencies: ["SIPCore", "StarlingTesting"], swiftSettings: swiftSettings),
+        .executableTarget(name: "starling-bench", dependencies: ["SIPCore", "StarlingTesting", "KSRModules"], swiftSettings: swiftSettings),
 
         .testTarget(
             name: "SIPCoreTests", dependencies: ["SIPCore"],
@@ -144,8 +154,12 @@ let package = Package(
                            "SIPTransaction"],
             swiftSettings: swiftSettings),
         .testTarget(
+            name: "StarlingStoreTests",
+            dependencies: ["StarlingStore", "KSRModules", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings),
+        .testTarget(
             name: "StarlingServerTests",
-            dependencies: ["StarlingServer", "StarlingControl", "StarlingTesting", "SIPCore", "SIPTransport", "SIPStreams"],
+            dependencies: ["StarlingServer", "StarlingControl", "StarlingTesting", "SIPCore", "SIPTransport", "KSRModules", "SIPStreams"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingTestingTests", dependencies: ["StarlingTesting", "KSRModules", "StarlingKEMI"],

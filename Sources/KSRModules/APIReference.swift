@@ -1,4 +1,4 @@
-public import StarlingKEMI
+import StarlingKEMI
 
 extension KSRModules {
     /// The command that regenerates docs/KSR.md.

@@ -11,7 +11,7 @@ public enum KSRModules {
         Set(modules.map { kemiName[$0] ?? $0 })
     }
 
-    public static let available: [String] = ["sl", "maxfwd", "sanity", "xlog", "kx", "siputils", "corex", "textops", "textopsx", "tm", "tmx", "rr", "tls", "websocket"]
+    public static let available: [String] = ["sl", "maxfwd", "sanity", "xlog", "kx", "siputils", "corex", "textops", "textopsx", "tm", "tmx", "rr", "auth", "auth_db", "htable", "pike", "permissions", "nathelper", "registrar", "usrloc", "http_client", "enum", "uac", "tls", "websocket"]
 
     /// All exports, in registration order (core first, as Kamailio does), over a new runtime.
     /// - Parameter tm: the transaction store the `tm`/`tmx` exports use (one per process; a new one
@@ -26,6 +26,10 @@ public enum KSRModules {
         return CoreModule.exports() + CoreModule.moreExports() + PVModule.exports() + HdrModule.exports() + SLModule.exports()
             + MaxfwdModule.exports(config) + SanityModule.exports(config) + XLogModule.exports() + KxModule.exports()
             + SipUtilsModule.exports() + CorexModule.exports() + TextopsModule.exports() + TextopsxModule.exports()
-            + TMModule.exports(runtime.tm) + RRModule.exports(config) + TLSModule.exports() + WebSocketModule.exports()
+            + TMModule.exports(runtime.tm) + RRModule.exports(config) + AuthModule.exports(runtime)
+            + AuthDBModule.exports(runtime)
+            + NathelperModule.exports(config) + PermissionsModule.exports(runtime) + HtableModule.exports(runtime)
+            + PikeModule.exports(runtime) + RegistrarModule.exports(runtime)
+            + HTTPClientModule.exports(config) + EnumModule.exports(config) + UACModule.exports(runtime) + TLSModule.exports() + WebSocketModule.exports()
     }
 }

@@ -50,6 +50,12 @@ public enum PrometheusMetrics {
             metric("starling_transactions_active", "gauge", "tm transactions in memory (created and not yet freed).",
                    [("", String(t))])
         }
+        if let r = server.registrationsActive {
+            metric("starling_registrations_active", "gauge", "usrloc contacts in memory (all location tables).",
+                   [("", String(r))])
+            metric("starling_registrations_expired_total", "counter", "usrloc contacts removed because they expired.",
+                   [("", String(server.registrationsExpired ?? 0))])
+        }
         out += "# HELP starling_route_duration_seconds Route callback execution time (Lua and the KSR functions it called), by callback.\n"
         out += "# TYPE starling_route_duration_seconds histogram\n"
         for h in server.routeTimes() {

@@ -53,6 +53,9 @@ public protocol CoreServices: AnyObject, Sendable {
     func localSocket(for destination: SocketAddress, proto: SIPTransportProtocol) -> (socket: SocketAddress, advertised: String)?
     /// `[define]` entries of the configuration.
     var defines: [String: String] { get }
+    /// NAPTR records of a domain name (ENUM), through the configured resolver and its cache; nil when
+    /// the lookup failed (no resolver, timeout, NXDOMAIN).
+    func queryNAPTR(_ name: String) -> [NAPTRRecord]?
     /// What the TLS handshake of connection `id` established (nil: not TLS, closed, not finished).
     func tlsPeer(connection id: UInt64) -> TLSPeer?
     /// Closes a TCP/TLS/WS connection. False if it is not open.
@@ -60,6 +63,8 @@ public protocol CoreServices: AnyObject, Sendable {
 }
 
 extension CoreServices {
+    /// No resolver: every NAPTR lookup fails.
+    public func queryNAPTR(_ name: String) -> [NAPTRRecord]? { nil }
     public func tlsPeer(connection id: UInt64) -> TLSPeer? { nil }
     public func closeConnection(_ id: UInt64) -> Bool { false }
 }
@@ -131,6 +136,9 @@ public final class RouteContext {
     public let logger: Logger
     public let services: any CoreServices
     public var sender: any MessageSender
+    /// The modules' process-wide state (KSRModules' `ModuleRuntime`: htables, pike, permissions...),
+    /// set by whoever builds the context; pseudo-variables such as `$sht` reach shared tables through it.
+    public var moduleState: AnyObject?
 
     // MARK: Per message
     /// The message being routed (request or reply). For failure routes, the transaction's request.
@@ -164,6 +172,17 @@ public final class RouteContext {
     public var extendedFlags: UInt64 = 0
     /// Extra branches (`append_branch`, registrar lookup): URIs beyond the Request-URI.
     public var branches: [[UInt8]] = []
+    /// The next hop of an extra branch (its `$du`: a NATed contact's received address, a Path), by
+    /// index into `branches`; a branch without one goes to its URI.
+    public var branchDestinations: [Int: [UInt8]] = [:]
+    /// The branch flags of an extra branch (registrar lookup: the contact's cflags), by index into
+    /// `branches`; a branch without an entry starts with no flags.
+    public var extraBranchFlags: [Int: UInt32] = [:]
+    /// q-values of the destination set in thousandths (0...1000, -1: none given; Kamailio's `qvalue_t`):
+    /// `requestURIQ` for the Request-URI, `branchQ[i]` for `branches[i]` (an index past its end: -1, so
+    /// code that appends bare URIs to `branches` stays correct).
+    public var requestURIQ: Int = -1
+    public var branchQ: [Int] = []
     /// Headers to add to locally generated replies (`hdr.append_to_reply`), each ending with CRLF.
     public var replyHeaders: [UInt8] = []
     /// Body and Content-Type for locally generated replies (`textops.set_reply_body`).
@@ -226,6 +245,10 @@ public final class RouteContext {
         if !xavps.isEmpty { xavps.removeAll(keepingCapacity: true) }
         extendedFlags = 0
         if !branches.isEmpty { branches.removeAll(keepingCapacity: true) }
+        if !branchDestinations.isEmpty { branchDestinations.removeAll() }
+        if !extraBranchFlags.isEmpty { extraBranchFlags.removeAll() }
+        if !branchQ.isEmpty { branchQ.removeAll(keepingCapacity: true) }
+        requestURIQ = -1
         if !replyHeaders.isEmpty { replyHeaders.removeAll(keepingCapacity: true) }
         replyBody = nil
         lastError = 0
@@ -234,6 +257,28 @@ public final class RouteContext {
         if !recordRouteParams.isEmpty { recordRouteParams = "" }
         routedParams = nil
         connectionFlags = ConnectionFlags()
+    }
+}
+
+extension RouteContext {
+    /// Appends a branch to the destination set with its q-value (thousandths, -1: none).
+    public func appendBranch(_ uri: [UInt8], q: Int = -1) {
+        if q >= 0 || !branchQ.isEmpty {
+            while branchQ.count < branches.count { branchQ.append(-1) }
+            branchQ.append(q)
+        }
+        branches.append(uri)
+    }
+
+    /// The q-value of `branches[i]` (-1: none given).
+    public func branchQValue(_ i: Int) -> Int { i < branchQ.count ? branchQ[i] : -1 }
+
+    /// Empties the destination set (the extra branches and their q-values).
+    public func clearBranches() {
+        branches.removeAll(keepingCapacity: true)
+        branchQ.removeAll(keepingCapacity: true)
+        if !branchDestinations.isEmpty { branchDestinations.removeAll() }
+        if !extraBranchFlags.isEmpty { extraBranchFlags.removeAll() }
     }
 }
 

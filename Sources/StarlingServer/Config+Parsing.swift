@@ -61,7 +61,7 @@ extension StarlingConfig {
     /// Keys allowed in `[core]`.
     static let coreKeys: [String] = [
         "listen", "workers", "script", "modules", "log_level", "dns_servers", "instruction_budget", "memory_limit_mb",
-        "log_format", "tcp_connection_lifetime", "tcp_connect_timeout", "tcp_max_connections",
+        "log_format", "alias", "tcp_connection_lifetime", "tcp_connect_timeout", "tcp_max_connections",
     ]
     /// Keys allowed in `[tls]` (besides `domain` tables).
     static let tlsKeys: [String] = [
@@ -70,7 +70,7 @@ extension StarlingConfig {
     /// Keys allowed in `[control]`.
     static let controlKeys: [String] = ["listen", "token"]
     /// `[core]` keys that hold lists (comma-separated in the environment).
-    static let coreListKeys: Set<String> = ["listen", "modules", "dns_servers"]
+    static let coreListKeys: Set<String> = ["listen", "modules", "dns_servers", "alias"]
 
     // MARK: TOML
 
@@ -192,6 +192,15 @@ extension StarlingConfig {
                 servers.append(a)
             }
             dnsServers = servers
+        case "alias":
+            var names: [String] = []
+            for (i, name) in try stringList(value, key: key).enumerated() {
+                guard !name.isEmpty, !name.contains(where: { $0 == " " || $0 == ";" || $0 == "@" }) else {
+                    throw ConfigError(key: "\(key)[\(i)]", "bad alias \"\(name)\" (expected a host name or address)")
+                }
+                if !names.contains(name) { names.append(name) }
+            }
+            aliases = names
         case "instruction_budget":
             lua.instructionBudget = try nonNegative(value, key: key)
         case "memory_limit_mb":

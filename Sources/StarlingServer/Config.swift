@@ -60,6 +60,9 @@ public struct StarlingConfig: Sendable, Equatable {
     public var script: String = "routes/default.lua"
     /// Modules to load, Kamailio names ("tm", "sl", ...). Default none.
     public var modules: [String] = []
+    /// Other names of this server (`[core] alias`, Kamailio's `alias=`): hosts `KSR.is_myself*`
+    /// and loose_route treat as their own, on any port.
+    public var aliases: [String] = []
     /// Log level. Default info.
     public var logLevel: Logger.Level = .info
     /// Log line format. Default text.

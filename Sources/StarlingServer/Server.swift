@@ -9,6 +9,7 @@ public import SIPTransport
 public import StarlingKEMI
 public import StarlingLua
 public import KSRModules
+public import StarlingStore
 public import SIPStreams
 
 /// A running Starling: sockets, worker threads, the script store and its file watcher.
@@ -25,6 +26,17 @@ public final class Server: Sendable {
     /// The modules' process-wide state (shared tables, clock, periodic jobs).
     public let runtime: ModuleRuntime
     let tmLoaded: Bool
+    /// True when the uac module is loaded (`uac.reg_*` control methods).
+    public let uacLoaded: Bool
+    /// The embedded database, when a `db_url` is configured (`[modparam.usrloc]` or `[modparam.auth_db]`).
+    public let database: StarlingDatabase?
+
+    /// Whether the registrar (and so usrloc) is loaded.
+    public var registrarLoaded: Bool { registry.loadedModules.contains("registrar") }
+    /// Registered contacts in memory, or nil when the registrar is not loaded.
+    public var registrationsActive: Int? { registrarLoaded ? runtime.usrloc.contactCount : nil }
+    /// Contacts removed by expiry since start, or nil when the registrar is not loaded.
+    public var registrationsExpired: Int? { registrarLoaded ? runtime.usrloc.expiredCount : nil }
 
     /// Transactions in memory, or nil when the tm module is not loaded.
     public var transactionsActive: Int? { tmLoaded ? transactions.count : nil }
@@ -53,9 +65,42 @@ public final class Server: Sendable {
         // No module list configured: every module Starling implements is loaded.
         let modules = config.modules.isEmpty ? Set(KSRModules.available) : KSRModules.tableNames(config.modules)
         let moduleConfig = ModuleConfiguration(params: modparams)
-        runtime = ModuleRuntime(config: moduleConfig)
+        database = try Self.openDatabase(moduleConfig, logger: logger)
+        if let database {
+            // uac's remote registrations are on when its reg_db_url names a database (as Kamailio's).
+            let uacreg = moduleConfig.string("uac", "reg_db_url") != nil && modules.contains("uac")
+                ? SQLiteUACRegistrations(database, table: moduleConfig.string("uac", "reg_db_table") ?? "uacreg") : nil
+            runtime = ModuleRuntime(
+                config: moduleConfig, subscribers: SQLiteSubscribers(database),
+                locations: SQLiteLocations(database, useDomain: moduleConfig.int("usrloc", "use_domain", default: 0) != 0),
+                uacRegistrations: uacreg)
+            if runtime.usrloc.dbMode != .noDB {
+                // Load the location table now (a restart keeps registrations).
+                let t = runtime.usrloc.table("location")
+                logger.info("usrloc: \(t.count) contacts loaded from \(database.path) (db_mode \(runtime.usrloc.dbMode.rawValue))")
+            }
+        } else {
+            runtime = ModuleRuntime(config: moduleConfig)
+        }
+        // Kamailio's registrar registers the `location` usrloc domain at start; ul.* RPCs see it.
+        if modules.contains("registrar") { _ = runtime.usrloc.table("location") }
+        if database == nil, moduleConfig.int("usrloc", "db_mode", default: 0) != 0 {
+            logger.warning("usrloc db_mode is set but no db_url: registrations are kept in memory only")
+        }
+        // Kamailio refuses to start on a bad htable definition or an address table it cannot load.
+        if let bad = HtableStore.invalidDefinitions(moduleConfig).first {
+            throw ServerError("modparam htable: bad definition \"\(bad)\" (expected \"name=>size=N;autoexpire=S;...\")")
+        }
+        if runtime.addresses.path != nil {
+            do {
+                try runtime.addresses.reload()
+            } catch {
+                throw ServerError("modparam permissions address_file: \(error.description)")
+            }
+        }
         transactions = runtime.tm
         tmLoaded = modules.contains("tm")
+        uacLoaded = modules.contains("uac")
         registry = KemiRegistry(exports: KSRModules.exports(runtime), modules: modules)
         let unknown = KSRModules.tableNames(config.modules).filter {
             !KSRModules.available.contains($0) && !KemiRegistry.alwaysLoaded.contains($0)
@@ -129,7 +174,13 @@ public final class Server: Sendable {
             logger.warning("DNS resolver unavailable (\(error)); only numeric hosts can be reached")
         }
         services = ServerServices(listen: listen, udpSockets: sockets, streams: streams, resolver: resolver,
-                                  defines: config.defineTexts, workerCount: workerCount)
+                                  defines: config.defineTexts, workerCount: workerCount, aliases: config.aliases)
+        // Datagrams sent outside any route (NAT keepalives) leave from the first UDP socket.
+        if let first = sockets.first {
+            runtime.setOutbound(OutboundSender(local: first.localAddress) { bytes, dst in
+                do { try first.send(bytes, to: dst); return true } catch { return false }
+            })
+        }
         logger.info("script \(config.script) version \(version) loaded")
     }
 
@@ -144,7 +195,7 @@ public final class Server: Sendable {
                 let worker = Transfer(UDPWorker(index: index, socket: socket, inbox: inbox, store: store, registry: registry,
                                                 limits: limits, services: services, stats: statsForWorker(), logger: logger,
                                                 parserLimits: .default, stop: stop,
-                                                transactions: tmLoaded ? transactions : nil))
+                                                transactions: tmLoaded ? transactions : nil, moduleState: self.runtime))
                 do {
                     started.append(try PosixThread(name: "worker-\(index)") { worker.value.run() })
                 } catch {
@@ -378,15 +429,33 @@ public final class Server: Sendable {
         watcher.withLock { $0?.stop(); $0 = nil }
         let ts = threads.withLock { t -> [PosixThread] in let all = t; t = []; return all }
         for t in ts { t.join() }
+        runtime.setOutbound(nil)
         // After the workers: none of them sends on a connection any more.
         services.streams?.shutdown()
         for s in services.udpSockets { s.close() }
+        // usrloc write-back: what the timer has not written yet.
+        runtime.usrloc.flush()
         let c = counters()
         logger.info("stopped; \(c.keys.sorted().map { "\($0)=\(c[$0]!)" }.joined(separator: " "))")
     }
 }
 
 extension Server {
+    /// Opens the database named by `[modparam.usrloc] db_url` or `[modparam.auth_db] db_url`
+    /// (`sqlite:///path` or a plain path). Both normally name the same file; when they differ, usrloc's
+    /// is used and a warning logged.
+    static func openDatabase(_ c: ModuleConfiguration, logger: Logger) throws(ServerError) -> StarlingDatabase? {
+        let urls = [c.string("usrloc", "db_url"), c.string("auth_db", "db_url"), c.string("uac", "reg_db_url")].compactMap { $0 }
+        guard let url = urls.first else { return nil }
+        guard let path = StarlingDatabase.path(fromURL: url) else {
+            throw ServerError("db_url '\(url)': only SQLite databases are supported (sqlite:///path/to/file.db)")
+        }
+        if urls.count > 1, StarlingDatabase.path(fromURL: urls[1]) != path {
+            logger.warning("usrloc and auth_db db_url name different files; using \(path) for both")
+        }
+        do { return try StarlingDatabase(path: path) } catch { throw ServerError(error.description) }
+    }
+
     /// The connection layer's settings from the configuration.
     static func streamSettings(_ config: StarlingConfig) -> StreamSettings {
         var tls: TLSSettings? = nil

@@ -53,6 +53,11 @@ public final class ServerServices: CoreServices {
         return (try? resolver.resolve(host: host, port: port ?? 0, proto: proto)) ?? []
     }
 
+    public func queryNAPTR(_ name: String) -> [NAPTRRecord]? {
+        guard let resolver else { return nil }
+        return try? resolver.queryNAPTR(name)
+    }
+
     public func localSocket(for destination: SocketAddress, proto: SIPTransportProtocol) -> (socket: SocketAddress, advertised: String)? {
         for l in listen where l.proto == proto && l.address.family == destination.family {
             return (l.address, "\(l.address.uriHost):\(l.address.port)")

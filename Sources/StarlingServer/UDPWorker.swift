@@ -105,7 +105,8 @@ final class UDPWorker {
 
     init(index: Int, socket: UDPSocket?, inbox: StreamInbox? = nil, store: ScriptStore, registry: KemiRegistry,
          limits: LuaEngineLimits, services: ServerServices, stats: ServerStats, logger: Logger,
-         parserLimits: SIPParserLimits, stop: StopFlag, transactions: (any TransactionLayer)? = nil) {
+         parserLimits: SIPParserLimits, stop: StopFlag, transactions: (any TransactionLayer)? = nil,
+         moduleState: AnyObject? = nil) {
         self.index = index
         self.socket = socket
         self.inbox = inbox
@@ -120,6 +121,7 @@ final class UDPWorker {
         let ctx = RouteContext(worker: WorkerLocals(index: index), logger: logger, services: services, sender: sender,
                                received: ReceiveInfo(source: local, local: local, proto: .udp))
         ctx.transactions = transactions
+        ctx.moduleState = moduleState
         dispatcher = MessageDispatcher(context: ctx, stats: stats, parserLimits: parserLimits)
         sender.context = ctx
     }

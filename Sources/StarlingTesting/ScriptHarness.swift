@@ -35,15 +35,28 @@ public final class TestServices: CoreServices {
     public let aliases: Set<String>
     /// Where every name not in `hosts` resolves (nil: it does not resolve).
     public let anyHost: SocketAddress?
+    /// Names that resolve to several addresses, in order (SRV/A records: tm's DNS failover).
+    public let multiHosts: [String: [SocketAddress]]
+    /// The resolver NAPTR lookups (ENUM) go to; nil: they fail.
+    public let resolver: DNSResolver?
     /// TLS peers by connection id (what `KSR.tls` and `$tls_peer_*` see).
     public let tlsPeers: [UInt64: TLSPeer]
 
+    public convenience init(local: SocketAddress = SocketAddress(ip: "127.0.0.1", port: 5060)!, hosts: [String: SocketAddress] = [:],
+                            defines: [String: String] = [:], aliases: [String] = [], anyHost: SocketAddress? = nil,
+                            tlsPeers: [UInt64: TLSPeer] = [:]) {
+        self.init(local: local, hosts: hosts, defines: defines, aliases: aliases, anyHost: anyHost, multiHosts: [:],
+                  tlsPeers: tlsPeers)
+    }
+
     public init(local: SocketAddress = SocketAddress(ip: "127.0.0.1", port: 5060)!, hosts: [String: SocketAddress] = [:],
                 defines: [String: String] = [:], aliases: [String] = [], anyHost: SocketAddress? = nil,
-                tlsPeers: [UInt64: TLSPeer] = [:]) {
+                multiHosts: [String: [SocketAddress]], resolver: DNSResolver? = nil, tlsPeers: [UInt64: TLSPeer] = [:]) {
+        self.resolver = resolver
         self.local = local
         self.tlsPeers = tlsPeers
         self.anyHost = anyHost
+        self.multiHosts = multiHosts
         self.hosts = hosts
         self.defines = defines
         self.aliases = Set(aliases)
@@ -59,12 +72,20 @@ public final class TestServices: CoreServices {
 
     public func resolve(host: String, port: Int?, proto: SIPTransportProtocol) -> [SocketAddress] {
         if let a = SocketAddress(ip: host, port: port ?? 0) { return [a] }
+        if let list = multiHosts[host.lowercased()] {
+            return list.map { var a = $0; if let port { a.port = UInt16(port) }; return a }
+        }
         if var a = hosts[host.lowercased()] ?? anyHost { if let port { a.port = UInt16(port) }; return [a] }
         return []
     }
 
     public func localSocket(for destination: SocketAddress, proto: SIPTransportProtocol) -> (socket: SocketAddress, advertised: String)? {
         (local, "\(local.uriHost):\(local.port)")
+    }
+
+    public func queryNAPTR(_ name: String) -> [NAPTRRecord]? {
+        guard let resolver else { return nil }
+        return try? resolver.queryNAPTR(name)
     }
 }
 
@@ -96,12 +117,14 @@ public final class ScriptHarness {
 
     public init(script: String, path: String = "test.lua", modules: [String]? = nil,
                 config: ModuleConfiguration = ModuleConfiguration(), services: TestServices = TestServices(),
-                subscribers: (any SubscriberLookup)? = nil,
+                subscribers: (any SubscriberLookup)? = nil, locations: (any LocationPersistence)? = nil,
+                uacRegistrations: (any UACRegistrationSource)? = nil,
                 logLevel: Logger.Level = .critical) throws(LuaScriptError) {
         self.services = services
         var logger = Logger(label: "test")
         logger.logLevel = logLevel
-        runtime = ModuleRuntime(config: config, subscribers: subscribers)
+        runtime = ModuleRuntime(config: config, subscribers: subscribers, locations: locations,
+                                uacRegistrations: uacRegistrations)
         transactions = runtime.tm
         let loaded = Set(modules ?? KSRModules.available)
         registry = KemiRegistry(exports: KSRModules.exports(runtime), modules: loaded)
@@ -110,6 +133,7 @@ public final class ScriptHarness {
         engine = try LuaEngine(script: ScriptSource(path: path, bytes: Array(script.utf8)), registry: registry,
                                context: context, limits: .default)
         if loaded.contains("tm") { context.transactions = transactions }
+        context.moduleState = runtime
         dispatcher = MessageDispatcher(context: context)
         dispatcher.use(engine)
     }

@@ -3,6 +3,7 @@
 //
 //   starling-bench [ITERATIONS]      prints ns per message (best of 5 rounds)
 //   starling-bench route SCRIPT [N]  one request through a Lua route (bench/route30.lua)
+//   starling-bench registrations [N] saves N contacts through KSR.registrar.save, prints RSS
 //
 // bench/sipcore.sh runs it under valgrind to count heap allocations and instructions per message.
 import SIPCore
@@ -50,6 +51,11 @@ func onePass(_ bytes: UnsafeRawBufferPointer) -> Int {
     return sum
 }
 
+if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == "registrations" {
+    // starling-bench registrations [N]
+    RegistrationBench.run(count: CommandLine.arguments.count > 2 ? Int(CommandLine.arguments[2]) ?? 100_000 : 100_000)
+    exit(0)
+}
 if CommandLine.arguments.count > 2 && CommandLine.arguments[1] == "route" {
     // starling-bench route SCRIPT [ITERATIONS]
     let n = CommandLine.arguments.count > 3 ? Int(CommandLine.arguments[3]) ?? 200_000 : 200_000

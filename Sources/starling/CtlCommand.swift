@@ -19,13 +19,15 @@ struct CtlCommand: ParsableCommand {
             2 when the listener cannot be reached or answers HTTP errors (e.g. 401 without the token).
 
             Methods: core.uptime, core.version, core.psx, core.info, app_lua.reload, app_lua.list, \
-            app_lua.api_list, stats.get_statistics [all | GROUP: | NAME...], system.listMethods. \
-            Kamailio's tm.*, ul.*, htable.*, permissions.* and uac.* methods answer "module not loaded" \
-            until those modules exist.
+            app_lua.api_list, stats.get_statistics [all | GROUP: | NAME...], system.listMethods, \
+            tm.stats, htable.dump/get/sets/seti/delete/listTables/stats/reload, \
+            permissions.addressReload/addressDump (when their modules are loaded). Kamailio's ul.* and \
+            uac.* methods answer "module not loaded" until those modules exist.
 
             Examples:
               starling ctl core.uptime
               starling ctl app_lua.reload
+              starling ctl htable.dump ipban
               starling ctl stats.get_statistics core:
               starling ctl --url http://127.0.0.1:5065 --token secret core.info
             """)

@@ -42,7 +42,7 @@ import Glibc
         let md = KSRModules.markdownReference()
         #expect(md.contains("## KSR.textops ("))
         #expect(md.contains("| `cmp_str` | str, str | int | same |"))
-        #expect(md.contains("| `is_user` | str | int | no authentication yet: always -1 |"))
+        #expect(md.contains("| `is_user` | str | int | same |"))
         #expect(md.contains("## KSR (core) ("))
     }
 }

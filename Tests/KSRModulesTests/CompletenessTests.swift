@@ -89,11 +89,47 @@ enum Kamailio56 {
         "t_cancel_callid", "t_cancel_callid_reason", "t_reply_callid", "t_drop", "t_drop_rcode",
     ]
 
+    static let httpClient = ["query", "query_post", "query_post_hdrs", "get_hdrs", "curl_connect", "curl_connect_post"]
+    static let enumGroup = [
+        "enum_query", "enum_query_suffix", "enum_query_suffix_service", "enum_pv_query", "enum_pv_query_suffix",
+        "enum_pv_query_suffix_service", "is_from_user_enum", "is_from_user_enum_suffix",
+        "is_from_user_enum_suffix_service", "i_enum_query", "enum_i_query_suffix", "i_enum_query_suffix_service",
+    ]
+
+    static let uac = [
+        "uac_replace_from", "uac_replace_to", "uac_replace_from_uri", "uac_replace_to_uri", "uac_restore_from",
+        "uac_restore_to", "uac_auth", "uac_auth_mode", "uac_req_send", "uac_reg_lookup", "uac_reg_lookup_uri",
+        "uac_reg_status", "uac_reg_request_to", "uac_reg_enable", "uac_reg_disable", "uac_reg_refresh",
+    ]
+    static let htable = [
+        "sht_get", "sht_gete", "sht_getw", "sht_sets", "sht_seti", "sht_setxs", "sht_setxi", "sht_setex", "sht_inc",
+        "sht_dec", "sht_rm", "sht_rm_name_re", "sht_rm_value_re", "sht_rm_name", "sht_rm_value", "sht_match_name",
+        "sht_match_str_value", "sht_is_null", "sht_reset", "sht_lock", "sht_unlock", "sht_iterator_start",
+        "sht_iterator_next", "sht_iterator_end", "sht_iterator_rm", "sht_iterator_sets", "sht_iterator_seti",
+        "sht_iterator_setex",
+    ]
+    static let pike = ["pike_check_req", "pike_check_ip"]
+    static let permissions = [
+        "allow_source_address", "allow_address", "allow_source_address_group", "allow_address_group", "allow_trusted",
+    ]
+    static let nathelper = [
+        "nat_uac_test", "fix_nated_contact", "fix_nated_register", "set_contact_alias", "set_contact_alias_trim",
+        "add_contact_alias", "add_contact_alias_addr", "handle_ruri_alias", "handle_ruri_alias_mode", "is_rfc1918",
+        "add_rcv_param", "fix_nated_sdp", "fix_nated_sdp_ip", "set_alias_to_pv",
+    ]
+
     /// (module, functions, count given by the reference's "(HEAD / 5.6)" heading).
+    static let registrar = [
+        "save", "save_uri", "lookup", "lookup_uri", "lookup_to_dset", "lookup_branches", "registered",
+        "registered_uri", "registered_flags", "registered_action", "unregister", "unregister_ruid", "set_q_override",
+        "add_sock_hdr", "reg_send_reply", "reg_fetch_contacts", "reg_free_contacts",
+    ]
     static let groups: [(String, [String], Int)] = [
         ("", core, 90), ("pv", pv, 10), ("hdr", hdr, 16), ("xlog", xlog, 8), ("kx", kx, 69), ("corex", corex, 22),
         ("siputils", siputils, 29), ("textops", textops, 54), ("sl", sl, 5), ("maxfwd", maxfwd, 2), ("sanity", sanity, 3),
-        ("tm", tm, 54), ("tmx", tmx, 16),
+        ("tm", tm, 54), ("tmx", tmx, 16), ("htable", htable, 28), ("pike", pike, 2), ("permissions", permissions, 5),
+        ("nathelper", nathelper, 14), ("registrar", registrar, 17), ("http_client", httpClient, 6), ("enum", enumGroup, 12),
+        ("uac", uac, 16),
     ]
 }
 

@@ -54,6 +54,20 @@ import StarlingTesting
         #expect(try evalValue("KSR.is_myself_furi()") == "boolean:false")
     }
 
+    /// A URI without a port is ours on any local port (Kamailio 5.6.3 with listen=udp:127.0.0.1:45090:
+    /// From/R-URI `sip:x@127.0.0.1` → is_myself_furi/ruri true, `sip:x@127.0.0.1:5060` → false).
+    @Test func myselfWithoutPortMatchesAnyLocalPort() throws {
+        let services = TestServices(local: SocketAddress(ip: "127.0.0.1", port: 5080)!)
+        func value(_ expr: String, _ message: String = Msg.invite) throws -> String {
+            try eval(expr, message, services: services).0
+        }
+        #expect(try value("KSR.is_myself(\"sip:alice@127.0.0.1\")") == "boolean:true")
+        #expect(try value("KSR.is_myself(\"sip:alice@127.0.0.1:5080\")") == "boolean:true")
+        #expect(try value("KSR.is_myself(\"sip:alice@127.0.0.1:5060\")") == "boolean:false")
+        #expect(try value("KSR.is_myself_ruri()", Msg.options("sip:bob@127.0.0.1")) == "boolean:true")
+        #expect(try value("KSR.is_myself_ruri()", Msg.options("sip:bob@127.0.0.1:5060")) == "boolean:false")
+    }
+
     @Test func transportTests() throws {
         #expect(try evalValue("KSR.is_UDP()") == "boolean:true")
         #expect(try evalValue("KSR.is_TCP()") == "boolean:false")

@@ -91,8 +91,8 @@ struct ControlAPITests {
         #expect(info.status == 0 && info.output.contains("\"udp:127.0.0.1:\(sipPort)\""), "\(info.output)")
 
         // Errors: exit 1 with the message.
-        let ul = try ctl("ul.dump")
-        #expect(ul.status == 1 && ul.output.contains("module not loaded"), "\(ul.output)")
+        let ul = try ctl("ul.lookup", "location", "nobody")
+        #expect(ul.status == 1 && ul.output.contains("AOR not found"), "\(ul.output)")
         let tm = try ctl("tm.stats")
         #expect(tm.status == 0 && tm.output.contains("current"), "\(tm.output)")
         let unknown = try ctl("no.such")

@@ -44,6 +44,7 @@ struct ConfigTests {
             dns_servers = ["127.0.0.1:5353", "10.0.0.1", "[::1]:53"]
             instruction_budget = 5000
             memory_limit_mb = 0
+            alias = ["sip.example.com", "10.0.0.9"]
 
             [define]
             WITH_AUTH = true
@@ -71,6 +72,7 @@ struct ConfigTests {
         #expect(c.workers == 3)
         #expect(c.script == "/etc/starling/route.lua")
         #expect(c.modules == ["sl", "tm", "rr"])
+        #expect(c.aliases == ["sip.example.com", "10.0.0.9"])
         #expect(c.logLevel == .debug)
         #expect(c.dnsServers.map(\.description) == ["127.0.0.1:5353", "10.0.0.1:53", "[::1]:53"])
         #expect(c.lua == LuaLimits(instructionBudget: 5000, memoryLimitMB: 0))
@@ -112,7 +114,7 @@ struct ConfigTests {
     @Test("unknown keys in [core] and unknown sections are errors")
     func unknownKeys() {
         expectError("[core]\nworkerz = 2",
-                    "core.workerz: unknown key (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections)")
+                    "core.workerz: unknown key (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections)")
         expectError("[server]\nx = 1", "server: unknown section (expected [core], [control], [tls], [define] or [modparam.<module>])")
         expectError("core = 1", "core: expected a table ([core]), got 1")
     }
@@ -268,7 +270,7 @@ struct ConfigTests {
     func environmentErrors() {
         expectError("", env: ["STARLING_CORE_WORKERS": "abc"], "STARLING_CORE_WORKERS: expected a positive integer, got \"abc\"")
         expectError("", env: ["STARLING_CORE_THREADS": "4"],
-                    "STARLING_CORE_THREADS: unknown key core.threads (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections)")
+                    "STARLING_CORE_THREADS: unknown key core.threads (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections)")
         expectError("", env: ["STARLING_CORE_LISTEN": "udp:127.0.0.1:5060,foo:1.2.3.4"],
                     "STARLING_CORE_LISTEN[1]: unknown proto \"foo\" in \"foo:1.2.3.4\" (expected one of udp, tcp, tls, ws, wss, sctp)")
         expectError("", env: ["STARLING_MODPARAM_TM": "1"], "STARLING_MODPARAM_TM: expected STARLING_MODPARAM_<MODULE>_<PARAM>")

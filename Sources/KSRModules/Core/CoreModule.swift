@@ -35,18 +35,25 @@ enum CoreModule {
         return UInt32(1) << UInt32(f)
     }
 
+    /// KSR.is_myself* semantics (Kamailio's check_self with the URI's own port, 0 when it has
+    /// none): a URI without a port matches a local address on any port, so `sip:alice@127.0.0.1`
+    /// is ours when we listen on 127.0.0.1:5080 (measured on Kamailio 5.6.3), `sip:127.0.0.1:5060`
+    /// is not.
     static func isMyself(_ ctx: RouteContext, uri text: String) -> Bool {
         if let u = SIPURI(text), u.scheme == .sip || u.scheme == .sips {
             let proto = u.transport.flatMap { SIPTransportProtocol(name: $0) }
-            return ctx.services.isMyself(host: u.host, port: u.port ?? (u.scheme == .sips ? 5061 : 5060), proto: proto)
+            return ctx.services.isMyself(host: u.host, port: u.port, proto: proto)
         }
         return ctx.services.isMyself(host: text, port: nil, proto: nil)
     }
 
-    static func isMyself(_ ctx: RouteContext, _ u: SIPURI?) -> Bool {
+    /// `u` is ours; with `defaultPort` a URI without a port means 5060/5061 (the check
+    /// `is_first_hop` makes), otherwise any port (the `is_myself*` functions).
+    static func isMyself(_ ctx: RouteContext, _ u: SIPURI?, defaultPort: Bool = false) -> Bool {
         guard let u, u.scheme == .sip || u.scheme == .sips else { return false }
         let proto = u.transport.flatMap { SIPTransportProtocol(name: $0) }
-        return ctx.services.isMyself(host: u.host, port: u.port ?? (u.scheme == .sips ? 5061 : 5060), proto: proto)
+        let port = u.port ?? (defaultPort ? (u.scheme == .sips ? 5061 : 5060) : nil)
+        return ctx.services.isMyself(host: u.host, port: port, proto: proto)
     }
 
     static func log(_ ctx: RouteContext, _ level: Logger.Level, _ text: String?) -> KemiResult {

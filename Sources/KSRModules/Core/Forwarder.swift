@@ -22,14 +22,24 @@ public enum Forwarder {
     /// Resolves a SIP URI to a destination: `maddr`, host and port (5060, or 5061 for sips/tls),
     /// `transport` parameter (UDP by default, TLS for sips).
     public static func target(_ ctx: RouteContext, _ uri: SIPURI) -> Target? {
-        guard uri.scheme == .sip || uri.scheme == .sips else { return nil }
+        targets(ctx, uri, all: false).first
+    }
+
+    /// Every address a SIP URI resolves to, in the resolver's order (SRV priority, then A/AAAA): the
+    /// candidates of tm's DNS failover. `all: false` stops at the first.
+    public static func targets(_ ctx: RouteContext, _ uri: SIPURI, all: Bool = true) -> [Target] {
+        guard uri.scheme == .sip || uri.scheme == .sips else { return [] }
         var proto: SIPTransportProtocol = uri.scheme == .sips ? .tls : .udp
         if let t = uri.transport { proto = SIPTransportProtocol(name: t) ?? proto }
         let host = uri.param("maddr") ?? uri.host
         let addresses = ctx.services.resolve(host: host, port: uri.port, proto: proto)
-        guard var a = addresses.first else { return nil }
-        if let p = uri.port { a.port = UInt16(p) } else if a.port == 0 { a.port = proto == .tls ? 5061 : 5060 }
-        return Target(address: a, proto: proto)
+        var out: [Target] = []
+        for var a in addresses {
+            if let p = uri.port { a.port = UInt16(p) } else if a.port == 0 { a.port = proto == .tls ? 5061 : 5060 }
+            out.append(Target(address: a, proto: proto))
+            if !all { break }
+        }
+        return out
     }
 
     /// A branch id that is the same for retransmissions of a request and for its CANCEL (§16.11):

@@ -47,12 +47,14 @@ enum CorexModule {
             ctx.branches.append(Array(b))
             return .int(1)
         }
-        add("append_branch_uri_q", [.str, .str], compat: "q is validated but not kept") { ctx, a in
+        add("append_branch_uri_q", [.str, .str], compat: "the branch keeps the URI and q (used by tm t_load_contacts)") { ctx, a in
             guard let b = a.bytes(0), b.count > 0, SIPURI(bytes: Array(b)) != nil else { return .int(-1) }
-            if let q = a.string(1), !q.isEmpty, q != "-1" {
-                guard let v = Double(q), v >= 0, v <= 1 else { return .int(-1) }
+            var q = -1
+            if let s = a.string(1), !s.isEmpty, s != "-1" {
+                guard let v = Double(s), v >= 0, v <= 1 else { return .int(-1) }
+                q = Int((v * 1000).rounded())
             }
-            ctx.branches.append(Array(b))
+            ctx.appendBranch(Array(b), q: q)
             return .int(1)
         }
         add("setxflag", [.int]) { ctx, a in

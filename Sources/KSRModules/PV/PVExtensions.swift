@@ -22,6 +22,11 @@ final class NullableVariables {
     var values: [String: KemiValue] = [:]
 }
 
+/// Which htable cell pseudo-variable.
+enum HtableCellPV: String, Hashable {
+    case sht, shtex, shtinc, shtdec, shtcn, shtcv
+}
+
 /// A transformation applied to a pseudo-variable's value: `$(ru{uri.user})`.
 enum Transformation: Hashable {
     case sLen, sInt, sToLower, sToUpper, sSubstr(Int, Int), sStrip(Int), sStripTail(Int)
@@ -111,6 +116,9 @@ indirect enum ExtendedPV: Hashable {
     case tvSn, tvFn
     /// Credentials: `$au` (user part), `$aU` (whole username), `$ad` (domain), `$ar` (realm).
     case au, aU, ad, ar
+    /// Credentials' digest parameters: `$adu` uri, `$aa` algorithm, `$adn` nonce, `$adc` cnonce,
+    /// `$adr` response, `$ado` opaque ("" when the parameter is absent, as Kamailio).
+    case authParam(String)
     /// `$ctu`-like: the Contact URI.
     case ctu
     /// `$sel(...)`: the select forms scripts use (via[n].host/port/branch/received/rport/transport,
@@ -122,6 +130,15 @@ indirect enum ExtendedPV: Hashable {
     case br
     /// `$avp(name)` all values (`$(avp(x)[*])`), and an indexed avp.
     case avpIndex(String, Int?)
+    /// `$uac_req(key)`: the request `KSR.uac.uac_req_send()` sends (UAC/UACRequest.swift).
+    case uacReq(String)
+    /// `$ulc(profile=>attr)` (registrar, filled by `reg_fetch_contacts`), `$(ulc(p=>attr)[i])`.
+    case ulc(profile: String, attr: String, index: Int)
+    /// htable: `$sht(t=>k)`, `$shtex(t=>k)`, `$shtinc(t=>k)`, `$shtdec(t=>k)` (the key may be a
+    /// pseudo-variable such as `$si`), `$shtcn(t=>exp)` / `$shtcv(t=>exp)` (counts), `$shtitkey(it)`,
+    /// `$shtitval(it)`.
+    case sht(HtableCellPV, String, String)
+    case shtIterator(String, value: Bool)
     /// `$conid`: the TCP/TLS/WS connection id of the message (null for UDP).
     case conid
     /// `$tls_peer_subject_cn`, `$tls_peer_verified`, `$tls_peer_serial`, `$tls_peer_san_dns`.
@@ -135,6 +152,12 @@ indirect enum ExtendedPV: Hashable {
         case "aU": return .aU
         case "ad": return .ad
         case "ar": return .ar
+        case "adu": return .authParam("uri")
+        case "aa": return .authParam("algorithm")
+        case "adn": return .authParam("nonce")
+        case "adc": return .authParam("cnonce")
+        case "adr": return .authParam("response")
+        case "ado": return .authParam("opaque")
         case "ctu": return .ctu
         case "br": return .br
         case "conid": return .conid
@@ -163,6 +186,9 @@ indirect enum ExtendedPV: Hashable {
                     base = .ext(.hdrIndex(String(inner.dropFirst(4).dropLast()), index))
                 } else if inner.hasPrefix("avp("), inner.hasSuffix(")") {
                     base = .ext(.avpIndex(String(inner.dropFirst(4).dropLast()), index))
+                } else if inner.hasPrefix("ulc("), inner.hasSuffix(")"), let i = index,
+                          case .ulc(let p, let a, _)? = ExtendedPV.parse("$" + String(inner)) {
+                    base = .ext(.ulc(profile: p, attr: a, index: i))
                 } else { return nil }
             } else {
                 guard let b = PseudoVariable.parse("$" + inner) else { return nil }
@@ -177,11 +203,22 @@ indirect enum ExtendedPV: Hashable {
         let inner = String(body[body.index(after: open)..<body.index(before: body.endIndex)])
         switch name {
         case "shv": return inner.isEmpty ? nil : .shv(inner)
+        case "sht", "shtex", "shtinc", "shtdec", "shtcn", "shtcv":
+            let parts = inner.components(separatedByString: "=>")
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty, let kind = HtableCellPV(rawValue: String(name)) else { return nil }
+            return .sht(kind, parts[0], parts[1])
+        case "shtitkey", "shtitval":
+            return inner.isEmpty ? nil : .shtIterator(inner, value: name == "shtitval")
         case "vn": return inner.isEmpty ? nil : .vn(inner)
         case "sel":
             let parts = inner.split(separator: ".").map { String($0).lowercased() }
             return parts.isEmpty ? nil : .select(parts)
         case "time": return .time(inner)
+        case "uac_req": return UACRequest.Key(rawValue: inner) != nil ? .uacReq(inner) : nil
+        case "ulc":
+            let parts = inner.components(separatedByString: "=>")
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else { return nil }
+            return .ulc(profile: parts[0], attr: parts[1], index: 0)
         case "TV":
             if inner == "Sn" { return .tvSn }
             if inner == "Fn" { return .tvFn }
@@ -234,6 +271,20 @@ indirect enum ExtendedPV: Hashable {
             }
             return v
         case .shv(let name): return PVValue(SharedVariables.process.get(name))
+        case .ulc(let profile, let attr, let index):
+            return PVValue(RegistrarModule.ulc(ctx, profile: profile, attr: attr, index: index))
+        case .sht(let kind, let table, let key):
+            let k = Self.htableKey(ctx, key)
+            switch kind {
+            case .sht: return PVValue(HtableModule.pvGet(ctx, table, k))
+            case .shtex: return PVValue(HtableModule.pvExpire(ctx, table, k))
+            case .shtinc: return PVValue(HtableModule.pvAdd(ctx, table, k, 1))
+            case .shtdec: return PVValue(HtableModule.pvAdd(ctx, table, k, -1))
+            case .shtcn: return PVValue(HtableModule.pvCount(ctx, table, key, values: false))
+            case .shtcv: return PVValue(HtableModule.pvCount(ctx, table, key, values: true))
+            }
+        case .shtIterator(let name, let value):
+            return PVValue(HtableModule.pvIterator(ctx, name, value: value))
         case .xavp(let root, let index, let field):
             guard let items = ctx.xavps[root], index >= 0, index < items.count else { return .null }
             guard let v = items[index][field ?? ""]?.first else { return .null }
@@ -242,7 +293,8 @@ indirect enum ExtendedPV: Hashable {
             var t = time_t(Clock.nowSeconds())
             var buf = [CChar](repeating: 0, count: 32)
             ctime_r(&t, &buf)
-            return .string(String(String(cString: buf).trimmingCharacters(" \n")))
+            let text = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            return .string(String(text.trimmingCharacters(" \n")))
         case .time(let fmt):
             return .string(Self.strftime(fmt, seconds: Clock.nowSeconds()))
         case .tvSn:
@@ -263,6 +315,11 @@ indirect enum ExtendedPV: Hashable {
             case .au: return .string(at.map { String(user[..<$0]) } ?? user)
             default: return at.map { .string(String(user[user.index(after: $0)...])) } ?? .null
             }
+        case .authParam(let name):
+            guard let m, m.method != .ack && m.method != .cancel else { return .null }
+            guard let h = m.firstHeader(.proxyAuthorization) ?? m.firstHeader(.authorization),
+                  let auth = m.authValue(h) else { return .null }
+            return .string(m.authParam(auth, name) ?? "")
         case .vn(let name):
             return PVValue(ctx.worker.local(NullableVariables.self) { NullableVariables() }.values[name] ?? .null)
         case .br:
@@ -284,6 +341,8 @@ indirect enum ExtendedPV: Hashable {
         case .ctu:
             guard let m, let v = m.firstValue(.contact), let na = m.parseNameAddr(v), !na.isStar else { return .null }
             return .bytes(na.uri)
+        case .uacReq(let key):
+            return UACRequest.get(ctx, key)
         }
     }
 
@@ -292,17 +351,26 @@ indirect enum ExtendedPV: Hashable {
         case .shv(let name):
             SharedVariables.process.set(name, value)
             return true
+        case .sht(.sht, let table, let key):
+            return HtableModule.pvSet(ctx, table, Self.htableKey(ctx, key), value)
+        case .sht(.shtex, let table, let key):
+            return HtableModule.pvSetExpire(ctx, table, Self.htableKey(ctx, key), value)
         case .vn(let name):
             ctx.worker.local(NullableVariables.self) { NullableVariables() }.values[name] = value == .null ? nil : value
             return true
         case .br:
             guard case .string(let s) = value, !s.isEmpty else {
-                if !ctx.branches.isEmpty { ctx.branches.removeFirst() }
+                if !ctx.branches.isEmpty {
+                    ctx.branches.removeFirst()
+                    if !ctx.branchQ.isEmpty { ctx.branchQ.removeFirst() }
+                }
                 return true
             }
             guard SIPURI(s) != nil else { return false }
             if ctx.branches.isEmpty { ctx.branches.append(Array(s.utf8)) } else { ctx.branches[0] = Array(s.utf8) }
             return true
+        case .uacReq(let key):
+            return UACRequest.set(ctx, key, value)
         case .avpIndex(let name, nil):
             guard value == .null else { return false }
             ctx.avps[name] = nil
@@ -329,6 +397,17 @@ indirect enum ExtendedPV: Hashable {
         default:
             ctx.logger.error("pseudo-variable is read-only")
             return false
+        }
+    }
+
+    /// An htable key: literal text, or the value of a pseudo-variable when it starts with `$`.
+    static func htableKey(_ ctx: RouteContext, _ key: String) -> String {
+        guard key.hasPrefix("$"), let pv = ctx.pvCache.spec(key) else { return key }
+        switch PVEngine.get(ctx, pv) {
+        case .null: return ""
+        case .int(let i): return String(i)
+        case .string(let s): return s
+        case .bytes(let r): return ctx.message?.string(r) ?? ""
         }
     }
 

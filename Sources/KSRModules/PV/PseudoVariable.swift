@@ -16,6 +16,8 @@ enum PseudoVariable: Hashable {
     case Ts, TS, TVs, TVu, mf, bf, sf
     /// `$T_reply_code`, `$T_branch_idx` (tm).
     case TReplyCode, TBranchIdx
+    /// `$T_req(pv)`, `$T_rpl(pv)`, `$T(name)`, `$T_reply_reason`... (tm/TMPV.swift).
+    indirect case tm(TMPV)
     case var_(String)
     case avp(String)
     case hdr(String)
@@ -37,6 +39,7 @@ enum PseudoVariable: Hashable {
             case "avp": return .avp(inner)
             case "hdr": return .hdr(inner)
             case "hdrc": return .hdrc(inner)
+            case "T", "T_req", "T_rpl", "T_inv", "T_branch": return TMPV.parse(name: name, inner: inner).map { .tm($0) }
             case "TV":
                 switch inner {
                 case "s", "sn": return .TVs
@@ -95,6 +98,7 @@ enum PseudoVariable: Hashable {
         case "mf": return .mf
         case "T_reply_code": return .TReplyCode
         case "T_branch_idx": return .TBranchIdx
+        case "T_reply_reason", "T_reply_last", "T_reply_ruid": return TMPV.parse(name: body).map { .tm($0) }
         case "bf": return .bf
         case "sf": return .sf
         default: return nil
@@ -311,6 +315,8 @@ enum PVEngine {
             return .int(m.headers(named: name).count)
         case .ext(let e):
             return e.get(ctx)
+        case .tm(let t):
+            return t.get(ctx)
         }
     }
 

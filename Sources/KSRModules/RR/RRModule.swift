@@ -1,4 +1,4 @@
-public import SIPCore
+import SIPCore
 public import SIPTransport
 public import StarlingKEMI
 import Logging
@@ -170,6 +170,7 @@ public enum RRModule {
         let s = Settings(fullLR: config.int("rr", "enable_full_lr", default: 0) != 0,
                          appendFromTag: config.int("rr", "append_fromtag", default: 1) != 0,
                          doubleRR: config.int("rr", "enable_double_rr", default: 1) != 0)
+        let uac = UACReplace.Settings(config)
         return [
             KemiExport("rr", "record_route", [], returns: .int) { ctx, _ in
                 .int(record(ctx, s))
@@ -201,10 +202,14 @@ public enum RRModule {
                 return .int(1)
             },
             KemiExport("rr", "loose_route", [], returns: .int, compat: "no outbound flow tokens (never 2 / -2)") { ctx, _ in
-                .int(looseRoute(ctx))
+                let r = looseRoute(ctx)
+                if r > 0 { UACReplace.autoRestore(ctx, uac) }  // uac's rr callback (restore_mode auto)
+                return .int(r)
             },
             KemiExport("rr", "loose_route_mode", [.int], returns: .int) { ctx, args in
-                .int(looseRoute(ctx, strictCompat: args.int(0) != 1))
+                let r = looseRoute(ctx, strictCompat: args.int(0) != 1)
+                if r > 0 { UACReplace.autoRestore(ctx, uac) }
+                return .int(r)
             },
             KemiExport("rr", "loose_route_preloaded", [], returns: .int) { ctx, _ in
                 .int(looseRoute(ctx) == -3 ? 1 : -1)

@@ -1,4 +1,5 @@
-public import StarlingKEMI
+import StarlingKEMI
+public import SIPTransport
 import Glibc
 import Synchronization
 
@@ -40,6 +41,18 @@ public final class MemorySubscribers: SubscriberLookup {
     }
 }
 
+/// How modules send datagrams outside a route (keepalives): a send function and the local address
+/// it sends from (for Via and Contact).
+public struct OutboundSender: Sendable {
+    public var local: SocketAddress
+    public var send: @Sendable ([UInt8], SocketAddress) -> Bool
+
+    public init(local: SocketAddress, send: @escaping @Sendable ([UInt8], SocketAddress) -> Bool) {
+        self.local = local
+        self.send = send
+    }
+}
+
 /// The clock of the modules' expiring state (registrations, htable items, nonces, pike windows):
 /// wall-clock time plus an offset that tests move forward (`ScriptHarness.advance(by:)`).
 public final class ModuleClock: Sendable {
@@ -71,17 +84,62 @@ public final class ModuleRuntime: Sendable {
     public let tm: TMStore
     /// `auth_db`'s subscriber table (the embedded database), nil when none is configured.
     public let subscribers: (any SubscriberLookup)?
+    /// KSR.uac's remote registrations (the `uacreg` rows of `uacRegistrations`; idle without one).
+    public let uacreg: UACRegistry
+    /// usrloc's location tables (registrar), persisted through `locations` when one is given.
+    public let usrloc: Usrloc
+    /// Sends datagrams from outside a route (NAT keepalives): set by the server (its first UDP
+    /// socket), replaced by a recorder in tests. Nil: nothing can be sent.
+    private let outboundHook = Mutex<OutboundSender?>(nil)
+    /// `auth`'s nonce secret and nonce-count / one-time-nonce tables.
+    public let auth: AuthNonces
+    /// htable's named tables (`[modparam.htable] htable = "name=>size=..;autoexpire=.."`).
+    public let htables: HtableStore
+    /// pike's per-address request counters.
+    public let pike: PikeStore
+    /// permissions' address table (`[modparam.permissions] address_file`).
+    public let addresses: AddressTable
     /// Periodic jobs (expiry, keepalives, database flushes), run about once a second by the server's
     /// housekeeping thread and by `ScriptHarness.advance(by:)`.
     private let jobs = Mutex<[@Sendable (ModuleRuntime) -> Void]>([])
 
     public init(config: ModuleConfiguration = ModuleConfiguration(), tm: TMStore? = nil,
-                subscribers: (any SubscriberLookup)? = nil, clock: ModuleClock = ModuleClock()) {
+                subscribers: (any SubscriberLookup)? = nil, locations: (any LocationPersistence)? = nil,
+                clock: ModuleClock = ModuleClock(), uacRegistrations: (any UACRegistrationSource)? = nil) {
         self.config = config
         self.clock = clock
         self.tm = tm ?? TMStore(config: config)
         self.subscribers = subscribers
+        uacreg = UACRegistry(config: config, source: uacRegistrations)
+        self.auth = AuthNonces(config: config, clock: clock)
+        htables = HtableStore(config: config, clock: clock)
+        pike = PikeStore(config: config, clock: clock)
+        addresses = AddressTable(path: config.string("permissions", "address_file"))
+        // htable expiry every timer_interval seconds (Kamailio's default 20), pike's idle addresses,
+        // the address file when it changed.
+        let htableInterval = max(1, config.int("htable", "timer_interval", default: 20))
+        let lastPurge = PurgeStamp()
+        jobs.withLock {
+            $0.append { rt in
+                let now = rt.clock.unixSeconds
+                if now - lastPurge.value.load(ordering: .relaxed) >= htableInterval {
+                    lastPurge.value.store(now, ordering: .relaxed)
+                    rt.htables.purgeExpired()
+                }
+                rt.pike.purge()
+                rt.addresses.reloadIfChanged()
+            }
+        }
+        usrloc = Usrloc(config: config, persistence: locations, now: clock.unixSeconds)
+        addPeriodic { rt in rt.usrloc.timer(now: rt.clock.unixSeconds) }
+        if uacRegistrations != nil { addPeriodic { $0.uacreg.periodic($0) } }
+        NATKeepalive.install(self)
     }
+
+    /// Sets (or clears) the sender of datagrams that leave outside any route.
+    public func setOutbound(_ sender: OutboundSender?) { outboundHook.withLock { $0 = sender } }
+    /// The current outbound sender.
+    public var outbound: OutboundSender? { outboundHook.withLock { $0 } }
 
     /// Adds a periodic job.
     public func addPeriodic(_ job: @escaping @Sendable (ModuleRuntime) -> Void) { jobs.withLock { $0.append(job) } }
@@ -98,4 +156,9 @@ public final class ModuleRuntime: Sendable {
         tm.advanceClock(by: d)
         runPeriodic()
     }
+}
+
+/// When htable expiry last ran.
+private final class PurgeStamp: Sendable {
+    let value = Atomic<Int>(0)
 }

@@ -124,12 +124,15 @@ enum SipUtilsModule {
             if m.isRequest { return .code(m.values(.via).count <= 1) }
             // reply: the first Record-Route is ours
             guard let rr = m.firstValue(.recordRoute), let na = m.parseNameAddr(rr) else { return .int(-1) }
-            return .code(CoreModule.isMyself(ctx, m.uri(na.uri)))
+            return .code(CoreModule.isMyself(ctx, m.uri(na.uri), defaultPort: true))
         }
         add("is_first_hop") { ctx, _ in firstHop(ctx) }
         add("is_first_hop_mode", [.int]) { ctx, _ in firstHop(ctx) }
         add("is_uri", [.str]) { _, a in .code(SIPURI(a.str(0)) != nil) }
-        add("is_user", [.str], compat: "no authentication yet: always -1") { _, _ in .int(-1) }
+        add("is_user", [.str]) { ctx, a in
+            guard let user = AuthCore.authorizedUser(ctx), !user.isEmpty, user == a.str(0) else { return .int(-1) }
+            return .int(1)
+        }
         add("is_tel_number", [.str]) { _, a in
             // optional '+' that must be followed by 1-9, then digits only
             var b = a.byteArray(0)[...]

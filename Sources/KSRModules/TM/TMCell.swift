@@ -115,6 +115,20 @@ struct TMBranch {
     var cancelKey: TransactionKey?
     /// `t_drop_replies` in a failure route: this branch's reply is no longer a candidate.
     var dropped = false
+    /// The final reply as received (all its Vias): `$T_rpl(...)`, `$T_reply_reason`.
+    var replyMessage: UncheckedBox<SIPMessage>?
+    /// The status of the reply before the last one (`$T_reply_last` in an onreply route).
+    var previousStatus = 0
+    /// The Request-URI this branch was sent with (`$T_branch(uri)`).
+    var uri: [UInt8] = []
+    /// Branch flags (`$T_branch(flags)`): the R-URI branch's `$bf`, 0 for the others.
+    var flags: UInt32 = 0
+    /// `t_replicate`: the replies of this branch are absorbed (no relay, no failure route, not a candidate).
+    var replicated = false
+    /// DNS failover: the other addresses the next hop resolved to, not tried yet.
+    var alternates: [SocketAddress] = []
+    /// A DNS failover branch was already created for this branch.
+    var failedOver = false
 
     var isPending: Bool { finalStatus == 0 }
 }
@@ -164,6 +178,37 @@ final class TMCell: @unchecked Sendable, Hashable {
     /// The code the failure route sees (the winning one).
     var failureCode = 0
     var freed = false
+    /// `$avp` / `$xavp` of the transaction (Kamailio keeps them in the cell): saved when the request
+    /// route relays and ends, restored in failure / onreply / branch-failure routes.
+    var avps: [String: [KemiValue]] = [:]
+    var xavps: [String: [[String: [KemiValue]]]] = [:]
+    /// Per-transaction switches (`t_set_disable_6xx`, `t_set_disable_failover`,
+    /// `t_set_disable_internal_reply`), defaulted from `[modparam.tm]`.
+    var disable6xx = false
+    var disableFailover = false
+    var disableInternalReply = false
+    /// The reply drop mode of the running failure route (failure_reply_mode, or `t_drop_replies`):
+    /// 0 keep all, 1 / 3 drop all earlier branches, 2 drop the branches of the leg that just failed.
+    var dropMode = 3
+    /// The first branch of the current serial-forking leg.
+    var legStart = 0
+    /// The last relay error of the request route (`t_relay` failed, nothing sent): the delayed internal
+    /// reply Kamailio sends when the script does not reply.
+    var relayError = 0
+    /// A transaction of our own (`t_uac_send`): no server side, replies are absorbed.
+    var isLocal = false
+    /// For a local transaction: called (outside the lock, on the worker that handled it) with its final
+    /// reply, or with 408 and no reply when it timed out, and the request as sent (KSR.uac).
+    var localReply: (@Sendable (RouteContext, Int, SIPMessage?, [UInt8]) -> Void)?
+    /// The next number for a branch id (`...<cell>.<n>`): reserved under the lock, so that branches
+    /// added at once by two workers (a failover and a relay) never share an id.
+    var branchSerial = 0
+
+    /// Reserves a branch id number (cell locked).
+    func nextBranchSerial() -> Int {
+        defer { branchSerial += 1 }
+        return branchSerial
+    }
 
     init(id: UInt64, key: TransactionKey, request: SIPMessage, received: ReceiveInfo, replyDestination: SocketAddress,
          config: TimerConfiguration, timers: TMTimerQueue) {
@@ -193,16 +238,20 @@ final class TMCell: @unchecked Sendable, Hashable {
 
     private func bestBranch(skippingDropped: Bool) -> Int? {
         var best: Int?
-        for (i, b) in branches.enumerated() where b.finalStatus >= 300 && !(skippingDropped && b.dropped) {
+        for (i, b) in branches.enumerated() where b.finalStatus >= 300 && !b.replicated && !(skippingDropped && b.dropped) {
             guard let cur = best else { best = i; continue }
             let c = branches[cur].finalStatus, n = b.finalStatus
-            if c >= 600 { continue }
-            if n >= 600 || n / 100 < c / 100 { best = i }
+            if c >= 600 && !disable6xx { continue }
+            if (n >= 600 && !disable6xx) || Self.classRank(n) < Self.classRank(c) { best = i }
         }
         return best
     }
 
-    var hasPendingBranches: Bool { branches.contains { $0.isPending } }
+    /// The order of reply classes when no 6xx wins (RFC 3261 §16.7: the lowest class; tm lets a 6xx
+    /// compete as the last class when `t_set_disable_6xx` is set).
+    static func classRank(_ code: Int) -> Int { code / 100 }
+
+    var hasPendingBranches: Bool { branches.contains { $0.isPending && !$0.replicated } }
     var finalSent: Bool { server.lastStatus >= 200 }
 
     static func == (a: TMCell, b: TMCell) -> Bool { a === b }

@@ -73,6 +73,7 @@ enum TMCore {
     /// Runs the actions of branch `i`'s client machine. `response` is the reply that caused them.
     static func runBranch(_ store: TMStore, _ cell: TMCell, _ i: Int, _ actions: [TransactionAction], _ out: inout TMOutbox,
                           response: SIPMessage? = nil) {
+        let previous = cell.branches[i].lastStatus
         for a in actions {
             let b = cell.branches[i]
             switch a {
@@ -87,10 +88,18 @@ enum TMCore {
             case .retransmitACK:
                 if let ack = b.ack { out.send(ack, b.destination, b.proto, b.local) }
             case .startTimer(let t, let d):
+                // restart_fr_on_each_reply=0: a provisional restarts fr_inv_timer (Timer C) only when it
+                // is the first one or an increasing one from 180 on.
+                if t == .C, let response, !store.settings.restartFROnEachReply,
+                   (101...199).contains(response.statusCode), previous > 100,
+                   !(response.statusCode >= 180 && response.statusCode > previous) {
+                    continue
+                }
                 cell.timers.schedule(TMTimerKey(cell: cell, branch: i, timer: t), after: d)
             case .stopTimer(let t):
                 cell.timers.cancel(TMTimerKey(cell: cell, branch: i, timer: t))
             case .passToTU(let code):
+                cell.branches[i].previousStatus = cell.branches[i].lastStatus
                 cell.branches[i].lastStatus = code
                 out.events.append(.reply(i, code))
             case .timeoutToTU, .transportErrorToTU:
@@ -121,7 +130,8 @@ enum TMCore {
     static func maybeFree(_ store: TMStore, _ cell: TMCell, force: Bool = false) {
         guard !cell.freed else { return }
         if !force {
-            guard cell.server.isTerminated, cell.branches.allSatisfy({ $0.machine.isTerminated }) else { return }
+            guard cell.isLocal || cell.server.isTerminated, cell.branches.allSatisfy({ $0.machine.isTerminated })
+            else { return }
         }
         cell.freed = true
         store.table.remove(cell.serverKey)
@@ -137,7 +147,7 @@ enum TMCore {
 
     /// Asks every pending branch except `except` to be cancelled (RFC 3261 §16.7 step 10, §16.10).
     static func cancelPending(_ store: TMStore, _ cell: TMCell, except: Int?, _ out: inout TMOutbox) {
-        for j in cell.branches.indices where j != except && cell.branches[j].isPending {
+        for j in cell.branches.indices where j != except && cell.branches[j].isPending && !cell.branches[j].replicated {
             let a = cell.branches[j].machine.cancelRequested()
             runBranch(store, cell, j, a, &out)
         }
@@ -152,6 +162,13 @@ struct TMSavedRoute {
     var received: ReceiveInfo
     var destinationURI: [UInt8]?
     var branches: [[UInt8]]
+    var branchDestinations: [Int: [UInt8]]
+    var extraBranchFlags: [Int: UInt32]
+    var branchQ: [Int]
+    var requestURIQ: Int
+    var avps: [String: [KemiValue]]
+    var xavps: [String: [[String: [KemiValue]]]]
+    var branchFlags: UInt32
     var dropRequested: Bool
     var replied: Bool
     var transaction: AnyObject?
@@ -169,6 +186,13 @@ struct TMSavedRoute {
         received = ctx.received
         destinationURI = ctx.destinationURI
         branches = ctx.branches
+        branchDestinations = ctx.branchDestinations
+        extraBranchFlags = ctx.extraBranchFlags
+        branchQ = ctx.branchQ
+        requestURIQ = ctx.requestURIQ
+        avps = ctx.avps
+        xavps = ctx.xavps
+        branchFlags = ctx.branchFlags
         dropRequested = ctx.dropRequested
         replied = ctx.replied
         transaction = ctx.transaction
@@ -181,6 +205,13 @@ struct TMSavedRoute {
         ctx.received = received
         ctx.destinationURI = destinationURI
         ctx.branches = branches
+        ctx.branchDestinations = branchDestinations
+        ctx.extraBranchFlags = extraBranchFlags
+        ctx.branchQ = branchQ
+        ctx.requestURIQ = requestURIQ
+        ctx.avps = avps
+        ctx.xavps = xavps
+        ctx.branchFlags = branchFlags
         ctx.dropRequested = dropRequested
         ctx.replied = replied
         ctx.transaction = transaction

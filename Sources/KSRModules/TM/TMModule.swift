@@ -1,6 +1,7 @@
 import SIPCore
 import SIPTransaction
 import StarlingKEMI
+import Logging
 
 /// `KSR.tm` (REFERENCE §2.6) and `KSR.tmx` (§2.7): the export tables over one `TMStore`.
 enum TMModule {
@@ -31,10 +32,20 @@ enum TMModule {
         return status(store, ctx) ?? 0
     }
 
-    /// `$T_branch_idx`: the branch a branch, failure or onreply route runs for (0 elsewhere).
+    /// `$T_branch_idx` (tmx): a reply's branch (onreply), the branch of a branch / branch-failure
+    /// route, the number of appended branches in a request route, the transaction's branches plus the
+    /// appended ones in a failure route; -1 otherwise.
     static func branchIndexPV(_ ctx: RouteContext) -> Int {
-        guard let store = ctx.transactions as? TMStore else { return 0 }
-        return max(0, store.workerState(ctx).branchIndex)
+        guard let store = ctx.transactions as? TMStore else { return -1 }
+        if let m = ctx.message, !m.isRequest { return store.workerState(ctx).branchIndex }
+        switch ctx.routeType {
+        case .branch, .branchFailure: return store.workerState(ctx).branchIndex
+        case .request: return ctx.branches.count
+        case .failure:
+            guard let cell = TMRelay.current(ctx) else { return -1 }
+            return cell.locked { cell.branches.count } + ctx.branches.count
+        default: return -1
+        }
     }
 
     static func setRoute(_ ctx: RouteContext, _ store: TMStore, _ name: String,
@@ -51,8 +62,12 @@ enum TMModule {
     }
 
     static func exports(_ store: TMStore) -> [KemiExport] {
-        @Sendable func relay(_ ctx: RouteContext, uri: [UInt8]? = nil, trying: Bool = true) -> KemiResult {
-            .int(TMRelay.relay(store, ctx, uri: uri, sendTrying: trying))
+        @Sendable func relay(_ ctx: RouteContext, uri: [UInt8]? = nil, trying: Bool = true, noFailover: Bool = false) -> KemiResult {
+            .int(TMRelay.relay(store, ctx, uri: uri, sendTrying: trying, noFailover: noFailover))
+        }
+        /// Flag 0x2 of the t_relay_to* flags: no internal negative reply for this transaction.
+        @Sendable func relayFlags(_ ctx: RouteContext, _ flags: Int) {
+            if flags & 2 != 0 { _ = setSwitch(store, ctx, \.disableInternalReply, \.disableInternalReply, true) }
         }
         @Sendable func newtran(_ ctx: RouteContext) -> Int { TMRelay.newTransaction(store, ctx) }
         @Sendable func withCell(_ ctx: RouteContext, _ body: (TMCell) -> Bool) -> KemiResult {
@@ -61,12 +76,16 @@ enum TMModule {
         }
         return [
             KemiExport("tm", "t_relay", [], returns: .int) { ctx, _ in relay(ctx) },
-            KemiExport("tm", "t_relay_to_flags", [.int], returns: .int) { ctx, args in relay(ctx, trying: args.int(0) & 1 == 0) },
+            KemiExport("tm", "t_relay_to_flags", [.int], returns: .int) { ctx, args in
+                relayFlags(ctx, args.int(0))
+                return relay(ctx, trying: args.int(0) & 1 == 0, noFailover: args.int(0) & 4 != 0)
+            },
             KemiExport("tm", "t_relay_to_proxy", [.str], returns: .int) { ctx, args in
                 relay(ctx, uri: proxyURI(args.str(0)))
             },
             KemiExport("tm", "t_relay_to_proxy_flags", [.str, .int], returns: .int) { ctx, args in
-                relay(ctx, uri: proxyURI(args.str(0)), trying: args.int(1) & 1 == 0)
+                relayFlags(ctx, args.int(1))
+                return relay(ctx, uri: proxyURI(args.str(0)), trying: args.int(1) & 1 == 0, noFailover: args.int(1) & 4 != 0)
             },
             KemiExport("tm", "t_relay_to_proto_addr", [.str, .str, .int], returns: .int) { ctx, args in
                 relay(ctx, uri: Array("sip:\(args.str(1)):\(args.int(2));transport=\(args.str(0))".utf8))
@@ -204,20 +223,17 @@ enum TMModule {
                 return .int(1)
             },
             KemiExport("tm", "t_drop_replies", [.str], returns: .int) { ctx, args in
-                // Modes: "n" none, "l" the last branch set, anything else all (Kamailio's default "a").
+                // Modes: "n" none, "l" the last leg's branches, anything else all (Kamailio's default "a").
+                // Applied when the failure route adds branches (failure_reply_mode's default otherwise).
                 let mode = args.str(0)
-                guard mode != "n" else { return .int(1) }
                 return withCell(ctx) { cell in
-                    let from = mode == "l" ? (cell.branches.lastIndex { $0.finalStatus > 0 } ?? 0) : 0
-                    for i in cell.branches.indices where i >= from && cell.branches[i].finalStatus > 0 {
-                        cell.branches[i].dropped = true
-                    }
+                    cell.dropMode = mode == "n" ? 0 : mode == "l" ? 2 : 1
                     return true
                 }
             },
             KemiExport("tm", "t_drop_replies_all", [], returns: .int) { ctx, _ in
                 withCell(ctx) { cell in
-                    for i in cell.branches.indices where cell.branches[i].finalStatus > 0 { cell.branches[i].dropped = true }
+                    cell.dropMode = 1
                     return true
                 }
             },
@@ -261,27 +277,45 @@ enum TMModule {
             KemiExport("tm", "t_set_auto_inv_100", [.int], returns: .int) { ctx, args in
                 let ws = store.workerState(ctx)
                 ws.pending(for: ctx.message)
-                ws.noAuto100 = args.int(0) == 0
+                ws.auto100 = args.int(0) != 0
                 return .int(1)
             },
-            KemiExport("tm", "t_set_disable_6xx", [.int], returns: .int, compat: "accepted; 6xx always wins") { _, _ in .int(1) },
-            KemiExport("tm", "t_set_disable_failover", [.int], returns: .int,
-                       compat: "accepted; there is no DNS failover yet") { _, _ in .int(1) },
+            KemiExport("tm", "t_set_disable_6xx", [.int], returns: .int) { ctx, args in
+                setSwitch(store, ctx, \.disable6xx, \.disable6xx, args.int(0) != 0)
+            },
+            KemiExport("tm", "t_set_disable_failover", [.int], returns: .int) { ctx, args in
+                setSwitch(store, ctx, \.disableFailover, \.disableFailover, args.int(0) != 0)
+            },
             KemiExport("tm", "t_set_no_e2e_cancel_reason", [.int], returns: .int,
                        compat: "accepted; CANCELs carry no Reason header yet") { _, _ in .int(1) },
-            KemiExport("tm", "t_set_disable_internal_reply", [.int], returns: .int,
-                       compat: "accepted; t_relay never replies on errors anyway (delayed reply)") { _, _ in .int(1) },
-            KemiExport("tm", "t_replicate", [.str], returns: .int, compat: "not implemented yet: -1") { _, _ in .int(-1) },
+            KemiExport("tm", "t_set_disable_internal_reply", [.int], returns: .int) { ctx, args in
+                setSwitch(store, ctx, \.disableInternalReply, \.disableInternalReply, args.int(0) != 0)
+            },
+            KemiExport("tm", "t_replicate", [.str], returns: .int) { ctx, args in
+                // tm's t_replicate_uri: a URI that does not parse or resolve is -1; then t_relay's codes.
+                let uri = args.str(0)
+                if !uri.isEmpty {
+                    guard let u = SIPURI(uri), Forwarder.target(ctx, u) != nil else {
+                        ctx.logger.error("t_replicate: bad uri: \(uri)")
+                        return .int(-1)
+                    }
+                }
+                return .int(TMRelay.replicate(store, ctx, uri: uri.isEmpty ? nil : Array(uri.utf8)))
+            },
             KemiExport("tm", "t_uac_send", [.str, .str, .str, .str, .str, .str], returns: .int,
-                       compat: "not implemented yet: -1") { _, _ in .int(-1) },
-            KemiExport("tm", "t_load_contacts", [], returns: .int,
-                       compat: "branches carry no q-values yet: nothing to order, 1") { _, _ in .int(1) },
-            KemiExport("tm", "ki_t_load_contacts_mode", [.int], returns: .int,
-                       compat: "branches carry no q-values yet: nothing to order, 1") { _, _ in .int(1) },
-            KemiExport("tm", "t_next_contacts", [], returns: .int,
-                       compat: "nothing loaded by t_load_contacts: -1") { _, _ in .int(-1) },
+                       compat: "the socket argument is not used; a 2xx to a local INVITE is ACKed to the branch's address") { ctx, args in
+                .int(TMLocal.send(store, ctx, method: args.str(0), ruri: args.str(1), nexthop: args.str(2),
+                                  headers: args.str(4), body: Array(args.str(5).utf8)))
+            },
+            KemiExport("tm", "t_load_contacts", [], returns: .int) { ctx, _ in .int(TMContacts.load(store, ctx, mode: 0)) },
+            KemiExport("tm", "ki_t_load_contacts_mode", [.int], returns: .int) { ctx, args in
+                .int(TMContacts.load(store, ctx, mode: args.int(0)))
+            },
+            KemiExport("tm", "t_next_contacts", [], returns: .int) { ctx, _ in .int(TMContacts.next(store, ctx)) },
             KemiExport("tm", "t_next_contact_flow", [], returns: .int,
-                       compat: "nothing loaded by t_load_contacts: -1") { _, _ in .int(-1) },
+                       compat: "branches carry no +sip.instance yet: -2 (nothing to do), -1 without contact_flows_avp") { ctx, _ in
+                .int(TMContacts.nextFlow(store, ctx))
+            },
             KemiExport("tm", "t_use_uac_headers", [], returns: .int) { _, _ in .int(1) },
 
             // MARK: tmx
@@ -358,6 +392,19 @@ enum TMModule {
             return Array("sip:\(parts[1]):\(parts[2]);transport=\(parts[0].lowercased())".utf8)
         }
         return Array("sip:\(s)".utf8)
+    }
+
+    /// A per-transaction switch: on the transaction, or kept for the one this message is about to create.
+    static func setSwitch(_ store: TMStore, _ ctx: RouteContext, _ path: ReferenceWritableKeyPath<TMCell, Bool>,
+                          _ pending: WritableKeyPath<TMSwitches, Bool?>, _ value: Bool) -> KemiResult {
+        if let cell = TMRelay.current(ctx) {
+            cell.locked { cell[keyPath: path] = value }
+        } else {
+            let ws = store.workerState(ctx)
+            ws.pending(for: ctx.message)
+            ws.pendingSwitches[keyPath: pending] = value
+        }
+        return .int(1)
     }
 
     static func setFR(_ store: TMStore, _ ctx: RouteContext, inv: Int, non: Int) -> KemiResult {

@@ -56,6 +56,12 @@ enum TMRelay {
         let cell = TMCell(id: store.makeID(), key: key, request: m, received: ctx.received,
                           replyDestination: MessageTools.replyDestination(ctx), config: config, timers: store.queue(ctx))
         cell.messageFlags = ctx.messageFlags
+        let sw = ws.pendingSwitches
+        cell.disable6xx = sw.disable6xx ?? store.settings.disable6xxBlock
+        cell.disableFailover = sw.disableFailover ?? !store.settings.useDNSFailover
+        cell.disableInternalReply = sw.disableInternalReply ?? false
+        cell.avps = ctx.avps
+        cell.xavps = ctx.xavps
         for (path, name) in ws.pendingRoutes { cell[keyPath: path] = name }
         ws.pendingRoutes.removeAll()
         ws.pendingFR = nil
@@ -74,12 +80,13 @@ enum TMRelay {
     /// `t_relay()`: request route (creates the transaction, 100 Trying for INVITE, one branch per
     /// destination) or failure route (new branches: serial forking). 1 on success, a negative error
     /// code otherwise (no reply is sent: the script replies).
-    static func relay(_ store: TMStore, _ ctx: RouteContext, uri: [UInt8]? = nil, sendTrying: Bool = true) -> Int {
+    static func relay(_ store: TMStore, _ ctx: RouteContext, uri: [UInt8]? = nil, sendTrying: Bool = true,
+                      noFailover: Bool = false) -> Int {
         guard let m = ctx.message, m.isRequest else { return -1 }
         switch ctx.routeType {
         case .failure:
             guard let cell = current(ctx) else { return -1 }
-            return addBranches(store, ctx, cell, uri: uri)
+            return addBranches(store, ctx, cell, uri: uri, noFailover: noFailover)
         case .request:
             break
         default:
@@ -103,19 +110,37 @@ enum TMRelay {
         let created: Int
         if let cell = current(ctx) {
             created = cell.locked { cell.branches.isEmpty } ? 1 : -10
-            if created < 0 { return addBranches(store, ctx, cell, uri: uri) }
+            if created < 0 { return addBranches(store, ctx, cell, uri: uri, noFailover: noFailover) }
         } else {
             created = newTransaction(store, ctx)
         }
         if created == 0 { return 1 }
         guard created > 0, let cell = current(ctx) else { return created }
         let ws = store.workerState(ctx)
-        let auto100 = !(ws.pendingMessage === m && ws.noAuto100)
+        let auto100 = (ws.pendingMessage === m ? ws.auto100 : nil) ?? store.settings.autoInv100
         if cell.isInvite && sendTrying && auto100 && !cell.locked({ cell.server.lastStatus > 0 }) {
-            _ = TMReply.reply(store, ctx, cell, 100, "trying -- your call is important to us")
+            _ = TMReply.reply(store, ctx, cell, 100, store.settings.autoInv100Reason)
             ctx.replied = false
         }
-        return addBranches(store, ctx, cell, uri: uri)
+        return addBranches(store, ctx, cell, uri: uri, noFailover: noFailover)
+    }
+
+    /// `t_replicate(uri)`: a stateful copy of the request to `uri` (request route: the transaction is
+    /// created if needed, no 100 Trying). The copy's replies are absorbed: never relayed, no onreply or
+    /// failure route, not candidates for the reply upstream. 1, or t_relay's negative codes.
+    static func replicate(_ store: TMStore, _ ctx: RouteContext, uri: [UInt8]?) -> Int {
+        guard let m = ctx.message, m.isRequest, m.method != .ack, m.method != .cancel else { return -1 }
+        guard ctx.routeType == .request || ctx.routeType == .failure else { return -1 }
+        if current(ctx) == nil {
+            let r = newTransaction(store, ctx)
+            if r == 0 { return 1 }
+            if r < 0 { return r }
+        }
+        guard let cell = current(ctx) else { return -1 }
+        let target = uri ?? ctx.destinationURI ?? m.currentRequestURI
+        let r = sendBranch(store, ctx, cell, ruri: nil, dst: target, replicate: true)
+        if r < 0 { ctx.lastError = r }
+        return r
     }
 
     /// A CANCEL for a known INVITE transaction: 200 to the CANCEL (its own transaction), CANCEL on every
@@ -137,44 +162,73 @@ enum TMRelay {
 
     /// Sends the current destination set on new branches of `cell`: `$du` or the Request-URI, then the
     /// appended branches (parallel forking). 1 if at least one went out.
-    static func addBranches(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, uri: [UInt8]? = nil) -> Int {
-        guard let m = ctx.message else { return -1 }
-        var targets: [(ruri: [UInt8]?, next: [UInt8])] = [(nil, uri ?? ctx.destinationURI ?? m.currentRequestURI)]
-        for b in ctx.branches { targets.append((b, b)) }
-        if ctx.routeType != .failure {
-            let (rr, params) = (ctx.recordRoute, ctx.recordRouteParams)
-            cell.locked { cell.recordRoute = rr; cell.recordRouteParams = params }
+    static func addBranches(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, uri: [UInt8]? = nil,
+                            noFailover: Bool = false) -> Int {
+        // (Request-URI for the branch, its $du): the R-URI branch keeps the message's R-URI.
+        // Extra branches may carry their own next hop and branch flags (registrar lookup).
+        var targets: [(ruri: [UInt8]?, dst: [UInt8]?, flags: UInt32?)] = [(nil, uri ?? ctx.destinationURI, nil)]
+        for (i, b) in ctx.branches.enumerated() { targets.append((b, ctx.branchDestinations[i], ctx.extraBranchFlags[i])) }
+        let inFailure = ctx.routeType == .failure
+        let first: Int
+        if !inFailure {
+            // Kamailio keeps the AVPs and the Record-Route with the transaction (failure routes see them).
+            let (rr, params, avps, xavps) = (ctx.recordRoute, ctx.recordRouteParams, ctx.avps, ctx.xavps)
+            first = cell.locked {
+                cell.recordRoute = rr
+                cell.recordRouteParams = params
+                cell.avps = avps
+                cell.xavps = xavps
+                if noFailover { cell.disableFailover = true }
+                return cell.branches.count
+            }
+        } else {
+            first = cell.locked {
+                if noFailover { cell.disableFailover = true }
+                return cell.branches.count
+            }
         }
         var sent = 0
         var lastError = SERError.badAddress
         for t in targets {
-            let r = sendBranch(store, ctx, cell, ruri: t.ruri, nextHop: t.next)
+            let r = sendBranch(store, ctx, cell, ruri: t.ruri, dst: t.dst, branchFlags: t.flags)
             if r > 0 { sent += 1 } else { lastError = r }
         }
-        if sent > 0 && ctx.routeType == .failure { cell.locked { cell.branchesAddedInFailure = true } }
-        if sent == 0 { ctx.lastError = lastError }
+        if sent > 0 && inFailure {
+            cell.locked {
+                cell.branchesAddedInFailure = true
+                cell.legStart = first
+            }
+        }
+        if sent == 0 {
+            ctx.lastError = lastError
+            if !inFailure { cell.locked { cell.relayError = lastError } }
+        }
         return sent > 0 ? 1 : lastError
     }
 
-    /// Builds, registers and sends one branch. 1, or a negative error code.
-    static func sendBranch(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, ruri: [UInt8]?, nextHop: [UInt8]) -> Int {
+    /// Builds, registers and sends one branch: `ruri` (nil: the message's) to `dst` (nil: the R-URI).
+    /// The branch route runs first with this branch's view: its R-URI, `$du` and header edits apply to
+    /// this branch only (the request's edits are restored afterwards). 1, or a negative error code.
+    static func sendBranch(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, ruri: [UInt8]?, dst: [UInt8]?,
+                           branchFlags: UInt32? = nil, replicate: Bool = false) -> Int {
         guard let m = ctx.message else { return -1 }
-        guard let uri = SIPURI(bytes: nextHop) else { return SERError.badURI }
-        guard let target = Forwarder.target(ctx, uri) else { return SERError.badAddress }
-        if ctx.services.isMyself(host: target.address.ip, port: Int(target.address.port), proto: target.proto) {
-            ctx.logger.error("t_relay: '\(uri)' points to this server; not looping the request back")
-            return SERError.badAddress
+        // The branch's index (what `$T_branch_idx` shows), its id number, and the branch route.
+        let (index, serial, onBranch) = cell.locked {
+            (cell.branches.count, cell.nextBranchSerial(), replicate ? "" : cell.onBranch)
         }
-        guard let local = ctx.services.localSocket(for: target.address, proto: target.proto) else { return SERError.send }
-        let index = cell.locked { cell.branches.count }
-        // Branch route: runs once per outgoing branch, before it is sent; a drop skips the branch.
-        let onBranch = cell.locked { cell.onBranch }
         // `add_rr_param` in a branch route applies to that branch only (Kamailio's branch lumps).
         let rrParams = ctx.recordRouteParams
         defer { ctx.recordRouteParams = rrParams }
+        var ruri = ruri
+        var dst = dst
+        var flags = index == 0 || ruri == nil ? ctx.branchFlags : (branchFlags ?? 0)
         if !onBranch.isEmpty, let run = ctx.runRoute {
             let ws = store.workerState(ctx)
             let savedType = ctx.routeType, savedDrop = ctx.dropRequested
+            let savedEdits = m.edits, savedDst = ctx.destinationURI, savedFlags = ctx.branchFlags
+            if let ruri { m.setRequestURI(ruri) }
+            ctx.destinationURI = dst
+            ctx.branchFlags = flags
             ctx.routeType = .branch
             ctx.dropRequested = false
             ws.branchIndex = index
@@ -183,9 +237,49 @@ enum TMRelay {
             ctx.routeType = savedType
             ctx.dropRequested = savedDrop
             ws.branchIndex = -1
+            // What the branch route left is this branch's; the request gets its own state back.
+            ruri = m.edits.requestURI
+            dst = ctx.destinationURI
+            flags = ctx.branchFlags
+            let branchEdits = m.edits
+            m.edits = savedEdits
+            ctx.destinationURI = savedDst
+            ctx.branchFlags = savedFlags
             if dropped { return SERError.send }
+            return withEdits(m, branchEdits) {
+                buildAndSend(store, ctx, cell, serial: serial, ruri: ruri, dst: dst, flags: flags, replicate: replicate)
+            }
         }
-        let branchID = store.branchID(cell, index)
+        return buildAndSend(store, ctx, cell, serial: serial, ruri: ruri, dst: dst, flags: flags, replicate: replicate)
+    }
+
+    /// Runs `body` with `edits` on the message, then puts its edits back.
+    static func withEdits<R>(_ m: SIPMessage, _ edits: SIPEdits, _ body: () -> R) -> R {
+        let saved = m.edits
+        m.edits = edits
+        defer { m.edits = saved }
+        return body()
+    }
+
+    /// Resolves the next hop, serializes the request with the branch id number `serial` and sends it.
+    static func buildAndSend(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, serial: Int, ruri: [UInt8]?,
+                             dst: [UInt8]?, flags: UInt32, replicate: Bool) -> Int {
+        guard let m = ctx.message else { return -1 }
+        let nextHop = dst ?? ruri ?? m.currentRequestURI
+        guard let uri = SIPURI(bytes: nextHop) else { return SERError.badURI }
+        guard let target = Forwarder.target(ctx, uri) else { return SERError.badAddress }
+        if ctx.services.isMyself(host: target.address.ip, port: Int(target.address.port), proto: target.proto) {
+            ctx.logger.error("t_relay: '\(uri)' points to this server; not looping the request back")
+            return SERError.badAddress
+        }
+        guard let local = ctx.services.localSocket(for: target.address, proto: target.proto) else { return SERError.send }
+        // DNS failover: the other addresses of the next hop (only a name can have several).
+        var alternates: [SocketAddress] = []
+        if !replicate, store.settings.useDNSFailover, SocketAddress(ip: uri.host, port: 0) == nil,
+           !cell.locked({ cell.disableFailover }) {
+            alternates = Forwarder.targets(ctx, uri).dropFirst().map { $0.address }
+        }
+        let branchID = store.branchID(cell, serial)
         var options = SIPSerializeOptions(prependLine: RRModule.recordRouteLines(ctx, outgoing: local, proto: target.proto) + Array("Via: SIP/2.0/\(target.proto.viaName) \(local.advertised);branch=\(branchID)\r\n".utf8),
                                           requestURI: ruri)
         if let top = m.topVia {
@@ -195,20 +289,48 @@ enum TMRelay {
         }
         let bytes = m.serialized(options: options)
         if let hook = ctx.onSend, !hook(ctx, target.address, target.proto, bytes) { return SERError.send }
-        let key = m.method == .other ? TransactionKey.client(branch: branchID, method: cell.method)
-            : TransactionKey.client(branch: branchID, method: m.method)
+        var branch = makeBranch(cell, branchID: branchID, request: bytes, to: target.address, proto: target.proto,
+                                local: local.socket)
+        branch.uri = ruri ?? m.currentRequestURI
+        branch.flags = flags
+        branch.replicated = replicate
+        branch.alternates = alternates
+        return register(store, ctx, cell, branch)
+    }
+
+    static func makeBranch(_ cell: TMCell, branchID: String, request: [UInt8], to destination: SocketAddress,
+                           proto: SIPTransportProtocol, local: SocketAddress?) -> TMBranch {
+        // The key a reply's CSeq gives: the method as a known one, or its name.
+        let method = cell.request.value.method
+        let key = method == .other ? TransactionKey.client(branch: branchID, method: cell.method)
+            : TransactionKey.client(branch: branchID, method: method)
         let machine: ClientMachine = cell.isInvite
             ? .invite(InviteClientTransaction(transport: .unreliable, timers: cell.config, usesTimerC: true))
             : .nonInvite(NonInviteClientTransaction(transport: .unreliable, timers: cell.config))
-        let branch = TMBranch(key: key, branchID: branchID, machine: machine, request: bytes, destination: target.address,
-                              proto: target.proto, local: local.socket)
+        return TMBranch(key: key, branchID: branchID, machine: machine, request: request, destination: destination,
+                        proto: proto, local: local)
+    }
+
+    /// Adds the branch to the cell and the table and sends it. 1, or E_SEND.
+    static func register(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ branch: TMBranch) -> Int {
         var out = TMOutbox()
-        cell.locked {
-            cell.branches.append(branch)
-            store.table.insert(.client(cell, index), for: key)
-            TMCore.runBranch(store, cell, index, cell.branches[index].machine.requestSent(), &out)
-        }
-        if !ctx.sender.send(bytes, to: target.address, proto: target.proto, from: local.socket) {
+        let index = cell.locked { append(store, cell, branch, &out) }
+        return send(store, ctx, cell, index, branch, &out)
+    }
+
+    /// Appends a branch to the cell and its key to the table and starts its machine (cell locked).
+    static func append(_ store: TMStore, _ cell: TMCell, _ branch: TMBranch, _ out: inout TMOutbox) -> Int {
+        let i = cell.branches.count
+        cell.branches.append(branch)
+        store.table.insert(.client(cell, i), for: branch.key)
+        TMCore.runBranch(store, cell, i, cell.branches[i].machine.requestSent(), &out)
+        return i
+    }
+
+    /// Sends an appended branch (outside the lock). 1, or E_SEND (the branch then ends with 477).
+    static func send(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ index: Int, _ branch: TMBranch,
+                     _ out: inout TMOutbox) -> Int {
+        if !ctx.sender.send(branch.request, to: branch.destination, proto: branch.proto, from: branch.local) {
             cell.locked {
                 cell.branches[index].finalStatus = 477
                 TMCore.runBranch(store, cell, index, cell.branches[index].machine.transportError(), &out)
@@ -219,6 +341,43 @@ enum TMRelay {
         }
         out.flush(ctx)
         return 1
+    }
+
+    /// DNS failover (Kamailio's use_dns_failover): branch `i` timed out or got a 503 and its next hop has
+    /// addresses not tried yet: the same request (new Via branch) goes to the next one. True if sent.
+    static func failover(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ i: Int) -> Bool {
+        var out = TMOutbox()
+        let plan = cell.locked { () -> (TMBranch, Int)? in
+            // Only a branch that never got a reply fails over on a timeout (a 503 always may).
+            guard !cell.freed, !cell.disableFailover, !cell.canceled, !cell.finalSent, i < cell.branches.count,
+                  !cell.branches[i].failedOver, cell.branches[i].lastStatus == 0 || cell.branches[i].lastStatus == 503,
+                  let next = cell.branches[i].alternates.first else { return nil }
+            cell.branches[i].failedOver = true
+            let old = cell.branches[i]
+            let id = store.branchID(cell, cell.nextBranchSerial())
+            var b = makeBranch(cell, branchID: id, request: replacing(old.branchID, with: id, in: old.request),
+                               to: next, proto: old.proto, local: old.local)
+            b.uri = old.uri
+            b.flags = old.flags
+            b.alternates = Array(old.alternates.dropFirst())
+            // Appended under the same lock that picked its index (the branch id carries it).
+            return (b, append(store, cell, b, &out))
+        }
+        guard let (branch, index) = plan else { return false }
+        return send(store, ctx, cell, index, branch, &out) > 0
+    }
+
+    /// `bytes` with the first occurrence of `old` replaced by `new`.
+    static func replacing(_ old: String, with new: String, in bytes: [UInt8]) -> [UInt8] {
+        let o = Array(old.utf8)
+        guard !o.isEmpty, bytes.count >= o.count else { return bytes }
+        for i in 0...(bytes.count - o.count) where bytes[i] == o[0] && bytes[i..<(i + o.count)].elementsEqual(o) {
+            var out = Array(bytes[..<i])
+            out.append(contentsOf: Array(new.utf8))
+            out.append(contentsOf: bytes[(i + o.count)...])
+            return out
+        }
+        return bytes
     }
 }
 

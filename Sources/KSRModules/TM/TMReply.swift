@@ -36,6 +36,16 @@ enum TMReply {
             case .reply(let i, let code):
                 if let reply { branchReply(store, ctx, cell, i, code, reply) }
             case .timeout(let i):
+                // DNS failover first: the next address of the branch's next hop gets the request.
+                if TMRelay.failover(store, ctx, cell, i) {
+                    cell.locked {
+                        if cell.branches[i].isPending {
+                            cell.branches[i].finalStatus = 408
+                            cell.branches[i].timedOut = true
+                        }
+                    }
+                    continue
+                }
                 var done = false
                 cell.locked {
                     if cell.branches[i].isPending {
@@ -46,6 +56,8 @@ enum TMReply {
                     }
                 }
                 if done {
+                    let local = cell.locked { cell.isLocal ? cell.localReply.map { ($0, cell.branches[i].request) } : nil }
+                    if let (callback, sent) = local { callback(ctx, 408, nil, sent) }
                     runBranchFailure(store, ctx, cell, i, 408, reply: nil)
                     checkCompletion(store, ctx, cell)
                 }
@@ -58,17 +70,34 @@ enum TMReply {
     /// A reply from branch `i` reached the TU: onreply route, then relay / response context.
     static func branchReply(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ i: Int, _ code: Int, _ m: SIPMessage) {
         let ws = store.workerState(ctx)
-        let onReply = cell.locked { cell.onReply }
+        let (onReply, replicated, isLocal, restore) = cell.locked {
+            (cell.onReply, cell.branches[i].replicated, cell.isLocal,
+             cell.avps[UACReplace.replyFromAVP] != nil || cell.avps[UACReplace.replyToAVP] != nil ? cell.avps : nil)
+        }
+        if replicated || isLocal {
+            absorbed(store, ctx, cell, i, code, m)
+            return
+        }
+        // uac_replace_from/to: the reply goes upstream with the From/To URI the request had before.
+        if let restore { UACReplace.restoreReply(m, avps: restore) }
         var dropped = false
         if !onReply.isEmpty, let run = ctx.runRoute {
             let saved = TMSavedRoute(ctx)
+            let (avps, xavps) = cell.locked { (cell.avps, cell.xavps) }
             ctx.routeType = .onreply
             ctx.transaction = cell
             ctx.dropRequested = false
+            ctx.avps = avps
+            ctx.xavps = xavps
             ws.branchIndex = i
             ws.replyCode = code
             run(ctx, onReply)
             dropped = ctx.dropRequested
+            let (newAVPs, newXAVPs) = (ctx.avps, ctx.xavps)
+            cell.locked {
+                cell.avps = newAVPs
+                cell.xavps = newXAVPs
+            }
             saved.restore(ctx)
             ws.branchIndex = -1
         }
@@ -90,6 +119,7 @@ enum TMReply {
                 if cell.branches[i].isPending {
                     cell.branches[i].finalStatus = code
                     cell.branches[i].replied = true
+                    cell.branches[i].replyMessage = UncheckedBox(value: m)
                 }
                 let a = cell.server.tuSentResponse(code)
                 TMCore.runServer(store, cell, a, &out, response: bytes)
@@ -98,18 +128,50 @@ enum TMReply {
             }
         default:
             let bytes = m.serialized(options: SIPSerializeOptions(removeTopVia: true))
+            var recorded = false
             cell.locked {
                 guard !cell.freed, cell.branches[i].isPending else { return }
                 cell.branches[i].finalStatus = code
                 cell.branches[i].replied = true
                 cell.branches[i].finalReply = bytes
-                if code >= 600 { TMCore.cancelPending(store, cell, except: i, &out) }
+                cell.branches[i].replyMessage = UncheckedBox(value: m)
+                recorded = true
+                // A 6xx ends the forking (RFC 3261 §16.7 step 10) unless t_set_disable_6xx / disable_6xx_block.
+                if code >= 600 && !cell.disable6xx { TMCore.cancelPending(store, cell, except: i, &out) }
             }
             out.flush(ctx)
+            guard recorded else { return }
+            // DNS failover on 503: the next address of this branch's next hop.
+            if code == 503 { _ = TMRelay.failover(store, ctx, cell, i) }
             runBranchFailure(store, ctx, cell, i, code, reply: m)
             checkCompletion(store, ctx, cell)
         }
         out.flush(ctx)
+    }
+
+    /// A reply of a `t_replicate` branch or of a local transaction (`t_uac_send`): the machines ran
+    /// (ACK for a negative INVITE reply, retransmissions); it is recorded, never relayed or routed.
+    static func absorbed(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ i: Int, _ code: Int, _ m: SIPMessage) {
+        guard code >= 200 else { return }
+        var ack: (bytes: [UInt8], to: SocketAddress, proto: SIPTransportProtocol, from: SocketAddress?)?
+        var local: ((@Sendable (RouteContext, Int, SIPMessage?, [UInt8]) -> Void), [UInt8])?
+        defer { if let (callback, sent) = local { callback(ctx, code, m, sent) } }
+        cell.locked {
+            guard !cell.freed, cell.branches[i].isPending else { return }
+            if cell.isLocal, let cb = cell.localReply { local = (cb, cell.branches[i].request) }
+            cell.branches[i].finalStatus = code
+            cell.branches[i].replied = true
+            cell.branches[i].replyMessage = UncheckedBox(value: m)
+            // Our own INVITE (t_uac_send) answered 2xx: the ACK is ours too (to the branch's address,
+            // tm's local_ack_mode 1).
+            let b = cell.branches[i]
+            if cell.isLocal, cell.isInvite, code < 300, let sent = try? SIPMessage.parse(b.request),
+               let a = SIPBuilder.ackForNon2xx(invite: sent, response: m) {
+                // The ACK of a 2xx is a transaction of its own: a new Via branch.
+                ack = (TMRelay.replacing(b.branchID, with: b.branchID + "a", in: a), b.destination, b.proto, b.local)
+            }
+        }
+        if let ack { _ = ctx.sender.send(ack.bytes, to: ack.to, proto: ack.proto, from: ack.from) }
     }
 
     /// `t_on_branch_failure`: runs once for each branch that ends with a negative reply or a timeout,
@@ -122,6 +184,9 @@ enum TMReply {
         let ws = store.workerState(ctx)
         let saved = TMSavedRoute(ctx)
         if let reply { ctx.message = reply } else { ctx.message = request; ctx.received = received }
+        let (avps, xavps) = cell.locked { (cell.avps, cell.xavps) }
+        ctx.avps = avps
+        ctx.xavps = xavps
         ctx.routeType = .branchFailure
         ctx.transaction = cell
         ctx.dropRequested = false
@@ -137,7 +202,7 @@ enum TMReply {
     static func checkCompletion(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell) {
         enum Decision { case none, failure(String, Int, Int), relay(Int) }
         let decision: Decision = cell.locked {
-            if cell.freed || cell.finalSent || cell.hasPendingBranches || cell.inFailureRoute || cell.routeBusy {
+            if cell.freed || cell.isLocal || cell.finalSent || cell.hasPendingBranches || cell.inFailureRoute || cell.routeBusy {
                 return .none
             }
             guard let b = cell.bestBranch() else { return .none }
@@ -158,9 +223,24 @@ enum TMReply {
         case .relay(let b):
             relayBest(store, ctx, cell, b)
         case .failure(let fn, let b, _):
+            let oldLeg = cell.locked { () -> Int in
+                cell.dropMode = store.settings.failureReplyMode
+                return cell.legStart
+            }
             runFailureRoute(store, ctx, cell, fn, b)
             let added = cell.locked { () -> Bool in
                 cell.inFailureRoute = false
+                if cell.branchesAddedInFailure {
+                    // failure_reply_mode / t_drop_replies: which earlier replies stop being candidates.
+                    let newLeg = cell.legStart
+                    let drop: Range<Int>
+                    switch cell.dropMode {
+                    case 0: drop = 0..<0
+                    case 2: drop = min(oldLeg, newLeg)..<newLeg
+                    default: drop = 0..<newLeg
+                    }
+                    for j in drop where j < cell.branches.count { cell.branches[j].dropped = true }
+                }
                 return cell.branchesAddedInFailure
             }
             if added {
@@ -175,8 +255,9 @@ enum TMReply {
         guard let run = ctx.runRoute else { return }
         let ws = store.workerState(ctx)
         let saved = TMSavedRoute(ctx)
-        let (request, received, flags, rr, rrParams) = cell.locked {
-            (cell.request.value, cell.received, cell.messageFlags, cell.recordRoute, cell.recordRouteParams)
+        let (request, received, flags, rr, rrParams, avps, xavps) = cell.locked {
+            (cell.request.value, cell.received, cell.messageFlags, cell.recordRoute, cell.recordRouteParams,
+             cell.avps, cell.xavps)
         }
         ctx.message = request
         ctx.recordRoute = rr
@@ -186,11 +267,21 @@ enum TMReply {
         ctx.transaction = cell
         ctx.destinationURI = nil
         ctx.branches = []
+        ctx.branchQ = []
+        ctx.requestURIQ = -1
+        ctx.avps = avps
+        ctx.xavps = xavps
         ctx.dropRequested = false
         ctx.replied = false
         ctx.messageFlags = flags
         ws.branchIndex = b
         run(ctx, fn)
+        // What the failure route left in the AVPs belongs to the transaction (next failure route).
+        let (newAVPs, newXAVPs) = (ctx.avps, ctx.xavps)
+        cell.locked {
+            cell.avps = newAVPs
+            cell.xavps = newXAVPs
+        }
         saved.restore(ctx)
         ws.branchIndex = -1
     }
@@ -207,11 +298,15 @@ enum TMReply {
             stored = aggregateChallenges(best, others)
         }
         var bytes = stored
-        if bytes == nil {
+        if code == 503 && stored != nil && store.settings.remap503To500 {
+            // remap_503_500 (RFC 3261 §16.7 step 6): a 503 goes upstream as a local 500 built from the
+            // request, with the 503's reason text.
+            code = 500
+            bytes = localReply(ctx, cell, 500, "Service Unavailable")
+        } else if bytes == nil {
             // A CANCELled call whose branches never answered ends with 487 for the caller.
             if canceled && code == 408 { code = 487 }
-            let reason = code == 487 ? "Request Terminated" : code == 408 ? "Request Timeout" : "Service Unavailable"
-            bytes = localReply(ctx, cell, code, reason)
+            bytes = localReply(ctx, cell, code, reasonPhrase(code))
         }
         guard let bytes else { return }
         var out = TMOutbox()
@@ -221,6 +316,31 @@ enum TMReply {
             TMCore.runServer(store, cell, a, &out, response: bytes)
         }
         out.flush(ctx)
+    }
+
+    /// The reason phrase of a locally generated final reply (a faked 408 / 487, `$T_reply_reason`).
+    static func reasonPhrase(_ code: Int) -> String {
+        switch code {
+        case 408: return "Request Timeout"
+        case 487: return "Request Terminated"
+        case 477: return "Unfortunately error on sending to next hop occurred"
+        case 500: return "Server Internal Error"
+        default: return "Service Unavailable"
+        }
+    }
+
+    /// Kamailio's delayed internal reply: the request route relayed nothing (every branch failed) and did
+    /// not reply; the transaction is answered with the error (`t_set_disable_internal_reply(1)` turns it off).
+    static func delayedErrorReply(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell) {
+        let error = cell.locked { () -> Int in
+            guard cell.relayError != 0, !cell.disableInternalReply, !cell.finalSent, !cell.isLocal,
+                  cell.branches.allSatisfy({ !$0.isPending || $0.replicated }) else { return 0 }
+            return cell.relayError
+        }
+        guard error != 0 else { return }
+        var (code, reason) = SLModule.errorReply(error)
+        if reason.hasSuffix("/SL)") { reason = String(reason.dropLast(4)) + "/TM)" }
+        _ = reply(store, ctx, cell, code, reason)
     }
 
     /// Adds the WWW-Authenticate / Proxy-Authenticate lines of `others` to the header of `reply`.

@@ -51,8 +51,11 @@ final class TMWorkerState {
     var pendingFR: (Int, Int)? = nil
     /// t_set_retr before the transaction exists: (T1, T2) in ms.
     var pendingRetr: (Int, Int)? = nil
-    /// t_set_auto_inv_100(0) for this message.
-    var noAuto100 = false
+    /// t_set_auto_inv_100(i) for this message (nil: the auto_inv_100 modparam).
+    var auto100: Bool?
+    /// t_set_disable_6xx / t_set_disable_failover / t_set_disable_internal_reply before the
+    /// transaction exists (nil: the modparam default).
+    var pendingSwitches = TMSwitches()
     var pendingRoutes: [ReferenceWritableKeyPath<TMCell, String>: String] = [:]
     var pendingMessage: SIPMessage?
 
@@ -62,9 +65,55 @@ final class TMWorkerState {
             pendingMessage = m
             pendingFR = nil
             pendingRetr = nil
-            noAuto100 = false
+            auto100 = nil
+            pendingSwitches = TMSwitches()
             pendingRoutes.removeAll()
         }
+    }
+}
+
+/// Per-transaction switches set before the transaction exists (nil: the module default).
+struct TMSwitches {
+    var disable6xx: Bool?
+    var disableFailover: Bool?
+    var disableInternalReply: Bool?
+}
+
+/// `[modparam.tm]` values beyond the timers (Kamailio's names and defaults).
+public struct TMSettings: Sendable {
+    /// failure_reply_mode (3): which earlier replies a failure route that adds branches discards.
+    public var failureReplyMode = 3
+    /// disable_6xx_block (0): 1 treats 6xx like other replies.
+    public var disable6xxBlock = false
+    /// auto_inv_100 (1) and auto_inv_100_reason.
+    public var autoInv100 = true
+    public var autoInv100Reason = "trying -- your call is important to us"
+    /// restart_fr_on_each_reply (1): 0 restarts fr_inv_timer (Timer C) only on the first provisional
+    /// reply and on increasing ones from 180 on.
+    public var restartFROnEachReply = true
+    /// Kamailio's core use_dns_failover (off), read from `[modparam.tm]`: a branch that times out or
+    /// gets a 503 is retried on the next address of its next hop.
+    public var useDNSFailover = false
+    /// contacts_avp / contact_flows_avp: the xavps of t_load_contacts / t_next_contacts (Kamailio:
+    /// unset disables the functions).
+    /// remap_503_500 (1): a 503 that wins is relayed as a 500.
+    public var remap503To500 = true
+    public var contactsXAVP: String?
+    public var contactFlowsXAVP: String?
+
+    public init() {}
+
+    init(_ c: ModuleConfiguration) {
+        failureReplyMode = c.int("tm", "failure_reply_mode", default: 3)
+        if !(0...3).contains(failureReplyMode) { failureReplyMode = 3 }
+        disable6xxBlock = c.int("tm", "disable_6xx_block", default: 0) != 0
+        autoInv100 = c.int("tm", "auto_inv_100", default: 1) != 0
+        if let r = c.string("tm", "auto_inv_100_reason"), !r.isEmpty { autoInv100Reason = r }
+        restartFROnEachReply = c.int("tm", "restart_fr_on_each_reply", default: 1) != 0
+        useDNSFailover = c.int("tm", "use_dns_failover", default: 0) != 0
+        remap503To500 = c.int("tm", "remap_503_500", default: 1) != 0
+        contactsXAVP = c.string("tm", "contacts_avp").flatMap { $0.isEmpty || $0 == "NULL" ? nil : $0 }
+        contactFlowsXAVP = c.string("tm", "contact_flows_avp").flatMap { $0.isEmpty || $0 == "NULL" ? nil : $0 }
     }
 }
 
@@ -74,16 +123,22 @@ public final class TMStore: TransactionLayer, Sendable {
     let table = TransactionTable<TMEntry>(shardCount: 64)
     /// RFC 3261 timers with Kamailio's fr_timer (B, F) and fr_inv_timer (C) mapped in.
     public let timerConfiguration: TimerConfiguration
+    /// The other `[modparam.tm]` settings.
+    public let settings: TMSettings
     private let base = ContinuousClock.now
     private let offsetNanos = Atomic<Int64>(0)
     private let nextID = Atomic<UInt64>(1)
+    private let posted = Mutex<[@Sendable (RouteContext) -> Void]>([])
+    private let postedCount = Atomic<Int>(0)
     private let prefix: String
     /// Cells alive (the table counts server, client and cancel keys).
     let liveCells = Atomic<Int>(0)
 
     /// A store configured by `[modparam.tm]`: `fr_timer` (ms, default 30000), `fr_inv_timer` (ms, default
-    /// 120000), `retr_timer1` (T1, ms, 500), `retr_timer2` (T2, ms, 4000).
+    /// 120000), `retr_timer1` (T1, ms, 500), `retr_timer2` (T2, ms, 4000), `wt_timer` (ms: the wait
+    /// after completion, timers D, I, J, K; default: as RFC 3261 within fr_timer), and `TMSettings`.
     public init(config: ModuleConfiguration = ModuleConfiguration()) {
+        settings = TMSettings(config)
         var t = TimerConfiguration()
         t.t1 = .milliseconds(max(1, config.int("tm", "retr_timer1", default: 500)))
         t.t2 = .milliseconds(max(1, config.int("tm", "retr_timer2", default: 4000)))
@@ -100,6 +155,13 @@ public final class TMStore: TransactionLayer, Sendable {
         t.timerM = wait
         t.timerD = min(.seconds(32), wait)
         t.t4 = min(t.t4, wait)
+        if let wt = config.string("tm", "wt_timer").flatMap({ Int($0) }), wt > 0 {
+            // Kamailio's wait state: how long a completed transaction stays to absorb retransmissions.
+            let w = Duration.milliseconds(wt)
+            t.timerD = w
+            t.timerJ = w
+            t.t4 = w  // timers I and K
+        }
         timerConfiguration = t
         prefix = String(UInt32.random(in: 0...UInt32.max), radix: 36)
     }
@@ -142,16 +204,37 @@ public final class TMStore: TransactionLayer, Sendable {
 
     public func requestRouteFinished(_ ctx: RouteContext) {
         guard let cell = ctx.transaction as? TMCell else { return }
-        let was = cell.locked { () -> Bool in
+        // The AVPs as the request route left them belong to the transaction (failure routes see them).
+        let (avps, xavps) = (ctx.avps, ctx.xavps)
+        let (was, relayError) = cell.locked { () -> (Bool, Int) in
             let b = cell.routeBusy
             cell.routeBusy = false
-            return b
+            cell.avps = avps
+            cell.xavps = xavps
+            return (b, cell.relayError)
         }
+        // Nothing relayed and no reply: Kamailio's delayed internal error reply.
+        if relayError != 0 { TMReply.delayedErrorReply(self, ctx, cell) }
         // A branch may have failed while the request route was still running.
         if was { TMReply.checkCompletion(self, ctx, cell) }
     }
 
+    /// Work for a worker from a thread that has no route context (the housekeeping thread: uacreg's
+    /// REGISTERs); run by the next worker that runs its timers.
+    func post(_ work: @escaping @Sendable (RouteContext) -> Void) {
+        posted.withLock { $0.append(work) }
+        postedCount.wrappingAdd(1, ordering: .releasing)
+    }
+
     public func runTimers(_ ctx: RouteContext) -> Bool {
+        if postedCount.load(ordering: .acquiring) > 0 {
+            let work = posted.withLock { w -> [@Sendable (RouteContext) -> Void] in
+                postedCount.store(0, ordering: .relaxed)
+                defer { w.removeAll() }
+                return w
+            }
+            for w in work { w(ctx) }
+        }
         let q = queue(ctx)
         let due = q.advance(to: now)
         for key in due { TMTimers.fired(self, ctx, key) }

@@ -40,12 +40,16 @@ enum Ports {
         return ports
     }
 
-    /// Whether udp 127.0.0.1:`port` is bound in this process's network namespace
+    /// Whether udp `ip`:`port` (default 127.0.0.1) is bound in this process's network namespace
     /// (/proc/net/udp) or, given `pid`, in that process's (/proc/<pid>/net/udp).
-    static func isUDPPortBound(_ port: Int, pid: Int32? = nil) -> Bool {
+    static func isUDPPortBound(_ port: Int, pid: Int32? = nil, ip: String = loopback) -> Bool {
         let path = pid.map { "/proc/\($0)/net/udp" } ?? "/proc/net/udp"
         guard let table = try? String(contentsOfFile: path, encoding: .utf8) else { return false }
-        let wanted = "0100007F:" + String(format: "%04X", port)
+        // /proc/net/udp shows the address as the hex of its in-memory (network order) bytes read as a
+        // little-endian integer: 127.0.0.1 is 0100007F.
+        let octets = ip.split(separator: ".").compactMap { UInt8($0) }
+        guard octets.count == 4 else { return false }
+        let wanted = octets.reversed().map { String(format: "%02X", $0) }.joined() + ":" + String(format: "%04X", port)
         return table.split(separator: "\n").dropFirst().contains { line in
             line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.map(String.init) == wanted
         }

@@ -12,12 +12,17 @@ import Musl
 final class UDPEndpoint: @unchecked Sendable {
     let fd: Int32
     let port: Int
+    /// The bound address (127.0.0.1 unless another loopback address was asked for).
+    let ip: String
 
-    /// Binds 127.0.0.1:`port` (0: the kernel picks one).
-    init(port: Int = 0) throws {
+    /// Binds `ip`:`port` (default 127.0.0.1; port 0: the kernel picks one). `ip` must be a
+    /// loopback address (127.x.y.z): only the test's own machine is ever involved.
+    init(port: Int = 0, ip: String = Ports.loopback) throws {
+        guard ip.hasPrefix("127.") else { throw HarnessError("UDPEndpoint binds loopback addresses only, not \(ip)") }
         let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         guard fd >= 0 else { throw HarnessError("socket() failed: errno \(errno)") }
         var address = Self.loopback(port: port)
+        address.sin_addr.s_addr = inet_addr(ip)
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafeMutablePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
@@ -27,9 +32,10 @@ final class UDPEndpoint: @unchecked Sendable {
         guard bound else {
             let error = errno
             close(fd)
-            throw HarnessError("bind 127.0.0.1:\(port) failed: \(String(cString: strerror(error)))")
+            throw HarnessError("bind \(ip):\(port) failed: \(String(cString: strerror(error)))")
         }
         self.fd = fd
+        self.ip = ip
         self.port = Int(UInt16(bigEndian: address.sin_port))
     }
 

@@ -48,21 +48,23 @@ enum SIPp {
         try Requirements.tool(ProcessInfo.processInfo.environment["SIPP_BIN"] ?? "sipp", package: "sip-tester")
     }
 
-    /// Arguments for a SIPp UAS on `port` with `scenario` (default uas.xml).
-    static func uasArguments(scenario: URL = PackagePaths.scenario("uas.xml"), port: Int, directory: URL) -> [String] {
-        ["-sf", scenario.path, "-i", Ports.loopback, "-p", String(port), "-nostdin", "-buff_size", "2097152",
+    /// Arguments for a SIPp UAS on `ip`:`port` (default 127.0.0.1) with `scenario` (default uas.xml).
+    static func uasArguments(scenario: URL = PackagePaths.scenario("uas.xml"), port: Int, ip: String = Ports.loopback,
+                             directory: URL) -> [String] {
+        ["-sf", scenario.path, "-i", ip, "-p", String(port), "-nostdin", "-buff_size", "2097152",
          "-trace_err", "-error_file", directory.appendingPathComponent("uas_errors.log").path]
     }
 
-    /// Starts a SIPp UAS on 127.0.0.1:`port` (inside `namespace` if given); stop
-    /// it with `stop()`.
-    static func startUAS(scenario: URL = PackagePaths.scenario("uas.xml"), port: Int, directory: URL,
-                         namespace: NetworkNamespace? = nil) throws -> ServerProcess {
+    /// Starts a SIPp UAS on `ip`:`port` (default 127.0.0.1; inside `namespace` if given); stop
+    /// it with `stop()`. `extra` adds arguments (`-trace_msg`...).
+    static func startUAS(scenario: URL = PackagePaths.scenario("uas.xml"), port: Int, ip: String = Ports.loopback,
+                         directory: URL, extra: [String] = [], namespace: NetworkNamespace? = nil) throws -> ServerProcess {
         let uas = try ServerProcess(name: "sipp uas", executable: try executable(),
-                                    arguments: uasArguments(scenario: scenario, port: port, directory: directory),
+                                    arguments: uasArguments(scenario: scenario, port: port, ip: ip, directory: directory)
+                                        + extra,
                                     logFile: directory.appendingPathComponent("uas.out"), workingDirectory: directory,
                                     namespace: namespace)
-        try uas.waitUntilBound(udpPort: port)
+        try uas.waitUntilBound(udpPort: port, ip: ip)
         return uas
     }
 

@@ -114,19 +114,19 @@ final class ServerProcess: @unchecked Sendable {
         log.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
     }
 
-    /// Waits until udp 127.0.0.1:`port` is bound in the process's own network
+    /// Waits until udp `ip`:`port` (default 127.0.0.1) is bound in the process's own network
     /// namespace (/proc/<pid>/net/udp), failing early when the process exits.
-    func waitUntilBound(udpPort port: Int, timeout: Duration = .seconds(15)) throws {
+    func waitUntilBound(udpPort port: Int, ip: String = Ports.loopback, timeout: Duration = .seconds(15)) throws {
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
         while clock.now < deadline {
             if let status = poll() {
-                throw HarnessError("\(name) exited with status \(status) before binding udp:127.0.0.1:\(port); log:\n\(logTail())")
+                throw HarnessError("\(name) exited with status \(status) before binding udp:\(ip):\(port); log:\n\(logTail())")
             }
-            if Ports.isUDPPortBound(port, pid: pid) { return }
+            if Ports.isUDPPortBound(port, pid: pid, ip: ip) { return }
             usleep(50_000)
         }
-        throw HarnessError("\(name) did not bind udp:127.0.0.1:\(port) within \(timeout); log:\n\(logTail())")
+        throw HarnessError("\(name) did not bind udp:\(ip):\(port) within \(timeout); log:\n\(logTail())")
     }
 
     /// Sends `signal` (SIGTERM by default) to the child's process group, waits

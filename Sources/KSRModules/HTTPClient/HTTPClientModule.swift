@@ -1,0 +1,119 @@
+import StarlingKEMI
+import Logging
+
+/// `KSR.http_client` (REFERENCE §2.9) on libcurl. Each worker has its own easy handle (and one per
+/// named connection that keeps its connections), so requests block only the calling worker, for at
+/// most the configured timeout.
+///
+/// Return values as Kamailio's: the HTTP status (200, 404, 500...; 0 becomes -1). A transport error
+/// returns the libcurl error code negated (-7 connection refused, -28 timeout, -3 malformed URL...),
+/// where Kamailio 5.6 returns the positive curl code (< 100); docs/HTTP_CLIENT.md.
+enum HTTPClientModule {
+    static func exports(_ config: ModuleConfiguration) -> [KemiExport] {
+        let settings = HTTPClientSettings(config)
+        let m = "http_client"
+        return [
+            KemiExport(m, "query", [.str, .str], returns: .int) { ctx, a in
+                query(ctx, settings, url: a.string(0), method: nil, body: nil, headers: nil, dpv: a.str(1), fn: "query")
+            },
+            KemiExport(m, "query_post", [.str, .str, .str], returns: .int) { ctx, a in
+                query(ctx, settings, url: a.string(0), method: nil, body: a.byteArray(1), headers: nil, dpv: a.str(2),
+                      fn: "query_post")
+            },
+            KemiExport(m, "query_post_hdrs", [.str, .str, .str, .str], returns: .int) { ctx, a in
+                query(ctx, settings, url: a.string(0), method: nil, body: a.byteArray(1), headers: a.string(2),
+                      dpv: a.str(3), fn: "query_post_hdrs")
+            },
+            KemiExport(m, "get_hdrs", [.str, .str, .str, .str], returns: .int) { ctx, a in
+                query(ctx, settings, url: a.string(0), method: "GET", body: a.byteArray(1), headers: a.string(2),
+                      dpv: a.str(3), fn: "get_hdrs")
+            },
+            KemiExport(m, "query_request", [.str, .str, .str, .str, .str], returns: .int,
+                       compat: "Kamailio 6.0+ (not in 5.6)") { ctx, a in
+                let met = a.str(0)
+                return query(ctx, settings, url: a.string(1), method: met.isEmpty ? nil : met, body: a.byteArray(2),
+                             headers: a.string(3), dpv: a.str(4), fn: "query_request")
+            },
+            KemiExport(m, "curl_connect", [.str, .str, .str], returns: .int) { ctx, a in
+                connect(ctx, settings, con: a.str(0), path: a.str(1), contentType: nil, body: nil, dpv: a.str(2))
+            },
+            KemiExport(m, "curl_connect_post", [.str, .str, .str, .str, .str], returns: .int) { ctx, a in
+                connect(ctx, settings, con: a.str(0), path: a.str(1), contentType: a.str(2), body: a.byteArray(3), dpv: a.str(4))
+            },
+        ]
+    }
+
+    /// Per-worker curl handles: one for the ad-hoc queries, one per named connection.
+    final class Handles {
+        let plain = CurlHandle()
+        var named: [String: CurlHandle] = [:]
+    }
+
+    static func query(_ ctx: RouteContext, _ s: HTTPClientSettings, url: String?, method: String?, body: [UInt8]?,
+                      headers: String?, dpv: String, fn: String) -> KemiResult {
+        guard let pv = ctx.pvCache.spec(dpv) else {
+            ctx.logger.error("http_client.\(fn): failed to get pv spec for: \(dpv)")
+            return .int(-1)
+        }
+        guard let url, !url.isEmpty else {
+            ctx.logger.error("http_client.\(fn): invalid url parameter")
+            return .int(-1)
+        }
+        let r = CurlRequest(url: url, method: method, body: body, contentType: nil,
+                            headers: headers.flatMap { $0.isEmpty ? nil : $0 }, timeout: s.timeout, timeoutMode: s.timeoutMode,
+                            verifyPeer: s.verifyPeer, verifyHost: s.verifyHost, followRedirects: s.followRedirects,
+                            userAgent: s.userAgent, caCert: s.caCert, proxy: s.proxy, proxyPort: s.proxyPort,
+                            firstLineOnly: s.firstLineOnly, maxDataSize: s.queryMaxDataSize)
+        let handles = ctx.worker.local(Handles.self) { Handles() }
+        let outcome = handles.plain.perform(r)
+        return finish(ctx, outcome, pv: pv, url: url, fn: fn)
+    }
+
+    static func connect(_ ctx: RouteContext, _ s: HTTPClientSettings, con name: String, path: String, contentType: String?,
+                        body: [UInt8]?, dpv: String, failoverDepth: Int = 0) -> KemiResult {
+        guard let pv = ctx.pvCache.spec(dpv) else {
+            ctx.logger.error("http_client.curl_connect: failed to get pv spec for: \(dpv)")
+            return .int(-1)
+        }
+        guard let con = s.connections[name] else {
+            ctx.logger.error("http_client.curl_connect: no cURL connection found: \(name)")
+            return .int(-1)
+        }
+        let url = con.url(path)
+        let hasBody = !(body ?? []).isEmpty
+        let r = CurlRequest(url: url, method: nil, body: body, contentType: hasBody ? (contentType.flatMap { $0.isEmpty ? nil : $0 } ?? "text/plain") : nil,
+                            headers: nil, username: con.username, password: con.password, authMethod: con.authMethod,
+                            timeout: con.timeout, timeoutMode: s.timeoutMode, verifyPeer: con.verifyPeer,
+                            verifyHost: con.verifyHost, followRedirects: con.followRedirects, userAgent: con.userAgent,
+                            caCert: s.caCert, proxy: con.proxy, proxyPort: con.proxyPort, firstLineOnly: false,
+                            maxDataSize: con.maxDataSize)
+        let handles = ctx.worker.local(Handles.self) { Handles() }
+        let handle: CurlHandle
+        if let h = handles.named[name] { handle = h } else { handle = CurlHandle(); handles.named[name] = handle }
+        let outcome = handle.perform(r)
+        if !con.keepConnections { handle.reset() }
+        // Kamailio's failover: a transport error or a 5xx moves to the failover connection, once.
+        if let fo = con.failover, failoverDepth == 0 {
+            var failed = false
+            switch outcome {
+            case .failure: failed = true
+            case .status(let st, _): failed = st >= 500
+            }
+            if failed {
+                ctx.logger.error("http_client: connection \(name) failed, trying failover connection \(fo)")
+                return connect(ctx, s, con: fo, path: path, contentType: contentType, body: body, dpv: dpv, failoverDepth: 1)
+            }
+        }
+        return finish(ctx, outcome, pv: pv, url: url, fn: "curl_connect")
+    }
+
+    private static func finish(_ ctx: RouteContext, _ outcome: CurlOutcome, pv: PseudoVariable, url: String, fn: String) -> KemiResult {
+        if case .failure(let code, let message) = outcome {
+            ctx.logger.warning("http_client.\(fn): \(message) (curl error \(code), url: \(url))")
+        }
+        if !PVEngine.set(ctx, pv, .string(String(decoding: outcome.stored, as: UTF8.self))) {
+            ctx.logger.warning("http_client.\(fn): target pv is not writable")
+        }
+        return .int(outcome.kemiCode)
+    }
+}

@@ -1,0 +1,30 @@
+import SIPTransport
+import StarlingKEMI
+import Logging
+
+/// `KSR.pike` (REFERENCE §2.21): flood detection per source address. 1 = ok, -2 = the address just
+/// went over `reqs_density_per_unit` requests per `sampling_time_unit` seconds, -1 = it already was.
+enum PikeModule {
+    static let note = "counts whole addresses: blocks once one goes over reqs_density_per_unit (Kamailio's prefix tree blocks between 1x and 3x that)"
+
+    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] {
+        let store = runtime.pike
+        @Sendable func check(_ ctx: RouteContext, _ ip: String) -> KemiResult {
+            let v = store.check(ip)
+            if v == .blockedNow { ctx.logger.warning("pike: blocking \(ip)") }
+            return .int(v.rawValue)
+        }
+        return [
+            KemiExport("pike", "pike_check_req", [], returns: .int, compat: note) { ctx, _ in
+                check(ctx, ctx.received.source.ip)
+            },
+            KemiExport("pike", "pike_check_ip", [.str], returns: .int, compat: note) { ctx, args in
+                guard let ip = args.string(0), AddressTable.parseIP(ip) != nil else {
+                    ctx.logger.error("pike: invalid address '\(args.str(0))'")
+                    return .int(-1)
+                }
+                return check(ctx, ip)
+            },
+        ]
+    }
+}
