@@ -226,6 +226,8 @@ int st_poll2(int fd1, int fd2, int timeout_ms) {
 
 int st_malloc_trim(void) { return malloc_trim(0); }
 
+int st_malloc_arena_max(int n) { return mallopt(M_ARENA_MAX, n); }
+
 int st_inotify_init(void) {
     int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     return fd >= 0 ? fd : -errno;

@@ -8,6 +8,7 @@ import Glibc
 #endif
 
 struct RunCommand: ParsableCommand {
+
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run the router (the default when no subcommand is given).",
@@ -49,6 +50,7 @@ struct RunCommand: ParsableCommand {
     var logLevel: String?
 
     func run() throws {
+        Server.limitMallocArenas()
         let overrides = ConfigOverrides(script: script, listen: listen.isEmpty ? nil : listen, workers: workers, logLevel: logLevel)
         let cfg: StarlingConfig
         do {

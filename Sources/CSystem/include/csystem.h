@@ -85,6 +85,9 @@ int st_poll2(int fd1, int fd2, int timeout_ms);
 /* Returns freed heap memory to the kernel (glibc malloc_trim(0)); 1 if some was released. */
 int st_malloc_trim(void);
 
+/* glibc mallopt(M_ARENA_MAX, n): at most n heap arenas. 1 on success. */
+int st_malloc_arena_max(int n);
+
 /* inotify_init1(IN_NONBLOCK | IN_CLOEXEC): fd or -errno. */
 int st_inotify_init(void);
 
