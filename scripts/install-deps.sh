@@ -3,11 +3,7 @@
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
-<<<<<<< HEAD
-PKGS=(pkg-config liblua5.4-dev lua5.4 libc-ares-dev libssl-dev libcurl4-openssl-dev libsqlite3-dev dnsmasq-base sip-tester iproute2 valgrind python3 kamailio kamailio-lua-modules kamailio-utils-modules kamailio-sqlite-modules baresip-core)
-=======
-PKGS=(pkg-config liblua5.4-dev lua5.4 libc-ares-dev libssl-dev libsqlite3-dev sip-tester iproute2 valgrind python3 kamailio kamailio-lua-modules kamailio-utils-modules kamailio-tls-modules openssl stunnel4)
->>>>>>> tcp
+PKGS=(pkg-config liblua5.4-dev lua5.4 libc-ares-dev libssl-dev libcurl4-openssl-dev libsqlite3-dev dnsmasq-base sip-tester iproute2 valgrind python3 kamailio kamailio-lua-modules kamailio-utils-modules kamailio-sqlite-modules kamailio-tls-modules baresip-core openssl stunnel4)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
