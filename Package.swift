@@ -97,7 +97,10 @@ let package = Package(
         // protocols KSRModules declares (KSRModules itself never imports GRDB).
         .target(
             name: "StarlingStore",
-            dependencies: ["KSRModules", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "KSRModules", .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
+            ],
             swiftSettings: swiftSettings),
         // Configuration, workers, reload, lifecycle.
         .target(

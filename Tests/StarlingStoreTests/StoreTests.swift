@@ -84,6 +84,56 @@ private func contact(_ ruid: String, aor: String = "alice", uri: String = "sip:a
         #expect(try !subs.remove(username: "alice", domain: "example.com"))
     }
 
+    /// Lookups run on their own connections: rows another connection (`starling subscriber add` in
+    /// another process) writes, changes and removes are seen by the next lookup, and extra columns
+    /// come back as text.
+    @Test func subscriberLookupsSeeOtherWriters() throws {
+        let t = TempDB()
+        let server = SQLiteSubscribers(try StarlingDatabase(path: t.path))
+        let cli = SQLiteSubscribers(try StarlingDatabase(path: t.path))
+        #expect(server.subscriber(table: "subscriber", username: "bob", domain: "example.com", useDomain: true) == nil)
+        try cli.add(username: "bob", domain: "example.com", password: "one")
+        #expect(server.subscriber(table: "subscriber", username: "bob", domain: "example.com", useDomain: true)?.password
+                == "one")
+        try cli.add(username: "bob", domain: "example.com", password: "two")
+        let row = try #require(server.subscriber(table: "subscriber", username: "bob", domain: "example.com",
+                                                 useDomain: false))
+        #expect(row.password == "two")
+        #expect(row.ha1 == DigestHash.md5.hex("bob:example.com:two"))
+        #expect(row.extra["id"] != nil)
+        try cli.db.pool.write { d in
+            try d.execute(sql: "ALTER TABLE subscriber ADD COLUMN rpid VARCHAR(64)")
+            try d.execute(sql: "ALTER TABLE subscriber ADD COLUMN level INTEGER")
+            try d.execute(sql: "UPDATE subscriber SET rpid = 'sip:bob@pbx', level = 3")
+        }
+        let more = try #require(server.subscriber(table: "subscriber", username: "bob", domain: "example.com",
+                                                  useDomain: true))
+        #expect(more.extra["rpid"] == "sip:bob@pbx")
+        #expect(more.extra["level"] == "3")
+        #expect(try cli.remove(username: "bob", domain: "example.com"))
+        #expect(server.subscriber(table: "subscriber", username: "bob", domain: "example.com", useDomain: true) == nil)
+        #expect(server.subscriber(table: "no such table", username: "bob", domain: "", useDomain: false) == nil)
+        #expect(server.subscriber(table: "missing", username: "bob", domain: "", useDomain: false) == nil)
+    }
+
+    @Test func concurrentSubscriberLookups() async throws {
+        let t = TempDB()
+        let subs = SQLiteSubscribers(try StarlingDatabase(path: t.path))
+        for i in 0..<20 { try subs.add(username: "u\(i)", domain: "d", password: "p\(i)") }
+        let found = await withTaskGroup(of: Int.self) { group in
+            for _ in 0..<8 {
+                group.addTask {
+                    var n = 0
+                    for i in 0..<200 where subs.subscriber(table: "subscriber", username: "u\(i % 20)", domain: "d",
+                                                           useDomain: true)?.password == "p\(i % 20)" { n += 1 }
+                    return n
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        #expect(found == 8 * 200)
+    }
+
     @Test func locationRoundTrip() throws {
         let t = TempDB()
         let db = try StarlingDatabase(path: t.path)

@@ -34,21 +34,36 @@ struct DigestCredentials {
     static func parse(_ m: SIPMessage, _ field: SIPHeaderField, malformed: inout Bool) -> DigestCredentials? {
         guard let auth = m.authValue(field) else { malformed = true; return nil }
         guard m.equalsIgnoringCase(auth.scheme, "Digest") else { return nil }
-        let username = m.authParam(auth, "username") ?? ""
-        var c = DigestCredentials(header: field, username: username, user: username, domain: nil)
-        if let at = username.firstIndex(of: "@") {
-            c.user = String(username[..<at])
-            c.domain = String(username[username.index(after: at)...])
+        // One pass over the parameters; the first occurrence of each wins.
+        var username: String?
+        var c = DigestCredentials(header: field, username: "", user: "", domain: nil)
+        m.forEachAuthParam(auth) { n, v in
+            func take(_ slot: inout String?) { if slot == nil { slot = m.unquote(v) } }
+            switch n.count {
+            case 2: if m.equalsIgnoringCase(n, "nc") { take(&c.nc) }
+            case 3:
+                if m.equalsIgnoringCase(n, "uri") { take(&c.uri) }
+                else if m.equalsIgnoringCase(n, "qop") { take(&c.qop) }
+            case 5:
+                if m.equalsIgnoringCase(n, "realm") { take(&c.realm) }
+                else if m.equalsIgnoringCase(n, "nonce") { take(&c.nonce) }
+            case 6:
+                if m.equalsIgnoringCase(n, "cnonce") { take(&c.cnonce) }
+                else if m.equalsIgnoringCase(n, "opaque") { take(&c.opaque) }
+            case 8:
+                if m.equalsIgnoringCase(n, "username") { take(&username) }
+                else if m.equalsIgnoringCase(n, "response") { take(&c.response) }
+            case 9: if m.equalsIgnoringCase(n, "algorithm") { take(&c.algorithm) }
+            default: break
+            }
         }
-        c.realm = m.authParam(auth, "realm")
-        c.nonce = m.authParam(auth, "nonce")
-        c.uri = m.authParam(auth, "uri")
-        c.response = m.authParam(auth, "response")
-        c.algorithm = m.authParam(auth, "algorithm")
-        c.cnonce = m.authParam(auth, "cnonce")
-        c.opaque = m.authParam(auth, "opaque")
-        c.qop = m.authParam(auth, "qop")
-        c.nc = m.authParam(auth, "nc")
+        let name = username ?? ""
+        c.username = name
+        c.user = name
+        if let at = name.firstIndex(of: "@") {
+            c.user = String(name[..<at])
+            c.domain = String(name[name.index(after: at)...])
+        }
         return c
     }
 

@@ -18,36 +18,63 @@ public enum DigestHash: String, Sendable, CaseIterable {
 
     /// The lower-case hex digest of `bytes`.
     public func hex(_ bytes: some Collection<UInt8>) -> String {
-        let digest = self.digest(Array(bytes))
-        let hexDigits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(digest.count * 2)
-        for b in digest {
-            out.append(hexDigits[Int(b >> 4)])
-            out.append(hexDigits[Int(b & 0x0F)])
-        }
-        return String(decoding: out, as: UTF8.self)
+        if let s = bytes.withContiguousStorageIfAvailable({ hex(raw: UnsafeRawBufferPointer($0)) }) { return s }
+        return Array(bytes).withUnsafeBytes { hex(raw: $0) }
     }
 
     /// The lower-case hex digest of a string's UTF-8 bytes.
-    public func hex(_ s: String) -> String { hex(Array(s.utf8)) }
+    public func hex(_ s: String) -> String {
+        var s = s
+        return s.withUTF8 { hex(raw: UnsafeRawBufferPointer($0)) }
+    }
+
+    private func hex(raw src: UnsafeRawBufferPointer) -> String {
+        withDigest(src) { digest in
+            String(unsafeUninitializedCapacity: digest.count * 2) { out in
+                let hexDigits: StaticString = "0123456789abcdef"
+                let d = hexDigits.utf8Start
+                var j = 0
+                for b in digest {
+                    out[j] = d[Int(b >> 4)]
+                    out[j + 1] = d[Int(b & 0x0F)]
+                    j += 2
+                }
+                return j
+            }
+        }
+    }
 
     /// The raw digest.
     public func digest(_ bytes: [UInt8]) -> [UInt8] {
-        let md: OpaquePointer? = switch self {
-        case .md5: EVP_md5()
-        case .sha256: EVP_sha256()
-        case .sha512_256: EVP_sha512_256()
+        bytes.withUnsafeBytes { src in withDigest(src) { Array($0) } }
+    }
+
+    /// Hashes `src` into a stack buffer and passes the digest to `body`.
+    private func withDigest<R>(_ src: UnsafeRawBufferPointer, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: Int(EVP_MAX_MD_SIZE)) { out in
+            var len: UInt32 = 0
+            let ok = EVP_Digest(src.baseAddress, src.count, out.baseAddress, &len, algorithm, nil)
+            precondition(ok == 1, "EVP_Digest failed")
+            return body(UnsafeBufferPointer(rebasing: out[0..<Int(len)]))
         }
-        var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
-        var len: UInt32 = 0
-        let ok = bytes.withUnsafeBytes { src in
-            out.withUnsafeMutableBufferPointer { dst in
-                EVP_Digest(src.baseAddress, src.count, dst.baseAddress, &len, md, nil)
-            }
+    }
+
+    /// The algorithm, fetched from the default provider once: `EVP_md5()` and friends make
+    /// OpenSSL 3 fetch the implementation (a locked provider lookup) on every `EVP_Digest`.
+    private var algorithm: OpaquePointer? {
+        switch self {
+        case .md5: Fetched.md5
+        case .sha256: Fetched.sha256
+        case .sha512_256: Fetched.sha512_256
         }
-        precondition(ok == 1, "EVP_Digest failed")
-        return Array(out.prefix(Int(len)))
+    }
+
+    private enum Fetched {
+        // Immutable after the first use; EVP_MD objects are shareable between threads.
+        nonisolated(unsafe) static let md5 = EVP_MD_fetch(nil, "MD5", nil) ?? EVP_md5()
+        nonisolated(unsafe) static let sha256 = EVP_MD_fetch(nil, "SHA256", nil) ?? EVP_sha256()
+        nonisolated(unsafe) static let sha512_256 =
+            EVP_MD_fetch(nil, "SHA512-256", nil) ?? EVP_sha512_256()
     }
 
     /// `count` cryptographically random bytes (nonces).

@@ -158,6 +158,12 @@ extension SIPMessage {
         return result
     }
 
+    /// Calls `body` for each auth-param of `auth` in order (values keep their quotes; `unquote` them):
+    /// one pass over the header where several `authParam` calls would rescan it each.
+    public func forEachAuthParam(_ auth: SIPAuthValue, _ body: (_ name: ByteRange, _ value: ByteRange) -> Void) {
+        auth.forEachParam(view, body)
+    }
+
     /// A range's text with surrounding quotes removed and `\x` escapes resolved.
     public func unquote(_ r: ByteRange) -> String {
         let v = view
