@@ -18,6 +18,11 @@ public enum PrometheusMetrics {
             metric(name, "counter", help, [("", String(c[key] ?? 0))])
         }
         counter("starling_messages_received_total", "SIP datagrams received (keepalives and unparsable ones included).", "received")
+        let t = server.transportCounters()
+        metric("starling_messages_received_by_transport_total", "counter", "SIP messages received, by transport.",
+               t.received.keys.sorted().map { ("{transport=\"\($0)\"}", String(t.received[$0]!)) })
+        metric("starling_messages_sent_by_transport_total", "counter", "SIP messages sent (requests and replies), by transport.",
+               t.sent.keys.sorted().map { ("{transport=\"\($0)\"}", String(t.sent[$0]!)) })
         metric("starling_requests_received_total", "counter", "SIP requests received, by method.",
                m.requests.keys.sorted().map { ("{method=\"\(escape($0))\"}", String(m.requests[$0]!)) })
         metric("starling_replies_received_total", "counter", "SIP replies received, by status class.",

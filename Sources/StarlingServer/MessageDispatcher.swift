@@ -67,6 +67,7 @@ public final class MessageDispatcher {
     public func dispatch(_ bytes: UnsafeRawBufferPointer, source: SocketAddress, local: SocketAddress,
                          proto: SIPTransportProtocol, connectionID: UInt64 = 0) -> DispatchResult {
         stats.received.wrappingAdd(1, ordering: .relaxed)
+        stats.receivedByTransport[Int(proto.rawValue) & 7].wrappingAdd(1, ordering: .relaxed)
         // Keepalives (CRLF only) are ignored silently, as Kamailio does: answering them would reflect
         // traffic to spoofed sources.
         if bytes.allSatisfy({ $0 == 0x0D || $0 == 0x0A || $0 == 0x20 || $0 == 0x09 }) { return .keepalive }

@@ -340,6 +340,22 @@ public final class Server: Sendable {
         return (requests, replies, repliesSent)
     }
 
+    /// Messages received and sent by transport name ("udp", "tcp", ...), summed over the workers;
+    /// only transports with traffic.
+    public func transportCounters() -> (received: [String: Int], sent: [String: Int]) {
+        var received: [String: Int] = [:], sent: [String: Int] = [:]
+        for w in workerStats.withLock({ $0 }) {
+            for p in SIPTransportProtocol.allCases {
+                let i = Int(p.rawValue) & 7
+                let r = w.receivedByTransport[i].load(ordering: .relaxed)
+                if r > 0 { received[p.name, default: 0] += r }
+                let s = w.sentByTransport[i].load(ordering: .relaxed)
+                if s > 0 { sent[p.name, default: 0] += s }
+            }
+        }
+        return (received, sent)
+    }
+
     /// Route execution times summed over the workers: per kind, cumulative bucket counts (one per
     /// `RouteTimeHistogram.bounds` entry, then +Inf) and the sum in seconds.
     public func routeTimes() -> [(kind: RouteTimeHistogram.Kind, cumulative: [Int], sumSeconds: Double)] {

@@ -38,6 +38,9 @@ public final class ServerStats: Sendable {
     public let repliesSentByClass: InlineArray<7, Atomic<Int>> = InlineArray { _ in Atomic<Int>(0) }
     /// Datagrams the socket refused to send.
     public let sendFailures = Atomic<Int>(0)
+    /// Messages received and sent, by `SIPTransportProtocol.rawValue` (udp, tcp, tls, ws, wss, sctp).
+    public let receivedByTransport: InlineArray<8, Atomic<Int>> = InlineArray { _ in Atomic<Int>(0) }
+    public let sentByTransport: InlineArray<8, Atomic<Int>> = InlineArray { _ in Atomic<Int>(0) }
     /// How long route callbacks ran (Lua and the KSR functions they called).
     public let routeTime = RouteTimeHistogram()
     public init() {}

@@ -45,6 +45,7 @@ final class WorkerSender: BatchingSender {
             }
         }
         count(bytes)
+        stats.sentByTransport[0].wrappingAdd(1, ordering: .relaxed)
         return true
     }
 
@@ -74,6 +75,7 @@ final class WorkerSender: BatchingSender {
         }
         sent += 1
         count(bytes)
+        stats.sentByTransport[Int(proto.rawValue) & 7].wrappingAdd(1, ordering: .relaxed)
         return true
     }
 

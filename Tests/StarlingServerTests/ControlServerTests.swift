@@ -311,6 +311,8 @@ import StarlingKEMI
         #expect(text.contains("starling_uptime_seconds "))
         #expect(text.contains("starling_socket_receive_queue_bytes{socket=\"udp:\(f.sipAddress)\"} "))
         #expect(text.contains("starling_socket_drops_total{socket=\"udp:\(f.sipAddress)\"} 0\n"))
+        #expect(text.contains("starling_messages_received_by_transport_total{transport=\"udp\"} 1\n"))
+        #expect(text.contains("starling_messages_sent_by_transport_total{transport=\"udp\"} 1\n"))
         // One request route ran: the histogram's +Inf bucket and count say 1, the reply route none.
         #expect(text.contains("# TYPE starling_route_duration_seconds histogram\n"))
         #expect(text.contains("starling_route_duration_seconds_bucket{route=\"request\",le=\"+Inf\"} 1\n"))
