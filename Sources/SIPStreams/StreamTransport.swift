@@ -25,7 +25,7 @@ public final class StreamTransport: Sendable {
     private let nextID = Atomic<UInt64>(1)
     private let sweepTask = Mutex<RepeatedTask?>(nil)
     /// Connection count peak since the last malloc_trim, and when that was (monotonic ns).
-    private let trimState = Mutex<(peak: Int, last: UInt64)>((0, 0))
+    private let trimState = Mutex<(peak: Int, last: UInt64, trailing: Int)>((0, 0, 0))
     let tlsContexts: TLSContexts?
     /// Counters for diagnostics and tests.
     public let stats = StreamStats()
@@ -280,13 +280,20 @@ public final class StreamTransport: Sendable {
         // After connections went away (idle sweep or peers closing), hand the freed buffers back to the
         // kernel: glibc keeps them in its arenas otherwise, and a burst of connections (or a client that
         // let replies pile up) would leave the process at its peak size. At most once a sweep (1 s), and
-        // only when the number of connections fell since the last trim.
+        // only when the number of connections fell since the last trim, and on the 5 sweeps after it
+        // (a closed connection's buffers, TLS state above all, are freed on its event loop a little
+        // after it leaves the table).
         let count = table.withLock { $0.byID.count }
         let trim = trimState.withLock { t -> Bool in
             t.peak = max(t.peak, count)
-            guard count < t.peak else { return false }
+            guard count < t.peak else {
+                guard t.trailing > 0 else { return false }
+                t.trailing -= 1
+                return true
+            }
             t.peak = count
             t.last = now
+            t.trailing = 5
             return true
         }
         if trim { _ = st_malloc_trim() }
