@@ -41,10 +41,7 @@ public final class MessageDispatcher {
         context.onSend = { [unowned self] ctx, dst, proto, bytes in self.runOnSend(ctx, dst, proto, bytes) }
         context.runRoute = { [unowned self] _, name in
             guard let engine = self.engine else { return }
-            let t0 = Self.monotonicNanos()
-            let outcome = engine.run(callback: name)
-            self.stats.routeTime.record(.other, nanos: Self.monotonicNanos() &- t0)
-            self.report(outcome, name)
+            self.report(self.timed(.other) { engine.run(callback: name) }, name)
         }
     }
 
@@ -112,18 +109,14 @@ public final class MessageDispatcher {
         guard let engine else { return .invalid }
         ctx.receivedAt = Self.now()
         if message.isRequest {
-            let t0 = Self.monotonicNanos()
-            let outcome = engine.run(engine.requestRoute)
-            stats.routeTime.record(.request, nanos: Self.monotonicNanos() &- t0)
+            let outcome = timed(.request) { engine.run(engine.requestRoute) }
             report(outcome, "ksr_request_route")
             if ctx.transaction != nil, let tm = ctx.transactions { tm.requestRouteFinished(ctx) }
             return .routed(outcome)
         }
         var outcome = CallbackOutcome.missing
         if let replyRoute {
-            let t0 = Self.monotonicNanos()
-            outcome = engine.run(replyRoute)
-            stats.routeTime.record(.reply, nanos: Self.monotonicNanos() &- t0)
+            outcome = timed(.reply) { engine.run(replyRoute) }
             report(outcome, "ksr_reply_route")
         }
         if !ctx.dropRequested {
@@ -161,6 +154,14 @@ public final class MessageDispatcher {
         case .memoryExceeded:
             stats.scriptErrors.wrappingAdd(1, ordering: .relaxed)
         }
+    }
+
+    /// Runs a route callback and adds its duration to the route time histogram.
+    @inline(__always) private func timed(_ kind: RouteTimeHistogram.Kind, _ run: () -> CallbackOutcome) -> CallbackOutcome {
+        let t0 = Self.monotonicNanos()
+        let outcome = run()
+        stats.routeTime.record(kind, nanos: Self.monotonicNanos() &- t0)
+        return outcome
     }
 
     /// A monotonic clock in nanoseconds (route execution times).

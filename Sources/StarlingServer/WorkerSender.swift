@@ -44,8 +44,7 @@ final class WorkerSender: BatchingSender {
                 return false
             }
         }
-        count(bytes)
-        stats.sentByTransport[0].wrappingAdd(1, ordering: .relaxed)
+        count(bytes, proto)
         return true
     }
 
@@ -74,13 +73,14 @@ final class WorkerSender: BatchingSender {
             return false
         }
         sent += 1
-        count(bytes)
-        stats.sentByTransport[Int(proto.rawValue) & 7].wrappingAdd(1, ordering: .relaxed)
+        count(bytes, proto)
         return true
     }
 
-    /// Requests sent, and replies sent by status class: a look at the first bytes ("SIP/2.0 2").
-    @inline(__always) private func count(_ bytes: [UInt8]) {
+    /// Requests sent, and replies sent by status class (a look at the first bytes, "SIP/2.0 2"); messages
+    /// sent by transport.
+    @inline(__always) private func count(_ bytes: [UInt8], _ proto: SIPTransportProtocol) {
+        stats.sentByTransport[Int(proto.rawValue) & 7].wrappingAdd(1, ordering: .relaxed)
         if bytes.count > 9, bytes[0] == 0x53, bytes[1] == 0x49, bytes[2] == 0x50, bytes[3] == 0x2F, bytes[7] == 0x20 {
             let d = Int(bytes[8]) - 0x30
             stats.repliesSentByClass[(1...6).contains(d) ? d : 0].wrappingAdd(1, ordering: .relaxed)
