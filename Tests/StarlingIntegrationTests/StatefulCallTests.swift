@@ -40,9 +40,7 @@ struct StatefulCallTests {
         #expect(starling.isRunning, "starling died; log:\n\(starling.logTail())")
 
         // Timers L/M/J/D (shortened with fr_timer) run out; then every transaction must be gone.
-        sleep(5)
-        starling.stop()
-        let stopped = starling.shutdownLine
+        let stopped = starling.stop(after: .seconds(5))
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
         #expect(stopped.contains("script_errors=0"), "shutdown line: \(stopped)")
     }
@@ -104,9 +102,7 @@ struct StatefulCallTests {
         #expect(result.failedCalls == 0, "\(result)")
         #expect(result.successfulCalls == 1000, "\(result)")
         #expect(starling.isRunning, "starling died; log:\n\(starling.logTail())")
-        sleep(5)
-        starling.stop()
-        let stopped = starling.shutdownLine
+        let stopped = starling.stop(after: .seconds(5))
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
         #expect(stopped.contains("script_errors=0"), "shutdown line: \(stopped)")
     }
@@ -164,9 +160,7 @@ struct StatefulCallTests {
         #expect(result.exitStatus == 0, "\(result)\nstarling log:\n\(starling.logTail())")
         #expect(result.failedCalls == 0, "\(result)")
         #expect(result.successfulCalls == 100, "\(result)")
-        sleep(5)
-        starling.stop()
-        let stopped = starling.shutdownLine
+        let stopped = starling.stop(after: .seconds(5))
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
         #expect(stopped.contains("script_errors=0"), "shutdown line: \(stopped)")
     }
@@ -253,9 +247,7 @@ struct StatefulCallTests {
         try caller.send(ack, to: proxyPort)
         #expect(receive(callee, startingWith: "ACK", timeout: .milliseconds(500)) == nil, "the caller's ACK was not absorbed")
 
-        sleep(6)
-        starling.stop()
-        let stopped = starling.shutdownLine
+        let stopped = starling.stop(after: .seconds(6))
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
     }
 
@@ -315,9 +307,7 @@ struct StatefulCallTests {
         while let m = callee.receive(timeout: .milliseconds(100)) { atCallee.append(String(m.prefix { $0 != " " })) }
         #expect(!atCallee.isEmpty && atCallee.allSatisfy { $0 == "INVITE" }, "callee got \(atCallee)")
 
-        sleep(4)
-        starling.stop()
-        let stopped = starling.shutdownLine
+        let stopped = starling.stop(after: .seconds(4))
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
     }
 
@@ -362,9 +352,7 @@ struct StatefulCallTests {
         #expect(result.successfulCalls == 200, "\(result)")
         #expect(relay.log.contains("relayed/dropped"), "relay log: \(relay.log)")
 
-        sleep(11)
-        starling.stop()
-        let stopped = starling.shutdownLine
+        let stopped = starling.stop(after: .seconds(11))
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
     }
 }

@@ -47,9 +47,7 @@ struct StreamTransportTests {
         #expect(result.failedCalls == 0, "\(result)")
         #expect(result.successfulCalls == 500, "\(result)")
         #expect(starling.isRunning, "starling died; log:\n\(starling.logTail())")
-        sleep(5)
-        starling.stop()
-        let stopped = starling.shutdownLine
+        let stopped = starling.stop(after: .seconds(5))
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
         #expect(stopped.contains("script_errors=0") && stopped.contains("parse_errors=0"), "shutdown line: \(stopped)")
     }

@@ -78,9 +78,7 @@ struct TLSTransportTests {
                                      timeout: .seconds(90))
         #expect(result.failedCalls == 0 && result.successfulCalls == 500, "\(result)\nstarling log:\n\(starling.logTail())")
         #expect(starling.isRunning)
-        sleep(5)
-        starling.stop()
-        let stopped = starling.shutdownLine
+        let stopped = starling.stop(after: .seconds(5))
         #expect(stopped.contains("transactions=0") && stopped.contains("parse_errors=0"), "shutdown line: \(stopped)")
     }
 

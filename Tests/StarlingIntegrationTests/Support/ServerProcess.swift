@@ -110,6 +110,14 @@ final class ServerProcess: @unchecked Sendable {
         log.split(separator: "\n").last { $0.contains("stopped;") }.map(String.init) ?? ""
     }
 
+    /// Lets the process run `delay` longer (Starling: until its transaction timers have run out),
+    /// stops it (SIGTERM) and returns its shutdown line (see `shutdownLine`).
+    func stop(after delay: Duration) -> String {
+        Thread.sleep(forTimeInterval: Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18)
+        stop()
+        return shutdownLine
+    }
+
     /// The last `lines` lines of the log.
     func logTail(_ lines: Int = 30) -> String {
         log.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
