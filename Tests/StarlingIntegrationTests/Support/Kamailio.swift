@@ -79,7 +79,25 @@ enum Starling {
                                                             logLevel: logLevel, extra: extra),
                                        logFile: directory.appendingPathComponent("starling.log"), namespace: namespace)
         try server.waitUntilBound(udpPort: port)
+        // Stream listeners in `extra` start after the UDP socket is bound: wait for each of them too,
+        // or a client connecting at once is refused on a loaded machine.
+        for (index, argument) in extra.enumerated() where argument == "--listen" && index + 1 < extra.count {
+            guard let (proto, ip, listenPort) = listen(extra[index + 1]), listenPort != 0 else { continue }
+            if proto == "udp" {
+                try server.waitUntilBound(udpPort: listenPort, ip: ip)
+            } else if ["tcp", "tls", "ws", "wss"].contains(proto) {
+                try server.waitUntilListening(tcpPort: listenPort, ip: ip)
+            }
+        }
         return server
+    }
+
+    /// "proto:ip:port" or "proto:[v6]:port" as (proto, ip, port); nil for anything else.
+    static func listen(_ text: String) -> (proto: String, ip: String, port: Int)? {
+        guard let colon = text.firstIndex(of: ":"), let last = text.lastIndex(of: ":"), colon < last,
+              let port = Int(text[text.index(after: last)...]) else { return nil }
+        let host = text[text.index(after: colon)..<last].trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        return (String(text[..<colon]), host, port)
     }
 }
 
