@@ -31,7 +31,9 @@ import StarlingKEMI
             var config = StarlingConfig()
             config.script = scriptPath
             config.workers = 1
-            config.modparams = modparams
+            for (module, params) in modparams {
+                for (name, values) in params { try config.setModparam(module, name, values) }
+            }
             config.modules = modules
             config.listen = [ListenAddress(proto: .udp, address: SocketAddress(ip: "127.0.0.1", port: Int(port))!)]
             var logger = Logger(label: "test")

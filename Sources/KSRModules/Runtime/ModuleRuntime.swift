@@ -114,10 +114,10 @@ public final class ModuleRuntime: Sendable {
         self.auth = AuthNonces(config: config, clock: clock)
         htables = HtableStore(config: config, clock: clock)
         pike = PikeStore(config: config, clock: clock)
-        addresses = AddressTable(path: config.string("permissions", "address_file"))
+        addresses = AddressTable(path: config[PermissionsModule.addressFile])
         // htable expiry every timer_interval seconds (Kamailio's default 20), pike's idle addresses,
         // the address file when it changed.
-        let htableInterval = max(1, config.int("htable", "timer_interval", default: 20))
+        let htableInterval = config[HtableModule.timerInterval]
         let lastPurge = PurgeStamp()
         jobs.withLock {
             $0.append { rt in

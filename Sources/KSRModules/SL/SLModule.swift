@@ -79,3 +79,9 @@ enum SLModule {
         ]
     }
 }
+
+extension SLModule: KSRModule {
+    static let name = "sl"
+    static let summary = "Stateless replies."
+    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports() }
+}

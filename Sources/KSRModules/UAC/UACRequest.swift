@@ -81,7 +81,7 @@ enum UACRequest {
         var eventCallback: String?
 
         init(_ c: ModuleConfiguration) {
-            eventCallback = c.string("uac", "event_callback").flatMap { $0.isEmpty ? nil : $0 }
+            eventCallback = c[UACModule.eventCallback].flatMap { $0.isEmpty ? nil : $0 }
         }
     }
 
