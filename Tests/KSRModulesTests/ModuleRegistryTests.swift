@@ -113,3 +113,19 @@ import SIPTransaction
         #expect(store.timerConfiguration.timerD == .milliseconds(700))
     }
 }
+
+/// Module state kept by the runtime: one per type, made once.
+@Suite struct ModuleStateTests {
+    final class Counter: Sendable {
+        let made: Int
+        init(_ n: Int) { made = n }
+    }
+
+    @Test func stateIsMadeOnceAndShared() {
+        let rt = ModuleRuntime()
+        var calls = 0
+        let a = rt.state(Counter.self) { calls += 1; return Counter(1) }
+        let b = rt.state(Counter.self) { calls += 1; return Counter(2) }
+        #expect(a === b && a.made == 1 && calls == 1)
+    }
+}

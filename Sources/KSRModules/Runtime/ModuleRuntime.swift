@@ -136,6 +136,21 @@ public final class ModuleRuntime: Sendable {
         NATKeepalive.install(self)
     }
 
+    /// The process-wide state of modules that keep their own (one object per state type), made on
+    /// first use. A module asks for it in `start(_:)`, in its export builder (the closures capture it,
+    /// so routes never come here) and in its RPC handlers.
+    private let moduleStates = Mutex<[ObjectIdentifier: any Sendable]>([:])
+
+    /// The module state of type `S`, made by `make` the first time it is asked for.
+    public func state<S: AnyObject & Sendable>(_ type: S.Type, make: () -> S) -> S {
+        moduleStates.withLock { states in
+            if let s = states[ObjectIdentifier(type)] as? S { return s }
+            let s = make()
+            states[ObjectIdentifier(type)] = s
+            return s
+        }
+    }
+
     /// Sets (or clears) the sender of datagrams that leave outside any route.
     public func setOutbound(_ sender: OutboundSender?) { outboundHook.withLock { $0 = sender } }
     /// The current outbound sender.
