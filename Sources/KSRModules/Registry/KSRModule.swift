@@ -13,7 +13,7 @@ public import StarlingKEMI
 /// (`ModuleParameter.int("tm", "fr_timer", 30000, "...")`) that the module's code reads with
 /// `runtime.config[key]`; a module's shared state is created in `start(_:)` (or is one of
 /// `ModuleRuntime`'s stores) and captured by the export closures, so no per-message lookup is needed.
-public protocol KSRModule {
+public protocol KSRModule: SendableMetatype {
     /// The Kamailio module name (`loadmodule "tm.so"` → "tm"); also the `[modparam.<name>]` section.
     static var name: String { get }
     /// The name of the module's `KSR.<table>` (kemix exports `KSR.kx`); "" for the core functions.
