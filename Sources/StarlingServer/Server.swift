@@ -442,7 +442,7 @@ extension Server {
         let urls = c.databaseURLs
         guard let url = urls.first else { return nil }
         guard let path = StarlingDatabase.path(fromURL: url) else {
-            throw ServerError("db_url '\(url)': only SQLite databases are supported (sqlite:///path/to/file.db)")
+            throw ServerError("db_url '\(url)': only SQLite databases are supported (sqlite:///path/to/file.db)", configuration: true)
         }
         if urls.count > 1, StarlingDatabase.path(fromURL: urls[1]) != path {
             logger.warning("usrloc and auth_db db_url name different files; using \(path) for both")
