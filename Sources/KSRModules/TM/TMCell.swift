@@ -222,8 +222,10 @@ final class TMCell: @unchecked Sendable, Hashable {
         self.received = received
         self.replyDestination = replyDestination
         self.config = config
-        server = inv ? .invite(InviteServerTransaction(transport: .unreliable, timers: config))
-            : .nonInvite(NonInviteServerTransaction(transport: .unreliable, timers: config))
+        // A request received over TCP/TLS/WS: no reply retransmission (Timer G), Timers I/J zero.
+        let transport = TransportReliability(received.proto)
+        server = inv ? .invite(InviteServerTransaction(transport: transport, timers: config))
+            : .nonInvite(NonInviteServerTransaction(transport: transport, timers: config))
     }
 
     @inline(__always) func locked<R>(_ body: () throws -> R) rethrows -> R {
@@ -256,6 +258,14 @@ final class TMCell: @unchecked Sendable, Hashable {
 
     static func == (a: TMCell, b: TMCell) -> Bool { a === b }
     func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
+}
+
+extension TransportReliability {
+    /// Reliable for the stream transports (tcp, tls, ws, wss, sctp): the RFC 3261 machines then send no
+    /// retransmissions (Timers A, E, G) and wait no Timer D/I/J/K.
+    init(_ proto: SIPTransportProtocol) {
+        self = proto == .udp ? .unreliable : .reliable
+    }
 }
 
 extension SIPMessage {

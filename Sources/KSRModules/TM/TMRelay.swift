@@ -304,9 +304,11 @@ enum TMRelay {
         let method = cell.request.value.method
         let key = method == .other ? TransactionKey.client(branch: branchID, method: cell.method)
             : TransactionKey.client(branch: branchID, method: method)
+        // A branch over TCP/TLS/WS is not retransmitted (no Timer A/E), Timers D/K are zero (RFC 3261 §17.1).
+        let transport = TransportReliability(proto)
         let machine: ClientMachine = cell.isInvite
-            ? .invite(InviteClientTransaction(transport: .unreliable, timers: cell.config, usesTimerC: true))
-            : .nonInvite(NonInviteClientTransaction(transport: .unreliable, timers: cell.config))
+            ? .invite(InviteClientTransaction(transport: transport, timers: cell.config, usesTimerC: true))
+            : .nonInvite(NonInviteClientTransaction(transport: transport, timers: cell.config))
         return TMBranch(key: key, branchID: branchID, machine: machine, request: request, destination: destination,
                         proto: proto, local: local)
     }
