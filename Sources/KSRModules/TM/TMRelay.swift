@@ -7,7 +7,9 @@ import Logging
 
 /// Creating transactions and sending their branches (Kamailio's t_lookup.c / t_fwd.c).
 enum TMRelay {
-    /// The current transaction of the route, if any.
+    /// The current transaction of the route, if any: the one place a route's transaction is cast back
+    /// to tm's cell.
+    @inline(__always)
     static func current(_ ctx: RouteContext) -> TMCell? { ctx.transaction as? TMCell }
 
     /// The server transaction a request matches (a retransmission, or the INVITE an ACK belongs to).
@@ -171,11 +173,14 @@ enum TMRelay {
         let inFailure = ctx.routeType == .failure
         let first: Int
         if !inFailure {
-            // Kamailio keeps the AVPs and the Record-Route with the transaction (failure routes see them).
-            let (rr, params, avps, xavps) = (ctx.recordRoute, ctx.recordRouteParams, ctx.avps, ctx.xavps)
+            // The transaction keeps the request as relayed (Kamailio's t->uas.request: cloned by t_newtran,
+            // lumps and flags updated by t_forward_nonack): failure routes start from it.
+            var relayed = ctx.state
+            relayed.transaction = nil
+            let (flags, avps, xavps) = (ctx.messageFlags, ctx.avps, ctx.xavps)
             first = cell.locked {
-                cell.recordRoute = rr
-                cell.recordRouteParams = params
+                cell.relayed = UncheckedBox(value: relayed)
+                cell.messageFlags = flags
                 cell.avps = avps
                 cell.xavps = xavps
                 if noFailover { cell.disableFailover = true }
@@ -224,6 +229,9 @@ enum TMRelay {
         var flags = index == 0 || ruri == nil ? ctx.branchFlags : (branchFlags ?? 0)
         if !onBranch.isEmpty, let run = ctx.runRoute {
             let ws = store.workerState(ctx)
+            // Not a whole-state swap: the branch route runs on the request itself (Kamailio's
+            // branch_route), so what it does to flags and AVPs stays; only this branch's own view
+            // ($du, $bf, R-URI and header edits, add_rr_param) goes back to the request's afterwards.
             let savedType = ctx.routeType, savedDrop = ctx.dropRequested
             let savedEdits = m.edits, savedDst = ctx.destinationURI, savedFlags = ctx.branchFlags
             if let ruri { m.setRequestURI(ruri) }
