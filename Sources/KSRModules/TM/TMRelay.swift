@@ -269,36 +269,28 @@ enum TMRelay {
         return body()
     }
 
-    /// Resolves the next hop, serializes the request with the branch id number `serial` and sends it.
+    /// Resolves the next hop, serializes the request with the branch id number `serial` and sends it
+    /// (RequestBuilder: the same Via, advertised address, rport and Record-Route as `forward`).
     static func buildAndSend(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, serial: Int, ruri: [UInt8]?,
                              dst: [UInt8]?, flags: UInt32, replicate: Bool) -> Int {
         guard let m = ctx.message else { return -1 }
-        let nextHop = dst ?? ruri ?? m.currentRequestURI
-        guard let uri = SIPURI(bytes: nextHop) else { return SERError.badURI }
-        guard let target = Forwarder.target(ctx, uri) else { return SERError.badAddress }
-        if ctx.services.isMyself(host: target.address.ip, port: Int(target.address.port), proto: target.proto) {
-            ctx.logger.error("t_relay: '\(uri)' points to this server; not looping the request back")
-            return SERError.badAddress
+        let hop: RequestBuilder.Hop
+        do throws(RequestBuilder.Failure) {
+            hop = try RequestBuilder.hop(ctx, to: dst ?? ruri ?? m.currentRequestURI, caller: replicate ? "t_replicate" : "t_relay")
+        } catch {
+            return error.code
         }
-        guard let local = ctx.services.localSocket(for: target.address, proto: target.proto) else { return SERError.send }
         // DNS failover: the other addresses of the next hop (only a name can have several).
         var alternates: [SocketAddress] = []
-        if !replicate, store.settings.useDNSFailover, SocketAddress(ip: uri.host, port: 0) == nil,
+        if !replicate, store.settings.useDNSFailover, SocketAddress(ip: hop.uri.host, port: 0) == nil,
            !cell.locked({ cell.disableFailover }) {
-            alternates = Forwarder.targets(ctx, uri).dropFirst().map { $0.address }
+            alternates = Forwarder.targets(ctx, hop.uri).dropFirst().map { $0.address }
         }
         let branchID = store.branchID(cell, serial)
-        var options = SIPSerializeOptions(prependLine: RRModule.recordRouteLines(ctx, outgoing: local, proto: target.proto) + Array("Via: SIP/2.0/\(target.proto.viaName) \(local.advertised);branch=\(branchID)\r\n".utf8),
-                                          requestURI: ruri)
-        if let top = m.topVia {
-            let (params, fill) = MessageTools.viaUpdate(ctx)
-            if let fill, let rp = top.rport { options.inserts.append((rp.upper, Array("=\(fill)".utf8))) }
-            if !params.isEmpty { options.inserts.append((top.whole.upper, Array(params.utf8))) }
-        }
-        let bytes = m.serialized(options: options)
-        if let hook = ctx.onSend, !hook(ctx, target.address, target.proto, bytes) { return SERError.send }
-        var branch = makeBranch(cell, branchID: branchID, request: bytes, to: target.address, proto: target.proto,
-                                local: local.socket)
+        let bytes = RequestBuilder.forwarded(ctx, m, hop: hop, branch: branchID, requestURI: ruri)
+        guard RequestBuilder.passesOnSend(ctx, hop, bytes) else { return SERError.send }
+        var branch = makeBranch(cell, branchID: branchID, request: bytes, to: hop.destination, proto: hop.proto,
+                                local: hop.local.socket)
         branch.uri = ruri ?? m.currentRequestURI
         branch.flags = flags
         branch.replicated = replicate
