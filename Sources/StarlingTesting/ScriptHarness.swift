@@ -154,14 +154,14 @@ public final class ScriptHarness {
     /// Handles a message exactly as a server worker does: parse, core checks (400/505 answered by the
     /// core), `ksr_request_route` for requests, `ksr_reply_route` then the stateless relay for replies.
     @discardableResult
-    public func route(_ text: String, from: SocketAddress? = nil) throws -> DispatchResult {
-        route(bytes: Array(text.utf8), from: from)
+    public func route(_ text: String, from: SocketAddress? = nil, proto: SIPTransportProtocol = .udp) throws -> DispatchResult {
+        route(bytes: Array(text.utf8), from: from, proto: proto)
     }
 
-    /// The same for raw bytes (e.g. a torture-test file).
+    /// The same for raw bytes (e.g. a torture-test file). `proto`: the transport it arrived on.
     @discardableResult
-    public func route(bytes: [UInt8], from: SocketAddress? = nil) -> DispatchResult {
-        bytes.withUnsafeBytes { dispatcher.dispatch($0, source: from ?? source, local: services.local, proto: .udp) }
+    public func route(bytes: [UInt8], from: SocketAddress? = nil, proto: SIPTransportProtocol = .udp) -> DispatchResult {
+        bytes.withUnsafeBytes { dispatcher.dispatch($0, source: from ?? source, local: services.local, proto: proto) }
     }
 
     /// Calls a global Lua function of the script with the current message (set by `route` or `prepare`).

@@ -203,7 +203,7 @@ public final class TMStore: TransactionLayer, Sendable {
     }
 
     public func requestRouteFinished(_ ctx: RouteContext) {
-        guard let cell = ctx.transaction as? TMCell else { return }
+        guard let cell = TMRelay.current(ctx) else { return }
         // The AVPs as the request route left them belong to the transaction (failure routes see them).
         let (avps, xavps) = (ctx.avps, ctx.xavps)
         let (was, relayError) = cell.locked { () -> (Bool, Int) in

@@ -168,8 +168,8 @@ enum UACRequest {
                 return
             }
             guard let event, let run = ctx.runRoute else { return }
-            let saved = TMSavedRoute(ctx)
-            defer { saved.restore(ctx) }
+            let saved = ctx.state
+            defer { ctx.state = saved }
             let st = UACRequest.state(ctx)
             let keep = st.values
             st.values[.evcode] = .int(code)
