@@ -101,7 +101,7 @@ import StarlingTesting
     }
 
     @Test func connectionRefusedAndBadURLsAreNegative() throws {
-        let closed = PeerProcess.freeTCPPort()
+        let closed = try TestPorts.next()
         let v = try run("""
             KSR.pv.seti("$var(refused)", KSR.http_client.query("http://127.0.0.1:\(closed)/x", "$var(b1)"))
             KSR.pv.seti("$var(scheme)", KSR.http_client.query("ftp://127.0.0.1/x", "$var(b2)"))
@@ -117,6 +117,7 @@ import StarlingTesting
     }
 
     @Test func namedConnections() throws {
+        let closed = try TestPorts.next()
         let v = try run("""
             KSR.pv.seti("$var(a)", KSR.http_client.curl_connect("auth", "/auth", "$var(ab)"))
             KSR.pv.seti("$var(n)", KSR.http_client.curl_connect("noauth", "auth", "$var(nb)"))
@@ -127,7 +128,7 @@ import StarlingTesting
             """, params: ["httpcon": [
                 "auth=>http://user:pw@127.0.0.1:\(server.port)",
                 "noauth=>http://127.0.0.1:\(server.port);timeout=2",
-                "broken=>http://127.0.0.1:\(PeerProcess.freeTCPPort());failover=noauth",
+                "broken=>http://127.0.0.1:\(closed);failover=noauth",
             ]])
         #expect(v["a"] == "200")
         #expect(v["ab"] == "authorized")
@@ -148,20 +149,5 @@ import StarlingTesting
             """)
         #expect(v["p1"] != nil && v["p1"] != "")
         #expect(v["p1"] == v["p2"], "a second request from the same worker opened a new connection")
-    }
-}
-
-extension PeerProcess {
-    /// A TCP port nothing listens on right now.
-    static func freeTCPPort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_addr.s_addr = inet_addr("127.0.0.1")
-        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return Int(UInt16(bigEndian: a.sin_port))
     }
 }

@@ -1,19 +1,40 @@
+// The same file is in Tests/KSRModulesTests and Tests/SIPTransportTests (test targets cannot import
+// each other): keep the copies identical.
 import Foundation
-import Testing
 
-/// A helper process a test talks to (a Python HTTP server, dnsmasq), spawned with a clean signal
-/// mask (the test runner blocks signals and children would inherit that), its stdin a pipe so a
-/// Python peer exits when the test process goes away. Killed on `stop()` / deinit.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A helper process a test talks to (a Python server, dnsmasq), spawned with a clean signal mask (the
+/// test runner blocks signals and children would inherit that), its stdin a pipe so a Python peer
+/// exits when the test process goes away, its stderr kept in a file for failure messages. Killed on
+/// `stop()` / deinit.
 final class PeerProcess {
-    private let pid: pid_t
+    let pid: pid_t
     private let stdinFD: Int32
+    private let stderrPath: String
     private var stopped = false
-    /// The first line the process printed (the port, for peers that choose their own), or "".
+    private var exitStatus: Int32?
+    /// The first line the process printed on stdout (the port, for peers that bind port 0 and say
+    /// which port they got), or "" when not asked for.
     let firstLine: String
 
-    init(_ args: [String], readFirstLine: Bool, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    /// Starts `args` (`args[0]` found on PATH; `package` names what to install when it is missing).
+    /// With `readFirstLine`, waits up to `timeout` for the first line of stdout.
+    init(_ args: [String], package: String, readFirstLine: Bool,
+         timeout: Duration = TestPorts.readinessTimeout) throws {
         var toChild: [Int32] = [0, 0], fromChild: [Int32] = [0, 0]
-        guard pipe(&toChild) == 0, pipe(&fromChild) == 0 else { throw CocoaError(.fileWriteUnknown) }
+        guard pipe(&toChild) == 0 else { throw HelperFailure("pipe: \(String(cString: strerror(errno)))") }
+        guard pipe(&fromChild) == 0 else {
+            close(toChild[0])
+            close(toChild[1])
+            throw HelperFailure("pipe: \(String(cString: strerror(errno)))")
+        }
+        let stderrPath = FileManager.default.temporaryDirectory
+            .appendingPathComponent("starling-peer-\(getpid())-\(UUID().uuidString.prefix(8)).stderr").path
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -23,7 +44,7 @@ final class PeerProcess {
         } else {
             posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         }
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         posix_spawn_file_actions_addclose(&actions, toChild[1])
         posix_spawn_file_actions_addclose(&actions, fromChild[0])
         var attr = posix_spawnattr_t()
@@ -36,6 +57,7 @@ final class PeerProcess {
         sigemptyset(&defaults)
         sigaddset(&defaults, SIGTERM)
         sigaddset(&defaults, SIGINT)
+        sigaddset(&defaults, SIGPIPE)
         posix_spawnattr_setsigdefault(&attr, &defaults)
         posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         let argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
@@ -47,158 +69,68 @@ final class PeerProcess {
         guard rc == 0 else {
             close(toChild[1])
             close(fromChild[0])
-            Issue.record("cannot start \(args[0]) (install it: scripts/install-deps.sh): \(String(cString: strerror(rc)))",
-                         sourceLocation: sourceLocation)
-            throw CocoaError(.executableNotLoadable)
+            try? FileManager.default.removeItem(atPath: stderrPath)
+            throw HelperFailure("cannot start \(args[0]): \(String(cString: strerror(rc))) "
+                                + "(install the Debian package \(package): scripts/install-deps.sh)")
         }
-        var line: [UInt8] = []
-        if readFirstLine {
-            var byte: UInt8 = 0
-            while read(fromChild[0], &byte, 1) == 1 && byte != UInt8(ascii: "\n") { line.append(byte) }
-        }
-        close(fromChild[0])
         pid = child
         stdinFD = toChild[1]
+        self.stderrPath = stderrPath
+        defer { close(fromChild[0]) }
+        guard readFirstLine else {
+            firstLine = ""
+            return
+        }
+        // The first line, or EOF (the process exited), or the deadline.
+        var line: [UInt8] = []
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        var byte: UInt8 = 0
+        reading: while clock.now < deadline {
+            var pfd = pollfd(fd: fromChild[0], events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, 100) > 0 else { continue }
+            while true {
+                let n = read(fromChild[0], &byte, 1)
+                if n == 1 && byte != UInt8(ascii: "\n") { line.append(byte); continue }
+                if n < 0 && errno == EINTR { continue }
+                if n == 1 || n == 0 { break reading }
+                break
+            }
+        }
         firstLine = String(decoding: line, as: UTF8.self)
+        if firstLine.isEmpty {
+            stop()
+            throw HelperFailure("\(args[0]) printed nothing on stdout within \(timeout) "
+                                + "(exit status \(exitStatus.map(String.init) ?? "none")); stderr:\n\(stderr)")
+        }
     }
 
-    /// True while the process runs.
+    /// What the process wrote on stderr so far (its last 3000 characters).
+    var stderr: String {
+        String(((try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "").suffix(3000))
+    }
+
+    /// True while the process runs (reaps it once it has exited).
     var isRunning: Bool {
+        if exitStatus != nil { return false }
         var status: Int32 = 0
-        return waitpid(pid, &status, WNOHANG) == 0
+        let reaped = waitpid(pid, &status, WNOHANG)
+        if reaped == pid || reaped < 0 { exitStatus = reaped == pid ? status : -1 }
+        return exitStatus == nil
     }
 
     func stop() {
         guard !stopped else { return }
         stopped = true
         close(stdinFD)
-        kill(pid, SIGKILL)
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
+        if isRunning {
+            kill(pid, SIGKILL)
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            exitStatus = status
+        }
+        try? FileManager.default.removeItem(atPath: stderrPath)
     }
 
     deinit { stop() }
-
-    /// A UDP port free on 127.0.0.1 right now.
-    static func freeUDPPort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        defer { close(fd) }
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_addr.s_addr = inet_addr("127.0.0.1")
-        a.sin_port = 0
-        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return Int(UInt16(bigEndian: a.sin_port))
-    }
-}
-
-/// A local HTTP server (Python's http.server) with the answers the http_client tests need.
-///
-/// - `GET /route` → 200 "sip:alice@10.0.0.1\nsecond line\n"
-/// - `GET /notfound` → 404 "no such user\n"; `/error` → 500 "boom\n"; `/empty` → 204
-/// - `/slow` → waits 5 s, then 200 "late\n"
-/// - `/echo` (any method) → 200 "<method>|<content-type>|<x-test header>|<body>"
-/// - `/auth` → 200 "authorized" with Basic user:pw, else 401
-/// - `/port` → 200 "<client port>" (the same port on two requests = the connection was reused)
-final class TestHTTPServer {
-    let process: PeerProcess
-    let port: Int
-    var base: String { "http://127.0.0.1:\(port)" }
-
-    static let script = #"""
-import base64, os, sys, threading, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    wbufsize = 65536  # headers and body in one segment (no Nagle / delayed-ACK stall on keep-alive)
-    def log_message(self, *a): pass
-    def reply(self, code, body):
-        b = body.encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(b)))
-        self.end_headers()
-        self.wfile.write(b)
-        self.wfile.flush()
-    def handle_any(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(n).decode() if n else ""
-        p = self.path.split("?")[0]
-        if p == "/route": return self.reply(200, "sip:alice@10.0.0.1\nsecond line\n")
-        if p == "/notfound": return self.reply(404, "no such user\n")
-        if p == "/error": return self.reply(500, "boom\n")
-        if p == "/empty":
-            self.send_response(204); self.send_header("Content-Length", "0"); self.end_headers(); self.wfile.flush(); return
-        if p == "/slow":
-            time.sleep(5); return self.reply(200, "late\n")
-        if p == "/echo":
-            return self.reply(200, "%s|%s|%s|%s" % (self.command, self.headers.get("Content-Type") or "",
-                                                   self.headers.get("X-Test") or "", body))
-        if p == "/auth":
-            if self.headers.get("Authorization") == "Basic " + base64.b64encode(b"user:pw").decode():
-                return self.reply(200, "authorized")
-            self.send_response(401); self.send_header("WWW-Authenticate", 'Basic realm="t"')
-            self.send_header("Content-Length", "0"); self.end_headers(); self.wfile.flush(); return
-        if p == "/port": return self.reply(200, str(self.client_address[1]))
-        self.reply(404, "unknown path\n")
-    do_GET = do_POST = do_PUT = do_DELETE = handle_any
-s = ThreadingHTTPServer(("127.0.0.1", 0), H)
-s.daemon_threads = True
-print(s.server_address[1], flush=True)
-def watch():
-    while os.read(0, 1): pass
-    os._exit(0)
-threading.Thread(target=watch, daemon=True).start()
-s.serve_forever()
-"""#
-
-    init(sourceLocation: SourceLocation = #_sourceLocation) throws {
-        process = try PeerProcess(["python3", "-u", "-c", Self.script], readFirstLine: true, sourceLocation: sourceLocation)
-        guard let p = Int(process.firstLine) else {
-            Issue.record("the test HTTP server did not start (python3 is required)", sourceLocation: sourceLocation)
-            throw CocoaError(.executableLoad)
-        }
-        port = p
-    }
-}
-
-/// dnsmasq serving NAPTR records on 127.0.0.1 (a free port), nothing else (no upstream, no hosts).
-final class TestDNSMasq {
-    let process: PeerProcess
-    let port: Int
-
-    /// `naptr`: dnsmasq `--naptr-record` values ("name,order,preference,flags,service,regexp").
-    init(naptr: [String], sourceLocation: SourceLocation = #_sourceLocation) throws {
-        port = PeerProcess.freeUDPPort()
-        let user = getpwuid(getuid()).map { String(cString: $0.pointee.pw_name) } ?? "root"
-        var args = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll", "--conf-file=/dev/null",
-                    "--port=\(port)", "--listen-address=127.0.0.1", "--bind-interfaces", "--pid-file=",
-                    "--user=\(user)", "--local-ttl=60"]
-        args += naptr.map { "--naptr-record=\($0)" }
-        process = try PeerProcess(args, readFirstLine: false, sourceLocation: sourceLocation)
-        // wait until it answers (a query for a name it has)
-        let deadline = Date().addingTimeInterval(5)
-        while Date() < deadline {
-            if !process.isRunning { break }
-            if Self.listening(port) { return }
-            usleep(20_000)
-        }
-        Issue.record("dnsmasq did not start on 127.0.0.1:\(port) (install dnsmasq-base: scripts/install-deps.sh)",
-                     sourceLocation: sourceLocation)
-        throw CocoaError(.executableLoad)
-    }
-
-    /// True if something is bound to the UDP port (binding it fails).
-    private static func listening(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        defer { close(fd) }
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_addr.s_addr = inet_addr("127.0.0.1")
-        a.sin_port = UInt16(port).bigEndian
-        let rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        return rc != 0
-    }
 }

@@ -1,5 +1,4 @@
 import Foundation
-import Testing
 import SIPTransport
 
 /// A minimal authoritative DNS server on 127.0.0.1 (a random free port), written in Python with the
@@ -81,75 +80,17 @@ while True:
     s.sendto(out, peer)
 """#
 
-    private let pid: pid_t
-    private let stdinFD: Int32
-    private var stopped = false
+    private let process: PeerProcess
 
-    /// Spawns `python3` with a clean signal mask (the test runner blocks signals, and children
-    /// inherit that through Foundation's Process) and reads the port from its first line.
-    init(sourceLocation: SourceLocation = #_sourceLocation) throws {
-        var toChild: [Int32] = [0, 0], fromChild: [Int32] = [0, 0]
-        guard pipe(&toChild) == 0, pipe(&fromChild) == 0 else { throw CocoaError(.fileWriteUnknown) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, toChild[0], 0)
-        posix_spawn_file_actions_adddup2(&actions, fromChild[1], 1)
-        posix_spawn_file_actions_addclose(&actions, toChild[1])
-        posix_spawn_file_actions_addclose(&actions, fromChild[0])
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attr, &empty)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        sigaddset(&defaults, SIGTERM)
-        sigaddset(&defaults, SIGINT)
-        posix_spawnattr_setsigdefault(&attr, &defaults)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let args: [String] = ["python3", "-u", "-c", TestDNSServer.script]
-        let argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
-        defer { for a in argv { free(a) } }
-        var child: pid_t = 0
-        let rc = posix_spawnp(&child, "python3", &actions, &attr, argv, environ)
-        close(toChild[0])
-        close(fromChild[1])
-        guard rc == 0 else {
-            close(toChild[1])
-            close(fromChild[0])
-            Issue.record("cannot start python3 for the test DNS server (install python3): \(String(cString: strerror(rc)))",
-                         sourceLocation: sourceLocation)
-            throw CocoaError(.executableNotLoadable)
+    /// Starts the server; it binds 127.0.0.1 port 0 and prints the port it got, so no other test can
+    /// take the port between the choice and the bind.
+    init() throws {
+        process = try PeerProcess(["python3", "-u", "-c", TestDNSServer.script], package: "python3", readFirstLine: true)
+        guard let port = Int(process.firstLine) else {
+            throw HelperFailure("the test DNS server printed \"\(process.firstLine)\" instead of its port; stderr:\n\(process.stderr)")
         }
-        // The first line is the port.
-        var line: [UInt8] = []
-        var byte: UInt8 = 0
-        while read(fromChild[0], &byte, 1) == 1 && byte != UInt8(ascii: "\n") { line.append(byte) }
-        close(fromChild[0])
-        guard let port = Int(String(decoding: line, as: UTF8.self)) else {
-            kill(child, SIGKILL)
-            var status: Int32 = 0
-            waitpid(child, &status, 0)
-            close(toChild[1])
-            Issue.record("the test DNS server did not start: python3 is required (it printed \(line.count) bytes)",
-                         sourceLocation: sourceLocation)
-            throw CocoaError(.executableLoad)
-        }
-        pid = child
-        stdinFD = toChild[1]
         self.port = port
     }
 
-    func stop() {
-        guard !stopped else { return }
-        stopped = true
-        close(stdinFD)
-        kill(pid, SIGKILL)
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
-    }
-
-    deinit { stop() }
+    func stop() { process.stop() }
 }

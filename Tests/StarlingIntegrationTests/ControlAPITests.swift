@@ -10,25 +10,6 @@ import Glibc
 /// JSON log lines carrying the Call-ID.
 @Suite(.serialized)
 struct ControlAPITests {
-    /// A free TCP port on 127.0.0.1 (bound, read back, closed).
-    static func freeTCPPort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw HarnessError("socket: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p in
-                bind(fd, p, len) == 0 && getsockname(fd, p, &len) == 0
-            }
-        }
-        guard ok else { throw HarnessError("bind: \(String(cString: strerror(errno)))") }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
-
     static func route(_ reason: String) -> String {
         """
         function ksr_request_route()
@@ -55,7 +36,7 @@ struct ControlAPITests {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-ctl")
         let binary = try PackagePaths.starlingBinary().path
         let sipPort = try Ports.freeUDPPort()
-        let controlPort = try Self.freeTCPPort()
+        let controlPort = try Ports.freeTCPPort()
         let script = directory.appendingPathComponent("route.lua")
         try Self.route("one").write(to: script, atomically: true, encoding: .utf8)
         let config = directory.appendingPathComponent("starling.toml")
@@ -74,6 +55,7 @@ struct ControlAPITests {
             try Command.run(binary, ["ctl", "--url", url, "--token", "t0ken"] + args, timeout: .seconds(20))
         }
         // The control listener starts right after the SIP workers.
+        try starling.waitUntilListening(tcpPort: controlPort)
         var version = try ctl("core.version")
         for _ in 0..<50 where version.status == 2 {
             usleep(100_000)

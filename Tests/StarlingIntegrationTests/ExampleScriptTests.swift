@@ -81,21 +81,17 @@ struct ExampleScriptTests {
             directory: directory, tag: "registerbob",
             extra: ["-set", "domain", domain, "-set", "expires", "3600", "-au", "bob", "-ap", ExampleScript.password("bob")])
         #expect(register.replies == ["1 REGISTER 401", "2 REGISTER 200"], "bob's REGISTER: \(register.replies)\n\(register.errors)")
-        let uasDirectory = directory.appendingPathComponent("bob-uas")
-        try FileManager.default.createDirectory(at: uasDirectory, withIntermediateDirectories: true)
-        let uasTrace = uasDirectory.appendingPathComponent("messages.log")
-        let uas = try SIPp.startUAS(port: bobPort, ip: "127.0.0.3", directory: uasDirectory,
-                                    extra: ["-m", "1", "-trace_msg", "-message_file", uasTrace.path])
+        let uas = try SIPp.uas(port: bobPort, ip: "127.0.0.3", directory: directory, tag: "bob_uas", maxCalls: 1,
+                               traceMessages: true)
         defer { uas.stop() }
 
         let phoneDirectory = directory.appendingPathComponent("baresip")
-        let rtpBase = 20000 + 200 * Int.random(in: 0..<100)
         try Baresip.configure(directory: phoneDirectory, user: "alice", password: ExampleScript.password("alice"),
-                              domain: domain, proxyPort: proxyPort, sipPort: phonePort, rtpPorts: rtpBase...(rtpBase + 99))
+                              domain: domain, proxyPort: proxyPort, sipPort: phonePort, rtpPorts: try TestPorts.block(100))
         let phone = try Baresip.start(directory: phoneDirectory, commands: ["/dial sip:bob@\(domain)"], seconds: 8)
         defer { phone.stop() }
-        let registered = Baresip.waitForLog(phone, containing: "alice@\(domain): {0/UDP/v4} 200 OK", timeout: .seconds(5))
-        let established = Baresip.waitForLog(phone, containing: "Call established: sip:bob@\(domain)", timeout: .seconds(5))
+        let registered = Baresip.waitForLog(phone, containing: "alice@\(domain): {0/UDP/v4} 200 OK", timeout: .seconds(20))
+        let established = Baresip.waitForLog(phone, containing: "Call established: sip:bob@\(domain)", timeout: .seconds(20))
 
         let callToPhone = try ExampleScenarios.runSIPp(
             scenario: "invite_auth.xml", target: proxyPort, ip: "127.0.0.4", localPort: callerPort, service: "alice",
@@ -104,7 +100,7 @@ struct ExampleScriptTests {
 
         let phoneStatus = phone.wait(timeout: .seconds(15))
         let uasStatus = uas.wait(timeout: .seconds(10))
-        let uasRequests = Set(SIPTrace.receivedRequests((try? String(contentsOf: uasTrace, encoding: .utf8)) ?? ""))
+        let uasRequests = Set(uas.receivedRequests)
         let context = "baresip log:\n\(phone.logTail(40))\n\(name) log:\n\(server.logTail(30))"
 
         #expect(registered, "baresip did not register (no 200 OK for alice@\(domain))\n\(context)")

@@ -15,17 +15,14 @@ struct KamailioHarnessTests {
     /// 100 INVITE/BYE calls at 50 calls/s: UAC -> Kamailio (4 children) -> UAS, all on 127.0.0.1.
     @Test func statelessForwardingThroughKamailio() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("kamailio-harness")
-        let ports = try Ports.freeUDPPorts(3)
-        let (proxyPort, uasPort, uacPort) = (ports[0], ports[1], ports[2])
-        let script = try RouteScripts.stateless(nextHopPort: uasPort, directory: directory)
-
-        let uas = try SIPp.startUAS(port: uasPort, directory: directory)
+        let proxyPort = try Ports.freeUDPPort()
+        let uas = try SIPp.uas(directory: directory)
         defer { uas.stop() }
+        let script = try RouteScripts.stateless(nextHopPort: uas.port, directory: directory)
         let kamailio = try Kamailio.start(script: script, port: proxyPort, children: 4, directory: directory)
         defer { kamailio.stop() }
 
-        let result = try SIPp.runClient(target: proxyPort, localPort: uacPort, rate: 50, calls: 100,
-                                        directory: directory)
+        let result = try SIPp.runUAC(target: proxyPort, rate: 50, calls: 100, directory: directory)
         #expect(result.exitStatus == 0, "\(result)\nkamailio log:\n\(kamailio.logTail())")
         #expect(result.failedCalls == 0, "\(result)")
         #expect(result.successfulCalls == 100, "\(result)")
@@ -41,7 +38,7 @@ struct KamailioHarnessTests {
             let (proxyPort, uasPort, uacPort) = (5060, 5090, 5070)
             let script = try RouteScripts.stateless(nextHopPort: uasPort, directory: directory)
 
-            let uas = try SIPp.startUAS(port: uasPort, directory: directory, namespace: namespace)
+            let uas = try SIPp.uas(port: uasPort, directory: directory, namespace: namespace)
             defer { uas.stop() }
             let kamailio = try Kamailio.start(script: script, port: proxyPort, children: 2, directory: directory,
                                               namespace: namespace)
@@ -49,8 +46,8 @@ struct KamailioHarnessTests {
             // The host namespace does not see the namespace's sockets.
             #expect(!Ports.isUDPPortBound(proxyPort) || Ports.isUDPPortBound(proxyPort, pid: kamailio.pid))
 
-            let result = try SIPp.runClient(target: proxyPort, localPort: uacPort, rate: 50, calls: 100,
-                                            directory: directory, namespace: namespace)
+            let result = try SIPp.runUAC(target: proxyPort, localPort: uacPort, rate: 50, calls: 100,
+                                         directory: directory, namespace: namespace)
             #expect(result.exitStatus == 0, "\(result)\nkamailio log:\n\(kamailio.logTail())")
             #expect(result.failedCalls == 0, "\(result)")
             #expect(result.successfulCalls == 100, "\(result)")
@@ -72,12 +69,12 @@ struct KamailioHarnessTests {
         let kamailio = try Kamailio.start(script: script, port: proxyPort, children: 1, directory: directory)
         defer { kamailio.stop() }
 
-        let match = try SIPp.runClient(scenario: PackagePaths.scenario("options.xml"), target: proxyPort, rate: 10,
-                                       calls: 2, directory: directory, tag: "match", extra: ["-set", "expected", "404"])
+        let match = try SIPp.runUAC(scenario: PackagePaths.scenario("options.xml"), target: proxyPort, rate: 10,
+                                    calls: 2, directory: directory, tag: "match", extra: ["-set", "expected", "404"])
         #expect(match.allCallsSucceeded && match.successfulCalls == 2, "\(match)")
-        let mismatch = try SIPp.runClient(scenario: PackagePaths.scenario("options.xml"), target: proxyPort, rate: 10,
-                                          calls: 2, directory: directory, tag: "mismatch",
-                                          extra: ["-set", "expected", "200"])
+        let mismatch = try SIPp.runUAC(scenario: PackagePaths.scenario("options.xml"), target: proxyPort, rate: 10,
+                                       calls: 2, directory: directory, tag: "mismatch",
+                                       extra: ["-set", "expected", "200"])
         #expect(mismatch.exitStatus == 1 && mismatch.failedCalls == 2, "\(mismatch)")
     }
 

@@ -35,7 +35,7 @@ struct PikeBanTests {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-pike")
         let binary = try PackagePaths.starlingBinary().path
         let sipPort = try Ports.freeUDPPort()
-        let controlPort = try ControlAPITests.freeTCPPort()
+        let controlPort = try Ports.freeTCPPort()
         let scriptFile = directory.appendingPathComponent("route.lua")
         try Self.script.write(to: scriptFile, atomically: true, encoding: .utf8)
         let config = directory.appendingPathComponent("starling.toml")

@@ -57,9 +57,9 @@ struct RegistrarIntegrationTests {
 
         var starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: extra, directory: directory)
         let users = 20
-        let result = try SIPp.runClient(scenario: PackagePaths.scenario("register.xml"), target: proxyPort,
-                                        localPort: uacPort, rate: 50, calls: users, directory: directory,
-                                        tag: "register", extra: ["-s", "reg"], timeout: .seconds(60))
+        let result = try SIPp.runUAC(scenario: PackagePaths.scenario("register.xml"), target: proxyPort,
+                                     localPort: uacPort, rate: 50, calls: users, directory: directory,
+                                     tag: "register", service: "reg", timeout: .seconds(60))
         #expect(result.exitStatus == 0, "\(result)\nstarling log:\n\(starling.logTail())")
         #expect(result.successfulCalls == users, "\(result)")
         #expect(try Self.lookup("reg1", port: proxyPort) == "SIP/2.0 200 found sip:reg1@127.0.0.1:\(uacPort)")

@@ -30,59 +30,22 @@ struct RoutingServicesTests {
         return url
     }
 
-    static func freeTCPPort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw HarnessError("socket() failed") }
-        defer { close(fd) }
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_addr.s_addr = inet_addr(Ports.loopback)
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &a) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-        }
-        guard ok else { throw HarnessError("bind on 127.0.0.1:0 failed") }
-        return Int(UInt16(bigEndian: a.sin_port))
-    }
-
-    /// Waits until something accepts TCP connections on 127.0.0.1:`port`.
-    static func waitForTCP(_ port: Int, process: ServerProcess, timeout: Duration = .seconds(10)) throws {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var a = sockaddr_in()
-            a.sin_family = sa_family_t(AF_INET)
-            a.sin_addr.s_addr = inet_addr(Ports.loopback)
-            a.sin_port = UInt16(port).bigEndian
-            let rc = withUnsafePointer(to: &a) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            close(fd)
-            if rc == 0 { return }
-            guard process.isRunning else { break }
-            usleep(50_000)
-        }
-        throw HarnessError("\(process.name) did not listen on 127.0.0.1:\(port); log:\n\(process.logTail())")
-    }
-
     /// INVITE to +15551234: Starling asks dnsmasq (configured as its DNS server) for the NAPTR of
     /// 4.3.2.1.5.5.5.1.e164.arpa and relays the call to the SIP URI it gives, where SIPp answers. A
     /// number whose record has a broken regexp gets 404 and a log line; the machine's resolver is
     /// never asked.
     @Test func enumRoutingReachesTheNAPTRTarget() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-enum")
-        let ports = try Ports.freeUDPPorts(4)
-        let (proxyPort, uasPort, uacPort, dnsPort) = (ports[0], ports[1], ports[2], ports[3])
-        let dnsmasq = try ServerProcess(
-            name: "dnsmasq", executable: try Requirements.tool("dnsmasq", package: "dnsmasq-base"),
-            arguments: ["--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll", "--conf-file=/dev/null",
-                        "--port=\(dnsPort)", "--listen-address=127.0.0.1", "--bind-interfaces", "--pid-file=",
-                        "--user=\(NSUserName())", "--local-ttl=60", "--log-facility=-",
-                        "--naptr-record=4.3.2.1.5.5.5.1.e164.arpa,100,10,u,E2U+sip,!^.*$!sip:bob@127.0.0.1:\(uasPort)!",
-                        "--naptr-record=9.9.9.9.e164.arpa,100,10,u,E2U+sip,!^.*$sip:broken@127.0.0.1"],
-            logFile: directory.appendingPathComponent("dnsmasq.log"))
-        defer { dnsmasq.stop() }
-        try dnsmasq.waitUntilBound(udpPort: dnsPort)
+        let proxyPort = try Ports.freeUDPPort()
+        let uas = try SIPp.uas(directory: directory)
+        defer { uas.stop() }
+        let uasPort = uas.port
+        let dnsmasq = try DNSMasq.start(naptr: [
+            "4.3.2.1.5.5.5.1.e164.arpa,100,10,u,E2U+sip,!^.*$!sip:bob@127.0.0.1:\(uasPort)!",
+            "9.9.9.9.e164.arpa,100,10,u,E2U+sip,!^.*$sip:broken@127.0.0.1",
+        ], directory: directory)
+        defer { dnsmasq.process.stop() }
+        let dnsPort = dnsmasq.port
 
         let script = try Self.example("enum-routing.lua", directory: directory)
         let config = directory.appendingPathComponent("starling.toml")
@@ -92,20 +55,18 @@ struct RoutingServicesTests {
         dns_servers = ["127.0.0.1:\(dnsPort)"]
 
         """.write(to: config, atomically: true, encoding: .utf8)
-        let uas = try SIPp.startUAS(port: uasPort, directory: directory)
-        defer { uas.stop() }
         let starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
                                           directory: directory)
         defer { starling.stop() }
 
-        let result = try SIPp.runClient(target: proxyPort, localPort: uacPort, rate: 10, calls: 10, directory: directory,
-                                        extra: ["-s", "+15551234"], timeout: .seconds(60))
+        let result = try SIPp.runUAC(target: proxyPort, rate: 10, calls: 10, directory: directory, service: "+15551234",
+                                     timeout: .seconds(60))
         #expect(result.successfulCalls == 10, "\(result)\nstarling log:\n\(starling.logTail())")
         #expect(result.failedCalls == 0, "\(result)")
 
-        let broken = try SIPp.runClient(scenario: PackagePaths.scenario("options.xml"), target: proxyPort, rate: 1, calls: 1,
-                                        directory: directory, tag: "broken",
-                                        extra: ["-s", "+9999", "-set", "expected", "404"], timeout: .seconds(30))
+        let broken = try SIPp.runUAC(scenario: PackagePaths.scenario("options.xml"), target: proxyPort, rate: 1, calls: 1,
+                                     directory: directory, tag: "broken", service: "+9999",
+                                     extra: ["-set", "expected", "404"], timeout: .seconds(30))
         #expect(broken.successfulCalls == 1, "\(broken)\nstarling log:\n\(starling.logTail())")
         let log = (try? String(contentsOf: directory.appendingPathComponent("starling.log"), encoding: .utf8)) ?? ""
         #expect(log.contains("! missing from regexp"), "no log line for the broken regexp:\n\(starling.logTail())")
@@ -117,16 +78,19 @@ struct RoutingServicesTests {
     /// 404, a failing service 503, and a service slower than connection_timeout a 503 within the bound.
     @Test func httpRoutingFollowsTheWebService() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-http")
-        let ports = try Ports.freeUDPPorts(3)
-        let (proxyPort, uasPort, uacPort) = (ports[0], ports[1], ports[2])
-        let httpPort = try Self.freeTCPPort()
-        let web = try ServerProcess(name: "http routing service",
-                                    executable: try Requirements.tool("python3", package: "python3"),
-                                    arguments: ["-u", PackagePaths.tool("http_routing.py").path, String(httpPort),
-                                                "sip:127.0.0.1:\(uasPort)"],
-                                    logFile: directory.appendingPathComponent("http.log"))
+        let proxyPort = try Ports.freeUDPPort()
+        let uas = try SIPp.uas(directory: directory)
+        defer { uas.stop() }
+        let python = try Requirements.tool("python3", package: "python3")
+        let (web, httpPort) = try TestPorts.retrying { httpPort in
+            let web = try ServerProcess(name: "http routing service", executable: python,
+                                        arguments: ["-u", PackagePaths.tool("http_routing.py").path, String(httpPort),
+                                                    "sip:127.0.0.1:\(uas.port)"],
+                                        logFile: directory.appendingPathComponent("http.log"))
+            try web.waitUntilListening(tcpPort: httpPort)
+            return (web, httpPort)
+        }
         defer { web.stop() }
-        try Self.waitForTCP(httpPort, process: web)
 
         let script = try Self.example("http-routing.lua", replacing: "ROUTING_URL",
                                       with: "http://127.0.0.1:\(httpPort)/route", directory: directory)
@@ -139,21 +103,19 @@ struct RoutingServicesTests {
         connection_timeout = 1
 
         """.write(to: config, atomically: true, encoding: .utf8)
-        let uas = try SIPp.startUAS(port: uasPort, directory: directory)
-        defer { uas.stop() }
         let starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
                                           directory: directory)
         defer { starling.stop() }
 
-        let result = try SIPp.runClient(target: proxyPort, localPort: uacPort, rate: 10, calls: 10, directory: directory,
-                                        extra: ["-s", "+15551234"], timeout: .seconds(60))
+        let result = try SIPp.runUAC(target: proxyPort, rate: 10, calls: 10, directory: directory, service: "+15551234",
+                                     timeout: .seconds(60))
         #expect(result.successfulCalls == 10, "\(result)\nstarling log:\n\(starling.logTail())")
 
         for (user, expected) in [("unknown", "404"), ("broken", "503"), ("slow", "503")] {
             let start = ContinuousClock.now
-            let r = try SIPp.runClient(scenario: PackagePaths.scenario("options.xml"), target: proxyPort, rate: 1, calls: 1,
-                                       directory: directory, tag: user, extra: ["-s", user, "-set", "expected", expected],
-                                       timeout: .seconds(30))
+            let r = try SIPp.runUAC(scenario: PackagePaths.scenario("options.xml"), target: proxyPort, rate: 1, calls: 1,
+                                    directory: directory, tag: user, service: user, extra: ["-set", "expected", expected],
+                                    timeout: .seconds(30))
             #expect(r.successfulCalls == 1, "\(user): \(r)\nstarling log:\n\(starling.logTail())")
             if user == "slow" {
                 #expect(ContinuousClock.now - start < .seconds(4), "the slow service held the worker too long")

@@ -13,9 +13,10 @@ struct StatefulCallTests {
     /// reports `transactions=0`).
     @Test func statefulCallsThroughStarling() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-tm-calls")
-        let ports = try Ports.freeUDPPorts(3)
-        let (proxyPort, uasPort, uacPort) = (ports[0], ports[1], ports[2])
-        let script = try RouteScripts.stateful(nextHopPort: uasPort, directory: directory)
+        let proxyPort = try Ports.freeUDPPort()
+        let uas = try SIPp.uas(directory: directory)
+        defer { uas.stop() }
+        let script = try RouteScripts.stateful(nextHopPort: uas.port, directory: directory)
         let config = directory.appendingPathComponent("starling.toml")
         try """
         [core]
@@ -27,23 +28,19 @@ struct StatefulCallTests {
 
         """.write(to: config, atomically: true, encoding: .utf8)
 
-        let uas = try SIPp.startUAS(port: uasPort, directory: directory)
-        defer { uas.stop() }
         let starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
                                           directory: directory)
         defer { starling.stop() }
 
-        let result = try SIPp.runClient(target: proxyPort, localPort: uacPort, rate: 100, calls: 1000,
-                                        directory: directory, timeout: .seconds(60))
+        let result = try SIPp.runUAC(target: proxyPort, rate: 100, calls: 1000, directory: directory,
+                                     timeout: .seconds(60))
         #expect(result.exitStatus == 0, "\(result)\nstarling log:\n\(starling.logTail())")
         #expect(result.failedCalls == 0, "\(result)")
         #expect(result.successfulCalls == 1000, "\(result)")
         #expect(starling.isRunning, "starling died; log:\n\(starling.logTail())")
 
         // Timers L/M/J/D (shortened with fr_timer) run out; then every transaction must be gone.
-        sleep(5)
-        starling.stop()
-        let stopped = starling.shutdownLine
+        let stopped = starling.stop(after: .seconds(5))
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
         #expect(stopped.contains("script_errors=0"), "shutdown line: \(stopped)")
     }
@@ -54,11 +51,12 @@ struct StatefulCallTests {
     /// 1000 calls at 125 calls/s (about 8 s of calls), none may fail.
     @Test func recordRouteAndLooseRouteThroughStarling() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-rr-calls")
-        let ports = try Ports.freeUDPPorts(3)
-        let (proxyPort, uasPort, uacPort) = (ports[0], ports[1], ports[2])
+        let proxyPort = try Ports.freeUDPPort()
+        let uas = try SIPp.uas(directory: directory)
+        defer { uas.stop() }
         let script = directory.appendingPathComponent("rr.lua")
         try """
-        local NEXT_HOP = "sip:127.0.0.1:\(uasPort)"
+        local NEXT_HOP = "sip:127.0.0.1:\(uas.port)"
         function ksr_request_route()
           if KSR.is_CANCEL() then
             if KSR.tm.t_check_trans() > 0 then KSR.tm.t_relay() end
@@ -94,21 +92,17 @@ struct StatefulCallTests {
 
         """.write(to: config, atomically: true, encoding: .utf8)
 
-        let uas = try SIPp.startUAS(port: uasPort, directory: directory)
-        defer { uas.stop() }
         let starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
                                           directory: directory)
         defer { starling.stop() }
 
-        let result = try SIPp.runClient(target: proxyPort, localPort: uacPort, rate: 125, calls: 1000,
-                                        directory: directory, timeout: .seconds(90))
+        let result = try SIPp.runUAC(target: proxyPort, rate: 125, calls: 1000, directory: directory,
+                                     timeout: .seconds(90))
         #expect(result.exitStatus == 0, "\(result)\nstarling log:\n\(starling.logTail())")
         #expect(result.failedCalls == 0, "\(result)")
         #expect(result.successfulCalls == 1000, "\(result)")
         #expect(starling.isRunning, "starling died; log:\n\(starling.logTail())")
-        sleep(5)
-        starling.stop()
-        let stopped = starling.shutdownLine
+        let stopped = starling.stop(after: .seconds(5))
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
         #expect(stopped.contains("script_errors=0"), "shutdown line: \(stopped)")
     }
@@ -117,14 +111,15 @@ struct StatefulCallTests {
     /// second UAS that answers 200; 100 calls complete and nothing stays in the table.
     @Test func busyCalleeIsReroutedByTheFailureRoute() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-tm-reroute")
-        let second = directory.appendingPathComponent("uas2")
-        try FileManager.default.createDirectory(at: second, withIntermediateDirectories: true)
-        let ports = try Ports.freeUDPPorts(4)
-        let (proxyPort, busyPort, uasPort, uacPort) = (ports[0], ports[1], ports[2], ports[3])
+        let proxyPort = try Ports.freeUDPPort()
+        let busy = try SIPp.uas(scenario: PackagePaths.scenario("uas_486.xml"), directory: directory, tag: "busy")
+        defer { busy.stop() }
+        let uas = try SIPp.uas(directory: directory)
+        defer { uas.stop() }
         let script = directory.appendingPathComponent("reroute.lua")
         try """
-        local FIRST = "sip:127.0.0.1:\(busyPort)"
-        local SECOND = "sip:127.0.0.1:\(uasPort)"
+        local FIRST = "sip:127.0.0.1:\(busy.port)"
+        local SECOND = "sip:127.0.0.1:\(uas.port)"
         function ksr_request_route()
           if KSR.is_CANCEL() then
             if KSR.tm.t_check_trans() > 0 then KSR.tm.t_relay() end
@@ -156,22 +151,16 @@ struct StatefulCallTests {
 
         """.write(to: config, atomically: true, encoding: .utf8)
 
-        let busy = try SIPp.startUAS(scenario: PackagePaths.scenario("uas_486.xml"), port: busyPort, directory: directory)
-        defer { busy.stop() }
-        let uas = try SIPp.startUAS(port: uasPort, directory: second)
-        defer { uas.stop() }
         let starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
                                           directory: directory)
         defer { starling.stop() }
 
-        let result = try SIPp.runClient(target: proxyPort, localPort: uacPort, rate: 50, calls: 100,
-                                        directory: directory, timeout: .seconds(60))
+        let result = try SIPp.runUAC(target: proxyPort, rate: 50, calls: 100, directory: directory,
+                                     timeout: .seconds(60))
         #expect(result.exitStatus == 0, "\(result)\nstarling log:\n\(starling.logTail())")
         #expect(result.failedCalls == 0, "\(result)")
         #expect(result.successfulCalls == 100, "\(result)")
-        sleep(5)
-        starling.stop()
-        let stopped = starling.shutdownLine
+        let stopped = starling.stop(after: .seconds(5))
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
         #expect(stopped.contains("script_errors=0"), "shutdown line: \(stopped)")
     }
@@ -258,9 +247,7 @@ struct StatefulCallTests {
         try caller.send(ack, to: proxyPort)
         #expect(receive(callee, startingWith: "ACK", timeout: .milliseconds(500)) == nil, "the caller's ACK was not absorbed")
 
-        sleep(6)
-        starling.stop()
-        let stopped = starling.shutdownLine
+        let stopped = starling.stop(after: .seconds(6))
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
     }
 
@@ -320,9 +307,7 @@ struct StatefulCallTests {
         while let m = callee.receive(timeout: .milliseconds(100)) { atCallee.append(String(m.prefix { $0 != " " })) }
         #expect(!atCallee.isEmpty && atCallee.allSatisfy { $0 == "INVITE" }, "callee got \(atCallee)")
 
-        sleep(4)
-        starling.stop()
-        let stopped = starling.shutdownLine
+        let stopped = starling.stop(after: .seconds(4))
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
     }
 
@@ -332,8 +317,8 @@ struct StatefulCallTests {
     @Test func callsCompleteThroughALossyLink() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-tm-lossy")
         let python = try Requirements.tool("python3", package: "python3")
-        let ports = try Ports.freeUDPPorts(4)
-        let (proxyPort, relayPort, uasPort, uacPort) = (ports[0], ports[1], ports[2], ports[3])
+        let ports = try Ports.freeUDPPorts(2)
+        let (proxyPort, relayPort) = (ports[0], ports[1])
         let script = try RouteScripts.stateful(nextHopPort: relayPort, directory: directory)
         let config = directory.appendingPathComponent("starling.toml")
         try """
@@ -346,11 +331,11 @@ struct StatefulCallTests {
 
         """.write(to: config, atomically: true, encoding: .utf8)
 
-        let uas = try SIPp.startUAS(scenario: PackagePaths.scenario("uas_lossy.xml"), port: uasPort, directory: directory)
+        let uas = try SIPp.uas(scenario: PackagePaths.scenario("uas_lossy.xml"), directory: directory)
         defer { uas.stop() }
         let relay = try ServerProcess(name: "lossy_relay.py", executable: python,
                                       arguments: [PackagePaths.tool("lossy_relay.py").path, "--listen", String(relayPort),
-                                                  "--proxy", String(proxyPort), "--callee", String(uasPort),
+                                                  "--proxy", String(proxyPort), "--callee", String(uas.port),
                                                   "--loss", "0.1", "--seed", "7"],
                                       logFile: directory.appendingPathComponent("relay.log"))
         defer { relay.stop() }
@@ -359,18 +344,15 @@ struct StatefulCallTests {
                                           directory: directory)
         defer { starling.stop() }
 
-        let result = try SIPp.runClient(scenario: PackagePaths.scenario("uac_lossy.xml"), target: proxyPort,
-                                        localPort: uacPort, rate: 50, calls: 200, directory: directory,
-                                        timeout: .seconds(120))
+        let result = try SIPp.runUAC(scenario: PackagePaths.scenario("uac_lossy.xml"), target: proxyPort, rate: 50,
+                                     calls: 200, directory: directory, timeout: .seconds(120))
         relay.stop()
         #expect(result.exitStatus == 0, "\(result)\nsipp: \(result.output.suffix(1500))\nrelay: \(relay.logTail(3))\nstarling log:\n\(starling.logTail())")
         #expect(result.failedCalls == 0, "\(result)")
         #expect(result.successfulCalls == 200, "\(result)")
         #expect(relay.log.contains("relayed/dropped"), "relay log: \(relay.log)")
 
-        sleep(11)
-        starling.stop()
-        let stopped = starling.shutdownLine
+        let stopped = starling.stop(after: .seconds(11))
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
     }
 }

@@ -22,9 +22,10 @@ struct StreamTransportTests {
     /// t_relay) -> SIPp UAS over UDP: 500 calls, none failed; replies go back over the UAC's connection.
     @Test func sippOverTCPThroughStarlingToUDP() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-tcp-calls")
-        let ports = try Ports.freeUDPPorts(3)
-        let (proxyPort, uasPort, uacPort) = (ports[0], ports[1], ports[2])
-        let script = try RouteScripts.stateful(nextHopPort: uasPort, directory: directory)
+        let proxyPort = try Ports.freeUDPPort()
+        let uas = try SIPp.uas(directory: directory)
+        defer { uas.stop() }
+        let script = try RouteScripts.stateful(nextHopPort: uas.port, directory: directory)
         let config = directory.appendingPathComponent("starling.toml")
         try """
         [core]
@@ -35,22 +36,18 @@ struct StreamTransportTests {
         fr_inv_timer = 4000
 
         """.write(to: config, atomically: true, encoding: .utf8)
-        let uas = try SIPp.startUAS(port: uasPort, directory: directory)
-        defer { uas.stop() }
         let starling = try Starling.start(script: script, port: proxyPort, workers: 2,
                                           extra: ["--config", config.path, "--listen", "tcp:127.0.0.1:\(proxyPort)"],
                                           directory: directory)
         defer { starling.stop() }
 
-        let result = try SIPp.runClient(target: proxyPort, localPort: uacPort, rate: 100, calls: 500, directory: directory,
-                                        extra: ["-t", "t1"], timeout: .seconds(90))
+        let result = try SIPp.runUAC(target: proxyPort, rate: 100, calls: 500, directory: directory, extra: ["-t", "t1"],
+                                     timeout: .seconds(90))
         #expect(result.exitStatus == 0, "\(result)\nstarling log:\n\(starling.logTail())")
         #expect(result.failedCalls == 0, "\(result)")
         #expect(result.successfulCalls == 500, "\(result)")
         #expect(starling.isRunning, "starling died; log:\n\(starling.logTail())")
-        sleep(5)
-        starling.stop()
-        let stopped = starling.shutdownLine
+        let stopped = starling.stop(after: .seconds(5))
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
         #expect(stopped.contains("script_errors=0") && stopped.contains("parse_errors=0"), "shutdown line: \(stopped)")
     }
@@ -59,8 +56,9 @@ struct StreamTransportTests {
     /// on demand, and every later request reuses that one connection (the UAS's replies come back on it).
     @Test func outboundTCPIsOpenedOnDemandAndReused() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-tcp-out")
-        let ports = try Ports.freeUDPPorts(3)
-        let (proxyPort, uasPort, uacPort) = (ports[0], ports[1], ports[2])
+        let proxyPort = try Ports.freeUDPPort()
+        let uas = try SIPp.uas(directory: directory, tcp: true)
+        defer { uas.stop() }
         let script = directory.appendingPathComponent("out.lua")
         try """
         function ksr_request_route()
@@ -69,26 +67,21 @@ struct StreamTransportTests {
             KSR.x.exit()
           end
           if KSR.tm.t_check_trans() == 0 then KSR.x.exit() end
-          KSR.setdsturi("sip:127.0.0.1:\(uasPort);transport=tcp")
+          KSR.setdsturi("sip:127.0.0.1:\(uas.port);transport=tcp")
           if KSR.is_ACK() then KSR.forward() KSR.x.exit() end
           if KSR.tm.t_relay() < 0 then KSR.sl.sl_reply_error() end
         end
         """.write(to: script, atomically: true, encoding: .utf8)
         let config = directory.appendingPathComponent("starling.toml")
-        let controlPort = try ControlAPITests.freeTCPPort()
+        let controlPort = try Ports.freeTCPPort()
         try "[core]\nmodules = [\"sl\", \"tm\"]\n[control]\nlisten = \"127.0.0.1:\(controlPort)\"\n[modparam.tm]\nfr_timer = 2000\nfr_inv_timer = 4000\n"
             .write(to: config, atomically: true, encoding: .utf8)
-        let uas = try ServerProcess(name: "sipp uas tcp", executable: try SIPp.executable(),
-                                    arguments: SIPp.uasArguments(port: uasPort, directory: directory) + ["-t", "t1"],
-                                    logFile: directory.appendingPathComponent("uas.out"), workingDirectory: directory)
-        defer { uas.stop() }
-        usleep(800_000)
         let starling = try Starling.start(script: script, port: proxyPort, workers: 2,
                                           extra: ["--config", config.path, "--listen", "tcp:127.0.0.1:\(proxyPort)"],
                                           directory: directory)
         defer { starling.stop() }
-        let result = try SIPp.runClient(target: proxyPort, localPort: uacPort, rate: 50, calls: 200, directory: directory,
-                                        timeout: .seconds(60))
+        let result = try SIPp.runUAC(target: proxyPort, rate: 50, calls: 200, directory: directory,
+                                     timeout: .seconds(60))
         #expect(result.failedCalls == 0 && result.successfulCalls == 200, "\(result)\nstarling log:\n\(starling.logTail())")
         // One connection from Starling to the UAS carried all of it (core.tcp_info counts the connects).
         let info = try Command.run(try PackagePaths.starlingBinary().path,
@@ -134,7 +127,7 @@ struct StreamTransportTests {
         let starling = try Starling.start(script: script, port: port, workers: 1,
                                           extra: ["--listen", "tcp:[::1]:\(port)"], directory: directory)
         defer { starling.stop() }
-        usleep(300_000)
+        try starling.waitUntilListening(tcpPort: port, ip: "::1")
         let r = try StreamClient.run("keepalive", proto: "tcp", port: port, ["--host", "::1", "--count", "50"])
         #expect(r.ok && r.int("pongs") == 50 && r.int("answered") == 10, "\(r)\nlog:\n\(starling.logTail())")
     }

@@ -43,10 +43,9 @@ struct TLSTransportTests {
     @Test func callsOverTLSFromPythonAndThroughStunnel() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-tls-calls")
         let certs = try TestCertificates.make(in: directory)
-        let uasPort = try Ports.freeUDPPort()
-        let uas = try SIPp.startUAS(port: uasPort, directory: directory)
+        let uas = try SIPp.uas(directory: directory)
         defer { uas.stop() }
-        let script = try RouteScripts.stateful(nextHopPort: uasPort, directory: directory)
+        let script = try RouteScripts.stateful(nextHopPort: uas.port, directory: directory)
         let (starling, _, tlsPort, _, _) = try Self.start(directory, script: script, certs: certs, tls: certs.tlsSection())
         defer { starling.stop() }
 
@@ -75,13 +74,11 @@ struct TLSTransportTests {
                                         logFile: directory.appendingPathComponent("stunnel.log"), workingDirectory: directory)
         defer { stunnel.stop() }
         try TCPTable.waitListening(stunnelPort, process: stunnel)
-        let result = try SIPp.runClient(target: stunnelPort, rate: 100, calls: 500, directory: directory,
-                                        extra: ["-t", "t1"], timeout: .seconds(90))
+        let result = try SIPp.runUAC(target: stunnelPort, rate: 100, calls: 500, directory: directory, extra: ["-t", "t1"],
+                                     timeout: .seconds(90))
         #expect(result.failedCalls == 0 && result.successfulCalls == 500, "\(result)\nstarling log:\n\(starling.logTail())")
         #expect(starling.isRunning)
-        sleep(5)
-        starling.stop()
-        let stopped = starling.shutdownLine
+        let stopped = starling.stop(after: .seconds(5))
         #expect(stopped.contains("transactions=0") && stopped.contains("parse_errors=0"), "shutdown line: \(stopped)")
     }
 
@@ -142,8 +139,7 @@ struct TLSTransportTests {
     @Test func doubleRecordRouteFromTLSToUDP() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-tls-rr")
         let certs = try TestCertificates.make(in: directory)
-        let uasPort = try Ports.freeUDPPort()
-        let uas = try SIPp.startUAS(port: uasPort, directory: directory)
+        let uas = try SIPp.uas(directory: directory)
         defer { uas.stop() }
         let script = directory.appendingPathComponent("rr.lua")
         try """
@@ -163,7 +159,7 @@ struct TLSTransportTests {
             KSR.x.exit()
           end
           if KSR.is_INVITE() then KSR.rr.record_route() end
-          KSR.setdsturi("sip:127.0.0.1:\(uasPort)")
+          KSR.setdsturi("sip:127.0.0.1:\(uas.port)")
           if KSR.tm.t_relay() < 0 then KSR.sl.sl_reply_error() end
         end
         """.write(to: script, atomically: true, encoding: .utf8)

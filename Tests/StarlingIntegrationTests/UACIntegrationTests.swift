@@ -12,11 +12,7 @@ struct UACIntegrationTests {
     func trunkCalls(code: Int, header: String, password: String = "s3cret", qop: Bool = false, calls: Int = 10) throws
         -> (SIPpResult, ServerProcess, URL) {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-trunk-\(code)")
-        let ports = try Ports.freeUDPPorts(3)
-        let (proxyPort, trunkPort, uacPort) = (ports[0], ports[1], ports[2])
-        let script = try RoutingServicesTests.example(
-            "trunk-auth.lua", replacements: ["TRUNK": "sip:127.0.0.1:\(trunkPort)", "TRUNK_PASSWORD": password],
-            directory: directory)
+        let proxyPort = try Ports.freeUDPPort()
         let config = directory.appendingPathComponent("starling.toml")
         try """
         [core]
@@ -36,16 +32,15 @@ struct UACIntegrationTests {
                 ? #"<verifyauth assign_to="authvalid" username="trunkuser" password="s3cret"/>"#
                 : #"<ereg regexp="Proxy-Authorization: Digest username=&quot;trunkuser&quot;, realm=&quot;carrier\.example&quot;, nonce=&quot;[0-9]+n[0-9]+&quot;, uri=&quot;sip:[^&quot;]+&quot;, opaque=&quot;op[0-9]+&quot;, response=&quot;[0-9a-f]{32}&quot;, algorithm=MD5" search_in="msg" assign_to="authvalid"/>"#)
             .write(to: scenario, atomically: true, encoding: .utf8)
-        let trunk = try ServerProcess(
-            name: "sipp trunk", executable: try SIPp.executable(),
-            arguments: SIPp.uasArguments(scenario: scenario, port: trunkPort, directory: directory),
-            logFile: directory.appendingPathComponent("trunk.out"), workingDirectory: directory)
+        let trunk = try SIPp.uas(scenario: scenario, directory: directory, tag: "trunk")
         defer { trunk.stop() }
-        try trunk.waitUntilBound(udpPort: trunkPort)
+        let script = try RoutingServicesTests.example(
+            "trunk-auth.lua", replacements: ["TRUNK": "sip:127.0.0.1:\(trunk.port)", "TRUNK_PASSWORD": password],
+            directory: directory)
         let starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
                                           directory: directory)
-        let result = try SIPp.runClient(target: proxyPort, localPort: uacPort, rate: 10, calls: calls,
-                                        directory: directory, extra: ["-s", "+15551234"], timeout: .seconds(60))
+        let result = try SIPp.runUAC(target: proxyPort, rate: 10, calls: calls, directory: directory,
+                                     service: "+15551234", timeout: .seconds(60))
         return (result, starling, directory)
     }
 
@@ -89,8 +84,10 @@ struct UACIntegrationTests {
     /// to the operator's phone (a SIPp UAS checking each of them), then answer the caller.
     @Test func uacReqSendMessageReachesTheOperator() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-uacreq")
-        let ports = try Ports.freeUDPPorts(2)
-        let (proxyPort, operatorPort) = (ports[0], ports[1])
+        let proxyPort = try Ports.freeUDPPort()
+        let phone = try SIPp.uas(scenario: PackagePaths.scenario("uas_message.xml"), directory: directory, tag: "phone")
+        defer { phone.stop() }
+        let operatorPort = phone.port
         let script = directory.appendingPathComponent("emergency.lua")
         try """
         function ksr_request_route()
@@ -118,25 +115,16 @@ struct UACIntegrationTests {
         modules = ["sl", "tm", "uac"]
 
         """.write(to: config, atomically: true, encoding: .utf8)
-        let phone = try ServerProcess(
-            name: "sipp operator phone", executable: try SIPp.executable(),
-            arguments: ["-sf", PackagePaths.scenario("uas_message.xml").path, "-i", Ports.loopback, "-p", String(operatorPort),
-                        "-nostdin", "-trace_stat", "-stf", directory.appendingPathComponent("phone_stat.csv").path, "-fd", "1",
-                        "-trace_err", "-error_file", directory.appendingPathComponent("phone_errors.log").path],
-            logFile: directory.appendingPathComponent("phone.out"), workingDirectory: directory)
-        defer { phone.stop() }
-        try phone.waitUntilBound(udpPort: operatorPort)
         let starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
                                           directory: directory)
         defer { starling.stop() }
-        let r = try SIPp.runClient(scenario: PackagePaths.scenario("options.xml"), target: proxyPort, rate: 5, calls: 5,
-                                   directory: directory, extra: ["-s", "112", "-set", "expected", "200"],
-                                   timeout: .seconds(30))
+        let r = try SIPp.runUAC(scenario: PackagePaths.scenario("options.xml"), target: proxyPort, rate: 5, calls: 5,
+                                directory: directory, service: "112", extra: ["-set", "expected", "200"],
+                                timeout: .seconds(30))
         #expect(r.successfulCalls == 5, "\(r)\nstarling log:\n\(starling.logTail())")
         // the phone got all five, each passing its checks (a failed check fails its call)
         sleep(2)
-        phone.stop()
-        let got = SIPp.result(exitStatus: 0, output: "", directory: directory, tag: "phone")
+        let got = phone.stop()
         #expect(got.successfulCalls == 5, "\(got)")
         #expect(got.failedCalls == 0, "the MESSAGE failed a check: \(got)")
     }

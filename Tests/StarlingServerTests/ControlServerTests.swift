@@ -25,9 +25,6 @@ import StarlingKEMI
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
             scriptPath = dir.appendingPathComponent("route.lua").path
             try ServerReloadTests.script(reason).write(toFile: scriptPath, atomically: false, encoding: .utf8)
-            let probe = try UDPSocket(bindingTo: SocketAddress(ip: "127.0.0.1", port: 0)!)
-            let port = probe.localAddress.port
-            probe.close()
             var config = StarlingConfig()
             config.script = scriptPath
             config.workers = 1
@@ -35,12 +32,14 @@ import StarlingKEMI
                 for (name, values) in params { try config.setModparam(module, name, values) }
             }
             config.modules = modules
-            config.listen = [ListenAddress(proto: .udp, address: SocketAddress(ip: "127.0.0.1", port: Int(port))!)]
+            // Port 0: the server binds a port the kernel picks and reports it (boundSockets), so no
+            // other test can take the port between a choice and the bind.
+            config.listen = [ListenAddress(proto: .udp, address: SocketAddress(ip: "127.0.0.1", port: 0)!)]
             var logger = Logger(label: "test")
             logger.logLevel = .critical
             server = try Server(config: config, logger: logger)
             try server.start()
-            sipAddress = SocketAddress(ip: "127.0.0.1", port: Int(port))!
+            sipAddress = server.boundSockets[0].address
             control = try ControlServer(server: server, listen: SocketAddress(ip: "127.0.0.1", port: 0)!, token: token, logger: logger)
             client = ControlClient("http://\(control.localAddress)")!
         }

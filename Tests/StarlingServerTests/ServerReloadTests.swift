@@ -42,13 +42,11 @@ import Synchronization
         let path = dir.appendingPathComponent("route.lua").path
         try Self.script("v1").write(toFile: path, atomically: false, encoding: .utf8)
 
-        let probe = try UDPSocket(bindingTo: SocketAddress(ip: "127.0.0.1", port: 0)!)
-        let port = probe.localAddress.port
-        probe.close()
         var config = StarlingConfig()
         config.script = path
         config.workers = 2
-        config.listen = [ListenAddress(proto: .udp, address: SocketAddress(ip: "127.0.0.1", port: Int(port))!)]
+        // Port 0: the server reports the port the kernel picked (boundSockets); no window for another test.
+        config.listen = [ListenAddress(proto: .udp, address: SocketAddress(ip: "127.0.0.1", port: 0)!)]
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let server = try Server(config: config, logger: logger)
@@ -56,7 +54,7 @@ import Synchronization
         defer { server.shutdown() }
         let client = try UDPSocket(bindingTo: SocketAddress(ip: "127.0.0.1", port: 0)!)
         defer { client.close() }
-        let addr = SocketAddress(ip: "127.0.0.1", port: Int(port))!
+        let addr = server.boundSockets[0].address
 
         #expect(try Self.ask(addr, from: client, id: 1) == "v1")
 

@@ -95,16 +95,13 @@ enum ExampleScenarios {
         }
 
         func uasReceived(_ name: String, port uasPort: Int, ip: String, during call: () throws -> Void) throws {
-            let uasDirectory = directory.appendingPathComponent(name.filter { $0.isLetter || $0.isNumber })
-            try FileManager.default.createDirectory(at: uasDirectory, withIntermediateDirectories: true)
-            let uasTrace = uasDirectory.appendingPathComponent("messages.log")
-            let uas = try SIPp.startUAS(port: uasPort, ip: ip, directory: uasDirectory,
-                                        extra: ["-m", "1", "-trace_msg", "-message_file", uasTrace.path])
+            let uas = try SIPp.uas(port: uasPort, ip: ip, directory: directory,
+                                   tag: name.filter { $0.isLetter || $0.isNumber } + "_uas", maxCalls: 1, traceMessages: true)
             defer { uas.stop() }
             try call()
             let uasStatus = uas.wait(timeout: .seconds(10))
             let order = ["INVITE", "ACK", "BYE"]
-            let received = Set(SIPTrace.receivedRequests((try? String(contentsOf: uasTrace, encoding: .utf8)) ?? ""))
+            let received = Set(uas.receivedRequests)
             run.rows.append(ScenarioReplies(name: name,
                                             replies: order.filter(received.contains) + received.subtracting(order).sorted()))
             if uasStatus != 0 {
@@ -228,16 +225,12 @@ enum ExampleScenarios {
     /// One SIPp client call (`-m 1`) from `ip`:`localPort` with the message trace on.
     static func runSIPp(scenario: String, target: Int, ip: String, localPort: Int, service: String,
                         directory: URL, tag: String, extra: [String]) throws -> ClientResult {
-        let trace = directory.appendingPathComponent("\(tag)_messages.log")
-        let errors = directory.appendingPathComponent("\(tag)_errors.log")
-        let arguments = ["-sf", PackagePaths.scenario(scenario).path, "\(Ports.loopback):\(target)", "-i", ip,
-                         "-p", String(localPort), "-s", service, "-m", "1", "-nostdin", "-recv_timeout", "8000",
-                         "-timeout", "40s", "-trace_msg", "-message_file", trace.path,
-                         "-trace_err", "-error_file", errors.path] + extra
-        let run = try Command.run(try SIPp.executable(), arguments, timeout: .seconds(60), workingDirectory: directory)
-        let text = (try? String(contentsOf: trace, encoding: .utf8)) ?? ""
-        return ClientResult(exitStatus: run.status, replies: SIPTrace.replies(text), statusLines: SIPTrace.statusLines(text),
-                            errors: ((try? String(contentsOf: errors, encoding: .utf8)) ?? "") + (run.status == 0 ? "" : run.output.suffix(800)))
+        let run = try SIPp.runUAC(scenario: PackagePaths.scenario(scenario), target: target, ip: ip, localPort: localPort,
+                                  rate: 1, calls: 1, directory: directory, tag: tag, service: service,
+                                  traceMessages: true, extra: ["-recv_timeout", "8000"] + extra, timeout: .seconds(60))
+        return ClientResult(exitStatus: run.exitStatus, replies: SIPTrace.replies(run.messages),
+                            statusLines: SIPTrace.statusLines(run.messages),
+                            errors: run.errors + (run.exitStatus == 0 ? "" : run.output.suffix(800)))
     }
 }
 

@@ -22,6 +22,7 @@ final class ServerProcess: @unchecked Sendable {
     let pid: pid_t
     private let lock = NSLock()
     private var exitStatus: Int32?
+    private var stopped = false
 
     /// Starts `executable` with `arguments`; output is appended to `logFile`.
     /// With a `namespace` it runs through `ip netns exec NAME` (which execs, so
@@ -109,29 +110,56 @@ final class ServerProcess: @unchecked Sendable {
         log.split(separator: "\n").last { $0.contains("stopped;") }.map(String.init) ?? ""
     }
 
+    /// Lets the process run `delay` longer (Starling: until its transaction timers have run out),
+    /// stops it (SIGTERM) and returns its shutdown line (see `shutdownLine`).
+    func stop(after delay: Duration) -> String {
+        Thread.sleep(forTimeInterval: Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18)
+        stop()
+        return shutdownLine
+    }
+
     /// The last `lines` lines of the log.
     func logTail(_ lines: Int = 30) -> String {
         log.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
     }
 
-    /// Waits until udp `ip`:`port` (default 127.0.0.1) is bound in the process's own network
-    /// namespace (/proc/<pid>/net/udp), failing early when the process exits.
-    func waitUntilBound(udpPort port: Int, ip: String = Ports.loopback, timeout: Duration = .seconds(15)) throws {
-        let clock = ContinuousClock()
-        let deadline = clock.now + timeout
-        while clock.now < deadline {
-            if let status = poll() {
-                throw HarnessError("\(name) exited with status \(status) before binding udp:\(ip):\(port); log:\n\(logTail())")
-            }
-            if Ports.isUDPPortBound(port, pid: pid, ip: ip) { return }
-            usleep(50_000)
+    /// Waits until the process itself has udp `ip`:`port` (default 127.0.0.1) bound (its own socket,
+    /// in its own network namespace: another process holding the port does not count), failing early
+    /// with its log when it exits (a port taken meanwhile shows as "Address already in use" there).
+    func waitUntilBound(udpPort port: Int, ip: String = Ports.loopback,
+                        timeout: Duration = TestPorts.readinessTimeout) throws {
+        try waitUntil("bound udp:\(ip):\(port)", timeout: timeout) { TestPorts.holdsUDP(port, pid: pid, ip: ip) }
+    }
+
+    /// Waits until the process itself listens on tcp `ip`:`port` (nil: any address, IPv4 or IPv6).
+    func waitUntilListening(tcpPort port: Int, ip: String? = Ports.loopback,
+                            timeout: Duration = TestPorts.readinessTimeout) throws {
+        try waitUntil("listening on tcp:\(ip ?? "*"):\(port)", timeout: timeout) {
+            TestPorts.listensTCP(port, pid: pid, ip: ip)
         }
-        throw HarnessError("\(name) did not bind udp:\(ip):\(port) within \(timeout); log:\n\(logTail())")
+    }
+
+    /// Polls `ready` until it holds; throws with the log tail when the process exits first or
+    /// `timeout` passes.
+    func waitUntil(_ what: String, timeout: Duration = TestPorts.readinessTimeout, _ ready: () -> Bool) throws {
+        let started = ContinuousClock.now
+        let ok = try TestPorts.wait(timeout: timeout, failed: {
+            poll().map { "\(name) exited with status \($0) before it \(what); log:\n\(logTail())" }
+        }, until: ready)
+        guard ok else {
+            throw HarnessError("\(name) has not \(what) \(ContinuousClock.now - started) after it started; log:\n\(logTail())")
+        }
     }
 
     /// Sends `signal` (SIGTERM by default) to the child's process group, waits
     /// up to `grace`, then SIGKILLs the group.
     func stop(signal: Int32 = SIGTERM, grace: Duration = .seconds(5)) {
+        // Once stopped, the group id may be reused by an unrelated process: signal it only once.
+        let first = lock.withLock {
+            defer { stopped = true }
+            return !stopped
+        }
+        guard first else { return }
         if poll() == nil {
             kill(-pid, signal)
             if wait(timeout: grace) == nil {

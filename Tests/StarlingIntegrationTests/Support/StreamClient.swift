@@ -40,16 +40,9 @@ enum TCPTable {
         count { local, _, state in local == port && state == "0A" } > 0
     }
 
-    /// Waits until a TCP listener is up on `port`.
-    static func waitListening(_ port: Int, process: ServerProcess, timeout: Duration = .seconds(10)) throws {
-        let clock = ContinuousClock()
-        let deadline = clock.now + timeout
-        while clock.now < deadline {
-            if isListening(port) { return }
-            if !process.isRunning { throw HarnessError("\(process.name) exited before listening on tcp \(port): \(process.logTail())") }
-            usleep(50_000)
-        }
-        throw HarnessError("\(process.name) did not listen on tcp \(port) within \(timeout): \(process.logTail())")
+    /// Waits until `process` itself listens on TCP `port` (any address).
+    static func waitListening(_ port: Int, process: ServerProcess, timeout: Duration = TestPorts.readinessTimeout) throws {
+        try process.waitUntilListening(tcpPort: port, ip: nil, timeout: timeout)
     }
 
     private static func count(_ match: (Int, Int, String) -> Bool) -> Int {
