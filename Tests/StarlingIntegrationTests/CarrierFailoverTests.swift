@@ -65,12 +65,8 @@ struct CarrierFailoverTests {
             .replacingOccurrences(of: "CODE", with: "407").replacingOccurrences(of: "HDR", with: "Proxy-Authenticate")
             .replacingOccurrences(of: "CHECK", with: #"<ereg regexp="Proxy-Authorization: Digest username=&quot;trunkuser&quot;, realm=&quot;carrier\.example&quot;" search_in="msg" assign_to="authvalid"/>"#)
             .write(to: scenario, atomically: true, encoding: .utf8)
-        let gateway = try ServerProcess(
-            name: "sipp gateway", executable: try SIPp.executable(),
-            arguments: SIPp.uasArguments(scenario: scenario, port: gatewayPort, directory: directory),
-            logFile: directory.appendingPathComponent("gateway.out"), workingDirectory: directory)
-        defer { gateway.stop() }
-        try gateway.waitUntilBound(udpPort: gatewayPort)
+        let gateway = try SIPp.uas(scenario: scenario, port: gatewayPort, directory: directory, tag: "gateway")
+        defer { _ = gateway.stop() }
         let starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
                                           directory: directory)
         defer { starling.stop() }

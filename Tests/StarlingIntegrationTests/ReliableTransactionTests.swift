@@ -39,14 +39,9 @@ struct ReliableTransactionTests {
         try "[core]\nmodules = [\"sl\", \"tm\"]\n[modparam.tm]\nfr_timer = 4000\nfr_inv_timer = 8000\n"
             .write(to: config, atomically: true, encoding: .utf8)
         let messages = directory.appendingPathComponent("uas_messages.log")
-        let uas = try ServerProcess(
-            name: "sipp uas tcp", executable: try SIPp.executable(),
-            arguments: SIPp.uasArguments(scenario: PackagePaths.scenario("uas_slow_ring.xml"), port: uasPort,
-                                         directory: directory)
-                + ["-t", "t1", "-trace_msg", "-message_file", messages.path],
-            logFile: directory.appendingPathComponent("uas.out"), workingDirectory: directory)
-        defer { uas.stop() }
-        usleep(800_000)
+        let uas = try SIPp.uas(scenario: PackagePaths.scenario("uas_slow_ring.xml"), port: uasPort, directory: directory,
+                               tag: "uas", tcp: true, traceMessages: true)
+        defer { _ = uas.stop() }
         let starling = try Starling.start(script: script, port: proxyPort, workers: 2,
                                           extra: ["--config", config.path, "--listen", "tcp:127.0.0.1:\(proxyPort)"],
                                           directory: directory)
@@ -55,7 +50,7 @@ struct ReliableTransactionTests {
                                         extra: uacTransport == "tcp" ? ["-t", "t1"] : [], timeout: .seconds(60))
         #expect(result.failedCalls == 0 && result.successfulCalls == 10, "\(result)\nstarling log:\n\(starling.logTail())")
         #expect(starling.isRunning, "starling died; log:\n\(starling.logTail())")
-        uas.stop()
+        _ = uas.stop()
         let invites = Self.invitesReceived(messages)
         let aborted = ((try? String(contentsOf: directory.appendingPathComponent("uas_errors.log"), encoding: .utf8)) ?? "")
         #expect(invites == 10, "the UAS saw \(invites) INVITEs for 10 calls\nUAS errors:\n\(aborted.prefix(2000))")
