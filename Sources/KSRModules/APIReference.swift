@@ -37,7 +37,7 @@ extension KSRModules {
 }
 
 extension String {
-    fileprivate func replacingPipes() -> String {
+    func replacingPipes() -> String {
         var s = ""
         for c in self { if c == "|" { s += "\\|" } else { s.append(c) } }
         return s

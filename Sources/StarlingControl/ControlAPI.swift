@@ -52,10 +52,6 @@ public final class ControlAPI: Sendable {
     /// Methods that work now, with a one-line help.
     public static let available: [(name: String, help: String)] = [
         ("core.uptime", "Seconds since start: now, up_since, uptime."),
-        ("tm.stats", "tm transactions in memory: current (when the tm module is loaded)."),
-        ("ul.dump", "Every usrloc table with its AORs and contacts (when the registrar is loaded)."),
-        ("ul.lookup", "ul.lookup TABLE AOR: the contacts of one AOR."),
-        ("ul.rm", "ul.rm TABLE AOR: removes every contact of an AOR."),
         ("core.version", "Starling's version."),
         ("core.psx", "The threads: index, pid, description."),
         ("core.info", "Version, pid, workers, listen sockets, script and version."),
@@ -64,8 +60,6 @@ public final class ControlAPI: Sendable {
         ("app_lua.api_list", "Every KSR export with its parameter and return types."),
         ("stats.get_statistics", "Counters: \"all\" (default), a group (\"core:\", \"script:\", \"app_lua:\") or one name."),
         ("system.listMethods", "The method names."),
-        ("uac.reg_dump", "The remote registrations (uacreg rows) with their state."),
-        ("uac.reg_reload", "Reads the uacreg rows again."),
         ("tls.reload", "Reloads the [tls] certificates and keys from their files (new handshakes use them)."),
         ("core.tcp_info", "TCP/TLS/WS connections: opened_connections, max_connections, counters."),
     ]
@@ -180,39 +174,6 @@ public final class ControlAPI: Sendable {
             return apiList()
         case "stats.get_statistics":
             return try statistics(params)
-        case "tm.stats":
-            try noParams(method, params)
-            guard let current = server.transactionsActive else {
-                throw RPCError(RPCError.moduleNotLoaded, "module not loaded: tm", data: "tm.stats needs the tm module")
-            }
-            // Kamailio's tm.stats has more counters; Starling keeps the number of live transactions.
-            return ["current": current] as [String: Any]
-        case "uac.reg_dump", "uac.reg_reload":
-            try noParams(method, params)
-            guard server.uacLoaded else {
-                throw RPCError(RPCError.moduleNotLoaded, "module not loaded: uac", data: "\(method) needs the uac module")
-            }
-            let reg = server.runtime.uacreg
-            // Kamailio's fault when uac_reg has no database.
-            guard reg.isEnabled else { throw RPCError(RPCError.failed, "Not enabled", data: "no uacreg table is configured") }
-            let now = server.runtime.clock.unixTime
-            if method == "uac.reg_reload" {
-                guard let n = reg.reload(now: now) else {
-                    throw RPCError(RPCError.failed, "Failed to reload records - check log messages")
-                }
-                return ["rows": n] as [String: Any]
-            }
-            return reg.dump(now: now).map { row in
-                row.mapValues { v -> Any in
-                    switch v {
-                    case .int(let i): return i
-                    case .string(let s): return s
-                    case .null: return NSNull()
-                    }
-                }
-            }
-        case "ul.dump", "ul.lookup", "ul.rm":
-            return try usrloc(method, params)
         case "tls.reload":
             try noParams(method, params)
             guard let streams = server.streams, streams.settings.tls != nil else {
@@ -240,7 +201,7 @@ public final class ControlAPI: Sendable {
             ] as [String: Any]
         case "system.listMethods":
             try noParams(method, params)
-            return (Self.available.map(\.name) + Self.moduleMethods.map(\.name) + Self.unavailable.keys).sorted()
+            return (Self.available.map(\.name) + KSRModules.rpcMethods.map(\.method.name) + Self.unavailable.keys).sorted()
         default:
             if let result = try callModuleMethod(method, params) { return result }
             if let module = Self.unavailable[method] {
@@ -249,65 +210,6 @@ public final class ControlAPI: Sendable {
             }
             throw RPCError(RPCError.methodNotFound, "Method not found", data: method)
         }
-    }
-
-    /// Kamailio's ul.dump / ul.lookup / ul.rm reply shapes (JSON-RPC form of usrloc's RPC).
-    private func usrloc(_ method: String, _ params: [Any]) throws(RPCError) -> Any {
-        guard server.registrarLoaded else {
-            throw RPCError(RPCError.moduleNotLoaded, "module not loaded: usrloc", data: "\(method) needs the registrar/usrloc modules")
-        }
-        let ul = server.runtime.usrloc
-        let now = server.runtime.clock.unixSeconds
-        if method == "ul.dump" {
-            // Kamailio accepts an optional "brief" flag; both forms get the full contact list here.
-            if params.count > 1 { throw RPCError(RPCError.invalidParams, "Invalid params", data: "ul.dump takes at most one parameter") }
-            let domains: [[String: Any]] = ul.allTables.map { t in
-                let records = t.snapshot()
-                let aors: [[String: Any]] = records.map { r in
-                    ["Info": ["AoR": r.aor, "HashID": Self.aorHash(r.aor),
-                              "Contacts": r.contacts.map { ["Contact": Self.contactInfo($0, now: now)] }] as [String: Any]]
-                }
-                return ["Domain": ["Domain": t.name, "Size": 64, "AoRs": aors,
-                                   "Stats": ["Records": records.count, "Max-Slots": 64]] as [String: Any]]
-            }
-            return ["Domains": domains] as [String: Any]
-        }
-        guard params.count == 2, let table = params[0] as? String, let aorText = params[1] as? String else {
-            throw RPCError(RPCError.invalidParams, "Invalid params", data: "\(method) TABLE AOR")
-        }
-        guard ul.allTables.contains(where: { $0.name == table }) else {
-            throw RPCError(500, "Domain not found", data: table)
-        }
-        let t = ul.table(table)
-        // The AOR as the registrar keys it: `user` (or `user@domain` with use_domain); a SIP URI is accepted too.
-        var aor = aorText
-        if aor.hasPrefix("sip:") || aor.hasPrefix("sips:") { aor = String(aor.drop(while: { $0 != ":" }).dropFirst()) }
-        if !ul.useDomain, let at = aor.firstIndex(of: "@") { aor = String(aor[..<at]) }
-        let contacts = t.contacts(aor)
-        guard !contacts.isEmpty else { throw RPCError(404, "AOR not found", data: aor) }
-        if method == "ul.rm" {
-            ul.removeAll(t, aor)
-            return [String: Any]()
-        }
-        return ["AoR": aor, "Contacts": contacts.map { ["Contact": Self.contactInfo($0, now: now)] }] as [String: Any]
-    }
-
-    static func aorHash(_ aor: String) -> Int {
-        var h: UInt32 = 0
-        for b in aor.utf8 { h = h &* 31 &+ UInt32(b) }
-        return Int(h)
-    }
-
-    /// One contact as Kamailio's usrloc RPC prints it ("[not set]" for empty values).
-    static func contactInfo(_ c: LocationContact, now: Int) -> [String: Any] {
-        func opt(_ s: String?) -> String { (s ?? "").isEmpty ? "[not set]" : s! }
-        return [
-            "Address": c.contact, "Expires": c.expires - now, "Q": c.q, "Call-ID": c.callid, "CSeq": c.cseq,
-            "User-Agent": c.userAgent, "Received": opt(c.received), "Path": opt(c.path), "State": "CS_SYNC",
-            "Flags": c.flags, "CFlags": c.cflags, "Socket": opt(c.socket), "Methods": c.methods, "Ruid": c.ruid,
-            "Instance": opt(c.instance), "Reg-Id": c.regId, "Server-Id": c.serverId, "Tcpconn-Id": c.connectionId,
-            "Keepalive": c.keepalive, "Last-Keepalive": c.lastModified, "KA-Roundtrip": 0, "Last-Modified": c.lastModified,
-        ]
     }
 
     private func noParams(_ method: String, _ params: [Any]) throws(RPCError) {
@@ -427,6 +329,8 @@ public final class ControlAPI: Sendable {
             ("app_lua:reloads_ok", c["reloads_ok"] ?? 0),
             ("app_lua:reloads_failed", c["reloads_failed"] ?? 0),
         ]
+        // The loaded modules' statistics, under their Kamailio names ("tmx:active_transactions").
+        for (s, value) in server.stack.statistics() { out.append((s.name, value)) }
         return out
     }
 }

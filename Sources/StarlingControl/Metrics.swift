@@ -1,5 +1,6 @@
 public import StarlingServer
 import StarlingLua
+import KSRModules
 
 /// `GET /metrics`: the Prometheus text exposition format (version 0.0.4), written from the
 /// per-worker counters when scraped; nothing is added to the per-message path.
@@ -51,15 +52,9 @@ public enum PrometheusMetrics {
                [("{version=\"\(p.version)\",script=\"\(escape(p.source.path))\"}", "1")])
         metric("starling_script_generation", "gauge", "How many script versions have been published since start.",
                [("", String(p.generation))])
-        if let t = server.transactionsActive {
-            metric("starling_transactions_active", "gauge", "tm transactions in memory (created and not yet freed).",
-                   [("", String(t))])
-        }
-        if let r = server.registrationsActive {
-            metric("starling_registrations_active", "gauge", "usrloc contacts in memory (all location tables).",
-                   [("", String(r))])
-            metric("starling_registrations_expired_total", "counter", "usrloc contacts removed because they expired.",
-                   [("", String(server.registrationsExpired ?? 0))])
+        // The loaded modules' statistics (their `statistics` rows).
+        for (s, value) in server.stack.statistics() {
+            metric(s.metric, s.kind.rawValue, s.help, [("", String(value))])
         }
         out += "# HELP starling_route_duration_seconds Route callback execution time (Lua and the KSR functions it called), by callback.\n"
         out += "# TYPE starling_route_duration_seconds histogram\n"

@@ -128,22 +128,19 @@ public final class WorkerLocals {
     @usableFromInline func store(_ o: AnyObject, _ id: ObjectIdentifier) { storage[id] = o }
 }
 
-/// Everything a KSR function works on for the message being routed. One per worker (its address is
-/// stable for the Lua state); `begin(...)` resets it for each message.
-public final class RouteContext {
-    // MARK: Per worker
-    public let worker: WorkerLocals
-    public let logger: Logger
-    public let services: any CoreServices
-    public var sender: any MessageSender
-    /// The modules' process-wide state (KSRModules' `ModuleRuntime`: htables, pike, permissions...),
-    /// set by whoever builds the context; pseudo-variables such as `$sht` reach shared tables through it.
-    public var moduleState: AnyObject?
+/// A transaction as the core sees it (tm's `T`): the module that owns transactions conforms its cell
+/// type and reads it back with one cast.
+public protocol RouteTransaction: AnyObject, Sendable {}
 
-    // MARK: Per message
+/// Everything that belongs to the one message being routed: the message, where it came from, `$du`,
+/// flags, the destination set, AVPs, pending Record-Route, reply lumps... One value, so saving the
+/// message around a nested route (branch, onreply, failure, uac callbacks) is `let saved = ctx.state`,
+/// restoring it `ctx.state = saved`, and a transaction keeps the request as relayed by keeping one.
+/// A field added here is saved, restored and reset everywhere at once.
+public struct MessageState {
     /// The message being routed (request or reply). For failure routes, the transaction's request.
     public var message: SIPMessage?
-    public var routeType: RouteType = .request
+    public var routeType: RouteType
     public var received: ReceiveInfo
     /// Message flags (`setflag`, `$mf`): 0..31.
     public var messageFlags: UInt32 = 0
@@ -152,18 +149,18 @@ public final class RouteContext {
     /// Script flags (`setsflag`): zeroed around each callback.
     public var scriptFlags: UInt32 = 0
     /// `$du`: the destination URI (next hop) if set.
-    public var destinationURI: [UInt8]?
+    public var destinationURI: [UInt8]? = nil
     /// `force_rport()` was called.
-    public var forceRport = false
+    public var forceRport: Bool = false
     /// `add_local_rport()`: add `;rport` to Starling's own Via.
-    public var addLocalRport = false
+    public var addLocalRport: Bool = false
     /// `set_advertised_address()` / `set_advertised_port()`: what Starling's Via shows for this message.
-    public var advertisedAddress: String?
-    public var advertisedPort: Int?
+    public var advertisedAddress: String? = nil
+    public var advertisedPort: Int? = nil
     /// `set_drop()` / `KSR.x.drop()`: do not forward this reply / send this request.
-    public var dropRequested = false
+    public var dropRequested: Bool = false
     /// A reply was sent for this request (stateless).
-    public var replied = false
+    public var replied: Bool = false
     /// `$avp(name)` stacks (newest last).
     public var avps: [String: [KemiValue]] = [:]
     /// `$xavp(root)`: a list of items (index 0 = newest), each a map of field names to value stacks.
@@ -191,19 +188,39 @@ public final class RouteContext {
     public var lastError: Int = 0
     /// Time the message was received (seconds since the epoch, and microseconds).
     public var receivedAt: (seconds: Int, micros: Int) = (0, 0)
-
     /// `KSR.rr` record_route*: the Record-Route to add when the request is sent (nil: none). Rendered
     /// at send time (Kamailio's RR lumps), so the outgoing socket is known.
-    public var recordRoute: RecordRouteLump?
+    public var recordRoute: RecordRouteLump? = nil
     /// `add_rr_param` text buffered for the Record-Route (each with its leading `;`).
     public var recordRouteParams: String = ""
     /// The parameters (with the leading `;`) of the Route URI that pointed to us, removed by `loose_route`.
-    public var routedParams: String?
-
+    public var routedParams: String? = nil
     /// `set_forward_close` / `set_forward_no_connect` / `set_reply_close` / `set_reply_no_connect`:
     /// how sends over TCP/TLS/WS connections behave for this message.
-    public var connectionFlags = ConnectionFlags()
+    public var connectionFlags: ConnectionFlags = ConnectionFlags()
+    /// The transaction of the message being routed (tm's `T`), once created or looked up.
+    public var transaction: (any RouteTransaction)? = nil
 
+    /// A fresh state for a message just received (or built): nothing set yet.
+    @inlinable
+    public init(message: SIPMessage?, received: ReceiveInfo, routeType: RouteType) {
+        self.message = message
+        self.received = received
+        self.routeType = routeType
+    }
+}
+
+/// Everything a KSR function works on for the message being routed. One per worker (its address is
+/// stable for the Lua state); `begin(...)` resets `state` for each message.
+public final class RouteContext {
+    // MARK: Per worker
+    public let worker: WorkerLocals
+    public let logger: Logger
+    public let services: any CoreServices
+    public var sender: any MessageSender
+    /// The modules' process-wide state (KSRModules' `ModuleRuntime`: htables, pike, permissions...),
+    /// set by whoever builds the context; pseudo-variables such as `$sht` reach shared tables through it.
+    public var moduleState: AnyObject?
     /// Scratch storage that must outlive a Swift call until the marshaller has copied it.
     public var scratch: [UInt8] = []
     /// Runs `ksr_onsend_route` (set by the server when the script defines it): returns false when the
@@ -214,8 +231,11 @@ public final class RouteContext {
     public var runRoute: ((RouteContext, String) -> Void)?
     /// The transaction layer, if tm is loaded (process-wide, shared by the workers).
     public var transactions: (any TransactionLayer)?
-    /// The transaction of the message being routed (tm's `T`), once created or looked up.
-    public var transaction: AnyObject?
+
+    // MARK: Per message
+    /// The message being routed and everything the script set for it. The properties below forward
+    /// to it, so modules keep writing `ctx.destinationURI`.
+    public var state: MessageState
 
     public init(worker: WorkerLocals, logger: Logger, services: any CoreServices, sender: any MessageSender,
                 received: ReceiveInfo) {
@@ -223,40 +243,135 @@ public final class RouteContext {
         self.logger = logger
         self.services = services
         self.sender = sender
-        self.received = received
+        state = MessageState(message: nil, received: received, routeType: .request)
     }
 
     /// Resets the per-message state for a new message.
+    @inlinable
     public func begin(message: SIPMessage?, received: ReceiveInfo, routeType: RouteType) {
-        self.message = message
-        self.received = received
-        self.routeType = routeType
-        messageFlags = 0
-        branchFlags = 0
-        scriptFlags = 0
-        destinationURI = nil
-        forceRport = false
-        addLocalRport = false
-        advertisedAddress = nil
-        advertisedPort = nil
-        dropRequested = false
-        replied = false
-        if !avps.isEmpty { avps.removeAll(keepingCapacity: true) }
-        if !xavps.isEmpty { xavps.removeAll(keepingCapacity: true) }
-        extendedFlags = 0
-        if !branches.isEmpty { branches.removeAll(keepingCapacity: true) }
-        if !branchDestinations.isEmpty { branchDestinations.removeAll() }
-        if !extraBranchFlags.isEmpty { extraBranchFlags.removeAll() }
-        if !branchQ.isEmpty { branchQ.removeAll(keepingCapacity: true) }
-        requestURIQ = -1
-        if !replyHeaders.isEmpty { replyHeaders.removeAll(keepingCapacity: true) }
-        replyBody = nil
-        lastError = 0
-        transaction = nil
-        recordRoute = nil
-        if !recordRouteParams.isEmpty { recordRouteParams = "" }
-        routedParams = nil
-        connectionFlags = ConnectionFlags()
+        state = MessageState(message: message, received: received, routeType: routeType)
+    }
+
+    // MARK: Forwarding to `state` (see `MessageState` for each field)
+    @inlinable public var message: SIPMessage? {
+        get { state.message }
+        _modify { yield &state.message }
+    }
+    @inlinable public var routeType: RouteType {
+        get { state.routeType }
+        _modify { yield &state.routeType }
+    }
+    @inlinable public var received: ReceiveInfo {
+        get { state.received }
+        _modify { yield &state.received }
+    }
+    @inlinable public var messageFlags: UInt32 {
+        get { state.messageFlags }
+        _modify { yield &state.messageFlags }
+    }
+    @inlinable public var branchFlags: UInt32 {
+        get { state.branchFlags }
+        _modify { yield &state.branchFlags }
+    }
+    @inlinable public var scriptFlags: UInt32 {
+        get { state.scriptFlags }
+        _modify { yield &state.scriptFlags }
+    }
+    @inlinable public var destinationURI: [UInt8]? {
+        get { state.destinationURI }
+        _modify { yield &state.destinationURI }
+    }
+    @inlinable public var forceRport: Bool {
+        get { state.forceRport }
+        _modify { yield &state.forceRport }
+    }
+    @inlinable public var addLocalRport: Bool {
+        get { state.addLocalRport }
+        _modify { yield &state.addLocalRport }
+    }
+    @inlinable public var advertisedAddress: String? {
+        get { state.advertisedAddress }
+        _modify { yield &state.advertisedAddress }
+    }
+    @inlinable public var advertisedPort: Int? {
+        get { state.advertisedPort }
+        _modify { yield &state.advertisedPort }
+    }
+    @inlinable public var dropRequested: Bool {
+        get { state.dropRequested }
+        _modify { yield &state.dropRequested }
+    }
+    @inlinable public var replied: Bool {
+        get { state.replied }
+        _modify { yield &state.replied }
+    }
+    @inlinable public var avps: [String: [KemiValue]] {
+        get { state.avps }
+        _modify { yield &state.avps }
+    }
+    @inlinable public var xavps: [String: [[String: [KemiValue]]]] {
+        get { state.xavps }
+        _modify { yield &state.xavps }
+    }
+    @inlinable public var extendedFlags: UInt64 {
+        get { state.extendedFlags }
+        _modify { yield &state.extendedFlags }
+    }
+    @inlinable public var branches: [[UInt8]] {
+        get { state.branches }
+        _modify { yield &state.branches }
+    }
+    @inlinable public var branchDestinations: [Int: [UInt8]] {
+        get { state.branchDestinations }
+        _modify { yield &state.branchDestinations }
+    }
+    @inlinable public var extraBranchFlags: [Int: UInt32] {
+        get { state.extraBranchFlags }
+        _modify { yield &state.extraBranchFlags }
+    }
+    @inlinable public var requestURIQ: Int {
+        get { state.requestURIQ }
+        _modify { yield &state.requestURIQ }
+    }
+    @inlinable public var branchQ: [Int] {
+        get { state.branchQ }
+        _modify { yield &state.branchQ }
+    }
+    @inlinable public var replyHeaders: [UInt8] {
+        get { state.replyHeaders }
+        _modify { yield &state.replyHeaders }
+    }
+    @inlinable public var replyBody: (body: [UInt8], contentType: String)? {
+        get { state.replyBody }
+        _modify { yield &state.replyBody }
+    }
+    @inlinable public var lastError: Int {
+        get { state.lastError }
+        _modify { yield &state.lastError }
+    }
+    @inlinable public var receivedAt: (seconds: Int, micros: Int) {
+        get { state.receivedAt }
+        _modify { yield &state.receivedAt }
+    }
+    @inlinable public var recordRoute: RecordRouteLump? {
+        get { state.recordRoute }
+        _modify { yield &state.recordRoute }
+    }
+    @inlinable public var recordRouteParams: String {
+        get { state.recordRouteParams }
+        _modify { yield &state.recordRouteParams }
+    }
+    @inlinable public var routedParams: String? {
+        get { state.routedParams }
+        _modify { yield &state.routedParams }
+    }
+    @inlinable public var connectionFlags: ConnectionFlags {
+        get { state.connectionFlags }
+        _modify { yield &state.connectionFlags }
+    }
+    @inlinable public var transaction: (any RouteTransaction)? {
+        get { state.transaction }
+        _modify { yield &state.transaction }
     }
 }
 

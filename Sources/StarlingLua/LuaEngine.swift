@@ -36,8 +36,30 @@ public final class LuaEngine {
 
     /// Builds a state: standard libraries, 5.1 compatibility globals, `KSR`, then runs the script's
     /// top level and checks that `ksr_request_route` is a function.
-    public init(script: ScriptSource, registry: KemiRegistry, context: RouteContext?,
-                limits: LuaEngineLimits = .default) throws(LuaScriptError) {
+    public convenience init(script: ScriptSource, registry: KemiRegistry, context: RouteContext?,
+                            limits: LuaEngineLimits = .default) throws(LuaScriptError) {
+        try self.init(state: script, registry: registry, context: context, limits: limits)
+        try load()
+        requestRoute = try resolve("ksr_request_route")
+        guard isFunction(requestRoute) else {
+            throw LuaScriptError(kind: .missingRequestRoute,
+                                 message: "\(script.path): ksr_request_route is not defined as a function")
+        }
+        version = currentVersion()
+    }
+
+    /// A state for Lua code that is not a routing script (the `starling test` DSL): the same standard
+    /// libraries, `KSR` table, marshaller, instruction budget and memory cap as a script's, with no
+    /// script loaded. `path` names the code for `require` (its directory) and error messages; run code
+    /// with `run(chunk:name:)`.
+    public convenience init(hostFor path: String, registry: KemiRegistry, context: RouteContext,
+                            limits: LuaEngineLimits) throws(LuaScriptError) {
+        try self.init(state: ScriptSource(path: path, bytes: []), registry: registry, context: context, limits: limits)
+    }
+
+    /// The state with libraries and `KSR`, before any code runs.
+    private init(state script: ScriptSource, registry: KemiRegistry, context: RouteContext?,
+                 limits: LuaEngineLimits) throws(LuaScriptError) {
         self.script = script
         self.limits = limits
         host = LuaHost(registry: registry, route: context)
@@ -59,13 +81,6 @@ public final class LuaEngine {
         version = ScriptVersion(value: 0)
         // From here on deinit cleans up.
         try setUp(registry: registry)
-        try load()
-        requestRoute = try resolve("ksr_request_route")
-        guard isFunction(requestRoute) else {
-            throw LuaScriptError(kind: .missingRequestRoute,
-                                 message: "\(script.path): ksr_request_route is not defined as a function")
-        }
-        version = currentVersion()
     }
 
     /// Reads the file and builds an engine from it.
@@ -111,13 +126,19 @@ public final class LuaEngine {
     }
 
     private func load() throws(LuaScriptError) {
-        let st = script.bytes.withUnsafeBytes { buf in
-            ("@" + script.path).withCString { name in
+        if let error = run(chunk: script.bytes, name: "@" + script.path) { throw error }
+    }
+
+    /// Compiles and runs a chunk of text (no bytecode) under the instruction budget and memory cap.
+    /// `name` is Lua's chunk name ("@file" for a file, "=label" otherwise). Nil when it ran to the end.
+    public func run(chunk bytes: [UInt8], name: String) -> LuaScriptError? {
+        let st = bytes.withUnsafeBytes { buf in
+            name.withCString { cname in
                 let base = (buf.baseAddress ?? UnsafeRawPointer(emptyCString.utf8Start))
-                return ksr_dochunk(L, base.assumingMemoryBound(to: CChar.self), buf.count, name)
+                return ksr_dochunk(L, base.assumingMemoryBound(to: CChar.self), buf.count, cname)
             }
         }
-        if st == LUA_OK { return }
+        if st == LUA_OK { return nil }
         let kind: LuaScriptError.Kind
         if st == LUA_ERRSYNTAX {
             kind = .syntax
@@ -128,8 +149,11 @@ public final class LuaEngine {
         } else {
             kind = .runtime
         }
-        throw popError(status: st, kind: kind)
+        return popError(status: st, kind: kind)
     }
+
+    /// The last chunk or callback ran out of its instruction budget.
+    public var budgetExhausted: Bool { hostRecord.pointee.budget_hit != 0 }
 
     /// Takes the error message on top of the stack.
     private func popError(status: Int32, kind: LuaScriptError.Kind) -> LuaScriptError {

@@ -280,9 +280,21 @@ extension StarlingConfig {
         defines[name] = v
     }
 
-    mutating func setModparam(_ module: String, _ param: String, _ value: RawValue, key: String) throws(ConfigError) {
+    /// Sets a modparam as the file would (values keep their types), validated against the module's
+    /// table; the error names `modparam.<module>.<param>`.
+    public mutating func setModparam(_ module: String, _ param: String, _ values: [ConfigValue]) throws(ConfigError) {
+        let raw: RawValue = values.count == 1 ? values[0].raw : .array(values.map(\.raw))
+        try setModparam(module, param, raw, key: "modparam.\(module).\(param)")
+    }
+
+    /// Sets a modparam from TOML (`fromEnvironment` false: values keep their TOML types) or from an
+    /// environment variable (text read as the parameter's kind), validated against the module's table:
+    /// an unknown module or parameter, or a value of the wrong kind, is a configuration error.
+    mutating func setModparam(_ module: String, _ param: String, _ value: RawValue, key: String,
+                              fromEnvironment: Bool = false) throws(ConfigError) {
         guard isIdentifier(module) else { throw ConfigError(key: key, "bad module name \"\(module)\"") }
         guard !param.isEmpty else { throw ConfigError(key: key, "empty parameter name") }
+        let module = module.lowercased()
         var values: [ConfigValue] = []
         if case .array(let items) = value {
             guard !items.isEmpty else { throw ConfigError(key: key, "expected at least one value in the array") }
@@ -295,6 +307,19 @@ extension StarlingConfig {
                 throw ConfigError(key: key, "expected a string, integer, boolean or an array of them, got \(value.shown)")
             }
             values = [v]
+        }
+        let inputs: [ModuleParameterInput] = values.map { v in
+            switch v {
+            case .int(let n): return fromEnvironment ? .text(String(n)) : .int(n)
+            case .bool(let b): return fromEnvironment ? .text(String(b)) : .bool(b)
+            case .string(let s): return fromEnvironment ? .text(s) : .string(s)
+            }
+        }
+        do throws(ModuleParameterError) {
+            try moduleParameters.set(module, param, inputs)
+        } catch {
+            // An unknown module is named by its section; environment variables keep their own name.
+            throw ConfigError(key: fromEnvironment || error.parameter != nil ? key : error.key, error.message)
         }
         modparams[module, default: [:]][param] = values
     }
@@ -331,7 +356,8 @@ extension StarlingConfig {
             } else if name.hasPrefix("STARLING_MODPARAM_") {
                 let rest = String(name.dropFirst("STARLING_MODPARAM_".count))
                 let lower = rest.lowercased()
-                let known = Set(modules).union(modparams.keys)
+                // The longest registered module name first: STARLING_MODPARAM_AUTH_DB_USE_DOMAIN is auth_db's.
+                let known = Set(KSRModules.all.map { $0.name }).union(modules).union(modparams.keys)
                 let module = known.filter { lower.hasPrefix($0.lowercased() + "_") && lower.count > $0.count + 1 }
                     .max { $0.count < $1.count }
                 let moduleName: String
@@ -346,9 +372,10 @@ extension StarlingConfig {
                     moduleName = rest[..<us].lowercased()
                     paramText = String(rest[rest.index(after: us)...])
                 }
-                let param = modparams[moduleName]?.keys.first { $0.caseInsensitiveCompare(paramText) == .orderedSame }
+                let param = KSRModules.parameters(of: moduleName).first { $0.name.caseInsensitiveCompare(paramText) == .orderedSame }?.name
+                    ?? modparams[moduleName]?.keys.first { $0.caseInsensitiveCompare(paramText) == .orderedSame }
                     ?? paramText.lowercased()
-                try setModparam(moduleName, param, ConfigValue(parsing: text).raw, key: name)
+                try setModparam(moduleName, param, ConfigValue(parsing: text).raw, key: name, fromEnvironment: true)
             }
         }
     }
@@ -367,12 +394,15 @@ extension StarlingConfig {
     // MARK: Cross-checks
 
     func validate() throws(ConfigError) {
-
+        // Kamailio refuses to load a module it does not have.
+        for (i, m) in modules.enumerated() where KSRModules.module(named: m) == nil && !KSRModules.isTableName(m) {
+            throw ConfigError(key: "core.modules[\(i)]",
+                              "unknown module \"\(m)\" (Starling has: \(KSRModules.all.map { $0.name }.sorted().joined(separator: ", ")))")
+        }
         // With no module list every module Starling has is loaded, so any of their modparams applies.
-        let loaded = modules.isEmpty ? Set(KSRModules.available) : KSRModules.tableNames(modules).union(modules)
-        for module in modparams.keys.sorted() where !loaded.contains(module) && !loaded.contains(KSRModules.kemiName[module] ?? module) {
-            let hint = modules.isEmpty ? "Starling has no module of that name" : "add it to core.modules"
-            throw ConfigError(key: "modparam.\(module)", "module \"\(module)\" is not loaded (\(hint))")
+        let loaded = loadedModules
+        for module in modparams.keys.sorted() where !loaded.contains(module) {
+            throw ConfigError(key: "modparam.\(module)", "module \"\(module)\" is not loaded (add it to core.modules)")
         }
     }
 

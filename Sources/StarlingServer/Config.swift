@@ -1,4 +1,5 @@
 import Foundation
+public import KSRModules
 public import Logging
 public import SIPTransport
 import TOMLKit
@@ -87,8 +88,14 @@ public struct StarlingConfig: Sendable, Equatable {
     public var lua = LuaLimits()
     /// `[define]`: names to values.
     public var defines: [String: ConfigValue] = [:]
-    /// `[modparam.<module>]`: module → parameter → values (more than one = repeated modparam).
-    public var modparams: [String: [String: [ConfigValue]]] = [:]
+    /// `[modparam.<module>]`: module → parameter → values (more than one = repeated modparam), as given.
+    /// Set through the configuration file, the environment or `setModparam(_:_:_:)`, which validate.
+    public internal(set) var modparams: [String: [String: [ConfigValue]]] = [:]
+    /// The same parameters validated against the modules' tables and typed (what the modules read).
+    public internal(set) var moduleParameters = ModuleConfiguration()
+    /// The Kamailio names of the modules this configuration loads (every module when `modules` is
+    /// empty; dependencies and the always-loaded ones included).
+    public var loadedModules: Set<String> { Set(KSRModules.loaded(modules).map { $0.name }) }
     /// The file the configuration came from, if any.
     public var sourcePath: String?
 

@@ -26,18 +26,13 @@ public final class Server: Sendable {
     public let transactions: TMStore
     /// The modules' process-wide state (shared tables, clock, periodic jobs).
     public let runtime: ModuleRuntime
+    /// The loaded modules, their state and export registry.
+    public let stack: RoutingStack
     let tmLoaded: Bool
-    /// True when the uac module is loaded (`uac.reg_*` control methods).
+    /// True when the uac module is loaded.
     public let uacLoaded: Bool
     /// The embedded database, when a `db_url` is configured (`[modparam.usrloc]` or `[modparam.auth_db]`).
     public let database: StarlingDatabase?
-
-    /// Whether the registrar (and so usrloc) is loaded.
-    public var registrarLoaded: Bool { registry.loadedModules.contains("registrar") }
-    /// Registered contacts in memory, or nil when the registrar is not loaded.
-    public var registrationsActive: Int? { registrarLoaded ? runtime.usrloc.contactCount : nil }
-    /// Contacts removed by expiry since start, or nil when the registrar is not loaded.
-    public var registrationsExpired: Int? { registrarLoaded ? runtime.usrloc.expiredCount : nil }
 
     /// Transactions in memory, or nil when the tm module is not loaded.
     public var transactionsActive: Int? { tmLoaded ? transactions.count : nil }
@@ -62,53 +57,37 @@ public final class Server: Sendable {
         self.config = config
         self.logger = logger
         limits = LuaEngineLimits(instructionBudget: config.lua.instructionBudget, memoryLimit: config.lua.memoryLimitMB << 20)
-        let modparams = config.modparams.mapValues { $0.mapValues { $0.map(\.text) } }
-        // No module list configured: every module Starling implements is loaded.
-        let modules = config.modules.isEmpty ? Set(KSRModules.available) : KSRModules.tableNames(config.modules)
-        let moduleConfig = ModuleConfiguration(params: modparams)
+        let moduleConfig = config.moduleParameters
         database = try Self.openDatabase(moduleConfig, logger: logger)
-        if let database {
-            // uac's remote registrations are on when its reg_db_url names a database (as Kamailio's).
-            let uacreg = moduleConfig.string("uac", "reg_db_url") != nil && modules.contains("uac")
-                ? SQLiteUACRegistrations(database, table: moduleConfig.string("uac", "reg_db_table") ?? "uacreg") : nil
-            runtime = ModuleRuntime(
-                config: moduleConfig, subscribers: SQLiteSubscribers(database),
-                locations: SQLiteLocations(database, useDomain: moduleConfig.int("usrloc", "use_domain", default: 0) != 0),
-                uacRegistrations: uacreg)
-            if runtime.usrloc.dbMode != .noDB {
-                // Load the location table now (a restart keeps registrations).
-                let t = runtime.usrloc.table("location")
-                logger.info("usrloc: \(t.count) contacts loaded from \(database.path) (db_mode \(runtime.usrloc.dbMode.rawValue))")
+        let stack: RoutingStack
+        do throws(ModuleStartError) {
+            if let database {
+                // uac's remote registrations are on when its reg_db_url names a database (as Kamailio's).
+                let uacreg = config.loadedModules.contains("uac")
+                    ? moduleConfig.uacRegistrationTable.map { SQLiteUACRegistrations(database, table: $0) } : nil
+                stack = try RoutingStack(modules: config.modules, config: moduleConfig, subscribers: SQLiteSubscribers(database),
+                                         locations: SQLiteLocations(database, useDomain: moduleConfig.usrlocUseDomain),
+                                         uacRegistrations: uacreg, logger: logger)
+                if stack.runtime.usrloc.dbMode != .noDB {
+                    // Load the location table now (a restart keeps registrations).
+                    let t = stack.runtime.usrloc.table("location")
+                    logger.info("usrloc: \(t.count) contacts loaded from \(database.path) (db_mode \(stack.runtime.usrloc.dbMode.rawValue))")
+                }
+            } else {
+                stack = try RoutingStack(modules: config.modules, config: moduleConfig, logger: logger)
             }
-        } else {
-            runtime = ModuleRuntime(config: moduleConfig)
+        } catch {
+            throw ServerError(error.description, configuration: true)
         }
-        // Kamailio's registrar registers the `location` usrloc domain at start; ul.* RPCs see it.
-        if modules.contains("registrar") { _ = runtime.usrloc.table("location") }
-        if database == nil, moduleConfig.int("usrloc", "db_mode", default: 0) != 0 {
+        if database == nil, moduleConfig.usrlocDBMode != 0 {
             logger.warning("usrloc db_mode is set but no db_url: registrations are kept in memory only")
         }
-        // Kamailio refuses to start on a bad htable definition or an address table it cannot load.
-        if let bad = HtableStore.invalidDefinitions(moduleConfig).first {
-            throw ServerError("modparam htable: bad definition \"\(bad)\" (expected \"name=>size=N;autoexpire=S;...\")")
-        }
-        if runtime.addresses.path != nil {
-            do {
-                try runtime.addresses.reload()
-            } catch {
-                throw ServerError("modparam permissions address_file: \(error.description)")
-            }
-        }
+        self.stack = stack
+        runtime = stack.runtime
         transactions = runtime.tm
-        tmLoaded = modules.contains("tm")
-        uacLoaded = modules.contains("uac")
-        registry = KemiRegistry(exports: KSRModules.exports(runtime), modules: modules)
-        let unknown = KSRModules.tableNames(config.modules).filter {
-            !KSRModules.available.contains($0) && !KemiRegistry.alwaysLoaded.contains($0)
-        }.sorted()
-        if !unknown.isEmpty {
-            logger.warning("modules not implemented yet (their KSR tables stay nil): \(unknown.joined(separator: ", "))")
-        }
+        tmLoaded = stack.isLoaded("tm")
+        uacLoaded = stack.isLoaded("uac")
+        registry = stack.registry
         // The script must load before anything starts.
         let source: ScriptSource
         let version: ScriptVersion
@@ -193,10 +172,9 @@ public final class Server: Sendable {
         for socket in udp {
             for _ in 0..<config.workers {
                 let inbox = inboxes.isEmpty ? nil : inboxes[index]
-                let worker = Transfer(UDPWorker(index: index, socket: socket, inbox: inbox, store: store, registry: registry,
-                                                limits: limits, services: services, stats: statsForWorker(), logger: logger,
-                                                parserLimits: .default, stop: stop,
-                                                transactions: tmLoaded ? transactions : nil, moduleState: self.runtime))
+                let worker = Transfer(UDPWorker(index: index, socket: socket, inbox: inbox, store: store, limits: limits,
+                                                services: services, stats: statsForWorker(), logger: logger,
+                                                parserLimits: .default, stop: stop, stack: stack))
                 do {
                     started.append(try PosixThread(name: "worker-\(index)") { worker.value.run() })
                 } catch {
@@ -424,8 +402,7 @@ public final class Server: Sendable {
     /// module exports (warnings: Lua reports them only when the line runs).
     public static func checkScriptWithWarnings(path: String, modules: [String] = [])
         throws(LuaScriptError) -> (version: ScriptVersion, warnings: [String]) {
-        let loaded = modules.isEmpty ? Set(KSRModules.available) : KSRModules.tableNames(modules)
-        let registry = KemiRegistry(exports: KSRModules.exports(), modules: loaded)
+        let registry = RoutingStack.registry(modules: modules)
         let engine = try LuaEngine(path: path, registry: registry, context: nil, limits: .default)
         var warnings: [String] = []
         for file in engine.loadedFiles {
@@ -462,10 +439,10 @@ extension Server {
     /// (`sqlite:///path` or a plain path). Both normally name the same file; when they differ, usrloc's
     /// is used and a warning logged.
     static func openDatabase(_ c: ModuleConfiguration, logger: Logger) throws(ServerError) -> StarlingDatabase? {
-        let urls = [c.string("usrloc", "db_url"), c.string("auth_db", "db_url"), c.string("uac", "reg_db_url")].compactMap { $0 }
+        let urls = c.databaseURLs
         guard let url = urls.first else { return nil }
         guard let path = StarlingDatabase.path(fromURL: url) else {
-            throw ServerError("db_url '\(url)': only SQLite databases are supported (sqlite:///path/to/file.db)")
+            throw ServerError("db_url '\(url)': only SQLite databases are supported (sqlite:///path/to/file.db)", configuration: true)
         }
         if urls.count > 1, StarlingDatabase.path(fromURL: urls[1]) != path {
             logger.warning("usrloc and auth_db db_url name different files; using \(path) for both")
@@ -506,7 +483,12 @@ extension Server {
 /// A start-up failure, with a message for the user.
 public struct ServerError: Error, Sendable, CustomStringConvertible {
     public let description: String
-    public init(_ d: String) { description = d }
+    /// The configuration is at fault (a module refused its parameters or files): exit status 2.
+    public let isConfiguration: Bool
+    public init(_ d: String, configuration: Bool = false) {
+        description = d
+        isConfiguration = configuration
+    }
 }
 
 /// Moves a non-Sendable value into a thread that becomes its only owner.

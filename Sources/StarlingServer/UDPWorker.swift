@@ -106,25 +106,21 @@ final class UDPWorker {
     private let sender: WorkerSender
     private let receiver = UDPBatchReceiver(capacity: 32)
 
-    init(index: Int, socket: UDPSocket?, inbox: StreamInbox? = nil, store: ScriptStore, registry: KemiRegistry,
-         limits: LuaEngineLimits, services: ServerServices, stats: ServerStats, logger: Logger,
-         parserLimits: SIPParserLimits, stop: StopFlag, transactions: (any TransactionLayer)? = nil,
-         moduleState: AnyObject? = nil) {
+    init(index: Int, socket: UDPSocket?, inbox: StreamInbox? = nil, store: ScriptStore, limits: LuaEngineLimits,
+         services: ServerServices, stats: ServerStats, logger: Logger, parserLimits: SIPParserLimits, stop: StopFlag,
+         stack: RoutingStack) {
         self.index = index
         self.socket = socket
         self.inbox = inbox
         self.store = store
-        self.registry = registry
+        self.registry = stack.registry
         self.limits = limits
         self.services = services
         self.logger = logger
         self.stop = stop
         sender = WorkerSender(services: services, logger: logger, stats: stats)
         let local = socket?.localAddress ?? services.listen.first!.address
-        let ctx = RouteContext(worker: WorkerLocals(index: index), logger: logger, services: services, sender: sender,
-                               received: ReceiveInfo(source: local, local: local, proto: .udp))
-        ctx.transactions = transactions
-        ctx.moduleState = moduleState
+        let ctx = stack.makeContext(worker: index, logger: logger, services: services, sender: sender, local: local)
         dispatcher = MessageDispatcher(context: ctx, stats: stats, parserLimits: parserLimits)
         sender.context = ctx
     }

@@ -1,5 +1,3 @@
-import CLua
-import CLuaShim
 import Glibc
 import Logging
 import SIPCore
@@ -8,10 +6,11 @@ import StarlingKEMI
 import StarlingLua
 import StarlingServer
 
-/// One test file's run: a plain Lua state (separate from the script's) holding the test DSL, whose few
-/// native functions reach this object through the KEMI dispatcher of the C shim (`KSR.starling.*`,
-/// hidden by the prelude). Swift never raises Lua errors here either: natives return strings (a Lua
-/// table constructor, or an error text) and the prelude, in Lua, turns them into values or errors.
+/// One test file's run: a Lua state of its own (separate from the script's) holding the test DSL, built
+/// by the same Lua host as the script's (`LuaEngine(hostFor:)`: libraries, marshaller, budget). The
+/// DSL's few native functions are KSR exports (`KSR.starling.*`, hidden by the prelude) over this
+/// object. Swift never raises Lua errors here either: natives return strings (a Lua table constructor,
+/// or an error text) and the prelude, in Lua, turns them into values or errors.
 final class RouteTestSession {
     struct Settings {
         var hosts: [String: SocketAddress] = [:]
@@ -62,10 +61,7 @@ final class RouteTestSession {
     private var harness: ScriptHarness?
     private var currentTest = ""
 
-    private var L: OpaquePointer?
-    private let hostRecord: UnsafeMutablePointer<ksr_host>
-    private var arena: UnsafeMutableRawPointer
-    private var arenaCapacity = 4096
+    private var engine: LuaEngine?
 
     /// Instructions one test (or the file's top level) may run in the test state.
     static let instructionBudget: Int64 = 100_000_000
@@ -75,36 +71,26 @@ final class RouteTestSession {
         self.scriptText = scriptText
         self.testFile = testFile
         self.logLevel = logLevel
-        hostRecord = .allocate(capacity: 1)
-        hostRecord.initialize(to: ksr_host())
-        arena = UnsafeMutableRawPointer.allocate(byteCount: arenaCapacity, alignment: 16)
-    }
-
-    deinit {
-        if let L { lua_close(L) }
-        hostRecord.deallocate()
-        arena.deallocate()
     }
 
     // MARK: Running
 
     /// Loads the prelude and the test file, then runs each declared test. Results end up in `results`.
     func run() {
-        hostRecord.pointee.ctx = Unmanaged.passUnretained(self).toOpaque()
-        hostRecord.pointee.call = testNativeCall
-        hostRecord.pointee.log = testNativeLog
-        hostRecord.pointee.drop = testNativeDrop
-        hostRecord.pointee.modf = testNativeModf
-        hostRecord.pointee.budget = Self.instructionBudget
-        hostRecord.pointee.mem_limit = 0
-        guard let state = ksr_newstate(hostRecord) else {
-            fileFailure("cannot create a Lua state")
+        let services = TestServices()
+        var logger = Logger(label: "starling-test")
+        logger.logLevel = .critical
+        // The natives need no message: their context only satisfies the host.
+        let context = RouteContext(worker: WorkerLocals(index: 0), logger: logger, services: services, sender: RecordingSender(),
+                                   received: ReceiveInfo(source: services.local, local: services.local, proto: .udp))
+        do {
+            engine = try LuaEngine(hostFor: testFile, registry: KemiRegistry(exports: natives(), modules: ["starling"]),
+                                   context: context, limits: LuaEngineLimits(instructionBudget: Int(Self.instructionBudget), memoryLimit: 0))
+        } catch {
+            fileFailure(error.description)
             return
         }
-        L = state
-        let dir = directory(of: testFile)
-        if let err = protect({ dir.withCString { ksr_setup_libs(state, $0) } }) { fileFailure(err); return }
-        if let err = setUpNatives(state) { fileFailure(err); return }
+        defer { engine = nil }
         if let err = chunk(routeTestPrelude, name: "=starling-test") { fileFailure("prelude: " + err); return }
         if let err = chunk("__starling.begin_file(\(luaLiteral(testFile)))", name: "=starling-test") {
             fileFailure(err)
@@ -126,7 +112,7 @@ final class RouteTestSession {
             let err = chunk("__starling.run(\(i))", name: "=starling-test")
             if results.count == before {
                 let message: String
-                if hostRecord.pointee.budget_hit != 0 {
+                if engine?.budgetExhausted == true {
                     message = "error: instruction budget exceeded (\(Self.instructionBudget) instructions): an endless loop?"
                 } else {
                     message = "error: " + (err.map { String($0.split(separator: "\n").first ?? "") } ?? "the test did not report")
@@ -148,95 +134,52 @@ final class RouteTestSession {
                                        message: message))
     }
 
-    private func protect(_ body: () -> Int32) -> String? {
-        let st = body()
-        return st == LUA_OK ? nil : popError()
-    }
-
-    private func popError() -> String {
-        guard let L else { return "no Lua state" }
-        var len = 0
-        let text: String
-        if let p = ksr_tostring(L, -1, &len) {
-            text = String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self)
-        } else {
-            text = "Lua error"
-        }
-        ksr_pop(L, 1)
-        return text
-    }
-
     private func chunk(_ text: String, name: String) -> String? { chunk(Array(text.utf8), name: name) }
 
+    /// Runs a chunk in the test state; the error with its traceback, or nil.
     private func chunk(_ bytes: [UInt8], name: String) -> String? {
-        guard let L else { return "no Lua state" }
-        let st = bytes.withUnsafeBytes { buf in
-            name.withCString { cname in
-                buf.withMemoryRebound(to: CChar.self) { ksr_dochunk(L, $0.baseAddress ?? cname, $0.count, cname) }
-            }
-        }
-        return st == LUA_OK ? nil : popError()
-    }
-
-    private func setUpNatives(_ state: OpaquePointer) -> String? {
-        var owned: [UnsafeMutablePointer<CChar>] = []
-        defer { for p in owned { free(p) } }
-        func dup(_ s: String) -> UnsafePointer<CChar> {
-            let p = strdup(s)!
-            owned.append(p)
-            return UnsafePointer(p)
-        }
-        let descs = Native.allCases.map { n in
-            ksr_export_desc(module: dup("starling"), name: dup(n.name), sig: dup(String(repeating: "s", count: n.arity)),
-                            index: Int32(n.rawValue))
-        }
-        return protect { descs.withUnsafeBufferPointer { ksr_setup_exports(state, $0.baseAddress, Int32($0.count)) } }
+        guard let engine else { return "no Lua state" }
+        return engine.run(chunk: bytes, name: name)?.description
     }
 
     // MARK: Natives
 
-    func call(_ index: Int, _ params: UnsafePointer<ksr_param>?, _ count: Int, _ ret: UnsafeMutablePointer<ksr_ret>) {
-        func arg(_ i: Int) -> String? {
-            guard i < count, let p = params, let s = p[i].s else { return nil }
-            return String(decoding: UnsafeRawBufferPointer(start: s, count: p[i].len), as: UTF8.self)
+    /// The DSL's natives as KSR exports (`KSR.starling.<name>`, every parameter a string, a string back).
+    private func natives() -> [KemiExport] {
+        let box = SessionReference(self)
+        return Native.allCases.map { n in
+            KemiExport("starling", n.name, Array(repeating: .str, count: n.arity), returns: .xval) { _, args in
+                .bytes(box.session.call(n, args))
+            }
         }
-        func argBytes(_ i: Int) -> [UInt8]? {
-            guard i < count, let p = params, let s = p[i].s else { return nil }
-            return Array(UnsafeRawBufferPointer(start: s, count: p[i].len))
-        }
+    }
+
+    func call(_ native: Native, _ args: KemiArgs) -> [UInt8] {
+        func arg(_ i: Int) -> String? { args.string(i) }
+        func argBytes(_ i: Int) -> [UInt8]? { args.bytes(i).map { Array($0) } }
         let out: [UInt8]
-        switch Native(rawValue: index) {
-        case .send?:
+        switch native {
+        case .send:
             out = send(argBytes(0) ?? [], from: arg(1))
-        case .set?:
+        case .set:
             out = Array(set(arg(0) ?? "", arg(1) ?? "", arg(2) ?? "").utf8)
-        case .beginTest?:
+        case .beginTest:
             currentTest = arg(0) ?? "?"
             testSettings = fileSettings
             harness = nil
             inTest = true
             out = []
-        case .variable?:
+        case .variable:
             out = variable(arg(0) ?? "")
-        case .report?:
+        case .report:
             let passed = arg(1) == "ok"
             let location = arg(2).flatMap { $0.isEmpty ? nil : $0 }
             let message = arg(3).flatMap { $0.isEmpty ? nil : $0 }
             results.append(RouteTestResult(file: testFile, name: arg(0) ?? currentTest, passed: passed,
                                            location: location, message: message))
             out = []
-        case nil:
-            out = Array("unknown native".utf8)
         }
-        if out.count > arenaCapacity {
-            arena.deallocate()
-            arenaCapacity = max(out.count, arenaCapacity * 2)
-            arena = UnsafeMutableRawPointer.allocate(byteCount: arenaCapacity, alignment: 16)
-        }
-        out.withUnsafeBytes { if let b = $0.baseAddress { arena.copyMemory(from: b, byteCount: $0.count) } }
-        ret.pointee.kind = Int32(KSR_RET_STR.rawValue)
-        ret.pointee.s = UnsafePointer(arena.assumingMemoryBound(to: CChar.self))
-        ret.pointee.len = out.count
+        return out
     }
 
     /// `set(kind, key, value)`: test configuration. Returns "" or an error text.
@@ -364,27 +307,14 @@ final class RouteTestSession {
         }
     }
 
-    private func directory(of path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return "." }
-        return slash == path.startIndex ? "/" : String(path[..<slash])
-    }
 }
 
-// MARK: C entry points (never raise)
-
-private func session(_ ctx: UnsafeMutableRawPointer?) -> RouteTestSession {
-    Unmanaged<RouteTestSession>.fromOpaque(ctx!).takeUnretainedValue()
+/// The session as the natives' closures hold it: they run only inside `run()`, on its thread, while the
+/// session is alive (the engine is released before `run()` returns).
+private struct SessionReference: @unchecked Sendable {
+    unowned(unsafe) let session: RouteTestSession
+    init(_ s: RouteTestSession) { session = s }
 }
-
-private let testNativeCall: ksr_call_fn = { ctx, index, params, count, ret in
-    session(ctx).call(Int(index), params, Int(count), ret!)
-}
-
-private let testNativeLog: ksr_log_fn = { _, _, _, _ in }
-
-private let testNativeDrop: ksr_drop_fn = { _ in }
-
-private let testNativeModf: ksr_modf_fn = { _, _, _ in -1 }
 
 // MARK: Lua literals
 

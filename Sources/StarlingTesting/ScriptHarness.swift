@@ -103,6 +103,8 @@ public final class ScriptHarness {
     public let transactions: TMStore
     /// The modules' shared state (tables, clock, periodic jobs) of this harness.
     public let runtime: ModuleRuntime
+    /// The routing stack (loaded modules, state, registry), built as the server builds it.
+    public let stack: RoutingStack
     /// Where test messages come from by default.
     public var source = SocketAddress(ip: "192.0.2.10", port: 5060)!
 
@@ -123,17 +125,21 @@ public final class ScriptHarness {
         self.services = services
         var logger = Logger(label: "test")
         logger.logLevel = logLevel
-        runtime = ModuleRuntime(config: config, subscribers: subscribers, locations: locations,
-                                uacRegistrations: uacRegistrations)
+        // The same stack the server builds: modules resolved, started, their exports registered.
+        let stack: RoutingStack
+        do {
+            stack = try RoutingStack(modules: modules ?? [], config: config, subscribers: subscribers, locations: locations,
+                                     uacRegistrations: uacRegistrations)
+        } catch {
+            throw LuaScriptError(kind: .setup, message: "module start-up: \(error.description)")
+        }
+        self.stack = stack
+        runtime = stack.runtime
         transactions = runtime.tm
-        let loaded = Set(modules ?? KSRModules.available)
-        registry = KemiRegistry(exports: KSRModules.exports(runtime), modules: loaded)
-        context = RouteContext(worker: WorkerLocals(index: 0), logger: logger, services: services, sender: sender,
-                               received: ReceiveInfo(source: services.local, local: services.local, proto: .udp))
+        registry = stack.registry
+        context = stack.makeContext(worker: 0, logger: logger, services: services, sender: sender, local: services.local)
         engine = try LuaEngine(script: ScriptSource(path: path, bytes: Array(script.utf8)), registry: registry,
                                context: context, limits: .default)
-        if loaded.contains("tm") { context.transactions = transactions }
-        context.moduleState = runtime
         dispatcher = MessageDispatcher(context: context)
         dispatcher.use(engine)
     }
@@ -148,14 +154,14 @@ public final class ScriptHarness {
     /// Handles a message exactly as a server worker does: parse, core checks (400/505 answered by the
     /// core), `ksr_request_route` for requests, `ksr_reply_route` then the stateless relay for replies.
     @discardableResult
-    public func route(_ text: String, from: SocketAddress? = nil) throws -> DispatchResult {
-        route(bytes: Array(text.utf8), from: from)
+    public func route(_ text: String, from: SocketAddress? = nil, proto: SIPTransportProtocol = .udp) throws -> DispatchResult {
+        route(bytes: Array(text.utf8), from: from, proto: proto)
     }
 
-    /// The same for raw bytes (e.g. a torture-test file).
+    /// The same for raw bytes (e.g. a torture-test file). `proto`: the transport it arrived on.
     @discardableResult
-    public func route(bytes: [UInt8], from: SocketAddress? = nil) -> DispatchResult {
-        bytes.withUnsafeBytes { dispatcher.dispatch($0, source: from ?? source, local: services.local, proto: .udp) }
+    public func route(bytes: [UInt8], from: SocketAddress? = nil, proto: SIPTransportProtocol = .udp) -> DispatchResult {
+        bytes.withUnsafeBytes { dispatcher.dispatch($0, source: from ?? source, local: services.local, proto: proto) }
     }
 
     /// Calls a global Lua function of the script with the current message (set by `route` or `prepare`).

@@ -9,7 +9,8 @@ struct ApiCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "api", abstract: "Print the KSR API reference generated from the export tables.",
         discussion: """
-            --markdown prints docs/KSR.md. --luals DIR writes annotation files for the Lua language \
+            --markdown prints docs/KSR.md; --modparams prints docs/Modparams.md (every module's parameters, \
+            control methods and statistics). --luals DIR writes annotation files for the Lua language \
             server (VS Code "Lua" extension, Neovim lua_ls): DIR/\(KSRModules.luaLSFileName) for the KSR \
             table and DIR/\(RouteTestRunner.luaLSFileName) for route test files. Add DIR to \
             Lua.workspace.library.
@@ -18,10 +19,17 @@ struct ApiCommand: ParsableCommand {
     @Flag(name: .long, help: "Markdown output (the text of docs/KSR.md).")
     var markdown = false
 
+    @Flag(name: .long, help: "The module parameter reference (the text of docs/Modparams.md).")
+    var modparams = false
+
     @Option(name: .long, help: ArgumentHelp("Write LuaLS/EmmyLua annotation files into this directory (created if needed).", valueName: "dir"))
     var luals: String?
 
     func run() throws {
+        if modparams {
+            print(KSRModules.modparamsReference(), terminator: "")
+            return
+        }
         guard let dir = luals else {
             print(KSRModules.markdownReference(), terminator: "")
             return

@@ -94,7 +94,8 @@ struct RunCommand: ParsableCommand {
         } catch {
             control?.shutdown()
             logger.critical("\(error.description)")
-            throw ExitCode(1)
+            // A module that refuses its parameters or files is a configuration error, as a bad key is.
+            throw ExitCode(error.isConfiguration ? 2 : 1)
         }
         while true {
             var sig: Int32 = 0

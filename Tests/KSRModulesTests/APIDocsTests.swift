@@ -46,3 +46,32 @@ import Glibc
         #expect(md.contains("## KSR (core) ("))
     }
 }
+
+/// docs/Modparams.md must be the output of `starling api --modparams` (STARLING_WRITE_DOCS=1 rewrites it).
+@Suite struct ModparamDocsTests {
+    static var docsPath: String { APIDocsTests.docsPath.replacingSuffix("KSR.md", with: "Modparams.md") }
+
+    @Test func committedModparamReferenceIsCurrent() throws {
+        let generated = KSRModules.modparamsReference()
+        if getenv("STARLING_WRITE_DOCS") != nil, let f = fopen(Self.docsPath, "wb") {
+            _ = Array(generated.utf8).withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, f) }
+            fclose(f)
+        }
+        #expect(APIDocsTests.read(Self.docsPath) == generated,
+                "docs/Modparams.md is stale: regenerate it with `\(KSRModules.modparamsCommand)` (or STARLING_WRITE_DOCS=1 swift test --filter ModparamDocsTests)")
+    }
+
+    @Test func referenceShowsImplementedAndAcceptedParameters() {
+        let md = KSRModules.modparamsReference()
+        #expect(md.contains("| `fr_timer` | int | `30000` |"))
+        #expect(md.contains("`ruri_matching` (int)"))
+        #expect(md.contains("Control methods: `htable.dump`"))
+        #expect(md.contains("`tmx:active_transactions` (`starling_transactions_active`)"))
+    }
+}
+
+extension String {
+    fileprivate func replacingSuffix(_ suffix: String, with new: String) -> String {
+        hasSuffix(suffix) ? String(dropLast(suffix.count)) + new : self
+    }
+}

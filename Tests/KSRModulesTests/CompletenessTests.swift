@@ -154,7 +154,7 @@ enum Kamailio56 {
 
     @Test func everyModuleIsAvailable() {
         for (module, _, _) in Kamailio56.groups where !module.isEmpty && !KemiRegistry.alwaysLoaded.contains(module) {
-            #expect(KSRModules.available.contains(module), "\(module) is not in KSRModules.available")
+            #expect(KSRModules.tableNames(KSRModules.available).contains(module), "KSR.\(module) belongs to no registered module")
         }
     }
 

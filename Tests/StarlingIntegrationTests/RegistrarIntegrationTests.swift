@@ -182,7 +182,8 @@ struct RegistrarIntegrationTests {
             directory: directory)
         defer { kamailio.stop() }
         let config = directory.appendingPathComponent("starling.toml")
-        try ("[modparam.registrar]\n" + params.map { "\($0.1) = \"\($0.2)\"" }.joined(separator: "\n") + "\n")
+        // The same values with the same types as Kamailio's modparam lines (an int parameter refuses a string).
+        try ("[modparam.registrar]\n" + params.map { "\($0.1) = \(Int($0.2).map(String.init) ?? "\"\($0.2)\"")" }.joined(separator: "\n") + "\n")
             .write(to: config, atomically: true, encoding: .utf8)
         let starling = try Starling.start(script: script, port: ports[1], workers: 1, extra: ["--config", config.path],
                                           directory: directory)

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import SIPTransport
 import SIPStreams
+import KSRModules
 @testable import StarlingServer
 
 /// Parses TOML and expects a ConfigError with this exact text.
@@ -223,7 +224,7 @@ struct ConfigTests {
         expectError("[core]\nmodules = [\"tm\"]\n[modparam.tm]\nx = []", "modparam.tm.x: expected at least one value in the array")
         expectError("[core]\nmodules = [\"tm\"]\n[modparam]\ntm = 3", "modparam.tm: expected a table of parameters ([modparam.tm]), got 3")
         expectError("[core]\nmodules = [\"sl\"]\n[modparam.tm]\nfr_timer = 1", "modparam.tm: module \"tm\" is not loaded (add it to core.modules)")
-        expectError("[modparam.nosuch]\nx = 1", "modparam.nosuch: module \"nosuch\" is not loaded (Starling has no module of that name)")
+        expectError("[modparam.nosuch]\nx = 1", "modparam.nosuch: unknown module \"nosuch\" (Starling has: \(KSRModules.available.sorted().joined(separator: ", ")))")
     }
 
     @Test("environment overrides core values, defines and modparams")
@@ -348,5 +349,38 @@ struct ConfigTests {
         expectError("", env: ["STARLING_CONTROL_LISTEN": "nope"],
                     "STARLING_CONTROL_LISTEN: bad control address \"nope\" (expected \"ip:port\", \"[ipv6]:port\" or \":port\", port 1-65535)")
         expectError("", env: ["STARLING_CONTROL_PORT": "1"], "STARLING_CONTROL_PORT: unknown key control.port (expected one of listen, token)")
+    }
+}
+
+@Suite struct ModparamValidationTests {
+    @Test("modparams are checked against the module's table, as Kamailio does")
+    func typedModparams() throws {
+        let intKind = "expected an integer (Kamailio int parameter; true/false count as 1/0)"
+        expectError("[core]\nmodules = [\"tm\"]\n[modparam.tm]\nfr_timer = \"30s\"", "modparam.tm.fr_timer: \(intKind), got \"30s\"")
+        expectError("[core]\nmodules = [\"tm\"]\n[modparam.tm]\nfr_timer = \"30000\"", "modparam.tm.fr_timer: \(intKind), got \"30000\"")
+        expectError("[core]\nmodules = [\"tm\"]\n[modparam.tm]\nfailure_reply_mode = 9",
+                    "modparam.tm.failure_reply_mode: expected an integer in 0...3, got 9")
+        expectError("", env: ["STARLING_MODPARAM_TM_FR_TIMER": "30s"], "STARLING_MODPARAM_TM_FR_TIMER: \(intKind), got \"30s\"")
+        expectError("[core]\nmodules = [\"sl\", \"nosuchmodule\"]",
+                    "core.modules[1]: unknown module \"nosuchmodule\" (Starling has: \(KSRModules.all.map { $0.name }.sorted().joined(separator: ", ")))")
+        let c = try StarlingConfig.parse(toml: "[core]\nmodules = [\"tm\", \"kx\"]\n[modparam.tm]\nfr_timer = 2000\nauto_inv_100 = false\nruri_matching = 0\n",
+                                         environment: [:])
+        #expect(c.moduleParameters.values["tm"]?["fr_timer"] == [.int(2000)])
+        #expect(c.moduleParameters.values["tm"]?["auto_inv_100"] == [.int(0)])
+        #expect(c.loadedModules.contains("kemix"))
+    }
+
+    @Test("STARLING_MODPARAM_* matches the longest module name")
+    func environmentModuleNames() throws {
+        let c = try StarlingConfig.parse(toml: "", environment: [
+            "STARLING_MODPARAM_AUTH_DB_USE_DOMAIN": "1",
+            "STARLING_MODPARAM_HTTP_CLIENT_CONNECTION_TIMEOUT": "5",
+            "STARLING_MODPARAM_AUTH_NONCE_EXPIRE": "60",
+            "STARLING_MODPARAM_TM_AUTO_INV_100_REASON": "123",
+        ])
+        #expect(c.moduleParameters.values["auth_db"]?["use_domain"] == [.int(1)])
+        #expect(c.moduleParameters.values["http_client"]?["connection_timeout"] == [.int(5)])
+        #expect(c.moduleParameters.values["auth"]?["nonce_expire"] == [.int(60)])
+        #expect(c.moduleParameters.values["tm"]?["auto_inv_100_reason"] == [.str("123")])
     }
 }

@@ -28,7 +28,9 @@ import StarlingKEMI
             var config = StarlingConfig()
             config.script = scriptPath
             config.workers = 1
-            config.modparams = modparams
+            for (module, params) in modparams {
+                for (name, values) in params { try config.setModparam(module, name, values) }
+            }
             config.modules = modules
             // Port 0: the server binds a port the kernel picks and reports it (boundSockets), so no
             // other test can take the port between a choice and the bind.

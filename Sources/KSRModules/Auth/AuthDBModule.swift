@@ -20,12 +20,12 @@ enum AuthDBModule {
         var forceGenerateAVPs = false
 
         init(_ config: ModuleConfiguration) {
-            calculateHA1 = config.int("auth_db", "calculate_ha1", default: 0) != 0
-            passwordColumn = config.string("auth_db", "password_column") ?? passwordColumn
-            passwordColumn2 = config.string("auth_db", "password_column_2") ?? passwordColumn2
-            useDomain = config.int("auth_db", "use_domain", default: 0) != 0
-            forceGenerateAVPs = config.int("auth_db", "force_generate_avps", default: 0) != 0
-            credentials = Self.parseCredentials(config.string("auth_db", "load_credentials") ?? "")
+            calculateHA1 = config[AuthDBModule.calculateHA1]
+            passwordColumn = config[AuthDBModule.passwordColumn]
+            passwordColumn2 = config[AuthDBModule.passwordColumn2]
+            useDomain = config[AuthDBModule.useDomain]
+            forceGenerateAVPs = config[AuthDBModule.forceGenerateAVPs]
+            credentials = Self.parseCredentials(config[AuthDBModule.loadCredentials])
         }
 
         /// `"$avp(x)=column;column2"`: a bare column loads into `$avp(column)`.
@@ -143,4 +143,18 @@ enum AuthDBModule {
             },
         ]
     }
+}
+
+extension AuthDBModule: KSRModule {
+    static let name = "auth_db"
+    static let summary = "Digest authentication against the subscriber table of the embedded database."
+    static let dbURL = ModuleParameter.optionalStr("auth_db", "db_url", "The database of the subscriber table (sqlite:///path/to/file.db).")
+    static let calculateHA1 = ModuleParameter.flag("auth_db", "calculate_ha1", false, "The password column holds plaintext passwords.")
+    static let passwordColumn = ModuleParameter.str("auth_db", "password_column", "ha1", "The column holding HA1 (or the password).")
+    static let passwordColumn2 = ModuleParameter.str("auth_db", "password_column_2", "ha1b", "The column holding HA1 over user@domain.")
+    static let useDomain = ModuleParameter.flag("auth_db", "use_domain", false, "Match the subscriber's domain too.")
+    static let forceGenerateAVPs = ModuleParameter.flag("auth_db", "force_generate_avps", false, "Load load_credentials even when the check fails.")
+    static let loadCredentials = ModuleParameter.str("auth_db", "load_credentials", "", "`$avp(x)=column;column2`: columns loaded after a successful check.")
+    static let parameters = [dbURL.info, calculateHA1.info, passwordColumn.info, passwordColumn2.info, useDomain.info,
+                             forceGenerateAVPs.info, loadCredentials.info]
 }

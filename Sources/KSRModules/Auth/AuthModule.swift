@@ -135,3 +135,38 @@ enum AuthModule {
         ]
     }
 }
+
+extension AuthModule: KSRModule {
+    static let name = "auth"
+    static let summary = "Digest authentication: challenges, nonces, checks against a password from the script."
+    static let nonceExpire = ModuleParameter.int("auth", "nonce_expire", 300, "Seconds a nonce stays valid.")
+    static let nonceAuthMaxDrift = ModuleParameter.int("auth", "nonce_auth_max_drift", 3,
+                                                       "Seconds a nonce may come from the future (clock drift between instances).")
+    static let qop = ModuleParameter.str("auth", "qop", "", "The qop offered in challenges (\"auth\", \"auth-int\"), empty for none.")
+    static let nonceCount = ModuleParameter.flag("auth", "nonce_count", false, "Check the nonce count (nc) of qop requests.")
+    static let oneTimeNonce = ModuleParameter.flag("auth", "one_time_nonce", false, "Accept each nonce once.")
+    static let ncArraySize = ModuleParameter.int("auth", "nc_array_size", 1 << 20, "Nonce-count slots (rounded down to a power of 2).")
+    static let ncArrayOrder = ModuleParameter.int("auth", "nc_array_order", 0, "nc_array_size as a power of 2 (overrides it when set).")
+    static let otnInFlightNo = ModuleParameter.int("auth", "otn_in_flight_no", 1 << 20, "One-time nonces in flight (rounded down to a power of 2).")
+    static let otnInFlightOrder = ModuleParameter.int("auth", "otn_in_flight_order", 0, "otn_in_flight_no as a power of 2 (overrides it when set).")
+    static let checksRegister = ModuleParameter.int("auth", "auth_checks_register", 0, "Extra nonce checks (bit mask) for REGISTER.")
+    static let checksNoDialog = ModuleParameter.int("auth", "auth_checks_no_dlg", 0, "Extra nonce checks (bit mask) for out-of-dialog requests.")
+    static let checksInDialog = ModuleParameter.int("auth", "auth_checks_in_dlg", 0, "Extra nonce checks (bit mask) for in-dialog requests.")
+    static let forceStatelessReply = ModuleParameter.flag("auth", "force_stateless_reply", false, "Send challenges statelessly even in a transaction.")
+    static let realmPrefix = ModuleParameter.str("auth", "realm_prefix", "", "A prefix removed from the realm before checks.")
+    static let useDomain = ModuleParameter.flag("auth", "use_domain", false, "Compare the domain too in identity checks.")
+    static let algorithm = ModuleParameter.str("auth", "algorithm", "", "Digest algorithm: MD5 (default), SHA-256, SHA-512-256.") { a in
+        a.isEmpty || DigestHash(rawValue: a.uppercased()) != nil ? nil : "expected MD5, SHA-256 or SHA-512-256"
+    }
+    static let challengeAttr = ModuleParameter.str("auth", "challenge_attr", "$digest_challenge",
+                                                   "The AVP pv_www/proxy_authenticate store a challenge in.")
+    static let addAuthInfoHeader = ModuleParameter.flag("auth", "add_authinfo_hdr", false, "Add Authentication-Info to replies of successful checks.")
+    static let wwwChallengeHeader = ModuleParameter.str("auth", "www_challenge_header", "WWW-Authenticate", "The header of www challenges.")
+    static let proxyChallengeHeader = ModuleParameter.str("auth", "proxy_challenge_header", "Proxy-Authenticate", "The header of proxy challenges.")
+    static let secret = ModuleParameter.str("auth", "secret", "", "The nonce secret (random at start when empty; set it on every instance that must accept the others' nonces).")
+
+    static let parameters = [nonceExpire, nonceAuthMaxDrift, ncArraySize, ncArrayOrder, otnInFlightNo, otnInFlightOrder,
+                             checksRegister, checksNoDialog, checksInDialog].map(\.info)
+        + [nonceCount, oneTimeNonce, forceStatelessReply, useDomain, addAuthInfoHeader].map(\.info)
+        + [qop, realmPrefix, algorithm, challengeAttr, wwwChallengeHeader, proxyChallengeHeader, secret].map(\.info)
+}

@@ -41,37 +41,38 @@ struct AuthSettings: Sendable {
     var secret2: [UInt8] = []
 
     init(_ config: ModuleConfiguration) {
-        func int(_ name: String, _ d: Int) -> Int { config.int("auth", name, default: d) }
-        func pow2(size: String, order: String) -> Int {
-            if let o = config.string("auth", order).flatMap({ Int($0) }), o > 0, o < 31 { return 1 << o }
-            let s = max(int(size, 1 << 20), 1)
+        typealias P = AuthModule
+        func pow2(size: ModuleParameter<Int>, order: ModuleParameter<Int>) -> Int {
+            if config.isSet(order), case let o = config[order], o > 0, o < 31 { return 1 << o }
+            let s = max(config[size], 1)
             var p = 1
             while p * 2 <= s { p *= 2 }
             return p
         }
-        nonceExpire = int("nonce_expire", 300)
-        maxDrift = int("nonce_auth_max_drift", 3)
-        qop = config.string("auth", "qop") ?? ""
-        nonceCount = int("nonce_count", 0) != 0 && !qop.isEmpty
-        oneTimeNonce = int("one_time_nonce", 0) != 0
-        ncArraySize = pow2(size: "nc_array_size", order: "nc_array_order")
-        otnInFlight = pow2(size: "otn_in_flight_no", order: "otn_in_flight_order")
-        checksRegister = int("auth_checks_register", 0)
-        checksNoDialog = int("auth_checks_no_dlg", 0)
-        checksInDialog = int("auth_checks_in_dlg", 0)
-        forceStatelessReply = int("force_stateless_reply", 0) != 0
-        realmPrefix = config.string("auth", "realm_prefix") ?? ""
-        useDomain = int("use_domain", 0) != 0
-        if let a = config.string("auth", "algorithm"), !a.isEmpty { algorithm = DigestHash(rawValue: a.uppercased()) ?? .md5 }
-        if let c = config.string("auth", "challenge_attr"), c.hasPrefix("$") {
+        nonceExpire = config[P.nonceExpire]
+        maxDrift = config[P.nonceAuthMaxDrift]
+        qop = config[P.qop]
+        nonceCount = config[P.nonceCount] && !qop.isEmpty
+        oneTimeNonce = config[P.oneTimeNonce]
+        ncArraySize = pow2(size: P.ncArraySize, order: P.ncArrayOrder)
+        otnInFlight = pow2(size: P.otnInFlightNo, order: P.otnInFlightOrder)
+        checksRegister = config[P.checksRegister]
+        checksNoDialog = config[P.checksNoDialog]
+        checksInDialog = config[P.checksInDialog]
+        forceStatelessReply = config[P.forceStatelessReply]
+        realmPrefix = config[P.realmPrefix]
+        useDomain = config[P.useDomain]
+        let a = config[P.algorithm]
+        if !a.isEmpty { algorithm = DigestHash(rawValue: a.uppercased()) ?? .md5 }
+        if case let c = config[P.challengeAttr], c.hasPrefix("$") {
             var name = Substring(c.dropFirst())
             if name.hasPrefix("avp(") && name.hasSuffix(")") { name = name.dropFirst(4).dropLast() }
             if !name.isEmpty { challengeAVP = String(name) }
         }
-        addAuthInfo = int("add_authinfo_hdr", 0) != 0
-        wwwHeader = config.string("auth", "www_challenge_header") ?? wwwHeader
-        proxyHeader = config.string("auth", "proxy_challenge_header") ?? proxyHeader
-        if let s = config.string("auth", "secret"), !s.isEmpty {
+        addAuthInfo = config[P.addAuthInfoHeader]
+        wwwHeader = config[P.wwwChallengeHeader]
+        proxyHeader = config[P.proxyChallengeHeader]
+        if case let s = config[P.secret], !s.isEmpty {
             // Kamailio splits a configured secret in two halves when extra checks are on.
             let b = Array(s.utf8)
             if checksRegister != 0 || checksNoDialog != 0 || checksInDialog != 0 {

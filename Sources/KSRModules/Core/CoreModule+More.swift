@@ -62,8 +62,8 @@ extension CoreModule {
             ctx.advertisedPort = p
             return .int(1)
         }
-        add("add_tcp_alias", [.int], .int, compat: "no TCP yet: -1") { _, _ in .int(-1) }
-        add("add_tcp_alias_via", [], .int, compat: "no TCP yet: -1") { _, _ in .int(-1) }
+        add("add_tcp_alias", [.int], .int, compat: "connections are reused by their source address already; an explicit alias is not kept: -1") { _, _ in .int(-1) }
+        add("add_tcp_alias_via", [], .int, compat: "connections are reused by their source address already; an explicit alias is not kept: -1") { _, _ in .int(-1) }
         add("route", [.str], .int, compat: "no native cfg route blocks: always -1 (not found)") { ctx, a in
             ctx.logger.error("route(\(a.str(0))): native route blocks do not exist in Starling")
             return .int(-1)

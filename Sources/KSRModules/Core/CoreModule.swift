@@ -220,3 +220,11 @@ enum CoreModule {
         return out
     }
 }
+
+extension CoreModule: KSRModule {
+    static let name = "core"
+    static let kemiName = ""
+    static let summary = "The core `KSR.*` functions: flags, URIs, stateless forwarding, logging."
+    static let alwaysLoaded = true
+    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports() + moreExports() }
+}

@@ -66,50 +66,19 @@ public enum Forwarder {
     /// `$du`, else to the Request-URI. Returns 1, or -1 (with `lastError` set).
     public static func forward(_ ctx: RouteContext, uri explicit: [UInt8]? = nil) -> Int {
         guard let m = ctx.message, m.isRequest else { return -1 }
-        let uriBytes = explicit ?? ctx.destinationURI ?? m.currentRequestURI
-        guard let uri = SIPURI(bytes: uriBytes) else {
-            ctx.logger.error("forward: bad destination URI '\(String(decoding: uriBytes, as: UTF8.self))'")
-            ctx.lastError = SERError.badURI
+        let hop: RequestBuilder.Hop
+        do throws(RequestBuilder.Failure) {
+            hop = try RequestBuilder.hop(ctx, to: explicit ?? ctx.destinationURI ?? m.currentRequestURI, caller: "forward")
+        } catch {
+            ctx.lastError = error.code
             return -1
         }
-        guard let t = target(ctx, uri) else {
-            ctx.logger.error("forward: cannot resolve '\(uri)'")
-            ctx.lastError = SERError.badAddress
-            return -1
-        }
-        if ctx.services.isMyself(host: t.address.ip, port: Int(t.address.port), proto: t.proto) {
-            ctx.logger.error("forward: '\(uri)' points to this server; not looping the request back")
-            ctx.lastError = SERError.badAddress
-            return -1
-        }
-        guard let local = ctx.services.localSocket(for: t.address, proto: t.proto) else {
-            ctx.logger.error("forward: no local socket for \(t.proto.name) to \(t.address)")
-            ctx.lastError = SERError.send
-            return -1
-        }
-        var sentBy = local.advertised
-        if ctx.advertisedAddress != nil || ctx.advertisedPort != nil {
-            let host = ctx.advertisedAddress ?? local.socket.uriHost
-            sentBy = "\(host):\(ctx.advertisedPort ?? Int(local.socket.port))"
-        }
-        var via: [UInt8] = []
-        via.append(contentsOf: Array("Via: SIP/2.0/\(t.proto.viaName) \(sentBy);branch=".utf8))
-        via.append(contentsOf: Array(branch(m, Array(t.address.description.utf8)).utf8))
-        if ctx.addLocalRport { via.append(contentsOf: Array(";rport".utf8)) }
-        via.append(contentsOf: [0x0D, 0x0A])
-        var options = SIPSerializeOptions(prependLine: RRModule.recordRouteLines(ctx, outgoing: local, proto: t.proto) + via)
-        // received / rport on the request's own top Via (RFC 3261 §18.2.1, RFC 3581 §4).
-        if let top = m.topVia {
-            let (params, fill) = MessageTools.viaUpdate(ctx)
-            if let fill, let rp = top.rport { options.inserts.append((rp.upper, Array("=\(fill)".utf8))) }
-            if !params.isEmpty { options.inserts.append((top.whole.upper, Array(params.utf8))) }
-        }
-        let bytes = m.serialized(options: options)
-        if let hook = ctx.onSend, !hook(ctx, t.address, t.proto, bytes) {
+        let bytes = RequestBuilder.forwarded(ctx, m, hop: hop, branch: branch(m, Array(hop.destination.description.utf8)))
+        guard RequestBuilder.passesOnSend(ctx, hop, bytes) else {
             ctx.logger.debug("forward: dropped by ksr_onsend_route")
             return -1
         }
-        guard ctx.sender.send(bytes, to: t.address, proto: t.proto, from: local.socket) else {
+        guard ctx.sender.send(bytes, to: hop.destination, proto: hop.proto, from: hop.local.socket) else {
             ctx.lastError = SERError.send
             return -1
         }

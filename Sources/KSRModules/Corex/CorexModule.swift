@@ -116,3 +116,9 @@ enum CorexModule {
         return out
     }
 }
+
+extension CorexModule: KSRModule {
+    static let name = "corex"
+    static let summary = "Core extensions: branches, extended flags, socket names, file access."
+    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports() }
+}

@@ -21,11 +21,11 @@ enum EnumModule {
         var blAlgorithm: String
 
         init(_ c: ModuleConfiguration) {
-            suffix = c.string("enum", "domain_suffix") ?? "e164.arpa."
-            iSuffix = c.string("enum", "i_enum_suffix") ?? "e164.arpa."
-            telURIParams = c.string("enum", "tel_uri_params") ?? ""
-            branchLabel = c.string("enum", "branchlabel") ?? "i"
-            blAlgorithm = c.string("enum", "bl_algorithm") ?? "cc"
+            suffix = c[EnumModule.domainSuffix]
+            iSuffix = c[EnumModule.iEnumSuffix]
+            telURIParams = c[EnumModule.telURIParams]
+            branchLabel = c[EnumModule.branchLabel]
+            blAlgorithm = c[EnumModule.blAlgorithm]
         }
     }
 
@@ -320,4 +320,16 @@ enum EnumModule {
         }
         return .int(-8)
     }
+}
+
+extension EnumModule: KSRModule {
+    static let name = "enum"
+    static let summary = "ENUM (E.164 to URI) lookups through NAPTR records."
+    static let domainSuffix = ModuleParameter.str("enum", "domain_suffix", "e164.arpa.", "The ENUM tree of enum_query().")
+    static let iEnumSuffix = ModuleParameter.str("enum", "i_enum_suffix", "e164.arpa.", "The suffix of infrastructure ENUM queries.")
+    static let telURIParams = ModuleParameter.str("enum", "tel_uri_params", "", "Parameters appended to URIs built from tel: NAPTRs.")
+    static let branchLabel = ModuleParameter.str("enum", "branchlabel", "i", "The label of the infrastructure ENUM branch.")
+    static let blAlgorithm = ModuleParameter.str("enum", "bl_algorithm", "cc", "Branch location algorithm: cc, txt or ebl.")
+    static let parameters = [domainSuffix, iEnumSuffix, telURIParams, branchLabel, blAlgorithm].map(\.info)
+    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports(runtime.config) }
 }

@@ -117,3 +117,28 @@ enum HTTPClientModule {
         return .int(outcome.kemiCode)
     }
 }
+
+extension HTTPClientModule: KSRModule {
+    static let name = "http_client"
+    static let summary = "Blocking HTTP requests (libcurl) from routes, named connections."
+    static let timeoutMode = ModuleParameter.int("http_client", "timeout_mode", 1, in: 0...2, "0 no timeout, 1 seconds, 2 milliseconds.")
+    static let connectionTimeout = ModuleParameter.int("http_client", "connection_timeout", 0,
+                                                       "Timeout of a request in timeout_mode units (0: 4 s).")
+    static let queryResult = ModuleParameter.flag("http_client", "query_result", true, "query() keeps only the first line of the body.")
+    static let queryMaxDataSize = ModuleParameter.int("http_client", "query_maxdatasize", 0, "Largest body query() stores (bytes, 0: no limit).")
+    static let maxDataSize = ModuleParameter.int("http_client", "maxdatasize", 0, "Largest body of named connections (bytes, 0: no limit).")
+    static let keepConnections = ModuleParameter.flag("http_client", "keep_connections", false, "Reuse connections of named connections.")
+    static let verifyPeer = ModuleParameter.flag("http_client", "verify_peer", true, "Verify the server certificate.")
+    static let verifyHost = ModuleParameter.int("http_client", "verify_host", 2, "Verify the certificate's host name (0 off).")
+    static let httpRedirect = ModuleParameter.flag("http_client", "httpredirect", false, "Follow redirects.")
+    static let userAgent = ModuleParameter.str("http_client", "useragent", "Starling (http_client)", "The User-Agent of requests.")
+    static let caCert = ModuleParameter.optionalStr("http_client", "cacert", "CA certificates file for verify_peer.")
+    static let httpProxy = ModuleParameter.optionalStr("http_client", "httpproxy", "The proxy requests go through.")
+    static let httpProxyPort = ModuleParameter.int("http_client", "httpproxyport", 0, "The proxy's port.")
+    static let authMethod = ModuleParameter.int("http_client", "authmethod", 3, "CURLAUTH bits of connections with credentials (1 basic, 2 digest).")
+    static let httpcon = ModuleParameter.list("http_client", "httpcon", "A named connection: `name=>scheme://[user:password@]host[:port][/path][;param=value]`.")
+    static let parameters = [timeoutMode, connectionTimeout, queryMaxDataSize, maxDataSize, verifyHost, httpProxyPort, authMethod].map(\.info)
+        + [queryResult, keepConnections, verifyPeer, httpRedirect].map(\.info)
+        + [userAgent.info, caCert.info, httpProxy.info, httpcon.info]
+    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports(runtime.config) }
+}

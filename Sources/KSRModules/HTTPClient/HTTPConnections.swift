@@ -23,25 +23,25 @@ struct HTTPClientSettings: Sendable {
     var connections: [String: HTTPConnection]
 
     init(_ config: ModuleConfiguration) {
-        let m = "http_client"
-        timeoutMode = config.int(m, "timeout_mode", default: 1)
-        let t = config.int(m, "connection_timeout", default: 0)
+        typealias M = HTTPClientModule
+        timeoutMode = config[M.timeoutMode]
+        let t = config[M.connectionTimeout]
         timeout = t > 0 ? t : (timeoutMode == 2 ? 4000 : 4)
-        firstLineOnly = config.int(m, "query_result", default: 1) != 0
-        queryMaxDataSize = max(0, config.int(m, "query_maxdatasize", default: 0))
-        maxDataSize = max(0, config.int(m, "maxdatasize", default: 0))
-        keepConnections = config.int(m, "keep_connections", default: 0) != 0
-        verifyPeer = config.int(m, "verify_peer", default: 1) != 0
-        verifyHost = config.int(m, "verify_host", default: 2) != 0
-        followRedirects = config.int(m, "httpredirect", default: 0) != 0
-        userAgent = config.string(m, "useragent") ?? "Starling (http_client)"
-        caCert = config.string(m, "cacert")
-        proxy = config.string(m, "httpproxy").flatMap { $0.isEmpty ? nil : $0 }
-        proxyPort = config.int(m, "httpproxyport", default: 0)
-        authMethod = config.int(m, "authmethod", default: 3)
+        firstLineOnly = config[M.queryResult]
+        queryMaxDataSize = max(0, config[M.queryMaxDataSize])
+        maxDataSize = max(0, config[M.maxDataSize])
+        keepConnections = config[M.keepConnections]
+        verifyPeer = config[M.verifyPeer]
+        verifyHost = config[M.verifyHost] != 0
+        followRedirects = config[M.httpRedirect]
+        userAgent = config[M.userAgent]
+        caCert = config[M.caCert]
+        proxy = config[M.httpProxy].flatMap { $0.isEmpty ? nil : $0 }
+        proxyPort = config[M.httpProxyPort]
+        authMethod = config[M.authMethod]
         connections = [:]
         var cons: [String: HTTPConnection] = [:]
-        for spec in config.params[m]?["httpcon"] ?? [] {
+        for spec in config[M.httpcon] {
             if let c = HTTPConnection(spec, defaults: self) { cons[c.name] = c }
         }
         connections = cons

@@ -108,3 +108,10 @@ enum HdrModule {
         }
     }
 }
+
+extension HdrModule: KSRModule {
+    static let name = "hdr"
+    static let summary = "Header reads and deferred header edits."
+    static let alwaysLoaded = true
+    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports() }
+}

@@ -277,18 +277,13 @@ public final class HtableStore: Sendable {
     public init(config: ModuleConfiguration, clock: ModuleClock) {
         var tables: [String: Htable] = [:]
         var names: [String] = []
-        for text in config.params["htable"]?["htable"] ?? [] {
+        for text in config[HtableModule.htable] {
             guard let def = HtableDefinition.parse(text) else { continue }
             if tables[def.name] == nil { names.append(def.name) }
             tables[def.name] = Htable(def, clock: clock)
         }
         self.tables = tables
         self.names = names
-    }
-
-    /// Definitions that do not parse (the server reports them at start).
-    public static func invalidDefinitions(_ config: ModuleConfiguration) -> [String] {
-        (config.params["htable"]?["htable"] ?? []).filter { HtableDefinition.parse($0) == nil }
     }
 
     public func table(_ name: String) -> Htable? { tables[name] }

@@ -109,3 +109,10 @@ enum KxModule {
         return out
     }
 }
+
+extension KxModule: KSRModule {
+    static let name = "kemix"
+    static let kemiName = "kx"
+    static let summary = "`KSR.kx`: quick getters of message and socket attributes."
+    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports() }
+}

@@ -5,7 +5,7 @@ import Logging
 /// `KSR.maxfwd` (REFERENCE §2.12).
 enum MaxfwdModule {
     static func exports(_ config: ModuleConfiguration) -> [KemiExport] {
-        let maxLimit = config.int("maxfwd", "max_limit", default: 70)
+        let maxLimit = config[Self.maxLimit]
         return [
             KemiExport("maxfwd", "process_maxfwd", [.int], returns: .int) { ctx, args in
                 let limit = args.int(0)
@@ -27,4 +27,13 @@ enum MaxfwdModule {
             },
         ]
     }
+}
+
+extension MaxfwdModule: KSRModule {
+    static let name = "maxfwd"
+    static let summary = "Max-Forwards checks."
+    static let maxLimit = ModuleParameter.int("maxfwd", "max_limit", 70, in: 0...255,
+                                              "The highest Max-Forwards value kept; larger values are lowered to it.")
+    static let parameters = [maxLimit.info]
+    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports(runtime.config) }
 }

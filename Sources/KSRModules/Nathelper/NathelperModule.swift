@@ -8,7 +8,7 @@ import Logging
 /// Kamailio's lumps: later reads of the message still see the received bytes.
 enum NathelperModule {
     static func exports(_ config: ModuleConfiguration) -> [KemiExport] {
-        let receivedAVP = config.string("nathelper", "received_avp").flatMap(PermissionsModule.avpName)
+        let receivedAVP = config[Self.receivedAVP].flatMap(PermissionsModule.avpName)
         return [
             KemiExport("nathelper", "nat_uac_test", [.int], returns: .int) { ctx, args in
                 .code(natUACTest(ctx, args.int(0)))
@@ -339,4 +339,17 @@ enum NathelperModule {
         m.setBody(Array(out.utf8))
         return 1
     }
+}
+
+extension NathelperModule: KSRModule {
+    static let name = "nathelper"
+    static let summary = "NAT detection, Contact and SDP rewriting, keepalives to NATed contacts."
+    static let receivedAVP = ModuleParameter.optionalStr("nathelper", "received_avp", "The AVP fix_nated_register stores the received address in.")
+    static let natpingInterval = ModuleParameter.int("nathelper", "natping_interval", 0, "Seconds between keepalives to registered contacts (0: none).")
+    static let pingNatedOnly = ModuleParameter.flag("nathelper", "ping_nated_only", false, "Keepalives only to contacts with nat_bflag.")
+    static let sippingBflag = ModuleParameter.int("nathelper", "sipping_bflag", -1, in: -1...31, "Branch flag of contacts pinged with a SIP request (-1: none).")
+    static let sippingFrom = ModuleParameter.optionalStr("nathelper", "sipping_from", "The From URI of SIP keepalives.")
+    static let sippingMethod = ModuleParameter.str("nathelper", "sipping_method", "OPTIONS", "The method of SIP keepalives.")
+    static let parameters = [receivedAVP.info, natpingInterval.info, pingNatedOnly.info, sippingBflag.info, sippingFrom.info, sippingMethod.info]
+    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports(runtime.config) }
 }

@@ -80,3 +80,10 @@ extension String {
         return s
     }
 }
+
+extension PVModule: KSRModule {
+    static let name = "pv"
+    static let summary = "Pseudo-variables: `KSR.pv.get/sets/seti/unset/is_null`."
+    static let alwaysLoaded = true
+    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports() }
+}

@@ -1,3 +1,4 @@
+import Glibc
 import SIPTransport
 import StarlingKEMI
 import Logging
@@ -10,7 +11,7 @@ enum PermissionsModule {
     static func exports(_ runtime: ModuleRuntime) -> [KemiExport] {
         let table = runtime.addresses
         // `peer_tag_avp = "$avp(tag)"`: the matching entry's tag goes there.
-        let tagAVP = runtime.config.string("permissions", "peer_tag_avp").flatMap(avpName)
+        let tagAVP = runtime.config[peerTagAVP].flatMap(avpName)
         @Sendable func found(_ ctx: RouteContext, _ e: AddressEntry?) -> AddressEntry? {
             if let e, let tagAVP, let tag = e.tag { ctx.avps[tagAVP, default: []].append(.string(tag)) }
             return e
@@ -41,5 +42,50 @@ enum PermissionsModule {
         var inner = String(spec.dropFirst(5).dropLast())
         if inner.hasPrefix("s:") || inner.hasPrefix("i:") { inner = String(inner.dropFirst(2)) }
         return inner.isEmpty ? nil : inner
+    }
+}
+
+extension PermissionsModule: KSRModule {
+    static let name = "permissions"
+    static let summary = "Address checks against the address table file."
+    static let addressFile = ModuleParameter.optionalStr("permissions", "address_file",
+                                                         "The address table: lines `grp ip[/mask] [port] [tag]` (re-read when it changes).")
+    static let peerTagAVP = ModuleParameter.optionalStr("permissions", "peer_tag_avp", "The AVP that receives the tag of the matching entry.")
+    static let parameters = [addressFile.info, peerTagAVP.info]
+
+    /// Kamailio refuses to start with an address table it cannot load.
+    static func start(_ runtime: ModuleRuntime) throws(ModuleStartError) {
+        guard runtime.addresses.path != nil else { return }
+        do throws(AddressTable.LoadError) {
+            _ = try runtime.addresses.reload()
+        } catch {
+            throw ModuleStartError(key: "modparam.permissions.address_file", error.description)
+        }
+    }
+
+    static let rpcMethods = [
+        ModuleRPCMethod("permissions.addressReload", "permissions.addressReload: re-reads the address file.") { rt, _ throws(RPCFault) in
+            guard rt.addresses.path != nil else { throw RPCFault(500, "Reload failed. No address file configured (address_file)") }
+            do throws(AddressTable.LoadError) {
+                _ = try rt.addresses.reload()
+            } catch {
+                throw RPCFault(500, "Reload failed. \(error.description)")
+            }
+            return .string("Reload OK")
+        },
+        ModuleRPCMethod("permissions.addressDump", "permissions.addressDump: the address entries (gid, ip, mask, port, tag).") { rt, _ throws(RPCFault) in
+            .array(rt.addresses.entries.map { e in
+                .object(["gid": .int(e.group), "ip": .string(ipText(e.address)), "mask": .int(e.mask), "port": .int(e.port),
+                         "tag": .string(e.tag ?? "")])
+            })
+        },
+    ]
+
+    static func ipText(_ bytes: [UInt8]) -> String {
+        var buf = [CChar](repeating: 0, count: 64)
+        let family = bytes.count == 4 ? AF_INET : AF_INET6
+        let ok = bytes.withUnsafeBytes { inet_ntop(family, $0.baseAddress, &buf, 64) } != nil
+        guard ok, let end = buf.firstIndex(of: 0) else { return "" }
+        return String(decoding: buf[0..<end].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

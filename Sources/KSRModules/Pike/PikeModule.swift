@@ -28,3 +28,14 @@ enum PikeModule {
         ]
     }
 }
+
+extension PikeModule: KSRModule {
+    static let name = "pike"
+    static let summary = "Flood detection: requests per source address and time unit."
+    static func positive(_ n: Int) -> String? { n > 0 ? nil : "expected a positive integer" }
+    static let samplingTimeUnit = ModuleParameter.int("pike", "sampling_time_unit", 2, "Length of a sampling window (s).", check: positive)
+    static let reqsDensityPerUnit = ModuleParameter.int("pike", "reqs_density_per_unit", 30,
+                                                        "Requests per window above which an address is blocked.", check: positive)
+    static let removeLatency = ModuleParameter.int("pike", "remove_latency", 120, "Seconds an idle address is kept.", check: positive)
+    static let parameters = [samplingTimeUnit.info, reqsDensityPerUnit.info, removeLatency.info]
+}

@@ -36,9 +36,9 @@ public final class PikeStore: Sendable {
     private let clock: ModuleClock
 
     public init(config: ModuleConfiguration, clock: ModuleClock) {
-        samplingTimeUnit = max(1, config.int("pike", "sampling_time_unit", default: 2))
-        reqsDensityPerUnit = max(1, config.int("pike", "reqs_density_per_unit", default: 30))
-        removeLatency = max(1, config.int("pike", "remove_latency", default: 120))
+        samplingTimeUnit = config[PikeModule.samplingTimeUnit]
+        reqsDensityPerUnit = config[PikeModule.reqsDensityPerUnit]
+        removeLatency = config[PikeModule.removeLatency]
         self.clock = clock
         shards = (0..<64).map { _ in Shard() }
     }

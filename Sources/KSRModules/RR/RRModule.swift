@@ -167,9 +167,7 @@ public enum RRModule {
     }
 
     static func exports(_ config: ModuleConfiguration) -> [KemiExport] {
-        let s = Settings(fullLR: config.int("rr", "enable_full_lr", default: 0) != 0,
-                         appendFromTag: config.int("rr", "append_fromtag", default: 1) != 0,
-                         doubleRR: config.int("rr", "enable_double_rr", default: 1) != 0)
+        let s = Settings(fullLR: config[enableFullLR], appendFromTag: config[appendFromTag], doubleRR: config[enableDoubleRR])
         let uac = UACReplace.Settings(config)
         return [
             KemiExport("rr", "record_route", [], returns: .int) { ctx, _ in
@@ -236,4 +234,15 @@ public enum RRModule {
             },
         ]
     }
+}
+
+extension RRModule: KSRModule {
+    public static let name = "rr"
+    public static let summary = "Record-Route and loose routing."
+    static let enableFullLR = ModuleParameter.flag("rr", "enable_full_lr", false, "Write `;lr=on` instead of `;lr`.")
+    static let appendFromTag = ModuleParameter.flag("rr", "append_fromtag", true, "Add the From tag (`;ftag=`) to Record-Route.")
+    static let enableDoubleRR = ModuleParameter.flag("rr", "enable_double_rr", true,
+                                                     "Two Record-Routes when a request changes socket or transport.")
+    public static let parameters = [enableFullLR.info, appendFromTag.info, enableDoubleRR.info]
+    public static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports(runtime.config) }
 }

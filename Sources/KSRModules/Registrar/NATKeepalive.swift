@@ -27,12 +27,12 @@ enum NATKeepalive {
     }
 
     static func settings(_ c: ModuleConfiguration) -> Settings {
-        Settings(interval: c.int("nathelper", "natping_interval", default: 0),
-                 natedOnly: c.int("nathelper", "ping_nated_only", default: 0) != 0,
-                 sippingFlag: c.int("nathelper", "sipping_bflag", default: -1),
-                 from: c.string("nathelper", "sipping_from").flatMap { $0.isEmpty ? nil : $0 },
-                 method: c.string("nathelper", "sipping_method") ?? "OPTIONS",
-                 natFlag: c.int("usrloc", "nat_bflag", default: -1))
+        Settings(interval: c[NathelperModule.natpingInterval],
+                 natedOnly: c[NathelperModule.pingNatedOnly],
+                 sippingFlag: c[NathelperModule.sippingBflag],
+                 from: c[NathelperModule.sippingFrom].flatMap { $0.isEmpty ? nil : $0 },
+                 method: c[NathelperModule.sippingMethod],
+                 natFlag: c[UsrlocModule.natBflag])
     }
 
     /// Adds the keepalive job to the runtime when `natping_interval` is set.

@@ -29,22 +29,23 @@ struct RegistrarConfig: Sendable {
     var cseqDelay = 20
 
     init(_ c: ModuleConfiguration) {
-        defaultExpires = c.int("registrar", "default_expires", default: 3600)
-        minExpires = c.int("registrar", "min_expires", default: 60)
-        minExpiresMode = c.int("registrar", "min_expires_mode", default: 0)
-        maxExpires = c.int("registrar", "max_expires", default: 0)
-        defaultQ = c.int("registrar", "default_q", default: -1)
-        appendBranches = c.int("registrar", "append_branches", default: 1) != 0
-        caseSensitive = c.int("registrar", "case_sensitive", default: 1) != 0
-        receivedAVP = c.string("registrar", "received_avp").flatMap(Self.avpName)
-        receivedParam = c.string("registrar", "received_param") ?? "received"
-        maxContacts = c.int("registrar", "max_contacts", default: 0)
-        retryAfter = c.int("registrar", "retry_after", default: 0)
-        methodFiltering = c.int("registrar", "method_filtering", default: 0) != 0
-        usePath = c.int("registrar", "use_path", default: 0) != 0
-        pathMode = c.int("registrar", "path_mode", default: 2)
-        pathUseReceived = c.int("registrar", "path_use_received", default: 0) != 0
-        cseqDelay = c.int("usrloc", "cseq_delay", default: 20)
+        typealias R = RegistrarModule
+        defaultExpires = c[R.defaultExpires]
+        minExpires = c[R.minExpires]
+        minExpiresMode = c[R.minExpiresMode]
+        maxExpires = c[R.maxExpires]
+        defaultQ = c[R.defaultQ]
+        appendBranches = c[R.appendBranches]
+        caseSensitive = c[R.caseSensitive]
+        receivedAVP = c[R.receivedAVP].flatMap(Self.avpName)
+        receivedParam = c[R.receivedParam]
+        maxContacts = c[R.maxContacts]
+        retryAfter = c[R.retryAfter]
+        methodFiltering = c[R.methodFiltering]
+        usePath = c[R.usePath]
+        pathMode = c[R.pathMode]
+        pathUseReceived = c[R.pathUseReceived]
+        cseqDelay = c[UsrlocModule.cseqDelay]
     }
 
     /// `$avp(NAME)` / `$avp(s:NAME)` -> the key nathelper's fix_nated_register writes under (a bare
@@ -87,5 +88,37 @@ enum MethodBits {
             if !name.isEmpty { mask |= bit(SIPMethod(name: name)) }
         }
         return mask
+    }
+}
+
+extension RegistrarModule: KSRModule {
+    static let name = "registrar"
+    static let summary = "REGISTER processing (save, lookup, unregister) over usrloc's location tables."
+    static let dependencies = ["usrloc"]
+    static let defaultExpires = ModuleParameter.int("registrar", "default_expires", 3600, "Expires of a contact that gives none (s).")
+    static let minExpires = ModuleParameter.int("registrar", "min_expires", 60, "The shortest expires accepted (s).")
+    static let minExpiresMode = ModuleParameter.int("registrar", "min_expires_mode", 0, in: 0...1,
+                                                    "0: raise a too short expires to min_expires; 1: refuse it with 423.")
+    static let maxExpires = ModuleParameter.int("registrar", "max_expires", 0, "The longest expires kept (s, 0: no limit).")
+    static let defaultQ = ModuleParameter.int("registrar", "default_q", -1, in: -1...1000, "q of a contact that gives none (thousandths, -1: none).")
+    static let appendBranches = ModuleParameter.flag("registrar", "append_branches", true, "lookup() adds a branch for every contact, not only the first.")
+    static let caseSensitive = ModuleParameter.flag("registrar", "case_sensitive", true, "AoRs compare case-sensitively.")
+    static let receivedAVP = ModuleParameter.optionalStr("registrar", "received_avp", "The AVP holding the received address fix_nated_register stored.")
+    static let receivedParam = ModuleParameter.str("registrar", "received_param", "received", "The Contact parameter carrying the received address.")
+    static let maxContacts = ModuleParameter.int("registrar", "max_contacts", 0, "The most contacts an AoR may have (0: no limit).")
+    static let retryAfter = ModuleParameter.int("registrar", "retry_after", 0, "Retry-After in 503 replies (s, 0: none).")
+    static let methodFiltering = ModuleParameter.flag("registrar", "method_filtering", false, "lookup() skips contacts whose Allow lacks the method.")
+    static let usePath = ModuleParameter.flag("registrar", "use_path", false, "Store Path headers with contacts and route through them.")
+    static let pathMode = ModuleParameter.int("registrar", "path_mode", 2, in: 0...2, "Path support required of the UA: 0 off, 1 lazy, 2 strict.")
+    static let pathUseReceived = ModuleParameter.flag("registrar", "path_use_received", false, "Use the received parameter of the Path as the next hop.")
+    static let parameters = [defaultExpires, minExpires, minExpiresMode, maxExpires, defaultQ, maxContacts, retryAfter, pathMode].map(\.info)
+        + [appendBranches, caseSensitive, methodFiltering, usePath, pathUseReceived].map(\.info)
+        + [receivedAVP.info, receivedParam.info]
+}
+
+extension RegistrarModule {
+    /// Kamailio's registrar registers the `location` usrloc domain at start; ul.* methods see it.
+    static func start(_ runtime: ModuleRuntime) throws(ModuleStartError) {
+        _ = runtime.usrloc.table("location")
     }
 }

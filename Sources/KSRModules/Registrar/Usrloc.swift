@@ -266,12 +266,12 @@ public final class Usrloc: Sendable {
     private let expiredTotal = Atomic<Int>(0)
 
     public init(config: ModuleConfiguration, persistence: (any LocationPersistence)?, now: Int) {
-        let mode = config.int("usrloc", "db_mode", default: 0)
+        let mode = config[UsrlocModule.dbMode]
         // db_mode 3 (DB only) is served as write-through: the memory table stays the source for lookups.
         dbMode = persistence == nil ? .noDB : (UsrlocDBMode(rawValue: mode) ?? (mode == 3 ? .writeThrough : .noDB))
-        useDomain = config.int("usrloc", "use_domain", default: 0) != 0
-        timerInterval = max(1, config.int("usrloc", "timer_interval", default: 60))
-        natBflag = config.int("usrloc", "nat_bflag", default: -1)
+        useDomain = config[UsrlocModule.useDomain]
+        timerInterval = config[UsrlocModule.timerInterval]
+        natBflag = config[UsrlocModule.natBflag]
         self.persistence = persistence
         lastTimer.store(now, ordering: .relaxed)
         var ts = timespec()

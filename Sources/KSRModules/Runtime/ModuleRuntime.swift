@@ -114,10 +114,10 @@ public final class ModuleRuntime: Sendable {
         self.auth = AuthNonces(config: config, clock: clock)
         htables = HtableStore(config: config, clock: clock)
         pike = PikeStore(config: config, clock: clock)
-        addresses = AddressTable(path: config.string("permissions", "address_file"))
+        addresses = AddressTable(path: config[PermissionsModule.addressFile])
         // htable expiry every timer_interval seconds (Kamailio's default 20), pike's idle addresses,
         // the address file when it changed.
-        let htableInterval = max(1, config.int("htable", "timer_interval", default: 20))
+        let htableInterval = config[HtableModule.timerInterval]
         let lastPurge = PurgeStamp()
         jobs.withLock {
             $0.append { rt in
@@ -134,6 +134,21 @@ public final class ModuleRuntime: Sendable {
         addPeriodic { rt in rt.usrloc.timer(now: rt.clock.unixSeconds) }
         if uacRegistrations != nil { addPeriodic { $0.uacreg.periodic($0) } }
         NATKeepalive.install(self)
+    }
+
+    /// The process-wide state of modules that keep their own (one object per state type), made on
+    /// first use. A module asks for it in `start(_:)`, in its export builder (the closures capture it,
+    /// so routes never come here) and in its RPC handlers.
+    private let moduleStates = Mutex<[ObjectIdentifier: any Sendable]>([:])
+
+    /// The module state of type `S`, made by `make` the first time it is asked for.
+    public func state<S: AnyObject & Sendable>(_ type: S.Type, make: () -> S) -> S {
+        moduleStates.withLock { states in
+            if let s = states[ObjectIdentifier(type)] as? S { return s }
+            let s = make()
+            states[ObjectIdentifier(type)] = s
+            return s
+        }
     }
 
     /// Sets (or clears) the sender of datagrams that leave outside any route.

@@ -20,7 +20,7 @@ enum SLModule {
         guard m.method != .ack else { return .int(-1) }
         guard let reason, !reason.isEmpty else { return .int(-1) }
         // Stateful once the request has a transaction (Kamailio's sl checks for a T).
-        if let cell = ctx.transaction as? TMCell, let store = ctx.transactions as? TMStore {
+        if let cell = TMRelay.current(ctx), let store = ctx.transactions as? TMStore {
             return .int(TMReply.reply(store, ctx, cell, code, reason))
         }
         return .int(MessageTools.sendReply(ctx, status: code, reason: reason, extraHeaders: destinationSetContact(ctx, code)))
@@ -78,4 +78,10 @@ enum SLModule {
             },
         ]
     }
+}
+
+extension SLModule: KSRModule {
+    static let name = "sl"
+    static let summary = "Stateless replies."
+    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports() }
 }

@@ -113,10 +113,10 @@ enum SanityModule {
     }
 
     static func exports(_ config: ModuleConfiguration) -> [KemiExport] {
-        let noreply = config.int("sanity", "noreply", default: 0) != 0
-        let defaults = config.int("sanity", "default_checks", default: defaultChecks)
-        let uriDefaults = config.int("sanity", "uri_checks", default: defaultURIChecks)
-        let supported = Set((config.params["sanity"]?["proxy_require"] ?? []).flatMap {
+        let noreply = config[Self.noreply]
+        let defaults = config[Self.defaultChecksParam]
+        let uriDefaults = config[Self.uriChecksParam]
+        let supported = Set(config[Self.proxyRequire].flatMap {
             $0.split(separator: ",").map { $0.trimmingCharacters(in: " ").lowercased() }
         })
         @Sendable func run(_ ctx: RouteContext, _ checks: Int, _ uris: Int) -> KemiResult {
@@ -149,4 +149,18 @@ extension Substring {
         while let l = s.last, set.contains(l) { s = s.dropLast() }
         return s
     }
+}
+
+extension SanityModule: KSRModule {
+    static let name = "sanity"
+    static let summary = "Request sanity checks with Kamailio's replies."
+    static let defaultChecksParam = ModuleParameter.int("sanity", "default_checks", defaultChecks,
+                                                        "Bit mask of the checks sanity_check_defaults() runs.")
+    static let uriChecksParam = ModuleParameter.int("sanity", "uri_checks", defaultURIChecks,
+                                                    "Bit mask of the URIs the URI check parses.")
+    static let noreply = ModuleParameter.flag("sanity", "noreply", false, "Do not reply to a request that fails a check.")
+    static let proxyRequire = ModuleParameter.list("sanity", "proxy_require",
+                                                   "Extensions this proxy supports (comma-separated) for the Proxy-Require check.")
+    static let parameters = [defaultChecksParam.info, uriChecksParam.info, noreply.info, proxyRequire.info]
+    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports(runtime.config) }
 }

@@ -308,3 +308,9 @@ enum SipUtilsModule {
         return out
     }
 }
+
+extension SipUtilsModule: KSRModule {
+    static let name = "siputils"
+    static let summary = "SIP helpers: URI and number checks, OPTIONS replies, contact encoding."
+    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports() }
+}

@@ -40,3 +40,15 @@ enum WebSocketModule {
         ]
     }
 }
+
+extension TLSModule: KSRModule {
+    static let name = "tls"
+    static let summary = "Facts of the TLS connection a message came on (TLS itself is set up in [tls])."
+    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports() }
+}
+
+extension WebSocketModule: KSRModule {
+    static let name = "websocket"
+    static let summary = "WebSocket connections (the ws/wss listeners do the handshake)."
+    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports() }
+}

@@ -140,7 +140,7 @@ struct UncheckedBox<T>: @unchecked Sendable {
 
 /// A transaction (Kamailio's cell): the server machine, the request, the branches. Every mutable field is
 /// guarded by `lock`; Lua never runs while it is held.
-final class TMCell: @unchecked Sendable, Hashable {
+final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
     let id: UInt64
     let serverKey: TransactionKey
     let isInvite: Bool
@@ -164,10 +164,13 @@ final class TMCell: @unchecked Sendable, Hashable {
     var onBranchFailure = ""
     var canceled = false
     var expired = false
+    /// The message flags of the request (`$mf`): as the request route relayed it, then as failure
+    /// routes and `t_flush_flags` leave them (Kamailio's `t->uas.request->flags`).
     var messageFlags: UInt32 = 0
-    /// The Record-Route the request route asked for (`KSR.rr`), kept for branches the failure route adds.
-    var recordRoute: RecordRouteLump?
-    var recordRouteParams = ""
+    /// The request as the request route relayed it (Kamailio's `t->uas.request`): `$du`, R-URI edits,
+    /// flags, Record-Route, advertised address, rport... The failure route starts from it (`fake_req`);
+    /// its `transaction` is nil (the cell does not keep itself).
+    var relayed: UncheckedBox<MessageState>?
     /// The request route that created the transaction is still running (on its worker): the request
     /// must not be routed elsewhere (failure route) until it ends.
     var routeBusy = true
@@ -222,8 +225,10 @@ final class TMCell: @unchecked Sendable, Hashable {
         self.received = received
         self.replyDestination = replyDestination
         self.config = config
-        server = inv ? .invite(InviteServerTransaction(transport: .unreliable, timers: config))
-            : .nonInvite(NonInviteServerTransaction(transport: .unreliable, timers: config))
+        // A request received over TCP/TLS/WS: no reply retransmission (Timer G), Timers I/J zero.
+        let transport = TransportReliability(received.proto)
+        server = inv ? .invite(InviteServerTransaction(transport: transport, timers: config))
+            : .nonInvite(NonInviteServerTransaction(transport: transport, timers: config))
     }
 
     @inline(__always) func locked<R>(_ body: () throws -> R) rethrows -> R {
@@ -256,6 +261,14 @@ final class TMCell: @unchecked Sendable, Hashable {
 
     static func == (a: TMCell, b: TMCell) -> Bool { a === b }
     func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
+}
+
+extension TransportReliability {
+    /// Reliable for the stream transports (tcp, tls, ws, wss, sctp): the RFC 3261 machines then send no
+    /// retransmissions (Timers A, E, G) and wait no Timer D/I/J/K.
+    init(_ proto: SIPTransportProtocol) {
+        self = proto == .udp ? .unreliable : .reliable
+    }
 }
 
 extension SIPMessage {

@@ -47,8 +47,10 @@ enum TMLocal {
             m = fixed
         }
         let next = nexthop.isEmpty ? ruri : nexthop
-        guard let nextURI = SIPURI(next), let target = Forwarder.target(ctx, nextURI),
-              let local = ctx.services.localSocket(for: target.address, proto: target.proto) else { return -1 }
+        // A request of our own may go to this server (no loop check, as tm's t_uac).
+        guard let hop = try? RequestBuilder.hop(ctx, to: Array(next.utf8), caller: "t_uac_send", loopCheck: false)
+        else { return -1 }
+        let (target, local) = (hop.target, hop.local)
         let config = store.timerConfiguration
         let cellID = store.makeID()
         let placeholder = TransactionKey.client(branch: "z9hG4bKtmlocal\(cellID)", method: method.uppercased())
@@ -62,8 +64,7 @@ enum TMLocal {
         let life = max(config.timerB, config.timerC) + config.timerD + .seconds(5)
         cell.timers.schedule(TMTimerKey(cell: cell, branch: TMCore.lifetime, timer: .B), after: life)
         let branchID = store.branchID(cell, cell.locked { cell.nextBranchSerial() })
-        let via = Array("Via: SIP/2.0/\(target.proto.viaName) \(local.advertised);branch=\(branchID)\r\n".utf8)
-        let out = m.serialized(options: SIPSerializeOptions(prependLine: via))
+        let out = RequestBuilder.local(m, hop: hop, branch: branchID)
         var branch = TMRelay.makeBranch(cell, branchID: branchID, request: out, to: target.address, proto: target.proto,
                                         local: local.socket)
         branch.uri = Array(ruri.utf8)

@@ -7,7 +7,9 @@ import Logging
 
 /// Creating transactions and sending their branches (Kamailio's t_lookup.c / t_fwd.c).
 enum TMRelay {
-    /// The current transaction of the route, if any.
+    /// The current transaction of the route, if any: the one place a route's transaction is cast back
+    /// to tm's cell.
+    @inline(__always)
     static func current(_ ctx: RouteContext) -> TMCell? { ctx.transaction as? TMCell }
 
     /// The server transaction a request matches (a retransmission, or the INVITE an ACK belongs to).
@@ -171,11 +173,14 @@ enum TMRelay {
         let inFailure = ctx.routeType == .failure
         let first: Int
         if !inFailure {
-            // Kamailio keeps the AVPs and the Record-Route with the transaction (failure routes see them).
-            let (rr, params, avps, xavps) = (ctx.recordRoute, ctx.recordRouteParams, ctx.avps, ctx.xavps)
+            // The transaction keeps the request as relayed (Kamailio's t->uas.request: cloned by t_newtran,
+            // lumps and flags updated by t_forward_nonack): failure routes start from it.
+            var relayed = ctx.state
+            relayed.transaction = nil
+            let (flags, avps, xavps) = (ctx.messageFlags, ctx.avps, ctx.xavps)
             first = cell.locked {
-                cell.recordRoute = rr
-                cell.recordRouteParams = params
+                cell.relayed = UncheckedBox(value: relayed)
+                cell.messageFlags = flags
                 cell.avps = avps
                 cell.xavps = xavps
                 if noFailover { cell.disableFailover = true }
@@ -224,6 +229,9 @@ enum TMRelay {
         var flags = index == 0 || ruri == nil ? ctx.branchFlags : (branchFlags ?? 0)
         if !onBranch.isEmpty, let run = ctx.runRoute {
             let ws = store.workerState(ctx)
+            // Not a whole-state swap: the branch route runs on the request itself (Kamailio's
+            // branch_route), so what it does to flags and AVPs stays; only this branch's own view
+            // ($du, $bf, R-URI and header edits, add_rr_param) goes back to the request's afterwards.
             let savedType = ctx.routeType, savedDrop = ctx.dropRequested
             let savedEdits = m.edits, savedDst = ctx.destinationURI, savedFlags = ctx.branchFlags
             if let ruri { m.setRequestURI(ruri) }
@@ -261,36 +269,28 @@ enum TMRelay {
         return body()
     }
 
-    /// Resolves the next hop, serializes the request with the branch id number `serial` and sends it.
+    /// Resolves the next hop, serializes the request with the branch id number `serial` and sends it
+    /// (RequestBuilder: the same Via, advertised address, rport and Record-Route as `forward`).
     static func buildAndSend(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, serial: Int, ruri: [UInt8]?,
                              dst: [UInt8]?, flags: UInt32, replicate: Bool) -> Int {
         guard let m = ctx.message else { return -1 }
-        let nextHop = dst ?? ruri ?? m.currentRequestURI
-        guard let uri = SIPURI(bytes: nextHop) else { return SERError.badURI }
-        guard let target = Forwarder.target(ctx, uri) else { return SERError.badAddress }
-        if ctx.services.isMyself(host: target.address.ip, port: Int(target.address.port), proto: target.proto) {
-            ctx.logger.error("t_relay: '\(uri)' points to this server; not looping the request back")
-            return SERError.badAddress
+        let hop: RequestBuilder.Hop
+        do throws(RequestBuilder.Failure) {
+            hop = try RequestBuilder.hop(ctx, to: dst ?? ruri ?? m.currentRequestURI, caller: replicate ? "t_replicate" : "t_relay")
+        } catch {
+            return error.code
         }
-        guard let local = ctx.services.localSocket(for: target.address, proto: target.proto) else { return SERError.send }
         // DNS failover: the other addresses of the next hop (only a name can have several).
         var alternates: [SocketAddress] = []
-        if !replicate, store.settings.useDNSFailover, SocketAddress(ip: uri.host, port: 0) == nil,
+        if !replicate, store.settings.useDNSFailover, SocketAddress(ip: hop.uri.host, port: 0) == nil,
            !cell.locked({ cell.disableFailover }) {
-            alternates = Forwarder.targets(ctx, uri).dropFirst().map { $0.address }
+            alternates = Forwarder.targets(ctx, hop.uri).dropFirst().map { $0.address }
         }
         let branchID = store.branchID(cell, serial)
-        var options = SIPSerializeOptions(prependLine: RRModule.recordRouteLines(ctx, outgoing: local, proto: target.proto) + Array("Via: SIP/2.0/\(target.proto.viaName) \(local.advertised);branch=\(branchID)\r\n".utf8),
-                                          requestURI: ruri)
-        if let top = m.topVia {
-            let (params, fill) = MessageTools.viaUpdate(ctx)
-            if let fill, let rp = top.rport { options.inserts.append((rp.upper, Array("=\(fill)".utf8))) }
-            if !params.isEmpty { options.inserts.append((top.whole.upper, Array(params.utf8))) }
-        }
-        let bytes = m.serialized(options: options)
-        if let hook = ctx.onSend, !hook(ctx, target.address, target.proto, bytes) { return SERError.send }
-        var branch = makeBranch(cell, branchID: branchID, request: bytes, to: target.address, proto: target.proto,
-                                local: local.socket)
+        let bytes = RequestBuilder.forwarded(ctx, m, hop: hop, branch: branchID, requestURI: ruri)
+        guard RequestBuilder.passesOnSend(ctx, hop, bytes) else { return SERError.send }
+        var branch = makeBranch(cell, branchID: branchID, request: bytes, to: hop.destination, proto: hop.proto,
+                                local: hop.local.socket)
         branch.uri = ruri ?? m.currentRequestURI
         branch.flags = flags
         branch.replicated = replicate
@@ -304,9 +304,11 @@ enum TMRelay {
         let method = cell.request.value.method
         let key = method == .other ? TransactionKey.client(branch: branchID, method: cell.method)
             : TransactionKey.client(branch: branchID, method: method)
+        // A branch over TCP/TLS/WS is not retransmitted (no Timer A/E), Timers D/K are zero (RFC 3261 §17.1).
+        let transport = TransportReliability(proto)
         let machine: ClientMachine = cell.isInvite
-            ? .invite(InviteClientTransaction(transport: .unreliable, timers: cell.config, usesTimerC: true))
-            : .nonInvite(NonInviteClientTransaction(transport: .unreliable, timers: cell.config))
+            ? .invite(InviteClientTransaction(transport: transport, timers: cell.config, usesTimerC: true))
+            : .nonInvite(NonInviteClientTransaction(transport: transport, timers: cell.config))
         return TMBranch(key: key, branchID: branchID, machine: machine, request: request, destination: destination,
                         proto: proto, local: local)
     }

@@ -82,7 +82,7 @@ enum TMReply {
         if let restore { UACReplace.restoreReply(m, avps: restore) }
         var dropped = false
         if !onReply.isEmpty, let run = ctx.runRoute {
-            let saved = TMSavedRoute(ctx)
+            let saved = ctx.state
             let (avps, xavps) = cell.locked { (cell.avps, cell.xavps) }
             ctx.routeType = .onreply
             ctx.transaction = cell
@@ -98,7 +98,7 @@ enum TMReply {
                 cell.avps = newAVPs
                 cell.xavps = newXAVPs
             }
-            saved.restore(ctx)
+            ctx.state = saved
             ws.branchIndex = -1
         }
         var out = TMOutbox()
@@ -182,7 +182,7 @@ enum TMReply {
         let (fn, request, received) = cell.locked { (cell.onBranchFailure, cell.request.value, cell.received) }
         guard !fn.isEmpty else { return }
         let ws = store.workerState(ctx)
-        let saved = TMSavedRoute(ctx)
+        let saved = ctx.state
         if let reply { ctx.message = reply } else { ctx.message = request; ctx.received = received }
         let (avps, xavps) = cell.locked { (cell.avps, cell.xavps) }
         ctx.avps = avps
@@ -193,7 +193,7 @@ enum TMReply {
         ws.branchIndex = i
         ws.replyCode = code
         run(ctx, fn)
-        saved.restore(ctx)
+        ctx.state = saved
         ws.branchIndex = -1
     }
 
@@ -251,38 +251,45 @@ enum TMReply {
         }
     }
 
+    /// Runs the failure route `fn` (branch `b` won) on the request as the request route relayed it
+    /// (Kamailio's `fake_req` + `faked_env`): its `$du`, R-URI, Record-Route, advertised address, rport
+    /// and send flags; the transaction's message flags and AVPs; `$bf` of the winning branch; an empty
+    /// destination set. What the route leaves in the flags and AVPs belongs to the transaction.
     static func runFailureRoute(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ fn: String, _ b: Int) {
         guard let run = ctx.runRoute else { return }
         let ws = store.workerState(ctx)
-        let saved = TMSavedRoute(ctx)
-        let (request, received, flags, rr, rrParams, avps, xavps) = cell.locked {
-            (cell.request.value, cell.received, cell.messageFlags, cell.recordRoute, cell.recordRouteParams,
-             cell.avps, cell.xavps)
+        let saved = ctx.state
+        ctx.state = cell.locked { () -> MessageState in
+            var st = cell.relayed?.value
+                ?? MessageState(message: cell.request.value, received: cell.received, routeType: .failure)
+            st.message = cell.request.value
+            st.received = cell.received
+            st.routeType = .failure
+            st.transaction = cell
+            st.messageFlags = cell.messageFlags
+            st.branchFlags = b < cell.branches.count ? cell.branches[b].flags : 0
+            st.avps = cell.avps
+            st.xavps = cell.xavps
+            st.branches = []
+            st.branchQ = []
+            st.branchDestinations = [:]
+            st.extraBranchFlags = [:]
+            st.requestURIQ = -1
+            st.dropRequested = false
+            st.replied = false
+            st.lastError = 0
+            return st
         }
-        ctx.message = request
-        ctx.recordRoute = rr
-        ctx.recordRouteParams = rrParams
-        ctx.received = received
-        ctx.routeType = .failure
-        ctx.transaction = cell
-        ctx.destinationURI = nil
-        ctx.branches = []
-        ctx.branchQ = []
-        ctx.requestURIQ = -1
-        ctx.avps = avps
-        ctx.xavps = xavps
-        ctx.dropRequested = false
-        ctx.replied = false
-        ctx.messageFlags = flags
         ws.branchIndex = b
         run(ctx, fn)
-        // What the failure route left in the AVPs belongs to the transaction (next failure route).
-        let (newAVPs, newXAVPs) = (ctx.avps, ctx.xavps)
+        // The flags and AVPs the failure route leaves belong to the transaction (the next failure route).
+        let (flags, newAVPs, newXAVPs) = (ctx.messageFlags, ctx.avps, ctx.xavps)
         cell.locked {
+            cell.messageFlags = flags
             cell.avps = newAVPs
             cell.xavps = newXAVPs
         }
-        saved.restore(ctx)
+        ctx.state = saved
         ws.branchIndex = -1
     }
 
@@ -370,12 +377,12 @@ enum TMReply {
 
     /// A reply built from the cell's request (the context is borrowed for the build).
     static func localReply(_ ctx: RouteContext, _ cell: TMCell, _ code: Int, _ reason: String) -> [UInt8]? {
-        let saved = TMSavedRoute(ctx)
+        let saved = ctx.state
         let (request, received) = cell.locked { (cell.request.value, cell.received) }
         ctx.message = request
         ctx.received = received
         let bytes = MessageTools.buildReply(ctx, status: code, reason: reason)
-        saved.restore(ctx)
+        ctx.state = saved
         return bytes
     }
 

@@ -104,16 +104,16 @@ public struct TMSettings: Sendable {
     public init() {}
 
     init(_ c: ModuleConfiguration) {
-        failureReplyMode = c.int("tm", "failure_reply_mode", default: 3)
-        if !(0...3).contains(failureReplyMode) { failureReplyMode = 3 }
-        disable6xxBlock = c.int("tm", "disable_6xx_block", default: 0) != 0
-        autoInv100 = c.int("tm", "auto_inv_100", default: 1) != 0
-        if let r = c.string("tm", "auto_inv_100_reason"), !r.isEmpty { autoInv100Reason = r }
-        restartFROnEachReply = c.int("tm", "restart_fr_on_each_reply", default: 1) != 0
-        useDNSFailover = c.int("tm", "use_dns_failover", default: 0) != 0
-        remap503To500 = c.int("tm", "remap_503_500", default: 1) != 0
-        contactsXAVP = c.string("tm", "contacts_avp").flatMap { $0.isEmpty || $0 == "NULL" ? nil : $0 }
-        contactFlowsXAVP = c.string("tm", "contact_flows_avp").flatMap { $0.isEmpty || $0 == "NULL" ? nil : $0 }
+        failureReplyMode = c[TMModule.failureReplyMode]
+        disable6xxBlock = c[TMModule.disable6xxBlock]
+        autoInv100 = c[TMModule.autoInv100]
+        let reason = c[TMModule.autoInv100Reason]
+        if !reason.isEmpty { autoInv100Reason = reason }
+        restartFROnEachReply = c[TMModule.restartFROnEachReply]
+        useDNSFailover = c[TMModule.useDNSFailover]
+        remap503To500 = c[TMModule.remap503To500]
+        contactsXAVP = c[TMModule.contactsAVP].flatMap { $0.isEmpty || $0 == "NULL" ? nil : $0 }
+        contactFlowsXAVP = c[TMModule.contactFlowsAVP].flatMap { $0.isEmpty || $0 == "NULL" ? nil : $0 }
     }
 }
 
@@ -140,10 +140,10 @@ public final class TMStore: TransactionLayer, Sendable {
     public init(config: ModuleConfiguration = ModuleConfiguration()) {
         settings = TMSettings(config)
         var t = TimerConfiguration()
-        t.t1 = .milliseconds(max(1, config.int("tm", "retr_timer1", default: 500)))
-        t.t2 = .milliseconds(max(1, config.int("tm", "retr_timer2", default: 4000)))
-        let fr = Duration.milliseconds(max(1, config.int("tm", "fr_timer", default: 30000)))
-        let frInv = Duration.milliseconds(max(1, config.int("tm", "fr_inv_timer", default: 120000)))
+        t.t1 = .milliseconds(config[TMModule.retrTimer1])
+        t.t2 = .milliseconds(config[TMModule.retrTimer2])
+        let fr = Duration.milliseconds(config[TMModule.frTimer])
+        let frInv = Duration.milliseconds(config[TMModule.frInvTimer])
         t.timerB = fr
         t.timerF = fr
         t.timerC = frInv
@@ -155,7 +155,7 @@ public final class TMStore: TransactionLayer, Sendable {
         t.timerM = wait
         t.timerD = min(.seconds(32), wait)
         t.t4 = min(t.t4, wait)
-        if let wt = config.string("tm", "wt_timer").flatMap({ Int($0) }), wt > 0 {
+        if case let wt = config[TMModule.wtTimer], wt > 0 {
             // Kamailio's wait state: how long a completed transaction stays to absorb retransmissions.
             let w = Duration.milliseconds(wt)
             t.timerD = w
@@ -203,7 +203,7 @@ public final class TMStore: TransactionLayer, Sendable {
     }
 
     public func requestRouteFinished(_ ctx: RouteContext) {
-        guard let cell = ctx.transaction as? TMCell else { return }
+        guard let cell = TMRelay.current(ctx) else { return }
         // The AVPs as the request route left them belong to the transaction (failure routes see them).
         let (avps, xavps) = (ctx.avps, ctx.xavps)
         let (was, relayError) = cell.locked { () -> (Bool, Int) in

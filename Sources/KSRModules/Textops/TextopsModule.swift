@@ -450,3 +450,9 @@ enum Multipart {
         return out
     }
 }
+
+extension TextopsModule: KSRModule {
+    static let name = "textops"
+    static let summary = "Regular-expression search and replace over the message, body and headers."
+    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports() }
+}

@@ -62,3 +62,9 @@ enum TextopsxModule {
         return out
     }
 }
+
+extension TextopsxModule: KSRModule {
+    static let name = "textopsx"
+    static let summary = "More text operations: apply changes, header value edits."
+    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports() }
+}

@@ -22,13 +22,13 @@ enum UACAuth {
         var realmAVP: String?
 
         init(_ c: ModuleConfiguration) {
-            credentials = (c.params["uac"]?["credential"] ?? []).compactMap { spec in
+            credentials = c[UACModule.credential].compactMap { spec in
                 let p = spec.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
                 return p.count == 3 ? Credential(username: p[0], realm: p[1], password: p[2]) : nil
             }
-            usernameAVP = Self.avpName(c.string("uac", "auth_username_avp"))
-            passwordAVP = Self.avpName(c.string("uac", "auth_password_avp"))
-            realmAVP = Self.avpName(c.string("uac", "auth_realm_avp"))
+            usernameAVP = Self.avpName(c[UACModule.authUsernameAVP])
+            passwordAVP = Self.avpName(c[UACModule.authPasswordAVP])
+            realmAVP = Self.avpName(c[UACModule.authRealmAVP])
         }
 
         /// "$avp(auser)" → "auser" (also "$avp(s:auser)" and a bare name).

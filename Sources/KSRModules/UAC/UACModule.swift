@@ -90,3 +90,60 @@ enum UACModule {
         ]
     }
 }
+
+extension UACModule: KSRModule {
+    static let name = "uac"
+    static let summary = "Authentication of relayed requests, the proxy's own requests, From/To replacement, remote registrations."
+    static let credential = ModuleParameter.list("uac", "credential", "`username:realm:password` for uac_auth().")
+    static let authUsernameAVP = ModuleParameter.optionalStr("uac", "auth_username_avp", "The AVP uac_auth() takes the username from.")
+    static let authPasswordAVP = ModuleParameter.optionalStr("uac", "auth_password_avp", "The AVP uac_auth() takes the password from.")
+    static let authRealmAVP = ModuleParameter.optionalStr("uac", "auth_realm_avp", "The AVP uac_auth() takes the realm from.")
+    static let restoreMode = ModuleParameter.str("uac", "restore_mode", "auto", "How replaced From/To are restored: none, manual, auto.") { m in
+        ["none", "manual", "auto"].contains(m.lowercased()) ? nil : "expected none, manual or auto"
+    }
+    static let rrFromStoreParam = ModuleParameter.str("uac", "rr_from_store_param", "vsf", "Record-Route parameter keeping the original From.")
+    static let rrToStoreParam = ModuleParameter.str("uac", "rr_to_store_param", "vst", "Record-Route parameter keeping the original To.")
+    static let eventCallback = ModuleParameter.optionalStr("uac", "event_callback", "The Lua function run for replies of uac_req_send with evroute set.")
+    static let regDBURL = ModuleParameter.optionalStr("uac", "reg_db_url", "The database of the uacreg table (enables remote registrations).")
+    static let regDBTable = ModuleParameter.str("uac", "reg_db_table", "uacreg", "The table of remote registrations.")
+    static let regContactAddr = ModuleParameter.str("uac", "reg_contact_addr", "", "host:port of the Contact of remote registrations.")
+    static let regTimerInterval = ModuleParameter.int("uac", "reg_timer_interval", 90, "Seconds between registration checks.") {
+        $0 > 0 ? nil : "expected a positive number of seconds"
+    }
+    static let regRetryInterval = ModuleParameter.int("uac", "reg_retry_interval", 0, "Seconds before a failed registration is retried (0: never).") {
+        $0 >= 0 ? nil : "expected a non-negative number of seconds"
+    }
+    static let regUseDomain = ModuleParameter.flag("uac", "reg_use_domain", false, "Registration ids include the domain.")
+    static let parameters = [credential.info] + [restoreMode, rrFromStoreParam, rrToStoreParam, regDBTable, regContactAddr].map(\.info)
+        + [authUsernameAVP, authPasswordAVP, authRealmAVP, eventCallback, regDBURL].map(\.info)
+        + [regTimerInterval.info, regRetryInterval.info, regUseDomain.info]
+
+    static let rpcMethods = [
+        ModuleRPCMethod("uac.reg_dump", "The remote registrations (uacreg rows) with their state.") { rt, p throws(RPCFault) in
+            try p.none("uac.reg_dump")
+            let reg = try enabled(rt)
+            return .array(reg.dump(now: rt.clock.unixTime).map { row in
+                .object(row.mapValues { v -> RPCValue in
+                    switch v {
+                    case .int(let i): return .int(i)
+                    case .string(let s): return .string(s)
+                    case .null: return .null
+                    }
+                })
+            })
+        },
+        ModuleRPCMethod("uac.reg_reload", "Reads the uacreg rows again.") { rt, p throws(RPCFault) in
+            try p.none("uac.reg_reload")
+            guard let n = try enabled(rt).reload(now: rt.clock.unixTime) else {
+                throw RPCFault(RPCFault.failed, "Failed to reload records - check log messages")
+            }
+            return .object(["rows": .int(n)])
+        },
+    ]
+
+    /// Kamailio's fault when uac_reg has no database.
+    static func enabled(_ rt: ModuleRuntime) throws(RPCFault) -> UACRegistry {
+        guard rt.uacreg.isEnabled else { throw RPCFault(RPCFault.failed, "Not enabled", data: "no uacreg table is configured") }
+        return rt.uacreg
+    }
+}

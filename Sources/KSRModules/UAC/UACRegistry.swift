@@ -84,13 +84,13 @@ public final class UACRegistry: Sendable {
         var realmAVP: String?
 
         init(_ c: ModuleConfiguration) {
-            contactAddr = c.string("uac", "reg_contact_addr") ?? ""
-            timerInterval = max(1, c.int("uac", "reg_timer_interval", default: 90))
-            retryInterval = max(0, c.int("uac", "reg_retry_interval", default: 0))
-            useDomain = c.int("uac", "reg_use_domain", default: 0) != 0
-            usernameAVP = UACAuth.Settings.avpName(c.string("uac", "auth_username_avp"))
-            passwordAVP = UACAuth.Settings.avpName(c.string("uac", "auth_password_avp"))
-            realmAVP = UACAuth.Settings.avpName(c.string("uac", "auth_realm_avp"))
+            contactAddr = c[UACModule.regContactAddr]
+            timerInterval = c[UACModule.regTimerInterval]
+            retryInterval = c[UACModule.regRetryInterval]
+            useDomain = c[UACModule.regUseDomain]
+            usernameAVP = UACAuth.Settings.avpName(c[UACModule.authUsernameAVP])
+            passwordAVP = UACAuth.Settings.avpName(c[UACModule.authPasswordAVP])
+            realmAVP = UACAuth.Settings.avpName(c[UACModule.authRealmAVP])
         }
     }
 

@@ -20,9 +20,9 @@ enum UACReplace {
         var toParam: String
 
         init(_ c: ModuleConfiguration) {
-            mode = Mode(rawValue: (c.string("uac", "restore_mode") ?? "auto").lowercased()) ?? .auto
-            fromParam = c.string("uac", "rr_from_store_param") ?? "vsf"
-            toParam = c.string("uac", "rr_to_store_param") ?? "vst"
+            mode = Mode(rawValue: c[UACModule.restoreMode].lowercased()) ?? .auto
+            fromParam = c[UACModule.rrFromStoreParam]
+            toParam = c[UACModule.rrToStoreParam]
         }
     }
 

@@ -81,7 +81,7 @@ enum UACRequest {
         var eventCallback: String?
 
         init(_ c: ModuleConfiguration) {
-            eventCallback = c.string("uac", "event_callback").flatMap { $0.isEmpty ? nil : $0 }
+            eventCallback = c[UACModule.eventCallback].flatMap { $0.isEmpty ? nil : $0 }
         }
     }
 
@@ -168,8 +168,8 @@ enum UACRequest {
                 return
             }
             guard let event, let run = ctx.runRoute else { return }
-            let saved = TMSavedRoute(ctx)
-            defer { saved.restore(ctx) }
+            let saved = ctx.state
+            defer { ctx.state = saved }
             let st = UACRequest.state(ctx)
             let keep = st.values
             st.values[.evcode] = .int(code)

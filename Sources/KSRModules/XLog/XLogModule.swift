@@ -122,3 +122,9 @@ enum XLogModule {
         return out
     }
 }
+
+extension XLogModule: KSRModule {
+    static let name = "xlog"
+    static let summary = "Formatted logging with pseudo-variables."
+    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports() }
+}

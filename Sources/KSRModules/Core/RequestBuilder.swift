@@ -1,0 +1,96 @@
+import SIPCore
+import SIPTransport
+import StarlingKEMI
+import Logging
+
+/// The one builder of the requests Starling sends: stateless forwarding (`KSR.forward`), tm branches
+/// (`t_relay`, failure-route branches, `t_replicate`) and requests of our own (`t_uac_send`,
+/// `uac_req_send`). It is the one place for next-hop resolution, the loop check, socket choice, the
+/// advertised address/port and `;rport` of Starling's Via, the Record-Route lines, `received`/`rport`
+/// on the request's own top Via, and the `ksr_onsend_route` hook (Kamailio's forward_request /
+/// t_fwd's prepare_new_uac + build_req_buf_from_sip_req).
+enum RequestBuilder {
+    /// Where a request goes: the next-hop URI, what it resolved to and the local socket it leaves from.
+    struct Hop {
+        var uri: SIPURI
+        var target: Forwarder.Target
+        var local: (socket: SocketAddress, advertised: String)
+
+        var destination: SocketAddress { target.address }
+        var proto: SIPTransportProtocol { target.proto }
+    }
+
+    /// Why a request cannot be sent, as Kamailio's error code (`ser_error`, for `sl_reply_error`).
+    struct Failure: Error {
+        var code: Int
+    }
+
+    /// Resolves `nextHop` (an explicit URI, `$du` or the Request-URI: the caller picks) and chooses the
+    /// local socket. With `loopCheck`, a next hop that is this server is refused (E_BAD_ADDRESS); local
+    /// requests may go to ourselves. `caller` names the function in the log lines.
+    static func hop(_ ctx: RouteContext, to nextHop: [UInt8], caller: String, loopCheck: Bool = true) throws(Failure) -> Hop {
+        guard let uri = SIPURI(bytes: nextHop) else {
+            ctx.logger.error("\(caller): bad destination URI '\(String(decoding: nextHop, as: UTF8.self))'")
+            throw Failure(code: SERError.badURI)
+        }
+        guard let target = Forwarder.target(ctx, uri) else {
+            ctx.logger.error("\(caller): cannot resolve '\(uri)'")
+            throw Failure(code: SERError.badAddress)
+        }
+        if loopCheck, ctx.services.isMyself(host: target.address.ip, port: Int(target.address.port), proto: target.proto) {
+            ctx.logger.error("\(caller): '\(uri)' points to this server; not looping the request back")
+            throw Failure(code: SERError.badAddress)
+        }
+        guard let local = ctx.services.localSocket(for: target.address, proto: target.proto) else {
+            ctx.logger.error("\(caller): no local socket for \(target.proto.name) to \(target.address)")
+            throw Failure(code: SERError.send)
+        }
+        return Hop(uri: uri, target: target, local: local)
+    }
+
+    /// The sent-by of Starling's Via (and what Record-Route advertises): `set_advertised_address` /
+    /// `set_advertised_port` of the message when set, else the socket's advertised address.
+    static func sentBy(_ ctx: RouteContext, _ local: (socket: SocketAddress, advertised: String)) -> String {
+        guard ctx.advertisedAddress != nil || ctx.advertisedPort != nil else { return local.advertised }
+        return "\(ctx.advertisedAddress ?? local.socket.uriHost):\(ctx.advertisedPort ?? Int(local.socket.port))"
+    }
+
+    /// Starling's Via line: `Via: SIP/2.0/<PROTO> <sent-by>;branch=<branch>[;rport]` and CRLF.
+    static func viaLine(proto: SIPTransportProtocol, sentBy: String, branch: String, rport: Bool) -> [UInt8] {
+        var via = Array("Via: SIP/2.0/\(proto.viaName) \(sentBy);branch=\(branch)".utf8)
+        if rport { via.append(contentsOf: ";rport".utf8) }
+        via.append(contentsOf: [0x0D, 0x0A])
+        return via
+    }
+
+    /// The route's request as it leaves for `hop` with Via branch `branch`: the Record-Route lines the
+    /// script asked for and Starling's Via (advertised address/port, `;rport` after `add_local_rport()`)
+    /// on top, `received`/`rport` added to the request's own top Via (RFC 3261 §18.2.1, RFC 3581 §4),
+    /// `requestURI` (a branch's) instead of the message's.
+    static func forwarded(_ ctx: RouteContext, _ m: SIPMessage, hop: Hop, branch: String,
+                          requestURI: [UInt8]? = nil) -> [UInt8] {
+        var top = RRModule.recordRouteLines(ctx, outgoing: hop.local, proto: hop.proto)
+        top.append(contentsOf: viaLine(proto: hop.proto, sentBy: sentBy(ctx, hop.local), branch: branch,
+                                       rport: ctx.addLocalRport))
+        var options = SIPSerializeOptions(prependLine: top, requestURI: requestURI)
+        if let via = m.topVia {
+            let (params, fill) = MessageTools.viaUpdate(ctx)
+            if let fill, let rp = via.rport { options.inserts.append((rp.upper, Array("=\(fill)".utf8))) }
+            if !params.isEmpty { options.inserts.append((via.whole.upper, Array(params.utf8))) }
+        }
+        return m.serialized(options: options)
+    }
+
+    /// A request of our own (no route message behind it: no Record-Route, no advertised address of a
+    /// message) as it leaves for `hop`: Starling's Via on top.
+    static func local(_ m: SIPMessage, hop: Hop, branch: String) -> [UInt8] {
+        m.serialized(options: SIPSerializeOptions(
+            prependLine: viaLine(proto: hop.proto, sentBy: hop.local.advertised, branch: branch, rport: false)))
+    }
+
+    /// Runs `ksr_onsend_route` on the bytes about to go to `hop`: false when the script dropped them.
+    static func passesOnSend(_ ctx: RouteContext, _ hop: Hop, _ bytes: [UInt8]) -> Bool {
+        guard let hook = ctx.onSend else { return true }
+        return hook(ctx, hop.destination, hop.proto, bytes)
+    }
+}
