@@ -70,8 +70,8 @@ struct CarrierFailoverTests {
         let starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
                                           directory: directory)
         defer { starling.stop() }
-        let result = try SIPp.runClient(target: proxyPort, localPort: uacPort, rate: 10, calls: 10,
-                                        directory: directory, extra: ["-s", "+15551234"], timeout: .seconds(60))
+        let result = try SIPp.runUAC(target: proxyPort, localPort: uacPort, rate: 10, calls: 10, directory: directory,
+                                     service: "+15551234", timeout: .seconds(60))
         #expect(result.successfulCalls == 10 && result.failedCalls == 0, "\(result)\nstarling log:\n\(starling.logTail())")
         #expect(starling.isRunning, "starling died; log:\n\(starling.logTail())")
     }

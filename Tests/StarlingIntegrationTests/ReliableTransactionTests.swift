@@ -46,8 +46,8 @@ struct ReliableTransactionTests {
                                           extra: ["--config", config.path, "--listen", "tcp:127.0.0.1:\(proxyPort)"],
                                           directory: directory)
         defer { starling.stop() }
-        let result = try SIPp.runClient(target: proxyPort, localPort: uacPort, rate: 5, calls: 10, directory: directory,
-                                        extra: uacTransport == "tcp" ? ["-t", "t1"] : [], timeout: .seconds(60))
+        let result = try SIPp.runUAC(target: proxyPort, localPort: uacPort, rate: 5, calls: 10, directory: directory,
+                                     extra: uacTransport == "tcp" ? ["-t", "t1"] : [], timeout: .seconds(60))
         #expect(result.failedCalls == 0 && result.successfulCalls == 10, "\(result)\nstarling log:\n\(starling.logTail())")
         #expect(starling.isRunning, "starling died; log:\n\(starling.logTail())")
         _ = uas.stop()
