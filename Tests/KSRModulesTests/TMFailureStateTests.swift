@@ -100,4 +100,45 @@ import KSRModules
         #expect(h.context.transaction == nil)
         #expect(h.context.destinationURI == nil)
     }
+
+    /// A local reply of the transaction (a 408 after a timeout, built on a timer, not in any route) is
+    /// built from the request as relayed: its `append_to_reply` headers, never those the worker's last
+    /// message left in the context (Kamailio builds it from t->uas.request and its reply lumps).
+    @Test func localTimeoutReplyUsesTheRequestAsRelayed() throws {
+        let script = """
+            function ksr_request_route()
+              if KSR.is_OPTIONS() then
+                KSR.hdr.append_to_reply("X-Other: options\\r\\n")
+                KSR.sl.sl_send_reply(200, "OK")
+                return
+              end
+              if KSR.tm.t_check_trans() == 0 then return end
+              KSR.hdr.append_to_reply("X-Why: carrier\\r\\n")
+              KSR.setdsturi("sip:192.0.2.20:5060")
+              KSR.tm.t_relay()
+            end
+            """
+        let h = try TMT.harness(script, ["fr_timer": ["1000"], "fr_inv_timer": ["1000"]])
+        try h.route(Msg.invite, from: TMT.caller)
+        let options = """
+            OPTIONS sip:127.0.0.1 SIP/2.0\r
+            Via: SIP/2.0/UDP 192.0.2.11:5060;branch=z9hG4bKopt1\r
+            Max-Forwards: 70\r
+            To: <sip:127.0.0.1>\r
+            From: <sip:ping@192.0.2.11>;tag=p1\r
+            Call-ID: opt-1@192.0.2.11\r
+            CSeq: 1 OPTIONS\r
+            Content-Length: 0\r
+            \r
+
+            """
+        try h.route(options, from: TMT.address("192.0.2.11"))
+        #expect(h.sender.sent.contains { TMT.status($0) == 200 && $0.text.contains("X-Other: options") })
+        h.sender.clear()
+        TMT.run(h, for: .seconds(3))
+        let timeout = try #require(h.sender.sent.first { TMT.status($0) == 408 })
+        #expect(timeout.destination == TMT.caller)
+        #expect(timeout.text.contains("X-Why: carrier\r\n"))
+        #expect(!timeout.text.contains("X-Other"))
+    }
 }

@@ -9,10 +9,11 @@ import Glibc
 /// request route sends calls to a carrier gateway through `$du` while the Request-URI names a host
 /// where nothing listens; the gateway challenges (407), the failure route answers with `uac_auth()`
 /// and relays again without setting `$du`: the retry must go to the gateway (`$du` as relayed), not
-/// to the Request-URI's host. Kamailio 5.6 completes 100/100 of these calls.
+/// to the Request-URI's host. The same script and peers run against Kamailio 5.6 as the reference.
 @Suite(.serialized)
 struct CarrierFailoverTests {
-    @Test func failureRouteRelaysToTheRelayedDU() throws {
+    @Test(arguments: ["starling", "kamailio"])
+    func failureRouteRelaysToTheRelayedDU(server: String) throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-carrier-du")
         let ports = try Ports.freeUDPPorts(4)
         let (proxyPort, gatewayPort, uacPort, deadPort) = (ports[0], ports[1], ports[2], ports[3])
@@ -33,6 +34,7 @@ struct CarrierFailoverTests {
           KSR.setdsturi("sip:127.0.0.1:\(gatewayPort)")
           KSR.pv.sets("$avp(auser)", "trunkuser")
           KSR.pv.sets("$avp(apass)", "s3cret")
+          KSR.pv.sets("$avp(arealm)", "carrier.example")
           KSR.tm.t_on_failure("carrier_failure")
           if KSR.tm.t_relay() < 0 then KSR.sl.sl_reply_error() end
         end
@@ -67,12 +69,27 @@ struct CarrierFailoverTests {
             .write(to: scenario, atomically: true, encoding: .utf8)
         let gateway = try SIPp.uas(scenario: scenario, port: gatewayPort, directory: directory, tag: "gateway")
         defer { _ = gateway.stop() }
-        let starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
-                                          directory: directory)
-        defer { starling.stop() }
-        let result = try SIPp.runUAC(target: proxyPort, localPort: uacPort, rate: 10, calls: 10, directory: directory,
-                                     service: "+15551234", timeout: .seconds(60))
-        #expect(result.successfulCalls == 10 && result.failedCalls == 0, "\(result)\nstarling log:\n\(starling.logTail())")
-        #expect(starling.isRunning, "starling died; log:\n\(starling.logTail())")
+        let proxy: ServerProcess
+        if server == "kamailio" {
+            proxy = try Kamailio.start(
+                script: script, port: proxyPort, modules: ["sl", "tm", "pv", "siputils", "uac"],
+                extra: """
+                    modparam("tm", "fr_timer", 2000)
+                    modparam("tm", "fr_inv_timer", 4000)
+                    modparam("uac", "restore_mode", "none")
+                    modparam("uac", "auth_username_avp", "$avp(auser)")
+                    modparam("uac", "auth_password_avp", "$avp(apass)")
+                    modparam("uac", "auth_realm_avp", "$avp(arealm)")
+                    """,
+                directory: directory)
+        } else {
+            proxy = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
+                                       directory: directory)
+        }
+        defer { proxy.stop() }
+        let result = try SIPp.runClient(target: proxyPort, localPort: uacPort, rate: 10, calls: 10,
+                                        directory: directory, extra: ["-s", "+15551234"], timeout: .seconds(60))
+        #expect(result.successfulCalls == 10 && result.failedCalls == 0, "\(server): \(result)\nlog:\n\(proxy.logTail())")
+        #expect(proxy.isRunning, "\(server) died; log:\n\(proxy.logTail())")
     }
 }

@@ -16,9 +16,10 @@ struct ReliableTransactionTests {
 
     /// SIPp UAC (UDP) -> Starling (`t_relay()` to `;transport=tcp`) -> SIPp UAS over TCP that rings only
     /// after 1.5 s and sends no 100 Trying. Over TCP the INVITE must not be resent on Timer A (a
-    /// duplicate aborts the UAS's call): 10 calls complete and the UAS sees exactly 10 INVITEs.
-    @Test(arguments: ["udp", "tcp"])
-    func slowTCPCalleeGetsOneINVITE(uacTransport: String) throws {
+    /// duplicate aborts the UAS's call): 10 calls complete and the UAS sees exactly 10 INVITEs. The same
+    /// script and peers run through Kamailio 5.6 as the reference.
+    @Test(arguments: ["starling", "kamailio"], ["udp", "tcp"])
+    func slowTCPCalleeGetsOneINVITE(server: String, uacTransport: String) throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-tm-tcp-slow")
         let ports = try Ports.freeUDPPorts(3)
         let (proxyPort, uasPort, uacPort) = (ports[0], ports[1], ports[2])
@@ -42,17 +43,25 @@ struct ReliableTransactionTests {
         let uas = try SIPp.uas(scenario: PackagePaths.scenario("uas_slow_ring.xml"), port: uasPort, directory: directory,
                                tag: "uas", tcp: true, traceMessages: true)
         defer { _ = uas.stop() }
-        let starling = try Starling.start(script: script, port: proxyPort, workers: 2,
-                                          extra: ["--config", config.path, "--listen", "tcp:127.0.0.1:\(proxyPort)"],
-                                          directory: directory)
-        defer { starling.stop() }
-        let result = try SIPp.runUAC(target: proxyPort, localPort: uacPort, rate: 5, calls: 10, directory: directory,
-                                     extra: uacTransport == "tcp" ? ["-t", "t1"] : [], timeout: .seconds(60))
-        #expect(result.failedCalls == 0 && result.successfulCalls == 10, "\(result)\nstarling log:\n\(starling.logTail())")
-        #expect(starling.isRunning, "starling died; log:\n\(starling.logTail())")
+        let proxy: ServerProcess
+        if server == "kamailio" {
+            proxy = try Kamailio.start(script: script, port: proxyPort, modules: ["sl", "tm", "pv"],
+                                       extra: "listen=tcp:127.0.0.1:\(proxyPort)\nmodparam(\"tm\", \"fr_timer\", 4000)\n"
+                                           + "modparam(\"tm\", \"fr_inv_timer\", 8000)",
+                                       directory: directory)
+        } else {
+            proxy = try Starling.start(script: script, port: proxyPort, workers: 2,
+                                       extra: ["--config", config.path, "--listen", "tcp:127.0.0.1:\(proxyPort)"],
+                                       directory: directory)
+        }
+        defer { proxy.stop() }
+        let result = try SIPp.runClient(target: proxyPort, localPort: uacPort, rate: 5, calls: 10, directory: directory,
+                                        extra: uacTransport == "tcp" ? ["-t", "t1"] : [], timeout: .seconds(60))
+        #expect(result.failedCalls == 0 && result.successfulCalls == 10, "\(server): \(result)\nlog:\n\(proxy.logTail())")
+        #expect(proxy.isRunning, "\(server) died; log:\n\(proxy.logTail())")
         _ = uas.stop()
         let invites = Self.invitesReceived(messages)
         let aborted = ((try? String(contentsOf: directory.appendingPathComponent("uas_errors.log"), encoding: .utf8)) ?? "")
-        #expect(invites == 10, "the UAS saw \(invites) INVITEs for 10 calls\nUAS errors:\n\(aborted.prefix(2000))")
+        #expect(invites == 10, "\(server): the UAS saw \(invites) INVITEs for 10 calls\nUAS errors:\n\(aborted.prefix(2000))")
     }
 }

@@ -375,12 +375,19 @@ enum TMReply {
         return out
     }
 
-    /// A reply built from the cell's request (the context is borrowed for the build).
+    /// A reply built from the cell's request as relayed (Kamailio builds it from `t->uas.request` and its
+    /// reply lumps): its `append_to_reply` headers, reply body and rport flag, never what the worker's
+    /// last message left in the context (local 408s are built on a timer). The context is borrowed.
     static func localReply(_ ctx: RouteContext, _ cell: TMCell, _ code: Int, _ reason: String) -> [UInt8]? {
         let saved = ctx.state
-        let (request, received) = cell.locked { (cell.request.value, cell.received) }
-        ctx.message = request
-        ctx.received = received
+        ctx.state = cell.locked { () -> MessageState in
+            var st = cell.relayed?.value
+                ?? MessageState(message: cell.request.value, received: cell.received, routeType: saved.routeType)
+            st.message = cell.request.value
+            st.received = cell.received
+            st.routeType = saved.routeType
+            return st
+        }
         let bytes = MessageTools.buildReply(ctx, status: code, reason: reason)
         ctx.state = saved
         return bytes
