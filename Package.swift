@@ -138,11 +138,15 @@ let package = Package(
             swiftSettings: swiftSettings),
         .executableTarget(name: "starling-bench", dependencies: ["SIPCore", "StarlingTesting", "KSRModules"], swiftSettings: swiftSettings),
 
+        // Helpers shared by the test targets that start processes: the port allocator (one per test
+        // process), readiness checks, the helper-process spawner.
+        .target(name: "StarlingTestSupport", path: "Tests/StarlingTestSupport", swiftSettings: swiftSettings),
+
         .testTarget(
             name: "SIPCoreTests", dependencies: ["SIPCore"],
             resources: [.copy("Fixtures")], swiftSettings: swiftSettings),
         .testTarget(name: "SIPTransactionTests", dependencies: ["SIPTransaction", "SIPCore"], swiftSettings: swiftSettings),
-        .testTarget(name: "SIPTransportTests", dependencies: ["SIPTransport"], swiftSettings: swiftSettings),
+        .testTarget(name: "SIPTransportTests", dependencies: ["SIPTransport", "StarlingTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "SIPStreamsTests",
             dependencies: ["SIPStreams", "SIPCore", "SIPTransport", .product(name: "NIOCore", package: "swift-nio"),
@@ -154,7 +158,7 @@ let package = Package(
         .testTarget(
             name: "KSRModulesTests",
             dependencies: ["KSRModules", "StarlingLua", "StarlingKEMI", "SIPCore", "SIPTransport", "StarlingTesting",
-                           "SIPTransaction"],
+                           "SIPTransaction", "StarlingTestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingStoreTests",
@@ -168,7 +172,7 @@ let package = Package(
             name: "StarlingTestingTests", dependencies: ["StarlingTesting", "KSRModules", "StarlingKEMI"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "StarlingIntegrationTests", dependencies: ["SIPCore"],
+            name: "StarlingIntegrationTests", dependencies: ["SIPCore", "StarlingTestSupport"],
             // Scenarios (SIPp XML) and Tools (Python) are found through #filePath, not bundled.
             exclude: ["Scenarios", "Tools", "README.md"],
             resources: [.copy("Fixtures")], swiftSettings: swiftSettings),

@@ -1,4 +1,5 @@
 import Foundation
+import StarlingTestSupport
 import Testing
 import KSRModules
 import StarlingKEMI

@@ -1,4 +1,5 @@
 import Foundation
+import StarlingTestSupport
 
 /// A local HTTP server (Python's http.server) with the answers the http_client tests need.
 ///

@@ -1,4 +1,5 @@
 import Foundation
+import StarlingTestSupport
 import SIPTransport
 
 /// A minimal authoritative DNS server on 127.0.0.1 (a random free port), written in Python with the

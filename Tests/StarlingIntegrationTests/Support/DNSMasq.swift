@@ -1,4 +1,5 @@
 import Foundation
+import StarlingTestSupport
 
 /// dnsmasq serving NAPTR records on 127.0.0.1 for tests that need a real DNS server.
 enum DNSMasq {

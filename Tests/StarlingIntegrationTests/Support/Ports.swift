@@ -1,4 +1,5 @@
 import Foundation
+import StarlingTestSupport
 
 /// Loopback ports for servers and SIPp. Everything binds 127.0.0.1 only.
 enum Ports {

@@ -1,4 +1,5 @@
 import Foundation
+import StarlingTestSupport
 
 /// Runs Tools/sip_stream_client.py (SIP over TCP, TLS, WS, WSS with Python's standard library): one
 /// scenario, its JSON counters and whether every check held.

@@ -1,30 +1,29 @@
-// The same file is in Tests/KSRModulesTests and Tests/SIPTransportTests (test targets cannot import
-// each other): keep the copies identical.
-import Foundation
+// Shared by the test targets that start helper processes (one allocator per test process).
+public import Foundation
 
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #elseif canImport(Musl)
-import Musl
+public import Musl
 #endif
 
 /// A helper process a test talks to (a Python server, dnsmasq), spawned with a clean signal mask (the
 /// test runner blocks signals and children would inherit that), its stdin a pipe so a Python peer
 /// exits when the test process goes away, its stderr kept in a file for failure messages. Killed on
 /// `stop()` / deinit.
-final class PeerProcess {
-    let pid: pid_t
+public final class PeerProcess {
+    public let pid: pid_t
     private let stdinFD: Int32
     private let stderrPath: String
     private var stopped = false
     private var exitStatus: Int32?
     /// The first line the process printed on stdout (the port, for peers that bind port 0 and say
     /// which port they got), or "" when not asked for.
-    let firstLine: String
+    public let firstLine: String
 
     /// Starts `args` (`args[0]` found on PATH; `package` names what to install when it is missing).
     /// With `readFirstLine`, waits up to `timeout` for the first line of stdout.
-    init(_ args: [String], package: String, readFirstLine: Bool,
+    public init(_ args: [String], package: String, readFirstLine: Bool,
          timeout: Duration = TestPorts.readinessTimeout) throws {
         var toChild: [Int32] = [0, 0], fromChild: [Int32] = [0, 0]
         guard pipe(&toChild) == 0 else { throw HelperFailure("pipe: \(String(cString: strerror(errno)))") }
@@ -106,12 +105,12 @@ final class PeerProcess {
     }
 
     /// What the process wrote on stderr so far (its last 3000 characters).
-    var stderr: String {
+    public var stderr: String {
         String(((try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "").suffix(3000))
     }
 
     /// True while the process runs (reaps it once it has exited).
-    var isRunning: Bool {
+    public var isRunning: Bool {
         if exitStatus != nil { return false }
         var status: Int32 = 0
         let reaped = waitpid(pid, &status, WNOHANG)
@@ -119,7 +118,7 @@ final class PeerProcess {
         return exitStatus == nil
     }
 
-    func stop() {
+    public func stop() {
         guard !stopped else { return }
         stopped = true
         close(stdinFD)

@@ -1,20 +1,19 @@
-// The same file is in Tests/KSRModulesTests, Tests/SIPTransportTests and
-// Tests/StarlingIntegrationTests/Support (test targets cannot import each other): keep the copies identical.
-import Foundation
+// Shared by the test targets that start helper processes (one allocator per test process).
+public import Foundation
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+public import Glibc
 #elseif canImport(Musl)
-import Musl
+public import Musl
 #endif
 
 /// Why a helper process or server could not be started or did not become ready; the message names the
 /// helper and carries its output, so a failing test says what went wrong (tests never skip).
-struct HelperFailure: Error, CustomStringConvertible {
-    let description: String
+public struct HelperFailure: Error, CustomStringConvertible {
+    public let description: String
 
-    init(_ description: String) {
+    public init(_ description: String) {
         self.description = description
     }
 }
@@ -30,15 +29,15 @@ struct HelperFailure: Error, CustomStringConvertible {
 /// process), and are checked to be bindable for UDP and TCP. Another process on the machine (a second
 /// test run) can still take one; `retrying` starts a helper again on a fresh port when it reports
 /// "Address already in use".
-enum TestPorts {
-    static let loopback = "127.0.0.1"
+public enum TestPorts {
+    public static let loopback = "127.0.0.1"
 
     /// How long a helper may take to become ready on a loaded machine before the test fails.
-    static let readinessTimeout: Duration = .seconds(30)
+    public static let readinessTimeout: Duration = .seconds(30)
 
     /// Where ports are drawn from: 20000 up to just below the ephemeral range, or above it when the
     /// range starts too low.
-    static let range: ClosedRange<Int> = {
+    public static let range: ClosedRange<Int> = {
         let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
         let bounds = text.split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
         let (low, high) = bounds.count == 2 ? (bounds[0], bounds[1]) : (32768, 60999)
@@ -52,17 +51,17 @@ enum TestPorts {
     private static let state = Mutex<(next: Int, used: Set<Int>)>((Int.random(in: range), []))
 
     /// A port free for both UDP and TCP on 127.0.0.1 right now, never handed out before in this process.
-    static func next() throws -> Int {
+    public static func next() throws -> Int {
         try block(1).lowerBound
     }
 
     /// `count` distinct ports (see `next`).
-    static func next(_ count: Int) throws -> [Int] {
+    public static func next(_ count: Int) throws -> [Int] {
         try (0..<count).map { _ in try next() }
     }
 
     /// `count` consecutive ports (an RTP range), each as `next` would give it.
-    static func block(_ count: Int) throws -> ClosedRange<Int> {
+    public static func block(_ count: Int) throws -> ClosedRange<Int> {
         precondition(count >= 1 && count < range.count / 4)
         let found: ClosedRange<Int>? = state.withLock { state in
             for _ in 0..<(range.count / count + 1) {
@@ -87,7 +86,7 @@ enum TestPorts {
 
     /// Runs `start` with a fresh port, again (up to `attempts` times) when it fails because the port
     /// was taken meanwhile ("Address already in use" in the error, which carries the helper's output).
-    static func retrying<T>(attempts: Int = 4, _ start: (Int) throws -> T) throws -> T {
+    public static func retrying<T>(attempts: Int = 4, _ start: (Int) throws -> T) throws -> T {
         var attempt = 1
         while true {
             let port = try next()
@@ -100,13 +99,13 @@ enum TestPorts {
     }
 
     /// Whether a helper's output says its bind failed because the address was taken.
-    static func isAddressInUse(_ text: String) -> Bool {
+    public static func isAddressInUse(_ text: String) -> Bool {
         let lower = text.lowercased()
         return lower.contains("address already in use") || lower.contains("eaddrinuse") || lower.contains("address in use")
     }
 
     /// Whether `port` on 127.0.0.1 can be bound with a socket of `type` right now.
-    static func canBind(_ port: Int, type: __socket_type) -> Bool {
+    public static func canBind(_ port: Int, type: __socket_type) -> Bool {
         let fd = socket(AF_INET, Int32(type.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
@@ -125,17 +124,17 @@ enum TestPorts {
     /// Whether process `pid` itself holds a UDP socket bound to `ip`:`port` (nil `ip`: any address,
     /// IPv4 or IPv6). Read from /proc/<pid>/net/udp{,6} (the process's own network namespace) and
     /// matched by inode against /proc/<pid>/fd, so another process holding the port does not count.
-    static func holdsUDP(_ port: Int, pid: pid_t, ip: String? = loopback) -> Bool {
+    public static func holdsUDP(_ port: Int, pid: pid_t, ip: String? = loopback) -> Bool {
         holds(port, pid: pid, ip: ip, tables: ["udp", "udp6"], state: nil)
     }
 
     /// Whether process `pid` itself listens on TCP `ip`:`port` (nil `ip`: any address, IPv4 or IPv6).
-    static func listensTCP(_ port: Int, pid: pid_t, ip: String? = loopback) -> Bool {
+    public static func listensTCP(_ port: Int, pid: pid_t, ip: String? = loopback) -> Bool {
         holds(port, pid: pid, ip: ip, tables: ["tcp", "tcp6"], state: "0A")
     }
 
     /// Whether anyone in this process's network namespace has UDP `ip`:`port` bound.
-    static func isUDPBound(_ port: Int, ip: String = loopback) -> Bool {
+    public static func isUDPBound(_ port: Int, ip: String = loopback) -> Bool {
         !inodes(table: "/proc/net/udp", port: port, ip: ip, state: nil).isEmpty
     }
 
@@ -214,7 +213,7 @@ enum TestPorts {
 
     /// Whether a DNS server on 127.0.0.1:`port` answers a query for `name` (type NAPTR by default)
     /// within `timeout`: any reply with the query's id, NXDOMAIN included.
-    static func dnsAnswers(port: Int, name: String = "ready.test", type: UInt16 = 35,
+    public static func dnsAnswers(port: Int, name: String = "ready.test", type: UInt16 = 35,
                            timeout: Duration = .milliseconds(500)) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         guard fd >= 0 else { return false }
@@ -250,7 +249,7 @@ enum TestPorts {
 
     /// Polls `ready` every 50 ms until it is true (returns true), `failed` returns a reason (throws it),
     /// or `timeout` passes (returns false).
-    static func wait(timeout: Duration = readinessTimeout, failed: () -> String? = { nil },
+    public static func wait(timeout: Duration = readinessTimeout, failed: () -> String? = { nil },
                      until ready: () -> Bool) throws -> Bool {
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
@@ -266,8 +265,8 @@ enum TestPorts {
 /// The command line of a throwaway dnsmasq (Debian dnsmasq-base) serving only `naptr` records
 /// ("name,order,preference,flags,service,regexp") on 127.0.0.1:`port`: foreground, no upstream
 /// servers, no hosts file, log lines on stderr.
-enum DNSMasqCommand {
-    static func arguments(port: Int, naptr: [String]) -> [String] {
+public enum DNSMasqCommand {
+    public static func arguments(port: Int, naptr: [String]) -> [String] {
         ["--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll", "--conf-file=/dev/null",
          "--port=\(port)", "--listen-address=127.0.0.1", "--bind-interfaces", "--pid-file=",
          "--user=\(NSUserName())", "--local-ttl=60", "--log-facility=-"] + naptr.map { "--naptr-record=\($0)" }
