@@ -47,9 +47,6 @@ public enum KSRModules {
         return all.filter { $0.alwaysLoaded || names.contains($0.name) }
     }
 
-    /// The KSR table names that are always present (core, pv, hdr; `x` belongs to the Lua engine).
-    public static var alwaysLoadedTables: Set<String> { Set(all.filter { $0.alwaysLoaded }.map { $0.kemiName }).union(["x"]) }
-
     // MARK: Parameters
 
     /// A module's full parameter table: the parameters it implements, then the Kamailio 5.6 parameters

@@ -87,7 +87,7 @@ struct CarrierFailoverTests {
                                        directory: directory)
         }
         defer { proxy.stop() }
-        let result = try SIPp.runClient(target: proxyPort, localPort: uacPort, rate: 10, calls: 10,
+        let result = try SIPp.runUAC(target: proxyPort, localPort: uacPort, rate: 10, calls: 10,
                                         directory: directory, extra: ["-s", "+15551234"], timeout: .seconds(60))
         #expect(result.successfulCalls == 10 && result.failedCalls == 0, "\(server): \(result)\nlog:\n\(proxy.logTail())")
         #expect(proxy.isRunning, "\(server) died; log:\n\(proxy.logTail())")

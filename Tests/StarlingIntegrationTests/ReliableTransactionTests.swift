@@ -55,7 +55,7 @@ struct ReliableTransactionTests {
                                        directory: directory)
         }
         defer { proxy.stop() }
-        let result = try SIPp.runClient(target: proxyPort, localPort: uacPort, rate: 5, calls: 10, directory: directory,
+        let result = try SIPp.runUAC(target: proxyPort, localPort: uacPort, rate: 5, calls: 10, directory: directory,
                                         extra: uacTransport == "tcp" ? ["-t", "t1"] : [], timeout: .seconds(60))
         #expect(result.failedCalls == 0 && result.successfulCalls == 10, "\(server): \(result)\nlog:\n\(proxy.logTail())")
         #expect(proxy.isRunning, "\(server) died; log:\n\(proxy.logTail())")

@@ -227,19 +227,3 @@ enum SIPp {
         (try? String(contentsOf: directory.appendingPathComponent(name), encoding: .utf8)) ?? ""
     }
 }
-
-extension SIPp {
-    /// The earlier name of `uas`, kept so tests written against it on other branches still build.
-    static func startUAS(scenario: URL = PackagePaths.scenario("uas.xml"), port: Int, ip: String = Ports.loopback,
-                         directory: URL, extra: [String] = [], namespace: NetworkNamespace? = nil) throws -> SIPpUAS {
-        try uas(scenario: scenario, port: port, ip: ip, directory: directory, extra: extra, namespace: namespace)
-    }
-
-    /// The earlier name of `runUAC`, kept so tests written against it on other branches still build.
-    static func runClient(scenario: URL = PackagePaths.scenario("uac.xml"), target: Int, localPort: Int? = nil,
-                          rate: Int, calls: Int, directory: URL, tag: String = "uac", extra: [String] = [],
-                          timeout: Duration = .seconds(180), namespace: NetworkNamespace? = nil) throws -> SIPpResult {
-        try runUAC(scenario: scenario, target: target, localPort: localPort, rate: rate, calls: calls,
-                   directory: directory, tag: tag, extra: extra, timeout: timeout, namespace: namespace)
-    }
-}
