@@ -12,11 +12,7 @@ extension ControlAPI {
             throw RPCError(RPCError.moduleNotLoaded, "module not loaded: \(module)",
                            data: "\(method) needs the \(module) module, which the configuration does not load")
         }
-        do {
-            return Self.json(try entry.handler(server.runtime, Self.rpcParameters(params)))
-        } catch {
-            throw RPCError(error.code, error.message, data: error.data)
-        }
+        return Self.json(try entry.handler(server.runtime, Self.rpcParameters(params)))
     }
 
     static func rpcParameters(_ params: [Any]) -> RPCParameters {

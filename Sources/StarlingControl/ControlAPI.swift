@@ -1,38 +1,17 @@
 import Foundation
-import KSRModules
+public import KSRModules
 #if canImport(Glibc)
 import Glibc
 #endif
 public import StarlingServer
 import StarlingKEMI
 import StarlingLua
-import KSRModules
 import SIPTransport
 import SIPStreams
 import Synchronization
 
-/// A JSON-RPC 2.0 error object.
-public struct RPCError: Error, Sendable, Equatable {
-    public let code: Int
-    public let message: String
-    public let data: String?
-
-    public init(_ code: Int, _ message: String, data: String? = nil) {
-        self.code = code
-        self.message = message
-        self.data = data
-    }
-
-    public static let parseError = -32700
-    public static let invalidRequest = -32600
-    public static let methodNotFound = -32601
-    public static let invalidParams = -32602
-    public static let internalError = -32603
-    /// Server-defined: a recognised method whose module is not loaded.
-    public static let moduleNotLoaded = -32001
-    /// Server-defined: the method ran and failed (e.g. a reload refused).
-    public static let failed = -32000
-}
+/// A JSON-RPC 2.0 error object: the same type the modules' methods throw.
+public typealias RPCError = RPCFault
 
 /// The JSON-RPC methods of the control API, with Kamailio's names, over a running `Server`.
 /// Transport-free: `handle(body:)` takes a request body and returns the response body.

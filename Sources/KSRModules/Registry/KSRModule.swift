@@ -129,7 +129,7 @@ public struct RPCParameters: Sendable {
     }
 }
 
-/// A JSON-RPC error object a method returns.
+/// A JSON-RPC 2.0 error object a method returns (the control API's `RPCError`).
 public struct RPCFault: Error, Sendable, Equatable {
     public let code: Int
     public let message: String
@@ -139,8 +139,14 @@ public struct RPCFault: Error, Sendable, Equatable {
         self.message = message
         self.data = data
     }
+    public static let parseError = -32700
+    public static let invalidRequest = -32600
+    public static let methodNotFound = -32601
     public static let invalidParams = -32602
-    /// The method ran and failed.
+    public static let internalError = -32603
+    /// Server-defined: a recognised method whose module is not loaded.
+    public static let moduleNotLoaded = -32001
+    /// Server-defined: the method ran and failed (e.g. a reload refused).
     public static let failed = -32000
 }
 
