@@ -40,7 +40,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "Tests" / "StarlingIntegrationTests" / "Scenarios"
-SCRIPTS = {"stateless": ROOT / "bench" / "stateless.lua", "stateful": ROOT / "bench" / "stateful.lua"}
+SCRIPTS = {"stateless": ROOT / "bench" / "stateless.lua", "stateful": ROOT / "bench" / "stateful.lua",
+           "dispatcher": ROOT / "bench" / "dispatcher.lua"}
+# MODE=dispatcher: three UASes (UAS_PORT, +1, +2) in set 1 of a dispatcher.list, round-robin.
+DISPATCHER = os.environ.get("MODE", "stateless") == "dispatcher"
+EXTRA_UAS: list[subprocess.Popen] = []
 RESULTS = ROOT / "bench" / "results"
 HZ = os.sysconf("SC_CLK_TCK")
 HOST = "127.0.0.1"  # never anything else
@@ -56,7 +60,9 @@ bench/compare.sh: Kamailio 5.6 vs Starling on the same Lua script and SIPp load
 
 Environment (defaults in brackets):
   MODE             stateless (bench/stateless.lua, KSR.forward())
-                   or stateful (bench/stateful.lua, KSR.tm.t_relay()) [stateless]
+                   or stateful (bench/stateful.lua, KSR.tm.t_relay())
+                   or dispatcher (bench/dispatcher.lua: ds_select_dst round-robin over three UASes
+                   on UAS_PORT..UAS_PORT+2, then t_relay) [stateless]
   PROBE_RATE       SIPp calls/s of an extra latency step per server; 0 = none [0]
   PROBE_CPS        paced probe calls/s during that step    [50]
   PROBE_DURATION   seconds of that step                   [= DURATION]
@@ -263,6 +269,9 @@ def start_kamailio(tmp: Path, script: Path, port: int, children: int, stateful: 
         raise RuntimeError(f"kamailio binary '{binary}' not found")
     cfg = tmp / "kamailio.cfg"
     stream, tm = "", KAMAILIO_TM if stateful else ""
+    if DISPATCHER:
+        tm += (f'loadmodule "siputils.so"\nloadmodule "dispatcher.so"\n'
+               f'modparam("dispatcher", "list_file", "{tmp / "dispatcher.list"}")\nmodparam("dispatcher", "flags", 2)\n')
     if TRANSPORT == "tcp":
         stream = f"listen=tcp:{HOST}:{port}\n"
     elif TRANSPORT == "tls":
@@ -290,6 +299,12 @@ def start_starling(tmp: Path, binary: Path, script: Path, port: int, workers: in
         certs = make_certificates(tmp)
         (tmp / "starling.toml").write_text(f'[tls]\ncertificate = "{certs["cert"]}"\nprivate_key = "{certs["key"]}"\n')
         args += ["--listen", f"tls:{HOST}:{port + 1}", "--config", str(tmp / "starling.toml")]
+    if DISPATCHER:
+        (tmp / "starling.toml").write_text(
+            '[core]\nmodules = ["sl", "maxfwd", "tm", "siputils", "dispatcher"]\n\n[modparam.tm]\n'
+            'fr_timer = 5000\nfr_inv_timer = 10000\n\n'
+            f'[modparam.dispatcher]\nlist_file = "{tmp / "dispatcher.list"}"\nflags = 2\n')
+        args += ["--config", str(tmp / "starling.toml")]
     args += env("STARLING_ARGS", "").split()
     log = open(tmp / "starling.log", "wb")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -358,6 +373,16 @@ def start_uas(tmp: Path, port: int) -> subprocess.Popen:
                              "-buff_size", "2097152", "-trace_err", "-error_file", str(tmp / "uas_errors.log")],
                             stdout=log, stderr=subprocess.STDOUT, cwd=tmp, start_new_session=True)
     wait_bound(port, proc, "sipp uas")
+    if DISPATCHER:
+        # two more UASes; their CPU is reported with the helpers', not as "outside"
+        (tmp / "dispatcher.list").write_text("".join(f"1 sip:{HOST}:{port + i}\n" for i in range(3)))
+        for i in (1, 2):
+            extra = subprocess.Popen([sipp(), "-sf", str(SCENARIOS / "uas.xml"), "-i", HOST, "-p", str(port + i), "-nostdin",
+                                      "-buff_size", "2097152", "-trace_err", "-error_file", str(tmp / f"uas{i}_errors.log")],
+                                     stdout=open(tmp / f"uas{i}.out", "wb"), stderr=subprocess.STDOUT, cwd=tmp,
+                                     start_new_session=True)
+            wait_bound(port + i, extra, f"sipp uas {i}")
+            EXTRA_UAS.append(extra)
     return proc
 
 
@@ -653,6 +678,7 @@ def bench_server(name: str, tmp: Path, script: Path, ports: dict, rates: list[in
     steps = []
     try:
         uas = start_uas(sub, ports["uas"])
+        HELPERS.update(p.pid for p in EXTRA_UAS)
         if TRANSPORT == "tls":
             tunnel = start_stunnel(sub, ports["proxy"] + 2, ports["proxy"] + 1)
             HELPERS.clear()
@@ -716,6 +742,9 @@ def bench_server(name: str, tmp: Path, script: Path, ports: dict, rates: list[in
     finally:
         stop(server)
         stop(uas)
+        for extra in EXTRA_UAS:
+            stop(extra)
+        EXTRA_UAS.clear()
         stop(tunnel)
         HELPERS.clear()
     passing = [s["rate"] for s in steps if s["passed"]]
@@ -750,9 +779,9 @@ def main() -> int:
     servers = env("SERVERS", "kamailio starling").split()
     mode = env("MODE", "stateless")
     if mode not in SCRIPTS:
-        print(f"error: MODE must be stateless or stateful, not {mode!r}", file=sys.stderr)
+        print(f"error: MODE must be stateless, stateful or dispatcher, not {mode!r}", file=sys.stderr)
         return 2
-    stateful = mode == "stateful"
+    stateful = mode in ("stateful", "dispatcher")
     script_src = SCRIPTS[mode]
 
     starling = Path(env("STARLING_BIN", str(ROOT / ".build" / "release" / "starling")))

@@ -56,6 +56,8 @@ public enum PrometheusMetrics {
         for (s, value) in server.stack.statistics() {
             metric(s.metric, s.kind.rawValue, s.help, [("", String(value))])
         }
+        // The dispatcher's per-destination gauges and counters (labels set and uri).
+        for f in DispatcherMetrics.families(server.stack.runtime) { metric(f.name, f.type, f.help, f.samples) }
         out += "# HELP starling_route_duration_seconds Route callback execution time (Lua and the KSR functions it called), by callback.\n"
         out += "# TYPE starling_route_duration_seconds histogram\n"
         for h in server.routeTimes() {

@@ -268,6 +268,9 @@ public final class RouteContext {
     /// Runs a Lua callback by name with the context as it is (set by the server; used by tm for
     /// failure, branch and onreply routes). Nil when no engine is attached.
     public var runRoute: ((RouteContext, String) -> Void)?
+    /// Runs a Lua event callback by name with its event name as the argument (Kamailio's
+    /// `sr_kemi_route(..., EVENT_ROUTE, callback, evname)`; the dispatcher's `event_callback`).
+    public var runEvent: ((RouteContext, String, String) -> Void)?
     /// The transaction layer, if tm is loaded (process-wide, shared by the workers).
     public var transactions: (any TransactionLayer)?
 

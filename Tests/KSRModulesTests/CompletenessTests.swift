@@ -118,6 +118,14 @@ enum Kamailio56 {
         "add_rcv_param", "fix_nated_sdp", "fix_nated_sdp_ip", "set_alias_to_pv",
     ]
 
+    static let dispatcher = [
+        "ds_select_dst", "ds_select_domain", "ds_select", "ds_select_limit", "ds_select_dst_limit",
+        "ds_select_domain_limit", "ds_select_routes", "ds_select_routes_limit", "ds_next_dst", "ds_next_domain",
+        "ds_set_dst", "ds_set_domain", "ds_mark_dst", "ds_mark_dst_state", "ds_is_from_lists", "ds_is_from_list",
+        "ds_is_from_list_mode", "ds_is_from_list_uri", "ds_list_exists", "ds_is_active", "ds_is_active_uri",
+        "ds_load_update", "ds_load_unset", "ds_reload",
+    ]
+
     /// (module, functions, count given by the reference's "(HEAD / 5.6)" heading).
     static let registrar = [
         "save", "save_uri", "lookup", "lookup_uri", "lookup_to_dset", "lookup_branches", "registered",
@@ -129,7 +137,7 @@ enum Kamailio56 {
         ("siputils", siputils, 29), ("textops", textops, 54), ("sl", sl, 5), ("maxfwd", maxfwd, 2), ("sanity", sanity, 3),
         ("tm", tm, 54), ("tmx", tmx, 16), ("htable", htable, 28), ("pike", pike, 2), ("permissions", permissions, 5),
         ("nathelper", nathelper, 14), ("registrar", registrar, 17), ("http_client", httpClient, 6), ("enum", enumGroup, 12),
-        ("uac", uac, 16),
+        ("uac", uac, 16), ("dispatcher", dispatcher, 24),
     ]
 }
 

@@ -143,6 +143,8 @@ indirect enum ExtendedPV: Hashable {
     case conid
     /// `$tls_peer_subject_cn`, `$tls_peer_verified`, `$tls_peer_serial`, `$tls_peer_san_dns`.
     case tlsPeer(String)
+    /// `$dsv(code|reason|flags)`: the dispatcher event's reply (Dispatcher/DispatcherProbe.swift).
+    case dsv(String)
 
     static func parse(_ text: String) -> ExtendedPV? {
         let body = text.dropFirst()
@@ -210,6 +212,7 @@ indirect enum ExtendedPV: Hashable {
         case "shtitkey", "shtitval":
             return inner.isEmpty ? nil : .shtIterator(inner, value: name == "shtitval")
         case "vn": return inner.isEmpty ? nil : .vn(inner)
+        case "dsv": return ["code", "reason", "flags"].contains(inner) ? .dsv(inner) : nil
         case "sel":
             let parts = inner.split(separator: ".").map { String($0).lowercased() }
             return parts.isEmpty ? nil : .select(parts)
@@ -324,6 +327,13 @@ indirect enum ExtendedPV: Hashable {
             return PVValue(ctx.worker.local(NullableVariables.self) { NullableVariables() }.values[name] ?? .null)
         case .br:
             return ctx.branches.first.map { .string(String(decoding: $0, as: UTF8.self)) } ?? .null
+        case .dsv(let key):
+            guard let e = ctx.worker.local(DSWorkerEvent.self, { DSWorkerEvent() }).current else { return .null }
+            switch key {
+            case "code": return .int(e.code)
+            case "flags": return .int(e.flags)
+            default: return e.reason.flatMap { $0.isEmpty ? nil : PVValue.string($0) } ?? .null
+            }
         case .conid:
             return ctx.received.connectionID == 0 ? .null : .int(Int(truncatingIfNeeded: ctx.received.connectionID))
         case .tlsPeer(let field):

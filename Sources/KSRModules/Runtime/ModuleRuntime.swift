@@ -151,6 +151,11 @@ public final class ModuleRuntime: Sendable {
         }
     }
 
+    /// Whether the module state of type `S` has been made (read-only paths such as `/metrics`).
+    public func hasState<S: AnyObject & Sendable>(_ type: S.Type) -> Bool {
+        moduleStates.withLock { $0[ObjectIdentifier(type)] != nil }
+    }
+
     /// Sets (or clears) the sender of datagrams that leave outside any route.
     public func setOutbound(_ sender: OutboundSender?) { outboundHook.withLock { $0 = sender } }
     /// The current outbound sender.
