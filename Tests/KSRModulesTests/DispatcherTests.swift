@@ -432,7 +432,8 @@ enum DSTKnown {
         function ksr_request_route() end
         events = ""
         function ds_event(evname)
-          events = events .. evname .. "@" .. KSR.pv.get("$ru") .. "#" .. tostring(KSR.pv.get("$dsv(code)")) .. ";"
+          events = events .. evname .. "@" .. KSR.pv.get("$ru") .. "#" .. tostring(KSR.pv.get("$dsv(code)")) .. "/"
+            .. tostring(KSR.pv.get("$dsv(flags)")) .. "/" .. tostring(KSR.pv.get("$dsv(reason)")) .. ";"
           KSR.pv.sets("$var(ev)", events)
         end
         function reset_events() events = "" end
@@ -470,11 +471,11 @@ enum DSTKnown {
         let store = DispatcherModule.store(h.runtime)
         #expect(store.flags(group: 1, uri: "sip:10.0.0.2:5060") & DS.inactive != 0)
         #expect(store.flags(group: 1, uri: "sip:10.0.0.1:5060") & DS.inactive == 0)
-        #expect(TMT.v(h, "ev") == "dispatcher:dst-down@sip:10.0.0.2:5060#408;")
+        #expect(TMT.v(h, "ev") == "dispatcher:dst-down@sip:10.0.0.2:5060#408/0/nil;")
         // it answers again: active (ds_inactive_threshold 1), dst-up with the reply's code
         try Self.run(h, for: .seconds(2), answer: [TMT.address("10.0.0.1"): (404, "Not Found"), TMT.address("10.0.0.2"): (200, "OK")])
         #expect(store.flags(group: 1, uri: "sip:10.0.0.2:5060") & DS.inactive == 0)
-        #expect(TMT.v(h, "ev").hasPrefix("dispatcher:dst-down@sip:10.0.0.2:5060#408;dispatcher:dst-up@sip:10.0.0.2:5060#200;"),
+        #expect(TMT.v(h, "ev").hasPrefix("dispatcher:dst-down@sip:10.0.0.2:5060#408/0/nil;dispatcher:dst-up@sip:10.0.0.2:5060#200/1/OK;"),
                 "\(TMT.v(h, "ev"))")
         #expect(store.probesSent.load(ordering: .relaxed) >= 8)
         #expect(store.probesFailed.load(ordering: .relaxed) >= 2)
@@ -486,12 +487,19 @@ enum DSTKnown {
                                      tm: ["fr_timer": "30000"])
         TMT.run(h, for: .seconds(1))
         // start: one event per destination, by its state (flags 5 = inactive+disabled)
-        #expect(TMT.v(h, "ev").contains("dispatcher:dst-up@sip:10.0.0.1:5060#0;"))
-        #expect(TMT.v(h, "ev").contains("dispatcher:dst-down@sip:10.0.0.2:5060#0;"))
+        #expect(TMT.v(h, "ev").contains("dispatcher:dst-up@sip:10.0.0.1:5060#0/0/load;"))
+        #expect(TMT.v(h, "ev").contains("dispatcher:dst-down@sip:10.0.0.2:5060#0/0/load;"))
         h.call("reset_events")
         TMT.run(h, for: .seconds(3))
         // the probe timed out after ds_ping_timeout, well before tm's 30 s fr_timer
-        #expect(TMT.v(h, "ev") == "dispatcher:dst-down@sip:10.0.0.1:5060#408;")
+        #expect(TMT.v(h, "ev") == "dispatcher:dst-down@sip:10.0.0.1:5060#408/0/nil;")
+        // per-destination metrics
+        let fams = DispatcherMetrics.families(h.runtime)
+        let up = try #require(fams.first { $0.name == "starling_dispatcher_destination_up" })
+        #expect(up.samples.map { "\($0.labels) \($0.value)" }.sorted()
+                == ["{set=\"1\",uri=\"sip:10.0.0.1:5060\"} 0", "{set=\"1\",uri=\"sip:10.0.0.2:5060\"} 0"])
+        let sent = try #require(fams.first { $0.name == "starling_dispatcher_destination_probes_sent_total" })
+        #expect(sent.samples.first { $0.labels.contains("10.0.0.1") }?.value == "1")
     }
 
     @Test func reloadKeepsStatesAndRefusesABrokenFile() throws {
