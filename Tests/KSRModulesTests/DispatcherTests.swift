@@ -104,17 +104,16 @@ enum DST {
     }
 
     @Test func hashIsKamailiosCoreHash() {
-        // Values printed by Kamailio 5.6's `kamcmd dispatcher.hash 0 VALUE`.
-        #expect(DS.hash(Array("a84b4c76e66710@pc33".utf8)) == DSTKnown.callID)
-        #expect(DS.hash(Array("abc".utf8)) == DSTKnown.abc)
+        // Printed by Kamailio 5.6.3's `kamcmd dispatcher.hash 7 VALUE [VALUE2]` (binrpc shows the
+        // unsigned hash as a signed int: -1155972484 is 3138994812). Non-ASCII bytes hash as signed chars.
+        #expect(DS.hash(Array("a84b4c76e66710@pc33".utf8)) == 1_093_616_078)
+        #expect(DS.hash(Array("abc".utf8)) == 7_167_810)
+        #expect(DS.hash(Array("é-ü".utf8)) == 3_138_994_812)
+        #expect(DS.hash(Array("call-1@host".utf8)) == 2_552_170_930)
+        #expect(DS.hash(Array("x".utf8)) == 119)
+        #expect(DS.hash(Array("user1".utf8), Array("host:5070".utf8)) == 515_377_617)
         #expect(DS.hash(Array("".utf8)) == 1)
     }
-}
-
-/// Hash values taken from Kamailio 5.6 (see DispatcherKamailioTests for the live comparison).
-enum DSTKnown {
-    static let callID: UInt32 = DS.hash(Array("a84b4c76e66710@pc33".utf8))
-    static let abc: UInt32 = DS.hash(Array("abc".utf8))
 }
 
 @Suite struct DispatcherSelectTests {
@@ -500,6 +499,18 @@ enum DSTKnown {
                 == ["{set=\"1\",uri=\"sip:10.0.0.1:5060\"} 0", "{set=\"1\",uri=\"sip:10.0.0.2:5060\"} 0"])
         let sent = try #require(fams.first { $0.name == "starling_dispatcher_destination_probes_sent_total" })
         #expect(sent.samples.first { $0.labels.contains("10.0.0.1") }?.value == "1")
+    }
+
+    @Test func reloadAnnouncesEveryDestination() throws {
+        let (h, path) = try DST.harness(Self.script + "\n" + """
+            function ksr_request_route() KSR.pv.seti("$var(rc)", KSR.dispatcher.ds_reload()) end
+            """, ["reload_delta": "0", "event_callback": "ds_event"])
+        TMT.run(h, for: .milliseconds(200))
+        h.call("reset_events")
+        try "1 sip:10.0.0.1:5060\n1 sip:10.0.0.9:5060 1\n".write(toFile: path, atomically: true, encoding: .utf8)
+        try h.route(DST.invite())
+        #expect(TMT.v(h, "rc") == "1")
+        #expect(TMT.v(h, "ev") == "dispatcher:dst-down@sip:10.0.0.9:5060#0/0/load;dispatcher:dst-up@sip:10.0.0.1:5060#0/0/load;")
     }
 
     @Test func reloadKeepsStatesAndRefusesABrokenFile() throws {
