@@ -1,11 +1,16 @@
 import SIPCore
 import SIPTransport
+import StarlingKEMI
 
 /// One destination of a dispatcher set, as Kamailio's `ds_dest_t`: the URI, its flags (the state
 /// bits 1 inactive, 2 trying, 4 disabled, 8 probing; 16 no DNS), priority, attributes, and the
 /// runtime data every worker shares (call load, failed/successful probe counter, latency).
 struct DSDestination: Sendable {
-    var uri: String
+    var uri: String {
+        didSet { uriBytes = Array(uri.utf8) }
+    }
+    /// `uri` as bytes, for `$du` without a copy per call.
+    private(set) var uriBytes: [UInt8] = []
     var host: String
     /// The URI's port, 0 when none is written (Kamailio's `port_no`: matches any source port).
     var port: Int
@@ -29,6 +34,21 @@ struct DSDestination: Sendable {
     var probeStartedAt: Double = 0
 
     var isSkipped: Bool { DS.skip(flags) }
+
+    init(uri: String, host: String, port: Int, proto: SIPTransportProtocol?, ip: String?, flags: Int, priority: Int,
+         attrs: DSAttributes, origin: String, listFlags: Int) {
+        self.uri = uri
+        self.uriBytes = Array(uri.utf8)
+        self.host = host
+        self.port = port
+        self.proto = proto
+        self.ip = ip
+        self.flags = flags
+        self.priority = priority
+        self.attrs = attrs
+        self.origin = origin
+        self.listFlags = listFlags
+    }
 }
 
 /// The attributes of a destination (Kamailio's `ds_attrs_t`): the raw body and the known fields.
@@ -94,6 +114,8 @@ struct DSSet: Sendable {
     var wlast = 0
     var rwlist = [Int](repeating: 0, count: 100)
     var rwlast = 0
+    /// The `_dsdst_` record of each destination, prepared by the store (DispatcherStore.prepare).
+    var records: [[String: [KemiValue]]] = []
 
     init(id: Int, dests: [DSDestination]) {
         self.id = id

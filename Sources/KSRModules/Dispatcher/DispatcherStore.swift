@@ -188,6 +188,7 @@ final class DispatcherStore: Sendable {
                     set.dests[i].probesFailed = o.probesFailed
                 }
                 set.initRelativeWeights()
+                prepare(&set)
                 sets[id] = set
             }
             st.sets = sets
@@ -296,6 +297,7 @@ final class DispatcherStore: Sendable {
     struct Decision {
         var code: Int
         var uri: String?
+        var uriBytes: [UInt8] = []
         var branches: [String] = []
         var records: [[String: [KemiValue]]] = []
     }
@@ -448,7 +450,7 @@ final class DispatcherStore: Sendable {
             }
             hash = i
             if ulast && vlast == set.last { set.last = (hash + 1) % nr }
-            var d = Decision(code: 1, uri: set.dests[hash].uri)
+            var d = Decision(code: 1, uri: set.dests[hash].uri, uriBytes: set.dests[hash].uriBytes)
             if alg == 12 {
                 // ds_add_branches: every destination after the chosen one, active or not
                 if rstate.umode == .xavp || hash + 1 < nr {
@@ -479,7 +481,11 @@ final class DispatcherStore: Sendable {
         }
         guard decision.code > 0, let uri = decision.uri else { return decision.code }
         if rstate.umode != .xavp {
-            guard push(ctx, uri, rstate.umode) else { return -1 }
+            if rstate.umode == .dstURI {
+                ctx.destinationURI = decision.uriBytes
+            } else {
+                guard push(ctx, uri, rstate.umode) else { return -1 }
+            }
             rstate.emode = true
         }
         if !decision.branches.isEmpty {
@@ -507,6 +513,16 @@ final class DispatcherStore: Sendable {
 
     /// `ds_add_xavp_record`: uri, grp, attrs (unless xavp_dst_mode 1), socket, dstid (call load).
     func record(_ set: DSSet, _ pos: Int, _ alg: Int) -> [String: [KemiValue]] {
+        if pos < set.records.count {
+            // prepared when the set was installed: a copy-on-write share, no allocation
+            var r = set.records[pos]
+            if alg == 10, !set.dests[pos].attrs.duid.isEmpty { r["dstid"] = [.string(set.dests[pos].attrs.duid)] }
+            return r
+        }
+        return makeRecord(set, pos, alg)
+    }
+
+    func makeRecord(_ set: DSSet, _ pos: Int, _ alg: Int) -> [String: [KemiValue]] {
         let d = set.dests[pos]
         var r: [String: [KemiValue]] = ["uri": [.string(d.uri)], "grp": [.int(set.id)]]
         if settings.xavpDstMode & 1 == 0, let body = d.attrs.body, !body.isEmpty { r["attrs"] = [.string(body)] }
@@ -517,6 +533,12 @@ final class DispatcherStore: Sendable {
         if !d.attrs.sockname.isEmpty && settings.xavpDstMode & 4 != 0 { r["sockname"] = [.string(d.attrs.sockname)] }
         if alg == 10 && !d.attrs.duid.isEmpty { r["dstid"] = [.string(d.attrs.duid)] }
         return r
+    }
+
+    /// The xavp records of every destination of `set` (algorithm-independent fields).
+    func prepare(_ set: inout DSSet) {
+        set.records = []
+        set.records = set.dests.indices.map { makeRecord(set, $0, 0) }
     }
 
     /// `ds_push_dst`: $du, or the R-URI's host part (Kamailio's SET_HOSTALL: user kept, the rest
@@ -889,7 +911,9 @@ final class DispatcherStore: Sendable {
                 let asc = list.enumerated().sorted { a, b in
                     a.element.priority != b.element.priority ? a.element.priority < b.element.priority : a.offset < b.offset
                 }.map(\.element)
-                sets[id] = DSSet(id: id, dests: asc.reversed())
+                var set = DSSet(id: id, dests: asc.reversed())
+                prepare(&set)
+                sets[id] = set
             }
             st.sets = sets
         }
