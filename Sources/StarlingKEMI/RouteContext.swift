@@ -268,6 +268,9 @@ public final class RouteContext {
     /// Runs a Lua callback by name with the context as it is (set by the server; used by tm for
     /// failure, branch and onreply routes). Nil when no engine is attached.
     public var runRoute: ((RouteContext, String) -> Void)?
+    /// Runs a Lua event callback by name with one string argument (the event name, as Kamailio's
+    /// `event_callback` functions get it). Nil when no engine is attached.
+    public var runEvent: ((RouteContext, String, String) -> Void)?
     /// The transaction layer, if tm is loaded (process-wide, shared by the workers).
     public var transactions: (any TransactionLayer)?
 

@@ -43,6 +43,10 @@ public final class MessageDispatcher {
             guard let engine = self.engine else { return }
             self.report(self.timed(.other) { engine.run(callback: name) }, name)
         }
+        context.runEvent = { [unowned self] _, name, arg in
+            guard let engine = self.engine else { return }
+            self.report(self.timed(.other) { engine.run(callback: name, arg: arg) }, name)
+        }
     }
 
     /// Replaces the engine (a new script version). Callback names are resolved again.

@@ -84,6 +84,11 @@ public final class Server: Sendable {
         }
         self.stack = stack
         runtime = stack.runtime
+        // acc's database records (acc, missed_calls, CDRs) go to the embedded database.
+        if stack.isLoaded("acc"), let database {
+            let sink = SQLiteAccounting(database)
+            AccModule.store(stack.runtime).setSink(sink)
+        }
         transactions = runtime.tm
         tmLoaded = stack.isLoaded("tm")
         uacLoaded = stack.isLoaded("uac")
@@ -429,6 +434,7 @@ public final class Server: Sendable {
         for s in services.udpSockets { s.close() }
         // usrloc write-back: what the timer has not written yet.
         runtime.usrloc.flush()
+        if stack.isLoaded("acc") { AccModule.store(runtime).sink?.flush() }
         let c = counters()
         logger.info("stopped; \(c.keys.sorted().map { "\($0)=\(c[$0]!)" }.joined(separator: " "))")
     }
