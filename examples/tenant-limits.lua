@@ -18,6 +18,7 @@
 --   cdr_enable = 1
 --   cdrs_table = "acc_cdrs"
 --   cdr_extra = "tenant=$dlg_var(tenant)"
+--   cdr_expired_dlg_enable = 1      # CDRs for timed-out calls too (Kamailio's default is 0)
 --
 -- Kamailio 5.6 runs this script unchanged with the same modparams (dialog.so, acc.so, db_sqlite.so).
 -- `starling ctl dlg.profile_get_size tenant acme` shows a tenant's calls; `dlg.list` the dialogs.

@@ -69,8 +69,10 @@ public struct ModuleConfiguration: Sendable, Equatable {
 extension ModuleConfiguration {
     /// The `db_url`s set, in the order the server prefers them: usrloc, auth_db, uac's reg_db_url.
     public var databaseURLs: [String] {
-        [self[UsrlocModule.dbURL], self[AuthDBModule.dbURL], self[UACModule.regDBURL], self[AccModule.dbURL]].compactMap { $0 }
+        [self[UsrlocModule.dbURL], self[AuthDBModule.dbURL], self[UACModule.regDBURL], self[AccModule.dbURL], self[DialogModule.dbURL]].compactMap { $0 }
     }
+    /// dialog `db_mode` (0: dialogs in memory only).
+    public var dialogDBMode: Int { self[DialogModule.dbMode] }
     /// usrloc `use_domain`.
     public var usrlocUseDomain: Bool { self[UsrlocModule.useDomain] }
     /// usrloc `db_mode`.

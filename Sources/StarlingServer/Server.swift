@@ -89,6 +89,15 @@ public final class Server: Sendable {
             let sink = SQLiteAccounting(database)
             AccModule.store(stack.runtime).setSink(sink)
         }
+        // dialog db_mode 1/2/3: the confirmed dialogs of the last run are back, with their profiles.
+        if stack.isLoaded("dialog"), moduleConfig.dialogDBMode != 0, let database {
+            do {
+                let n = try DialogModule.store(stack.runtime).attach(try SQLiteDialogs(database), now: stack.runtime.clock.unixSeconds)
+                logger.info("dialog: \(n) dialogs loaded from \(database.path) (db_mode \(moduleConfig.dialogDBMode))")
+            } catch {
+                throw ServerError("dialog: cannot load the dialog table of \(database.path): \(error)")
+            }
+        }
         transactions = runtime.tm
         tmLoaded = stack.isLoaded("tm")
         uacLoaded = stack.isLoaded("uac")
@@ -435,6 +444,7 @@ public final class Server: Sendable {
         // usrloc write-back: what the timer has not written yet.
         runtime.usrloc.flush()
         if stack.isLoaded("acc") { AccModule.store(runtime).sink?.flush() }
+        if stack.isLoaded("dialog") { DialogModule.store(runtime).flush() }
         let c = counters()
         logger.info("stopped; \(c.keys.sorted().map { "\($0)=\(c[$0]!)" }.joined(separator: " "))")
     }

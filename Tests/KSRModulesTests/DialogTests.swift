@@ -402,4 +402,40 @@ private func call(_ h: ScriptHarness, _ n: Int, tenant: String = "acme", answer 
         #expect(TMT.sent(h, "INVITE").count == 1)
         #expect(s.profileSize("tenant", value: "acme") == 3)
     }
+
+    @Test func confirmedDialogsAreWrittenAndReadBack() throws {
+        final class MemoryDialogs: DialogPersistence, @unchecked Sendable {
+            var rows: [String: DialogRecord] = [:]
+            func load() throws -> [DialogRecord] { Array(rows.values) }
+            func save(upserts: [DialogRecord], deletes: [(entry: Int, id: Int)]) throws {
+                for d in deletes { rows["\(d.entry):\(d.id)"] = nil }
+                for u in upserts { rows["\(u.hashEntry):\(u.hashID)"] = u }
+            }
+        }
+        let db = MemoryDialogs()
+        let h = try dialogHarness(["db_mode": ["1"], "db_url": ["sqlite:///unused.db"]])
+        let s = DialogModule.store(h.runtime)
+        #expect(try s.attach(db, now: h.runtime.clock.unixSeconds) == 0)
+        let inv = try #require(try call(h, 1, answer: 200))
+        try call(h, 2, answer: 486)
+        h.advance(by: .seconds(1))
+        #expect(db.rows.count == 1)
+        let row = try #require(db.rows.values.first)
+        #expect(row.state == 4 && row.callID == "call-1@example.com" && row.toTag == "tt1")
+        #expect(row.profiles.contains(.init(name: "tenant", value: "acme")))
+        #expect(row.variables == [.init(name: "tenant", value: "acme")])
+
+        // A new server over the same rows: the dialog, its profile and its did are back.
+        let h2 = try dialogHarness(["db_mode": ["1"], "db_url": ["sqlite:///unused.db"]])
+        let s2 = DialogModule.store(h2.runtime)
+        #expect(try s2.attach(db, now: h2.runtime.clock.unixSeconds) == 1)
+        #expect(s2.profileSize("tenant", value: "acme") == 1)
+        #expect(s2.profileSize("calls", value: nil) == 1)
+        try h2.route(inDialog("BYE", 1, route: TMT.header(inv, "Record-Route"), cseq: 2), from: caller)
+        #expect(int(h2, "known") == 1)
+        #expect(str(h2, "seen") == "acme")
+        #expect(s2.profileSize("tenant", value: "acme") == 0)
+        h2.advance(by: .seconds(1))
+        #expect(db.rows.isEmpty)
+    }
 }

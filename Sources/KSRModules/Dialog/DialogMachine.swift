@@ -59,6 +59,13 @@ public struct DialogMachine: Sendable, Equatable {
 
     public init(now: Int) { initTS = now }
 
+    /// A confirmed dialog read back from the database.
+    public init(restoring state: DialogState, startTS: Int) {
+        self.state = state
+        initTS = startTS
+        self.startTS = startTS
+    }
+
     /// The result of one event: the state before and after.
     public struct Transition: Sendable, Equatable {
         public var old: DialogState

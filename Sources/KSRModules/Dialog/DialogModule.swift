@@ -31,7 +31,7 @@ public enum DialogModule: KSRModule {
     static let kaTimer = ModuleParameter.int("dialog", "ka_timer", 0, "Seconds between keepalive checks (0: none).")
     static let kaInterval = ModuleParameter.int("dialog", "ka_interval", 0, "Seconds between keepalive OPTIONS of a dialog (0: none).")
     static let dbMode = ModuleParameter.int("dialog", "db_mode", 0, in: 0...3,
-        "Dialog persistence (0: none; Starling keeps dialogs in memory only, see docs/Dialog.md).")
+        "Dialog persistence: 0 none; 1, 2, 3 confirmed dialogs in the `dialog` table, written about once a second and at stop.")
     static let dbURL = ModuleParameter.optionalStr("dialog", "db_url", "Database of the dialog table (SQLite).")
 
     public static let parameters = [profilesWithValue.info, profilesNoValue.info, defaultTimeout.info, dlgFlag.info,
@@ -81,7 +81,10 @@ public enum DialogModule: KSRModule {
             throw ModuleStartError(key: "modparam.dialog.profiles_no_value", "profile '\(p)' is declared with and without value")
         }
         if s.settings.dbMode != 0 {
-            throw ModuleStartError(key: "modparam.dialog.db_mode", "db_mode \(s.settings.dbMode) is not supported by Starling yet (use 0)")
+            if runtime.config[dbURL] == nil {
+                throw ModuleStartError(key: "modparam.dialog.db_url", "db_mode \(s.settings.dbMode) needs db_url (sqlite:///path)")
+            }
+            runtime.addPeriodic { _ in s.flush() }
         }
         runtime.tm.hooks.onCreated { ctx, cell in DialogLogic.transactionCreated(s, ctx, cell) }
         runtime.rrCallbacks.add { ctx in

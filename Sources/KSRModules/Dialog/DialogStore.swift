@@ -167,6 +167,10 @@ public final class DialogStore: Sendable {
         var byCallID: [String: [DialogID]] = [:]
         var profiles: [String: ProfileTable] = [:]
         var nextID: UInt32 = 1
+        /// Dialogs changed / ended since the last database flush (db_mode != 0).
+        var dirty: Set<DialogID> = []
+        var removed: Set<DialogID> = []
+        var persistent = false
     }
 
     let settings: DialogSettings
@@ -177,6 +181,8 @@ public final class DialogStore: Sendable {
     let processed = Atomic<Int>(0)
     let expired = Atomic<Int>(0)
     let failed = Atomic<Int>(0)
+    /// The database of db_mode 1/2 (nil: dialogs in memory only).
+    let persistence = Mutex<(any DialogPersistence)?>(nil)
 
     init(settings: DialogSettings) {
         self.settings = settings
@@ -280,6 +286,7 @@ public final class DialogStore: Sendable {
         if d.profiles.contains(ProfileLink(name: p.name, value: value)) { return }
         d.profiles.append(ProfileLink(name: p.name, value: value))
         t.dialogs[id] = d
+        if t.persistent { t.dirty.insert(id) }
         if prof.members[value, default: []].insert(id).inserted { prof.total += 1 }
         t.profiles[p.name] = prof
     }
@@ -290,6 +297,7 @@ public final class DialogStore: Sendable {
         guard let i = d.profiles.firstIndex(of: ProfileLink(name: p.name, value: value)) else { return false }
         d.profiles.remove(at: i)
         t.dialogs[id] = d
+        if t.persistent { t.dirty.insert(id) }
         if prof.members[value]?.remove(id) != nil { prof.total -= 1 }
         if prof.members[value]?.isEmpty == true { prof.members[value] = nil }
         t.profiles[p.name] = prof
@@ -320,6 +328,7 @@ public final class DialogStore: Sendable {
             guard var d = t.dialogs[id] else { return nil }
             let r = body(&d)
             t.dialogs[id] = d
+            if t.persistent { t.dirty.insert(id) }
             return r
         }
     }
@@ -340,12 +349,17 @@ public final class DialogStore: Sendable {
             if d.state == .deleted {
                 for p in d.profiles { _ = Self.unlink(&t, id, p) }
                 t.dialogs[id] = nil
+                if t.persistent {
+                    t.dirty.remove(id)
+                    if tr.old.isConfirmed { t.removed.insert(id) }
+                }
                 if var ids = t.byCallID[d.callID] {
                     ids.removeAll { $0 == id }
                     t.byCallID[d.callID] = ids.isEmpty ? nil : ids
                 }
             } else {
                 t.dialogs[id] = d
+                if t.persistent && tr.changed { t.dirty.insert(id) }
             }
             return (tr, d)
         }
