@@ -90,6 +90,7 @@ private let dialogScript = """
         KSR.pv.seti("$var(undeclared)", KSR.dialog.set_dlg_profile("nosuch", t))
         KSR.pv.seti("$var(calls)", KSR.dialog.set_dlg_profile_static("calls"))
         KSR.dialog.var_sets("tenant", t)
+        if t == "ka" then KSR.dialog.dlg_set_property("ka-dst") end
         KSR.rr.record_route()
       end
       KSR.setdsturi("sip:192.0.2.20:5060")
@@ -437,5 +438,25 @@ private func call(_ h: ScriptHarness, _ n: Int, tenant: String = "acme", answer 
         #expect(s2.profileSize("tenant", value: "acme") == 0)
         h2.advance(by: .seconds(1))
         #expect(db.rows.isEmpty)
+    }
+
+    @Test func keepalivesThatFailEndTheDialog() throws {
+        let h = try dialogHarness(["ka_timer": ["1"], "ka_interval": ["5"]], )
+        let s = DialogModule.store(h.runtime)
+        try call(h, 1, tenant: "ka", answer: 200)
+        h.sender.clear()
+        TMT.run(h, for: .seconds(6), step: .seconds(1))
+        let ka = try #require(TMT.sent(h, "OPTIONS").first)
+        #expect(ka.destination == callee)
+        #expect(TMT.header(ka, "From")?.contains("tag=ft1") == true && TMT.header(ka, "To")?.contains("tag=tt1") == true)
+        // Answered: the dialog stays.
+        try h.route(TMT.reply(to: ka, 200, "OK", toTag: nil), from: callee)
+        #expect(s.activeCount == 1)
+        // The next keepalive gets no answer: tm's 408 ends the dialog with BYEs to both sides.
+        h.sender.clear()
+        TMT.run(h, for: .seconds(45), step: .seconds(1))
+        #expect(!TMT.sent(h, "OPTIONS").isEmpty)
+        #expect(Set(TMT.sent(h, "BYE").map(\.destination)) == [caller, callee])
+        #expect(s.activeCount == 0)
     }
 }

@@ -21,6 +21,8 @@ final class DialogContext {
     /// The message's dialog after it ended (a BYE): still known to the rest of the route, as the
     /// deleted dialog Kamailio keeps until the transaction ends.
     var ended: Dialog?
+    /// The in-dialog request was applied to its dialog (by the rr callback or dlg_manage).
+    var applied = false
     var store: DialogStore?
 
     func reset(_ m: SIPMessage?) {
@@ -35,6 +37,7 @@ final class DialogContext {
         pendingProfiles.removeAll()
         pendingVars.removeAll()
         ended = nil
+        applied = false
     }
 }
 
@@ -60,6 +63,8 @@ enum DialogLogic {
     static func manage(_ s: DialogStore, _ ctx: RouteContext) -> Int {
         guard let m = ctx.message, m.isRequest, ctx.routeType == .request || ctx.routeType == .branch else { return -1 }
         if m.to?.tag != nil {
+            // Matched already when loose_route ran (the rr callback): not applied twice.
+            if context(ctx).applied { return 1 }
             return matchRequest(s, ctx, viaRR: false) ? 1 : -1
         }
         guard m.method == .invite else { return -1 }
@@ -230,6 +235,7 @@ enum DialogLogic {
         guard let (id, upstream) = found else { return false }
         c.dialog = id
         c.dir = upstream ? 2 : 1
+        c.applied = true
         let now = rt.clock.unixSeconds
         let cseq = Int(m.cseq?.number ?? 0)
         let event: DialogEvent
@@ -312,6 +318,14 @@ enum DialogLogic {
     /// Sends a BYE to one side of a confirmed dialog (a local transaction of tm). True when sent.
     @discardableResult
     static func sendBye(_ s: DialogStore, _ ctx: RouteContext, _ d: Dialog, toCaller: Bool, extraHeaders: String = "") -> Bool {
+        sendWithin(s, ctx, d, method: "BYE", toCaller: toCaller, extraHeaders: extraHeaders)
+    }
+
+    /// Sends a request of the proxy's own within the dialog (BYE, keepalive OPTIONS) to one side.
+    @discardableResult
+    static func sendWithin(_ s: DialogStore, _ ctx: RouteContext, _ d: Dialog, method: String, toCaller: Bool,
+                           extraHeaders: String = "",
+                           onReply: (@Sendable (RouteContext, Int, SIPMessage?, [UInt8]) -> Void)? = nil) -> Bool {
         guard let rt = ctx.runtime else { return false }
         var ruri: String
         let routes: [String]
@@ -332,12 +346,13 @@ enum DialogLogic {
             to = "<\(d.toURI)>;tag=\(d.toTag)"
             cseq = d.callerCSeq + 1
         }
-        var headers = "From: \(from)\r\nTo: \(to)\r\nCall-ID: \(d.callID)\r\nCSeq: \(cseq) BYE\r\n"
+        var headers = "From: \(from)\r\nTo: \(to)\r\nCall-ID: \(d.callID)\r\nCSeq: \(cseq) \(method)\r\n"
         for r in routes { headers += "Route: <\(r)>\r\n" }
         if !extraHeaders.isEmpty { headers += extraHeaders.hasSuffix("\r\n") ? extraHeaders : extraHeaders + "\r\n" }
-        let r = TMLocal.send(rt.tm, ctx, method: "BYE", ruri: ruri, nexthop: routes.first ?? "", headers: headers, body: [])
+        let r = TMLocal.send(rt.tm, ctx, method: method, ruri: ruri, nexthop: routes.first ?? "", headers: headers, body: [],
+                             onReply: onReply)
         s.update(d.id) { x in if toCaller { x.calleeCSeq = cseq } else { x.callerCSeq = cseq } }
-        if r < 0 { ctx.logger.error("dialog: cannot send the BYE to the \(toCaller ? "caller" : "callee") of dialog \(d.id) (\(ruri))") }
+        if r < 0 { ctx.logger.error("dialog: cannot send the \(method) to the \(toCaller ? "caller" : "callee") of dialog \(d.id) (\(ruri))") }
         return r > 0
     }
 
@@ -387,9 +402,53 @@ enum DialogLogic {
                 ctx.state = saved
             }
         }
+        keepalives(s, rt, now: now)
         // Kamailio's dlg_clean_run: unconfirmed dialogs no transaction ever took, after 300 s.
         for id in s.stale(now: now, age: 300) where s.dialog(id)?.attached == false {
             _ = s.handle(id, .transactionGone, now: now)
+        }
+    }
+}
+
+extension DialogLogic {
+    /// Keepalives (`ka_timer`, `ka_interval`): confirmed dialogs with the ka-src / ka-dst property get
+    /// an in-dialog OPTIONS to that side every `ka_interval` seconds; a 408 (no answer) or a 481 counts
+    /// as a failure, and `ka_failed_limit` failures in a row end the dialog with BYEs.
+    static func keepalives(_ s: DialogStore, _ rt: ModuleRuntime, now: Int) {
+        let st = s.settings
+        guard st.kaTimer > 0, st.kaInterval > 0 else { return }
+        let due = s.table.withLock { t -> [(DialogID, UInt32)] in
+            var out: [(DialogID, UInt32)] = []
+            for (id, d) in t.dialogs where d.state.isConfirmed && d.iflags & (dlgIFlagKaSrc | dlgIFlagKaDst) != 0
+                && d.kaNext <= now {
+                t.dialogs[id]?.kaNext = now + st.kaInterval
+                out.append((id, d.iflags))
+            }
+            return out
+        }
+        for (id, flags) in due {
+            rt.tm.post { ctx in
+                guard let d = s.dialog(id) else { return }
+                let saved = ctx.state
+                ctx.begin(message: nil, received: ctx.received, routeType: .event)
+                let onReply: @Sendable (RouteContext, Int, SIPMessage?, [UInt8]) -> Void = { ctx, code, _, _ in
+                    let failed = code == 408 || code == 481
+                    let limitReached = s.update(id) { (x: inout Dialog) -> Bool in
+                        x.kaFailures = failed ? x.kaFailures + 1 : 0
+                        return x.kaFailures >= max(1, st.kaFailedLimit)
+                    } ?? false
+                    if failed && limitReached {
+                        ctx.logger.notice("dialog \(id): keepalive failed (\(code)), ending the dialog")
+                        let saved = ctx.state
+                        ctx.begin(message: nil, received: ctx.received, routeType: .event)
+                        _ = DialogLogic.terminate(s, ctx, id, withoutMessage: true)
+                        ctx.state = saved
+                    }
+                }
+                if flags & dlgIFlagKaSrc != 0 { DialogLogic.sendWithin(s, ctx, d, method: "OPTIONS", toCaller: true, onReply: onReply) }
+                if flags & dlgIFlagKaDst != 0 { DialogLogic.sendWithin(s, ctx, d, method: "OPTIONS", toCaller: false, onReply: onReply) }
+                ctx.state = saved
+            }
         }
     }
 }

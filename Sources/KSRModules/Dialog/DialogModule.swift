@@ -30,13 +30,15 @@ public enum DialogModule: KSRModule {
         "An INVITE seen again (retransmission or spiral) is the same dialog.")
     static let kaTimer = ModuleParameter.int("dialog", "ka_timer", 0, "Seconds between keepalive checks (0: none).")
     static let kaInterval = ModuleParameter.int("dialog", "ka_interval", 0, "Seconds between keepalive OPTIONS of a dialog (0: none).")
+    static let kaFailedLimit = ModuleParameter.int("dialog", "ka_failed_limit", 1, in: 1...100,
+        "Keepalives failed in a row (408 or 481) that end the dialog with BYEs.")
     static let dbMode = ModuleParameter.int("dialog", "db_mode", 0, in: 0...3,
         "Dialog persistence: 0 none; 1, 2, 3 confirmed dialogs in the `dialog` table, written about once a second and at stop.")
     static let dbURL = ModuleParameter.optionalStr("dialog", "db_url", "Database of the dialog table (SQLite).")
 
     public static let parameters = [profilesWithValue.info, profilesNoValue.info, defaultTimeout.info, dlgFlag.info,
                                     sendBye.info, matchMode.info, rrParam.info, hashSize.info, eventCallback.info,
-                                    detectSpirals.info, kaTimer.info, kaInterval.info, dbMode.info, dbURL.info]
+                                    detectSpirals.info, kaTimer.info, kaInterval.info, kaFailedLimit.info, dbMode.info, dbURL.info]
 
     static func settings(_ c: ModuleConfiguration) -> DialogSettings {
         var s = DialogSettings()
@@ -55,6 +57,7 @@ public enum DialogModule: KSRModule {
         s.detectSpirals = c[detectSpirals]
         s.kaTimer = c[kaTimer]
         s.kaInterval = c[kaInterval]
+        s.kaFailedLimit = c[kaFailedLimit]
         s.dbMode = c[dbMode]
         return s
     }

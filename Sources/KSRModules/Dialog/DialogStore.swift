@@ -69,8 +69,9 @@ struct Dialog: Sendable {
     var profiles: [ProfileLink] = []
     /// The INVITE transaction is attached (its replies drive the dialog).
     var attached = false
-    /// Keepalive failures in a row (ka_failed_limit).
+    /// Keepalive failures in a row (ka_failed_limit), and when the next keepalive is due.
     var kaFailures = 0
+    var kaNext = 0
 
     var state: DialogState { machine.state }
 
