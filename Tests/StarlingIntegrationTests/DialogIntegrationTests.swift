@@ -242,9 +242,13 @@ import StarlingTestSupport
         try Self.script.write(to: script, atomically: true, encoding: .utf8)
         let database = directory.appendingPathComponent("starling.db")
         let config = directory.appendingPathComponent("starling.toml")
+        let controlPort = try Ports.freeTCPPort()
         try """
             [core]
             modules = ["tm", "sl", "rr", "siputils", "dialog"]
+            [control]
+            listen = "127.0.0.1:\(controlPort)"
+            token = "t0ken"
             [modparam.dialog]
             profiles_with_value = "tenant"
             db_mode = 1
@@ -277,6 +281,11 @@ import StarlingTestSupport
         defer { starling.stop() }
         #expect(starling.logTail(50).contains("dialog: 1 dialogs loaded"), "\(starling.logTail(50))")
         #expect(try Self.size("acme", port: port) == "size 1")
+        // The restored dialog on /metrics: the tenant's profile size and the active dialogs.
+        try starling.waitUntilListening(tcpPort: controlPort)
+        let metrics = try ControlAPITests.metrics(port: controlPort, token: "t0ken")
+        #expect(metrics.contains("starling_dialog_profile_size{profile=\"tenant\",value=\"acme\"} 1"), "\(metrics)")
+        #expect(metrics.contains("starling_dialog_active 1"), "\(metrics)")
         let r = try #require(uac.wait(timeout: .seconds(30)))
         #expect(r.allCallsSucceeded, "\(r)\n\(starling.logTail())")
         #expect(try Self.size("acme", port: port) == "size 0", "\(starling.logTail())")

@@ -223,8 +223,8 @@ public final class DialogStore: Sendable {
     /// Whether a profile is declared, and whether with values.
     func profileKind(_ name: String) -> Bool? { table.withLock { $0.profiles[name]?.hasValue } }
 
-    /// Declared profile names with their sizes per value (metrics).
-    func profileSizes() -> [(name: String, value: String?, size: Int)] {
+    /// Declared profile names with their sizes per value (metrics: `starling_dialog_profile_size`).
+    public func profileSizes() -> [(name: String, value: String?, size: Int)] {
         table.withLock { t in
             var out: [(String, String?, Int)] = []
             for (name, p) in t.profiles.sorted(by: { $0.key < $1.key }) {
