@@ -6,6 +6,8 @@ import Glibc
 
 /// glibc's malloc_trim (not in the Glibc module map).
 @_silgen_name("malloc_trim") func glibcMallocTrim(_ pad: Int) -> Int32
+/// glibc's malloc_stats: arenas' system and in-use bytes on stderr (STARLING_BENCH_MALLOC_STATS=1).
+@_silgen_name("malloc_stats") func glibcMallocStats()
 
 /// `starling-bench dialogs [N]`: N calls through `dlg_manage()` + a tenant profile + `t_relay()`
 /// (the INVITE, a 200 from the callee, the ACK), tm's transactions then freed, so that N confirmed
@@ -65,7 +67,11 @@ enum DialogBench {
                 + "Max-Forwards: 70\r\nRoute: \(rr)\r\nFrom: <sip:alice\(i)@tenant\(i % 50).example.com>;tag=f\(i)\r\n"
                 + "To: <sip:bob@example.com>;tag=t\(i)\r\nCall-ID: \(i)-4242@127.0.0.1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
             h.route(bytes: Array(ack.utf8))
-            if i % 1000 == 999 { h.sender.clear() }
+            if i % 1000 == 999 {
+                h.sender.clear()
+                // Transactions end as on a server (their wait timers run); the dialogs stay.
+                h.advance(by: .seconds(40))
+            }
         }
         clock_gettime(CLOCK_MONOTONIC, &clock)
         let t1 = Double(clock.tv_sec) + Double(clock.tv_nsec) / 1e9
@@ -75,6 +81,7 @@ enum DialogBench {
         // Freed transactions and messages go back to the system first (glibc keeps them otherwise).
         _ = glibcMallocTrim(0)
         let after = RegistrationBench.rssKiB()
+        if getenv("STARLING_BENCH_MALLOC_STATS") != nil { glibcMallocStats() }
         let store = DialogModule.store(h.runtime)
         let confirmed = store.counts()[.confirmed] ?? 0
         print("dialogs: \(confirmed) confirmed of \(count) calls (INVITE, 200, ACK) in \(Int((t1 - t0) * 1000)) ms "
