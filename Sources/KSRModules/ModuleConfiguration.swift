@@ -68,7 +68,11 @@ public struct ModuleConfiguration: Sendable, Equatable {
 /// The parameters the server reads before the modules start (the embedded database they share).
 extension ModuleConfiguration {
     /// The `db_url`s set, in the order the server prefers them: usrloc, auth_db, uac's reg_db_url.
-    public var databaseURLs: [String] { [self[UsrlocModule.dbURL], self[AuthDBModule.dbURL], self[UACModule.regDBURL]].compactMap { $0 } }
+    public var databaseURLs: [String] {
+        [self[UsrlocModule.dbURL], self[AuthDBModule.dbURL], self[UACModule.regDBURL], self[AccModule.dbURL], self[DialogModule.dbURL]].compactMap { $0 }
+    }
+    /// dialog `db_mode` (0: dialogs in memory only).
+    public var dialogDBMode: Int { self[DialogModule.dbMode] }
     /// usrloc `use_domain`.
     public var usrlocUseDomain: Bool { self[UsrlocModule.useDomain] }
     /// usrloc `db_mode`.

@@ -58,6 +58,14 @@ public enum PrometheusMetrics {
         }
         // The dispatcher's per-destination gauges and counters (labels set and uri).
         for f in DispatcherMetrics.families(server.stack.runtime) { metric(f.name, f.type, f.help, f.samples) }
+        // dialog: the size of each declared profile (per value for profiles with values).
+        if server.stack.isLoaded("dialog") {
+            let sizes = DialogModule.store(server.stack.runtime).profileSizes()
+            metric("starling_dialog_profile_size", "gauge", "Dialogs in a dialog profile (by profile, and value for profiles with values).",
+                   sizes.map { p in
+                       ("{profile=\"\(escape(p.name))\"" + (p.value.map { ",value=\"\(escape($0))\"" } ?? "") + "}", String(p.size))
+                   })
+        }
         out += "# HELP starling_route_duration_seconds Route callback execution time (Lua and the KSR functions it called), by callback.\n"
         out += "# TYPE starling_route_duration_seconds histogram\n"
         for h in server.routeTimes() {

@@ -84,6 +84,20 @@ public final class Server: Sendable {
         }
         self.stack = stack
         runtime = stack.runtime
+        // acc's database records (acc, missed_calls, CDRs) go to the embedded database.
+        if stack.isLoaded("acc"), let database {
+            let sink = SQLiteAccounting(database)
+            AccModule.store(stack.runtime).setSink(sink)
+        }
+        // dialog db_mode 1/2/3: the confirmed dialogs of the last run are back, with their profiles.
+        if stack.isLoaded("dialog"), moduleConfig.dialogDBMode != 0, let database {
+            do {
+                let n = try DialogModule.store(stack.runtime).attach(try SQLiteDialogs(database), now: stack.runtime.clock.unixSeconds)
+                logger.info("dialog: \(n) dialogs loaded from \(database.path) (db_mode \(moduleConfig.dialogDBMode))")
+            } catch {
+                throw ServerError("dialog: cannot load the dialog table of \(database.path): \(error)")
+            }
+        }
         transactions = runtime.tm
         tmLoaded = stack.isLoaded("tm")
         uacLoaded = stack.isLoaded("uac")
@@ -429,6 +443,8 @@ public final class Server: Sendable {
         for s in services.udpSockets { s.close() }
         // usrloc write-back: what the timer has not written yet.
         runtime.usrloc.flush()
+        if stack.isLoaded("acc") { AccModule.store(runtime).sink?.flush() }
+        if stack.isLoaded("dialog") { DialogModule.store(runtime).flush() }
         let c = counters()
         logger.info("stopped; \(c.keys.sorted().map { "\($0)=\(c[$0]!)" }.joined(separator: " "))")
     }

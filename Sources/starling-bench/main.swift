@@ -4,6 +4,7 @@
 //   starling-bench [ITERATIONS]      prints ns per message (best of 5 rounds)
 //   starling-bench route SCRIPT [N]  one request through a Lua route (bench/route30.lua)
 //   starling-bench registrations [N] saves N contacts through KSR.registrar.save, prints RSS
+//   starling-bench dialogs [N]       holds N confirmed dialogs (dlg_manage + profile + t_relay), prints RSS
 //
 // bench/sipcore.sh runs it under valgrind to count heap allocations and instructions per message.
 import SIPCore
@@ -54,6 +55,11 @@ func onePass(_ bytes: UnsafeRawBufferPointer) -> Int {
 if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == "registrations" {
     // starling-bench registrations [N]
     RegistrationBench.run(count: CommandLine.arguments.count > 2 ? Int(CommandLine.arguments[2]) ?? 100_000 : 100_000)
+    exit(0)
+}
+if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == "dialogs" {
+    // starling-bench dialogs [N]
+    DialogBench.run(count: CommandLine.arguments.count > 2 ? Int(CommandLine.arguments[2]) ?? 100_000 : 100_000)
     exit(0)
 }
 if CommandLine.arguments.count > 2 && CommandLine.arguments[1] == "route" {

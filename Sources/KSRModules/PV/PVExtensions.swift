@@ -139,6 +139,10 @@ indirect enum ExtendedPV: Hashable {
     /// `$shtitval(it)`.
     case sht(HtableCellPV, String, String)
     case shtIterator(String, value: Bool)
+    /// dialog: `$dlg(attr)`, `$dlg_ctx(attr)`, `$dlg_var(name)` (Dialog/DialogModule.swift).
+    case dlg(String)
+    case dlgCtx(String)
+    case dlgVar(String)
     /// `$conid`: the TCP/TLS/WS connection id of the message (null for UDP).
     case conid
     /// `$tls_peer_subject_cn`, `$tls_peer_verified`, `$tls_peer_serial`, `$tls_peer_san_dns`.
@@ -205,6 +209,9 @@ indirect enum ExtendedPV: Hashable {
         let inner = String(body[body.index(after: open)..<body.index(before: body.endIndex)])
         switch name {
         case "shv": return inner.isEmpty ? nil : .shv(inner)
+        case "dlg": return DialogModule.dlgAttributes.contains(inner) ? .dlg(inner) : nil
+        case "dlg_ctx": return DialogModule.ctxAttributes.contains(inner) ? .dlgCtx(inner) : nil
+        case "dlg_var": return inner.isEmpty ? nil : .dlgVar(inner)
         case "sht", "shtex", "shtinc", "shtdec", "shtcn", "shtcv":
             let parts = inner.components(separatedByString: "=>")
             guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty, let kind = HtableCellPV(rawValue: String(name)) else { return nil }
@@ -274,6 +281,9 @@ indirect enum ExtendedPV: Hashable {
             }
             return v
         case .shv(let name): return PVValue(SharedVariables.process.get(name))
+        case .dlg(let attr): return PVValue(DialogModule.pvDialog(ctx, attr))
+        case .dlgCtx(let attr): return PVValue(DialogModule.pvContext(ctx, attr))
+        case .dlgVar(let name): return PVValue(DialogModule.pvVariable(ctx, name))
         case .ulc(let profile, let attr, let index):
             return PVValue(RegistrarModule.ulc(ctx, profile: profile, attr: attr, index: index))
         case .sht(let kind, let table, let key):
@@ -365,6 +375,10 @@ indirect enum ExtendedPV: Hashable {
             return HtableModule.pvSet(ctx, table, Self.htableKey(ctx, key), value)
         case .sht(.shtex, let table, let key):
             return HtableModule.pvSetExpire(ctx, table, Self.htableKey(ctx, key), value)
+        case .dlgCtx(let attr):
+            return DialogModule.pvSetContext(ctx, attr, value)
+        case .dlgVar(let name):
+            return DialogModule.pvSetVariable(ctx, name, value)
         case .vn(let name):
             ctx.worker.local(NullableVariables.self) { NullableVariables() }.values[name] = value == .null ? nil : value
             return true

@@ -166,7 +166,8 @@ public enum RRModule {
         return result
     }
 
-    static func exports(_ config: ModuleConfiguration) -> [KemiExport] {
+    static func exports(_ config: ModuleConfiguration, callbacks: RRCallbacks = RRCallbacks()) -> [KemiExport] {
+        let rrcb = callbacks.all
         let s = Settings(fullLR: config[enableFullLR], appendFromTag: config[appendFromTag], doubleRR: config[enableDoubleRR])
         let uac = UACReplace.Settings(config)
         return [
@@ -202,11 +203,13 @@ public enum RRModule {
             KemiExport("rr", "loose_route", [], returns: .int, compat: "no outbound flow tokens (never 2 / -2)") { ctx, _ in
                 let r = looseRoute(ctx)
                 if r > 0 { UACReplace.autoRestore(ctx, uac) }  // uac's rr callback (restore_mode auto)
+                if r > 0 && ctx.routedParams != nil { for cb in rrcb { cb(ctx) } }
                 return .int(r)
             },
             KemiExport("rr", "loose_route_mode", [.int], returns: .int) { ctx, args in
                 let r = looseRoute(ctx, strictCompat: args.int(0) != 1)
                 if r > 0 { UACReplace.autoRestore(ctx, uac) }
+                if r > 0 && ctx.routedParams != nil { for cb in rrcb { cb(ctx) } }
                 return .int(r)
             },
             KemiExport("rr", "loose_route_preloaded", [], returns: .int) { ctx, _ in
@@ -244,5 +247,16 @@ extension RRModule: KSRModule {
     static let enableDoubleRR = ModuleParameter.flag("rr", "enable_double_rr", true,
                                                      "Two Record-Routes when a request changes socket or transport.")
     public static let parameters = [enableFullLR.info, appendFromTag.info, enableDoubleRR.info]
-    public static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports(runtime.config) }
+    public static func exports(_ runtime: ModuleRuntime) -> [KemiExport] {
+        exports(runtime.config, callbacks: runtime.rrCallbacks)
+    }
+}
+
+/// Callbacks run when `loose_route()` routed a request by one of our own Route entries (Kamailio's
+/// `register_rrcb`: dialog matches in-dialog requests there). Added while modules start, before any
+/// worker runs; read-only afterwards.
+public final class RRCallbacks: @unchecked Sendable {
+    private(set) var all: [@Sendable (RouteContext) -> Void] = []
+    public init() {}
+    func add(_ f: @escaping @Sendable (RouteContext) -> Void) { all.append(f) }
 }

@@ -99,6 +99,8 @@ public final class ModuleRuntime: Sendable {
     public let pike: PikeStore
     /// permissions' address table (`[modparam.permissions] address_file`).
     public let addresses: AddressTable
+    /// rr's callbacks on loose-routed requests (dialog).
+    public let rrCallbacks = RRCallbacks()
     /// Periodic jobs (expiry, keepalives, database flushes), run about once a second by the server's
     /// housekeeping thread and by `ScriptHarness.advance(by:)`.
     private let jobs = Mutex<[@Sendable (ModuleRuntime) -> Void]>([])

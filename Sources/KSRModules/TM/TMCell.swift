@@ -206,6 +206,9 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
     /// The next number for a branch id (`...<cell>.<n>`): reserved under the lock, so that branches
     /// added at once by two workers (a failover and a relay) never share an id.
     var branchSerial = 0
+    /// Per-transaction callbacks of other modules (dialog): a response left upstream (code, the
+    /// relayed reply or nil for a local one). Called outside the lock.
+    var observers: [@Sendable (RouteContext, TMCell, Int, SIPMessage?) -> Void] = []
 
     /// Reserves a branch id number (cell locked).
     func nextBranchSerial() -> Int {

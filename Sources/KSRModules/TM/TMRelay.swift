@@ -76,6 +76,7 @@ enum TMRelay {
         let life = max(config.timerB, config.timerC) + config.timerH + config.timerD + .seconds(5)
         cell.timers.schedule(TMTimerKey(cell: cell, branch: TMCore.lifetime, timer: .B), after: life)
         ctx.transaction = cell
+        for h in store.hooks.created { h(ctx, cell) }
         return 1
     }
 

@@ -112,6 +112,7 @@ enum TMReply {
                 TMCore.runServer(store, cell, a, &out, response: bytes)
                 out.flushNow(ctx)
             }
+            if out.sentResponse { responseOut(store, ctx, cell, code, m) }
         case 200..<300:
             let bytes = m.serialized(options: SIPSerializeOptions(removeTopVia: true))
             cell.locked {
@@ -126,6 +127,7 @@ enum TMReply {
                 TMCore.cancelPending(store, cell, except: i, &out)
                 out.flushNow(ctx)
             }
+            if out.sentResponse { responseOut(store, ctx, cell, code, m) }
         default:
             let bytes = m.serialized(options: SIPSerializeOptions(removeTopVia: true))
             var recorded = false
@@ -323,6 +325,16 @@ enum TMReply {
             TMCore.runServer(store, cell, a, &out, response: bytes)
         }
         out.flush(ctx)
+        if out.sentResponse {
+            responseOut(store, ctx, cell, code, stored == nil ? nil : cell.locked { cell.branches[b].replyMessage?.value })
+        }
+    }
+
+    /// Tells the other modules' callbacks (dialog, acc) that a response left upstream.
+    static func responseOut(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ code: Int, _ reply: SIPMessage?) {
+        let observers = cell.locked { cell.observers }
+        for o in observers { o(ctx, cell, code, reply) }
+        for h in store.hooks.responseOut { h(ctx, cell, code, reply) }
     }
 
     /// The reason phrase of a locally generated final reply (a faked 408 / 487, `$T_reply_reason`).
@@ -414,6 +426,7 @@ enum TMReply {
         }
         out.flush(ctx)
         if out.sentResponse { ctx.replied = true }
+        if out.sentResponse && code > 100 { responseOut(store, ctx, cell, code, nil) }
         return out.sentResponse ? 1 : -1
     }
 }

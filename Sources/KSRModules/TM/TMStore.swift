@@ -117,10 +117,23 @@ public struct TMSettings: Sendable {
     }
 }
 
+/// Callbacks other modules (dialog, acc) register on tm (Kamailio's `register_tmcb`). They are added
+/// while the modules start, before any worker runs, and only read afterwards.
+final class TMHooks: @unchecked Sendable {
+    /// A transaction was created for the route's request (`ctx.transaction` is the cell).
+    private(set) var created: [@Sendable (RouteContext, TMCell) -> Void] = []
+    /// A response left upstream for a transaction (relayed or local; nil reply: a local one).
+    private(set) var responseOut: [@Sendable (RouteContext, TMCell, Int, SIPMessage?) -> Void] = []
+    func onCreated(_ f: @escaping @Sendable (RouteContext, TMCell) -> Void) { created.append(f) }
+    func onResponseOut(_ f: @escaping @Sendable (RouteContext, TMCell, Int, SIPMessage?) -> Void) { responseOut.append(f) }
+}
+
 /// The process-wide transaction store of `KSR.tm`: the sharded table shared by all workers, the timer
 /// configuration (`[modparam.tm]`), the clock.
 public final class TMStore: TransactionLayer, Sendable {
     let table = TransactionTable<TMEntry>(shardCount: 64)
+    /// Callbacks of other modules (dialog, acc).
+    let hooks = TMHooks()
     /// RFC 3261 timers with Kamailio's fr_timer (B, F) and fr_inv_timer (C) mapped in.
     public let timerConfiguration: TimerConfiguration
     /// The other `[modparam.tm]` settings.

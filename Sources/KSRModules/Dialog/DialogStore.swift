@@ -1,0 +1,381 @@
+import SIPTransport
+public import StarlingKEMI
+import Synchronization
+
+/// A dialog's internal id (`h_entry`, `h_id`): what `did`, `dlg.end_dlg` and `$dlg(h_id)` use.
+public struct DialogID: Hashable, Sendable, CustomStringConvertible {
+    public var entry: UInt32
+    public var id: UInt32
+    public init(entry: UInt32, id: UInt32) {
+        self.entry = entry
+        self.id = id
+    }
+    public var description: String { "\(entry):\(id)" }
+
+    /// The `did` Record-Route value: `<h_entry hex>.<h_id hex>` as Kamailio writes it.
+    var didValue: String { String(entry, radix: 16) + "." + String(id, radix: 16) }
+
+    /// Parses a `did` value; nil when malformed.
+    init?(did: Substring) {
+        let parts = did.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty, parts[0].count <= 8, parts[1].count <= 8,
+              let e = UInt32(parts[0], radix: 16), let i = UInt32(parts[1], radix: 16) else { return nil }
+        entry = e
+        id = i
+    }
+}
+
+/// Where one side of a dialog is reached (the socket we used with it).
+struct DialogPeer: Sendable {
+    var address: SocketAddress
+    var proto: SIPTransportProtocol
+    var local: SocketAddress
+}
+
+/// One dialog (Kamailio's `dlg_cell`). Lives in the store's table; changed under its lock.
+struct Dialog: Sendable {
+    var id: DialogID
+    var callID: String
+    var fromURI: String
+    var toURI: String
+    /// The caller's From tag and the callee's To tag (empty until a reply with one).
+    var fromTag: String
+    var toTag: String = ""
+    var requestURI: String
+    var callerContact: String
+    var calleeContact: String = ""
+    var callerCSeq: Int
+    var calleeCSeq: Int = 0
+    /// Route sets toward each side (the Record-Route entries between us and that side, nearest first).
+    var callerRouteSet: [String]
+    var calleeRouteSet: [String] = []
+    var caller: DialogPeer
+    var callee: DialogPeer?
+    var machine: DialogMachine
+    /// When the 2xx went upstream and when the dialog ended, with sub-second precision (CDRs).
+    var startTime: Double = 0
+    var endTime: Double = 0
+    /// Seconds of life once confirmed (`lifetime`), and when it runs out (0: no timer yet).
+    var timeout: Int
+    var timeoutAt: Int = 0
+    /// Script flags (`dlg_setflag`), internal flags (`iflags`: ka-src 1, ka-dst 2, timeout-noreset 4),
+    /// dflags (Kamailio's internal dialog flags: send-BYE on timeout 0x200).
+    var sflags: UInt32 = 0
+    var iflags: UInt32 = 0
+    var dflags: UInt32 = 0
+    /// `$dlg_var` values, in the order they were set.
+    var vars: [(String, String)] = []
+    /// Profile links (name, value; "" for profiles without value).
+    var profiles: [ProfileLink] = []
+    /// The INVITE transaction is attached (its replies drive the dialog).
+    var attached = false
+    /// Keepalive failures in a row (ka_failed_limit), and when the next keepalive is due.
+    var kaFailures = 0
+    var kaNext = 0
+
+    var state: DialogState { machine.state }
+
+    func variable(_ name: String) -> String? { vars.last { $0.0 == name }?.1 }
+    mutating func setVariable(_ name: String, _ value: String?) {
+        vars.removeAll { $0.0 == name }
+        if let value { vars.append((name, value)) }
+    }
+}
+
+struct ProfileLink: Sendable, Hashable {
+    var name: String
+    var value: String
+}
+
+/// A declared profile (`profiles_with_value` / `profiles_no_value`) and its members by value.
+struct ProfileTable: Sendable {
+    let hasValue: Bool
+    var members: [String: Set<DialogID>] = [:]
+    var total = 0
+
+    func size(_ value: String?) -> Int {
+        guard hasValue, let value else { return total }
+        return members[value]?.count ?? 0
+    }
+}
+
+/// What a dialog callback learns (Kamailio's `DLGCB_*`): the dialog as it was after the event.
+public struct DialogSnapshot: Sendable {
+    public var id: DialogID
+    public var callID: String
+    public var fromURI: String
+    public var toURI: String
+    public var fromTag: String
+    public var toTag: String
+    public var state: DialogState
+    public var initTS: Int
+    public var startTS: Int
+    public var endTS: Int
+    public var vars: [String: String]
+    public var sflags: UInt32
+    /// Start (2xx) and end times with sub-second precision (seconds since 1970).
+    public var startTime: Double
+    public var endTime: Double
+    /// The dialog failed (never confirmed) rather than ended.
+    public var failed = false
+    /// Ended by the proxy without a message of the call (timeout, `dlg.end_dlg`): acc's
+    /// `cdr_expired_dlg_enable` decides on its CDR, as Kamailio.
+    public var withoutMessage = false
+
+    init(_ d: Dialog) {
+        id = d.id
+        callID = d.callID
+        fromURI = d.fromURI
+        toURI = d.toURI
+        fromTag = d.fromTag
+        toTag = d.toTag
+        state = d.state
+        initTS = d.machine.initTS
+        startTS = d.machine.startTS
+        endTS = d.machine.endTS
+        sflags = d.sflags
+        startTime = d.startTime
+        endTime = d.endTime
+        var v: [String: String] = [:]
+        for (k, x) in d.vars { v[k] = x }
+        vars = v
+    }
+}
+
+/// `[modparam.dialog]` as the store uses it.
+struct DialogSettings: Sendable {
+    var profilesWithValue: Set<String> = []
+    var profilesNoValue: Set<String> = []
+    var defaultTimeout = 43200
+    var dlgFlag = -1
+    var hashSize: UInt32 = 4096
+    var matchMode = 1
+    var sendBye = false
+    var rrParam = "did"
+    var kaTimer = 0
+    var kaInterval = 0
+    var kaFailedLimit = 1
+    var eventCallback: String?
+    var detectSpirals = true
+    var dbMode = 0
+}
+
+/// The dialogs of the process, shared by every worker (Kamailio's `d_table` in shared memory), with the
+/// declared profiles. One lock; every critical section is a few dictionary operations.
+public final class DialogStore: Sendable {
+    struct Table: Sendable {
+        var dialogs: [DialogID: Dialog] = [:]
+        var byCallID: [String: [DialogID]] = [:]
+        var profiles: [String: ProfileTable] = [:]
+        var nextID: UInt32 = 1
+        /// Dialogs changed / ended since the last database flush (db_mode != 0).
+        var dirty: Set<DialogID> = []
+        var removed: Set<DialogID> = []
+        var persistent = false
+    }
+
+    let settings: DialogSettings
+    let table: Mutex<Table>
+    /// Callbacks on a confirmed dialog's end (acc's CDRs: Kamailio's `DLGCB_TERMINATED`), added at start-up.
+    let endHooks = Mutex<[@Sendable (RouteContext, DialogSnapshot) -> Void]>([])
+    /// Counters for statistics (Kamailio's dialog stats).
+    let processed = Atomic<Int>(0)
+    let expired = Atomic<Int>(0)
+    let failed = Atomic<Int>(0)
+    /// The database of db_mode 1/2 (nil: dialogs in memory only).
+    let persistence = Mutex<(any DialogPersistence)?>(nil)
+
+    init(settings: DialogSettings) {
+        self.settings = settings
+        var t = Table()
+        for p in settings.profilesWithValue { t.profiles[p] = ProfileTable(hasValue: true) }
+        for p in settings.profilesNoValue where t.profiles[p] == nil { t.profiles[p] = ProfileTable(hasValue: false) }
+        table = Mutex(t)
+    }
+
+    convenience init() { self.init(settings: DialogSettings()) }
+
+    /// Adds a callback run when a confirmed dialog ends.
+    /// It runs on the worker that ended it, with the dialog readable through `$dlg` / `$dlg_var`.
+    public func onEnd(_ f: @escaping @Sendable (RouteContext, DialogSnapshot) -> Void) { endHooks.withLock { $0.append(f) } }
+
+    // MARK: Reading
+
+    /// The number of dialogs in each state (deleted ones are gone from the table).
+    public func counts() -> [DialogState: Int] {
+        table.withLock { t in
+            var c: [DialogState: Int] = [:]
+            for d in t.dialogs.values { c[d.state, default: 0] += 1 }
+            return c
+        }
+    }
+
+    /// Dialogs not ended (Kamailio's `active_dialogs`: early and confirmed ones, and unconfirmed).
+    public var activeCount: Int { table.withLock { $0.dialogs.count } }
+    public var earlyCount: Int { table.withLock { t in t.dialogs.values.filter { $0.state == .early }.count } }
+
+    /// The size of a profile (all values when `value` is nil), nil when the profile is not declared.
+    /// The dispatcher's call-load algorithm and scripts read this (`get_profile_size`).
+    public func profileSize(_ name: String, value: String?) -> Int? {
+        table.withLock { t in t.profiles[name]?.size(value) }
+    }
+
+    /// Whether a profile is declared, and whether with values.
+    func profileKind(_ name: String) -> Bool? { table.withLock { $0.profiles[name]?.hasValue } }
+
+    /// Declared profile names with their sizes per value (metrics: `starling_dialog_profile_size`).
+    public func profileSizes() -> [(name: String, value: String?, size: Int)] {
+        table.withLock { t in
+            var out: [(String, String?, Int)] = []
+            for (name, p) in t.profiles.sorted(by: { $0.key < $1.key }) {
+                if p.hasValue {
+                    for (v, m) in p.members.sorted(by: { $0.key < $1.key }) where !m.isEmpty { out.append((name, v, m.count)) }
+                } else {
+                    out.append((name, nil, p.total))
+                }
+            }
+            return out
+        }
+    }
+
+    func dialog(_ id: DialogID) -> Dialog? { table.withLock { $0.dialogs[id] } }
+
+    func all() -> [Dialog] {
+        table.withLock { t in t.dialogs.values.sorted { ($0.id.entry, $0.id.id) < ($1.id.entry, $1.id.id) } }
+    }
+
+    /// The dialog of a Call-ID and tags, and the direction (upstream: the request came from the callee).
+    func find(callID: String, fromTag: String, toTag: String?) -> (DialogID, upstream: Bool)? {
+        table.withLock { t in
+            guard let ids = t.byCallID[callID] else { return nil }
+            for id in ids.reversed() {
+                guard let d = t.dialogs[id] else { continue }
+                if d.fromTag == fromTag && (toTag == nil || d.toTag.isEmpty || d.toTag == toTag) { return (id, false) }
+                if let toTag, d.fromTag == toTag && d.toTag == fromTag { return (id, true) }
+            }
+            return nil
+        }
+    }
+
+    // MARK: Changing
+
+    /// Hash of the Call-ID into `hash_size` entries (as `core_hash`, any spread will do).
+    func entry(for callID: String) -> UInt32 {
+        var h: UInt32 = 0
+        for b in callID.utf8 { h = h &* 31 &+ UInt32(b) }
+        return h % settings.hashSize
+    }
+
+    /// Inserts a new dialog and links the pending profiles. Returns its id.
+    func insert(_ make: (DialogID) -> Dialog, profiles: [ProfileLink]) -> DialogID {
+        table.withLock { t in
+            let id = DialogID(entry: 0, id: t.nextID)
+            t.nextID &+= 1
+            var d = make(id)
+            let real = DialogID(entry: entry(for: d.callID), id: id.id)
+            d.id = real
+            t.dialogs[real] = d
+            t.byCallID[d.callID, default: []].append(real)
+            for p in profiles { Self.link(&t, real, p) }
+            return real
+        }
+    }
+
+    static func link(_ t: inout Table, _ id: DialogID, _ p: ProfileLink) {
+        guard var d = t.dialogs[id], var prof = t.profiles[p.name] else { return }
+        let value = prof.hasValue ? p.value : ""
+        if d.profiles.contains(ProfileLink(name: p.name, value: value)) { return }
+        d.profiles.append(ProfileLink(name: p.name, value: value))
+        t.dialogs[id] = d
+        if t.persistent { t.dirty.insert(id) }
+        if prof.members[value, default: []].insert(id).inserted { prof.total += 1 }
+        t.profiles[p.name] = prof
+    }
+
+    static func unlink(_ t: inout Table, _ id: DialogID, _ p: ProfileLink) -> Bool {
+        guard var d = t.dialogs[id], var prof = t.profiles[p.name] else { return false }
+        let value = prof.hasValue ? p.value : ""
+        guard let i = d.profiles.firstIndex(of: ProfileLink(name: p.name, value: value)) else { return false }
+        d.profiles.remove(at: i)
+        t.dialogs[id] = d
+        if t.persistent { t.dirty.insert(id) }
+        if prof.members[value]?.remove(id) != nil { prof.total -= 1 }
+        if prof.members[value]?.isEmpty == true { prof.members[value] = nil }
+        t.profiles[p.name] = prof
+        return true
+    }
+
+    func link(_ id: DialogID, _ p: ProfileLink) -> Bool {
+        table.withLock { t in
+            guard t.dialogs[id] != nil else { return false }
+            Self.link(&t, id, p)
+            return true
+        }
+    }
+
+    func unlink(_ id: DialogID, _ p: ProfileLink) -> Bool { table.withLock { t in Self.unlink(&t, id, p) } }
+
+    func isIn(_ id: DialogID, _ name: String, value: String?) -> Bool {
+        table.withLock { t in
+            guard let d = t.dialogs[id] else { return false }
+            return d.profiles.contains { $0.name == name && (value == nil || $0.value == value) }
+        }
+    }
+
+    /// Changes a dialog under the lock.
+    @discardableResult
+    func update<R>(_ id: DialogID, _ body: (inout Dialog) -> R) -> R? {
+        table.withLock { t in
+            guard var d = t.dialogs[id] else { return nil }
+            let r = body(&d)
+            t.dialogs[id] = d
+            if t.persistent { t.dirty.insert(id) }
+            return r
+        }
+    }
+
+    /// Applies an event; a dialog that reaches `deleted` leaves the table and its profiles. Returns the
+    /// transition and the dialog as it is after the event (nil: unknown dialog).
+    func handle(_ id: DialogID, _ event: DialogEvent, now: Int, time: Double? = nil, _ extra: ((inout Dialog) -> Void)? = nil)
+        -> (DialogMachine.Transition, Dialog)? {
+        let r: (DialogMachine.Transition, Dialog)? = table.withLock { t in
+            guard var d = t.dialogs[id] else { return nil }
+            extra?(&d)
+            let tr = d.machine.handle(event, now: now)
+            if tr.started {
+                d.timeoutAt = now + d.timeout
+                d.startTime = time ?? Double(now)
+            }
+            if tr.changed && d.state == .deleted { d.endTime = time ?? Double(now) }
+            if d.state == .deleted {
+                for p in d.profiles { _ = Self.unlink(&t, id, p) }
+                t.dialogs[id] = nil
+                if t.persistent {
+                    t.dirty.remove(id)
+                    if tr.old.isConfirmed { t.removed.insert(id) }
+                }
+                if var ids = t.byCallID[d.callID] {
+                    ids.removeAll { $0 == id }
+                    t.byCallID[d.callID] = ids.isEmpty ? nil : ids
+                }
+            } else {
+                t.dialogs[id] = d
+                if t.persistent && tr.changed { t.dirty.insert(id) }
+            }
+            return (tr, d)
+        }
+        if let (tr, d) = r {
+            if tr.started { processed.wrappingAdd(1, ordering: .relaxed) }
+            if tr.failed { failed.wrappingAdd(1, ordering: .relaxed) }
+        }
+        return r
+    }
+
+    /// Unconfirmed dialogs never attached to a transaction, older than `age` seconds (Kamailio's
+    /// `dlg_clean_run`: a dialog created by a route that then did not relay).
+    func stale(now: Int, age: Int) -> [DialogID] {
+        table.withLock { t in
+            t.dialogs.values.filter { !$0.state.isConfirmed && $0.machine.initTS + age <= now }.map(\.id)
+        }
+    }
+}

@@ -1,0 +1,298 @@
+import Testing
+import Foundation
+import StarlingTestSupport
+
+/// Issue 17: dialog profiles as per-tenant limits, dialog timeouts ended by BYEs, CDRs — with real
+/// SIPp ends, on Starling and on Kamailio 5.6 (dialog.so, acc.so, db_sqlite) running the same script.
+@Suite(.serialized) struct DialogIntegrationTests {
+    static let limit = 3
+
+    /// The same KEMI script on both servers: a tenant (X-Tenant) may have `limit` calls at once; the
+    /// relay target is the port in X-Target; an OPTIONS answers the tenant's profile size.
+    static let script = """
+        local LIMIT = \(limit)
+        function ksr_request_route()
+          if KSR.is_OPTIONS() then
+            KSR.dialog.get_profile_size("tenant", KSR.pv.gete("$hdr(X-Tenant)"), "$var(n)")
+            KSR.sl.send_reply(200, "size " .. tostring(KSR.pv.get("$var(n)")))
+            return
+          end
+          if KSR.is_CANCEL() then
+            if KSR.tm.t_check_trans() > 0 then KSR.tm.t_relay() end
+            return
+          end
+          if KSR.siputils.has_totag() > 0 then
+            if KSR.rr.loose_route() > 0 then
+              if KSR.is_BYE() then KSR.err("dialog-bye known=" .. KSR.dialog.is_known_dlg() .. "\\n") end
+              KSR.tm.t_relay()
+            elseif KSR.is_ACK() then
+              if KSR.tm.t_check_trans() > 0 then KSR.tm.t_relay() end
+            else
+              KSR.sl.send_reply(404, "Not here")
+            end
+            return
+          end
+          if KSR.tm.t_check_trans() == 0 then return end
+          if KSR.is_INVITE() then
+            local tenant = KSR.pv.gete("$hdr(X-Tenant)")
+            KSR.dialog.get_profile_size("tenant", tenant, "$var(n)")
+            if KSR.pv.get("$var(n)") >= LIMIT then
+              KSR.sl.send_reply(486, "Tenant Limit")
+              return
+            end
+            KSR.dialog.dlg_manage()
+            KSR.dialog.set_dlg_profile("tenant", tenant)
+            KSR.dialog.get_profile_size("tenant", tenant, "$var(n)")
+            KSR.err("tenant-size " .. tenant .. " " .. KSR.pv.get("$var(n)") .. "\\n")
+            if tenant == "short" then KSR.dialog.dlg_set_timeout(2) end
+            KSR.rr.record_route()
+          end
+          KSR.setdsturi("sip:127.0.0.1:" .. KSR.pv.gete("$hdr(X-Target)"))
+          KSR.tm.t_relay()
+        end
+        """
+
+    /// What one server did with the calls; equal on Starling and Kamailio.
+    struct Outcome: Equatable, CustomStringConvertible {
+        var answeredUnderLoad = 0
+        var refusedUnderLoad = 0
+        var maxTenantSize = 0
+        var sizeAfterCallerBye = ""
+        var calleeByeCallsOK = false
+        var sizeAfterCalleeBye = ""
+        var busyCallsOK = false
+        var sizeAfterFailure = ""
+        var timeoutCallerGotBye = false
+        var timeoutCalleeGotBye = false
+        var sizeAfterTimeout = ""
+        var cdrs = 0
+        var timeoutCDRDurationOK = false
+
+        var description: String {
+            "answered \(answeredUnderLoad) refused \(refusedUnderLoad) max \(maxTenantSize) | after caller BYE \(sizeAfterCallerBye) | "
+                + "callee BYE ok \(calleeByeCallsOK) \(sizeAfterCalleeBye) | busy ok \(busyCallsOK) \(sizeAfterFailure) | "
+                + "timeout BYEs \(timeoutCallerGotBye)/\(timeoutCalleeGotBye) \(sizeAfterTimeout) | cdrs \(cdrs) duration ok \(timeoutCDRDurationOK)"
+        }
+    }
+
+    /// The status line an OPTIONS with `X-Tenant: tenant` gets ("SIP/2.0 200 size N").
+    static func size(_ tenant: String, port: Int) throws -> String {
+        let endpoint = try UDPEndpoint()
+        let probe = SIPProbe.options(requestURI: "sip:probe@127.0.0.1:\(port)", from: endpoint)
+            .replacingOccurrences(of: "Max-Forwards: 70\r\n", with: "Max-Forwards: 70\r\nX-Tenant: \(tenant)\r\n")
+        try endpoint.send(probe, to: port)
+        let line = endpoint.receive(timeout: .seconds(2))?.components(separatedBy: "\r\n").first ?? "no reply"
+        return line.replacingOccurrences(of: "SIP/2.0 200 ", with: "")
+    }
+
+    /// Runs the four parts against a proxy on `proxyPort` (its log in `server`).
+    static func exercise(proxyPort: Int, server: ServerProcess, directory: URL, tag: String) throws -> Outcome {
+        var o = Outcome()
+        let ports = try Ports.freeUDPPorts(8)
+        func uac(_ scenario: String, _ name: String, tenant: String, target: Int, port: Int, calls: Int, rate: Int,
+                 hold: Int = 0) throws -> SIPpResult {
+            try SIPp.runUAC(scenario: PackagePaths.scenario(scenario), target: proxyPort, localPort: port, rate: rate,
+                            calls: calls, directory: directory, tag: "\(tag)-\(name)", service: "bob",
+                            extra: ["-set", "tenant", tenant, "-set", "target", String(target), "-d", String(hold)],
+                            timeout: .seconds(60))
+        }
+        // 1. Five calls of one tenant at once, held 3 s, the caller hangs up: three get through.
+        do {
+            let uas = try SIPp.uas(port: ports[0], directory: directory, tag: "\(tag)-load-uas", traceMessages: true)
+            let r = try uac("uac_tenant.xml", "load", tenant: "acme", target: ports[0], port: ports[1], calls: 5, rate: 50, hold: 3000)
+            #expect(r.allCallsSucceeded, "\(tag): \(r)\n\(server.logTail())")
+            usleep(300_000)
+            let u = uas.stop()
+            o.answeredUnderLoad = u.receivedRequests.filter { $0 == "INVITE" }.count
+            o.refusedUnderLoad = r.successfulCalls - o.answeredUnderLoad
+            o.sizeAfterCallerBye = try size("acme", port: proxyPort)
+        }
+        // 2. The callee hangs up (its BYE goes through the proxy by the Record-Route).
+        do {
+            let uas = try SIPp.uas(scenario: PackagePaths.scenario("uas_bye.xml"), port: ports[2], directory: directory,
+                                   tag: "\(tag)-bye-uas", extra: ["-d", "500"])
+            let r = try uac("uac_wait_bye.xml", "bye", tenant: "beta", target: ports[2], port: ports[3], calls: 2, rate: 10)
+            o.calleeByeCallsOK = r.allCallsSucceeded && r.successfulCalls == 2
+            #expect(o.calleeByeCallsOK, "\(tag): \(r)\n\(uas.logTail())\n\(server.logTail())")
+            uas.stop()
+            o.sizeAfterCalleeBye = try size("beta", port: proxyPort)
+        }
+        // 3. A busy callee: the dialog fails and leaves the profile.
+        do {
+            let uas = try SIPp.uas(scenario: PackagePaths.scenario("uas_486.xml"), port: ports[4], directory: directory,
+                                   tag: "\(tag)-busy-uas")
+            let r = try uac("uac_tenant.xml", "busy", tenant: "gamma", target: ports[4], port: ports[5], calls: 2, rate: 10)
+            o.busyCallsOK = r.allCallsSucceeded && r.successfulCalls == 2
+            #expect(o.busyCallsOK, "\(tag): \(r)\n\(server.logTail())")
+            uas.stop()
+            o.sizeAfterFailure = try size("gamma", port: proxyPort)
+        }
+        // 4. A call held past its 2 s dialog timeout: the proxy sends BYEs to both ends.
+        do {
+            let uas = try SIPp.uas(port: ports[6], directory: directory, tag: "\(tag)-timeout-uas", traceMessages: true)
+            let r = try SIPp.runUAC(scenario: PackagePaths.scenario("uac_wait_bye.xml"), target: proxyPort,
+                                    localPort: ports[7], rate: 1, calls: 1, directory: directory, tag: "\(tag)-timeout",
+                                    service: "bob", traceMessages: true,
+                                    extra: ["-set", "tenant", "short", "-set", "target", String(ports[6])], timeout: .seconds(60))
+            o.timeoutCallerGotBye = r.allCallsSucceeded && r.receivedRequests.contains("BYE")
+            usleep(500_000)
+            let u = uas.stop()
+            o.timeoutCalleeGotBye = u.receivedRequests.contains("BYE")
+            #expect(o.timeoutCallerGotBye && o.timeoutCalleeGotBye, "\(tag): \(r)\n\(u)\n\(server.logTail())")
+            o.sizeAfterTimeout = try size("short", port: proxyPort)
+        }
+        // The profile never held more calls of a tenant than the limit.
+        let sizes = server.log.split(separator: "\n").compactMap { line -> Int? in
+            guard let r = line.range(of: "tenant-size acme ") else { return nil }
+            return Int(line[r.upperBound...].prefix { $0.isNumber })
+        }
+        o.maxTenantSize = sizes.max() ?? -1
+        return o
+    }
+
+    /// The CDR durations (seconds), sorted.
+    static func cdrDurations(_ database: URL) throws -> [Double] {
+        let r = try Command.run("/usr/bin/sqlite3", [database.path, "SELECT duration FROM acc_cdrs ORDER BY duration"],
+                                timeout: .seconds(10))
+        guard r.status == 0 else { throw HarnessError("sqlite3: \(r.output)") }
+        return r.output.split(whereSeparator: \.isNewline).compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
+    }
+
+    @Test func tenantLimitsTimeoutsAndCDRsMatchKamailio() throws {
+        _ = try Requirements.tool("sqlite3", package: "sqlite3")
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-dialog")
+        let script = directory.appendingPathComponent("tenants.lua")
+        try Self.script.write(to: script, atomically: true, encoding: .utf8)
+
+        // Starling.
+        let database = directory.appendingPathComponent("starling.db")
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+            [core]
+            modules = ["tm", "sl", "rr", "siputils", "dialog", "acc"]
+            [modparam.dialog]
+            profiles_with_value = "tenant"
+            send_bye = 1
+            default_timeout = 60
+            [modparam.acc]
+            db_url = "sqlite://\(database.path)"
+            cdr_enable = 1
+            cdrs_table = "acc_cdrs"
+            cdr_expired_dlg_enable = 1
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let port = try Ports.freeUDPPort()
+        let starling = try Starling.start(script: script, port: port, workers: 1, extra: ["--config", config.path],
+                                          directory: directory)
+        let mine = try Self.exercise(proxyPort: port, server: starling, directory: directory, tag: "starling")
+        starling.stop()
+        let myDurations = try Self.cdrDurations(database)
+        var starlingOutcome = mine
+        starlingOutcome.cdrs = myDurations.count
+        // The timed-out call lasted its 2 s timeout (the dialog timer runs once a second).
+        starlingOutcome.timeoutCDRDurationOK = myDurations.contains { $0 >= 1 && $0 <= 3.6 }
+
+        // Kamailio 5.6 with dialog.so and acc.so writing CDRs through db_sqlite.
+        let kdb = directory.appendingPathComponent("kamailio.db")
+        for schema in ["standard-create.sql", "acc-create.sql"] {
+            let r = try Command.run("/usr/bin/sqlite3", [kdb.path, ".read /usr/share/kamailio/db_sqlite/\(schema)"], timeout: .seconds(10))
+            #expect(r.status == 0, "\(r.output)")
+        }
+        let kport = try Ports.freeUDPPort()
+        let kdir = directory.appendingPathComponent("kamailio")
+        try FileManager.default.createDirectory(at: kdir, withIntermediateDirectories: true)
+        let kamailio = try Kamailio.start(
+            script: script, port: kport, children: 1,
+            modules: ["tm", "sl", "rr", "pv", "siputils", "maxfwd", "db_sqlite", "dialog", "acc"],
+            extra: """
+                modparam("dialog", "profiles_with_value", "tenant")
+                modparam("dialog", "send_bye", 1)
+                modparam("dialog", "default_timeout", 60)
+                modparam("acc", "db_url", "sqlite://\(kdb.path)")
+                modparam("acc", "cdr_enable", 1)
+                modparam("acc", "cdrs_table", "acc_cdrs")
+                modparam("acc", "cdr_expired_dlg_enable", 1)
+                """, directory: kdir)
+        let theirs = try Self.exercise(proxyPort: kport, server: kamailio, directory: kdir, tag: "kamailio")
+        kamailio.stop()
+        let theirDurations = try Self.cdrDurations(kdb)
+        var kamailioOutcome = theirs
+        kamailioOutcome.cdrs = theirDurations.count
+        kamailioOutcome.timeoutCDRDurationOK = theirDurations.contains { $0 >= 1 && $0 <= 3.6 }
+
+        #expect(starlingOutcome.answeredUnderLoad == Self.limit, "\(starlingOutcome)")
+        #expect(starlingOutcome.maxTenantSize == Self.limit, "\(starlingOutcome)")
+        #expect(starlingOutcome.sizeAfterCallerBye == "size 0" && starlingOutcome.sizeAfterCalleeBye == "size 0"
+                && starlingOutcome.sizeAfterFailure == "size 0" && starlingOutcome.sizeAfterTimeout == "size 0", "\(starlingOutcome)")
+        // One CDR per dialog: 3 (load) + 2 (callee BYE) + 2 failed (busy, cdr_on_failed) + 1 (timeout,
+        // cdr_expired_dlg_enable).
+        #expect(starlingOutcome.cdrs == 8, "\(starlingOutcome)")
+        #expect(starlingOutcome.timeoutCDRDurationOK, "\(starlingOutcome)")
+        // The same CDRs: durations pairwise within half a second of Kamailio's (the timed-out call's
+        // anywhere in 1...3.6 s on both: dialog timers of both servers tick once a second).
+        #expect(myDurations.count == theirDurations.count
+                && zip(myDurations, theirDurations).allSatisfy { abs($0 - $1) < 0.5 || ((1...3.6).contains($0) && (1...3.6).contains($1)) },
+                "Starling \(myDurations)\nKamailio \(theirDurations)")
+        #expect(starlingOutcome == kamailioOutcome, "Starling: \(starlingOutcome)\nKamailio: \(kamailioOutcome)\n\(kamailio.logTail(40))")
+    }
+
+    /// db_mode 1: a restart keeps the confirmed dialog and its profile, and its BYE still matches.
+    @Test func confirmedDialogsSurviveARestart() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-dialog-db")
+        let script = directory.appendingPathComponent("tenants.lua")
+        try Self.script.write(to: script, atomically: true, encoding: .utf8)
+        let database = directory.appendingPathComponent("starling.db")
+        let config = directory.appendingPathComponent("starling.toml")
+        let controlPort = try Ports.freeTCPPort()
+        try """
+            [core]
+            modules = ["tm", "sl", "rr", "siputils", "dialog"]
+            [control]
+            listen = "127.0.0.1:\(controlPort)"
+            token = "t0ken"
+            [modparam.dialog]
+            profiles_with_value = "tenant"
+            db_mode = 1
+            db_url = "sqlite://\(database.path)"
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let port = try Ports.freeUDPPort()
+        let ports = try Ports.freeUDPPorts(2)
+        var starling = try Starling.start(script: script, port: port, workers: 1, extra: ["--config", config.path],
+                                          directory: directory)
+        let uas = try SIPp.uas(port: ports[0], directory: directory, tag: "db-uas")
+        defer { uas.stop() }
+        let uac = try SIPp.startUAC(scenario: PackagePaths.scenario("uac_tenant.xml"), target: port, localPort: ports[1],
+                                    rate: 1, calls: 1, directory: directory, tag: "db-uac",
+                                    extra: ["-s", "bob", "-set", "tenant", "acme", "-set", "target", String(ports[0]),
+                                            "-d", "6000"])
+        defer { uac.stop() }
+        var size = ""
+        for _ in 0..<50 {
+            size = try Self.size("acme", port: port)
+            if size == "size 1" { break }
+            usleep(100_000)
+        }
+        #expect(size == "size 1", "\(starling.logTail())")
+        usleep(1_500_000)  // the ACK, and the once-a-second write to the database
+        starling.stop()
+        #expect(starling.terminationStatus == 0, "\(starling.logTail())")
+
+        starling = try Starling.start(script: script, port: port, workers: 1, extra: ["--config", config.path],
+                                      directory: directory)
+        defer { starling.stop() }
+        #expect(starling.logTail(50).contains("dialog: 1 dialogs loaded"), "\(starling.logTail(50))")
+        #expect(try Self.size("acme", port: port) == "size 1")
+        // The restored dialog on /metrics: the tenant's profile size and the active dialogs.
+        try starling.waitUntilListening(tcpPort: controlPort)
+        let metrics = try ControlAPITests.metrics(port: controlPort, token: "t0ken")
+        #expect(metrics.contains("starling_dialog_profile_size{profile=\"tenant\",value=\"acme\"} 1"), "\(metrics)")
+        #expect(metrics.contains("starling_dialog_active 1"), "\(metrics)")
+        let r = try #require(uac.wait(timeout: .seconds(30)))
+        #expect(r.allCallsSucceeded, "\(r)\n\(starling.logTail())")
+        #expect(try Self.size("acme", port: port) == "size 0", "\(starling.logTail())")
+        #expect(starling.log.contains("dialog-bye known=1"), "\(starling.logTail())")
+        let rows = try Command.run("/usr/bin/sqlite3", [database.path, "SELECT count(*) FROM dialog"], timeout: .seconds(10))
+        usleep(1_500_000)
+        let after = try Command.run("/usr/bin/sqlite3", [database.path, "SELECT count(*) FROM dialog"], timeout: .seconds(10))
+        #expect(rows.status == 0 && after.output.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "\(rows.output) \(after.output)")
+    }
+}
