@@ -68,6 +68,11 @@ public struct StarlingConfig: Sendable, Equatable {
     public var logLevel: Logger.Level = .info
     /// Log line format. Default text.
     public var logFormat: LogFormat = .text
+    /// `mcast_loopback`: multicast datagrams sent by this host loop back to its own group sockets
+    /// (Kamailio's `mcast_loopback`, default off).
+    public var mcastLoopback: Bool = false
+    /// `mcast_ttl`: the TTL of multicast datagrams (Kamailio's `mcast_ttl`); nil: the system default (1).
+    public var mcastTTL: Int? = nil
     /// `[control] listen`: the HTTP control listener's address; nil (the default) keeps it off.
     public var controlListen: SocketAddress?
     /// `[control] token`: the bearer token the control API requires (nil: none).
