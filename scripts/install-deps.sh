@@ -4,6 +4,7 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 PKGS=(pkg-config liblua5.4-dev lua5.4 libc-ares-dev libssl-dev libcurl4-openssl-dev libsqlite3-dev dnsmasq-base sip-tester iproute2 valgrind python3 kamailio kamailio-lua-modules kamailio-utils-modules kamailio-sqlite-modules kamailio-tls-modules baresip-core openssl stunnel4)
+PKGS+=(rtpengine-daemon)  # issue 16: the media relay the rtpengine tests start (Kamailio's rtpengine.so is in the kamailio package)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,3 +21,9 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet kamailio 
   $SUDO systemctl disable kamailio || true
 fi
 pkill -x kamailio 2>/dev/null || true
+# rtpengine-daemon ships a service (ngcp-rtpengine-daemon) that binds the ng port 2223 and the
+# media ports; the tests start their own daemons on ports of their own.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet ngcp-rtpengine-daemon 2>/dev/null; then
+  $SUDO systemctl stop ngcp-rtpengine-daemon || true
+  $SUDO systemctl disable ngcp-rtpengine-daemon || true
+fi

@@ -172,6 +172,33 @@ int st_set_pktinfo(int fd, int family) {
     return set_int_opt(fd, IPPROTO_IP, IP_PKTINFO, 1);
 }
 int st_set_v6only(int fd, int on) { return set_int_opt(fd, IPPROTO_IPV6, IPV6_V6ONLY, on ? 1 : 0); }
+int st_set_reuseaddr(int fd, int on) { return set_int_opt(fd, SOL_SOCKET, SO_REUSEADDR, on ? 1 : 0); }
+
+int st_mcast_join(int fd, int family, const void *group, unsigned int ifindex, int loop, int ttl) {
+    if (family == AF_INET6) {
+        struct ipv6_mreq m;
+        memset(&m, 0, sizeof(m));
+        memcpy(&m.ipv6mr_multiaddr, group, 16);
+        m.ipv6mr_interface = ifindex;
+        if (setsockopt(fd, IPPROTO_IPV6, IPV6_JOIN_GROUP, &m, sizeof(m)) != 0) return -errno;
+        int r = set_int_opt(fd, IPPROTO_IPV6, IPV6_MULTICAST_LOOP, loop ? 1 : 0);
+        if (r != 0) return r;
+        if (ttl >= 0) return set_int_opt(fd, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, ttl);
+        return 0;
+    }
+    struct ip_mreqn m;
+    memset(&m, 0, sizeof(m));
+    memcpy(&m.imr_multiaddr, group, 4);
+    m.imr_ifindex = (int)ifindex;
+    if (setsockopt(fd, IPPROTO_IP, IP_ADD_MEMBERSHIP, &m, sizeof(m)) != 0) return -errno;
+    unsigned char l = loop ? 1 : 0;
+    if (setsockopt(fd, IPPROTO_IP, IP_MULTICAST_LOOP, &l, sizeof(l)) != 0) return -errno;
+    if (ttl >= 0) {
+        unsigned char t = (unsigned char)ttl;
+        if (setsockopt(fd, IPPROTO_IP, IP_MULTICAST_TTL, &t, sizeof(t)) != 0) return -errno;
+    }
+    return 0;
+}
 
 int st_udp_socket(int family) {
     int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, IPPROTO_UDP);

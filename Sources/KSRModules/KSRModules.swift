@@ -11,8 +11,8 @@ public enum KSRModules {
         CorexModule.self, TextopsModule.self, TextopsxModule.self, TMModule.self, TMXModule.self, RRModule.self,
         AuthModule.self, AuthDBModule.self, NathelperModule.self, PermissionsModule.self, HtableModule.self,
         PikeModule.self, RegistrarModule.self, UsrlocModule.self, HTTPClientModule.self, EnumModule.self,
-        UACModule.self, DispatcherModule.self, TLSModule.self, WebSocketModule.self, AppLuaModule.self,
-        DialogModule.self, AccModule.self,
+        UACModule.self, DispatcherModule.self, TLSModule.self, WebSocketModule.self, RtpengineModule.self,
+        AppLuaModule.self, DialogModule.self, AccModule.self,
     ]
 
     /// Modules a configuration can list in `core.modules` (those not always loaded), by Kamailio name.

@@ -99,6 +99,12 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// A multicast group address (224.0.0.0/4, ff00::/8).
+    public var isMulticast: Bool {
+        if family == .inet { return ipv4 >> 28 == 0xE }
+        return withUnsafeBytes(of: address) { $0[0] == 0xff }
+    }
+
     /// The IPv4 address as a host-order integer (IPv4 only).
     public var ipv4: UInt32 { UInt32(bigEndian: UInt32(truncatingIfNeeded: address.0)) }
 

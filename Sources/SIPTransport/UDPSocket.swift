@@ -25,9 +25,12 @@ public final class UDPSocket: Sendable, CustomStringConvertible {
         /// `IP_PKTINFO` / `IPV6_RECVPKTINFO`: report each datagram's local address (useful on
         /// wildcard binds; see `UDPBatchReceiver.localAddress(at:)`). Default false.
         public var packetInfo: Bool
+        /// `SO_REUSEADDR`: a multicast group socket shares its port with unicast and wildcard sockets.
+        public var reuseAddress: Bool
 
         public init(reusePort: Bool = false, receiveBufferSize: Int? = 4 << 20, sendBufferSize: Int? = 4 << 20,
-                    ipv6Only: Bool = true, packetInfo: Bool = false) {
+                    ipv6Only: Bool = true, packetInfo: Bool = false, reuseAddress: Bool = false) {
+            self.reuseAddress = reuseAddress
             self.reusePort = reusePort
             self.receiveBufferSize = receiveBufferSize
             self.sendBufferSize = sendBufferSize
@@ -51,6 +54,10 @@ public final class UDPSocket: Sendable, CustomStringConvertible {
         func fail(_ op: String, _ e: Int32) -> TransportError {
             Glibc.close(s)
             return TransportError(op, errno: e)
+        }
+        if options.reuseAddress {
+            let r = st_set_reuseaddr(s, 1)
+            if r != 0 { throw fail("setsockopt SO_REUSEADDR", -r) }
         }
         if options.reusePort {
             let r = st_set_reuseport(s, 1)
@@ -85,6 +92,19 @@ public final class UDPSocket: Sendable, CustomStringConvertible {
     deinit {
         let s = fd.load(ordering: .relaxed)
         if s >= 0 { Glibc.close(s) }
+    }
+
+    /// Joins the multicast group this socket is bound to on interface `interfaceIndex` (0: the
+    /// kernel's choice), with `IP_MULTICAST_LOOP` = `loopback` and `IP_MULTICAST_TTL` = `ttl` (nil:
+    /// the system default).
+    public func joinMulticast(interfaceIndex: UInt32, loopback: Bool, ttl: Int?) throws(TransportError) {
+        let group = localAddress
+        var bytes = withUnsafeBytes(of: group.address) { Array($0) }
+        let r = bytes.withUnsafeMutableBytes {
+            st_mcast_join(fileDescriptor, group.family == .inet ? AF_INET : AF_INET6, $0.baseAddress, interfaceIndex,
+                          loopback ? 1 : 0, Int32(ttl ?? -1))
+        }
+        if r != 0 { throw TransportError("join multicast group \(group.ip)", errno: -r) }
     }
 
     /// Closes the descriptor. Idempotent.

@@ -62,6 +62,7 @@ extension StarlingConfig {
     static let coreKeys: [String] = [
         "listen", "workers", "script", "modules", "log_level", "dns_servers", "instruction_budget", "memory_limit_mb",
         "log_format", "alias", "tcp_connection_lifetime", "tcp_connect_timeout", "tcp_max_connections",
+        "mcast_loopback", "mcast_ttl",
     ]
     /// Keys allowed in `[tls]` (besides `domain` tables).
     static let tlsKeys: [String] = [
@@ -178,6 +179,15 @@ extension StarlingConfig {
             modules = seen
         case "log_level":
             logLevel = try Self.parseLogLevel(value, key: key)
+        case "mcast_loopback":
+            switch value {
+            case .bool(let b): mcastLoopback = b
+            case .int(let n) where n == 0 || n == 1: mcastLoopback = n == 1
+            default: throw ConfigError(key: key, "expected true/false (or 0/1), got \(value.shown)")
+            }
+        case "mcast_ttl":
+            guard case .int(let n) = value, (0...255).contains(n) else { throw ConfigError(key: key, "expected an integer in 0...255, got \(value.shown)") }
+            mcastTTL = n
         case "log_format":
             guard case .string(let s) = value, let f = LogFormat(rawValue: s.lowercased()) else {
                 throw ConfigError(key: key, "expected \"text\" or \"json\", got \(value.shown)")

@@ -19,7 +19,10 @@ import TOMLKit
 /// memory_limit_mb = 64
 /// log_format = "text"         # or "json" (one JSON object per line)
 /// # listen also takes "tcp:IP:PORT", "tls:IP:PORT", "ws:IP:PORT", "wss:IP:PORT"; ";proxy" after a
-/// # tcp/tls/ws/wss address expects a PROXY protocol v1/v2 header on each connection
+/// # tcp/tls/ws/wss address expects a PROXY protocol v1/v2 header on each connection;
+/// # "udp:224.0.1.75:5060;mcast=eth0" joins a multicast group on an interface (receive only)
+/// mcast_loopback = false       # Kamailio's mcast_loopback
+/// mcast_ttl = 1                # Kamailio's mcast_ttl (default: the system's)
 /// tcp_connection_lifetime = 120   # seconds an idle TCP/TLS/WS connection stays open
 /// tcp_connect_timeout = 10        # seconds to wait for an outgoing connection
 /// tcp_max_connections = 2048
@@ -68,6 +71,11 @@ public struct StarlingConfig: Sendable, Equatable {
     public var logLevel: Logger.Level = .info
     /// Log line format. Default text.
     public var logFormat: LogFormat = .text
+    /// `mcast_loopback`: multicast datagrams sent by this host loop back to its own group sockets
+    /// (Kamailio's `mcast_loopback`, default off).
+    public var mcastLoopback: Bool = false
+    /// `mcast_ttl`: the TTL of multicast datagrams (Kamailio's `mcast_ttl`); nil: the system default (1).
+    public var mcastTTL: Int? = nil
     /// `[control] listen`: the HTTP control listener's address; nil (the default) keeps it off.
     public var controlListen: SocketAddress?
     /// `[control] token`: the bearer token the control API requires (nil: none).

@@ -1,4 +1,5 @@
 public import SIPTransport
+import Glibc
 
 /// A scalar configuration value: what a `#!define` or a `modparam` holds.
 public enum ConfigValue: Sendable, Hashable, CustomStringConvertible {
@@ -49,17 +50,44 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
     public var address: SocketAddress
     /// `;proxy` after a tcp/tls/ws/wss address: connections start with a PROXY protocol v1/v2 header.
     public var proxyProtocol: Bool
+    /// `;mcast=IFACE` after a udp multicast group address (Kamailio's `mcast=` before `listen=`): the
+    /// interface the group is joined on; "" for a group without it (the kernel picks the interface).
+    public var multicastInterface: String?
 
-    public init(proto: SIPTransportProtocol, address: SocketAddress, proxyProtocol: Bool = false) {
+    public init(proto: SIPTransportProtocol, address: SocketAddress, proxyProtocol: Bool = false,
+                multicastInterface: String? = nil) {
         self.proto = proto
         self.address = address
         self.proxyProtocol = proxyProtocol
+        self.multicastInterface = multicastInterface
+    }
+
+    /// A multicast group listener: it receives only; nothing is ever sent from its socket.
+    public var isMulticast: Bool { proto == .udp && address.isMulticast }
+
+    /// The index of the interface a group is joined on (0: the kernel's choice), nil if it does not exist.
+    public var multicastInterfaceIndex: UInt32? {
+        guard let name = multicastInterface, !name.isEmpty else { return 0 }
+        let i = if_nametoindex(name)
+        return i == 0 ? nil : i
     }
 
     /// Parses "proto:ip[:port]"; the error message names the problem (the caller adds the key).
     public static func parse(_ fullText: String) -> Result<ListenAddress, ConfigError> {
         var text = fullText
         var proxy = false
+        var mcast: String? = nil
+        let marker = Array(";mcast=".utf8)
+        let lower = Array(text.lowercased().utf8)
+        if lower.count == Array(text.utf8).count,
+           let at = (0..<max(0, lower.count - marker.count + 1)).first(where: { lower[$0..<($0 + marker.count)].elementsEqual(marker) }) {
+            let bytes = Array(text.utf8)
+            mcast = String(decoding: bytes[(at + marker.count)...], as: UTF8.self)
+            text = String(decoding: bytes[..<at], as: UTF8.self)
+            guard let name = mcast, !name.isEmpty, !name.contains(";") else {
+                return .failure(ConfigError(key: "", "expected an interface name after ;mcast= in \"\(fullText)\""))
+            }
+        }
         if text.lowercased().hasSuffix(";proxy") {
             text = String(text.dropLast(";proxy".count))
             proxy = true
@@ -89,11 +117,24 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
         }
         guard let addr = SocketAddress(rest, defaultPort: defaultPort) else { return bad("bad IP address") }
         if proxy && proto == .udp { return bad(";proxy (PROXY protocol) needs a tcp, tls, ws or wss listener") }
-        return .success(ListenAddress(proto: proto, address: addr, proxyProtocol: proxy))
+        if let mcast {
+            guard proto == .udp, addr.isMulticast else {
+                return bad(";mcast= needs a udp listener on a multicast group address (224.0.0.0/4, ff00::/8)")
+            }
+            guard if_nametoindex(mcast) != 0 else {
+                return .failure(ConfigError(key: "", "multicast interface \"\(mcast)\" does not exist (in \"\(fullText)\")"))
+            }
+        } else if addr.isMulticast && proto != .udp {
+            return bad("a multicast group address needs a udp listener")
+        }
+        return .success(ListenAddress(proto: proto, address: addr, proxyProtocol: proxy,
+                                      multicastInterface: mcast ?? (addr.isMulticast ? "" : nil)))
     }
 
     /// "udp:127.0.0.1:5060", "udp:[::1]:5060".
-    public var description: String { "\(proto.name):\(address)\(proxyProtocol ? ";proxy" : "")" }
+    public var description: String {
+        "\(proto.name):\(address)\(proxyProtocol ? ";proxy" : "")\(multicastInterface.map { $0.isEmpty ? "" : ";mcast=\($0)" } ?? "")"
+    }
 }
 
 /// Limits applied to every Lua state.

@@ -122,7 +122,26 @@ public final class Server: Sendable {
             switch l.proto {
             case .udp:
                 do {
-                    sockets.append(try UDPSocket(bindingTo: l.address))
+                    if l.isMulticast {
+                        // A group socket shares its port with the unicast ones and only receives.
+                        guard let index = l.multicastInterfaceIndex else {
+                            throw ServerError("listen \(l): multicast interface \"\(l.multicastInterface ?? "")\" does not exist")
+                        }
+                        let s = try UDPSocket(bindingTo: l.address, options: UDPSocket.Options(reuseAddress: true))
+                        sockets.append(s)
+                        try s.joinMulticast(interfaceIndex: index, loopback: config.mcastLoopback, ttl: config.mcastTTL)
+                    } else {
+                        // A wildcard socket on a group's port also gets the group's datagrams: it
+                        // learns each datagram's destination to leave those to the group socket.
+                        let sharesPort = l.address.isUnspecified
+                            && config.listen.contains { $0.isMulticast && $0.address.port == l.address.port }
+                        let options = UDPSocket.Options(packetInfo: sharesPort,
+                                                        reuseAddress: config.listen.contains { $0.isMulticast && $0.address.port == l.address.port })
+                        sockets.append(try UDPSocket(bindingTo: l.address, options: options))
+                    }
+                } catch let e as ServerError {
+                    for s in sockets { s.close() }
+                    throw e
                 } catch {
                     for s in sockets { s.close() }
                     throw ServerError("cannot listen on \(l): \(error)")
@@ -169,8 +188,8 @@ public final class Server: Sendable {
         }
         services = ServerServices(listen: listen, udpSockets: sockets, streams: streams, resolver: resolver,
                                   defines: config.defineTexts, workerCount: workerCount, aliases: config.aliases)
-        // Datagrams sent outside any route (NAT keepalives) leave from the first UDP socket.
-        if let first = sockets.first {
+        // Datagrams sent outside any route (NAT keepalives) leave from the first unicast UDP socket.
+        if let first = sockets.first(where: { !$0.localAddress.isMulticast }) {
             runtime.setOutbound(OutboundSender(local: first.localAddress) { bytes, dst in
                 do { try first.send(bytes, to: dst); return true } catch { return false }
             })

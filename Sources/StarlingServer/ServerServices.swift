@@ -22,6 +22,7 @@ public final class ServerServices: CoreServices {
         self.streams = streams
         self.listen = listen
         self.udpSockets = udpSockets
+        multicastPorts = Set(listen.filter(\.isMulticast).map(\.address.port))
         self.resolver = resolver
         self.defines = defines
         var ips = Set<String>()
@@ -59,7 +60,7 @@ public final class ServerServices: CoreServices {
     }
 
     public func localSocket(for destination: SocketAddress, proto: SIPTransportProtocol) -> (socket: SocketAddress, advertised: String)? {
-        for l in listen where l.proto == proto && l.address.family == destination.family {
+        for l in listen where l.proto == proto && l.address.family == destination.family && !l.isMulticast {
             return (l.address, "\(l.address.uriHost):\(l.address.port)")
         }
         return nil
@@ -75,11 +76,16 @@ public final class ServerServices: CoreServices {
         return streams.close(connection: id)
     }
 
-    /// The UDP socket bound to a local address (or the first of the family).
+    /// The UDP socket bound to a local address (or the first of the family). Nothing is sent from a
+    /// multicast group socket: a reply to a request received on one leaves from the first unicast
+    /// socket of the family (Kamailio's rule; `$uac_req(sock)` / set_send_socket pick another).
     func udpSocket(for local: SocketAddress?, family: SocketAddress.Family) -> UDPSocket? {
-        if let local, let s = udpSockets.first(where: { $0.localAddress == local }) { return s }
-        return udpSockets.first(where: { $0.localAddress.family == family })
+        if let local, !local.isMulticast, let s = udpSockets.first(where: { $0.localAddress == local }) { return s }
+        return udpSockets.first(where: { $0.localAddress.family == family && !$0.localAddress.isMulticast })
     }
+
+    /// UDP ports with a multicast group listener: wildcard sockets on them leave group datagrams to it.
+    let multicastPorts: Set<UInt16>
 }
 
 extension SocketAddress {

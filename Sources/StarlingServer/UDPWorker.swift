@@ -137,6 +137,7 @@ final class UDPWorker {
         }
         guard let socket else { return }
         let local = socket.localAddress
+        let skipGroups = skipsGroupDatagrams(socket)
         var timersPending = false
         while !stop.isSet {
             let n: Int
@@ -148,6 +149,7 @@ final class UDPWorker {
                 continue
             }
             for i in 0..<n {
+                if skipGroups, receiver.localAddress(at: i, on: socket)?.isMulticast == true { continue }
                 switchScriptIfNeeded()
                 dispatcher.dispatch(receiver.bytes(at: i), source: receiver.source(at: i), local: local, proto: .udp)
             }
@@ -155,6 +157,12 @@ final class UDPWorker {
             sender.flush()
             if n == 0 { switchScriptIfNeeded() }
         }
+    }
+
+    /// A wildcard socket on the port of a multicast group listener also receives the group's
+    /// datagrams; the group socket routes them (once), this one drops them.
+    private func skipsGroupDatagrams(_ socket: UDPSocket) -> Bool {
+        socket.localAddress.isUnspecified && services.multicastPorts.contains(socket.localAddress.port)
     }
 
     /// The loop with connections: one poll on the UDP socket and the inbox's eventfd.
@@ -182,7 +190,9 @@ final class UDPWorker {
                     if stop.isSet { break }
                     logger.warning("receive on \(socket) failed: \(error)")
                 }
+                let skipGroups = skipsGroupDatagrams(socket)
                 for i in 0..<n {
+                    if skipGroups, receiver.localAddress(at: i, on: socket)?.isMulticast == true { continue }
                     switchScriptIfNeeded()
                     dispatcher.dispatch(receiver.bytes(at: i), source: receiver.source(at: i), local: local, proto: .udp)
                 }

@@ -132,12 +132,21 @@ enum Kamailio56 {
         "registered_uri", "registered_flags", "registered_action", "unregister", "unregister_ruid", "set_q_override",
         "add_sock_hdr", "reg_send_reply", "reg_fetch_contacts", "reg_free_contacts",
     ]
+    /// rtpengine: REFERENCE §2.21, the 5.6 row (30 functions).
+    static let rtpengine: [String] = {
+        var l: [String] = []
+        for f in ["rtpengine_manage", "rtpengine_offer", "rtpengine_answer", "rtpengine_delete", "rtpengine_query",
+                  "block_media", "unblock_media", "silence_media", "unsilence_media", "block_dtmf", "unblock_dtmf", "stop_media"] {
+            l += [f + "0", f]
+        }
+        return l + ["rtpengine_query_v", "start_recording", "stop_recording", "play_media", "set_rtpengine_set", "set_rtpengine_set2"]
+    }()
     static let groups: [(String, [String], Int)] = [
         ("", core, 90), ("pv", pv, 10), ("hdr", hdr, 16), ("xlog", xlog, 8), ("kx", kx, 69), ("corex", corex, 22),
         ("siputils", siputils, 29), ("textops", textops, 54), ("sl", sl, 5), ("maxfwd", maxfwd, 2), ("sanity", sanity, 3),
         ("tm", tm, 54), ("tmx", tmx, 16), ("htable", htable, 28), ("pike", pike, 2), ("permissions", permissions, 5),
         ("nathelper", nathelper, 14), ("registrar", registrar, 17), ("http_client", httpClient, 6), ("enum", enumGroup, 12),
-        ("uac", uac, 16), ("dispatcher", dispatcher, 24),
+        ("uac", uac, 16), ("dispatcher", dispatcher, 24), ("rtpengine", rtpengine, 30),
     ]
 }
 

@@ -20,9 +20,28 @@ import StarlingTesting
         ("$sel(call_id)", "string:a84b4c76e66710@pc33"), ("$sel(cseq.method)", "string:INVITE"),
         ("$sel(cseq.num)", "string:314159"), ("$sel(contact.uri)", "string:sip:alice@192.0.2.10:5060"),
         ("$au", "nil:nil"), ("$ar", "nil:nil"), ("$ad", "nil:nil"),
+        // name-addr, To-body, param and line transformations (Kamailio 5.6 pv_trans.c)
+        ("$(ct{nameaddr.uri})", "string:sip:alice@192.0.2.10:5060"), ("$(ct{nameaddr.uri}{uri.host})", "string:192.0.2.10"),
+        ("$(ct{nameaddr.uri}{uri.port})", "string:5060"), ("$(ct{nameaddr.name})", "string:"), ("$(ct{nameaddr.len})", "number:27"),
+        ("$(hdr(From){nameaddr.name})", "string:\"Alice\""), ("$(hdr(From){nameaddr.uri})", "string:sip:alice@atlanta.example.com"),
+        ("$(hdr(From){tobody.tag})", "string:1928301774"), ("$(hdr(From){tobody.user})", "string:alice"),
+        ("$(hdr(From){tobody.host})", "string:atlanta.example.com"), ("$(hdr(From){tobody.params})", "string:tag=1928301774"),
+        ("$(hdr(From){tobody.display})", "string:\"Alice\""), ("$(hdr(To){tobody.uri})", "string:sip:bob@example.com"),
+        ("$(hdr(To){tobody.tag})", "string:"),
+        ("$(rb{line.count})", "number:1"), ("$(rb{line.at,0})", "string:v=0\r"), ("$(rb{line.sw,v=})", "string:v=0\r"),
+        ("$(rb{line.sw,m=})", "string:"),
     ])
     func getter(_ pv: String, _ expected: String) throws {
         #expect(try evalValue("KSR.pv.get(\"\(pv)\")") == expected)
+    }
+
+    @Test func paramTransformations() throws {
+        let before = "KSR.pv.sets(\"$var(p)\", \"a=1;rport;c=3\")"
+        #expect(try evalValue("KSR.pv.get(\"$(var(p){param.in,rport})\")", before: before) == "number:1")
+        #expect(try evalValue("KSR.pv.get(\"$(var(p){param.in,x})\")", before: before) == "number:0")
+        #expect(try evalValue("KSR.pv.get(\"$(var(p){param.name,1})\")", before: before) == "string:rport")
+        #expect(try evalValue("KSR.pv.get(\"$(var(p){param.valueat,2})\")", before: before) == "string:3")
+        #expect(try evalValue("KSR.pv.get(\"$(var(p){param.value,c})\")", before: before) == "string:3")
     }
 
     @Test func invalidNames() throws {

@@ -115,7 +115,7 @@ struct ConfigTests {
     @Test("unknown keys in [core] and unknown sections are errors")
     func unknownKeys() {
         expectError("[core]\nworkerz = 2",
-                    "core.workerz: unknown key (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections)")
+                    "core.workerz: unknown key (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections, mcast_loopback, mcast_ttl)")
         expectError("[server]\nx = 1", "server: unknown section (expected [core], [control], [tls], [define] or [modparam.<module>])")
         expectError("core = 1", "core: expected a table ([core]), got 1")
     }
@@ -271,11 +271,39 @@ struct ConfigTests {
     func environmentErrors() {
         expectError("", env: ["STARLING_CORE_WORKERS": "abc"], "STARLING_CORE_WORKERS: expected a positive integer, got \"abc\"")
         expectError("", env: ["STARLING_CORE_THREADS": "4"],
-                    "STARLING_CORE_THREADS: unknown key core.threads (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections)")
+                    "STARLING_CORE_THREADS: unknown key core.threads (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections, mcast_loopback, mcast_ttl)")
         expectError("", env: ["STARLING_CORE_LISTEN": "udp:127.0.0.1:5060,foo:1.2.3.4"],
                     "STARLING_CORE_LISTEN[1]: unknown proto \"foo\" in \"foo:1.2.3.4\" (expected one of udp, tcp, tls, ws, wss, sctp)")
         expectError("", env: ["STARLING_MODPARAM_TM": "1"], "STARLING_MODPARAM_TM: expected STARLING_MODPARAM_<MODULE>_<PARAM>")
         expectError("[core]\nmodules = [\"sl\"]", env: ["STARLING_MODPARAM_TM_FR_TIMER": "1"], "modparam.tm: module \"tm\" is not loaded (add it to core.modules)")
+    }
+
+    @Test("multicast listen: ;mcast=IFACE in the file, the environment and --listen; mcast_loopback, mcast_ttl")
+    func multicastListen() throws {
+        let c = try StarlingConfig.parse(toml: """
+            [core]
+            listen = ["udp:127.0.0.1:5060", "udp:224.0.1.75:5060;mcast=lo"]
+            mcast_loopback = true
+            mcast_ttl = 4
+            """, environment: [:])
+        #expect(c.listen.count == 2)
+        #expect(c.listen[1].isMulticast && c.listen[1].multicastInterface == "lo" && c.listen[1].multicastInterfaceIndex != nil)
+        #expect(c.listen[1].description == "udp:224.0.1.75:5060;mcast=lo")
+        #expect(!c.listen[0].isMulticast)
+        #expect(c.mcastLoopback && c.mcastTTL == 4)
+        let env = try StarlingConfig.parse(toml: "", environment: ["STARLING_CORE_LISTEN": "udp:127.0.0.1:5060,udp:224.0.1.75:5060;mcast=lo",
+                                                                   "STARLING_CORE_MCAST_TTL": "2"])
+        #expect(env.listen[1].multicastInterface == "lo" && env.mcastTTL == 2)
+        let cli = try StarlingConfig.parse(toml: "", environment: [:],
+                                           overrides: ConfigOverrides(listen: ["udp:224.0.1.75:5090;mcast=lo"]))
+        #expect(cli.listen[0].isMulticast && cli.listen[0].address.port == 5090)
+        expectError("[core]\nlisten = [\"udp:224.0.1.75:5060;mcast=nosuch0\"]",
+                    "core.listen[0]: multicast interface \"nosuch0\" does not exist (in \"udp:224.0.1.75:5060;mcast=nosuch0\")")
+        expectError("", overrides: ConfigOverrides(listen: ["udp:224.0.1.75:5060;mcast=nosuch0"]),
+                    "--listen[0]: multicast interface \"nosuch0\" does not exist (in \"udp:224.0.1.75:5060;mcast=nosuch0\")")
+        expectError("[core]\nlisten = \"udp:127.0.0.1:5060;mcast=lo\"",
+                    "core.listen: ;mcast= needs a udp listener on a multicast group address (224.0.0.0/4, ff00::/8) in \"udp:127.0.0.1:5060\" (expected \"proto:ip:port\", e.g. \"udp:127.0.0.1:5060\" or \"udp:[::1]:5060\")")
+        expectError("[core]\nmcast_ttl = 300", "core.mcast_ttl: expected an integer in 0...255, got 300")
     }
 
     @Test("command-line overrides beat file and environment")

@@ -64,6 +64,10 @@ int st_get_sndbuf(int fd);              /* bytes (kernel-doubled) or -errno */
 int st_udp_socket(int family);
 /* For IPv6 sockets: IPV6_V6ONLY on/off. 0 or -errno. */
 int st_set_v6only(int fd, int on);
+int st_set_reuseaddr(int fd, int on);  /* 0 or -errno */
+/* Joins the multicast group (4 or 16 bytes, network order) on interface ifindex (0: any) and sets
+ * IP_MULTICAST_LOOP / IP_MULTICAST_TTL (ttl < 0: left as is). 0 or -errno. */
+int st_mcast_join(int fd, int family, const void *group, unsigned int ifindex, int loop, int ttl);
 
 /* MARK: Threads, files, misc */
 

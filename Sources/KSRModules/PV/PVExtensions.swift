@@ -33,6 +33,10 @@ enum Transformation: Hashable {
     case uriUser, uriHost, uriPort, uriParams, uriTransport, uriParam(String)
     case paramValue(String, Character)
     case paramCount(Character)
+    case paramIn(String, Character), paramValueAt(Int, Character), paramName(Int, Character)
+    case nameaddrURI, nameaddrName, nameaddrLen
+    case tobodyURI, tobodyTag, tobodyDisplay, tobodyUser, tobodyHost, tobodyParams
+    case lineCount, lineAt(Int), lineSw(String)
 
     static func parse(_ text: Substring) -> Transformation? {
         let parts = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
@@ -57,6 +61,25 @@ enum Transformation: Hashable {
             guard let name = args.first else { return nil }
             return .paramValue(name, args.dropFirst().first?.first ?? ";")
         case "param.count": return .paramCount(args.first?.first ?? ";")
+        case "param.in":
+            guard let name = args.first else { return nil }
+            return .paramIn(name, args.dropFirst().first?.first ?? ";")
+        case "param.valueat", "param.name":
+            guard let n = args.first.flatMap({ Int($0) }) else { return nil }
+            let sep = args.dropFirst().first?.first ?? ";"
+            return parts[0] == "param.name" ? .paramName(n, sep) : .paramValueAt(n, sep)
+        case "nameaddr.uri": return .nameaddrURI
+        case "nameaddr.name": return .nameaddrName
+        case "nameaddr.len": return .nameaddrLen
+        case "tobody.uri": return .tobodyURI
+        case "tobody.tag": return .tobodyTag
+        case "tobody.display": return .tobodyDisplay
+        case "tobody.user": return .tobodyUser
+        case "tobody.host": return .tobodyHost
+        case "tobody.params": return .tobodyParams
+        case "line.count": return .lineCount
+        case "line.at": return args.first.flatMap { Int($0) }.map { .lineAt($0) }
+        case "line.sw": return args.first.map { .lineSw($0) }
         default: return nil
         }
     }
@@ -96,6 +119,97 @@ enum Transformation: Hashable {
             }
             return .null
         case .paramCount(let sep): return .int(v.split(separator: sep).count)
+        case .paramIn(let name, let sep):
+            let found = v.split(separator: sep).contains { p in
+                p.split(separator: "=", maxSplits: 1).first.map { $0.trimmingCharacters(" \t").lowercased() } == name.lowercased()
+            }
+            return .int(found ? 1 : 0)
+        case .paramValueAt(let n, let sep), .paramName(let n, let sep):
+            let ps = v.split(separator: sep)
+            let i = n < 0 ? ps.count + n : n
+            guard i >= 0, i < ps.count else { return .null }
+            let kv = ps[i].split(separator: "=", maxSplits: 1)
+            if case .paramName = self { return .string(kv.first.map { String($0.trimmingCharacters(" \t")) } ?? "") }
+            return .string(kv.count > 1 ? String(kv[1].trimmingCharacters(" \t")) : "")
+        case .nameaddrURI, .nameaddrName, .nameaddrLen:
+            guard !v.isEmpty else { return .null }
+            let na = NameAddrText(v)
+            switch self {
+            case .nameaddrURI: return .string(na.uri)
+            case .nameaddrName: return .string(na.name)
+            default: return .int(na.length)
+            }
+        case .tobodyURI, .tobodyTag, .tobodyDisplay, .tobodyUser, .tobodyHost, .tobodyParams:
+            guard !v.isEmpty else { return .null }
+            let na = NameAddrText(v)
+            switch self {
+            case .tobodyURI: return .string(na.uri)
+            case .tobodyDisplay: return .string(na.name)
+            case .tobodyParams: return .string(na.params)
+            case .tobodyTag:
+                for p in na.params.split(separator: ";") {
+                    let kv = p.split(separator: "=", maxSplits: 1)
+                    if kv.first.map({ $0.trimmingCharacters(" \t").lowercased() }) == "tag" {
+                        return .string(kv.count > 1 ? String(kv[1].trimmingCharacters(" \t")) : "")
+                    }
+                }
+                return .string("")
+            default:
+                guard let u = SIPURI(na.uri) else { return .null }
+                return .string(self == .tobodyUser ? (u.user ?? "") : u.host)
+            }
+        case .lineCount:
+            guard !v.isEmpty else { return .null }
+            let b = v.utf8
+            var n = b.reduce(0) { $0 + ($1 == 10 ? 1 : 0) }
+            if b.last != 10 { n += 1 }
+            return .int(n)
+        case .lineAt(let n):
+            guard !v.isEmpty else { return .null }
+            var lines = v.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            if lines.last == "" { lines.removeLast() }
+            let i = n < 0 ? lines.count + n : n
+            return .string(i >= 0 && i < lines.count ? lines[i] : "")
+        case .lineSw(let prefix):
+            guard !v.isEmpty else { return .null }
+            for line in v.split(separator: "\n", omittingEmptySubsequences: false) where line.hasPrefix(prefix) {
+                return .string(String(line))
+            }
+            return .string("")
+        }
+    }
+}
+
+/// A name-addr as text, as Kamailio's parse_nameaddr / parse_to read it: `"Name" <uri>;params`, or
+/// an addr-spec without brackets (all of it the URI for nameaddr; params after `;` for tobody).
+struct NameAddrText {
+    var name = ""
+    var uri = ""
+    var params = ""
+    /// The length up to and including `>` (the whole text without brackets).
+    var length = 0
+
+    init(_ text: String) {
+        let b = Array(text.utf8)
+        var inQuote = false
+        var lt: Int? = nil
+        for (i, c) in b.enumerated() {
+            if c == UInt8(ascii: "\"") { inQuote.toggle() }
+            if !inQuote && c == UInt8(ascii: "<") { lt = i; break }
+        }
+        guard let lt, let gt = b[lt...].firstIndex(of: UInt8(ascii: ">")) else {
+            uri = text
+            length = b.count
+            if let semi = b.firstIndex(of: UInt8(ascii: ";")) {
+                params = String(decoding: b[(semi + 1)...], as: UTF8.self)
+            }
+            return
+        }
+        name = String(String(decoding: b[..<lt], as: UTF8.self).trimmingCharacters(" \t"))
+        uri = String(decoding: b[(lt + 1)..<gt], as: UTF8.self)
+        length = gt + 1
+        if let semi = b[(gt + 1)...].firstIndex(of: UInt8(ascii: ";")) {
+            params = String(String(decoding: b[(semi + 1)...], as: UTF8.self).trimmingCharacters(" \t"))
         }
     }
 }
