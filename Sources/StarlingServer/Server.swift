@@ -51,6 +51,13 @@ public final class Server: Sendable {
     public let startedAt = ContinuousClock.now
     /// Wall-clock start, seconds since 1970.
     public let startedAtUnix: Int = Int(time(nil))
+    private let routing = Atomic<Bool>(false)
+    /// When the housekeeping thread last went round (monotonic ms); the systemd watchdog pings only
+    /// while it keeps going.
+    private let heartbeat = Atomic<Int>(0)
+    /// True from the end of `start()` (every listener bound, workers running the loaded script) until
+    /// `shutdown()` begins: what `GET /health` and sd_notify's READY=1 report.
+    public var isRouting: Bool { routing.load(ordering: .acquiring) }
 
     /// Everything that can fail before a single worker starts: the script loads, sockets bind.
     public init(config: StarlingConfig, logger: Logger) throws(ServerError) {
@@ -192,8 +199,9 @@ public final class Server: Sendable {
         let runtime = self.runtime
         let stop = self.stop
         do {
-            started.append(try PosixThread(name: "housekeeping") {
+            started.append(try PosixThread(name: "housekeeping") { [weak self] in
                 while !stop.isSet {
+                    self?.heartbeat.store(Self.monotonicMillis(), ordering: .relaxed)
                     for _ in 0..<10 where !stop.isSet { usleep(100_000) }
                     if !stop.isSet { runtime.runPeriodic() }
                 }
@@ -204,6 +212,8 @@ public final class Server: Sendable {
         }
         threads.withLock { $0 = started }
         startWatcher(files: store.published.files)
+        heartbeat.store(Self.monotonicMillis(), ordering: .relaxed)
+        routing.store(true, ordering: .releasing)
     }
 
     private func startWatcher(files: [String]) {
@@ -360,6 +370,9 @@ public final class Server: Sendable {
     /// Total worker threads.
     public var workerCount: Int { services.workerCount }
 
+    /// The bound listeners, "udp:127.0.0.1:5060, tcp:..." (sd_notify's STATUS).
+    public var listenDescription: String { services.listen.map(\.description).joined(separator: ", ") }
+
     /// The bound SIP sockets (real ports when 0 was configured).
     public var boundSockets: [(proto: SIPTransportProtocol, address: SocketAddress)] {
         services.udpSockets.map { (.udp, $0.localAddress) }
@@ -385,6 +398,18 @@ public final class Server: Sendable {
             let found = fstat(sock.fileDescriptor, &st) == 0 ? byInode[UInt64(st.st_ino)] : nil
             return ("udp:\(sock.localAddress)", found?.rx, found?.drops, sock.receiveBufferSize)
         }
+    }
+
+    /// True while routing and the housekeeping thread went round within the last 15 s: what the
+    /// systemd watchdog (WATCHDOG=1) reports.
+    public var isResponsive: Bool {
+        isRouting && Self.monotonicMillis() - heartbeat.load(ordering: .relaxed) < 15_000
+    }
+
+    static func monotonicMillis() -> Int {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int(ts.tv_sec) * 1000 + Int(ts.tv_nsec) / 1_000_000
     }
 
     /// Seconds since the server was created.
@@ -419,6 +444,7 @@ public final class Server: Sendable {
 
     /// Stops the workers and the watcher and closes the sockets.
     public func shutdown() {
+        routing.store(false, ordering: .releasing)
         stop.set()
         watcher.withLock { $0?.stop(); $0 = nil }
         let ts = threads.withLock { t -> [PosixThread] in let all = t; t = []; return all }
