@@ -222,7 +222,7 @@ public final class StreamTransport: Sendable {
         let serverHostname = proto == .tls ? serverName(for: destination) : nil
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(.milliseconds(Int64(settings.connectTimeoutMillis)))
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelOption(.writeBufferWaterMark, value: .init(low: settings.maxQueuedBytes / 2, high: settings.maxQueuedBytes))
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -325,7 +325,7 @@ public final class StreamTransport: Sendable {
         ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: settings.maxQueuedBytes / 2, high: settings.maxQueuedBytes))
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { [self] channel in

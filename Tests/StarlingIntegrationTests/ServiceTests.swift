@@ -110,6 +110,33 @@ struct ServiceTests {
         #expect(!printed.output.contains("s3cr3t-t0ken") && !printed.output.contains("kamailiorw"), "\(printed.output)")
     }
 
+    /// As an unprivileged user (the package's service user; here nobody): TCP and the control listener
+    /// accept connections. (They set TCP_NODELAY; asked at the socket level it was SO_DEBUG, which only
+    /// root may set, so every connection to a non-root Starling was closed at once.)
+    @Test func tcpAndControlWorkWithoutRoot() throws {
+        guard getuid() == 0 else {
+            Issue.record("this test starts Starling as user nobody through runuser: run the tests as root")
+            return
+        }
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-nonroot")
+        let ports = try Ports.freeUDPPorts(3)
+        let server = try ServerProcess(
+            name: "starling", executable: "/usr/sbin/runuser",
+            arguments: ["-u", "nobody", "--", "/usr/bin/env", "STARLING_CONTROL_LISTEN=127.0.0.1:\(ports[2])",
+                        try PackagePaths.starlingBinary().path]
+                + Starling.arguments(script: Self.defaultScript, port: ports[0], workers: 1,
+                                     extra: ["--listen", "tcp:127.0.0.1:\(ports[1])"]),
+            logFile: directory.appendingPathComponent("starling.log"))
+        defer { server.stop() }
+        try server.waitUntilBound(udpPort: ports[0])
+        try server.waitUntilListening(tcpPort: ports[1])
+        let tcp = try StreamClient.run("options", proto: "tcp", port: ports[1], ["--count", "1"], timeout: .seconds(30))
+        #expect(tcp.ok, "\(tcp)\n\(server.log)")
+        let health = try Command.run(try PackagePaths.starlingBinary().path,
+                                     ["ctl", "--health", "--url", "http://127.0.0.1:\(ports[2])"], timeout: .seconds(30))
+        #expect(health.status == 0 && health.output.contains("ready"), "\(health.output)\n\(server.log)")
+    }
+
     /// packaging/container/entrypoint.sh outside a container: configuration only from STARLING_*
     /// variables, JSON log lines on standard output, `ctl --health` (the image's HEALTHCHECK) ready.
     @Test func containerEntrypoint() throws {
