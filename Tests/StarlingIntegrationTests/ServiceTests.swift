@@ -239,6 +239,45 @@ struct ServiceTests {
         #expect(starling.log.contains("tls connection to 127.0.0.1:\(sinkPorts[2]): server not accepted"), "\(starling.log)")
         starling.stop()
 
+        // By name: the certificate must name the host the destination was resolved from, which is
+        // also sent as SNI. sip.test and other.test both resolve to 127.0.0.1 (dnsmasq).
+        let (dns, dnsPort) = try DNSMasq.start(naptr: [], extra: ["--host-record=sip.test,127.0.0.1",
+                                                                  "--host-record=other.test,127.0.0.1"], directory: directory)
+        defer { dns.stop() }
+        (starling, udp, _, _, _) = try TLSTransportTests.start(directory, script: Self.defaultScript, certs: certs,
+                                                               tls: certs.tlsSection(), extraConfig: "dns_servers = [\"127.0.0.1:\(dnsPort)\"]",
+                                                               modules: ["sl", "maxfwd", "sanity"])
+        func sendByName(_ host: String, to sinkPort: Int) throws {
+            let endpoint = try UDPEndpoint()
+            try endpoint.send(SIPProbe.options(requestURI: "sip:carol@\(host):\(sinkPort);transport=tls", from: endpoint), to: udp)
+        }
+        func waitFor(_ p: ServerProcess, _ text: String, timeout: Double = 10) -> Bool {
+            let deadline = Date().addingTimeInterval(timeout)
+            while Date() < deadline {
+                if p.log.contains(text) { return true }
+                usleep(100_000)
+            }
+            return false
+        }
+        // sip.test at the sip.test server: accepted, SNI sip.test.
+        try sendByName("sip.test", to: sinkPorts[0])
+        #expect(waitFor(good, "\"received\": \"OPTIONS sip:carol@sip.test"), "\(good.log)\n\(starling.log)")
+        #expect(good.log.contains("\"sni\": \"sip.test\""), "\(good.log)")
+        // sip.test at the server whose certificate names other.test: refused.
+        try sendByName("sip.test", to: sinkPorts[1])
+        #expect(waitFor(starling, "tls connection to 127.0.0.1:\(sinkPorts[1]): server not accepted"), "\(starling.log)")
+        #expect(!wrongName.log.contains("OPTIONS sip:carol@sip.test"), "\(wrongName.log)")
+        // other.test at that server: accepted (the name, not the address, is what counts). Sent again
+        // each second as a UAC retransmits: the refused connection may still be closing.
+        var delivered = false
+        for _ in 0..<10 where !delivered {
+            try sendByName("other.test", to: sinkPorts[1])
+            delivered = waitFor(wrongName, "\"received\": \"OPTIONS sip:carol@other.test", timeout: 1)
+        }
+        #expect(delivered, "\(wrongName.log)\n\(starling.log)")
+        #expect(wrongName.log.contains("\"sni\": \"other.test\""), "\(wrongName.log)")
+        starling.stop()
+
         // verify_server = false (Kamailio's default): the same server is accepted.
         (starling, udp, _, _, _) = try TLSTransportTests.start(directory, script: Self.defaultScript, certs: certs,
                                                                tls: certs.tlsSection() + "verify_server = false\n",
