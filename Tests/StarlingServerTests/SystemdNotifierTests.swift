@@ -51,7 +51,7 @@ import Glibc
         for _ in 0..<3 { #expect(sock.receive() == "WATCHDOG=1") }
         alive.value = false
         // Drain what was in flight, then no more pings while not alive.
-        sock.setTimeout(.milliseconds(400))
+        sock.setTimeout(.seconds(1))
         while sock.receive() != nil {}
         #expect(sock.receive() == nil)
         n.stopWatchdog()
