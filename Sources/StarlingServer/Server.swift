@@ -384,7 +384,7 @@ public final class Server: Sendable {
     public func socketStatus() -> [(socket: String, receiveQueue: Int?, drops: Int?, receiveBuffer: Int)] {
         var byInode: [UInt64: (rx: Int, drops: Int)] = [:]
         for file in ["/proc/net/udp", "/proc/net/udp6"] {
-            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { continue }
+            guard let text = Self.readProcFile(file) else { continue }
             for line in text.split(separator: "\n").dropFirst() {
                 let f = line.split(separator: " ", omittingEmptySubsequences: true)
                 guard f.count >= 13, let inode = UInt64(f[9]), let drops = Int(f[12]) else { continue }
@@ -410,6 +410,23 @@ public final class Server: Sendable {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Int(ts.tv_sec) * 1000 + Int(ts.tv_nsec) / 1_000_000
+    }
+
+    /// A /proc file read to its end. (/proc files report size 0 and are produced a page per read();
+    /// a reader that trusts the size or stops after one read misses the sockets past the first page.)
+    static func readProcFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 { if errno == EINTR { continue }; return nil }
+            if n == 0 { break }
+            out.append(contentsOf: buf[0..<n])
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Seconds since the server was created.
