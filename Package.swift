@@ -166,7 +166,8 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingServerTests",
-            dependencies: ["StarlingServer", "StarlingControl", "StarlingTesting", "SIPCore", "SIPTransport", "KSRModules", "SIPStreams"],
+            dependencies: ["StarlingServer", "StarlingControl", "StarlingTesting", "SIPCore", "SIPTransport", "KSRModules", "SIPStreams",
+                           "StarlingTestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingTestingTests", dependencies: ["StarlingTesting", "KSRModules", "StarlingKEMI"],

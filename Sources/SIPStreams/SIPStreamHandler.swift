@@ -81,8 +81,22 @@ final class SIPStreamHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let connection, connection.outbound, connection.proto == .tls, Self.isVerificationFailure(error) {
+            // The operator needs to see why a TLS peer is never reached (a name or CA mismatch).
+            let remote = connection.remote.withLock { $0 }
+            transport.logger.warning("tls connection to \(remote): server not accepted (\(error)); its certificate must chain to [tls] ca_list (else the system CA bundle) and name the host; verify_server = false turns this off")
+            context.close(promise: nil)
+            return
+        }
         transport.logger.debug("\(listener.proto.name) connection error: \(error)")
         context.close(promise: nil)
+    }
+
+    /// A handshake the server's certificate failed (chain or name), not a peer going away.
+    static func isVerificationFailure(_ error: any Error) -> Bool {
+        if error is NIOSSLExtraError { return true }
+        if case NIOSSLError.handshakeFailed = error { return true }
+        return false
     }
 
     /// A 400 for a request whose header block could be read (nil for replies, ACK, or no Via).

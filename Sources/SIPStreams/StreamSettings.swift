@@ -29,15 +29,20 @@ public struct TLSSettings: Sendable, Hashable {
     public var verifyClient: Bool
     /// With `verifyClient`: refuse the handshake when the client sends no certificate.
     public var requireClientCertificate: Bool
-    /// Verify the certificate of servers Starling connects to (against `caList`, else the system roots).
+    /// Verify the certificate chain and name of servers Starling connects to: the chain against
+    /// `caList`, else `systemCABundle`; the name against the host the destination was resolved from
+    /// (SNI is sent with it), else the IP address connected to.
     public var verifyServer: Bool
     /// Lowest protocol version accepted: "TLSv1.2" (default) or "TLSv1.3" ("TLSv1", "TLSv1.1" allowed).
     public var minVersion: String
     /// Extra certificates chosen by SNI: server name (lower case, or `*.example.com`) -> (certificate, key).
     public var domains: [String: TLSDomain]
 
+    /// Debian's CA bundle (ca-certificates).
+    public static let systemCABundle = "/etc/ssl/certs/ca-certificates.crt"
+
     public init(certificate: String, privateKey: String, caList: String? = nil, verifyClient: Bool = false,
-                requireClientCertificate: Bool = false, verifyServer: Bool = false, minVersion: String = "TLSv1.2",
+                requireClientCertificate: Bool = false, verifyServer: Bool = true, minVersion: String = "TLSv1.2",
                 domains: [String: TLSDomain] = [:]) {
         self.certificate = certificate
         self.privateKey = privateKey

@@ -27,6 +27,9 @@ public final class StreamTransport: Sendable {
     /// Connection count peak since the last malloc_trim, and when that was (monotonic ns).
     private let trimState = Mutex<(peak: Int, last: UInt64, trailing: Int)>((0, 0, 0))
     let tlsContexts: TLSContexts?
+    /// IP address -> the host name it was last resolved from for a TLS destination: outgoing TLS sends
+    /// it as SNI and verifies the server's certificate against it (bounded; cleared when full).
+    private let serverNames = Mutex<[String: String]>([:])
     /// Counters for diagnostics and tests.
     public let stats = StreamStats()
 
@@ -119,6 +122,22 @@ public final class StreamTransport: Sendable {
 
     // MARK: Sending
 
+    /// Remembers that `addresses` were resolved from the host name `host` for a TLS destination:
+    /// a connection opened to one of them sends `host` as SNI and verifies the certificate against it.
+    public func noteServerName(_ host: String, for addresses: [SIPTransport.SocketAddress]) {
+        guard tlsContexts != nil, !addresses.isEmpty else { return }
+        let name = host.hasSuffix(".") ? String(host.dropLast()) : host
+        serverNames.withLock { t in
+            if t.count >= 4096 { t.removeAll(keepingCapacity: true) }
+            for a in addresses where t[a.ip] != name { t[a.ip] = name }
+        }
+    }
+
+    /// The host name a destination was resolved from (nil: none known, the IP address is verified).
+    func serverName(for destination: SIPTransport.SocketAddress) -> String? {
+        serverNames.withLock { $0[destination.ip] }
+    }
+
     /// Sends a message over the connection `connectionID` when it is open, else over the open connection
     /// to `destination` with this transport, else (unless `noConnect`) over a new connection. Returns
     /// false when nothing could be queued.
@@ -200,15 +219,16 @@ public final class StreamTransport: Sendable {
         }
         if admitted !== conn { return admitted }
         stats.connectsStarted.add(1, ordering: .relaxed)
+        let serverHostname = proto == .tls ? serverName(for: destination) : nil
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(.milliseconds(Int64(settings.connectTimeoutMillis)))
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelOption(.writeBufferWaterMark, value: .init(low: settings.maxQueuedBytes / 2, high: settings.maxQueuedBytes))
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let ops = channel.pipeline.syncOperations
                     if proto == .tls, let tlsContexts {
-                        try ops.addHandler(NIOSSLClientHandler(context: tlsContexts.client, serverHostname: nil))
+                        try ops.addHandler(NIOSSLClientHandler(context: tlsContexts.client, serverHostname: serverHostname))
                     }
                     try ops.addHandler(ByteToMessageHandler(SIPStreamDecoder(limits: settings.limits)))
                     try ops.addHandler(SIPStreamHandler(transport: self, connection: conn, listener: listener))
@@ -305,7 +325,7 @@ public final class StreamTransport: Sendable {
         ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: settings.maxQueuedBytes / 2, high: settings.maxQueuedBytes))
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { [self] channel in

@@ -1,6 +1,9 @@
 import NIOCore
 import NIOSSL
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The server and client TLS contexts, rebuilt from the files on `reload` (new handshakes use the new
 /// ones; open connections keep theirs). SNI: when `[tls.domain]` entries exist, the server context picks
@@ -47,8 +50,15 @@ final class TLSContexts: Sendable {
         client.certificateChain = chain
         client.privateKey = .privateKey(key)
         if s.verifyServer {
-            if let ca = s.caList { client.trustRoots = .file(ca) }
-            client.certificateVerification = .noHostnameVerification
+            // The chain against ca_list, else Debian's bundle (else BoringSSL's default locations); the
+            // name against the host the destination was resolved from, else the IP address (swift-nio-ssl
+            // checks the IP SANs when no server name is given).
+            if let ca = s.caList {
+                client.trustRoots = .file(ca)
+            } else if access(TLSSettings.systemCABundle, R_OK) == 0 {
+                client.trustRoots = .file(TLSSettings.systemCABundle)
+            }
+            client.certificateVerification = .fullVerification
         } else {
             client.certificateVerification = .none
         }

@@ -30,7 +30,7 @@ public final class ControlServer: Sendable {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     // A connection idle for a minute (e.g. a body that never comes) is closed.
@@ -123,6 +123,18 @@ final class ControlHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func respond(_ h: HTTPRequestHead) -> (HTTPResponseStatus, String, [UInt8], [(String, String)]) {
         let text = "text/plain; charset=utf-8"
+        let path = h.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? h.uri
+        // Readiness for load balancers and container health checks: no token needed, nothing revealed
+        // but whether the router is routing.
+        if path == "/health" {
+            guard h.method == .GET else {
+                return (.methodNotAllowed, text, Array("method not allowed\n".utf8), [("Allow", "GET")])
+            }
+            guard let api = shared.api.withLock({ $0 }), api.server.isRouting else {
+                return (.serviceUnavailable, text, Array("not ready\n".utf8), [])
+            }
+            return (.ok, text, Array("ready\n".utf8), [])
+        }
         guard shared.authorized(h.headers.first(name: "authorization")) else {
             return (.unauthorized, text, Array("bearer token required\n".utf8), [("WWW-Authenticate", "Bearer realm=\"starling\"")])
         }
@@ -130,7 +142,6 @@ final class ControlHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard let api = shared.api.withLock({ $0 }) else {
             return (.serviceUnavailable, text, Array("starting\n".utf8), [])
         }
-        let path = h.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? h.uri
         switch (h.method, path) {
         case (.POST, "/"), (.POST, "/rpc"):
             guard let answer = api.handle(body: body) else { return (.noContent, text, [], []) }
@@ -138,7 +149,7 @@ final class ControlHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case (.GET, "/metrics"):
             return (.ok, PrometheusMetrics.contentType, Array(PrometheusMetrics.render(api.server).utf8), [])
         case (.GET, "/"):
-            return (.ok, text, Array("Starling control API: POST / (JSON-RPC 2.0), GET /metrics (Prometheus)\n".utf8), [])
+            return (.ok, text, Array("Starling control API: POST / (JSON-RPC 2.0), GET /metrics (Prometheus), GET /health (readiness)\n".utf8), [])
         case (_, "/"), (_, "/rpc"), (_, "/metrics"):
             return (.methodNotAllowed, text, Array("method not allowed\n".utf8), [("Allow", path == "/metrics" ? "GET" : "GET, POST")])
         default:

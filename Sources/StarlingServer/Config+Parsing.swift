@@ -69,7 +69,7 @@ extension StarlingConfig {
         "certificate", "private_key", "ca_list", "verify_client", "require_client_certificate", "verify_server", "min_version",
     ]
     /// Keys allowed in `[control]`.
-    static let controlKeys: [String] = ["listen", "token"]
+    static let controlKeys: [String] = ["listen", "token", "allow_unauthenticated"]
     /// `[core]` keys that hold lists (comma-separated in the environment).
     static let coreListKeys: Set<String> = ["listen", "modules", "dns_servers", "alias"]
 
@@ -78,18 +78,23 @@ extension StarlingConfig {
     mutating func apply(_ root: TOMLTable) throws(ConfigError) {
         for key in root.keys.sorted() {
             guard let value = root[key] else { continue }
+            try attempt { c throws(ConfigError) in try c.applySection(key, value) }
+        }
+    }
+
+    private mutating func applySection(_ key: String, _ value: any TOMLValueConvertible) throws(ConfigError) {
             switch key {
             case "core":
                 guard let core = value.table else { throw ConfigError(key: "core", "expected a table ([core]), got \(RawValue(value).shown)") }
                 for k in core.keys.sorted() {
                     guard let v = core[k] else { continue }
-                    try setCore(k, RawValue(v), key: "core.\(k)")
+                    try attempt { c throws(ConfigError) in try c.setCore(k, RawValue(v), key: "core.\(k)") }
                 }
             case "control":
                 guard let ctl = value.table else { throw ConfigError(key: "control", "expected a table ([control]), got \(RawValue(value).shown)") }
                 for k in ctl.keys.sorted() {
                     guard let v = ctl[k] else { continue }
-                    try setControl(k, RawValue(v), key: "control.\(k)")
+                    try attempt { c throws(ConfigError) in try c.setControl(k, RawValue(v), key: "control.\(k)") }
                 }
             case "tls":
                 guard let t = value.table else { throw ConfigError(key: "tls", "expected a table ([tls]), got \(RawValue(value).shown)") }
@@ -115,14 +120,19 @@ extension StarlingConfig {
                         }
                         continue
                     }
-                    try Self.setTLS(&c, k, RawValue(v), key: "tls.\(k)")
+                    do {
+                        try Self.setTLS(&c, k, RawValue(v), key: "tls.\(k)")
+                    } catch {
+                        guard collectedErrors != nil else { throw error }
+                        collectedErrors!.append(error)
+                    }
                 }
                 tls = c
             case "define":
                 guard let defs = value.table else { throw ConfigError(key: "define", "expected a table ([define]), got \(RawValue(value).shown)") }
                 for name in defs.keys.sorted() {
                     guard let v = defs[name] else { continue }
-                    try setDefine(name, RawValue(v), key: "define.\(name)")
+                    try attempt { c throws(ConfigError) in try c.setDefine(name, RawValue(v), key: "define.\(name)") }
                 }
             case "modparam":
                 guard let mods = value.table else {
@@ -134,13 +144,12 @@ extension StarlingConfig {
                     }
                     for param in m.keys.sorted() {
                         guard let v = m[param] else { continue }
-                        try setModparam(module, param, RawValue(v), key: "modparam.\(module).\(param)")
+                        try attempt { c throws(ConfigError) in try c.setModparam(module, param, RawValue(v), key: "modparam.\(module).\(param)") }
                     }
                 }
             default:
                 throw ConfigError(key: key, "unknown section (expected [core], [control], [tls], [define] or [modparam.<module>])")
             }
-        }
     }
 
     // MARK: Setters shared by TOML, environment and command line
@@ -279,6 +288,14 @@ extension StarlingConfig {
                 throw ConfigError(key: key, "the token must not contain white space")
             }
             controlToken = s.isEmpty ? nil : s
+        case "allow_unauthenticated":
+            switch value {
+            case .bool(let b): controlAllowUnauthenticated = b
+            case .int(let i) where i == 0 || i == 1: controlAllowUnauthenticated = i == 1
+            case .string(let s) where ["true", "false", "1", "0", "yes", "no"].contains(s.lowercased()):
+                controlAllowUnauthenticated = ["true", "1", "yes"].contains(s.lowercased())
+            default: throw ConfigError(key: key, "expected true or false, got \(value.shown)")
+            }
         default:
             throw ConfigError(key: key, "unknown key (expected one of \(StarlingConfig.controlKeys.joined(separator: ", ")))")
         }
@@ -339,6 +356,11 @@ extension StarlingConfig {
     mutating func applyEnvironment(_ env: [String: String]) throws(ConfigError) {
         for name in env.keys.sorted() {
             guard let text = env[name] else { continue }
+            try attempt { c throws(ConfigError) in try c.applyEnvironmentVariable(name, text) }
+        }
+    }
+
+    private mutating func applyEnvironmentVariable(_ name: String, _ text: String) throws(ConfigError) {
             if name.hasPrefix("STARLING_CORE_") {
                 let k = String(name.dropFirst("STARLING_CORE_".count)).lowercased()
                 guard StarlingConfig.coreKeys.contains(k) else {
@@ -387,32 +409,43 @@ extension StarlingConfig {
                     ?? paramText.lowercased()
                 try setModparam(moduleName, param, ConfigValue(parsing: text).raw, key: name, fromEnvironment: true)
             }
-        }
     }
 
     // MARK: Command line
 
     mutating func apply(_ o: ConfigOverrides) throws(ConfigError) {
-        if let s = o.script { try setCore("script", .string(s), key: "--script") }
-        if let l = o.listen { try setCore("listen", .array(l.map { .string($0) }), key: "--listen") }
-        if let w = o.workers { try setCore("workers", .int(w), key: "--workers") }
+        if let s = o.script { try attempt { c throws(ConfigError) in try c.setCore("script", .string(s), key: "--script") } }
+        if let l = o.listen { try attempt { c throws(ConfigError) in try c.setCore("listen", .array(l.map { .string($0) }), key: "--listen") } }
+        if let w = o.workers { try attempt { c throws(ConfigError) in try c.setCore("workers", .int(w), key: "--workers") } }
         if let l = o.logLevel {
-            try setCore("log_level", Int(l).map { .int($0) } ?? .string(l), key: "--log-level")
+            try attempt { c throws(ConfigError) in try c.setCore("log_level", Int(l).map { .int($0) } ?? .string(l), key: "--log-level") }
         }
     }
 
     // MARK: Cross-checks
 
-    func validate() throws(ConfigError) {
+    mutating func validate() throws(ConfigError) {
         // Kamailio refuses to load a module it does not have.
         for (i, m) in modules.enumerated() where KSRModules.module(named: m) == nil && !KSRModules.isTableName(m) {
-            throw ConfigError(key: "core.modules[\(i)]",
-                              "unknown module \"\(m)\" (Starling has: \(KSRModules.all.map { $0.name }.sorted().joined(separator: ", ")))")
+            try attempt { _ throws(ConfigError) in
+                throw ConfigError(key: "core.modules[\(i)]",
+                                  "unknown module \"\(m)\" (Starling has: \(KSRModules.all.map { $0.name }.sorted().joined(separator: ", ")))")
+            }
         }
         // With no module list every module Starling has is loaded, so any of their modparams applies.
         let loaded = loadedModules
         for module in modparams.keys.sorted() where !loaded.contains(module) {
-            throw ConfigError(key: "modparam.\(module)", "module \"\(module)\" is not loaded (add it to core.modules)")
+            try attempt { _ throws(ConfigError) in
+                throw ConfigError(key: "modparam.\(module)", "module \"\(module)\" is not loaded (add it to core.modules)")
+            }
+        }
+        // Anyone who reaches an open control listener can reload the script and change tables.
+        if let a = controlListen, controlToken == nil, !controlAllowUnauthenticated, !ControlConfig.isLoopback(a) {
+            try attempt { _ throws(ConfigError) in
+                throw ConfigError(key: "control.listen",
+                                  "\(a) is not a loopback address and no token is set: set [control] token (or STARLING_CONTROL_TOKEN), "
+                                  + "or allow_unauthenticated = true to accept anyone who reaches it")
+            }
         }
     }
 

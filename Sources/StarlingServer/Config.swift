@@ -3,6 +3,7 @@ public import KSRModules
 public import Logging
 public import SIPTransport
 import TOMLKit
+import SIPStreams
 
 /// Starling's configuration: the TOML file, then `STARLING_*` environment variables, then the
 /// command line, each overriding the one before.
@@ -33,7 +34,7 @@ import TOMLKit
 /// ca_list = "/etc/starling/ca.pem"   # verifies client certificates (and servers with verify_server)
 /// verify_client = false
 /// require_client_certificate = false
-/// verify_server = false
+/// verify_server = true            # outgoing TLS: chain + name (default; Kamailio's default is false)
 /// min_version = "TLSv1.2"
 /// [tls.domain."sip.example.com"]     # SNI: another certificate for this server name
 /// certificate = "..."
@@ -42,6 +43,7 @@ import TOMLKit
 /// [control]                    # the HTTP control API (JSON-RPC, /metrics); off when absent
 /// listen = "127.0.0.1:5065"    # host defaults to 127.0.0.1 ("5065" or ":5065")
 /// token = "secret"             # optional: clients send "Authorization: Bearer secret"
+/// allow_unauthenticated = false  # a non-loopback listen without a token is refused unless true
 ///
 /// [define]                     # what #!define is to Kamailio
 /// WITH_AUTH = true
@@ -80,8 +82,13 @@ public struct StarlingConfig: Sendable, Equatable {
     public var controlListen: SocketAddress?
     /// `[control] token`: the bearer token the control API requires (nil: none).
     public var controlToken: String?
+    /// `[control] allow_unauthenticated`: a control listener on a non-loopback address without a token
+    /// starts only with this set (default false: such a configuration is refused, exit 2).
+    public var controlAllowUnauthenticated = false
     /// The control listener's settings, nil when `[control] listen` is not set.
-    public var control: ControlConfig? { controlListen.map { ControlConfig(listen: $0, token: controlToken) } }
+    public var control: ControlConfig? {
+        controlListen.map { ControlConfig(listen: $0, token: controlToken, allowUnauthenticated: controlAllowUnauthenticated) }
+    }
     /// `tcp_connection_lifetime`: seconds an idle connection stays open. Default 120.
     public var tcpConnectionLifetime: Int = 120
     /// `tcp_connect_timeout`: seconds to wait for an outgoing connection. Default 10.
@@ -106,6 +113,8 @@ public struct StarlingConfig: Sendable, Equatable {
     public var loadedModules: Set<String> { Set(KSRModules.loaded(modules).map { $0.name }) }
     /// The file the configuration came from, if any.
     public var sourcePath: String?
+    /// While parsing for `starling config --check`: every error, instead of stopping at the first.
+    var collectedErrors: [ConfigError]? = nil
 
     /// The built-in defaults.
     public init() {}
@@ -138,6 +147,64 @@ public struct StarlingConfig: Sendable, Equatable {
         var config = try parse(toml: text, environment: environment, overrides: overrides, fileName: path)
         config.sourcePath = path
         return config
+    }
+
+    /// `load` that does not stop at the first problem: the configuration with every valid value applied,
+    /// and every error found (file, environment, command line, cross-checks), in that order. Empty
+    /// errors: the configuration is what `load` returns. (`starling config --check`, and the error list
+    /// `starling run` prints.)
+    public static func loadCollectingErrors(path: String?, environment: [String: String]? = nil,
+                                            overrides: ConfigOverrides = ConfigOverrides()) -> (config: StarlingConfig, errors: [ConfigError]) {
+        let environment = environment ?? ProcessInfo.processInfo.environment
+        guard let path else { return parseCollectingErrors(toml: "", environment: environment, overrides: overrides) }
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            let exists = FileManager.default.fileExists(atPath: path)
+            return (StarlingConfig(), [ConfigError(key: path, exists ? "cannot read the file (\(error.localizedDescription))" : "no such file")])
+        }
+        var (config, errors) = parseCollectingErrors(toml: text, environment: environment, overrides: overrides, fileName: path)
+        config.sourcePath = path
+        return (config, errors)
+    }
+
+    /// `parse` that collects every error (see `loadCollectingErrors`). A TOML syntax error is the only
+    /// error reported for the file (nothing after it can be read).
+    public static func parseCollectingErrors(toml text: String, environment: [String: String] = [:],
+                                             overrides: ConfigOverrides = ConfigOverrides(),
+                                             fileName: String = "config") -> (config: StarlingConfig, errors: [ConfigError]) {
+        var config = StarlingConfig()
+        config.collectedErrors = []
+        do throws(ConfigError) {
+            let table: TOMLTable
+            do {
+                table = try TOMLTable(string: text)
+            } catch let e as TOMLParseError {
+                throw ConfigError(key: fileName, "TOML syntax error at line \(e.source.begin.line), column \(e.source.begin.column): \(e.description)")
+            } catch {
+                throw ConfigError(key: fileName, "TOML syntax error: \(error)")
+            }
+            try config.apply(table)
+            try config.applyEnvironment(environment)
+            try config.apply(overrides)
+            try config.validate()
+        } catch {
+            config.collectedErrors?.append(error)
+        }
+        let errors = config.collectedErrors ?? []
+        config.collectedErrors = nil
+        return (config, errors)
+    }
+
+    /// Runs one setter; while collecting, an error is recorded and parsing goes on.
+    mutating func attempt(_ body: (inout StarlingConfig) throws(ConfigError) -> Void) throws(ConfigError) {
+        do {
+            try body(&self)
+        } catch {
+            guard collectedErrors != nil else { throw error }
+            collectedErrors!.append(error)
+        }
     }
 
     /// Parses TOML text, then applies `environment` and `overrides`, and validates.
@@ -174,10 +241,19 @@ public struct ControlConfig: Sendable, Equatable {
     public var listen: SocketAddress
     /// If set, requests need `Authorization: Bearer <token>`.
     public var token: String?
+    /// `allow_unauthenticated`: a non-loopback listener without a token was explicitly allowed.
+    public var allowUnauthenticated: Bool
 
-    public init(listen: SocketAddress, token: String? = nil) {
+    public init(listen: SocketAddress, token: String? = nil, allowUnauthenticated: Bool = false) {
         self.listen = listen
         self.token = token
+        self.allowUnauthenticated = allowUnauthenticated
+    }
+
+    /// True for 127.0.0.0/8 and ::1 (and their IPv4-mapped form).
+    public static func isLoopback(_ a: SocketAddress) -> Bool {
+        let ip = a.ip.lowercased()
+        return ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
     }
 
     /// The default control address, 127.0.0.1:5065.
@@ -204,9 +280,14 @@ public struct TLSConfig: Sendable, Equatable {
     public var caList: String?
     public var verifyClient = false
     public var requireClientCertificate = false
-    public var verifyServer = false
+    /// Verify the certificate chain and name of servers Starling connects to (default true; against
+    /// `ca_list`, else Debian's CA bundle). Kamailio's client default is no verification.
+    public var verifyServer = true
     public var minVersion = "TLSv1.2"
     /// SNI server name -> (certificate, private key).
     public var domains: [String: [String: String]] = [:]
     public init() {}
+    /// Debian's CA bundle (package ca-certificates): what `verify_server` checks servers against
+    /// when `ca_list` is not set.
+    public static var systemCABundle: String { TLSSettings.systemCABundle }
 }

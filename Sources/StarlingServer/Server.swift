@@ -51,6 +51,13 @@ public final class Server: Sendable {
     public let startedAt = ContinuousClock.now
     /// Wall-clock start, seconds since 1970.
     public let startedAtUnix: Int = Int(time(nil))
+    private let routing = Atomic<Bool>(false)
+    /// When the housekeeping thread last went round (monotonic ms); the systemd watchdog pings only
+    /// while it keeps going.
+    private let heartbeat = Atomic<Int>(0)
+    /// True from the end of `start()` (every listener bound, workers running the loaded script) until
+    /// `shutdown()` begins: what `GET /health` and sd_notify's READY=1 report.
+    public var isRouting: Bool { routing.load(ordering: .acquiring) }
 
     /// Everything that can fail before a single worker starts: the script loads, sockets bind.
     public init(config: StarlingConfig, logger: Logger) throws(ServerError) {
@@ -225,8 +232,9 @@ public final class Server: Sendable {
         let runtime = self.runtime
         let stop = self.stop
         do {
-            started.append(try PosixThread(name: "housekeeping") {
+            started.append(try PosixThread(name: "housekeeping") { [weak self] in
                 while !stop.isSet {
+                    self?.heartbeat.store(Self.monotonicMillis(), ordering: .relaxed)
                     for _ in 0..<10 where !stop.isSet { usleep(100_000) }
                     if !stop.isSet { runtime.runPeriodic() }
                 }
@@ -237,6 +245,8 @@ public final class Server: Sendable {
         }
         threads.withLock { $0 = started }
         startWatcher(files: store.published.files)
+        heartbeat.store(Self.monotonicMillis(), ordering: .relaxed)
+        routing.store(true, ordering: .releasing)
     }
 
     private func startWatcher(files: [String]) {
@@ -393,6 +403,9 @@ public final class Server: Sendable {
     /// Total worker threads.
     public var workerCount: Int { services.workerCount }
 
+    /// The bound listeners, "udp:127.0.0.1:5060, tcp:..." (sd_notify's STATUS).
+    public var listenDescription: String { services.listen.map(\.description).joined(separator: ", ") }
+
     /// The bound SIP sockets (real ports when 0 was configured).
     public var boundSockets: [(proto: SIPTransportProtocol, address: SocketAddress)] {
         services.udpSockets.map { (.udp, $0.localAddress) }
@@ -404,7 +417,7 @@ public final class Server: Sendable {
     public func socketStatus() -> [(socket: String, receiveQueue: Int?, drops: Int?, receiveBuffer: Int)] {
         var byInode: [UInt64: (rx: Int, drops: Int)] = [:]
         for file in ["/proc/net/udp", "/proc/net/udp6"] {
-            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { continue }
+            guard let text = Self.readProcFile(file) else { continue }
             for line in text.split(separator: "\n").dropFirst() {
                 let f = line.split(separator: " ", omittingEmptySubsequences: true)
                 guard f.count >= 13, let inode = UInt64(f[9]), let drops = Int(f[12]) else { continue }
@@ -418,6 +431,35 @@ public final class Server: Sendable {
             let found = fstat(sock.fileDescriptor, &st) == 0 ? byInode[UInt64(st.st_ino)] : nil
             return ("udp:\(sock.localAddress)", found?.rx, found?.drops, sock.receiveBufferSize)
         }
+    }
+
+    /// True while routing and the housekeeping thread went round within the last 15 s: what the
+    /// systemd watchdog (WATCHDOG=1) reports.
+    public var isResponsive: Bool {
+        isRouting && Self.monotonicMillis() - heartbeat.load(ordering: .relaxed) < 15_000
+    }
+
+    static func monotonicMillis() -> Int {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int(ts.tv_sec) * 1000 + Int(ts.tv_nsec) / 1_000_000
+    }
+
+    /// A /proc file read to its end. (/proc files report size 0 and are produced a page per read();
+    /// a reader that trusts the size or stops after one read misses the sockets past the first page.)
+    static func readProcFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 { if errno == EINTR { continue }; return nil }
+            if n == 0 { break }
+            out.append(contentsOf: buf[0..<n])
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Seconds since the server was created.
@@ -452,6 +494,7 @@ public final class Server: Sendable {
 
     /// Stops the workers and the watcher and closes the sockets.
     public func shutdown() {
+        routing.store(false, ordering: .releasing)
         stop.set()
         watcher.withLock { $0?.stop(); $0 = nil }
         let ts = threads.withLock { t -> [PosixThread] in let all = t; t = []; return all }

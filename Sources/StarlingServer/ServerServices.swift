@@ -51,7 +51,10 @@ public final class ServerServices: CoreServices {
     public func resolve(host: String, port: Int?, proto: SIPTransportProtocol) -> [SocketAddress] {
         if let a = SocketAddress(ip: host, port: port ?? 0) { return [a] }
         guard let resolver else { return [] }
-        return (try? resolver.resolve(host: host, port: port ?? 0, proto: proto)) ?? []
+        let found = (try? resolver.resolve(host: host, port: port ?? 0, proto: proto)) ?? []
+        // Outgoing TLS verifies the certificate against the name, not the address.
+        if proto == .tls, let streams { streams.noteServerName(host, for: found) }
+        return found
     }
 
     public func queryNAPTR(_ name: String) -> [NAPTRRecord]? {

@@ -30,6 +30,7 @@ struct CtlCommand: ParsableCommand {
               starling ctl htable.dump ipban
               starling ctl stats.get_statistics core:
               starling ctl --url http://127.0.0.1:5065 --token secret core.info
+              starling ctl --health        # GET /health: "ready" (exit 0) once routing
             """)
 
     @Option(name: .long, help: ArgumentHelp(
@@ -45,11 +46,19 @@ struct CtlCommand: ParsableCommand {
     @Flag(name: .long, help: "Print the whole JSON-RPC response instead of the result.")
     var raw = false
 
+    @Flag(name: .long, help: "Ask GET /health instead of calling a method: exit 0 when the router is routing, 1 when not ready, 2 when unreachable (container health checks).")
+    var health = false
+
     @Argument(help: "The method, e.g. core.uptime.")
-    var method: String
+    var method: String?
 
     @Argument(parsing: .allUnrecognized, help: "Parameters (integers are sent as numbers; s:TEXT forces a string).")
     var params: [String] = []
+
+    func validate() throws {
+        if method == nil && !health { throw ValidationError("missing the method (e.g. core.uptime), or --health") }
+        if method != nil && health { throw ValidationError("--health takes no method") }
+    }
 
     func run() throws {
         let env = ProcessInfo.processInfo.environment
@@ -59,7 +68,20 @@ struct CtlCommand: ParsableCommand {
             FileError.print("starling ctl: bad URL '\(target)' (expected http://host:port)")
             throw ExitCode(2)
         }
-        let request: [String: Any] = ["jsonrpc": "2.0", "id": 1, "method": method, "params": params.map(Self.param)]
+        if health {
+            let response: HTTPResponse
+            do {
+                response = try endpoint.request("GET", path: "/health", body: [], token: nil, timeout: timeout)
+            } catch {
+                FileError.print("starling ctl: \(endpoint.display): \(error.message)")
+                throw ExitCode(2)
+            }
+            let text = String(decoding: response.body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            print(text.isEmpty ? "HTTP \(response.status)" : text)
+            if response.status != 200 { throw ExitCode(1) }
+            return
+        }
+        let request: [String: Any] = ["jsonrpc": "2.0", "id": 1, "method": method ?? "", "params": params.map(Self.param)]
         let body = try JSONSerialization.data(withJSONObject: request, options: [.sortedKeys])
         let bearer = token ?? env["STARLING_CONTROL_TOKEN"]
         let response: HTTPResponse

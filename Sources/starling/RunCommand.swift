@@ -3,6 +3,7 @@ import Logging
 import StarlingServer
 import StarlingControl
 import SIPTransport
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,7 +27,14 @@ struct RunCommand: ParsableCommand {
             SIGHUP forces a reload; SIGINT/SIGTERM stop the router.
 
             With [control] listen set (or STARLING_CONTROL_LISTEN), an HTTP control API answers JSON-RPC \
-            (Kamailio method names) and serves Prometheus metrics at /metrics; see `starling ctl`.
+            (Kamailio method names), serves Prometheus metrics at /metrics and readiness at /health; see \
+            `starling ctl`. On a non-loopback address it needs [control] token (or allow_unauthenticated = \
+            true): without either the configuration is refused (exit 2).
+
+            Under systemd (Type=notify, NOTIFY_SOCKET set) Starling sends READY=1 once every listener is \
+            bound and the script is active, RELOADING=1/READY=1 around a SIGHUP reload, STOPPING=1 on \
+            stop, and WATCHDOG=1 every half WatchdogSec (WATCHDOG_USEC). `starling config --check FILE` \
+            validates a configuration without starting.
 
             Examples:
               starling run --script routes/default.lua --listen udp:127.0.0.1:5060 --workers 4
@@ -52,11 +60,9 @@ struct RunCommand: ParsableCommand {
     func run() throws {
         Server.limitMallocArenas()
         let overrides = ConfigOverrides(script: script, listen: listen.isEmpty ? nil : listen, workers: workers, logLevel: logLevel)
-        let cfg: StarlingConfig
-        do {
-            cfg = try StarlingConfig.load(path: config, overrides: overrides)
-        } catch {
-            FileError.print("starling: configuration error: \(error)")
+        let (cfg, errors) = StarlingConfig.loadCollectingErrors(path: config, overrides: overrides)
+        guard errors.isEmpty else {
+            for e in errors { FileError.print("starling: configuration error: \(e)") }
             throw ExitCode(2)
         }
         let level = cfg.logLevel
@@ -84,6 +90,7 @@ struct RunCommand: ParsableCommand {
         pthread_sigmask(SIG_BLOCK, &set, nil)
         let server: Server
         var control: ControlServer? = nil
+        let systemd = SystemdNotifier(environment: ProcessInfo.processInfo.environment)
         do {
             server = try Server(config: cfg, logger: logger)
             // The control listener binds before the workers start: a busy port stops everything cleanly.
@@ -91,6 +98,10 @@ struct RunCommand: ParsableCommand {
                 control = try ControlServer(server: server, listen: c.listen, token: c.token, logger: logger)
             }
             try server.start()
+            // Every listener is bound and the workers run the loaded script: systemd's Type=notify
+            // start is complete.
+            systemd.ready(status: "routing \(cfg.script) on \(server.listenDescription)")
+            systemd.startWatchdog { server.isResponsive }
         } catch {
             control?.shutdown()
             logger.critical("\(error.description)")
@@ -101,10 +112,20 @@ struct RunCommand: ParsableCommand {
             var sig: Int32 = 0
             sigwait(&set, &sig)
             if sig == SIGHUP {
-                server.reload(reason: "SIGHUP")
+                systemd.reloading()
+                let outcome = server.reloadScript(reason: "SIGHUP")
+                let status: String
+                switch outcome {
+                case .published(let v): status = "routing \(cfg.script) version \(v)"
+                case .unchanged(let v): status = "routing \(cfg.script) version \(v) (unchanged)"
+                case .failed(_, let v): status = "routing \(cfg.script) version \(v) (last reload failed)"
+                }
+                systemd.ready(status: status)
                 continue
             }
             logger.info("signal \(sig): stopping")
+            systemd.stopping()
+            systemd.stopWatchdog()
             control?.shutdown()
             server.shutdown()
             return

@@ -9,7 +9,7 @@ struct Starling: ParsableCommand {
             With no subcommand, runs routes/default.lua on udp:127.0.0.1:5060.
             """,
         version: StarlingVersion.string,
-        subcommands: [RunCommand.self, CheckCommand.self, ParseCommand.self, ApiCommand.self, TestCommand.self, CtlCommand.self, SubscriberCommand.self, VersionCommand.self],
+        subcommands: [RunCommand.self, CheckCommand.self, ParseCommand.self, ApiCommand.self, TestCommand.self, CtlCommand.self, ConfigCommand.self, SubscriberCommand.self, VersionCommand.self],
         defaultSubcommand: RunCommand.self)
 }
 

@@ -348,7 +348,7 @@ struct ConfigTests {
         #expect(try StarlingConfig.parse(toml: "[control]\nlisten = \"6001\"").control?.listen.description == "127.0.0.1:6001")
         #expect(try StarlingConfig.parse(toml: "[control]\nlisten = 6002").control?.listen.description == "127.0.0.1:6002")
         #expect(try StarlingConfig.parse(toml: "[control]\nlisten = \"[::1]:6003\"").control?.listen.description == "[::1]:6003")
-        #expect(try StarlingConfig.parse(toml: "[control]\nlisten = \"0.0.0.0\"").control?.listen.description == "0.0.0.0:5065")
+        #expect(try StarlingConfig.parse(toml: "[control]\nlisten = \"0.0.0.0\"\ntoken = \"t\"").control?.listen.description == "0.0.0.0:5065")
         // A token alone does not turn the listener on.
         #expect(try StarlingConfig.parse(toml: "[control]\ntoken = \"x\"").control == nil)
 
@@ -371,12 +371,12 @@ struct ConfigTests {
         expectError("[control]\nlisten = true", "control.listen: expected an address string such as \"127.0.0.1:5065\", got true")
         expectError("[control]\ntoken = 5", "control.token: expected a string, got 5")
         expectError("[control]\ntoken = \"a b\"", "control.token: the token must not contain white space")
-        expectError("[control]\nport = 5", "control.port: unknown key (expected one of listen, token)")
+        expectError("[control]\nport = 5", "control.port: unknown key (expected one of listen, token, allow_unauthenticated)")
         expectError("control = 1", "control: expected a table ([control]), got 1")
         expectError("[core]\nlog_format = \"xml\"", "core.log_format: expected \"text\" or \"json\", got \"xml\"")
         expectError("", env: ["STARLING_CONTROL_LISTEN": "nope"],
                     "STARLING_CONTROL_LISTEN: bad control address \"nope\" (expected \"ip:port\", \"[ipv6]:port\" or \":port\", port 1-65535)")
-        expectError("", env: ["STARLING_CONTROL_PORT": "1"], "STARLING_CONTROL_PORT: unknown key control.port (expected one of listen, token)")
+        expectError("", env: ["STARLING_CONTROL_PORT": "1"], "STARLING_CONTROL_PORT: unknown key control.port (expected one of listen, token, allow_unauthenticated)")
     }
 }
 

@@ -71,6 +71,20 @@ import StarlingKEMI
 
     static func errorCode(_ response: [String: Any]) -> Int? { (response["error"] as? [String: Any])?["code"] as? Int }
 
+    /// GET /health: ready while routing, without the token (load balancers, container health
+    /// checks); 503 once the server is stopping.
+    @Test func healthIsReadyOnlyWhileRouting() throws {
+        let f = try Fixture(token: "s3cret")
+        let ready = try f.client.request("GET", path: "/health", token: nil, timeout: 10)
+        #expect(ready.status == 200 && ready.text == "ready\n")
+        #expect(try f.client.request("POST", path: "/health", token: nil, timeout: 10).status == 405)
+        // Everything else still needs the token.
+        #expect(try f.client.request("GET", path: "/metrics", token: nil, timeout: 10).status == 401)
+        f.server.shutdown()
+        let stopping = try f.client.request("GET", path: "/health", token: nil, timeout: 10)
+        #expect(stopping.status == 503 && stopping.text == "not ready\n")
+    }
+
     @Test func versionUptimeInfoAndList() throws {
         let f = try Fixture()
         let v = try f.call("core.version")
