@@ -665,7 +665,7 @@ def print_step(server: str, r: dict, attempt: int, contended: bool) -> None:
     print(f"  {server:9} {r['rate']:6}/s  {'PASS' if r['passed'] else 'FAIL'}  achieved {r['achieved_cps']:8.1f}/s  "
           f"ok {r['successful']:7}  failed {r['failed']:5}  retrans {r['retransmissions']:5}  "
           f"cpu/1000 calls {per1000 if per1000 is not None else '-':>7}s  server {r['server_cpu_pct']:5.1f}%  "
-          f"sipp {r['sipp_cpu_pct']:5.1f}%  " + (f"stunnel {r['stunnel_cpu_pct']:5.1f}%  " if r.get("stunnel_cpu_pct") else "") + f"outside {r['outside_cpu_pct']:4.1f}%"
+          f"sipp {r['sipp_cpu_pct']:5.1f}%  " + (f"{'uas2+3' if DISPATCHER else 'stunnel'} {r['stunnel_cpu_pct']:5.1f}%  " if r.get("stunnel_cpu_pct") else "") + f"outside {r['outside_cpu_pct']:4.1f}%"
           + (f"  [SIPp exit {r['exit']}]" if r["exit"] else "")
           + (f"  [CONTENDED, attempt {attempt}]" if contended else ""), flush=True)
 

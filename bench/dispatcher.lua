@@ -3,7 +3,8 @@
 -- dispatcher.list compare.py writes (three SIPp UASes); in-dialog requests follow their
 -- Request-URI (the UAS's Contact). Runs unchanged on Kamailio 5.6 app_lua and on Starling.
 
-local NEXT_HOP = "sip:127.0.0.1:5090" -- unused: the destinations come from dispatcher.list
+-- NEXT_HOP is unused here (the destinations come from dispatcher.list); kept for the harness
+local NEXT_HOP = "sip:127.0.0.1:5090"
 
 function ksr_request_route()
     if KSR.maxfwd.process_maxfwd(10) < 0 then

@@ -501,6 +501,45 @@ enum DST {
         #expect(sent.samples.first { $0.labels.contains("10.0.0.1") }?.value == "1")
     }
 
+    @Test func latencyStatsFeedAlgorithm13() throws {
+        let (h, _) = try DST.harness("""
+            function ksr_request_route()
+              KSR.pv.seti("$var(rc)", KSR.dispatcher.ds_select_dst(1, 13))
+              KSR.pv.sets("$var(out)", tostring(KSR.pv.get("$du")))
+              KSR.pv.unset("$du")
+            end
+            """, list: "1 sip:10.0.0.1:5060 8 200\n1 sip:10.0.0.2:5060 8 200\n",
+            ["ds_ping_interval": "2", "ds_ping_latency_stats": "1", "flags": "2"])
+        // 10.0.0.1 answers each probe at once, 10.0.0.2 after 1.5 s
+        var t = Duration.zero
+        var late: [(SentMessage, Duration)] = []
+        while t < .seconds(12) {
+            h.sender.clear()
+            h.advance(by: .milliseconds(100))
+            t += .milliseconds(100)
+            for p in TMT.sent(h, "OPTIONS") where !(TMT.header(p, "Via") ?? "").isEmpty {
+                if p.destination == TMT.address("10.0.0.1") { try h.route(TMT.reply(to: p, 200, "OK"), from: p.destination) }
+                else if !late.contains(where: { $0.0.text == p.text }) { late.append((p, t + .milliseconds(1500))) }
+            }
+            for (p, due) in late where due <= t { try h.route(TMT.reply(to: p, 200, "OK"), from: p.destination) }
+            late.removeAll { $0.1 <= t }
+        }
+        let list = try #require(KSRModules.rpcMethods.first { $0.method.name == "dispatcher.list" }?.method)
+        guard case .object(let root) = try list.handler(h.runtime, RPCParameters([])), case .array(let recs)? = root["RECORDS"],
+              case .object(let rec)? = recs.first, case .object(let set)? = rec["SET"], case .array(let targets)? = set["TARGETS"]
+        else { Issue.record("dispatcher.list shape"); return }
+        var avg: [String: Double] = [:]
+        for case .object(let t) in targets {
+            guard case .object(let d)? = t["DEST"], case .string(let uri)? = d["URI"], case .object(let lat)? = d["LATENCY"],
+                  case .double(let a)? = lat["AVG"] else { continue }
+            avg[uri] = a
+        }
+        #expect((avg["sip:10.0.0.1:5060"] ?? 9999) < 300 && (avg["sip:10.0.0.2:5060"] ?? 0) > 1000, "\(avg)")
+        // the slow one's priority drops (200 - 1500/200): the fast one wins every time
+        let counts = try DST.distribution(h, 6)
+        #expect(counts == ["sip:10.0.0.1:5060": 6], "\(counts)")
+    }
+
     @Test func reloadAnnouncesEveryDestination() throws {
         let (h, path) = try DST.harness(Self.script + "\n" + """
             function ksr_request_route() KSR.pv.seti("$var(rc)", KSR.dispatcher.ds_reload()) end

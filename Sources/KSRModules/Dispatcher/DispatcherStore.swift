@@ -340,7 +340,9 @@ final class DispatcherStore: Sendable {
                 ctx.logger.error("dispatcher: no destination sets")
                 return Decision(code: -1)
             }
-            guard var set = st.sets[rstate.setid] else {
+            // taken out of the table while it is used: its arrays stay uniquely referenced, so the
+            // counters and loads below change in place (no copy-on-write of the destinations)
+            guard var set = st.sets.removeValue(forKey: rstate.setid) else {
                 ctx.logger.error("dispatcher: destination set [\(rstate.setid)] not found")
                 return Decision(code: -1)
             }
