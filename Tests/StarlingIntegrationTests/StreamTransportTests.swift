@@ -74,7 +74,7 @@ struct StreamTransportTests {
         """.write(to: script, atomically: true, encoding: .utf8)
         let config = directory.appendingPathComponent("starling.toml")
         let controlPort = try Ports.freeTCPPort()
-        try "[core]\nmodules = [\"sl\", \"tm\"]\n[control]\nlisten = \"127.0.0.1:\(controlPort)\"\n[modparam.tm]\nfr_timer = 2000\nfr_inv_timer = 4000\n"
+        try "[core]\nmodules = [\"sl\", \"tm\"]\n[control]\nlisten = \"127.0.0.1:\(controlPort)\"\n[modparam.tm]\nfr_timer = 5000\nfr_inv_timer = 8000\n"
             .write(to: config, atomically: true, encoding: .utf8)
         let starling = try Starling.start(script: script, port: proxyPort, workers: 2,
                                           extra: ["--config", config.path, "--listen", "tcp:127.0.0.1:\(proxyPort)"],
