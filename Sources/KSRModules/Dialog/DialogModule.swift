@@ -90,6 +90,8 @@ public enum DialogModule: KSRModule {
             runtime.addPeriodic { _ in s.flush() }
         }
         runtime.tm.hooks.onCreated { ctx, cell in DialogLogic.transactionCreated(s, ctx, cell) }
+        runtime.tm.hooks.onRouteFinished { ctx in DialogLogic.routeFinished(s, ctx) }
+        runtime.tm.hooks.onFreed { ctx, cell in DialogLogic.transactionFreed(s, ctx, cell) }
         runtime.rrCallbacks.add { ctx in
             guard let m = ctx.message, m.isRequest, m.to?.tag != nil else { return }
             DialogLogic.matchRequest(s, ctx, viaRR: true)
