@@ -20,7 +20,8 @@
 --   cdr_extra = "tenant=$dlg_var(tenant)"
 --   cdr_expired_dlg_enable = 1      # CDRs for timed-out calls too (Kamailio's default is 0)
 --
--- Kamailio 5.6 runs this script unchanged with the same modparams (dialog.so, acc.so, db_sqlite.so).
+-- Only KSR calls Kamailio 5.6 has (dialog.so, acc.so, db_sqlite.so with the same modparams); the
+-- same logic runs on both servers in Tests/StarlingIntegrationTests/DialogIntegrationTests.swift.
 -- `starling ctl dlg.profile_get_size tenant acme` shows a tenant's calls; `dlg.list` the dialogs.
 
 local PBX = "sip:127.0.0.1:5080"

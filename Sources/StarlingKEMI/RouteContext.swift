@@ -98,6 +98,13 @@ public protocol TransactionLayer: AnyObject, Sendable {
     /// The request route of the current message has ended (its transaction may now run failure routes
     /// on other workers).
     func requestRouteFinished(_ ctx: RouteContext)
+    /// Whether `requestRouteFinished` must also run after request routes without a transaction
+    /// (a module such as dialog cleans up what the route left).
+    var wantsEveryRequestRouteEnd: Bool { get }
+}
+
+extension TransactionLayer {
+    public var wantsEveryRequestRouteEnd: Bool { false }
 }
 
 /// Per-worker state that outlives one message: `$var`s and the worker's identity.

@@ -115,7 +115,9 @@ public final class MessageDispatcher {
         if message.isRequest {
             let outcome = timed(.request) { engine.run(engine.requestRoute) }
             report(outcome, "ksr_request_route")
-            if ctx.transaction != nil, let tm = ctx.transactions { tm.requestRouteFinished(ctx) }
+            if let tm = ctx.transactions, ctx.transaction != nil || tm.wantsEveryRequestRouteEnd {
+                tm.requestRouteFinished(ctx)
+            }
             return .routed(outcome)
         }
         var outcome = CallbackOutcome.missing

@@ -91,6 +91,14 @@ private let dialogScript = """
         KSR.pv.seti("$var(calls)", KSR.dialog.set_dlg_profile_static("calls"))
         KSR.dialog.var_sets("tenant", t)
         if t == "ka" then KSR.dialog.dlg_set_property("ka-dst") end
+        if t == "newtran" then
+          KSR.tm.t_newtran()
+          return
+        end
+        if t == "reject" then
+          KSR.sl.send_reply(403, "Refused after dlg_manage")
+          return
+        end
         KSR.rr.record_route()
       end
       KSR.setdsturi("sip:192.0.2.20:5060")
@@ -457,6 +465,29 @@ private func call(_ h: ScriptHarness, _ n: Int, tenant: String = "acme", answer 
         TMT.run(h, for: .seconds(45), step: .seconds(1))
         #expect(!TMT.sent(h, "OPTIONS").isEmpty)
         #expect(Set(TMT.sent(h, "BYE").map(\.destination)) == [caller, callee])
+        #expect(s.activeCount == 0)
+    }
+
+    @Test func aDialogNoTransactionTookIsRemovedWhenTheRouteEnds() throws {
+        let h = try dialogHarness()
+        let s = DialogModule.store(h.runtime)
+        h.sender.clear()
+        try h.route(invite(1, tenant: "reject"), from: caller)
+        #expect(h.sender.sent.contains { TMT.status($0) == 403 })
+        #expect(int(h, "set") == 1)
+        #expect(s.profileSize("tenant", value: "reject") == 0)
+        #expect(s.activeCount == 0)
+        #expect(str(h, "ev_failed") == "reject")
+    }
+
+    @Test func aDialogWhoseTransactionEndsWithoutAFinalReplyIsRemoved() throws {
+        let h = try dialogHarness()
+        let s = DialogModule.store(h.runtime)
+        try h.route(invite(1, tenant: "newtran"), from: caller)
+        #expect(s.profileSize("tenant", value: "newtran") == 1)
+        TMT.run(h, for: .seconds(200), step: .seconds(2))
+        #expect(h.transactions.count == 0)
+        #expect(s.profileSize("tenant", value: "newtran") == 0)
         #expect(s.activeCount == 0)
     }
 }

@@ -235,8 +235,10 @@ public enum AccModule: KSRModule {
     static func transactionReplied(_ a: AccStore, _ ctx: RouteContext, _ cell: TMCell, _ code: Int, _ reply: SIPMessage?) {
         guard code >= 200 else { return }
         let st = a.settings
-        let (flags, request, relayed, received) = cell.locked { (cell.messageFlags, cell.request.value, cell.relayed?.value, cell.received) }
+        let flags = cell.locked { cell.messageFlags }
         func on(_ f: Int) -> Bool { f >= 0 && f < 32 && flags & (1 << UInt32(f)) != 0 }
+        guard on(st.logFlag) || on(st.dbFlag) || on(st.logMissedFlag) || on(st.dbMissedFlag) else { return }
+        let (request, relayed, received) = cell.locked { (cell.request.value, cell.relayed?.value, cell.received) }
         if request.method == .cancel && !st.reportCancels { return }
         if request.method == .ack { return }
         let failed = code >= 300

@@ -139,7 +139,9 @@ enum DialogLogic {
         guard already == false else { return }
         cell.locked {
             cell.observers.append { ctx, _, code, reply in DialogLogic.responseOut(s, ctx, id, code, reply) }
+            cell.watchFree = true
         }
+        s.table.withLock { $0.byCell[cell.id] = id }
     }
 
     /// tm created a transaction: attach the dialog of its message, or create one when `dlg_flag` is set.
@@ -450,5 +452,31 @@ extension DialogLogic {
                 ctx.state = saved
             }
         }
+    }
+}
+
+extension DialogLogic {
+    /// The request route ended: a dialog it created that no transaction took (the script answered
+    /// statelessly after `dlg_manage()`) is removed, as Kamailio's post-script cleanup does.
+    static func routeFinished(_ s: DialogStore, _ ctx: RouteContext) {
+        let c = ctx.worker.local(DialogContext.self) { DialogContext() }
+        guard c.message === ctx.message, let id = c.dialog, let d = s.dialog(id), !d.attached, !d.state.isConfirmed,
+              let rt = ctx.runtime else { return }
+        if let (tr, d2) = s.handle(id, .transactionGone, now: rt.clock.unixSeconds, time: rt.clock.unixTime) {
+            runEvents(s, ctx, tr, d2)
+        }
+    }
+
+    /// The INVITE transaction of a dialog was freed: a dialog still unconfirmed or early is gone
+    /// (Kamailio's DLG_EVENT_TDEL).
+    static func transactionFreed(_ s: DialogStore, _ ctx: RouteContext, _ cell: UInt64) {
+        guard let id = s.table.withLock({ $0.byCell.removeValue(forKey: cell) }), let d = s.dialog(id),
+              !d.state.isConfirmed, let rt = ctx.runtime else { return }
+        let saved = ctx.state
+        ctx.begin(message: nil, received: ctx.received, routeType: .event)
+        if let (tr, d2) = s.handle(id, .transactionGone, now: rt.clock.unixSeconds, time: rt.clock.unixTime) {
+            runEvents(s, ctx, tr, d2)
+        }
+        ctx.state = saved
     }
 }

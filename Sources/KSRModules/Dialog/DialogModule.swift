@@ -26,8 +26,6 @@ public enum DialogModule: KSRModule {
     static let hashSize = ModuleParameter.int("dialog", "hash_size", 4096, in: 1...1_048_576, "Entries of the dialog hash table (`h_entry` range).")
     static let eventCallback = ModuleParameter.optionalStr("dialog", "event_callback",
         "Lua function run for dialog:start, dialog:end and dialog:failed (the event name is its argument).")
-    static let detectSpirals = ModuleParameter.flag("dialog", "detect_spirals", true,
-        "An INVITE seen again (retransmission or spiral) is the same dialog.")
     static let kaTimer = ModuleParameter.int("dialog", "ka_timer", 0, "Seconds between keepalive checks (0: none).")
     static let kaInterval = ModuleParameter.int("dialog", "ka_interval", 0, "Seconds between keepalive OPTIONS of a dialog (0: none).")
     static let kaFailedLimit = ModuleParameter.int("dialog", "ka_failed_limit", 1, in: 1...100,
@@ -38,7 +36,7 @@ public enum DialogModule: KSRModule {
 
     public static let parameters = [profilesWithValue.info, profilesNoValue.info, defaultTimeout.info, dlgFlag.info,
                                     sendBye.info, matchMode.info, rrParam.info, hashSize.info, eventCallback.info,
-                                    detectSpirals.info, kaTimer.info, kaInterval.info, kaFailedLimit.info, dbMode.info, dbURL.info]
+                                    kaTimer.info, kaInterval.info, kaFailedLimit.info, dbMode.info, dbURL.info]
 
     static func settings(_ c: ModuleConfiguration) -> DialogSettings {
         var s = DialogSettings()
@@ -54,7 +52,6 @@ public enum DialogModule: KSRModule {
         s.rrParam = c[rrParam]
         s.hashSize = UInt32(c[hashSize])
         s.eventCallback = c[eventCallback].flatMap { $0.isEmpty ? nil : $0 }
-        s.detectSpirals = c[detectSpirals]
         s.kaTimer = c[kaTimer]
         s.kaInterval = c[kaInterval]
         s.kaFailedLimit = c[kaFailedLimit]
@@ -90,6 +87,8 @@ public enum DialogModule: KSRModule {
             runtime.addPeriodic { _ in s.flush() }
         }
         runtime.tm.hooks.onCreated { ctx, cell in DialogLogic.transactionCreated(s, ctx, cell) }
+        runtime.tm.hooks.onRouteFinished { ctx in DialogLogic.routeFinished(s, ctx) }
+        runtime.tm.hooks.onFreed { ctx, cell in DialogLogic.transactionFreed(s, ctx, cell) }
         runtime.rrCallbacks.add { ctx in
             guard let m = ctx.message, m.isRequest, m.to?.tag != nil else { return }
             DialogLogic.matchRequest(s, ctx, viaRR: true)

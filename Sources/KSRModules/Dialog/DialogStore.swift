@@ -172,6 +172,8 @@ public final class DialogStore: Sendable {
         var dirty: Set<DialogID> = []
         var removed: Set<DialogID> = []
         var persistent = false
+        /// The INVITE transaction (tm cell id) of each attached dialog, until it is freed.
+        var byCell: [UInt64: DialogID] = [:]
     }
 
     let settings: DialogSettings

@@ -209,6 +209,8 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
     /// Per-transaction callbacks of other modules (dialog): a response left upstream (code, the
     /// relayed reply or nil for a local one). Called outside the lock.
     var observers: [@Sendable (RouteContext, TMCell, Int, SIPMessage?) -> Void] = []
+    /// The store's freed hooks run for this cell when it is freed (a dialog is attached).
+    var watchFree = false
 
     /// Reserves a branch id number (cell locked).
     func nextBranchSerial() -> Int {

@@ -134,6 +134,11 @@ enum TMCore {
             else { return }
         }
         cell.freed = true
+        if cell.watchFree && !store.hooks.freed.isEmpty {
+            // Outside the lock, on a worker (the callbacks may run Lua).
+            let (hooks, id) = (store.hooks.freed, cell.id)
+            store.post { ctx in for h in hooks { h(ctx, id) } }
+        }
         store.table.remove(cell.serverKey)
         cancelTimers(cell, serverSide)
         cancelTimers(cell, lifetime)

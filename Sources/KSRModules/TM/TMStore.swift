@@ -122,6 +122,12 @@ public struct TMSettings: Sendable {
 final class TMHooks: @unchecked Sendable {
     /// A transaction was created for the route's request (`ctx.transaction` is the cell).
     private(set) var created: [@Sendable (RouteContext, TMCell) -> Void] = []
+    /// The request route of a message ended (with or without a transaction).
+    private(set) var routeFinished: [@Sendable (RouteContext) -> Void] = []
+    func onRouteFinished(_ f: @escaping @Sendable (RouteContext) -> Void) { routeFinished.append(f) }
+    /// A transaction was freed (Kamailio's TMCB_DESTROY); run later on a worker, outside any lock.
+    private(set) var freed: [@Sendable (RouteContext, UInt64) -> Void] = []
+    func onFreed(_ f: @escaping @Sendable (RouteContext, UInt64) -> Void) { freed.append(f) }
     /// A response left upstream for a transaction (relayed or local; nil reply: a local one).
     private(set) var responseOut: [@Sendable (RouteContext, TMCell, Int, SIPMessage?) -> Void] = []
     func onCreated(_ f: @escaping @Sendable (RouteContext, TMCell) -> Void) { created.append(f) }
@@ -215,7 +221,10 @@ public final class TMStore: TransactionLayer, Sendable {
         TMReply.received(self, ctx)
     }
 
+    public var wantsEveryRequestRouteEnd: Bool { !hooks.routeFinished.isEmpty }
+
     public func requestRouteFinished(_ ctx: RouteContext) {
+        for h in hooks.routeFinished { h(ctx) }
         guard let cell = TMRelay.current(ctx) else { return }
         // The AVPs as the request route left them belong to the transaction (failure routes see them).
         let (avps, xavps) = (ctx.avps, ctx.xavps)
