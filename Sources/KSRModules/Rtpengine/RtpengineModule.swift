@@ -348,8 +348,8 @@ struct NGFlags {
                 op = .answer
                 continue
             case "delete-delay" where val != nil:
+                // as Kamailio's: the integer "delete delay", and then the generic "delete-delay" string too
                 dict.append(("delete delay", .int(Int(val!.prefix { $0.isNumber }) ?? 0)))
-                continue
             case "UDP/TLS/RTP/SAVP" where val == nil: transport = 0x104; continue
             case "UDP/TLS/RTP/SAVPF" where val == nil: transport = 0x106; continue
             default: break

@@ -78,7 +78,15 @@ final class GarbageNGPeer: @unchecked Sendable {
     private var stopped = false
     private var thread: Thread?
 
-    init(reply: String) throws {
+    /// Every non-ping request received, without its cookie.
+    private(set) var requests: [String] {
+        get { stopFlag.lock(); defer { stopFlag.unlock() }; return recorded }
+        set { stopFlag.lock(); recorded = newValue; stopFlag.unlock() }
+    }
+    private var recorded: [String] = []
+
+    /// `reply` to every command; with `pong`, pings get "pong" (as a live rtpengine).
+    init(reply: String, pong: Bool = false) throws {
         endpoint = try UDPEndpoint()
         let fd = endpoint.fd
         let t = Thread { [self] in
@@ -92,7 +100,10 @@ final class GarbageNGPeer: @unchecked Sendable {
                     p.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, &buffer, buffer.count, 0, $0, &len) }
                 }
                 guard n > 0, let space = buffer[..<n].firstIndex(of: UInt8(ascii: " ")) else { continue }
-                let out = Array(buffer[...space]) + Array(reply.utf8)
+                let payload = String(decoding: buffer[(space + 1)..<n], as: UTF8.self)
+                let isPing = payload == "d7:command4:pinge"
+                if !isPing { self.requests.append(payload) }
+                let out = Array(buffer[...space]) + Array((pong && isPing ? "d6:result4:ponge" : reply).utf8)
                 _ = withUnsafePointer(to: &from) { p in
                     p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, out, out.count, 0, $0, len) }
                 }
