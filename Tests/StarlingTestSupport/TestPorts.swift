@@ -165,9 +165,28 @@ public enum TestPorts {
         return members
     }
 
+    /// A /proc file read to its end with read(2). `String(contentsOfFile:)` stops after the first
+    /// page of a /proc/net table (about 30 sockets), so a port bound later in the table was missed
+    /// when the suite had many sockets open.
+    public static func readProcFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n > 0 { bytes.append(contentsOf: chunk[0..<n]); continue }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { return nil }
+            break
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
     /// The inodes of the sockets in a /proc/net table whose local address is `ip`:`port`.
     private static func inodes(table path: String, port: Int, ip: String?, state: String?) -> Set<String> {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
+        guard let text = readProcFile(path) else { return [] }
         let wantedPort = String(format: "%04X", port)
         let wantedAddress = ip.flatMap(procAddress)
         var found: Set<String> = []
