@@ -26,6 +26,7 @@ public final class RoutingStack: Sendable {
         loadedNames = Set(modules.map { $0.name })
         runtime = ModuleRuntime(config: config, subscribers: subscribers, locations: locations, clock: clock,
                                 uacRegistrations: uacRegistrations)
+        runtime.setLoadedModules(loadedNames)
         for m in modules { try m.start(runtime) }
         registry = KemiRegistry(exports: KSRModules.exports(runtime), modules: Set(modules.map { $0.kemiName }))
         if let logger {

@@ -628,3 +628,83 @@ enum DST {
         }
     }
 }
+
+/// Algorithm 10 with the dialog module loaded (issue 17: the call load counts through the dialogs):
+/// a call's load is released when its dialog fails or ends, without ds_load_update/unset in the
+/// script. Without dialog, Kamailio 5.6's behaviour: the load stays until ds_load_* or the expiry.
+@Suite struct DispatcherDialogLoadTests {
+    static let script = """
+        function ksr_request_route()
+          if KSR.siputils.has_totag() > 0 then
+            if KSR.rr.loose_route() > 0 then KSR.tm.t_relay() end
+            return
+          end
+          if KSR.is_INVITE() then
+            if KSR.dialog then KSR.dialog.dlg_manage() end
+            KSR.pv.seti("$var(rc)", KSR.dispatcher.ds_select_dst(1, 10))
+            if KSR.pv.get("$var(rc)") < 0 then
+              KSR.sl.send_reply(503, "Full")
+              return
+            end
+            KSR.rr.record_route()
+            KSR.tm.t_relay()
+          end
+        end
+        """
+    static let pbx = SocketAddress(ip: "10.0.0.1", port: 5060)!
+    static let caller = SocketAddress(ip: "192.0.2.10", port: 5060)!
+
+    static func harness(dialog: Bool) throws -> ScriptHarness {
+        let path = DST.file("1 sip:10.0.0.1 0 0 duid=a;maxload=1\n")
+        var modules = ["tm", "rr", "sl", "siputils", "dispatcher"]
+        if dialog { modules.append("dialog") }
+        return try ScriptHarness(script: script, modules: modules,
+                                 config: ModuleConfiguration(params: ["dispatcher": ["list_file": [path], "ds_hash_size": ["4"],
+                                                                                      "flags": ["2"]]]))
+    }
+
+    /// INVITE `cid`; the relayed INVITE (nil when the script refused it).
+    static func invite(_ h: ScriptHarness, _ cid: String) throws -> SentMessage? {
+        h.sender.clear()
+        try h.route(DST.invite(callID: cid), from: caller)
+        return TMT.sent(h, "INVITE").last
+    }
+
+    static func inDialog(_ method: String, _ cid: String, route: String, cseq: Int) -> String {
+        "\(method) sip:bob@10.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK\(method)\(cid)\r\n"
+            + "Max-Forwards: 70\r\nRoute: \(route)\r\nTo: <sip:bob@example.com>;tag=callee\r\n"
+            + "From: <sip:alice@atlanta.example.com>;tag=1\r\nCall-ID: \(cid)\r\nCSeq: \(cseq) \(method)\r\nContent-Length: 0\r\n\r\n"
+    }
+
+    @Test func dialogEndAndFailureReleaseTheLoad() throws {
+        let h = try Self.harness(dialog: true)
+        let ds = DispatcherModule.store(h.runtime)
+        // maxload=1: the second call finds the only destination full.
+        let a = try #require(try Self.invite(h, "dl-a"))
+        #expect(TMT.v(h, "rc") == "1")
+        #expect(try Self.invite(h, "dl-b") == nil && TMT.v(h, "rc") == "-1")
+        // The first call fails (486 upstream): its dialog fails, the load is released.
+        try h.route(TMT.reply(to: a, 486, "Busy Here"), from: Self.pbx)
+        #expect(ds.activeCalls == 0)
+        // An answered call: counted while the dialog lives, released by its BYE (no ds_load_update).
+        let c = try #require(try Self.invite(h, "dl-c"))
+        #expect(TMT.v(h, "rc") == "1")
+        try h.route(TMT.reply(to: c, 200, "OK", extra: "Contact: <sip:bob@10.0.0.1:5060>\r\n"), from: Self.pbx)
+        let rr = try #require(TMT.header(c, "Record-Route"))
+        try h.route(Self.inDialog("ACK", "dl-c", route: rr, cseq: 1), from: Self.caller)
+        #expect(ds.activeCalls == 1)
+        #expect(try Self.invite(h, "dl-d") == nil && TMT.v(h, "rc") == "-1", "the answered call holds the load")
+        try h.route(Self.inDialog("BYE", "dl-c", route: rr, cseq: 2), from: Self.caller)
+        #expect(ds.activeCalls == 0)
+        #expect(try Self.invite(h, "dl-e") != nil && TMT.v(h, "rc") == "1")
+    }
+
+    @Test func withoutDialogTheLoadStaysAsInKamailio() throws {
+        let h = try Self.harness(dialog: false)
+        #expect(!h.runtime.isLoaded("dialog"))
+        let a = try #require(try Self.invite(h, "nd-a"))
+        try h.route(TMT.reply(to: a, 486, "Busy Here"), from: Self.pbx)
+        #expect(DispatcherModule.store(h.runtime).activeCalls == 1, "released only by ds_load_* or ds_hash_initexpire")
+        #expect(try Self.invite(h, "nd-b") == nil && TMT.v(h, "rc") == "-1")
+    }
+}

@@ -248,6 +248,11 @@ extension DispatcherModule: KSRModule {
                 throw ModuleStartError(key: "modparam.dispatcher.list_file", error.description)
             }
         }
+        // Starling (issue 17; Kamailio 5.6's dispatcher has no dialog hook): with dialog loaded, a
+        // call's load is released when its dialog ends or fails, even without ds_load_unset/update.
+        if runtime.isLoaded("dialog") {
+            DialogModule.store(runtime).onEnd { _, d in ds.releaseCall(d.callID) }
+        }
         runtime.addPeriodic { rt in ds.periodic(rt) }
     }
 

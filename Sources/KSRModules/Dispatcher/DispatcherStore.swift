@@ -653,6 +653,14 @@ final class DispatcherStore: Sendable {
         }
     }
 
+    /// A call's dialog ended or failed (dialog loaded): its load, if still counted, is released.
+    func releaseCall(_ callID: String) {
+        state.withLock { st in
+            guard let cell = st.load.removeValue(forKey: callID) else { return }
+            _ = Self.decrement(&st, cell)
+        }
+    }
+
     static func decrement(_ st: inout State, _ cell: DSLoadCell) -> Bool {
         guard var set = st.sets[cell.set], let i = set.dests.firstIndex(where: { $0.attrs.duid.lowercased() == cell.duid.lowercased() })
         else { return false }
