@@ -168,7 +168,7 @@ enum DispatcherModule {
 
 extension DispatcherModule: KSRModule {
     static let name = "dispatcher"
-    static let summary = "Load balancing and failover over destination sets (list file), with OPTIONS probing."
+    static let summary = "Load balancing and failover over destination sets (list file or SQLite table), with OPTIONS probing."
     static let dependencies = ["tm"]
 
     static func nonNegative(_ n: Int) -> String? { n >= 0 ? nil : "expected a non-negative integer" }
@@ -305,7 +305,7 @@ extension DispatcherModule: KSRModule {
                 })])])
             })])
         },
-        ModuleRPCMethod("dispatcher.reload", "dispatcher.reload: reads the list file again (a broken file is refused, the running sets stay).") { rt, _ throws(RPCFault) in
+        ModuleRPCMethod("dispatcher.reload", "dispatcher.reload: reads the list file (or the db_url table) again (a broken file or row is refused, the running sets stay).") { rt, _ throws(RPCFault) in
             let ds = store(rt)
             switch ds.reload(now: ds.clock.unixSeconds) {
             case .success(let events):
