@@ -158,7 +158,7 @@ let package = Package(
         .testTarget(
             name: "KSRModulesTests",
             dependencies: ["KSRModules", "StarlingLua", "StarlingKEMI", "SIPCore", "SIPTransport", "StarlingTesting",
-                           "SIPTransaction", "StarlingTestSupport"],
+                           "SIPTransaction", "StarlingTestSupport", "StarlingStore"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingStoreTests",

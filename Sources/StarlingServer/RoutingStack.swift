@@ -2,6 +2,7 @@ public import Logging
 public import SIPTransport
 public import StarlingKEMI
 public import KSRModules
+import StarlingStore
 
 /// The routing stack every way of running a script builds the same way: the server's workers,
 /// `starling test` (ScriptHarness) and `starling check`. It resolves the configured module list,
@@ -26,7 +27,17 @@ public final class RoutingStack: Sendable {
         loadedNames = Set(modules.map { $0.name })
         runtime = ModuleRuntime(config: config, subscribers: subscribers, locations: locations, clock: clock,
                                 uacRegistrations: uacRegistrations)
+        runtime.setLoadedModules(loadedNames)
         for m in modules { try m.start(runtime) }
+        // dispatcher's db_url: the destinations from the dispatcher table of the embedded database.
+        if loadedNames.contains("dispatcher"), let url = DispatcherTable.databaseURL(config) {
+            guard let path = StarlingDatabase.path(fromURL: url) else {
+                throw ModuleStartError(key: "modparam.dispatcher.db_url", "'\(url)': only SQLite databases are supported (sqlite:///path/to/file.db)")
+            }
+            let db: StarlingDatabase
+            do throws(StoreError) { db = try StarlingDatabase(path: path) } catch { throw ModuleStartError(key: "modparam.dispatcher.db_url", error.description) }
+            try DispatcherTable.attach(runtime, SQLiteDispatcherTable(db))
+        }
         registry = KemiRegistry(exports: KSRModules.exports(runtime), modules: Set(modules.map { $0.kemiName }))
         if let logger {
             for module in config.configuredModules {

@@ -7,6 +7,7 @@ import StarlingTesting
 @testable import KSRModules
 import StarlingLua
 import Synchronization
+import StarlingStore
 
 /// Helpers: a list file in a temporary directory, a harness with `[modparam.dispatcher]` values,
 /// INVITEs with a given Call-ID.
@@ -92,7 +93,7 @@ enum DST {
             _ = try DSList.parse(text, file: "l")
             Issue.record("accepted: \(text)")
         } catch {
-            #expect(error.description.hasPrefix(expected), "\(error.description)")
+            #expect(error.description.hasPrefix(expected), "\(error)")
         }
     }
 
@@ -625,6 +626,202 @@ enum DST {
             #expect(error.message.contains("modparam.dispatcher.list_file") && error.message.contains("dispatcher.list:2"), "\(error.message)")
         } catch {
             Issue.record("\(error)")
+        }
+    }
+}
+
+/// Algorithm 10 with the dialog module loaded (issue 17: the call load counts through the dialogs):
+/// a call's load is released when its dialog fails or ends, without ds_load_update/unset in the
+/// script. Without dialog, Kamailio 5.6's behaviour: the load stays until ds_load_* or the expiry.
+@Suite struct DispatcherDialogLoadTests {
+    static let script = """
+        function ksr_request_route()
+          if KSR.siputils.has_totag() > 0 then
+            if KSR.rr.loose_route() > 0 then KSR.tm.t_relay() end
+            return
+          end
+          if KSR.is_INVITE() then
+            if KSR.dialog then KSR.dialog.dlg_manage() end
+            KSR.pv.seti("$var(rc)", KSR.dispatcher.ds_select_dst(1, 10))
+            if KSR.pv.get("$var(rc)") < 0 then
+              KSR.sl.send_reply(503, "Full")
+              return
+            end
+            KSR.rr.record_route()
+            KSR.tm.t_relay()
+          end
+        end
+        """
+    static let pbx = SocketAddress(ip: "10.0.0.1", port: 5060)!
+    static let caller = SocketAddress(ip: "192.0.2.10", port: 5060)!
+
+    static func harness(dialog: Bool) throws -> ScriptHarness {
+        let path = DST.file("1 sip:10.0.0.1 0 0 duid=a;maxload=1\n")
+        var modules = ["tm", "rr", "sl", "siputils", "dispatcher"]
+        if dialog { modules.append("dialog") }
+        return try ScriptHarness(script: script, modules: modules,
+                                 config: ModuleConfiguration(params: ["dispatcher": ["list_file": [path], "ds_hash_size": ["4"],
+                                                                                      "flags": ["2"]]]))
+    }
+
+    /// INVITE `cid`; the relayed INVITE (nil when the script refused it).
+    static func invite(_ h: ScriptHarness, _ cid: String) throws -> SentMessage? {
+        h.sender.clear()
+        try h.route(DST.invite(callID: cid), from: caller)
+        return TMT.sent(h, "INVITE").last
+    }
+
+    static func inDialog(_ method: String, _ cid: String, route: String, cseq: Int) -> String {
+        "\(method) sip:bob@10.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK\(method)\(cid)\r\n"
+            + "Max-Forwards: 70\r\nRoute: \(route)\r\nTo: <sip:bob@example.com>;tag=callee\r\n"
+            + "From: <sip:alice@atlanta.example.com>;tag=1\r\nCall-ID: \(cid)\r\nCSeq: \(cseq) \(method)\r\nContent-Length: 0\r\n\r\n"
+    }
+
+    @Test func dialogEndAndFailureReleaseTheLoad() throws {
+        let h = try Self.harness(dialog: true)
+        let ds = DispatcherModule.store(h.runtime)
+        // maxload=1: the second call finds the only destination full.
+        let a = try #require(try Self.invite(h, "dl-a"))
+        #expect(TMT.v(h, "rc") == "1")
+        #expect(try Self.invite(h, "dl-b") == nil && TMT.v(h, "rc") == "-1")
+        // The first call fails (486 upstream): its dialog fails, the load is released.
+        try h.route(TMT.reply(to: a, 486, "Busy Here"), from: Self.pbx)
+        #expect(ds.activeCalls == 0)
+        // An answered call: counted while the dialog lives, released by its BYE (no ds_load_update).
+        let c = try #require(try Self.invite(h, "dl-c"))
+        #expect(TMT.v(h, "rc") == "1")
+        try h.route(TMT.reply(to: c, 200, "OK", extra: "Contact: <sip:bob@10.0.0.1:5060>\r\n"), from: Self.pbx)
+        let rr = try #require(TMT.header(c, "Record-Route"))
+        try h.route(Self.inDialog("ACK", "dl-c", route: rr, cseq: 1), from: Self.caller)
+        #expect(ds.activeCalls == 1)
+        #expect(try Self.invite(h, "dl-d") == nil && TMT.v(h, "rc") == "-1", "the answered call holds the load")
+        try h.route(Self.inDialog("BYE", "dl-c", route: rr, cseq: 2), from: Self.caller)
+        #expect(ds.activeCalls == 0)
+        #expect(try Self.invite(h, "dl-e") != nil && TMT.v(h, "rc") == "1")
+    }
+
+    @Test func withoutDialogTheLoadStaysAsInKamailio() throws {
+        let h = try Self.harness(dialog: false)
+        #expect(!h.runtime.isLoaded("dialog"))
+        let a = try #require(try Self.invite(h, "nd-a"))
+        try h.route(TMT.reply(to: a, 486, "Busy Here"), from: Self.pbx)
+        #expect(DispatcherModule.store(h.runtime).activeCalls == 1, "released only by ds_load_* or ds_hash_initexpire")
+        #expect(try Self.invite(h, "nd-b") == nil && TMT.v(h, "rc") == "-1")
+    }
+}
+
+/// Destinations from the `dispatcher` table of the embedded SQLite database (db_url).
+@Suite struct DispatcherTableTests {
+    /// Kamailio 5.6's kamailio-sqlite schema of the dispatcher table (version 4).
+    static let schema = """
+        CREATE TABLE IF NOT EXISTS dispatcher (
+            id INTEGER PRIMARY KEY NOT NULL, setid INTEGER DEFAULT 0 NOT NULL,
+            destination VARCHAR(192) DEFAULT '' NOT NULL, flags INTEGER DEFAULT 0 NOT NULL,
+            priority INTEGER DEFAULT 0 NOT NULL, attrs VARCHAR(128) DEFAULT '' NOT NULL,
+            description VARCHAR(64) DEFAULT '' NOT NULL);
+        INSERT OR REPLACE INTO version (table_name, table_version) VALUES ('dispatcher', 4);
+        """
+
+    static func database(_ sql: String) throws -> (StarlingDatabase, String) {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dsdb-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let path = dir.appendingPathComponent("starling.db").path
+        let db = try StarlingDatabase(path: path)
+        try db.execute(sql)
+        return (db, path)
+    }
+
+    static let script = """
+        function ksr_request_route()
+          if KSR.is_method("PUBLISH") then
+            KSR.pv.seti("$var(rc)", KSR.dispatcher.ds_reload())
+            return
+          end
+          KSR.pv.seti("$var(rc)", KSR.dispatcher.ds_select_dst(1, 8))
+          KSR.pv.sets("$var(out)", tostring(KSR.pv.get("$du")))
+        end
+        """
+
+    static func uris(_ h: ScriptHarness, _ set: Int) -> [String] {
+        DispatcherModule.store(h.runtime).snapshot().first { $0.id == set }?.dests.map(\.uri) ?? []
+    }
+
+    @Test func tableIsReadInKamailioOrderAndReloaded() throws {
+        let (db, path) = try Self.database(Self.schema + """
+            INSERT INTO dispatcher (id, setid, destination, flags, priority, attrs) VALUES
+              (1, 1, 'sip:10.0.0.1:5060', 0, 0, 'duid=a'),
+              (2, 1, 'sip:10.0.0.2:5060', 0, 5, 'duid=b;weight=50'),
+              (3, 1, 'sip:10.0.0.3:5060', 0, 0, ''),
+              (4, 2, '10.0.0.4', 0, 0, '');
+            """)
+        // db_url wins over list_file (Kamailio's mod_init: the list file is not read).
+        let list = DST.file("9 sip:192.0.2.99\n")
+        let h = try ScriptHarness(script: Self.script, config: ModuleConfiguration(params: ["dispatcher": [
+            "db_url": ["sqlite://\(path)"], "list_file": [list], "reload_delta": ["0"]]]))
+        // Highest priority first, equal priorities later rows first (add_dest2list + reindex_dests, as the file).
+        #expect(Self.uris(h, 1) == ["sip:10.0.0.2:5060", "sip:10.0.0.3:5060", "sip:10.0.0.1:5060"])
+        #expect(Self.uris(h, 2) == ["sip:10.0.0.4"], "a destination without scheme gets sip:")
+        #expect(Self.uris(h, 9).isEmpty)
+        let b = try #require(DispatcherModule.store(h.runtime).snapshot().first { $0.id == 1 }?.dests.first)
+        #expect(b.attrs.duid == "b" && b.attrs.weight == 50 && b.priority == 5)
+        try h.route(DST.invite())
+        #expect(TMT.v(h, "rc") == "1" && TMT.v(h, "out") == "sip:10.0.0.2:5060")
+
+        // A new row is there after ds_reload; a broken row refuses the reload naming table and row id.
+        try db.execute("INSERT INTO dispatcher (id, setid, destination, priority) VALUES (5, 1, 'sip:10.0.0.5:5060', 9)")
+        try h.route(DST.request("PUBLISH", callID: "r1"))
+        #expect(TMT.v(h, "rc") == "1")
+        #expect(Self.uris(h, 1).first == "sip:10.0.0.5:5060" && Self.uris(h, 1).count == 4)
+        try db.execute("INSERT INTO dispatcher (id, setid, destination, attrs) VALUES (7, 1, 'sip:10.0.0.7:5060', 'weight=500')")
+        try h.route(DST.request("PUBLISH", callID: "r2"))
+        #expect(TMT.v(h, "rc") == "-1")
+        #expect(Self.uris(h, 1).count == 4, "the running sets stay")
+        let ds = DispatcherModule.store(h.runtime)
+        guard case .failure(.failed(let why)) = ds.reload(now: ds.clock.unixSeconds) else {
+            Issue.record("the broken table was accepted")
+            return
+        }
+        #expect(why.contains("table dispatcher row id 7") && why.contains("weight"))
+        // The RPC refuses it too, Kamailio's fault.
+        let rpc = try #require(DispatcherModule.rpcMethods.first { $0.name == "dispatcher.reload" })
+        #expect(throws: RPCFault.self) { try rpc.handler(h.runtime, RPCParameters([])) }
+        try db.execute("DELETE FROM dispatcher WHERE id = 7; UPDATE dispatcher SET setid = 3 WHERE id = 5")
+        try h.route(DST.request("PUBLISH", callID: "r3"))
+        #expect(TMT.v(h, "rc") == "1")
+        #expect(Self.uris(h, 1).count == 3 && Self.uris(h, 3) == ["sip:10.0.0.5:5060"])
+    }
+
+    @Test(arguments: [
+        ("INSERT INTO dispatcher (id, setid, destination) VALUES (4, 'one', 'sip:10.0.0.1')", "row id 4: set id \"one\""),
+        ("INSERT INTO dispatcher (id, setid, destination) VALUES (5, 1, '')", "row id 5: no destination"),
+        ("INSERT INTO dispatcher (id, setid, destination) VALUES (6, 1, 'sip:10.0.0.1;transport=xyz')", "row id 6: unknown transport"),
+        ("INSERT INTO dispatcher (id, setid, destination, priority) VALUES (8, 1, 'sip:10.0.0.1', 'high')", "row id 8: priority"),
+    ])
+    func aBrokenRowRefusesTheStartNamingTheRow(_ row: String, _ expected: String) throws {
+        let (_, path) = try Self.database(Self.schema + row)
+        do {
+            _ = try ScriptHarness(script: Self.script, config: ModuleConfiguration(params: ["dispatcher": ["db_url": ["sqlite://\(path)"]]]))
+            Issue.record("the start was not refused")
+        } catch {
+            #expect("\(error)".contains("modparam.dispatcher.db_url"))
+            #expect("\(error)".contains("table dispatcher " + expected), "\(error)")
+        }
+    }
+
+    @Test func columnNamesAreModparamsAndAMissingTableRefusesTheStart() throws {
+        let (_, path) = try Self.database("""
+            CREATE TABLE pbx (id INTEGER PRIMARY KEY, grp INTEGER, uri TEXT, fl INTEGER, prio INTEGER, at TEXT);
+            INSERT INTO pbx VALUES (1, 4, 'sip:10.0.0.8:5080', 0, 0, NULL);
+            """)
+        let h = try ScriptHarness(script: Self.script, config: ModuleConfiguration(params: ["dispatcher": [
+            "db_url": ["sqlite://\(path)"], "table_name": ["pbx"], "setid_col": ["grp"], "destination_col": ["uri"],
+            "flags_col": ["fl"], "priority_col": ["prio"], "attrs_col": ["at"]]]))
+        #expect(Self.uris(h, 4) == ["sip:10.0.0.8:5080"])
+        do {
+            _ = try ScriptHarness(script: Self.script, config: ModuleConfiguration(params: ["dispatcher": ["db_url": ["sqlite://\(path)"]]]))
+            Issue.record("a missing dispatcher table was accepted")
+        } catch {
+            #expect("\(error)".contains("modparam.dispatcher.db_url") && "\(error)".contains("table dispatcher"))
         }
     }
 }

@@ -168,12 +168,20 @@ enum DispatcherModule {
 
 extension DispatcherModule: KSRModule {
     static let name = "dispatcher"
-    static let summary = "Load balancing and failover over destination sets (list file), with OPTIONS probing."
+    static let summary = "Load balancing and failover over destination sets (list file or SQLite table), with OPTIONS probing."
     static let dependencies = ["tm"]
 
     static func nonNegative(_ n: Int) -> String? { n >= 0 ? nil : "expected a non-negative integer" }
     static let listFile = ModuleParameter.optionalStr("dispatcher", "list_file",
         "The destination list file (`setid uri [flags] [priority] [attrs]`); unset: no sets.")
+    static let dbURL = ModuleParameter.optionalStr("dispatcher", "db_url",
+        "The database of the destinations (`sqlite:///path`): the `dispatcher` table instead of list_file (list_file is then not read, as Kamailio).")
+    static let tableName = ModuleParameter.str("dispatcher", "table_name", "dispatcher", "The table of the destinations (db_url).")
+    static let setidCol = ModuleParameter.str("dispatcher", "setid_col", "setid", "The set id column.")
+    static let destinationCol = ModuleParameter.str("dispatcher", "destination_col", "destination", "The destination URI column.")
+    static let flagsCol = ModuleParameter.str("dispatcher", "flags_col", "flags", "The flags column.")
+    static let priorityCol = ModuleParameter.str("dispatcher", "priority_col", "priority", "The priority column.")
+    static let attrsCol = ModuleParameter.str("dispatcher", "attrs_col", "attrs", "The attributes column.")
     static let flags = ModuleParameter.int("dispatcher", "flags", 0, in: 0...3, "1: hash on the URI user only; 2: failover (keep the other destinations in the xavp).")
     static let forceDst = ModuleParameter.int("dispatcher", "force_dst", 1, in: 0...1, "0: ds_select_dst fails when $du is already set.")
     static let useDefault = ModuleParameter.int("dispatcher", "use_default", 0, in: 0...1, "1: the last destination of a set is used only when all others are down.")
@@ -220,7 +228,8 @@ extension DispatcherModule: KSRModule {
     static let eventOnLoad = ModuleParameter.int("dispatcher", "ds_event_on_load", 1, in: 0...1,
         "Starling: 1 runs event_callback for every destination (dst-up or dst-down by its state) at start and after a reload.")
 
-    static let parameters = [listFile.info, flags.info, forceDst.info, useDefault.info, xavpDst.info, xavpDstMode.info,
+    static let parameters = [listFile.info, dbURL.info, tableName.info, setidCol.info, destinationCol.info, flagsCol.info,
+                             priorityCol.info, attrsCol.info, flags.info, forceDst.info, useDefault.info, xavpDst.info, xavpDstMode.info,
                              xavpCtx.info, xavpCtxMode.info, hashPvar.info, setidPVName.info, attrsPVName.info,
                              probingThreshold.info, inactiveThreshold.info, pingMethod.info, pingFrom.info, pingInterval.info,
                              pingLatencyStats.info, latencyAlpha.info, pingReplyCodes.info, probingMode.info, hashSize.info,
@@ -238,7 +247,10 @@ extension DispatcherModule: KSRModule {
                 throw ModuleStartError(key: "modparam.dispatcher.\(key)", "invalid variable \(name)")
             }
         }
-        if let path = s.listFile {
+        if DispatcherModule.databaseURL(runtime.config) != nil {
+            // Kamailio: with db_url the table is read and list_file is not (the routing stack attaches the table).
+            if let path = s.listFile { ds.logger.warning("dispatcher: db_url is set, list_file \(path) is not read") }
+        } else if let path = s.listFile {
             do {
                 let sets = try ds.readList(path)
                 let events = ds.install(sets)
@@ -247,6 +259,11 @@ extension DispatcherModule: KSRModule {
             } catch {
                 throw ModuleStartError(key: "modparam.dispatcher.list_file", error.description)
             }
+        }
+        // Starling (issue 17; Kamailio 5.6's dispatcher has no dialog hook): with dialog loaded, a
+        // call's load is released when its dialog ends or fails, even without ds_load_unset/update.
+        if runtime.isLoaded("dialog") {
+            DialogModule.store(runtime).onEnd { _, d in ds.releaseCall(d.callID) }
         }
         runtime.addPeriodic { rt in ds.periodic(rt) }
     }
@@ -288,7 +305,7 @@ extension DispatcherModule: KSRModule {
                 })])])
             })])
         },
-        ModuleRPCMethod("dispatcher.reload", "dispatcher.reload: reads the list file again (a broken file is refused, the running sets stay).") { rt, _ throws(RPCFault) in
+        ModuleRPCMethod("dispatcher.reload", "dispatcher.reload: reads the list file (or the db_url table) again (a broken file or row is refused, the running sets stay).") { rt, _ throws(RPCFault) in
             let ds = store(rt)
             switch ds.reload(now: ds.clock.unixSeconds) {
             case .success(let events):

@@ -140,6 +140,8 @@ final class DispatcherStore: Sendable {
         var probeSeq = 0
     }
     let state = Mutex<State>(State())
+    /// The dispatcher table the sets come from (db_url), instead of the list file.
+    let tableSource = Mutex<(source: any DispatcherTableSource, columns: DispatcherTableColumns)?>(nil)
     let pingActive = Atomic<Int>(1)
     let probesSent = Atomic<Int>(0)
     let probesFailed = Atomic<Int>(0)
@@ -211,9 +213,11 @@ final class DispatcherStore: Sendable {
             return true
         }
         guard allowed else { return .failure(.ongoing) }
-        guard let path = settings.listFile else { return .failure(.failed("no list_file is set")) }
+        let table = tableSource.withLock { $0 }
+        guard table != nil || settings.listFile != nil else { return .failure(.failed("no list_file is set")) }
         do {
-            let sets = try readList(path)
+            let sets: [Int: DSSet]
+            if let t = table { sets = try readTable(t.source, t.columns) } else { sets = try readList(settings.listFile!) }
             return .success(install(sets))
         } catch {
             return .failure(.failed(error.description))
@@ -650,6 +654,14 @@ final class DispatcherStore: Sendable {
             guard Self.decrement(&st, cell) else { return -1 }
             st.load[cid] = nil
             return 0
+        }
+    }
+
+    /// A call's dialog ended or failed (dialog loaded): its load, if still counted, is released.
+    func releaseCall(_ callID: String) {
+        state.withLock { st in
+            guard let cell = st.load.removeValue(forKey: callID) else { return }
+            _ = Self.decrement(&st, cell)
         }
     }
 

@@ -527,13 +527,6 @@ enum Kamailio56Parameters {
             Row("rand_engine", .str, "unset", false, "Set the random number generator engine for libssl. [func: string krand|fastrand|cryptorand|kxlibssl; other values silently ignored; no-op with OpenSSL < 1.1]"),
         ],
         "dispatcher": [
-            Row("db_url", .str, "unset", false, "Database URL to load the destinations from (Starling: the list file only)."),
-            Row("table_name", .str, "dispatcher", false, "Table with the destinations."),
-            Row("setid_col", .str, "setid", false, "Set id column."),
-            Row("destination_col", .str, "destination", false, "Destination URI column."),
-            Row("flags_col", .str, "flags", false, "Flags column."),
-            Row("priority_col", .str, "priority", false, "Priority column."),
-            Row("attrs_col", .str, "attrs", false, "Attributes column."),
             Row("ds_default_socket", .str, "unset", false, "Default socket for the requests sent to destinations."),
             Row("ds_default_sockname", .str, "unset", false, "Default socket name for the requests sent to destinations."),
             Row("ds_timer_mode", .int, "0", false, "Timer process for pinging: 0 main timer, 1 secondary timer."),

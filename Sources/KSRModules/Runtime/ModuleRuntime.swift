@@ -158,6 +158,12 @@ public final class ModuleRuntime: Sendable {
         moduleStates.withLock { $0[ObjectIdentifier(type)] != nil }
     }
 
+    /// The names of the loaded modules (set by the routing stack before any module starts).
+    private let loadedNames = Mutex<Set<String>>([])
+    public func setLoadedModules(_ names: Set<String>) { loadedNames.withLock { $0 = names } }
+    /// Whether module `name` (Kamailio name) is loaded: a module's `start` asks about the others.
+    public func isLoaded(_ name: String) -> Bool { loadedNames.withLock { $0.contains(name) } }
+
     /// Sets (or clears) the sender of datagrams that leave outside any route.
     public func setOutbound(_ sender: OutboundSender?) { outboundHook.withLock { $0 = sender } }
     /// The current outbound sender.
