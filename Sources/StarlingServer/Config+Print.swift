@@ -96,23 +96,11 @@ extension StarlingConfig {
 
     static func tomlArray(_ items: [String]) -> String { "[" + items.map(tomlString).joined(separator: ", ") + "]" }
 
-    /// A TOML basic string.
+    /// A TOML basic string: TOML takes JSON's escapes (\" \\ \n \r \t \uXXXX), so the log's JSON
+    /// escaper writes it.
     static func tomlString(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            default:
-                if u.value < 0x20 || u.value == 0x7F {
-                    let hex = String(u.value, radix: 16, uppercase: true)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else { out.unicodeScalars.append(u) }
-            }
-        }
-        return out + "\""
+        var out = ""
+        JSONLogHandler.escape(s, into: &out)
+        return out
     }
 }
