@@ -212,6 +212,22 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
     /// The store's freed hooks run for this cell when it is freed (a dialog is attached).
     var watchFree = false
 
+    /// Frees what a finished transaction no longer needs (cell locked): once the final response went
+    /// upstream and no route uses the cell, a branch that has its final reply keeps only what the
+    /// wait state uses (its key and machine for absorbing retransmissions, the ACK of a negative reply,
+    /// its status and URI for the pseudo-variables); its request bytes, its final reply and the parsed
+    /// reply go, as does the request as relayed (a later local reply is built from `request`). At
+    /// 1000 calls/s the 5 s wait state holds ~10,000 transactions: this is about a third of their memory.
+    func shedFinished() {
+        guard !isLocal, finalSent, !inFailureRoute, !routeBusy, !freed else { return }
+        relayed = nil
+        for i in branches.indices where !branches[i].isPending && !branches[i].request.isEmpty {
+            branches[i].request = []
+            branches[i].finalReply = nil
+            branches[i].replyMessage = nil
+        }
+    }
+
     /// Reserves a branch id number (cell locked).
     func nextBranchSerial() -> Int {
         defer { branchSerial += 1 }
