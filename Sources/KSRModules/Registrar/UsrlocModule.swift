@@ -1,4 +1,5 @@
 import StarlingKEMI
+import StarlingRedis
 
 /// usrloc: the location tables the registrar saves into (`ModuleRuntime.usrloc`), its parameters, the
 /// ul.* control methods and the contact statistics. It has no KSR functions of its own.
@@ -6,9 +7,14 @@ enum UsrlocModule: KSRModule {
     static let name = "usrloc"
     static let summary = "Location tables (contacts by AoR), optionally persisted in the embedded database."
 
-    static let dbURL = ModuleParameter.optionalStr("usrloc", "db_url", "The database contacts are written to (sqlite:///path/to/file.db).")
+    static let dbURL = ModuleParameter.optionalStr(
+        "usrloc", "db_url",
+        "The database contacts are written to: sqlite:///path/to/file.db, or (db_mode 3) redis://HOST:PORT/DB or redis+sentinel://S1:26379,S2:26379/MASTER/DB.") { url in
+        guard url.hasPrefix("redis") else { return nil }
+        return RedisClientConfig.parseURL(url) == nil ? "cannot parse '\(url)' (expected redis://HOST:PORT/DB or redis+sentinel://HOST:PORT,HOST:PORT/MASTERNAME/DB)" : nil
+    }
     static let dbMode = ModuleParameter.int("usrloc", "db_mode", 0, in: 0...3,
-                                            "0 memory only, 1 write-through, 2 write-back, 3 DB only (served as write-through).")
+                                            "0 memory only, 1 write-through, 2 write-back, 3 DB only (Redis: shared by every instance; SQLite: served as write-through).")
     static let useDomain = ModuleParameter.flag("usrloc", "use_domain", false, "AoRs are user@domain instead of user.")
     static let timerInterval = ModuleParameter.int("usrloc", "timer_interval", 60, "Seconds between expiry runs and write-back flushes.") {
         $0 > 0 ? nil : "expected a positive number of seconds"
@@ -22,6 +28,17 @@ enum UsrlocModule: KSRModule {
     static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { [] }
 
     static func start(_ runtime: ModuleRuntime) throws(ModuleStartError) {
+        if let url = runtime.config[dbURL], url.hasPrefix("redis") {
+            guard let redis = RedisClientConfig.parseURL(url) else {
+                throw ModuleStartError(key: "modparam.usrloc.db_url", "cannot parse '\(url)' (expected redis://HOST:PORT/DB)")
+            }
+            guard runtime.config[dbMode] == 3, let shared = runtime.usrloc.shared else {
+                throw ModuleStartError(key: "modparam.usrloc.db_mode", "a Redis db_url needs db_mode = 3 (DB only)")
+            }
+            do throws(RedisError) { try shared.start() } catch {
+                throw ModuleStartError(key: "modparam.usrloc.db_url", "Redis \(redis.label): \(error.message)")
+            }
+        }
         for name in runtime.config[preload] { _ = runtime.usrloc.table(name) }
     }
 
