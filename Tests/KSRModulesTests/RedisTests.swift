@@ -372,3 +372,65 @@ private func eventually(_ timeout: Duration = .seconds(10), _ ready: () throws -
         }
     }
 }
+
+// MARK: - htable tables in Redis (redis=1)
+
+@Suite(.serialized) struct HtableRedisTests {
+    static func harness(_ server: RedisServer, _ script: String) throws -> ScriptHarness {
+        try ScriptHarness(script: script, config: ModuleConfiguration(params: ["htable": [
+            "htable": ["ban=>size=4;autoexpire=100;redis=1", "local=>size=4"], "redis_url": [server.url(db: 3)],
+        ]]))
+    }
+
+    @Test func itemsAreSharedBetweenInstancesWithTheirExpiry() throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        let a = try Self.harness(server, """
+            function ksr_request_route()
+              KSR.htable.sht_sets("ban", "192.0.2.1", "blocked")
+              KSR.htable.sht_seti("ban", "count", 5)
+              KSR.pv.seti("$var(inc)", KSR.htable.sht_inc("ban", "count"))
+              KSR.pv.seti("$sht(ban=>hits)", 3)
+              KSR.htable.sht_setxi("ban", "short", 1, 30)
+              KSR.htable.sht_sets("local", "k", "only here")
+            end
+            """)
+        let b = try Self.harness(server, """
+            function ksr_request_route()
+              KSR.pv.sets("$var(ip)", KSR.htable.sht_get("ban", "192.0.2.1") or "none")
+              KSR.pv.seti("$var(count)", KSR.pv.get("$sht(ban=>count)"))
+              KSR.pv.seti("$var(hits)", KSR.pv.get("$sht(ban=>hits)"))
+              KSR.pv.seti("$var(ex)", KSR.pv.get("$shtex(ban=>short)"))
+              KSR.pv.seti("$var(cnt)", KSR.pv.get("$shtcn(ban=>.*)"))
+              if KSR.htable.sht_get("local", "k") == nil then KSR.pv.seti("$var(local)", 0) end
+              KSR.pv.seti("$var(dec)", KSR.htable.sht_dec("ban", "count"))
+              KSR.htable.sht_rm("ban", "192.0.2.1")
+            end
+            """)
+        try a.route(Msg.options())
+        #expect(a.context.worker.vars["inc"] == .int(6))
+        try b.route(Msg.options())
+        let v = b.context.worker.vars
+        #expect(v["ip"] == .string("blocked"))
+        #expect(v["count"] == .int(6))
+        #expect(v["hits"] == .int(3))
+        if case .int(let ex)? = v["ex"] { #expect(ex > 0 && ex <= 30) } else { Issue.record("no $shtex") }
+        #expect(v["cnt"] == .int(4))
+        #expect(v["local"] == .int(0))
+        #expect(v["dec"] == .int(5))
+        // Items are Redis keys with Redis' expiry (autoexpire=100).
+        #expect(try server.cli(["-n", "3", "GET", "ht:ban:count"]) == "5")
+        let ttl = Int(try server.cli(["-n", "3", "TTL", "ht:ban:count"])) ?? -1
+        #expect(ttl > 0 && ttl <= 100)
+        #expect(try server.cli(["-n", "3", "EXISTS", "ht:ban:192.0.2.1"]) == "0")
+        #expect(a.runtime.htables.table("ban")?.get("192.0.2.1") == nil)
+        #expect(a.runtime.htables.table("ban")?.count == 3)
+    }
+
+    @Test func aRedisTableNeedsRedisURL() {
+        #expect(throws: (any Error).self) {
+            _ = try ScriptHarness(script: "function ksr_request_route() end",
+                                  config: ModuleConfiguration(params: ["htable": ["htable": ["ban=>size=4;redis=1"]]]))
+        }
+    }
+}
