@@ -434,3 +434,43 @@ private func eventually(_ timeout: Duration = .seconds(10), _ ready: () throws -
         }
     }
 }
+
+// MARK: - Sentinel
+
+@Suite(.serialized) struct RedisSentinelTests {
+    /// A master, one replica, three sentinels: the master is killed; usrloc on
+    /// `redis+sentinel://` keeps what reached the replica and saves on the promoted replica without a restart.
+    @Test func usrlocFollowsAFailover() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("starling-sentinel-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let directory = dir.path
+        let master = try RedisServer()
+        defer { master.stop() }
+        let replica = try RedisServer(extra: ["--replicaof", "127.0.0.1", String(master.port)])
+        defer { replica.stop() }
+        let sentinels = try (0..<3).map { _ in try RedisSentinel(master: "mymaster", masterPort: master.port, directory: directory) }
+        defer { for s in sentinels { s.stop() } }
+        // The replica is in sync and every sentinel knows it.
+        #expect(try eventually(.seconds(30)) { try replica.cli(["INFO", "replication"]).contains("master_link_status:up") })
+        let url = "redis+sentinel://" + sentinels.map { "127.0.0.1:\($0.port)" }.joined(separator: ",") + "/mymaster/0"
+        let h = try ulHarness(url)
+        defer { h.runtime.usrloc.shared?.stop() }
+        try h.route(reg("alice", "<sip:alice@192.0.2.30:5060>", callID: "s1", cseq: 1))
+        #expect(lastStatus(h) == 200)
+        #expect(try eventually { try replica.cli(["EXISTS", "ul:location:alice"]) == "1" })
+        master.stop()
+        // REGISTERs fail (500) until the sentinels promote the replica; then Starling saves there.
+        var cseq = 1
+        #expect(try eventually(.seconds(45)) {
+            cseq += 1
+            try h.route(reg("bob", "<sip:bob@192.0.2.31:5060>", callID: "s2", cseq: cseq))
+            return lastStatus(h) == 200
+        })
+        #expect(try replica.cli(["ROLE"]).hasPrefix("master"))
+        #expect(try replica.cli(["EXISTS", "ul:location:bob"]) == "1")
+        try h.route(invite("alice", 9))
+        #expect(h.context.worker.vars["lookup"] == .int(1))
+        #expect(h.context.worker.vars["ruri"] == .string("sip:alice@192.0.2.30:5060"))
+    }
+}

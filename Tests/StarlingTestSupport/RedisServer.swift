@@ -61,3 +61,45 @@ public final class RedisServer {
 
     deinit { process.stop() }
 }
+
+/// A throwaway redis-sentinel (Debian `redis-sentinel`) on 127.0.0.1 watching `master` at
+/// 127.0.0.1:`masterPort` with quorum `quorum`; quick failure detection (down after `downAfterMs`).
+/// Its configuration file (sentinel rewrites it) lives in `directory`.
+public final class RedisSentinel {
+    public let process: PeerProcess
+    public let port: Int
+
+    public init(master: String, masterPort: Int, quorum: Int = 2, downAfterMs: Int = 1000, directory: String) throws {
+        var lastError = ""
+        for _ in 0..<4 {
+            let port = try TestPorts.next()
+            let conf = "\(directory)/sentinel-\(port).conf"
+            try """
+                port \(port)
+                bind 127.0.0.1
+                protected-mode no
+                daemonize no
+                logfile ""
+                dir \(directory)
+                sentinel monitor \(master) 127.0.0.1 \(masterPort) \(quorum)
+                sentinel down-after-milliseconds \(master) \(downAfterMs)
+                sentinel failover-timeout \(master) 10000
+                sentinel parallel-syncs \(master) 1
+
+                """.write(toFile: conf, atomically: true, encoding: .utf8)
+            let p = try PeerProcess(["redis-sentinel", conf], package: "redis-sentinel", readFirstLine: false)
+            let up = try TestPorts.wait(timeout: .seconds(20)) { !p.isRunning || TestPorts.listensTCP(port, pid: p.pid) }
+            if up && p.isRunning {
+                process = p
+                self.port = port
+                return
+            }
+            lastError = "redis-sentinel on 127.0.0.1:\(port) did not start: \(p.stderr)"
+            p.stop()
+        }
+        throw HelperFailure(lastError)
+    }
+
+    public func stop() { process.stop() }
+    deinit { process.stop() }
+}
