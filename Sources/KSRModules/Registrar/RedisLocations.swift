@@ -84,6 +84,7 @@ public final class RedisLocations: Sendable {
 
     /// Reads an AoR: its version (0: none) and its valid contacts, in lookup order.
     func fetch(_ table: String, _ aor: String, now: Int) throws(RedisError) -> (version: Int, contacts: [LocationContact]) {
+        cacheMisses.wrappingAdd(1, ordering: .relaxed)
         let r = try pool.command([Array("HGETALL".utf8), Self.key(table, aor)])
         if case .error(let e) = r { throw RedisError(.badReply, "HGETALL: \(e)") }
         let e = r.elements

@@ -318,7 +318,6 @@ public final class LocationTable: Sendable {
         let gen = box.state.withLock { $0.generation }
         do throws(RedisError) {
             let (v, list) = try s.fetch(name, aor, now: t)
-            s.cacheMisses.wrappingAdd(1, ordering: .relaxed)
             box.state.withLock { st in
                 if st.generation == gen { cache(&st, aor, list, key: v, seen: v) }
             }

@@ -1,5 +1,6 @@
 import StarlingKEMI
 import StarlingRedis
+import Synchronization
 
 /// usrloc: the location tables the registrar saves into (`ModuleRuntime.usrloc`), its parameters, the
 /// ul.* control methods and the contact statistics. It has no KSR functions of its own.
@@ -75,6 +76,12 @@ enum UsrlocModule: KSRModule {
                         "usrloc contacts in memory (all location tables).") { $0.usrloc.contactCount },
         ModuleStatistic("usrloc:location-expires", metric: "starling_registrations_expired_total", .counter,
                         "usrloc contacts removed because they expired.") { $0.usrloc.expiredCount },
+        ModuleStatistic("usrloc:redis-cache-hits", metric: "starling_usrloc_redis_cache_hits_total", .counter,
+                        "Lookups served from the local cache (usrloc on Redis).") { $0.usrloc.shared?.cacheHits.load(ordering: .relaxed) ?? 0 },
+        ModuleStatistic("usrloc:redis-reads", metric: "starling_usrloc_redis_reads_total", .counter,
+                        "Lookups and saves that read the AoR from Redis (usrloc on Redis).") { $0.usrloc.shared?.cacheMisses.load(ordering: .relaxed) ?? 0 },
+        ModuleStatistic("usrloc:redis-save-conflicts", metric: "starling_usrloc_redis_save_conflicts_total", .counter,
+                        "Saves retried because another instance changed the AoR first (usrloc on Redis).") { $0.usrloc.shared?.conflicts.load(ordering: .relaxed) ?? 0 },
     ]
 
     /// TABLE and AOR of ul.lookup / ul.rm: the table must exist and the AOR have contacts.
