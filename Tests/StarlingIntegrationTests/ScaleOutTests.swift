@@ -150,6 +150,72 @@ struct ScaleOutTests {
         #expect(unknown.successfulCalls == 1, "\(unknown)")
     }
 
+    /// 1,000 REGISTERs of one AoR from 10 devices, 5 through each of two instances at once (two
+    /// Python threads, sequential per device, retransmitting on a lost datagram and sending again
+    /// after a 500, as a phone would); the last REGISTER of devices 0 and 5 removes them. Every
+    /// REGISTER ends in a 200 and exactly the 8 other contacts remain (RFC 3261 §10.3).
+    @Test func concurrentSavesOfOneAoRThroughTwoInstances() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("scale-out-same-aor")
+        let redis = try RedisServer()
+        defer { redis.stop() }
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+            [modparam.usrloc]
+            db_url = "\(redis.url())"
+            db_mode = 3
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let script = PackagePaths.root.appendingPathComponent("examples/cluster/cluster.lua")
+        let ports = try Ports.freeUDPPorts(2)
+        let a = try Starling.start(script: script, port: ports[0], extra: ["--config", config.path], directory: directory,
+                                   ip: "127.0.0.11", logName: "a.log")
+        defer { a.stop() }
+        let b = try Starling.start(script: script, port: ports[1], extra: ["--config", config.path], directory: directory,
+                                   ip: "127.0.0.12", logName: "b.log")
+        defer { b.stop() }
+        let python = try Requirements.tool("python3", package: "python3")
+        let run = try Command.run(python, ["-c", """
+            import socket, sys, threading, time
+            ports = [int(sys.argv[1]), int(sys.argv[2])]
+            retried = [0]
+            ips = ["127.0.0.11", "127.0.0.12"]
+            bad = []
+            def worker(i):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); s.settimeout(2)
+                me = s.getsockname()[1]
+                for rnd in range(1, 101):
+                    for d in range(i * 5, i * 5 + 5):
+                        exp = 0 if (rnd == 100 and d % 5 == 0) else 600
+                        msg = (f"REGISTER sip:example.com SIP/2.0\\r\\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK{d}x{rnd}\\r\\n"
+                               f"Max-Forwards: 70\\r\\nFrom: <sip:shared@example.com>;tag={d}\\r\\nTo: <sip:shared@example.com>\\r\\n"
+                               f"Call-ID: dev{d}\\r\\nCSeq: {rnd} REGISTER\\r\\nContact: <sip:dev{d}@192.0.2.{d + 1}:5060>\\r\\n"
+                               f"Expires: {exp}\\r\\nContent-Length: 0\\r\\n\\r\\n").encode()
+                        status = None
+                        # A lost datagram is retransmitted; a 500 (the AoR kept changing under the save)
+                        # is sent again later, as a phone does: it was not stored.
+                        for attempt in range(10):
+                            s.sendto(msg, (ips[i], ports[i]))
+                            try:
+                                while True:
+                                    r = s.recv(65535).decode()
+                                    if f"z9hG4bK{d}x{rnd}" in r:
+                                        status = r.split(" ")[1]; break
+                                if status == "500":
+                                    retried[0] += 1; time.sleep(0.01); continue
+                                break
+                            except socket.timeout:
+                                continue
+                        if status != "200": bad.append((i, d, rnd, status))
+            ts = [threading.Thread(target=worker, args=(i,)) for i in (0, 1)]
+            [t.start() for t in ts]; [t.join() for t in ts]
+            print("bad", bad[:5], len(bad), "retried after 500:", retried[0])
+            """, String(ports[0]), String(ports[1])], timeout: .seconds(120))
+        #expect(run.status == 0 && run.output.contains("bad [] 0"), "\(run.output)\n\(a.logTail())\n\(b.logTail())")
+        let values = try redis.cli(["HVALS", "ul:location:shared"])
+        let got = Set((0..<10).filter { values.contains("sip:dev\($0)@192.0.2.\($0 + 1):5060") })
+        #expect(got == [1, 2, 3, 4, 6, 7, 8, 9], "\(values)")
+        #expect(try redis.cli(["HLEN", "ul:location:shared"]) == "9")
+    }
+
     @Test func registerGets500WhileRedisIsDown() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("scale-out-down")
         var redis = try RedisServer()

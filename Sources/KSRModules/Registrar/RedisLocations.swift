@@ -87,7 +87,11 @@ public final class RedisLocations: Sendable {
         cacheMisses.wrappingAdd(1, ordering: .relaxed)
         let r = try pool.command([Array("HGETALL".utf8), Self.key(table, aor)])
         if case .error(let e) = r { throw RedisError(.badReply, "HGETALL: \(e)") }
-        let e = r.elements
+        return Self.parse(r.elements, now: now)
+    }
+
+    /// An AoR's HGETALL reply as (version, valid contacts in lookup order).
+    static func parse(_ e: [RedisReply], now: Int) -> (version: Int, contacts: [LocationContact]) {
         var version = 0
         var list: [LocationContact] = []
         var i = 0
@@ -101,12 +105,13 @@ public final class RedisLocations: Sendable {
         return (version, list)
     }
 
-    enum Outcome { case stored(Int, Int), conflict }
+    /// Stored (new version, contacts left), or a conflict with the AoR as it is now (version, contacts).
+    enum Outcome { case stored(Int, Int), conflict(Int, [LocationContact]) }
 
     /// The compare-and-set save script (see the type's documentation).
     static let saveScript = """
         local cur = redis.call('HGET', KEYS[1], '_v') or '0'
-        if cur ~= ARGV[1] then return {0, cur} end
+        if cur ~= ARGV[1] then return {0, cur, redis.call('HGETALL', KEYS[1])} end
         local ndel = tonumber(ARGV[6])
         for i = 7, 6 + ndel do redis.call('HDEL', KEYS[1], ARGV[i]) end
         for i = 7 + ndel, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
@@ -145,7 +150,9 @@ public final class RedisLocations: Sendable {
         if case .error(let e) = r { throw RedisError(.badReply, "EVAL: \(e)") }
         let e = r.elements
         guard e.count >= 2, let ok = e[0].int, let v = e[1].int else { throw RedisError(.badReply, "EVAL: unexpected reply \(r)") }
-        return ok == 1 ? .stored(v, e.count > 2 ? e[2].int ?? 1 : 1) : .conflict
+        if ok == 1 { return .stored(v, e.count > 2 ? e[2].int ?? 1 : 1) }
+        let current = Self.parse(e.count > 2 ? e[2].elements : [], now: now)
+        return .conflict(current.version, current.contacts)
     }
 
     /// Every AoR of a table with its valid contacts (SCAN; for ul.dump and unregister by ruid).

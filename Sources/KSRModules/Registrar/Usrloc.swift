@@ -331,6 +331,9 @@ public final class LocationTable: Sendable {
         }
     }
 
+    /// Save attempts before a REGISTER gets 500 because its AoR keeps changing under it.
+    static let maxSaveAttempts = 32
+
     /// A change in shared mode: the registrar's `body` runs on the AoR's list at a version, and one
     /// compare-and-set EVAL stores the result; on a conflict `body` runs again on the fresh list.
     /// Nil when Redis cannot be reached or keeps conflicting.
@@ -338,7 +341,9 @@ public final class LocationTable: Sendable {
                          _ body: (inout [LocationContact]) -> (result: R, changed: [String], deleted: [String])) -> (R, [LocationContact], [String])? {
         let box = shard(aor)
         var fresh = !s.live.load(ordering: .acquiring)
-        for _ in 0..<16 {
+        // The AoR as a refused save found it (the script returns it: no extra round trip).
+        var current: (list: [LocationContact], key: Int)? = nil
+        for attempt in 0..<Self.maxSaveAttempts {
             let t = now
             var list: [LocationContact]
             var key: Int
@@ -346,7 +351,10 @@ public final class LocationTable: Sendable {
             let cached: ([LocationContact], Int)? = fresh ? nil : box.state.withLock { st in
                 st.versions[aor].map { (st.records[aor] ?? [], $0.key) }
             }
-            if let cached {
+            if let c = current {
+                (list, key) = c
+                current = nil
+            } else if let cached {
                 (list, key) = cached
                 list.removeAll { !$0.isValid(at: t) }
             } else {
@@ -388,12 +396,15 @@ public final class LocationTable: Sendable {
                     }
                 }
                 return (r, changedRows, deleted)
-            case .conflict:
+            case .conflict(let v, let contacts):
                 s.conflicts.wrappingAdd(1, ordering: .relaxed)
                 fresh = true
+                current = (contacts, v)
+                // Instances that keep meeting on one AoR: a short random pause breaks the tie.
+                if attempt >= 2 { usleep(UInt32.random(in: 0...UInt32(200 * attempt))) }
             }
         }
-        s.logger.error("usrloc: '\(aor)' kept changing under 16 save attempts: not saved")
+        s.logger.error("usrloc: '\(aor)' kept changing under \(Self.maxSaveAttempts) save attempts: not saved")
         return nil
     }
 
