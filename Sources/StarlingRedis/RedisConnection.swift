@@ -33,7 +33,7 @@ public final class RedisConnection {
         connectedTo = nil
     }
 
-    static func monotonicMs() -> Int {
+    public static func monotonicMs() -> Int {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Int(ts.tv_sec) * 1000 + Int(ts.tv_nsec) / 1_000_000

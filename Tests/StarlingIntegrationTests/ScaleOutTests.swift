@@ -209,6 +209,7 @@ struct ScaleOutTests {
             [t.start() for t in ts]; [t.join() for t in ts]
             print("bad", bad[:5], len(bad), "retried after 500:", retried[0])
             """, String(ports[0]), String(ports[1])], timeout: .seconds(120))
+        print("same-AoR REGISTERs through two instances: \(run.output)")
         #expect(run.status == 0 && run.output.contains("bad [] 0"), "\(run.output)\n\(a.logTail())\n\(b.logTail())")
         let values = try redis.cli(["HVALS", "ul:location:shared"])
         let got = Set((0..<10).filter { values.contains("sip:dev\($0)@192.0.2.\($0 + 1):5060") })

@@ -1,6 +1,9 @@
 import StarlingRedis
 import Synchronization
 import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// usrloc `db_mode = 3` on Redis (`db_url = "redis://HOST:PORT/DB"` or `redis+sentinel://...`): Redis is
 /// the truth, shared by every Starling instance. docs/ScaleOut.md describes the design; in short:
@@ -81,6 +84,32 @@ public final class RedisLocations: Sendable {
     }
 
     static func key(_ table: String, _ aor: String) -> [UInt8] { Array("ul:\(table):\(aor)".utf8) }
+    static func lockKey(_ table: String, _ aor: String) -> [UInt8] { Array("ul-lock:\(table):\(aor)".utf8) }
+
+    /// After repeated conflicts a saver takes the AoR's lock (SET NX, 1 s lease): saves of the AoR
+    /// without it are refused while it is held, so the holder's next save goes through (no starvation
+    /// of an instance by a faster one). True when taken within `timeoutMs`.
+    func lock(_ table: String, _ aor: String, token: String, timeoutMs: Int = 1500) -> Bool {
+        let deadline = RedisConnection.monotonicMs() + timeoutMs
+        repeat {
+            do throws(RedisError) {
+                let r = try pool.command([Array("SET".utf8), Self.lockKey(table, aor), Array(token.utf8), Array("NX".utf8),
+                                          Array("PX".utf8), Array("1000".utf8)])
+                if r == .status("OK") { return true }
+            } catch { return false }
+            usleep(UInt32.random(in: 200...1000))
+        } while RedisConnection.monotonicMs() < deadline
+        return false
+    }
+
+    static let unlockScript = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+    func unlock(_ table: String, _ aor: String, token: String) {
+        _ = try? pool.command([Array("EVAL".utf8), Array(Self.unlockScript.utf8), Array("1".utf8), Self.lockKey(table, aor), Array(token.utf8)])
+    }
+
+    private let tokens = Atomic<Int>(0)
+    func newToken() -> String { ownPrefix + "lock-" + String(tokens.wrappingAdd(1, ordering: .relaxed).newValue) }
 
     /// Reads an AoR: its version (0: none) and its valid contacts, in lookup order.
     func fetch(_ table: String, _ aor: String, now: Int) throws(RedisError) -> (version: Int, contacts: [LocationContact]) {
@@ -111,10 +140,12 @@ public final class RedisLocations: Sendable {
     /// The compare-and-set save script (see the type's documentation).
     static let saveScript = """
         local cur = redis.call('HGET', KEYS[1], '_v') or '0'
-        if cur ~= ARGV[1] then return {0, cur, redis.call('HGETALL', KEYS[1])} end
+        local lock = redis.call('GET', KEYS[3])
+        if cur ~= ARGV[1] or (lock and lock ~= ARGV[7]) then return {0, cur, redis.call('HGETALL', KEYS[1])} end
+        if lock then redis.call('DEL', KEYS[3]) end
         local ndel = tonumber(ARGV[6])
-        for i = 7, 6 + ndel do redis.call('HDEL', KEYS[1], ARGV[i]) end
-        for i = 7 + ndel, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+        for i = 8, 7 + ndel do redis.call('HDEL', KEYS[1], ARGV[i]) end
+        for i = 8 + ndel, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
         local now = tonumber(ARGV[2])
         local all = redis.call('HGETALL', KEYS[1])
         local maxe, n = 0, 0
@@ -137,10 +168,12 @@ public final class RedisLocations: Sendable {
         """
 
     /// Applies upserts and deletes to an AoR if its version is still `expected`.
-    func store(_ table: String, _ aor: String, expected: Int, now: Int, upserts: [LocationContact], deletes: [String]) throws(RedisError) -> Outcome {
-        var args: [[UInt8]] = [Array("EVAL".utf8), Array(Self.saveScript.utf8), Array("2".utf8), Self.key(table, aor),
-                               Array(sequenceKey.utf8), Array(String(expected).utf8), Array(String(now).utf8),
-                               Array(channel.utf8), Array(table.utf8), Array(aor.utf8), Array(String(deletes.count).utf8)]
+    func store(_ table: String, _ aor: String, expected: Int, now: Int, upserts: [LocationContact], deletes: [String],
+               token: String = "") throws(RedisError) -> Outcome {
+        var args: [[UInt8]] = [Array("EVAL".utf8), Array(Self.saveScript.utf8), Array("3".utf8), Self.key(table, aor),
+                               Array(sequenceKey.utf8), Self.lockKey(table, aor), Array(String(expected).utf8), Array(String(now).utf8),
+                               Array(channel.utf8), Array(table.utf8), Array(aor.utf8), Array(String(deletes.count).utf8),
+                               Array(token.utf8)]
         for d in deletes { args.append(Array(d.utf8)) }
         for u in upserts {
             args.append(Array(u.ruid.utf8))

@@ -343,7 +343,17 @@ public final class LocationTable: Sendable {
         var fresh = !s.live.load(ordering: .acquiring)
         // The AoR as a refused save found it (the script returns it: no extra round trip).
         var current: (list: [LocationContact], key: Int)? = nil
+        // The AoR's lock, taken after repeated conflicts (released by the successful save's script).
+        var token = ""
+        defer { if !token.isEmpty { s.unlock(name, aor, token: token) } }
         for attempt in 0..<Self.maxSaveAttempts {
+            if attempt >= 3 && token.isEmpty {
+                let t = s.newToken()
+                if s.lock(name, aor, token: t) {
+                    token = t
+                    current = nil  // read the AoR again under the lock
+                }
+            }
             let t = now
             var list: [LocationContact]
             var key: Int
@@ -369,7 +379,7 @@ public final class LocationTable: Sendable {
             if changedRows.isEmpty && deleted.isEmpty { return (r, [], []) }
             let outcome: RedisLocations.Outcome
             do throws(RedisError) {
-                outcome = try s.store(name, aor, expected: key, now: t, upserts: changedRows, deletes: deleted)
+                outcome = try s.store(name, aor, expected: key, now: t, upserts: changedRows, deletes: deleted, token: token)
             } catch {
                 s.logger.error("usrloc: Redis \(s.pool.config.label): \(error.message): cannot save '\(aor)'")
                 box.state.withLock { st in
@@ -384,6 +394,7 @@ public final class LocationTable: Sendable {
             }
             switch outcome {
             case .stored(let v, let remaining):
+                token = ""  // the script removed the lock
                 let valid = list.filter { $0.isValid(at: t) }
                 box.state.withLock { st in
                     if st.generation == gen && s.live.load(ordering: .acquiring) {
@@ -401,7 +412,7 @@ public final class LocationTable: Sendable {
                 fresh = true
                 current = (contacts, v)
                 // Instances that keep meeting on one AoR: a short random pause breaks the tie.
-                if attempt >= 2 { usleep(UInt32.random(in: 0...UInt32(200 * attempt))) }
+                if attempt >= 2 && token.isEmpty { usleep(UInt32.random(in: 0...UInt32(200 * attempt))) }
             }
         }
         s.logger.error("usrloc: '\(aor)' kept changing under \(Self.maxSaveAttempts) save attempts: not saved")
