@@ -425,6 +425,14 @@ private func eventually(_ timeout: Duration = .seconds(10), _ ready: () throws -
         #expect(try server.cli(["-n", "3", "EXISTS", "ht:ban:192.0.2.1"]) == "0")
         #expect(a.runtime.htables.table("ban")?.get("192.0.2.1") == nil)
         #expect(a.runtime.htables.table("ban")?.count == 3)
+        // The htable RPCs of instance B see what instance A wrote.
+        let get = try #require(HtableModule.rpcMethods.first { $0.name == "htable.get" })
+        let item = try get.handler(b.runtime, RPCParameters([.string("ban"), .string("hits")]))
+        guard case .object(let o) = item, case .object(let fields)? = o["item"] else { Issue.record("\(item)"); return }
+        #expect(fields["value"] == .int(3))
+        let sets = try #require(HtableModule.rpcMethods.first { $0.name == "htable.sets" })
+        _ = try sets.handler(b.runtime, RPCParameters([.string("ban"), .string("rpc"), .string("from B")]))
+        #expect(a.runtime.htables.table("ban")?.get("rpc") == .string("from B"))
     }
 
     @Test func aRedisTableNeedsRedisURL() {
