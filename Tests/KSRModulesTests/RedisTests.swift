@@ -232,8 +232,10 @@ private func lastStatus(_ h: ScriptHarness) -> Int? {
     h.sender.sent.last(where: { $0.text.hasPrefix("SIP/2.0") })?.message?.statusCode
 }
 
-private func ulHarness(_ url: String, script: String = ulScript) throws -> ScriptHarness {
-    try ScriptHarness(script: script, config: ModuleConfiguration(params: ["usrloc": ["db_url": [url], "db_mode": ["3"]]]))
+private func ulHarness(_ url: String, script: String = ulScript, extra: [String: [String]] = [:]) throws -> ScriptHarness {
+    var p: [String: [String]] = ["db_url": [url], "db_mode": ["3"]]
+    for (k, v) in extra { p[k] = v }
+    return try ScriptHarness(script: script, config: ModuleConfiguration(params: ["usrloc": p]))
 }
 
 /// Waits (polling, generous deadline) until `ready` holds.
@@ -353,6 +355,15 @@ private func eventually(_ timeout: Duration = .seconds(10), _ ready: () throws -
         #expect(try server.cli(["EXISTS", "ul:location:bob"]) == "1")
     }
 
+    @Test func waitReplicasWithoutAReplicaMeans500() throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        let h = try ulHarness(server.url(), extra: ["redis_wait_replicas": ["1"], "redis_wait_timeout": ["200"]])
+        defer { h.runtime.usrloc.shared?.stop() }
+        try h.route(reg("dave", "<sip:dave@192.0.2.40:5060>", callID: "d1", cseq: 1))
+        #expect(lastStatus(h) == 500)
+    }
+
     @Test func aServerThatIsNotRedisStopsTheStart() throws {
         // An unparsable db_url is refused by the parameter check (ModuleConfigurationTests: exit 2).
         let peer = try PeerProcess(["python3", "-c", """
@@ -462,11 +473,14 @@ private func eventually(_ timeout: Duration = .seconds(10), _ ready: () throws -
         // The replica is in sync and every sentinel knows it.
         #expect(try eventually(.seconds(30)) { try replica.cli(["INFO", "replication"]).contains("master_link_status:up") })
         let url = "redis+sentinel://" + sentinels.map { "127.0.0.1:\($0.port)" }.joined(separator: ",") + "/mymaster/0"
+        // redis_wait_replicas = 1 on `w`: its 200 comes only once the replica has the save.
+        let w = try ulHarness(url, extra: ["redis_wait_replicas": ["1"], "redis_wait_timeout": ["2000"]])
+        defer { w.runtime.usrloc.shared?.stop() }
         let h = try ulHarness(url)
         defer { h.runtime.usrloc.shared?.stop() }
-        try h.route(reg("alice", "<sip:alice@192.0.2.30:5060>", callID: "s1", cseq: 1))
-        #expect(lastStatus(h) == 200)
-        #expect(try eventually { try replica.cli(["EXISTS", "ul:location:alice"]) == "1" })
+        try w.route(reg("alice", "<sip:alice@192.0.2.30:5060>", callID: "s1", cseq: 1))
+        #expect(lastStatus(w) == 200)
+        #expect(try replica.cli(["EXISTS", "ul:location:alice"]) == "1")
         master.stop()
         // REGISTERs fail (500) until the sentinels promote the replica; then Starling saves there.
         var cseq = 1
@@ -477,6 +491,13 @@ private func eventually(_ timeout: Duration = .seconds(10), _ ready: () throws -
         })
         #expect(try replica.cli(["ROLE"]).hasPrefix("master"))
         #expect(try replica.cli(["EXISTS", "ul:location:bob"]) == "1")
+        // `w` follows the new master too; it has no replica left, so WAIT 1 fails: stored, but 500.
+        #expect(try eventually(.seconds(20)) {
+            cseq += 1
+            try w.route(reg("carol", "<sip:carol@192.0.2.32:5060>", callID: "s3", cseq: cseq))
+            return try replica.cli(["EXISTS", "ul:location:carol"]) == "1"
+        })
+        #expect(lastStatus(w) == 500)
         try h.route(invite("alice", 9))
         #expect(h.context.worker.vars["lookup"] == .int(1))
         #expect(h.context.worker.vars["ruri"] == .string("sip:alice@192.0.2.30:5060"))

@@ -37,7 +37,14 @@ public final class RedisLocations: Sendable {
     /// The ruid prefix of this instance: the contacts it saved (it alone pings them for NAT keepalive).
     let ownPrefix: String
 
-    init(config: RedisClientConfig, ownPrefix: String) {
+    /// `redis_wait_replicas`: a save is acknowledged (200) only once that many replicas have it
+    /// (`WAIT n timeout`); fewer in time gives 500.
+    let waitReplicas: Int
+    let waitTimeoutMs: Int
+
+    init(config: RedisClientConfig, ownPrefix: String, waitReplicas: Int = 0, waitTimeoutMs: Int = 500) {
+        self.waitReplicas = waitReplicas
+        self.waitTimeoutMs = waitTimeoutMs
         pool = RedisPool(config)
         self.ownPrefix = ownPrefix
     }
@@ -186,6 +193,20 @@ public final class RedisLocations: Sendable {
         if ok == 1 { return .stored(v, e.count > 2 ? e[2].int ?? 1 : 1) }
         let current = Self.parse(e.count > 2 ? e[2].elements : [], now: now)
         return .conflict(current.version, current.contacts)
+    }
+
+    /// After a stored save: true when `waitReplicas` replicas acknowledged it in time (or none is asked).
+    func replicated() -> Bool {
+        guard waitReplicas > 0 else { return true }
+        do throws(RedisError) {
+            let r = try pool.command("WAIT", String(waitReplicas), String(waitTimeoutMs))
+            let n = r.int ?? 0
+            if n >= waitReplicas { return true }
+            logger.error("usrloc: only \(n) of \(waitReplicas) Redis replicas acknowledged a save within \(waitTimeoutMs) ms (redis_wait_replicas): answered 500")
+        } catch {
+            logger.error("usrloc: WAIT on Redis \(pool.config.label): \(error.message)")
+        }
+        return false
     }
 
     /// Every AoR of a table with its valid contacts (SCAN; for ul.dump and unregister by ruid).

@@ -406,6 +406,8 @@ public final class LocationTable: Sendable {
                         contactCount.wrappingSubtract(before, ordering: .relaxed)
                     }
                 }
+                // redis_wait_replicas: no 200 before the replicas have it.
+                guard s.replicated() else { return nil }
                 return (r, changedRows, deleted)
             case .conflict(let v, let contacts):
                 s.conflicts.wrappingAdd(1, ordering: .relaxed)
@@ -454,7 +456,8 @@ public final class Usrloc: Sendable {
         if mode == 3, let url = config[UsrlocModule.dbURL], let redis = RedisClientConfig.parseURL(url) {
             // DB only on Redis: Redis is the truth, memory a cache (RedisLocations).
             dbMode = .dbOnly
-            shared = RedisLocations(config: redis, ownPrefix: ruidPrefix)
+            shared = RedisLocations(config: redis, ownPrefix: ruidPrefix, waitReplicas: config[UsrlocModule.redisWaitReplicas],
+                                    waitTimeoutMs: config[UsrlocModule.redisWaitTimeout])
             self.persistence = nil
         } else {
             // db_mode 3 on SQLite is served as write-through: the memory table stays the source for lookups.

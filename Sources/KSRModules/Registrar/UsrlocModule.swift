@@ -24,7 +24,14 @@ enum UsrlocModule: KSRModule {
     static let cseqDelay = ModuleParameter.int("usrloc", "cseq_delay", 20,
                                                "Seconds within which a REGISTER with the same Call-ID and CSeq is a retransmission.")
     static let preload = ModuleParameter.list("usrloc", "preload", "Location tables created at start (the registrar creates `location` anyway).")
-    static let parameters = [dbURL.info, dbMode.info, useDomain.info, timerInterval.info, natBflag.info, cseqDelay.info, preload.info]
+    static let redisWaitReplicas = ModuleParameter.int("usrloc", "redis_wait_replicas", 0, in: 0...16,
+        "usrloc on Redis: a REGISTER is answered 200 only once this many replicas have the save (WAIT), else 500. Starling only.")
+    static let redisWaitTimeout = ModuleParameter.int("usrloc", "redis_wait_timeout", 500,
+        "usrloc on Redis: milliseconds redis_wait_replicas waits for the replicas. Starling only.") {
+        $0 > 0 ? nil : "expected a positive number of milliseconds"
+    }
+    static let parameters = [dbURL.info, dbMode.info, useDomain.info, timerInterval.info, natBflag.info, cseqDelay.info, preload.info,
+                             redisWaitReplicas.info, redisWaitTimeout.info]
 
     static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { [] }
 
