@@ -244,6 +244,8 @@ public final class LocationTable: Sendable {
                     }
                     gone += list.count - keep.count
                     st.records[aor] = keep.isEmpty ? nil : keep
+                    // Shared mode: an AoR whose cached contacts all expired leaves the cache.
+                    if shared != nil && keep.isEmpty { st.versions[aor] = nil }
                 }
                 if gone > 0 { contactCount.wrappingSubtract(gone, ordering: .relaxed) }
             }
@@ -318,8 +320,12 @@ public final class LocationTable: Sendable {
         let gen = box.state.withLock { $0.generation }
         do throws(RedisError) {
             let (v, list) = try s.fetch(name, aor, now: t)
-            box.state.withLock { st in
-                if st.generation == gen { cache(&st, aor, list, key: v, seen: v) }
+            // An AoR with no key in Redis is not cached (a scan of random users must not grow the
+            // cache): its lookups read Redis each time.
+            if v != 0 {
+                box.state.withLock { st in
+                    if st.generation == gen { cache(&st, aor, list, key: v, seen: v) }
+                }
             }
             return list
         } catch {
