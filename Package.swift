@@ -53,6 +53,9 @@ let package = Package(
         .systemLibrary(
             name: "CCurl", path: "Sources/CCurl", pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev", "pkg-config"])]),
+        .systemLibrary(
+            name: "CHiredis", path: "Sources/CHiredis", pkgConfig: "hiredis",
+            providers: [.apt(["libhiredis-dev", "pkg-config"])]),
 
         // SIP messages: parse, edit, serialise. No I/O.
         .target(name: "SIPCore", swiftSettings: swiftSettings),
@@ -85,12 +88,15 @@ let package = Package(
         .target(
             name: "StarlingLua", dependencies: ["CLua", "CLuaShim", "StarlingKEMI", "SIPCore"],
             swiftSettings: hotPathSettings),
+        // A blocking Redis client over hiredis: one connection per thread, argv commands, reply model,
+        // reconnect, reply size limit, pub/sub reader (issue 19: ndb_redis, usrloc and htable on Redis).
+        .target(name: "StarlingRedis", dependencies: ["CHiredis"], swiftSettings: swiftSettings),
         // Kamailio modules: KSR.*, pv, hdr, sl, maxfwd, sanity, ...
         .target(
             name: "KSRModules",
             dependencies: [
                 "StarlingKEMI", "SIPCore", "SIPTransport", "SIPTransaction", "CStarlingSystem", "CCrypto", "CCurl",
-                .product(name: "Logging", package: "swift-log"),
+                "StarlingRedis", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hotPathSettings),
         // The embedded SQLite database (GRDB): usrloc persistence and the subscriber table, behind
@@ -158,7 +164,7 @@ let package = Package(
         .testTarget(
             name: "KSRModulesTests",
             dependencies: ["KSRModules", "StarlingLua", "StarlingKEMI", "SIPCore", "SIPTransport", "StarlingTesting",
-                           "SIPTransaction", "StarlingTestSupport", "StarlingStore"],
+                           "SIPTransaction", "StarlingTestSupport", "StarlingStore", "StarlingRedis"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingStoreTests",

@@ -69,7 +69,9 @@ public struct ModuleConfiguration: Sendable, Equatable {
 extension ModuleConfiguration {
     /// The `db_url`s set, in the order the server prefers them: usrloc, auth_db, uac's reg_db_url.
     public var databaseURLs: [String] {
-        [self[UsrlocModule.dbURL], self[AuthDBModule.dbURL], self[UACModule.regDBURL], self[AccModule.dbURL], self[DialogModule.dbURL]].compactMap { $0 }
+        // A Redis db_url (usrloc db_mode 3 on Redis) is no embedded database.
+        [self[UsrlocModule.dbURL], self[AuthDBModule.dbURL], self[UACModule.regDBURL], self[AccModule.dbURL], self[DialogModule.dbURL]]
+            .compactMap { $0 }.filter { !$0.hasPrefix("redis") }
     }
     /// dialog `db_mode` (0: dialogs in memory only).
     public var dialogDBMode: Int { self[DialogModule.dbMode] }

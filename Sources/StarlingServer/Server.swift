@@ -86,7 +86,7 @@ public final class Server: Sendable {
         } catch {
             throw ServerError(error.description, configuration: true)
         }
-        if database == nil, moduleConfig.usrlocDBMode != 0 {
+        if database == nil, moduleConfig.usrlocDBMode != 0, stack.runtime.usrloc.shared == nil {
             logger.warning("usrloc db_mode is set but no db_url: registrations are kept in memory only")
         }
         self.stack = stack

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import StarlingTestSupport
 
 /// The real binary refuses module parameters Kamailio would refuse: exit status 2, the key named,
 /// nothing started.
@@ -40,6 +41,27 @@ import Testing
     @Test func unknownModuleIsRefused() throws {
         try expectRefused("[core]\nmodules = [\"sl\", \"dispatch\"]\n", name: "module",
                           naming: "core.modules[1]", saying: "unknown module \"dispatch\"")
+    }
+
+    @Test func unparsableRedisURLIsRefused() throws {
+        try expectRefused("[core]\nmodules = [\"sl\", \"registrar\"]\n[modparam.usrloc]\ndb_url = \"redis://127.0.0.1:port/0\"\ndb_mode = 3\n",
+                          name: "redisurl", naming: "modparam.usrloc.db_url", saying: "cannot parse")
+    }
+
+    @Test func usrlocOnAServerThatIsNotRedisIsRefused() throws {
+        // A TCP server that is not Redis (an HTTP status line to anything).
+        let peer = try PeerProcess(["python3", "-c", """
+            import socket,sys
+            s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(4)
+            print(s.getsockname()[1]); sys.stdout.flush()
+            while True:
+                c,_=s.accept(); c.recv(100); c.sendall(b"HTTP/1.0 400 Bad Request\\r\\n\\r\\n"); c.close()
+            """], package: "python3", readFirstLine: true)
+        defer { peer.stop() }
+        try expectRefused("[core]\nmodules = [\"sl\", \"registrar\"]\n[modparam.usrloc]\ndb_url = \"redis://127.0.0.1:\(peer.firstLine)/0\"\ndb_mode = 3\n",
+                          name: "notredis", naming: "modparam.usrloc.db_url", saying: "Redis")
+        try expectRefused("[core]\nmodules = [\"sl\", \"ndb_redis\"]\n[modparam.ndb_redis]\nserver = \"name=srv1;addr=127.0.0.1;port=\(peer.firstLine)\"\n",
+                          name: "ndbnotredis", naming: "modparam.ndb_redis.server", saying: "srv1")
     }
 
     @Test func moduleThatCannotStartIsAConfigurationError() throws {

@@ -1,4 +1,5 @@
 import StarlingKEMI
+import StarlingRedis
 import Glibc
 
 /// htable's registration: the `htable` definitions, the expiry timer, Kamailio's htable.* methods.
@@ -13,7 +14,26 @@ extension HtableModule: KSRModule {
     static let timerInterval = ModuleParameter.int("htable", "timer_interval", 20, "Seconds between expiry runs.") {
         $0 > 0 ? nil : "expected a positive number of seconds"
     }
-    static let parameters = [htable.info, timerInterval.info]
+    static let redisURL = ModuleParameter.optionalStr(
+        "htable", "redis_url", "The Redis of tables defined with `redis=1` (redis://HOST:PORT/DB or redis+sentinel://...). Starling only.") { url in
+        RedisClientConfig.parseURL(url) == nil ? "cannot parse '\(url)' (expected redis://HOST:PORT/DB)" : nil
+    }
+    static let parameters = [htable.info, timerInterval.info, redisURL.info]
+
+    static func start(_ runtime: ModuleRuntime) throws(ModuleStartError) {
+        let shared = runtime.htables.names.compactMap(runtime.htables.table).filter { $0.definition.redis }
+        guard !shared.isEmpty else { return }
+        guard let pool = runtime.htables.redisPool else {
+            throw ModuleStartError(key: "modparam.htable.htable", "table '\(shared[0].name)' has redis=1 but modparam.htable.redis_url is not set")
+        }
+        do throws(RedisError) {
+            let c = RedisConnection(pool.config)
+            try c.connect()
+            c.disconnect()
+        } catch {
+            throw ModuleStartError(key: "modparam.htable.redis_url", "Redis \(pool.config.label): \(error.message)")
+        }
+    }
 
     static let rpcMethods: [ModuleRPCMethod] = [
         ModuleRPCMethod("htable.dump", "htable.dump TABLE: the items by slot (entry, size, slot: name, value, type).") { rt, p throws(RPCFault) in

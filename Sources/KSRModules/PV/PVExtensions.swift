@@ -263,6 +263,8 @@ indirect enum ExtendedPV: Hashable {
     case tlsPeer(String)
     /// `$dsv(code|reason|flags)`: the dispatcher event's reply (Dispatcher/DispatcherProbe.swift).
     case dsv(String)
+    /// `$redis(reply=>type|value|info|size)` with indexes (NdbRedis/NdbRedisModule.swift).
+    case redis(NdbRedisModule.PVName)
 
     static func parse(_ text: String) -> ExtendedPV? {
         let body = text.dropFirst()
@@ -334,6 +336,7 @@ indirect enum ExtendedPV: Hashable {
             return inner.isEmpty ? nil : .shtIterator(inner, value: name == "shtitval")
         case "vn": return inner.isEmpty ? nil : .vn(inner)
         case "dsv": return ["code", "reason", "flags"].contains(inner) ? .dsv(inner) : nil
+        case "redis": return NdbRedisModule.parsePV(inner).map { .redis($0) }
         case "sel":
             let parts = inner.split(separator: ".").map { String($0).lowercased() }
             return parts.isEmpty ? nil : .select(parts)
@@ -460,6 +463,8 @@ indirect enum ExtendedPV: Hashable {
             }
         case .conid:
             return ctx.received.connectionID == 0 ? .null : .int(Int(truncatingIfNeeded: ctx.received.connectionID))
+        case .redis(let name):
+            return PVValue(NdbRedisModule.pvGet(ctx, name))
         case .tlsPeer(let field):
             let peer = ctx.services.tlsPeer(connection: ctx.received.connectionID)
             switch field {

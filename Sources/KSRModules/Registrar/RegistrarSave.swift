@@ -264,11 +264,12 @@ enum RegistrarSave {
         var error: RegError? = nil
         if parsed.isEmpty {
             if star {
-                ul.change(table, aor, memoryOnly: memOnly) { list in
+                let stored: Void? = ul.tryChange(table, aor, memoryOnly: memOnly) { list in
                     let gone = list.map(\.ruid)
                     list.removeAll()
                     return ((), [], gone)
                 }
+                guard stored != nil else { return fail(.insertFailed) }
                 rc = 3
             } else {
                 rc = 4
@@ -284,7 +285,10 @@ enum RegistrarSave {
                 items.append((c, e))
             }
             let replaceAll = flags & flagReplaceAll != 0
-            rc = ul.change(table, aor, memoryOnly: memOnly) { list -> (result: Int, changed: [String], deleted: [String]) in
+            // tryChange: nil when the shared store (usrloc on Redis) did not take the change (500). The
+            // closure may run more than once there (a concurrent save of the AoR elsewhere).
+            let stored = ul.tryChange(table, aor, memoryOnly: memOnly) { list -> (result: Int, changed: [String], deleted: [String]) in
+                error = nil
                 var changed: [String] = [], deleted: [String] = []
                 var rc = 0
                 // A new record takes every Contact as it comes (Kamailio's insert_contacts): a URI given
@@ -365,6 +369,8 @@ enum RegistrarSave {
                 }
                 return (rc == 0 ? 1 : rc, changed, deleted)
             }
+            guard let stored else { return fail(.insertFailed) }
+            rc = stored
         }
         if let error {
             bindings = contactHeader(table.contacts(aor), now: now, cfg: cfg)

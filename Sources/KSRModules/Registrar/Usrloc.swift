@@ -1,4 +1,6 @@
 import Synchronization
+import StarlingRedis
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -103,10 +105,10 @@ public final class MemoryLocationPersistence: LocationPersistence {
     }
 }
 
-/// usrloc's `db_mode`: 0 memory only, 1 write-through, 2 write-back (3, DB only, is not implemented:
-/// it is treated as 1).
+/// usrloc's `db_mode`: 0 memory only, 1 write-through, 2 write-back, 3 DB only (Redis: the store is
+/// the truth and memory a cache; with an SQLite db_url, 3 is served as write-through).
 public enum UsrlocDBMode: Int, Sendable {
-    case noDB = 0, writeThrough = 1, writeBack = 2
+    case noDB = 0, writeThrough = 1, writeBack = 2, dbOnly = 3
 }
 
 /// One usrloc domain (table, e.g. `location`): the contacts of every AOR, sharded by AOR hash so
@@ -121,6 +123,11 @@ public final class LocationTable: Sendable {
         /// ruids changed since the last flush (write-back), and ruids deleted.
         var dirty: Set<String> = []
         var deleted: [String] = []
+        /// Shared mode (Redis): the AoRs held in the cache (`records` plus this), with the version of
+        /// their Redis key (0: no key) and the newest version seen; bumped `generation` on every
+        /// invalidation, so a read that raced with one is not cached.
+        var versions: [String: (key: Int, seen: Int)] = [:]
+        var generation = 0
     }
 
     final class ShardBox: Sendable {
@@ -129,11 +136,18 @@ public final class LocationTable: Sendable {
 
     private let shards: [ShardBox]
     private let contactCount = Atomic<Int>(0)
+    /// db_mode 3 on Redis: the shared store (the shards are then a cache of it).
+    let shared: RedisLocations?
+    let clock: ModuleClock?
 
-    init(name: String) {
+    init(name: String, shared: RedisLocations? = nil, clock: ModuleClock? = nil) {
         self.name = name
+        self.shared = shared
+        self.clock = clock
         shards = (0..<Self.shardCount).map { _ in ShardBox() }
     }
+
+    var now: Int { clock?.unixSeconds ?? Int(time(nil)) }
 
     /// The number of contacts in memory (valid or not yet expired by the timer).
     public var count: Int { contactCount.load(ordering: .relaxed) }
@@ -175,20 +189,31 @@ public final class LocationTable: Sendable {
 
     /// The contacts of an AOR (a copy), in lookup order.
     public func contacts(_ aor: String) -> [LocationContact] {
-        shard(aor).state.withLock { $0.records[aor] ?? [] }
+        if let shared { return sharedContacts(aor, shared) }
+        return shard(aor).state.withLock { $0.records[aor] ?? [] }
     }
 
-    /// Every AOR with its contacts (a snapshot, shard by shard).
+    /// Every AOR with its contacts (a snapshot, shard by shard; in shared mode, every AoR in Redis).
     public func snapshot() -> [(aor: String, contacts: [LocationContact])] {
+        if let shared {
+            do throws(RedisError) { return try shared.scan(name, now: now) } catch {
+                shared.logger.error("usrloc: Redis \(shared.pool.config.label): \(error.message): listing the local cache only")
+            }
+        }
+        return cachedSnapshot()
+    }
+
+    func cachedSnapshot() -> [(aor: String, contacts: [LocationContact])] {
         var out: [(String, [LocationContact])] = []
         for s in shards { s.state.withLock { for (k, v) in $0.records { out.append((k, v)) } } }
         return out.sorted { $0.0 < $1.0 }
     }
 
-    /// Every contact (for keepalives).
+    /// Every contact (for keepalives). In shared mode, the cached contacts this instance saved.
     func forEachContact(_ body: (LocationContact) -> Void) {
         for s in shards {
-            let all = s.state.withLock { $0.records.values.flatMap { $0 } }
+            var all = s.state.withLock { $0.records.values.flatMap { $0 } }
+            if let shared { all.removeAll { !$0.ruid.hasPrefix(shared.ownPrefix) } }
             for c in all { body(c) }
         }
     }
@@ -219,6 +244,8 @@ public final class LocationTable: Sendable {
                     }
                     gone += list.count - keep.count
                     st.records[aor] = keep.isEmpty ? nil : keep
+                    // Shared mode: an AoR whose cached contacts all expired leaves the cache.
+                    if shared != nil && keep.isEmpty { st.versions[aor] = nil }
                 }
                 if gone > 0 { contactCount.wrappingSubtract(gone, ordering: .relaxed) }
             }
@@ -241,6 +268,165 @@ public final class LocationTable: Sendable {
         return (ups, dels)
     }
 
+    // MARK: shared mode (Redis)
+
+    /// Puts an AoR in the cache (the shard is locked by the caller).
+    private func cache(_ st: inout Shard, _ aor: String, _ list: [LocationContact], key: Int, seen: Int) {
+        let before = st.records[aor]?.count ?? 0
+        st.records[aor] = list.isEmpty ? nil : list
+        st.versions[aor] = (key, seen)
+        contactCount.wrappingAdd(list.count - before, ordering: .relaxed)
+    }
+
+    /// A pub/sub invalidation: drops the AoR unless the cache holds `version` or newer.
+    func invalidate(_ aor: String, version: Int) {
+        shard(aor).state.withLock { st in
+            if let v = st.versions[aor], v.seen >= version { return }
+            let before = st.records[aor]?.count ?? 0
+            st.records[aor] = nil
+            st.versions[aor] = nil
+            st.generation &+= 1
+            contactCount.wrappingSubtract(before, ordering: .relaxed)
+        }
+    }
+
+    /// Forgets every cached AoR (the subscription came back: messages may have been missed).
+    func clearCache() {
+        for s in shards {
+            s.state.withLock { st in
+                let n = st.records.values.reduce(0) { $0 + $1.count }
+                st.records.removeAll()
+                st.versions.removeAll()
+                st.generation &+= 1
+                contactCount.wrappingSubtract(n, ordering: .relaxed)
+            }
+        }
+    }
+
+    /// A lookup in shared mode: the cache while the subscription is up, else Redis; the cache (logged)
+    /// when Redis cannot be reached.
+    func sharedContacts(_ aor: String, _ s: RedisLocations) -> [LocationContact] {
+        let box = shard(aor)
+        let t = now
+        if s.live.load(ordering: .acquiring) {
+            let hit: [LocationContact]? = box.state.withLock { st in
+                st.versions[aor] != nil ? (st.records[aor] ?? []) : nil
+            }
+            if let hit {
+                s.cacheHits.wrappingAdd(1, ordering: .relaxed)
+                return hit.filter { $0.isValid(at: t) }
+            }
+        }
+        let gen = box.state.withLock { $0.generation }
+        do throws(RedisError) {
+            let (v, list) = try s.fetch(name, aor, now: t)
+            // An AoR with no key in Redis is not cached (a scan of random users must not grow the
+            // cache): its lookups read Redis each time.
+            if v != 0 {
+                box.state.withLock { st in
+                    if st.generation == gen { cache(&st, aor, list, key: v, seen: v) }
+                }
+            }
+            return list
+        } catch {
+            let cached = box.state.withLock { $0.records[aor] ?? [] }.filter { $0.isValid(at: t) }
+            if s.pool.shouldLog() {
+                s.logger.error("usrloc: Redis \(s.pool.config.label): \(error.message): lookup of '\(aor)' answered from the local cache (\(cached.count) contacts)")
+            }
+            return cached
+        }
+    }
+
+    /// Save attempts before a REGISTER gets 500 because its AoR keeps changing under it.
+    static let maxSaveAttempts = 32
+
+    /// A change in shared mode: the registrar's `body` runs on the AoR's list at a version, and one
+    /// compare-and-set EVAL stores the result; on a conflict `body` runs again on the fresh list.
+    /// Nil when Redis cannot be reached or keeps conflicting.
+    func sharedUpdate<R>(_ aor: String, _ s: RedisLocations,
+                         _ body: (inout [LocationContact]) -> (result: R, changed: [String], deleted: [String])) -> (R, [LocationContact], [String])? {
+        let box = shard(aor)
+        var fresh = !s.live.load(ordering: .acquiring)
+        // The AoR as a refused save found it (the script returns it: no extra round trip).
+        var current: (list: [LocationContact], key: Int)? = nil
+        // The AoR's lock, taken after repeated conflicts (released by the successful save's script).
+        var token = ""
+        defer { if !token.isEmpty { s.unlock(name, aor, token: token) } }
+        for attempt in 0..<Self.maxSaveAttempts {
+            if attempt >= 3 && token.isEmpty {
+                let t = s.newToken()
+                if s.lock(name, aor, token: t) {
+                    token = t
+                    current = nil  // read the AoR again under the lock
+                }
+            }
+            let t = now
+            var list: [LocationContact]
+            var key: Int
+            let gen = box.state.withLock { $0.generation }
+            let cached: ([LocationContact], Int)? = fresh ? nil : box.state.withLock { st in
+                st.versions[aor].map { (st.records[aor] ?? [], $0.key) }
+            }
+            if let c = current {
+                (list, key) = c
+                current = nil
+            } else if let cached {
+                (list, key) = cached
+                list.removeAll { !$0.isValid(at: t) }
+            } else {
+                do throws(RedisError) { (key, list) = try s.fetch(name, aor, now: t) } catch {
+                    s.logger.error("usrloc: Redis \(s.pool.config.label): \(error.message): cannot save '\(aor)'")
+                    return nil
+                }
+            }
+            let (r, changed, deleted) = body(&list)
+            Self.sort(&list)
+            let changedRows = list.filter { changed.contains($0.ruid) }
+            if changedRows.isEmpty && deleted.isEmpty { return (r, [], []) }
+            let outcome: RedisLocations.Outcome
+            do throws(RedisError) {
+                outcome = try s.store(name, aor, expected: key, now: t, upserts: changedRows, deletes: deleted, token: token)
+            } catch {
+                s.logger.error("usrloc: Redis \(s.pool.config.label): \(error.message): cannot save '\(aor)'")
+                box.state.withLock { st in
+                    // The write may or may not have happened: forget the AoR.
+                    let before = st.records[aor]?.count ?? 0
+                    st.records[aor] = nil
+                    st.versions[aor] = nil
+                    st.generation &+= 1
+                    contactCount.wrappingSubtract(before, ordering: .relaxed)
+                }
+                return nil
+            }
+            switch outcome {
+            case .stored(let v, let remaining):
+                token = ""  // the script removed the lock
+                let valid = list.filter { $0.isValid(at: t) }
+                box.state.withLock { st in
+                    if st.generation == gen && s.live.load(ordering: .acquiring) {
+                        cache(&st, aor, valid, key: remaining == 0 ? 0 : v, seen: v)
+                    } else {
+                        let before = st.records[aor]?.count ?? 0
+                        st.records[aor] = nil
+                        st.versions[aor] = nil
+                        contactCount.wrappingSubtract(before, ordering: .relaxed)
+                    }
+                }
+                // redis_wait_replicas: no 200 before the replicas have it.
+                guard s.replicated() else { return nil }
+                return (r, changedRows, deleted)
+            case .conflict(let v, let contacts):
+                s.conflicts.wrappingAdd(1, ordering: .relaxed)
+                fresh = true
+                current = (contacts, v)
+                // Instances that keep meeting on one AoR: a short random pause breaks the tie.
+                if attempt >= 2 && token.isEmpty { usleep(UInt32.random(in: 0...UInt32(200 * attempt))) }
+            }
+        }
+        s.logger.error("usrloc: '\(aor)' kept changing under \(Self.maxSaveAttempts) save attempts: not saved")
+        return nil
+    }
+
     /// Puts changes back after a failed flush (they are retried next time).
     func restoreDirty(upserts: [LocationContact], deletes: [String]) {
         for c in upserts { shard(c.aor).state.withLock { _ = $0.dirty.insert(c.ruid) } }
@@ -258,6 +444,9 @@ public final class Usrloc: Sendable {
     /// `nat_bflag`: the branch flag marking NATed contacts (-1: none).
     public let natBflag: Int
     public let persistence: (any LocationPersistence)?
+    /// db_mode 3 with a redis:// (or redis+sentinel://) db_url: the shared store.
+    public let shared: RedisLocations?
+    let clock: ModuleClock?
     private let tables = Mutex<[String: LocationTable]>([:])
     private let lastTimer = Atomic<Int>(0)
     private let ruidCounter = Atomic<Int>(0)
@@ -265,18 +454,28 @@ public final class Usrloc: Sendable {
     /// Contacts removed by expiry since start.
     private let expiredTotal = Atomic<Int>(0)
 
-    public init(config: ModuleConfiguration, persistence: (any LocationPersistence)?, now: Int) {
+    public init(config: ModuleConfiguration, persistence: (any LocationPersistence)?, now: Int, clock: ModuleClock? = nil) {
         let mode = config[UsrlocModule.dbMode]
-        // db_mode 3 (DB only) is served as write-through: the memory table stays the source for lookups.
-        dbMode = persistence == nil ? .noDB : (UsrlocDBMode(rawValue: mode) ?? (mode == 3 ? .writeThrough : .noDB))
-        useDomain = config[UsrlocModule.useDomain]
-        timerInterval = config[UsrlocModule.timerInterval]
-        natBflag = config[UsrlocModule.natBflag]
-        self.persistence = persistence
-        lastTimer.store(now, ordering: .relaxed)
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         ruidPrefix = "uloc-" + String(Int(ts.tv_sec), radix: 16) + "-" + String(Int(getpid()), radix: 16) + "-"
+        if mode == 3, let url = config[UsrlocModule.dbURL], let redis = RedisClientConfig.parseURL(url) {
+            // DB only on Redis: Redis is the truth, memory a cache (RedisLocations).
+            dbMode = .dbOnly
+            shared = RedisLocations(config: redis, ownPrefix: ruidPrefix, waitReplicas: config[UsrlocModule.redisWaitReplicas],
+                                    waitTimeoutMs: config[UsrlocModule.redisWaitTimeout])
+            self.persistence = nil
+        } else {
+            // db_mode 3 on SQLite is served as write-through: the memory table stays the source for lookups.
+            dbMode = persistence == nil ? .noDB : (mode == 3 ? .writeThrough : UsrlocDBMode(rawValue: mode) ?? .noDB)
+            shared = nil
+            self.persistence = persistence
+        }
+        self.clock = clock
+        useDomain = config[UsrlocModule.useDomain]
+        timerInterval = config[UsrlocModule.timerInterval]
+        natBflag = config[UsrlocModule.natBflag]
+        lastTimer.store(now, ordering: .relaxed)
     }
 
     /// A new record unique id (Kamailio's `uloc-<start time>-<pid>-<counter>` form).
@@ -287,7 +486,8 @@ public final class Usrloc: Sendable {
     public func table(_ name: String) -> LocationTable {
         tables.withLock { t in
             if let existing = t[name] { return existing }
-            let made = LocationTable(name: name)
+            let made = LocationTable(name: name, shared: shared, clock: clock)
+            shared?.register(made)
             if dbMode != .noDB, let persistence, let rows = try? persistence.loadContacts(table: name) {
                 made.load(rows)
             }
@@ -304,10 +504,24 @@ public final class Usrloc: Sendable {
     /// Contacts removed by expiry since start.
     public var expiredCount: Int { expiredTotal.load(ordering: .relaxed) }
 
+    /// Applies a change to an AOR and stores it; nil when the shared store (Redis) could not take it
+    /// (the registrar then answers 500). Without a shared store it never fails.
+    public func tryChange<R>(_ table: LocationTable, _ aor: String, memoryOnly: Bool = false,
+                             _ body: (inout [LocationContact]) -> (result: R, changed: [String], deleted: [String])) -> R? {
+        if let s = table.shared { return table.sharedUpdate(aor, s, body)?.0 }
+        return change(table, aor, memoryOnly: memoryOnly, body)
+    }
+
     /// Applies a change to an AOR and persists it as the db_mode asks (`memoryOnly`: save flag 0x01).
+    /// In shared mode a failed store is logged and `body`'s result on the cached list returned.
     @discardableResult
     public func change<R>(_ table: LocationTable, _ aor: String, memoryOnly: Bool = false,
                    _ body: (inout [LocationContact]) -> (result: R, changed: [String], deleted: [String])) -> R {
+        if let s = table.shared {
+            if let r = table.sharedUpdate(aor, s, body) { return r.0 }
+            var copy = table.shard(aor).state.withLock { $0.records[aor] ?? [] }
+            return body(&copy).result
+        }
         let track = dbMode == .writeBack && !memoryOnly
         var persist: (([LocationContact], [String]) -> Void)? = nil
         if dbMode == .writeThrough && !memoryOnly, let persistence {

@@ -1,4 +1,6 @@
 import StarlingKEMI
+import StarlingRedis
+import Synchronization
 
 /// usrloc: the location tables the registrar saves into (`ModuleRuntime.usrloc`), its parameters, the
 /// ul.* control methods and the contact statistics. It has no KSR functions of its own.
@@ -6,9 +8,14 @@ enum UsrlocModule: KSRModule {
     static let name = "usrloc"
     static let summary = "Location tables (contacts by AoR), optionally persisted in the embedded database."
 
-    static let dbURL = ModuleParameter.optionalStr("usrloc", "db_url", "The database contacts are written to (sqlite:///path/to/file.db).")
+    static let dbURL = ModuleParameter.optionalStr(
+        "usrloc", "db_url",
+        "The database contacts are written to: sqlite:///path/to/file.db, or (db_mode 3) redis://HOST:PORT/DB or redis+sentinel://S1:26379,S2:26379/MASTER/DB.") { url in
+        guard url.hasPrefix("redis") else { return nil }
+        return RedisClientConfig.parseURL(url) == nil ? "cannot parse '\(url)' (expected redis://HOST:PORT/DB or redis+sentinel://HOST:PORT,HOST:PORT/MASTERNAME/DB)" : nil
+    }
     static let dbMode = ModuleParameter.int("usrloc", "db_mode", 0, in: 0...3,
-                                            "0 memory only, 1 write-through, 2 write-back, 3 DB only (served as write-through).")
+                                            "0 memory only, 1 write-through, 2 write-back, 3 DB only (Redis: shared by every instance; SQLite: served as write-through).")
     static let useDomain = ModuleParameter.flag("usrloc", "use_domain", false, "AoRs are user@domain instead of user.")
     static let timerInterval = ModuleParameter.int("usrloc", "timer_interval", 60, "Seconds between expiry runs and write-back flushes.") {
         $0 > 0 ? nil : "expected a positive number of seconds"
@@ -17,11 +24,29 @@ enum UsrlocModule: KSRModule {
     static let cseqDelay = ModuleParameter.int("usrloc", "cseq_delay", 20,
                                                "Seconds within which a REGISTER with the same Call-ID and CSeq is a retransmission.")
     static let preload = ModuleParameter.list("usrloc", "preload", "Location tables created at start (the registrar creates `location` anyway).")
-    static let parameters = [dbURL.info, dbMode.info, useDomain.info, timerInterval.info, natBflag.info, cseqDelay.info, preload.info]
+    static let redisWaitReplicas = ModuleParameter.int("usrloc", "redis_wait_replicas", 0, in: 0...16,
+        "usrloc on Redis: a REGISTER is answered 200 only once this many replicas have the save (WAIT), else 500. Starling only.")
+    static let redisWaitTimeout = ModuleParameter.int("usrloc", "redis_wait_timeout", 500,
+        "usrloc on Redis: milliseconds redis_wait_replicas waits for the replicas. Starling only.") {
+        $0 > 0 ? nil : "expected a positive number of milliseconds"
+    }
+    static let parameters = [dbURL.info, dbMode.info, useDomain.info, timerInterval.info, natBflag.info, cseqDelay.info, preload.info,
+                             redisWaitReplicas.info, redisWaitTimeout.info]
 
     static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { [] }
 
     static func start(_ runtime: ModuleRuntime) throws(ModuleStartError) {
+        if let url = runtime.config[dbURL], url.hasPrefix("redis") {
+            guard let redis = RedisClientConfig.parseURL(url) else {
+                throw ModuleStartError(key: "modparam.usrloc.db_url", "cannot parse '\(url)' (expected redis://HOST:PORT/DB)")
+            }
+            guard runtime.config[dbMode] == 3, let shared = runtime.usrloc.shared else {
+                throw ModuleStartError(key: "modparam.usrloc.db_mode", "a Redis db_url needs db_mode = 3 (DB only)")
+            }
+            do throws(RedisError) { try shared.start() } catch {
+                throw ModuleStartError(key: "modparam.usrloc.db_url", "Redis \(redis.label): \(error.message)")
+            }
+        }
         for name in runtime.config[preload] { _ = runtime.usrloc.table(name) }
     }
 
@@ -58,6 +83,12 @@ enum UsrlocModule: KSRModule {
                         "usrloc contacts in memory (all location tables).") { $0.usrloc.contactCount },
         ModuleStatistic("usrloc:location-expires", metric: "starling_registrations_expired_total", .counter,
                         "usrloc contacts removed because they expired.") { $0.usrloc.expiredCount },
+        ModuleStatistic("usrloc:redis-cache-hits", metric: "starling_usrloc_redis_cache_hits_total", .counter,
+                        "Lookups served from the local cache (usrloc on Redis).") { $0.usrloc.shared?.cacheHits.load(ordering: .relaxed) ?? 0 },
+        ModuleStatistic("usrloc:redis-reads", metric: "starling_usrloc_redis_reads_total", .counter,
+                        "Lookups and saves that read the AoR from Redis (usrloc on Redis).") { $0.usrloc.shared?.cacheMisses.load(ordering: .relaxed) ?? 0 },
+        ModuleStatistic("usrloc:redis-save-conflicts", metric: "starling_usrloc_redis_save_conflicts_total", .counter,
+                        "Saves retried because another instance changed the AoR first (usrloc on Redis).") { $0.usrloc.shared?.conflicts.load(ordering: .relaxed) ?? 0 },
     ]
 
     /// TABLE and AOR of ul.lookup / ul.rm: the table must exist and the AOR have contacts.

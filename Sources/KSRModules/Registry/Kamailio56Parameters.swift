@@ -317,6 +317,17 @@ enum Kamailio56Parameters {
             Row("reload_delta", .int, "5", false, "Number of seconds that have to be waited before executing a new RPC reload."),
             Row("trusted_cleanup_interval", .int, "60", false, "Interval (s) of the cleanup timer for trusted tables when db_mode is 1."),
         ],
+        "ndb_redis": [
+            Row("server", .str, "unset", true, "A Redis server definition (name=...;addr=...;port=...;db=...). [func: can be set many times]"),
+            Row("init_without_redis", .int, "0", false, "Start even when a server cannot be reached."),
+            Row("connect_timeout", .int, "1000", false, "Connect timeout in milliseconds."),
+            Row("cmd_timeout", .int, "1000", false, "Command timeout in milliseconds."),
+            Row("cluster", .int, "0", false, "Follow Redis Cluster MOVED replies."),
+            Row("disable_time", .int, "0", false, "Seconds a server stays disabled after allowed_timeouts timeouts."),
+            Row("allowed_timeouts", .int, "-1", false, "Consecutive timeouts before a server is disabled (-1: never)."),
+            Row("flush_on_reconnect", .int, "0", false, "Send FLUSHALL after a reconnect."),
+            Row("allow_dynamic_nodes", .int, "0", false, "Connect to cluster nodes not listed as servers."),
+        ],
         "nathelper": [
             Row("natping_interval", .int, "0", false, "Period in seconds between NAT pings to registered UAs (0 disables pinging)."),
             Row("ping_nated_only", .int, "0", false, "If set to 1, only contacts with the NAT flag (nat_bflag) set get pinged."),

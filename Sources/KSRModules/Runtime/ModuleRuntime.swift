@@ -132,7 +132,7 @@ public final class ModuleRuntime: Sendable {
                 rt.addresses.reloadIfChanged()
             }
         }
-        usrloc = Usrloc(config: config, persistence: locations, now: clock.unixSeconds)
+        usrloc = Usrloc(config: config, persistence: locations, now: clock.unixSeconds, clock: clock)
         addPeriodic { rt in rt.usrloc.timer(now: rt.clock.unixSeconds) }
         if uacRegistrations != nil { addPeriodic { $0.uacreg.periodic($0) } }
         NATKeepalive.install(self)

@@ -66,19 +66,21 @@ enum Kamailio {
 /// Starling itself: `starling run --script FILE --listen udp:127.0.0.1:PORT --workers N`.
 enum Starling {
     static func arguments(script: URL, port: Int, workers: Int, logLevel: String = "info",
-                          extra: [String] = []) -> [String] {
-        ["run", "--script", script.path, "--listen", "udp:127.0.0.1:\(port)", "--workers", String(workers),
+                          extra: [String] = [], ip: String = "127.0.0.1") -> [String] {
+        ["run", "--script", script.path, "--listen", "udp:\(ip):\(port)", "--workers", String(workers),
          "--log-level", logLevel] + extra
     }
 
-    /// Starts the built binary (see `PackagePaths.starlingBinary`), stderr to `<directory>/starling.log`.
+    /// Starts the built binary (see `PackagePaths.starlingBinary`), stderr to `<directory>/<logName>`;
+    /// `ip` is the loopback address of its UDP listener (127.0.0.11 for a second instance...).
     static func start(script: URL, port: Int, workers: Int = 2, logLevel: String = "info", extra: [String] = [],
-                      directory: URL, namespace: NetworkNamespace? = nil) throws -> ServerProcess {
+                      directory: URL, namespace: NetworkNamespace? = nil, ip: String = "127.0.0.1",
+                      logName: String = "starling.log") throws -> ServerProcess {
         let server = try ServerProcess(name: "starling", executable: try PackagePaths.starlingBinary().path,
                                        arguments: arguments(script: script, port: port, workers: workers,
-                                                            logLevel: logLevel, extra: extra),
-                                       logFile: directory.appendingPathComponent("starling.log"), namespace: namespace)
-        try server.waitUntilBound(udpPort: port)
+                                                            logLevel: logLevel, extra: extra, ip: ip),
+                                       logFile: directory.appendingPathComponent(logName), namespace: namespace)
+        try server.waitUntilBound(udpPort: port, ip: ip)
         // Stream listeners in `extra` start after the UDP socket is bound: wait for each of them too,
         // or a client connecting at once is refused on a loaded machine.
         for (index, argument) in extra.enumerated() where argument == "--listen" && index + 1 < extra.count {

@@ -49,9 +49,10 @@ final class UDPEndpoint: @unchecked Sendable {
         return address
     }
 
-    /// Sends `text` as one datagram to 127.0.0.1:`port`.
-    func send(_ text: String, to port: Int) throws {
+    /// Sends `text` as one datagram to 127.0.0.1:`port` (or another loopback address `ip`).
+    func send(_ text: String, to port: Int, ip: String = Ports.loopback) throws {
         var address = Self.loopback(port: port)
+        address.sin_addr.s_addr = inet_addr(ip)
         let bytes = Array(text.utf8)
         let sent = withUnsafePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in

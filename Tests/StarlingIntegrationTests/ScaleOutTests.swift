@@ -1,0 +1,248 @@
+import Foundation
+import Testing
+import StarlingTestSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Scale-out on Redis (issue 19) with the real binary, a real redis-server, SIPp and Kamailio 5.6:
+/// KSR.ndb_redis answers exactly as Kamailio's ndb_redis; three Starling instances on 127.0.0.11-13
+/// share usrloc (db_mode 3) in one Redis, phones registered through one are called through the others,
+/// and a killed instance loses nothing.
+@Suite(.serialized)
+struct ScaleOutTests {
+    /// Runs ndb_redis commands on OPTIONS and answers 200 with every result in one header.
+    static let ndbScript = """
+        function ksr_request_route()
+          if not KSR.is_OPTIONS() then return end
+          local out = {}
+          local function add(v) out[#out + 1] = tostring(v) end
+          add(KSR.ndb_redis.redis_cmd("srv1", "DEL greeting list h", "r"))
+          add(KSR.ndb_redis.redis_cmd("srv1", "SET greeting hello", "r"))
+          add(KSR.pv.get("$redis(r=>type)")); add(KSR.pv.get("$redis(r=>info)")); add(KSR.pv.get("$redis(r=>value)"))
+          add(KSR.ndb_redis.redis_cmd_p1("srv1", "GET %s", "greeting", "r")); add(KSR.pv.get("$redis(r=>value)"))
+          add(KSR.pv.get("$redis(r=>info)")); add(KSR.pv.get("$redis(r=>size)"))
+          add(KSR.ndb_redis.redis_cmd_p2("srv1", "HSET h %s %s", "f1", "two words", "r")); add(KSR.pv.get("$redis(r=>value)"))
+          add(KSR.ndb_redis.redis_cmd_p1("srv1", "HGET h %s", "f1", "r")); add(KSR.pv.get("$redis(r=>value)"))
+          add(KSR.ndb_redis.redis_cmd_p3("srv1", "RPUSH %s %s %s", "list", "a", "b", "r"))
+          add(KSR.ndb_redis.redis_cmd("srv1", "LRANGE list 0 -1", "a"))
+          add(KSR.pv.get("$redis(a=>size)")); add(KSR.pv.get("$redis(a=>type)")); add(KSR.pv.get("$redis(a=>value)"))
+          add(KSR.pv.get("$redis(a=>value[0])")); add(KSR.pv.get("$redis(a=>value[1])")); add(KSR.pv.get("$redis(a=>value[2])"))
+          add(KSR.pv.get("$redis(a=>type[1])")); add(KSR.pv.get("$redis(a=>type[5])"))
+          add(KSR.ndb_redis.redis_cmd("srv1", "EVAL return{1,{'x',7},'y'} 0", "n"))
+          add(KSR.pv.get("$redis(n=>value[1]=>value[0])")); add(KSR.pv.get("$redis(n=>value[1]=>value[1])"))
+          add(KSR.pv.get("$redis(n=>value[1]=>type[1])")); add(KSR.pv.get("$redis(n=>value[1]=>size)"))
+          add(KSR.pv.get("$redis(n=>value[0])")); add(KSR.pv.get("$redis(n=>value[2])"))
+          add(KSR.ndb_redis.redis_cmd("srv1", "INCR greeting", "e"))
+          add(KSR.pv.get("$redis(e=>type)")); add(KSR.pv.get("$redis(e=>info)")); add(KSR.pv.get("$redis(e=>value)"))
+          add(KSR.ndb_redis.redis_cmd("srv1", "GET nothing", "z"))
+          add(KSR.pv.get("$redis(z=>type)")); add(KSR.pv.get("$redis(z=>value)")); add(KSR.pv.get("$redis(z=>info)"))
+          add(KSR.ndb_redis.redis_cmd("srv1", "INCRBY counter 5", "i")); add(KSR.pv.get("$redis(i=>value)"))
+          add(KSR.pv.get("$redis(i=>type)"))
+          add(KSR.ndb_redis.redis_free("r")); add(KSR.pv.get("$redis(r=>type)"))
+          add(KSR.ndb_redis.redis_cmd("nosuch", "PING", "x"))
+          add(KSR.ndb_redis.redis_cmd("srv1", "GET %s", "x"))
+          add(KSR.ndb_redis.redis_cmd("srv1", "DEL counter", "r"))
+          KSR.hdr.append_to_reply("X-Result: " .. table.concat(out, "|") .. "\\r\\n")
+          KSR.sl.send_reply(200, "OK")
+        end
+        """
+
+    /// The X-Result header of the reply to one OPTIONS sent to 127.0.0.1:`port`.
+    static func result(port: Int) throws -> String? {
+        let endpoint = try UDPEndpoint()
+        try endpoint.send(SIPProbe.options(requestURI: "sip:127.0.0.1:\(port)", from: endpoint), to: port)
+        guard let reply = endpoint.receive(timeout: .seconds(5)) else { return nil }
+        return SIPProbe.header("X-Result", in: reply)
+    }
+
+    @Test func ndbRedisAnswersAsKamailios() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("ndb-redis")
+        let redis = try RedisServer()
+        defer { redis.stop() }
+        let script = directory.appendingPathComponent("ndb.lua")
+        try Self.ndbScript.write(to: script, atomically: true, encoding: .utf8)
+        // Each in a database of its own on the same server.
+        let kport = try Ports.freeUDPPort()
+        let kamailio = try Kamailio.start(script: script, port: kport, children: 1, modules: ["sl", "pv", "ndb_redis"],
+                                          extra: "modparam(\"ndb_redis\", \"server\", \"name=srv1;addr=127.0.0.1;port=\(redis.port);db=1\")",
+                                          directory: directory)
+        defer { kamailio.stop() }
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+            [modparam.ndb_redis]
+            server = "name=srv1;addr=127.0.0.1;port=\(redis.port);db=2"
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let sport = try Ports.freeUDPPort()
+        let starling = try Starling.start(script: script, port: sport, extra: ["--config", config.path], directory: directory)
+        defer { starling.stop() }
+
+        let reference = try #require(try Self.result(port: kport), "kamailio:\n\(kamailio.logTail())")
+        let ours = try #require(try Self.result(port: sport), "starling:\n\(starling.logTail())")
+        #expect(ours == reference)
+        #expect(reference.hasPrefix("0|0|5|OK|nil|0|hello|hello|nil|0|1|0|two words|0|0|2|2|nil|a|b|nil|1|nil|"), "\(reference)")
+        #expect(try redis.cli(["-n", "2", "HGET", "h", "f1"]) == "two words")
+    }
+
+    /// A REGISTER for `user` with Contact sip:user@127.0.0.1:`contactPort`, sent to ip:port; the status line.
+    static func register(_ user: String, contactPort: Int, to ip: String, port: Int, expires: Int = 600) throws -> String? {
+        let endpoint = try UDPEndpoint()
+        let callID = "\(user)-\(UUID().uuidString.prefix(8))"
+        let msg = "REGISTER sip:\(ip) SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:\(endpoint.port);branch=z9hG4bK\(callID)\r\n"
+            + "Max-Forwards: 70\r\nFrom: <sip:\(user)@\(ip)>;tag=r1\r\nTo: <sip:\(user)@\(ip)>\r\nCall-ID: \(callID)\r\n"
+            + "CSeq: 1 REGISTER\r\nContact: <sip:\(user)@127.0.0.1:\(contactPort)>\r\nExpires: \(expires)\r\nContent-Length: 0\r\n\r\n"
+        try endpoint.send(msg, to: port, ip: ip)
+        return endpoint.receive(timeout: .seconds(5))?.components(separatedBy: "\r\n").first
+    }
+
+    @Test func callsCrossInstancesAndSurviveAKill() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("scale-out")
+        let redis = try RedisServer()
+        defer { redis.stop() }
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+            [modparam.usrloc]
+            db_url = "\(redis.url())"
+            db_mode = 3
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let script = PackagePaths.root.appendingPathComponent("examples/cluster/cluster.lua")
+        let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+        let ports = try Ports.freeUDPPorts(3)
+        func start(_ i: Int) throws -> ServerProcess {
+            try Starling.start(script: script, port: ports[i], extra: ["--config", config.path], directory: directory,
+                               ip: ips[i], logName: "starling\(i).log")
+        }
+        var instances = try (0..<3).map(start)
+        defer { for s in instances { s.stop() } }
+        // Two phones (SIPp UAS), registered through instance 0.
+        let phones = try (0..<2).map { try SIPp.uas(directory: directory, tag: "phone\($0)") }
+        defer { for p in phones { p.stop() } }
+        for (n, p) in phones.enumerated() {
+            #expect(try Self.register("phone\(n)", contactPort: p.port, to: ips[0], port: ports[0]) == "SIP/2.0 200 OK",
+                    "\(instances[0].logTail())")
+        }
+        #expect(try redis.cli(["EXISTS", "ul:location:phone0"]) == "1")
+
+        func call(_ user: String, via i: Int, calls: Int = 3, tag: String) throws -> SIPpResult {
+            try SIPp.runUAC(target: ports[i], rate: 10, calls: calls, directory: directory, tag: tag, service: user,
+                            extra: ["-rsa", "\(ips[i]):\(ports[i])"], timeout: .seconds(60))
+        }
+        // Through the two other instances.
+        for (i, user) in [(1, "phone0"), (2, "phone1")] {
+            let r = try call(user, via: i, tag: "via\(i)-\(user)")
+            #expect(r.successfulCalls == 3 && r.failedCalls == 0, "\(r)\n\(instances[i].logTail())")
+        }
+        // kill -9 the instance the phones registered through: the others still reach them.
+        instances[0].stop(signal: SIGKILL)
+        for (i, user) in [(1, "phone1"), (2, "phone0")] {
+            let r = try call(user, via: i, tag: "afterkill\(i)-\(user)")
+            #expect(r.successfulCalls == 3 && r.failedCalls == 0, "\(r)\n\(instances[i].logTail())")
+        }
+        // Started again, it serves them at once (nothing to load: Redis has them).
+        instances[0] = try start(0)
+        let r = try call("phone1", via: 0, tag: "restarted")
+        #expect(r.successfulCalls == 3 && r.failedCalls == 0, "\(r)\n\(instances[0].logTail())")
+        // An unknown user: 404 through any instance.
+        let unknown = try SIPp.runUAC(scenario: PackagePaths.scenario("options.xml"), target: ports[2], rate: 10, calls: 1,
+                                      directory: directory, tag: "unknown", service: "nobody",
+                                      extra: ["-set", "expected", "404", "-rsa", "\(ips[2]):\(ports[2])"])
+        #expect(unknown.successfulCalls == 1, "\(unknown)")
+    }
+
+    /// 1,000 REGISTERs of one AoR from 10 devices, 5 through each of two instances at once (two
+    /// Python threads, sequential per device, retransmitting on a lost datagram and sending again
+    /// after a 500, as a phone would); the last REGISTER of devices 0 and 5 removes them. Every
+    /// REGISTER ends in a 200 and exactly the 8 other contacts remain (RFC 3261 §10.3).
+    @Test func concurrentSavesOfOneAoRThroughTwoInstances() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("scale-out-same-aor")
+        let redis = try RedisServer()
+        defer { redis.stop() }
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+            [modparam.usrloc]
+            db_url = "\(redis.url())"
+            db_mode = 3
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let script = PackagePaths.root.appendingPathComponent("examples/cluster/cluster.lua")
+        let ports = try Ports.freeUDPPorts(2)
+        let a = try Starling.start(script: script, port: ports[0], extra: ["--config", config.path], directory: directory,
+                                   ip: "127.0.0.11", logName: "a.log")
+        defer { a.stop() }
+        let b = try Starling.start(script: script, port: ports[1], extra: ["--config", config.path], directory: directory,
+                                   ip: "127.0.0.12", logName: "b.log")
+        defer { b.stop() }
+        let python = try Requirements.tool("python3", package: "python3")
+        let run = try Command.run(python, ["-c", """
+            import socket, sys, threading, time
+            ports = [int(sys.argv[1]), int(sys.argv[2])]
+            retried = [0]
+            ips = ["127.0.0.11", "127.0.0.12"]
+            bad = []
+            def worker(i):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); s.settimeout(2)
+                me = s.getsockname()[1]
+                for rnd in range(1, 101):
+                    for d in range(i * 5, i * 5 + 5):
+                        exp = 0 if (rnd == 100 and d % 5 == 0) else 600
+                        msg = (f"REGISTER sip:example.com SIP/2.0\\r\\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK{d}x{rnd}\\r\\n"
+                               f"Max-Forwards: 70\\r\\nFrom: <sip:shared@example.com>;tag={d}\\r\\nTo: <sip:shared@example.com>\\r\\n"
+                               f"Call-ID: dev{d}\\r\\nCSeq: {rnd} REGISTER\\r\\nContact: <sip:dev{d}@192.0.2.{d + 1}:5060>\\r\\n"
+                               f"Expires: {exp}\\r\\nContent-Length: 0\\r\\n\\r\\n").encode()
+                        status = None
+                        # A lost datagram is retransmitted; a 500 (the AoR kept changing under the save)
+                        # is sent again later, as a phone does: it was not stored.
+                        for attempt in range(10):
+                            s.sendto(msg, (ips[i], ports[i]))
+                            try:
+                                while True:
+                                    r = s.recv(65535).decode()
+                                    if f"z9hG4bK{d}x{rnd}" in r:
+                                        status = r.split(" ")[1]; break
+                                if status == "500":
+                                    retried[0] += 1; time.sleep(0.01); continue
+                                break
+                            except socket.timeout:
+                                continue
+                        if status != "200": bad.append((i, d, rnd, status))
+            ts = [threading.Thread(target=worker, args=(i,)) for i in (0, 1)]
+            [t.start() for t in ts]; [t.join() for t in ts]
+            print("bad", bad[:5], len(bad), "retried after 500:", retried[0])
+            """, String(ports[0]), String(ports[1])], timeout: .seconds(120))
+        print("same-AoR REGISTERs through two instances: \(run.output)")
+        #expect(run.status == 0 && run.output.contains("bad [] 0"), "\(run.output)\n\(a.logTail())\n\(b.logTail())")
+        let values = try redis.cli(["HVALS", "ul:location:shared"])
+        let got = Set((0..<10).filter { values.contains("sip:dev\($0)@192.0.2.\($0 + 1):5060") })
+        #expect(got == [1, 2, 3, 4, 6, 7, 8, 9], "\(values)")
+        #expect(try redis.cli(["HLEN", "ul:location:shared"]) == "9")
+    }
+
+    @Test func registerGets500WhileRedisIsDown() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("scale-out-down")
+        var redis = try RedisServer()
+        defer { redis.stop() }
+        let redisPort = redis.port
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+            [modparam.usrloc]
+            db_url = "\(redis.url())"
+            db_mode = 3
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let script = PackagePaths.root.appendingPathComponent("examples/cluster/cluster.lua")
+        let port = try Ports.freeUDPPort()
+        let starling = try Starling.start(script: script, port: port, extra: ["--config", config.path], directory: directory)
+        defer { starling.stop() }
+        #expect(try Self.register("carol", contactPort: 5999, to: "127.0.0.1", port: port) == "SIP/2.0 200 OK")
+        redis.stop()
+        #expect(try Self.register("carol", contactPort: 5998, to: "127.0.0.1", port: port) == "SIP/2.0 500 Server Internal Error")
+        #expect(starling.isRunning)
+        #expect(starling.log.contains("Redis"), "\(starling.logTail())")
+        redis = try RedisServer(port: redisPort)
+        var last: String? = nil
+        let back = try TestPorts.wait(timeout: .seconds(15)) {
+            last = try? Self.register("carol", contactPort: 5998, to: "127.0.0.1", port: port)
+            return last == "SIP/2.0 200 OK"
+        }
+        #expect(back, "last reply \(last ?? "none")\n\(starling.logTail())")
+    }
+}
