@@ -178,6 +178,38 @@ struct ConfigTests {
         expectError("[tls.domain.x]\ncertificate = \"/x\"", "tls.domain.x: needs certificate and private_key")
     }
 
+    @Test("listen: advertise and name (Kamailio's syntax and ;name=)")
+    func listenAdvertiseAndName() throws {
+        let c = try StarlingConfig.parse(toml: """
+            [core]
+            listen = ['udp:10.0.3.112:5060 advertise 203.0.113.7:5060 name "public"', "udp:10.0.4.1:5060;name=private",
+                      "tcp:10.0.3.112:5060;proxy;name=ptcp advertise sip.example.com", "tls:[::1]:5061 advertise [2001:db8::7]"]
+            """)
+        #expect(c.listen[0].advertisedHost == "203.0.113.7" && c.listen[0].advertisedPort == 5060 && c.listen[0].name == "public")
+        #expect(c.listen[0].description == "udp:10.0.3.112:5060 advertise 203.0.113.7:5060 name public")
+        #expect(c.listen[1].name == "private" && c.listen[1].advertisedHost == nil)
+        #expect(c.listen[2].proxyProtocol && c.listen[2].name == "ptcp" && c.listen[2].advertisedHost == "sip.example.com"
+                && c.listen[2].advertisedPort == nil)
+        #expect(c.listen[3].advertisedHost == "[2001:db8::7]")
+        // The printed form parses back to the same entries.
+        for l in c.listen { #expect(try ListenAddress.parse(l.description).get() == l) }
+        let hint = "(expected HOST[:PORT], e.g. \"203.0.113.7:5060\", \"[2001:db8::7]:5060\" or \"sip.example.com\")"
+        expectError("[core]\nlisten = [\"udp:10.0.3.112:5060 advertise 203.0.113.7:99999\"]",
+                    "core.listen[0]: bad advertise \"203.0.113.7:99999\": port 99999 out of range \(hint) in \"udp:10.0.3.112:5060 advertise 203.0.113.7:99999\"")
+        expectError("[core]\nlisten = [\"udp:10.0.3.112:5060 advertise 203.0.113:5060\"]",
+                    "core.listen[0]: bad advertise \"203.0.113:5060\": not an IPv4 address \(hint) in \"udp:10.0.3.112:5060 advertise 203.0.113:5060\"")
+        expectError("[core]\nlisten = [\"udp:10.0.3.112:5060 advertise 2001:db8::7\"]",
+                    "core.listen[0]: bad advertise \"2001:db8::7\": IPv6 addresses need brackets \(hint) in \"udp:10.0.3.112:5060 advertise 2001:db8::7\"")
+        expectError("[core]\nlisten = [\"udp:10.0.3.112:5060 advertise bad/host\"]",
+                    "core.listen[0]: bad advertise \"bad/host\": not an IP address or host name \(hint) in \"udp:10.0.3.112:5060 advertise bad/host\"")
+        expectError("[core]\nlisten = [\"udp:10.0.3.112:5060 advertise\"]",
+                    "core.listen[0]: \"advertise\" needs a value in \"udp:10.0.3.112:5060 advertise\"")
+        expectError("[core]\nlisten = [\"udp:10.0.3.112:5060 advertize 1.2.3.4\"]",
+                    "core.listen[0]: unknown word \"advertize\" in \"udp:10.0.3.112:5060 advertize 1.2.3.4\" (expected advertise HOST[:PORT] or name NAME after the address)")
+        expectError("[core]\nlisten = [\"udp:10.0.3.112:5060;name=\"]",
+                    "core.listen[0]: bad socket name \"\" in \"udp:10.0.3.112:5060;name=\"")
+    }
+
     @Test("a single listen string is accepted")
     func listenString() throws {
         let c = try StarlingConfig.parse(toml: "[core]\nlisten = \"tcp:[::]:5080\"")
