@@ -109,7 +109,12 @@ struct EdgeSBCTests {
         return SIPp.result(exitStatus: run.status, output: run.output, directory: directory, tag: tag)
     }
 
-    @Test func phoneRegistersThroughTheEdgeAndIsCalledThroughThePath() throws {
+    /// The phone leg over UDP, then over TCP (the phone's REGISTER connection is gone by the time of
+    /// the call: the edge connects to the phone's listening port, as the Path's received says).
+    @Test(arguments: ["udp", "tcp"])
+    func phoneRegistersThroughTheEdgeAndIsCalledThroughThePath(transport: String) throws {
+        let tcp = transport == "tcp"
+        let sippTransport = tcp ? ["-t", "t1"] : []
         let directory = try PackagePaths.makeTemporaryDirectory("starling-edge")
         let net = try EdgeNetwork()
         let pbx = try Self.startPBX(net, directory: directory)
@@ -120,7 +125,7 @@ struct EdgeSBCTests {
         let register = try Self.sipp("edge_phone_register.xml", remote: "198.51.100.1:5060", ip: "198.51.100.50",
                                      port: phonePort, in: net.phone, directory: directory, tag: "register",
                                      extra: ["-s", "alice", "-set", "domain", "pbx.example", "-set", "natip", "10.99.0.5",
-                                             "-set", "expires", "300"])
+                                             "-set", "expires", "300"] + sippTransport)
         let logs = { "edge:\n\(edge.logTail(30))\nPBX:\n\(pbx.logTail(30))" }
         try #require(register.allCallsSucceeded && register.successfulCalls == 1, "\(register)\n\(logs())")
         // What the PBX saw: the REGISTER from the edge's private socket with the edge's Path.
@@ -132,7 +137,7 @@ struct EdgeSBCTests {
         edge = try Self.startEdge(net, directory: directory)
 
         let phone = try SIPp.uas(scenario: PackagePaths.scenario("edge_phone_uas.xml"), port: phonePort, ip: "198.51.100.50",
-                                 directory: directory, tag: "phone", maxCalls: 1, traceMessages: true,
+                                 directory: directory, tag: "phone", tcp: tcp, maxCalls: 1, traceMessages: true,
                                  extra: ["-set", "natip", "10.99.0.5"], namespace: net.phone)
         defer { _ = phone.stop() }
         let call = try Self.sipp("uac.xml", remote: "10.0.3.2:5060", ip: "10.0.3.2", port: 5070, in: net.pbx,
@@ -146,14 +151,14 @@ struct EdgeSBCTests {
         // The INVITE reached the phone with the edge's two Record-Routes (public side on top) and from
         // the public socket; its Request-URI is the phone's registered (private) Contact.
         #expect(phoneTrace.contains("INVITE sip:alice@10.99.0.5:\(phonePort) SIP/2.0"), "\(phoneTrace)")
-        #expect(phoneTrace.contains("Record-Route: <sip:198.51.100.1;r2=on;lr;ftag="), "\(phoneTrace)")
+        let publicSide = tcp ? "198.51.100.1;transport=tcp" : "198.51.100.1"
+        #expect(phoneTrace.contains("Record-Route: <sip:\(publicSide);r2=on;lr;ftag="), "\(phoneTrace)")
         #expect(phoneTrace.contains("Record-Route: <sip:10.0.3.1;r2=on;lr;ftag="), "\(phoneTrace)")
-        #expect(phoneTrace.contains("Via: SIP/2.0/UDP 198.51.100.1;branch=") || phoneTrace.contains("Via: SIP/2.0/UDP 198.51.100.1:5060;branch="),
-                "\(phoneTrace)")
+        #expect(phoneTrace.contains("Via: SIP/2.0/\(transport.uppercased()) 198.51.100.1:5060;branch="), "\(phoneTrace)")
         // The BYE's Request-URI lost the alias on the way (handle_ruri_alias) and its Route set is used up.
         #expect(phoneTrace.contains("BYE sip:phone@10.99.0.5:\(phonePort) SIP/2.0"), "\(phoneTrace)")
         // The caller saw the phone's Contact with the alias the edge added.
-        #expect(call.messages.contains(";alias=198.51.100.50~\(phonePort)~1"), "\(call.messages)")
+        #expect(call.messages.contains(";alias=198.51.100.50~\(phonePort)~\(tcp ? 2 : 1)"), "\(call.messages)")
         #expect(edge.isRunning && pbx.isRunning)
     }
 

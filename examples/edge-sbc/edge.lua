@@ -81,9 +81,9 @@ function ksr_request_route()
   relay()
 end
 
--- Replies from the phones (public socket): alias their Contact (its address is private).
+-- Replies from the phones (public sockets, UDP or TCP): alias their Contact (its address is private).
 function ksr_onreply_edge()
-  if KSR.kx.get_rcv_sock_name() == "public" and KSR.hdr.is_present("Contact") > 0 then
+  if not from_pbx() and KSR.hdr.is_present("Contact") > 0 then
     KSR.nathelper.add_contact_alias()
   end
 end
