@@ -124,6 +124,27 @@ private func str(_ h: ScriptHarness, _ name: String) -> String? {
         #expect(str(h, "d") == "1" && str(h, "pr") == "tcp")
     }
 
+    @Test func localRequestsTakeTheirSocketArgument() throws {
+        let h = try edge("""
+            local hdrs = "From: <sip:edge@pbx.example>;tag=1\\r\\nTo: <sip:alice@pbx.example>\\r\\n"
+            KSR.pv.seti("$var(a)", KSR.tm.t_uac_send("OPTIONS", "sip:alice@198.51.100.50:40000", "", "udp:10.0.3.1:5060", hdrs, ""))
+            KSR.pv.seti("$var(b)", KSR.tm.t_uac_send("OPTIONS", "sip:alice@198.51.100.50:40000", "", "udp:192.0.2.9:5060", hdrs, ""))
+            KSR.corex.set_send_socket_name("private")
+            KSR.pv.seti("$var(c)", KSR.tm.t_uac_send("OPTIONS", "sip:alice@198.51.100.50:40000", "", "", hdrs, ""))
+            KSR.pv.sets("$var(fs)", KSR.pv.get("$fs"))
+            """, modules: ["tm", "corex"])
+        try h.route(invite(), from: phone, local: publicUDP.address)
+        #expect(str(h, "a") == "1" && str(h, "b") == "-1" && str(h, "c") == "1")
+        // The message's forced socket is still there after the local request.
+        #expect(str(h, "fs") == "udp:10.0.3.1:5060")
+        let options = h.sender.sent.filter { $0.text.hasPrefix("OPTIONS") }
+        #expect(options.count == 2)
+        // With the socket argument: the private one; without: the route's (public, advertised), not the
+        // socket the current message forced.
+        #expect(options.first?.text.contains("\r\nVia: SIP/2.0/UDP 10.0.3.1:5060;branch=") == true, "\(options.first?.text ?? "")")
+        #expect(options.last?.text.contains("\r\nVia: SIP/2.0/UDP 203.0.113.7:5060;branch=") == true, "\(options.last?.text ?? "")")
+    }
+
     @Test func doubleRecordRouteAcrossSocketsDecidedWhenSent() throws {
         // record_route() before the socket is forced: the lines follow the socket the request leaves from.
         let h = try edge("""
