@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import SIPCore
 import SIPTransport
@@ -143,6 +144,51 @@ private func str(_ h: ScriptHarness, _ name: String) -> String? {
         // socket the current message forced.
         #expect(options.first?.text.contains("\r\nVia: SIP/2.0/UDP 10.0.3.1:5060;branch=") == true, "\(options.first?.text ?? "")")
         #expect(options.last?.text.contains("\r\nVia: SIP/2.0/UDP 203.0.113.7:5060;branch=") == true, "\(options.last?.text ?? "")")
+    }
+
+    @Test func dispatcherDestinationSocket() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ds-edge-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let list = dir.appendingPathComponent("dispatcher.list").path
+        try """
+            1 sip:198.51.100.60:5060 0 0 socket=udp:10.0.3.1:5060
+            2 sip:10.0.3.9:5060 0 0 sockname=public
+            3 sip:198.51.100.61:5060 0 0 sockname=private
+            3 sip:198.51.100.62:5060 0 0 socket=udp:198.51.100.1:5060
+            4 sip:198.51.100.63:5060 0 0 socket=udp:192.0.2.99:5060
+            """.write(toFile: list, atomically: true, encoding: .utf8)
+        func run(_ body: String) throws -> (ScriptHarness, SentMessage) {
+            let h = try edge(body, params: ["dispatcher": ["list_file": [list], "flags": ["2"], "xavp_dst_mode": ["4"]]],
+                             modules: ["dispatcher", "corex"])
+            try h.route(invite(), from: pbx, local: privateUDP.address)
+            return (h, try #require(h.sender.sent.first))
+        }
+        // socket= of the destination: the private socket although the route says public.
+        let (_, one) = try run("KSR.dispatcher.ds_select_dst(1, 0); KSR.forward()")
+        #expect(one.destination == SocketAddress(ip: "198.51.100.60", port: 5060)!)
+        #expect(one.text.contains("\r\nVia: SIP/2.0/UDP 10.0.3.1:5060;branch="), "\(one.text)")
+        // sockname=: the public socket (advertised).
+        let (_, two) = try run("KSR.dispatcher.ds_select_dst(2, 0); KSR.forward()")
+        #expect(two.text.contains("\r\nVia: SIP/2.0/UDP 203.0.113.7:5060;branch="), "\(two.text)")
+        // Failover: ds_next_dst takes the next record's socket (.61 has the private one, .62 the public one).
+        let (h3, three) = try run("""
+            KSR.dispatcher.ds_select_dst(3, 4)
+            KSR.pv.sets("$var(du1)", KSR.pv.get("$du"))
+            KSR.pv.sets("$var(fs1)", KSR.pv.get("$fs"))
+            KSR.dispatcher.ds_next_dst()
+            KSR.forward()
+            """)
+        let socketOf = ["198.51.100.61": ("udp:10.0.3.1:5060", "10.0.3.1:5060"), "198.51.100.62": ("udp:198.51.100.1:5060", "203.0.113.7:5060")]
+        let first = try #require(str(h3, "du1").flatMap { SIPURI($0)?.host })
+        #expect(str(h3, "fs1") == socketOf[first]?.0)
+        let second = three.destination.ip
+        #expect(second != first && socketOf[second] != nil)
+        #expect(three.text.contains("\r\nVia: SIP/2.0/UDP \(socketOf[second]?.1 ?? "?");branch="), "\(three.text)")
+        // A socket= that is not ours: logged, nothing forced (the route decides).
+        let (h4, four) = try run("KSR.dispatcher.ds_select_dst(4, 0); KSR.pv.sets(\"$var(fs)\", tostring(KSR.pv.get(\"$fs\"))); KSR.forward()")
+        #expect(str(h4, "fs") == "nil")
+        #expect(four.text.contains("\r\nVia: SIP/2.0/UDP 203.0.113.7:5060;branch="), "\(four.text)")
     }
 
     @Test func doubleRecordRouteAcrossSocketsDecidedWhenSent() throws {
