@@ -27,8 +27,12 @@ public struct SIPStreamFramer: Sendable {
     /// After `.invalid` the stream is not read any more.
     public private(set) var failed = false
 
-    public init(limits: SIPParserLimits = .default) {
+    /// `tcp_accept_no_cl`: a message without Content-Length has no body (Kamailio's default: refused).
+    public var acceptNoContentLength = false
+
+    public init(limits: SIPParserLimits = .default, acceptNoContentLength: Bool = false) {
         self.limits = limits
+        self.acceptNoContentLength = acceptNoContentLength
     }
 
     /// The next frame in `buffer` (consuming it), or nil when more bytes are needed.
@@ -70,7 +74,7 @@ public struct SIPStreamFramer: Sendable {
             return fail("not a SIP start line", nil, &buffer)
         }
         let head = buffer.getSlice(at: buffer.readerIndex, length: headerEnd)!
-        guard let length = Self.contentLength(head) else {
+        guard let length = Self.contentLength(head) ?? (acceptNoContentLength && !Self.hasContentLength(head) ? 0 : nil) else {
             return fail("missing or bad Content-Length", head, &buffer)
         }
         let total = headerEnd + length
@@ -126,6 +130,29 @@ public struct SIPStreamFramer: Sendable {
         guard l.count >= 9 else { return false }
         if isSIP20(l[0..<7]) && l[7] == 0x20 { return true }
         return isSIP20(l[(l.count - 7)...]) && l[l.count - 8] == 0x20
+    }
+
+    /// Whether a header block has a Content-Length (or `l`) header at all.
+    static func hasContentLength(_ head: ByteBuffer) -> Bool {
+        head.withUnsafeReadableBytes { p -> Bool in
+            var lineStart = 0
+            let n = p.count
+            while lineStart < n && p[lineStart] != 0x0A { lineStart += 1 }
+            lineStart += 1
+            while lineStart < n {
+                var lineEnd = lineStart
+                while lineEnd < n && p[lineEnd] != 0x0A { lineEnd += 1 }
+                var colon = lineStart
+                while colon < lineEnd && p[colon] != 0x3A { colon += 1 }
+                if colon < lineEnd {
+                    var nameEnd = colon
+                    while nameEnd > lineStart && (p[nameEnd - 1] == 0x20 || p[nameEnd - 1] == 0x09) { nameEnd -= 1 }
+                    if isContentLength(p[lineStart..<nameEnd]) { return true }
+                }
+                lineStart = lineEnd + 1
+            }
+            return false
+        }
     }
 
     /// The Content-Length (or compact `l`) value of a header block; nil when missing, repeated with
@@ -189,8 +216,8 @@ public struct SIPStreamDecoder: ByteToMessageDecoder {
     public typealias InboundOut = SIPStreamFrame
     private var framer: SIPStreamFramer
 
-    public init(limits: SIPParserLimits = .default) {
-        framer = SIPStreamFramer(limits: limits)
+    public init(limits: SIPParserLimits = .default, acceptNoContentLength: Bool = false) {
+        framer = SIPStreamFramer(limits: limits, acceptNoContentLength: acceptNoContentLength)
     }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {

@@ -67,7 +67,9 @@ final class SIPStreamHandler: ChannelInboundHandler {
         case .ping:
             // RFC 5626 §4.4.1: CRLFCRLF ping, CRLF pong.
             transport.stats.pings.add(1, ordering: .relaxed)
-            context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: [0x0D, 0x0A])), promise: nil)
+            if transport.settings.crlfPing {
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: [0x0D, 0x0A])), promise: nil)
+            }
         case .invalid(let reason, let head):
             transport.stats.invalid.add(1, ordering: .relaxed)
             let remote = connection.remote.withLock { $0 }

@@ -80,6 +80,16 @@ public struct StreamSettings: Sendable {
     public var tls: TLSSettings?
     /// NIO event loop threads (default 1).
     public var eventLoopThreads: Int
+    /// `tcp_crlf_ping`: answer a CRLFCRLF ping with a CRLF pong (default true, as Kamailio).
+    public var crlfPing = true
+    /// `tcp_accept_no_cl`: a message without Content-Length has an empty body (default false: refused).
+    public var acceptNoContentLength = false
+    /// `tcp_keepalive`: SO_KEEPALIVE on every connection (default true, as Kamailio).
+    public var keepalive = true
+    /// `tcp_keepidle`, `tcp_keepintvl`, `tcp_keepcnt`: TCP_KEEPIDLE/KEEPINTVL/KEEPCNT (0: the system's).
+    public var keepIdle = 0
+    public var keepInterval = 0
+    public var keepCount = 0
 
     public init(connectionLifetime: Int = 120, connectTimeoutMillis: Int = 10_000, maxConnections: Int = 2048,
                 maxQueuedBytes: Int = 1 << 20, limits: SIPParserLimits = .default, tls: TLSSettings? = nil,

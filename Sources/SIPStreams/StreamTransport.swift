@@ -223,14 +223,16 @@ public final class StreamTransport: Sendable {
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(.milliseconds(Int64(settings.connectTimeoutMillis)))
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelOption(.socketOption(.so_keepalive), value: settings.keepalive ? 1 : 0)
             .channelOption(.writeBufferWaterMark, value: .init(low: settings.maxQueuedBytes / 2, high: settings.maxQueuedBytes))
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try self.applyKeepaliveTiming(channel)
                     let ops = channel.pipeline.syncOperations
                     if proto == .tls, let tlsContexts {
                         try ops.addHandler(NIOSSLClientHandler(context: tlsContexts.client, serverHostname: serverHostname))
                     }
-                    try ops.addHandler(ByteToMessageHandler(SIPStreamDecoder(limits: settings.limits)))
+                    try ops.addHandler(ByteToMessageHandler(SIPStreamDecoder(limits: settings.limits, acceptNoContentLength: settings.acceptNoContentLength)))
                     try ops.addHandler(SIPStreamHandler(transport: self, connection: conn, listener: listener))
                 }
             }
@@ -326,6 +328,7 @@ public final class StreamTransport: Sendable {
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.socketOption(.so_keepalive), value: settings.keepalive ? 1 : 0)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: settings.maxQueuedBytes / 2, high: settings.maxQueuedBytes))
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { [self] channel in
@@ -337,7 +340,18 @@ public final class StreamTransport: Sendable {
             }
     }
 
+    /// `tcp_keepidle`, `tcp_keepintvl`, `tcp_keepcnt` (when set and keepalives are on).
+    private func applyKeepaliveTiming(_ channel: any Channel) throws {
+        guard settings.keepalive, let sync = channel.syncOptions else { return }
+        for (option, value) in [(TCP_KEEPIDLE, settings.keepIdle), (TCP_KEEPINTVL, settings.keepInterval), (TCP_KEEPCNT, settings.keepCount)]
+        where value > 0 {
+            try sync.setOption(ChannelOptions.Types.SocketOption(level: .tcp, name: NIOBSDSocket.Option(rawValue: option)),
+                               value: SocketOptionValue(value))
+        }
+    }
+
     private func configureInbound(_ channel: any Channel, listener l: StreamListener) throws {
+        try applyKeepaliveTiming(channel)
         let ops = channel.pipeline.syncOperations
         if l.proxyProtocol {
             try ops.addHandler(ProxyProtocolHandler())
@@ -349,7 +363,7 @@ public final class StreamTransport: Sendable {
         case .ws, .wss:
             try WebSocketSupport.configure(channel, transport: self, listener: l)
         default:
-            try ops.addHandler(ByteToMessageHandler(SIPStreamDecoder(limits: settings.limits)))
+            try ops.addHandler(ByteToMessageHandler(SIPStreamDecoder(limits: settings.limits, acceptNoContentLength: settings.acceptNoContentLength)))
             try ops.addHandler(SIPStreamHandler(transport: self, connection: nil, listener: l))
         }
     }

@@ -41,6 +41,51 @@ public protocol BatchingSender: MessageSender {
     func flush()
 }
 
+/// A listen socket as modules see it: its transport and address, what it advertises
+/// (Kamailio's `advertise`) and its name (`name`).
+public struct LocalSocket: Sendable, Hashable, CustomStringConvertible {
+    public var proto: SIPTransportProtocol
+    public var address: SocketAddress
+    /// The advertised host as written (an IPv6 address in brackets), nil: the socket's own address.
+    public var advertisedHost: String?
+    /// The advertised port, nil: the socket's own port.
+    public var advertisedPort: Int?
+    /// The socket's name, nil: none.
+    public var name: String?
+
+    public init(proto: SIPTransportProtocol, address: SocketAddress, advertisedHost: String? = nil,
+                advertisedPort: Int? = nil, name: String? = nil) {
+        self.proto = proto
+        self.address = address
+        self.advertisedHost = advertisedHost
+        self.advertisedPort = advertisedPort
+        self.name = name
+    }
+
+    /// `host:port` Via and Record-Route show: the advertised address and port, else the socket's.
+    public var advertised: String {
+        "\(advertisedHost ?? address.uriHost):\(advertisedPort ?? Int(address.port))"
+    }
+
+    /// Kamailio's SUBST_SND_ALL (Path, Record-Route of rr): the advertised (or own) host, `:port`
+    /// unless the port is 5060 and not advertised, `;transport=` unless UDP (`ws` for WS and WSS),
+    /// and `;sn=NAME` with `withName` when the socket has a name.
+    public func uriHostPort(withName: Bool = false) -> String {
+        var out = advertisedHost ?? address.uriHost
+        if let p = advertisedPort { out += ":\(p)" } else if address.port != 5060 { out += ":\(address.port)" }
+        switch proto {
+        case .udp: break
+        case .ws, .wss: out += ";transport=ws"
+        default: out += ";transport=\(proto.name)"
+        }
+        if withName, let name, !name.isEmpty { out += ";sn=\(name)" }
+        return out
+    }
+
+    /// "udp:10.0.0.1:5060" (what `$fs` shows and `set_send_socket` takes).
+    public var description: String { "\(proto.name):\(address.uriHost):\(address.port)" }
+}
+
 /// Services the core needs from the server: local addresses, name resolution.
 public protocol CoreServices: AnyObject, Sendable {
     /// True if host (and port, when given; nil = any port) is one of ours: listen addresses and aliases.
@@ -49,8 +94,12 @@ public protocol CoreServices: AnyObject, Sendable {
     /// the name is not numeric). Numeric addresses resolve to themselves.
     func resolve(host: String, port: Int?, proto: SIPTransportProtocol) -> [SocketAddress]
     /// The local socket to send from for a destination and transport, and the address/port to
-    /// advertise in Via and Record-Route.
+    /// advertise in Via and Record-Route. Modules call `RouteContext.localSocket(for:proto:)`, which
+    /// honours a socket the script forced first.
     func localSocket(for destination: SocketAddress, proto: SIPTransportProtocol) -> (socket: SocketAddress, advertised: String)?
+    /// The listen sockets (unicast and multicast), in configuration order, with their advertised
+    /// addresses and names (`corex.set_send_socket*`, `$fs`, `is_socket_name`).
+    var sockets: [LocalSocket] { get }
     /// `[define]` entries of the configuration.
     var defines: [String: String] { get }
     /// NAPTR records of a domain name (ENUM), through the configured resolver and its cache; nil when
@@ -63,6 +112,31 @@ public protocol CoreServices: AnyObject, Sendable {
 }
 
 extension CoreServices {
+    public var sockets: [LocalSocket] { [] }
+    /// The listen socket with this transport whose address (or advertised address) and port match
+    /// `host`/`port` (Kamailio's grep_sock_info: port 0 matches any; proto nil matches any).
+    public func socket(host: String, port: Int, proto: SIPTransportProtocol?) -> LocalSocket? {
+        var h = host
+        if h.hasPrefix("[") && h.hasSuffix("]") { h = String(h.dropFirst().dropLast()) }
+        let numeric = SocketAddress(ip: h, port: 0)
+        for s in sockets {
+            if let proto, proto != s.proto { continue }
+            let addressMatches = numeric.map { $0.ip == s.address.ip } ?? false
+            let advertisedMatches = s.advertisedHost.map { a in
+                var x = a
+                if x.hasPrefix("[") && x.hasSuffix("]") { x = String(x.dropFirst().dropLast()) }
+                return x.lowercased() == h.lowercased() || (numeric != nil && SocketAddress(ip: x, port: 0)?.ip == numeric!.ip)
+            } ?? false
+            guard addressMatches || advertisedMatches else { continue }
+            if port != 0 && port != Int(s.address.port) && port != s.advertisedPort { continue }
+            return s
+        }
+        return nil
+    }
+    /// The listen socket named `name` (`;name=` / `name "..."` of a listen entry).
+    public func socket(named name: String) -> LocalSocket? {
+        sockets.first { $0.name == name }
+    }
     /// No resolver: every NAPTR lookup fails.
     public func queryNAPTR(_ name: String) -> [NAPTRRecord]? { nil }
     public func tlsPeer(connection id: UInt64) -> TLSPeer? { nil }
@@ -207,6 +281,12 @@ public struct MessageState {
     public var connectionFlags: ConnectionFlags = ConnectionFlags()
     /// The transaction of the message being routed (tm's `T`), once created or looked up.
     public var transaction: (any RouteTransaction)? = nil
+    /// `corex.set_send_socket*`, `$fs`/`$fsn`: the socket requests of this message leave from (Kamailio's
+    /// `force_send_socket`); nil: chosen by the destination.
+    public var forcedSocket: LocalSocket? = nil
+    /// `KSR.path.add_path*`: the Path headers to add when the request is sent (rendered then, with the
+    /// outgoing socket, as Kamailio's lumps are).
+    public var paths: [PathLump] = []
 
     /// A fresh state for a message just received (or built): nothing set yet.
     @inlinable
@@ -253,6 +333,8 @@ public struct MessageState {
         if routedParams != nil { routedParams = nil }
         connectionFlags = ConnectionFlags()
         if transaction != nil { transaction = nil }
+        if forcedSocket != nil { forcedSocket = nil }
+        if !paths.isEmpty { paths.removeAll() }
     }
 }
 
@@ -422,6 +504,44 @@ public final class RouteContext {
         get { state.transaction }
         _modify { yield &state.transaction }
     }
+    @inlinable public var paths: [PathLump] {
+        get { state.paths }
+        _modify { yield &state.paths }
+    }
+    @inlinable public var forcedSocket: LocalSocket? {
+        get { state.forcedSocket }
+        _modify { yield &state.forcedSocket }
+    }
+}
+
+extension RouteContext {
+    /// The local socket a message to `destination` over `proto` leaves from, and the address to
+    /// advertise: the socket the script forced (`set_send_socket*`, `$fs`) when it fits the transport
+    /// and family (another transport on the same address and port is taken as Kamailio does), else the
+    /// server's choice by destination.
+    public func localSocket(for destination: SocketAddress, proto: SIPTransportProtocol) -> (socket: SocketAddress, advertised: String)? {
+        if let chosen = forcedSocket(for: destination, proto: proto) { return (chosen.address, chosen.advertised) }
+        return services.localSocket(for: destination, proto: proto)
+    }
+
+    /// The listen socket bound to `local` for `proto` (its advertised address and name), or a bare one.
+    public func socketInfo(local: SocketAddress, proto: SIPTransportProtocol) -> LocalSocket {
+        services.sockets.first { $0.address == local && $0.proto == proto } ?? LocalSocket(proto: proto, address: local)
+    }
+
+    /// The forced socket as it applies to this destination and transport (nil: none, or it does not fit).
+    public func forcedSocket(for destination: SocketAddress, proto: SIPTransportProtocol) -> LocalSocket? {
+        guard var f = state.forcedSocket else { return nil }
+        if f.proto != proto && !(f.proto == .tls && proto == .ws) {
+            guard let other = services.sockets.first(where: { $0.proto == proto && $0.address == f.address }) else {
+                logger.warning("protocol/port mismatch (forced \(f), to \(proto.name):\(destination))")
+                return nil
+            }
+            f = other
+        }
+        guard f.address.family == destination.family, !f.address.isMulticast else { return nil }
+        return f
+    }
 }
 
 extension RouteContext {
@@ -459,6 +579,27 @@ public struct ConnectionFlags: Sendable, Equatable {
     public init() {}
 }
 
+/// A Path header the script asked for (`KSR.path.add_path*`): `Path: <sip:[user@]ADDR;lr[;received=...]
+/// [;params][;r2=on]>`, ADDR the outgoing socket's advertised address (then a second line with the
+/// incoming socket's with `enable_r2`).
+public struct PathLump: Sendable, Equatable {
+    /// The user part ("" for none).
+    public var user: String
+    /// Everything after `;lr` and before `>`: `;received=...`, the parameters, `;r2=on`.
+    public var suffix: String
+    /// `enable_r2`: a second Path line for the incoming socket.
+    public var r2: Bool
+    /// `sockname_mode`: `;sn=NAME` after the address.
+    public var socketNames: Bool
+
+    public init(user: String, suffix: String, r2: Bool, socketNames: Bool) {
+        self.user = user
+        self.suffix = suffix
+        self.r2 = r2
+        self.socketNames = socketNames
+    }
+}
+
 /// A Record-Route the script asked for (`KSR.rr.record_route*`), added when the request is sent.
 public struct RecordRouteLump: Sendable {
     /// Explicit addresses (`record_route_preset*`, `record_route_advertised_address`), written after
@@ -470,14 +611,23 @@ public struct RecordRouteLump: Sendable {
     public var fromTag: String
     /// Parameters given to `record_route_params` (with the leading `;`).
     public var params: String
-    /// Two Record-Routes when the outgoing socket or transport differs from the incoming one.
-    public var double: Bool
+    /// `enable_double_rr`: 0 one Record-Route; 1 two when the outgoing socket or transport differs
+    /// from the incoming one; 2 always two.
+    public var doubleMode: Int
+    /// `sockname_mode`: `;sn=NAME` after the address.
+    public var socketNames: Bool
 
-    public init(addresses: [String], lr: String, fromTag: String, params: String, double: Bool) {
+    public init(addresses: [String], lr: String, fromTag: String, params: String, doubleMode: Int, socketNames: Bool = false) {
         self.addresses = addresses
         self.lr = lr
         self.fromTag = fromTag
         self.params = params
-        self.double = double
+        self.doubleMode = doubleMode
+        self.socketNames = socketNames
+    }
+
+    /// Double RR on (mode 1) or off (0).
+    public init(addresses: [String], lr: String, fromTag: String, params: String, double: Bool) {
+        self.init(addresses: addresses, lr: lr, fromTag: fromTag, params: params, doubleMode: double ? 1 : 0)
     }
 }

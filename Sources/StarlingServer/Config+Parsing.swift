@@ -62,7 +62,8 @@ extension StarlingConfig {
     static let coreKeys: [String] = [
         "listen", "workers", "script", "modules", "log_level", "dns_servers", "instruction_budget", "memory_limit_mb",
         "log_format", "alias", "tcp_connection_lifetime", "tcp_connect_timeout", "tcp_max_connections",
-        "mcast_loopback", "mcast_ttl",
+        "mcast_loopback", "mcast_ttl", "tcp_crlf_ping", "tcp_accept_no_cl", "tcp_keepalive", "tcp_keepidle",
+        "tcp_keepintvl", "tcp_keepcnt",
     ]
     /// Keys allowed in `[tls]` (besides `domain` tables).
     static let tlsKeys: [String] = [
@@ -230,6 +231,17 @@ extension StarlingConfig {
         case "tcp_connect_timeout":
             guard case .int(let n) = value, n > 0 else { throw ConfigError(key: key, "expected a positive number of seconds, got \(value.shown)") }
             tcpConnectTimeout = n
+        case "tcp_crlf_ping", "tcp_accept_no_cl", "tcp_keepalive":
+            let b: Bool
+            switch value {
+            case .bool(let v): b = v
+            case .int(let n) where n == 0 || n == 1: b = n == 1
+            default: throw ConfigError(key: key, "expected true or false, got \(value.shown)")
+            }
+            if name == "tcp_crlf_ping" { tcpCRLFPing = b } else if name == "tcp_accept_no_cl" { tcpAcceptNoCL = b } else { tcpKeepalive = b }
+        case "tcp_keepidle", "tcp_keepintvl", "tcp_keepcnt":
+            let n = try nonNegative(value, key: key)
+            if name == "tcp_keepidle" { tcpKeepIdle = n } else if name == "tcp_keepintvl" { tcpKeepIntvl = n } else { tcpKeepCnt = n }
         case "tcp_max_connections":
             guard case .int(let n) = value, n > 0 else { throw ConfigError(key: key, "expected a positive integer, got \(value.shown)") }
             tcpMaxConnections = n

@@ -25,6 +25,12 @@ extension StarlingConfig {
         out += "tcp_connection_lifetime = \(tcpConnectionLifetime)\n"
         out += "tcp_connect_timeout = \(tcpConnectTimeout)\n"
         out += "tcp_max_connections = \(tcpMaxConnections)\n"
+        out += "tcp_crlf_ping = \(tcpCRLFPing)\n"
+        out += "tcp_accept_no_cl = \(tcpAcceptNoCL)\n"
+        out += "tcp_keepalive = \(tcpKeepalive)\n"
+        out += "tcp_keepidle = \(tcpKeepIdle)\n"
+        out += "tcp_keepintvl = \(tcpKeepIntvl)\n"
+        out += "tcp_keepcnt = \(tcpKeepCnt)\n"
         if let c = control {
             out += "\n[control]\n"
             out += "listen = \(Self.tomlString(c.listen.description))\n"

@@ -27,6 +27,9 @@ import SIPStreams
 /// tcp_connection_lifetime = 120   # seconds an idle TCP/TLS/WS connection stays open
 /// tcp_connect_timeout = 10        # seconds to wait for an outgoing connection
 /// tcp_max_connections = 2048
+/// tcp_crlf_ping = true            # answer CRLFCRLF keepalives with CRLF (TCP/TLS/WS)
+/// tcp_accept_no_cl = false        # a stream message without Content-Length: refused (true: no body)
+/// tcp_keepalive = true            # SO_KEEPALIVE; tcp_keepidle/tcp_keepintvl/tcp_keepcnt (0: system)
 ///
 /// [tls]                        # needed by tls: and wss: listeners
 /// certificate = "/etc/starling/cert.pem"
@@ -91,6 +94,16 @@ public struct StarlingConfig: Sendable, Equatable {
     }
     /// `tcp_connection_lifetime`: seconds an idle connection stays open. Default 120.
     public var tcpConnectionLifetime: Int = 120
+    /// `tcp_crlf_ping`: answer CRLFCRLF keepalives on TCP/TLS/WS with CRLF (Kamailio's, default true).
+    public var tcpCRLFPing = true
+    /// `tcp_accept_no_cl`: accept stream messages without Content-Length as body-less (default false).
+    public var tcpAcceptNoCL = false
+    /// `tcp_keepalive`: SO_KEEPALIVE on connections (default true); `tcp_keepidle`, `tcp_keepintvl`,
+    /// `tcp_keepcnt`: its timing (seconds, seconds, probes; 0: the system's).
+    public var tcpKeepalive = true
+    public var tcpKeepIdle = 0
+    public var tcpKeepIntvl = 0
+    public var tcpKeepCnt = 0
     /// `tcp_connect_timeout`: seconds to wait for an outgoing connection. Default 10.
     public var tcpConnectTimeout: Int = 10
     /// `tcp_max_connections`: open connections at most. Default 2048.

@@ -1,5 +1,6 @@
 public import SIPTransport
 import Glibc
+import Foundation
 
 /// A scalar configuration value: what a `#!define` or a `modparam` holds.
 public enum ConfigValue: Sendable, Hashable, CustomStringConvertible {
@@ -53,13 +54,113 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
     /// `;mcast=IFACE` after a udp multicast group address (Kamailio's `mcast=` before `listen=`): the
     /// interface the group is joined on; "" for a group without it (the kernel picks the interface).
     public var multicastInterface: String?
+    /// `advertise HOST[:PORT]` (Kamailio's `listen=... advertise ...`): the host (an IPv6 address in
+    /// brackets) Via, Record-Route, Path and Contact rewrites show for this socket; nil: its own address.
+    public var advertisedHost: String?
+    /// The advertised port; nil: the socket's own port.
+    public var advertisedPort: Int?
+    /// `name NAME` / `;name=NAME`: the socket's name (`set_send_socket_name`, `$fsn`, `is_socket_name`).
+    public var name: String?
 
     public init(proto: SIPTransportProtocol, address: SocketAddress, proxyProtocol: Bool = false,
-                multicastInterface: String? = nil) {
+                multicastInterface: String? = nil, advertisedHost: String? = nil, advertisedPort: Int? = nil,
+                name: String? = nil) {
         self.proto = proto
         self.address = address
         self.proxyProtocol = proxyProtocol
         self.multicastInterface = multicastInterface
+        self.advertisedHost = advertisedHost
+        self.advertisedPort = advertisedPort
+        self.name = name
+    }
+
+    /// Parses an `advertise` value: `HOST[:PORT]`, HOST an IPv4 address, a bracketed IPv6 address or a
+    /// host name. Nil with the reason when it is not one.
+    static func parseAdvertise(_ text: String) -> Result<(host: String, port: Int?), ConfigError> {
+        func bad(_ why: String) -> Result<(host: String, port: Int?), ConfigError> {
+            .failure(ConfigError(key: "", "bad advertise \"\(text)\": \(why) (expected HOST[:PORT], e.g. \"203.0.113.7:5060\", \"[2001:db8::7]:5060\" or \"sip.example.com\")"))
+        }
+        var host = Substring(text)
+        var port: Int? = nil
+        if host.hasPrefix("[") {
+            guard let close = host.firstIndex(of: "]") else { return bad("missing ]") }
+            let after = host[host.index(after: close)...]
+            let inner = String(host[host.index(after: host.startIndex)..<close])
+            guard SocketAddress(ip: inner, port: 0)?.family == .inet6 else { return bad("not an IPv6 address in brackets") }
+            if !after.isEmpty {
+                guard after.first == ":", let p = Int(after.dropFirst()) else { return bad("bad port") }
+                port = p
+            }
+            host = host[...close]
+        } else {
+            let colons = host.filter { $0 == ":" }.count
+            if colons > 1 { return bad("IPv6 addresses need brackets") }
+            if let c = host.firstIndex(of: ":") {
+                guard let p = Int(host[host.index(after: c)...]) else { return bad("bad port") }
+                port = p
+                host = host[..<c]
+            }
+            guard !host.isEmpty else { return bad("missing host") }
+            let allowed = host.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "." || $0 == "_") }
+            guard allowed, !host.hasPrefix("."), !host.hasPrefix("-") else { return bad("not an IP address or host name") }
+            if host.allSatisfy({ $0.isNumber || $0 == "." }), SocketAddress(ip: String(host), port: 0) == nil {
+                return bad("not an IPv4 address")
+            }
+        }
+        if let p = port, !(1...65535).contains(p) { return bad("port \(p) out of range") }
+        return .success((String(host), port))
+    }
+
+    /// Splits "ADDRESS [advertise HOST[:PORT]] [name NAME]" (Kamailio's listen syntax; the name may be
+    /// quoted) and a `;name=NAME` suffix of the address off, then parses the address.
+    public static func parse(_ fullText: String) -> Result<ListenAddress, ConfigError> {
+        let tokens = fullText.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+        guard var first = tokens.first else { return parseAddress(fullText) }
+        var advertise: (host: String, port: Int?)? = nil
+        var name: String? = nil
+        var i = 1
+        while i < tokens.count {
+            let word = tokens[i].lowercased()
+            guard i + 1 < tokens.count else {
+                return .failure(ConfigError(key: "", "\"\(tokens[i])\" needs a value in \"\(fullText)\""))
+            }
+            let value = tokens[i + 1]
+            switch word {
+            case "advertise":
+                switch parseAdvertise(value) {
+                case .success(let a): advertise = a
+                case .failure(let e): return .failure(ConfigError(key: "", "\(e.message) in \"\(fullText)\""))
+                }
+            case "name":
+                var n = Substring(value)
+                if n.count >= 2, n.first == "\"", n.last == "\"" { n = n.dropFirst().dropLast() }
+                name = String(n)
+            default:
+                return .failure(ConfigError(key: "", "unknown word \"\(tokens[i])\" in \"\(fullText)\" (expected advertise HOST[:PORT] or name NAME after the address)"))
+            }
+            i += 2
+        }
+        // ";name=NAME" inside the address part.
+        if let r = first.range(of: ";name=", options: .caseInsensitive) {
+            let tail = first[r.upperBound...]
+            let end = tail.firstIndex(of: ";") ?? tail.endIndex
+            name = String(tail[..<end])
+            first = String(first[..<r.lowerBound]) + String(tail[end...])
+        }
+        if let n = name, n.isEmpty || !n.allSatisfy({ !$0.isWhitespace && $0 != "\"" && $0 != ";" }) {
+            return .failure(ConfigError(key: "", "bad socket name \"\(n)\" in \"\(fullText)\""))
+        }
+        switch parseAddress(first) {
+        case .failure(let e): return .failure(e)
+        case .success(var l):
+            if l.isMulticast && advertise != nil {
+                return .failure(ConfigError(key: "", "advertise on a multicast group listener (it never sends) in \"\(fullText)\""))
+            }
+            l.advertisedHost = advertise?.host
+            l.advertisedPort = advertise?.port
+            l.name = name
+            return .success(l)
+        }
     }
 
     /// A multicast group listener: it receives only; nothing is ever sent from its socket.
@@ -73,7 +174,7 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Parses "proto:ip[:port]"; the error message names the problem (the caller adds the key).
-    public static func parse(_ fullText: String) -> Result<ListenAddress, ConfigError> {
+    static func parseAddress(_ fullText: String) -> Result<ListenAddress, ConfigError> {
         var text = fullText
         var proxy = false
         var mcast: String? = nil
@@ -133,7 +234,10 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
 
     /// "udp:127.0.0.1:5060", "udp:[::1]:5060".
     public var description: String {
-        "\(proto.name):\(address)\(proxyProtocol ? ";proxy" : "")\(multicastInterface.map { $0.isEmpty ? "" : ";mcast=\($0)" } ?? "")"
+        var s = "\(proto.name):\(address)\(proxyProtocol ? ";proxy" : "")\(multicastInterface.map { $0.isEmpty ? "" : ";mcast=\($0)" } ?? "")"
+        if let h = advertisedHost { s += " advertise \(h)\(advertisedPort.map { ":\($0)" } ?? "")" }
+        if let name { s += " name \(name)" }
+        return s
     }
 }
 

@@ -540,9 +540,16 @@ extension Server {
                               requireClientCertificate: t.requireClientCertificate, verifyServer: t.verifyServer,
                               minVersion: t.minVersion, domains: domains)
         }
-        return StreamSettings(connectionLifetime: config.tcpConnectionLifetime,
-                              connectTimeoutMillis: config.tcpConnectTimeout * 1000,
-                              maxConnections: config.tcpMaxConnections, limits: .default, tls: tls)
+        var s = StreamSettings(connectionLifetime: config.tcpConnectionLifetime,
+                               connectTimeoutMillis: config.tcpConnectTimeout * 1000,
+                               maxConnections: config.tcpMaxConnections, limits: .default, tls: tls)
+        s.crlfPing = config.tcpCRLFPing
+        s.acceptNoContentLength = config.tcpAcceptNoCL
+        s.keepalive = config.tcpKeepalive
+        s.keepIdle = config.tcpKeepIdle
+        s.keepInterval = config.tcpKeepIntvl
+        s.keepCount = config.tcpKeepCnt
+        return s
     }
 }
 

@@ -1,6 +1,10 @@
 public import SIPTransport
 public import StarlingKEMI
 import SIPStreams
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The core services the KSR functions use: who we are, how names resolve, which socket sends.
 public final class ServerServices: CoreServices {
@@ -29,6 +33,62 @@ public final class ServerServices: CoreServices {
         for l in listen { ips.insert(l.address.ip) }
         myIPs = ips
         self.aliases = Set(aliases.map { $0.lowercased() })
+        let all = listen.map {
+            LocalSocket(proto: $0.proto, address: $0.address, advertisedHost: $0.advertisedHost,
+                        advertisedPort: $0.advertisedPort, name: $0.name)
+        }
+        sockets = all
+        var advertisedHosts = Set<String>()
+        for l in listen {
+            guard var h = l.advertisedHost?.lowercased() else { continue }
+            if h.hasPrefix("[") && h.hasSuffix("]") { h = String(h.dropFirst().dropLast()) }
+            advertisedHosts.insert(SocketAddress(ip: h, port: 0)?.ip ?? h)
+        }
+        self.advertisedHosts = advertisedHosts
+        var byKind: [Int: [LocalSocket]] = [:]
+        for s in all where !s.address.isMulticast {
+            byKind[Self.kind(s.proto, s.address.family), default: []].append(s)
+        }
+        sendCandidates = byKind
+    }
+
+    /// Every listen socket with its advertised address and name.
+    public let sockets: [LocalSocket]
+    /// Advertised hosts (numeric ones normalised): `isMyself` takes them as ours.
+    private let advertisedHosts: Set<String>
+    /// Unicast sockets by transport and family, in configuration order.
+    private let sendCandidates: [Int: [LocalSocket]]
+    /// The source address the kernel routes each destination from (mhomed), by destination address.
+    private let routeCache = Mutex<[SocketAddress: SocketAddress]>([:])
+
+    private static func kind(_ proto: SIPTransportProtocol, _ family: SocketAddress.Family) -> Int {
+        Int(proto.rawValue) * 2 + (family == .inet6 ? 1 : 0)
+    }
+
+    /// The local address the kernel would send to `destination` from (Kamailio's mhomed: a UDP socket
+    /// connected to it, then getsockname). Cached per destination address (at most 4096 entries).
+    func routeSource(for destination: SocketAddress) -> SocketAddress? {
+        var key = destination
+        key.port = 5060
+        if let hit = routeCache.withLock({ $0[key] }) { return hit }
+        let fd = Glibc.socket(destination.family == .inet6 ? AF_INET6 : AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { Glibc.close(fd) }
+        let connected = key.withSockAddr { sa, len in Glibc.connect(fd, sa, len) }
+        guard connected == 0 else { return nil }
+        var storage = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let ok = withUnsafeMutablePointer(to: &storage) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
+        guard ok == 0, let local = withUnsafePointer(to: &storage, { SocketAddress(sockaddr: UnsafeRawPointer($0)) }) else {
+            return nil
+        }
+        routeCache.withLock { c in
+            if c.count >= 4096 { c.removeAll(keepingCapacity: true) }
+            c[key] = local
+        }
+        return local
     }
 
     public func isMyself(host: String, port: Int?, proto: SIPTransportProtocol?) -> Bool {
@@ -36,6 +96,17 @@ public final class ServerServices: CoreServices {
         if h.hasPrefix("[") && h.hasSuffix("]") { h = String(h.dropFirst().dropLast()) }
         let lower = h.lowercased()
         if aliases.contains(lower) { return true }
+        if !advertisedHosts.isEmpty, advertisedHosts.contains(SocketAddress(ip: h, port: 0)?.ip ?? lower) {
+            // An advertised address is ours on the socket's advertised (or own) port.
+            for s in sockets {
+                guard let a = s.advertisedHost?.lowercased() else { continue }
+                let bare = a.hasPrefix("[") ? String(a.dropFirst().dropLast()) : a
+                guard (SocketAddress(ip: bare, port: 0)?.ip ?? bare) == (SocketAddress(ip: h, port: 0)?.ip ?? lower) else { continue }
+                if let port, port != (s.advertisedPort ?? Int(s.address.port)) { continue }
+                if let proto, proto != s.proto { continue }
+                return true
+            }
+        }
         // Normalise numeric addresses (IPv6 spellings differ).
         if let a = SocketAddress(ip: h, port: 0) {
             for l in listen where l.address.ip == a.ip || l.address.isUnspecified {
@@ -62,11 +133,20 @@ public final class ServerServices: CoreServices {
         return try? resolver.queryNAPTR(name)
     }
 
+    /// The socket a message to `destination` leaves from when the script forced none: with one socket
+    /// of the transport and family, that one; with several, the one on the address the kernel routes
+    /// the destination from (Kamailio's `mhomed=1`), else the first. The advertised address is the
+    /// socket's `advertise`, else its own.
     public func localSocket(for destination: SocketAddress, proto: SIPTransportProtocol) -> (socket: SocketAddress, advertised: String)? {
-        for l in listen where l.proto == proto && l.address.family == destination.family && !l.isMulticast {
-            return (l.address, "\(l.address.uriHost):\(l.address.port)")
+        guard let candidates = sendCandidates[Self.kind(proto, destination.family)], let first = candidates.first else {
+            return nil
         }
-        return nil
+        if candidates.count > 1, let source = routeSource(for: destination) {
+            if let s = candidates.first(where: { $0.address.ip == source.ip }) ?? candidates.first(where: { $0.address.isUnspecified }) {
+                return (s.address, s.advertised)
+            }
+        }
+        return (first.address, first.advertised)
     }
 
     public func tlsPeer(connection id: UInt64) -> TLSPeer? {

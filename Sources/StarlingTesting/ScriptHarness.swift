@@ -41,6 +41,10 @@ public final class TestServices: CoreServices {
     public let resolver: DNSResolver?
     /// TLS peers by connection id (what `KSR.tls` and `$tls_peer_*` see).
     public let tlsPeers: [UInt64: TLSPeer]
+    /// The listen sockets (default: UDP on `local`). With several, a message leaves from the socket of
+    /// its transport whose address shares the destination's first three IPv4 octets (the test's
+    /// routing table), else from the first of its transport.
+    public let sockets: [LocalSocket]
 
     public convenience init(local: SocketAddress = SocketAddress(ip: "127.0.0.1", port: 5060)!, hosts: [String: SocketAddress] = [:],
                             defines: [String: String] = [:], aliases: [String] = [], anyHost: SocketAddress? = nil,
@@ -51,7 +55,9 @@ public final class TestServices: CoreServices {
 
     public init(local: SocketAddress = SocketAddress(ip: "127.0.0.1", port: 5060)!, hosts: [String: SocketAddress] = [:],
                 defines: [String: String] = [:], aliases: [String] = [], anyHost: SocketAddress? = nil,
-                multiHosts: [String: [SocketAddress]], resolver: DNSResolver? = nil, tlsPeers: [UInt64: TLSPeer] = [:]) {
+                multiHosts: [String: [SocketAddress]], resolver: DNSResolver? = nil, tlsPeers: [UInt64: TLSPeer] = [:],
+                sockets: [LocalSocket] = []) {
+        self.sockets = sockets.isEmpty ? [LocalSocket(proto: .udp, address: local)] : sockets
         self.resolver = resolver
         self.local = local
         self.tlsPeers = tlsPeers
@@ -64,6 +70,9 @@ public final class TestServices: CoreServices {
 
     public func isMyself(host: String, port: Int?, proto: SIPTransportProtocol?) -> Bool {
         if aliases.contains(host.lowercased()) { return port == nil || port == Int(local.port) }
+        if sockets.count > 1 || sockets[0].advertisedHost != nil {
+            return socket(host: host, port: port ?? 0, proto: nil) != nil
+        }
         guard let a = SocketAddress(ip: host, port: 0), a.ip == local.ip else { return false }
         return port == nil || port == Int(local.port)
     }
@@ -80,7 +89,16 @@ public final class TestServices: CoreServices {
     }
 
     public func localSocket(for destination: SocketAddress, proto: SIPTransportProtocol) -> (socket: SocketAddress, advertised: String)? {
-        (local, "\(local.uriHost):\(local.port)")
+        guard sockets.count > 1 else {
+            let s = sockets[0]
+            return (local, s.address == local ? s.advertised : "\(local.uriHost):\(local.port)")
+        }
+        let sameProto = sockets.filter { $0.proto == proto }
+        let net = destination.ip.split(separator: ".").prefix(3)
+        if let s = sameProto.first(where: { $0.address.ip.split(separator: ".").prefix(3) == net }) ?? sameProto.first {
+            return (s.address, s.advertised)
+        }
+        return (local, "\(local.uriHost):\(local.port)")
     }
 
     public func queryNAPTR(_ name: String) -> [NAPTRRecord]? {
@@ -154,14 +172,16 @@ public final class ScriptHarness {
     /// Handles a message exactly as a server worker does: parse, core checks (400/505 answered by the
     /// core), `ksr_request_route` for requests, `ksr_reply_route` then the stateless relay for replies.
     @discardableResult
-    public func route(_ text: String, from: SocketAddress? = nil, proto: SIPTransportProtocol = .udp) throws -> DispatchResult {
-        route(bytes: Array(text.utf8), from: from, proto: proto)
+    public func route(_ text: String, from: SocketAddress? = nil, proto: SIPTransportProtocol = .udp,
+                      local: SocketAddress? = nil) throws -> DispatchResult {
+        route(bytes: Array(text.utf8), from: from, proto: proto, local: local)
     }
 
     /// The same for raw bytes (e.g. a torture-test file). `proto`: the transport it arrived on.
     @discardableResult
-    public func route(bytes: [UInt8], from: SocketAddress? = nil, proto: SIPTransportProtocol = .udp) -> DispatchResult {
-        bytes.withUnsafeBytes { dispatcher.dispatch($0, source: from ?? source, local: services.local, proto: proto) }
+    public func route(bytes: [UInt8], from: SocketAddress? = nil, proto: SIPTransportProtocol = .udp,
+                      local: SocketAddress? = nil) -> DispatchResult {
+        bytes.withUnsafeBytes { dispatcher.dispatch($0, source: from ?? source, local: local ?? services.local, proto: proto) }
     }
 
     /// Calls a global Lua function of the script with the current message (set by `route` or `prepare`).

@@ -41,12 +41,14 @@ import StarlingKEMI
         st.routedParams = ";r=1"
         st.connectionFlags.forwardClose = true
         st.transaction = Transaction()
+        st.forcedSocket = LocalSocket(proto: .udp, address: b, name: "x")
+        st.paths = [PathLump(user: "", suffix: ";lr", r2: false, socketNames: false)]
         let dirtied: Set<String> = [
             "message", "routeType", "received", "messageFlags", "branchFlags", "scriptFlags", "destinationURI",
             "forceRport", "addLocalRport", "advertisedAddress", "advertisedPort", "dropRequested", "replied", "avps",
             "xavps", "extendedFlags", "branches", "branchDestinations", "extraBranchFlags", "requestURIQ", "branchQ",
             "replyHeaders", "replyBody", "lastError", "receivedAt", "recordRoute", "recordRouteParams",
-            "routedParams", "connectionFlags", "transaction",
+            "routedParams", "connectionFlags", "transaction", "forcedSocket", "paths",
         ]
         // A field added to MessageState must be dirtied above and reset in `reset`.
         #expect(Set(Mirror(reflecting: st).children.compactMap(\.label)) == dirtied)

@@ -344,17 +344,72 @@ private func contactHeader(_ m: SIPMessage) -> String { m.headerValue(.contact) 
         #expect(r.headerValue(.path) == "<sip:edge.example.net:5070;lr>")
         h.sender.clear()
         let h2 = try harness(["registrar": ["use_path": ["1"]]])
-        // Strict mode (2) without Supported: path: 420.
+        // Strict mode (2) without Supported: path: 420 (the binding is saved all the same, as Kamailio
+        // 5.6 does: the next REGISTER updates it).
         try h2.route(register(contacts: ["<sip:alice@10.0.0.5:5060>"], extra: "Path: <sip:192.0.2.77;lr>\r\n"))
         #expect(lastReply(h2)?.statusCode == 420)
         try h2.route(register(contacts: ["<sip:alice@10.0.0.5:5060>"], cseq: 2,
                               extra: "Path: <sip:192.0.2.77;lr>\r\nSupported: path\r\n"))
-        #expect(intVar(h2, "save") == 1)
+        #expect(intVar(h2, "save") == 2)
         h2.sender.clear()
         try h2.route(invite())
         let sent = try #require(h2.sender.sent.first { $0.text.hasPrefix("INVITE") })
         #expect(sent.destination.ip == "192.0.2.77")
         #expect(sent.message?.headerValue(.route) == "<sip:192.0.2.77;lr>")
+    }
+
+    @Test func pathModeStrictWithoutSupportedSavesAndReplies420() throws {
+        let h = try harness(["registrar": ["use_path": ["1"]]])
+        try h.route(register(contacts: ["<sip:alice@10.0.0.5:5060>"], expires: 300, extra: "Path: <sip:192.0.2.77;lr>\r\n"))
+        // Kamailio 5.6 saves the binding and answers 420 with Unsupported: path and the Path.
+        #expect(intVar(h, "save") == 1)
+        let r = try #require(lastReply(h))
+        #expect(r.statusCode == 420 && r.string(r.reasonRange) == "Bad Extension")
+        #expect(r.headerValue(.contact) == "<sip:alice@10.0.0.5:5060>;expires=300")
+        #expect(r.headers(named: "Unsupported").map { r.string($0.value) } == ["path"])
+        #expect(r.headerValue(.path) == "<sip:192.0.2.77;lr>")
+        #expect(r.headers(named: "P-Registrar-Error").map { r.string($0.value) } == ["No support for found Path indicated"])
+        #expect(h.runtime.usrloc.table("location").contacts("alice").first?.path == "<sip:192.0.2.77;lr>")
+        // Lazy (1): saved, 200 without Path. Off (0): saved, 200 without Path.
+        for mode in ["1", "0"] {
+            let l = try harness(["registrar": ["use_path": ["1"], "path_mode": [mode]]])
+            try l.route(register(contacts: ["<sip:alice@10.0.0.5:5060>"], expires: 300, extra: "Path: <sip:192.0.2.77;lr>\r\n"))
+            let lr = try #require(lastReply(l))
+            #expect(lr.statusCode == 200 && lr.headerValue(.path) == nil)
+        }
+    }
+
+    @Test func pathUseReceivedCheckLocalAndBadPath() throws {
+        let h = try harness(["registrar": ["use_path": ["1"], "path_use_received": ["1"]]])
+        try h.route(register(contacts: ["<sip:alice@10.0.0.5:5060>"], expires: 300,
+                             extra: "Path: <sip:192.0.2.77;lr;received=sip:198.51.100.50:40000%3Btransport%3Dtcp>\r\nSupported: path\r\n"))
+        #expect(intVar(h, "save") == 1)
+        #expect(h.runtime.usrloc.table("location").contacts("alice").first?.received == "sip:198.51.100.50:40000;transport=tcp")
+        h.sender.clear()
+        try h.route(invite())
+        let sent = try #require(h.sender.sent.first { $0.text.hasPrefix("INVITE") })
+        #expect(sent.destination == SocketAddress(ip: "198.51.100.50", port: 40000)! && sent.proto == .tcp)
+        #expect(sent.message?.headerValue(.route) == "<sip:192.0.2.77;lr;received=sip:198.51.100.50:40000%3Btransport%3Dtcp>")
+        // A first Path URI that is not a loose router: 400 Path parse error.
+        let bad = try harness(["registrar": ["use_path": ["1"]]])
+        try bad.route(register(contacts: ["<sip:alice@10.0.0.5:5060>"], extra: "Path: <sip:192.0.2.77>\r\nSupported: path\r\n"))
+        #expect(intVar(bad, "save") == -1)
+        #expect(lastReply(bad)?.statusCode == 400)
+        #expect(lastReply(bad)?.headers(named: "P-Registrar-Error").first.map { lastReply(bad)!.string($0.value) } == "Path parse error")
+        // A malformed received (bad escape) with path_use_received: the same.
+        let badReceived = try harness(["registrar": ["use_path": ["1"], "path_use_received": ["1"]]])
+        try badReceived.route(register(contacts: ["<sip:alice@10.0.0.5:5060>"],
+                                       extra: "Path: <sip:192.0.2.77;lr;received=sip:1.2.3.4%zz>\r\nSupported: path\r\n"))
+        #expect(lastReply(badReceived)?.statusCode == 400)
+        // path_check_local: our own first hop (127.0.0.1) is skipped; the next Path hop is the next hop.
+        let local = try harness(["registrar": ["use_path": ["1"], "path_check_local": ["1"]]])
+        try local.route(register(contacts: ["<sip:alice@10.0.0.5:5060>"],
+                                 extra: "Path: <sip:127.0.0.1;lr>, <sip:192.0.2.78;lr>\r\nSupported: path\r\n"))
+        local.sender.clear()
+        try local.route(invite())
+        let viaNext = try #require(local.sender.sent.first { $0.text.hasPrefix("INVITE") })
+        #expect(viaNext.destination.ip == "192.0.2.78")
+        #expect(viaNext.message?.headerValue(.route) == "<sip:192.0.2.78;lr>")
     }
 
     @Test func registeredUnregisterAndFetchContacts() throws {

@@ -91,6 +91,31 @@ import Testing
         #expect(framer.next(&b) == nil)
     }
 
+    /// `tcp_accept_no_cl`: a message without Content-Length is taken with an empty body (the next one
+    /// follows at once); a bad Content-Length is still refused.
+    @Test func acceptNoContentLength() {
+        let noCL = "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\n\r\n"
+        let next = Self.options("c2")
+        for chunk in [1, 5, 1000] {
+            var framer = SIPStreamFramer(acceptNoContentLength: true)
+            var buffer = ByteBuffer()
+            var out: [SIPStreamFrame] = []
+            let bytes = Array((noCL + "\r\n\r\n" + next).utf8)
+            var i = 0
+            while i < bytes.count {
+                buffer.writeBytes(bytes[i..<min(i + chunk, bytes.count)])
+                i += chunk
+                while let f = framer.next(&buffer) { out.append(f) }
+            }
+            #expect(out.compactMap(Self.text) == [noCL, next], "chunk \(chunk)")
+            #expect(out.contains(.ping), "chunk \(chunk)")
+        }
+        var framer = SIPStreamFramer(acceptNoContentLength: true)
+        var bad = ByteBuffer(string: "OPTIONS sip:x SIP/2.0\r\nContent-Length: 12x\r\n\r\n")
+        guard case .invalid(let reason, _)? = framer.next(&bad) else { Issue.record("expected invalid"); return }
+        #expect(reason == "missing or bad Content-Length")
+    }
+
     @Test func invalidRequestWithReadableHeadGetsA400() throws {
         let noCL = "INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK77\r\nFrom: <sip:a@b>;tag=9\r\n"
             + "To: <sip:x@y>\r\nCall-ID: abc\r\nCSeq: 1 INVITE\r\n\r\n"

@@ -170,7 +170,7 @@ struct TLSTransportTests {
         let r = try StreamClient.run("calls", proto: "tls", port: tlsPort, ["--count", "50", "--follow-rr", "--ca", certs.ca])
         #expect(r.ok && r.int("successful") == 50, "\(r)\nlog:\n\(starling.logTail())")
         let rr = r.json["record_route"] as? [String] ?? []
-        #expect(rr == ["<sip:127.0.0.1:\(udpPort);lr=on>", "<sip:127.0.0.1:\(tlsPort);transport=tls;lr=on>"], "\(rr)")
+        #expect(rr == ["<sip:127.0.0.1:\(udpPort);r2=on;lr=on>", "<sip:127.0.0.1:\(tlsPort);transport=tls;r2=on;lr=on>"], "\(rr)")
     }
 
     /// Keepalive bursts on TLS (CRLFCRLF every 10 ms) mixed with requests: all answered, all ponged.

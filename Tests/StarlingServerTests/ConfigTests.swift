@@ -115,7 +115,7 @@ struct ConfigTests {
     @Test("unknown keys in [core] and unknown sections are errors")
     func unknownKeys() {
         expectError("[core]\nworkerz = 2",
-                    "core.workerz: unknown key (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections, mcast_loopback, mcast_ttl)")
+                    "core.workerz: unknown key (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections, mcast_loopback, mcast_ttl, tcp_crlf_ping, tcp_accept_no_cl, tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt)")
         expectError("[server]\nx = 1", "server: unknown section (expected [core], [control], [tls], [define] or [modparam.<module>])")
         expectError("core = 1", "core: expected a table ([core]), got 1")
     }
@@ -176,6 +176,60 @@ struct ConfigTests {
         expectError("[tls]\ncert = \"/x\"",
                     "tls.cert: unknown key (expected one of certificate, private_key, ca_list, verify_client, require_client_certificate, verify_server, min_version, or [tls.domain.<name>])")
         expectError("[tls.domain.x]\ncertificate = \"/x\"", "tls.domain.x: needs certificate and private_key")
+    }
+
+    @Test("listen: advertise and name (Kamailio's syntax and ;name=)")
+    func listenAdvertiseAndName() throws {
+        let c = try StarlingConfig.parse(toml: """
+            [core]
+            listen = ['udp:10.0.3.112:5060 advertise 203.0.113.7:5060 name "public"', "udp:10.0.4.1:5060;name=private",
+                      "tcp:10.0.3.112:5060;proxy;name=ptcp advertise sip.example.com", "tls:[::1]:5061 advertise [2001:db8::7]"]
+            """)
+        #expect(c.listen[0].advertisedHost == "203.0.113.7" && c.listen[0].advertisedPort == 5060 && c.listen[0].name == "public")
+        #expect(c.listen[0].description == "udp:10.0.3.112:5060 advertise 203.0.113.7:5060 name public")
+        #expect(c.listen[1].name == "private" && c.listen[1].advertisedHost == nil)
+        #expect(c.listen[2].proxyProtocol && c.listen[2].name == "ptcp" && c.listen[2].advertisedHost == "sip.example.com"
+                && c.listen[2].advertisedPort == nil)
+        #expect(c.listen[3].advertisedHost == "[2001:db8::7]")
+        // The printed form parses back to the same entries.
+        for l in c.listen { #expect(try ListenAddress.parse(l.description).get() == l) }
+        let hint = "(expected HOST[:PORT], e.g. \"203.0.113.7:5060\", \"[2001:db8::7]:5060\" or \"sip.example.com\")"
+        expectError("[core]\nlisten = [\"udp:10.0.3.112:5060 advertise 203.0.113.7:99999\"]",
+                    "core.listen[0]: bad advertise \"203.0.113.7:99999\": port 99999 out of range \(hint) in \"udp:10.0.3.112:5060 advertise 203.0.113.7:99999\"")
+        expectError("[core]\nlisten = [\"udp:10.0.3.112:5060 advertise 203.0.113:5060\"]",
+                    "core.listen[0]: bad advertise \"203.0.113:5060\": not an IPv4 address \(hint) in \"udp:10.0.3.112:5060 advertise 203.0.113:5060\"")
+        expectError("[core]\nlisten = [\"udp:10.0.3.112:5060 advertise 2001:db8::7\"]",
+                    "core.listen[0]: bad advertise \"2001:db8::7\": IPv6 addresses need brackets \(hint) in \"udp:10.0.3.112:5060 advertise 2001:db8::7\"")
+        expectError("[core]\nlisten = [\"udp:10.0.3.112:5060 advertise bad/host\"]",
+                    "core.listen[0]: bad advertise \"bad/host\": not an IP address or host name \(hint) in \"udp:10.0.3.112:5060 advertise bad/host\"")
+        expectError("[core]\nlisten = [\"udp:10.0.3.112:5060 advertise\"]",
+                    "core.listen[0]: \"advertise\" needs a value in \"udp:10.0.3.112:5060 advertise\"")
+        expectError("[core]\nlisten = [\"udp:10.0.3.112:5060 advertize 1.2.3.4\"]",
+                    "core.listen[0]: unknown word \"advertize\" in \"udp:10.0.3.112:5060 advertize 1.2.3.4\" (expected advertise HOST[:PORT] or name NAME after the address)")
+        expectError("[core]\nlisten = [\"udp:10.0.3.112:5060;name=\"]",
+                    "core.listen[0]: bad socket name \"\" in \"udp:10.0.3.112:5060;name=\"")
+    }
+
+    @Test("keepalive settings: tcp_crlf_ping, tcp_accept_no_cl, tcp_keepalive and its timing")
+    func keepaliveSettings() throws {
+        let d = try StarlingConfig.parse(toml: "")
+        #expect(d.tcpCRLFPing && !d.tcpAcceptNoCL && d.tcpKeepalive && d.tcpKeepIdle == 0)
+        let c = try StarlingConfig.parse(toml: """
+            [core]
+            tcp_crlf_ping = false
+            tcp_accept_no_cl = 1
+            tcp_keepalive = true
+            tcp_keepidle = 30
+            tcp_keepintvl = 10
+            tcp_keepcnt = 3
+            """)
+        let s = Server.streamSettings(c)
+        #expect(!s.crlfPing && s.acceptNoContentLength && s.keepalive && s.keepIdle == 30 && s.keepInterval == 10 && s.keepCount == 3)
+        // --print writes them and parses back to the same values.
+        let again = try StarlingConfig.parse(toml: c.renderTOML())
+        #expect(again.tcpCRLFPing == false && again.tcpAcceptNoCL && again.tcpKeepIdle == 30 && again.tcpKeepCnt == 3)
+        expectError("[core]\ntcp_crlf_ping = \"yes\"", "core.tcp_crlf_ping: expected true or false, got \"yes\"")
+        expectError("[core]\ntcp_keepidle = -1", "core.tcp_keepidle: expected a non-negative integer, got -1")
     }
 
     @Test("a single listen string is accepted")
@@ -271,7 +325,7 @@ struct ConfigTests {
     func environmentErrors() {
         expectError("", env: ["STARLING_CORE_WORKERS": "abc"], "STARLING_CORE_WORKERS: expected a positive integer, got \"abc\"")
         expectError("", env: ["STARLING_CORE_THREADS": "4"],
-                    "STARLING_CORE_THREADS: unknown key core.threads (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections, mcast_loopback, mcast_ttl)")
+                    "STARLING_CORE_THREADS: unknown key core.threads (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections, mcast_loopback, mcast_ttl, tcp_crlf_ping, tcp_accept_no_cl, tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt)")
         expectError("", env: ["STARLING_CORE_LISTEN": "udp:127.0.0.1:5060,foo:1.2.3.4"],
                     "STARLING_CORE_LISTEN[1]: unknown proto \"foo\" in \"foo:1.2.3.4\" (expected one of udp, tcp, tls, ws, wss, sctp)")
         expectError("", env: ["STARLING_MODPARAM_TM": "1"], "STARLING_MODPARAM_TM: expected STARLING_MODPARAM_<MODULE>_<PARAM>")

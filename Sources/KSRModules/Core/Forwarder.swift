@@ -115,7 +115,7 @@ public enum Forwarder {
             return false
         }
         let bytes = m.serialized(options: SIPSerializeOptions(removeTopVia: true))
-        let local = ctx.services.localSocket(for: dst, proto: nextProto)?.socket
+        let local = ctx.localSocket(for: dst, proto: nextProto)?.socket
         return ctx.sender.send(bytes, to: dst, proto: nextProto, from: local)
     }
 }

@@ -41,7 +41,7 @@ enum RequestBuilder {
             ctx.logger.error("\(caller): '\(uri)' points to this server; not looping the request back")
             throw Failure(code: SERError.badAddress)
         }
-        guard let local = ctx.services.localSocket(for: target.address, proto: target.proto) else {
+        guard let local = ctx.localSocket(for: target.address, proto: target.proto) else {
             ctx.logger.error("\(caller): no local socket for \(target.proto.name) to \(target.address)")
             throw Failure(code: SERError.send)
         }
@@ -73,6 +73,11 @@ enum RequestBuilder {
         top.append(contentsOf: viaLine(proto: hop.proto, sentBy: sentBy(ctx, hop.local), branch: branch,
                                        rport: ctx.addLocalRport))
         var options = SIPSerializeOptions(prependLine: top, requestURI: requestURI)
+        let path = PathModule.pathLines(ctx, outgoing: hop.local.socket, proto: hop.proto)
+        if !path.isEmpty {
+            // Before the Path the request has (ours is the newest), else after the last header.
+            if let first = m.firstHeader(.path) { options.inserts.append((first.line.lower, path)) } else { options.appendLines = path }
+        }
         if let via = m.topVia {
             let (params, fill) = MessageTools.viaUpdate(ctx)
             if let fill, let rp = via.rport { options.inserts.append((rp.upper, Array("=\(fill)".utf8))) }

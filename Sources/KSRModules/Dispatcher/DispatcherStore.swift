@@ -243,6 +243,21 @@ final class DispatcherStore: Sendable {
         var records: [[String: [KemiValue]]] = []
     }
 
+    /// `socket=` / `sockname=` of a destination: the socket requests to it leave from (Kamailio's
+    /// ds_update_dst sets force_send_socket). A socket that does not exist is logged and not forced.
+    func forceSocket(_ ctx: RouteContext, socket: String, name: String) {
+        guard !socket.isEmpty || !name.isEmpty else { return }
+        var found: LocalSocket? = nil
+        if !name.isEmpty {
+            found = ctx.services.socket(named: name)
+        } else if let p = CorexModule.parseSocketSpec(socket) {
+            found = ctx.services.socket(host: p.host, port: p.port, proto: p.proto)
+        }
+        if let found { ctx.forcedSocket = found } else {
+            ctx.logger.warning("dispatcher: no local socket matches \(name.isEmpty ? "socket=" + socket : "sockname=" + name)")
+        }
+    }
+
     /// The hash input of the hashing algorithms, read from the message before taking the lock.
     enum HashInput { case value(UInt32), roundRobin, error }
 
@@ -304,6 +319,9 @@ final class DispatcherStore: Sendable {
         var uriBytes: [UInt8] = []
         var branches: [String] = []
         var records: [[String: [KemiValue]]] = []
+        /// The destination's `socket=` / `sockname=` attribute ("" none).
+        var socket = ""
+        var socketName = ""
     }
 
     /// `ds_manage_routes`: picks a destination of `rstate.setid` with `rstate.alg`, sets $du / the
@@ -456,7 +474,8 @@ final class DispatcherStore: Sendable {
             }
             hash = i
             if ulast && vlast == set.last { set.last = (hash + 1) % nr }
-            var d = Decision(code: 1, uri: set.dests[hash].uri, uriBytes: set.dests[hash].uriBytes)
+            var d = Decision(code: 1, uri: set.dests[hash].uri, uriBytes: set.dests[hash].uriBytes,
+                             socket: set.dests[hash].attrs.socket, socketName: set.dests[hash].attrs.sockname)
             if alg == 12 {
                 // ds_add_branches: every destination after the chosen one, active or not
                 if rstate.umode == .xavp || hash + 1 < nr {
@@ -492,6 +511,7 @@ final class DispatcherStore: Sendable {
             } else {
                 guard push(ctx, uri, rstate.umode) else { return -1 }
             }
+            forceSocket(ctx, socket: decision.socket, name: decision.socketName)
             rstate.emode = true
         }
         if !decision.branches.isEmpty {
@@ -598,6 +618,10 @@ final class DispatcherStore: Sendable {
                 return -1
             }
             guard push(ctx, uri, mode) else { return -1 }
+            var sock = "", sockname = ""
+            if case .string(let s)? = rec["sock"]?.first { sock = s }
+            if case .string(let s)? = rec["sockname"]?.first { sockname = s }
+            forceSocket(ctx, socket: sock, name: sockname)
             guard case .string(let duid)? = rec["dstid"]?.first, next else { return 1 }
             switch loadReplace(ctx, duid) {
             case 0: return 1

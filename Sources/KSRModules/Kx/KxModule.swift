@@ -59,13 +59,21 @@ enum KxModule {
         add("get_srcaddr_sock") { ctx, _ in .string(sock(ctx.received.proto, ctx.received.source)) }
         add("get_rcvip") { ctx, _ in .string(ctx.received.local.ip) }
         add("get_rcvport") { ctx, _ in .int(Int(ctx.received.local.port)) }
-        add("get_rcv_sock_name") { _, _ in .null }
-        add("get_rcvadvip") { ctx, _ in .string(ctx.received.local.ip) }
-        add("get_rcvadvport") { ctx, _ in .int(Int(ctx.received.local.port)) }
+        add("get_rcv_sock_name") { ctx, _ in
+            ctx.socketInfo(local: ctx.received.local, proto: ctx.received.proto).name.map { .string($0) } ?? .null
+        }
+        add("get_rcvadvip") { ctx, _ in
+            let s = ctx.socketInfo(local: ctx.received.local, proto: ctx.received.proto)
+            return .string(s.advertisedHost ?? ctx.received.local.ip)
+        }
+        add("get_rcvadvport") { ctx, _ in
+            let s = ctx.socketInfo(local: ctx.received.local, proto: ctx.received.proto)
+            return .int(s.advertisedPort ?? Int(ctx.received.local.port))
+        }
         add("get_rcvaddr_sock") { ctx, _ in .string(sock(ctx.received.proto, ctx.received.local)) }
-        add("get_send_sock") { _, _ in .null }
-        add("get_send_sock_name") { _, _ in .null }
-        add("get_send_sock_port", [], .int) { _, _ in .int(0) }
+        add("get_send_sock") { ctx, _ in ctx.forcedSocket.map { .string($0.description) } ?? .null }
+        add("get_send_sock_name") { ctx, _ in ctx.forcedSocket?.name.map { .string($0) } ?? .null }
+        add("get_send_sock_port", [], .int) { ctx, _ in .int(ctx.forcedSocket.map { Int($0.address.port) } ?? 0) }
         add("get_proto") { ctx, _ in .string(ctx.received.proto.name) }
         add("get_protoid", [], .int) { ctx, _ in .int(protoIDs[ctx.received.proto] ?? 0) }
         add("get_conid", [], .int) { _, _ in .int(0) }

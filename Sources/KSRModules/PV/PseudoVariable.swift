@@ -12,7 +12,7 @@ enum PseudoVariable: Hashable {
     case ru, rU, rd, rp, rz, rP, rm, rv, rs, rr, ou, oU, od, op
     case du, dd, dp, dP
     case fu, fU, fd, fn, ft, tu, tU, td, tn, tt
-    case ci, cs, si, sp, Ri, Rp, pr, ua, ct, cT, cl, ml, mb, rb, bs
+    case ci, cs, si, sp, Ri, Rp, fs, fsn, pr, ua, ct, cT, cl, ml, mb, rb, bs
     case Ts, TS, TVs, TVu, mf, bf, sf
     /// `$T_reply_code`, `$T_branch_idx` (tm).
     case TReplyCode, TBranchIdx
@@ -84,6 +84,8 @@ enum PseudoVariable: Hashable {
         case "sp": return .sp
         case "Ri": return .Ri
         case "Rp": return .Rp
+        case "fs": return .fs
+        case "fsn": return .fsn
         case "pr", "proto": return .pr
         case "ua": return .ua
         case "ct": return .ct
@@ -259,6 +261,8 @@ enum PVEngine {
         case .sp: return .int(Int(ctx.received.source.port))
         case .Ri: return .string(ctx.received.local.ip)
         case .Rp: return .int(Int(ctx.received.local.port))
+        case .fs: return ctx.forcedSocket.map { .string($0.description) } ?? .null
+        case .fsn: return ctx.forcedSocket?.name.map { .string($0) } ?? .null
         case .pr: return .string(ctx.received.proto.name)
         case .ua:
             guard let m, let h = m.firstHeader(.userAgent) else { return .null }
@@ -361,6 +365,13 @@ enum PVEngine {
             guard case .int(let i) = value else { return false }
             ctx.scriptFlags = UInt32(truncatingIfNeeded: i)
             return true
+        case .fs, .fsn:
+            guard case .string(let text) = value, !text.isEmpty else {
+                if value == .null { ctx.forcedSocket = nil; return true }
+                ctx.logger.error("str value required to set the force send sock")
+                return false
+            }
+            return CorexModule.setSocket(ctx, text, send: true, byName: pv == .fsn) == 1
         case .ext(let e):
             return e.set(ctx, value)
         default:

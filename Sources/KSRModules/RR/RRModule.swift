@@ -11,38 +11,40 @@ public enum RRModule {
     // MARK: Record-Route
 
     /// The Record-Route lines to put before Starling's Via when the request leaves from `outgoing`
-    /// over `proto` (empty when the script did not record-route). Two lines when the lump asks for
-    /// double RR and the outgoing socket or transport differs from the incoming one: the outgoing
-    /// side first (the next hop sends to it), then the incoming side.
+    /// over `proto` (empty when the script did not record-route), as Kamailio's rr writes them: the
+    /// socket's advertised (or own) address, `:port` unless 5060, `;transport=` unless UDP. Two lines,
+    /// each with `;r2=on`, when double RR is on (`enable_double_rr` 1) and the outgoing socket or
+    /// transport differs from the incoming one (2: always): the outgoing side first (the next hop
+    /// sends to it), then the incoming side. Decided here, when the request is built, so the script
+    /// may force the socket after `record_route()`.
     public static func recordRouteLines(_ ctx: RouteContext, outgoing: (socket: SocketAddress, advertised: String),
                                         proto: SIPTransportProtocol) -> [UInt8] {
         guard let rr = ctx.recordRoute else { return [] }
         let suffix = rr.lr + rr.fromTag + rr.params + ctx.recordRouteParams
-        func line(_ address: String, _ p: SIPTransportProtocol?) -> String {
-            var t = ""
-            if let p, p != .udp { t = ";transport=\(p.name)" }
-            return "Record-Route: <sip:\(address)\(t)\(suffix)>\r\n"
-        }
         if !rr.addresses.isEmpty {
-            return Array(rr.addresses.map { line($0, nil) }.joined().utf8)
+            return Array(rr.addresses.map { "Record-Route: <sip:\($0)\(suffix)>\r\n" }.joined().utf8)
         }
-        var out = outgoing.advertised
+        let outSocket = ctx.socketInfo(local: outgoing.socket, proto: proto)
+        var out = outSocket.uriHostPort(withName: rr.socketNames)
         if ctx.advertisedAddress != nil || ctx.advertisedPort != nil {
-            out = "\(ctx.advertisedAddress ?? outgoing.socket.uriHost):\(ctx.advertisedPort ?? Int(outgoing.socket.port))"
+            var o = outSocket
+            o.advertisedHost = ctx.advertisedAddress ?? o.advertisedHost
+            o.advertisedPort = ctx.advertisedPort ?? o.advertisedPort
+            out = o.uriHostPort(withName: rr.socketNames)
         }
         let sameSide = outgoing.socket == ctx.received.local && proto == ctx.received.proto
-        guard rr.double && !sameSide else { return Array(line(out, proto).utf8) }
-        var incoming = "\(ctx.received.local.uriHost):\(ctx.received.local.port)"
-        if let l = ctx.services.localSocket(for: ctx.received.source, proto: ctx.received.proto), l.socket == ctx.received.local {
-            incoming = l.advertised
+        guard rr.doubleMode == 2 || (rr.doubleMode == 1 && !sameSide) else {
+            return Array("Record-Route: <sip:\(out)\(suffix)>\r\n".utf8)
         }
-        return Array((line(out, proto) + line(incoming, ctx.received.proto)).utf8)
+        let incoming = ctx.socketInfo(local: ctx.received.local, proto: ctx.received.proto).uriHostPort(withName: rr.socketNames)
+        return Array("Record-Route: <sip:\(out);r2=on\(suffix)>\r\nRecord-Route: <sip:\(incoming);r2=on\(suffix)>\r\n".utf8)
     }
 
     struct Settings {
         var fullLR: Bool
         var appendFromTag: Bool
-        var doubleRR: Bool
+        var doubleRR: Int
+        var socketNames: Bool = false
     }
 
     /// Records a Record-Route for the current request: -1 when one was already recorded (or no request).
@@ -54,7 +56,7 @@ public enum RRModule {
             if let t = m.from?.tag, !t.isEmpty { ftag = ";ftag=" + m.string(t) }
         }
         ctx.recordRoute = RecordRouteLump(addresses: addresses, lr: s.fullLR ? ";lr=on" : ";lr", fromTag: ftag,
-                                          params: params, double: s.doubleRR)
+                                          params: params, doubleMode: s.doubleRR, socketNames: s.socketNames)
         return 1
     }
 
@@ -136,14 +138,33 @@ public enum RRModule {
         }
         // Our own entries on top (two with double RR).
         var removedOurs = false
+        var ours: [RouteEntry] = []
         while let top = pending.first, isMyself(ctx, m, top.addr.uriParts) {
             if !removedOurs {
                 let p = m.string(top.addr.uriParts.params)
                 ctx.routedParams = p.isEmpty ? "" : ";" + p
             }
             removedOurs = true
+            ours.append(top)
             gone.append(top)
             pending = pending.dropFirst()
+        }
+        // Double RR (`;r2=on`): the second entry names the socket the request leaves from (Kamailio
+        // forces it, by `;sn=` with sockname_mode).
+        if ours.count >= 2, m.param("r2", in: ours[0].addr.uriParts.params) != nil {
+            let second = ours[1].addr.uriParts
+            if let sn = m.param("sn", in: second.params).map(m.string), !sn.isEmpty, let named = ctx.services.socket(named: sn) {
+                ctx.forcedSocket = named
+            } else {
+                let t = m.param("transport", in: second.params).flatMap { SIPTransportProtocol(name: m.string($0)) }
+                    ?? (second.scheme == .sips ? .tls : .udp)
+                let port = second.port ?? (t == .tls ? 5061 : 5060)
+                if let si = ctx.services.socket(host: m.string(second.host), port: port, proto: t == .ws ? nil : t) {
+                    ctx.forcedSocket = si
+                } else if !ctx.services.sockets.isEmpty {
+                    ctx.logger.warning("loose_route: no socket for the second Record-Route entry \(m.string(ours[1].addr.uri))")
+                }
+            }
         }
         let initial = m.to?.tag == nil
         var result = 1
@@ -168,7 +189,8 @@ public enum RRModule {
 
     static func exports(_ config: ModuleConfiguration, callbacks: RRCallbacks = RRCallbacks()) -> [KemiExport] {
         let rrcb = callbacks.all
-        let s = Settings(fullLR: config[enableFullLR], appendFromTag: config[appendFromTag], doubleRR: config[enableDoubleRR])
+        let s = Settings(fullLR: config[enableFullLR], appendFromTag: config[appendFromTag], doubleRR: config[enableDoubleRR],
+                         socketNames: config[sockNameMode])
         let uac = UACReplace.Settings(config)
         return [
             KemiExport("rr", "record_route", [], returns: .int) { ctx, _ in
@@ -244,9 +266,11 @@ extension RRModule: KSRModule {
     public static let summary = "Record-Route and loose routing."
     static let enableFullLR = ModuleParameter.flag("rr", "enable_full_lr", false, "Write `;lr=on` instead of `;lr`.")
     static let appendFromTag = ModuleParameter.flag("rr", "append_fromtag", true, "Add the From tag (`;ftag=`) to Record-Route.")
-    static let enableDoubleRR = ModuleParameter.flag("rr", "enable_double_rr", true,
-                                                     "Two Record-Routes when a request changes socket or transport.")
-    public static let parameters = [enableFullLR.info, appendFromTag.info, enableDoubleRR.info]
+    static let enableDoubleRR = ModuleParameter.int("rr", "enable_double_rr", 1, in: 0...2,
+                                                    "Two Record-Routes (`;r2=on`) when a request changes socket or transport (2: always).")
+    static let sockNameMode = ModuleParameter.flag("rr", "sockname_mode", false,
+                                                   "Add `;sn=NAME` (the socket's name) to Record-Route.")
+    public static let parameters = [enableFullLR.info, appendFromTag.info, enableDoubleRR.info, sockNameMode.info]
     public static func exports(_ runtime: ModuleRuntime) -> [KemiExport] {
         exports(runtime.config, callbacks: runtime.rrCallbacks)
     }

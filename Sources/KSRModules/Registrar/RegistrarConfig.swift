@@ -24,6 +24,7 @@ struct RegistrarConfig: Sendable {
     /// 0 off, 1 lazy, 2 strict.
     var pathMode = 2
     var pathUseReceived = false
+    var pathCheckLocal = false
     /// usrloc's `cseq_delay`: a REGISTER with the same Call-ID and CSeq within this many seconds is a
     /// retransmission (skipped), later it is rejected.
     var cseqDelay = 20
@@ -45,6 +46,7 @@ struct RegistrarConfig: Sendable {
         usePath = c[R.usePath]
         pathMode = c[R.pathMode]
         pathUseReceived = c[R.pathUseReceived]
+        pathCheckLocal = c[R.pathCheckLocal]
         cseqDelay = c[UsrlocModule.cseqDelay]
     }
 
@@ -111,8 +113,10 @@ extension RegistrarModule: KSRModule {
     static let usePath = ModuleParameter.flag("registrar", "use_path", false, "Store Path headers with contacts and route through them.")
     static let pathMode = ModuleParameter.int("registrar", "path_mode", 2, in: 0...2, "Path support required of the UA: 0 off, 1 lazy, 2 strict.")
     static let pathUseReceived = ModuleParameter.flag("registrar", "path_use_received", false, "Use the received parameter of the Path as the next hop.")
+    static let pathCheckLocal = ModuleParameter.flag("registrar", "path_check_local", false,
+        "On lookup, skip the first Path hop when it is this server (go to the next one, or to the contact).")
     static let parameters = [defaultExpires, minExpires, minExpiresMode, maxExpires, defaultQ, maxContacts, retryAfter, pathMode].map(\.info)
-        + [appendBranches, caseSensitive, methodFiltering, usePath, pathUseReceived].map(\.info)
+        + [appendBranches, caseSensitive, methodFiltering, usePath, pathUseReceived, pathCheckLocal].map(\.info)
         + [receivedAVP.info, receivedParam.info]
 }
 

@@ -42,6 +42,17 @@ enum RegistrarModule {
         return String(s)
     }
 
+    /// The next hop of a stored Path and the Route set to add: the first Path URI and the whole Path;
+    /// with path_check_local, a first URI that is this server is skipped (the next one, or none: the
+    /// contact itself).
+    static func pathHop(_ ctx: RouteContext, _ cfg: RegistrarConfig, _ path: String) -> (hop: String?, route: String)? {
+        guard let hop = firstPathURI(path) else { return nil }
+        guard cfg.pathCheckLocal, let u = SIPURI(hop),
+              ctx.services.isMyself(host: u.host, port: nil, proto: nil) else { return (hop, path) }
+        let rest = path.split(separator: ",", maxSplits: 1).dropFirst().first.map { String(String($0).trimmingCharacters(" \t")) } ?? ""
+        return rest.isEmpty ? (nil, "") : (firstPathURI(rest), rest)
+    }
+
     /// Adds the Path of a contact as Route headers (before the first Route, else after the last Via).
     static func addRoutes(_ m: SIPMessage, _ path: String) {
         let line = Array("Route: \(path)\r\n".utf8)
@@ -67,9 +78,14 @@ enum RegistrarModule {
             m.setRequestURI(Array(first.contact.utf8))
             ctx.requestURIQ = first.q
             ctx.branchFlags = UInt32(truncatingIfNeeded: first.cflags)
-            if let p = first.path, !p.isEmpty, let hop = firstPathURI(p) {
-                ctx.destinationURI = Array(hop.utf8)
-                addRoutes(m, p)
+            if let p = first.path, !p.isEmpty, let (hop, route) = pathHop(ctx, cfg, p) {
+                // path_use_received: the received address (the Path's) is the next hop.
+                if cfg.pathUseReceived, let r = first.received, !r.isEmpty {
+                    ctx.destinationURI = Array(r.utf8)
+                } else {
+                    ctx.destinationURI = hop.map { Array($0.utf8) }
+                }
+                if !route.isEmpty { addRoutes(m, route) }
             } else if let r = first.received, !r.isEmpty {
                 ctx.destinationURI = Array(r.utf8)
             } else {
@@ -77,17 +93,21 @@ enum RegistrarModule {
             }
             if !cfg.appendBranches { return 1 }
         }
-        for c in rest { appendContact(ctx, c) }
+        for c in rest { appendContact(ctx, c, cfg) }
         return 1
     }
 
-    /// Adds a contact to the destination set: its URI and q, its next hop (first Path URI, else the
-    /// received address) and its branch flags.
-    static func appendContact(_ ctx: RouteContext, _ c: LocationContact) {
+    /// Adds a contact to the destination set: its URI and q, its next hop (first Path URI, or the
+    /// received address with path_use_received; else the received address) and its branch flags.
+    static func appendContact(_ ctx: RouteContext, _ c: LocationContact, _ cfg: RegistrarConfig) {
         ctx.appendBranch(Array(c.contact.utf8), q: c.q)
         let index = ctx.branches.count - 1
-        if let p = c.path, !p.isEmpty, let hop = firstPathURI(p) {
-            ctx.branchDestinations[index] = Array(hop.utf8)
+        if let p = c.path, !p.isEmpty, let (hop, _) = pathHop(ctx, cfg, p) {
+            if cfg.pathUseReceived, let r = c.received, !r.isEmpty {
+                ctx.branchDestinations[index] = Array(r.utf8)
+            } else if let hop {
+                ctx.branchDestinations[index] = Array(hop.utf8)
+            }
         } else if let r = c.received, !r.isEmpty {
             ctx.branchDestinations[index] = Array(r.utf8)
         }
@@ -113,7 +133,7 @@ enum RegistrarModule {
                 if let f = oldFlags[i] { ctx.extraBranchFlags[ctx.branches.count - 1] = f }
                 continue
             }
-            for c in list { appendContact(ctx, c) }
+            for c in list { appendContact(ctx, c, cfg) }
             if rc < 0 { rc = 1 }
         }
         return rc

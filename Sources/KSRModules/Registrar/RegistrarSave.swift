@@ -235,7 +235,8 @@ enum RegistrarSave {
             var values: [String] = []
             m.forEachHeader(.path) { values.append(m.string($0.value)) }
             if !values.isEmpty {
-                if cfg.pathMode == 2 && !supports(m, "path") { return fail(.pathUnsupported) }
+                // path_mode 2 without `Supported: path`: the contacts are saved all the same and the
+                // reply is 420 (Kamailio 5.6's reg_reply_helper).
                 path = values.joined(separator: ",")
             }
         }
@@ -246,10 +247,20 @@ enum RegistrarSave {
             default: break
             }
         }
-        if cfg.pathUseReceived, let p = path, let first = p.split(separator: ",").first {
-            // The first Path URI's `received` parameter (set by the edge proxy).
-            let text = String(first).trimmingCharacters(" <>")
-            if let u = SIPURI(String(text)), let r = u.param("received") { received = String(r.trimmingCharacters("\"")) }
+        if let p = path {
+            // The first Path URI must be a loose router; its `received` parameter (set by the edge
+            // proxy's add_path_received) is the contact's received address with path_use_received.
+            guard let first = RegistrarModule.firstPathURI(p), let u = SIPURI(first), u.param("lr") != nil else {
+                ctx.logger.error("registrar: the first Path URI is not a loose router, not supported")
+                return fail(.pathParse)
+            }
+            if cfg.pathUseReceived, let r = u.param("received") {
+                guard let unescaped = PathModule.unescape(String(r.trimmingCharacters("\""))), SIPURI(unescaped) != nil else {
+                    ctx.logger.error("registrar: malformed received parameter in the first Path URI")
+                    return fail(.pathParse)
+                }
+                received = unescaped
+            }
         }
         let table = RegistrarState.table(ctx, rt, name)
         let memOnly = flags & flagMemoryOnly != 0
@@ -378,10 +389,18 @@ enum RegistrarSave {
         }
         if !noReply && canReply {
             var headers = contactHeader(table.contacts(aor), now: now, cfg: cfg)
-            if let path, cfg.pathMode != 0, cfg.pathMode == 2 || supports(m, "path") {
-                headers.append(contentsOf: Array("Path: \(path)\r\n".utf8))
+            var code = 200
+            if let path, cfg.pathMode != 0 {
+                if supports(m, "path") {
+                    headers.append(contentsOf: Array("Path: \(path)\r\n".utf8))
+                } else if cfg.pathMode == 2 {
+                    code = RegError.pathUnsupported.code
+                    headers.append(contentsOf: Array("Unsupported: path\r\nPath: \(path)\r\n".utf8))
+                    headers.append(contentsOf: errorHeaders(.pathUnsupported, cfg))
+                    ctx.logger.info("registrar save: \(RegError.pathUnsupported.info)")
+                }
             }
-            if sendReply(ctx, code: 200, headers: headers) < 0 { return -1 }
+            if sendReply(ctx, code: code, headers: headers) < 0 { return -1 }
         } else if noReply && flags & flagPrepareReply != 0 {
             RegistrarState.of(ctx).prepared = (ObjectIdentifier(m), 200, contactHeader(table.contacts(aor), now: now, cfg: cfg))
         }

@@ -216,6 +216,13 @@ enum Kamailio56Parameters {
         "tmx": [
             Row("precheck_trans", .int, "1", false, "Enable/disable transaction pre-check via t_precheck_trans() function."),
         ],
+        "path": [
+            Row("use_received", .int, "0", false, "If set to 1, the received parameter of the first Route URI is evaluated and used as destination-uri if present."),
+            Row("received_format", .int, "0", false, "Format of the received parameter: 0 SIP URI (escaped), 1 ip~port~proto."),
+            Row("enable_r2", .int, "0", false, "If set to 1, the module adds two Path URIs when the socket changes (r2=on)."),
+            Row("sockname_mode", .int, "0", false, "If set to 1, the Path URI is built to contain socket name in 'sn' parameter."),
+            Row("received_name", .str, "received", false, "Set the name of the received parameter."),
+        ],
         "rr": [
             Row("append_fromtag", .int, "1", false, "If turned on, request's from-tag is appended to record-route."),
             Row("enable_double_rr", .int, "1", false, "Allow the server to insert two Record-Route headers instead of one when needed."),

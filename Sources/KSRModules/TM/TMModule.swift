@@ -303,9 +303,9 @@ enum TMModule {
                 return .int(TMRelay.replicate(store, ctx, uri: uri.isEmpty ? nil : Array(uri.utf8)))
             },
             KemiExport("tm", "t_uac_send", [.str, .str, .str, .str, .str, .str], returns: .int,
-                       compat: "the socket argument is not used; a 2xx to a local INVITE is ACKed to the branch's address") { ctx, args in
+                       compat: "a 2xx to a local INVITE is ACKed to the branch's address") { ctx, args in
                 .int(TMLocal.send(store, ctx, method: args.str(0), ruri: args.str(1), nexthop: args.str(2),
-                                  headers: args.str(4), body: Array(args.str(5).utf8)))
+                                  headers: args.str(4), body: Array(args.str(5).utf8), socket: args.str(3)))
             },
             KemiExport("tm", "t_load_contacts", [], returns: .int) { ctx, _ in .int(TMContacts.load(store, ctx, mode: 0)) },
             KemiExport("tm", "ki_t_load_contacts_mode", [.int], returns: .int) { ctx, args in

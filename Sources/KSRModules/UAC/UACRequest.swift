@@ -122,9 +122,6 @@ enum UACRequest {
         var headers = "From: <\(furi)>\r\nTo: <\(turi)>\r\n"
         if !callid.isEmpty { headers += "Call-ID: \(callid)\r\n" }
         let body = Array(string(st, .body).utf8)
-        if string(st, .sock).isEmpty == false {
-            ctx.logger.debug("uac_req_send: $uac_req(sock) is not used (the socket follows the destination)")
-        }
         var evroute = 0
         if case .int(let e)? = st.values[.evroute] { evroute = e }
         let job = Job(method: method.uppercased(), ruri: ruri, nexthop: ouri, extraHeaders: hdrs, body: body,
@@ -134,7 +131,7 @@ enum UACRequest {
             ctx.logger.warning("uac_req_send: $uac_req(evroute) is set but the uac event_callback parameter is not")
         }
         let r = TMLocal.send(store, ctx, method: method, ruri: ruri, nexthop: ouri, headers: headers + hdrs, body: body,
-                             onReply: job.callback(store))
+                             socket: string(st, .sock), onReply: job.callback(store))
         return r > 0 ? 1 : fail("the request could not be sent (destination \(ouri.isEmpty ? ruri : ouri))")
     }
 
