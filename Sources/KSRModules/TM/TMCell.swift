@@ -211,6 +211,10 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
     var observers: [@Sendable (RouteContext, TMCell, Int, SIPMessage?) -> Void] = []
     /// The store's freed hooks run for this cell when it is freed (a dialog is attached).
     var watchFree = false
+    /// `t_suspend`: waiting for `t_continue` (it is in the store's `suspendedCells`), and the index of
+    /// its blind branch (-1: none).
+    var suspended = false
+    var blindBranch = -1
 
     /// Reserves a branch id number (cell locked).
     func nextBranchSerial() -> Int {
