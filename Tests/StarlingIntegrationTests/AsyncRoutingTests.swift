@@ -173,7 +173,7 @@ struct AsyncRoutingTests {
 
         let kamailioPort = try Ports.freeUDPPort()
         let kamailio = try Kamailio.start(script: script, port: kamailioPort, children: 2,
-                                          modules: ["sl", "pv", "tm", "tmx", "siputils", "async"],
+                                          modules: ["tm", "sl", "pv", "tmx", "siputils", "async"],
                                           extra: "modparam(\"tm\", \"fr_timer\", 2000)\nasync_workers=1", directory: directory)
         defer { kamailio.stop() }
         try exercise(kamailioPort, "kamailio")

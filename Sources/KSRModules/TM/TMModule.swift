@@ -246,7 +246,7 @@ enum TMModule {
             },
             KemiExport("tm", "t_clean", [], returns: .int) { _, _ in .int(1) },
             KemiExport("tm", "t_is_retr_async_reply", [], returns: .int,
-                       compat: "no async replies (t_suspend) yet: always -1") { _, _ in .int(-1) },
+                       compat: "replies are never suspended (t_suspend works on requests): always -1") { _, _ in .int(-1) },
             KemiExport("tm", "t_set_max_lifetime", [.int, .int], returns: .int,
                        compat: "accepted; the lifetime follows the timers") { _, _ in .int(1) },
             KemiExport("tm", "t_reset_max_lifetime", [], returns: .int) { _, _ in .int(1) },
