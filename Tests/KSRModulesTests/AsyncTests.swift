@@ -149,6 +149,29 @@ import StarlingTesting
         #expect(Self.statuses(h) == [100, 100])
     }
 
+    @Test func cancelOfASuspendedInviteAnswers487AtOnce() throws {
+        let h = try Self.harness("""
+            function ksr_request_route()
+              if KSR.is_CANCEL() then
+                if KSR.tm.t_check_trans() > 0 then KSR.tm.t_relay() end
+                return
+              end
+              KSR.async.route("later", 5)
+            end
+            function later() KSR.pv.seti("$var(ran)", 1) end
+            """)
+        try h.route(Msg.invite)
+        let cancel = Msg.invite.replacingOccurrences(of: "INVITE sip:", with: "CANCEL sip:")
+            .replacingOccurrences(of: "314159 INVITE", with: "314159 CANCEL")
+        try h.route(cancel)
+        // 100 to the INVITE, 200 to the CANCEL, 487 to the INVITE: no wait for the sleep or fr_timer.
+        #expect(Self.statuses(h) == [100, 200, 487])
+        TMT.run(h, for: .seconds(6))
+        #expect(TMT.v(h, "ran") == "<none>", "a canceled transaction is not continued")
+        // Only retransmissions of the 487 (no ACK came) afterwards.
+        #expect(Self.statuses(h).dropFirst(3).allSatisfy { $0 == 487 })
+    }
+
     // MARK: async module
 
     @Test func asyncRouteContinuesAfterTheDelay() throws {

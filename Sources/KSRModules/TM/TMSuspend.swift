@@ -90,6 +90,23 @@ enum TMSuspend {
         (store.table.shardIndex(of: cell.serverKey), Int(truncatingIfNeeded: cell.id))
     }
 
+    /// A CANCEL for a suspended transaction: the blind branch ends with 487 and the transaction
+    /// completes (failure route, then the 487 upstream). A later `t_continue` finds it canceled.
+    static func cancelBlind(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell) {
+        var out = TMOutbox()
+        let done = cell.locked { () -> Bool in
+            let b = cell.blindBranch
+            guard !cell.freed, b >= 0, b < cell.branches.count, cell.branches[b].isPending else { return false }
+            cell.branches[b].finalStatus = 487
+            TMCore.cancelTimers(cell, b)
+            let a = cell.branches[b].machine.transportError()
+            TMCore.runBranch(store, cell, b, a.filter { if case .terminate = $0 { return true } else { return false } }, &out)
+            return true
+        }
+        out.flush(ctx)
+        if done { TMReply.checkCompletion(store, ctx, cell) }
+    }
+
     /// Finds a suspended transaction by `$T(id_index)` / `$T(id_label)`.
     static func lookup(_ store: TMStore, index: Int, label: Int) -> TMCell? {
         let id = UInt64(truncatingIfNeeded: label)
