@@ -256,6 +256,21 @@ import StarlingTesting
         #expect(TMT.v(h, "dru") == "sip:you@kamailio.org")
     }
 
+    @Test func budgetAbortInTheContinuationStillAnswers() throws {
+        let h = try Self.harness("""
+            function ksr_request_route() KSR.async.task_route("task") end
+            function task() while true do end end
+            """)
+        try h.route(Msg.invite)
+        h.advance(by: .milliseconds(1))
+        #expect(Self.statuses(h) == [100, 500])
+        // The worker goes on routing.
+        try h.route(Msg.invite.replacingOccurrences(of: "a84b4c76e66710@pc33", with: "second-call")
+            .replacingOccurrences(of: "z9hG4bK776asdhds", with: "z9hG4bKsecond"))
+        h.advance(by: .milliseconds(1))
+        #expect(Self.statuses(h) == [100, 500, 100, 500])
+    }
+
     @Test func scriptErrorInTheContinuationStillAnswers() throws {
         let h = try Self.harness("""
             function ksr_request_route() KSR.async.task_route("task") end
