@@ -142,9 +142,10 @@ enum HTTPAsyncClientModule: KSRModule {
         let defaults = Defaults(runtime.config)
         let store = runtime.tm
         let rt = runtime
+        let stubs = HTTPAsyncStubs.of(runtime)
         return [
             KemiExport("http_async_client", "query", [.str, .str], returns: .int) { ctx, a in
-                .int(query(ctx, store, engine(rt), defaults, url: a.str(0), callback: a.str(1)))
+                .int(query(ctx, store, engine(rt), defaults, url: a.str(0), callback: a.str(1), stubs: stubs))
             },
         ]
     }
@@ -153,7 +154,7 @@ enum HTTPAsyncClientModule: KSRModule {
     static let maxCallbackName = 63
 
     static func query(_ ctx: RouteContext, _ store: TMStore, _ engine: HTTPAsyncEngine, _ d: Defaults, url: String,
-                      callback: String) -> Int {
+                      callback: String, stubs: HTTPAsyncStubs? = nil) -> Int {
         guard !url.isEmpty else { ctx.logger.error("http_async_client: invalid data parameter"); return -1 }
         guard !callback.isEmpty else { ctx.logger.error("http_async_client: invalid route name parameter"); return -1 }
         guard callback.utf8.count < maxCallbackName else {
@@ -181,6 +182,14 @@ enum HTTPAsyncClientModule: KSRModule {
                                  authMethod: p.authMethod, username: p.username, password: p.password,
                                  clientCert: p.clientCert, clientKey: p.clientKey, caPath: p.caPath, tlsVersion: d.tlsVersion,
                                  keepalive: p.keepalive, keepaliveIdle: p.keepaliveIdle, keepaliveInterval: p.keepaliveInterval)
+        if let stubs, stubs.isActive, let stub = stubs.match(url) {
+            // Route tests: the stubbed answer after its delay, on the transaction clock.
+            let ids = suspended
+            AsyncTimers.of(ctx).add(at: store.now.advanced(by: .milliseconds(stub.delayMs))) { ctx in
+                deliver(ctx, store, HTTPAsyncStubs.result(stub), id: id, callback: callback, suspended: ids)
+            }
+            return suspended == nil ? 1 : 0
+        }
         let mailbox = ctx.mailbox
         let suspendedIDs = suspended
         mailbox.beginWait()
@@ -364,5 +373,46 @@ enum HTTPAsyncClientModule: KSRModule {
         case "hdr": return arg.flatMap { r.header($0) }.map { .string($0) } ?? .null
         default: return .null
         }
+    }
+}
+
+/// Stubbed http_async_client answers for route tests (`starling test`'s `http{...}`): a query whose URL
+/// starts with a stubbed prefix (the longest wins) is not sent; its answer is delivered after the
+/// stub's delay on the transaction clock (which route tests move with `wait(ms)`). Status 0 stands
+/// for a service that does not answer: the callback sees `$http_ok` 0 and `$http_err` "TIMEOUT".
+public final class HTTPAsyncStubs: Sendable {
+    struct Stub: Sendable {
+        var delayMs: Int
+        var status: Int
+        var body: String
+    }
+    private let table = Mutex<[String: Stub]>([:])
+    private let active = Atomic<Bool>(false)
+
+    public init() {}
+
+    /// The stubs of a module state (created empty on first use).
+    public static func of(_ runtime: ModuleRuntime) -> HTTPAsyncStubs { runtime.state(HTTPAsyncStubs.self) { HTTPAsyncStubs() } }
+
+    public func set(urlPrefix: String, delayMs: Int, status: Int, body: String) {
+        table.withLock { $0[urlPrefix] = Stub(delayMs: max(0, delayMs), status: status, body: body) }
+        active.store(true, ordering: .releasing)
+    }
+
+    @inline(__always) var isActive: Bool { active.load(ordering: .acquiring) }
+
+    func match(_ url: String) -> Stub? {
+        table.withLock { t in t.filter { url.hasPrefix($0.key) }.max { $0.key.count < $1.key.count }?.value }
+    }
+
+    /// The answer a stub gives.
+    static func result(_ s: Stub) -> HTTPAsyncResult {
+        guard s.status > 0 else { return HTTPAsyncResult(error: "TIMEOUT") }
+        let reason = s.status == 200 ? "OK" : s.status == 404 ? "Not Found" : s.status >= 500 ? "Server Error" : "Status"
+        let text = "HTTP/1.1 \(s.status) \(reason)\r\nContent-Type: text/plain\r\nContent-Length: \(s.body.utf8.count)\r\n\r\n\(s.body)"
+        var r = HTTPAsyncResult()
+        r.parse(Array(text.utf8))
+        r.times["total"] = s.delayMs * 1000
+        return r
     }
 }
