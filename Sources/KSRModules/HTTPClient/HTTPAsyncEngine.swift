@@ -141,12 +141,21 @@ final class HTTPAsyncEngine: Sendable {
         // only by the lane's thread (curl_multi_wakeup is documented thread-safe).
         let index: Int
         private let state = Mutex<(queue: [Job], stopped: Bool, started: Bool)>(([], false, false))
-        private var multi: UnsafeMutableRawPointer?
-        private var thread: PosixThread?
+        /// Made with the lane (cheap: no thread, no socket), so that every submitter sees it.
+        private let multi: UnsafeMutableRawPointer?
+        /// Written once by the submitter that starts the thread; read by `stop()`.
+        private let thread = Mutex<PosixThread?>(nil)
 
-        init(index: Int) { self.index = index }
+        init(index: Int) {
+            self.index = index
+            multi = HTTPAsyncEngine.globalInit ? curl_multi_init() : nil
+        }
 
         func submit(_ job: Job) -> Bool {
+            guard let multi else {
+                job.done(HTTPAsyncResult(error: "libcurl could not be initialised"))
+                return true
+            }
             let (ok, start) = state.withLock { s -> (Bool, Bool) in
                 if s.stopped { return (false, false) }
                 s.queue.append(job)
@@ -156,33 +165,28 @@ final class HTTPAsyncEngine: Sendable {
             }
             guard ok else { return false }
             if start {
-                guard HTTPAsyncEngine.globalInit, let m = curl_multi_init() else {
-                    state.withLock { $0.queue.removeAll(); $0.stopped = true }
-                    job.done(HTTPAsyncResult(error: "libcurl could not be initialised"))
-                    return true
-                }
-                multi = m
                 do {
-                    thread = try PosixThread(name: "http-async-\(index)") { [self] in run() }
+                    let t = try PosixThread(name: "http-async-\(index)") { [self] in run() }
+                    thread.withLock { $0 = t }
                 } catch {
-                    state.withLock { $0.stopped = true }
-                    job.done(HTTPAsyncResult(error: "cannot start the HTTP thread"))
-                    return true
+                    let jobs = state.withLock { s -> [Job] in
+                        s.stopped = true
+                        defer { s.queue.removeAll() }
+                        return s.queue
+                    }
+                    for j in jobs { j.done(HTTPAsyncResult(error: "cannot start the HTTP thread")) }
                 }
-            } else if let multi {
+            } else {
                 curl_multi_wakeup(multi)
             }
             return true
         }
 
         func stop() {
-            let started = state.withLock { s -> Bool in
-                s.stopped = true
-                return s.started
-            }
-            guard started, let multi else { return }
+            state.withLock { $0.stopped = true }
+            guard let multi else { return }
             curl_multi_wakeup(multi)
-            thread?.join()
+            thread.withLock { $0 }?.join()
             curl_multi_cleanup(multi)
         }
 
