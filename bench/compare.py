@@ -580,18 +580,24 @@ def run_step(tmp: Path, server: subprocess.Popen, uas: subprocess.Popen, tag: st
     others0 = other_process_ticks(exclude)
     busy0, srv0, uas0 = machine_busy_ticks(), tree_ticks(server.pid), proc_cpu_ticks(uas.pid)
     help0 = sum(proc_cpu_ticks(p) for p in HELPERS)
+    pss_start = pss_kb(descendants(server.pid))
     t0 = time.monotonic()
     probe = None
     if probe_cps > 0:
         probe = Probe(ports["proxy"], probe_cps)
         probe.start()
+    sampler = PSSSampler(server.pid)
+    sampler.start()
     try:
         uac = run_uac(tmp, tag, ports["proxy"], ports["uac"], rate, calls)
     finally:
+        sampler.stop_event.set()
+        sampler.join(10)
         if probe is not None:
             probe.stop_event.set()
             probe.join(10)
     elapsed = time.monotonic() - t0
+    pss_end = pss_kb(descendants(server.pid))
     busy1, srv1, uas1 = machine_busy_ticks(), tree_ticks(server.pid), proc_cpu_ticks(uas.pid)
     helper_ticks = sum(proc_cpu_ticks(p) for p in HELPERS) - help0
     others1 = other_process_ticks(exclude)
@@ -619,12 +625,28 @@ def run_step(tmp: Path, server: subprocess.Popen, uas: subprocess.Popen, tag: st
         "outside_cpu_pct_processes": round(others / core, 1),
         "outside_cpu_pct": round(max(others, outside, 0) / core, 1),
         "outside_top_ticks": top_outside(others0, others1),
+        # Memory of the server's process tree (PSS: shared pages counted once): at the step's start,
+        # at its end (the load still running: transactions held) and the highest sample (every 2 s).
+        "pss_start_kb": pss_start, "pss_end_kb": pss_end, "pss_peak_kb": max(sampler.peak_kb, pss_end),
     }
     if probe is not None:
         result["probe"] = probe.summary()
     result["passed"] = (result["failed"] == 0 and result["retransmissions"] == 0 and uac["exit"] == 0
                         and result["successful"] >= 0.97 * calls and achieved >= 0.97 * rate)
     return result
+
+
+class PSSSampler(threading.Thread):
+    """Samples the PSS of a process tree every `interval` seconds; keeps the highest."""
+
+    def __init__(self, root: int, interval: float = 2.0):
+        super().__init__(daemon=True)
+        self.root, self.interval, self.peak_kb = root, interval, 0
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            self.peak_kb = max(self.peak_kb, pss_kb(descendants(self.root)))
 
 
 def pss_kb(pids: list[int]) -> int:
@@ -665,7 +687,7 @@ def print_step(server: str, r: dict, attempt: int, contended: bool) -> None:
     print(f"  {server:9} {r['rate']:6}/s  {'PASS' if r['passed'] else 'FAIL'}  achieved {r['achieved_cps']:8.1f}/s  "
           f"ok {r['successful']:7}  failed {r['failed']:5}  retrans {r['retransmissions']:5}  "
           f"cpu/1000 calls {per1000 if per1000 is not None else '-':>7}s  server {r['server_cpu_pct']:5.1f}%  "
-          f"sipp {r['sipp_cpu_pct']:5.1f}%  " + (f"{'uas2+3' if DISPATCHER else 'stunnel'} {r['stunnel_cpu_pct']:5.1f}%  " if r.get("stunnel_cpu_pct") else "") + f"outside {r['outside_cpu_pct']:4.1f}%"
+          f"sipp {r['sipp_cpu_pct']:5.1f}%  pss {r['pss_end_kb'] // 1024:4} MiB  " + (f"{'uas2+3' if DISPATCHER else 'stunnel'} {r['stunnel_cpu_pct']:5.1f}%  " if r.get("stunnel_cpu_pct") else "") + f"outside {r['outside_cpu_pct']:4.1f}%"
           + (f"  [SIPp exit {r['exit']}]" if r["exit"] else "")
           + (f"  [CONTENDED, attempt {attempt}]" if contended else ""), flush=True)
 
@@ -867,7 +889,7 @@ def main() -> int:
     (RESULTS / f"compare-{stamp}.json").write_text(json.dumps(doc, indent=2) + "\n")
     cols = ["mode", "server", "rate", "passed", "achieved_cps", "successful", "failed", "retransmissions",
             "server_cpu_s_per_1000_calls", "server_cpu_pct", "sipp_cpu_pct", "stunnel_cpu_pct", "outside_cpu_pct",
-            "contended", "attempt"]
+            "pss_start_kb", "pss_end_kb", "pss_peak_kb", "contended", "attempt"]
     with open(RESULTS / f"compare-{stamp}.tsv", "w") as f:
         f.write("\t".join(cols) + "\n")
         for r in results:

@@ -116,9 +116,11 @@ private let carol = TMT.address("192.0.2.21")
             TMT.run(h, for: .milliseconds(1500))
             return h.transactions.count
         }
-        // wt_timer=1000: timers J and K end the transaction after 1 s; by default they last 5 s / 31 s.
+        // wt_timer=1000: timers J and K end the transaction after 1 s; by default (5000, Kamailio's) 5 s;
+        // wt_timer=0: RFC 3261's Timer J, 64*T1 (within fr_timer + 1 s).
         #expect(try remaining(["wt_timer": ["1000"]]) == 0)
         #expect(try remaining([:]) == 1)
+        #expect(try remaining(["wt_timer": ["0"]]) == 1)
     }
 
     @Test func delayedInternalReplyUnlessDisabled() throws {

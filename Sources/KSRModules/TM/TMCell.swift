@@ -138,6 +138,13 @@ struct UncheckedBox<T>: @unchecked Sendable {
     var value: T
 }
 
+/// The same, out of line: for a large value a cell keeps only sometimes (a `MessageState` is hundreds
+/// of bytes; inline in every cell it was paid by every transaction in the wait state too).
+final class UncheckedRef<T>: @unchecked Sendable {
+    let value: T
+    init(value: T) { self.value = value }
+}
+
 /// A transaction (Kamailio's cell): the server machine, the request, the branches. Every mutable field is
 /// guarded by `lock`; Lua never runs while it is held.
 final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
@@ -170,7 +177,7 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
     /// The request as the request route relayed it (Kamailio's `t->uas.request`): `$du`, R-URI edits,
     /// flags, Record-Route, advertised address, rport... The failure route starts from it (`fake_req`);
     /// its `transaction` is nil (the cell does not keep itself).
-    var relayed: UncheckedBox<MessageState>?
+    var relayed: UncheckedRef<MessageState>?
     /// The request route that created the transaction is still running (on its worker): the request
     /// must not be routed elsewhere (failure route) until it ends.
     var routeBusy = true
@@ -215,6 +222,22 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
     /// its blind branch (-1: none).
     var suspended = false
     var blindBranch = -1
+
+    /// Frees what a finished transaction no longer needs (cell locked): once the final response went
+    /// upstream and no route uses the cell, a branch that has its final reply keeps only what the
+    /// wait state uses (its key and machine for absorbing retransmissions, the ACK of a negative reply,
+    /// its status and URI for the pseudo-variables); its request bytes, its final reply and the parsed
+    /// reply go, as does the request as relayed (a later local reply is built from `request`). At
+    /// 1000 calls/s the 5 s wait state holds ~10,000 transactions: this is about a third of their memory.
+    func shedFinished() {
+        guard !isLocal, finalSent, !inFailureRoute, !routeBusy, !freed else { return }
+        relayed = nil
+        for i in branches.indices where !branches[i].isPending && !branches[i].request.isEmpty {
+            branches[i].request = []
+            branches[i].finalReply = nil
+            branches[i].replyMessage = nil
+        }
+    }
 
     /// Reserves a branch id number (cell locked).
     func nextBranchSerial() -> Int {

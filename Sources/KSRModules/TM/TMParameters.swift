@@ -19,8 +19,8 @@ extension TMModule: KSRModule {
     static let retrTimer2 = ModuleParameter.int("tm", "retr_timer2", 4000, "T2, the longest retransmission interval (ms).") {
         $0 > 0 ? nil : "expected a positive number of milliseconds"
     }
-    static let wtTimer = ModuleParameter.int("tm", "wt_timer", 0,
-                                             "How long a completed transaction absorbs retransmissions (ms, Timers D, I, J, K); 0: RFC 3261's waits within fr_timer.") {
+    static let wtTimer = ModuleParameter.int("tm", "wt_timer", 5000,
+                                             "How long a completed transaction stays to absorb retransmissions, then is freed (ms; Timers D, I, J, K, L, M); 0: RFC 3261's waits (64*T1, within fr_timer).") {
         $0 >= 0 ? nil : "expected a non-negative number of milliseconds"
     }
     static let failureReplyMode = ModuleParameter.int("tm", "failure_reply_mode", 3, in: 0...3,

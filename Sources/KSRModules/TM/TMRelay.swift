@@ -183,7 +183,7 @@ enum TMRelay {
             relayed.transaction = nil
             let (flags, avps, xavps) = (ctx.messageFlags, ctx.avps, ctx.xavps)
             first = cell.locked {
-                cell.relayed = UncheckedBox(value: relayed)
+                cell.relayed = UncheckedRef(value: relayed)
                 cell.messageFlags = flags
                 cell.avps = avps
                 cell.xavps = xavps

@@ -65,6 +65,7 @@ enum TMReply {
                 break
             }
         }
+        if !events.isEmpty { cell.locked { cell.shedFinished() } }
     }
 
     /// A reply from branch `i` reached the TU: onreply route, then relay / response context.

@@ -157,7 +157,7 @@ public final class TMStore: TransactionLayer, Sendable {
 
     /// A store configured by `[modparam.tm]`: `fr_timer` (ms, default 30000), `fr_inv_timer` (ms, default
     /// 120000), `retr_timer1` (T1, ms, 500), `retr_timer2` (T2, ms, 4000), `wt_timer` (ms: the wait
-    /// after completion, timers D, I, J, K; default: as RFC 3261 within fr_timer), and `TMSettings`.
+    /// after completion, timers D, I, J, K, L, M; default 5000 as Kamailio's; 0: as RFC 3261 within fr_timer), and `TMSettings`.
     public init(config: ModuleConfiguration = ModuleConfiguration()) {
         settings = TMSettings(config)
         var t = TimerConfiguration()
@@ -177,10 +177,16 @@ public final class TMStore: TransactionLayer, Sendable {
         t.timerD = min(.seconds(32), wait)
         t.t4 = min(t.t4, wait)
         if case let wt = config[TMModule.wtTimer], wt > 0 {
-            // Kamailio's wait state: how long a completed transaction stays to absorb retransmissions.
+            // Kamailio's wait state (default 5 s): how long a completed transaction stays to absorb
+            // retransmissions before it is freed, whatever ended it. RFC 3261 keeps some of them 32 s
+            // (Timer D, J) and RFC 6026 64*T1 (L, M): at 1000 calls/s that held ~60,000 finished
+            // transactions (issue 22's memory plateau). Timer H (waiting for the ACK of a negative
+            // final reply, while retransmitting it) is not a wait and stays as it is.
             let w = Duration.milliseconds(wt)
             t.timerD = w
             t.timerJ = w
+            t.timerL = min(t.timerL, w)
+            t.timerM = min(t.timerM, w)
             t.t4 = w  // timers I and K
         }
         timerConfiguration = t

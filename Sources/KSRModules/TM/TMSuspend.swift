@@ -61,7 +61,7 @@ enum TMSuspend {
         let (flags, avps, xavps, inRequest) = (ctx.messageFlags, ctx.avps, ctx.xavps, ctx.routeType == .request)
         var out = TMOutbox()
         cell.locked {
-            if inRequest && cell.branches.isEmpty { cell.relayed = UncheckedBox(value: relayed) }
+            if inRequest && cell.branches.isEmpty { cell.relayed = UncheckedRef(value: relayed) }
             cell.messageFlags = flags
             cell.avps = avps
             cell.xavps = xavps

@@ -10,25 +10,38 @@
 /// timers.timerB = .seconds(120)              // Kamailio's fr_inv_timer, say
 /// ```
 public struct TimerConfiguration: Sendable, Hashable {
+    // Stored as nanoseconds (-1: not set, follows T1): a copy lives in every transaction machine, and
+    // eleven Durations (16 bytes, 24 as optionals) made it 224 bytes; now 88.
+    private var ns: (t1: Int64, t2: Int64, t4: Int64, c: Int64, d: Int64,
+                     b: Int64, f: Int64, h: Int64, j: Int64, l: Int64, m: Int64)
+
     /// RTT estimate: the first retransmission interval (Timers A, E, G). Default 500 ms.
-    public var t1: Duration
+    public var t1: Duration {
+        get { .nanoseconds(ns.t1) }
+        set { ns.t1 = Self.nanos(newValue) }
+    }
     /// The maximum retransmission interval for non-INVITE requests and INVITE responses. Default 4 s.
-    public var t2: Duration
+    public var t2: Duration {
+        get { .nanoseconds(ns.t2) }
+        set { ns.t2 = Self.nanos(newValue) }
+    }
     /// The maximum time a message stays in the network (Timers I and K). Default 5 s.
-    public var t4: Duration
+    public var t4: Duration {
+        get { .nanoseconds(ns.t4) }
+        set { ns.t4 = Self.nanos(newValue) }
+    }
     /// Timer C, the proxy's INVITE transaction timeout after the last provisional response
     /// (RFC 3261 §16.6 step 11: more than 3 minutes). Default 180 s.
-    public var timerC: Duration
+    public var timerC: Duration {
+        get { .nanoseconds(ns.c) }
+        set { ns.c = Self.nanos(newValue) }
+    }
     /// Timer D, how long an INVITE client transaction absorbs retransmitted final responses
     /// (unreliable transports; at least 32 s). Default 32 s.
-    public var timerD: Duration
-
-    private var _timerB: Duration?
-    private var _timerF: Duration?
-    private var _timerH: Duration?
-    private var _timerJ: Duration?
-    private var _timerL: Duration?
-    private var _timerM: Duration?
+    public var timerD: Duration {
+        get { .nanoseconds(ns.d) }
+        set { ns.d = Self.nanos(newValue) }
+    }
 
     /// The RFC 3261 defaults: T1 500 ms, T2 4 s, T4 5 s, Timer C 180 s, Timer D 32 s, and 64*T1 for
     /// Timers B, F, H, J, L and M unless given.
@@ -38,17 +51,9 @@ public struct TimerConfiguration: Sendable, Hashable {
         timerF: Duration? = nil, timerH: Duration? = nil, timerJ: Duration? = nil,
         timerL: Duration? = nil, timerM: Duration? = nil
     ) {
-        self.t1 = t1
-        self.t2 = t2
-        self.t4 = t4
-        self.timerC = timerC
-        self.timerD = timerD
-        _timerB = timerB
-        _timerF = timerF
-        _timerH = timerH
-        _timerJ = timerJ
-        _timerL = timerL
-        _timerM = timerM
+        func opt(_ d: Duration?) -> Int64 { d.map(Self.nanos) ?? -1 }
+        ns = (Self.nanos(t1), Self.nanos(t2), Self.nanos(t4), Self.nanos(timerC), Self.nanos(timerD),
+              opt(timerB), opt(timerF), opt(timerH), opt(timerJ), opt(timerL), opt(timerM))
     }
 
     /// The RFC 3261 defaults.
@@ -56,37 +61,57 @@ public struct TimerConfiguration: Sendable, Hashable {
 
     /// Timer B, the INVITE client transaction timeout while no response has arrived. Default 64*T1.
     public var timerB: Duration {
-        get { _timerB ?? t1 * 64 }
-        set { _timerB = newValue }
+        get { follow(ns.b) }
+        set { ns.b = Self.nanos(newValue) }
     }
     /// Timer F, the non-INVITE client transaction timeout. Default 64*T1.
     public var timerF: Duration {
-        get { _timerF ?? t1 * 64 }
-        set { _timerF = newValue }
+        get { follow(ns.f) }
+        set { ns.f = Self.nanos(newValue) }
     }
     /// Timer H, how long an INVITE server transaction waits for the ACK of a non-2xx final. Default 64*T1.
     public var timerH: Duration {
-        get { _timerH ?? t1 * 64 }
-        set { _timerH = newValue }
+        get { follow(ns.h) }
+        set { ns.h = Self.nanos(newValue) }
     }
     /// Timer J, how long a non-INVITE server transaction absorbs request retransmissions after its
     /// final response (unreliable transports). Default 64*T1.
     public var timerJ: Duration {
-        get { _timerJ ?? t1 * 64 }
-        set { _timerJ = newValue }
+        get { follow(ns.j) }
+        set { ns.j = Self.nanos(newValue) }
     }
     /// Timer L (RFC 6026), how long an INVITE server transaction stays Accepted after a 2xx. Default 64*T1.
     public var timerL: Duration {
-        get { _timerL ?? t1 * 64 }
-        set { _timerL = newValue }
+        get { follow(ns.l) }
+        set { ns.l = Self.nanos(newValue) }
     }
     /// Timer M (RFC 6026), how long an INVITE client transaction stays Accepted after a 2xx. Default 64*T1.
     public var timerM: Duration {
-        get { _timerM ?? t1 * 64 }
-        set { _timerM = newValue }
+        get { follow(ns.m) }
+        set { ns.m = Self.nanos(newValue) }
     }
     /// Timer I, how long an INVITE server transaction absorbs ACK retransmissions (unreliable). T4.
     public var timerI: Duration { t4 }
     /// Timer K, how long a non-INVITE client transaction absorbs response retransmissions (unreliable). T4.
     public var timerK: Duration { t4 }
+
+    @inline(__always) private func follow(_ v: Int64) -> Duration { v < 0 ? t1 * 64 : .nanoseconds(v) }
+
+    /// Whole nanoseconds of a duration (negative durations count as 0; beyond ~292 years saturate).
+    private static func nanos(_ d: Duration) -> Int64 {
+        let (s, a) = d.components
+        guard s >= 0, a >= 0 else { return 0 }
+        let (m, overflow) = s.multipliedReportingOverflow(by: 1_000_000_000)
+        return overflow ? .max : m &+ a / 1_000_000_000
+    }
+
+    public static func == (a: TimerConfiguration, b: TimerConfiguration) -> Bool {
+        a.ns.t1 == b.ns.t1 && a.ns.t2 == b.ns.t2 && a.ns.t4 == b.ns.t4 && a.ns.c == b.ns.c && a.ns.d == b.ns.d
+            && a.ns.b == b.ns.b && a.ns.f == b.ns.f && a.ns.h == b.ns.h && a.ns.j == b.ns.j && a.ns.l == b.ns.l
+            && a.ns.m == b.ns.m
+    }
+
+    public func hash(into h: inout Hasher) {
+        for v in [ns.t1, ns.t2, ns.t4, ns.c, ns.d, ns.b, ns.f, ns.h, ns.j, ns.l, ns.m] { h.combine(v) }
+    }
 }
