@@ -68,6 +68,8 @@ void st_batch_destroy(st_mmsg_batch *b) {
 unsigned int st_batch_capacity(const st_mmsg_batch *b) { return b->capacity; }
 size_t st_batch_buffer_size(const st_mmsg_batch *b) { return b->buffer_size; }
 
+static int batch_recvmmsg(int fd, st_mmsg_batch *b, int flags);
+
 int st_batch_recv(int fd, st_mmsg_batch *b, int timeout_ms) {
     int flags = 0;
     if (timeout_ms >= 0) {
@@ -78,6 +80,23 @@ int st_batch_recv(int fd, st_mmsg_batch *b, int timeout_ms) {
         if (p.revents & POLLNVAL) return -EBADF;
         flags = MSG_DONTWAIT;
     }
+    return batch_recvmmsg(fd, b, flags);
+}
+
+int st_batch_recv_wake(int fd, int wake_fd, st_mmsg_batch *b, int timeout_ms, int *woken) {
+    *woken = 0;
+    if (wake_fd < 0) return st_batch_recv(fd, b, timeout_ms);
+    struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = wake_fd, .events = POLLIN}};
+    int r = poll(p, 2, timeout_ms < 0 ? -1 : timeout_ms);
+    if (r == 0) return 0;
+    if (r < 0) return errno == EINTR ? 0 : -errno;
+    if (p[0].revents & POLLNVAL) return -EBADF;
+    if (p[1].revents & (POLLIN | POLLERR | POLLHUP)) *woken = 1;
+    if (!(p[0].revents & (POLLIN | POLLERR | POLLHUP))) return 0;
+    return batch_recvmmsg(fd, b, MSG_DONTWAIT);
+}
+
+static int batch_recvmmsg(int fd, st_mmsg_batch *b, int flags) {
     for (unsigned int i = 0; i < b->capacity; i++) {
         b->iovs[i].iov_len = b->buffer_size;
         b->msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_storage);

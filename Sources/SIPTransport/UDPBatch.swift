@@ -58,6 +58,21 @@ public final class UDPBatchReceiver {
         return count
     }
 
+    /// `receive(on:timeout:)` that also wakes when `wakeFD` (an eventfd) becomes readable: returns the
+    /// datagrams received (0 when only woken or timed out) and whether the eventfd was signalled (the
+    /// caller drains it). One poll for both descriptors.
+    public func receive(on socket: UDPSocket, wakeFD: Int32, timeout: Duration) throws(TransportError) -> (count: Int, woken: Bool) {
+        let (s, atto) = timeout.components
+        let ms = Int32(clamping: max(0, s * 1000 + atto / 1_000_000_000_000_000))
+        let fd = socket.fileDescriptor
+        guard fd >= 0 else { count = 0; throw TransportError("recvmmsg", errno: EBADF) }
+        var woken: Int32 = 0
+        let n = st_batch_recv_wake(fd, wakeFD, batch, ms, &woken)
+        guard n >= 0 else { count = 0; throw TransportError("recvmmsg", errno: -n) }
+        count = Int(n)
+        return (count, woken != 0)
+    }
+
     /// The payload of datagram `i` of the last batch. Valid until the next `receive` (and while
     /// the receiver is alive); copy it to keep it.
     public func bytes(at i: Int) -> UnsafeRawBufferPointer {

@@ -205,6 +205,12 @@ public final class WorkerLocals {
         return made
     }
 
+    /// The worker's instance of `T` if one was made (nothing is created).
+    @inlinable
+    public func peek<T: AnyObject>(_ type: T.Type) -> T? {
+        lookup(ObjectIdentifier(type)).map { unsafeDowncast($0, to: T.self) }
+    }
+
     @usableFromInline func lookup(_ id: ObjectIdentifier) -> AnyObject? { storage[id] }
     @usableFromInline func store(_ o: AnyObject, _ id: ObjectIdentifier) { storage[id] = o }
 }
@@ -362,6 +368,8 @@ public final class RouteContext {
     public var runEvent: ((RouteContext, String, String) -> Void)?
     /// The transaction layer, if tm is loaded (process-wide, shared by the workers).
     public var transactions: (any TransactionLayer)?
+    /// Jobs other threads hand back to this worker (resuming suspended routes): `WorkerMailbox`.
+    public var mailbox = WorkerMailbox()
 
     // MARK: Per message
     /// The message being routed and everything the script set for it. The properties below forward

@@ -59,6 +59,8 @@ public final class MessageDispatcher {
     /// Runs the transaction timers this worker owns; true while some are pending.
     @discardableResult
     public func runTimers() -> Bool {
+        // Routes resumed by other threads (HTTP answers, async tasks) first: they were waiting longest.
+        if context.mailbox.hasJobs { context.mailbox.run(context) }
         guard let tm = context.transactions else { return false }
         return tm.runTimers(context)
     }

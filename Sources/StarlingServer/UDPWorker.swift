@@ -105,6 +105,9 @@ final class UDPWorker {
     private let dispatcher: MessageDispatcher
     private let sender: WorkerSender
     private let receiver = UDPBatchReceiver(capacity: 32)
+    /// The eventfd that wakes a UDP-only worker when a job is posted to its mailbox (-1 when the
+    /// worker has an inbox: its eventfd is used).
+    private let wakeFD: Int32
 
     init(index: Int, socket: UDPSocket?, inbox: StreamInbox? = nil, store: ScriptStore, limits: LuaEngineLimits,
          services: ServerServices, stats: ServerStats, logger: Logger, parserLimits: SIPParserLimits, stop: StopFlag,
@@ -123,7 +126,20 @@ final class UDPWorker {
         let ctx = stack.makeContext(worker: index, logger: logger, services: services, sender: sender, local: local)
         dispatcher = MessageDispatcher(context: ctx, stats: stats, parserLimits: parserLimits)
         sender.context = ctx
+        // Jobs posted to the worker's mailbox (resumed routes) wake its poll: through the inbox's
+        // eventfd when it has one, else through an eventfd of its own next to the UDP socket.
+        if let inbox {
+            wakeFD = -1
+            let fd = inbox.fileDescriptor
+            ctx.mailbox.setWakeup { _ = st_eventfd_signal(fd) }
+        } else {
+            let fd = st_eventfd_create()
+            wakeFD = fd
+            if fd >= 0 { ctx.mailbox.setWakeup { _ = st_eventfd_signal(fd) } }
+        }
     }
+
+    deinit { if wakeFD >= 0 { close(wakeFD) } }
 
     /// The thread body.
     func run() {
@@ -142,7 +158,9 @@ final class UDPWorker {
         while !stop.isSet {
             let n: Int
             do {
-                n = try receiver.receive(on: socket, timeout: timersPending ? .milliseconds(10) : .milliseconds(200))
+                let r = try receiver.receive(on: socket, wakeFD: wakeFD, timeout: timersPending ? .milliseconds(10) : .milliseconds(200))
+                n = r.count
+                if r.woken { st_eventfd_drain(wakeFD) }
             } catch {
                 if stop.isSet { break }
                 logger.warning("receive on \(socket) failed: \(error)")

@@ -120,6 +120,14 @@ extension RouteTestRunner {
         ---The router's own address (default "127.0.0.1:5060").
         ---@param addr string
         function listen(addr) end
+        ---A stubbed http_async_client answer for URLs starting with t.url, after t.delay ms of the
+        ---router's clock (status 0: no answer, the callback sees TIMEOUT).
+        ---@param t { url: string, status?: integer, body?: string, delay?: integer }
+        function http(t) end
+        ---Moves the router's clock on (timers, async sleeps, stubbed HTTP answers); what was sent meanwhile.
+        ---@param ms integer
+        ---@return StarlingResult
+        function wait(ms) end
 
         ---A $var of the script after the last send.
         ---@param name string "$var(x)" or "x"

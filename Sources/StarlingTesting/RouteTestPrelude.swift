@@ -305,6 +305,27 @@ end
 -- The router's own address (default 127.0.0.1:5060).
 function listen(addr) setting("local", tostring(addr), "") end
 
+-- A stubbed http_async_client answer: queries whose URL starts with t.url are not sent; after
+-- t.delay ms (default 0) of the router's clock (see wait) the callback gets t.status (default 200)
+-- and t.body. status = 0: the service never answers ($http_ok 0, $http_err "TIMEOUT" after delay).
+function http(t)
+  if type(t) ~= "table" or type(t.url) ~= "string" then usage("http{url = ..., status = ..., body = ..., delay = ms}") end
+  setting("http", t.url, tostring(math.tointeger(t.delay or 0) or -1) .. "|" .. tostring(math.tointeger(t.status or 200) or -1)
+    .. "|" .. tostring(t.body or ""))
+end
+
+-- Moves the router's clock on by ms: transaction timers, async.route sleeps, stubbed HTTP answers
+-- and the routes they resume run. Returns what was sent meanwhile (a result, as send's).
+function wait(ms)
+  if type(ms) ~= "number" then usage("wait(ms): ms must be a number") end
+  local lit = native.wait(tostring(math.floor(ms)))
+  local r = load("return " .. lit, "=starling-result", "t", {})()
+  if r.script_error then usage("the script does not load: " .. r.script_error) end
+  if r.usage_error then usage(r.usage_error) end
+  r.message = ""
+  return setmetatable(r, Result)
+end
+
 -- A $var of the script after the last send (nil if unset).
 function var(name)
   return load("return " .. native.var(tostring(name)), "=starling-var", "t", {})()

@@ -5,6 +5,7 @@ import SIPTransport
 import StarlingKEMI
 import StarlingLua
 import StarlingServer
+import KSRModules
 
 /// One test file's run: a Lua state of its own (separate from the script's) holding the test DSL, built
 /// by the same Lua host as the script's (`LuaEngine(hostFor:)`: libraries, marshaller, budget). The
@@ -18,6 +19,8 @@ final class RouteTestSession {
         var defines: [String: String] = [:]
         var aliases: [String] = []
         var local = SocketAddress(ip: "127.0.0.1", port: 5060)!
+        /// `http{...}`: stubbed http_async_client answers by URL prefix (delay ms, status, body).
+        var httpStubs: [String: (delayMs: Int, status: Int, body: String)] = [:]
 
         var services: TestServices {
             TestServices(local: local, hosts: hosts, defines: defines, aliases: aliases, anyHost: anyHost)
@@ -26,7 +29,7 @@ final class RouteTestSession {
 
     /// The natives, in export-index order; every parameter is a string.
     enum Native: Int, CaseIterable {
-        case send, set, beginTest, variable, report
+        case send, set, beginTest, variable, report, wait
 
         var name: String {
             switch self {
@@ -35,6 +38,7 @@ final class RouteTestSession {
             case .beginTest: return "begin_test"
             case .variable: return "var"
             case .report: return "report"
+            case .wait: return "wait"
             }
         }
 
@@ -45,6 +49,7 @@ final class RouteTestSession {
             case .beginTest: return 1
             case .variable: return 1
             case .report: return 4
+            case .wait: return 1
             }
         }
     }
@@ -171,6 +176,8 @@ final class RouteTestSession {
             out = []
         case .variable:
             out = variable(arg(0) ?? "")
+        case .wait:
+            out = wait(milliseconds: Int(arg(0) ?? "") ?? -1)
         case .report:
             let passed = arg(1) == "ok"
             let location = arg(2).flatMap { $0.isEmpty ? nil : $0 }
@@ -201,6 +208,12 @@ final class RouteTestSession {
         case "local":
             guard let a = SocketAddress(key, defaultPort: 5060) else { return "listen: '\(key)' is not ip:port" }
             s.local = a
+        case "http":
+            let parts = value.split(separator: "|", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
+            guard !key.isEmpty, parts.count == 3, let delay = Int(parts[0]), let status = Int(parts[1]), delay >= 0 else {
+                return "http{...}: url, delay (ms) and status must be given (status 0: no answer)"
+            }
+            s.httpStubs[key] = (delay, status, parts[2])
         default:
             return "unknown setting \(kind)"
         }
@@ -217,8 +230,40 @@ final class RouteTestSession {
         if let harness { return harness }
         let h = try ScriptHarness(script: scriptText, path: scriptPath,
                                   services: (inTest ? testSettings : fileSettings).services, logLevel: logLevel)
+        for (url, stub) in (inTest ? testSettings : fileSettings).httpStubs {
+            HTTPAsyncStubs.of(h.runtime).set(urlPrefix: url, delayMs: stub.delayMs, status: stub.status, body: stub.body)
+        }
         harness = h
         return h
+    }
+
+    /// `wait(ms)`: the router's clock moves on (timers, async sleeps, stubbed HTTP answers, resumed
+    /// routes run); returns what was sent meanwhile, as `send` does.
+    private func wait(milliseconds: Int) -> [UInt8] {
+        var w = LuaTableWriter()
+        guard milliseconds >= 0 else {
+            w.field("usage_error", string: "wait(ms): ms must be a number >= 0")
+            return w.finish()
+        }
+        let h: ScriptHarness
+        do {
+            h = try currentHarness()
+        } catch {
+            w.field("script_error", string: error.description)
+            return w.finish()
+        }
+        h.sender.clear()
+        var left = milliseconds
+        repeat {
+            let step = min(left, 10)
+            h.advance(by: .milliseconds(step))
+            left -= step
+        } while left > 0
+        w.field("status", string: "waited")
+        w.field("outcome", string: "ok")
+        w.field("dropped", bool: false)
+        writeSent(&w, h)
+        return w.finish()
     }
 
     /// `send(text, from)`: routes one message; returns a Lua table constructor describing what happened.
@@ -241,6 +286,8 @@ final class RouteTestSession {
         }
         h.sender.clear()
         let result = h.route(bytes: bytes, from: source)
+        // Routes resumed at once (async task_route / task_data) run before the result is read.
+        h.context.mailbox.run(h.context)
         w.field("source", string: source.description)
         switch result {
         case .keepalive: w.field("status", string: "keepalive")
@@ -263,6 +310,12 @@ final class RouteTestSession {
             }
         }
         w.field("dropped", bool: h.context.dropRequested)
+        writeSent(&w, h)
+        return w.finish()
+    }
+
+    /// The `sent` list of a result: what the router sent since the recorder was cleared.
+    private func writeSent(_ w: inout LuaTableWriter, _ h: ScriptHarness) {
         w.openField("sent")
         for s in h.sender.sent {
             w.openItem()
@@ -292,7 +345,6 @@ final class RouteTestSession {
             w.close()
         }
         w.close()
-        return w.finish()
     }
 
     /// `var(name)`: a `$var` of the script after the last message, as a Lua literal (nil if unset).

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 public import SIPCore
 public import SIPTransport
 public import StarlingKEMI
@@ -167,6 +170,26 @@ public final class ScriptHarness {
     public func advance(by d: Duration) {
         runtime.advance(by: d)
         dispatcher.runTimers()
+    }
+
+    /// Runs what a worker runs between batches (timers, routes resumed by other threads: HTTP answers,
+    /// async tasks) in real time, until `done` holds or `timeout` passes. True when `done` held.
+    @discardableResult
+    public func runAsync(timeout: Duration = .seconds(10), until done: () -> Bool) -> Bool {
+        let end = ContinuousClock.now + timeout
+        while true {
+            dispatcher.runTimers()
+            if done() { return true }
+            if ContinuousClock.now >= end { return false }
+            usleep(2_000)
+        }
+    }
+
+    /// Runs the resumed routes until nothing the worker waits for is outstanding (HTTP requests in
+    /// flight, queued jobs), or `timeout` passes. True when it went quiet.
+    @discardableResult
+    public func settleAsync(timeout: Duration = .seconds(10)) -> Bool {
+        runAsync(timeout: timeout) { context.mailbox.waitingCount == 0 && !context.mailbox.hasJobs }
     }
 
     /// Handles a message exactly as a server worker does: parse, core checks (400/505 answered by the

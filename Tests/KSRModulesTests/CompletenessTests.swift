@@ -141,12 +141,17 @@ enum Kamailio56 {
         }
         return l + ["rtpengine_query_v", "start_recording", "stop_recording", "play_media", "set_rtpengine_set", "set_rtpengine_set2"]
     }()
+    /// async and http_async_client: Kamailio 5.6.6's sr_kemi_t tables (issue 18; not in REFERENCE §2).
+    static let async = ["route", "ms_route", "task_route", "task_group_route", "task_data", "task_group_data",
+                        "get_gname", "get_data"]
+    static let httpAsyncClient = ["query"]
     static let groups: [(String, [String], Int)] = [
         ("", core, 90), ("pv", pv, 10), ("hdr", hdr, 16), ("xlog", xlog, 8), ("kx", kx, 69), ("corex", corex, 22),
         ("siputils", siputils, 29), ("textops", textops, 54), ("sl", sl, 5), ("maxfwd", maxfwd, 2), ("sanity", sanity, 3),
         ("tm", tm, 54), ("tmx", tmx, 16), ("htable", htable, 28), ("pike", pike, 2), ("permissions", permissions, 5),
         ("nathelper", nathelper, 14), ("registrar", registrar, 17), ("http_client", httpClient, 6), ("enum", enumGroup, 12),
         ("uac", uac, 16), ("dispatcher", dispatcher, 24), ("rtpengine", rtpengine, 30),
+        ("async", async, 8), ("http_async_client", httpAsyncClient, 1),
     ]
 }
 

@@ -26,6 +26,9 @@ size_t st_batch_buffer_size(const st_mmsg_batch *b);
  * for at most timeout_ms (0 = do not wait); -1 = block. Returns the number received (> 0), 0 on
  * timeout or EINTR, or -errno. Truncated datagrams are flagged (st_batch_truncated). */
 int st_batch_recv(int fd, st_mmsg_batch *b, int timeout_ms);
+/* The same, also waiting on wake_fd (an eventfd; < 0: none): *woken is set to 1 when it is readable
+ * (the caller drains it). One poll for both, so a worker with a mailbox costs no extra syscall. */
+int st_batch_recv_wake(int fd, int wake_fd, st_mmsg_batch *b, int timeout_ms, int *woken);
 
 /* Slot i's buffer (buffer_size bytes). */
 unsigned char *st_batch_buffer(st_mmsg_batch *b, unsigned int i);

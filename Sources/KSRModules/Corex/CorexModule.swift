@@ -172,7 +172,7 @@ enum CorexModule {
             }
             return .int(send(ctx, uri: a.str(0), data: a.byteArray(2), socket: socket))
         }
-        add("is_faked_msg", compat: "Starling has no faked requests yet: always -1") { _, _ in .int(-1) }
+        add("is_faked_msg") { ctx, _ in .int(FakedMessage.isActive(ctx) ? 1 : -1) }
         add("file_read", [.str], .xval) { ctx, a in
             guard let f = fopen(a.str(0), "rb") else {
                 ctx.logger.error("file_read: cannot open '\(a.str(0))'")

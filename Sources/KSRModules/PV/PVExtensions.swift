@@ -265,6 +265,10 @@ indirect enum ExtendedPV: Hashable {
     case dsv(String)
     /// `$redis(reply=>type|value|info|size)` with indexes (NdbRedis/NdbRedisModule.swift).
     case redis(NdbRedisModule.PVName)
+    /// http_async_client: `$http_ok`, `$http_err`, `$http_rs`, `$http_rr`, `$http_rb`, `$http_bs`,
+    /// `$http_mb`, `$http_ml`, `$http_req_id`, `$http_hdr(name)`, `$http_time(name)`, `$http_req(name)`
+    /// (HTTPClient/HTTPAsyncClientModule.swift): the name without `http_`, and the inner name.
+    case httpAsync(String, String?)
 
     static func parse(_ text: String) -> ExtendedPV? {
         let body = text.dropFirst()
@@ -283,6 +287,8 @@ indirect enum ExtendedPV: Hashable {
         case "ctu": return .ctu
         case "br": return .br
         case "conid": return .conid
+        case "http_ok", "http_err", "http_rs", "http_rr", "http_rb", "http_bs", "http_mb", "http_ml", "http_req_id":
+            return .httpAsync(String(body.dropFirst(5)), nil)
         case "tls_peer_subject_cn", "tls_peer_verified", "tls_peer_serial", "tls_peer_san_dns", "tls_peer_san_ip":
             return .tlsPeer(String(body.dropFirst(9)))
         default: break
@@ -337,6 +343,9 @@ indirect enum ExtendedPV: Hashable {
         case "vn": return inner.isEmpty ? nil : .vn(inner)
         case "dsv": return ["code", "reason", "flags"].contains(inner) ? .dsv(inner) : nil
         case "redis": return NdbRedisModule.parsePV(inner).map { .redis($0) }
+        case "http_hdr": return inner.isEmpty ? nil : .httpAsync("hdr", inner)
+        case "http_time": return HTTPAsyncClientModule.timeNames.contains(inner) ? .httpAsync("time", inner) : nil
+        case "http_req": return HTTPAsyncClientModule.requestNames.contains(inner) ? .httpAsync("req", inner) : nil
         case "sel":
             let parts = inner.split(separator: ".").map { String($0).lowercased() }
             return parts.isEmpty ? nil : .select(parts)
@@ -482,6 +491,8 @@ indirect enum ExtendedPV: Hashable {
             return .bytes(na.uri)
         case .uacReq(let key):
             return UACRequest.get(ctx, key)
+        case .httpAsync(let name, let arg):
+            return HTTPAsyncClientModule.get(ctx, name, arg)
         }
     }
 
@@ -514,6 +525,8 @@ indirect enum ExtendedPV: Hashable {
             return true
         case .uacReq(let key):
             return UACRequest.set(ctx, key, value)
+        case .httpAsync("req", let name?):
+            return HTTPAsyncClientModule.setRequest(ctx, name, value)
         case .avpIndex(let name, nil):
             guard value == .null else { return false }
             ctx.avps[name] = nil

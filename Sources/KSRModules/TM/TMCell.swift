@@ -218,6 +218,10 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
     var observers: [@Sendable (RouteContext, TMCell, Int, SIPMessage?) -> Void] = []
     /// The store's freed hooks run for this cell when it is freed (a dialog is attached).
     var watchFree = false
+    /// `t_suspend`: waiting for `t_continue` (it is in the store's `suspendedCells`), and the index of
+    /// its blind branch (-1: none).
+    var suspended = false
+    var blindBranch = -1
 
     /// Frees what a finished transaction no longer needs (cell locked): once the final response went
     /// upstream and no route uses the cell, a branch that has its final reply keeps only what the

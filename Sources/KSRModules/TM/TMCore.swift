@@ -134,6 +134,7 @@ enum TMCore {
             else { return }
         }
         cell.freed = true
+        if cell.suspended { store.suspendedCells.withLock { _ = $0.removeValue(forKey: cell.id) } }
         if cell.watchFree && !store.hooks.freed.isEmpty {
             // Outside the lock, on a worker (the callbacks may run Lua).
             let (hooks, id) = (store.hooks.freed, cell.id)

@@ -246,7 +246,7 @@ enum TMModule {
             },
             KemiExport("tm", "t_clean", [], returns: .int) { _, _ in .int(1) },
             KemiExport("tm", "t_is_retr_async_reply", [], returns: .int,
-                       compat: "no async replies (t_suspend) yet: always -1") { _, _ in .int(-1) },
+                       compat: "replies are never suspended (t_suspend works on requests): always -1") { _, _ in .int(-1) },
             KemiExport("tm", "t_set_max_lifetime", [.int, .int], returns: .int,
                        compat: "accepted; the lifetime follows the timers") { _, _ in .int(1) },
             KemiExport("tm", "t_reset_max_lifetime", [], returns: .int) { _, _ in .int(1) },
@@ -356,8 +356,13 @@ enum TMModule {
             KemiExport("tmx", "t_flush_xflags", [], returns: .int, compat: "xflags are not kept in the transaction yet") { ctx, _ in
                 .code(TMRelay.current(ctx) != nil)
             },
-            KemiExport("tmx", "t_suspend", [], returns: .int, compat: "no suspend yet: -1") { _, _ in .int(-1) },
-            KemiExport("tmx", "t_continue", [.int, .int, .str], returns: .int, compat: "no suspend yet: -1") { _, _ in .int(-1) },
+            KemiExport("tmx", "t_suspend", [], returns: .int) { ctx, _ in
+                .int(TMSuspend.suspend(store, ctx).code)
+            },
+            KemiExport("tmx", "t_continue", [.int, .int, .str], returns: .int) { ctx, args in
+                .int(TMSuspend.resume(store, ctx, index: args.int(0), label: args.int(1), callback: args.str(2),
+                                      event: "tmx:continue") < 0 ? -1 : 1)
+            },
             KemiExport("tmx", "t_reuse_branch", [], returns: .int, compat: "not implemented yet: -1") { _, _ in .int(-1) },
             KemiExport("tmx", "t_cancel_callid", [.str, .str, .int], returns: .int) { ctx, args in
                 .int(cancelCallID(store, ctx, args.str(0), args.str(1)))

@@ -160,6 +160,9 @@ enum TMRelay {
             TMCore.cancelPending(store, inv, except: nil, &out)
         }
         out.flush(ctx)
+        // A suspended INVITE: its blind branch ends with a faked 487 now (Kamailio's cancel_b_method
+        // fake reply), so the caller gets 487 without waiting for the continuation or fr_timer.
+        if inv.locked({ inv.suspended }) { TMSuspend.cancelBlind(store, ctx, inv) }
         return 1
     }
 

@@ -152,6 +152,8 @@ public final class TMStore: TransactionLayer, Sendable {
     private let prefix: String
     /// Cells alive (the table counts server, client and cancel keys).
     let liveCells = Atomic<Int>(0)
+    /// Suspended transactions (`t_suspend`) by cell id (`$T(id_label)`), until continued or freed.
+    let suspendedCells = Mutex<[UInt64: TMCell]>([:])
 
     /// A store configured by `[modparam.tm]`: `fr_timer` (ms, default 30000), `fr_inv_timer` (ms, default
     /// 120000), `retr_timer1` (T1, ms, 500), `retr_timer2` (T2, ms, 4000), `wt_timer` (ms: the wait
@@ -266,6 +268,8 @@ public final class TMStore: TransactionLayer, Sendable {
         let q = queue(ctx)
         let due = q.advance(to: now)
         for key in due { TMTimers.fired(self, ctx, key) }
-        return q.count > 0
+        // The async module's sleeps (async.route / ms_route) of this worker.
+        let asyncPending = AsyncTimers.runDue(self, ctx)
+        return q.count > 0 || asyncPending
     }
 }

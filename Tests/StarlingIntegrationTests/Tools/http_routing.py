@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """A routing web service for the http_client integration test (127.0.0.1 only).
 
-Usage: http_routing.py PORT NEXT_HOP
+Usage: http_routing.py PORT NEXT_HOP [DELAY_MS]
 GET /route?user=U answers 200 NEXT_HOP for users starting with "+1", 404 for "unknown", 500 for
-"broken", and waits 10 s for "slow". Every request is logged to stdout as "GET <path>".
+"broken", waits 10 s for "slow" and 60 s for "never". With DELAY_MS every answer waits that long
+first (a slow routing database). Every request is logged to stdout as "GET <path>".
 """
 import sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse, unquote
 
 port, next_hop = int(sys.argv[1]), sys.argv[2]
+delay = int(sys.argv[3]) / 1000.0 if len(sys.argv) > 3 else 0
 
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -29,6 +31,8 @@ class H(BaseHTTPRequestHandler):
         # "+" stays "+" (the example does not percent-encode the user)
         user = next((unquote(kv[5:]) for kv in u.query.split("&") if kv.startswith("user=")), "")
         if u.path != "/route": return self.reply(404, "unknown path\n")
+        if delay: time.sleep(delay)
+        if user == "never": time.sleep(60); return self.reply(200, next_hop + "\n")
         if user == "slow": time.sleep(10); return self.reply(200, next_hop + "\n")
         if user == "broken": return self.reply(500, "internal error\n")
         if user.startswith("+1"): return self.reply(200, next_hop + "\nignored second line\n")

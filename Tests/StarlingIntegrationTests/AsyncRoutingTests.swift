@@ -1,0 +1,181 @@
+import Foundation
+import StarlingTestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Routing that waits without blocking (issue 18), by the real binary against real peers: a Python
+/// routing web service that answers in 300 ms (or never), SIPp as caller and callee, a Python OPTIONS
+/// pinger measuring how fast the workers answer meanwhile, and Kamailio 5.6 on the same
+/// t_suspend / async.route script.
+@Suite(.serialized)
+struct AsyncRoutingTests {
+    static func startService(_ directory: URL, nextHop: String, delayMs: Int, log: String = "http.log") throws
+        -> (ServerProcess, Int) {
+        let python = try Requirements.tool("python3", package: "python3")
+        return try TestPorts.retrying { httpPort in
+            let web = try ServerProcess(name: "http routing service", executable: python,
+                                        arguments: ["-u", PackagePaths.tool("http_routing.py").path, String(httpPort),
+                                                    nextHop, String(delayMs)],
+                                        logFile: directory.appendingPathComponent(log))
+            try web.waitUntilListening(tcpPort: httpPort)
+            return (web, httpPort)
+        }
+    }
+
+    /// Pings `port` with OPTIONS (no user: the scripts answer them at once): answered count and the
+    /// slowest answer in ms.
+    static func ping(_ port: Int, count: Int, intervalMs: Int) throws -> (answered: Int, maxMs: Int, line: String) {
+        let python = try Requirements.tool("python3", package: "python3")
+        let run = try Command.run(python, [PackagePaths.tool("sip_ping.py").path, String(port), String(count), String(intervalMs)],
+                                  timeout: .seconds(60))
+        let line = run.output.split(separator: "\n").last.map(String.init) ?? ""
+        let f = line.split(separator: " ")
+        guard f.count >= 4, f[0] == "answered", let answered = Int(f[1].split(separator: "/")[0]),
+              let maxMs = Double(f[3]) else {
+            throw HarnessError("sip_ping.py printed: \(run.output)")
+        }
+        return (answered, Int(maxMs), line)
+    }
+
+    /// The issue's scenario: a routing service answering in 300 ms, 2 workers, 20 calls/s, 200 calls.
+    /// With http_async_client + t_suspend every call completes (the blocking http_client lost 40-57%
+    /// of them here: each worker waited 300 ms per call). Then a service that never answers: every
+    /// call gets the script's 503 once connection_timeout passes, while OPTIONS keep being answered at
+    /// once (the workers are not waiting).
+    @Test func httpAsyncRoutingCompletesEveryCallAndNeverBlocksTheWorkers() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-http-async")
+        let proxyPort = try Ports.freeUDPPort()
+        let uas = try SIPp.uas(directory: directory)
+        defer { uas.stop() }
+        let (web, httpPort) = try Self.startService(directory, nextHop: "sip:127.0.0.1:\(uas.port)", delayMs: 300)
+        defer { web.stop() }
+
+        let script = try RoutingServicesTests.example("http-routing-async.lua", replacing: "ROUTING_URL",
+                                                      with: "http://127.0.0.1:\(httpPort)/route", directory: directory)
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+        [core]
+        modules = ["sl", "maxfwd", "tm", "tmx", "siputils", "http_async_client"]
+
+        [modparam.http_async_client]
+        connection_timeout = 1500
+
+        """.write(to: config, atomically: true, encoding: .utf8)
+        let starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
+                                          directory: directory)
+        defer { starling.stop() }
+
+        let start = ContinuousClock.now
+        let result = try SIPp.runUAC(target: proxyPort, rate: 20, calls: 200, directory: directory, service: "+15551234",
+                                     timeout: .seconds(120))
+        let took = ContinuousClock.now - start
+        #expect(result.successfulCalls == 200, "\(result)\nstarling log:\n\(starling.logTail())")
+        #expect(result.failedCalls == 0)
+
+        for (user, expected) in [("unknown", "404"), ("broken", "503")] {
+            let r = try SIPp.runUAC(scenario: PackagePaths.scenario("options.xml"), target: proxyPort, rate: 1, calls: 1,
+                                    directory: directory, tag: user, service: user, extra: ["-set", "expected", expected],
+                                    timeout: .seconds(30))
+            #expect(r.successfulCalls == 1, "\(user): \(r)\nstarling log:\n\(starling.logTail())")
+        }
+
+        // Six requests to a service that never answers, more than the two workers, all waiting at once.
+        let stalled = try SIPp.startUAC(scenario: PackagePaths.scenario("options.xml"), target: proxyPort,
+                                        localPort: try Ports.freeUDPPort(), rate: 10, calls: 6, directory: directory,
+                                        tag: "never", extra: ["-s", "never", "-set", "expected", "503"])
+        defer { stalled.stop() }
+        usleep(300_000)
+        let pings = try Self.ping(proxyPort, count: 10, intervalMs: 100)
+        let never = stalled.wait(timeout: .seconds(30))
+        #expect(never?.successfulCalls == 6, "never: \(String(describing: never))\nstarling log:\n\(starling.logTail())")
+        #expect(pings.answered == 10, "\(pings.line)")
+        // A blocked worker would hold a ping for the whole 1.5 s timeout.
+        #expect(pings.maxMs < 1000, "OPTIONS waited behind the stalled requests: \(pings.line)")
+        let log = (try? String(contentsOf: directory.appendingPathComponent("starling.log"), encoding: .utf8)) ?? ""
+        #expect(log.contains("routing service failed for never: TIMEOUT"), "no timeout line:\n\(starling.logTail())")
+        #expect(starling.isRunning)
+        try? "200 calls in \(took); stalled-service pings: \(pings.line)\n"
+            .write(to: directory.appendingPathComponent("measured.txt"), atomically: true, encoding: .utf8)
+    }
+
+    /// The same t_suspend / async.route / task_route script on Starling and on Kamailio 5.6: calls
+    /// continued after a 1 s sleep reach the callee; a request suspended and never continued gets the
+    /// failure route's 503 when fr_timer runs out.
+    @Test func asyncRouteScriptBehavesAsOnKamailio() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-async-kamailio")
+        let uas = try SIPp.uas(directory: directory)
+        defer { uas.stop() }
+        let script = directory.appendingPathComponent("async.lua")
+        try """
+        function ksr_request_route()
+          if KSR.is_OPTIONS() and (KSR.pv.get("$rU") or "") == "" then
+            KSR.sl.sl_send_reply(200, "Keepalive")
+            return 1
+          end
+          if KSR.tm.t_check_trans() == 0 then return 1 end
+          if KSR.siputils.has_totag() > 0 then
+            if KSR.is_ACK() then KSR.forward() else KSR.tm.t_relay() end
+            return 1
+          end
+          if KSR.is_ACK() then return 1 end
+          KSR.tm.t_on_failure("expired")
+          local user = KSR.pv.get("$rU") or ""
+          if user == "forever" then
+            KSR.tmx.t_suspend()
+          elseif user == "task" then
+            KSR.async.task_route("resume")
+          else
+            KSR.async.route("resume", 1)
+          end
+        end
+        function resume()
+          KSR.setdsturi("sip:127.0.0.1:\(uas.port)")
+          KSR.tm.t_relay()
+        end
+        function expired()
+          if KSR.tm.t_branch_timeout() > 0 then KSR.tm.t_reply(503, "Expired") end
+        end
+        """.write(to: script, atomically: true, encoding: .utf8)
+
+        func exercise(_ port: Int, _ name: String) throws {
+            let start = ContinuousClock.now
+            let calls = try SIPp.runUAC(target: port, rate: 10, calls: 20, directory: directory, tag: "\(name)-calls",
+                                        service: "+15551234", timeout: .seconds(60))
+            #expect(calls.successfulCalls == 20, "\(name): \(calls)")
+            #expect(ContinuousClock.now - start >= .seconds(2), "\(name): the calls did not wait the 1 s sleep")
+            let tasks = try SIPp.runUAC(target: port, rate: 10, calls: 5, directory: directory, tag: "\(name)-tasks",
+                                        service: "task", timeout: .seconds(60))
+            #expect(tasks.successfulCalls == 5, "\(name): \(tasks)")
+            let forever = try SIPp.runUAC(scenario: PackagePaths.scenario("options.xml"), target: port, rate: 1, calls: 1,
+                                          directory: directory, tag: "\(name)-forever", service: "forever",
+                                          extra: ["-set", "expected", "503"], timeout: .seconds(30))
+            #expect(forever.successfulCalls == 1, "\(name): \(forever)")
+        }
+
+        let starlingPort = try Ports.freeUDPPort()
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+        [core]
+        modules = ["sl", "tm", "tmx", "siputils", "async"]
+
+        [modparam.tm]
+        fr_timer = 2000
+
+        """.write(to: config, atomically: true, encoding: .utf8)
+        let starling = try Starling.start(script: script, port: starlingPort, workers: 2, extra: ["--config", config.path],
+                                          directory: directory)
+        defer { starling.stop() }
+        try exercise(starlingPort, "starling")
+        #expect(starling.isRunning)
+
+        let kamailioPort = try Ports.freeUDPPort()
+        let kamailio = try Kamailio.start(script: script, port: kamailioPort, children: 2,
+                                          modules: ["tm", "sl", "pv", "tmx", "siputils", "async"],
+                                          extra: "modparam(\"tm\", \"fr_timer\", 2000)\nasync_workers=1", directory: directory)
+        defer { kamailio.stop() }
+        try exercise(kamailioPort, "kamailio")
+    }
+}
