@@ -76,6 +76,16 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: swiftSettings),
+        // Diameter (RFC 6733): message and AVP codec, dictionary, the peer state machine. No I/O.
+        .target(name: "Diameter", swiftSettings: hotPathSettings),
+        // The Diameter node on SwiftNIO: listeners, peer connections, the relay and its pending table.
+        .target(
+            name: "DiameterNode",
+            dependencies: [
+                "Diameter", .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings),
         // Engine-agnostic export tables and the per-message route context.
         .target(
             name: "StarlingKEMI",
@@ -89,7 +99,7 @@ let package = Package(
         .target(
             name: "KSRModules",
             dependencies: [
-                "StarlingKEMI", "SIPCore", "SIPTransport", "SIPTransaction", "CStarlingSystem", "CCrypto", "CCurl",
+                "StarlingKEMI", "SIPCore", "SIPTransport", "SIPTransaction", "CStarlingSystem", "CCrypto", "CCurl", "Diameter",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hotPathSettings),
@@ -107,6 +117,7 @@ let package = Package(
             name: "StarlingServer",
             dependencies: [
                 "SIPCore", "SIPTransport", "SIPStreams", "StarlingKEMI", "StarlingLua", "KSRModules", "StarlingStore", "CStarlingSystem",
+                "Diameter", "DiameterNode",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
@@ -145,6 +156,7 @@ let package = Package(
         .testTarget(
             name: "SIPCoreTests", dependencies: ["SIPCore"],
             resources: [.copy("Fixtures")], swiftSettings: swiftSettings),
+        .testTarget(name: "DiameterTests", dependencies: ["Diameter"], swiftSettings: swiftSettings),
         .testTarget(name: "SIPTransactionTests", dependencies: ["SIPTransaction", "SIPCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SIPTransportTests", dependencies: ["SIPTransport", "StarlingTestSupport"], swiftSettings: swiftSettings),
         .testTarget(

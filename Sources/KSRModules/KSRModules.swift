@@ -12,7 +12,7 @@ public enum KSRModules {
         AuthModule.self, AuthDBModule.self, NathelperModule.self, PermissionsModule.self, HtableModule.self,
         PikeModule.self, RegistrarModule.self, UsrlocModule.self, HTTPClientModule.self, EnumModule.self,
         UACModule.self, DispatcherModule.self, TLSModule.self, WebSocketModule.self, RtpengineModule.self,
-        AppLuaModule.self, DialogModule.self, AccModule.self,
+        AppLuaModule.self, DialogModule.self, AccModule.self, DiameterModule.self,
     ]
 
     /// Modules a configuration can list in `core.modules` (those not always loaded), by Kamailio name.

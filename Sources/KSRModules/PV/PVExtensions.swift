@@ -263,6 +263,9 @@ indirect enum ExtendedPV: Hashable {
     case tlsPeer(String)
     /// `$dsv(code|reason|flags)`: the dispatcher event's reply (Dispatcher/DispatcherProbe.swift).
     case dsv(String)
+    /// `$diameter_command`, `$diameter_application`, `$diameter_request`, `$diameter_response`
+    /// (Diameter/DiameterModule.swift).
+    case diameter(String)
 
     static func parse(_ text: String) -> ExtendedPV? {
         let body = text.dropFirst()
@@ -281,6 +284,8 @@ indirect enum ExtendedPV: Hashable {
         case "ctu": return .ctu
         case "br": return .br
         case "conid": return .conid
+        case "diameter_command", "diameter_application", "diameter_request", "diameter_response":
+            return .diameter(String(body))
         case "tls_peer_subject_cn", "tls_peer_verified", "tls_peer_serial", "tls_peer_san_dns", "tls_peer_san_ip":
             return .tlsPeer(String(body.dropFirst(9)))
         default: break
@@ -451,6 +456,8 @@ indirect enum ExtendedPV: Hashable {
             return PVValue(ctx.worker.local(NullableVariables.self) { NullableVariables() }.values[name] ?? .null)
         case .br:
             return ctx.branches.first.map { .string(String(decoding: $0, as: UTF8.self)) } ?? .null
+        case .diameter(let name):
+            return PVValue(DiameterModule.pv(ctx, name))
         case .dsv(let key):
             guard let e = ctx.worker.local(DSWorkerEvent.self, { DSWorkerEvent() }).current else { return .null }
             switch key {
