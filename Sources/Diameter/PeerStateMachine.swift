@@ -94,7 +94,9 @@ public struct PeerStateMachine: Sendable, Equatable {
     private var watchdogAt: Int64?
     private var pending = false
     private var numDWA = 0
-    /// Once open and lost, the next connection starts in REOPEN (3 DWAs before it is used).
+    /// Once open and lost, the next connection Starling opens starts in REOPEN (3 DWAs before it is
+    /// used). A peer that connects to Starling (a client) opens straight into OKAY: it reconnects
+    /// when it has something to send.
     private var wasOpen = false
     private var jitterSeed: UInt64
 
@@ -372,7 +374,7 @@ public struct PeerStateMachine: Sendable, Equatable {
         deadline = nil
         pending = false
         var out: [Action] = [.opened(c)]
-        if wasOpen {
+        if wasOpen && initiates {
             // RFC 3539 DOWN + ConnectionUp: REOPEN, a DWR at once; three DWAs before failback.
             watchdog = .reopen
             numDWA = 0

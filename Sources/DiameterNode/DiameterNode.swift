@@ -208,11 +208,12 @@ public final class DiameterNode: @unchecked Sendable {
             conn.channel.close(promise: nil)
             return
         }
+        // RFC 3539's Throwaway() in REOPEN is not applied: a request received on a reopened connection
+        // is still routed (and answered), never dropped silently; REOPEN only keeps Starling from
+        // sending to the peer until its watchdog answers.
         let actions = p.fsm.handle(.rcvMessage(r), now: now)
-        let thrown = actions.contains(.throwaway(r))
         apply(p, actions.filter { $0 != .throwaway(r) })
         if m.isRequest {
-            if thrown { return }
             relayRequest(m, from: p, conn: conn)
         } else {
             relayAnswer(m, from: p)

@@ -148,3 +148,14 @@ struct PeerStateMachineTests {
         #expect(d >= 28_000 && d <= 32_000)
     }
 }
+
+extension PeerStateMachineTests {
+    @Test("a client peer that reconnects opens straight into OKAY (REOPEN is for peers Starling connects to)")
+    func clientReconnect() {
+        var m = M(localHost: "dra", peerHost: "mme", initiates: false, timers: Self.timers)
+        _ = m.handle(.rConnCER(result: 2001), now: 0)
+        #expect(m.handle(.rcvDPR(.responder), now: 10) == [.sendDPA(.responder), .disconnect(.responder), .closed, .failover])
+        #expect(m.handle(.rConnCER(result: 2001), now: 20) == [.accept, .sendCEA(.responder, result: 2001), .opened(.responder), .failback])
+        #expect(m.isUsable)
+    }
+}
