@@ -126,7 +126,7 @@ let package = Package(
         .target(
             name: "StarlingControl",
             dependencies: [
-                "StarlingServer", "StarlingLua", "StarlingKEMI", "KSRModules", "SIPTransport", "SIPStreams",
+                "StarlingServer", "Diameter", "StarlingLua", "StarlingKEMI", "KSRModules", "SIPTransport", "SIPStreams",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

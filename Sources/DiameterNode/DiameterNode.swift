@@ -411,16 +411,18 @@ public final class DiameterNode: @unchecked Sendable {
 
     public var peerStatus: [DiameterPeerStatus] { statusSnapshot.withLock { $0 } }
 
-    /// cdp.enable_peer / cdp.disable_peer: false for an unknown peer.
+    /// cdp.enable_peer / cdp.disable_peer: false for an unknown peer. Never blocks (RPCs run on
+    /// another event loop, where waiting is not allowed): the change is applied on the node's loop.
     public func setEnabled(_ identity: String, _ on: Bool) -> Bool {
-        (try? loop.submit { [self] () -> Bool in
-            guard let p = peers[identity] else { return false }
+        guard isKnown(identity) else { return false }
+        loop.execute { [self] in
+            guard let p = peers[identity] else { return }
             apply(p, p.fsm.setEnabled(on, now: now))
-            return true
-        }.wait()) ?? false
+        }
+        return true
     }
 
-    /// Waits until `cond` holds for the peer table or the timeout passes (tests, start-up).
+    /// The peer's RFC 6733 state name, nil for an unknown peer.
     public func peerState(_ identity: String) -> String? {
         peerStatus.first { $0.identity == identity }?.state
     }

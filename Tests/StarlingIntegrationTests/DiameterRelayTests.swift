@@ -182,6 +182,7 @@ struct DiameterRelayTests {
     func pendingFailover() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-diameter-t")
         let (sip, dia, h1, h2) = try { let p = try Ports.freeUDPPorts(4); return (p[0], p[1], p[2], p[3]) }()
+        let controlPort = try Ports.freeTCPPort()
         let hss1Log = directory.appendingPathComponent("hss1.jsonl"), hss2Log = directory.appendingPathComponent("hss2.jsonl")
         let hss1 = try Self.startHSS("hss1.example", port: h1, log: hss1Log, directory: directory)
         defer { hss1.stop() }
@@ -197,6 +198,9 @@ struct DiameterRelayTests {
             listen = ["tcp:127.0.0.1:\(dia)"]
             watchdog_interval = 1
             request_timeout = 1500
+            [control]
+            listen = "127.0.0.1:\(controlPort)"
+            token = "t0ken"
             [[diameter.peers]]
             identity = "hss1.example"
             connect = "tcp:127.0.0.1:\(h1)"
@@ -234,6 +238,27 @@ struct DiameterRelayTests {
         #expect(answers.first?.result == 2001 && answers.first?.origin == "hss1.example" && answers.first?.hbh_ok == true)
         let seen1 = Self.lines((try? String(contentsOf: hss1Log, encoding: .utf8)) ?? "", HSSLine.self)
         #expect(seen1.last?.t == true && seen1.last?.user == "001031234567890" && seen1.last?.route_record == ["mme.example"])
+
+        // cdp.* RPCs (Kamailio's names) and per-peer metrics.
+        let binary = try PackagePaths.starlingBinary().path
+        func ctl(_ args: String...) throws -> CommandResult {
+            try Command.run(binary, ["ctl", "--url", "http://127.0.0.1:\(controlPort)", "--token", "t0ken"] + args, timeout: .seconds(20))
+        }
+        try starling.waitUntilListening(tcpPort: controlPort)
+        let list = try ctl("cdp.list_peers")
+        #expect(list.status == 0 && list.output.contains("hss1.example") && list.output.contains("I-Open") && list.output.contains("dra.example"),
+                "\(list.output)")
+        #expect(try ctl("cdp.disable_peer", "nobody.example").output.contains("peer not found"))
+        #expect(try ctl("cdp.disable_peer", "hss1.example").status == 0)
+        try waitForLog(starling, "peer hss1.example closed")
+        let disabled = try Self.client(port: dia, plan: #"[{"user": "001011234567890"}]"#).filter { $0.n != nil }
+        #expect(disabled.first?.result == 3002)
+        #expect(try ctl("cdp.enable_peer", "hss1.example").status == 0)
+        try waitForLog(starling, "peer hss1.example usable", count: 2)
+        let metrics = try ControlAPITests.metrics(port: controlPort, token: "t0ken")
+        #expect(metrics.contains("starling_diameter_peer_up{peer=\"hss1.example\",state=\"I-Open\",watchdog=\"OKAY\"} 1"), "\(metrics)")
+        #expect(metrics.contains("starling_diameter_peer_answers_total{peer=\"hss1.example\",result=\"2001\"} 1"))
+        #expect(metrics.contains("starling_diameter_peer_requests_relayed_total{peer=\"hss2.example\"} 2"))
     }
 
     @Test("freeDiameterd 1.2.1 as a peer: CER/CEA, DWR/DWA, relaying through it to an HSS, DPR/DPA when it stops")
