@@ -6,26 +6,11 @@ import StarlingTestSupport
 /// (Tools/diameter_peer.py: two HSS and an MME client) and Debian's freeDiameterd 1.2.1.
 @Suite(.serialized)
 struct DiameterRelayTests {
-    static let script = """
-        -- S6a by IMSI prefix: 00101 -> hss1, 00102 -> hss2 only, 00103 -> hss2 then hss1 (failover).
-        function ksr_request_route() KSR.sl.sl_send_reply(404, "Not here") end
-        function ksr_diameter_request()
-            local imsi = KSR.diameter.get_avp("User-Name") or ""
-            KSR.info("diameter " .. tostring(KSR.pv.get("$diameter_command")) .. " app " .. tostring(KSR.pv.get("$diameter_application")) .. " imsi " .. imsi .. "\\n")
-            if imsi:sub(1, 5) == "00101" then
-                KSR.diameter.relay("hss1.example")
-            elseif imsi:sub(1, 5) == "00102" then
-                KSR.diameter.relay("hss2.example")
-            elseif imsi:sub(1, 5) == "00103" then
-                if KSR.diameter.relay("hss2.example") < 0 then KSR.diameter.relay("hss1.example") end
-            elseif imsi:sub(1, 5) == "00109" then
-                KSR.diameter.answer(5001)
-            elseif imsi:sub(1, 5) == "00108" then
-                KSR.diameter.relay_realm()
-            end
-            -- anything else: neither relayed nor answered -> 3002
-        end
-        """
+    /// examples/dra.lua: S6a by IMSI prefix (00101 -> hss1, hss2; 00102 -> hss2; 00103 -> hss2, hss1),
+    /// other applications by the realm table, IMSIs outside 001 answered 5001 locally.
+    static func script() throws -> String {
+        try String(contentsOf: PackagePaths.root.appendingPathComponent("examples/dra.lua"), encoding: .utf8)
+    }
 
     struct Answer: Decodable {
         var n: Int?
@@ -86,7 +71,7 @@ struct DiameterRelayTests {
         var hss2 = try Self.startHSS("hss2.example", port: h2, log: hss2Log, directory: directory)
         defer { hss2.stop() }
         let script = directory.appendingPathComponent("dra.lua")
-        try Self.script.write(to: script, atomically: true, encoding: .utf8)
+        try Self.script().write(to: script, atomically: true, encoding: .utf8)
         let config = directory.appendingPathComponent("starling.toml")
         try """
             [diameter]
@@ -120,8 +105,9 @@ struct DiameterRelayTests {
 
         // Routed by IMSI prefix; ids restored; Route-Record names the MME; hop-by-hop replaced.
         let a = try Self.client(port: dia, plan: """
-            [{"user": "001011234567890"}, {"user": "001021234567890"}, {"user": "001091234567890"},
-             {"user": "001011234567891", "route_record": ["dra.example"]}, {"user": "999991234567890"},
+            [{"user": "001011234567890"}, {"user": "001021234567890"}, {"user": "999991234567890"},
+             {"user": "001011234567891", "route_record": ["dra.example"]},
+             {"user": "001011234567890", "app": 4, "cmd": 272, "dest_realm": "nowhere.example"},
              {"user": "001081234567890"}]
             """)
         #expect(a.first?.cea == 2001)
@@ -189,7 +175,7 @@ struct DiameterRelayTests {
         let hss2 = try Self.startHSS("hss2.example", port: h2, log: hss2Log, directory: directory, extra: ["--no-answer"])
         defer { hss2.stop() }
         let script = directory.appendingPathComponent("dra.lua")
-        try Self.script.write(to: script, atomically: true, encoding: .utf8)
+        try Self.script().write(to: script, atomically: true, encoding: .utf8)
         let config = directory.appendingPathComponent("starling.toml")
         try """
             [diameter]
