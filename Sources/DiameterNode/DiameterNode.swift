@@ -125,6 +125,13 @@ public final class DiameterNode: @unchecked Sendable {
             conn.role = .initiator
         }
         connections[id] = conn
+        if outgoingPeer == nil {
+            // An incoming connection that has not completed its CER within the handshake time is closed
+            // (a peer that connects and sends nothing, or part of a message, holds nothing for long).
+            loop.scheduleTask(in: .milliseconds(timers.handshake)) { [self] in
+                if connections[id] != nil, conn.peer == nil { conn.channel.close(promise: nil) }
+            }
+        }
         try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(DiameterFrameDecoder()))
         try ch.pipeline.syncOperations.addHandler(DiameterConnectionHandler(node: self, connection: conn))
     }
