@@ -245,6 +245,19 @@ struct DiameterRelayTests {
         #expect(metrics.contains("starling_diameter_peer_up{peer=\"hss1.example\",state=\"I-Open\",watchdog=\"OKAY\"} 1"), "\(metrics)")
         #expect(metrics.contains("starling_diameter_peer_answers_total{peer=\"hss1.example\",result=\"2001\"} 1"))
         #expect(metrics.contains("starling_diameter_peer_requests_relayed_total{peer=\"hss2.example\"} 2"))
+
+        // Reload: the Diameter routing thread picks up a new script version between two requests.
+        try """
+            function ksr_request_route() KSR.sl.sl_send_reply(404, "Not here") end
+            function ksr_diameter_request() KSR.diameter.answer(5003) end
+            """.write(to: script, atomically: true, encoding: .utf8)
+        var reloaded = false
+        for _ in 0..<60 where !reloaded {
+            let r = try Self.client(port: dia, plan: #"[{"user": "001011234567890"}]"#).filter { $0.n != nil }
+            reloaded = r.first?.result == 5003
+            if !reloaded { Thread.sleep(forTimeInterval: 0.5) }
+        }
+        #expect(reloaded, "the new script never answered: \(starling.logTail())")
     }
 
     @Test("freeDiameterd 1.2.1 as a peer: CER/CEA, DWR/DWA, relaying through it to an HSS, DPR/DPA when it stops")
