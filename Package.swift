@@ -84,6 +84,7 @@ let package = Package(
             dependencies: [
                 "Diameter", .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: swiftSettings),
         // Engine-agnostic export tables and the per-message route context.

@@ -2,6 +2,7 @@ public import Diameter
 public import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 import Glibc
 
@@ -21,11 +22,15 @@ public final class DiameterNode: @unchecked Sendable {
     var connections: [Int: Connection] = [:]
     var pending: [UInt32: PendingRequest] = [:]
     private var listeners: [any Channel] = []
-    var boundAddresses: [String] { listeners.compactMap { $0.localAddress.map { "tcp:\($0.ipAddress ?? "?"):\($0.port ?? 0)" } } }
+    var boundAddresses: [String] {
+        zip(listeners, config.listen).compactMap { l, ep in l.localAddress.map { "\(ep.tls ? "tls" : "tcp"):\($0.ipAddress ?? "?"):\($0.port ?? 0)" } }
+    }
     private var nextConnectionID = 1
     private var nextHopByHop: UInt32
     private var nextEndToEnd: UInt32
     private var tickTask: RepeatedTask?
+    private var serverTLS: NIOSSLContext?
+    private var clientTLS: NIOSSLContext?
     private var stopped = false
     private let startNanos: UInt64
 
@@ -70,14 +75,42 @@ public final class DiameterNode: @unchecked Sendable {
         public var description: String { "cannot listen on \(endpoint): \(reason)" }
     }
 
+    public struct TLSError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// The TLS contexts, when a listener or a peer uses TLS.
+    private func makeTLS() throws {
+        guard config.listen.contains(where: \.tls) || config.peers.contains(where: { $0.connect?.tls == true }) else { return }
+        guard let files = config.tls else { throw TLSError(description: "tls: listeners and peers need [tls] certificate and private_key") }
+        do {
+            let chain = try NIOSSLCertificate.fromPEMFile(files.certificate).map { NIOSSLCertificateSource.certificate($0) }
+            let key = try NIOSSLPrivateKey(file: files.privateKey, format: .pem)
+            serverTLS = try NIOSSLContext(configuration: .makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key)))
+            var client = TLSConfiguration.makeClientConfiguration()
+            client.certificateChain = chain
+            client.privateKey = .privateKey(key)
+            if let ca = files.caList, files.verifyServer {
+                client.trustRoots = .file(ca)
+                client.certificateVerification = .noHostnameVerification
+            } else {
+                client.certificateVerification = .none
+            }
+            clientTLS = try NIOSSLContext(configuration: client)
+        } catch {
+            throw TLSError(description: "tls: \(error)")
+        }
+    }
+
     /// Binds the listeners (throws naming the address) and starts connecting to peers.
     public func start() throws {
+        try makeTLS()
         for ep in config.listen {
             let bootstrap = ServerBootstrap(group: group)
                 .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { [self] ch in
-                    self.loop.makeCompletedFuture { try self.setUp(ch, outgoingPeer: nil) }
+                    self.loop.makeCompletedFuture { try self.setUp(ch, outgoingPeer: nil, tls: ep.tls) }
                 }
             do {
                 listeners.append(try bootstrap.bind(host: ep.host, port: ep.port).wait())
@@ -116,7 +149,14 @@ public final class DiameterNode: @unchecked Sendable {
 
     // MARK: Channels
 
-    func setUp(_ ch: any Channel, outgoingPeer: Peer?) throws {
+    func setUp(_ ch: any Channel, outgoingPeer: Peer?, tls: Bool) throws {
+        if tls {
+            if outgoingPeer == nil, let serverTLS {
+                try ch.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: serverTLS))
+            } else if let clientTLS {
+                try ch.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: clientTLS, serverHostname: nil))
+            }
+        }
         let id = nextConnectionID
         nextConnectionID += 1
         let conn = Connection(id: id, channel: ch)
@@ -141,7 +181,7 @@ public final class DiameterNode: @unchecked Sendable {
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(.seconds(5))
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { [self] ch in self.loop.makeCompletedFuture { try self.setUp(ch, outgoingPeer: p) } }
+            .channelInitializer { [self] ch in self.loop.makeCompletedFuture { try self.setUp(ch, outgoingPeer: p, tls: ep.tls) } }
         let attempt = p.attempt &+ 1
         p.attempt = attempt
         bootstrap.connect(host: ep.host, port: ep.port).whenComplete { [self] result in

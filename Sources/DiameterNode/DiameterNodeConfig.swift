@@ -5,19 +5,25 @@ public struct DiameterNodeConfig: Sendable, Equatable {
     public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
         public var host: String
         public var port: Int
-        public init(host: String, port: Int) { self.host = host; self.port = port }
-        public var description: String { "tcp:\(host):\(port)" }
+        /// TLS on this connection/listener (RFC 6733 §13: TLS from the first byte).
+        public var tls: Bool
+        public init(host: String, port: Int, tls: Bool = false) { self.host = host; self.port = port; self.tls = tls }
+        public var description: String { "\(tls ? "tls" : "tcp"):\(host):\(port)" }
 
-        /// Parses "tcp:IP:PORT" (port default 3868); nil for other forms.
+        /// Parses "tcp:IP:PORT" or "tls:IP:PORT" (port default 3868, 5658 for TLS); nil for other forms.
         public static func parse(_ s: String) -> Endpoint? {
             var rest = Substring(s)
-            if rest.hasPrefix("tcp:") { rest = rest.dropFirst(4) } else if rest.contains(":") && rest.split(separator: ":").count > 2 { return nil }
+            var tls = false
+            if rest.hasPrefix("tcp:") { rest = rest.dropFirst(4) } else if rest.hasPrefix("tls:") {
+                rest = rest.dropFirst(4)
+                tls = true
+            } else if rest.contains(":") && rest.split(separator: ":").count > 2 { return nil }
             let parts = rest.split(separator: ":", omittingEmptySubsequences: false)
             guard parts.count == 1 || parts.count == 2, !parts[0].isEmpty else { return nil }
-            let port = parts.count == 2 ? Int(parts[1]) : 3868
+            let port = parts.count == 2 ? Int(parts[1]) : (tls ? 5658 : 3868)
             guard let port, (1...65535).contains(port) else { return nil }
             guard parts[0].split(separator: ".").count == 4, parts[0].split(separator: ".").allSatisfy({ UInt8($0) != nil }) else { return nil }
-            return Endpoint(host: String(parts[0]), port: port)
+            return Endpoint(host: String(parts[0]), port: port, tls: tls)
         }
     }
 
@@ -52,8 +58,22 @@ public struct DiameterNodeConfig: Sendable, Equatable {
         }
     }
 
+    /// The `[tls]` files used by `tls:` listeners and connections.
+    public struct TLSFiles: Sendable, Equatable {
+        public var certificate: String
+        public var privateKey: String
+        /// Outgoing connections verify the peer's chain against it when set (no host name check:
+        /// peers are addressed by IP); without it they do not verify.
+        public var caList: String?
+        public var verifyServer: Bool
+        public init(certificate: String, privateKey: String, caList: String?, verifyServer: Bool) {
+            self.certificate = certificate; self.privateKey = privateKey; self.caList = caList; self.verifyServer = verifyServer
+        }
+    }
+
     public var identity: String
     public var realm: String
+    public var tls: TLSFiles?
     public var listen: [Endpoint]
     public var peers: [Peer]
     public var acceptUnknownPeers: Bool

@@ -542,9 +542,8 @@ extension StarlingConfig {
         }
         func endpoint(_ v: any TOMLValueConvertible, _ key: String) throws(ConfigError) -> DiameterNodeConfig.Endpoint {
             guard case .string(let s) = RawValue(v) else { throw ConfigError(key: key, "expected \"tcp:IP:PORT\", got \(RawValue(v).shown)") }
-            if s.hasPrefix("tls:") { throw ConfigError(key: key, "\"\(s)\": Diameter over TLS is not supported yet (use tcp:IP:PORT)") }
             guard let e = DiameterNodeConfig.Endpoint.parse(s) else {
-                throw ConfigError(key: key, "\"\(s)\" is not \"tcp:IP:PORT\" (an IPv4 address, port 1-65535)")
+                throw ConfigError(key: key, "\"\(s)\" is not \"tcp:IP:PORT\" or \"tls:IP:PORT\" (an IPv4 address, port 1-65535)")
             }
             return e
         }

@@ -204,7 +204,17 @@ public final class Server: Sendable {
                 do { try first.send(bytes, to: dst); return true } catch { return false }
             })
         }
-        if let d = config.diameter {
+        if var d = config.diameter {
+            let usesTLS = d.listen.contains(where: \.tls) || d.peers.contains { $0.connect?.tls == true }
+            if usesTLS {
+                guard let t = config.tls, !t.certificate.isEmpty, !t.privateKey.isEmpty else {
+                    services.streams?.shutdown()
+                    for s in sockets { s.close() }
+                    throw ServerError("diameter.listen: tls: listeners and peers need [tls] certificate and private_key", configuration: true)
+                }
+                d.tls = DiameterNodeConfig.TLSFiles(certificate: t.certificate, privateKey: t.privateKey, caList: t.caList,
+                                                    verifyServer: t.verifyServer)
+            }
             let service = DiameterService(config: d, store: store, stack: stack, limits: limits, services: services,
                                           logger: logger, stop: stop)
             do {

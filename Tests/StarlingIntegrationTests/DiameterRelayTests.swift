@@ -48,10 +48,10 @@ struct DiameterRelayTests {
         return p
     }
 
-    static func client(port: Int, plan: String, identity: String = "mme.example") throws -> [Answer] {
+    static func client(port: Int, plan: String, identity: String = "mme.example", extra: [String] = []) throws -> [Answer] {
         let python = try Requirements.tool("python3", package: "python3")
         let r = try Command.run(python, [PackagePaths.tool("diameter_peer.py").path, "client", "--identity", identity,
-                                         "--realm", "mme.realm", "--port", String(port), "--plan", plan], timeout: .seconds(60))
+                                         "--realm", "mme.realm", "--port", String(port), "--plan", plan] + extra, timeout: .seconds(60))
         guard r.status == 0 else { throw HarnessError("client failed (\(r.status)): \(r.output)") }
         return lines(r.output, Answer.self)
     }
@@ -258,6 +258,43 @@ struct DiameterRelayTests {
             if !reloaded { Thread.sleep(forTimeInterval: 0.5) }
         }
         #expect(reloaded, "the new script never answered: \(starling.logTail())")
+    }
+
+    @Test("TLS: a client over a tls: listener, Starling to an HSS over TLS verified against ca_list")
+    func tls() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-diameter-tls")
+        let certs = try TestCertificates.make(in: directory)
+        let (sip, dia, h1) = try { let p = try Ports.freeUDPPorts(3); return (p[0], p[1], p[2]) }()
+        let hssLog = directory.appendingPathComponent("hss1.jsonl")
+        let hss = try Self.startHSS("hss1.example", port: h1, log: hssLog, directory: directory,
+                                    extra: ["--tls-cert", certs.serverCert, "--tls-key", certs.serverKey])
+        defer { hss.stop() }
+        let script = directory.appendingPathComponent("dra.lua")
+        try Self.script().write(to: script, atomically: true, encoding: .utf8)
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+            \(certs.tlsSection())
+            [diameter]
+            identity = "dra.example"
+            realm = "example"
+            listen = ["tls:127.0.0.1:\(dia)"]
+            [[diameter.peers]]
+            identity = "hss1.example"
+            connect = "tls:127.0.0.1:\(h1)"
+            realm = "hss.example"
+            [[diameter.peers]]
+            identity = "mme.example"
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let starling = try Starling.start(script: script, port: sip, workers: 1, extra: ["--config", config.path], directory: directory)
+        defer { starling.stop() }
+        try starling.waitUntilListening(tcpPort: dia)
+        try waitForLog(starling, "peer hss1.example usable")
+        let a = try Self.client(port: dia, plan: #"[{"user": "001011234567890"}]"#, extra: ["--tls", "--ca", certs.ca])
+        #expect(a.first?.cea == 2001)
+        #expect(a.filter { $0.n != nil }.first?.result == 2001 && a.filter { $0.n != nil }.first?.origin == "hss1.example", "\(a)")
+        // A plain TCP client on the TLS listener gets nothing routed.
+        let plain = try? Self.client(port: dia, plan: "[]")
+        #expect(plain?.first?.cea != 2001)
     }
 
     @Test("freeDiameterd 1.2.1 as a peer: CER/CEA, DWR/DWA, relaying through it to an HSS, DPR/DPA when it stops")

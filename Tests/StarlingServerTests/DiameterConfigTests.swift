@@ -52,7 +52,6 @@ struct DiameterConfigTests {
         #expect(error("[diameter]\nidentity = \"a\"") == "diameter.realm: missing: Starling's realm (its Origin-Realm)")
         #expect(error("[diameter]\nidentity = \"a b\"\nrealm = \"r\"").hasPrefix("diameter.identity: \"a b\" is not a DiameterIdentity"))
         #expect(error("[diameter]\nidentity = \"a\"\nrealm = \"r\"\nlisten = [\"udp:1.2.3.4:1\"]").hasPrefix("diameter.listen[0]: \"udp:1.2.3.4:1\" is not"))
-        #expect(error("[diameter]\nidentity = \"a\"\nrealm = \"r\"\nlisten = [\"tls:127.0.0.1:3868\"]").hasPrefix("diameter.listen[0]: \"tls:127.0.0.1:3868\": Diameter over TLS is not supported yet"))
         #expect(error("[diameter]\nidentity = \"a\"\nrealm = \"r\"\nwatchdog_interval = 0") == "diameter.watchdog_interval: expected an integer in 1...3600, got 0")
         #expect(error("[diameter]\nidentity = \"a\"\nrealm = \"r\"\ncolour = 1").hasPrefix("diameter.colour: unknown key"))
         #expect(error("[diameter]\nidentity = \"a\"\nrealm = \"r\"\n[[diameter.peers]]\nidentity = \"p\"\nconnect = \"tcp:localhost:1\"").hasPrefix("diameter.peers[0].connect:"))

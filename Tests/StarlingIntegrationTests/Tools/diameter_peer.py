@@ -11,10 +11,12 @@
          (result, Origin-Host, ids, elapsed seconds), then DPR and exit. Plan items:
          {"user": "IMSI", "dest_realm": "hss.example", "route_record": ["a"], "app": 16777251,
           "cmd": 316, "wait": 5}
+         With --tls [--ca FILE] the client speaks TLS (verifying the server against FILE).
+  hss ... --tls-cert FILE --tls-key FILE: the HSS accepts TLS connections.
   malformed --port P --case NAME
          Sends one malformed message and reports whether Starling closed the connection.
 """
-import json, socket, struct, sys, time, os, argparse, threading, random
+import json, socket, ssl, struct, sys, time, os, argparse, threading, random
 
 AVP_VENDOR, AVP_MANDATORY = 0x80, 0x40
 
@@ -133,14 +135,32 @@ def hss(args):
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", args.port))
     srv.listen(8)
+    ctx = None
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
     print("listening", flush=True)
     while True:
         conn, _ = srv.accept()
+        if ctx:
+            try:
+                conn = ctx.wrap_socket(conn, server_side=True)
+            except (ssl.SSLError, OSError) as e:
+                print("tls handshake failed:", e, flush=True)
+                continue
         threading.Thread(target=serve_connection, args=(conn, args), daemon=True).start()
 
 def client(args):
     plan = json.loads(args.plan)
     sock = socket.create_connection(("127.0.0.1", args.port), timeout=10)
+    if args.tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        if args.ca:
+            ctx.load_verify_locations(args.ca)
+        else:
+            ctx.verify_mode = ssl.CERT_NONE
+        sock = ctx.wrap_socket(sock)
     hbh = random.randint(1, 1 << 30)
     e2e = random.randint(1, 1 << 30)
     sock.sendall(message(0x80, 257, 0, hbh, e2e, caps(args.identity, args.realm)))
@@ -247,6 +267,10 @@ def main():
     p.add_argument("--plan", default="[]")
     p.add_argument("--out")
     p.add_argument("--case")
+    p.add_argument("--tls", action="store_true")
+    p.add_argument("--ca")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
     args = p.parse_args()
     return {"hss": hss, "client": client, "malformed": malformed}[args.mode](args) or 0
 
