@@ -79,6 +79,17 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: swiftSettings),
+        // Diameter (RFC 6733): message and AVP codec, dictionary, the peer state machine. No I/O.
+        .target(name: "Diameter", swiftSettings: hotPathSettings),
+        // The Diameter node on SwiftNIO: listeners, peer connections, the relay and its pending table.
+        .target(
+            name: "DiameterNode",
+            dependencies: [
+                "Diameter", .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: swiftSettings),
         // Engine-agnostic export tables and the per-message route context.
         .target(
             name: "StarlingKEMI",
@@ -96,7 +107,7 @@ let package = Package(
             name: "KSRModules",
             dependencies: [
                 "StarlingKEMI", "SIPCore", "SIPTransport", "SIPTransaction", "CStarlingSystem", "CCrypto", "CCurl",
-                "StarlingRedis", .product(name: "Logging", package: "swift-log"),
+                "StarlingRedis", "Diameter", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hotPathSettings),
         // The embedded SQLite database (GRDB): usrloc persistence and the subscriber table, behind
@@ -113,6 +124,7 @@ let package = Package(
             name: "StarlingServer",
             dependencies: [
                 "SIPCore", "SIPTransport", "SIPStreams", "StarlingKEMI", "StarlingLua", "KSRModules", "StarlingStore", "CStarlingSystem",
+                "Diameter", "DiameterNode",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
@@ -121,7 +133,7 @@ let package = Package(
         .target(
             name: "StarlingControl",
             dependencies: [
-                "StarlingServer", "StarlingLua", "StarlingKEMI", "KSRModules", "SIPTransport", "SIPStreams",
+                "StarlingServer", "Diameter", "StarlingLua", "StarlingKEMI", "KSRModules", "SIPTransport", "SIPStreams",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -151,6 +163,7 @@ let package = Package(
         .testTarget(
             name: "SIPCoreTests", dependencies: ["SIPCore"],
             resources: [.copy("Fixtures")], swiftSettings: swiftSettings),
+        .testTarget(name: "DiameterTests", dependencies: ["Diameter"], swiftSettings: swiftSettings),
         .testTarget(name: "SIPTransactionTests", dependencies: ["SIPTransaction", "SIPCore"], swiftSettings: swiftSettings),
         .testTarget(name: "SIPTransportTests", dependencies: ["SIPTransport", "StarlingTestSupport"], swiftSettings: swiftSettings),
         .testTarget(

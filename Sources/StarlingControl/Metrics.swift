@@ -1,6 +1,7 @@
 public import StarlingServer
 import StarlingLua
 import KSRModules
+import Diameter
 
 /// `GET /metrics`: the Prometheus text exposition format (version 0.0.4), written from the
 /// per-worker counters when scraped; nothing is added to the per-message path.
@@ -65,6 +66,26 @@ public enum PrometheusMetrics {
                    sizes.map { p in
                        ("{profile=\"\(escape(p.name))\"" + (p.value.map { ",value=\"\(escape($0))\"" } ?? "") + "}", String(p.size))
                    })
+        }
+        // Diameter: per-peer state, requests relayed, answers by Result-Code, answer latency.
+        if let link = server.stack.runtime.diameter.link {
+            let peers = link.peerStatus
+            func peer(_ p: DiameterPeerStatus) -> String { "peer=\"\(escape(p.identity))\"" }
+            metric("starling_diameter_peer_up", "gauge", "1 when the Diameter peer is open and its watchdog OKAY (state: RFC 6733 peer state).",
+                   peers.map { ("{\(peer($0)),state=\"\($0.state)\",watchdog=\"\($0.watchdog)\"}", $0.usable ? "1" : "0") })
+            metric("starling_diameter_peer_requests_relayed_total", "counter", "Requests relayed to the Diameter peer.",
+                   peers.map { ("{\(peer($0))}", String($0.requestsRelayed)) })
+            metric("starling_diameter_peer_requests_pending", "gauge", "Requests relayed to the peer waiting for their answer.",
+                   peers.map { ("{\(peer($0))}", String($0.pending)) })
+            metric("starling_diameter_peer_answers_total", "counter",
+                   "Answers by Result-Code: received from the peer, or sent by Starling for requests from it (3002, 3005, local answers).",
+                   peers.flatMap { p in p.answersByResult.keys.sorted().map { ("{\(peer(p)),result=\"\($0)\"}", String(p.answersByResult[$0]!)) } })
+            out += "# HELP starling_diameter_peer_answer_seconds Time from relaying a request to the peer to its answer.\n"
+            out += "# TYPE starling_diameter_peer_answer_seconds summary\n"
+            for p in peers {
+                out += "starling_diameter_peer_answer_seconds_sum{\(peer(p))} \(Double(p.latencyMicrosSum) / 1e6)\n"
+                out += "starling_diameter_peer_answer_seconds_count{\(peer(p))} \(p.latencyCount)\n"
+            }
         }
         out += "# HELP starling_route_duration_seconds Route callback execution time (Lua and the KSR functions it called), by callback.\n"
         out += "# TYPE starling_route_duration_seconds histogram\n"

@@ -3,6 +3,7 @@ import KSRModules
 import Logging
 import SIPTransport
 import TOMLKit
+import DiameterNode
 
 /// A configuration value before validation, from TOML or from an environment string.
 enum RawValue {
@@ -129,6 +130,9 @@ extension StarlingConfig {
                     }
                 }
                 tls = c
+            case "diameter":
+                guard let t = value.table else { throw ConfigError(key: "diameter", "expected a table ([diameter]), got \(RawValue(value).shown)") }
+                diameter = try Self.parseDiameter(t)
             case "define":
                 guard let defs = value.table else { throw ConfigError(key: "define", "expected a table ([define]), got \(RawValue(value).shown)") }
                 for name in defs.keys.sorted() {
@@ -149,7 +153,7 @@ extension StarlingConfig {
                     }
                 }
             default:
-                throw ConfigError(key: key, "unknown section (expected [core], [control], [tls], [define] or [modparam.<module>])")
+                throw ConfigError(key: key, "unknown section (expected [core], [control], [tls], [diameter], [define] or [modparam.<module>])")
             }
     }
 
@@ -526,4 +530,138 @@ extension ConfigValue {
         case .bool(let b): return .bool(b)
         }
     }
+}
+
+// MARK: [diameter]
+
+extension StarlingConfig {
+    static let diameterKeys = ["identity", "realm", "listen", "peers", "accept_unknown_peers", "routes", "watchdog_interval",
+                               "request_timeout", "product_name"]
+
+    static func parseDiameter(_ t: TOMLTable) throws(ConfigError) -> DiameterNodeConfig {
+        func string(_ v: (any TOMLValueConvertible)?, _ key: String) throws(ConfigError) -> String {
+            guard let v, case .string(let s) = RawValue(v), !s.isEmpty else {
+                throw ConfigError(key: key, "expected a non-empty string, got \(v.map { RawValue($0).shown } ?? "nothing")")
+            }
+            return s
+        }
+        func identity(_ v: (any TOMLValueConvertible)?, _ key: String) throws(ConfigError) -> String {
+            let s = try string(v, key)
+            guard s.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" || $0 == "_" }) else {
+                throw ConfigError(key: key, "\"\(s)\" is not a DiameterIdentity (letters, digits, '.', '-')")
+            }
+            return s
+        }
+        func endpoint(_ v: any TOMLValueConvertible, _ key: String) throws(ConfigError) -> DiameterNodeConfig.Endpoint {
+            guard case .string(let s) = RawValue(v) else { throw ConfigError(key: key, "expected \"tcp:IP:PORT\", got \(RawValue(v).shown)") }
+            guard let e = DiameterNodeConfig.Endpoint.parse(s) else {
+                throw ConfigError(key: key, "\"\(s)\" is not \"tcp:IP:PORT\" or \"tls:IP:PORT\" (an IPv4 address, port 1-65535)")
+            }
+            return e
+        }
+        func flag(_ v: any TOMLValueConvertible, _ key: String) throws(ConfigError) -> Bool {
+            switch RawValue(v) {
+            case .bool(let b): return b
+            case .int(let i) where i == 0 || i == 1: return i == 1
+            default: throw ConfigError(key: key, "expected true or false, got \(RawValue(v).shown)")
+            }
+        }
+        func int(_ v: any TOMLValueConvertible, _ key: String, _ range: ClosedRange<Int>) throws(ConfigError) -> Int {
+            guard case .int(let i) = RawValue(v), range.contains(i) else {
+                throw ConfigError(key: key, "expected an integer in \(range.lowerBound)...\(range.upperBound), got \(RawValue(v).shown)")
+            }
+            return i
+        }
+        func applications(_ v: any TOMLValueConvertible, _ key: String) throws(ConfigError) -> [UInt32] {
+            guard case .array(let items) = RawValue(v) else { throw ConfigError(key: key, "expected a list of application ids or names") }
+            var out: [UInt32] = []
+            for item in items {
+                switch item {
+                case .int(let i) where i >= 0 && i <= Int(UInt32.max): out.append(UInt32(i))
+                case .string(let s):
+                    if let id = DiameterApplicationNames.id(s) { out.append(id) } else {
+                        throw ConfigError(key: key, "unknown application \"\(s)\" (an id, or one of \(DiameterApplicationNames.known))")
+                    }
+                default: throw ConfigError(key: key, "expected application ids or names, got \(item.shown)")
+                }
+            }
+            return out
+        }
+        for k in t.keys.sorted() where !diameterKeys.contains(k) {
+            throw ConfigError(key: "diameter.\(k)", "unknown key (expected one of \(diameterKeys.joined(separator: ", ")))")
+        }
+        guard t["identity"] != nil else { throw ConfigError(key: "diameter.identity", "missing: Starling's DiameterIdentity (its Origin-Host)") }
+        guard t["realm"] != nil else { throw ConfigError(key: "diameter.realm", "missing: Starling's realm (its Origin-Realm)") }
+        var c = DiameterNodeConfig(identity: try identity(t["identity"], "diameter.identity"), realm: try identity(t["realm"], "diameter.realm"))
+        if let v = t["listen"] {
+            guard case .array = RawValue(v), let arr = v.array else { throw ConfigError(key: "diameter.listen", "expected a list such as [\"tcp:127.0.0.1:3868\"]") }
+            for (i, item) in arr.enumerated() { c.listen.append(try endpoint(item, "diameter.listen[\(i)]")) }
+        }
+        if let v = t["accept_unknown_peers"] { c.acceptUnknownPeers = try flag(v, "diameter.accept_unknown_peers") }
+        if let v = t["watchdog_interval"] { c.watchdogInterval = Int64(try int(v, "diameter.watchdog_interval", 1...3600)) * 1000 }
+        if let v = t["request_timeout"] { c.requestTimeout = Int64(try int(v, "diameter.request_timeout", 100...600_000)) }
+        if let v = t["product_name"] { c.productName = try string(v, "diameter.product_name") }
+        if let v = t["peers"] {
+            guard let arr = v.array else { throw ConfigError(key: "diameter.peers", "expected [[diameter.peers]] tables") }
+            for (i, item) in arr.enumerated() {
+                let key = "diameter.peers[\(i)]"
+                guard let p = item.table else { throw ConfigError(key: key, "expected a table with identity, connect, realm, applications") }
+                for k in p.keys.sorted() where !["identity", "connect", "realm", "applications"].contains(k) {
+                    throw ConfigError(key: "\(key).\(k)", "unknown key (expected identity, connect, realm, applications)")
+                }
+                var peer = DiameterNodeConfig.Peer(identity: try identity(p["identity"], "\(key).identity"))
+                if let v = p["connect"] { peer.connect = try endpoint(v, "\(key).connect") }
+                if let v = p["realm"] { peer.realm = try identity(v, "\(key).realm") }
+                if let v = p["applications"] { peer.applications = try applications(v, "\(key).applications") }
+                if peer.identity == c.identity { throw ConfigError(key: "\(key).identity", "is Starling's own identity") }
+                if c.peers.contains(where: { $0.identity == peer.identity }) {
+                    throw ConfigError(key: "\(key).identity", "peer \(peer.identity) is configured twice")
+                }
+                c.peers.append(peer)
+            }
+        }
+        if let v = t["routes"] {
+            guard let arr = v.array else { throw ConfigError(key: "diameter.routes", "expected [[diameter.routes]] tables") }
+            for (i, item) in arr.enumerated() {
+                let key = "diameter.routes[\(i)]"
+                guard let r = item.table else { throw ConfigError(key: key, "expected a table with realm, application, peers") }
+                for k in r.keys.sorted() where !["realm", "application", "peers"].contains(k) {
+                    throw ConfigError(key: "\(key).\(k)", "unknown key (expected realm, application, peers)")
+                }
+                var route = DiameterNodeConfig.Route(realm: try identity(r["realm"], "\(key).realm"), peers: [])
+                if let a = r["application"] {
+                    switch RawValue(a) {
+                    case .int(let i) where i >= 0 && i <= Int(UInt32.max): route.application = UInt32(i)
+                    case .string(let s) where DiameterApplicationNames.id(s) != nil: route.application = DiameterApplicationNames.id(s)
+                    default: throw ConfigError(key: "\(key).application", "expected an application id or name (\(DiameterApplicationNames.known)), got \(RawValue(a).shown)")
+                    }
+                }
+                guard let ps = r["peers"]?.array, !ps.isEmpty else { throw ConfigError(key: "\(key).peers", "expected a non-empty list of peer identities") }
+                for (j, p) in ps.enumerated() {
+                    // "identity" (metric = position) or "identity:metric".
+                    let s = try string(p, "\(key).peers[\(j)]")
+                    let parts = s.split(separator: ":")
+                    let id = String(parts[0])
+                    let metric = parts.count > 1 ? Int(parts[1]) : j
+                    guard let metric, parts.count <= 2 else { throw ConfigError(key: "\(key).peers[\(j)]", "expected \"identity\" or \"identity:metric\"") }
+                    guard c.peers.contains(where: { $0.identity == id }) || c.acceptUnknownPeers else {
+                        throw ConfigError(key: "\(key).peers[\(j)]", "\(id) is not a configured peer ([[diameter.peers]])")
+                    }
+                    route.peers.append((id, metric))
+                }
+                c.routes.append(route)
+            }
+        }
+        return c
+    }
+}
+
+/// Application names accepted in `applications` (the dictionary's names and a few short forms).
+enum DiameterApplicationNames {
+    static let table: [String: UInt32] = [
+        "base": 0, "accounting": 3, "cc": 4, "credit-control": 4, "diameter-credit-control": 4, "cx": 16777216, "dx": 16777216,
+        "sh": 16777217, "rx": 16777236, "gx": 16777238, "s6a": 16777251, "s6d": 16777251, "relay": 0xFFFF_FFFF,
+    ]
+    static var known: String { table.keys.sorted().joined(separator: ", ") }
+    static func id(_ s: String) -> UInt32? { table[s.lowercased()] ?? UInt32(s) }
 }

@@ -4,6 +4,7 @@ public import Logging
 public import SIPTransport
 import TOMLKit
 import SIPStreams
+public import DiameterNode
 
 /// Starling's configuration: the TOML file, then `STARLING_*` environment variables, then the
 /// command line, each overriding the one before.
@@ -110,6 +111,8 @@ public struct StarlingConfig: Sendable, Equatable {
     public var tcpMaxConnections: Int = 2048
     /// `[tls]`: certificate, key, CA list, verification; nil when the section is absent.
     public var tls: TLSConfig?
+    /// `[diameter]`: the Diameter node (identity, listeners, peers, realm routes); nil when absent.
+    public var diameter: DiameterNodeConfig?
     /// DNS servers; empty uses the system resolver (/etc/resolv.conf).
     public var dnsServers: [SocketAddress] = []
     /// Limits for each Lua state.

@@ -12,6 +12,7 @@ public import StarlingLua
 public import KSRModules
 public import StarlingStore
 public import SIPStreams
+import DiameterNode
 
 /// A running Starling: sockets, worker threads, the script store and its file watcher.
 public final class Server: Sendable {
@@ -46,6 +47,8 @@ public final class Server: Sendable {
     public var streams: StreamTransport? { services.streams }
     private let threads: Mutex<[PosixThread]> = Mutex([])
     private let watcher: Mutex<ScriptWatcher?> = Mutex(nil)
+    /// The Diameter node and its routing thread, when `[diameter]` is configured.
+    let diameter: DiameterService?
     let limits: LuaEngineLimits
     /// When the server was created (for `core.uptime`).
     public let startedAt = ContinuousClock.now
@@ -201,6 +204,31 @@ public final class Server: Sendable {
                 do { try first.send(bytes, to: dst); return true } catch { return false }
             })
         }
+        if var d = config.diameter {
+            let usesTLS = d.listen.contains(where: \.tls) || d.peers.contains { $0.connect?.tls == true }
+            if usesTLS {
+                guard let t = config.tls, !t.certificate.isEmpty, !t.privateKey.isEmpty else {
+                    services.streams?.shutdown()
+                    for s in sockets { s.close() }
+                    throw ServerError("diameter.listen: tls: listeners and peers need [tls] certificate and private_key", configuration: true)
+                }
+                d.tls = DiameterNodeConfig.TLSFiles(certificate: t.certificate, privateKey: t.privateKey, caList: t.caList,
+                                                    verifyServer: t.verifyServer)
+            }
+            let service = DiameterService(config: d, store: store, stack: stack, limits: limits, services: services,
+                                          logger: logger, stop: stop)
+            do {
+                try service.node.start()
+            } catch {
+                services.streams?.shutdown()
+                for s in sockets { s.close() }
+                throw ServerError("diameter.listen: \(error)", configuration: true)
+            }
+            for ep in service.node.boundListeners { logger.info("diameter: listening on \(ep) as \(d.identity)") }
+            diameter = service
+        } else {
+            diameter = nil
+        }
         logger.info("script \(config.script) version \(version) loaded")
     }
 
@@ -227,6 +255,16 @@ public final class Server: Sendable {
         }
         for l in services.streams?.boundListeners ?? [] {
             logger.info("listening on \(l)\(l.proxyProtocol ? " (PROXY protocol)" : "") with \(index) workers")
+        }
+        if let diameter {
+            let d = Transfer(diameter)
+            let n = index
+            do {
+                started.append(try PosixThread(name: "diameter") { d.value.run(index: n) })
+            } catch {
+                stop.set()
+                throw ServerError("cannot start the diameter thread: \(error)")
+            }
         }
         // Module housekeeping (expiry, keepalives, background database writes): once a second.
         let runtime = self.runtime
@@ -499,6 +537,8 @@ public final class Server: Sendable {
         watcher.withLock { $0?.stop(); $0 = nil }
         let ts = threads.withLock { t -> [PosixThread] in let all = t; t = []; return all }
         for t in ts { t.join() }
+        // DPR to the open peers, then the connections close.
+        diameter?.node.stop()
         runtime.setOutbound(nil)
         // After the workers: none of them sends on a connection any more.
         services.streams?.shutdown()

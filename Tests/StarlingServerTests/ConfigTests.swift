@@ -116,7 +116,7 @@ struct ConfigTests {
     func unknownKeys() {
         expectError("[core]\nworkerz = 2",
                     "core.workerz: unknown key (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections, mcast_loopback, mcast_ttl, tcp_crlf_ping, tcp_accept_no_cl, tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt)")
-        expectError("[server]\nx = 1", "server: unknown section (expected [core], [control], [tls], [define] or [modparam.<module>])")
+        expectError("[server]\nx = 1", "server: unknown section (expected [core], [control], [tls], [diameter], [define] or [modparam.<module>])")
         expectError("core = 1", "core: expected a table ([core]), got 1")
     }
 

@@ -269,6 +269,9 @@ indirect enum ExtendedPV: Hashable {
     /// `$http_mb`, `$http_ml`, `$http_req_id`, `$http_hdr(name)`, `$http_time(name)`, `$http_req(name)`
     /// (HTTPClient/HTTPAsyncClientModule.swift): the name without `http_`, and the inner name.
     case httpAsync(String, String?)
+    /// `$diameter_command`, `$diameter_application`, `$diameter_request`, `$diameter_response`
+    /// (Diameter/DiameterModule.swift).
+    case diameter(String)
 
     static func parse(_ text: String) -> ExtendedPV? {
         let body = text.dropFirst()
@@ -289,6 +292,8 @@ indirect enum ExtendedPV: Hashable {
         case "conid": return .conid
         case "http_ok", "http_err", "http_rs", "http_rr", "http_rb", "http_bs", "http_mb", "http_ml", "http_req_id":
             return .httpAsync(String(body.dropFirst(5)), nil)
+        case "diameter_command", "diameter_application", "diameter_request", "diameter_response":
+            return .diameter(String(body))
         case "tls_peer_subject_cn", "tls_peer_verified", "tls_peer_serial", "tls_peer_san_dns", "tls_peer_san_ip":
             return .tlsPeer(String(body.dropFirst(9)))
         default: break
@@ -463,6 +468,8 @@ indirect enum ExtendedPV: Hashable {
             return PVValue(ctx.worker.local(NullableVariables.self) { NullableVariables() }.values[name] ?? .null)
         case .br:
             return ctx.branches.first.map { .string(String(decoding: $0, as: UTF8.self)) } ?? .null
+        case .diameter(let name):
+            return PVValue(DiameterModule.pv(ctx, name))
         case .dsv(let key):
             guard let e = ctx.worker.local(DSWorkerEvent.self, { DSWorkerEvent() }).current else { return .null }
             switch key {
