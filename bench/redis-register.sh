@@ -23,7 +23,7 @@ work="$(mktemp -d /tmp/redis-bench.XXXXXX)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-setsid redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --logfile "" >/dev/null 2>&1 & pids+=("$!")
+setsid redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --logfile "" --dir "$work" >/dev/null 2>&1 & pids+=("$!")
 rpid=$!
 for _ in $(seq 50); do redis-cli -p "$RPORT" PING >/dev/null 2>&1 && break; sleep 0.1; done
 cat >"$work/bench.lua" <<'LUA'

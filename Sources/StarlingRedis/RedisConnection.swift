@@ -136,8 +136,12 @@ public final class RedisConnection {
     /// Sends one command (each element one argument, binary safe) and returns its reply. An error reply
     /// is a reply (`.error`), not a thrown error. Throws when Redis cannot be reached, the connection
     /// broke twice, or the reply is larger than `maxReplyBytes`.
-    public func command(_ args: [[UInt8]]) throws(RedisError) -> RedisReply {
-        var retried = false
+    /// `timeoutMs` replaces the command timeout for this command (a blocking command such as `WAIT n ms`
+    /// needs its own wait plus the usual margin). With `retry` false a command whose connection broke
+    /// is not sent again on a new one: `WAIT` would then count the replicas of a connection that wrote
+    /// nothing and acknowledge at once.
+    public func command(_ args: [[UInt8]], timeoutMs: Int? = nil, retry: Bool = true) throws(RedisError) -> RedisReply {
+        var retried = !retry
         while true {
             if ctx == nil {
                 let now = Self.monotonicMs()
@@ -151,6 +155,8 @@ public final class RedisConnection {
                 retried = true  // a fresh connection gets no second chance
             }
             do throws(RedisError) {
+                if let timeoutMs { _ = redisSetTimeout(ctx!, Self.timeval(ms: timeoutMs)) }
+                defer { if timeoutMs != nil, let c = ctx { _ = redisSetTimeout(c, Self.timeval(ms: config.commandTimeoutMs)) } }
                 let r = try Self.run(ctx!, args, maxBytes: config.maxReplyBytes)
                 if case .error(let e) = r, e.hasPrefix("READONLY") || e.hasPrefix("MASTERDOWN") || e.hasPrefix("LOADING") {
                     // A demoted master (failover) or a server still loading: find the master again next time.

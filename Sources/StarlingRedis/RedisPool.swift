@@ -31,9 +31,9 @@ public final class RedisPool: Sendable {
         return c
     }
 
-    /// One command on the calling thread's connection.
-    public func command(_ args: [[UInt8]]) throws(RedisError) -> RedisReply {
-        do throws(RedisError) { return try connection.command(args) } catch {
+    /// One command on the calling thread's connection (`timeoutMs`, `retry`: see `RedisConnection.command`).
+    public func command(_ args: [[UInt8]], timeoutMs: Int? = nil, retry: Bool = true) throws(RedisError) -> RedisReply {
+        do throws(RedisError) { return try connection.command(args, timeoutMs: timeoutMs, retry: retry) } catch {
             failures.wrappingAdd(1, ordering: .relaxed)
             throw error
         }

@@ -43,6 +43,29 @@ import Synchronization
         #expect(c.connects == 2)
     }
 
+    /// A blocking command waits for its own timeout, not the connection's command timeout; one whose
+    /// connection broke is not sent again when `retry` is false (a WAIT on a fresh connection would
+    /// acknowledge at once).
+    @Test func aBlockingCommandGetsItsOwnTimeoutAndIsNotRetried() throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        var cfg = try #require(RedisClientConfig.parseURL(server.url()))
+        cfg.commandTimeoutMs = 200
+        let c = RedisConnection(cfg)
+        _ = try c.command("SET", "k", "v")
+        // No replica: WAIT 1 600 answers 0 after 600 ms, beyond the 200 ms command timeout.
+        #expect(try c.command([Array("WAIT".utf8), Array("1".utf8), Array("600".utf8)], timeoutMs: 1800, retry: false) == .integer(0))
+        #expect(c.connects == 1)
+        // With the connection's own timeout the read gives up, and without retry nothing is sent again.
+        #expect(throws: RedisError.self) {
+            try c.command([Array("WAIT".utf8), Array("1".utf8), Array("600".utf8)], retry: false)
+        }
+        #expect(c.connects == 1)
+        // The next command reconnects, with the 200 ms timeout restored.
+        #expect(try c.command("GET", "k") == .string(Array("v".utf8)))
+        #expect(c.connects == 2)
+    }
+
     @Test func refusesRepliesLargerThanTheLimit() throws {
         let server = try RedisServer()
         defer { server.stop() }

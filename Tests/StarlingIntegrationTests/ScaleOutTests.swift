@@ -245,4 +245,163 @@ struct ScaleOutTests {
         }
         #expect(back, "last reply \(last ?? "none")\n\(starling.logTail())")
     }
+
+    /// Redis master + replica + three sentinels, instance A (WAIT 1: 200 only once the replica has the
+    /// save) under a REGISTER load while the master is killed with SIGKILL, instances B and C (no WAIT).
+    /// After the failover: every REGISTER that got a 200 (before the kill or after it) is in the promoted
+    /// master; a phone that moved to a new contact through C during the failover is reached there through
+    /// A and B, which had its old contact cached (the old contact is dead, so a call routed to the stale
+    /// contact would fail); and
+    /// once the old master is back as a replica, A's REGISTERs get 200 again: both instances followed the
+    /// new master without a restart.
+    @Test func aFailoverUnderLoadLosesNoAcknowledgedRegistrationAndRoutesToNoStaleContact() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("scale-out-failover")
+        var master = try RedisServer()
+        defer { master.stop() }
+        let masterPort = master.port
+        let replica = try RedisServer(extra: ["--replicaof", "127.0.0.1", String(masterPort)])
+        defer { replica.stop() }
+        let sentinels = try (0..<3).map { _ in
+            try RedisSentinel(master: "mymaster", masterPort: masterPort, directory: directory.path)
+        }
+        defer { for s in sentinels { s.stop() } }
+        #expect(try TestPorts.wait(timeout: .seconds(30)) {
+            (try? replica.cli(["INFO", "replication"]).contains("master_link_status:up")) == true
+        })
+        let url = "redis+sentinel://" + sentinels.map { "127.0.0.1:\($0.port)" }.joined(separator: ",") + "/mymaster/0"
+        func config(_ name: String, wait: Int) throws -> URL {
+            let file = directory.appendingPathComponent(name)
+            try """
+                [modparam.usrloc]
+                db_url = "\(url)"
+                db_mode = 3
+                redis_wait_replicas = \(wait)
+                redis_wait_timeout = 3000
+                """.write(to: file, atomically: true, encoding: .utf8)
+            return file
+        }
+        let script = PackagePaths.root.appendingPathComponent("examples/cluster/cluster.lua")
+        let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+        let ports = try Ports.freeUDPPorts(3)
+        let a = try Starling.start(script: script, port: ports[0], extra: ["--config", try config("a.toml", wait: 1).path],
+                                   directory: directory, ip: ips[0], logName: "a.log")
+        defer { a.stop() }
+        let b = try Starling.start(script: script, port: ports[1], extra: ["--config", try config("b.toml", wait: 0).path],
+                                   directory: directory, ip: ips[1], logName: "b.log")
+        defer { b.stop() }
+        let c = try Starling.start(script: script, port: ports[2], extra: ["--config", try config("c.toml", wait: 0).path],
+                                   directory: directory, ip: ips[2], logName: "c.log")
+        defer { c.stop() }
+        func calls(via i: Int, tag: String) throws -> SIPpResult {
+            try SIPp.runUAC(target: ports[i], rate: 10, calls: 3, directory: directory, tag: tag, service: "phone",
+                            extra: ["-rsa", "\(ips[i]):\(ports[i])"], timeout: .seconds(60))
+        }
+        // The phone registers through A and is called through A and B (both cache its contact).
+        let oldPhone = try SIPp.uas(directory: directory, tag: "old-phone")
+        defer { oldPhone.stop() }
+        #expect(try Self.register("phone", contactPort: oldPhone.port, to: ips[0], port: ports[0]) == "SIP/2.0 200 OK",
+                "\(a.logTail())")
+        for i in [0, 1] {
+            let r = try calls(via: i, tag: "before\(i)")
+            #expect(r.successfulCalls == 3 && r.failedCalls == 0, "\(r)\n\(i == 0 ? a.logTail() : b.logTail())")
+        }
+
+        // REGISTER load through A: one new AoR per REGISTER, retransmitted like a phone (T1 = 500 ms,
+        // 4 s without a final answer = no answer). It ends after 30 REGISTERs in a row got 200 once
+        // some had not (A is back to normal), or after 75 s.
+        let results = directory.appendingPathComponent("load.txt")
+        let python = try Requirements.tool("python3", package: "python3")
+        let load = try PeerProcess([python, "-u", "-c", """
+            import socket, sys, time
+            ip, port, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0))
+            me = s.getsockname()[1]
+            trace = open(out + ".trace", "w")
+            print("ready", flush=True)
+            lines, trouble, good, start = [], False, 0, time.monotonic()
+            n = 0
+            while time.monotonic() - start < 75:
+                msg = (f"REGISTER sip:{ip} SIP/2.0\\r\\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKload{n}\\r\\n"
+                       f"Max-Forwards: 70\\r\\nFrom: <sip:load{n}@{ip}>;tag=l{n}\\r\\nTo: <sip:load{n}@{ip}>\\r\\n"
+                       f"Call-ID: load{n}\\r\\nCSeq: 1 REGISTER\\r\\nContact: <sip:load{n}@192.0.2.9:5060>\\r\\n"
+                       f"Expires: 600\\r\\nContent-Length: 0\\r\\n\\r\\n").encode()
+                # The REGISTER is handled statelessly: a retransmission that overtakes a slow save is
+                # answered 400 (same Call-ID and CSeq), so the answer that counts is the original's
+                # 200 or 500; a 400 alone counts as it is.
+                status, sent, wait, next_send = "none", time.monotonic(), 0.5, time.monotonic() + 0.5
+                s.sendto(msg, (ip, port))
+                while status not in ("200", "500") and time.monotonic() - sent < 4:
+                    s.settimeout(max(0.01, next_send - time.monotonic()))
+                    try:
+                        r = s.recv(65535).decode()
+                        code = r.split(" ")[1]
+                        trace.write(f"{n} {time.monotonic() - start:.3f} {r}\\n")
+                        if (f"z9hG4bKload{n};" in r or f"z9hG4bKload{n}\\r" in r) and code != "100":
+                            if status == "none" or code in ("200", "500"): status = code
+                    except socket.timeout:
+                        if status == "none":
+                            s.sendto(msg, (ip, port))
+                        wait = min(wait * 2, 2); next_send = time.monotonic() + wait
+                lines.append(f"{n} {status} {sent - start:.3f}")
+                if status == "200":
+                    good += 1
+                else:
+                    trouble, good = True, 0
+                n += 1
+                if trouble and good >= 30: break
+                time.sleep(0.02)
+            open(out, "w").write("\\n".join(lines) + "\\n")
+            """, ips[0], String(ports[0]), results.path], package: "python3", readFirstLine: true)
+        defer { load.stop() }
+
+        // Two seconds into the load, the master dies.
+        Thread.sleep(forTimeInterval: 2)
+        master.stop()
+        // The phone moves during the failover: its old contact dies, it registers its new one through C
+        // (500 until the sentinels have promoted the replica, then 200).
+        oldPhone.stop()
+        let newPhone = try SIPp.uas(directory: directory, tag: "new-phone")
+        defer { newPhone.stop() }
+        var last: String? = nil
+        let moved = try TestPorts.wait(timeout: .seconds(45)) {
+            last = try? Self.register("phone", contactPort: newPhone.port, to: ips[2], port: ports[2])
+            return last == "SIP/2.0 200 OK"
+        }
+        #expect(moved, "last reply \(last ?? "none")\n\(c.logTail())")
+        #expect(try replica.cli(["ROLE"]).hasPrefix("master"))
+        // Calls through A and B reach the new contact.
+        for i in [1, 0] {
+            let r = try calls(via: i, tag: "after\(i)")
+            #expect(r.successfulCalls == 3 && r.failedCalls == 0, "\(r)\n\(i == 0 ? a.logTail() : b.logTail())")
+        }
+        // The old master comes back empty; the sentinels make it a replica of the new master, so WAIT 1
+        // is met again and the load through A recovers.
+        master = try RedisServer(port: masterPort)
+        let finished = try TestPorts.wait(timeout: .seconds(90)) { !load.isRunning }
+        #expect(finished, "REGISTER load still running\n\(a.logTail())")
+        let text = (try? String(contentsOf: results, encoding: .utf8)) ?? ""
+        let lines: [Substring] = text.split(separator: "\n")
+        var acknowledged: [String] = []
+        for line in lines {
+            let fields = line.split(separator: " ")
+            if fields.count == 3 && fields[1] == "200" { acknowledged.append(String(fields[0])) }
+        }
+        let other = lines.filter { !$0.contains(" 200 ") }
+        print("failover load: \(lines.count) REGISTERs, \(acknowledged.count) acknowledged; others: \(other.prefix(40))")
+        #expect(acknowledged.count >= 60, "\(lines.suffix(20))\n\(a.logTail())")
+        // Nothing but 200, 500 (not stored, or stored without the replica's acknowledgment) or no answer
+        // while the master was gone.
+        #expect(other.allSatisfy { $0.contains(" 500 ") || $0.contains(" none ") }, "\(other)")
+        // Every acknowledged REGISTER is in the promoted master.
+        var missing: [String] = []
+        for chunk in stride(from: 0, to: acknowledged.count, by: 200) {
+            let keys = acknowledged[chunk..<min(chunk + 200, acknowledged.count)]
+            let n = Int(try replica.cli(["EXISTS"] + keys.map { "ul:location:load\($0)" })) ?? -1
+            if n != keys.count {
+                missing += try keys.filter { try replica.cli(["EXISTS", "ul:location:load\($0)"]) != "1" }
+            }
+        }
+        #expect(missing.isEmpty, "acknowledged but lost: \(missing)")
+        #expect(lines.last.map { $0.contains(" 200 ") } == true, "A did not recover: \(lines.suffix(5))\n\(a.logTail())")
+    }
 }

@@ -8,20 +8,27 @@ import Musl
 
 /// A throwaway redis-server (Debian `redis-server`) on 127.0.0.1 and a port of `TestPorts`: no
 /// persistence, no protected mode, killed by `stop()` / deinit. `extra` adds configuration
-/// arguments (`["--replicaof", "127.0.0.1", "6380"]`).
+/// arguments (`["--replicaof", "127.0.0.1", "6380"]`). Its working directory is a fresh temporary
+/// one: a replica writes the RDB it receives there even without `save`, and a server started later
+/// in the same directory would load it.
 public final class RedisServer {
     public let process: PeerProcess
     public let port: Int
     public let host: String
+    /// The server's own directory (`--dir`), removed by `stop()`.
+    public let directory: String
 
     /// Starts a server on a fresh port, or on `port` (a restart on the port a killed server had).
     public init(host: String = TestPorts.loopback, port fixedPort: Int? = nil, extra: [String] = [],
                 executable: String = "redis-server") throws {
         var lastError = ""
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("starling-redis-\(getpid())-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         for _ in 0..<(fixedPort == nil ? 4 : 1) {
             let port = try fixedPort ?? TestPorts.next()
             let args = [executable, "--port", String(port), "--bind", host, "--save", "", "--appendonly", "no",
-                        "--protected-mode", "no", "--daemonize", "no", "--logfile", ""] + extra
+                        "--protected-mode", "no", "--daemonize", "no", "--logfile", "", "--dir", directory] + extra
             let p = try PeerProcess(args, package: "redis-server", readFirstLine: false)
             let up = try TestPorts.wait(timeout: .seconds(20)) {
                 !p.isRunning || TestPorts.listensTCP(port, pid: p.pid, ip: host)
@@ -30,11 +37,13 @@ public final class RedisServer {
                 self.process = p
                 self.port = port
                 self.host = host
+                self.directory = directory
                 return
             }
             lastError = "\(executable) on \(host):\(port) did not start: \(p.stderr)"
             p.stop()
         }
+        try? FileManager.default.removeItem(atPath: directory)
         throw HelperFailure(lastError)
     }
 
@@ -43,7 +52,10 @@ public final class RedisServer {
 
     public var isRunning: Bool { process.isRunning }
 
-    public func stop() { process.stop() }
+    public func stop() {
+        process.stop()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
 
     /// Runs `redis-cli -h host -p port ARGS...` and returns its stdout (raw, `--no-raw` off).
     public func cli(_ args: [String]) throws -> String {
@@ -59,7 +71,7 @@ public final class RedisServer {
         return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    deinit { process.stop() }
+    deinit { stop() }
 }
 
 /// A throwaway redis-sentinel (Debian `redis-sentinel`) on 127.0.0.1 watching `master` at

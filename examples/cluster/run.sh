@@ -53,9 +53,9 @@ bg() { local log="$1" ns="c19-$2"; shift 2; ip netns exec "$ns" "$@" >"$work/$lo
 
 # Redis: master 6379, replica 6380, sentinels 26379-26381 (quorum 2).
 R=10.19.0.5
-bg redis-master.log redis redis-server --bind $R --port 6379 --save "" --appendonly no --protected-mode no
+bg redis-master.log redis redis-server --bind $R --port 6379 --save "" --appendonly no --protected-mode no --dir "$work"
 master_pid=$!
-bg redis-replica.log redis redis-server --bind $R --port 6380 --save "" --appendonly no --protected-mode no --replicaof $R 6379
+bg redis-replica.log redis redis-server --bind $R --port 6380 --save "" --appendonly no --protected-mode no --dir "$work" --dbfilename replica.rdb --replicaof $R 6379
 for p in 26379 26380 26381; do
     cat >"$work/sentinel-$p.conf" <<CONF
 port $p

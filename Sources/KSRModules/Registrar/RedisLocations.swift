@@ -199,7 +199,11 @@ public final class RedisLocations: Sendable {
     func replicated() -> Bool {
         guard waitReplicas > 0 else { return true }
         do throws(RedisError) {
-            let r = try pool.command("WAIT", String(waitReplicas), String(waitTimeoutMs))
+            // The read waits for WAIT's own timeout plus the usual margin, and a WAIT whose connection
+            // broke is not sent again on a new connection (it would acknowledge at once: that
+            // connection wrote nothing).
+            let r = try pool.command([Array("WAIT".utf8), Array(String(waitReplicas).utf8), Array(String(waitTimeoutMs).utf8)],
+                                     timeoutMs: waitTimeoutMs + pool.config.commandTimeoutMs, retry: false)
             let n = r.int ?? 0
             if n >= waitReplicas { return true }
             logger.error("usrloc: only \(n) of \(waitReplicas) Redis replicas acknowledged a save within \(waitTimeoutMs) ms (redis_wait_replicas): answered 500")
