@@ -75,7 +75,8 @@ public final class DNSResolver: Sendable {
     /// - With a `port`, looks up A and AAAA (IPv4 first) and gives each that port.
     /// - Without a port (RFC 3263 §4.2), looks up SRV `_sip._udp.host` (`_sips._tcp` for tls,
     ///   `_sip._tcp` for tcp) and resolves the targets in priority order; if there is no SRV
-    ///   record, falls back to A/AAAA with port 5060 (5061 for tls and wss).
+    ///   record (or the SRV question fails other than by a timeout), falls back to A/AAAA with port 5060
+    ///   (5061 for tls and wss).
     public func resolve(host: String, port: Int?, proto: SIPTransportProtocol = .udp) throws(DNSError) -> [SocketAddress] {
         let defaultPort = (proto == .tls || proto == .wss) ? 5061 : 5060
         if let numeric = SocketAddress(ip: host, port: port ?? defaultPort) { return [numeric] }
@@ -94,7 +95,9 @@ public final class DNSResolver: Sendable {
         do {
             records = try querySRV(srvName)
         } catch {
-            guard error.kind == .notFound || error.kind == .noData else { throw error }
+            // No SRV record, or a server that refuses the SRV question (as Kamailio, any failure but
+            // a timeout falls back to A/AAAA: a timeout would only repeat itself).
+            guard error.kind != .timeout else { throw error }
             return try addresses(of: host).map { withPort($0, defaultPort) }
         }
         var out: [SocketAddress] = []

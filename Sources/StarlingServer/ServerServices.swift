@@ -122,7 +122,8 @@ public final class ServerServices: CoreServices {
     public func resolve(host: String, port: Int?, proto: SIPTransportProtocol) -> [SocketAddress] {
         if let a = SocketAddress(ip: host, port: port ?? 0) { return [a] }
         guard let resolver else { return [] }
-        let found = (try? resolver.resolve(host: host, port: port ?? 0, proto: proto)) ?? []
+        // No port: RFC 3263 §4.2, SRV first (as Kamailio resolves a URI without a port).
+        let found = (try? resolver.resolve(host: host, port: port, proto: proto)) ?? []
         // Outgoing TLS verifies the certificate against the name, not the address.
         if proto == .tls, let streams { streams.noteServerName(host, for: found) }
         return found

@@ -404,4 +404,97 @@ struct ScaleOutTests {
         #expect(missing.isEmpty, "acknowledged but lost: \(missing)")
         #expect(lines.last.map { $0.contains(" 200 ") } == true, "A did not recover: \(lines.suffix(5))\n\(a.logTail())")
     }
+
+    /// The cluster named by DNS: dnsmasq serves `_sip._udp.cluster.test` SRV records for the three
+    /// instances (priorities 10, 20, 30) and their A records. A front proxy (a fourth Starling, the
+    /// PBX side, `dns_servers` = that dnsmasq, `use_dns_failover`) relays calls to `sip:cluster.test`:
+    /// they go to the first instance; killed with SIGKILL, the next SRV target takes the calls; started
+    /// again, it serves them at once. The phone registered through the second instance throughout.
+    @Test func instancesNamedBySRVRecordsTakeOverFromAKilledOne() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("scale-out-srv")
+        let redis = try RedisServer()
+        defer { redis.stop() }
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+            [modparam.usrloc]
+            db_url = "\(redis.url())"
+            db_mode = 3
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let script = PackagePaths.root.appendingPathComponent("examples/cluster/cluster.lua")
+        let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+        let ports = try Ports.freeUDPPorts(4)
+        var srv: [String] = []
+        for i in 0..<3 {
+            srv += ["--srv-host=_sip._udp.cluster.test,st\(i + 1).cluster.test,\(ports[i]),\((i + 1) * 10),0",
+                    "--host-record=st\(i + 1).cluster.test,\(ips[i])"]
+        }
+        let (dns, dnsPort) = try DNSMasq.start(naptr: [], extra: srv, directory: directory)
+        defer { dns.stop() }
+        func start(_ i: Int) throws -> ServerProcess {
+            try Starling.start(script: script, port: ports[i], extra: ["--config", config.path], directory: directory,
+                               ip: ips[i], logName: "st\(i + 1).log")
+        }
+        var instances = try (0..<3).map(start)
+        defer { for s in instances { s.stop() } }
+        // The front: every new call to sip:cluster.test (SRV, then A), record-routed; in-dialog requests
+        // follow the route.
+        let front = directory.appendingPathComponent("front.lua")
+        try """
+            function ksr_request_route()
+              if KSR.is_CANCEL() then
+                if KSR.tm.t_check_trans() > 0 then KSR.tm.t_relay() end
+                KSR.x.exit()
+              end
+              if KSR.tm.t_check_trans() == 0 then KSR.x.exit() end
+              if KSR.siputils.has_totag() > 0 then
+                if KSR.rr.loose_route() > 0 then
+                  if KSR.is_ACK() then KSR.forward() else KSR.tm.t_relay() end
+                else
+                  KSR.sl.sl_send_reply(404, "Not Here")
+                end
+                KSR.x.exit()
+              end
+              KSR.rr.record_route()
+              KSR.setdsturi("sip:cluster.test")
+              if KSR.tm.t_relay() < 0 then KSR.sl.sl_reply_error() end
+            end
+            """.write(to: front, atomically: true, encoding: .utf8)
+        let frontConfig = directory.appendingPathComponent("front.toml")
+        try """
+            [core]
+            dns_servers = ["127.0.0.1:\(dnsPort)"]
+            [modparam.tm]
+            use_dns_failover = 1
+            fr_timer = 2000
+            """.write(to: frontConfig, atomically: true, encoding: .utf8)
+        let proxy = try Starling.start(script: front, port: ports[3], extra: ["--config", frontConfig.path],
+                                       directory: directory, logName: "front.log")
+        defer { proxy.stop() }
+
+        let phone = try SIPp.uas(directory: directory, tag: "phone", traceMessages: true)
+        defer { phone.stop() }
+        #expect(try Self.register("phone", contactPort: phone.port, to: ips[1], port: ports[1]) == "SIP/2.0 200 OK",
+                "\(instances[1].logTail())")
+        /// Three calls through the front; the instances whose address is in the Via headers the phone saw.
+        func calls(_ tag: String) throws -> (SIPpResult, Set<String>) {
+            let before = phone.messages.count
+            let r = try SIPp.runUAC(target: ports[3], rate: 5, calls: 3, directory: directory, tag: tag, service: "phone",
+                                    timeout: .seconds(60))
+            let seen = Set(ips.filter { String(phone.messages.dropFirst(before)).contains("SIP/2.0/UDP \($0):") })
+            return (r, seen)
+        }
+        var (r, seen) = try calls("first")
+        #expect(r.successfulCalls == 3 && r.failedCalls == 0, "\(r)\n\(proxy.logTail())")
+        #expect(seen == [ips[0]], "\(seen)")
+        // kill -9 the first SRV target: the front's DNS failover takes the next one.
+        instances[0].stop(signal: SIGKILL)
+        (r, seen) = try calls("killed")
+        #expect(r.successfulCalls == 3 && r.failedCalls == 0, "\(r)\n\(proxy.logTail())")
+        #expect(seen == [ips[1]], "\(seen)")
+        // Started again, it serves at once.
+        instances[0] = try start(0)
+        (r, seen) = try calls("restarted")
+        #expect(r.successfulCalls == 3 && r.failedCalls == 0, "\(r)\n\(proxy.logTail())")
+        #expect(seen == [ips[0]], "\(seen)")
+    }
 }

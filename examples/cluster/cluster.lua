@@ -17,7 +17,9 @@ function ksr_request_route()
         KSR.x.exit()
     end
     if KSR.siputils.has_totag() > 0 then
-        -- In-dialog: to the R-URI (the phone's Contact); the ACK of a 2xx statelessly.
+        -- In-dialog: along the recorded route when there is one, else to the R-URI (the phone's
+        -- Contact); the ACK of a 2xx statelessly.
+        KSR.rr.loose_route()
         if KSR.is_ACK() then KSR.forward() else KSR.tm.t_relay() end
         KSR.x.exit()
     end
@@ -31,5 +33,8 @@ function ksr_request_route()
         KSR.sl.sl_send_reply(404, "Not Found")
         KSR.x.exit()
     end
+    -- The dialog stays on this instance: the phone (and whatever proxy is in front) sends its
+    -- in-dialog requests and replies back through it.
+    KSR.rr.record_route()
     if KSR.tm.t_relay() < 0 then KSR.sl.sl_reply_error() end
 end
