@@ -117,6 +117,10 @@ public final class RedisConnection {
                 let r = try Self.run(c, [Array("SELECT".utf8), Array(String(config.db).utf8)], maxBytes: 4096)
                 if case .error(let e) = r { throw RedisError(.connect, "SELECT \(config.db): \(e)") }
             }
+            if config.flushOnConnect {
+                let r = try Self.run(c, [Array("FLUSHALL".utf8)], maxBytes: 4096)
+                if case .error(let e) = r { throw RedisError(.connect, "FLUSHALL: \(e)") }
+            }
             if case .sentinel(_, let master) = config.target {
                 // A sentinel may name a master that is still being demoted: insist on the role.
                 let role = try Self.run(c, [Array("ROLE".utf8)], maxBytes: 1 << 16)

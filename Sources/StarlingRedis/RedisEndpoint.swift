@@ -29,6 +29,8 @@ public struct RedisClientConfig: Sendable, Equatable {
     public var maxReplyBytes: Int
     /// After a failed connect, no new attempt before this many milliseconds (commands fail at once).
     public var retryIntervalMs: Int
+    /// `FLUSHALL` after every (re)connect (ndb_redis' `flush_on_reconnect`).
+    public var flushOnConnect = false
 
     public init(target: RedisTarget, db: Int = 0, password: String? = nil, connectTimeoutMs: Int = 1000,
                 commandTimeoutMs: Int = 1000, maxReplyBytes: Int = 16 << 20, retryIntervalMs: Int = 500) {

@@ -212,7 +212,73 @@ private let ndbScript = """
         #expect(h.context.worker.vars["rc"] == .int(-1))
     }
 
+    /// `allowed_timeouts` / `disable_time` as Kamailio's: after more than allowed_timeouts consecutive
+    /// failures the server is disabled (-2 at once, nothing sent, the named reply kept) and tried again
+    /// once disable_time has passed; `$redisd` gives the reply type codes.
+    @Test func aFailingServerIsDisabledForDisableTime() throws {
+        let port = try TestPorts.next()
+        let params: [String: [String]] = ["server": ["name=srv1;addr=127.0.0.1;port=\(port)"], "connect_timeout": ["300"],
+                                          "init_without_redis": ["1"], "allowed_timeouts": ["1"], "disable_time": ["3"]]
+        let h = try ScriptHarness(script: """
+            function ksr_request_route()
+              local rc = KSR.ndb_redis.redis_cmd("srv1", "SET k v", "r")
+              KSR.pv.seti("$var(rc)", rc)
+              KSR.pv.seti("$var(str)", KSR.pv.get("$redisd(rpl_str)"))
+              KSR.pv.seti("$var(err)", KSR.pv.get("$redisd(rpl_err)"))
+            end
+            """, config: ModuleConfiguration(params: ["ndb_redis": params]))
+        // Nothing listens: two failures (allowed: 1), then disabled.
+        try h.route(Msg.options())
+        #expect(h.context.worker.vars["rc"] == .int(-1))
+        #expect(h.context.worker.vars["str"] == .int(1) && h.context.worker.vars["err"] == .int(6))
+        usleep(600_000)  // past the client's 500 ms between connect attempts
+        try h.route(Msg.options())
+        #expect(h.context.worker.vars["rc"] == .int(-1))
+        try h.route(Msg.options())
+        let disabledAt = ContinuousClock.now
+        #expect(h.context.worker.vars["rc"] == .int(-2))
+        // The server comes up: still disabled until disable_time has passed (checked when the start
+        // took less than 2.5 s of the 3), then used again.
+        let server = try RedisServer(port: port)
+        defer { server.stop() }
+        if ContinuousClock.now - disabledAt < .milliseconds(2500) {
+            try h.route(Msg.options())
+            #expect(h.context.worker.vars["rc"] == .int(-2))
+            #expect(try server.cli(["EXISTS", "k"]) == "0")
+        }
+        let wait = disabledAt + .milliseconds(3200) - ContinuousClock.now
+        if wait > .zero { Thread.sleep(forTimeInterval: Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18) }
+        try h.route(Msg.options())
+        #expect(h.context.worker.vars["rc"] == .int(0))
+        #expect(try server.cli(["GET", "k"]) == "v")
+    }
+
+    @Test func flushOnReconnectAndClusterParameters() throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        _ = try server.cli(["SET", "old", "1"])
+        let h = try ScriptHarness(script: """
+            function ksr_request_route()
+              KSR.pv.seti("$var(rc)", KSR.ndb_redis.redis_cmd("srv1", "EXISTS old", "r"))
+              KSR.pv.seti("$var(n)", KSR.pv.get("$redis(r=>value)"))
+            end
+            """, config: ModuleConfiguration(params: ["ndb_redis": ["server": ["name=srv1;addr=127.0.0.1;port=\(server.port)"],
+                                                                    "flush_on_reconnect": ["1"]]]))
+        try h.route(Msg.options())
+        #expect(h.context.worker.vars["rc"] == .int(0))
+        #expect(h.context.worker.vars["n"] == .int(0))
+        // cluster = 1 is refused at start, naming the key.
+        do {
+            _ = try ScriptHarness(script: ndbScript, config: ModuleConfiguration(params: ["ndb_redis": [
+                "server": ["name=srv1;addr=127.0.0.1;port=\(server.port)"], "cluster": ["1"]]]))
+            Issue.record("cluster = 1 was accepted")
+        } catch {
+            #expect("\(error)".contains("modparam.ndb_redis.cluster"), "\(error)")
+        }
+    }
+
     @Test func pvNames() {
+        #expect(NdbRedisModule.replyTypeConstants["rpl_nil"] == 4)
         #expect(NdbRedisModule.parsePV("r=>value")?.indexes == [-1])
         #expect(NdbRedisModule.parsePV("r=>type[2]")?.indexes == [2])
         #expect(NdbRedisModule.parsePV("r=>value[1]=>value[0]")?.indexes == [1, 0])

@@ -62,9 +62,13 @@ final class NdbRedisServers: Sendable {
     }
 }
 
-/// A worker's named replies (`redis_cmd(srv, cmd, "r")` → `$redis(r=>...)`), as Kamailio keeps them per process.
+/// A worker's named replies (`redis_cmd(srv, cmd, "r")` → `$redis(r=>...)`), as Kamailio keeps them per
+/// process, and its view of each server's health (`allowed_timeouts` / `disable_time`, per process in
+/// Kamailio too): consecutive failures and, once disabled, when the server is tried again.
 final class NdbRedisReplies {
     var named: [String: RedisReply] = [:]
+    var failures: [String: Int] = [:]
+    var disabledUntil: [String: ContinuousClock.Instant] = [:]
 }
 
 /// `KSR.ndb_redis`: Redis commands from the script with Kamailio's reply model. Commands block the
@@ -89,7 +93,22 @@ enum NdbRedisModule: KSRModule {
                                                   "Replies larger than this many bytes are refused (redis_cmd returns -1). Starling only.") {
         $0 > 0 ? nil : "expected a positive number of bytes"
     }
-    static let parameters = [server.info, initWithoutRedis.info, connectTimeout.info, cmdTimeout.info, maxReplySize.info]
+    static let cluster = ModuleParameter.int("ndb_redis", "cluster", 0, in: 0...1,
+                                             "1: Redis Cluster (MOVED/ASK redirections). Not supported: the start fails with 1.")
+    static let disableTime = ModuleParameter.int("ndb_redis", "disable_time", 0,
+                                                 "Seconds a server stays disabled (redis_cmd returns -2 at once) after more than allowed_timeouts consecutive failures.") {
+        $0 >= 0 ? nil : "expected a number of seconds >= 0"
+    }
+    static let allowedTimeouts = ModuleParameter.int("ndb_redis", "allowed_timeouts", -1,
+                                                     "Consecutive failed commands (no reply, no connection) a server may have before it is disabled for disable_time; -1: never disabled.") {
+        $0 >= -1 ? nil : "expected -1 or a count >= 0"
+    }
+    static let flushOnReconnect = ModuleParameter.int("ndb_redis", "flush_on_reconnect", 0, in: 0...1,
+                                                      "1: FLUSHALL after every (re)connect to a server.")
+    static let allowDynamicNodes = ModuleParameter.int("ndb_redis", "allow_dynamic_nodes", 0, in: 0...1,
+                                                       "Cluster nodes learnt from redirections (only with cluster = 1, not supported).")
+    static let parameters = [server.info, initWithoutRedis.info, connectTimeout.info, cmdTimeout.info, maxReplySize.info,
+                             cluster.info, disableTime.info, allowedTimeouts.info, flushOnReconnect.info, allowDynamicNodes.info]
 
     static let logger = Logger(label: "starling.ndb_redis")
 
@@ -97,6 +116,7 @@ enum NdbRedisModule: KSRModule {
         config[server].compactMap {
             var s = NdbRedisServerSpec.parse($0, connectTimeoutMs: config[connectTimeout], commandTimeoutMs: config[cmdTimeout]).0
             s?.config.maxReplyBytes = config[maxReplySize]
+            s?.config.flushOnConnect = config[flushOnReconnect] == 1
             return s
         }
     }
@@ -106,6 +126,10 @@ enum NdbRedisModule: KSRModule {
     }
 
     static func start(_ runtime: ModuleRuntime) throws(ModuleStartError) {
+        if runtime.config[cluster] == 1 {
+            throw ModuleStartError(key: "modparam.ndb_redis.cluster",
+                                   "Redis Cluster (MOVED/ASK redirections) is not supported; use one master (with Sentinel for failover)")
+        }
         let specs = specs(runtime.config)
         var seen = Set<String>()
         for s in specs where !seen.insert(s.name).inserted {
@@ -152,7 +176,8 @@ enum NdbRedisModule: KSRModule {
     }
 
     /// redis_cmd*: 0 done (Kamailio's redisc_exec value through KEMI), -1 error (no server, no reply,
-    /// an error reply: the reply is kept), -2 never (no disabled servers here).
+    /// an error reply: the reply is kept), -2 the server is disabled (`allowed_timeouts`, `disable_time`:
+    /// nothing is sent and the named reply is left as it was).
     static func exec(_ ctx: RouteContext, _ rt: ModuleRuntime, server: String, cmd: String, params: [String], reply: String) -> Int {
         guard !server.isEmpty, !reply.isEmpty, !cmd.isEmpty else {
             ctx.logger.error("ndb_redis: invalid parameters")
@@ -167,6 +192,12 @@ enum NdbRedisModule: KSRModule {
             return -1
         }
         let replies = ctx.worker.local(NdbRedisReplies.self) { NdbRedisReplies() }
+        if let until = replies.disabledUntil[server] {
+            guard ContinuousClock.now >= until else { return -2 }
+            replies.disabledUntil[server] = nil
+            replies.failures[server] = 0
+            ctx.logger.notice("ndb_redis: REDIS server \(server) re-enabled")
+        }
         replies.named[reply] = nil
         do throws(RedisError) {
             let r = try pool.command(argv)
@@ -175,9 +206,21 @@ enum NdbRedisModule: KSRModule {
                 ctx.logger.error("ndb_redis: Redis error:\(e)")
                 return -1
             }
+            replies.failures[server] = 0
             return 0
         } catch {
             ctx.logger.error("ndb_redis: server \(server): \(error.message)")
+            // As Kamailio's redis_count_err_and_disable: only failures to get a reply count.
+            let allowed = rt.config[allowedTimeouts]
+            if allowed >= 0 && error.kind != .replyTooLarge {
+                let n = (replies.failures[server] ?? 0) + 1
+                replies.failures[server] = n
+                if n > allowed {
+                    let seconds = rt.config[disableTime]
+                    replies.disabledUntil[server] = ContinuousClock.now + .seconds(seconds)
+                    ctx.logger.warning("ndb_redis: REDIS server \(server) disabled for \(seconds) seconds")
+                }
+            }
             return -1
         }
     }
@@ -210,7 +253,11 @@ enum NdbRedisModule: KSRModule {
         ]
     }
 
-    // MARK: $redis(name=>key)
+    // MARK: $redis(name=>key), $redisd(name)
+
+    /// `$redisd(...)` names and hiredis' reply type codes (REDIS_REPLY_STRING ... REDIS_REPLY_ERROR).
+    static let replyTypeConstants: [String: Int] = ["rpl_str": 1, "rpl_arr": 2, "rpl_int": 3, "rpl_nil": 4,
+                                                     "rpl_sts": 5, "rpl_err": 6]
 
     /// A parsed `$redis(...)` name: the reply, the attribute (type, value, info, size) and the
     /// indexes (`value[1]`, `value[1][0]`: all but the last walk into nested arrays).

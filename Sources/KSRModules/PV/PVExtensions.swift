@@ -265,6 +265,8 @@ indirect enum ExtendedPV: Hashable {
     case dsv(String)
     /// `$redis(reply=>type|value|info|size)` with indexes (NdbRedis/NdbRedisModule.swift).
     case redis(NdbRedisModule.PVName)
+    /// `$redisd(rpl_str|rpl_arr|rpl_int|rpl_nil|rpl_sts|rpl_err)`: the reply type codes `$redis(r=>type)` gives.
+    case redisd(Int)
     /// http_async_client: `$http_ok`, `$http_err`, `$http_rs`, `$http_rr`, `$http_rb`, `$http_bs`,
     /// `$http_mb`, `$http_ml`, `$http_req_id`, `$http_hdr(name)`, `$http_time(name)`, `$http_req(name)`
     /// (HTTPClient/HTTPAsyncClientModule.swift): the name without `http_`, and the inner name.
@@ -348,6 +350,7 @@ indirect enum ExtendedPV: Hashable {
         case "vn": return inner.isEmpty ? nil : .vn(inner)
         case "dsv": return ["code", "reason", "flags"].contains(inner) ? .dsv(inner) : nil
         case "redis": return NdbRedisModule.parsePV(inner).map { .redis($0) }
+        case "redisd": return NdbRedisModule.replyTypeConstants[inner].map { .redisd($0) }
         case "http_hdr": return inner.isEmpty ? nil : .httpAsync("hdr", inner)
         case "http_time": return HTTPAsyncClientModule.timeNames.contains(inner) ? .httpAsync("time", inner) : nil
         case "http_req": return HTTPAsyncClientModule.requestNames.contains(inner) ? .httpAsync("req", inner) : nil
@@ -481,6 +484,8 @@ indirect enum ExtendedPV: Hashable {
             return ctx.received.connectionID == 0 ? .null : .int(Int(truncatingIfNeeded: ctx.received.connectionID))
         case .redis(let name):
             return PVValue(NdbRedisModule.pvGet(ctx, name))
+        case .redisd(let code):
+            return .int(code)
         case .tlsPeer(let field):
             let peer = ctx.services.tlsPeer(connection: ctx.received.connectionID)
             switch field {
