@@ -497,4 +497,83 @@ struct ScaleOutTests {
         #expect(r.successfulCalls == 3 && r.failedCalls == 0, "\(r)\n\(proxy.logTail())")
         #expect(seen == [ips[0]], "\(seen)")
     }
+
+    /// NAT keepalives in shared mode: a contact is pinged by the instance that saved it, not by every
+    /// instance that knows it; and it stays pinged when that instance's cache loses the AoR (another
+    /// instance saved a second contact of it, which that instance pings).
+    @Test func natKeepalivesComeFromTheSavingInstanceOnly() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("scale-out-natping")
+        let redis = try RedisServer()
+        defer { redis.stop() }
+        let script = directory.appendingPathComponent("registrar.lua")
+        try """
+            function ksr_request_route()
+              if KSR.is_REGISTER() then
+                KSR.setbflag(7)
+                KSR.registrar.save("location", 0)
+                return
+              end
+              KSR.sl.send_reply(KSR.registrar.lookup("location") == 1 and 200 or 404, "Lookup")
+            end
+            """.write(to: script, atomically: true, encoding: .utf8)
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+            [modparam.usrloc]
+            db_url = "\(redis.url())"
+            db_mode = 3
+            [modparam.nathelper]
+            natping_interval = 1
+            sipping_bflag = 7
+            sipping_from = "sip:pinger@example.com"
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let ips = ["127.0.0.11", "127.0.0.12"]
+        let ports = try Ports.freeUDPPorts(2)
+        let a = try Starling.start(script: script, port: ports[0], workers: 1, extra: ["--config", config.path],
+                                   directory: directory, ip: ips[0], logName: "a.log")
+        defer { a.stop() }
+        let b = try Starling.start(script: script, port: ports[1], workers: 1, extra: ["--config", config.path],
+                                   directory: directory, ip: ips[1], logName: "b.log")
+        defer { b.stop() }
+        let phones = try (0..<2).map { _ in try UDPEndpoint() }
+        func register(_ n: Int, through i: Int) throws {
+            let p = phones[n]
+            try p.send("REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:\(p.port);branch=z9hG4bKnp\(n)\r\n"
+                       + "Max-Forwards: 70\r\nFrom: <sip:carol@example.com>;tag=\(n)\r\nTo: <sip:carol@example.com>\r\n"
+                       + "Call-ID: natping-\(n)\r\nCSeq: 1 REGISTER\r\nContact: <sip:carol@127.0.0.1:\(p.port)>\r\n"
+                       + "Expires: 60\r\nContent-Length: 0\r\n\r\n", to: ports[i], ip: ips[i])
+            var reply: String?
+            repeat { reply = p.receive(timeout: .seconds(3)) } while reply?.hasPrefix("OPTIONS") == true
+            #expect(reply?.hasPrefix("SIP/2.0 200 OK") == true, "\(reply ?? "no reply")")
+        }
+        /// The instances (by their Via address) whose OPTIONS reached phone `n` within `seconds`.
+        func pingers(_ n: Int, seconds: Int) -> [String] {
+            var from: [String] = []
+            let clock = ContinuousClock()
+            let deadline = clock.now + .seconds(seconds)
+            while clock.now < deadline {
+                guard let m = phones[n].receive(timeout: .milliseconds(300)), m.hasPrefix("OPTIONS ") else { continue }
+                from += ips.filter { m.contains("Via: SIP/2.0/UDP \($0):") }
+            }
+            return from
+        }
+        // Phone 0 registers through A; B looks it up (B caches the AoR with A's contact).
+        try register(0, through: 0)
+        #expect(try Self.lookup("carol", via: ips[1], port: ports[1]) == "SIP/2.0 200 Lookup")
+        var seen = pingers(0, seconds: 3)
+        #expect(!seen.isEmpty && seen.allSatisfy { $0 == ips[0] }, "\(seen)")
+        // Phone 1 registers the same AoR through B: A's cached copy is invalidated, A still pings
+        // phone 0 (read again from Redis), B pings phone 1 only.
+        try register(1, through: 1)
+        seen = pingers(0, seconds: 3)
+        #expect(!seen.isEmpty && seen.allSatisfy { $0 == ips[0] }, "phone 0: \(seen)\n\(a.logTail())")
+        seen = pingers(1, seconds: 3)
+        #expect(!seen.isEmpty && seen.allSatisfy { $0 == ips[1] }, "phone 1: \(seen)\n\(b.logTail())")
+    }
+
+    /// The status line of an OPTIONS for `user` sent to ip:port.
+    static func lookup(_ user: String, via ip: String, port: Int) throws -> String? {
+        let endpoint = try UDPEndpoint()
+        try endpoint.send(SIPProbe.options(requestURI: "sip:\(user)@\(ip):\(port)", from: endpoint), to: port, ip: ip)
+        return endpoint.receive(timeout: .seconds(5))?.components(separatedBy: "\r\n").first
+    }
 }

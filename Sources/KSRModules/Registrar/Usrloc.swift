@@ -138,6 +138,9 @@ public final class LocationTable: Sendable {
     private let contactCount = Atomic<Int>(0)
     /// db_mode 3 on Redis: the shared store (the shards are then a cache of it).
     let shared: RedisLocations?
+    /// Shared mode: the AoRs this instance's last save left with a contact it saved (it alone pings
+    /// those for NAT keepalive). Kept apart from the cache, which invalidations and reconnects empty.
+    private let owned = Mutex<Set<String>>([])
     let clock: ModuleClock?
 
     init(name: String, shared: RedisLocations? = nil, clock: ModuleClock? = nil) {
@@ -209,8 +212,22 @@ public final class LocationTable: Sendable {
         return out.sorted { $0.0 < $1.0 }
     }
 
-    /// Every contact (for keepalives). In shared mode, the cached contacts this instance saved.
+    /// Every contact (for keepalives). In shared mode, the valid contacts this instance saved, read
+    /// from the cache or, when an invalidation or a reconnect dropped them, from Redis (and cached).
     func forEachContact(_ body: (LocationContact) -> Void) {
+        if let shared {
+            let t = now
+            for aor in owned.withLock({ $0.sorted() }) {
+                let mine = sharedContacts(aor, shared, countStatistics: false)
+                    .filter { $0.ruid.hasPrefix(shared.ownPrefix) && $0.isValid(at: t) }
+                if mine.isEmpty {
+                    owned.withLock { _ = $0.remove(aor) }
+                    continue
+                }
+                for c in mine { body(c) }
+            }
+            return
+        }
         for s in shards {
             var all = s.state.withLock { $0.records.values.flatMap { $0 } }
             if let shared { all.removeAll { !$0.ruid.hasPrefix(shared.ownPrefix) } }
@@ -305,7 +322,7 @@ public final class LocationTable: Sendable {
 
     /// A lookup in shared mode: the cache while the subscription is up, else Redis; the cache (logged)
     /// when Redis cannot be reached.
-    func sharedContacts(_ aor: String, _ s: RedisLocations) -> [LocationContact] {
+    func sharedContacts(_ aor: String, _ s: RedisLocations, countStatistics: Bool = true) -> [LocationContact] {
         let box = shard(aor)
         let t = now
         if s.live.load(ordering: .acquiring) {
@@ -313,7 +330,7 @@ public final class LocationTable: Sendable {
                 st.versions[aor] != nil ? (st.records[aor] ?? []) : nil
             }
             if let hit {
-                s.cacheHits.wrappingAdd(1, ordering: .relaxed)
+                if countStatistics { s.cacheHits.wrappingAdd(1, ordering: .relaxed) }
                 return hit.filter { $0.isValid(at: t) }
             }
         }
@@ -402,6 +419,8 @@ public final class LocationTable: Sendable {
             case .stored(let v, let remaining):
                 token = ""  // the script removed the lock
                 let valid = list.filter { $0.isValid(at: t) }
+                let mine = valid.contains { $0.ruid.hasPrefix(s.ownPrefix) }
+                owned.withLock { if mine { $0.insert(aor) } else { $0.remove(aor) } }
                 box.state.withLock { st in
                     if st.generation == gen && s.live.load(ordering: .acquiring) {
                         cache(&st, aor, valid, key: remaining == 0 ? 0 : v, seen: v)
