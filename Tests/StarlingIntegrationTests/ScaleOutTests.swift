@@ -12,6 +12,22 @@ import Glibc
 /// and a killed instance loses nothing.
 @Suite(.serialized)
 struct ScaleOutTests {
+    static let clusterScript = PackagePaths.root.appendingPathComponent("examples/cluster/cluster.lua")
+
+    /// `<directory>/<name>` with usrloc in Redis at `url` (db_mode 3) and `extra` TOML lines after it.
+    static func usrlocConfig(_ directory: URL, url: String, name: String = "starling.toml", extra: String = "") throws -> URL {
+        let file = directory.appendingPathComponent(name)
+        try "[modparam.usrloc]\ndb_url = \"\(url)\"\ndb_mode = 3\n\(extra)".write(to: file, atomically: true, encoding: .utf8)
+        return file
+    }
+
+    /// An instance running `script` (default examples/cluster/cluster.lua) with `config` on ip:port.
+    static func instance(_ directory: URL, config: URL, ip: String, port: Int, log: String, workers: Int = 2,
+                         script: URL = clusterScript) throws -> ServerProcess {
+        try Starling.start(script: script, port: port, workers: workers, extra: ["--config", config.path], directory: directory,
+                           ip: ip, logName: log)
+    }
+
     /// Runs ndb_redis commands on OPTIONS and answers 200 with every result in one header.
     static let ndbScript = """
         function ksr_request_route()
@@ -100,18 +116,11 @@ struct ScaleOutTests {
         let directory = try PackagePaths.makeTemporaryDirectory("scale-out")
         let redis = try RedisServer()
         defer { redis.stop() }
-        let config = directory.appendingPathComponent("starling.toml")
-        try """
-            [modparam.usrloc]
-            db_url = "\(redis.url())"
-            db_mode = 3
-            """.write(to: config, atomically: true, encoding: .utf8)
-        let script = PackagePaths.root.appendingPathComponent("examples/cluster/cluster.lua")
+        let config = try Self.usrlocConfig(directory, url: redis.url())
         let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
         let ports = try Ports.freeUDPPorts(3)
         func start(_ i: Int) throws -> ServerProcess {
-            try Starling.start(script: script, port: ports[i], extra: ["--config", config.path], directory: directory,
-                               ip: ips[i], logName: "starling\(i).log")
+            try Self.instance(directory, config: config, ip: ips[i], port: ports[i], log: "starling\(i).log")
         }
         var instances = try (0..<3).map(start)
         defer { for s in instances { s.stop() } }
@@ -158,19 +167,11 @@ struct ScaleOutTests {
         let directory = try PackagePaths.makeTemporaryDirectory("scale-out-same-aor")
         let redis = try RedisServer()
         defer { redis.stop() }
-        let config = directory.appendingPathComponent("starling.toml")
-        try """
-            [modparam.usrloc]
-            db_url = "\(redis.url())"
-            db_mode = 3
-            """.write(to: config, atomically: true, encoding: .utf8)
-        let script = PackagePaths.root.appendingPathComponent("examples/cluster/cluster.lua")
+        let config = try Self.usrlocConfig(directory, url: redis.url())
         let ports = try Ports.freeUDPPorts(2)
-        let a = try Starling.start(script: script, port: ports[0], extra: ["--config", config.path], directory: directory,
-                                   ip: "127.0.0.11", logName: "a.log")
+        let a = try Self.instance(directory, config: config, ip: "127.0.0.11", port: ports[0], log: "a.log")
         defer { a.stop() }
-        let b = try Starling.start(script: script, port: ports[1], extra: ["--config", config.path], directory: directory,
-                                   ip: "127.0.0.12", logName: "b.log")
+        let b = try Self.instance(directory, config: config, ip: "127.0.0.12", port: ports[1], log: "b.log")
         defer { b.stop() }
         let python = try Requirements.tool("python3", package: "python3")
         let run = try Command.run(python, ["-c", """
@@ -222,15 +223,9 @@ struct ScaleOutTests {
         var redis = try RedisServer()
         defer { redis.stop() }
         let redisPort = redis.port
-        let config = directory.appendingPathComponent("starling.toml")
-        try """
-            [modparam.usrloc]
-            db_url = "\(redis.url())"
-            db_mode = 3
-            """.write(to: config, atomically: true, encoding: .utf8)
-        let script = PackagePaths.root.appendingPathComponent("examples/cluster/cluster.lua")
+        let config = try Self.usrlocConfig(directory, url: redis.url())
         let port = try Ports.freeUDPPort()
-        let starling = try Starling.start(script: script, port: port, extra: ["--config", config.path], directory: directory)
+        let starling = try Self.instance(directory, config: config, ip: "127.0.0.1", port: port, log: "starling.log")
         defer { starling.stop() }
         #expect(try Self.register("carol", contactPort: 5999, to: "127.0.0.1", port: port) == "SIP/2.0 200 OK")
         redis.stop()
@@ -269,28 +264,18 @@ struct ScaleOutTests {
             (try? replica.cli(["INFO", "replication"]).contains("master_link_status:up")) == true
         })
         let url = "redis+sentinel://" + sentinels.map { "127.0.0.1:\($0.port)" }.joined(separator: ",") + "/mymaster/0"
-        func config(_ name: String, wait: Int) throws -> URL {
-            let file = directory.appendingPathComponent(name)
-            try """
-                [modparam.usrloc]
-                db_url = "\(url)"
-                db_mode = 3
-                redis_wait_replicas = \(wait)
-                redis_wait_timeout = 3000
-                """.write(to: file, atomically: true, encoding: .utf8)
-            return file
-        }
-        let script = PackagePaths.root.appendingPathComponent("examples/cluster/cluster.lua")
         let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
         let ports = try Ports.freeUDPPorts(3)
-        let a = try Starling.start(script: script, port: ports[0], extra: ["--config", try config("a.toml", wait: 1).path],
-                                   directory: directory, ip: ips[0], logName: "a.log")
+        func start(_ i: Int, wait: Int) throws -> ServerProcess {
+            let config = try Self.usrlocConfig(directory, url: url, name: "\(i).toml",
+                                               extra: "redis_wait_replicas = \(wait)\nredis_wait_timeout = 3000\n")
+            return try Self.instance(directory, config: config, ip: ips[i], port: ports[i], log: "\(["a", "b", "c"][i]).log")
+        }
+        let a = try start(0, wait: 1)
         defer { a.stop() }
-        let b = try Starling.start(script: script, port: ports[1], extra: ["--config", try config("b.toml", wait: 0).path],
-                                   directory: directory, ip: ips[1], logName: "b.log")
+        let b = try start(1, wait: 0)
         defer { b.stop() }
-        let c = try Starling.start(script: script, port: ports[2], extra: ["--config", try config("c.toml", wait: 0).path],
-                                   directory: directory, ip: ips[2], logName: "c.log")
+        let c = try start(2, wait: 0)
         defer { c.stop() }
         func calls(via i: Int, tag: String) throws -> SIPpResult {
             try SIPp.runUAC(target: ports[i], rate: 10, calls: 3, directory: directory, tag: tag, service: "phone",
@@ -414,13 +399,7 @@ struct ScaleOutTests {
         let directory = try PackagePaths.makeTemporaryDirectory("scale-out-srv")
         let redis = try RedisServer()
         defer { redis.stop() }
-        let config = directory.appendingPathComponent("starling.toml")
-        try """
-            [modparam.usrloc]
-            db_url = "\(redis.url())"
-            db_mode = 3
-            """.write(to: config, atomically: true, encoding: .utf8)
-        let script = PackagePaths.root.appendingPathComponent("examples/cluster/cluster.lua")
+        let config = try Self.usrlocConfig(directory, url: redis.url())
         let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
         let ports = try Ports.freeUDPPorts(4)
         var srv: [String] = []
@@ -431,8 +410,7 @@ struct ScaleOutTests {
         let (dns, dnsPort) = try DNSMasq.start(naptr: [], extra: srv, directory: directory)
         defer { dns.stop() }
         func start(_ i: Int) throws -> ServerProcess {
-            try Starling.start(script: script, port: ports[i], extra: ["--config", config.path], directory: directory,
-                               ip: ips[i], logName: "st\(i + 1).log")
+            try Self.instance(directory, config: config, ip: ips[i], port: ports[i], log: "st\(i + 1).log")
         }
         var instances = try (0..<3).map(start)
         defer { for s in instances { s.stop() } }
@@ -467,8 +445,8 @@ struct ScaleOutTests {
             use_dns_failover = 1
             fr_timer = 2000
             """.write(to: frontConfig, atomically: true, encoding: .utf8)
-        let proxy = try Starling.start(script: front, port: ports[3], extra: ["--config", frontConfig.path],
-                                       directory: directory, logName: "front.log")
+        let proxy = try Self.instance(directory, config: frontConfig, ip: "127.0.0.1", port: ports[3], log: "front.log",
+                                      script: front)
         defer { proxy.stop() }
 
         let phone = try SIPp.uas(directory: directory, tag: "phone", traceMessages: true)
@@ -516,23 +494,17 @@ struct ScaleOutTests {
               KSR.sl.send_reply(KSR.registrar.lookup("location") == 1 and 200 or 404, "Lookup")
             end
             """.write(to: script, atomically: true, encoding: .utf8)
-        let config = directory.appendingPathComponent("starling.toml")
-        try """
-            [modparam.usrloc]
-            db_url = "\(redis.url())"
-            db_mode = 3
+        let config = try Self.usrlocConfig(directory, url: redis.url(), extra: """
             [modparam.nathelper]
             natping_interval = 1
             sipping_bflag = 7
             sipping_from = "sip:pinger@example.com"
-            """.write(to: config, atomically: true, encoding: .utf8)
+            """)
         let ips = ["127.0.0.11", "127.0.0.12"]
         let ports = try Ports.freeUDPPorts(2)
-        let a = try Starling.start(script: script, port: ports[0], workers: 1, extra: ["--config", config.path],
-                                   directory: directory, ip: ips[0], logName: "a.log")
+        let a = try Self.instance(directory, config: config, ip: ips[0], port: ports[0], log: "a.log", workers: 1, script: script)
         defer { a.stop() }
-        let b = try Starling.start(script: script, port: ports[1], workers: 1, extra: ["--config", config.path],
-                                   directory: directory, ip: ips[1], logName: "b.log")
+        let b = try Self.instance(directory, config: config, ip: ips[1], port: ports[1], log: "b.log", workers: 1, script: script)
         defer { b.stop() }
         let phones = try (0..<2).map { _ in try UDPEndpoint() }
         func register(_ n: Int, through i: Int) throws {
