@@ -4,6 +4,7 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 PKGS=(pkg-config liblua5.4-dev lua5.4 libc-ares-dev libssl-dev libcurl4-openssl-dev libsqlite3-dev dnsmasq-base sip-tester iproute2 valgrind python3 kamailio kamailio-lua-modules kamailio-utils-modules kamailio-sqlite-modules kamailio-tls-modules baresip-core openssl stunnel4)
+PKGS+=(nftables procps)  # issue 15: EdgeSBCTests put the edge behind a 1:1 NAT and the phone behind a masquerading NAT (nft, sysctl in a router namespace)
 PKGS+=(redis-server redis-sentinel libhiredis-dev kamailio-redis-modules)  # issue 19: scale-out on Redis (the server and sentinels the tests start, hiredis for the client, ndb_redis/db_redis for the Kamailio comparison)
 PKGS+=(freediameterd)  # issue 20: freeDiameterd 1.2.1 is the Diameter interop peer of the DiameterRelayTests
 PKGS+=(rtpengine-daemon)  # issue 16: the media relay the rtpengine tests start (Kamailio's rtpengine.so is in the kamailio package)

@@ -191,6 +191,33 @@ private func str(_ h: ScriptHarness, _ name: String) -> String? {
         #expect(four.text.contains("\r\nVia: SIP/2.0/UDP 203.0.113.7:5060;branch="), "\(four.text)")
     }
 
+    /// Dispatcher probes leave from the destination's `sockname=` / `socket=` (Kamailio's ds_ping_set:
+    /// uac_r.ssockname / ssock); one that is not ours is logged and the route decides.
+    @Test func dispatcherProbesLeaveFromTheDestinationSocket() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ds-probe-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let list = dir.appendingPathComponent("dispatcher.list").path
+        try """
+            1 sip:198.51.100.60:5060 0 0 socket=udp:10.0.3.1:5060
+            1 sip:10.0.3.9:5060 0 0 sockname=public
+            1 sip:198.51.100.63:5060 0 0 socket=udp:192.0.2.99:5060
+            1 sip:10.0.3.8:5060 0 0
+            """.write(toFile: list, atomically: true, encoding: .utf8)
+        let h = try edge("", params: ["dispatcher": ["list_file": [list], "ds_ping_interval": ["1"], "ds_probing_mode": ["1"]]],
+                         modules: ["dispatcher", "tm"])
+        TMT.run(h, for: .milliseconds(1500))
+        let probes = TMT.sent(h, "OPTIONS")
+        func via(_ ip: String) -> String? {
+            probes.first { $0.destination.ip == ip }.flatMap { TMT.header($0, "Via") }
+        }
+        #expect(Set(probes.map(\.destination.ip)).count == 4, "\(probes.map(\.text))")
+        #expect(via("198.51.100.60")?.hasPrefix("SIP/2.0/UDP 10.0.3.1:5060;branch=") == true, "\(String(describing: via("198.51.100.60")))")
+        #expect(via("10.0.3.9")?.hasPrefix("SIP/2.0/UDP 203.0.113.7:5060;branch=") == true, "\(String(describing: via("10.0.3.9")))")
+        #expect(via("198.51.100.63")?.hasPrefix("SIP/2.0/UDP 203.0.113.7:5060;branch=") == true)
+        #expect(via("10.0.3.8")?.hasPrefix("SIP/2.0/UDP 10.0.3.1:5060;branch=") == true)
+    }
+
     @Test func doubleRecordRouteAcrossSocketsDecidedWhenSent() throws {
         // record_route() before the socket is forced: the lines follow the socket the request leaves from.
         let h = try edge("""
@@ -230,18 +257,59 @@ private func str(_ h: ScriptHarness, _ name: String) -> String? {
         #expect(sent.text.contains("\r\nVia: SIP/2.0/UDP 203.0.113.7:5060;branch="))
     }
 
+    /// rr `force_send_socket` (Kamailio 5.6 loose.c): a single Route entry of ours (no `;r2=on`) forces
+    /// the socket it names, by address (the advertised one too) or, with sockname_mode, by `;sn=`.
+    @Test func forceSendSocketForASingleRecordRoute() throws {
+        let script = """
+            KSR.pv.seti("$var(lr)", KSR.rr.loose_route())
+            KSR.pv.sets("$var(fs)", tostring(KSR.pv.get("$fs")))
+            """
+        let route = "<sip:10.0.3.1;lr;ftag=f1>, <sip:198.51.100.50:40000;lr>"
+        let off = try edge(script)
+        try off.route(invite(ruri: "sip:alice@10.9.9.9:5060", route: route, totag: true), from: phone, local: publicUDP.address)
+        #expect(str(off, "lr") == "1" && str(off, "fs") == "nil")
+        let on = try edge(script, params: ["rr": ["force_send_socket": ["1"]]])
+        try on.route(invite(ruri: "sip:alice@10.9.9.9:5060", route: route, totag: true), from: phone, local: publicUDP.address)
+        #expect(str(on, "lr") == "1" && str(on, "fs") == "udp:10.0.3.1:5060")
+        // The advertised address names the public socket.
+        let adv = try edge(script, params: ["rr": ["force_send_socket": ["1"]]])
+        try adv.route(invite(ruri: "sip:alice@10.9.9.9:5060", route: "<sip:203.0.113.7;lr>, <sip:10.0.3.2;lr>", totag: true),
+                      from: pbx, local: privateUDP.address)
+        #expect(str(adv, "fs") == "udp:198.51.100.1:5060")
+        // ;sn= counts only with sockname_mode (as Kamailio); then it wins over the address.
+        let sn = "<sip:10.0.3.1;sn=public;lr>, <sip:198.51.100.50:40000;lr>"
+        let noMode = try edge(script, params: ["rr": ["force_send_socket": ["1"]]])
+        try noMode.route(invite(ruri: "sip:alice@10.9.9.9:5060", route: sn, totag: true), from: phone, local: publicUDP.address)
+        #expect(str(noMode, "fs") == "udp:10.0.3.1:5060")
+        let mode = try edge(script, params: ["rr": ["force_send_socket": ["1"], "sockname_mode": ["1"]]])
+        try mode.route(invite(ruri: "sip:alice@10.9.9.9:5060", route: sn, totag: true), from: phone, local: publicUDP.address)
+        #expect(str(mode, "fs") == "udp:198.51.100.1:5060")
+        // A double RR is handled by its second entry whatever force_send_socket says.
+        let double = try edge(script, params: ["rr": ["force_send_socket": ["1"]]])
+        try double.route(invite(ruri: "sip:alice@10.9.9.9:5060",
+                                route: "<sip:10.0.3.1;r2=on;lr>, <sip:203.0.113.7;r2=on;lr>, <sip:198.51.100.50:40000;lr>", totag: true),
+                         from: pbx, local: privateUDP.address)
+        #expect(str(double, "fs") == "udp:198.51.100.1:5060")
+    }
+
     @Test func preloadedRoute() throws {
         let h = try edge("""
             KSR.pv.seti("$var(pre)", KSR.rr.loose_route_preloaded())
             KSR.pv.seti("$var(lr)", KSR.rr.loose_route())
             """)
+        // As Kamailio 5.6: -3 only when the Route set of an initial request was ours alone.
         try h.route(invite(route: "<sip:10.0.3.2;lr>"), from: phone, local: publicUDP.address)
-        #expect(str(h, "pre") == "1" && str(h, "lr") == "-3")
+        #expect(str(h, "pre") == "-1" && str(h, "lr") == "1")
         let ours = try edge("""
             KSR.pv.seti("$var(pre)", KSR.rr.loose_route_preloaded())
             """)
         try ours.route(invite(route: "<sip:10.0.3.1;lr>, <sip:10.0.3.2;lr>"), from: phone, local: publicUDP.address)
         #expect(str(ours, "pre") == "-1")
+        let only = try edge("""
+            KSR.pv.seti("$var(pre)", KSR.rr.loose_route_preloaded())
+            """)
+        try only.route(invite(route: "<sip:10.0.3.1;lr>"), from: phone, local: publicUDP.address)
+        #expect(str(only, "pre") == "1")
     }
 
     @Test func pathAsKamailioWritesIt() throws {
@@ -286,7 +354,7 @@ private func str(_ h: ScriptHarness, _ name: String) -> String? {
         let h = try edge(script, params: ["path": ["use_received": ["1"]]], modules: ["path", "rr"])
         try h.route(invite(ruri: "sip:alice@10.9.9.9:5060", route: "<sip:10.0.3.1;lr;received=sip:198.51.100.50:40000%3Btransport%3Dtcp>"),
                     from: pbx, local: privateUDP.address)
-        #expect(str(h, "lr") == "1" && str(h, "du") == "sip:198.51.100.50:40000;transport=tcp")
+        #expect(str(h, "lr") == "-3" && str(h, "du") == "sip:198.51.100.50:40000;transport=tcp")  // -3: the Route set was ours only (Kamailio 5.6)
         let f1 = try edge(script, params: ["path": ["use_received": ["1"], "received_format": ["1"]]], modules: ["path", "rr"])
         try f1.route(invite(ruri: "sip:alice@10.9.9.9:5060", route: "<sip:10.0.3.1;lr;received=198.51.100.50~40000~3>"),
                      from: pbx, local: privateUDP.address)
@@ -295,7 +363,7 @@ private func str(_ h: ScriptHarness, _ name: String) -> String? {
         let bad = try edge(script, params: ["path": ["use_received": ["1"], "received_format": ["1"]]], modules: ["path", "rr"])
         try bad.route(invite(ruri: "sip:alice@10.9.9.9:5060", route: "<sip:10.0.3.1;lr;received=198.51.100.50~x~9>"),
                       from: pbx, local: privateUDP.address)
-        #expect(str(bad, "lr") == "1" && str(bad, "du") == "nil")
+        #expect(str(bad, "lr") == "-3" && str(bad, "du") == "nil")
         // Without use_received the parameter is left alone.
         let off = try edge(script, modules: ["path", "rr"])
         try off.route(invite(ruri: "sip:alice@10.9.9.9:5060", route: "<sip:10.0.3.1;lr;received=sip:198.51.100.50:40000>"),

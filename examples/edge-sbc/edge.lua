@@ -11,7 +11,10 @@
 -- [define] PBX: the PBX's SIP URI, e.g. "sip:10.0.3.2:5060".
 
 local function pbx()
-  return KSR.kx.get_def("PBX") or "sip:10.0.3.2:5060"
+  -- get_def gives "" (not nil) for a name that is not defined, on Kamailio as on Starling.
+  local v = KSR.kx.get_def("PBX")
+  if v == nil or v == "" then return "sip:10.0.3.2:5060" end
+  return v
 end
 
 local function from_pbx()
@@ -65,8 +68,10 @@ function ksr_request_route()
 
   if from_pbx() then
     -- A new call from the PBX to a phone: its Route is the Path the phone registered through.
-    -- loose_route() takes our entry off and sets $du from its ;received (path use_received).
-    if KSR.rr.loose_route() < 0 then
+    -- loose_route() takes our entry off, sets $du from its ;received (path use_received) and
+    -- returns -3 (Kamailio's RR_PRELOADED: the Route set was only ours); 1 if more Routes follow.
+    local rc = KSR.rr.loose_route()
+    if rc ~= -3 and rc ~= 1 then
       KSR.sl.sl_send_reply(404, "No Path")
       return
     end

@@ -7,13 +7,16 @@ import Synchronization
 /// Probing (Kamailio's `ds_check_timer` / `ds_ping_set` / `ds_options_callback`) and the
 /// `event_callback` runs (`ds_run_route`).
 extension DispatcherStore {
-    /// A destination to probe: where, from whom, through which proxy.
+    /// A destination to probe: where, from whom, through which proxy, from which socket (the
+    /// destination's `sockname=` or `socket=`, as Kamailio's ds_ping_set).
     struct ProbeTarget: Sendable {
         var setid: Int
         var uri: String
         var from: String
         var obproxy: String
         var seq: Int
+        var socket: String = ""
+        var sockname: String = ""
     }
 
     /// `ds_ping_result_helper`: whether a destination is probed under `ds_probing_mode`.
@@ -60,7 +63,7 @@ extension DispatcherStore {
                     set.dests[i].probesSent += 1
                     out.append(ProbeTarget(setid: id, uri: d.uri, from: d.attrs.pingFrom.isEmpty ? settings.pingFrom : d.attrs.pingFrom,
                                            obproxy: d.attrs.obproxy.isEmpty ? (settings.outboundProxy ?? "") : d.attrs.obproxy,
-                                           seq: st.probeSeq))
+                                           seq: st.probeSeq, socket: d.attrs.socket, sockname: d.attrs.sockname))
                     if settings.pingTimeout > 0 {
                         st.pending["\(id) \(d.uri)"] = (st.probeSeq, now + Double(settings.pingTimeout) / 1000)
                     }
@@ -81,7 +84,19 @@ extension DispatcherStore {
     func sendProbe(_ ctx: RouteContext, _ tm: TMStore, _ t: ProbeTarget) {
         let headers = "From: <\(t.from)>\r\nTo: <\(t.uri)>\r\n"
         let timed = settings.pingTimeout > 0
+        // The destination's socket (Kamailio: uac_r.ssockname / ssock); one that does not exist is
+        // logged and not forced, as when requests are routed to the destination (forceSocket).
+        var socket = t.sockname.isEmpty ? t.socket : "", socketName = t.sockname
+        if !socketName.isEmpty, ctx.services.socket(named: socketName) == nil {
+            ctx.logger.warning("dispatcher: no local socket matches sockname=\(socketName) (probe of \(t.uri))")
+            socketName = ""
+        } else if !socket.isEmpty,
+                  CorexModule.parseSocketSpec(socket).flatMap({ ctx.services.socket(host: $0.host, port: $0.port, proto: $0.proto) }) == nil {
+            ctx.logger.warning("dispatcher: no local socket matches socket=\(socket) (probe of \(t.uri))")
+            socket = ""
+        }
         let r = TMLocal.send(tm, ctx, method: settings.pingMethod, ruri: t.uri, nexthop: t.obproxy, headers: headers, body: [],
+                             socket: socket, socketName: socketName,
                              onReply: { [self] c, code, reply, _ in
                                  if timed {
                                      let mine = state.withLock { st -> Bool in

@@ -45,6 +45,7 @@ public enum RRModule {
         var appendFromTag: Bool
         var doubleRR: Int
         var socketNames: Bool = false
+        var forceSendSocket: Bool = false
     }
 
     /// Records a Record-Route for the current request: -1 when one was already recorded (or no request).
@@ -114,17 +115,22 @@ public enum RRModule {
         }
     }
 
-    /// `loose_route()`: 1 routed by the Route set, -1 no Route (or error), -3 preloaded Route on an
-    /// initial request. `strictCompat` false: `loose_route_mode(1)` (no strict-router handling).
-    static func looseRoute(_ ctx: RouteContext, strictCompat: Bool = true) -> Int {
+    /// `loose_route()` as Kamailio 5.6's `loose_route_mode`: 1 routed by the Route set, -1 no Route (or
+    /// error), -3 (RR_PRELOADED) for an initial request whose Route set was only ours (taken off, no next
+    /// hop in it: e.g. a Path coming back, whose `;received` the path module's callback turns into `$du`).
+    /// A preloaded Route that is not ours routes the request (1, `$du` = it). `strictCompat` false:
+    /// `loose_route_mode(1)` (no strict-router handling; that applies to in-dialog requests only, as in
+    /// Kamailio). With rr `force_send_socket`, a single Route entry of ours forces the socket it names.
+    static func looseRoute(_ ctx: RouteContext, _ s: Settings, strictCompat: Bool = true) -> Int {
         guard let m = ctx.message, m.isRequest else { return -1 }
         let all = routes(m)
         var pending = all[...]
         var gone: [RouteEntry] = []
         var routedByStrict = false
+        let initial = m.to?.tag == nil
         // Previous hop was a strict router: the Request-URI is our Record-Route URI and the last
         // Route is the real target (§16.4).
-        if strictCompat, let ruri = SIPURI(bytes: m.currentRequestURI),
+        if strictCompat, !initial, let ruri = SIPURI(bytes: m.currentRequestURI),
            ctx.services.isMyself(host: ruri.host, port: ruri.port ?? (ruri.scheme == .sips ? 5061 : 5060), proto: nil),
            let last = pending.last {
             ctx.routedParams = ruri.paramsString.isEmpty ? "" : ";" + ruri.paramsString
@@ -149,26 +155,16 @@ public enum RRModule {
             gone.append(top)
             pending = pending.dropFirst()
         }
-        // Double RR (`;r2=on`): the second entry names the socket the request leaves from (Kamailio
-        // forces it, by `;sn=` with sockname_mode).
-        if ours.count >= 2, m.param("r2", in: ours[0].addr.uriParts.params) != nil {
-            let second = ours[1].addr.uriParts
-            if let sn = m.param("sn", in: second.params).map(m.string), !sn.isEmpty, let named = ctx.services.socket(named: sn) {
-                ctx.forcedSocket = named
-            } else {
-                let t = m.param("transport", in: second.params).flatMap { SIPTransportProtocol(name: m.string($0)) }
-                    ?? (second.scheme == .sips ? .tls : .udp)
-                let port = second.port ?? (t == .tls ? 5061 : 5060)
-                if let si = ctx.services.socket(host: m.string(second.host), port: port, proto: t == .ws ? nil : t) {
-                    ctx.forcedSocket = si
-                } else if !ctx.services.sockets.isEmpty {
-                    ctx.logger.warning("loose_route: no socket for the second Record-Route entry \(m.string(ours[1].addr.uri))")
-                }
-            }
+        let doubleRR = s.doubleRR != 0 && ours.count >= 2 && m.param("r2", in: ours[0].addr.uriParts.params) != nil
+        if doubleRR {
+            // Double RR (`;r2=on`): the second entry names the socket the request leaves from.
+            forceSocket(ctx, m, ours[1].addr, s, secondRR: true)
+        } else if s.forceSendSocket, let first = ours.first {
+            // rr force_send_socket: also a single Record-Route of ours names the socket.
+            forceSocket(ctx, m, first.addr, s, secondRR: false)
         }
-        let initial = m.to?.tag == nil
         var result = 1
-        if !removedOurs && !routedByStrict && initial { result = -3 }
+        if removedOurs && pending.isEmpty && initial && !routedByStrict { result = -3 }
         if let next = pending.first {
             if m.param("lr", in: next.addr.uriParts.params) != nil {
                 ctx.destinationURI = m.bytes(next.addr.uri)
@@ -187,10 +183,44 @@ public enum RRModule {
         return result
     }
 
+    /// Kamailio's `rr_do_force_send_socket`: the socket a Route entry of ours names, by `;sn=` (with
+    /// sockname_mode), else by address (or advertised address), port (the transport's default when
+    /// absent, then any) and transport. None found: a warning for the second entry of a double RR.
+    static func forceSocket(_ ctx: RouteContext, _ m: SIPMessage, _ entry: SIPNameAddr, _ s: Settings, secondRR: Bool) {
+        let uri = entry.uriParts
+        if s.socketNames, let sn = m.param("sn", in: uri.params).map(m.string), !sn.isEmpty,
+           let named = ctx.services.socket(named: sn) {
+            ctx.forcedSocket = named
+            return
+        }
+        let t = m.param("transport", in: uri.params).flatMap { SIPTransportProtocol(name: m.string($0)) }
+            ?? (uri.scheme == .sips ? .tls : .udp)
+        let host = m.string(uri.host)
+        let proto: SIPTransportProtocol? = t == .ws ? nil : t
+        if let si = ctx.services.socket(host: host, port: uri.port ?? (t == .tls ? 5061 : 5060), proto: proto)
+            ?? (uri.port == nil ? ctx.services.socket(host: host, port: 0, proto: proto) : nil) {
+            ctx.forcedSocket = si
+        } else if secondRR && !ctx.services.sockets.isEmpty {
+            ctx.logger.warning("loose_route: no socket for the second Record-Route entry \(m.string(entry.uri))")
+        }
+    }
+
+    /// `loose_route` and the rr callbacks (uac's restore, path's received, dialog): as Kamailio, they
+    /// run whenever one of our entries was taken (routed params), also for a preloaded route (-3).
+    static func looseRouteWithCallbacks(_ ctx: RouteContext, _ s: Settings, _ uac: UACReplace.Settings,
+                                        _ rrcb: [@Sendable (RouteContext) -> Void], strictCompat: Bool = true) -> Int {
+        let r = looseRoute(ctx, s, strictCompat: strictCompat)
+        if r > 0 || r == -3 {
+            UACReplace.autoRestore(ctx, uac)  // uac's rr callback (restore_mode auto)
+            if ctx.routedParams != nil { for cb in rrcb { cb(ctx) } }
+        }
+        return r
+    }
+
     static func exports(_ config: ModuleConfiguration, callbacks: RRCallbacks = RRCallbacks()) -> [KemiExport] {
         let rrcb = callbacks.all
         let s = Settings(fullLR: config[enableFullLR], appendFromTag: config[appendFromTag], doubleRR: config[enableDoubleRR],
-                         socketNames: config[sockNameMode])
+                         socketNames: config[sockNameMode], forceSendSocket: config[forceSendSocket])
         let uac = UACReplace.Settings(config)
         return [
             KemiExport("rr", "record_route", [], returns: .int) { ctx, _ in
@@ -223,19 +253,13 @@ public enum RRModule {
                 return .int(1)
             },
             KemiExport("rr", "loose_route", [], returns: .int, compat: "no outbound flow tokens (never 2 / -2)") { ctx, _ in
-                let r = looseRoute(ctx)
-                if r > 0 { UACReplace.autoRestore(ctx, uac) }  // uac's rr callback (restore_mode auto)
-                if r > 0 && ctx.routedParams != nil { for cb in rrcb { cb(ctx) } }
-                return .int(r)
+                .int(looseRouteWithCallbacks(ctx, s, uac, rrcb))
             },
             KemiExport("rr", "loose_route_mode", [.int], returns: .int) { ctx, args in
-                let r = looseRoute(ctx, strictCompat: args.int(0) != 1)
-                if r > 0 { UACReplace.autoRestore(ctx, uac) }
-                if r > 0 && ctx.routedParams != nil { for cb in rrcb { cb(ctx) } }
-                return .int(r)
+                .int(looseRouteWithCallbacks(ctx, s, uac, rrcb, strictCompat: args.int(0) != 1))
             },
             KemiExport("rr", "loose_route_preloaded", [], returns: .int) { ctx, _ in
-                .int(looseRoute(ctx) == -3 ? 1 : -1)
+                .int(looseRouteWithCallbacks(ctx, s, uac, rrcb) == -3 ? 1 : -1)
             },
             KemiExport("rr", "check_route_param", [.str], returns: .int) { ctx, args in
                 guard let params = ctx.routedParams, let re = args.string(0), let r = ctx.regex(re) else { return .int(-1) }
@@ -270,7 +294,9 @@ extension RRModule: KSRModule {
                                                     "Two Record-Routes (`;r2=on`) when a request changes socket or transport (2: always).")
     static let sockNameMode = ModuleParameter.flag("rr", "sockname_mode", false,
                                                    "Add `;sn=NAME` (the socket's name) to Record-Route.")
-    public static let parameters = [enableFullLR.info, appendFromTag.info, enableDoubleRR.info, sockNameMode.info]
+    static let forceSendSocket = ModuleParameter.flag("rr", "force_send_socket", false,
+                                                      "`loose_route()` forces the socket a single Record-Route of ours names (double RR always does).")
+    public static let parameters = [enableFullLR.info, appendFromTag.info, enableDoubleRR.info, sockNameMode.info, forceSendSocket.info]
     public static func exports(_ runtime: ModuleRuntime) -> [KemiExport] {
         exports(runtime.config, callbacks: runtime.rrCallbacks)
     }

@@ -12,16 +12,23 @@ enum TMLocal {
     /// `t_uac_send(method, ruri, nexthop, socket, headers, body)`: 1 sent, -1 on error. `headers` must
     /// hold From and To (a From tag, Call-ID, CSeq, Max-Forwards and Content-Length are added when
     /// missing); `nexthop` "" sends to the R-URI; `socket` ("proto:ip:port", "" none) is the socket it
-    /// leaves from (else the one the route to the next hop gives; a socket that does not exist: -1).
+    /// leaves from (else the one the route to the next hop gives; a socket that does not exist: -1);
+    /// `socketName` names it instead (a listen entry's `name`).
     static func send(_ store: TMStore, _ ctx: RouteContext, method: String, ruri: String, nexthop: String,
-                     headers: String, body: [UInt8], socket: String = "",
+                     headers: String, body: [UInt8], socket: String = "", socketName: String = "",
                      onReply: (@Sendable (RouteContext, Int, SIPMessage?, [UInt8]) -> Void)? = nil) -> Int {
         guard !method.isEmpty, method.allSatisfy({ $0.isLetter }), SIPURI(ruri) != nil else { return -1 }
         // A request of our own: the current message's forced socket does not apply, only `socket`.
         let savedSocket = ctx.forcedSocket
         defer { ctx.forcedSocket = savedSocket }
         ctx.forcedSocket = nil
-        if !socket.isEmpty {
+        if !socketName.isEmpty {
+            guard let si = ctx.services.socket(named: socketName) else {
+                ctx.logger.error("t_uac_send: no socket named [\(socketName)]")
+                return -1
+            }
+            ctx.forcedSocket = si
+        } else if !socket.isEmpty {
             guard let p = CorexModule.parseSocketSpec(socket), let si = ctx.services.socket(host: p.host, port: p.port, proto: p.proto) else {
                 ctx.logger.error("t_uac_send: no socket matches [\(socket)]")
                 return -1

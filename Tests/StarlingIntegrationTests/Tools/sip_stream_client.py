@@ -16,6 +16,12 @@ Each scenario prints one JSON line with its counters and exits 0 when every chec
   hold       --count N --hold S opens N connections (TLS handshakes done), reports the rate, holds them.
   abandon    --count N          opens N connections, sends half a message on some, a partial TLS
                                 handshake on others, and leaves them open (for the robustness test).
+  edge-phone --nat-ip IP        a phone behind a NAT (issue 15): REGISTERs through the proxy (Via and
+                                Contact name --nat-ip), keeps the connection with CRLF keepalives,
+                                reconnects and registers again (same Call-ID, next CSeq) when the
+                                proxy closes it (--reconnects N times), answers the INVITE that comes
+                                over the connection (200 with Record-Route, Contact --nat-ip), and
+                                waits for ACK and BYE (answered 200). Prints {"event": ...} lines.
 """
 import argparse, base64, json, os, random, socket, ssl, sys, time
 
@@ -35,6 +41,11 @@ def parse_args():
     p.add_argument("--hold", type=float, default=0, help="abandon: seconds to keep the connections open")
     p.add_argument("--timeout", type=float, default=10)
     p.add_argument("--follow-rr", action="store_true", help="calls: send ACK/BYE to the Contact with the Record-Route set")
+    p.add_argument("--nat-ip", default="10.99.0.5", help="edge-phone: the private address in Via and Contact")
+    p.add_argument("--user", default="alice", help="edge-phone: the AoR's user")
+    p.add_argument("--domain", default="pbx.example", help="edge-phone: the AoR's domain")
+    p.add_argument("--reconnects", type=int, default=0, help="edge-phone: connection losses to expect")
+    p.add_argument("--wait", type=float, default=60, help="edge-phone: seconds to wait for the call")
     a = p.parse_args()
     a.uh = f"[{a.host}]" if ":" in a.host else a.host
     return a
@@ -417,11 +428,121 @@ def scenario_hold(a):
             "per_second": round(len(conns) / elapsed, 1) if elapsed > 0 else 0}, True
 
 
+def event(**kw):
+    print(json.dumps({"event": kw.pop("name"), **kw}), flush=True)
+
+
+def scenario_edge_phone(a):
+    """A phone on a stream connection behind a NAT: register, keep alive, get called over the connection."""
+    call_id = f"edgephone-{os.getpid()}@{a.nat_ip}"
+    aor = f"sip:{a.user}@{a.domain}"
+    result = {"registered": 0, "pings": 0, "pongs": 0, "reconnects": 0}
+    cseq = 0
+    deadline = time.monotonic() + a.wait
+
+    def connect():
+        # The proxy may be restarting: retry for up to 30 s.
+        until = time.monotonic() + 30
+        while True:
+            try:
+                return Conn(a)
+            except (ConnectionRefusedError, OSError):
+                if time.monotonic() > until:
+                    raise
+                time.sleep(0.2)
+
+    def register(c):
+        nonlocal cseq
+        cseq += 1
+        port = c.local[1]
+        via = {"tcp": "TCP", "tls": "TLS"}[a.proto]
+        msg = (f"REGISTER sip:{a.domain} SIP/2.0\r\n"
+               f"Via: SIP/2.0/{via} {a.nat_ip}:{port};branch=z9hG4bK{os.urandom(6).hex()};rport\r\n"
+               f"Max-Forwards: 70\r\nFrom: <{aor}>;tag=ph{os.getpid()}\r\nTo: <{aor}>\r\n"
+               f"Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n"
+               f"Contact: <sip:{a.user}@{a.nat_ip}:{port};transport={a.proto}>\r\nExpires: 300\r\n"
+               f"Supported: path\r\nContent-Length: 0\r\n\r\n").encode()
+        c.send(msg)
+        while True:
+            kind, m = c.next()
+            if kind == "pong":
+                result["pongs"] += 1
+                continue
+            st = status(m)
+            if st is not None and st >= 200 and (header(m, "CSeq") or "").endswith("REGISTER"):
+                break
+        if st != 200:
+            raise RuntimeError(f"REGISTER answered {st}: {m[:300]!r}")
+        result["registered"] += 1
+        event(name="registered", n=result["registered"], local_port=port)
+        # A keepalive right away: its pong must come back.
+        c.send(b"\r\n\r\n")
+        result["pings"] += 1
+
+    c = connect()
+    register(c)
+    c.s.settimeout(1.0)
+    invite = None
+    last_ping = time.monotonic()
+    while time.monotonic() < deadline:
+        try:
+            if time.monotonic() - last_ping >= 1.0:
+                c.send(b"\r\n\r\n")
+                result["pings"] += 1
+                last_ping = time.monotonic()
+            kind, m = c.next()
+        except (socket.timeout, TimeoutError):
+            continue
+        except (EOFError, ConnectionResetError, BrokenPipeError, ssl.SSLError, OSError) as e:
+            if isinstance(e, (socket.timeout, TimeoutError)):
+                continue
+            if result["reconnects"] >= a.reconnects:
+                raise RuntimeError(f"connection lost: {e}")
+            result["reconnects"] += 1
+            event(name="reconnecting", reason=str(e))
+            c.buf = b""
+            c = connect()
+            register(c)
+            c.s.settimeout(1.0)
+            continue
+        if kind == "pong":
+            result["pongs"] += 1
+            continue
+        if kind != "msg" or status(m) is not None:
+            continue
+        method = m.split(b" ", 1)[0].decode()
+        if method == "INVITE":
+            invite = m
+            result["invite_ruri"] = m.split(b"\r\n", 1)[0].decode()
+            result["invite_via"] = header(m, "Via")
+            result["record_route"] = headers(m, "Record-Route")
+            contact = f"sip:phone@{a.nat_ip}:{c.local[1]};transport={a.proto}"
+            sdp = (f"v=0\r\no=- 1 1 IN IP4 {a.nat_ip}\r\ns=-\r\nc=IN IP4 {a.nat_ip}\r\nt=0 0\r\n"
+                   f"m=audio 6000 RTP/AVP 0\r\n").encode()
+            ok = reply_to(m, 200, "OK", to_tag="ph1", contact=contact)
+            ok = ok.replace(b"Content-Length: 0\r\n\r\n",
+                            b"Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n" % len(sdp)) + sdp
+            c.send(ok)
+            event(name="invite")
+        elif method == "ACK":
+            result["ack_ruri"] = m.split(b"\r\n", 1)[0].decode()
+        elif method == "BYE":
+            result["bye_ruri"] = m.split(b"\r\n", 1)[0].decode()
+            c.send(reply_to(m, 200, "OK", to_tag="ph1"))
+            break
+        else:
+            c.send(reply_to(m, 200, "OK", to_tag="ph1"))
+    ok = (invite is not None and "ack_ruri" in result and "bye_ruri" in result
+          and result["reconnects"] == a.reconnects and result["pongs"] >= 1)
+    return result, ok
+
+
 def main():
     a = parse_args()
     fn = {"keepalive": scenario_keepalive, "options": scenario_options, "garbage": scenario_garbage,
           "calls": scenario_calls, "ws-call": scenario_ws_call, "abandon": scenario_abandon,
-          "noread": scenario_noread, "hold": scenario_hold}[a.scenario]
+          "noread": scenario_noread, "hold": scenario_hold,
+          "edge-phone": scenario_edge_phone}[a.scenario]
     try:
         result, ok = fn(a)
     except Exception as e:  # reported as a failure with the reason
