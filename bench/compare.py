@@ -2,7 +2,10 @@
 """Kamailio 5.6 vs Starling on the same KEMI Lua script, same SIPp load.
 
 MODE=stateless (default) runs bench/stateless.lua (KSR.forward()); MODE=stateful
-runs bench/stateful.lua (KSR.tm.t_relay(); Kamailio gets tm and tmx loaded).
+runs bench/stateful.lua (KSR.tm.t_relay(); Kamailio gets tm and tmx loaded);
+MODE=dialog runs bench/dialog.lua (dlg_manage + a dialog profile + record_route +
+acc to the database with CDRs; Kamailio gets rr, siputils, db_sqlite, dialog and acc
+writing to an SQLite file, Starling the same modules writing to its embedded database).
 PROBE_RATE adds a latency step per server: SIPp load at that rate plus paced
 probe calls from this process, timed with time.perf_counter_ns (SIPp's own
 response-time clock is 4 ms coarse).
@@ -41,9 +44,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "Tests" / "StarlingIntegrationTests" / "Scenarios"
 SCRIPTS = {"stateless": ROOT / "bench" / "stateless.lua", "stateful": ROOT / "bench" / "stateful.lua",
-           "dispatcher": ROOT / "bench" / "dispatcher.lua"}
+           "dispatcher": ROOT / "bench" / "dispatcher.lua", "dialog": ROOT / "bench" / "dialog.lua"}
 # MODE=dispatcher: three UASes (UAS_PORT, +1, +2) in set 1 of a dispatcher.list, round-robin.
 DISPATCHER = os.environ.get("MODE", "stateless") == "dispatcher"
+# MODE=dialog: dialog + profile + acc (db_flag 1, CDRs) to an SQLite database on both servers.
+DIALOG = os.environ.get("MODE", "stateless") == "dialog"
 EXTRA_UAS: list[subprocess.Popen] = []
 RESULTS = ROOT / "bench" / "results"
 HZ = os.sysconf("SC_CLK_TCK")
@@ -62,7 +67,9 @@ Environment (defaults in brackets):
   MODE             stateless (bench/stateless.lua, KSR.forward())
                    or stateful (bench/stateful.lua, KSR.tm.t_relay())
                    or dispatcher (bench/dispatcher.lua: ds_select_dst round-robin over three UASes
-                   on UAS_PORT..UAS_PORT+2, then t_relay) [stateless]
+                   on UAS_PORT..UAS_PORT+2, then t_relay)
+                   or dialog (bench/dialog.lua: dlg_manage, set_dlg_profile, record_route, acc db_flag
+                   and CDRs to SQLite; Kamailio with rr, siputils, db_sqlite, dialog, acc) [stateless]
   PROBE_RATE       SIPp calls/s of an extra latency step per server; 0 = none [0]
   PROBE_CPS        paced probe calls/s during that step    [50]
   PROBE_DURATION   seconds of that step                   [= DURATION]
@@ -242,7 +249,7 @@ mpath="{mpath}"
 {tm}loadmodule "sl.so"
 loadmodule "maxfwd.so"
 loadmodule "pv.so"
-loadmodule "app_lua.so"
+{extra}loadmodule "app_lua.so"
 modparam("app_lua", "load", "{script}")
 cfgengine "lua"
 """
@@ -263,6 +270,72 @@ def kamailio_mpath() -> str:
     raise RuntimeError("kamailio app_lua.so not found (install kamailio and kamailio-lua-modules)")
 
 
+# MODE=dialog: the dialog and acc modules, acc writing its records and CDRs through db_sqlite.
+KAMAILIO_DIALOG = """loadmodule "rr.so"
+loadmodule "siputils.so"
+loadmodule "db_sqlite.so"
+loadmodule "dialog.so"
+loadmodule "acc.so"
+modparam("dialog", "profiles_with_value", "tenant")
+modparam("dialog", "default_timeout", {timeout})
+modparam("acc", "db_url", "sqlite://{db}")
+modparam("acc", "db_flag", 1)
+modparam("acc", "cdr_enable", 1)
+modparam("acc", "cdrs_table", "acc_cdrs")
+"""
+
+STARLING_DIALOG = """[core]
+modules = ["sl", "maxfwd", "tm", "rr", "siputils", "dialog", "acc"]
+
+[modparam.tm]
+fr_timer = 5000
+fr_inv_timer = 10000
+
+[modparam.dialog]
+profiles_with_value = "tenant"
+default_timeout = {timeout}
+
+[modparam.acc]
+db_url = "sqlite://{db}"
+db_flag = 1
+cdr_enable = 1
+cdrs_table = "acc_cdrs"
+"""
+
+
+def kamailio_database(tmp: Path) -> Path:
+    """An SQLite file with Kamailio's version, acc (acc, missed_calls, acc_cdrs) and dialog tables."""
+    db = tmp / "kamailio.db"
+    if not db.exists():
+        for schema in ("standard-create.sql", "acc-create.sql", "dialog-create.sql"):
+            path = Path("/usr/share/kamailio/db_sqlite") / schema
+            if not path.exists():
+                raise RuntimeError(f"{path} not found (Debian package kamailio-sqlite-modules)")
+            subprocess.run(["sqlite3", str(db), f".read {path}"], check=True, capture_output=True)
+        # WAL is a property of the file (db_sqlite 5.6's db_set_journal_mode rejects "WAL": its check is
+        # inverted): shorter write locks, fewer inserts lost by children writing at once.
+        subprocess.run(["sqlite3", str(db), "PRAGMA journal_mode=WAL"], check=True, capture_output=True)
+    return db
+
+
+def database_records(name: str, sub: Path) -> dict:
+    """MODE=dialog: the rows acc wrote (acc, acc_cdrs) and, for Kamailio, the inserts db_sqlite lost to
+    "database is locked" (its 5.6 driver sets no busy timeout: children writing at once collide)."""
+    db = sub / ("kamailio.db" if name == "kamailio" else "starling.db")
+    counts = {}
+    for table in ("acc", "acc_cdrs"):
+        r = subprocess.run(["sqlite3", str(db), f"SELECT count(*) FROM {table}"], capture_output=True, text=True)
+        counts[table] = int(r.stdout.strip()) if r.returncode == 0 and r.stdout.strip().isdigit() else -1
+    if name == "kamailio":
+        log = sub / "kamailio.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        counts["failed_inserts"] = text.count("failed to insert into database")
+    print(f"  {name:9} database: {counts['acc']} acc rows, {counts['acc_cdrs']} CDRs"
+          + (f", {counts['failed_inserts']} inserts lost to 'database is locked'" if counts.get("failed_inserts") else ""),
+          flush=True)
+    return counts
+
+
 def start_kamailio(tmp: Path, script: Path, port: int, children: int, stateful: bool) -> subprocess.Popen:
     binary = env("KAMAILIO_BIN", "kamailio")
     if shutil.which(binary) is None:
@@ -281,8 +354,13 @@ def start_kamailio(tmp: Path, script: Path, port: int, children: int, stateful: 
                                      f"[client:default]\nverify_certificate = no\nrequire_certificate = no\n")
         stream = f"enable_tls=yes\nlisten=tls:{HOST}:{port + 1}\n"
         tm += f'loadmodule "tls.so"\nmodparam("tls", "config", "{tmp / "tls.cfg"}")\n'
+    extra = ""
+    if DIALOG:
+        if shutil.which("sqlite3") is None:
+            raise RuntimeError("sqlite3 not found (Debian package sqlite3)")
+        extra = KAMAILIO_DIALOG.format(db=kamailio_database(tmp), timeout=env("DIALOG_TIMEOUT", "7200"))
     cfg.write_text(KAMAILIO_CFG.format(children=children, host=HOST, port=port, mpath=kamailio_mpath(), script=script,
-                                       tm=tm, stream_listen=stream))
+                                       tm=tm, stream_listen=stream, extra=extra))
     log = open(tmp / "kamailio.log", "wb")
     proc = subprocess.Popen([binary, "-f", str(cfg), "-DD", "-E", "-m", "1024", "-M", "32", "-Y", str(tmp)],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -304,6 +382,9 @@ def start_starling(tmp: Path, binary: Path, script: Path, port: int, workers: in
             '[core]\nmodules = ["sl", "maxfwd", "tm", "siputils", "dispatcher"]\n\n[modparam.tm]\n'
             'fr_timer = 5000\nfr_inv_timer = 10000\n\n'
             f'[modparam.dispatcher]\nlist_file = "{tmp / "dispatcher.list"}"\nflags = 2\n')
+        args += ["--config", str(tmp / "starling.toml")]
+    if DIALOG:
+        (tmp / "starling.toml").write_text(STARLING_DIALOG.format(db=tmp / "starling.db", timeout=env("DIALOG_TIMEOUT", "7200")))
         args += ["--config", str(tmp / "starling.toml")]
     args += env("STARLING_ARGS", "").split()
     log = open(tmp / "starling.log", "wb")
@@ -770,7 +851,9 @@ def bench_server(name: str, tmp: Path, script: Path, ports: dict, rates: list[in
         stop(tunnel)
         HELPERS.clear()
     passing = [s["rate"] for s in steps if s["passed"]]
+    records = database_records(name, sub) if DIALOG else None
     return {"server": name, "steps": steps, "max_sustained_cps": max(passing) if passing else 0, "logs": str(sub),
+            **({"database_records": records} if records is not None else {}),
             **({"probe_step": probe_step} if probe_step is not None else {}),
             **({"tls_idle": tls_idle} if tls_idle is not None else {})}
 
@@ -801,9 +884,9 @@ def main() -> int:
     servers = env("SERVERS", "kamailio starling").split()
     mode = env("MODE", "stateless")
     if mode not in SCRIPTS:
-        print(f"error: MODE must be stateless, stateful or dispatcher, not {mode!r}", file=sys.stderr)
+        print(f"error: MODE must be stateless, stateful, dispatcher or dialog, not {mode!r}", file=sys.stderr)
         return 2
-    stateful = mode in ("stateful", "dispatcher")
+    stateful = mode in ("stateful", "dispatcher", "dialog")
     script_src = SCRIPTS[mode]
 
     starling = Path(env("STARLING_BIN", str(ROOT / ".build" / "release" / "starling")))

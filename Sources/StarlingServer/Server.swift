@@ -102,7 +102,9 @@ public final class Server: Sendable {
         // dialog db_mode 1/2/3: the confirmed dialogs of the last run are back, with their profiles.
         if stack.isLoaded("dialog"), moduleConfig.dialogDBMode != 0, let database {
             do {
-                let n = try DialogModule.store(stack.runtime).attach(try SQLiteDialogs(database), now: stack.runtime.clock.unixSeconds)
+                let dialogs = DialogModule.store(stack.runtime)
+                let n = try dialogs.attach(try SQLiteDialogs(database), now: stack.runtime.clock.unixSeconds)
+                try dialogs.startWriter()
                 logger.info("dialog: \(n) dialogs loaded from \(database.path) (db_mode \(moduleConfig.dialogDBMode))")
             } catch {
                 throw ServerError("dialog: cannot load the dialog table of \(database.path): \(error)")
@@ -546,7 +548,7 @@ public final class Server: Sendable {
         // usrloc write-back: what the timer has not written yet.
         runtime.usrloc.flush()
         if stack.isLoaded("acc") { AccModule.store(runtime).sink?.flush() }
-        if stack.isLoaded("dialog") { DialogModule.store(runtime).flush() }
+        if stack.isLoaded("dialog") { DialogModule.store(runtime).close() }
         let c = counters()
         logger.info("stopped; \(c.keys.sorted().map { "\($0)=\(c[$0]!)" }.joined(separator: " "))")
     }

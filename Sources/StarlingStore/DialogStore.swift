@@ -57,14 +57,22 @@ public final class SQLiteDialogs: DialogPersistence {
         }
     }
 
-    public func load() throws -> [DialogRecord] {
+    public func load() throws -> [DialogRecord] { try fetch(callID: nil) }
+
+    func fetch(callID: String?) throws -> [DialogRecord] {
         try db.pool.read { d in
             var vars: [String: [DialogRecord.ProfileEntry]] = [:]
-            for r in try Row.fetchAll(d, sql: "SELECT hash_entry, hash_id, dialog_key, dialog_value FROM dialog_vars ORDER BY id") {
+            let varsSQL = callID == nil
+                ? "SELECT hash_entry, hash_id, dialog_key, dialog_value FROM dialog_vars ORDER BY id"
+                : "SELECT v.hash_entry, v.hash_id, v.dialog_key, v.dialog_value FROM dialog_vars v JOIN dialog g "
+                    + "ON g.hash_entry = v.hash_entry AND g.hash_id = v.hash_id WHERE g.callid = ? ORDER BY v.id"
+            let args: StatementArguments = callID.map { [$0] } ?? []
+            for r in try Row.fetchAll(d, sql: varsSQL, arguments: args) {
                 let key = "\(r["hash_entry"] as Int? ?? 0):\(r["hash_id"] as Int? ?? 0)"
                 vars[key, default: []].append(.init(name: r["dialog_key"] ?? "", value: r["dialog_value"] ?? ""))
             }
-            return try Row.fetchAll(d, sql: "SELECT * FROM dialog").map { r in
+            let sql = callID == nil ? "SELECT * FROM dialog" : "SELECT * FROM dialog WHERE callid = ?"
+            return try Row.fetchAll(d, sql: sql, arguments: args).map { r in
                 let he: Int = r["hash_entry"] ?? 0
                 let hi: Int = r["hash_id"] ?? 0
                 return DialogRecord(
@@ -79,6 +87,12 @@ public final class SQLiteDialogs: DialogPersistence {
                     profiles: Self.profiles(fromXData: r["xdata"]), variables: vars["\(he):\(hi)"] ?? [])
             }
         }
+    }
+
+    public func load(callID: String) throws -> [DialogRecord] { try fetch(callID: callID) }
+
+    public func deleteAll() throws {
+        try db.pool.write { d in try d.execute(sql: "DELETE FROM dialog; DELETE FROM dialog_vars;") }
     }
 
     public func save(upserts: [DialogRecord], deletes: [(entry: Int, id: Int)]) throws {

@@ -145,6 +145,24 @@ private func inDialog(_ method: String, _ n: Int, route: String?, fromCaller: Bo
         """
 }
 
+/// Dialog rows in memory (the embedded database's are tested by the integration tests).
+private final class MemoryDialogs: DialogPersistence, @unchecked Sendable {
+    var rows: [String: DialogRecord] = [:]
+    func load() throws -> [DialogRecord] { Array(rows.values) }
+    func save(upserts: [DialogRecord], deletes: [(entry: Int, id: Int)]) throws {
+        for d in deletes { rows["\(d.entry):\(d.id)"] = nil }
+        for u in upserts { rows["\(u.hashEntry):\(u.hashID)"] = u }
+    }
+}
+
+private enum SIPProbeText {
+    static func options(extra: String) -> String {
+        "OPTIONS sip:probe@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKo\(UInt32.random(in: 0...UInt32.max))\r\n"
+            + "Max-Forwards: 70\r\nFrom: <sip:a@example.com>;tag=o1\r\nTo: <sip:probe@example.com>\r\n"
+            + "Call-ID: load-\(UInt32.random(in: 0...UInt32.max))\r\nCSeq: 1 OPTIONS\r\n\(extra)Content-Length: 0\r\n\r\n"
+    }
+}
+
 private func dialogHarness(_ extra: [String: [String]] = [:], acc: [String: [String]] = [:]) throws -> ScriptHarness {
     var d: [String: [String]] = ["profiles_with_value": ["tenant"], "profiles_no_value": ["calls"],
                                  "event_callback": ["ksr_dialog_event"]]
@@ -283,15 +301,74 @@ private func call(_ h: ScriptHarness, _ n: Int, tenant: String = "acme", answer 
         #expect(TMT.header(toCaller, "From")?.contains("tag=tt1") == true)
         #expect(TMT.header(toCallee, "From")?.contains("tag=ft1") == true)
         #expect(TMT.header(toCallee, "CSeq") == "2 BYE")
+        // As Kamailio's dlg_bye_all: dialog:end ran when the BYEs left, but the dialog stays (known, in
+        // its profile) until the first final reply to a BYE, and acc's CDR is written then.
+        #expect(str(h, "ev_end") == "acme")
+        #expect(s.activeCount == 1)
+        #expect(s.profileSize("tenant", value: "acme") == 1)
+        #expect(s.dialog(try #require(s.all().first?.id))?.dflags == 0x30)  // DLG_FLAG_CALLERBYE | CALLEEBYE
+        #expect(!sink.records.contains { $0.table == "cdrs" })
+        TMT.run(h, for: .seconds(3), step: .seconds(1))
+        try h.route(TMT.reply(to: toCallee, 200, "OK", toTag: nil), from: callee)
         #expect(s.activeCount == 0)
         #expect(s.profileSize("tenant", value: "acme") == 0)
         #expect(s.expired.load(ordering: .relaxed) == 1)
         let cdr = try #require(sink.records.first { $0.table == "cdrs" })
         guard case .double(let duration)? = cdr["duration"] else { Issue.record("no duration"); return }
+        // The end time is when the BYEs left (acc's DLGCB_TERMINATED), not the reply 3 s later.
         #expect(duration >= 29.5 && duration <= 32)
         #expect(cdr["tenant"] == .text("acme"))
         #expect(cdr["callid"] == .text("call-1@example.com"))
-        #expect(str(h, "ev_end") == "acme")
+        // The other side's reply finds no dialog: nothing twice.
+        try h.route(TMT.reply(to: toCaller, 200, "OK", toTag: nil), from: caller)
+        #expect(sink.records.filter { $0.table == "cdrs" }.count == 1)
+    }
+
+    @Test func aDialogWhoseByesGetNoAnswerEndsOnTheirTimeout() throws {
+        let h = try dialogHarness(["default_timeout": ["5"], "send_bye": ["1"]])
+        let s = DialogModule.store(h.runtime)
+        try call(h, 1, answer: 200)
+        h.sender.clear()
+        TMT.run(h, for: .seconds(7), step: .seconds(1))
+        #expect(Set(TMT.sent(h, "BYE").map(\.destination)) == [caller, callee])
+        #expect(s.activeCount == 1)
+        // Neither side answers: tm's local 408 (timer F, 32 s) is the final reply that ends it.
+        TMT.run(h, for: .seconds(34), step: .seconds(1))
+        #expect(s.activeCount == 0)
+        #expect(s.profileSize("tenant", value: "acme") == 0)
+    }
+
+    @Test func dlgByeSendsOncePerSide() throws {
+        let h = try ScriptHarness(script: """
+            function ksr_request_route()
+              if KSR.siputils.has_totag() > 0 then
+                KSR.rr.loose_route()
+                if KSR.is_INFO() then
+                  KSR.pv.seti("$var(b1)", KSR.dialog.dlg_bye("callee"))
+                  KSR.pv.seti("$var(b2)", KSR.dialog.dlg_bye("callee"))
+                  KSR.pv.seti("$var(known)", KSR.dialog.is_known_dlg())
+                  KSR.sl.send_reply(200, "OK")
+                  return
+                end
+                KSR.tm.t_relay()
+                return
+              end
+              KSR.dialog.dlg_manage()
+              KSR.rr.record_route()
+              KSR.setdsturi("sip:192.0.2.20:5060")
+              KSR.tm.t_relay()
+            end
+            """, config: ModuleConfiguration(params: [:]))
+        let s = DialogModule.store(h.runtime)
+        let inv = try #require(try call(h, 1, answer: 200))
+        h.sender.clear()
+        try h.route(inDialog("INFO", 1, route: TMT.header(inv, "Record-Route"), cseq: 3), from: caller)
+        #expect(int(h, "b1") == 1 && int(h, "b2") == -1 && int(h, "known") == 1)
+        let bye = try #require(TMT.sent(h, "BYE").first)
+        #expect(bye.destination == callee)
+        #expect(s.activeCount == 1)
+        try h.route(TMT.reply(to: bye, 200, "OK", toTag: nil), from: callee)
+        #expect(s.activeCount == 0)
     }
 
     @Test func timeoutWithoutSendByeOnlyDeletes() throws {
@@ -344,7 +421,13 @@ private func call(_ h: ScriptHarness, _ n: Int, tenant: String = "acme", answer 
         h.sender.clear()
         _ = try rpc("dlg.end_dlg", [.int(he), .int(hi)])
         h.advance(by: .milliseconds(10))
-        #expect(TMT.sent(h, "BYE").count == 2)
+        let byes = TMT.sent(h, "BYE")
+        #expect(byes.count == 2)
+        // Ongoing until the first final reply to one of the BYEs (Kamailio's bye_reply_cb).
+        #expect(try rpc("dlg.stats_active") == .object(["starting": .int(0), "connecting": .int(0), "answering": .int(0),
+                                                      "ongoing": .int(1), "all": .int(1)]))
+        let toCallee = try #require(byes.first { $0.destination == callee })
+        try h.route(TMT.reply(to: toCallee, 200, "OK", toTag: nil), from: callee)
         #expect(try rpc("dlg.stats_active") == .object(["starting": .int(0), "connecting": .int(0), "answering": .int(0),
                                                       "ongoing": .int(0), "all": .int(0)]))
     }
@@ -413,14 +496,6 @@ private func call(_ h: ScriptHarness, _ n: Int, tenant: String = "acme", answer 
     }
 
     @Test func confirmedDialogsAreWrittenAndReadBack() throws {
-        final class MemoryDialogs: DialogPersistence, @unchecked Sendable {
-            var rows: [String: DialogRecord] = [:]
-            func load() throws -> [DialogRecord] { Array(rows.values) }
-            func save(upserts: [DialogRecord], deletes: [(entry: Int, id: Int)]) throws {
-                for d in deletes { rows["\(d.entry):\(d.id)"] = nil }
-                for u in upserts { rows["\(u.hashEntry):\(u.hashID)"] = u }
-            }
-        }
         let db = MemoryDialogs()
         let h = try dialogHarness(["db_mode": ["1"], "db_url": ["sqlite:///unused.db"]])
         let s = DialogModule.store(h.runtime)
@@ -448,6 +523,88 @@ private func call(_ h: ScriptHarness, _ n: Int, tenant: String = "acme", answer 
         #expect(db.rows.isEmpty)
     }
 
+    @Test func dbMode2WritesEveryUpdatePeriodAndDeletesAtOnce() throws {
+        let db = MemoryDialogs()
+        let h = try dialogHarness(["db_mode": ["2"], "db_url": ["sqlite:///unused.db"], "db_update_period": ["5"]])
+        let s = DialogModule.store(h.runtime)
+        _ = try s.attach(db, now: h.runtime.clock.unixSeconds)
+        let inv = try #require(try call(h, 1, answer: 200))
+        h.advance(by: .seconds(1))
+        #expect(db.rows.isEmpty)  // not yet: db_update_period
+        for _ in 0..<5 { h.advance(by: .seconds(1)) }
+        #expect(db.rows.count == 1)
+        try h.route(inDialog("BYE", 1, route: TMT.header(inv, "Record-Route"), cseq: 2), from: caller)
+        h.advance(by: .seconds(1))
+        #expect(db.rows.isEmpty)  // deletions do not wait for the period
+    }
+
+    @Test func dbMode3EmptiesTheTableAtStartAndWritesItAtStop() throws {
+        let db = MemoryDialogs()
+        let h = try dialogHarness(["db_mode": ["1"], "db_url": ["sqlite:///unused.db"]])
+        _ = try DialogModule.store(h.runtime).attach(db, now: h.runtime.clock.unixSeconds)
+        try call(h, 1, answer: 200)
+        h.advance(by: .seconds(1))
+        #expect(db.rows.count == 1)
+
+        let h2 = try dialogHarness(["db_mode": ["3"], "db_url": ["sqlite:///unused.db"]])
+        let s2 = DialogModule.store(h2.runtime)
+        #expect(try s2.attach(db, now: h2.runtime.clock.unixSeconds) == 1)
+        #expect(db.rows.isEmpty)  // loaded, then the table is emptied (Kamailio's DB_MODE_SHUTDOWN)
+        #expect(s2.profileSize("tenant", value: "acme") == 1)
+        try call(h2, 2, answer: 200)
+        for _ in 0..<3 { h2.advance(by: .seconds(1)) }
+        #expect(db.rows.isEmpty)
+        s2.close()
+        #expect(db.rows.count == 2)
+    }
+
+    @Test func dialogsAreLoadedFromTheDatabaseByCallIDOrAll() throws {
+        let db = MemoryDialogs()
+        // Another instance wrote two confirmed dialogs.
+        let other = try dialogHarness(["db_mode": ["1"], "db_url": ["sqlite:///unused.db"]])
+        _ = try DialogModule.store(other.runtime).attach(db, now: other.runtime.clock.unixSeconds)
+        try call(other, 1, answer: 200)
+        try call(other, 2, tenant: "beta", answer: 200)
+        other.advance(by: .seconds(1))
+        #expect(db.rows.count == 2)
+
+        let script = """
+            function ksr_request_route()
+              local c = KSR.pv.gete("$hdr(X-Load)")
+              if c == "extra" then
+                KSR.pv.seti("$var(r)", KSR.dialog.dlg_db_load_extra())
+              else
+                KSR.pv.seti("$var(r)", KSR.dialog.dlg_db_load_callid(c))
+              end
+              KSR.sl.send_reply(200, "OK")
+            end
+            """
+        func load(_ h: ScriptHarness, _ what: String) throws -> Int {
+            try h.route(SIPProbeText.options(extra: "X-Load: \(what)\r\n"), from: caller)
+            return int(h, "r")
+        }
+        let params: [String: [String: [String]]] = ["dialog": ["profiles_with_value": ["tenant"], "profiles_no_value": ["calls"],
+                                                               "db_mode": ["1"], "db_url": ["sqlite:///unused.db"]]]
+        let h = try ScriptHarness(script: script, config: ModuleConfiguration(params: params))
+        let s = DialogModule.store(h.runtime)
+        // Without a database: -1 (Kamailio: invalid database handle).
+        #expect(try load(h, "call-1@example.com") == -1)
+        _ = try s.attach(MemoryDialogs(), now: h.runtime.clock.unixSeconds)
+        s.persistence.withLock { $0 = db }
+        #expect(try load(h, "call-1@example.com") == 1)
+        #expect(s.activeCount == 1 && s.profileSize("tenant", value: "acme") == 1)
+        // Loaded again: the id is taken, skipped (still 1).
+        #expect(try load(h, "call-1@example.com") == 1)
+        #expect(s.activeCount == 1)
+        #expect(try load(h, "extra") == 1)
+        #expect(s.activeCount == 2 && s.profileSize("tenant", value: "beta") == 1)
+        #expect(try load(h, "no-such-call") == 1)
+
+        // db_mode 0 (or 3): no handle in the workers, -1.
+        let h0 = try ScriptHarness(script: script, config: ModuleConfiguration(params: ["dialog": ["profiles_with_value": ["tenant"]]]))
+        #expect(try load(h0, "extra") == -1)
+    }
+
     @Test func keepalivesThatFailEndTheDialog() throws {
         let h = try dialogHarness(["ka_timer": ["1"], "ka_interval": ["5"]], )
         let s = DialogModule.store(h.runtime)
@@ -464,7 +621,10 @@ private func call(_ h: ScriptHarness, _ n: Int, tenant: String = "acme", answer 
         h.sender.clear()
         TMT.run(h, for: .seconds(45), step: .seconds(1))
         #expect(!TMT.sent(h, "OPTIONS").isEmpty)
-        #expect(Set(TMT.sent(h, "BYE").map(\.destination)) == [caller, callee])
+        let byes = TMT.sent(h, "BYE")
+        #expect(Set(byes.map(\.destination)) == [caller, callee])
+        // The dialog ends with the first final reply to one of its BYEs.
+        try h.route(TMT.reply(to: try #require(byes.first { $0.destination == callee }), 200, "OK", toTag: nil), from: callee)
         #expect(s.activeCount == 0)
     }
 

@@ -85,6 +85,18 @@ import StarlingTestSupport
         return line.replacingOccurrences(of: "SIP/2.0 200 ", with: "")
     }
 
+    /// The tenant's size once the calls are over: "size 0" as soon as it is (a dialog the proxy ended
+    /// with BYEs leaves its profile with the first reply to them), else what it is after 5 s.
+    static func settledSize(_ tenant: String, port: Int) throws -> String {
+        let deadline = ContinuousClock.now + .seconds(5)
+        var s = try size(tenant, port: port)
+        while s != "size 0" && ContinuousClock.now < deadline {
+            usleep(100_000)
+            s = try size(tenant, port: port)
+        }
+        return s
+    }
+
     /// Runs the four parts against a proxy on `proxyPort` (its log in `server`).
     static func exercise(proxyPort: Int, server: ServerProcess, directory: URL, tag: String) throws -> Outcome {
         var o = Outcome()
@@ -105,7 +117,7 @@ import StarlingTestSupport
             let u = uas.stop()
             o.answeredUnderLoad = u.receivedRequests.filter { $0 == "INVITE" }.count
             o.refusedUnderLoad = r.successfulCalls - o.answeredUnderLoad
-            o.sizeAfterCallerBye = try size("acme", port: proxyPort)
+            o.sizeAfterCallerBye = try settledSize("acme", port: proxyPort)
         }
         // 2. The callee hangs up (its BYE goes through the proxy by the Record-Route).
         do {
@@ -115,7 +127,7 @@ import StarlingTestSupport
             o.calleeByeCallsOK = r.allCallsSucceeded && r.successfulCalls == 2
             #expect(o.calleeByeCallsOK, "\(tag): \(r)\n\(uas.logTail())\n\(server.logTail())")
             uas.stop()
-            o.sizeAfterCalleeBye = try size("beta", port: proxyPort)
+            o.sizeAfterCalleeBye = try settledSize("beta", port: proxyPort)
         }
         // 3. A busy callee: the dialog fails and leaves the profile.
         do {
@@ -125,7 +137,7 @@ import StarlingTestSupport
             o.busyCallsOK = r.allCallsSucceeded && r.successfulCalls == 2
             #expect(o.busyCallsOK, "\(tag): \(r)\n\(server.logTail())")
             uas.stop()
-            o.sizeAfterFailure = try size("gamma", port: proxyPort)
+            o.sizeAfterFailure = try settledSize("gamma", port: proxyPort)
         }
         // 4. A call held past its 2 s dialog timeout: the proxy sends BYEs to both ends.
         do {
@@ -143,7 +155,7 @@ import StarlingTestSupport
             let u = uas.stop()
             o.timeoutCalleeGotBye = u.receivedRequests.contains("BYE")
             #expect(o.timeoutCallerGotBye && o.timeoutCalleeGotBye, "\(tag): \(r)\n\(u)\n\(server.logTail())")
-            o.sizeAfterTimeout = try size("short", port: proxyPort)
+            o.sizeAfterTimeout = try settledSize("short", port: proxyPort)
         }
         // The profile never held more calls of a tenant than the limit.
         let sizes = server.log.split(separator: "\n").compactMap { line -> Int? in
@@ -241,6 +253,7 @@ import StarlingTestSupport
 
     /// db_mode 1: a restart keeps the confirmed dialog and its profile, and its BYE still matches.
     @Test func confirmedDialogsSurviveARestart() throws {
+        _ = try Requirements.tool("sqlite3", package: "sqlite3")
         let directory = try PackagePaths.makeTemporaryDirectory("starling-dialog-db")
         let script = directory.appendingPathComponent("tenants.lua")
         try Self.script.write(to: script, atomically: true, encoding: .utf8)
@@ -276,9 +289,10 @@ import StarlingTestSupport
             usleep(100_000)
         }
         #expect(size == "size 1", "\(starling.logTail())")
-        usleep(1_500_000)  // the ACK, and the once-a-second write to the database
-        starling.stop()
-        #expect(starling.terminationStatus == 0, "\(starling.logTail())")
+        // db_mode 1 writes each change as it happens (the writer thread): the confirmed row is there
+        // without a stop, so a crash keeps it. SIGKILL: no flush at exit.
+        try starling.waitUntil("the dialog row") { (try? Self.rows(database, "SELECT state FROM dialog")) == ["4"] }
+        starling.stop(signal: SIGKILL)
 
         starling = try Starling.start(script: script, port: port, workers: 1, extra: ["--config", config.path],
                                       directory: directory)
@@ -294,9 +308,81 @@ import StarlingTestSupport
         #expect(r.allCallsSucceeded, "\(r)\n\(starling.logTail())")
         #expect(try Self.size("acme", port: port) == "size 0", "\(starling.logTail())")
         #expect(starling.log.contains("dialog-bye known=1"), "\(starling.logTail())")
-        let rows = try Command.run("/usr/bin/sqlite3", [database.path, "SELECT count(*) FROM dialog"], timeout: .seconds(10))
-        usleep(1_500_000)
-        let after = try Command.run("/usr/bin/sqlite3", [database.path, "SELECT count(*) FROM dialog"], timeout: .seconds(10))
-        #expect(rows.status == 0 && after.output.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "\(rows.output) \(after.output)")
+        try starling.waitUntil("the dialog row deleted") { (try? Self.rows(database, "SELECT count(*) FROM dialog")) == ["0"] }
+    }
+
+    /// The output lines of an sqlite3 query.
+    static func rows(_ database: URL, _ sql: String) throws -> [String] {
+        let r = try Command.run("/usr/bin/sqlite3", [database.path, sql], timeout: .seconds(10))
+        guard r.status == 0 else { throw HarnessError("sqlite3: \(r.output)") }
+        return r.output.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+    }
+
+    /// dlg_bridge on Starling and on Kamailio 5.6: the proxy calls the SIPp end (INVITE from the
+    /// controller with a hold SDP), REFERs it to the other party once it answers, then sends a BYE.
+    @Test func dlgBridgeCallsReferAndHangsUpAsKamailio() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-dlg-bridge")
+        let script = directory.appendingPathComponent("bridge.lua")
+        try """
+            function ksr_request_route()
+              if KSR.is_MESSAGE() then
+                local r = KSR.dialog.dlg_bridge(KSR.pv.gete("$hdr(X-From)"), "sip:carol@127.0.0.1", "")
+                KSR.sl.send_reply(200, "bridge " .. r)
+                return
+              end
+              KSR.sl.send_reply(404, "Not here")
+            end
+            """.write(to: script, atomically: true, encoding: .utf8)
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+            [core]
+            modules = ["tm", "sl", "rr", "dialog"]
+            [modparam.dialog]
+            bridge_controller = "sip:controller@127.0.0.1"
+            bridge_contact = "sip:controller@127.0.0.1:5060"
+            """.write(to: config, atomically: true, encoding: .utf8)
+
+        /// What the called end saw, in order, and the REFER's headers.
+        func run(_ tag: String, port: Int, server: ServerProcess, directory: URL) throws -> [String] {
+            let ports = try Ports.freeUDPPorts(1)
+            let uas = try SIPp.uas(scenario: PackagePaths.scenario("uas_bridge.xml"), port: ports[0], directory: directory,
+                                   tag: "\(tag)-bridge", traceMessages: true)
+            let endpoint = try UDPEndpoint()
+            let message = SIPProbe.options(requestURI: "sip:bridge@127.0.0.1:\(port)", from: endpoint)
+                .replacingOccurrences(of: "OPTIONS", with: "MESSAGE")
+                .replacingOccurrences(of: "Max-Forwards: 70\r\n", with: "Max-Forwards: 70\r\nX-From: sip:bob@127.0.0.1:\(ports[0])\r\n")
+            try endpoint.send(message, to: port)
+            let line = endpoint.receive(timeout: .seconds(5))?.components(separatedBy: "\r\n").first ?? "no reply"
+            #expect(line == "SIP/2.0 200 bridge 1", "\(tag): \(server.logTail())")
+            try server.waitUntil("\(tag): the BYE at the called end", timeout: .seconds(15)) { uas.receivedRequests.contains("BYE") }
+            let u = uas.stop()
+            let refer = u.messages.components(separatedBy: "REFER sip:").dropFirst().first ?? ""
+            #expect(refer.contains("Refer-To: sip:carol@127.0.0.1"), "\(tag): \(u.messages)")
+            #expect(refer.contains("Referred-By: sip:controller@127.0.0.1"), "\(tag): \(u.messages)")
+            let invite = u.messages.components(separatedBy: "INVITE sip:").dropFirst().first ?? ""
+            #expect(invite.contains("From: <sip:controller@127.0.0.1>;tag=") && invite.contains("o=kamailio-bridge"),
+                    "\(tag): \(u.messages)")
+            return u.receivedRequests.filter { $0 != "ACK" }
+        }
+
+        let port = try Ports.freeUDPPort()
+        let starling = try Starling.start(script: script, port: port, workers: 1, extra: ["--config", config.path],
+                                          directory: directory)
+        defer { starling.stop() }
+        let mine = try run("starling", port: port, server: starling, directory: directory)
+
+        let kport = try Ports.freeUDPPort()
+        let kdir = directory.appendingPathComponent("kamailio")
+        try FileManager.default.createDirectory(at: kdir, withIntermediateDirectories: true)
+        let kamailio = try Kamailio.start(
+            script: script, port: kport, children: 1, modules: ["tm", "sl", "rr", "pv", "dialog"],
+            extra: """
+                modparam("dialog", "bridge_controller", "sip:controller@127.0.0.1")
+                modparam("dialog", "bridge_contact", "sip:controller@127.0.0.1:5060")
+                """, directory: kdir)
+        defer { kamailio.stop() }
+        let theirs = try run("kamailio", port: kport, server: kamailio, directory: kdir)
+        #expect(mine == ["INVITE", "REFER", "BYE"], "\(starling.logTail())")
+        #expect(mine == theirs, "Starling \(mine), Kamailio \(theirs)")
     }
 }

@@ -41,12 +41,16 @@ final class DialogContext {
     }
 }
 
-/// Kamailio's `dflags` bit for "send BYEs on timeout" (DLG_FLAG_SENDBYE).
-let dlgFlagSendBye: UInt32 = 0x200
-/// `iflags` bits of dlg_set_property: ka-src, ka-dst, timeout-noreset.
-let dlgIFlagKaSrc: UInt32 = 1
-let dlgIFlagKaDst: UInt32 = 2
-let dlgIFlagTimerNoReset: UInt32 = 4
+/// Kamailio 5.6's `iflags` bits (dlg_hash.h): BYEs on timeout (`send_bye`, `$dlg_ctx(timeout_bye)`),
+/// and the dlg_set_property ones: ka-src, ka-dst, timeout-noreset. Stored as they are in the
+/// `iflags` column, so rows are interchangeable with Kamailio's.
+let dlgIFlagTimeoutBye: UInt32 = 1 << 0
+let dlgIFlagKaSrc: UInt32 = 1 << 1
+let dlgIFlagKaDst: UInt32 = 1 << 2
+let dlgIFlagTimerNoReset: UInt32 = 1 << 3
+/// Kamailio's `dflags` bits of a BYE the proxy sent to one side (DLG_FLAG_CALLERBYE / CALLEEBYE).
+let dlgFlagCallerBye: UInt32 = 1 << 4
+let dlgFlagCalleeBye: UInt32 = 1 << 5
 
 /// The dialog logic over the store: creation, tm callbacks, in-dialog matching, BYEs, timeouts.
 enum DialogLogic {
@@ -114,7 +118,7 @@ enum DialogLogic {
             d.calleeCSeq = Int(cseq.number)
             d.sflags = sflags
             d.iflags = iflags
-            if sendBye { d.dflags |= dlgFlagSendBye }
+            if sendBye { d.iflags |= dlgIFlagTimeoutBye }
             for (k, v) in vars { d.setVariable(k, v) }
             return d
         }, profiles: pending)
@@ -285,29 +289,39 @@ enum DialogLogic {
 
     // MARK: Events
 
-    /// Runs `dialog:start` / `dialog:end` / `dialog:failed` (the `event_callback` function).
+    /// Runs `dialog:start` / `dialog:end` / `dialog:failed` (the `event_callback` function) and, for an
+    /// ended or failed dialog, the end hooks (acc's CDRs). `eventRoute` false: the hooks only (a dialog
+    /// the proxy ended with BYEs: its event route ran when they left).
     static func runEvents(_ s: DialogStore, _ ctx: RouteContext, _ tr: DialogMachine.Transition, _ d: Dialog,
-                          withoutMessage: Bool = false) {
+                          withoutMessage: Bool = false, eventRoute: Bool = true) {
         guard tr.changed else { return }
         let name: String
         if tr.started { name = "dialog:start" } else if tr.ended { name = "dialog:end" } else if tr.failed { name = "dialog:failed" } else { return }
         let hooks = tr.ended || tr.failed ? s.endHooks.withLock { $0 } : []
-        let fn = s.settings.eventCallback
+        // A BYE of the caller or callee for a dialog the proxy is already ending: its event ran then.
+        let fn = eventRoute && !(tr.ended && d.dflags & (dlgFlagCallerBye | dlgFlagCalleeBye) != 0) ? s.settings.eventCallback : nil
         guard !hooks.isEmpty || fn != nil else { return }
+        withDialog(ctx, d) {
+            var snap = DialogSnapshot(d)
+            snap.failed = tr.failed
+            snap.withoutMessage = withoutMessage
+            for h in hooks { h(ctx, snap) }
+            if let fn, let run = ctx.runEvent { run(ctx, fn, name) }
+        }
+    }
+
+    /// Runs `body` as an event route with `d` as the current dialog (`$dlg`, `$dlg_var` read it, also
+    /// when it already left the table).
+    static func withDialog(_ ctx: RouteContext, _ d: Dialog, _ body: () -> Void) {
         let c = ctx.worker.local(DialogContext.self) { DialogContext() }
         let saved = ctx.state
         let (sm, sd, sdir, se) = (c.message, c.dialog, c.dir, c.ended)
         ctx.routeType = .event
-        // The ended dialog left the table: its variables stay readable during the event.
         c.message = ctx.message
         c.dialog = d.id
         c.dir = 1
         c.ended = d.state == .deleted ? d : nil
-        var snap = DialogSnapshot(d)
-        snap.failed = tr.failed
-        snap.withoutMessage = withoutMessage
-        for h in hooks { h(ctx, snap) }
-        if let fn, let run = ctx.runEvent { run(ctx, fn, name) }
+        body()
         ctx.state = saved
         c.message = sm
         c.dialog = sd
@@ -316,12 +330,6 @@ enum DialogLogic {
     }
 
     // MARK: Ending
-
-    /// Sends a BYE to one side of a confirmed dialog (a local transaction of tm). True when sent.
-    @discardableResult
-    static func sendBye(_ s: DialogStore, _ ctx: RouteContext, _ d: Dialog, toCaller: Bool, extraHeaders: String = "") -> Bool {
-        sendWithin(s, ctx, d, method: "BYE", toCaller: toCaller, extraHeaders: extraHeaders)
-    }
 
     /// Sends a request of the proxy's own within the dialog (BYE, keepalive OPTIONS) to one side.
     @discardableResult
@@ -358,22 +366,59 @@ enum DialogLogic {
         return r > 0
     }
 
-    /// Ends a confirmed dialog with BYEs (side: 1 caller, 2 callee, 0 both). Returns false when the
-    /// dialog is unknown or not confirmed.
+    /// Ends a confirmed dialog with BYEs (side: 1 caller, 2 callee, 0 both), as Kamailio's dlg_bye /
+    /// dlg_bye_all: the CDR's end time is now and `dialog:end` runs now, but the dialog stays (known,
+    /// in its profiles, confirmed) until the first final reply to one of its BYEs — a 408 when a side
+    /// does not answer — and ends then (acc's CDR is written then). A BYE to one side is sent once
+    /// (a second dlg_bye to it: false). False when the dialog is unknown or not confirmed.
     static func terminate(_ s: DialogStore, _ ctx: RouteContext, _ id: DialogID, side: Int = 0, extraHeaders: String = "",
                           timedOut: Bool = false, withoutMessage: Bool = false) -> Bool {
-        guard let d = s.dialog(id), d.state.isConfirmed, let rt = ctx.runtime else { return false }
-        if side != 2 { sendBye(s, ctx, d, toCaller: true, extraHeaders: extraHeaders) }
-        if side != 1 { sendBye(s, ctx, d, toCaller: false, extraHeaders: extraHeaders) }
+        guard let rt = ctx.runtime else { return false }
+        let now = rt.clock.unixTime
+        let marked = s.update(id) { (d: inout Dialog) -> Dialog? in
+            guard d.state.isConfirmed else { return nil }
+            switch side {
+            case 1:
+                if d.dflags & dlgFlagCallerBye != 0 { return nil }
+                d.dflags |= dlgFlagCallerBye
+            case 2:
+                if d.dflags & dlgFlagCalleeBye != 0 { return nil }
+                d.dflags |= dlgFlagCalleeBye
+            default:
+                d.dflags |= dlgFlagCallerBye | dlgFlagCalleeBye
+            }
+            if d.endTime == 0 { d.endTime = now }
+            d.timeoutAt = 0
+            return d
+        }
+        guard let marked, let d = marked else { return false }
         if timedOut { s.expired.wrappingAdd(1, ordering: .relaxed) }
+        let quiet = withoutMessage || timedOut
+        let onReply: @Sendable (RouteContext, Int, SIPMessage?, [UInt8]) -> Void = { ctx, code, _, _ in
+            guard code >= 200 else { return }
+            DialogLogic.byeAnswered(s, ctx, id, withoutMessage: quiet)
+        }
+        var sent = 0
+        if side != 2 && sendWithin(s, ctx, d, method: "BYE", toCaller: true, extraHeaders: extraHeaders, onReply: onReply) { sent += 1 }
+        if side != 1 && sendWithin(s, ctx, d, method: "BYE", toCaller: false, extraHeaders: extraHeaders, onReply: onReply) { sent += 1 }
+        // Kamailio's dlg_run_event_route(.., DLG_STATE_DELETED) in dlg_bye / dlg_bye_all.
+        if let fn = s.settings.eventCallback, let run = ctx.runEvent {
+            withDialog(ctx, d) { run(ctx, fn, "dialog:end") }
+        }
+        // No BYE could leave (no contact, no route): nothing will answer, the dialog ends now.
+        if sent == 0 { byeAnswered(s, ctx, id, withoutMessage: quiet) }
+        return true
+    }
+
+    /// The first final reply to a BYE of the proxy (Kamailio's bye_reply_cb): the dialog is deleted,
+    /// leaves its profiles, and the end hooks run (acc's CDR).
+    static func byeAnswered(_ s: DialogStore, _ ctx: RouteContext, _ id: DialogID, withoutMessage: Bool) {
+        guard let rt = ctx.runtime else { return }
         let saved = ctx.state
-        if let (tr, d2) = s.handle(id, .bye, now: rt.clock.unixSeconds, time: rt.clock.unixTime) {
-            runEvents(s, ctx, tr, d2, withoutMessage: withoutMessage || timedOut)
-            ctx.state = saved
-            if context(ctx).dialog == id { context(ctx).ended = d2 }
+        if let (tr, d) = s.handle(id, .bye, now: rt.clock.unixSeconds, time: rt.clock.unixTime) {
+            runEvents(s, ctx, tr, d, withoutMessage: withoutMessage, eventRoute: false)
         }
         ctx.state = saved
-        return true
     }
 
     /// The timer (about once a second): dialogs past their timeout end (BYEs to both sides when
@@ -382,9 +427,11 @@ enum DialogLogic {
         let now = rt.clock.unixSeconds
         let due = s.table.withLock { t -> [DialogID] in
             var out: [DialogID] = []
-            for (id, d) in t.dialogs where d.state.isConfirmed && d.timeoutAt > 0 && d.timeoutAt <= now {
-                t.dialogs[id]?.timeoutAt = 0
-                out.append(id)
+            t.dialogs.forEach { id, d in
+                if d.timeoutAt > 0 && d.timeoutAt <= now && d.state.isConfirmed {
+                    d.timeoutAt = 0
+                    out.append(id)
+                }
             }
             return out
         }
@@ -393,7 +440,7 @@ enum DialogLogic {
                 guard let d = s.dialog(id) else { return }
                 let saved = ctx.state
                 ctx.begin(message: nil, received: ctx.received, routeType: .event)
-                if d.dflags & dlgFlagSendBye != 0 {
+                if d.iflags & dlgIFlagTimeoutBye != 0 {
                     _ = DialogLogic.terminate(s, ctx, id, timedOut: true)
                 } else {
                     s.expired.wrappingAdd(1, ordering: .relaxed)
@@ -421,10 +468,11 @@ extension DialogLogic {
         guard st.kaTimer > 0, st.kaInterval > 0 else { return }
         let due = s.table.withLock { t -> [(DialogID, UInt32)] in
             var out: [(DialogID, UInt32)] = []
-            for (id, d) in t.dialogs where d.state.isConfirmed && d.iflags & (dlgIFlagKaSrc | dlgIFlagKaDst) != 0
-                && d.kaNext <= now {
-                t.dialogs[id]?.kaNext = now + st.kaInterval
-                out.append((id, d.iflags))
+            t.dialogs.forEach { id, d in
+                if d.iflags & (dlgIFlagKaSrc | dlgIFlagKaDst) != 0 && d.kaNext <= now && d.state.isConfirmed {
+                    d.kaNext = now + st.kaInterval
+                    out.append((id, d.iflags))
+                }
             }
             return out
         }

@@ -31,12 +31,20 @@ public enum DialogModule: KSRModule {
     static let kaFailedLimit = ModuleParameter.int("dialog", "ka_failed_limit", 1, in: 1...100,
         "Keepalives failed in a row (408 or 481) that end the dialog with BYEs.")
     static let dbMode = ModuleParameter.int("dialog", "db_mode", 0, in: 0...3,
-        "Dialog persistence: 0 none; 1, 2, 3 confirmed dialogs in the `dialog` table, written about once a second and at stop.")
+        "Dialog persistence in the `dialog`/`dialog_vars` tables: 0 none; 1 every change written at once (a writer thread); "
+            + "2 changes every `db_update_period` seconds, deletions at once; 3 all dialogs written at stop only.")
+    static let dbUpdatePeriod = ModuleParameter.int("dialog", "db_update_period", 60,
+        "db_mode 2: seconds between the writes of changed dialogs.") { $0 > 0 ? nil : "expected a positive number of seconds" }
+    static let bridgeController = ModuleParameter.str("dialog", "bridge_controller", "sip:controller@kamailio.org",
+        "dlg_bridge: the From URI of the INVITE and the Referred-By of the REFER.")
+    static let bridgeContact = ModuleParameter.str("dialog", "bridge_contact", "sip:controller@kamailio.org:5060",
+        "dlg_bridge: the Contact URI of the INVITE and the REFER.")
     static let dbURL = ModuleParameter.optionalStr("dialog", "db_url", "Database of the dialog table (SQLite).")
 
     public static let parameters = [profilesWithValue.info, profilesNoValue.info, defaultTimeout.info, dlgFlag.info,
                                     sendBye.info, matchMode.info, rrParam.info, hashSize.info, eventCallback.info,
-                                    kaTimer.info, kaInterval.info, kaFailedLimit.info, dbMode.info, dbURL.info]
+                                    kaTimer.info, kaInterval.info, kaFailedLimit.info, dbMode.info, dbURL.info,
+                                    dbUpdatePeriod.info, bridgeController.info, bridgeContact.info]
 
     static func settings(_ c: ModuleConfiguration) -> DialogSettings {
         var s = DialogSettings()
@@ -56,6 +64,9 @@ public enum DialogModule: KSRModule {
         s.kaInterval = c[kaInterval]
         s.kaFailedLimit = c[kaFailedLimit]
         s.dbMode = c[dbMode]
+        s.dbUpdatePeriod = c[dbUpdatePeriod]
+        s.bridgeController = c[bridgeController]
+        s.bridgeContact = c[bridgeContact]
         return s
     }
 
@@ -84,7 +95,7 @@ public enum DialogModule: KSRModule {
             if runtime.config[dbURL] == nil {
                 throw ModuleStartError(key: "modparam.dialog.db_url", "db_mode \(s.settings.dbMode) needs db_url (sqlite:///path)")
             }
-            runtime.addPeriodic { _ in s.flush() }
+            runtime.addPeriodic { rt in s.persistenceTimer(now: rt.clock.unixSeconds) }
         }
         runtime.tm.hooks.onCreated { ctx, cell in DialogLogic.transactionCreated(s, ctx, cell) }
         runtime.tm.hooks.onRouteFinished { ctx in DialogLogic.routeFinished(s, ctx) }
@@ -221,9 +232,10 @@ public enum DialogModule: KSRModule {
             }
             return found != nil ? 1 : -1
         }
-        @Sendable func notSupported(_ ctx: RouteContext, _ fn: String) -> KemiResult {
-            ctx.logger.error("dialog: \(fn) is not supported by Starling (no dialog database; see docs/Dialog.md)")
-            return .int(-1)
+        @Sendable func loadFromDatabase(_ ctx: RouteContext, callID: String?) -> KemiResult {
+            let (r, n) = s.loadFromDatabase(callID: callID, now: ctx.runtime?.clock.unixSeconds ?? 0, logger: ctx.logger)
+            if n > 0 { ctx.logger.info("dialog: \(n) dialogs loaded from the database\(callID.map { " (Call-ID \($0))" } ?? "")") }
+            return .int(r)
         }
         return [
             KemiExport("dialog", "dlg_manage", [], returns: .int) { ctx, _ in .int(L.manage(s, ctx)) },
@@ -274,8 +286,12 @@ public enum DialogModule: KSRModule {
             KemiExport("dialog", "dlg_setflag", [.int], returns: .int) { ctx, args in .int(flag(ctx, args.int(0), 0)) },
             KemiExport("dialog", "dlg_resetflag", [.int], returns: .int) { ctx, args in .int(flag(ctx, args.int(0), 1)) },
             KemiExport("dialog", "dlg_isflagset", [.int], returns: .int) { ctx, args in .int(flag(ctx, args.int(0), 2)) },
-            KemiExport("dialog", "dlg_db_load_callid", [.str], returns: .int) { ctx, _ in notSupported(ctx, "dlg_db_load_callid") },
-            KemiExport("dialog", "dlg_db_load_extra", [], returns: .int) { ctx, _ in notSupported(ctx, "dlg_db_load_extra") },
+            KemiExport("dialog", "dlg_db_load_callid", [.str], returns: .int) { ctx, args in
+                // Kamailio queries without a filter when the Call-ID is empty.
+                let c = args.string(0) ?? ""
+                return loadFromDatabase(ctx, callID: c.isEmpty ? nil : c)
+            },
+            KemiExport("dialog", "dlg_db_load_extra", [], returns: .int) { ctx, _ in loadFromDatabase(ctx, callID: nil) },
             KemiExport("dialog", "var_sets", [.str, .str], returns: .int) { ctx, args in
                 guard let n = args.string(0), !n.isEmpty else { return .int(-1) }
                 return .int(setVariable(ctx, n, args.string(1) ?? ""))
@@ -297,7 +313,9 @@ public enum DialogModule: KSRModule {
             KemiExport("dialog", "var_is_null", [.str], returns: .int) { ctx, args in
                 .int(args.string(0).flatMap { variable(ctx, $0) } == nil ? 1 : -1)
             },
-            KemiExport("dialog", "dlg_bridge", [.str, .str, .str], returns: .int) { ctx, _ in notSupported(ctx, "dlg_bridge") },
+            KemiExport("dialog", "dlg_bridge", [.str, .str, .str], returns: .int) { ctx, args in
+                .int(DialogBridge.bridge(s, ctx, from: args.string(0), to: args.string(1), outboundProxy: args.string(2)))
+            },
         ]
     }
 
@@ -371,7 +389,7 @@ public enum DialogModule: KSRModule {
         case "timeout_bye":
             c.timeoutBye = n != 0
             if let s = store(ctx), let id = c.dialog {
-                s.update(id) { d in if n != 0 { d.dflags |= dlgFlagSendBye } else { d.dflags &= ~dlgFlagSendBye } }
+                s.update(id) { d in if n != 0 { d.iflags |= dlgIFlagTimeoutBye } else { d.iflags &= ~dlgIFlagTimeoutBye } }
             }
         case "timeout":
             c.timeout = n

@@ -1,6 +1,8 @@
 import SIPTransport
 import StarlingKEMI
 import Synchronization
+import CStarlingSystem
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -76,56 +78,209 @@ public struct DialogRecord: Sendable, Equatable {
     }
 }
 
-/// Where dialogs are kept across restarts (`db_mode` 1 and 2): the embedded database implements it.
+/// Where dialogs are kept across restarts (`db_mode` 1, 2, 3): the embedded database implements it.
 public protocol DialogPersistence: Sendable {
     /// Every stored dialog.
     func load() throws -> [DialogRecord]
+    /// The stored dialogs of one Call-ID (`dlg_db_load_callid`).
+    func load(callID: String) throws -> [DialogRecord]
     /// Writes changed dialogs and removes ended ones, in one transaction.
     func save(upserts: [DialogRecord], deletes: [(entry: Int, id: Int)]) throws
+    /// Empties the dialog tables (db_mode 3 after loading them, as Kamailio).
+    func deleteAll() throws
+}
+
+extension DialogPersistence {
+    public func load(callID: String) throws -> [DialogRecord] { try load().filter { $0.callID == callID } }
+    public func deleteAll() throws {
+        try save(upserts: [], deletes: try load().map { (entry: $0.hashEntry, id: $0.hashID) })
+    }
+}
+
+/// The thread that writes dialog changes as they happen: every change of db_mode 1 (Kamailio's
+/// DB_MODE_REALTIME writes in the worker, before the message goes on; here the worker only marks the
+/// dialog and wakes this thread, which commits everything pending in one transaction — under load
+/// several changes per commit), and the deletions of db_mode 2 (Kamailio deletes the row when the
+/// dialog is destroyed; its inserts and updates wait for `db_update_period`).
+final class DialogDBWriter: Sendable {
+    let fd: Int32
+    let realtime: Bool
+    let pending = Atomic<Bool>(false)
+    let stopped = Atomic<Bool>(false)
+    let thread = Mutex<PosixThread?>(nil)
+
+    init?(realtime: Bool) {
+        let fd = st_eventfd_create()
+        guard fd >= 0 else { return nil }
+        self.fd = fd
+        self.realtime = realtime
+    }
+
+    /// A change: wakes the thread unless it is already due to run (one atomic exchange per change;
+    /// the eventfd write only when the thread is idle).
+    @inline(__always)
+    func signal(removal: Bool) {
+        guard realtime || removal else { return }
+        if !pending.exchange(true, ordering: .acquiringAndReleasing) { _ = st_eventfd_signal(fd) }
+    }
+
+    func run(_ s: DialogStore) {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        while !stopped.load(ordering: .acquiring) {
+            _ = poll(&p, 1, 1000)
+            st_eventfd_drain(fd)
+            // Cleared before the snapshot: a change after it wakes the thread again.
+            pending.store(false, ordering: .releasing)
+            s.flush(deletionsOnly: !realtime)
+        }
+    }
+
+    func stop() {
+        stopped.store(true, ordering: .releasing)
+        _ = st_eventfd_signal(fd)
+        thread.withLock { $0 }?.join()
+        close(fd)
+    }
 }
 
 extension DialogStore {
-    /// Attaches the database (db_mode 1/2): loads the confirmed dialogs it holds (their profiles and
-    /// variables; a dialog whose timeout passed while Starling was down times out at once), then
-    /// writes changes about once a second (`flush`, called by the housekeeping thread and at stop).
-    /// Returns how many dialogs were loaded.
+    /// Attaches the database (db_mode 1/2/3): loads the dialogs it holds (their profiles and variables;
+    /// a dialog whose timeout passed while Starling was down times out at once). db_mode 3 then empties
+    /// the tables (they are written again at stop, as Kamailio's DB_MODE_SHUTDOWN). Returns how many
+    /// dialogs were loaded. Writes: `startWriter()` (server), else the housekeeping timer (`timer`).
     public func attach(_ persistence: any DialogPersistence, now: Int) throws -> Int {
         let rows = try persistence.load()
+        if settings.dbMode == 3 { try persistence.deleteAll() }
         table.withLock { t in
-            for r in rows {
-                guard let d = Dialog(record: r, now: now) else { continue }
-                t.dialogs[d.id] = d
-                t.byCallID[d.callID, default: []].append(d.id)
-                t.nextID = max(t.nextID, d.id.id &+ 1)
-                let links = r.profiles
-                t.dialogs[d.id]?.profiles = []
-                for p in links where t.profiles[p.name] != nil {
-                    Self.link(&t, d.id, ProfileLink(name: p.name, value: p.value))
-                }
-            }
+            for r in rows { _ = Self.restore(&t, r, now: now) }
             t.dirty.removeAll()
             t.removed.removeAll()
-            t.persistent = true
+            // db_mode 3 writes the whole table at stop: nothing to track until then.
+            t.persistent = settings.dbMode != 3
         }
         self.persistence.withLock { $0 = persistence }
+        writeOrder.withLock { $0 = now }
         return rows.count
     }
 
-    /// Writes what changed since the last flush (confirmed dialogs only, as Kamailio's db_mode 1).
-    public func flush() {
+    /// Puts a stored dialog into the table (not when its id is taken: Kamailio's "conflicting dialog
+    /// id"). False when skipped.
+    static func restore(_ t: inout Table, _ r: DialogRecord, now: Int) -> Bool {
+        guard let d = Dialog(record: r, now: now), t.dialogs[d.id] == nil else { return false }
+        t.dialogs[d.id] = d
+        Self.index(&t, d.callID, d.id)
+        t.nextID = max(t.nextID, d.id.id &+ 1)
+        t.dialogs[d.id]?.profiles = []
+        for p in r.profiles where t.profiles[p.name] != nil {
+            Self.link(&t, d.id, ProfileLink(name: p.name, value: p.value))
+        }
+        return true
+    }
+
+    /// Starts the writer thread (db_mode 1: every change; db_mode 2: deletions). The server calls it
+    /// after `attach`; without it the housekeeping timer writes about once a second.
+    public func startWriter() throws {
+        guard settings.dbMode == 1 || settings.dbMode == 2, persistence.withLock({ $0 }) != nil else { return }
+        guard let w = DialogDBWriter(realtime: settings.dbMode == 1) else { throw TransportError("eventfd", errno: errno) }
+        let t = try PosixThread(name: "dialog-db") { [self] in w.run(self) }
+        w.thread.withLock { $0 = t }
+        _ = writer.storeIfNil(w)
+    }
+
+    /// The housekeeping timer's part: db_mode 1 without a writer thread writes what changed; db_mode 2
+    /// writes changed dialogs every `db_update_period` seconds (deletions at once, by the writer
+    /// thread, else here); db_mode 3 writes nothing until the stop.
+    func persistenceTimer(now: Int) {
+        switch settings.dbMode {
+        case 1:
+            if writer.load() == nil { flush() }
+        case 2:
+            let due = writeOrder.withLock { last -> Bool in
+                guard now - last >= settings.dbUpdatePeriod else { return false }
+                last = now
+                return true
+            }
+            if due { flush() } else if writer.load() == nil { flush(deletionsOnly: true) }
+        default:
+            break
+        }
+    }
+
+    /// Writes what changed since the last write (confirmed dialogs, as Kamailio's update_dialog_dbinfo;
+    /// `deletionsOnly`: the rows of ended dialogs only).
+    public func flush(deletionsOnly: Bool = false) {
         guard let p = persistence.withLock({ $0 }) else { return }
-        let (ups, dels) = table.withLock { t -> ([DialogRecord], [(entry: Int, id: Int)]) in
-            let ups = t.dirty.compactMap { id in t.dialogs[id].flatMap { $0.state.isConfirmed ? $0.record : nil } }
-            let dels = t.removed.map { (entry: Int($0.entry), id: Int($0.id)) }
-            t.dirty.removeAll()
-            t.removed.removeAll()
-            return (ups, dels)
+        writeOrder.withLock { _ in
+            let (ups, dels) = table.withLock { t -> ([DialogRecord], [(entry: Int, id: Int)]) in
+                var ups: [DialogRecord] = []
+                if !deletionsOnly {
+                    ups = t.dirty.compactMap { id in t.dialogs[id].flatMap { $0.state.isConfirmed ? $0.record : nil } }
+                    t.dirty.removeAll()
+                }
+                let dels = t.removed.map { (entry: Int($0.entry), id: Int($0.id)) }
+                t.removed.removeAll()
+                return (ups, dels)
+            }
+            guard !ups.isEmpty || !dels.isEmpty else { return }
+            do { try p.save(upserts: ups, deletes: dels) } catch {
+                Self.report("dialog: cannot write \(ups.count) dialogs and \(dels.count) deletions to the database: \(error)")
+            }
         }
-        guard !ups.isEmpty || !dels.isEmpty else { return }
-        do { try p.save(upserts: ups, deletes: dels) } catch {
-            let line = Array("dialog: cannot write \(ups.count) dialogs to the database: \(error)\n".utf8)
-            _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+    }
+
+    /// The stop: the writer thread ends, then what is pending is written; db_mode 3 writes every
+    /// confirmed dialog now (its tables were emptied at start, as Kamailio's DB_MODE_SHUTDOWN).
+    public func close() {
+        writer.load()?.stop()
+        guard let p = persistence.withLock({ $0 }) else { return }
+        if settings.dbMode == 3 {
+            writeOrder.withLock { _ in
+                let all: [DialogRecord] = table.withLock { t in
+                    var a: [DialogRecord] = []
+                    t.dialogs.forEach { _, d in if d.state.isConfirmed { a.append(d.record) } }
+                    return a
+                }
+                do { try p.save(upserts: all, deletes: []) } catch {
+                    Self.report("dialog: cannot write \(all.count) dialogs to the database at stop: \(error)")
+                }
+            }
+        } else {
+            flush()
         }
+    }
+
+    /// `dlg_db_load_callid` (a Call-ID) and `dlg_db_load_extra` (nil): loads stored dialogs that are
+    /// not in memory (another instance wrote them), with their profiles and variables. 1, or -1
+    /// without a database (db_mode 1 or 2, as Kamailio's workers have a handle only then) or when the
+    /// database cannot be read. Returns the number loaded through `count`.
+    func loadFromDatabase(callID: String?, now: Int, logger: Logger) -> (Int, count: Int) {
+        guard settings.dbMode == 1 || settings.dbMode == 2, let p = persistence.withLock({ $0 }) else {
+            logger.error("dialog: invalid database handle (db_mode \(settings.dbMode); loading needs db_mode 1 or 2 and db_url)")
+            return (-1, 0)
+        }
+        let rows: [DialogRecord]
+        do { rows = try callID.map { try p.load(callID: $0) } ?? p.load() } catch {
+            logger.error("dialog: error while querying the database: \(error)")
+            return (-1, 0)
+        }
+        var loaded = 0
+        var conflicts: [String] = []
+        table.withLock { t in
+            for r in rows {
+                if Self.restore(&t, r, now: now) { loaded += 1 } else if Dialog(record: r, now: now) != nil {
+                    conflicts.append("\(r.hashEntry)/\(r.hashID)")
+                }
+            }
+        }
+        if callID != nil {
+            for c in conflicts { logger.warning("dialog: conflicting dialog id: \(c) - skipping") }
+        }
+        return (1, loaded)
+    }
+
+    static func report(_ text: String) {
+        let line = Array((text + "\n").utf8)
+        _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
     }
 }
 

@@ -58,8 +58,8 @@ struct Dialog: Sendable {
     /// Seconds of life once confirmed (`lifetime`), and when it runs out (0: no timer yet).
     var timeout: Int
     var timeoutAt: Int = 0
-    /// Script flags (`dlg_setflag`), internal flags (`iflags`: ka-src 1, ka-dst 2, timeout-noreset 4),
-    /// dflags (Kamailio's internal dialog flags: send-BYE on timeout 0x200).
+    /// Script flags (`dlg_setflag`), internal flags (`iflags`, Kamailio's bits: timeout BYE 1, ka-src 2,
+    /// ka-dst 4, timeout-noreset 8), dflags (Kamailio's: BYE sent to the caller 16, to the callee 32).
     var sflags: UInt32 = 0
     var iflags: UInt32 = 0
     var dflags: UInt32 = 0
@@ -158,14 +158,64 @@ struct DialogSettings: Sendable {
     var eventCallback: String?
     var detectSpirals = true
     var dbMode = 0
+    /// db_mode 2: seconds between the writes of changed dialogs (`db_update_period`).
+    var dbUpdatePeriod = 60
+    /// dlg_bridge's From / Referred-By URI and Contact URI.
+    var bridgeController = "sip:controller@kamailio.org"
+    var bridgeContact = "sip:controller@kamailio.org:5060"
+}
+
+/// The dialogs by id, each in a heap box of its own: the hash table's slots hold an 8-byte reference,
+/// not the whole record. (A dictionary keeps a quarter to five eighths of its slots empty and doubles
+/// as it grows: with the record inline, 100,000 dialogs took 262,144 slots of ~430 bytes, 113 MB,
+/// where the boxes take 4 MB of slots and 45 MB of records.) A change of an existing dialog is
+/// written into its box, never re-inserted.
+struct DialogSlots: Sequence {
+    final class Box {
+        var dialog: Dialog
+        init(_ d: Dialog) { dialog = d }
+    }
+    private var boxes: [DialogID: Box] = [:]
+
+    subscript(id: DialogID) -> Dialog? {
+        get { boxes[id]?.dialog }
+        set {
+            if let newValue {
+                if let b = boxes[id] { b.dialog = newValue } else { boxes[id] = Box(newValue) }
+            } else {
+                boxes[id] = nil
+            }
+        }
+    }
+
+    /// Changes a dialog in place (no copy of the record). Nil when unknown.
+    mutating func change<R>(_ id: DialogID, _ body: (inout Dialog) -> R) -> R? {
+        guard let b = boxes[id] else { return nil }
+        return body(&b.dialog)
+    }
+
+    /// Visits every dialog in place (the timers' scans: no copy of each record).
+    func forEach(_ body: (DialogID, inout Dialog) -> Void) {
+        for (id, b) in boxes { body(id, &b.dialog) }
+    }
+
+    var count: Int { boxes.count }
+    var values: LazyMapSequence<Dictionary<DialogID, Box>.Values, Dialog> { boxes.values.lazy.map(\.dialog) }
+
+    func makeIterator() -> LazyMapSequence<[DialogID: Box], (key: DialogID, value: Dialog)>.Iterator {
+        boxes.lazy.map { (key: $0.key, value: $0.value.dialog) }.makeIterator()
+    }
 }
 
 /// The dialogs of the process, shared by every worker (Kamailio's `d_table` in shared memory), with the
 /// declared profiles. One lock; every critical section is a few dictionary operations.
 public final class DialogStore: Sendable {
-    struct Table: Sendable {
-        var dialogs: [DialogID: Dialog] = [:]
-        var byCallID: [String: [DialogID]] = [:]
+    struct Table: @unchecked Sendable {  // only ever used inside the store's Mutex
+        var dialogs = DialogSlots()
+        /// The dialog of each Call-ID; more than one (a serial fork, a spiral with a new From tag) in
+        /// `moreByCallID`, so the common case needs no array per call.
+        var byCallID: [String: DialogID] = [:]
+        var moreByCallID: [String: [DialogID]] = [:]
         var profiles: [String: ProfileTable] = [:]
         var nextID: UInt32 = 1
         /// Dialogs changed / ended since the last database flush (db_mode != 0).
@@ -184,8 +234,14 @@ public final class DialogStore: Sendable {
     let processed = Atomic<Int>(0)
     let expired = Atomic<Int>(0)
     let failed = Atomic<Int>(0)
-    /// The database of db_mode 1/2 (nil: dialogs in memory only).
+    /// The database of db_mode 1/2/3 (nil: dialogs in memory only).
     let persistence = Mutex<(any DialogPersistence)?>(nil)
+    /// The thread that writes changes at once (db_mode 1) and deletions (db_mode 2); nil in harnesses
+    /// and without a database (the housekeeping timer writes then). Read lock-free by every change.
+    let writer = AtomicLazyReference<DialogDBWriter>()
+    /// Serialises the snapshots and writes of the writer thread, the timer and the stop, so that a
+    /// dialog's rows are written in the order its changes happened. Never taken by a worker.
+    let writeOrder = Mutex<Int>(0)
 
     init(settings: DialogSettings) {
         self.settings = settings
@@ -207,14 +263,20 @@ public final class DialogStore: Sendable {
     public func counts() -> [DialogState: Int] {
         table.withLock { t in
             var c: [DialogState: Int] = [:]
-            for d in t.dialogs.values { c[d.state, default: 0] += 1 }
+            t.dialogs.forEach { _, d in c[d.state, default: 0] += 1 }
             return c
         }
     }
 
     /// Dialogs not ended (Kamailio's `active_dialogs`: early and confirmed ones, and unconfirmed).
     public var activeCount: Int { table.withLock { $0.dialogs.count } }
-    public var earlyCount: Int { table.withLock { t in t.dialogs.values.filter { $0.state == .early }.count } }
+    public var earlyCount: Int {
+        table.withLock { t in
+            var n = 0
+            t.dialogs.forEach { _, d in if d.state == .early { n += 1 } }
+            return n
+        }
+    }
 
     /// The size of a profile (all values when `value` is nil), nil when the profile is not declared.
     /// The dispatcher's call-load algorithm and scripts read this (`get_profile_size`).
@@ -243,14 +305,14 @@ public final class DialogStore: Sendable {
     func dialog(_ id: DialogID) -> Dialog? { table.withLock { $0.dialogs[id] } }
 
     func all() -> [Dialog] {
-        table.withLock { t in t.dialogs.values.sorted { ($0.id.entry, $0.id.id) < ($1.id.entry, $1.id.id) } }
+        table.withLock { t in Array(t.dialogs.values).sorted { ($0.id.entry, $0.id.id) < ($1.id.entry, $1.id.id) } }
     }
 
     /// The dialog of a Call-ID and tags, and the direction (upstream: the request came from the callee).
     func find(callID: String, fromTag: String, toTag: String?) -> (DialogID, upstream: Bool)? {
         table.withLock { t in
-            guard let ids = t.byCallID[callID] else { return nil }
-            for id in ids.reversed() {
+            guard let first = t.byCallID[callID] else { return nil }
+            for id in (t.moreByCallID[callID] ?? []).reversed() + [first] {
                 guard let d = t.dialogs[id] else { continue }
                 if d.fromTag == fromTag && (toTag == nil || d.toTag.isEmpty || d.toTag == toTag) { return (id, false) }
                 if let toTag, d.fromTag == toTag && d.toTag == fromTag { return (id, true) }
@@ -277,45 +339,77 @@ public final class DialogStore: Sendable {
             let real = DialogID(entry: entry(for: d.callID), id: id.id)
             d.id = real
             t.dialogs[real] = d
-            t.byCallID[d.callID, default: []].append(real)
+            Self.index(&t, d.callID, real)
             for p in profiles { Self.link(&t, real, p) }
             return real
         }
     }
 
+    /// Adds a dialog to the Call-ID index.
+    static func index(_ t: inout Table, _ callID: String, _ id: DialogID) {
+        if t.byCallID[callID] == nil { t.byCallID[callID] = id } else { t.moreByCallID[callID, default: []].append(id) }
+    }
+
+    /// Removes a dialog from the Call-ID index.
+    static func unindex(_ t: inout Table, _ callID: String, _ id: DialogID) {
+        if t.byCallID[callID] == id {
+            if var more = t.moreByCallID.removeValue(forKey: callID), !more.isEmpty {
+                t.byCallID[callID] = more.removeFirst()
+                if !more.isEmpty { t.moreByCallID[callID] = more }
+            } else {
+                t.byCallID[callID] = nil
+            }
+        } else if var more = t.moreByCallID[callID] {
+            more.removeAll { $0 == id }
+            t.moreByCallID[callID] = more.isEmpty ? nil : more
+        }
+    }
+
+    // The profile tables are changed in place (`t.profiles[name]!.members[...]`): a copy taken out and
+    // written back would copy the member set of every value, O(size) per call.
     static func link(_ t: inout Table, _ id: DialogID, _ p: ProfileLink) {
-        guard var d = t.dialogs[id], var prof = t.profiles[p.name] else { return }
-        let value = prof.hasValue ? p.value : ""
-        if d.profiles.contains(ProfileLink(name: p.name, value: value)) { return }
-        d.profiles.append(ProfileLink(name: p.name, value: value))
-        t.dialogs[id] = d
+        guard let hasValue = t.profiles[p.name]?.hasValue else { return }
+        let link = ProfileLink(name: p.name, value: hasValue ? p.value : "")
+        let added = t.dialogs.change(id) { d -> Bool in
+            if d.profiles.contains(link) { return false }
+            d.profiles.append(link)
+            return true
+        }
+        guard added == true else { return }
         if t.persistent { t.dirty.insert(id) }
-        if prof.members[value, default: []].insert(id).inserted { prof.total += 1 }
-        t.profiles[p.name] = prof
+        if t.profiles[p.name]!.members[link.value, default: []].insert(id).inserted { t.profiles[p.name]!.total += 1 }
     }
 
     static func unlink(_ t: inout Table, _ id: DialogID, _ p: ProfileLink) -> Bool {
-        guard var d = t.dialogs[id], var prof = t.profiles[p.name] else { return false }
-        let value = prof.hasValue ? p.value : ""
-        guard let i = d.profiles.firstIndex(of: ProfileLink(name: p.name, value: value)) else { return false }
-        d.profiles.remove(at: i)
-        t.dialogs[id] = d
+        guard let hasValue = t.profiles[p.name]?.hasValue else { return false }
+        let link = ProfileLink(name: p.name, value: hasValue ? p.value : "")
+        let removed = t.dialogs.change(id) { d -> Bool in
+            guard let i = d.profiles.firstIndex(of: link) else { return false }
+            d.profiles.remove(at: i)
+            return true
+        }
+        guard removed == true else { return false }
         if t.persistent { t.dirty.insert(id) }
-        if prof.members[value]?.remove(id) != nil { prof.total -= 1 }
-        if prof.members[value]?.isEmpty == true { prof.members[value] = nil }
-        t.profiles[p.name] = prof
+        if t.profiles[p.name]!.members[link.value]?.remove(id) != nil { t.profiles[p.name]!.total -= 1 }
+        if t.profiles[p.name]!.members[link.value]?.isEmpty == true { t.profiles[p.name]!.members[link.value] = nil }
         return true
     }
 
     func link(_ id: DialogID, _ p: ProfileLink) -> Bool {
-        table.withLock { t in
+        let ok = table.withLock { t in
             guard t.dialogs[id] != nil else { return false }
             Self.link(&t, id, p)
             return true
         }
+        if ok { changed(removal: false) }
+        return ok
     }
 
-    func unlink(_ id: DialogID, _ p: ProfileLink) -> Bool { table.withLock { t in Self.unlink(&t, id, p) } }
+    func unlink(_ id: DialogID, _ p: ProfileLink) -> Bool {
+        let ok = table.withLock { t in Self.unlink(&t, id, p) }
+        if ok { changed(removal: false) }
+        return ok
+    }
 
     func isIn(_ id: DialogID, _ name: String, value: String?) -> Bool {
         table.withLock { t in
@@ -326,14 +420,20 @@ public final class DialogStore: Sendable {
 
     /// Changes a dialog under the lock.
     @discardableResult
-    func update<R>(_ id: DialogID, _ body: (inout Dialog) -> R) -> R? {
-        table.withLock { t in
-            guard var d = t.dialogs[id] else { return nil }
-            let r = body(&d)
-            t.dialogs[id] = d
+    func update<R: Sendable>(_ id: DialogID, _ body: (inout Dialog) -> R) -> R? {
+        let r: R? = table.withLock { t in
+            guard let r = t.dialogs.change(id, body) else { return nil }
             if t.persistent { t.dirty.insert(id) }
             return r
         }
+        if r != nil { changed(removal: false) }
+        return r
+    }
+
+    /// A change of a dialog: the writer thread (db_mode 1; db_mode 2 for deletions) wakes up.
+    @inline(__always)
+    func changed(removal: Bool) {
+        writer.load()?.signal(removal: removal)
     }
 
     /// Applies an event; a dialog that reaches `deleted` leaves the table and its profiles. Returns the
@@ -348,7 +448,8 @@ public final class DialogStore: Sendable {
                 d.timeoutAt = now + d.timeout
                 d.startTime = time ?? Double(now)
             }
-            if tr.changed && d.state == .deleted { d.endTime = time ?? Double(now) }
+            // A dialog the proxy ended with BYEs keeps the time they left (acc's DLGCB_TERMINATED).
+            if tr.changed && d.state == .deleted && d.endTime == 0 { d.endTime = time ?? Double(now) }
             if d.state == .deleted {
                 for p in d.profiles { _ = Self.unlink(&t, id, p) }
                 t.dialogs[id] = nil
@@ -356,10 +457,7 @@ public final class DialogStore: Sendable {
                     t.dirty.remove(id)
                     if tr.old.isConfirmed { t.removed.insert(id) }
                 }
-                if var ids = t.byCallID[d.callID] {
-                    ids.removeAll { $0 == id }
-                    t.byCallID[d.callID] = ids.isEmpty ? nil : ids
-                }
+                Self.unindex(&t, d.callID, id)
             } else {
                 t.dialogs[id] = d
                 if t.persistent && tr.changed { t.dirty.insert(id) }
@@ -369,6 +467,7 @@ public final class DialogStore: Sendable {
         if let (tr, d) = r {
             if tr.started { processed.wrappingAdd(1, ordering: .relaxed) }
             if tr.failed { failed.wrappingAdd(1, ordering: .relaxed) }
+            if tr.changed { changed(removal: d.state == .deleted) }
         }
         return r
     }
@@ -377,7 +476,9 @@ public final class DialogStore: Sendable {
     /// `dlg_clean_run`: a dialog created by a route that then did not relay).
     func stale(now: Int, age: Int) -> [DialogID] {
         table.withLock { t in
-            t.dialogs.values.filter { !$0.state.isConfirmed && $0.machine.initTS + age <= now }.map(\.id)
+            var out: [DialogID] = []
+            t.dialogs.forEach { id, d in if !d.state.isConfirmed && d.machine.initTS + age <= now { out.append(id) } }
+            return out
         }
     }
 }
