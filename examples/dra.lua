@@ -5,8 +5,8 @@
 --   starling run --config dra.toml --script examples/dra.lua
 --
 -- KSR.diameter.relay(peer) returns 1 when the peer is open and its watchdog OKAY (the request will
--- go there), -2 when it is down, -1 when it is unknown; relay_realm() uses the [[diameter.routes]]
--- table. A route that neither relays nor answers gets 3002 DIAMETER_UNABLE_TO_DELIVER sent for it.
+-- go there), -2 when it is down, -1 when it is unknown; relay() without a peer (or relay_realm())
+-- uses the [[diameter.routes]] table. A route that neither relays nor answers gets 3002 DIAMETER_UNABLE_TO_DELIVER sent for it.
 -- Requests already relayed to an HSS that fails are retransmitted (T flag) to another HSS of its
 -- realm by Starling itself.
 
@@ -40,7 +40,7 @@ function ksr_diameter_request()
     end
     local hss = HSS_BY_PREFIX[imsi:sub(1, 5)]
     if hss == nil then
-        KSR.diameter.relay_realm()
+        KSR.diameter.relay() -- realm routing
         return
     end
     for _, peer in ipairs(hss) do

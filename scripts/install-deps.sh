@@ -18,6 +18,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# issue 20: python-diameter (PyPI, pinned) is the Diameter stack of the test peers in
+# Tests/StarlingIntegrationTests/Tools/pydiameter_peer.py, in a venv of its own (no system packages touched).
+PYDIAMETER_VENV="${STARLING_PYDIAMETER_VENV:-/opt/starling-test-venv}"
+if ! "$PYDIAMETER_VENV/bin/python3" -c "import diameter" 2>/dev/null; then
+  echo "installing python-diameter into $PYDIAMETER_VENV"
+  $SUDO python3 -m venv "$PYDIAMETER_VENV"
+  $SUDO "$PYDIAMETER_VENV/bin/pip" install -q "python-diameter==0.9.0"
+fi
 # The kamailio package may start its own service on 5060; Starling's tests and benchmarks start
 # Kamailio themselves, pinned to loopback ports of their own.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet kamailio 2>/dev/null; then

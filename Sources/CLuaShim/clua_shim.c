@@ -167,7 +167,11 @@ static int ksr_dispatch(lua_State *L) {
         lua_pushboolean(L, 0);
         return 1;
     }
-    if (argc < (int)np) {
+    /* Upper-case letters are trailing optional parameters (absent: a null string / 0). */
+    int required = 0;
+    for (int i = 0; i < (int)np; i++)
+        if (sig[i] >= 'a' && sig[i] <= 'z') required = i + 1;
+    if (argc < required) {
         h->log(h->ctx, KSR_LOG_TOO_FEW_ARGS, index, argc);
         lua_pushboolean(L, 0);
         return 1;
@@ -178,7 +182,7 @@ static int ksr_dispatch(lua_State *L) {
         p[i].s = NULL;
         p[i].len = 0;
         p[i].i = 0;
-        if (sig[i] == 's') ksr_arg_str(L, i + 1, &p[i], nbuf[i]);
+        if (sig[i] == 's' || sig[i] == 'S') ksr_arg_str(L, i + 1, &p[i], nbuf[i]);
         else ksr_arg_int(L, i + 1, &p[i]);
     }
     ksr_ret r = {KSR_RET_NIL, 0, NULL, 0};

@@ -31,7 +31,7 @@ public final class DiameterNode: @unchecked Sendable {
     private var tickTask: RepeatedTask?
     private var serverTLS: NIOSSLContext?
     private var clientTLS: NIOSSLContext?
-    private var stopped = false
+    var stopped = false
     private let startNanos: UInt64
 
     /// Snapshot of usable peers for the script's thread (relay(peer) checks it without a hop).

@@ -1,11 +1,15 @@
-import Diameter
+public import Diameter
 import NIOCore
 import Logging
 
 /// A request relayed to a peer, waiting for its answer (keyed by the hop-by-hop id Starling gave it).
 struct PendingRequest {
-    /// Where the answer goes back, with the hop-by-hop id the sender chose.
-    var origin: Connection
+    /// Where the answer goes back, with the hop-by-hop id the sender chose; nil for a request
+    /// Starling originated itself (`local` gets the answer).
+    var origin: Connection?
+    /// A request from a script (`KSR.ims_diameter_server.diameter_request`): called once with the
+    /// answer, or nil when there is none (peer failed with no alternate, timeout).
+    var local: (@Sendable (DiameterMessage?) -> Void)?
     var originHopByHop: UInt32
     var originPeer: String
     /// The request as sent (Route-Record added, our hop-by-hop id).
@@ -85,19 +89,21 @@ extension DiameterNode {
         return apps.isEmpty || apps.contains(app) || apps.contains(DiameterResult.relayApplication)
     }
 
-    func forward(_ request: DiameterMessage, originHopByHop: UInt32, conn: Connection, originPeer: String, to target: Peer,
-                 tried: Set<String>, addRouteRecord: Bool) {
-        guard let r = target.fsm.openConn, let out = target.connection(r) else { return }
+    @discardableResult
+    func forward(_ request: DiameterMessage, originHopByHop: UInt32, conn: Connection?, originPeer: String, to target: Peer,
+                 tried: Set<String>, addRouteRecord: Bool, local: (@Sendable (DiameterMessage?) -> Void)? = nil) -> Bool {
+        guard let r = target.fsm.openConn, let out = target.connection(r) else { return false }
         var req = request
         if addRouteRecord { req.avps.append(.utf8(BaseAVP.routeRecord, originPeer)) }
         let hbh = hopByHop()
         req.hopByHop = hbh
-        pending[hbh] = PendingRequest(origin: conn, originHopByHop: originHopByHop, originPeer: originPeer, request: req,
+        pending[hbh] = PendingRequest(origin: conn, local: local, originHopByHop: originHopByHop, originPeer: originPeer, request: req,
                                       target: target.identity, sentAt: Self.monotonicNanos(), deadline: now + config.requestTimeout,
                                       tried: tried.union([target.identity]))
         target.relayed += 1
         target.pendingCount += 1
         write(req, out)
+        return true
     }
 
     func answerLocally(_ request: DiameterMessage, _ code: UInt32, conn: Connection, peer: Peer?) {
@@ -127,17 +133,18 @@ extension DiameterNode {
         p.latencyCount += 1
         // RFC 6733 §7.1.3: 3004 DIAMETER_TOO_BUSY -> try another peer when there is one.
         if result == DiameterResult.tooBusy, retransmit(pr) { return }
+        if let local = pr.local { return local(m) }
         var a = m
         a.hopByHop = pr.originHopByHop
-        guard connections[pr.origin.id] != nil else { return }
-        write(a, pr.origin)
+        guard let origin = pr.origin, connections[origin.id] != nil else { return }
+        write(a, origin)
     }
 
     /// Sends a pending request to an alternate peer with the T flag (RFC 6733 §5.5.4). False when
     /// there is none.
     @discardableResult
     func retransmit(_ pr: PendingRequest) -> Bool {
-        guard connections[pr.origin.id] != nil else { return true }
+        if let origin = pr.origin, connections[origin.id] == nil { return true }
         let failed = peers[pr.target]
         var candidates = routeCandidates(pr.request, excluding: pr.tried.union([pr.originPeer]))
         if candidates.isEmpty, let failed, !failed.realm.isEmpty {
@@ -151,7 +158,7 @@ extension DiameterNode {
         req.isRetransmit = true
         logger.info("diameter: request for \(pr.target) retransmitted to \(alt.identity) (T flag)")
         forward(req, originHopByHop: pr.originHopByHop, conn: pr.origin, originPeer: pr.originPeer, to: alt, tried: pr.tried,
-                addRouteRecord: false)
+                addRouteRecord: false, local: pr.local)
         return true
     }
 
@@ -168,11 +175,12 @@ extension DiameterNode {
     func pendingCount(_ p: Peer) -> Int { p.pendingCount }
 
     private func answerPending(_ pr: PendingRequest, _ code: UInt32) {
-        guard connections[pr.origin.id] != nil else { return }
+        if let local = pr.local { return local(nil) }
+        guard let conn = pr.origin, connections[conn.id] != nil else { return }
         var original = pr.request
         original.hopByHop = pr.originHopByHop
         original.isRetransmit = false
-        answerLocally(original, code, conn: pr.origin, peer: peers[pr.originPeer])
+        answerLocally(original, code, conn: conn, peer: peers[pr.originPeer])
     }
 
     /// Requests whose answer did not come within the timeout: 3002 to the sender.
@@ -187,5 +195,40 @@ extension DiameterNode {
             logger.info("diameter: no answer from \(pr.target) within \(config.requestTimeout) ms: 3002")
             answerPending(pr, DiameterResult.unableToDeliver)
         }
+    }
+}
+
+extension DiameterNode {
+    // MARK: Requests Starling originates (KSR.ims_diameter_server.diameter_request from any route)
+
+    /// Sends a request Starling built (Origin-Host/Realm and Session-Id already in it) to `peer`, or by
+    /// the realm table when `peer` is empty (Destination-Realm + application). Callable from any thread;
+    /// never blocks. Returns 1 when queued (then `completion` runs exactly once, on the node's loop,
+    /// with the answer or with nil when no answer can come: the peer failed with no alternate, the
+    /// request timed out, the node stopped sending), -1 for an unknown peer, -2 when the peer (or every
+    /// peer of the realm) is not usable.
+    public func send(_ request: DiameterMessage, toPeer peer: String,
+                     completion: @escaping @Sendable (DiameterMessage?) -> Void) -> Int {
+        if !peer.isEmpty {
+            guard isKnown(peer) else { return -1 }
+            guard isUsable(peer) else { return -2 }
+        } else if realmCandidates(request).isEmpty {
+            return -2
+        }
+        loop.execute { [self] in
+            var req = request
+            req.endToEnd = endToEnd()
+            let target: Peer?
+            if peer.isEmpty {
+                target = routeCandidates(req, excluding: []).first
+            } else {
+                target = peers[peer].flatMap { $0.fsm.isUsable ? $0 : nil }
+            }
+            guard let target, !stopped,
+                  forward(req, originHopByHop: 0, conn: nil, originPeer: "", to: target, tried: [], addRouteRecord: false,
+                          local: completion)
+            else { return completion(nil) }
+        }
+        return 1
     }
 }

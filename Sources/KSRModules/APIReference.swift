@@ -29,7 +29,7 @@ extension KSRModules {
             out += "\n## \(module.isEmpty ? "KSR (core)" : "KSR.\(module)") (\(list.count))\n\n"
             out += "| function | parameters | returns | compat |\n|---|---|---|---|\n"
             for e in list {
-                out += "| `\(e.name)` | \(e.params.isEmpty ? "-" : e.params.map(param).joined(separator: ", ")) | \(ret(e.returns)) | \(cell(e.compat ?? "same")) |\n"
+                out += "| `\(e.name)` | \(e.params.isEmpty ? "-" : e.params.enumerated().map { i, p in param(p) + (i >= e.params.count - e.optionalParams ? " (optional)" : "") }.joined(separator: ", ")) | \(ret(e.returns)) | \(cell(e.compat ?? "same")) |\n"
             }
         }
         return out

@@ -13,7 +13,7 @@ public enum KSRModules {
         PikeModule.self, RegistrarModule.self, UsrlocModule.self, HTTPClientModule.self, EnumModule.self,
         UACModule.self, DispatcherModule.self, TLSModule.self, WebSocketModule.self, RtpengineModule.self,
         AppLuaModule.self, DialogModule.self, AccModule.self, NdbRedisModule.self, PathModule.self,
-        AsyncModule.self, HTTPAsyncClientModule.self, DiameterModule.self,
+        AsyncModule.self, HTTPAsyncClientModule.self, DiameterModule.self, ImsDiameterServerModule.self,
     ]
 
     /// Modules a configuration can list in `core.modules` (those not always loaded), by Kamailio name.

@@ -53,7 +53,7 @@ extension KSRModules {
             for (i, p) in e.params.enumerated() {
                 let n = "p\(i + 1)"
                 names.append(n)
-                out += "---@param \(n) \(type(p))\n"
+                out += "---@param \(n)\(i >= e.params.count - e.optionalParams ? "?" : "") \(type(p))\n"
             }
             out += "---@return \(ret(e.returns))\n"
             out += "function \(owner).\(e.name)(\(names.joined(separator: ", "))) end\n"

@@ -66,14 +66,18 @@ public struct KemiExport: Sendable {
     public let function: KemiFunction
     /// How this function relates to Kamailio 5.6's (for `starling api --markdown`): nil = same.
     public let compat: String?
+    /// How many trailing parameters a call may leave out (they arrive as a null string / 0), for
+    /// Starling's own functions such as `KSR.diameter.relay([peer])`. 0 for every Kamailio function.
+    public let optionalParams: Int
 
     public init(_ module: String, _ name: String, _ params: [KemiParamType] = [], returns: KemiReturnType,
-                compat: String? = nil, _ function: @escaping KemiFunction) {
+                compat: String? = nil, optional: Int = 0, _ function: @escaping KemiFunction) {
         self.module = module
         self.name = name
         self.params = params
         self.returns = returns
         self.compat = compat
+        self.optionalParams = max(0, min(optional, params.count))
         self.function = function
     }
 

@@ -112,12 +112,15 @@ public final class LuaEngine {
         var descs: [ksr_export_desc] = []
         descs.reserveCapacity(registry.exports.count)
         for (i, e) in registry.exports.enumerated() {
-            let sig = String(e.params.prefix(Int(KSR_MAXPARAMS)).map { t -> Character in
+            let firstOptional = e.params.count - e.optionalParams
+            let sig = String(e.params.prefix(Int(KSR_MAXPARAMS)).enumerated().map { i, t -> Character in
+                let c: Character
                 switch t {
-                case .str: return "s"
-                case .int: return "i"
-                case .long: return "l"
+                case .str: c = "s"
+                case .int: c = "i"
+                case .long: c = "l"
                 }
+                return i >= firstOptional ? Character(c.uppercased()) : c
             })
             descs.append(ksr_export_desc(module: dup(e.module), name: dup(e.name), sig: dup(sig), index: Int32(i)))
         }

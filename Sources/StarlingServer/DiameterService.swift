@@ -107,6 +107,9 @@ final class DiameterService: DiameterRequestRouter, DiameterLink, @unchecked Sen
     func realmCandidates(_ request: DiameterMessage) -> [String] { node.realmCandidates(request) }
     var peerStatus: [DiameterPeerStatus] { node.peerStatus }
     func setEnabled(_ identity: String, _ on: Bool) -> Bool { node.setEnabled(identity, on) }
+    func send(_ request: DiameterMessage, toPeer peer: String, completion: @escaping @Sendable (DiameterMessage?) -> Void) -> Int {
+        node.send(request, toPeer: peer, completion: completion)
+    }
     var summary: (identity: String, realm: String, acceptUnknown: Bool, requestTimeout: Int) {
         (node.config.identity, node.config.realm, node.config.acceptUnknownPeers, Int(node.config.requestTimeout))
     }

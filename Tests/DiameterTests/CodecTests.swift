@@ -137,6 +137,19 @@ struct CodecTests {
         #expect(d.lookup("10415:1407")?.name == "Visited-PLMN-Id")
         #expect(d.lookup("99999")?.type == .octetString)
         #expect(d.lookup("No-Such-AVP") == nil)
+        // Gx (TS 29.212) and Rx (TS 29.214) beyond the basics: codes and types as the specifications
+        // (cross-checked with Kamailio cdp's diameter_epc_code_avp.h where it has them).
+        let gxRx: [(String, UInt32, DiameterAVPType)] = [
+            ("Guaranteed-Bitrate-DL", 1025, .unsigned32), ("AN-GW-Address", 1050, .address), ("Packet-Filter-Information", 1061, .grouped),
+            ("Usage-Monitoring-Information", 1067, .grouped), ("Monitoring-Key", 1066, .octetString), ("Revalidation-Time", 1042, .time),
+            ("Routing-Rule-Install", 1081, .grouped), ("Extended-APN-AMBR-DL", 2848, .unsigned32), ("3GPP-User-Location-Info", 22, .octetString),
+            ("Authorization-Token", 506, .octetString), ("Sponsored-Connectivity-Data", 530, .grouped), ("Content-Version", 552, .unsigned64),
+            ("Extended-Max-Requested-BW-UL", 555, .unsigned32), ("Min-Requested-Bandwidth-DL", 534, .unsigned32),
+        ]
+        for (name, code, type) in gxRx {
+            #expect(d.lookup(name) == DiameterAVPDefinition(name: name, code: code, vendorID: 10415, type: type), "\(name)")
+        }
+        #expect(d.commandName(265) == "AA")
         #expect(d.applications[16777251] == "S6a" && d.applications[4] == "Diameter-Credit-Control")
         #expect(d.commandName(316) == "Update-Location" && d.commandName(272) == "Credit-Control")
         // Values as scripts see them.

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import Synchronization
 import Diameter
@@ -18,6 +19,19 @@ private final class PeerTable: DiameterLink {
     var peerStatus: [DiameterPeerStatus] { [] }
     func setEnabled(_ identity: String, _ on: Bool) -> Bool { enabled.withLock { $0[identity] = on }; return known.contains(identity) }
     var summary: (identity: String, realm: String, acceptUnknown: Bool, requestTimeout: Int) { ("dra.example", "example", false, 5000) }
+    /// Requests sent through the link; answered at once (on another thread) by `answer`, nil: no answer.
+    let sent = Mutex<[DiameterMessage]>([])
+    let answer: @Sendable (DiameterMessage) -> DiameterMessage? = { r in
+        r.answer(resultCode: 2001, originHost: "hss1.example", originRealm: "hss.example")
+    }
+    func send(_ request: DiameterMessage, toPeer peer: String, completion: @escaping @Sendable (DiameterMessage?) -> Void) -> Int {
+        if !peer.isEmpty && !known.contains(peer) { return -1 }
+        if peer.isEmpty ? realmCandidates(request).isEmpty : !usable.contains(peer) { return -2 }
+        sent.withLock { $0.append(request) }
+        let a = answer(request)
+        Thread { completion(a) }.start()
+        return 1
+    }
 }
 
 @Suite("KSR.diameter in ksr_diameter_request()")
@@ -90,6 +104,7 @@ struct DiameterModuleTests {
             assert(KSR.diameter.relay("nobody.example") == -1)
             assert(KSR.diameter.relay("hss2.example") == -2)
             assert(KSR.diameter.is_peer_usable("hss1.example") == 1)
+            assert(KSR.diameter.relay() == 1)
             assert(KSR.diameter.relay_realm() == 1)
             """)
         #expect(h.call("ksr_diameter_request") == .ok)
@@ -118,5 +133,114 @@ struct DiameterModuleTests {
             end
             """)
         #expect(h.call("probe") == .ok)
+    }
+
+    @Test("$diameter_response = json answers the request with the JSON's AVPs (ims_diameter_server's format)")
+    func writableResponse() throws {
+        let h = try harness("""
+            local ok = KSR.pv.sets("$diameter_response", '[{"avpCode":268,"vendorId":0,"Flags":64,"int32":2001},' ..
+                '{"avpCode":297,"vendorId":0,"Flags":64,"list":[{"avpCode":266,"vendorId":0,"Flags":64,"int32":10415},' ..
+                '{"avpCode":298,"vendorId":0,"Flags":64,"int32":5420}]},' ..
+                '{"avpCode":1407,"vendorId":10415,"Flags":192,"hexdump":"00F110"},{"vendorId":0,"int32":1}]')
+            local j = KSR.pv.get("$diameter_response")
+            assert(j:find('"avpCode":1407,"vendorId":10415,"DataType":0,"Flags":192,"data":"00f110"', 1, true), j)
+            """)
+        #expect(h.call("ksr_diameter_request") == .ok)
+        guard case .answer(let m) = DiameterCurrent.of(h.context).decision else {
+            Issue.record("no answer: \(DiameterCurrent.of(h.context).decision)")
+            return
+        }
+        #expect(!m.isRequest && m.isProxiable && !m.isError && m.hopByHop == 7 && m.endToEnd == 8 && m.commandCode == 316)
+        #expect(m.avps.map(\.code) == [263, 264, 296, 268, 297, 1407])
+        #expect(m.string(263) == "mme;1" && m.string(264) == "dra.example" && m.u32(268) == 2001)
+        #expect(m.first(1407, vendor: 10415)?.data == [0, 0xF1, 0x10] && m.first(1407, vendor: 10415)?.flags == 0xC0)
+        #expect(try m.first(297)?.children().map(\.code) == [266, 298])
+        #expect(m.first(268)?.flags == 0x40)
+
+        // A 3xxx Result-Code sets the E flag; text that is not JSON is refused and changes nothing;
+        // null takes the answer back (the route then ends without a decision: 3002).
+        let e = try harness("""
+            KSR.pv.sets("$diameter_response", '[{"avpCode":268,"vendorId":0,"Flags":64,"int32":3004}]')
+            KSR.pv.sets("$diameter_response", '[{"avpCode":268,')
+            KSR.pv.sets("$diameter_response", '{"avpCode":268,"vendorId":0,"int32":1}')
+            KSR.pv.sets("$diameter_response", '[{"avpCode":268,"vendorId":0,"int32":"x"}]')
+            """)
+        #expect(e.call("ksr_diameter_request") == .ok)
+        guard case .answer(let m3) = DiameterCurrent.of(e.context).decision else { Issue.record("no answer"); return }
+        #expect(m3.isError && m3.resultCode == 3004)
+        let n = try harness("""
+            KSR.pv.sets("$diameter_response", '[{"avpCode":268,"vendorId":0,"Flags":64,"int32":2001}]')
+            KSR.pv.unset("$diameter_response")
+            assert(KSR.pv.get("$diameter_response") == nil)
+            """)
+        #expect(n.call("ksr_diameter_request") == .ok)
+        #expect(DiameterCurrent.of(n.context).decision == .none)
+    }
+
+    @Test("ims_diameter_server.diameter_request builds the request from JSON and sets $diameter_response")
+    func requestFromRoute() throws {
+        let h = try ScriptHarness(script: """
+            function ksr_request_route() end
+            function probe()
+                local json = '[{"avpCode":283,"vendorId":0,"Flags":64,"string":"hss.example"},' ..
+                    '{"avpCode":1,"vendorId":0,"Flags":64,"string":"001011234567890"},' ..
+                    '{"avpCode":1405,"vendorId":10415,"Flags":192,"int32":4294967295},' ..
+                    '{"avpCode":421,"vendorId":0,"Flags":64,"int64":5000000000},' ..
+                    '{"avpCode":257,"vendorId":0,"Flags":64,"address":"2001:db8::1"}]'
+                assert(KSR.ims_diameter_server.diameter_request("hss1.example", 16777251, 316, json) == 1)
+                local a = KSR.pv.get("$diameter_response")
+                assert(a:find('{"avpCode":268,"vendorId":0,"DataType":3,"Flags":64,"int32":2001}', 1, true), a)
+                assert(KSR.ims_diameter_server.diameter_request("", 16777251, 316, json) == 1)
+                assert(KSR.ims_diameter_server.diameter_request("nobody.example", 16777251, 316, json) == -1)
+                assert(KSR.ims_diameter_server.diameter_request("hss2.example", 16777251, 316, json) == -1)
+                assert(KSR.ims_diameter_server.diameter_request("hss1.example", 16777251, 316, "") == -1)
+                assert(KSR.ims_diameter_server.diameter_request("hss1.example", 16777251, 316, "[{") == -1)
+                assert(KSR.ims_diameter_server.diameter_request("hss1.example", -1, 316, json) == -1)
+                assert(KSR.ims_diameter_server.diameter_request("hss1.example", 16777251, 16777216, json) == -1)
+                assert(KSR.pv.get("$diameter_response") == nil)
+            end
+            """)
+        let link = PeerTable(usable: ["hss1.example"], known: ["hss1.example", "hss2.example"])
+        h.runtime.diameter.setLink(link)
+        #expect(h.call("probe") == .ok)
+        let sent = link.sent.withLock { $0 }
+        try #require(sent.count == 2)
+        let m = sent[0]
+        #expect(m.isRequest && m.isProxiable && m.commandCode == 316 && m.applicationID == 16777251)
+        #expect(m.avps.map(\.code) == [263, 264, 296, 283, 1, 1405, 421, 257])
+        #expect(m.string(263)?.hasPrefix("dra.example;") == true && m.string(264) == "dra.example" && m.string(296) == "example")
+        #expect(m.first(1405, vendor: 10415)?.u32 == 4_294_967_295 && m.first(1405, vendor: 10415)?.flags == 0xC0)
+        #expect(m.first(421)?.u64 == 5_000_000_000)
+        #expect(m.first(257)?.data == [0, 2, 0x20, 0x01, 0x0d, 0xb8] + Array(repeating: 0, count: 11) + [1])
+        #expect(sent[1].string(263) != m.string(263))
+    }
+
+    @Test("JSON AVP parser: Kamailio's precedence, skipped items, refused values")
+    func jsonParser() throws {
+        var w: [String] = []
+        let avps = try DiameterJSON.parse("""
+            [{"avpCode":1,"vendorId":0,"string":"a","int32":7},
+             {"avpCode":2,"vendorId":0,"Flags":64,"int32":-1},
+             {"avpCode":3,"vendorId":0,"hexdump":"0A0b"},
+             {"avpCode":4,"vendorId":0},
+             {"vendorId":0,"string":"x"},
+             {"avpCode":5,"string":"x"},
+             {"avpCode":6,"vendorId":0,"address":"10.1.2.3"},
+             {"avpCode":7,"vendorId":0,"list":[{"avpCode":8,"vendorId":10415,"Flags":128,"string":"in"}],"string":"ignored"}]
+            """, warnings: &w)
+        #expect(avps.map(\.code) == [1, 2, 3, 6, 7])
+        #expect(avps[0].u32 == 7 && avps[0].flags == 0)
+        #expect(avps[1].u32 == 0xFFFF_FFFF && avps[1].flags == 0x40)
+        #expect(avps[2].data == [0x0A, 0x0B])
+        #expect(avps[3].data == [0, 1, 10, 1, 2, 3])
+        #expect(try avps[4].children() == [DiameterAVP(code: 8, vendorID: 10415, mandatory: false, data: Array("in".utf8))])
+        #expect(w.count == 3, "\(w)")
+        for bad in ["", "{}", "[1]", #"[{"avpCode":-1,"vendorId":0,"int32":1}]"#, #"[{"avpCode":1,"vendorId":0,"int32":4294967296}]"#,
+                    #"[{"avpCode":1,"vendorId":0,"hexdump":"abc"}]"#, #"[{"avpCode":1,"vendorId":0,"Flags":256,"int32":1}]"#,
+                    #"[{"avpCode":1,"vendorId":0,"address":"1.2.3"}]"#, #"[{"avpCode":1.5,"vendorId":0,"int32":1}]"#] {
+            #expect(throws: DiameterJSON.ParseError.self, "\(bad)") { try DiameterJSON.parse(bad, warnings: &w) }
+        }
+        let deep = String(repeating: #"{"avpCode":1,"vendorId":0,"list":["#, count: 40) + String(repeating: "]}", count: 40)
+        #expect(throws: DiameterJSON.ParseError.self) { try DiameterJSON.parse("[" + deep + "]", warnings: &w) }
     }
 }

@@ -361,4 +361,115 @@ struct DiameterRelayTests {
         try waitForLog(starling, "peer fd.example closed")
         #expect(!starling.log.contains("Fatal error"))
     }
+
+    /// python-diameter's interpreter (the venv scripts/install-deps.sh makes).
+    static func pythonDiameter() throws -> String {
+        let venv = ProcessInfo.processInfo.environment["STARLING_PYDIAMETER_VENV"] ?? "/opt/starling-test-venv"
+        let python = venv + "/bin/python3"
+        guard FileManager.default.isExecutableFile(atPath: python),
+              (try? Command.run(python, ["-c", "import diameter"], timeout: .seconds(30)))?.status == 0 else {
+            throw HarnessError("python-diameter (PyPI) is not installed in \(venv): run scripts/install-deps.sh")
+        }
+        return python
+    }
+
+    struct PyAnswer: Decodable {
+        var user: String?
+        var result: Int?
+        var origin: String?
+        var e2e_ok: Bool?
+        var error: String?
+    }
+
+    @Test("python-diameter peers through Starling, and freeDiameterd relaying to Starling: MME -> freeDiameterd -> Starling -> HSS")
+    func pythonDiameterAndFreeDiameterTowardsStarling() throws {
+        let fd = try Requirements.tool("freeDiameterd", package: "freediameterd")
+        let python = try Self.pythonDiameter()
+        let tool = PackagePaths.tool("pydiameter_peer.py").path
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-pydiameter")
+        let (sip, dia, fdPort, h3, mme2) = try { let p = try Ports.freeUDPPorts(5); return (p[0], p[1], p[2], p[3], p[4]) }()
+        let hssLog = directory.appendingPathComponent("hss3.jsonl")
+        // The HSS: a python-diameter node that accepts Starling.
+        let hss = try ServerProcess(name: "hss3", executable: python,
+                                    arguments: [tool, "hss", "--identity", "hss3.example", "--realm", "hss.example", "--port", String(h3),
+                                                "--peer", "dra.example:example", "--log", hssLog.path],
+                                    logFile: directory.appendingPathComponent("hss3.out"))
+        defer { hss.stop() }
+        try hss.waitUntilListening(tcpPort: h3)
+        let script = directory.appendingPathComponent("dra.lua")
+        try """
+            function ksr_request_route() KSR.sl.sl_send_reply(404, "Not here") end
+            function ksr_diameter_request()
+                if KSR.diameter.relay("hss3.example") < 0 then KSR.diameter.answer(3002) end
+            end
+            """.write(to: script, atomically: true, encoding: .utf8)
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+            [diameter]
+            identity = "dra.example"
+            realm = "example"
+            listen = ["tcp:127.0.0.1:\(dia)"]
+            [[diameter.peers]]
+            identity = "hss3.example"
+            connect = "tcp:127.0.0.1:\(h3)"
+            realm = "hss.example"
+            applications = ["s6a"]
+            [[diameter.peers]]
+            identity = "mme.example"
+            applications = ["s6a"]
+            [[diameter.peers]]
+            identity = "fd.example"
+            """.write(to: config, atomically: true, encoding: .utf8)
+        let starling = try Starling.start(script: script, port: sip, workers: 1, extra: ["--config", config.path], directory: directory)
+        defer { starling.stop() }
+        try starling.waitUntilListening(tcpPort: dia)
+        try waitForLog(starling, "peer hss3.example usable")
+
+        // 1. A python-diameter MME connects to Starling: ULRs relayed to the python-diameter HSS.
+        let direct = try Command.run(python, [tool, "client", "--identity", "mme.example", "--realm", "mme.realm",
+                                              "--port", String(try Ports.freeTCPPort()), "--peer", "dra.example:example:\(dia)",
+                                              "--dest-realm", "hss.example", "--users", "001011234567890,001011234567891"],
+                                     timeout: .seconds(90))
+        let a = Self.lines(direct.output, PyAnswer.self).filter { $0.user != nil || $0.error != nil }
+        #expect(a.count == 2 && a.allSatisfy { $0.result == 2001 && $0.origin == "hss3.example" && $0.e2e_ok == true },
+                "\(direct.output) starling: \(starling.logTail(20))")
+        #expect(a.map(\.user) == ["001011234567890", "001011234567891"])
+
+        // 2. freeDiameterd between a python-diameter MME and Starling: it connects to both (Debian's
+        // build has no extension to accept unknown peers), the MME sends through it to Starling's
+        // realm, Starling relays to the HSS.
+        let fdConf = directory.appendingPathComponent("fd.conf")
+        try """
+            Identity = "fd.example";
+            Realm = "fd.realm";
+            Port = \(fdPort);
+            SecPort = 0;
+            No_SCTP;
+            No_IPv6;
+            TcTimer = 1;
+            TwTimer = 6;
+            ConnectPeer = "dra.example" { ConnectTo = "127.0.0.1"; Port = \(dia); No_TLS; };
+            ConnectPeer = "mme2.example" { ConnectTo = "127.0.0.1"; Port = \(mme2); No_TLS; };
+            """.write(to: fdConf, atomically: true, encoding: .utf8)
+        let client = try ServerProcess(name: "mme2", executable: python,
+                                       arguments: [tool, "client", "--identity", "mme2.example", "--realm", "mme.realm", "--port", String(mme2),
+                                                   "--peer", "fd.example:fd.realm", "--dest-realm", "example", "--users", "001029999999999"],
+                                       logFile: directory.appendingPathComponent("mme2.out"))
+        defer { client.stop() }
+        try client.waitUntilListening(tcpPort: mme2)
+        let fdProcess = try ServerProcess(name: "freeDiameterd", executable: fd, arguments: ["-c", fdConf.path, "-d"],
+                                          logFile: directory.appendingPathComponent("fd.log"))
+        defer { fdProcess.stop() }
+        try waitForLog(starling, "peer fd.example open (R-Open)")
+        try client.waitUntil("an answer through freeDiameterd") { client.log.contains("\"result\"") || client.log.contains("\"error\"") }
+        let b = Self.lines(client.log, PyAnswer.self).filter { $0.user != nil || $0.error != nil }
+        #expect(b.first?.result == 2001 && b.first?.origin == "hss3.example" && b.first?.e2e_ok == true,
+                "\(client.logTail(20)) fd: \(fdProcess.logTail(20))")
+        let seen = Self.lines((try? String(contentsOf: hssLog, encoding: .utf8)) ?? "", HSSLine.self)
+        #expect(seen.count == 3)
+        #expect(seen.first?.route_record == ["mme.example"])
+        #expect(seen.last?.route_record == ["mme2.example", "fd.example"], "\(seen.last?.route_record ?? [])")
+        #expect(seen.last?.user == "001029999999999")
+        #expect(!starling.log.contains("Fatal error"))
+    }
 }

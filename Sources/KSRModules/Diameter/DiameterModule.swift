@@ -16,6 +16,10 @@ public protocol DiameterLink: AnyObject, Sendable {
     func setEnabled(_ identity: String, _ on: Bool) -> Bool
     /// Identity, realm and settings for cdp.list_peers.
     var summary: (identity: String, realm: String, acceptUnknown: Bool, requestTimeout: Int) { get }
+    /// Sends a request Starling originates (`KSR.ims_diameter_server.diameter_request`) to `peer`, or
+    /// by the realm table when `peer` is empty. Never blocks. 1: queued, `completion` runs once (on
+    /// another thread) with the answer or nil (timeout, peer failed); -1 unknown peer; -2 not usable.
+    func send(_ request: DiameterMessage, toPeer peer: String, completion: @escaping @Sendable (DiameterMessage?) -> Void) -> Int
 }
 
 /// The module's process state: the link to the node, set by the server.
@@ -32,7 +36,9 @@ public final class DiameterCurrent {
     public var request: DiameterMessage?
     public var fromPeer = ""
     public var decision: DiameterDecision = .none
-    /// The answer a script set through `$diameter_response` or `answer()`.
+    /// `$diameter_response`: in `ksr_diameter_request()` the local answer set through
+    /// `$diameter_response` or `answer()`; after `KSR.ims_diameter_server.diameter_request` and in
+    /// `ksr_diameter_response` the answer received.
     public var response: DiameterMessage?
     public init() {}
 
@@ -78,7 +84,7 @@ enum DiameterModule: KSRModule {
                 let n = cur.request!.remove(d.code, vendor: d.vendorID)
                 return .int(n > 0 ? n : -1)
             },
-            KemiExport("diameter", "relay", [.str], returns: .int) { ctx, args in
+            KemiExport("diameter", "relay", [.str], returns: .int, optional: 1) { ctx, args in
                 let cur = DiameterCurrent.of(ctx)
                 guard let m = cur.request, let link = st.link else { return .int(-1) }
                 let peer = args.str(0)
@@ -171,6 +177,53 @@ enum DiameterModule: KSRModule {
         case "diameter_response": return cur.response.map { .string(json($0.avps)) } ?? .null
         default: return .null
         }
+    }
+
+    /// `$diameter_response = json` (Kamailio's pv_set_response). In `ksr_diameter_request()` the JSON's
+    /// AVPs become the answer to the request (what Kamailio's AAACreateResponse puts first: Session-Id,
+    /// Origin-Host, Origin-Realm, Proxy-Info echoed; then the JSON's AVPs; the E flag when its
+    /// Result-Code is a 3xxx protocol error) and the route's decision is to send it, unless it relays
+    /// or answers afterwards. Elsewhere it only sets the variable. Null clears it (and the answer
+    /// decision). JSON that does not parse is refused with an error (false), nothing changes.
+    static func setResponse(_ ctx: RouteContext, _ value: KemiValue) -> Bool {
+        let cur = DiameterCurrent.of(ctx)
+        guard case .string(let text) = value else {
+            guard value == .null else { return false }
+            cur.response = nil
+            if case .answer = cur.decision { cur.decision = .none }
+            return true
+        }
+        var warnings: [String] = []
+        let avps: [DiameterAVP]
+        do {
+            avps = try DiameterJSON.parse(text, warnings: &warnings)
+        } catch {
+            ctx.logger.error("$diameter_response: \(error)")
+            return false
+        }
+        for w in warnings { ctx.logger.warning("$diameter_response: \(w)") }
+        guard let req = cur.request else {
+            cur.response = DiameterMessage(flags: 0, commandCode: 0, applicationID: 0, hopByHop: 0, endToEnd: 0, avps: avps)
+            return true
+        }
+        let s = state(ctx).link?.summary
+        var a = DiameterMessage(flags: req.flags & DiameterMessage.flagProxiable, commandCode: req.commandCode,
+                                applicationID: req.applicationID, hopByHop: req.hopByHop, endToEnd: req.endToEnd)
+        if let sid = req.first(BaseAVP.sessionID) { a.avps.append(sid) }
+        if let s {
+            a.avps.append(.utf8(BaseAVP.originHost, s.identity))
+            a.avps.append(.utf8(BaseAVP.originRealm, s.realm))
+        }
+        a.avps += req.all(BaseAVP.proxyInfo)
+        a.avps += avps
+        if let rc = a.resultCode, (3000..<4000).contains(rc) { a.flags |= DiameterMessage.flagError }
+        cur.response = a
+        cur.decision = .answer(a)
+        return true
+    }
+
+    private static func state(_ ctx: RouteContext) -> DiameterModuleState {
+        (ctx.moduleState as? ModuleRuntime).map { Self.state($0) } ?? DiameterModuleState()
     }
 
     /// AVPs as JSON in ims_diameter_server's shape (avp_helper.c avp2json): avpCode, vendorId,

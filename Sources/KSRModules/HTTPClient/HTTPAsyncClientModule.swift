@@ -202,7 +202,7 @@ enum HTTPAsyncClientModule: KSRModule {
         guard queued else {
             mailbox.endWait()
             ctx.logger.error("http_async_client: failed to relay query: \(url)")
-            if let s = suspended { cancelSuspend(store, ctx, index: s.index, label: s.label) }
+            if let s = suspended { TMSuspend.cancelSuspended(store, ctx, index: s.index, label: s.label) }
             return -1
         }
         return suspended == nil ? 1 : 0
@@ -230,26 +230,6 @@ enum HTTPAsyncClientModule: KSRModule {
                 ws.id = id
             }
         }
-    }
-
-    /// The query could not be sent: the suspended transaction is continued at once with no callback,
-    /// which answers it 500 (Kamailio's t_cancel_suspend leaves it to the script; the route has
-    /// already been told -1).
-    private static func cancelSuspend(_ store: TMStore, _ ctx: RouteContext, index: Int, label: Int) {
-        guard let cell = TMSuspend.lookup(store, index: index, label: label),
-              store.suspendedCells.withLock({ $0.removeValue(forKey: cell.id) }) != nil else { return }
-        var out = TMOutbox()
-        cell.locked {
-            cell.suspended = false
-            let b = cell.blindBranch
-            guard b >= 0, b < cell.branches.count, cell.branches[b].isPending else { return }
-            cell.branches[b].finalStatus = 500
-            cell.branches[b].replicated = true
-            TMCore.cancelTimers(cell, b)
-            let a = cell.branches[b].machine.transportError()
-            TMCore.runBranch(store, cell, b, a.filter { if case .terminate = $0 { return true } else { return false } }, &out)
-        }
-        out.flush(ctx)
     }
 
     // MARK: Pseudo-variables

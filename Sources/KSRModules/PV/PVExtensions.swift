@@ -539,6 +539,8 @@ indirect enum ExtendedPV: Hashable {
             return UACRequest.set(ctx, key, value)
         case .httpAsync("req", let name?):
             return HTTPAsyncClientModule.setRequest(ctx, name, value)
+        case .diameter("diameter_response"):
+            return DiameterModule.setResponse(ctx, value)
         case .avpIndex(let name, nil):
             guard value == .null else { return false }
             ctx.avps[name] = nil

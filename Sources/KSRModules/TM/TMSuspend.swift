@@ -199,4 +199,24 @@ enum TMSuspend {
         }
         return 1
     }
+
+    /// The asynchronous request (an HTTP query, a Diameter request) could not be sent: the suspended transaction is continued at once with no callback,
+    /// which answers it 500 (Kamailio's t_cancel_suspend leaves it to the
+    /// script; the route has already been told -1).
+    static func cancelSuspended(_ store: TMStore, _ ctx: RouteContext, index: Int, label: Int) {
+        guard let cell = TMSuspend.lookup(store, index: index, label: label),
+              store.suspendedCells.withLock({ $0.removeValue(forKey: cell.id) }) != nil else { return }
+        var out = TMOutbox()
+        cell.locked {
+            cell.suspended = false
+            let b = cell.blindBranch
+            guard b >= 0, b < cell.branches.count, cell.branches[b].isPending else { return }
+            cell.branches[b].finalStatus = 500
+            cell.branches[b].replicated = true
+            TMCore.cancelTimers(cell, b)
+            let a = cell.branches[b].machine.transportError()
+            TMCore.runBranch(store, cell, b, a.filter { if case .terminate = $0 { return true } else { return false } }, &out)
+        }
+        out.flush(ctx)
+    }
 }

@@ -6,6 +6,9 @@
          2001 and Origin-Host ID, and appends one JSON line per request to --log (hop-by-hop and
          end-to-end ids, T flag, Route-Records, User-Name). While the --mute-dwa file exists it does
          not answer DWRs. With --no-answer it answers no application request.
+         [--unknown-prefix P] users (Public-Identity, else User-Name) starting with P get
+         Experimental-Result 5001 (DIAMETER_ERROR_USER_UNKNOWN); [--server-name URI] adds Server-Name
+         (602, 3GPP) to the other answers; [--delay-ms N] answers after N ms.
   client --identity ID --realm R --port P --plan JSON [--out FILE]
          Connects, CER, sends the plan's requests one after the other, prints one JSON line per answer
          (result, Origin-Host, ids, elapsed seconds), then DPR and exit. Plan items:
@@ -87,12 +90,16 @@ def caps(identity, realm, apps=(16777251,)):
         a.append(avp(260, u32(266, 10415) + u32(258, app)))
     return a
 
-def answer(req, result, identity, realm, extra=()):
+def answer(req, result, identity, realm, extra=(), experimental=None):
     avps = []
     sid = first(req, 263)
     if sid is not None:
         avps.append(avp(263, sid))
-    avps += [u32(268, result), avp(264, identity), avp(296, realm)] + list(extra)
+    if experimental is not None:
+        avps.append(avp(297, u32(266, 10415) + u32(298, experimental)))
+    else:
+        avps.append(u32(268, result))
+    avps += [avp(264, identity), avp(296, realm)] + list(extra)
     return message(req["flags"] & 0x40, req["cmd"], req["app"], req["hbh"], req["e2e"], avps)
 
 def log_line(path, obj):
@@ -123,12 +130,27 @@ def serve_connection(conn, args):
             return
         else:
             user = first(m, 1)
+            public = first(m, 601)
             log_line(args.log, {"hbh": m["hbh"], "e2e": m["e2e"], "t": bool(m["flags"] & 0x10),
                                 "route_record": strs(m, 282), "user": user.decode() if user else None,
-                                "origin": (first(m, 264) or b"").decode()})
+                                "origin": (first(m, 264) or b"").decode(), "cmd": m["cmd"], "app": m["app"],
+                                "p": bool(m["flags"] & 0x40), "session": (first(m, 263) or b"").decode(),
+                                "origin_realm": (first(m, 296) or b"").decode(),
+                                "public_identity": public.decode() if public else None})
             if args.no_answer:
                 continue
-            send(answer(m, 2001, args.identity, args.realm, [avp(1, user)] if user else []))
+            name = (public or user or b"").decode(errors="replace")
+            extra = [avp(1, user)] if user else []
+            experimental = None
+            if args.unknown_prefix and name.startswith(args.unknown_prefix):
+                experimental = 5001  # DIAMETER_ERROR_USER_UNKNOWN (TS 29.229)
+            elif args.server_name:
+                extra.append(avp(602, args.server_name, vendor=10415))
+            reply = answer(m, 2001, args.identity, args.realm, extra, experimental)
+            if args.delay_ms:
+                threading.Timer(args.delay_ms / 1000.0, send, args=(reply,)).start()
+            else:
+                send(reply)
 
 def hss(args):
     srv = socket.socket()
@@ -271,6 +293,9 @@ def main():
     p.add_argument("--ca")
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
+    p.add_argument("--unknown-prefix")
+    p.add_argument("--server-name")
+    p.add_argument("--delay-ms", type=int, default=0)
     args = p.parse_args()
     return {"hss": hss, "client": client, "malformed": malformed}[args.mode](args) or 0
 
