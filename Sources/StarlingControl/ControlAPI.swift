@@ -273,7 +273,7 @@ public final class ControlAPI: Sendable {
             } else if w.hasSuffix(":") {
                 matched = all.filter { $0.0.hasPrefix(w) }
             } else if w.contains(":") {
-                matched = all.filter { $0.0 == w }
+                matched = all.filter { $0.0 == w || ($0.0.hasPrefix(w + "{") && !w.contains("{")) }
             } else {
                 matched = all.filter { $0.0.hasPrefix(w + ":") || $0.0.hasSuffix(":" + w) }
             }
@@ -309,7 +309,10 @@ public final class ControlAPI: Sendable {
             ("app_lua:reloads_failed", c["reloads_failed"] ?? 0),
         ]
         // The loaded modules' statistics, under their Kamailio names ("tmx:active_transactions").
-        for (s, value) in server.stack.statistics() { out.append((s.name, value)) }
+        // A labelled statistic lists one line per sample ("rtpengine:instance_requests{instance=udp:...}").
+        for (s, samples) in server.stack.statistics() {
+            for sample in samples { out.append((s.displayName(sample), sample.value)) }
+        }
         return out
     }
 }

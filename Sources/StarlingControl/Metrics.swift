@@ -54,8 +54,12 @@ public enum PrometheusMetrics {
         metric("starling_script_generation", "gauge", "How many script versions have been published since start.",
                [("", String(p.generation))])
         // The loaded modules' statistics (their `statistics` rows).
-        for (s, value) in server.stack.statistics() {
-            metric(s.metric, s.kind.rawValue, s.help, [("", String(value))])
+        for (s, samples) in server.stack.statistics() {
+            metric(s.metric, s.kind.rawValue, s.help, samples.map { sample in
+                if s.labels.isEmpty { return ("", String(sample.value)) }
+                let pairs = zip(s.labels, sample.labels).map { "\($0)=\"\(escape($1))\"" }
+                return ("{" + pairs.joined(separator: ",") + "}", String(sample.value))
+            })
         }
         // The dispatcher's per-destination gauges and counters (labels set and uri).
         for f in DispatcherMetrics.families(server.stack.runtime) { metric(f.name, f.type, f.help, f.samples) }

@@ -22,11 +22,12 @@ public final class RoutingStack: Sendable {
     /// Throws when a loaded module refuses to start (the message names the parameter or file).
     public init(modules configured: [String], config: ModuleConfiguration, subscribers: (any SubscriberLookup)? = nil,
                 locations: (any LocationPersistence)? = nil, uacRegistrations: (any UACRegistrationSource)? = nil,
-                clock: ModuleClock = ModuleClock(), logger: Logger? = nil) throws(ModuleStartError) {
+                clock: ModuleClock = ModuleClock(), logger: Logger? = nil,
+                resolveHost: ModuleRuntime.HostResolver? = nil) throws(ModuleStartError) {
         modules = KSRModules.loaded(configured)
         loadedNames = Set(modules.map { $0.name })
         runtime = ModuleRuntime(config: config, subscribers: subscribers, locations: locations, clock: clock,
-                                uacRegistrations: uacRegistrations)
+                                uacRegistrations: uacRegistrations, resolveHost: resolveHost)
         runtime.setLoadedModules(loadedNames)
         for m in modules { try m.start(runtime) }
         // dispatcher's db_url: the destinations from the dispatcher table of the embedded database.
@@ -71,8 +72,9 @@ public final class RoutingStack: Sendable {
         KSRModules.rpcMethods.first { $0.method.name == name }
     }
 
-    /// The loaded modules' statistics, current values.
-    public func statistics() -> [(statistic: ModuleStatistic, value: Int)] {
-        modules.flatMap { m in m.statistics.map { ($0, $0.read(runtime)) } }
+    /// The loaded modules' statistics, current values (one sample for a plain statistic, one per
+    /// label values for a labelled one).
+    public func statistics() -> [(statistic: ModuleStatistic, samples: [ModuleStatistic.Sample])] {
+        modules.flatMap { m in m.statistics.map { ($0, $0.samples(runtime)) } }
     }
 }

@@ -69,6 +69,19 @@ public final class Server: Sendable {
         limits = LuaEngineLimits(instructionBudget: config.lua.instructionBudget, memoryLimit: config.lua.memoryLimitMB << 20)
         let moduleConfig = config.moduleParameters
         database = try Self.openDatabase(moduleConfig, logger: logger)
+        var resolver: DNSResolver? = nil
+        do {
+            resolver = try DNSResolver(configuration: DNSResolver.Configuration(servers: config.dnsServers))
+        } catch {
+            logger.warning("DNS resolver unavailable (\(error)); only numeric hosts can be reached")
+        }
+        // Host names the modules resolve outside a route (dispatcher's list at load).
+        var resolveHost: ModuleRuntime.HostResolver? = nil
+        if let r = resolver {
+            resolveHost = { (host: String, port: Int?, proto: SIPTransportProtocol) -> [SocketAddress] in
+                do throws(DNSError) { return try r.resolve(host: host, port: port, proto: proto) } catch { return [] }
+            }
+        }
         let stack: RoutingStack
         do throws(ModuleStartError) {
             if let database {
@@ -77,14 +90,14 @@ public final class Server: Sendable {
                     ? moduleConfig.uacRegistrationTable.map { SQLiteUACRegistrations(database, table: $0) } : nil
                 stack = try RoutingStack(modules: config.modules, config: moduleConfig, subscribers: SQLiteSubscribers(database),
                                          locations: SQLiteLocations(database, useDomain: moduleConfig.usrlocUseDomain),
-                                         uacRegistrations: uacreg, logger: logger)
+                                         uacRegistrations: uacreg, logger: logger, resolveHost: resolveHost)
                 if stack.runtime.usrloc.dbMode != .noDB {
                     // Load the location table now (a restart keeps registrations).
                     let t = stack.runtime.usrloc.table("location")
                     logger.info("usrloc: \(t.count) contacts loaded from \(database.path) (db_mode \(stack.runtime.usrloc.dbMode.rawValue))")
                 }
             } else {
-                stack = try RoutingStack(modules: config.modules, config: moduleConfig, logger: logger)
+                stack = try RoutingStack(modules: config.modules, config: moduleConfig, logger: logger, resolveHost: resolveHost)
             }
         } catch {
             throw ServerError(error.description, configuration: true)
@@ -192,12 +205,6 @@ public final class Server: Sendable {
             listen[i].address = sockets[j].localAddress
         }
         self.inboxes = inboxes
-        var resolver: DNSResolver? = nil
-        do {
-            resolver = try DNSResolver(configuration: DNSResolver.Configuration(servers: config.dnsServers))
-        } catch {
-            logger.warning("DNS resolver unavailable (\(error)); only numeric hosts can be reached")
-        }
         services = ServerServices(listen: listen, udpSockets: sockets, streams: streams, resolver: resolver,
                                   defines: config.defineTexts, workerCount: workerCount, aliases: config.aliases)
         // Datagrams sent outside any route (NAT keepalives) leave from the first unicast UDP socket.

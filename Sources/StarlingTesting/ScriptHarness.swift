@@ -150,7 +150,8 @@ public final class ScriptHarness {
         let stack: RoutingStack
         do {
             stack = try RoutingStack(modules: modules ?? [], config: config, subscribers: subscribers, locations: locations,
-                                     uacRegistrations: uacRegistrations)
+                                     uacRegistrations: uacRegistrations,
+                                     resolveHost: { [services] host, port, proto in services.resolve(host: host, port: port, proto: proto) })
         } catch {
             throw LuaScriptError(kind: .setup, message: "module start-up: \(error.description)")
         }

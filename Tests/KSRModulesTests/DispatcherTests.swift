@@ -825,3 +825,79 @@ enum DST {
         }
     }
 }
+
+/// Host names in the list are resolved at load, as Kamailio's `pack_dest` (ds_dns_mode 1): a name
+/// that does not resolve drops its line with a warning (or refuses the list with ds_load_mode 1),
+/// flag 16 skips the lookup, ds_is_from_list matches the address found at load. The names resolve
+/// through the harness's host table (never the machine's resolver).
+@Suite struct DispatcherDNSTests {
+    static let list = """
+        1 sip:pbx-a.farm.test:5070
+        1 sip:gone.farm.test:5080
+        1 sip:later.farm.test:5090 16
+        2 sip:gone.farm.test
+        """
+    static let script = """
+        function ksr_request_route()
+          if KSR.is_method("PUBLISH") then
+            KSR.pv.seti("$var(rc)", KSR.dispatcher.ds_reload())
+            return
+          end
+          KSR.pv.seti("$var(rc)", KSR.dispatcher.ds_is_from_list(1))
+          KSR.pv.seti("$var(exists2)", KSR.dispatcher.ds_list_exists(2))
+        end
+        """
+    static let pbxA = SocketAddress(ip: "10.1.1.1", port: 5070)!
+
+    static func uris(_ h: ScriptHarness) -> [Int: [String]] {
+        var out: [Int: [String]] = [:]
+        for s in DispatcherModule.store(h.runtime).snapshot() { out[s.id] = s.dests.map(\.uri) }
+        return out
+    }
+
+    @Test func namesAreResolvedAtLoadAndUnresolvedLinesDropped() throws {
+        let services = TestServices(hosts: ["pbx-a.farm.test": Self.pbxA])
+        let (h, _) = try DST.harness(Self.script, list: Self.list, services: services)
+        // set 2 had only the name that does not resolve; the flag-16 line is kept unresolved
+        #expect(Self.uris(h) == [1: ["sip:later.farm.test:5090", "sip:pbx-a.farm.test:5070"]])
+        try h.route(DST.invite(), from: Self.pbxA)
+        #expect(TMT.v(h, "rc") == "1", "matched by the address resolved at load")
+        #expect(TMT.v(h, "exists2") == "-1")
+        try h.route(DST.invite(), from: SocketAddress(ip: "10.1.1.2", port: 5070)!)
+        #expect(TMT.v(h, "rc") == "-1")
+    }
+
+    @Test func loadModeOneRefusesTheList() {
+        do {
+            _ = try DST.harness(Self.script, list: Self.list, ["ds_load_mode": "1"],
+                                services: TestServices(hosts: ["pbx-a.farm.test": Self.pbxA]))
+            Issue.record("the list was accepted")
+        } catch let error as LuaScriptError {
+            #expect(error.message.contains("modparam.dispatcher.list_file") && error.message.contains("dispatcher.list:2")
+                    && error.message.contains("could not resolve gone.farm.test"), "\(error.message)")
+        } catch {
+            Issue.record("\(error)")
+        }
+    }
+
+    @Test func dnsModeZeroKeepsTheNamesUnresolved() throws {
+        let (h, _) = try DST.harness(Self.script, list: Self.list, ["ds_dns_mode": "0"], services: TestServices())
+        #expect(Self.uris(h) == [1: ["sip:later.farm.test:5090", "sip:gone.farm.test:5080", "sip:pbx-a.farm.test:5070"],
+                                 2: ["sip:gone.farm.test"]])
+    }
+
+    @Test func aReloadResolvesAgain() throws {
+        // a name unknown at start (dropped) that resolves at the reload is added then
+        let (h, path) = try DST.harness(Self.script, list: "1 sip:pbx-a.farm.test:5070\n", ["reload_delta": "0"],
+                                        services: TestServices(hosts: ["pbx-a.farm.test": Self.pbxA,
+                                                                       "pbx-b.farm.test": SocketAddress(ip: "10.1.1.2", port: 0)!]))
+        #expect(Self.uris(h) == [1: ["sip:pbx-a.farm.test:5070"]])
+        try "1 sip:pbx-a.farm.test:5070\n1 sip:pbx-b.farm.test:5070\n1 sip:nowhere.farm.test\n"
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        try h.route(DST.request("PUBLISH", callID: "reload"))
+        #expect(TMT.v(h, "rc") == "1")
+        #expect(Self.uris(h) == [1: ["sip:pbx-b.farm.test:5070", "sip:pbx-a.farm.test:5070"]])
+        try h.route(DST.invite(), from: SocketAddress(ip: "10.1.1.2", port: 5070)!)
+        #expect(TMT.v(h, "rc") == "1")
+    }
+}

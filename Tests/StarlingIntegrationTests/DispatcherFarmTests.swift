@@ -1,4 +1,5 @@
 import Foundation
+import StarlingTestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -22,7 +23,7 @@ struct DispatcherFarmTests {
     /// Starts the proxy with dispatcher over `listFile`: probing every second, failover flag,
     /// fr_timer 1 s, the event callback.
     static func startProxy(_ server: String, script: URL, port: Int, listFile: URL, directory: URL,
-                           extraParams: [(String, String)] = []) throws -> ServerProcess {
+                           extraParams: [(String, String)] = [], core: String = "") throws -> ServerProcess {
         var params: [(String, String)] = [("list_file", "\"\(listFile.path)\""), ("flags", "2"), ("ds_ping_interval", "1"), ("ds_probing_mode", "1"),
                                           ("ds_probing_threshold", "1"), ("ds_inactive_threshold", "1"),
                                           ("event_callback", "\"ksr_dispatcher_event\"")]
@@ -44,6 +45,7 @@ struct DispatcherFarmTests {
         try """
         [core]
         modules = ["sl", "tm", "maxfwd", "siputils", "xlog", "dispatcher"]
+        \(core)
 
         [modparam.tm]
         fr_timer = 1000
@@ -189,6 +191,77 @@ struct DispatcherFarmTests {
     }
 
     /// A list line that does not parse stops Starling with exit 2 naming the key and file:line.
+    /// baresip (a real phone answering by itself) as one destination of the farm beside a SIPp PBX,
+    /// on both servers: the OPTIONS probes keep it up, round-robin gives it every other call, and
+    /// it answers them (SIPp's calls end with 200 to the BYE).
+    @Test(arguments: ["starling", "kamailio"])
+    func baresipIsOneOfTheDestinations(server: String) throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-ds-baresip-\(server)")
+        let ports = try Ports.freeUDPPorts(4)
+        let (proxyPort, uacPort, pbxPort, phonePort) = (ports[0], ports[1], ports[2], ports[3])
+        let list = directory.appendingPathComponent("dispatcher.list")
+        // baresip answers OPTIONS to a user of its own (404 without a user part): the destination names it
+        try "1 sip:127.0.0.1:\(pbxPort) 8\n1 sip:service@127.0.0.1:\(phonePort) 8\n".write(to: list, atomically: true, encoding: .utf8)
+        let pbx = try SIPp.uas(scenario: PackagePaths.scenario("pbx.xml"), port: pbxPort, directory: directory, tag: "pbx",
+                               traceMessages: true)
+        defer { pbx.process.stop(signal: SIGKILL, grace: .seconds(1)) }
+        let phoneDirectory = directory.appendingPathComponent("baresip")
+        // SIPp's calls go to sip:service@...: baresip's account is that user, not registered
+        try Baresip.configure(directory: phoneDirectory, user: "service", password: "unused", domain: "127.0.0.1",
+                              proxyPort: proxyPort, sipPort: phonePort, rtpPorts: try TestPorts.block(100), register: false)
+        let phone = try Baresip.start(directory: phoneDirectory, commands: [], seconds: 60)
+        defer { phone.stop() }
+        let proxy = try Self.startProxy(server, script: try Self.farmScript(for: server, directory: directory), port: proxyPort,
+                                        listFile: list, directory: directory)
+        defer { proxy.stop() }
+        usleep(1_500_000) // the first probes
+        let run = try SIPp.runUAC(target: proxyPort, localPort: uacPort, rate: 2, calls: 6, directory: directory,
+                                  tag: "calls", timeout: .seconds(60))
+        let context = "\(server) log:\n\(proxy.logTail(30))\nbaresip log:\n\(phone.logTail(30))"
+        #expect(run.successfulCalls == 6 && run.failedCalls == 0, "\(server): \(run)\n\(context)")
+        #expect(Self.invites(pbx) == 3, "\(server): round-robin gives the SIPp PBX 3 of 6 calls: \(Self.invites(pbx))")
+        let answered = phone.log.components(separatedBy: "Call established").count - 1
+        #expect(answered == 3, "\(server): baresip answered \(answered) calls (3 expected)\n\(context)")
+        #expect(!proxy.log.contains("dst-down"), "\(server): a destination went down\n\(context)")
+        #expect(proxy.isRunning && phone.isRunning, "\(context)")
+    }
+
+    /// Host names in the list are resolved at load through the configured DNS server (dnsmasq started
+    /// here; never the machine's resolver): two PBXs by name take the calls, a name that does not
+    /// resolve is dropped with Kamailio's warning and gets nothing.
+    @Test func hostNamesAreResolvedAtLoad() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-ds-names")
+        let ports = try Ports.freeUDPPorts(4)
+        let (proxyPort, uacPort) = (ports[0], ports[1])
+        let pbxPorts = Array(ports[2...3])
+        let dnsmasq = try DNSMasq.start(naptr: [], extra: ["--host-record=pbx1.farm.test,127.0.0.1",
+                                                           "--host-record=pbx2.farm.test,127.0.0.1", "--local=/farm.test/"],
+                                        directory: directory)
+        defer { dnsmasq.process.stop() }
+        let list = directory.appendingPathComponent("dispatcher.list")
+        try """
+        1 sip:pbx1.farm.test:\(pbxPorts[0]) 8
+        1 sip:gone.farm.test:\(pbxPorts[1]) 8
+        1 sip:pbx2.farm.test:\(pbxPorts[1]) 8
+
+        """.write(to: list, atomically: true, encoding: .utf8)
+        let scenario = PackagePaths.scenario("pbx.xml")
+        let pbx = try pbxPorts.enumerated().map { i, p in
+            try SIPp.uas(scenario: scenario, port: p, directory: directory, tag: "pbx\(i + 1)", traceMessages: true)
+        }
+        defer { for p in pbx { p.process.stop(signal: SIGKILL, grace: .seconds(1)) } }
+        let proxy = try Self.startProxy("starling", script: try Self.farmScript(for: "starling", directory: directory), port: proxyPort,
+                                        listFile: list, directory: directory,
+                                        core: "dns_servers = [\"127.0.0.1:\(dnsmasq.port)\"]")
+        defer { proxy.stop() }
+        #expect(Self.waitFor("could not resolve gone.farm.test", in: proxy), "\(proxy.logTail())")
+        let run = try SIPp.runUAC(target: proxyPort, localPort: uacPort, rate: 10, calls: 10, directory: directory,
+                                  tag: "names", timeout: .seconds(60))
+        #expect(run.successfulCalls == 10 && run.failedCalls == 0, "\(run)\n\(proxy.logTail())")
+        #expect(pbx.map(Self.invites) == [5, 5], "round-robin over the two names: \(pbx.map(Self.invites))")
+        #expect(proxy.isRunning)
+    }
+
     @Test func brokenListRefusesTheStart() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-ds-bad")
         let port = try Ports.freeUDPPorts(1)[0]

@@ -293,6 +293,23 @@ struct RtpengineTests {
         #expect(disabled["udp:127.0.0.1:\(first.port)"] == 1, "\(show.output)")
         #expect(disabled["udp:127.0.0.1:\(second.port)"] == 0, "\(show.output)")
         #expect(rows.count == 2, "\(show.output)")
+        // per-instance statistics (labelled): /metrics and stats.get_statistics
+        let metrics = try ControlAPITests.metrics(port: control, token: "t")
+        func sample(_ name: String, _ port: Int) -> Int? {
+            let prefix = "\(name){instance=\"udp:127.0.0.1:\(port)\",set=\"0\"} "
+            return metrics.split(separator: "\n").first { $0.hasPrefix(prefix) }.flatMap { Int($0.dropFirst(prefix.count)) }
+        }
+        #expect(sample("starling_rtpengine_instance_up", first.port) == 0, "\(metrics)")
+        #expect(sample("starling_rtpengine_instance_up", second.port) == 1, "\(metrics)")
+        #expect((sample("starling_rtpengine_failures_total", first.port) ?? 0) >= 1, "\(metrics)")
+        #expect(sample("starling_rtpengine_failures_total", second.port) == 0, "\(metrics)")
+        // 6 calls after the kill, offer + answer + delete each, and the pings
+        #expect((sample("starling_rtpengine_requests_total", second.port) ?? 0) >= 18, "\(metrics)")
+        #expect(metrics.contains("# TYPE starling_rtpengine_requests_total counter"), "\(metrics)")
+        #expect(metrics.contains("# TYPE starling_rtpengine_commands_total counter"), "the module-wide names stay: \(metrics)")
+        let stats = try ctl("stats.get_statistics", "rtpengine:instance_up")
+        #expect(stats.output.contains("rtpengine:instance_up{instance=udp:127.0.0.1:\(first.port),set=0} = 0")
+                && stats.output.contains("rtpengine:instance_up{instance=udp:127.0.0.1:\(second.port),set=0} = 1"), "\(stats.output)")
         #expect(starling.isRunning)
     }
 
@@ -353,32 +370,122 @@ struct RtpengineTests {
         #expect(starling.isRunning)
     }
 
+    /// With the real daemon: an INVITE whose SDP is a part of a multipart/mixed body leaves with only
+    /// that part replaced by rtpengine's SDP (the other part, the boundaries and Content-Type kept,
+    /// Content-Length right); with write_sdp_pv the new SDP goes to the AVP and the body stays.
+    @Test func multipartBodiesAndWriteSDPVariable() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-rtpengine-multipart")
+        let relay = try RtpengineDaemon.start(directory: directory)
+        defer { relay.process.stop() }
+        let callee = try UDPEndpoint()
+        let client = try UDPEndpoint()
+        let script = directory.appendingPathComponent("mp.lua")
+        try """
+        function ksr_request_route()
+          local rc = KSR.rtpengine.rtpengine_offer("replace-origin replace-session-connection")
+          if rc < 0 then KSR.sl.sl_send_reply(500, "rtpengine " .. rc); return end
+          local written = KSR.pv.get("$avp(newsdp)")
+          if written then
+            local port = string.match(written, "m=audio (%d+)") or "none"
+            KSR.rtpengine.rtpengine_delete0()
+            KSR.sl.sl_send_reply(488, "written " .. port)
+            return
+          end
+          KSR.setdsturi("sip:127.0.0.1:\(callee.port)")
+          KSR.forward()
+        end
+        """.write(to: script, atomically: true, encoding: .utf8)
+        let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+        let body = "--b1\r\nContent-Type: text/plain\r\n\r\nfirst part\r\n"
+            + "--b1\r\nContent-Type: application/sdp\r\n\r\n" + sdp + "\r\n--b1--\r\n"
+        func invite(_ callID: String) -> String {
+            "INVITE sip:b@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:\(client.port);branch=z9hG4bK\(callID)\r\n"
+                + "From: <sip:a@127.0.0.1>;tag=f\(callID)\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: \(callID)\r\n"
+                + "CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Type: multipart/mixed;boundary=b1\r\n"
+                + "Content-Length: \(body.utf8.count)\r\n\r\n" + body
+        }
+        func start(_ extra: String) throws -> ServerProcess {
+            let port = try Ports.freeUDPPort()
+            let config = try Self.config(directory, sock: "udp:127.0.0.1:\(relay.port)", extra: extra)
+            let starling = try Starling.start(script: script, port: port, workers: 1, extra: ["--config", config.path],
+                                              directory: directory)
+            try client.send(invite("mp-\(UUID().uuidString.prefix(8))"), to: port)
+            return starling
+        }
+
+        // 1. only the SDP part is replaced
+        let first = try start("")
+        defer { first.stop() }
+        let forwarded = try #require(callee.receive(timeout: .seconds(10)), "nothing forwarded\n\(first.logTail())")
+        let split = try #require(forwarded.range(of: "\r\n\r\n"), "\(forwarded)")
+        let head = forwarded[..<split.lowerBound]
+        let sent = forwarded[split.upperBound...]
+        #expect(head.contains("Content-Type: multipart/mixed;boundary=b1"), "\(forwarded)")
+        #expect(head.contains("Content-Length: \(sent.utf8.count)\r\n") || head.hasSuffix("Content-Length: \(sent.utf8.count)"),
+                "Content-Length matches the new body: \(forwarded)")
+        #expect(sent.hasPrefix("--b1\r\nContent-Type: text/plain\r\n\r\nfirst part\r\n--b1\r\nContent-Type: application/sdp\r\n\r\nv=0"),
+                "\(forwarded)")
+        #expect(sent.hasSuffix("\r\n--b1--\r\n"), "\(forwarded)")
+        let media = try #require(Self.media(String(sent)), "no SDP in \(forwarded)")
+        #expect(media.ip == "127.0.0.2" && relay.media.contains(media.port), "\(forwarded)")
+        first.stop()
+
+        // 2. write_sdp_pv: the AVP gets rtpengine's SDP
+        let second = try start("write_sdp_pv = \"$avp(newsdp)\"")
+        defer { second.stop() }
+        let reply = try #require(client.receive(timeout: .seconds(10)), "no reply\n\(second.logTail())")
+        let status = reply.components(separatedBy: "\r\n").first ?? ""
+        let port = Int(status.components(separatedBy: "written ").last ?? "") ?? -1
+        #expect(status.hasPrefix("SIP/2.0 488 written ") && relay.media.contains(port), "\(reply)\n\(second.logTail())")
+        #expect(second.isRunning)
+    }
+
     /// The ng command Starling sends is the one Kamailio 5.6's rtpengine.so sends for the same INVITE,
-    /// route and flags, byte for byte (keys, order, lists, the swapped tags of an answer).
+    /// route and flags, byte for byte (keys, order, lists, the swapped tags of an answer). Variants:
+    /// `extra` sets extra_id_pv (via-branch=extra), `readpv` read_sdp_pv (the SDP from a variable),
+    /// `multipart` sends the SDP inside a multipart/mixed body (only the SDP part goes to rtpengine).
     @Test(arguments: [
-        ("rtpengine_offer", "replace-origin replace-session-connection ICE=remove RTP/AVP trust-address direction=external direction=internal via-branch=1 some-unknown-word SDES-off codec-strip=PCMA TOS=184"),
-        ("rtpengine_offer", ""),
-        ("rtpengine_delete", "delete-delay=5"),
-        ("block_media", "directional"),
-        ("rtpengine_manage", "replace-origin replace-session-connection SIP-source-address via-branch=auto"),
-        ("rtpengine_answer", "T.38-decode rtcp-mux-offer"),
-        ("rtpengine_offer", "force-answer from-tag=xyz"),
+        ("rtpengine_offer", "replace-origin replace-session-connection ICE=remove RTP/AVP trust-address direction=external direction=internal via-branch=1 some-unknown-word SDES-off codec-strip=PCMA TOS=184", ""),
+        ("rtpengine_offer", "", ""),
+        ("rtpengine_delete", "delete-delay=5", ""),
+        ("block_media", "directional", ""),
+        ("rtpengine_manage", "replace-origin replace-session-connection SIP-source-address via-branch=auto", ""),
+        ("rtpengine_answer", "T.38-decode rtcp-mux-offer", ""),
+        ("rtpengine_offer", "force-answer from-tag=xyz", ""),
+        ("rtpengine_offer", "replace-origin via-branch=extra", "extra"),
+        ("rtpengine_offer", "via-branch=next", ""),
+        ("rtpengine_manage", "via-branch=auto-next", ""),
+        ("rtpengine_offer", "replace-origin", "readpv"),
+        ("rtpengine_manage", "replace-origin replace-session-connection", "multipart"),
     ])
-    func ngCommandsMatchKamailio(_ function: String, _ flags: String) throws {
+    func ngCommandsMatchKamailio(_ function: String, _ flags: String, _ variant: String) throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-rtpengine-ng")
         let call = flags.isEmpty ? "KSR.rtpengine.\(function)0()" : "KSR.rtpengine.\(function)(\"\(flags)\")"
         let script = directory.appendingPathComponent("ng.lua")
+        let pvSDP = "v=0\\r\\no=- 7 7 IN IP4 127.0.0.9\\r\\ns=-\\r\\nc=IN IP4 127.0.0.9\\r\\nt=0 0\\r\\nm=audio 4900 RTP/AVP 8\\r\\n"
         try """
         function ksr_request_route()
+          \(variant == "readpv" ? "KSR.pv.sets(\"$var(sdp)\", \"\(pvSDP)\")" : "")
           local rc = \(call)
           KSR.sl.sl_send_reply(488, "rc " .. rc)
         end
         """.write(to: script, atomically: true, encoding: .utf8)
-        let body = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+        let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+        let body: String
+        let contentType: String
+        if variant == "multipart" {
+            contentType = "multipart/mixed;boundary=unique-boundary-1"
+            body = "--unique-boundary-1\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+                + "--unique-boundary-1\r\nContent-Type: application/sdp\r\n\r\n" + sdp + "\r\n--unique-boundary-1--\r\n"
+        } else {
+            contentType = "application/sdp"
+            body = sdp
+        }
         func invite(_ client: UDPEndpoint) -> String {
-            "INVITE sip:b@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:\(client.port);branch=z9hG4bKngcmp1\r\n"
+            // the same Via port on both servers (via-branch=next hashes it); rport: replies to the source
+            "INVITE sip:b@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5099;rport;branch=z9hG4bKngcmp1\r\n"
                 + "From: <sip:a@127.0.0.1>;tag=fromtag1\r\nTo: <sip:b@127.0.0.1>;tag=totag1\r\nCall-ID: ng-compare-1\r\n"
-                + "CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\n"
+                + "CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Type: \(contentType)\r\n"
                 + "Content-Length: \(body.utf8.count)\r\n\r\n" + body
         }
         func commands(_ start: (Int, Int) throws -> ServerProcess) throws -> [String] {
@@ -393,15 +500,23 @@ struct RtpengineTests {
             #expect(reply?.hasPrefix("SIP/2.0 488 rc -1") == true, "\(reply ?? "no reply")\n\(server.logTail())")
             return peer.requests
         }
+        let params: [(String, String)] = switch variant {
+        case "extra": [("extra_id_pv", "$ft")]
+        case "readpv": [("read_sdp_pv", "$var(sdp)")]
+        default: []
+        }
         let starling = try commands { port, ng in
             let config = directory.appendingPathComponent("starling.toml")
-            try "[core]\nmodules = [\"sl\", \"rtpengine\"]\n[modparam.rtpengine]\nrtpengine_sock = \"udp:127.0.0.1:\(ng)\"\n"
+            try ("[core]\nmodules = [\"sl\", \"pv\", \"rtpengine\"]\n[modparam.rtpengine]\nrtpengine_sock = \"udp:127.0.0.1:\(ng)\"\n"
+                 + params.map { "\($0.0) = \"\($0.1)\"\n" }.joined())
                 .write(to: config, atomically: true, encoding: .utf8)
             return try Starling.start(script: script, port: port, workers: 1, extra: ["--config", config.path], directory: directory)
         }
         let kamailio = try commands { port, ng in
             try Kamailio.start(script: script, port: port, children: 1, modules: ["sl", "pv", "rtpengine"],
-                               extra: "modparam(\"rtpengine\", \"rtpengine_sock\", \"udp:127.0.0.1:\(ng)\")", directory: directory)
+                               extra: "modparam(\"rtpengine\", \"rtpengine_sock\", \"udp:127.0.0.1:\(ng)\")\n"
+                                   + params.map { "modparam(\"rtpengine\", \"\($0.0)\", \"\($0.1)\")\n" }.joined(),
+                               directory: directory)
         }
         #expect(!kamailio.isEmpty)
         #expect(starling == kamailio, "Starling:\n\(starling.joined(separator: "\n"))\nKamailio:\n\(kamailio.joined(separator: "\n"))")

@@ -160,6 +160,8 @@ struct DSSet: Sendable {
 /// Flag bits and small helpers shared by the dispatcher files (Kamailio's dispatch.h).
 enum DS {
     static let inactive = 1, trying = 2, disabled = 4, probing = 8, noDNS = 16, statesAll = 31
+    /// `ds_dns_mode` bits (dispatch.h DS_DNS_MODE_*).
+    static let dnsInit = 1, dnsAlways = 2, dnsTimer = 4, dnsQSRV = 8
     static func skip(_ flags: Int) -> Bool { flags & (inactive | disabled) != 0 }
 
     /// Kamailio's `ds_get_hash` (core hash of two strings, bytes read as signed chars as on x86).

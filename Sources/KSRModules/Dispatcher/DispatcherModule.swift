@@ -162,7 +162,9 @@ enum DispatcherModule {
 
     /// The module's shared state (made on first use with the runtime's configuration).
     static func store(_ runtime: ModuleRuntime) -> DispatcherStore {
-        runtime.state(DispatcherStore.self) { DispatcherStore(settings: DSSettings(runtime.config), clock: runtime.clock) }
+        runtime.state(DispatcherStore.self) {
+            DispatcherStore(settings: DSSettings(runtime.config), clock: runtime.clock, resolveHost: runtime.resolveHost)
+        }
     }
 }
 
@@ -228,13 +230,18 @@ extension DispatcherModule: KSRModule {
     static let eventOnLoad = ModuleParameter.int("dispatcher", "ds_event_on_load", 1, in: 0...1,
         "Starling: 1 runs event_callback for every destination (dst-up or dst-down by its state) at start and after a reload.")
 
+    static let dnsMode = ModuleParameter.int("dispatcher", "ds_dns_mode", 1, in: 0...15,
+        "Host names of destinations: 1 resolved at load (a name that does not resolve drops its line), 2 resolved at every ds_is_from_list, 4 as 1 (no periodic update), 8 SRV lookups; flag 16 of a destination skips it.")
+    static let loadMode = ModuleParameter.int("dispatcher", "ds_load_mode", 0, in: 0...1,
+        "1: a destination whose name does not resolve refuses the whole list (0: that line is skipped with a warning). Lines that do not parse always refuse the list.")
+
     static let parameters = [listFile.info, dbURL.info, tableName.info, setidCol.info, destinationCol.info, flagsCol.info,
                              priorityCol.info, attrsCol.info, flags.info, forceDst.info, useDefault.info, xavpDst.info, xavpDstMode.info,
                              xavpCtx.info, xavpCtxMode.info, hashPvar.info, setidPVName.info, attrsPVName.info,
                              probingThreshold.info, inactiveThreshold.info, pingMethod.info, pingFrom.info, pingInterval.info,
                              pingLatencyStats.info, latencyAlpha.info, pingReplyCodes.info, probingMode.info, hashSize.info,
                              hashExpire.info, hashInitExpire.info, hashCheckInterval.info, outboundProxy.info, eventCallback.info,
-                             reloadDelta.info, pingTimeout.info, eventOnLoad.info]
+                             reloadDelta.info, pingTimeout.info, eventOnLoad.info, dnsMode.info, loadMode.info]
 
     static func start(_ runtime: ModuleRuntime) throws(ModuleStartError) {
         let ds = store(runtime)

@@ -36,6 +36,10 @@ struct DSSettings: Sendable {
     var reloadDelta: Int
     var pingTimeout: Int
     var eventOnLoad: Bool
+    /// `ds_dns_mode` bits: 1 names resolved at load, 2 at every ds_is_from_list, 4 timer (Starling:
+    /// as 1), 8 SRV lookups; `ds_load_mode` 1: a name that does not resolve refuses the list.
+    var dnsMode: Int = 1
+    var loadMode: Int = 0
 
     var failover: Bool { flags & 2 != 0 }
     var userOnlyHash: Bool { flags & 1 != 0 }
@@ -73,6 +77,8 @@ struct DSSettings: Sendable {
         reloadDelta = c[M.reloadDelta]
         pingTimeout = c[M.pingTimeout]
         eventOnLoad = c[M.eventOnLoad] != 0
+        dnsMode = c[M.dnsMode]
+        loadMode = c[M.loadMode]
     }
 
     /// `ds_ping_reply_codes`: "code=404;class=3" → codes (3 digits) and classes (one digit); nil
@@ -145,10 +151,13 @@ final class DispatcherStore: Sendable {
     let pingActive = Atomic<Int>(1)
     let probesSent = Atomic<Int>(0)
     let probesFailed = Atomic<Int>(0)
+    /// The resolver for host names at load (nil: names stay unresolved until used).
+    let resolveHost: ModuleRuntime.HostResolver?
 
-    init(settings: DSSettings, clock: ModuleClock) {
+    init(settings: DSSettings, clock: ModuleClock, resolveHost: ModuleRuntime.HostResolver? = nil) {
         self.settings = settings
         self.clock = clock
+        self.resolveHost = resolveHost
     }
 
     // MARK: Loading
@@ -167,7 +176,48 @@ final class DispatcherStore: Sendable {
         }
         fclose(f)
         let entries = try DSList.parse(String(decoding: bytes, as: UTF8.self), file: path) { [logger] in logger.warning("\($0)") }
-        return try DSList.build(entries)
+        return try resolveNames(DSList.build(entries))
+    }
+
+    /// Kamailio's `pack_dest` DNS step: with `ds_dns_mode` 1 (or 4) a host name is resolved at load
+    /// (not for destinations with flag 16), its address kept for ds_is_from_list; a name that does
+    /// not resolve drops its destination with a warning, or refuses the whole list with
+    /// `ds_load_mode` 1. With bit 8 the lookup is SRV first (the destination takes the port found).
+    func resolveNames(_ sets: [Int: DSSet]) throws(DSListError) -> [Int: DSSet] {
+        guard settings.dnsMode & (DS.dnsInit | DS.dnsTimer) != 0, let resolve = resolveHost else { return sets }
+        let srv = settings.dnsMode & DS.dnsQSRV != 0
+        var out: [Int: DSSet] = [:]
+        var failed: [(line: Int, error: DSListError)] = []
+        for id in sets.keys.sorted() {
+            let set = sets[id]!
+            var kept: [DSDestination] = []
+            for var d in set.dests.reversed() {  // file order
+                if d.ip != nil || d.flags & DS.noDNS != 0 {
+                    kept.append(d)
+                    continue
+                }
+                let proto = d.proto ?? .udp
+                let defaultPort = proto == .tls || proto == .wss ? 5061 : 5060
+                let found = resolve(d.host, srv ? (d.port == 0 ? nil : d.port) : (d.port == 0 ? defaultPort : d.port), proto)
+                guard let a = found.first else {
+                    let why = "could not resolve \(d.host) (missing no-probing flag?!?)"
+                    failed.append((Int(d.origin.split(separator: ":").last ?? "") ?? 0, DSListError(origin: d.origin, message: why)))
+                    logger.warning("\(d.origin): \(why): unable to add destination \(d.uri) to set \(id) -- skipping")
+                    continue
+                }
+                d.ip = a.ip
+                if srv && d.port == 0 { d.port = Int(a.port) }
+                kept.append(d)
+            }
+            if kept.count == set.dests.count {
+                out[id] = set
+            } else if !kept.isEmpty {
+                out[id] = DSSet(id: id, dests: kept.reversed())
+            }
+        }
+        // ds_load_mode 1: the first line (in file order) that does not resolve refuses the list
+        if settings.loadMode == 1, let first = failed.min(by: { $0.line < $1.line }) { throw first.error }
+        return out
     }
 
     /// Replaces the sets; destinations whose set, URI and list flags are unchanged keep their state,
@@ -874,16 +924,21 @@ final class DispatcherStore: Sendable {
             }
             return nil
         }
-        // names are resolved per use (Kamailio resolves them at load)
+        // names resolved now: with ds_dns_mode 2 (Kamailio's DS_DNS_MODE_ALWAYS), or when they were
+        // not resolved at load (no resolver then); otherwise their address from the load is used
         var result = matched
+        let always = settings.dnsMode & DS.dnsAlways != 0
         if result == nil {
             let named: [(Int, DSDestination)] = state.withLock { st in
                 (group == -1 ? st.sets.keys.sorted() : [group]).flatMap { id in
-                    (st.sets[id]?.dests ?? []).filter { $0.ip == nil && $0.flags & DS.noDNS == 0 }.map { (id, $0) }
+                    (st.sets[id]?.dests ?? []).filter {
+                        $0.flags & DS.noDNS == 0 && ($0.ip == nil || (always && SocketAddress(ip: $0.host, port: 0) == nil))
+                    }.map { (id, $0) }
                 }
             }
             for (id, d) in named {
-                let addrs = ctx.services.resolve(host: d.host, port: d.port == 0 ? nil : d.port, proto: d.proto ?? .udp)
+                let srv = settings.dnsMode & DS.dnsQSRV != 0 && d.port == 0
+                let addrs = ctx.services.resolve(host: d.host, port: srv ? nil : (d.port == 0 ? 5060 : d.port), proto: d.proto ?? .udp)
                 guard addrs.contains(where: { DispatcherStore.normalise($0.ip) == ipNorm }) else { continue }
                 if mode & 1 == 0 && d.port != 0 && port != d.port { continue }
                 if mode & 2 == 0 && proto != d.proto { continue }
@@ -924,7 +979,15 @@ final class DispatcherStore: Sendable {
     /// `dispatcher.add` / `dispatcher.remove`: the sets rebuilt with one destination more or less,
     /// runtime data kept.
     func edit(add: DSList.Entry?, remove: (group: Int, uri: String)?) throws(DSListError) {
-        let newDest = try add.map { e throws(DSListError) in try DSList.destination(e) }
+        var newDest = try add.map { e throws(DSListError) in try DSList.destination(e) }
+        if let add, let d = newDest {
+            // resolved as a list line (Kamailio's add_dest2list): a name that does not resolve is refused
+            let resolved = try resolveNames([add.setid: DSSet(id: add.setid, dests: [d])])
+            guard let r = resolved[add.setid]?.dests.first else {
+                throw DSListError(origin: add.origin, message: "could not resolve \(d.host)")
+            }
+            newDest = r
+        }
         let removeURI: String?
         if let remove {
             let u = SIPURI(remove.uri) != nil ? remove.uri : "sip:" + remove.uri

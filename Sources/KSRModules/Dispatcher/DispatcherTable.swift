@@ -83,7 +83,7 @@ extension DispatcherStore {
         }
         if rows.isEmpty { logger.warning("dispatcher: no dispatching data in the db -- empty destination set") }
         let entries = try DSList.entries(rows, table: columns.table) { [logger] in logger.warning("\($0)") }
-        return try DSList.build(entries)
+        return try resolveNames(DSList.build(entries))
     }
 }
 

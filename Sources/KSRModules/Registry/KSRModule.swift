@@ -153,22 +153,67 @@ public struct RPCFault: Error, Sendable, Equatable {
 // MARK: - Statistics
 
 /// A statistic a module keeps, read when asked (nothing is added to the per-message path).
+///
+/// A plain statistic has one value. A labelled one (`labels` not empty) has one sample per label
+/// values, e.g. per rtpengine instance: `/metrics` writes `metric{instance="udp:127.0.0.1:2223"} 7`,
+/// `stats.get_statistics` lists `group:name{instance=udp:127.0.0.1:2223} = 7`.
 public struct ModuleStatistic: Sendable {
     public enum Kind: String, Sendable { case counter, gauge }
+    /// One value of a labelled statistic: the label values (in the order of `labels`) and the value.
+    public struct Sample: Sendable, Equatable {
+        public let labels: [String]
+        public let value: Int
+        public init(_ labels: [String], _ value: Int) {
+            self.labels = labels
+            self.value = value
+        }
+    }
     /// Kamailio's "group:name" for `stats.get_statistics` ("tmx:active_transactions").
     public let name: String
     /// The Prometheus metric name (`starling_..._total` for counters).
     public let metric: String
     public let kind: Kind
     public let help: String
-    public let read: @Sendable (ModuleRuntime) -> Int
+    /// The label names of a labelled statistic (empty for a plain one).
+    public let labels: [String]
+    private let readSamples: @Sendable (ModuleRuntime) -> [Sample]
 
+    /// A plain statistic: one value.
     public init(_ name: String, metric: String, _ kind: Kind, _ help: String,
                 _ read: @escaping @Sendable (ModuleRuntime) -> Int) {
         self.name = name
         self.metric = metric
         self.kind = kind
         self.help = help
-        self.read = read
+        self.labels = []
+        self.readSamples = { [Sample([], read($0))] }
+    }
+
+    /// A labelled statistic: `read` gives one sample per label values (`labels` names them).
+    public init(_ name: String, metric: String, _ kind: Kind, _ help: String, labels: [String],
+                _ read: @escaping @Sendable (ModuleRuntime) -> [Sample]) {
+        precondition(!labels.isEmpty, "a labelled statistic names its labels")
+        self.name = name
+        self.metric = metric
+        self.kind = kind
+        self.help = help
+        self.labels = labels
+        self.readSamples = read
+    }
+
+    /// The value of a plain statistic (the sum of the samples of a labelled one).
+    public func read(_ runtime: ModuleRuntime) -> Int {
+        samples(runtime).reduce(0) { $0 + $1.value }
+    }
+
+    /// The current samples (one with no labels for a plain statistic).
+    public func samples(_ runtime: ModuleRuntime) -> [Sample] {
+        readSamples(runtime)
+    }
+
+    /// The name `stats.get_statistics` shows for a sample: `group:name`, or `group:name{l=v,...}`.
+    public func displayName(_ sample: Sample) -> String {
+        if labels.isEmpty { return name }
+        return name + "{" + zip(labels, sample.labels).map { "\($0)=\($1)" }.joined(separator: ",") + "}"
     }
 }

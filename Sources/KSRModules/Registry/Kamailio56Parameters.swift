@@ -547,8 +547,6 @@ enum Kamailio56Parameters {
             Row("ds_timer_mode", .int, "0", false, "Timer process for pinging: 0 main timer, 1 secondary timer."),
             Row("ds_attrs_none", .int, "0", false, "1: add none=yes to destinations without attributes."),
             Row("ds_db_extra_attrs", .str, "unset", false, "Extra database columns added to the attributes."),
-            Row("ds_load_mode", .int, "0", false, "1: a bad destination stops loading the list (Starling always refuses a bad list)."),
-            Row("ds_dns_mode", .int, "1", false, "When host names are resolved (Starling: when used)."),
             Row("ds_dns_interval", .int, "600", false, "Seconds between DNS updates (ds_dns_mode 4)."),
             Row("ds_dns_ttl", .int, "0", false, "DNS cache TTL for destination lookups."),
         ],

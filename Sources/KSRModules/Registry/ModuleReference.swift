@@ -50,7 +50,9 @@ extension KSRModules {
                 out += "\nControl methods: " + rpc.map { "`\($0.name)`" }.joined(separator: ", ") + ".\n"
             }
             if !stats.isEmpty {
-                out += "\nStatistics: " + stats.map { "`\($0.name)` (`\($0.metric)`)" }.joined(separator: ", ") + ".\n"
+                out += "\nStatistics: " + stats.map { s in
+                    "`\(s.name)` (`\(s.metric)`" + (s.labels.isEmpty ? "" : ", labels " + s.labels.map { "`\($0)`" }.joined(separator: ", ")) + ")"
+                }.joined(separator: ", ") + ".\n"
             }
         }
         return out

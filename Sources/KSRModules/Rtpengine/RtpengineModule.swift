@@ -33,6 +33,12 @@ struct RtpengineSettings: Sendable {
     var hashTableTout: Int
     var setidAVP: String?
     var defaultSet: Int
+    /// `extra_id_pv`: the format whose value `via-branch=extra` sends.
+    var extraIdPV: String? = nil
+    /// `read_sdp_pv` / `write_sdp_pv`: the SDP offered/answered is read from / written to this
+    /// variable instead of the message body.
+    var readSDPPV: String? = nil
+    var writeSDPPV: String? = nil
 }
 
 /// The module's process-wide state: the sets and instances, the call → instance table (so answer and
@@ -229,6 +235,8 @@ final class RtpengineWorker {
     var active: RtpengineSet?
     /// The SDP returned by the first set when two sets are selected (Kamailio's `body_intermediate`).
     var intermediate: [UInt8]?
+    /// The SDP the last offer/answer sent and where it was in the message.
+    var lastSource: RtpengineSDP?
 
     func socket(_ node: RtpengineNode) -> NGSocket {
         if let s = sockets[node.index] { return s }
@@ -386,22 +394,32 @@ enum RtpengineModule {
         ng.fromTag = ft
         var dict: [(key: String, value: Bencode)] = [("supports", .list([.string("load limit")]))]
         let worker = ctx.worker.local(RtpengineWorker.self) { RtpengineWorker() }
+        worker.lastSource = nil
         if op == .offer || op == .answer {
-            if let inter = worker.intermediate {
-                dict.append(("sdp", .bytes(inter)))
+            let source: RtpengineSDP
+            if let name = st.settings.readSDPPV {
+                guard let pv = ctx.pvCache.spec(name), let bytes = pvBytes(ctx, m, pv) else {
+                    ctx.logger.error("rtpengine: error getting pvar value <\(name)>")
+                    return nil
+                }
+                source = RtpengineSDP(bytes: bytes, range: nil, kind: .sdp)
             } else {
-                guard let body = sdpBody(m) else {
+                guard let found = RtpengineSDP.extract(ctx, m) else {
                     ctx.logger.error("rtpengine: can't extract body from the message")
                     return nil
                 }
-                dict.append(("sdp", .bytes(body)))
+                source = found
             }
+            worker.lastSource = source
+            dict.append(("sdp", .bytes(worker.intermediate ?? source.bytes)))
         }
         ng.to = op != .delete
         if let text = flagsText, let err = ng.parse(text, op: &op) {
             ctx.logger.error("rtpengine: \(err)")
             return nil
         }
+        // a trickle ICE SDP fragment
+        if worker.lastSource?.kind == .fragment { ng.flags.append(.string("fragment")) }
         dict += ng.dict
         if !ng.direction.isEmpty { dict.append(("direction", .list(ng.direction))) }
         if !ng.flags.isEmpty { dict.append(("flags", .list(ng.flags))) }
@@ -424,9 +442,18 @@ enum RtpengineModule {
             case -4: via = m.isRequest ? -1 : 1
             default: break
             }
-            if via == 1 || via == 2 {
+            switch via {
+            case 1, 2:
                 let vias = m.values(.via)
                 if vias.count >= via, let v = m.parseVia(vias[via - 1]), let b = v.branch { branch = m.string(b) }
+            case -1:
+                // extra_id_pv's value
+                if let format = st.settings.extraIdPV { branch = XLogModule.render(ctx, format) }
+            case -2:
+                // the branch Kamailio's tm would build for the next branch of this request
+                let index = TMRelay.current(ctx).map { c in c.locked { c.branches.count } } ?? 0
+                branch = RtpengineNextBranch.make(m, branchIndex: index) ?? ""
+            default: break
             }
             guard !branch.isEmpty else {
                 ctx.logger.error("rtpengine: can't get Via branch/extra ID")
@@ -505,14 +532,14 @@ enum RtpengineModule {
         }
     }
 
-    /// The SDP of the message as received (Kamailio's `extract_body`: application/sdp, or the SDP
-    /// part of a multipart body); nil without one.
-    static func sdpBody(_ m: SIPMessage) -> [UInt8]? {
-        let r = m.bodyRange
-        guard !r.isEmpty else { return nil }
-        let ct = (m.headerValue(.contentType) ?? "application/sdp").lowercased()
-        if ct.hasPrefix("application/sdp") { return m.bytes(r) }
-        return nil
+    /// A variable's value as bytes (read_sdp_pv); nil when it is unset.
+    static func pvBytes(_ ctx: RouteContext, _ m: SIPMessage, _ pv: PseudoVariable) -> [UInt8]? {
+        switch PVEngine.get(ctx, pv) {
+        case .null: return nil
+        case .int(let i): return Array(String(i).utf8)
+        case .bytes(let r): return m.bytes(r)
+        case .string(let s): return Array(s.utf8)
+        }
     }
 
     /// Kamailio's `rtpengine_rtpp_set_wrap`: runs `body` on the set chosen for direction 1 (offer side)
@@ -562,7 +589,24 @@ enum RtpengineModule {
             return -1
         }
         let w = ctx.worker.local(RtpengineWorker.self) { RtpengineWorker() }
-        if more { w.intermediate = sdp } else { ctx.message?.setBody(sdp) }
+        if more {
+            w.intermediate = sdp
+            return 1
+        }
+        guard let m = ctx.message else { return -1 }
+        if let name = st.settings.writeSDPPV {
+            // write_sdp_pv: the new SDP goes to the variable, the message keeps its body
+            guard let pv = ctx.pvCache.spec(name), PVEngine.set(ctx, pv, .string(String(decoding: sdp, as: UTF8.self))) else {
+                ctx.logger.error("rtpengine: error setting pvar <\(name)>")
+                return -1
+            }
+        } else if let range = w.lastSource?.range, range != m.bodyRange {
+            // the SDP part of a multipart body: only that part is replaced
+            m.replaceBytes(range, with: sdp)
+        } else {
+            // the whole body (with read_sdp_pv too, as Kamailio's)
+            m.setBody(sdp)
+        }
         return 1
     }
 
@@ -584,7 +628,7 @@ enum RtpengineModule {
         default: return -1
         }
         if method == .cancel || method == .bye { return simple(ctx, st, .delete, flags) }
-        let hasSDP = sdpBody(m) != nil
+        let hasSDP = RtpengineSDP.present(m)
         if m.isRequest {
             if (method == .ack || method == .prack) && hasSDP { return offerAnswer(ctx, st, .answer, flags, more: false) }
             if method == .update && hasSDP { return offerAnswer(ctx, st, .offer, flags, more: false) }
@@ -598,7 +642,7 @@ enum RtpengineModule {
                 if method == .update { return offerAnswer(ctx, st, .answer, flags, more: false) }
                 guard let cell = TMRelay.current(ctx) else { return offerAnswer(ctx, st, .answer, flags, more: false) }
                 let req = cell.locked { cell.request.value }
-                return offerAnswer(ctx, st, sdpBody(req) != nil ? .answer : .offer, flags, more: false)
+                return offerAnswer(ctx, st, RtpengineSDP.present(req) ? .answer : .offer, flags, more: false)
             }
         }
         return -1
@@ -704,7 +748,8 @@ enum RtpengineModule {
             let settings = RtpengineSettings(
                 toutMs: c[toutMs], retr: c[retr], disableTout: c[disableTout], queriedLimit: c[queriedLimit],
                 aggressiveRedetection: c[aggressive], hashTableTout: c[hashTableTout],
-                setidAVP: c[setidAVP].flatMap(PermissionsModule.avpName), defaultSet: c[setidDefault])
+                setidAVP: c[setidAVP].flatMap(PermissionsModule.avpName), defaultSet: c[setidDefault],
+                extraIdPV: c[extraIdPV], readSDPPV: c[readSDPPV], writeSDPPV: c[writeSDPPV])
             let sets = (try? RtpengineSet.parse(c[sock], defaultSet: settings.defaultSet)) ?? []
             return RtpengineState(sets: sets, settings: settings, clock: runtime.clock)
         }
@@ -727,8 +772,14 @@ extension RtpengineModule: KSRModule {
     static let hashTableTout = ModuleParameter.int("rtpengine", "hash_table_tout", 3600, "Seconds a call stays bound to its instance.", check: positive)
     static let setidAVP = ModuleParameter.optionalStr("rtpengine", "setid_avp", "An AVP (`$avp(name)`) holding the set id to use, when set.")
     static let setidDefault = ModuleParameter.int("rtpengine", "setid_default", 0, "The set of instances given without `id ==`.")
+    static let extraIdPV = ModuleParameter.optionalStr("rtpengine", "extra_id_pv",
+                                                       "The value (a pseudo-variable format) `via-branch=extra` sends as via-branch.")
+    static let readSDPPV = ModuleParameter.optionalStr("rtpengine", "read_sdp_pv",
+                                                       "An AVP or `$var` holding the SDP offer/answer send instead of the body (the reply's SDP then replaces the whole body).")
+    static let writeSDPPV = ModuleParameter.optionalStr("rtpengine", "write_sdp_pv",
+                                                        "An AVP or `$var` that gets rtpengine's SDP instead of the message body.")
     static let parameters = [sock.info, toutMs.info, retr.info, disableTout.info, queriedLimit.info, aggressive.info,
-                             hashTableTout.info, setidAVP.info, setidDefault.info]
+                             hashTableTout.info, setidAVP.info, setidDefault.info, extraIdPV.info, readSDPPV.info, writeSDPPV.info]
 
     static func start(_ runtime: ModuleRuntime) throws(ModuleStartError) {
         let c = runtime.config
@@ -743,6 +794,16 @@ extension RtpengineModule: KSRModule {
         }
         if let avp = c[setidAVP], PermissionsModule.avpName(avp) == nil {
             throw ModuleStartError(key: "modparam.rtpengine.setid_avp", "malformed or non AVP definition <\(avp)>")
+        }
+        for (p, key) in [(readSDPPV, "read_sdp_pv"), (writeSDPPV, "write_sdp_pv")] {
+            guard let name = c[p] else { continue }
+            switch PseudoVariable.parse(name) {
+            case .avp?, .var_?: break
+            default: throw ModuleStartError(key: "modparam.rtpengine.\(key)", "\(key): not a valid AVP or VAR definition <\(name)>")
+            }
+        }
+        if let format = c[extraIdPV], PseudoVariable.parse(format) == nil {
+            throw ModuleStartError(key: "modparam.rtpengine.extra_id_pv", "cannot parse \(format) (not a pseudo-variable)")
         }
         let st = state(runtime)
         runtime.addPeriodic { _ in st.purge() }
@@ -821,5 +882,23 @@ extension RtpengineModule: KSRModule {
                         "Instances disabled (not answering, or by rtpengine.enable).") { rt in state(rt).nodes.filter { $0.isDisabled }.count },
         ModuleStatistic("rtpengine:calls", metric: "starling_rtpengine_calls", .gauge,
                         "Calls bound to an instance (the call table).") { rt in state(rt).trackedCalls },
+        // per instance (labels instance = its rtpengine_sock URL, set = its set id)
+        ModuleStatistic("rtpengine:instance_requests", metric: "starling_rtpengine_requests_total", .counter,
+                        "ng commands and pings sent to the instance (retries not counted).", labels: ["instance", "set"]) { rt in
+            perInstance(rt) { $0.requests.load(ordering: .relaxed) }
+        },
+        ModuleStatistic("rtpengine:instance_failures", metric: "starling_rtpengine_failures_total", .counter,
+                        "ng commands and pings to the instance that could not be sent or timed out.", labels: ["instance", "set"]) { rt in
+            perInstance(rt) { $0.failures.load(ordering: .relaxed) }
+        },
+        ModuleStatistic("rtpengine:instance_up", metric: "starling_rtpengine_instance_up", .gauge,
+                        "1 when the instance is enabled, 0 when disabled (not answering, or by rtpengine.enable).",
+                        labels: ["instance", "set"]) { rt in
+            perInstance(rt) { $0.isDisabled ? 0 : 1 }
+        },
     ]
+
+    static func perInstance(_ rt: ModuleRuntime, _ value: (RtpengineNode) -> Int) -> [ModuleStatistic.Sample] {
+        state(rt).nodes.map { ModuleStatistic.Sample([$0.url, String($0.setID)], value($0)) }
+    }
 }

@@ -101,15 +101,22 @@ public final class ModuleRuntime: Sendable {
     public let addresses: AddressTable
     /// rr's callbacks on loose-routed requests (dialog).
     public let rrCallbacks = RRCallbacks()
+    /// A host-name lookup for work outside a route (the dispatcher resolves its list's names at load,
+    /// as Kamailio's): A/AAAA with a port, SRV then A/AAAA without one. Nil when the stack runs
+    /// without a resolver (`starling check`).
+    public typealias HostResolver = @Sendable (_ host: String, _ port: Int?, _ proto: SIPTransportProtocol) -> [SocketAddress]
+    public let resolveHost: HostResolver?
     /// Periodic jobs (expiry, keepalives, database flushes), run about once a second by the server's
     /// housekeeping thread and by `ScriptHarness.advance(by:)`.
     private let jobs = Mutex<[@Sendable (ModuleRuntime) -> Void]>([])
 
     public init(config: ModuleConfiguration = ModuleConfiguration(), tm: TMStore? = nil,
                 subscribers: (any SubscriberLookup)? = nil, locations: (any LocationPersistence)? = nil,
-                clock: ModuleClock = ModuleClock(), uacRegistrations: (any UACRegistrationSource)? = nil) {
+                clock: ModuleClock = ModuleClock(), uacRegistrations: (any UACRegistrationSource)? = nil,
+                resolveHost: HostResolver? = nil) {
         self.config = config
         self.clock = clock
+        self.resolveHost = resolveHost
         self.tm = tm ?? TMStore(config: config)
         self.subscribers = subscribers
         uacreg = UACRegistry(config: config, source: uacRegistrations)

@@ -84,20 +84,28 @@ enum TMReply {
         var dropped = false
         if !onReply.isEmpty, let run = ctx.runRoute {
             let saved = ctx.state
-            let (avps, xavps) = cell.locked { (cell.avps, cell.xavps) }
+            // As Kamailio's reply_received: the transaction's message flags and AVPs, the branch's
+            // flags; what the route leaves in them goes back to the transaction and the branch.
+            let (avps, xavps, flags, bflags) = cell.locked {
+                (cell.avps, cell.xavps, cell.messageFlags, i < cell.branches.count ? cell.branches[i].flags : 0)
+            }
             ctx.routeType = .onreply
             ctx.transaction = cell
             ctx.dropRequested = false
             ctx.avps = avps
             ctx.xavps = xavps
+            ctx.messageFlags = flags
+            ctx.branchFlags = bflags
             ws.branchIndex = i
             ws.replyCode = code
             run(ctx, onReply)
             dropped = ctx.dropRequested
-            let (newAVPs, newXAVPs) = (ctx.avps, ctx.xavps)
+            let (newAVPs, newXAVPs, newFlags, newBFlags) = (ctx.avps, ctx.xavps, ctx.messageFlags, ctx.branchFlags)
             cell.locked {
                 cell.avps = newAVPs
                 cell.xavps = newXAVPs
+                cell.messageFlags = newFlags
+                if i < cell.branches.count { cell.branches[i].flags = newBFlags }
             }
             ctx.state = saved
             ws.branchIndex = -1

@@ -388,7 +388,13 @@ extension StringProtocol {
 
 /// Minimal multipart/* body splitting (RFC 2046): parts with their Content-Type.
 enum Multipart {
-    struct Part { var contentType: String; var body: [UInt8]; var raw: [UInt8] }
+    struct Part {
+        var contentType: String
+        var body: [UInt8]
+        var raw: [UInt8]
+        /// Where `body` is in the multipart body (offsets from its start).
+        var bodyOffsets: Range<Int> = 0..<0
+    }
 
     static func mainType(_ ct: String) -> String {
         String(ct.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(" \t") } ?? "").lowercased()
@@ -440,12 +446,13 @@ enum Multipart {
             let sep = TextopsModule.find(raw, [0x0D, 0x0A, 0x0D, 0x0A])
             let head = sep.map { String(decoding: raw[..<$0], as: UTF8.self) } ?? ""
             let content = sep.map { Array(raw[($0 + 4)...]) } ?? raw
+            let contentStart = ps + (sep.map { $0 + 4 } ?? 0)
             var ctype = "text/plain"
             for line in head.split(separator: "\r\n") {
                 let kv = line.split(separator: ":", maxSplits: 1)
                 if kv.count == 2, kv[0].lowercased() == "content-type" { ctype = String(kv[1].trimmingCharacters(" \t")) }
             }
-            out.append(Part(contentType: ctype, body: content, raw: raw))
+            out.append(Part(contentType: ctype, body: content, raw: raw, bodyOffsets: contentStart..<(contentStart + content.count)))
         }
         return out
     }

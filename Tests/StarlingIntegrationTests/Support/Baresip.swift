@@ -12,9 +12,10 @@ enum Baresip {
     }
 
     /// Writes `directory`/config, accounts and silence.wav for `user`@`domain` registering through
-    /// 127.0.0.1:`proxyPort`, listening on 127.0.0.1:`sipPort`.
+    /// 127.0.0.1:`proxyPort` (`register` false: no registration, it only answers calls to `user`),
+    /// listening on 127.0.0.1:`sipPort`.
     static func configure(directory: URL, user: String, password: String, domain: String, proxyPort: Int,
-                          sipPort: Int, rtpPorts: ClosedRange<Int>) throws {
+                          sipPort: Int, rtpPorts: ClosedRange<Int>, register: Bool = true) throws {
         for module in ["g711", "aufile", "account", "menu"] {
             guard FileManager.default.fileExists(atPath: "\(modulePath)/\(module).so") else {
                 throw HarnessError("baresip module \(modulePath)/\(module).so not found (install the Debian package baresip-core)")
@@ -39,7 +40,7 @@ enum Baresip {
         module_app\t\tmenu.so
 
         """.write(to: directory.appendingPathComponent("config"), atomically: true, encoding: .utf8)
-        try "<sip:\(user)@\(domain)>;auth_pass=\(password);outbound=\"sip:127.0.0.1:\(proxyPort)\";regint=600;answermode=auto\n"
+        try "<sip:\(user)@\(domain)>;auth_pass=\(password);outbound=\"sip:127.0.0.1:\(proxyPort)\";regint=\(register ? 600 : 0);answermode=auto\n"
             .write(to: directory.appendingPathComponent("accounts"), atomically: true, encoding: .utf8)
     }
 
