@@ -108,6 +108,12 @@ struct EdgeSBCTests {
                     throw HarnessError("nft -f (NAT rules) in the router namespace failed (status \(r.status)); "
                                        + "the kernel needs nf_tables with NAT (nft_nat) usable in a network namespace: \(r.output)")
                 }
+                // UDP NAT bindings live 30 s by default; a loaded machine may take longer between the
+                // phone's REGISTER and the call that must come back through its binding (a real phone
+                // refreshes it with keepalives). Per namespace, once conntrack is in use.
+                let ct = try router.run([sysctl, "-w", "net.netfilter.nf_conntrack_udp_timeout=600",
+                                         "net.netfilter.nf_conntrack_udp_timeout_stream=600"], timeout: .seconds(20))
+                guard ct.status == 0 else { throw HarnessError("sysctl nf_conntrack_udp_timeout in the router namespace failed: \(ct.output)") }
             }
         }
 
@@ -277,16 +283,16 @@ struct EdgeSBCTests {
                                       arguments: [PackagePaths.tool("sip_stream_client.py").path, "edge-phone", "--proto", "tls",
                                                   "--host", "198.51.100.1", "--port", "5061", "--ca", certs.ca,
                                                   "--server-name", "sip.test", "--nat-ip", "10.99.0.5", "--reconnects", "1",
-                                                  "--wait", "120", "--timeout", "20"],
+                                                  "--wait", "240", "--timeout", "60"],
                                       logFile: directory.appendingPathComponent("phone.log"), namespace: net.phone)
         defer { phone.stop() }
         let logs = { "phone:\n\(phone.logTail(20))\nedge:\n\(edge.logTail(30))\nPBX:\n\(pbx.logTail(30))" }
-        try phone.waitUntil("registered", timeout: .seconds(60)) { phone.log.contains("\"event\": \"registered\", \"n\": 1") }
+        try phone.waitUntil("registered", timeout: .seconds(120)) { phone.log.contains("\"event\": \"registered\", \"n\": 1") }
 
         // The edge keeps no registration state; its restart costs the phone its connection, nothing else.
         edge.stop()
         edge = try Self.startEdge(net, directory: directory, config: config, tls: true)
-        try phone.waitUntil("registered again", timeout: .seconds(60)) { phone.log.contains("\"event\": \"registered\", \"n\": 2") }
+        try phone.waitUntil("registered again", timeout: .seconds(120)) { phone.log.contains("\"event\": \"registered\", \"n\": 2") }
 
         let call = try Self.sipp("uac.xml", remote: "10.0.3.2:5060", ip: "10.0.3.2", port: 5070, in: net.pbx,
                                  directory: directory, tag: "caller", extra: ["-s", "alice"])

@@ -441,8 +441,8 @@ def scenario_edge_phone(a):
     deadline = time.monotonic() + a.wait
 
     def connect():
-        # The proxy may be restarting: retry for up to 30 s.
-        until = time.monotonic() + 30
+        # The proxy may be restarting (slowly, on a loaded machine): retry for up to 90 s.
+        until = time.monotonic() + 90
         while True:
             try:
                 return Conn(a)
