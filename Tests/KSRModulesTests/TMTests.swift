@@ -508,3 +508,39 @@ private func isRequest(_ s: SentMessage, _ method: String) -> Bool { s.text.hasP
         #expect(h.sender.sent.contains { isRequest($0, "CANCEL") && $0.destination == callee1 })
     }
 }
+
+/// The onreply route runs with the transaction's message flags and the branch's flags (Kamailio's
+/// `reply_received`), and what it sets there stays with the transaction (the failure route sees it).
+@Suite struct TMOnReplyFlagsTests {
+    @Test func onreplyRouteSeesTheTransactionAndBranchFlags() throws {
+        let h = try TMT.harness("""
+            function ksr_request_route()
+              if KSR.tm.t_check_trans() == 0 then return end
+              KSR.setflag(5)
+              KSR.tm.t_on_branch("branch_route")
+              KSR.tm.t_on_reply("onreply_route")
+              KSR.tm.t_on_failure("failure_route")
+              KSR.setdsturi("sip:192.0.2.20:5060")
+              KSR.tm.t_relay()
+            end
+            function branch_route() KSR.setbflag(6) end
+            function onreply_route()
+              KSR.pv.seti("$var(f5)", KSR.isflagset(5) and 1 or 0)
+              KSR.pv.seti("$var(b6)", KSR.isbflagset(6) and 1 or 0)
+              KSR.setflag(7)
+            end
+            function failure_route()
+              KSR.pv.seti("$var(f7)", KSR.isflagset(7) and 1 or 0)
+            end
+            """)
+        let invite = "INVITE sip:bob@192.0.2.20 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKflags1\r\n"
+            + "Max-Forwards: 70\r\nTo: <sip:bob@example.com>\r\nFrom: <sip:alice@example.com>;tag=1\r\nCall-ID: flags-1\r\n"
+            + "CSeq: 1 INVITE\r\nContact: <sip:alice@192.0.2.10>\r\nContent-Length: 0\r\n\r\n"
+        try h.route(invite, from: TMT.caller)
+        let sent = try #require(TMT.sent(h, "INVITE").first)
+        try h.route(TMT.reply(to: sent, 486, "Busy Here"), from: TMT.address("192.0.2.20"))
+        #expect(TMT.v(h, "f5") == "1", "the transaction's flag in the onreply route")
+        #expect(TMT.v(h, "b6") == "1", "the branch's flag in the onreply route")
+        #expect(TMT.v(h, "f7") == "1", "a flag set in the onreply route stays with the transaction")
+    }
+}
