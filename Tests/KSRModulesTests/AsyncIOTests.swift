@@ -274,6 +274,39 @@ import Synchronization
     }
 }
 
+extension AsyncIOTests {
+    /// A reply route waits too; the reply is relayed (or dropped) when it resumes, with a script
+    /// error and a budget abort after the wait handled as without async_io (relayed).
+    @Test func replyRoutesWaitAndAreRelayedWhenTheyEnd() throws {
+        let h = try harness("""
+            function ksr_request_route() end
+            function ksr_reply_route()
+              KSR.http_client.query(BASE .. "/route", "$var(x)")
+              local mode = KSR.pv.get("$hdr(X-Mode)") or ""
+              if mode == "drop" then KSR.x.drop() end
+              if mode == "error" then error("boom after the wait") end
+              if mode == "loop" then while true do end end
+            end
+            """)
+        func reply(_ mode: String) -> String {
+            Msg.ringing.replacingOccurrences(of: "Call-ID:", with: "X-Mode: \(mode)\r\nCall-ID:")
+        }
+        #expect(try h.route(reply("relay")) == .waiting)
+        #expect(h.sender.sent.isEmpty)
+        #expect(h.runAsync { h.sender.sent.count == 1 })
+        #expect(h.sender.sent.first.map(TMT.status) == 180)
+        #expect(try h.route(reply("drop")) == .waiting)
+        #expect(h.runAsync { h.dispatcher.waitingRoutes == 0 })
+        #expect(h.settleAsync())
+        #expect(h.sender.sent.count == 1)
+        #expect(try h.route(reply("error")) == .waiting)
+        #expect(try h.route(reply("loop")) == .waiting)
+        #expect(h.runAsync { h.sender.sent.count == 3 && h.dispatcher.waitingRoutes == 0 })
+        #expect(h.dispatcher.stats.scriptErrors.load(ordering: .relaxed) == 1)
+        #expect(h.dispatcher.stats.budgetAborts.load(ordering: .relaxed) == 1)
+    }
+}
+
 /// `starling check` with async_io: globals written inside functions.
 @Suite struct GlobalWritesTests {
     @Test func writesInsideFunctionsAreFoundLocalsAndTopLevelAreNot() {
