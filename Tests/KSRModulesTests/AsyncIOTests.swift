@@ -144,6 +144,26 @@ import Synchronization
         #expect(h.runAsync { Self.replies(h).count == 2 })
     }
 
+    @Test func memoryLimitAfterTheWaitEndsThatRouteOnly() throws {
+        let h = try harness("""
+            function ksr_request_route()
+              KSR.http_client.query(BASE .. "/route", "$var(x)")
+              if KSR.pv.get("$ci") == "hog" then
+                local t = {}
+                for i = 1, 50000000 do t[i] = { i } end
+              end
+              KSR.sl.sl_send_reply(200, "fine")
+            end
+            """)
+        #expect(try h.route(Self.invite("hog")) == .waiting)
+        #expect(h.runAsync { h.dispatcher.waitingRoutes == 0 })
+        #expect(Self.replies(h).isEmpty)
+        #expect(h.dispatcher.stats.scriptErrors.load(ordering: .relaxed) == 1)
+        #expect(h.engine.memoryInUse < 32 << 20)
+        #expect(try h.route(Self.invite("after")) == .waiting)
+        #expect(h.runAsync { Self.replies(h).count == 1 })
+    }
+
     /// Each resume gets a fresh budget: two waits whose Lua work together exceeds one budget pass.
     @Test func theBudgetAppliesPerResume() throws {
         let h = try harness("""
