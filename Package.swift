@@ -124,7 +124,7 @@ let package = Package(
             name: "StarlingServer",
             dependencies: [
                 "SIPCore", "SIPTransport", "SIPStreams", "StarlingKEMI", "StarlingLua", "KSRModules", "StarlingStore", "CStarlingSystem",
-                "Diameter", "DiameterNode",
+                "Diameter", "DiameterNode", "SIPTransaction",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
@@ -177,7 +177,7 @@ let package = Package(
         .testTarget(
             name: "KSRModulesTests",
             dependencies: ["KSRModules", "StarlingLua", "StarlingKEMI", "SIPCore", "SIPTransport", "StarlingTesting",
-                           "SIPTransaction", "StarlingTestSupport", "StarlingStore", "StarlingRedis"],
+                           "SIPTransaction", "StarlingTestSupport", "StarlingStore", "StarlingRedis", "StarlingServer"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "StarlingStoreTests",

@@ -80,6 +80,9 @@ Environment (defaults in brackets):
   WORKERS          Starling --workers                     [= CHILDREN]
   STARLING_BIN     Starling binary                        [.build/release/starling]
   STARLING_ARGS    extra arguments for `starling run`     []
+  ASYNC_IO         1 = Starling runs with [core] async_io (STARLING_CORE_ASYNC_IO=true): routes as
+                   coroutines. Run once with 0 and once with 1 (same MODE=stateful, same RATES)
+                   to compare CPU per call with async_io off and on (issue 18: at most +10%) [0]
   SERVERS          which servers to run, in order         [kamailio starling]
   CONTENTION_PCT   max CPU outside the benchmark, % of one core [5]
   RETRIES          re-runs of a contended step            [2]
@@ -387,8 +390,12 @@ def start_starling(tmp: Path, binary: Path, script: Path, port: int, workers: in
         (tmp / "starling.toml").write_text(STARLING_DIALOG.format(db=tmp / "starling.db", timeout=env("DIALOG_TIMEOUT", "7200")))
         args += ["--config", str(tmp / "starling.toml")]
     args += env("STARLING_ARGS", "").split()
+    environment = dict(os.environ)
+    environment.pop("STARLING_CORE_ASYNC_IO", None)
+    if env("ASYNC_IO", "0").lower() in ("1", "true"):
+        environment["STARLING_CORE_ASYNC_IO"] = "true"
     log = open(tmp / "starling.log", "wb")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=environment)
     wait_bound(port, proc, "starling")
     time.sleep(0.5)
     return proc
@@ -966,6 +973,7 @@ def main() -> int:
                     ratio[f"{key}_p50"] = round(s["p50_us"] / k["p50_us"], 3)
             print("Starling/Kamailio latency: " + ", ".join(f"{k2} {v}" for k2, v in ratio.items() if k2.startswith(("invite_", "bye_"))))
     doc = {"started": started.isoformat(), "mode": mode, "transport": TRANSPORT, "rates": rates, "duration_s": duration,
+           "starling_async_io": env("ASYNC_IO", "0").lower() in ("1", "true"),
            "children": int(env("CHILDREN", "4")), "contention_threshold_pct": threshold,
            "script": str(script_src.relative_to(ROOT)),
            "probe_rate": int(env("PROBE_RATE", "0")), "probe_cps": float(env("PROBE_CPS", "50")), "results": results, "starling_over_kamailio": ratio}

@@ -155,6 +155,16 @@ static int ksr_push_ret(lua_State *L, const ksr_ret *r) {
     }
 }
 
+/* Continuation of a KSR call that yielded (async_io): the route was resumed, Swift hands over the
+ * result of the wait (converted by the export's return type) and it is returned to the script. */
+static int ksr_dispatch_k(lua_State *L, int status, lua_KContext kctx) {
+    (void)status;
+    ksr_host *h = ksr_host_of(L);
+    ksr_ret r = {KSR_RET_NIL, 0, NULL, 0};
+    h->resumed(h->ctx, (int)kctx, &r); /* Swift: never raises */
+    return ksr_push_ret(L, &r);
+}
+
 /* The one dispatcher. Upvalues: 1 = export index (integer), 2 = signature string ("s", "si", ...). */
 static int ksr_dispatch(lua_State *L) {
     ksr_host *h = ksr_host_of(L);
@@ -186,7 +196,14 @@ static int ksr_dispatch(lua_State *L) {
         else ksr_arg_int(L, i + 1, &p[i]);
     }
     ksr_ret r = {KSR_RET_NIL, 0, NULL, 0};
-    h->call(h->ctx, index, p, (int)np, &r); /* Swift: never raises */
+    /* Only the route coroutine itself may yield, and only where Lua allows it (not inside a
+     * metamethod, a table.sort comparator or another C boundary). */
+    int yieldable = h->co == L && lua_isyieldable(L);
+    h->call(h->ctx, index, p, (int)np, &r, yieldable); /* Swift: never raises */
+    if (r.kind == KSR_RET_YIELD) {
+        if (yieldable) return lua_yieldk(L, 0, (lua_KContext)index, ksr_dispatch_k); /* Swift frame gone */
+        r.kind = KSR_RET_NIL;
+    }
     return ksr_push_ret(L, &r);             /* Swift frame gone: pushing (may raise ERRMEM) is safe */
 }
 
@@ -415,7 +432,10 @@ int ksr_run_callback(lua_State *L, int nameref, const char *arg, size_t arglen) 
     lua_rotate(L, base + 2, -1); /* msgh, fn, globals */
     lua_pop(L, 1);
     int st;
-    ksr_arm(L, h);
+    /* A callback run from inside a KSR call of a running callback (a branch route during t_relay)
+     * shares the outer callback's budget: re-arming would hand the outer one a fresh budget. */
+    int nested = h->armed;
+    if (!nested) ksr_arm(L, h);
     if (arg == NULL) {
         st = lua_pcall(L, 0, 0, base + 1);
     } else {
@@ -426,10 +446,104 @@ int ksr_run_callback(lua_State *L, int nameref, const char *arg, size_t arglen) 
         lua_pushinteger(L, (lua_Integer)arglen);
         st = lua_pcall(L, 3, 0, base + 1);
     }
-    ksr_disarm(L, h);
+    if (!nested) ksr_disarm(L, h);
     lua_rotate(L, base + 1, -1);
     lua_pop(L, 1);
     return st;
 }
 
 void ksr_push_loaded_files(lua_State *L) { lua_rawgetp(L, LUA_REGISTRYINDEX, &ksr_files_key); }
+
+/* ---- Route coroutines (async_io) --------------------------------------------------------- */
+
+/* 1: name ref, 2: argument (light userdata or NULL), 3: its length. Returns the ref, or nothing
+ * when the global is not a function. */
+static int ksr_co_new_k(lua_State *L) {
+    int nameref = (int)lua_tointeger(L, 1);
+    const char *arg = (const char *)lua_touserdata(L, 2);
+    size_t arglen = (size_t)lua_tointeger(L, 3);
+    lua_State *co = lua_newthread(L);                      /* 4 */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);    /* 5 */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, nameref);
+    if (lua_rawget(L, 5) != LUA_TFUNCTION) return 0;
+    lua_xmove(L, co, 1); /* the function */
+    if (arg != NULL) {
+        lua_pushlstring(L, arg, arglen);
+        lua_xmove(L, co, 1);
+    }
+    lua_pushvalue(L, 4);
+    lua_pushinteger(L, luaL_ref(L, LUA_REGISTRYINDEX));
+    return 1;
+}
+
+int ksr_co_new(lua_State *L, int nameref, const char *arg, size_t arglen) {
+    int base = lua_gettop(L);
+    lua_pushcfunction(L, ksr_co_new_k);
+    lua_pushinteger(L, nameref);
+    lua_pushlightuserdata(L, (void *)arg);
+    lua_pushinteger(L, (lua_Integer)arglen);
+    int ref = LUA_REFNIL;
+    if (lua_pcall(L, 3, 1, 0) == LUA_OK) ref = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : LUA_NOREF;
+    lua_settop(L, base);
+    return ref;
+}
+
+/* The message handler of a coroutine that failed: 1 = the coroutine. Moves its error value over and
+ * adds the coroutine's traceback (the exit sentinel stays as it is). */
+static int ksr_co_error_k(lua_State *L) {
+    lua_State *co = lua_tothread(L, 1);
+    const char *msg;
+    if (co == NULL || lua_gettop(co) < 1) {
+        lua_pushliteral(L, "unknown error");
+        return 1;
+    }
+    lua_xmove(co, L, 1); /* 2 */
+    int t = lua_type(L, 2);
+    if (t == LUA_TSTRING || t == LUA_TNUMBER) {
+        size_t len;
+        msg = lua_tolstring(L, 2, &len);
+        if (ksr_is_exit(msg, len)) return 1;
+    } else if (luaL_callmeta(L, 2, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
+        msg = lua_tostring(L, -1);
+    } else {
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 2));
+    }
+    luaL_traceback(L, co, msg, 0);
+    return 1;
+}
+
+int ksr_co_resume(lua_State *L, int ref) {
+    ksr_host *h = ksr_host_of(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_State *co = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    if (co == NULL) {
+        lua_pushliteral(L, "not a coroutine");
+        return LUA_ERRRUN;
+    }
+    int nargs = lua_status(co) == LUA_YIELD ? 0 : lua_gettop(co) - 1;
+    lua_State *outer = h->co;
+    h->co = co;
+    ksr_arm(L, h);
+    int nres = 0;
+    int st = lua_resume(co, L, nargs, &nres);
+    if (h->budget_hit) lua_sethook(co, ksr_hook, LUA_MASKCOUNT, KSR_HOOK_STEP);
+    ksr_disarm(L, h);
+    h->co = outer;
+    if (st == LUA_YIELD) {
+        lua_pop(co, nres);
+        return LUA_YIELD;
+    }
+    if (st == LUA_OK) {
+        lua_settop(co, 0);
+        return LUA_OK;
+    }
+    lua_pushcfunction(L, ksr_co_error_k);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_pcall(L, 1, 1, 0); /* on failure (memory) its own message is left */
+    return st;
+}
+
+void ksr_co_release(lua_State *L, int ref) {
+    if (ref > 0) luaL_unref(L, LUA_REGISTRYINDEX, ref);
+}

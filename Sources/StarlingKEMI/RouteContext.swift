@@ -370,6 +370,9 @@ public final class RouteContext {
     public var transactions: (any TransactionLayer)?
     /// Jobs other threads hand back to this worker (resuming suspended routes): `WorkerMailbox`.
     public var mailbox = WorkerMailbox()
+    /// `[core] async_io`: lets KSR functions that wait on the network suspend the route coroutine
+    /// (nil: async_io off, every call blocks).
+    public var asyncIO: AsyncIO?
 
     // MARK: Per message
     /// The message being routed and everything the script set for it. The properties below forward

@@ -70,6 +70,7 @@ public final class LuaEngine {
         hostRecord.pointee.log = luaHostLog
         hostRecord.pointee.drop = luaHostDrop
         hostRecord.pointee.modf = luaHostModf
+        hostRecord.pointee.resumed = luaHostResumed
         hostRecord.pointee.budget = Int64(max(0, limits.instructionBudget))
         hostRecord.pointee.mem_limit = max(0, limits.memoryLimit)
         guard let state = ksr_newstate(hostRecord) else {
@@ -261,6 +262,58 @@ public final class LuaEngine {
         logger?.error("error from Lua: \(error.message)", metadata: ["callback": "\(name)", "traceback": "\(error.traceback)"])
         return .error(error)
     }
+
+    // MARK: Route coroutines (async_io)
+
+    /// A route running as a coroutine of this state (async_io). Valid with this engine only, until it
+    /// finishes (`resume` releases it then) or `release` is called.
+    public struct Coroutine: Sendable {
+        let ref: Int32
+        public let name: String
+    }
+
+    /// What one resume of a route coroutine did.
+    public enum CoroutineStep: Sendable, Equatable {
+        /// It waits: a KSR call yielded (or the script yielded by itself; the caller checks).
+        case yielded
+        /// It ended (the coroutine is released).
+        case finished(CallbackOutcome)
+    }
+
+    /// Creates a coroutine for a pre-resolved callback (not started yet). Nil with `.missing` when
+    /// the global is not a function, `.memoryExceeded` when the state has no memory for it.
+    public func coroutine(_ cb: LuaCallback, arg: String? = nil) -> (Coroutine?, CallbackOutcome?) {
+        guard cb.ref != LUA_NOREF else { return (nil, .memoryExceeded) }
+        let ref: Int32
+        if var arg {
+            ref = arg.withUTF8 { u in
+                let base = u.baseAddress.map { UnsafeRawPointer($0) } ?? UnsafeRawPointer(emptyCString.utf8Start)
+                return ksr_co_new(L, cb.ref, base.assumingMemoryBound(to: CChar.self), u.count)
+            }
+        } else {
+            ref = ksr_co_new(L, cb.ref, nil, 0)
+        }
+        if ref == LUA_NOREF { return (nil, .missing) }
+        if ref == LUA_REFNIL { return (nil, .memoryExceeded) }
+        return (Coroutine(ref: ref, name: cb.name), nil)
+    }
+
+    /// Starts or resumes a route coroutine under a fresh instruction budget (the memory cap is the
+    /// state's, as always). Errors are logged as for `run`.
+    public func resume(_ co: Coroutine) -> CoroutineStep {
+        #if DEBUG
+        let top = lua_gettop(L)
+        defer { assert(lua_gettop(L) == top, "Lua stack changed across a resume") }
+        #endif
+        let st = ksr_co_resume(L, co.ref)
+        if st == LUA_YIELD { return .yielded }
+        ksr_co_release(L, co.ref)
+        if st == LUA_OK { return .finished(.ok) }
+        return .finished(failure(status: st, callback: co.name))
+    }
+
+    /// Drops a coroutine that will not be resumed (its wait was abandoned).
+    public func release(_ co: Coroutine) { ksr_co_release(L, co.ref) }
 
     // MARK: Introspection
 

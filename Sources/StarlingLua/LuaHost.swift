@@ -35,13 +35,43 @@ final class LuaHost {
     // MARK: Calls
 
     @inline(__always)
-    func call(_ index: Int, _ params: UnsafePointer<ksr_param>?, _ count: Int, _ ret: UnsafeMutablePointer<ksr_ret>) {
+    func call(_ index: Int, _ params: UnsafePointer<ksr_param>?, _ count: Int, _ ret: UnsafeMutablePointer<ksr_ret>,
+              yieldable: Bool) {
         guard let route = fastRoute else {
             ret.pointee.kind = Int32(KSR_RET_FALSE.rawValue)
             return
         }
+        if let aio = route.asyncIO {
+            callAwaiting(aio, route, index, params, count, ret, yieldable: yieldable)
+            return
+        }
         let result = functions[index](route, KemiArgs(raw: UnsafeRawPointer(params), count: count))
         store(result, as: returnTypes[index], into: ret)
+    }
+
+    /// async_io: a function called straight from the route coroutine may start a wait
+    /// (`AsyncIO.beginAwait`) instead of blocking; the C side then yields the coroutine. Calls made
+    /// from nested callbacks (a branch route run by t_relay) never may.
+    private func callAwaiting(_ aio: AsyncIO, _ route: RouteContext, _ index: Int, _ params: UnsafePointer<ksr_param>?,
+                              _ count: Int, _ ret: UnsafeMutablePointer<ksr_ret>, yieldable: Bool) {
+        let outer = aio.mayAwait
+        aio.mayAwait = yieldable
+        let result = functions[index](route, KemiArgs(raw: UnsafeRawPointer(params), count: count))
+        aio.mayAwait = outer
+        if yieldable, aio.callStartedWait() {
+            set(ret, KSR_RET_YIELD)
+            return
+        }
+        store(result, as: returnTypes[index], into: ret)
+    }
+
+    /// The result of the call that yielded, once its wait is over (async_io).
+    func resumed(_ index: Int, _ ret: UnsafeMutablePointer<ksr_ret>) {
+        guard let aio = fastRoute?.asyncIO else {
+            set(ret, KSR_RET_NIL)
+            return
+        }
+        store(aio.takeResult(), as: returnTypes[index], into: ret)
     }
 
     /// Converts a result by the export's return type (REFERENCE §1.3).
@@ -193,8 +223,12 @@ private func host(_ ctx: UnsafeMutableRawPointer?) -> LuaHost {
     Unmanaged<LuaHost>.fromOpaque(ctx!).takeUnretainedValue()
 }
 
-let luaHostCall: ksr_call_fn = { ctx, index, params, count, ret in
-    host(ctx).call(Int(index), params, Int(count), ret!)
+let luaHostCall: ksr_call_fn = { ctx, index, params, count, ret, yieldable in
+    host(ctx).call(Int(index), params, Int(count), ret!, yieldable: yieldable != 0)
+}
+
+let luaHostResumed: ksr_resumed_fn = { ctx, index, ret in
+    host(ctx).resumed(Int(index), ret!)
 }
 
 let luaHostLog: ksr_log_fn = { ctx, event, a, b in

@@ -64,7 +64,7 @@ extension StarlingConfig {
         "listen", "workers", "script", "modules", "log_level", "dns_servers", "instruction_budget", "memory_limit_mb",
         "log_format", "alias", "tcp_connection_lifetime", "tcp_connect_timeout", "tcp_max_connections",
         "mcast_loopback", "mcast_ttl", "tcp_crlf_ping", "tcp_accept_no_cl", "tcp_keepalive", "tcp_keepidle",
-        "tcp_keepintvl", "tcp_keepcnt",
+        "tcp_keepintvl", "tcp_keepcnt", "async_io", "async_max_pending",
     ]
     /// Keys allowed in `[tls]` (besides `domain` tables).
     static let tlsKeys: [String] = [
@@ -246,6 +246,16 @@ extension StarlingConfig {
         case "tcp_keepidle", "tcp_keepintvl", "tcp_keepcnt":
             let n = try nonNegative(value, key: key)
             if name == "tcp_keepidle" { tcpKeepIdle = n } else if name == "tcp_keepintvl" { tcpKeepIntvl = n } else { tcpKeepCnt = n }
+        case "async_io":
+            switch value {
+            case .bool(let v): asyncIO = v
+            case .int(let n) where n == 0 || n == 1: asyncIO = n == 1
+            case .string(let t) where ["true", "false"].contains(t.lowercased()): asyncIO = t.lowercased() == "true"
+            default: throw ConfigError(key: key, "expected true or false (or 1/0), got \(value.shown)")
+            }
+        case "async_max_pending":
+            guard case .int(let n) = value, n > 0 else { throw ConfigError(key: key, "expected a positive integer, got \(value.shown)") }
+            asyncMaxPending = n
         case "tcp_max_connections":
             guard case .int(let n) = value, n > 0 else { throw ConfigError(key: key, "expected a positive integer, got \(value.shown)") }
             tcpMaxConnections = n

@@ -22,6 +22,8 @@ extension StarlingConfig {
         out += "dns_servers = \(Self.tomlArray(dnsServers.map(\.description)))\(dnsServers.isEmpty ? "  # empty: the system resolver" : "")\n"
         out += "instruction_budget = \(lua.instructionBudget)\n"
         out += "memory_limit_mb = \(lua.memoryLimitMB)\n"
+        out += "async_io = \(asyncIO)\n"
+        out += "async_max_pending = \(asyncMaxPending)\n"
         out += "tcp_connection_lifetime = \(tcpConnectionLifetime)\n"
         out += "tcp_connect_timeout = \(tcpConnectTimeout)\n"
         out += "tcp_max_connections = \(tcpMaxConnections)\n"

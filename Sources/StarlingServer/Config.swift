@@ -19,6 +19,8 @@ public import DiameterNode
 /// dns_servers = ["127.0.0.1:5353"]   # default: the system resolver
 /// instruction_budget = 10000000
 /// memory_limit_mb = 64
+/// async_io = false             # routes as coroutines: waits on the network do not block (docs/Async.md)
+/// async_max_pending = 1000     # routes one worker may have waiting (async_io); then 503
 /// log_format = "text"         # or "json" (one JSON object per line)
 /// # listen also takes "tcp:IP:PORT", "tls:IP:PORT", "ws:IP:PORT", "wss:IP:PORT"; ";proxy" after a
 /// # tcp/tls/ws/wss address expects a PROXY protocol v1/v2 header on each connection;
@@ -117,6 +119,13 @@ public struct StarlingConfig: Sendable, Equatable {
     public var dnsServers: [SocketAddress] = []
     /// Limits for each Lua state.
     public var lua = LuaLimits()
+    /// `async_io`: request and reply routes run as Lua coroutines; KSR calls that wait on the network
+    /// (http_client, enum, ndb_redis) suspend the route and the worker routes other messages
+    /// meanwhile (docs/Async.md). Default off.
+    public var asyncIO = false
+    /// `async_max_pending`: routes one worker may have waiting at once with async_io; beyond it,
+    /// requests get 503. Default 1000.
+    public var asyncMaxPending = 1000
     /// `[define]`: names to values.
     public var defines: [String: ConfigValue] = [:]
     /// `[modparam.<module>]`: module → parameter → values (more than one = repeated modparam), as given.

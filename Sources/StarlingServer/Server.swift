@@ -241,6 +241,9 @@ public final class Server: Sendable {
         logger.info("script \(config.script) version \(version) loaded")
     }
 
+    /// async_io: the requests whose routes wait, across workers.
+    let asyncPending = AsyncPendingRequests()
+
     /// Starts the workers (per UDP listener, `workers` threads sharing its socket) and the watcher.
     public func start() throws(ServerError) {
         var started: [PosixThread] = []
@@ -251,7 +254,8 @@ public final class Server: Sendable {
                 let inbox = inboxes.isEmpty ? nil : inboxes[index]
                 let worker = Transfer(UDPWorker(index: index, socket: socket, inbox: inbox, store: store, limits: limits,
                                                 services: services, stats: statsForWorker(), logger: logger,
-                                                parserLimits: .default, stop: stop, stack: stack))
+                                                parserLimits: .default, stop: stop, stack: stack,
+                                                asyncIO: config.asyncIO ? (config.asyncMaxPending, asyncPending) : nil))
                 do {
                     started.append(try PosixThread(name: "worker-\(index)") { worker.value.run() })
                 } catch {
@@ -261,6 +265,9 @@ public final class Server: Sendable {
                 index += 1
             }
             if let socket { logger.info("listening on udp:\(socket.localAddress) with \(config.workers) workers") }
+        }
+        if config.asyncIO {
+            logger.info("async_io: routes run as coroutines; http_client, enum and ndb_redis calls wait without blocking (async_max_pending \(config.asyncMaxPending) per worker)")
         }
         for l in services.streams?.boundListeners ?? [] {
             logger.info("listening on \(l)\(l.proxyProtocol ? " (PROXY protocol)" : "") with \(index) workers")
@@ -378,6 +385,10 @@ public final class Server: Sendable {
             out["rejected", default: 0] += w.rejected.load(ordering: .relaxed)
             out["script_errors", default: 0] += w.scriptErrors.load(ordering: .relaxed)
             out["budget_aborts", default: 0] += w.budgetAborts.load(ordering: .relaxed)
+            if config.asyncIO {
+                out["async_absorbed", default: 0] += w.asyncAbsorbed.load(ordering: .relaxed)
+                out["async_rejected", default: 0] += w.asyncRejected.load(ordering: .relaxed)
+            }
             out["requests_sent", default: 0] += w.requestsSent.load(ordering: .relaxed)
             out["send_failures", default: 0] += w.sendFailures.load(ordering: .relaxed)
             var replies = 0
@@ -522,7 +533,8 @@ public final class Server: Sendable {
 
     /// `starling check`: loads the script, then lists the `KSR.*` names its files use that no loaded
     /// module exports (warnings: Lua reports them only when the line runs).
-    public static func checkScriptWithWarnings(path: String, modules: [String] = [])
+    /// With `asyncIO`, also the globals written inside functions (routes may interleave).
+    public static func checkScriptWithWarnings(path: String, modules: [String] = [], asyncIO: Bool = false)
         throws(LuaScriptError) -> (version: ScriptVersion, warnings: [String]) {
         let registry = RoutingStack.registry(modules: modules)
         let engine = try LuaEngine(path: path, registry: registry, context: nil, limits: .default)
@@ -531,6 +543,12 @@ public final class Server: Sendable {
             guard let source = try? ScriptSource.read(path: file) else { continue }
             for (ref, why) in KSRReferences.unresolved(KSRReferences.scan(source.bytes), registry: registry) {
                 warnings.append("\(file):\(ref.line): warning: \(ref.name): \(why)")
+            }
+            if asyncIO {
+                for w in GlobalWrites.scan(source.bytes) {
+                    warnings.append("\(file):\(w.line): warning: global '\(w.name)' written in \(w.function): with async_io "
+                                    + "another message's route may run while this one waits (use local or $var)")
+                }
             }
         }
         return (engine.version, warnings)

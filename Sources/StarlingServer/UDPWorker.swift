@@ -26,6 +26,10 @@ public final class ServerStats: Sendable {
     public let rejected = Atomic<Int>(0)
     public let scriptErrors = Atomic<Int>(0)
     public let budgetAborts = Atomic<Int>(0)
+    /// async_io: retransmissions absorbed while their route waited; requests refused (503) at
+    /// async_max_pending.
+    public let asyncAbsorbed = Atomic<Int>(0)
+    public let asyncRejected = Atomic<Int>(0)
     public let reloadsOK = Atomic<Int>(0)
     public let reloadsFailed = Atomic<Int>(0)
     /// Requests received, by `SIPMethod.rawValue` (index 0: other methods).
@@ -111,7 +115,7 @@ final class UDPWorker {
 
     init(index: Int, socket: UDPSocket?, inbox: StreamInbox? = nil, store: ScriptStore, limits: LuaEngineLimits,
          services: ServerServices, stats: ServerStats, logger: Logger, parserLimits: SIPParserLimits, stop: StopFlag,
-         stack: RoutingStack) {
+         stack: RoutingStack, asyncIO: (maxPending: Int, pending: AsyncPendingRequests)? = nil) {
         self.index = index
         self.socket = socket
         self.inbox = inbox
@@ -125,6 +129,7 @@ final class UDPWorker {
         let local = socket?.localAddress ?? services.listen.first!.address
         let ctx = stack.makeContext(worker: index, logger: logger, services: services, sender: sender, local: local)
         dispatcher = MessageDispatcher(context: ctx, stats: stats, parserLimits: parserLimits)
+        if let asyncIO { dispatcher.enableAsyncIO(maxPending: asyncIO.maxPending, pending: asyncIO.pending) }
         sender.context = ctx
         // Jobs posted to the worker's mailbox (resumed routes) wake its poll: through the inbox's
         // eventfd when it has one, else through an eventfd of its own next to the UDP socket.

@@ -124,6 +124,10 @@ extension RouteTestRunner {
         ---router's clock (status 0: no answer, the callback sees TIMEOUT).
         ---@param t { url: string, status?: integer, body?: string, delay?: integer }
         function http(t) end
+        ---[core] async_io for the routes tested: routes run as coroutines, stubbed http_client calls wait.
+        ---@param on? boolean default true
+        ---@param max_pending? integer async_max_pending (default 1000)
+        function async_io(on, max_pending) end
         ---Moves the router's clock on (timers, async sleeps, stubbed HTTP answers); what was sent meanwhile.
         ---@param ms integer
         ---@return StarlingResult

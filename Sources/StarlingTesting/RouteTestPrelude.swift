@@ -305,13 +305,20 @@ end
 -- The router's own address (default 127.0.0.1:5060).
 function listen(addr) setting("local", tostring(addr), "") end
 
--- A stubbed http_async_client answer: queries whose URL starts with t.url are not sent; after
+-- A stubbed http_async_client answer (and, with async_io, http_client's): queries whose URL starts with t.url are not sent; after
 -- t.delay ms (default 0) of the router's clock (see wait) the callback gets t.status (default 200)
 -- and t.body. status = 0: the service never answers ($http_ok 0, $http_err "TIMEOUT" after delay).
 function http(t)
   if type(t) ~= "table" or type(t.url) ~= "string" then usage("http{url = ..., status = ..., body = ..., delay = ms}") end
   setting("http", t.url, tostring(math.tointeger(t.delay or 0) or -1) .. "|" .. tostring(math.tointeger(t.status or 200) or -1)
     .. "|" .. tostring(t.body or ""))
+end
+
+-- [core] async_io for the routes tested (default off): routes run as coroutines, and http_client
+-- calls (stubbed with http{...}) wait without blocking; send() then returns status "waiting" and
+-- wait(ms) resumes the route. max_pending is async_max_pending (default 1000).
+function async_io(on, max_pending)
+  setting("async_io", on == false and "0" or "1", tostring(math.tointeger(max_pending or 1000) or -1))
 end
 
 -- Moves the router's clock on by ms: transaction timers, async.route sleeps, stubbed HTTP answers

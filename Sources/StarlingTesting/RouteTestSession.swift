@@ -21,6 +21,8 @@ final class RouteTestSession {
         var local = SocketAddress(ip: "127.0.0.1", port: 5060)!
         /// `http{...}`: stubbed http_async_client answers by URL prefix (delay ms, status, body).
         var httpStubs: [String: (delayMs: Int, status: Int, body: String)] = [:]
+        /// `async_io(true)`: routes run as coroutines (`[core] async_io`), with this async_max_pending.
+        var asyncIO: Int? = nil
 
         var services: TestServices {
             TestServices(local: local, hosts: hosts, defines: defines, aliases: aliases, anyHost: anyHost)
@@ -214,6 +216,9 @@ final class RouteTestSession {
                 return "http{...}: url, delay (ms) and status must be given (status 0: no answer)"
             }
             s.httpStubs[key] = (delay, status, parts[2])
+        case "async_io":
+            guard let n = Int(value), n >= 0 else { return "async_io(on, max_pending): max_pending must be a positive integer" }
+            s.asyncIO = key == "1" ? max(1, n) : nil
         default:
             return "unknown setting \(kind)"
         }
@@ -232,6 +237,9 @@ final class RouteTestSession {
                                   services: (inTest ? testSettings : fileSettings).services, logLevel: logLevel)
         for (url, stub) in (inTest ? testSettings : fileSettings).httpStubs {
             HTTPAsyncStubs.of(h.runtime).set(urlPrefix: url, delayMs: stub.delayMs, status: stub.status, body: stub.body)
+        }
+        if let max = (inTest ? testSettings : fileSettings).asyncIO {
+            h.dispatcher.enableAsyncIO(maxPending: max, pending: AsyncPendingRequests())
         }
         harness = h
         return h
@@ -296,6 +304,8 @@ final class RouteTestSession {
         case .rejected(let code):
             w.field("status", string: "rejected")
             w.field("rejected", int: code)
+        case .waiting: w.field("status", string: "waiting")
+        case .absorbed: w.field("status", string: "absorbed")
         case .routed(let outcome):
             w.field("status", string: "routed")
             switch outcome {

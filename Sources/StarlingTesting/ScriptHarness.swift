@@ -171,6 +171,9 @@ public final class ScriptHarness {
     public func advance(by d: Duration) {
         runtime.advance(by: d)
         dispatcher.runTimers()
+        // Answers the timers just delivered (stubbed http_client answers under async_io) resume their
+        // routes now, as the worker's next loop would.
+        if context.mailbox.hasJobs { context.mailbox.run(context) }
     }
 
     /// Runs what a worker runs between batches (timers, routes resumed by other threads: HTTP answers,

@@ -96,7 +96,7 @@ struct ConfigCommand: ParsableCommand {
             errors.append("core.listen: a tls/wss listener needs [tls] certificate and private_key")
         }
         do {
-            let (_, warnings) = try Server.checkScriptWithWarnings(path: cfg.script, modules: cfg.modules)
+            let (_, warnings) = try Server.checkScriptWithWarnings(path: cfg.script, modules: cfg.modules, asyncIO: cfg.asyncIO)
             for w in warnings { FileError.print(w) }
         } catch {
             errors.append("core.script: \(error)")

@@ -142,7 +142,9 @@ struct CheckCommand: ParsableCommand {
             ksr_request_route is defined. Nothing is sent. Then lists, as warnings with file:line, \
             the KSR.* names the script's files use that no loaded module exports (a misspelt \
             function, or a module Starling does not have: its KSR table is nil at run time). \
-            --modules limits the check to the modules a config loads.
+            --modules limits the check to the modules a config loads. With --async-io (or \
+            STARLING_CORE_ASYNC_IO=true), also warns about globals written inside functions: with \
+            [core] async_io routes of different messages interleave while one waits.
             """)
 
     @Argument(help: "The Lua script.")
@@ -152,9 +154,14 @@ struct CheckCommand: ParsableCommand {
             help: "Modules the config loads (default: every module Starling has), e.g. --modules tm sl rr.")
     var modules: [String] = []
 
+    @Flag(name: .customLong("async-io"), help: "Check for [core] async_io: warn about globals written inside functions.")
+    var asyncIO = false
+
     func run() throws {
+        let env = ProcessInfo.processInfo.environment["STARLING_CORE_ASYNC_IO"]?.lowercased()
+        let asyncIO = self.asyncIO || env == "true" || env == "1"
         do {
-            let (version, warnings) = try Server.checkScriptWithWarnings(path: file, modules: modules)
+            let (version, warnings) = try Server.checkScriptWithWarnings(path: file, modules: modules, asyncIO: asyncIO)
             for w in warnings { FileError.print(w) }
             print("\(file): OK (version \(version))\(warnings.isEmpty ? "" : ", \(warnings.count) warning(s)")")
         } catch {

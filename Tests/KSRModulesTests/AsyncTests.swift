@@ -268,7 +268,11 @@ import StarlingTesting
         try h.route(Msg.invite.replacingOccurrences(of: "a84b4c76e66710@pc33", with: "second-call")
             .replacingOccurrences(of: "z9hG4bK776asdhds", with: "z9hG4bKsecond"))
         h.advance(by: .milliseconds(1))
-        #expect(Self.statuses(h) == [100, 500, 100, 500])
+        // Each call got 100 and 500. On a loaded machine the budget abort (10M instructions) can take
+        // longer than T1 of the tm clock (wall time), so the first 500 may be retransmitted meanwhile.
+        #expect(Self.statuses(h).filter { $0 == 100 }.count == 2)
+        let answered = h.sender.sent.filter { TMT.status($0) == 500 }.compactMap { TMT.header($0, "Call-ID") }
+        #expect(Set(answered) == ["a84b4c76e66710@pc33", "second-call"])
     }
 
     @Test func scriptErrorInTheContinuationStillAnswers() throws {

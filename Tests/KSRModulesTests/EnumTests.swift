@@ -5,6 +5,7 @@ import SIPTransport
 @testable import KSRModules
 import StarlingKEMI
 import StarlingTesting
+import StarlingServer
 
 /// KSR.enum against dnsmasq serving a test e164.arpa zone on 127.0.0.1 (never the machine's resolver).
 @Suite(.serialized) struct EnumTests {
@@ -75,6 +76,26 @@ import StarlingTesting
         // the E2U+h323 record (better order) is not SIP; the second SIP record becomes a branch with q 0.98
         #expect(h.context.branches.map { String(decoding: $0, as: UTF8.self) } == ["sip:5551234@backup.example"])
         #expect(h.context.branchQ == [980])
+    }
+
+    /// `[core] async_io`: the lookups run on a lookup thread while the route waits (twice here), and
+    /// the route resumes with the R-URI rewritten and the branches added, as the blocking call does.
+    @Test func underAsyncIOLookupsWaitWithoutBlocking() throws {
+        let script = """
+            function ksr_request_route()
+              KSR.pv.seti("$var(rc)", KSR.enum.enum_query())
+              KSR.pv.sets("$var(ru)", KSR.pv.get("$ru"))
+              KSR.pv.seti("$var(from)", KSR.enum.is_from_user_enum())
+            end
+            """
+        let h = try ScriptHarness(script: script, services: TestServices(multiHosts: [:], resolver: resolver))
+        h.dispatcher.enableAsyncIO(maxPending: 10, pending: AsyncPendingRequests())
+        #expect(try h.route(Self.invite("sip:+15551234@example.com", from: "sip:+4412345@example.com")) == .waiting)
+        #expect(h.runAsync { h.dispatcher.waitingRoutes == 0 })
+        let v = vars(h)
+        #expect(v["rc"] == "1")
+        #expect(v["ru"] == "sip:bob@127.0.0.1:5099")
+        #expect(v["from"] == "1")
     }
 
     @Test func notE164OrNoRecordsIsMinusOne() throws {

@@ -7,6 +7,7 @@ import StarlingRedis
 import StarlingTestSupport
 @testable import KSRModules
 import Synchronization
+import StarlingServer
 
 /// The Redis client layer (StarlingRedis over hiredis) against a real redis-server.
 @Suite(.serialized) struct RedisClientTests {
@@ -193,6 +194,27 @@ private let ndbScript = """
         // db=1 was selected: the data is in database 1, not 0.
         #expect(try server.cli(["-n", "1", "HGET", "h", "f1"]) == "value with spaces")
         #expect(try server.cli(["-n", "0", "EXISTS", "h"]) == "0")
+    }
+
+    /// `[core] async_io`: the same commands, each suspending the route while a lookup thread (with
+    /// its own connection) runs it; the replies and return codes are the blocking ones.
+    @Test func commandsAndRepliesUnderAsyncIO() throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        let h = try Self.harness(server)
+        h.dispatcher.enableAsyncIO(maxPending: 10, pending: AsyncPendingRequests())
+        #expect(try h.route(Msg.options()) == .waiting)
+        #expect(h.runAsync { h.dispatcher.waitingRoutes == 0 })
+        let v = h.context.worker.vars
+        #expect(v["set"] == .int(0))
+        #expect(v["setinfo"] == .string("OK"))
+        #expect(v["get"] == .string("hello"))
+        #expect(v["hget"] == .string("value with spaces"))
+        #expect(v["nested"] == .string("x"))
+        #expect(v["err"] == .int(-1))
+        #expect(v["freed"] == .int(1))
+        #expect(v["nosrv"] == .int(-1))
+        #expect(v["noparam"] == .int(-1))
     }
 
     @Test func startRefusesAnUnreachableServerUnlessInitWithoutRedis() throws {

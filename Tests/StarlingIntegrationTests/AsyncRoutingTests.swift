@@ -101,6 +101,69 @@ struct AsyncRoutingTests {
             .write(to: directory.appendingPathComponent("measured.txt"), atomically: true, encoding: .utf8)
     }
 
+    /// `[core] async_io`: examples/http-routing-asyncio.lua (plain, blocking-looking
+    /// http_client.query) on the issue's scenario, scaled to 100 calls (the full 200 were run by
+    /// hand, docs/Async.md): every call completes although each route waits 300 ms and two workers
+    /// take 20 calls/s. Then a service that never answers: each request gets the script's 503 when
+    /// http_client's timeout (2 s) passes, while OPTIONS keep being answered at once.
+    @Test func asyncIORoutingWithPlainHTTPClientCompletesEveryCall() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-async-io")
+        let proxyPort = try Ports.freeUDPPort()
+        let uas = try SIPp.uas(directory: directory)
+        defer { uas.stop() }
+        let (web, httpPort) = try Self.startService(directory, nextHop: "sip:127.0.0.1:\(uas.port)", delayMs: 300)
+        defer { web.stop() }
+
+        let script = try RoutingServicesTests.example("http-routing-asyncio.lua", replacing: "ROUTING_URL",
+                                                      with: "http://127.0.0.1:\(httpPort)/route", directory: directory)
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+        [core]
+        modules = ["sl", "maxfwd", "tm", "siputils", "http_client"]
+        async_io = true
+
+        [modparam.http_client]
+        connection_timeout = 2
+
+        """.write(to: config, atomically: true, encoding: .utf8)
+        let starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
+                                          directory: directory)
+        defer { starling.stop() }
+
+        let start = ContinuousClock.now
+        let calls = Int(ProcessInfo.processInfo.environment["STARLING_ASYNC_IO_CALLS"] ?? "") ?? 100
+        let result = try SIPp.runUAC(target: proxyPort, rate: 20, calls: calls, directory: directory, service: "+15551234",
+                                     timeout: .seconds(120))
+        let took = ContinuousClock.now - start
+        #expect(result.successfulCalls == calls, "\(result)\nstarling log:\n\(starling.logTail())")
+        #expect(result.failedCalls == 0)
+
+        for (user, expected) in [("unknown", "404"), ("broken", "503")] {
+            let r = try SIPp.runUAC(scenario: PackagePaths.scenario("options.xml"), target: proxyPort, rate: 1, calls: 1,
+                                    directory: directory, tag: user, service: user, extra: ["-set", "expected", expected],
+                                    timeout: .seconds(30))
+            #expect(r.successfulCalls == 1, "\(user): \(r)\nstarling log:\n\(starling.logTail())")
+        }
+
+        // Six requests to a service that never answers, more than the two workers, all waiting at once.
+        let stalled = try SIPp.startUAC(scenario: PackagePaths.scenario("options.xml"), target: proxyPort,
+                                        localPort: try Ports.freeUDPPort(), rate: 10, calls: 6, directory: directory,
+                                        tag: "never", extra: ["-s", "never", "-set", "expected", "503"])
+        defer { stalled.stop() }
+        usleep(300_000)
+        let pings = try Self.ping(proxyPort, count: 10, intervalMs: 100)
+        let never = stalled.wait(timeout: .seconds(30))
+        #expect(never?.successfulCalls == 6, "never: \(String(describing: never))\nstarling log:\n\(starling.logTail())")
+        #expect(pings.answered == 10, "\(pings.line)")
+        // A blocked worker would hold a ping for the whole 2 s timeout.
+        #expect(pings.maxMs < 1500, "OPTIONS waited behind the stalled requests: \(pings.line)")
+        let log = (try? String(contentsOf: directory.appendingPathComponent("starling.log"), encoding: .utf8)) ?? ""
+        #expect(log.contains("routing service failed for never: -28"), "no timeout line:\n\(starling.logTail())")
+        #expect(starling.isRunning)
+        try? "\(calls) calls in \(took); stalled-service pings: \(pings.line)\n"
+            .write(to: directory.appendingPathComponent("measured.txt"), atomically: true, encoding: .utf8)
+    }
+
     /// The same t_suspend / async.route / task_route script on Starling and on Kamailio 5.6: calls
     /// continued after a 1 s sleep reach the callee; a request suspended and never continued gets the
     /// failure route's 503 when fr_timer runs out.

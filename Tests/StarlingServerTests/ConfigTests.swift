@@ -115,7 +115,7 @@ struct ConfigTests {
     @Test("unknown keys in [core] and unknown sections are errors")
     func unknownKeys() {
         expectError("[core]\nworkerz = 2",
-                    "core.workerz: unknown key (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections, mcast_loopback, mcast_ttl, tcp_crlf_ping, tcp_accept_no_cl, tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt)")
+                    "core.workerz: unknown key (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections, mcast_loopback, mcast_ttl, tcp_crlf_ping, tcp_accept_no_cl, tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt, async_io, async_max_pending)")
         expectError("[server]\nx = 1", "server: unknown section (expected [core], [control], [tls], [diameter], [define] or [modparam.<module>])")
         expectError("core = 1", "core: expected a table ([core]), got 1")
     }
@@ -321,11 +321,25 @@ struct ConfigTests {
         #expect(c.defines == ["WithAuth": .bool(true), "NEW_ONE": .string("hello")])
     }
 
+    @Test("async_io and async_max_pending: file, environment (true/1), errors naming the key")
+    func asyncIO() throws {
+        #expect(try StarlingConfig.parse(toml: "", environment: [:]).asyncIO == false)
+        #expect(try StarlingConfig.parse(toml: "", environment: [:]).asyncMaxPending == 1000)
+        let file = try StarlingConfig.parse(toml: "[core]\nasync_io = true\nasync_max_pending = 50\n", environment: [:])
+        #expect(file.asyncIO && file.asyncMaxPending == 50)
+        #expect(try StarlingConfig.parse(toml: "", environment: ["STARLING_CORE_ASYNC_IO": "true"]).asyncIO)
+        #expect(try StarlingConfig.parse(toml: "", environment: ["STARLING_CORE_ASYNC_IO": "1"]).asyncIO)
+        #expect(try StarlingConfig.parse(toml: "[core]\nasync_io = true\n", environment: ["STARLING_CORE_ASYNC_IO": "0"]).asyncIO == false)
+        #expect(file.renderTOML().contains("async_io = true\nasync_max_pending = 50\n"))
+        expectError("", env: ["STARLING_CORE_ASYNC_IO": "yes"], "STARLING_CORE_ASYNC_IO: expected true or false (or 1/0), got \"yes\"")
+        expectError("[core]\nasync_max_pending = 0\n", "core.async_max_pending: expected a positive integer, got 0")
+    }
+
     @Test("environment values are validated and named in errors")
     func environmentErrors() {
         expectError("", env: ["STARLING_CORE_WORKERS": "abc"], "STARLING_CORE_WORKERS: expected a positive integer, got \"abc\"")
         expectError("", env: ["STARLING_CORE_THREADS": "4"],
-                    "STARLING_CORE_THREADS: unknown key core.threads (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections, mcast_loopback, mcast_ttl, tcp_crlf_ping, tcp_accept_no_cl, tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt)")
+                    "STARLING_CORE_THREADS: unknown key core.threads (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections, mcast_loopback, mcast_ttl, tcp_crlf_ping, tcp_accept_no_cl, tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt, async_io, async_max_pending)")
         expectError("", env: ["STARLING_CORE_LISTEN": "udp:127.0.0.1:5060,foo:1.2.3.4"],
                     "STARLING_CORE_LISTEN[1]: unknown proto \"foo\" in \"foo:1.2.3.4\" (expected one of udp, tcp, tls, ws, wss, sctp)")
         expectError("", env: ["STARLING_MODPARAM_TM": "1"], "STARLING_MODPARAM_TM: expected STARLING_MODPARAM_<MODULE>_<PARAM>")

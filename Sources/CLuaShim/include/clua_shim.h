@@ -43,6 +43,7 @@ enum ksr_ret_kind {
     KSR_RET_BOOL = 3,
     KSR_RET_STR = 4,
     KSR_RET_FALSE = 5,
+    KSR_RET_YIELD = 6, /* async_io: the call started a wait; the route coroutine yields (lua_yieldk) */
 };
 
 typedef struct ksr_ret {
@@ -61,8 +62,11 @@ enum ksr_log_event {
     KSR_LOG_TOO_MANY_ARGS = 2,
 };
 
-/** Calls export `index` (ctx = ksr_host.ctx). Swift; never raises. */
-typedef void (*ksr_call_fn)(void *ctx, int index, const ksr_param *params, int nparams, ksr_ret *ret);
+/** Calls export `index` (ctx = ksr_host.ctx). Swift; never raises. `yieldable` is 1 when the call
+ *  comes straight from the route coroutine being resumed and may yield (ret kind KSR_RET_YIELD). */
+typedef void (*ksr_call_fn)(void *ctx, int index, const ksr_param *params, int nparams, ksr_ret *ret, int yieldable);
+/** The result of a call that yielded, when its route is resumed. Swift; never raises. */
+typedef void (*ksr_resumed_fn)(void *ctx, int index, ksr_ret *ret);
 /** Reports a log event. Swift; never raises. */
 typedef void (*ksr_log_fn)(void *ctx, int event, long long a, long long b);
 /** KSR.x.drop: marks the context dropped. Swift; never raises. */
@@ -80,6 +84,9 @@ typedef struct ksr_host {
     ksr_log_fn log;
     ksr_drop_fn drop;
     ksr_modf_fn modf;
+    ksr_resumed_fn resumed;
+    /* async_io: the route coroutine being resumed (NULL: none); only it may yield from a KSR call */
+    lua_State *co;
     /* instruction budget: checked every KSR_HOOK_STEP instructions while a callback runs */
     long long budget;
     long long remaining;
@@ -133,6 +140,26 @@ int ksr_is_exit(const char *msg, size_t len);
 
 /** The list of files the `require` searcher loaded (registry table); pushes it. */
 void ksr_push_loaded_files(lua_State *L);
+
+/* ---- Route coroutines (async_io) ------------------------------------------------------------ */
+
+/**
+ * Creates a coroutine for the global callback (nameref as in ksr_run_callback) with an optional
+ * string argument, anchored in the registry. Returns its registry ref, LUA_NOREF when the global is
+ * not a function, or LUA_REFNIL when it could not be created (memory).
+ */
+int ksr_co_new(lua_State *L, int nameref, const char *arg, size_t arglen);
+
+/**
+ * Resumes (or starts) the coroutine `ref` under a fresh instruction budget. Returns LUA_YIELD
+ * (waiting: a KSR call yielded, or the script called coroutine.yield itself), LUA_OK (finished), or
+ * an error status with the message (with traceback, or the exit sentinel) left on L's stack.
+ * The coroutine stays anchored until ksr_co_release.
+ */
+int ksr_co_resume(lua_State *L, int ref);
+
+/** Drops the registry anchor of a coroutine (it is collected). */
+void ksr_co_release(lua_State *L, int ref);
 
 /** Sets or clears the instruction-count hook. */
 void ksr_set_budget_hook(lua_State *L, int on);

@@ -206,8 +206,12 @@ enum EnumModule {
 
     /// The NAPTR records of `name`, nil (and a log line) when the lookup fails.
     static func lookup(_ ctx: RouteContext, _ name: String) -> [NAPTRRecord]? {
-        guard let records = ctx.services.queryNAPTR(name) else { return nil }
-        // order, then preference (the resolver sorts already; kept stable here)
+        sorted(ctx.services.queryNAPTR(name))
+    }
+
+    /// Order, then preference (the resolver sorts already; kept stable here).
+    static func sorted(_ records: [NAPTRRecord]?) -> [NAPTRRecord]? {
+        guard let records else { return nil }
         return records.enumerated().sorted {
             ($0.element.order, $0.element.preference, $0.offset) < ($1.element.order, $1.element.preference, $1.offset)
         }.map(\.element)
@@ -217,7 +221,22 @@ enum EnumModule {
     /// become branches with q lowered by 0.01 per (order, preference) step. 1 if one was used, else -1.
     static func apply(_ ctx: RouteContext, _ s: Settings, number: String, name: String, service: String) -> KemiResult {
         guard let m = ctx.message, m.isRequest else { return .int(-1) }
-        guard let records = lookup(ctx, name), !records.isEmpty else {
+        // async_io: the NAPTR query runs on a lookup thread while the route waits.
+        if let ticket = ctx.asyncIO?.beginAwait(ctx) {
+            let services = ctx.services
+            AsyncIOLookups.shared.run {
+                let records = sorted(services.queryNAPTR(name))
+                ticket.complete { ctx in apply(ctx, s, number: number, name: name, service: service, records: records) }
+            }
+            return .none
+        }
+        return apply(ctx, s, number: number, name: name, service: service, records: lookup(ctx, name))
+    }
+
+    static func apply(_ ctx: RouteContext, _ s: Settings, number: String, name: String, service: String,
+                      records found: [NAPTRRecord]?) -> KemiResult {
+        guard let m = ctx.message, m.isRequest else { return .int(-1) }
+        guard let records = found, !records.isEmpty else {
             ctx.logger.debug("enum: no NAPTR record found for \(name)")
             return .int(-1)
         }
@@ -299,7 +318,20 @@ enum EnumModule {
             return .int(-1)
         }
         let name = domain(user, suffix: suffix)
-        guard let records = lookup(ctx, name), !records.isEmpty else { return .int(-3) }
+        if let ticket = ctx.asyncIO?.beginAwait(ctx) {
+            let services = ctx.services
+            AsyncIOLookups.shared.run {
+                let records = sorted(services.queryNAPTR(name))
+                ticket.complete { ctx in fromUserMatches(ctx, user: user, name: name, service: service, records: records) }
+            }
+            return .none
+        }
+        return fromUserMatches(ctx, user: user, name: name, service: service, records: lookup(ctx, name))
+    }
+
+    static func fromUserMatches(_ ctx: RouteContext, user: String, name: String, service: String,
+                                records found: [NAPTRRecord]?) -> KemiResult {
+        guard let records = found, !records.isEmpty else { return .int(-3) }
         for r in records where serviceMatches(r, service) {
             let result: String
             do {

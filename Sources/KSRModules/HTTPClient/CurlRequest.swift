@@ -75,6 +75,23 @@ final class CurlHandle {
     func perform(_ r: CurlRequest) -> CurlOutcome {
         guard let c = handle else { return .failure(code: Int(CURLE_FAILED_INIT.rawValue), message: "libcurl could not be initialised") }
         curl_easy_reset(c)
+        let sink = ResponseSink()
+        let unmanaged = Unmanaged.passRetained(sink)
+        defer { unmanaged.release() }
+        var list: UnsafeMutablePointer<curl_slist>? = nil
+        defer { if let list { curl_slist_free_all(list) } }
+        guard Self.configure(c, r, list: &list, writer: curlWrite, data: unmanaged.toOpaque()) else {
+            return .failure(code: Int(CURLE_FAILED_INIT.rawValue), message: "could not set the request options")
+        }
+        return Self.outcome(c, curl_easy_perform(c), body: sink.bytes, r)
+    }
+
+    /// Sets a fresh easy handle up for the request (the blocking handle above, or a transfer of the
+    /// async_io multi handle); received bytes go to `writer(data)`. `list` holds the header list,
+    /// which the caller frees after the transfer. False when an option could not be set.
+    static func configure(_ c: UnsafeMutableRawPointer, _ r: CurlRequest, list: inout UnsafeMutablePointer<curl_slist>?,
+                          writer: @convention(c) (UnsafeMutablePointer<CChar>?, Int, Int, UnsafeMutableRawPointer?) -> Int,
+                          data: UnsafeMutableRawPointer) -> Bool {
         var ok = starling_curl_setopt_string(c, CURLOPT_URL, r.url) == CURLE_OK
         func set(_ o: CURLoption, _ v: Int) { if starling_curl_setopt_long(c, o, v) != CURLE_OK { ok = false } }
         func set(_ o: CURLoption, _ v: String) { if starling_curl_setopt_string(c, o, v) != CURLE_OK { ok = false } }
@@ -82,8 +99,6 @@ final class CurlHandle {
         set(CURLOPT_REDIR_PROTOCOLS_STR, "http,https")
         set(CURLOPT_NOSIGNAL, 1)
         if let m = r.method { set(CURLOPT_CUSTOMREQUEST, m) }
-        var list: UnsafeMutablePointer<curl_slist>? = nil
-        defer { if let list { curl_slist_free_all(list) } }
         if let body = r.body, !body.isEmpty {
             if r.method == nil { set(CURLOPT_POST, 1) }
             if let ct = r.contentType { list = curl_slist_append(list, "Content-Type: \(ct)") }
@@ -113,26 +128,28 @@ final class CurlHandle {
         if r.timeoutMode == 1 { set(CURLOPT_TIMEOUT, r.timeout) } else if r.timeoutMode == 2 { set(CURLOPT_TIMEOUT_MS, r.timeout) }
         set(CURLOPT_FOLLOWLOCATION, r.followRedirects ? 1 : 0)
         if let ua = r.userAgent { set(CURLOPT_USERAGENT, ua) }
+        if starling_curl_setopt_writer(c, writer) != CURLE_OK { ok = false }
+        if starling_curl_setopt_pointer(c, CURLOPT_WRITEDATA, data) != CURLE_OK { ok = false }
+        return ok
+    }
 
-        let sink = ResponseSink()
-        let unmanaged = Unmanaged.passRetained(sink)
-        defer { unmanaged.release() }
-        if starling_curl_setopt_writer(c, curlWrite) != CURLE_OK { ok = false }
-        if starling_curl_setopt_pointer(c, CURLOPT_WRITEDATA, unmanaged.toOpaque()) != CURLE_OK { ok = false }
-        guard ok else { return .failure(code: Int(CURLE_FAILED_INIT.rawValue), message: "could not set the request options") }
-
-        let res = curl_easy_perform(c)
+    /// What a finished transfer gave, as the http_client functions report it.
+    static func outcome(_ c: UnsafeMutableRawPointer, _ res: CURLcode, body received: [UInt8], _ r: CurlRequest) -> CurlOutcome {
         guard res == CURLE_OK else {
             return .failure(code: Int(res.rawValue), message: String(cString: curl_easy_strerror(res)))
         }
-        let status = starling_curl_response_code(c)
-        var body = sink.bytes
+        return .status(starling_curl_response_code(c), body: stored(received, r))
+    }
+
+    /// The part of a body the request keeps: its first line (query_result), or maxdatasize bytes.
+    static func stored(_ received: [UInt8], _ r: CurlRequest) -> [UInt8] {
+        var body = received
         if r.firstLineOnly, let lf = body.firstIndex(of: 0x0A) {
             body.removeSubrange(lf...)
         } else if r.maxDataSize > 0 && body.count > r.maxDataSize {
             body.removeSubrange(r.maxDataSize...)
         }
-        return .status(status, body: body)
+        return body
     }
 }
 

@@ -130,9 +130,31 @@ final class HTTPAsyncEngine: Sendable {
         }))
     }
 
+    /// async_io: an http_client request on the multi handle instead of the worker's blocking handle;
+    /// `done` runs on an HTTP thread with the outcome the blocking call would have returned.
+    func submit(plain r: CurlRequest, done: @escaping @Sendable (CurlOutcome) -> Void) -> Bool {
+        let lane = lanes[next.wrappingAdd(1, ordering: .relaxed).oldValue % lanes.count]
+        return lane.submit(Job(plain: r, done: done))
+    }
+
+    /// A queued request: an http_async_client one, or (async_io) an http_client one.
     struct Job: Sendable {
         let request: HTTPAsyncRequest
         let done: @Sendable (HTTPAsyncResult) -> Void
+        let plain: (request: CurlRequest, done: @Sendable (CurlOutcome) -> Void)?
+
+        init(request: HTTPAsyncRequest, done: @escaping @Sendable (HTTPAsyncResult) -> Void) {
+            self.request = request
+            self.done = done
+            plain = nil
+        }
+
+        init(plain r: CurlRequest, done: @escaping @Sendable (CurlOutcome) -> Void) {
+            request = HTTPAsyncRequest(url: r.url, timeout: 0, verifyPeer: true, verifyHost: true, followRedirect: false,
+                                       authMethod: 0, tlsVersion: 0, keepalive: false, keepaliveIdle: 0, keepaliveInterval: 0)
+            self.done = { res in done(.failure(code: Int(CURLE_FAILED_INIT.rawValue), message: res.error ?? "failed")) }
+            plain = (r, done)
+        }
     }
 
     /// One thread and its multi handle.
@@ -219,7 +241,11 @@ final class HTTPAsyncEngine: Sendable {
                     let key = UnsafeMutableRawPointer(easy)
                     curl_multi_remove_handle(m, easy)
                     if let t = active.removeValue(forKey: key) {
-                        t.job.done(t.finish(easy, result))
+                        if let plain = t.job.plain {
+                            plain.done(CurlHandle.outcome(easy, result, body: t.bytes, plain.request))
+                        } else {
+                            t.job.done(t.finish(easy, result))
+                        }
                     }
                     curl_easy_cleanup(easy)
                 }
@@ -234,6 +260,16 @@ final class HTTPAsyncEngine: Sendable {
                 return
             }
             let t = Transfer(job: j)
+            if let plain = j.plain {
+                let data = Unmanaged.passUnretained(t).toOpaque()
+                guard CurlHandle.configure(easy, plain.request, list: &t.headerList, writer: asyncCurlWrite, data: data) else {
+                    curl_easy_cleanup(easy)
+                    j.done(HTTPAsyncResult(error: "could not set the request options"))
+                    return
+                }
+                add(t, easy, m)
+                return
+            }
             let r = j.request
             var ok = starling_curl_setopt_string(easy, CURLOPT_URL, r.url) == CURLE_OK
             func set(_ o: CURLoption, _ v: Int) { if starling_curl_setopt_long(easy, o, v) != CURLE_OK { ok = false } }
@@ -279,6 +315,11 @@ final class HTTPAsyncEngine: Sendable {
                 j.done(HTTPAsyncResult(error: "could not set the request options"))
                 return
             }
+            add(t, easy, m)
+        }
+
+        private func add(_ t: Transfer, _ easy: UnsafeMutableRawPointer, _ m: UnsafeMutableRawPointer) {
+            let j = t.job
             active[easy] = t
             if curl_multi_add_handle(m, easy) != CURLM_OK {
                 active.removeValue(forKey: easy)

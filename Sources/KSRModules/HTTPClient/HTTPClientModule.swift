@@ -1,5 +1,6 @@
 import StarlingKEMI
 import Logging
+import CCurl
 
 /// `KSR.http_client` (REFERENCE §2.9) on libcurl. Each worker has its own easy handle (and one per
 /// named connection that keeps its connections), so requests block only the calling worker, for at
@@ -9,8 +10,10 @@ import Logging
 /// returns the libcurl error code negated (-7 connection refused, -28 timeout, -3 malformed URL...),
 /// where Kamailio 5.6 returns the positive curl code (< 100); docs/HTTP_CLIENT.md.
 enum HTTPClientModule {
-    static func exports(_ config: ModuleConfiguration) -> [KemiExport] {
-        let settings = HTTPClientSettings(config)
+    static func exports(_ config: ModuleConfiguration, _ awaiting: Awaiting? = nil) -> [KemiExport] {
+        var configured = HTTPClientSettings(config)
+        configured.awaiting = awaiting
+        let settings = configured
         let m = "http_client"
         return [
             KemiExport(m, "query", [.str, .str], returns: .int) { ctx, a in
@@ -43,6 +46,49 @@ enum HTTPClientModule {
         ]
     }
 
+    /// async_io: requests of suspended routes go to a libcurl multi handle on an HTTP thread (the
+    /// same engine as http_async_client's, a lane of its own); `starling test` stubs answer them.
+    final class Awaiting: Sendable {
+        let engine = HTTPAsyncEngine(workers: 1)
+        let stubs: HTTPAsyncStubs
+        let clock: TMStore
+        init(stubs: HTTPAsyncStubs, clock: TMStore) {
+            self.stubs = stubs
+            self.clock = clock
+        }
+    }
+
+    /// With async_io, from a route coroutine: starts the request without blocking and suspends the
+    /// route (nil: block as usual). The result variable is set and the status returned when the
+    /// route resumes, exactly as the blocking call would.
+    static func suspendRoute(_ ctx: RouteContext, _ s: HTTPClientSettings, _ r: CurlRequest, dpv: String, url: String,
+                             fn: String) -> KemiResult? {
+        guard let awaiting = s.awaiting, let ticket = ctx.asyncIO?.beginAwait(ctx) else { return nil }
+        let deliver: @Sendable (CurlOutcome) -> Void = { outcome in
+            ticket.complete { ctx in
+                guard let pv = ctx.pvCache.spec(dpv) else { return .int(-1) }
+                return finish(ctx, outcome, pv: pv, url: url, fn: fn)
+            }
+        }
+        if awaiting.stubs.isActive, let stub = awaiting.stubs.match(url) {
+            // Route tests: the stubbed answer after its delay on the router's clock (status 0: the
+            // request times out then).
+            let outcome: CurlOutcome = stub.status > 0
+                ? .status(stub.status, body: CurlHandle.stored(Array(stub.body.utf8), r))
+                : .failure(code: Int(CURLE_OPERATION_TIMEDOUT.rawValue), message: "Timeout was reached")
+            if ctx.transactions != nil {
+                AsyncTimers.of(ctx).add(at: awaiting.clock.now.advanced(by: .milliseconds(stub.delayMs))) { _ in deliver(outcome) }
+            } else {
+                deliver(outcome)
+            }
+            return KemiResult.none
+        }
+        if !awaiting.engine.submit(plain: r, done: deliver) {
+            deliver(.failure(code: Int(CURLE_FAILED_INIT.rawValue), message: "the HTTP thread is not running"))
+        }
+        return KemiResult.none
+    }
+
     /// Per-worker curl handles: one for the ad-hoc queries, one per named connection.
     final class Handles {
         let plain = CurlHandle()
@@ -64,6 +110,7 @@ enum HTTPClientModule {
                             verifyPeer: s.verifyPeer, verifyHost: s.verifyHost, followRedirects: s.followRedirects,
                             userAgent: s.userAgent, caCert: s.caCert, proxy: s.proxy, proxyPort: s.proxyPort,
                             firstLineOnly: s.firstLineOnly, maxDataSize: s.queryMaxDataSize)
+        if let waiting = suspendRoute(ctx, s, r, dpv: dpv, url: url, fn: fn) { return waiting }
         let handles = ctx.worker.local(Handles.self) { Handles() }
         let outcome = handles.plain.perform(r)
         return finish(ctx, outcome, pv: pv, url: url, fn: fn)
@@ -87,6 +134,9 @@ enum HTTPClientModule {
                             verifyHost: con.verifyHost, followRedirects: con.followRedirects, userAgent: con.userAgent,
                             caCert: s.caCert, proxy: con.proxy, proxyPort: con.proxyPort, firstLineOnly: false,
                             maxDataSize: con.maxDataSize)
+        // async_io: a connection without failover waits without blocking (with one, the second try
+        // depends on the first answer: blocking as before).
+        if con.failover == nil, let waiting = suspendRoute(ctx, s, r, dpv: dpv, url: url, fn: "curl_connect") { return waiting }
         let handles = ctx.worker.local(Handles.self) { Handles() }
         let handle: CurlHandle
         if let h = handles.named[name] { handle = h } else { handle = CurlHandle(); handles.named[name] = handle }
@@ -140,5 +190,9 @@ extension HTTPClientModule: KSRModule {
     static let parameters = [timeoutMode, connectionTimeout, queryMaxDataSize, maxDataSize, verifyHost, httpProxyPort, authMethod].map(\.info)
         + [queryResult, keepConnections, verifyPeer, httpRedirect].map(\.info)
         + [userAgent.info, caCert.info, httpProxy.info, httpcon.info]
-    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] { exports(runtime.config) }
+    static func exports(_ runtime: ModuleRuntime) -> [KemiExport] {
+        let stubs = HTTPAsyncStubs.of(runtime)
+        let clock = runtime.tm
+        return exports(runtime.config, runtime.state(Awaiting.self) { Awaiting(stubs: stubs, clock: clock) })
+    }
 }

@@ -1,5 +1,7 @@
 /// The `[modparam.http_client]` settings and the named connections (`httpcon`), parsed once.
 struct HTTPClientSettings: Sendable {
+    /// async_io: where requests of suspended routes go (nil: every call blocks).
+    var awaiting: HTTPClientModule.Awaiting? = nil
     /// Seconds (timeout_mode 1) or milliseconds (timeout_mode 2); 0 with timeout_mode 0 = no timeout.
     var timeout: Int
     /// 0 = none, 1 = seconds (default), 2 = milliseconds.

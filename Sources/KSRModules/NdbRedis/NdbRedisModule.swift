@@ -199,16 +199,32 @@ enum NdbRedisModule: KSRModule {
             ctx.logger.notice("ndb_redis: REDIS server \(server) re-enabled")
         }
         replies.named[reply] = nil
-        do throws(RedisError) {
-            let r = try pool.command(argv)
-            replies.named[reply] = r
+        // async_io: the command runs on a lookup thread (its own connection) while the route waits.
+        if let ticket = ctx.asyncIO?.beginAwait(ctx) {
+            AsyncIOLookups.shared.run {
+                let result: Result<RedisReply, RedisError>
+                do throws(RedisError) { result = .success(try pool.command(argv)) } catch { result = .failure(error) }
+                ticket.complete { ctx in .int(store(ctx, result, server: server, reply: reply)) }
+            }
+            return 0
+        }
+        let result: Result<RedisReply, RedisError>
+        do throws(RedisError) { result = .success(try pool.command(argv)) } catch { result = .failure(error) }
+        return store(ctx, result, server: server, reply: reply)
+    }
+
+    /// Keeps the reply under its name; 0, or -1 for an error reply or no reply.
+    static func store(_ ctx: RouteContext, _ result: Result<RedisReply, RedisError>, server: String, reply: String) -> Int {
+        switch result {
+        case .success(let r):
+            ctx.worker.local(NdbRedisReplies.self) { NdbRedisReplies() }.named[reply] = r
             if case .error(let e) = r {
                 ctx.logger.error("ndb_redis: Redis error:\(e)")
                 return -1
             }
             replies.failures[server] = 0
             return 0
-        } catch {
+        case .failure(let error):
             ctx.logger.error("ndb_redis: server \(server): \(error.message)")
             // As Kamailio's redis_count_err_and_disable: only failures to get a reply count.
             let allowed = rt.config[allowedTimeouts]
