@@ -63,6 +63,14 @@ final class DiameterService: DiameterRequestRouter, DiameterLink, @unchecked Sen
         var callback: LuaCallback?
         var warned = false
         let cur = DiameterCurrent.of(ctx)
+        // Answers to diameter_request_async sent from ksr_diameter_request() come back through this
+        // thread's mailbox and run ksr_diameter_response here, between two requests.
+        ctx.mailbox.setWakeup { [self] in signal.signal() }
+        ctx.runEvent = { _, name, event in
+            guard let e = engine else { return }
+            if case .error(let error) = e.run(callback: name, arg: event) { self.logger.error("diameter: \(name): \(error)") }
+        }
+        defer { ctx.runEvent = nil }
         while !stop.isSet {
             if store.generation != generation {
                 let p = store.published
@@ -77,6 +85,7 @@ final class DiameterService: DiameterRequestRouter, DiameterLink, @unchecked Sen
                 }
             }
             _ = signal.wait(timeout: .now() + .milliseconds(200))
+            if ctx.mailbox.hasJobs { ctx.mailbox.run(ctx) }
             let batch = jobs.withLock { j -> [Job] in let all = j; j = []; return all }
             for job in batch {
                 cur.request = job.request

@@ -400,7 +400,28 @@ struct DiameterRelayTests {
         try """
             function ksr_request_route() KSR.sl.sl_send_reply(404, "Not here") end
             function ksr_diameter_request()
+                local imsi = KSR.diameter.get_avp("User-Name")
+                if imsi == "001019999999999" then
+                    -- answered here; the HSS is told asynchronously (its answer runs ksr_diameter_response)
+                    local n = KSR.ims_diameter_server.diameter_request_async("hss3.example", 16777251, 316,
+                        '[{"avpCode":260,"vendorId":0,"Flags":64,"list":[{"avpCode":266,"vendorId":0,"Flags":64,"int32":10415},' ..
+                        '{"avpCode":258,"vendorId":0,"Flags":64,"int32":16777251}]},' ..
+                        '{"avpCode":277,"vendorId":0,"Flags":64,"int32":1},' ..
+                        '{"avpCode":283,"vendorId":0,"Flags":64,"string":"hss.example"},' ..
+                        '{"avpCode":1,"vendorId":0,"Flags":64,"string":"001019999999998"},' ..
+                        '{"avpCode":1032,"vendorId":10415,"Flags":192,"int32":1004},' ..
+                        '{"avpCode":1405,"vendorId":10415,"Flags":192,"int32":34},' ..
+                        '{"avpCode":1407,"vendorId":10415,"Flags":192,"hexdump":"00f110"}]')
+                    KSR.info("async sent: " .. n .. "\\n")
+                    KSR.pv.sets("$diameter_response", '[{"avpCode":268,"vendorId":0,"Flags":64,"int32":2001},' ..
+                        '{"avpCode":1,"vendorId":0,"Flags":64,"string":"' .. imsi .. '"}]')
+                    return
+                end
                 if KSR.diameter.relay("hss3.example") < 0 then KSR.diameter.answer(3002) end
+            end
+            function ksr_diameter_response(evname)
+                local a = KSR.pv.get("$diameter_response") or "none"
+                KSR.info("async answer in " .. evname .. ": " .. (a:match('"avpCode":268,[^}]*"int32":(%d+)') or a) .. "\\n")
             end
             """.write(to: script, atomically: true, encoding: .utf8)
         let config = directory.appendingPathComponent("starling.toml")
@@ -428,12 +449,17 @@ struct DiameterRelayTests {
         // 1. A python-diameter MME connects to Starling: ULRs relayed to the python-diameter HSS.
         let direct = try Command.run(python, [tool, "client", "--identity", "mme.example", "--realm", "mme.realm",
                                               "--port", String(try Ports.freeTCPPort()), "--peer", "dra.example:example:\(dia)",
-                                              "--dest-realm", "hss.example", "--users", "001011234567890,001011234567891"],
+                                              "--dest-realm", "hss.example", "--users", "001011234567890,001011234567891,001019999999999"],
                                      timeout: .seconds(90))
         let a = Self.lines(direct.output, PyAnswer.self).filter { $0.user != nil || $0.error != nil }
-        #expect(a.count == 2 && a.allSatisfy { $0.result == 2001 && $0.origin == "hss3.example" && $0.e2e_ok == true },
-                "\(direct.output) starling: \(starling.logTail(20))")
-        #expect(a.map(\.user) == ["001011234567890", "001011234567891"])
+        #expect(a.count == 3 && a.allSatisfy { $0.result == 2001 && $0.e2e_ok == true }, "\(direct.output) starling: \(starling.logTail(20))")
+        #expect(a.map(\.user) == ["001011234567890", "001011234567891", "001019999999999"])
+        // The last one answered by the script through $diameter_response (JSON), the others by the HSS.
+        #expect(a.map { $0.origin ?? "" } == ["hss3.example", "hss3.example", "dra.example"])
+        // diameter_request_async from ksr_diameter_request(): sent (0), its answer ran
+        // ksr_diameter_response on the Diameter routing thread.
+        try waitForLog(starling, "async answer in diameter:response: 2001")
+        #expect(starling.log.contains("async sent: 0"))
 
         // 2. freeDiameterd between a python-diameter MME and Starling: it connects to both (Debian's
         // build has no extension to accept unknown peers), the MME sends through it to Starling's
@@ -466,7 +492,8 @@ struct DiameterRelayTests {
         #expect(b.first?.result == 2001 && b.first?.origin == "hss3.example" && b.first?.e2e_ok == true,
                 "\(client.logTail(20)) fd: \(fdProcess.logTail(20))")
         let seen = Self.lines((try? String(contentsOf: hssLog, encoding: .utf8)) ?? "", HSSLine.self)
-        #expect(seen.count == 3)
+        #expect(seen.count == 4)
+        #expect(seen.map { $0.user ?? "" }.contains("001019999999998"))
         #expect(seen.first?.route_record == ["mme.example"])
         #expect(seen.last?.route_record == ["mme2.example", "fd.example"], "\(seen.last?.route_record ?? [])")
         #expect(seen.last?.user == "001029999999999")

@@ -132,7 +132,7 @@ enum ImsDiameterServerModule: KSRModule {
                              command: Int, json: String) -> Int {
         guard let link = nodeLink(ctx, st), let m = build(ctx, link, appID: appID, command: command, json: json) else { return -1 }
         guard ctx.runEvent != nil else {
-            ctx.logger.error("ims_diameter_server: Asynchronous operations disabled (no route callbacks on this thread)")
+            ctx.logger.error("ims_diameter_server: Asynchronous operations disabled (no route callbacks in this context)")
             return -1
         }
         var suspended: (index: Int, label: Int)? = nil
