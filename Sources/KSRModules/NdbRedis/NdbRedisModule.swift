@@ -204,20 +204,23 @@ enum NdbRedisModule: KSRModule {
             AsyncIOLookups.shared.run {
                 let result: Result<RedisReply, RedisError>
                 do throws(RedisError) { result = .success(try pool.command(argv)) } catch { result = .failure(error) }
-                ticket.complete { ctx in .int(store(ctx, result, server: server, reply: reply)) }
+                ticket.complete { ctx in .int(store(ctx, rt, result, server: server, reply: reply)) }
             }
             return 0
         }
         let result: Result<RedisReply, RedisError>
         do throws(RedisError) { result = .success(try pool.command(argv)) } catch { result = .failure(error) }
-        return store(ctx, result, server: server, reply: reply)
+        return store(ctx, rt, result, server: server, reply: reply)
     }
 
-    /// Keeps the reply under its name; 0, or -1 for an error reply or no reply.
-    static func store(_ ctx: RouteContext, _ result: Result<RedisReply, RedisError>, server: String, reply: String) -> Int {
+    /// Keeps the reply under its name; 0, or -1 for an error reply or no reply (counted towards
+    /// disabling the server).
+    static func store(_ ctx: RouteContext, _ rt: ModuleRuntime, _ result: Result<RedisReply, RedisError>, server: String,
+                      reply: String) -> Int {
+        let replies = ctx.worker.local(NdbRedisReplies.self) { NdbRedisReplies() }
         switch result {
         case .success(let r):
-            ctx.worker.local(NdbRedisReplies.self) { NdbRedisReplies() }.named[reply] = r
+            replies.named[reply] = r
             if case .error(let e) = r {
                 ctx.logger.error("ndb_redis: Redis error:\(e)")
                 return -1
