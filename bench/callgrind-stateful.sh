@@ -5,6 +5,7 @@
 # compares builds (before/after a change) on a busy machine, where bench/compare.sh's CPU figures
 # would be contended. Idle wake-ups are counted too: keep CALLS and RATE the same across binaries.
 #   bench/callgrind-stateful.sh BIN [BIN...]     (CALLS=300 RATE=20 WORKERS=1)
+# OUT=DIR keeps each run's callgrind file as DIR/<binary name>-<calls>.out (for bench/callgrind-diff.py).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
@@ -34,9 +35,11 @@ run() {
     ok=$(python3 -c "import csv; r=list(csv.reader(open('$tmp/uac.csv'),delimiter=';')); print(r[-1][r[0].index('SuccessfulCall(C)')])")
     total=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$tmp/valgrind.log")
     rm -f "$tmp/uac.csv"
+    [ -z "${OUT:-}" ] || cp "$tmp/cg.out" "$OUT/$(basename "$1")-$2.out"
     echo "$ok $total"
 }
 
+[ -z "${OUT:-}" ] || mkdir -p "$OUT"
 for bin in "$@"; do
     cp "$bin" "$tmp/starling" && strip -g "$tmp/starling"   # valgrind 3.19 cannot read Swift 6.3's DWARF 5
     read -r ok1 i1 < <(run "$bin" "$calls")

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/uio.h>
@@ -83,18 +84,7 @@ int st_batch_recv(int fd, st_mmsg_batch *b, int timeout_ms) {
     return batch_recvmmsg(fd, b, flags);
 }
 
-int st_batch_recv_wake(int fd, int wake_fd, st_mmsg_batch *b, int timeout_ms, int *woken) {
-    *woken = 0;
-    if (wake_fd < 0) return st_batch_recv(fd, b, timeout_ms);
-    struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = wake_fd, .events = POLLIN}};
-    int r = poll(p, 2, timeout_ms < 0 ? -1 : timeout_ms);
-    if (r == 0) return 0;
-    if (r < 0) return errno == EINTR ? 0 : -errno;
-    if (p[0].revents & POLLNVAL) return -EBADF;
-    if (p[1].revents & (POLLIN | POLLERR | POLLHUP)) *woken = 1;
-    if (!(p[0].revents & (POLLIN | POLLERR | POLLHUP))) return 0;
-    return batch_recvmmsg(fd, b, MSG_DONTWAIT);
-}
+int st_batch_recv_queued(int fd, st_mmsg_batch *b) { return batch_recvmmsg(fd, b, MSG_DONTWAIT); }
 
 static int batch_recvmmsg(int fd, st_mmsg_batch *b, int flags) {
     for (unsigned int i = 0; i < b->capacity; i++) {
@@ -259,14 +249,26 @@ void st_eventfd_drain(int fd) {
     while (read(fd, &v, sizeof v) == sizeof v) {}
 }
 
-int st_poll2(int fd1, int fd2, int timeout_ms) {
-    struct pollfd p[2] = {{.fd = fd1, .events = POLLIN}, {.fd = fd2, .events = POLLIN}};
-    int r = poll(p, 2, timeout_ms);
-    if (r == 0) return 0;
-    if (r < 0) return errno == EINTR ? 0 : -errno;
+int st_waitset_create(int shared_fd, int own_fd) {
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) return -errno;
+    struct epoll_event shared = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = 1};
+    struct epoll_event own = {.events = EPOLLIN, .data.u32 = 2};
+    if ((shared_fd >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, shared_fd, &shared) < 0) ||
+        (own_fd >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, own_fd, &own) < 0)) {
+        int err = errno;
+        close(ep);
+        return -err;
+    }
+    return ep;
+}
+
+int st_waitset_wait(int epfd, int timeout_ms) {
+    struct epoll_event ev[2];
+    int n = epoll_wait(epfd, ev, 2, timeout_ms);
+    if (n < 0) return errno == EINTR ? 0 : -errno;
     int mask = 0;
-    if (fd1 >= 0 && (p[0].revents & (POLLIN | POLLERR | POLLHUP | POLLNVAL))) mask |= 1;
-    if (fd2 >= 0 && (p[1].revents & (POLLIN | POLLERR | POLLHUP | POLLNVAL))) mask |= 2;
+    for (int i = 0; i < n; i++) mask |= (int)ev[i].data.u32;
     return mask;
 }
 

@@ -111,15 +111,20 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
     /// The address as text ("192.0.2.1", "2001:db8::1"), without brackets.
     public var ip: String {
         if family == .inet {
-            // Dotted quad by hand: inet_ntop goes through sprintf, ten times slower.
+            // Dotted quad by hand into at most 15 bytes (a small string: no allocation); inet_ntop
+            // goes through sprintf, ten times slower.
             let v = ipv4
-            var out = ""
-            out.reserveCapacity(15)
-            for shift in [24, 16, 8, 0] as [UInt32] {
-                out += String((v >> shift) & 0xFF)
-                if shift != 0 { out += "." }
+            return String(unsafeUninitializedCapacity: 15) { out in
+                var n = 0
+                for shift: UInt32 in [24, 16, 8, 0] {
+                    let b = Int((v >> shift) & 0xFF)
+                    if b >= 100 { out[n] = UInt8(48 + b / 100); n += 1 }
+                    if b >= 10 { out[n] = UInt8(48 + b / 10 % 10); n += 1 }
+                    out[n] = UInt8(48 + b % 10); n += 1
+                    if shift != 0 { out[n] = UInt8(ascii: "."); n += 1 }
+                }
+                return n
             }
-            return out
         }
         var buf = [CChar](repeating: 0, count: 64)
         switch family {
@@ -135,6 +140,11 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
             _ = inet_ntop(AF_INET6, &a, &buf, 64)
         }
         return buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
+    /// True if both are the same IP address (ports aside): compares the bytes, no text.
+    public func hasSameIP(as other: SocketAddress) -> Bool {
+        family == other.family && address.0 == other.address.0 && address.1 == other.address.1
     }
 
     /// The address as it appears in a URI or Via host: IPv6 in brackets.

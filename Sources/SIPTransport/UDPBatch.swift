@@ -58,19 +58,17 @@ public final class UDPBatchReceiver {
         return count
     }
 
-    /// `receive(on:timeout:)` that also wakes when `wakeFD` (an eventfd) becomes readable: returns the
-    /// datagrams received (0 when only woken or timed out) and whether the eventfd was signalled (the
-    /// caller drains it). One poll for both descriptors.
-    public func receive(on socket: UDPSocket, wakeFD: Int32, timeout: Duration) throws(TransportError) -> (count: Int, woken: Bool) {
-        let (s, atto) = timeout.components
-        let ms = Int32(clamping: max(0, s * 1000 + atto / 1_000_000_000_000_000))
+    /// Takes the datagrams already queued on `socket` (up to `capacity`) without waiting, after a
+    /// `WaitSet` reported it readable: one `recvmmsg`. Returns how many were received (0: another
+    /// worker took them first).
+    @discardableResult
+    public func receiveQueued(on socket: UDPSocket) throws(TransportError) -> Int {
         let fd = socket.fileDescriptor
         guard fd >= 0 else { count = 0; throw TransportError("recvmmsg", errno: EBADF) }
-        var woken: Int32 = 0
-        let n = st_batch_recv_wake(fd, wakeFD, batch, ms, &woken)
+        let n = st_batch_recv_queued(fd, batch)
         guard n >= 0 else { count = 0; throw TransportError("recvmmsg", errno: -n) }
         count = Int(n)
-        return (count, woken != 0)
+        return count
     }
 
     /// The payload of datagram `i` of the last batch. Valid until the next `receive` (and while

@@ -109,7 +109,7 @@ public final class ServerServices: CoreServices {
         }
         // Normalise numeric addresses (IPv6 spellings differ).
         if let a = SocketAddress(ip: h, port: 0) {
-            for l in listen where l.address.ip == a.ip || l.address.isUnspecified {
+            for l in listen where l.address.hasSameIP(as: a) || l.address.isUnspecified {
                 if let port, Int(l.address.port) != port { continue }
                 if let proto, proto != l.proto { continue }
                 return true
@@ -143,7 +143,7 @@ public final class ServerServices: CoreServices {
             return nil
         }
         if candidates.count > 1, let source = routeSource(for: destination) {
-            if let s = candidates.first(where: { $0.address.ip == source.ip }) ?? candidates.first(where: { $0.address.isUnspecified }) {
+            if let s = candidates.first(where: { $0.address.hasSameIP(as: source) }) ?? candidates.first(where: { $0.address.isUnspecified }) {
                 return (s.address, s.advertised)
             }
         }

@@ -91,7 +91,7 @@ public final class RouteTimeHistogram: Sendable {
 /// One worker thread: receives datagrams from one UDP socket in batches, routes each through its own
 /// Lua state, and sends what the script produced in batches. Nothing on this path takes a lock; the
 /// only shared read per message is the script generation. With stream transports configured, the
-/// worker also waits on its inbox (an eventfd in the same poll) and routes the messages that
+/// worker also waits on its inbox (an eventfd in the same wait set) and routes the messages that
 /// connections handed to it between UDP batches, with the same Lua state.
 final class UDPWorker {
     let index: Int
@@ -146,89 +146,78 @@ final class UDPWorker {
 
     deinit { if wakeFD >= 0 { close(wakeFD) } }
 
-    /// The thread body.
+    /// The thread body: waits on the UDP socket (shared with the other workers of the listener) and on
+    /// its own eventfd (the inbox's, or the mailbox's), routes what arrived, runs its timers, sends.
     func run() {
         // Log lines written on this thread carry the Call-ID of the message being routed.
         CurrentRoute.set(dispatcher.context)
         defer { CurrentRoute.set(nil) }
         switchScriptIfNeeded()
-        if let inbox {
-            runWithInbox(inbox)
+        let waitSet: WaitSet
+        do {
+            waitSet = try WaitSet(shared: socket?.fileDescriptor ?? -1, own: inbox?.fileDescriptor ?? wakeFD)
+        } catch {
+            logger.error("worker \(index) stops: \(error)")
             return
         }
-        guard let socket else { return }
-        let local = socket.localAddress
-        let skipGroups = skipsGroupDatagrams(socket)
+        let skipGroups = socket.map(skipsGroupDatagrams) ?? false
         var timersPending = false
         while !stop.isSet {
-            let n: Int
+            let ready: WaitSet.Ready
             do {
-                let r = try receiver.receive(on: socket, wakeFD: wakeFD, timeout: timersPending ? .milliseconds(10) : .milliseconds(200))
-                n = r.count
-                if r.woken { st_eventfd_drain(wakeFD) }
+                ready = try waitSet.wait(milliseconds: timersPending ? 10 : 200)
             } catch {
                 if stop.isSet { break }
-                logger.warning("receive on \(socket) failed: \(error)")
+                logger.warning("worker \(index): \(error)")
+                usleep(10_000)
                 continue
             }
-            for i in 0..<n {
-                if skipGroups, receiver.localAddress(at: i, on: socket)?.isMulticast == true { continue }
-                switchScriptIfNeeded()
-                dispatcher.dispatch(receiver.bytes(at: i), source: receiver.source(at: i), local: local, proto: .udp)
+            var handled = 0
+            if ready.contains(.own) {
+                if let inbox { handled += routeInbox(inbox) } else { st_eventfd_drain(wakeFD) }
             }
+            if ready.contains(.shared), let socket { handled += routeDatagrams(socket, skipGroups: skipGroups) }
             timersPending = dispatcher.runTimers()
             sender.flush()
-            if n == 0 { switchScriptIfNeeded() }
+            if handled == 0 { switchScriptIfNeeded() }
         }
+    }
+
+    /// Routes the datagrams queued on the socket (one `recvmmsg`; none if another worker took them).
+    private func routeDatagrams(_ socket: UDPSocket, skipGroups: Bool) -> Int {
+        let n: Int
+        do {
+            n = try receiver.receiveQueued(on: socket)
+        } catch {
+            if !stop.isSet { logger.warning("receive on \(socket) failed: \(error)") }
+            return 0
+        }
+        let local = socket.localAddress
+        for i in 0..<n {
+            if skipGroups, receiver.localAddress(at: i, on: socket)?.isMulticast == true { continue }
+            switchScriptIfNeeded()
+            dispatcher.dispatch(receiver.bytes(at: i), source: receiver.source(at: i), local: local, proto: .udp)
+        }
+        return n
+    }
+
+    /// Routes the messages connections handed to this worker.
+    private func routeInbox(_ inbox: StreamInbox) -> Int {
+        var handled = 0
+        for m in inbox.drain() {
+            switchScriptIfNeeded()
+            m.bytes.withUnsafeBytes {
+                _ = dispatcher.dispatch($0, source: m.source, local: m.local, proto: m.proto, connectionID: m.connectionID)
+            }
+            handled += 1
+        }
+        return handled
     }
 
     /// A wildcard socket on the port of a multicast group listener also receives the group's
     /// datagrams; the group socket routes them (once), this one drops them.
     private func skipsGroupDatagrams(_ socket: UDPSocket) -> Bool {
         socket.localAddress.isUnspecified && services.multicastPorts.contains(socket.localAddress.port)
-    }
-
-    /// The loop with connections: one poll on the UDP socket and the inbox's eventfd.
-    private func runWithInbox(_ inbox: StreamInbox) {
-        let udpFD = socket?.fileDescriptor ?? -1
-        var timersPending = false
-        while !stop.isSet {
-            let ready = st_poll2(udpFD, inbox.fileDescriptor, timersPending ? 10 : 200)
-            var handled = 0
-            if ready > 0 && ready & 2 != 0 {
-                for m in inbox.drain() {
-                    switchScriptIfNeeded()
-                    m.bytes.withUnsafeBytes {
-                        _ = dispatcher.dispatch($0, source: m.source, local: m.local, proto: m.proto, connectionID: m.connectionID)
-                    }
-                    handled += 1
-                }
-            }
-            if ready > 0 && ready & 1 != 0, let socket {
-                let local = socket.localAddress
-                var n = 0
-                do {
-                    n = try receiver.receive(on: socket, timeout: .zero)
-                } catch {
-                    if stop.isSet { break }
-                    logger.warning("receive on \(socket) failed: \(error)")
-                }
-                let skipGroups = skipsGroupDatagrams(socket)
-                for i in 0..<n {
-                    if skipGroups, receiver.localAddress(at: i, on: socket)?.isMulticast == true { continue }
-                    switchScriptIfNeeded()
-                    dispatcher.dispatch(receiver.bytes(at: i), source: receiver.source(at: i), local: local, proto: .udp)
-                }
-                handled += n
-            }
-            if ready < 0 && !stop.isSet {
-                logger.warning("poll failed: errno \(-ready)")
-                usleep(10_000)
-            }
-            timersPending = dispatcher.runTimers()
-            sender.flush()
-            if handled == 0 { switchScriptIfNeeded() }
-        }
     }
 
     /// Moves to the published script version between two messages. A version that fails to build

@@ -167,3 +167,58 @@ struct TimerWheelTests {
         #expect(w.isEmpty)
     }
 }
+
+@Suite("TimingWheel handles")
+struct TimingWheelHandleTests {
+    typealias Wheel = TimingWheel<String, MockInstant>
+
+    private func at(_ d: Duration) -> MockInstant { MockInstant(offset: d) }
+
+    @Test("a handle moves and cancels its timer; it is stale once fired or cancelled")
+    func handles() {
+        var w = Wheel(origin: at(.zero), resolution: .ms(10))
+        let a = w.schedule("a", at: at(.ms(50)))
+        let b = w.schedule("b", at: at(.ms(20)))
+        #expect(w.count == 2)
+        // Moving keeps the handle and the payload.
+        let moved = w.schedule("ignored", at: at(.ms(100)), replacing: a)
+        #expect(moved == a)
+        #expect(w.count == 2)
+        #expect(w.deadline(of: a) == at(.ms(100)))
+        #expect(w.advance(to: at(.ms(50))) == ["b"])
+        #expect(!w.contains(b))
+        #expect(w.cancel(b) == false)  // fired: stale
+        #expect(w.cancel(a) == true)
+        #expect(w.cancel(a) == false)
+        #expect(w.isEmpty)
+        #expect(w.advance(to: at(.ms(200))) == [])
+    }
+
+    @Test("a stale handle never touches the timer that reuses its node")
+    func reuse() {
+        var w = Wheel(origin: at(.zero), resolution: .ms(10))
+        let old = w.schedule("old", at: at(.ms(10)))
+        #expect(w.cancel(old) == true)
+        let new = w.schedule("new", at: at(.ms(30)))
+        #expect(new.index == old.index)  // the freed node was reused
+        #expect(w.cancel(old) == false)
+        #expect(w.deadline(of: old) == nil)
+        // Scheduling with a stale handle creates a timer instead of moving the node's new one.
+        let other = w.schedule("other", at: at(.ms(20)), replacing: old)
+        #expect(other != new)
+        #expect(w.count == 2)
+        #expect(w.advance(to: at(.ms(40))) == ["other", "new"])
+    }
+
+    @Test("removeAll leaves every handle stale and the wheel usable")
+    func removeAll() {
+        var w = Wheel(origin: at(.zero), resolution: .ms(10))
+        let hs = (0..<5).map { w.schedule("t\($0)", at: at(.ms(10 * ($0 + 1)))) }
+        w.removeAll()
+        #expect(w.isEmpty)
+        #expect(hs.allSatisfy { !w.contains($0) })
+        let h = w.schedule("after", at: at(.ms(10)))
+        #expect(w.advance(to: at(.ms(100))) == ["after"])
+        #expect(!w.contains(h))
+    }
+}

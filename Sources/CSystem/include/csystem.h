@@ -26,9 +26,9 @@ size_t st_batch_buffer_size(const st_mmsg_batch *b);
  * for at most timeout_ms (0 = do not wait); -1 = block. Returns the number received (> 0), 0 on
  * timeout or EINTR, or -errno. Truncated datagrams are flagged (st_batch_truncated). */
 int st_batch_recv(int fd, st_mmsg_batch *b, int timeout_ms);
-/* The same, also waiting on wake_fd (an eventfd; < 0: none): *woken is set to 1 when it is readable
- * (the caller drains it). One poll for both, so a worker with a mailbox costs no extra syscall. */
-int st_batch_recv_wake(int fd, int wake_fd, st_mmsg_batch *b, int timeout_ms, int *woken);
+/* Takes the datagrams queued on fd (up to `capacity`) without waiting: the number received, 0 if
+ * none was queued, or -errno. */
+int st_batch_recv_queued(int fd, st_mmsg_batch *b);
 
 /* Slot i's buffer (buffer_size bytes). */
 unsigned char *st_batch_buffer(st_mmsg_batch *b, unsigned int i);
@@ -85,9 +85,13 @@ const char *st_strerror(int err, char *buf, size_t len);
 int st_eventfd_create(void);
 int st_eventfd_signal(int fd);
 void st_eventfd_drain(int fd);
-/* Waits up to timeout_ms (-1: forever) until fd1 or fd2 (either may be -1: ignored) is readable.
- * Returns a bit mask (1: fd1, 2: fd2), 0 on timeout or EINTR, or -errno. */
-int st_poll2(int fd1, int fd2, int timeout_ms);
+/* A worker's wait set: an epoll instance with `shared_fd` (a socket other threads wait on too) added
+ * with EPOLLEXCLUSIVE, so that a datagram wakes one idle waiter instead of all of them, and `own_fd`
+ * (this thread's eventfd) added normally. Either may be -1. Returns the epoll fd or -errno. */
+int st_waitset_create(int shared_fd, int own_fd);
+/* Waits on a wait set up to timeout_ms (-1: forever): a bit mask (1: shared_fd readable, 2: own_fd
+ * readable), 0 on timeout or EINTR, or -errno. */
+int st_waitset_wait(int epfd, int timeout_ms);
 
 /* Returns freed heap memory to the kernel (glibc malloc_trim(0)); 1 if some was released. */
 int st_malloc_trim(void);

@@ -133,6 +133,13 @@ struct TMBranch {
     var isPending: Bool { finalStatus == 0 }
 }
 
+/// A timer a cell scheduled: its side (see `TMTimer`), which timer, its handle in the worker's wheel.
+struct TMTimerSlot: Sendable {
+    let side: Int
+    let timer: TransactionTimer
+    var handle: TimerHandle
+}
+
 /// A box for values that are only touched under the cell's lock or by the one worker routing it.
 struct UncheckedBox<T>: @unchecked Sendable {
     var value: T
@@ -155,6 +162,9 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
     /// The worker queue that runs this transaction's timers.
     let timers: TMTimerQueue
     private let mutex = Mutex(())
+    /// The timers this cell scheduled in `timers`, one entry per side and timer (guarded by `lock`;
+    /// the handle of a timer that fired is stale and left in place until it is scheduled again).
+    private var timerHandles: [TMTimerSlot] = []
 
     // Guarded by `lock`.
     var server: ServerMachine
@@ -237,6 +247,38 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
             branches[i].finalReply = nil
             branches[i].replyMessage = nil
         }
+    }
+
+    /// Starts (or moves) timer `t` of `side` (`TMCore.serverSide`, `TMCore.lifetime` or a branch
+    /// index) to fire after `d` (cell locked).
+    func startTimer(_ t: TransactionTimer, side: Int, after d: Duration) {
+        if let i = timerHandles.firstIndex(where: { $0.side == side && $0.timer == t }) {
+            let h = timerHandles[i].handle
+            timerHandles[i].handle = timers.schedule(TMTimer(cell: self, side: side, timer: t), after: d, replacing: h)
+        } else {
+            let h = timers.schedule(TMTimer(cell: self, side: side, timer: t), after: d, replacing: nil)
+            timerHandles.append(TMTimerSlot(side: side, timer: t, handle: h))
+        }
+    }
+
+    /// Stops timer `t` of `side` (cell locked).
+    func stopTimer(_ t: TransactionTimer, side: Int) {
+        guard let i = timerHandles.firstIndex(where: { $0.side == side && $0.timer == t }) else { return }
+        timers.cancel(timerHandles[i].handle)
+        timerHandles.remove(at: i)
+    }
+
+    /// Stops every timer of `side` (cell locked).
+    func stopTimers(side: Int) {
+        guard timerHandles.contains(where: { $0.side == side }) else { return }
+        timers.cancel(timerHandles.filter { $0.side == side })
+        timerHandles.removeAll { $0.side == side }
+    }
+
+    /// Stops every timer of the cell (cell locked): the wheel no longer holds it.
+    func stopAllTimers() {
+        timers.cancel(timerHandles)
+        timerHandles.removeAll()
     }
 
     /// Reserves a branch id number (cell locked).

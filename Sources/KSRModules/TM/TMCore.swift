@@ -56,9 +56,9 @@ enum TMCore {
             case .retransmitResponse:
                 if let r = cell.lastResponse { out.send(r, cell.replyDestination, cell.received.proto, cell.received.local) }
             case .startTimer(let t, let d):
-                cell.timers.schedule(TMTimerKey(cell: cell, branch: serverSide, timer: t), after: d)
+                cell.startTimer(t, side: serverSide, after: d)
             case .stopTimer(let t):
-                cell.timers.cancel(TMTimerKey(cell: cell, branch: serverSide, timer: t))
+                cell.stopTimer(t, side: serverSide)
             case .passACKToTU:
                 out.events.append(.ackPassed)
             case .terminate:
@@ -95,9 +95,9 @@ enum TMCore {
                    !(response.statusCode >= 180 && response.statusCode > previous) {
                     continue
                 }
-                cell.timers.schedule(TMTimerKey(cell: cell, branch: i, timer: t), after: d)
+                cell.startTimer(t, side: i, after: d)
             case .stopTimer(let t):
-                cell.timers.cancel(TMTimerKey(cell: cell, branch: i, timer: t))
+                cell.stopTimer(t, side: i)
             case .passToTU(let code):
                 cell.branches[i].previousStatus = cell.branches[i].lastStatus
                 cell.branches[i].lastStatus = code
@@ -122,7 +122,7 @@ enum TMCore {
     }
 
     static func cancelTimers(_ cell: TMCell, _ side: Int) {
-        for t in TransactionTimer.allCases { cell.timers.cancel(TMTimerKey(cell: cell, branch: side, timer: t)) }
+        cell.stopTimers(side: side)
     }
 
     /// Frees the cell once its server machine and every branch machine have terminated: its keys leave
@@ -141,12 +141,10 @@ enum TMCore {
             store.post { ctx in for h in hooks { h(ctx, id) } }
         }
         store.table.remove(cell.serverKey)
-        cancelTimers(cell, serverSide)
-        cancelTimers(cell, lifetime)
-        for (i, b) in cell.branches.enumerated() {
+        cell.stopAllTimers()
+        for b in cell.branches {
             store.table.remove(b.key)
             if let k = b.cancelKey { store.table.remove(k) }
-            cancelTimers(cell, i)
         }
         store.liveCells.wrappingSubtract(1, ordering: .relaxed)
     }

@@ -81,7 +81,7 @@ enum TMLocal {
         cell.routeBusy = false
         store.liveCells.wrappingAdd(1, ordering: .relaxed)
         let life = max(config.timerB, config.timerC) + config.timerD + .seconds(5)
-        cell.timers.schedule(TMTimerKey(cell: cell, branch: TMCore.lifetime, timer: .B), after: life)
+        cell.locked { cell.startTimer(.B, side: TMCore.lifetime, after: life) }
         let branchID = store.branchID(cell, cell.locked { cell.nextBranchSerial() })
         let out = RequestBuilder.local(m, hop: hop, branch: branchID)
         var branch = TMRelay.makeBranch(cell, branchID: branchID, request: out, to: target.address, proto: target.proto,

@@ -74,7 +74,7 @@ enum TMRelay {
         store.liveCells.wrappingAdd(1, ordering: .relaxed)
         // A safety net: a transaction the script never answers is freed after its longest life.
         let life = max(config.timerB, config.timerC) + config.timerH + config.timerD + .seconds(5)
-        cell.timers.schedule(TMTimerKey(cell: cell, branch: TMCore.lifetime, timer: .B), after: life)
+        cell.locked { cell.startTimer(.B, side: TMCore.lifetime, after: life) }
         ctx.transaction = cell
         for h in store.hooks.created { h(ctx, cell) }
         return 1
@@ -389,19 +389,19 @@ enum TMRelay {
 
 /// Timer fires: the worker that owns the cell runs them between batches.
 enum TMTimers {
-    static func fired(_ store: TMStore, _ ctx: RouteContext, _ key: TMTimerKey) {
+    static func fired(_ store: TMStore, _ ctx: RouteContext, _ key: TMTimer) {
         let cell = key.cell
         var out = TMOutbox()
-        if key.branch == TMCore.lifetime {
+        if key.side == TMCore.lifetime {
             cell.locked { TMCore.maybeFree(store, cell, force: true) }
             return
         }
         cell.locked {
             guard !cell.freed else { return }
-            if key.branch == TMCore.serverSide {
+            if key.side == TMCore.serverSide {
                 TMCore.runServer(store, cell, cell.server.timerFired(key.timer), &out)
-            } else if key.branch < cell.branches.count {
-                TMCore.runBranch(store, cell, key.branch, cell.branches[key.branch].machine.timerFired(key.timer), &out)
+            } else if key.side < cell.branches.count {
+                TMCore.runBranch(store, cell, key.side, cell.branches[key.side].machine.timerFired(key.timer), &out)
             }
         }
         out.flush(ctx)

@@ -14,28 +14,34 @@ enum TMEntry: Sendable {
 }
 
 /// A timer of a transaction: which cell, which side (-1 server, -2 lifetime, else branch index), which timer.
-struct TMTimerKey: Hashable, Sendable {
+struct TMTimer: Sendable {
     let cell: TMCell
-    let branch: Int
+    let side: Int
     let timer: TransactionTimer
 }
 
 /// The timers of one worker: a timing wheel behind a lock (the owner advances it; other workers may
-/// schedule into it when a reply for one of its transactions arrives on them).
+/// schedule into it when a reply for one of its transactions arrives on them). A cell keeps the
+/// handles of its timers (`TMCell.startTimer`): no lookup by key, no hashing.
 final class TMTimerQueue: Sendable {
-    let wheel: Mutex<TimerWheel<TMTimerKey, ContinuousClock.Instant>>
+    let wheel: Mutex<TimingWheel<TMTimer, ContinuousClock.Instant>>
     let clock: @Sendable () -> ContinuousClock.Instant
     init(clock: @escaping @Sendable () -> ContinuousClock.Instant) {
         self.clock = clock
-        wheel = Mutex(TimerWheel(origin: clock()))
+        wheel = Mutex(TimingWheel(origin: clock()))
     }
-    /// Deadlines count from the store's clock now, not from the wheel's last advance.
-    func schedule(_ key: TMTimerKey, after d: Duration) {
+    /// Schedules a timer, or moves `existing` if it is still pending. Deadlines count from the store's
+    /// clock now, not from the wheel's last advance.
+    func schedule(_ timer: TMTimer, after d: Duration, replacing existing: TimerHandle?) -> TimerHandle {
         let at = clock().advanced(by: d)
-        wheel.withLock { $0.schedule(key, at: at) }
+        return wheel.withLock { $0.schedule(timer, at: at, replacing: existing) }
     }
-    func cancel(_ key: TMTimerKey) { wheel.withLock { _ = $0.cancel(key) } }
-    func advance(to now: ContinuousClock.Instant) -> [TMTimerKey] { wheel.withLock { $0.advance(to: now) } }
+    func cancel(_ handle: TimerHandle) { wheel.withLock { _ = $0.cancel(handle) } }
+    /// Cancels the timers of `slots` (stale ones are skipped), under one lock.
+    func cancel(_ slots: [TMTimerSlot]) {
+        wheel.withLock { w in for s in slots { w.cancel(s.handle) } }
+    }
+    func advance(to now: ContinuousClock.Instant) -> [TMTimer] { wheel.withLock { $0.advance(to: now) } }
     var count: Int { wheel.withLock { $0.count } }
 }
 
