@@ -149,8 +149,9 @@ import StarlingTestSupport
             o.timeoutCallerGotBye = r.allCallsSucceeded && r.receivedRequests.contains("BYE")
             // The callee's BYE leaves the proxy about when the caller's does; on a loaded machine it can
             // reach SIPp later than 0.5 s after the caller's call ended (Kamailio's, once in a full
-            // run): wait for it (up to 5 s; SIPp may also write its message log only when it stops).
-            let deadline = ContinuousClock.now + .seconds(5)
+            // run; once more than 5 s later with five builds running): wait for it (up to 15 s; SIPp
+            // may also write its message log only when it stops).
+            let deadline = ContinuousClock.now + .seconds(15)
             while !uas.receivedRequests.contains("BYE") && ContinuousClock.now < deadline { usleep(100_000) }
             let u = uas.stop()
             o.timeoutCalleeGotBye = u.receivedRequests.contains("BYE")
