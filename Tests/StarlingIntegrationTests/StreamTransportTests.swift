@@ -54,10 +54,15 @@ struct StreamTransportTests {
 
     /// SIPp UAC over UDP -> Starling -> SIPp UAS over TCP: `;transport=tcp` in $du makes Starling connect
     /// on demand, and every later request reuses that one connection (the UAS's replies come back on it).
+    /// One worker: with two, the ACK (forwarded statelessly) and the BYE the UAC sends right after it
+    /// can be routed by different workers and leave in the other order; over TCP SIPp then reads both
+    /// in one chunk and, still about to send the BYE's 200, aborts the call on the ACK (SIPp 3.6.1
+    /// takes any message that arrives while a call is at a send as unexpected). Seen in CI; the
+    /// reordering is legal SIP, the abort a limit of SIPp.
     @Test func outboundTCPIsOpenedOnDemandAndReused() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-tcp-out")
         let proxyPort = try Ports.freeUDPPort()
-        let uas = try SIPp.uas(directory: directory, tcp: true)
+        let uas = try SIPp.uas(directory: directory, tcp: true, traceMessages: true)
         defer { uas.stop() }
         let script = directory.appendingPathComponent("out.lua")
         try """
@@ -76,13 +81,14 @@ struct StreamTransportTests {
         let controlPort = try Ports.freeTCPPort()
         try "[core]\nmodules = [\"sl\", \"tm\"]\n[control]\nlisten = \"127.0.0.1:\(controlPort)\"\n[modparam.tm]\nfr_timer = 5000\nfr_inv_timer = 8000\n"
             .write(to: config, atomically: true, encoding: .utf8)
-        let starling = try Starling.start(script: script, port: proxyPort, workers: 2,
+        let starling = try Starling.start(script: script, port: proxyPort, workers: 1,
                                           extra: ["--config", config.path, "--listen", "tcp:127.0.0.1:\(proxyPort)"],
                                           directory: directory)
         defer { starling.stop() }
         let result = try SIPp.runUAC(target: proxyPort, rate: 50, calls: 200, directory: directory,
                                      timeout: .seconds(60))
-        #expect(result.failedCalls == 0 && result.successfulCalls == 200, "\(result)\nstarling log:\n\(starling.logTail())")
+        #expect(result.failedCalls == 0 && result.successfulCalls == 200,
+                "\(result)\nstarling log:\n\(starling.logTail())\nUAS errors:\n\(SIPp.read(directory, "uas_errors.log").suffix(3000))\nUAS dir: \(directory.path)")
         // One connection from Starling to the UAS carried all of it (core.tcp_info counts the connects).
         let info = try Command.run(try PackagePaths.starlingBinary().path,
                                    ["ctl", "--url", "http://127.0.0.1:\(controlPort)", "core.tcp_info"], timeout: .seconds(20))

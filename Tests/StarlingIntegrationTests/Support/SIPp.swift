@@ -223,7 +223,7 @@ enum SIPp {
         directory.appendingPathComponent(name).path
     }
 
-    fileprivate static func read(_ directory: URL, _ name: String) -> String {
+    static func read(_ directory: URL, _ name: String) -> String {
         (try? String(contentsOf: directory.appendingPathComponent(name), encoding: .utf8)) ?? ""
     }
 }
