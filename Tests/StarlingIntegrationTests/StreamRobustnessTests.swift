@@ -22,11 +22,22 @@ struct StreamRobustnessTests {
         return -1
     }
 
+    /// core.tcp_info's integer counters.
+    static func tcpInfo(_ controlPort: Int) throws -> [String: Int] {
+        let info = try Command.run(try PackagePaths.starlingBinary().path,
+                                   ["ctl", "--url", "http://127.0.0.1:\(controlPort)", "core.tcp_info"], timeout: .seconds(20))
+        guard info.status == 0, let start = info.output.firstIndex(of: "{"),
+              let object = try? JSONSerialization.jsonObject(with: Data(info.output[start...].utf8)) as? [String: Any] else {
+            throw HarnessError("core.tcp_info failed: \(info.output)")
+        }
+        return object.compactMapValues { $0 as? Int }
+    }
+
     @Test func abandonedHalfSentUnfinishedAndNonReadingConnections() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-stream-abuse")
         let certs = try TestCertificates.make(in: directory)
-        let ports = try Ports.freeUDPPorts(3)
-        let (udpPort, tcpPort, tlsPort) = (ports[0], ports[1], ports[2])
+        let ports = try Ports.freeUDPPorts(4)
+        let (udpPort, tcpPort, tlsPort, controlPort) = (ports[0], ports[1], ports[2], ports[3])
         let script = directory.appendingPathComponent("answer.lua")
         try StreamTransportTests.answerScript.write(to: script, atomically: true, encoding: .utf8)
         let config = directory.appendingPathComponent("starling.toml")
@@ -34,6 +45,9 @@ struct StreamRobustnessTests {
         [core]
         modules = ["sl"]
         tcp_connection_lifetime = 3
+
+        [control]
+        listen = "127.0.0.1:\(controlPort)"
 
         \(certs.tlsSection())
         """.write(to: config, atomically: true, encoding: .utf8)
@@ -52,9 +66,9 @@ struct StreamRobustnessTests {
         }
         // 1000 TCP and 300 TLS connections opened and left open (a third half-sent, a third with half a
         // ClientHello), and a client that sends 5000 requests and never reads, all at once.
-        func abuse(_ round: String) throws -> [ServerProcess] {
-            [try background("abandon-tcp-\(round)", ["abandon", "--proto", "tcp", "--port", String(tcpPort), "--count", "1000", "--hold", "8"]),
-             try background("abandon-tls-\(round)", ["abandon", "--proto", "tls", "--port", String(tlsPort), "--count", "300", "--hold", "8"]),
+        func abuse(_ round: String, hold: Int = 8) throws -> [ServerProcess] {
+            [try background("abandon-tcp-\(round)", ["abandon", "--proto", "tcp", "--port", String(tcpPort), "--count", "1000", "--hold", String(hold)]),
+             try background("abandon-tls-\(round)", ["abandon", "--proto", "tls", "--port", String(tlsPort), "--count", "300", "--hold", String(hold)]),
              try background("noread-\(round)", ["noread", "--proto", "tcp", "--port", String(tcpPort), "--count", "5000", "--hold", "6"])]
         }
 
@@ -74,12 +88,15 @@ struct StreamRobustnessTests {
         }
         let baseFDs = Self.fdCount(pid)
         let baseRSS = Self.rssKB(pid)
+        let before = try Self.tcpInfo(controlPort)
 
-        let clients = try abuse("run")
+        // Held 12 s after the last one opened: the 3 s lifetime, the 1 s sweep and a loaded machine's
+        // slow accepts all fit in that.
+        let clients = try abuse("run", hold: 12)
         defer { clients.forEach { $0.stop() } }
-        // The peak: sampled until the abandoned connections are all open (was one sample after a fixed
-        // 2 s, which a loaded machine's slower clients missed: "fds 27 -> 543"). The idle sweep starts
-        // closing the first ones 3 s after they opened, so the count is watched, not waited for.
+        // The peak is reported, not asserted: a loaded machine's Python clients can take longer than the
+        // 3 s lifetime to open 1300 connections, and the sweep closes the first ones meanwhile (CI saw
+        // "fds 31 -> 730"). The counters below show that every connection was accepted and swept.
         var peakFDs = Self.fdCount(pid)
         let sampling = ContinuousClock.now
         while peakFDs <= baseFDs + 1000 && ContinuousClock.now - sampling < .seconds(8) {
@@ -91,13 +108,21 @@ struct StreamRobustnessTests {
         let tlsOK = try StreamClient.run("keepalive", proto: "tls", port: tlsPort, ["--count", "100", "--ca", certs.ca])
         #expect(tcpOK.ok, "\(tcpOK)\nlog:\n\(starling.logTail())")
         #expect(tlsOK.ok, "\(tlsOK)\nlog:\n\(starling.logTail())")
-        #expect(peakFDs > baseFDs + 1000, "the abandoned connections were open: fds \(baseFDs) -> \(peakFDs)")
-
-        // The idle sweep (3 s) closes them while the clients still hold them open (8 s).
-        sleep(5)
-        let afterSweep = Self.fdCount(pid)
-        #expect(afterSweep <= baseFDs + 2, "idle connections not closed: fds \(baseFDs) -> \(peakFDs) -> \(afterSweep)")
-        for p in clients { _ = p.wait(timeout: .seconds(20)) }
+        for p in clients { _ = p.wait(timeout: .seconds(60)) }
+        // Every abandoned connection (1000 TCP, 300 TLS) was accepted, none refused, and the server closed
+        // each of them while its client still held it open (the idle sweep after 3 s; a TLS port that
+        // got half a SIP message closes at once).
+        let after = try Self.tcpInfo(controlPort)
+        let accepted = after["accepted", default: 0] - before["accepted", default: 0]
+        let refused = after["refused", default: 0] - before["refused", default: 0]
+        #expect(accepted >= 1300 && refused == 0, "accepted \(accepted), refused \(refused); before \(before), after \(after)")
+        for (name, count) in [("abandon-tcp-run", 1000), ("abandon-tls-run", 300)] {
+            let log = (try? String(contentsOf: directory.appendingPathComponent("\(name).log"), encoding: .utf8)) ?? ""
+            let line = log.split(separator: "\n").last(where: { $0.hasPrefix("{") }).map(String.init) ?? "{}"
+            let json = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] ?? [:]
+            #expect(json["opened"] as? Int == count && json["closed_by_server"] as? Int == count,
+                    "\(name): \(log.suffix(500)) (fds \(baseFDs) -> peak \(peakFDs))")
+        }
         sleep(7)  // the next trims (at most every 5 s) after the last connections closed
         let finalFDs = Self.fdCount(pid)
         // Freed memory goes back to the kernel on the trims after the connections left (one a second
@@ -113,7 +138,7 @@ struct StreamRobustnessTests {
         // Still serving.
         let last = try StreamClient.run("options", proto: "tls", port: tlsPort, ["--count", "10", "--ca", certs.ca])
         #expect(last.ok, "\(last)")
-        print("stream robustness: fds \(baseFDs) -> peak \(peakFDs) -> \(afterSweep) -> \(finalFDs); RSS \(baseRSS) kB -> \(finalRSS) kB")
+        print("stream robustness: fds \(baseFDs) -> peak \(peakFDs) -> \(finalFDs); RSS \(baseRSS) kB -> \(finalRSS) kB")
     }
 
     /// Memory per idle TLS connection (handshake done, no traffic) and the handshake rate a Python

@@ -15,7 +15,8 @@ Each scenario prints one JSON line with its counters and exits 0 when every chec
   noread     --count N          sends N OPTIONS and never reads the replies (back-pressure), then closes.
   hold       --count N --hold S opens N connections (TLS handshakes done), reports the rate, holds them.
   abandon    --count N          opens N connections, sends half a message on some, a partial TLS
-                                handshake on others, and leaves them open (for the robustness test).
+                                handshake on others, and leaves them open for --hold seconds (for the
+                                robustness test); reports how many the server closed meanwhile.
   edge-phone --nat-ip IP        a phone behind a NAT (issue 15): REGISTERs through the proxy (Via and
                                 Contact name --nat-ip), keeps the connection with CRLF keepalives,
                                 reconnects and registers again (same Call-ID, next CSeq) when the
@@ -389,9 +390,21 @@ def scenario_abandon(a):
             s.sendall(bytes([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC, 0x03, 0x03]))
         conns.append(s)
     time.sleep(a.hold)
+    # Which of them the server closed meanwhile (FIN or reset; a TLS alert before the FIN is read past).
+    closed = 0
+    for s in conns:
+        s.setblocking(False)
+        try:
+            while s.recv(65536):
+                pass
+            closed += 1
+        except BlockingIOError:
+            pass
+        except OSError:
+            closed += 1
     for s in conns:
         s.close()
-    return {"opened": len(conns)}, True
+    return {"opened": len(conns), "closed_by_server": closed}, True
 
 
 def scenario_noread(a):
