@@ -17,77 +17,23 @@ public enum KSRReferences {
 
     /// Every `KSR.a` / `KSR.a.b` in code (comments, strings and long brackets skipped).
     public static func scan(_ src: [UInt8]) -> [KSRReference] {
+        let t = LuaTokens.tokenize(src)
         var out: [KSRReference] = []
-        var i = 0, line = 1
-        let n = src.count
-        func isIdent(_ c: UInt8) -> Bool { c == 0x5F || (c | 0x20 >= 0x61 && c | 0x20 <= 0x7A) || (c >= 0x30 && c <= 0x39) }
-        /// At `[`: the level of a long bracket `[==[`, or nil.
-        func longBracket(_ at: Int) -> Int? {
-            guard at < n, src[at] == UInt8(ascii: "[") else { return nil }
-            var j = at + 1, level = 0
-            while j < n && src[j] == UInt8(ascii: "=") { level += 1; j += 1 }
-            return j < n && src[j] == UInt8(ascii: "[") ? level : nil
-        }
-        /// Skips a long bracket body from `at` (just past the opening) to past `]==]`.
-        func skipLong(_ at: Int, _ level: Int) -> Int {
-            var j = at
-            while j < n {
-                if src[j] == 0x0A { line += 1 }
-                if src[j] == UInt8(ascii: "]") {
-                    var k = j + 1, l = 0
-                    while k < n && src[k] == UInt8(ascii: "=") { l += 1; k += 1 }
-                    if l == level && k < n && src[k] == UInt8(ascii: "]") { return k + 1 }
-                }
-                j += 1
-            }
-            return n
-        }
-        while i < n {
-            let c = src[i]
-            if c == 0x0A { line += 1; i += 1; continue }
-            if c == UInt8(ascii: "-") && i + 1 < n && src[i + 1] == UInt8(ascii: "-") {
-                if let level = longBracket(i + 2) {
-                    i = skipLong(i + 4 + level, level)
-                } else {
-                    while i < n && src[i] != 0x0A { i += 1 }
-                }
-                continue
-            }
-            if c == UInt8(ascii: "\"") || c == UInt8(ascii: "'") {
-                i += 1
-                while i < n && src[i] != c && src[i] != 0x0A {
-                    if src[i] == UInt8(ascii: "\\") { i += 1 }
-                    i += 1
-                }
+        var i = 0
+        while i < t.count {
+            guard t[i].text == "KSR", i == 0 || (t[i - 1].text != "." && t[i - 1].text != ":"),
+                  i + 2 < t.count, t[i + 1].text == ".", t[i + 2].isName else {
                 i += 1
                 continue
             }
-            if c == UInt8(ascii: "["), let level = longBracket(i) {
-                i = skipLong(i + 2 + level, level)
-                continue
+            var name = "KSR." + t[i + 2].text
+            var j = i + 3
+            if j + 1 < t.count, t[j].text == ".", t[j + 1].isName {
+                name += "." + t[j + 1].text
+                j += 2
             }
-            if c == UInt8(ascii: "K") && i + 4 <= n && src[i + 1] == UInt8(ascii: "S") && src[i + 2] == UInt8(ascii: "R")
-                && (i == 0 || (!isIdent(src[i - 1]) && src[i - 1] != UInt8(ascii: ".")))
-                && i + 3 < n && src[i + 3] == UInt8(ascii: ".") {
-                var j = i + 4
-                var parts: [String] = []
-                while parts.count < 2 {
-                    let start = j
-                    while j < n && isIdent(src[j]) { j += 1 }
-                    guard j > start else { break }
-                    parts.append(String(decoding: src[start..<j], as: UTF8.self))
-                    guard j < n, src[j] == UInt8(ascii: "."), j + 1 < n, isIdent(src[j + 1]) else { break }
-                    j += 1
-                }
-                if !parts.isEmpty { out.append(KSRReference(line: line, name: "KSR." + parts.joined(separator: "."))) }
-                i = max(j, i + 1)
-                continue
-            }
-            if isIdent(c) {
-                while i < n && isIdent(src[i]) { i += 1 }
-                continue
-            }
-            i += 1
+            out.append(KSRReference(line: t[i].line, name: name))
+            i = j
         }
         return out
     }
