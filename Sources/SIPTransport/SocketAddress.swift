@@ -19,7 +19,16 @@ public enum SIPTransportProtocol: UInt8, Sendable, Hashable, CaseIterable {
     }
 
     /// Upper-case name for Via headers ("UDP", "TLS", "WSS").
-    public var viaName: String { name.uppercased() }
+    public var viaName: String {
+        switch self {
+        case .udp: return "UDP"
+        case .tcp: return "TCP"
+        case .tls: return "TLS"
+        case .ws: return "WS"
+        case .wss: return "WSS"
+        case .sctp: return "SCTP"
+        }
+    }
 
     /// Parses "udp", "TCP", ... (case-insensitive).
     public init?(name: String) {

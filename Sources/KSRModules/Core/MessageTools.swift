@@ -11,7 +11,9 @@ enum MessageTools {
         if let c = m.callID { m.withBytes { h.add(UnsafeRawBufferPointer(rebasing: $0[c.range])) } }
         if let f = m.from?.tag { m.withBytes { h.add(UnsafeRawBufferPointer(rebasing: $0[f.range])) } }
         if let b = m.topVia?.branch { m.withBytes { h.add(UnsafeRawBufferPointer(rebasing: $0[b.range])) } }
-        return "st" + String(h.value, radix: 16)
+        var tag = Array("st".utf8)
+        tag.appendDigits(h.value, radix: 16)
+        return String(decoding: tag, as: UTF8.self)
     }
 
     /// Where a reply to the current request goes (RFC 3261 §18.2.2 with RFC 3581): the source address;
