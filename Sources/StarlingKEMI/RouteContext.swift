@@ -90,6 +90,9 @@ public struct LocalSocket: Sendable, Hashable, CustomStringConvertible {
 public protocol CoreServices: AnyObject, Sendable {
     /// True if host (and port, when given; nil = any port) is one of ours: listen addresses and aliases.
     func isMyself(host: String, port: Int?, proto: SIPTransportProtocol?) -> Bool
+    /// `isMyself(host: address.ip, port: address.port, proto:)` for an address already resolved (the
+    /// per-request loop check): the server compares bytes, with no text.
+    func isMyself(address: SocketAddress, proto: SIPTransportProtocol?) -> Bool
     /// Resolves a host name or numeric address to socket addresses (A/AAAA; SRV when port is nil and
     /// the name is not numeric). Numeric addresses resolve to themselves.
     func resolve(host: String, port: Int?, proto: SIPTransportProtocol) -> [SocketAddress]
@@ -113,6 +116,9 @@ public protocol CoreServices: AnyObject, Sendable {
 
 extension CoreServices {
     public var sockets: [LocalSocket] { [] }
+    public func isMyself(address: SocketAddress, proto: SIPTransportProtocol?) -> Bool {
+        isMyself(host: address.ip, port: Int(address.port), proto: proto)
+    }
     /// The listen socket with this transport whose address (or advertised address) and port match
     /// `host`/`port` (Kamailio's grep_sock_info: port 0 matches any; proto nil matches any).
     public func socket(host: String, port: Int, proto: SIPTransportProtocol?) -> LocalSocket? {

@@ -37,9 +37,8 @@ enum MessageTools {
         // Compare the sent-by host with the source numerically (no string formatting per message).
         var sameHost = false
         if via.received == nil && !wantsRport {
-            var host = m.string(via.host)
-            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-            if let a = SocketAddress(ip: host, port: 0) { sameHost = a.family == src.family && a.address == src.address }
+            // SocketAddress(ip:) takes an IPv6 reference with or without its brackets.
+            if let a = SocketAddress(ip: m.string(via.host), port: 0) { sameHost = a.hasSameIP(as: src) }
         }
         if via.received == nil && (!sameHost || wantsRport) {
             params += ";received=" + src.ip

@@ -37,7 +37,7 @@ enum RequestBuilder {
             ctx.logger.error("\(caller): cannot resolve '\(uri)'")
             throw Failure(code: SERError.badAddress)
         }
-        if loopCheck, ctx.services.isMyself(host: target.address.ip, port: Int(target.address.port), proto: target.proto) {
+        if loopCheck, ctx.services.isMyself(address: target.address, proto: target.proto) {
             ctx.logger.error("\(caller): '\(uri)' points to this server; not looping the request back")
             throw Failure(code: SERError.badAddress)
         }
