@@ -203,8 +203,10 @@ public final class WorkerLocals {
     /// The pseudo-variable engine's per-worker cache (owned by KSRModules; a direct slot because every
     /// `KSR.pv` call reads it).
     public var pvState: AnyObject?
-    /// Per-worker state of modules (caches), keyed by the owning type.
-    private var storage: [ObjectIdentifier: AnyObject] = [:]
+    /// Per-worker state of modules (caches), keyed by the owning type. A few entries (one per module
+    /// type with worker state), looked up several times a message: a linear scan costs less than
+    /// hashing the key (a dictionary lookup was ~170 instructions).
+    private var storage: [(id: ObjectIdentifier, object: AnyObject)] = []
 
     public init(index: Int) { self.index = index }
 
@@ -224,8 +226,14 @@ public final class WorkerLocals {
         lookup(ObjectIdentifier(type)).map { unsafeDowncast($0, to: T.self) }
     }
 
-    @usableFromInline func lookup(_ id: ObjectIdentifier) -> AnyObject? { storage[id] }
-    @usableFromInline func store(_ o: AnyObject, _ id: ObjectIdentifier) { storage[id] = o }
+    @usableFromInline func lookup(_ id: ObjectIdentifier) -> AnyObject? {
+        for i in storage.indices where storage[i].id == id { return storage[i].object }
+        return nil
+    }
+
+    @usableFromInline func store(_ o: AnyObject, _ id: ObjectIdentifier) {
+        if let i = storage.firstIndex(where: { $0.id == id }) { storage[i].object = o } else { storage.append((id, o)) }
+    }
 }
 
 /// A transaction as the core sees it (tm's `T`): the module that owns transactions conforms its cell
