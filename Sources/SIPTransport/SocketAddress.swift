@@ -19,7 +19,16 @@ public enum SIPTransportProtocol: UInt8, Sendable, Hashable, CaseIterable {
     }
 
     /// Upper-case name for Via headers ("UDP", "TLS", "WSS").
-    public var viaName: String { name.uppercased() }
+    public var viaName: String {
+        switch self {
+        case .udp: return "UDP"
+        case .tcp: return "TCP"
+        case .tls: return "TLS"
+        case .ws: return "WS"
+        case .wss: return "WSS"
+        case .sctp: return "SCTP"
+        }
+    }
 
     /// Parses "udp", "TCP", ... (case-insensitive).
     public init?(name: String) {
@@ -64,7 +73,8 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
     public init?(ip: String, port: Int) {
         guard port >= 0 && port <= 65535 else { return nil }
         var text = ip
-        if text.hasPrefix("[") && text.hasSuffix("]") { text = String(text.dropFirst().dropLast()) }
+        // Byte tests: String.hasPrefix costs more than the address parsing (per message on the hot path).
+        if ip.utf8.first == UInt8(ascii: "[") && ip.utf8.last == UInt8(ascii: "]") { text = String(ip.dropFirst().dropLast()) }
         var a6 = in6_addr()
         var a4 = in_addr()
         if text.withCString({ inet_pton(AF_INET, $0, &a4) }) == 1 {

@@ -33,10 +33,17 @@ public protocol MessageSender: AnyObject {
     /// Sends bytes to a destination over a transport from the given local socket (nil: the default one
     /// for the destination's family). Returns false if it could not be sent.
     func send(_ bytes: [UInt8], to destination: SocketAddress, proto: SIPTransportProtocol, from local: SocketAddress?) -> Bool
+    /// Sends what is queued now (tm calls it where the order of replies across workers matters). A
+    /// sender that sends at once has nothing queued: the default does nothing. A requirement rather
+    /// than a cast to `BatchingSender` (a dynamic cast cost ~850 instructions a relayed reply).
+    func flush()
 }
 
-/// A sender that queues datagrams and sends them in batches: `flush()` sends what is queued now
-/// (tm uses it where the order of replies across workers matters).
+extension MessageSender {
+    public func flush() {}
+}
+
+/// A sender that queues datagrams and sends them in batches: `flush()` sends what is queued now.
 public protocol BatchingSender: MessageSender {
     func flush()
 }
@@ -90,6 +97,9 @@ public struct LocalSocket: Sendable, Hashable, CustomStringConvertible {
 public protocol CoreServices: AnyObject, Sendable {
     /// True if host (and port, when given; nil = any port) is one of ours: listen addresses and aliases.
     func isMyself(host: String, port: Int?, proto: SIPTransportProtocol?) -> Bool
+    /// `isMyself(host: address.ip, port: address.port, proto:)` for an address already resolved (the
+    /// per-request loop check): the server compares bytes, with no text.
+    func isMyself(address: SocketAddress, proto: SIPTransportProtocol?) -> Bool
     /// Resolves a host name or numeric address to socket addresses (A/AAAA; SRV when port is nil and
     /// the name is not numeric). Numeric addresses resolve to themselves.
     func resolve(host: String, port: Int?, proto: SIPTransportProtocol) -> [SocketAddress]
@@ -113,6 +123,9 @@ public protocol CoreServices: AnyObject, Sendable {
 
 extension CoreServices {
     public var sockets: [LocalSocket] { [] }
+    public func isMyself(address: SocketAddress, proto: SIPTransportProtocol?) -> Bool {
+        isMyself(host: address.ip, port: Int(address.port), proto: proto)
+    }
     /// The listen socket with this transport whose address (or advertised address) and port match
     /// `host`/`port` (Kamailio's grep_sock_info: port 0 matches any; proto nil matches any).
     public func socket(host: String, port: Int, proto: SIPTransportProtocol?) -> LocalSocket? {
@@ -190,8 +203,10 @@ public final class WorkerLocals {
     /// The pseudo-variable engine's per-worker cache (owned by KSRModules; a direct slot because every
     /// `KSR.pv` call reads it).
     public var pvState: AnyObject?
-    /// Per-worker state of modules (caches), keyed by the owning type.
-    private var storage: [ObjectIdentifier: AnyObject] = [:]
+    /// Per-worker state of modules (caches), keyed by the owning type. A few entries (one per module
+    /// type with worker state), looked up several times a message: a linear scan costs less than
+    /// hashing the key (a dictionary lookup was ~170 instructions).
+    private var storage: [(id: ObjectIdentifier, object: AnyObject)] = []
 
     public init(index: Int) { self.index = index }
 
@@ -211,8 +226,14 @@ public final class WorkerLocals {
         lookup(ObjectIdentifier(type)).map { unsafeDowncast($0, to: T.self) }
     }
 
-    @usableFromInline func lookup(_ id: ObjectIdentifier) -> AnyObject? { storage[id] }
-    @usableFromInline func store(_ o: AnyObject, _ id: ObjectIdentifier) { storage[id] = o }
+    @usableFromInline func lookup(_ id: ObjectIdentifier) -> AnyObject? {
+        for i in storage.indices where storage[i].id == id { return storage[i].object }
+        return nil
+    }
+
+    @usableFromInline func store(_ o: AnyObject, _ id: ObjectIdentifier) {
+        if let i = storage.firstIndex(where: { $0.id == id }) { storage[i].object = o } else { storage.append((id, o)) }
+    }
 }
 
 /// A transaction as the core sees it (tm's `T`): the module that owns transactions conforms its cell

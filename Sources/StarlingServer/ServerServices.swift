@@ -45,9 +45,17 @@ public final class ServerServices: CoreServices {
             advertisedHosts.insert(SocketAddress(ip: h, port: 0)?.ip ?? h)
         }
         self.advertisedHosts = advertisedHosts
-        var byKind: [Int: [LocalSocket]] = [:]
+        // What isMyself(host:) matches a numeric host against, as addresses (isMyself(address:)).
+        aliasAddresses = self.aliases.compactMap { a in SocketAddress(ip: a, port: 0).flatMap { $0.ip == a ? $0 : nil } }
+        advertisedAddresses = all.compactMap { s in
+            guard var h = s.advertisedHost?.lowercased() else { return nil }
+            if h.hasPrefix("[") && h.hasSuffix("]") { h = String(h.dropFirst().dropLast()) }
+            guard let a = SocketAddress(ip: h, port: 0) else { return nil }
+            return (a, s.advertisedPort ?? Int(s.address.port), s.proto)
+        }
+        var byKind = [[SendCandidate]](repeating: [], count: Self.kind(.sctp, .inet6) + 1)
         for s in all where !s.address.isMulticast {
-            byKind[Self.kind(s.proto, s.address.family), default: []].append(s)
+            byKind[Self.kind(s.proto, s.address.family)].append(SendCandidate(address: s.address, advertised: s.advertised))
         }
         sendCandidates = byKind
     }
@@ -56,8 +64,17 @@ public final class ServerServices: CoreServices {
     public let sockets: [LocalSocket]
     /// Advertised hosts (numeric ones normalised): `isMyself` takes them as ours.
     private let advertisedHosts: Set<String>
-    /// Unicast sockets by transport and family, in configuration order.
-    private let sendCandidates: [Int: [LocalSocket]]
+    /// The aliases written as numeric addresses (in their normal spelling, as `isMyself(host:)`
+    /// compares them), and the numeric advertised addresses with their port and transport.
+    private let aliasAddresses: [SocketAddress]
+    private let advertisedAddresses: [(address: SocketAddress, port: Int, proto: SIPTransportProtocol)]
+    /// Unicast sockets by transport and family (index `kind(proto, family)`), in configuration order,
+    /// with their advertised `host:port` built once.
+    private let sendCandidates: [[SendCandidate]]
+    private struct SendCandidate {
+        var address: SocketAddress
+        var advertised: String
+    }
     /// The source address the kernel routes each destination from (mhomed), by destination address.
     private let routeCache = Mutex<[SocketAddress: SocketAddress]>([:])
 
@@ -119,6 +136,22 @@ public final class ServerServices: CoreServices {
         return myIPs.contains(lower)
     }
 
+    /// `isMyself(host: address.ip, port: address.port, proto:)` comparing bytes: no text per request.
+    public func isMyself(address a: SocketAddress, proto: SIPTransportProtocol?) -> Bool {
+        if aliasAddresses.contains(where: { $0.hasSameIP(as: a) }) { return true }
+        let port = Int(a.port)
+        for s in advertisedAddresses where s.address.hasSameIP(as: a) && s.port == port {
+            if let proto, proto != s.proto { continue }
+            return true
+        }
+        for l in listen where l.address.hasSameIP(as: a) || l.address.isUnspecified {
+            if Int(l.address.port) != port { continue }
+            if let proto, proto != l.proto { continue }
+            return true
+        }
+        return false
+    }
+
     public func resolve(host: String, port: Int?, proto: SIPTransportProtocol) -> [SocketAddress] {
         if let a = SocketAddress(ip: host, port: port ?? 0) { return [a] }
         guard let resolver else { return [] }
@@ -139,9 +172,8 @@ public final class ServerServices: CoreServices {
     /// the destination from (Kamailio's `mhomed=1`), else the first. The advertised address is the
     /// socket's `advertise`, else its own.
     public func localSocket(for destination: SocketAddress, proto: SIPTransportProtocol) -> (socket: SocketAddress, advertised: String)? {
-        guard let candidates = sendCandidates[Self.kind(proto, destination.family)], let first = candidates.first else {
-            return nil
-        }
+        let candidates = sendCandidates[Self.kind(proto, destination.family)]
+        guard let first = candidates.first else { return nil }
         if candidates.count > 1, let source = routeSource(for: destination) {
             if let s = candidates.first(where: { $0.address.hasSameIP(as: source) }) ?? candidates.first(where: { $0.address.isUnspecified }) {
                 return (s.address, s.advertised)

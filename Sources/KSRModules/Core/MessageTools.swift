@@ -11,7 +11,9 @@ enum MessageTools {
         if let c = m.callID { m.withBytes { h.add(UnsafeRawBufferPointer(rebasing: $0[c.range])) } }
         if let f = m.from?.tag { m.withBytes { h.add(UnsafeRawBufferPointer(rebasing: $0[f.range])) } }
         if let b = m.topVia?.branch { m.withBytes { h.add(UnsafeRawBufferPointer(rebasing: $0[b.range])) } }
-        return "st" + String(h.value, radix: 16)
+        var tag = Array("st".utf8)
+        tag.appendDigits(h.value, radix: 16)
+        return String(decoding: tag, as: UTF8.self)
     }
 
     /// Where a reply to the current request goes (RFC 3261 §18.2.2 with RFC 3581): the source address;
@@ -35,9 +37,8 @@ enum MessageTools {
         // Compare the sent-by host with the source numerically (no string formatting per message).
         var sameHost = false
         if via.received == nil && !wantsRport {
-            var host = m.string(via.host)
-            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-            if let a = SocketAddress(ip: host, port: 0) { sameHost = a.family == src.family && a.address == src.address }
+            // SocketAddress(ip:) takes an IPv6 reference with or without its brackets.
+            if let a = SocketAddress(ip: m.string(via.host), port: 0) { sameHost = a.hasSameIP(as: src) }
         }
         if via.received == nil && (!sameHost || wantsRport) {
             params += ";received=" + src.ip

@@ -34,7 +34,7 @@ struct TMOutbox {
     mutating func flushNow(_ ctx: RouteContext) {
         guard !sends.isEmpty else { return }
         flush(ctx)
-        (ctx.sender as? any BatchingSender)?.flush()
+        ctx.sender.flush()
     }
 }
 
@@ -74,18 +74,22 @@ enum TMCore {
     static func runBranch(_ store: TMStore, _ cell: TMCell, _ i: Int, _ actions: [TransactionAction], _ out: inout TMOutbox,
                           response: SIPMessage? = nil) {
         let previous = cell.branches[i].lastStatus
+        // The branch is copied (a dozen references retained) only by the actions that send: most
+        // actions are timer starts and stops.
         for a in actions {
-            let b = cell.branches[i]
             switch a {
             case .retransmitRequest:
+                let b = cell.branches[i]
                 out.send(b.request, b.destination, b.proto, b.local)
             case .sendACK:
+                let b = cell.branches[i]
                 if let response, let sent = try? SIPMessage.parse(b.request),
                    let ack = SIPBuilder.ackForNon2xx(invite: sent, response: response) {
                     cell.branches[i].ack = ack
                     out.send(ack, b.destination, b.proto, b.local)
                 }
             case .retransmitACK:
+                let b = cell.branches[i]
                 if let ack = b.ack { out.send(ack, b.destination, b.proto, b.local) }
             case .startTimer(let t, let d):
                 // restart_fr_on_each_reply=0: a provisional restarts fr_inv_timer (Timer C) only when it
@@ -105,6 +109,7 @@ enum TMCore {
             case .timeoutToTU, .transportErrorToTU:
                 out.events.append(.timeout(i))
             case .cancelBranch:
+                let b = cell.branches[i]
                 guard !b.cancelSent, let sent = try? SIPMessage.parse(b.request),
                       let cancel = SIPBuilder.cancel(for: sent) else { continue }
                 let key = TransactionKey.client(branch: b.branchID, method: "CANCEL")

@@ -178,6 +178,18 @@ extension Array where Element == UInt8 {
         append(contentsOf: UnsafeBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
     }
 
+    /// Appends `v` in base `radix` (2-36, lower-case letters), as `String(v, radix:)` writes it.
+    public mutating func appendDigits(_ v: UInt64, radix: UInt64 = 10) {
+        let start = count
+        var v = v
+        repeat {
+            let d = UInt8(truncatingIfNeeded: v % radix)
+            append(d < 10 ? 0x30 + d : 0x57 + d)
+            v /= radix
+        } while v > 0
+        self[start...].reverse()
+    }
+
     mutating func appendDecimal(_ v: Int) {
         if v < 0 { append(UInt8(ascii: "-")); appendDecimal(-v); return }
         if v >= 10 { appendDecimal(v / 10) }

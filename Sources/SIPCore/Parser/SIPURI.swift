@@ -141,9 +141,9 @@ public struct SIPURI: Sendable, Hashable, CustomStringConvertible {
 
     /// The value of a URI parameter (nil if absent, "" if present without value).
     public func param(_ name: String) -> String? {
-        var nb = Array(name.utf8)
-        return bytes.withUnsafeBytes { b in
-            nb.withUnsafeMutableBytes { Params.find(ByteView(b), parts.params, UnsafeRawBufferPointer($0)) }
+        var name = name  // withUTF8: no copy of a native string
+        return name.withUTF8 { nb in
+            bytes.withUnsafeBytes { b in Params.find(ByteView(b), parts.params, UnsafeRawBufferPointer(nb)) }
         }.map(slice)
     }
 
