@@ -5,6 +5,8 @@
 # one Starling, once per store in STORES:
 #   memory  usrloc in memory (db_mode 0)
 #   redis   usrloc db_mode 3 on a throwaway redis-server: every lookup after the first is a cache hit
+#   kamailio-redis, kamailio-memory  (MEASURE=cpu only) the same script on Kamailio 5.6 (app_lua, tm,
+#           usrloc db_mode 3 on db_redis with its README's mapping keys, or in memory), CHILDREN=WORKERS
 # The callee u1 is registered once (Contact: the SIPp UAS), then SIPp's uac.xml places CALLS calls at
 # RATE/s to sip:u1@proxy.
 #
@@ -17,6 +19,7 @@
 #              instructions, the rate docs/Performance.md measured for the stateful path: 341,395
 #              instructions per call against ~350 us of CPU per call).
 #   STORES="memory redis" MEASURE=cpu CALLS=5000 RATE=500 bench/usrloc-lookup.sh
+#   STORES="memory redis kamailio-memory kamailio-redis" CALLS=5000 RATE=500 bench/usrloc-lookup.sh
 #   MEASURE=callgrind CALLS=200 RATE=10 bench/usrloc-lookup.sh
 #   (STARLING_BIN: default .build/release/starling, else .build/debug/starling; WORKERS: 2, 1 for callgrind)
 set -euo pipefail
@@ -80,6 +83,31 @@ for _ in range(30):
 print("no 200 to the REGISTER", file=sys.stderr); sys.exit(1)
 PY
 }
+# Kamailio 5.6 running bench/lookup.lua (app_lua), usrloc in memory ($1 = memory) or db_mode 3 on db_redis.
+kamailio_cfg() {
+  local mpath
+  command -v kamailio >/dev/null || { echo "kamailio missing (scripts/install-deps.sh)" >&2; exit 2; }
+  for mpath in /usr/lib/x86_64-linux-gnu/kamailio/modules /usr/lib/aarch64-linux-gnu/kamailio/modules /usr/lib/kamailio/modules; do
+    [[ -f "$mpath/db_redis.so" ]] && break
+  done
+  [[ -f "$mpath/db_redis.so" && -f "$mpath/app_lua.so" ]] || { echo "kamailio db_redis.so/app_lua.so missing (kamailio-redis-modules, kamailio-lua-modules)" >&2; exit 2; }
+  {
+    printf '#!KAMAILIO\ndebug=-1\nlog_stderror=yes\nchildren=%s\nlisten=udp:127.0.0.1:%s\nauto_aliases=no\nmpath="%s/"\n' "$WORKERS" "$SPORT" "$mpath"
+    for m in tm tmx sl pv maxfwd siputils usrloc registrar app_lua; do
+      [[ "$m" == usrloc && "$1" == redis ]] && printf 'loadmodule "db_redis.so"\n'
+      printf 'loadmodule "%s.so"\n' "$m"
+    done
+    printf 'modparam("tm", "fr_timer", 5000)\nmodparam("tm", "fr_inv_timer", 10000)\n'
+    if [[ "$1" == redis ]]; then
+      printf 'modparam("db_redis", "schema_path", "/usr/share/kamailio/db_redis/kamailio")\n'
+      printf 'modparam("db_redis", "keys", "version=entry:table_name")\n'
+      printf 'modparam("db_redis", "keys", "location=entry:ruid&usrdom:username,domain&timer:partition,keepalive")\n'
+      printf 'modparam("db_redis", "verbosity", 0)\nmodparam("usrloc", "db_url", "redis://127.0.0.1:%s/0")\n' "$RPORT"
+      printf 'modparam("usrloc", "db_mode", 3)\n'
+    fi
+    printf 'modparam("usrloc", "preload", "location")\nmodparam("app_lua", "load", "%s/lookup.lua")\ncfgengine "lua"\n' "$work"
+  } >"$work/kamailio.cfg"
+}
 calls() {  # $1 store, $2 calls, $3 tag
   sipp -sf "$root/Tests/StarlingIntegrationTests/Scenarios/uac.xml" "127.0.0.1:$SPORT" -i 127.0.0.1 -p "$UPORT" -s u1 \
       -m "$2" -r "$RATE" -nostdin -timeout 600s -trace_stat -stf "$work/$1-$3.csv" -fd 1 >/dev/null 2>&1 || true
@@ -89,12 +117,18 @@ stop_server() { kill -INT "$1" 2>/dev/null || true; for _ in $(seq 100); do kill
 
 results=()
 for store in $STORES; do
-  case "$store" in memory|redis) ;; *) echo "unknown store $store (memory, redis)" >&2; exit 2 ;; esac
+  case "$store" in memory|redis) ;; kamailio-redis|kamailio-memory) [[ "$MEASURE" == cpu ]] || { echo "$store: MEASURE=cpu only" >&2; exit 2; } ;;
+    *) echo "unknown store $store (memory, redis, kamailio-memory, kamailio-redis)" >&2; exit 2 ;; esac
   config "$store"
   if [[ "$MEASURE" == cpu ]]; then
     redis-cli -p "$RPORT" FLUSHALL >/dev/null
-    setsid "$starling" run --config "$work/$store.toml" --script "$work/lookup.lua" --listen "udp:127.0.0.1:$SPORT" \
-        --workers "$WORKERS" --log-level warning >"$work/$store.log" 2>&1 & pids+=("$!")
+    if [[ "$store" == kamailio-* ]]; then
+      kamailio_cfg "${store#kamailio-}"
+      setsid kamailio -f "$work/kamailio.cfg" -DD -E -m 256 -M 16 -Y "$work" >"$work/$store.log" 2>&1 & pids+=("$!")
+    else
+      setsid "$starling" run --config "$work/$store.toml" --script "$work/lookup.lua" --listen "udp:127.0.0.1:$SPORT" \
+          --workers "$WORKERS" --log-level warning >"$work/$store.log" 2>&1 & pids+=("$!")
+    fi
     spid=$!
     wait_udp; sleep 1; register
     calls "$store" 20 warm >/dev/null   # the first lookup reads Redis and fills the cache
@@ -141,7 +175,8 @@ for line in sys.argv[5:]:
     if measure == "cpu":
         ok, failed, s, r = v
         per[name] = s * 1e6 / hz / max(ok, 1)
-        print(f"{name}: {ok} calls ok, {failed} failed; starling {per[name]:.1f} us CPU per call, redis-server {r * 1e6 / hz / max(ok, 1):.1f} us")
+        print(f"{name}: {ok} calls ok, {failed} failed; {'kamailio' if name.startswith('kamailio') else 'starling'} "
+              f"{per[name]:.1f} us CPU per call, redis-server {r * 1e6 / hz / max(ok, 1):.1f} us")
     else:
         ok1, f1, i1, l1, ok2, f2, i2, l2 = v
         per[name] = (i2 - i1) / n
@@ -149,6 +184,9 @@ for line in sys.argv[5:]:
         print(f"{name}: {ok1}/{n} and {ok2}/{2 * n} calls ok; {per[name]:,.0f} instructions per call "
               f"(~{per[name] * us_per_minsn / 1000:.1f} us at {us_per_minsn} us per 1,000 instructions), "
               f"of which KSR.registrar.lookup {look[name]:,.0f}")
+for store in ("memory", "redis"):
+    if store in per and f"kamailio-{store}" in per and measure == "cpu":
+        print(f"starling/kamailio ({store}): {per[store] / per[f'kamailio-{store}']:.2f}")
 if "memory" in per and "redis" in per:
     d = per["redis"] - per["memory"]
     if measure == "cpu":

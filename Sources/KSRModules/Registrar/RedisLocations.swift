@@ -10,7 +10,8 @@ import Glibc
 ///
 /// - One hash per AoR, `ul:<table>:<aor>`: field `_v` (the AoR's version), one field per contact
 ///   (ruid -> the encoded contact, its absolute expiry first). The key expires (EXPIREAT) with its last
-///   contact; expired fields inside a live key are skipped by readers and pruned by the next save.
+///   contact; expired fields inside a live key are skipped by readers and pruned by the next save and
+///   by the periodic sweep (`sweepTick`: one instance at a time, every `timer_interval`).
 /// - A save is one EVAL: compare-and-set on `_v`. The registrar's own code (RFC 3261 rules,
 ///   max_contacts, expires) computes the new contact list from the version it read; the script applies
 ///   it only if `_v` is still that version, prunes expired fields, takes a new version from one global
