@@ -7,6 +7,11 @@ public struct ModuleConfiguration: Sendable, Equatable {
     /// Validated values: module → parameter → the values in the order given.
     public private(set) var values: [String: [String: [ModuleParameterScalar]]] = [:]
 
+    /// `[core] server_id` (Kamailio's core `server_id`): this instance's number, stored with every
+    /// contact it saves (the `server_id` column). With usrloc on Redis, a non-zero server_id is the
+    /// instance's identity across restarts: it pings (NAT keepalives) the contacts carrying it.
+    public var serverID = 0
+
     /// No parameters: every key reads its default.
     public init() {}
 

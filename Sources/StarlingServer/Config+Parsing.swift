@@ -64,7 +64,7 @@ extension StarlingConfig {
         "listen", "workers", "script", "modules", "log_level", "dns_servers", "instruction_budget", "memory_limit_mb",
         "log_format", "alias", "tcp_connection_lifetime", "tcp_connect_timeout", "tcp_max_connections",
         "mcast_loopback", "mcast_ttl", "tcp_crlf_ping", "tcp_accept_no_cl", "tcp_keepalive", "tcp_keepidle",
-        "tcp_keepintvl", "tcp_keepcnt", "async_io", "async_max_pending",
+        "tcp_keepintvl", "tcp_keepcnt", "async_io", "async_max_pending", "server_id",
     ]
     /// Keys allowed in `[tls]` (besides `domain` tables).
     static let tlsKeys: [String] = [
@@ -253,6 +253,11 @@ extension StarlingConfig {
             case .string(let t) where ["true", "false"].contains(t.lowercased()): asyncIO = t.lowercased() == "true"
             default: throw ConfigError(key: key, "expected true or false (or 1/0), got \(value.shown)")
             }
+        case "server_id":
+            guard case .int(let n) = value, n >= 0, n <= Int(Int32.max) else {
+                throw ConfigError(key: key, "expected a non-negative integer, got \(value.shown)")
+            }
+            moduleParameters.serverID = n
         case "async_max_pending":
             guard case .int(let n) = value, n > 0 else { throw ConfigError(key: key, "expected a positive integer, got \(value.shown)") }
             asyncMaxPending = n

@@ -24,6 +24,7 @@ extension StarlingConfig {
         out += "memory_limit_mb = \(lua.memoryLimitMB)\n"
         out += "async_io = \(asyncIO)\n"
         out += "async_max_pending = \(asyncMaxPending)\n"
+        out += "server_id = \(serverID)\n"
         out += "tcp_connection_lifetime = \(tcpConnectionLifetime)\n"
         out += "tcp_connect_timeout = \(tcpConnectTimeout)\n"
         out += "tcp_max_connections = \(tcpMaxConnections)\n"

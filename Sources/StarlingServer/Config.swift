@@ -21,6 +21,7 @@ public import DiameterNode
 /// memory_limit_mb = 64
 /// async_io = false             # routes as coroutines: waits on the network do not block (docs/Async.md)
 /// async_max_pending = 1000     # routes one worker may have waiting (async_io); then 503
+/// server_id = 1                # Kamailio's server_id: this instance's number (usrloc on Redis: docs/ScaleOut.md)
 /// log_format = "text"         # or "json" (one JSON object per line)
 /// # listen also takes "tcp:IP:PORT", "tls:IP:PORT", "ws:IP:PORT", "wss:IP:PORT"; ";proxy" after a
 /// # tcp/tls/ws/wss address expects a PROXY protocol v1/v2 header on each connection;
@@ -126,6 +127,9 @@ public struct StarlingConfig: Sendable, Equatable {
     /// `async_max_pending`: routes one worker may have waiting at once with async_io; beyond it,
     /// requests get 503. Default 1000.
     public var asyncMaxPending = 1000
+    /// `server_id` (Kamailio's core server_id): this instance's number, stored with the contacts it
+    /// saves; with usrloc on Redis, its identity across restarts (NAT keepalives). Default 0.
+    public var serverID: Int { moduleParameters.serverID }
     /// `[define]`: names to values.
     public var defines: [String: ConfigValue] = [:]
     /// `[modparam.<module>]`: module → parameter → values (more than one = repeated modparam), as given.

@@ -392,6 +392,55 @@ private func eventually(_ timeout: Duration = .seconds(10), _ ready: () throws -
         #expect(try server.cli(["EXISTS", "ul:location:alice"]) == "0")
     }
 
+    /// The periodic sweep: expired contacts left in live AoRs are removed by the instance holding the
+    /// sweep lock (never while another holds it, never twice within timer_interval), the AoR gets a new
+    /// version and keeps its TTL, and the other instance's cache hears of it.
+    @Test func theSweepRemovesExpiredContactsOneInstanceAtATime() throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        let a = try ulHarness(server.url()), b = try ulHarness(server.url())
+        defer { a.runtime.usrloc.shared?.stop(); b.runtime.usrloc.shared?.stop() }
+        let sa = try #require(a.runtime.usrloc.shared), sb = try #require(b.runtime.usrloc.shared)
+        #expect(try eventually { sa.live.load(ordering: .acquiring) && sb.live.load(ordering: .acquiring) })
+        for (n, (user, expires)) in [("alice", 3600), ("alice", 120), ("bob", 120), ("bob", 3600), ("carol", 3600)].enumerated() {
+            try a.route(reg(user, "<sip:\(user)@192.0.2.\(n + 10):5060>", callID: "c\(n)", cseq: 1, expires: expires))
+            #expect(lastStatus(a) == 200)
+        }
+        #expect(try server.cli(["HLEN", "ul:location:alice"]) == "3")
+        #expect(a.runtime.usrloc.table("location").contacts("alice").count == 2)
+        let version = try server.cli(["HGET", "ul:location:alice", "_v"])
+
+        // Another instance holds the sweep lock: B's clock is 10 minutes ahead (both 120 s contacts
+        // expired for it), yet it does not sweep; B cannot release that lock either (compare-and-delete).
+        _ = try server.cli(["SET", RedisLocations.sweepLockKey, "someone-else", "PX", "60000"])
+        b.advance(by: .seconds(600))
+        #expect(sb.sweptContacts.load(ordering: .relaxed) == 0 && sb.sweepsDone.load(ordering: .relaxed) == 0)
+        #expect(try server.cli(["HLEN", "ul:location:alice"]) == "3")
+        #expect(try server.cli(["EVAL", RedisLocations.sweepReleaseScript, "2", RedisLocations.sweepLockKey,
+                                RedisLocations.sweepMarkKey, "not-the-holder", "60000"]) == "0")
+        #expect(try server.cli(["GET", RedisLocations.sweepLockKey]) == "someone-else")
+
+        // The lock is free: B's next tick sweeps both expired contacts, once.
+        _ = try server.cli(["DEL", RedisLocations.sweepLockKey])
+        b.advance(by: .seconds(1))
+        #expect(sb.sweptContacts.load(ordering: .relaxed) == 2 && sb.sweepsDone.load(ordering: .relaxed) == 1)
+        #expect(try server.cli(["HLEN", "ul:location:alice"]) == "2")
+        #expect(try server.cli(["HLEN", "ul:location:bob"]) == "2")
+        #expect(try server.cli(["HLEN", "ul:location:carol"]) == "2")
+        #expect(try server.cli(["HGET", "ul:location:alice", "_v"]) != version)
+        let ttl = Int(try server.cli(["TTL", "ul:location:alice"])) ?? -1
+        #expect(ttl > 3500 && ttl <= 3600)
+        #expect(try server.cli(["EXISTS", RedisLocations.sweepLockKey]) == "0")
+        // A's clock is real time (its 120 s contact still valid for it): A's cache was invalidated by
+        // the sweep's message and reads the AoR as Redis has it now.
+        #expect(try eventually { a.runtime.usrloc.table("location").contacts("alice").count == 1 })
+
+        // A sweep finished less than timer_interval (60 s) ago: A does not sweep again.
+        #expect(Int(try server.cli(["PTTL", RedisLocations.sweepMarkKey])) ?? 0 > 0)
+        a.advance(by: .seconds(600))
+        #expect(sa.sweepsDone.load(ordering: .relaxed) == 0 && sa.sweptContacts.load(ordering: .relaxed) == 0)
+    }
+
     @Test func concurrentSavesOfOneAoRThroughTwoInstancesKeepExactlyTheRightContacts() throws {
         let server = try RedisServer()
         defer { server.stop() }

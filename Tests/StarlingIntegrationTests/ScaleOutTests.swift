@@ -544,6 +544,144 @@ struct ScaleOutTests {
         #expect(!seen.isEmpty && seen.allSatisfy { $0 == ips[1] }, "phone 1: \(seen)\n\(b.logTail())")
     }
 
+    /// The periodic sweep (usrloc `timer_interval = 1`): phones register a long-lived and a short-lived
+    /// contact each through instance A, which is then killed with SIGKILL (so no later save of A prunes
+    /// its AoRs). B and C sweep one at a time: every expired contact leaves Redis once (the swept
+    /// counters of B and C add up to exactly their number), each AoR keeps its live contact and its
+    /// TTL, and B's ul.lookup / ul.dump show only the live contacts.
+    @Test func expiredContactsOfAKilledInstanceAreSweptOnceByTheOthers() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("scale-out-sweep")
+        let redis = try RedisServer()
+        defer { redis.stop() }
+        let binary = try PackagePaths.starlingBinary().path
+        let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+        let ports = try Ports.freeUDPPorts(3)
+        let control = [0, try Ports.freeTCPPort(), try Ports.freeTCPPort()]
+        var instances: [ServerProcess] = []
+        defer { for s in instances { s.stop() } }
+        for i in 0..<3 {
+            let config = try Self.usrlocConfig(directory, url: redis.url(), name: "i\(i).toml", extra: """
+                timer_interval = 1
+                [modparam.registrar]
+                min_expires = 1
+                \(i == 0 ? "" : "[control]\nlisten = \"127.0.0.1:\(control[i])\"")
+                """)
+            instances.append(try Self.instance(directory, config: config, ip: ips[i], port: ports[i], log: "i\(i).log", workers: 1))
+        }
+        func ctl(_ i: Int, _ args: String...) throws -> CommandResult {
+            try instances[i].waitUntilListening(tcpPort: control[i])
+            return try Command.run(binary, ["ctl", "--url", "http://127.0.0.1:\(control[i])"] + args, timeout: .seconds(20))
+        }
+        func swept(_ i: Int) throws -> Int {
+            let out = try ctl(i, "stats.get_statistics", "usrloc:redis-swept-contacts").output
+            guard let r = out.range(of: "usrloc:redis-swept-contacts = ") else { return -1 }
+            return Int(out[r.upperBound...].prefix { $0.isNumber }) ?? -1
+        }
+        // No instance sweeps while the test holds the lock (A must not sweep before it dies).
+        _ = try redis.cli(["SET", "ul-sweep:lock", "the-test", "PX", "120000"])
+        let users = (0..<4).map { "sweep\($0)" }
+        for (n, user) in users.enumerated() {
+            #expect(try Self.register(user, contactPort: 40_000 + n, to: ips[0], port: ports[0], expires: 600) == "SIP/2.0 200 OK",
+                    "\(instances[0].logTail())")
+            #expect(try Self.register(user, contactPort: 41_000 + n, to: ips[0], port: ports[0], expires: 2) == "SIP/2.0 200 OK",
+                    "\(instances[0].logTail())")
+            #expect(try redis.cli(["HLEN", "ul:location:\(user)"]) == "3")
+        }
+        instances[0].stop(signal: SIGKILL)
+        sleep(2)  // the 2 s contacts have expired
+        #expect(try redis.cli(["HLEN", "ul:location:\(users[0])"]) == "3")
+        _ = try redis.cli(["DEL", "ul-sweep:lock"])
+        // Swept by B or C within a few sweeps (generous deadline for a loaded machine).
+        let clean = try TestPorts.wait(timeout: .seconds(30)) {
+            users.allSatisfy { (try? redis.cli(["HLEN", "ul:location:\($0)"])) == "2" }
+        }
+        #expect(clean, "\(instances[1].logTail())\n\(instances[2].logTail())")
+        for user in users {
+            let ttl = Int(try redis.cli(["TTL", "ul:location:\(user)"])) ?? -1
+            #expect(ttl > 500 && ttl <= 600, "\(user): TTL \(ttl)")
+        }
+        let counts = [try swept(1), try swept(2)]
+        #expect(counts[0] + counts[1] == users.count, "swept by B and C: \(counts)")
+        // B's control API shows the live contact of each AoR only.
+        let lookup = try ctl(1, "ul.lookup", "location", users[0])
+        #expect(lookup.status == 0 && lookup.output.contains("127.0.0.1:40000") && !lookup.output.contains("127.0.0.1:41000"),
+                "\(lookup.output)")
+        let dump = try ctl(1, "ul.dump")
+        #expect(dump.status == 0, "\(dump.output)")
+        for n in 0..<users.count {
+            #expect(dump.output.contains("127.0.0.1:\(40_000 + n)") && !dump.output.contains("127.0.0.1:\(41_000 + n)"), "\(dump.output)")
+        }
+    }
+
+    /// `[core] server_id` is an instance's identity across restarts: the contacts A saved are pinged
+    /// (NAT keepalives) by A's next run after a SIGKILL and a restart, without the phone registering
+    /// again; B (another server_id) never pings them.
+    @Test func aRestartedInstanceKeepsPingingTheContactsItSavedBefore() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("scale-out-serverid")
+        let redis = try RedisServer()
+        defer { redis.stop() }
+        let script = directory.appendingPathComponent("registrar.lua")
+        try """
+            function ksr_request_route()
+              if KSR.is_REGISTER() then
+                KSR.setbflag(7)
+                KSR.registrar.save("location", 0)
+                return
+              end
+              KSR.sl.send_reply(KSR.registrar.lookup("location") == 1 and 200 or 404, "Lookup")
+            end
+            """.write(to: script, atomically: true, encoding: .utf8)
+        let ips = ["127.0.0.11", "127.0.0.12"]
+        let ports = try Ports.freeUDPPorts(2)
+        let configs = try (0..<2).map { i in
+            try Self.usrlocConfig(directory, url: redis.url(), name: "s\(i).toml", extra: """
+                [modparam.nathelper]
+                natping_interval = 1
+                sipping_bflag = 7
+                sipping_from = "sip:pinger@example.com"
+                [core]
+                server_id = \(i + 1)
+                """)
+        }
+        func start(_ i: Int, _ log: String) throws -> ServerProcess {
+            try Self.instance(directory, config: configs[i], ip: ips[i], port: ports[i], log: log, workers: 1, script: script)
+        }
+        var a = try start(0, "a.log")
+        defer { a.stop() }
+        let b = try start(1, "b.log")
+        defer { b.stop() }
+        let phone = try UDPEndpoint()
+        try phone.send("REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:\(phone.port);branch=z9hG4bKsid\r\n"
+                       + "Max-Forwards: 70\r\nFrom: <sip:dave@example.com>;tag=1\r\nTo: <sip:dave@example.com>\r\n"
+                       + "Call-ID: serverid-1\r\nCSeq: 1 REGISTER\r\nContact: <sip:dave@127.0.0.1:\(phone.port)>\r\n"
+                       + "Expires: 600\r\nContent-Length: 0\r\n\r\n", to: ports[0], ip: ips[0])
+        var reply: String?
+        repeat { reply = phone.receive(timeout: .seconds(3)) } while reply?.hasPrefix("OPTIONS") == true
+        #expect(reply?.hasPrefix("SIP/2.0 200 OK") == true, "\(reply ?? "no reply")")
+        // B reads the AoR (it caches A's contact) but pings nothing of it.
+        #expect(try Self.lookup("dave", via: ips[1], port: ports[1]) == "SIP/2.0 200 Lookup")
+        /// The instances (by Via address) whose OPTIONS reached the phone within `seconds`.
+        func pingers(seconds: Int) -> [String] {
+            var from: [String] = []
+            let clock = ContinuousClock()
+            let deadline = clock.now + .seconds(seconds)
+            while clock.now < deadline {
+                guard let m = phone.receive(timeout: .milliseconds(300)), m.hasPrefix("OPTIONS ") else { continue }
+                from += ips.filter { m.contains("Via: SIP/2.0/UDP \($0):") }
+            }
+            return from
+        }
+        var seen = pingers(seconds: 3)
+        #expect(!seen.isEmpty && seen.allSatisfy { $0 == ips[0] }, "\(seen)")
+        // A dies and comes back (a new run, a new ruid prefix, the same server_id): it pings the phone
+        // again at once, which did not register again.
+        a.stop(signal: SIGKILL)
+        a = try start(0, "a2.log")
+        seen = pingers(seconds: 6)
+        #expect(!seen.isEmpty && seen.allSatisfy { $0 == ips[0] }, "\(seen)\n\(a.logTail())")
+        #expect(a.log.contains("hold contacts of server_id 1"), "\(a.logTail())")
+    }
+
     /// The status line of an OPTIONS for `user` sent to ip:port.
     static func lookup(_ user: String, via ip: String, port: Int) throws -> String? {
         let endpoint = try UDPEndpoint()

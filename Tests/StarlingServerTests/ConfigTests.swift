@@ -115,7 +115,7 @@ struct ConfigTests {
     @Test("unknown keys in [core] and unknown sections are errors")
     func unknownKeys() {
         expectError("[core]\nworkerz = 2",
-                    "core.workerz: unknown key (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections, mcast_loopback, mcast_ttl, tcp_crlf_ping, tcp_accept_no_cl, tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt, async_io, async_max_pending)")
+                    "core.workerz: unknown key (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections, mcast_loopback, mcast_ttl, tcp_crlf_ping, tcp_accept_no_cl, tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt, async_io, async_max_pending, server_id)")
         expectError("[server]\nx = 1", "server: unknown section (expected [core], [control], [tls], [diameter], [define] or [modparam.<module>])")
         expectError("core = 1", "core: expected a table ([core]), got 1")
     }
@@ -335,11 +335,22 @@ struct ConfigTests {
         expectError("[core]\nasync_max_pending = 0\n", "core.async_max_pending: expected a positive integer, got 0")
     }
 
+    @Test("server_id: file, environment, reaches the module parameters, errors naming the key")
+    func serverID() throws {
+        #expect(try StarlingConfig.parse(toml: "", environment: [:]).serverID == 0)
+        let file = try StarlingConfig.parse(toml: "[core]\nserver_id = 7\n", environment: [:])
+        #expect(file.serverID == 7 && file.moduleParameters.serverID == 7)
+        #expect(file.renderTOML().contains("server_id = 7\n"))
+        #expect(try StarlingConfig.parse(toml: "[core]\nserver_id = 7\n", environment: ["STARLING_CORE_SERVER_ID": "3"]).moduleParameters.serverID == 3)
+        expectError("[core]\nserver_id = -1\n", "core.server_id: expected a non-negative integer, got -1")
+        expectError("", env: ["STARLING_CORE_SERVER_ID": "one"], "STARLING_CORE_SERVER_ID: expected a non-negative integer, got \"one\"")
+    }
+
     @Test("environment values are validated and named in errors")
     func environmentErrors() {
         expectError("", env: ["STARLING_CORE_WORKERS": "abc"], "STARLING_CORE_WORKERS: expected a positive integer, got \"abc\"")
         expectError("", env: ["STARLING_CORE_THREADS": "4"],
-                    "STARLING_CORE_THREADS: unknown key core.threads (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections, mcast_loopback, mcast_ttl, tcp_crlf_ping, tcp_accept_no_cl, tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt, async_io, async_max_pending)")
+                    "STARLING_CORE_THREADS: unknown key core.threads (expected one of listen, workers, script, modules, log_level, dns_servers, instruction_budget, memory_limit_mb, log_format, alias, tcp_connection_lifetime, tcp_connect_timeout, tcp_max_connections, mcast_loopback, mcast_ttl, tcp_crlf_ping, tcp_accept_no_cl, tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt, async_io, async_max_pending, server_id)")
         expectError("", env: ["STARLING_CORE_LISTEN": "udp:127.0.0.1:5060,foo:1.2.3.4"],
                     "STARLING_CORE_LISTEN[1]: unknown proto \"foo\" in \"foo:1.2.3.4\" (expected one of udp, tcp, tls, ws, wss, sctp)")
         expectError("", env: ["STARLING_MODPARAM_TM": "1"], "STARLING_MODPARAM_TM: expected STARLING_MODPARAM_<MODULE>_<PARAM>")

@@ -10,7 +10,8 @@ import Glibc
 ///
 /// - One hash per AoR, `ul:<table>:<aor>`: field `_v` (the AoR's version), one field per contact
 ///   (ruid -> the encoded contact, its absolute expiry first). The key expires (EXPIREAT) with its last
-///   contact; expired fields inside a live key are skipped by readers and pruned by the next save.
+///   contact; expired fields inside a live key are skipped by readers and pruned by the next save and
+///   by the periodic sweep (`sweepTick`: one instance at a time, every `timer_interval`).
 /// - A save is one EVAL: compare-and-set on `_v`. The registrar's own code (RFC 3261 rules,
 ///   max_contacts, expires) computes the new contact list from the version it read; the script applies
 ///   it only if `_v` is still that version, prunes expired fields, takes a new version from one global
@@ -34,15 +35,20 @@ public final class RedisLocations: Sendable {
     let conflicts = Atomic<Int>(0)
     let cacheHits = Atomic<Int>(0)
     let cacheMisses = Atomic<Int>(0)
-    /// The ruid prefix of this instance: the contacts it saved (it alone pings them for NAT keepalive).
+    /// The ruid prefix of this run: the contacts it saved (it alone pings them for NAT keepalive), when
+    /// no server_id is set.
     let ownPrefix: String
+    /// `[core] server_id` (0: none): with one, the contacts whose server_id column holds it are this
+    /// instance's, whichever run saved them (so a restarted instance keeps pinging them).
+    let serverID: Int
 
     /// `redis_wait_replicas`: a save is acknowledged (200) only once that many replicas have it
     /// (`WAIT n timeout`); fewer in time gives 500.
     let waitReplicas: Int
     let waitTimeoutMs: Int
 
-    init(config: RedisClientConfig, ownPrefix: String, waitReplicas: Int = 0, waitTimeoutMs: Int = 500) {
+    init(config: RedisClientConfig, ownPrefix: String, serverID: Int = 0, waitReplicas: Int = 0, waitTimeoutMs: Int = 500) {
+        self.serverID = serverID
         self.waitReplicas = waitReplicas
         self.waitTimeoutMs = waitTimeoutMs
         pool = RedisPool(config)
@@ -77,6 +83,11 @@ public final class RedisLocations: Sendable {
     func stop() {
         subscriber.withLock { $0?.stop(); $0 = nil }
         live.store(false, ordering: .releasing)
+    }
+
+    /// Whether this instance pings `c` (NAT keepalives): its server_id when one is set, else this run's ruid prefix.
+    @inline(__always) func owns(_ c: LocationContact) -> Bool {
+        serverID != 0 ? c.serverId == serverID : c.ruid.hasPrefix(ownPrefix)
     }
 
     func register(_ t: LocationTable) { tables.withLock { $0[t.name] = t } }
@@ -211,6 +222,167 @@ public final class RedisLocations: Sendable {
             logger.error("usrloc: WAIT on Redis \(pool.config.label): \(error.message)")
         }
         return false
+    }
+
+    // MARK: periodic sweep (one instance at a time)
+
+    /// The sweep's lock (SET NX PX with this instance's token) and the mark a finished sweep leaves for
+    /// `timer_interval` seconds, so the cluster sweeps once per interval whatever the number of instances.
+    static let sweepLockKey = "ul-sweep:lock"
+    static let sweepMarkKey = "ul-sweep:done"
+    /// Lease of the sweep lock; the sweeper renews it on every step, so a sweeper that dies frees the
+    /// lock within this time.
+    static let sweepLeaseMs = 30_000
+    /// Keys asked of each SCAN step (one prune EVAL per step over the keys it returned).
+    static let sweepBatch = 200
+    /// Time one housekeeping tick may spend sweeping; a big table is swept over several ticks.
+    static let sweepBudgetMs = 100
+
+    /// Contacts removed by this instance's sweeps, sweeps it completed.
+    let sweptContacts = Atomic<Int>(0)
+    let sweepsDone = Atomic<Int>(0)
+
+    struct SweepState {
+        var token: String?
+        var tables: [String] = []
+        var table = 0
+        var cursor = "0"
+        var swept = 0
+    }
+    private let sweepState = Mutex<SweepState>(SweepState())
+
+    static let sweepAcquireScript = """
+        if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+        if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+        return 0
+        """
+    static let sweepRenewScript = """
+        if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+        return 0
+        """
+    /// Compare-and-delete: only the holder's token releases the lock (and leaves the mark).
+    static let sweepReleaseScript = """
+        if redis.call('GET', KEYS[1]) == ARGV[1] then
+          redis.call('DEL', KEYS[1])
+          if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], '1', 'PX', ARGV[2]) end
+          return 1
+        end
+        return 0
+        """
+    /// Prunes the AoR keys of one SCAN step, each atomically (one script): expired contacts are removed,
+    /// a changed AoR gets a new version, its key's EXPIREAT follows its latest contact (a key left with
+    /// no contact is deleted), and its invalidation is published. KEYS[1] is the version counter.
+    /// Returns {contacts removed, AoRs changed}.
+    static let sweepPruneScript = """
+        local now, plen = tonumber(ARGV[1]), tonumber(ARGV[4])
+        local removed, changed = 0, 0
+        for k = 2, #KEYS do
+          local key = KEYS[k]
+          local all = redis.call('HGETALL', key)
+          local maxe, n, gone = 0, 0, 0
+          for i = 1, #all, 2 do
+            if all[i] ~= '_v' then
+              local e = tonumber(string.match(all[i + 1], '^(%d+)')) or 0
+              if e <= now then redis.call('HDEL', key, all[i]); gone = gone + 1 else
+                n = n + 1
+                if e > maxe then maxe = e end
+              end
+            end
+          end
+          if gone > 0 or (n == 0 and #all > 0) then
+            local v = redis.call('INCR', KEYS[1])
+            if n == 0 then redis.call('DEL', key) else
+              redis.call('HSET', key, '_v', v)
+              redis.call('EXPIREAT', key, maxe)
+            end
+            redis.call('PUBLISH', ARGV[2], ARGV[3] .. '\\t' .. v .. '\\t' .. string.sub(key, plen + 1))
+            removed = removed + gone
+            changed = changed + 1
+          elseif n > 0 and redis.call('TTL', key) == -1 then
+            redis.call('EXPIREAT', key, maxe)
+          end
+        end
+        return {removed, changed}
+        """
+
+    /// `*`, `?`, `[`, `]` and `\` escaped for a SCAN MATCH pattern.
+    static func globEscaped(_ s: String) -> String {
+        var out = ""
+        for ch in s {
+            if ch == "*" || ch == "?" || ch == "[" || ch == "]" || ch == "\\" { out.append("\\") }
+            out.append(ch)
+        }
+        return out
+    }
+
+    /// One housekeeping tick of the sweep (the usrloc timer calls it every second). Without the lock:
+    /// tries to take it (refused while another instance holds it or a sweep finished less than
+    /// `intervalSeconds` ago). With it: SCANs on from where the last tick stopped, one prune EVAL per
+    /// batch, for at most `sweepBudgetMs`; at the end of the last table releases the lock
+    /// (compare-and-delete) and leaves the mark. Returns the contacts removed in this tick.
+    @discardableResult
+    func sweepTick(tables names: [String], now: Int, intervalSeconds: Int) -> Int {
+        sweepState.withLock { st in
+            do throws(RedisError) {
+                if let token = st.token {
+                    let r = try pool.command([Array("EVAL".utf8), Array(Self.sweepRenewScript.utf8), Array("1".utf8),
+                                              Array(Self.sweepLockKey.utf8), Array(token.utf8), Array(String(Self.sweepLeaseMs).utf8)])
+                    if r.int != 1 {
+                        logger.warning("usrloc: the sweep lock was lost (lease ran out): sweep abandoned")
+                        st = SweepState()
+                        return 0
+                    }
+                } else {
+                    guard !names.isEmpty else { return 0 }
+                    let token = newToken()
+                    let r = try pool.command([Array("EVAL".utf8), Array(Self.sweepAcquireScript.utf8), Array("2".utf8),
+                                              Array(Self.sweepLockKey.utf8), Array(Self.sweepMarkKey.utf8), Array(token.utf8),
+                                              Array(String(Self.sweepLeaseMs).utf8)])
+                    guard r.int == 1 else { return 0 }
+                    st = SweepState(token: token, tables: names.sorted())
+                }
+                let start = RedisConnection.monotonicMs()
+                var removed = 0
+                while st.table < st.tables.count {
+                    let table = st.tables[st.table]
+                    let prefix = "ul:\(table):"
+                    let r = try pool.command("SCAN", st.cursor, "MATCH", Self.globEscaped(prefix) + "*", "COUNT", String(Self.sweepBatch))
+                    let e = r.elements
+                    guard e.count == 2, let next = e[0].text else { throw RedisError(.badReply, "SCAN: \(r)") }
+                    let keys: [[UInt8]] = e[1].elements.compactMap { if case .string(let b) = $0 { b } else { nil } }
+                    if !keys.isEmpty {
+                        var args: [[UInt8]] = [Array("EVAL".utf8), Array(Self.sweepPruneScript.utf8), Array(String(keys.count + 1).utf8),
+                                               Array(sequenceKey.utf8)]
+                        args.append(contentsOf: keys)
+                        args.append(Array(String(now).utf8))
+                        args.append(Array(channel.utf8))
+                        args.append(Array(table.utf8))
+                        args.append(Array(String(prefix.utf8.count).utf8))
+                        let p = try pool.command(args)
+                        if case .error(let m) = p { throw RedisError(.badReply, "sweep EVAL: \(m)") }
+                        removed += p.elements.first?.int ?? 0
+                    }
+                    if next == "0" { st.table += 1; st.cursor = "0" } else { st.cursor = next }
+                    if RedisConnection.monotonicMs() - start >= Self.sweepBudgetMs { break }
+                }
+                st.swept += removed
+                sweptContacts.wrappingAdd(removed, ordering: .relaxed)
+                if st.table >= st.tables.count, let token = st.token {
+                    _ = try pool.command([Array("EVAL".utf8), Array(Self.sweepReleaseScript.utf8), Array("2".utf8),
+                                          Array(Self.sweepLockKey.utf8), Array(Self.sweepMarkKey.utf8), Array(token.utf8),
+                                          Array(String(intervalSeconds * 1000).utf8)])
+                    sweepsDone.wrappingAdd(1, ordering: .relaxed)
+                    if st.swept > 0 { logger.info("usrloc: sweep removed \(st.swept) expired contacts") }
+                    st = SweepState()
+                }
+                return removed
+            } catch {
+                if pool.shouldLog() { logger.error("usrloc: sweep on Redis \(pool.config.label): \(error.message)") }
+                // The lock (if held) runs out by itself; the next sweep starts over.
+                st = SweepState()
+                return 0
+            }
+        }
     }
 
     /// Every AoR of a table with its valid contacts (SCAN; for ul.dump and unregister by ruid).

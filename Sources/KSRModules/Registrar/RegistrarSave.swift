@@ -352,6 +352,7 @@ enum RegistrarSave {
                             list[i].methods = c.methods.map(MethodBits.parse) ?? allowMask
                             list[i].instance = c.instance
                             list[i].regId = c.regId
+                            list[i].serverId = ul.serverID
                             changed.append(list[i].ruid)
                             if replaceAll {
                                 let keep = list[i]
@@ -367,7 +368,8 @@ enum RegistrarSave {
                             domain: ul.useDomain ? host : nil, contact: c.uri, received: received, path: path,
                             expires: now + e, q: q, callid: callID, cseq: cseq, lastModified: now,
                             flags: memOnly ? 1 : 0, cflags: Int(ctx.branchFlags), userAgent: userAgent, socket: socket,
-                            methods: c.methods.map(MethodBits.parse) ?? allowMask, instance: c.instance, regId: c.regId)
+                            methods: c.methods.map(MethodBits.parse) ?? allowMask, instance: c.instance, regId: c.regId,
+                            serverId: ul.serverID)
                         if replaceAll {
                             deleted.append(contentsOf: list.map(\.ruid))
                             list.removeAll()

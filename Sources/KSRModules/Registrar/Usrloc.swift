@@ -141,6 +141,8 @@ public final class LocationTable: Sendable {
     /// Shared mode: the AoRs this instance's last save left with a contact it saved (it alone pings
     /// those for NAT keepalive). Kept apart from the cache, which invalidations and reconnects empty.
     private let owned = Mutex<Set<String>>([])
+    /// Shared mode with a server_id: the AoRs of earlier runs were looked for (once, on the first keepalive round).
+    private let recovered = Atomic<Bool>(false)
     let clock: ModuleClock?
 
     init(name: String, shared: RedisLocations? = nil, clock: ModuleClock? = nil) {
@@ -217,9 +219,23 @@ public final class LocationTable: Sendable {
     func forEachContact(_ body: (LocationContact) -> Void) {
         if let shared {
             let t = now
+            if shared.serverID != 0 && !recovered.load(ordering: .relaxed) {
+                // A restart with a stable server_id: the AoRs holding contacts saved by this instance's
+                // previous runs, found once (SCAN) and pinged from now on.
+                do throws(RedisError) {
+                    let found = try shared.scan(name, now: t).filter { $0.contacts.contains { shared.owns($0) } }.map(\.aor)
+                    owned.withLock { $0.formUnion(found) }
+                    recovered.store(true, ordering: .relaxed)
+                    if !found.isEmpty {
+                        shared.logger.info("usrloc: \(found.count) AoRs of table \(name) hold contacts of server_id \(shared.serverID): pinged by this instance")
+                    }
+                } catch {
+                    if shared.pool.shouldLog() { shared.logger.error("usrloc: Redis \(shared.pool.config.label): \(error.message): the contacts of earlier runs are not pinged yet") }
+                }
+            }
             for aor in owned.withLock({ $0.sorted() }) {
                 let mine = sharedContacts(aor, shared, countStatistics: false)
-                    .filter { $0.ruid.hasPrefix(shared.ownPrefix) && $0.isValid(at: t) }
+                    .filter { shared.owns($0) && $0.isValid(at: t) }
                 if mine.isEmpty {
                     owned.withLock { _ = $0.remove(aor) }
                     continue
@@ -230,7 +246,6 @@ public final class LocationTable: Sendable {
         }
         for s in shards {
             var all = s.state.withLock { $0.records.values.flatMap { $0 } }
-            if let shared { all.removeAll { !$0.ruid.hasPrefix(shared.ownPrefix) } }
             for c in all { body(c) }
         }
     }
@@ -419,7 +434,7 @@ public final class LocationTable: Sendable {
             case .stored(let v, let remaining):
                 token = ""  // the script removed the lock
                 let valid = list.filter { $0.isValid(at: t) }
-                let mine = valid.contains { $0.ruid.hasPrefix(s.ownPrefix) }
+                let mine = valid.contains { s.owns($0) }
                 owned.withLock { if mine { $0.insert(aor) } else { $0.remove(aor) } }
                 box.state.withLock { st in
                     if st.generation == gen && s.live.load(ordering: .acquiring) {
@@ -470,6 +485,8 @@ public final class Usrloc: Sendable {
     private let lastTimer = Atomic<Int>(0)
     private let ruidCounter = Atomic<Int>(0)
     private let ruidPrefix: String
+    /// `[core] server_id`: written in the server_id column of every contact saved here.
+    public let serverID: Int
     /// Contacts removed by expiry since start.
     private let expiredTotal = Atomic<Int>(0)
 
@@ -478,10 +495,11 @@ public final class Usrloc: Sendable {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         ruidPrefix = "uloc-" + String(Int(ts.tv_sec), radix: 16) + "-" + String(Int(getpid()), radix: 16) + "-"
+        serverID = config.serverID
         if mode == 3, let url = config[UsrlocModule.dbURL], let redis = RedisClientConfig.parseURL(url) {
             // DB only on Redis: Redis is the truth, memory a cache (RedisLocations).
             dbMode = .dbOnly
-            shared = RedisLocations(config: redis, ownPrefix: ruidPrefix, waitReplicas: config[UsrlocModule.redisWaitReplicas],
+            shared = RedisLocations(config: redis, ownPrefix: ruidPrefix, serverID: config.serverID, waitReplicas: config[UsrlocModule.redisWaitReplicas],
                                     waitTimeoutMs: config[UsrlocModule.redisWaitTimeout])
             self.persistence = nil
         } else {
@@ -563,6 +581,10 @@ public final class Usrloc: Sendable {
     /// The periodic job: every `timer_interval` seconds, expired contacts leave the tables and
     /// (write-back) dirty records are written.
     public func timer(now: Int) {
+        // Shared mode: a step of the cluster-wide sweep of expired contacts in Redis (every tick while
+        // this instance holds the sweep lock; otherwise an attempt to take it, refused while another
+        // instance sweeps or a sweep ended less than timer_interval seconds ago).
+        if let shared { shared.sweepTick(tables: allTables.map(\.name), now: now, intervalSeconds: timerInterval) }
         let last = lastTimer.load(ordering: .relaxed)
         guard now - last >= timerInterval else { return }
         lastTimer.store(now, ordering: .relaxed)

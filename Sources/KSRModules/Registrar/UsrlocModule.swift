@@ -17,7 +17,7 @@ enum UsrlocModule: KSRModule {
     static let dbMode = ModuleParameter.int("usrloc", "db_mode", 0, in: 0...3,
                                             "0 memory only, 1 write-through, 2 write-back, 3 DB only (Redis: shared by every instance; SQLite: served as write-through).")
     static let useDomain = ModuleParameter.flag("usrloc", "use_domain", false, "AoRs are user@domain instead of user.")
-    static let timerInterval = ModuleParameter.int("usrloc", "timer_interval", 60, "Seconds between expiry runs and write-back flushes.") {
+    static let timerInterval = ModuleParameter.int("usrloc", "timer_interval", 60, "Seconds between expiry runs and write-back flushes; usrloc on Redis: between sweeps of expired contacts (one instance of the cluster sweeps per interval).") {
         $0 > 0 ? nil : "expected a positive number of seconds"
     }
     static let natBflag = ModuleParameter.int("usrloc", "nat_bflag", -1, in: -1...31, "The branch flag marking NATed contacts (-1: none).")
@@ -89,6 +89,10 @@ enum UsrlocModule: KSRModule {
                         "Lookups and saves that read the AoR from Redis (usrloc on Redis).") { $0.usrloc.shared?.cacheMisses.load(ordering: .relaxed) ?? 0 },
         ModuleStatistic("usrloc:redis-save-conflicts", metric: "starling_usrloc_redis_save_conflicts_total", .counter,
                         "Saves retried because another instance changed the AoR first (usrloc on Redis).") { $0.usrloc.shared?.conflicts.load(ordering: .relaxed) ?? 0 },
+        ModuleStatistic("usrloc:redis-swept-contacts", metric: "starling_usrloc_redis_swept_contacts_total", .counter,
+                        "Expired contacts this instance's sweeps removed from Redis (usrloc on Redis).") { $0.usrloc.shared?.sweptContacts.load(ordering: .relaxed) ?? 0 },
+        ModuleStatistic("usrloc:redis-sweeps", metric: "starling_usrloc_redis_sweeps_total", .counter,
+                        "Sweeps of expired contacts this instance completed (usrloc on Redis; one instance of the cluster sweeps per timer_interval).") { $0.usrloc.shared?.sweepsDone.load(ordering: .relaxed) ?? 0 },
     ]
 
     /// TABLE and AOR of ul.lookup / ul.rm: the table must exist and the AOR have contacts.
