@@ -69,8 +69,11 @@ struct Dialog: Sendable {
     var profiles: [ProfileLink] = []
     /// The INVITE transaction is attached (its replies drive the dialog).
     var attached = false
-    /// Keepalive failures in a row (ka_failed_limit), and when the next keepalive is due.
-    var kaFailures = 0
+    /// Keepalive failures in a row of each side (Kamailio's ka_src_counter / ka_dst_counter, against
+    /// ka_failed_limit), and when the next keepalive is due (`ka_interval` after the ACK, then every
+    /// `ka_interval`).
+    var kaCallerFailures = 0
+    var kaCalleeFailures = 0
     var kaNext = 0
 
     var state: DialogState { machine.state }
@@ -87,15 +90,17 @@ struct ProfileLink: Sendable, Hashable {
     var value: String
 }
 
-/// A declared profile (`profiles_with_value` / `profiles_no_value`) and its members by value.
+/// A declared profile (`profiles_with_value` / `profiles_no_value`): how many links it has, per value.
+/// A dialog linked twice with the same value counts twice, as Kamailio's profile hash, where every
+/// `set_dlg_profile` adds a linker (the dialog's own `profiles` list says which dialogs are in it).
 struct ProfileTable: Sendable {
     let hasValue: Bool
-    var members: [String: Set<DialogID>] = [:]
+    var members: [String: Int] = [:]
     var total = 0
 
     func size(_ value: String?) -> Int {
         guard hasValue, let value else { return total }
-        return members[value]?.count ?? 0
+        return members[value] ?? 0
     }
 }
 
@@ -293,7 +298,7 @@ public final class DialogStore: Sendable {
             var out: [(String, String?, Int)] = []
             for (name, p) in t.profiles.sorted(by: { $0.key < $1.key }) {
                 if p.hasValue {
-                    for (v, m) in p.members.sorted(by: { $0.key < $1.key }) where !m.isEmpty { out.append((name, v, m.count)) }
+                    for (v, n) in p.members.sorted(by: { $0.key < $1.key }) where n > 0 { out.append((name, v, n)) }
                 } else {
                     out.append((name, nil, p.total))
                 }
@@ -365,33 +370,32 @@ public final class DialogStore: Sendable {
         }
     }
 
-    // The profile tables are changed in place (`t.profiles[name]!.members[...]`): a copy taken out and
-    // written back would copy the member set of every value, O(size) per call.
+    // The profile tables are changed in place (`t.profiles[name]!.members[...]`), never copied out.
+    /// Links a dialog to a profile: every call adds a link, also for a profile+value the dialog is in
+    /// already (Kamailio's link_dlg_profile: `set_dlg_profile` twice makes the size count it twice).
     static func link(_ t: inout Table, _ id: DialogID, _ p: ProfileLink) {
         guard let hasValue = t.profiles[p.name]?.hasValue else { return }
         let link = ProfileLink(name: p.name, value: hasValue ? p.value : "")
-        let added = t.dialogs.change(id) { d -> Bool in
-            if d.profiles.contains(link) { return false }
-            d.profiles.append(link)
-            return true
-        }
-        guard added == true else { return }
+        guard t.dialogs.change(id, { $0.profiles.append(link) }) != nil else { return }
         if t.persistent { t.dirty.insert(id) }
-        if t.profiles[p.name]!.members[link.value, default: []].insert(id).inserted { t.profiles[p.name]!.total += 1 }
+        t.profiles[p.name]!.members[link.value, default: 0] += 1
+        t.profiles[p.name]!.total += 1
     }
 
+    /// Removes one link (the newest, as Kamailio's unset_dlg_profile finds first in its list).
     static func unlink(_ t: inout Table, _ id: DialogID, _ p: ProfileLink) -> Bool {
         guard let hasValue = t.profiles[p.name]?.hasValue else { return false }
         let link = ProfileLink(name: p.name, value: hasValue ? p.value : "")
         let removed = t.dialogs.change(id) { d -> Bool in
-            guard let i = d.profiles.firstIndex(of: link) else { return false }
+            guard let i = d.profiles.lastIndex(of: link) else { return false }
             d.profiles.remove(at: i)
             return true
         }
         guard removed == true else { return false }
         if t.persistent { t.dirty.insert(id) }
-        if t.profiles[p.name]!.members[link.value]?.remove(id) != nil { t.profiles[p.name]!.total -= 1 }
-        if t.profiles[p.name]!.members[link.value]?.isEmpty == true { t.profiles[p.name]!.members[link.value] = nil }
+        let n = (t.profiles[p.name]!.members[link.value] ?? 0) - 1
+        t.profiles[p.name]!.members[link.value] = n > 0 ? n : nil
+        t.profiles[p.name]!.total -= 1
         return true
     }
 
@@ -438,8 +442,11 @@ public final class DialogStore: Sendable {
 
     /// Applies an event; a dialog that reaches `deleted` leaves the table and its profiles. Returns the
     /// transition and the dialog as it is after the event (nil: unknown dialog).
-    func handle(_ id: DialogID, _ event: DialogEvent, now: Int, time: Double? = nil, _ extra: ((inout Dialog) -> Void)? = nil)
-        -> (DialogMachine.Transition, Dialog)? {
+    /// `byeRequest`: the event is a BYE of the caller or callee (a dialog the proxy was already ending
+    /// takes this BYE's time as its end, as acc's DLGCB_TERMINATED callback sets it again).
+    func handle(_ id: DialogID, _ event: DialogEvent, now: Int, time: Double? = nil, byeRequest: Bool = false,
+                _ extra: ((inout Dialog) -> Void)? = nil) -> (DialogMachine.Transition, Dialog)? {
+        let kaInterval = settings.kaInterval
         let r: (DialogMachine.Transition, Dialog)? = table.withLock { t in
             guard var d = t.dialogs[id] else { return nil }
             extra?(&d)
@@ -448,8 +455,10 @@ public final class DialogStore: Sendable {
                 d.timeoutAt = now + d.timeout
                 d.startTime = time ?? Double(now)
             }
+            // Kamailio's dlg_ka_add on the ACK: the first keepalive `ka_interval` later.
+            if tr.changed && d.state == .confirmed { d.kaNext = now + kaInterval }
             // A dialog the proxy ended with BYEs keeps the time they left (acc's DLGCB_TERMINATED).
-            if tr.changed && d.state == .deleted && d.endTime == 0 { d.endTime = time ?? Double(now) }
+            if tr.changed && d.state == .deleted && (d.endTime == 0 || byeRequest) { d.endTime = time ?? Double(now) }
             if d.state == .deleted {
                 for p in d.profiles { _ = Self.unlink(&t, id, p) }
                 t.dialogs[id] = nil
