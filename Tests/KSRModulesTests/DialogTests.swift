@@ -46,6 +46,27 @@ import Synchronization
         #expect(f.handle(.negative, now: 1).failed)
     }
 
+    /// The timers' index: ids by the second they fall due, taken once, moved when their time changes.
+    @Test func secondWheelTakesWhatIsDue() {
+        var w = SecondWheel()
+        let a = DialogID(entry: 0, id: 1), b = DialogID(entry: 0, id: 2), c = DialogID(entry: 0, id: 3)
+        w.move(a, from: nil, to: 100)
+        w.move(b, from: nil, to: 105)
+        w.move(c, from: nil, to: 200)
+        #expect(w.takeDue(now: 99).isEmpty)
+        #expect(w.takeDue(now: 100) == [a])
+        w.move(b, from: 105, to: 101)  // earlier
+        #expect(w.takeDue(now: 101) == [b])
+        w.move(c, from: 200, to: 90)  // into a second already taken: the next takeDue has it
+        #expect(w.takeDue(now: 101) == [c])
+        w.move(a, from: nil, to: 100_000)  // the clock jumps
+        #expect(w.takeDue(now: 100_001) == [a])
+        #expect(w.takeDue(now: 100_002).isEmpty)
+        w.move(b, from: nil, to: 100_010)
+        w.move(b, from: 100_010, to: nil)  // removed
+        #expect(w.takeDue(now: 100_020).isEmpty)
+    }
+
     @Test func didValues() {
         #expect(DialogID(did: "a3.1f") == DialogID(entry: 0xa3, id: 0x1f))
         #expect(DialogID(did: "zz.1") == nil)

@@ -426,16 +426,8 @@ enum DialogLogic {
     /// `send_bye` or `$dlg_ctx(timeout_bye)` asks), unconfirmed dialogs never relayed are dropped.
     static func timer(_ s: DialogStore, _ rt: ModuleRuntime) {
         let now = rt.clock.unixSeconds
-        let due = s.table.withLock { t -> [DialogID] in
-            var out: [DialogID] = []
-            t.dialogs.forEach { id, d in
-                if d.timeoutAt > 0 && d.timeoutAt <= now && d.state.isConfirmed {
-                    d.timeoutAt = 0
-                    out.append(id)
-                }
-            }
-            return out
-        }
+        // What is due, from the timeout index (no pass over every dialog under the lock).
+        let due = s.table.withLock { $0.dialogs.takeDueTimeouts(now: now) }
         for id in due {
             rt.tm.post { ctx in
                 guard let d = s.dialog(id) else { return }
@@ -471,16 +463,7 @@ extension DialogLogic {
     static func keepalives(_ s: DialogStore, _ rt: ModuleRuntime, now: Int) {
         let st = s.settings
         guard st.kaTimer > 0, st.kaInterval > 0 else { return }
-        let due = s.table.withLock { t -> [(DialogID, UInt32)] in
-            var out: [(DialogID, UInt32)] = []
-            t.dialogs.forEach { id, d in
-                if d.iflags & (dlgIFlagKaSrc | dlgIFlagKaDst) != 0 && d.kaNext <= now && d.state == .confirmed {
-                    d.kaNext = now + st.kaInterval
-                    out.append((id, d.iflags))
-                }
-            }
-            return out
-        }
+        let due = s.table.withLock { $0.dialogs.takeDueKeepalives(now: now, interval: st.kaInterval) }
         for (id, flags) in due {
             rt.tm.post { ctx in
                 guard let d = s.dialog(id) else { return }

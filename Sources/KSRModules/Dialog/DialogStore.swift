@@ -175,20 +175,67 @@ struct DialogSettings: Sendable {
 /// as it grows: with the record inline, 100,000 dialogs took 262,144 slots of ~430 bytes, 113 MB,
 /// where the boxes take 4 MB of slots and 45 MB of records.) A change of an existing dialog is
 /// written into its box, never re-inserted.
+///
+/// Every change goes through `subscript` or `change`, which keep three indexes up to date (a few
+/// comparisons per change): the dialogs by the second their timeout falls due and by the second their
+/// next keepalive is due (`SecondWheel`), the unconfirmed ones, and the number in each state. The
+/// once-a-second timers take what is due from them instead of a pass over every dialog under the
+/// lock, and the gauges read the counts.
 struct DialogSlots: Sequence {
     final class Box {
         var dialog: Dialog
         init(_ d: Dialog) { dialog = d }
     }
     private var boxes: [DialogID: Box] = [:]
+    private var timeouts = SecondWheel()
+    private var keepalives = SecondWheel()
+    /// Unconfirmed and early dialogs (Kamailio's dlg_clean_run looks at these only).
+    private(set) var unconfirmed: Set<DialogID> = []
+    /// Dialogs in each state, by `DialogState.rawValue`.
+    private(set) var stateCounts = [Int](repeating: 0, count: 6)
+
+    /// What the indexes file a dialog under.
+    struct Keys: Equatable {
+        var timeout: Int?
+        var keepalive: Int?
+        var state: DialogState
+        init(_ d: Dialog) {
+            timeout = d.timeoutAt > 0 ? d.timeoutAt : nil
+            keepalive = d.iflags & (dlgIFlagKaSrc | dlgIFlagKaDst) != 0 && d.state == .confirmed ? d.kaNext : nil
+            state = d.state
+        }
+    }
+
+    private mutating func reindex(_ id: DialogID, _ old: Keys?, _ new: Keys?) {
+        guard old != new else { return }
+        timeouts.move(id, from: old?.timeout, to: new?.timeout)
+        keepalives.move(id, from: old?.keepalive, to: new?.keepalive)
+        if old?.state != new?.state {
+            if let o = old?.state {
+                stateCounts[o.rawValue] -= 1
+                if !o.isConfirmed { unconfirmed.remove(id) }
+            }
+            if let n = new?.state {
+                stateCounts[n.rawValue] += 1
+                if !n.isConfirmed { unconfirmed.insert(id) }
+            }
+        }
+    }
 
     subscript(id: DialogID) -> Dialog? {
         get { boxes[id]?.dialog }
         set {
             if let newValue {
-                if let b = boxes[id] { b.dialog = newValue } else { boxes[id] = Box(newValue) }
-            } else {
-                boxes[id] = nil
+                if let b = boxes[id] {
+                    let old = Keys(b.dialog)
+                    b.dialog = newValue
+                    reindex(id, old, Keys(newValue))
+                } else {
+                    boxes[id] = Box(newValue)
+                    reindex(id, nil, Keys(newValue))
+                }
+            } else if let b = boxes.removeValue(forKey: id) {
+                reindex(id, Keys(b.dialog), nil)
             }
         }
     }
@@ -196,12 +243,44 @@ struct DialogSlots: Sequence {
     /// Changes a dialog in place (no copy of the record). Nil when unknown.
     mutating func change<R>(_ id: DialogID, _ body: (inout Dialog) -> R) -> R? {
         guard let b = boxes[id] else { return nil }
-        return body(&b.dialog)
+        let old = Keys(b.dialog)
+        let r = body(&b.dialog)
+        reindex(id, old, Keys(b.dialog))
+        return r
     }
 
-    /// Visits every dialog in place (the timers' scans: no copy of each record).
-    func forEach(_ body: (DialogID, inout Dialog) -> Void) {
-        for (id, b) in boxes { body(id, &b.dialog) }
+    /// Confirmed dialogs whose timeout is due by `now`; their timeout is cleared (the caller ends them).
+    mutating func takeDueTimeouts(now: Int) -> [DialogID] {
+        var out: [DialogID] = []
+        for id in timeouts.takeDue(now: now) {
+            _ = change(id) { d in
+                if d.timeoutAt > 0 && d.timeoutAt <= now && d.state.isConfirmed {
+                    d.timeoutAt = 0
+                    out.append(id)
+                }
+            }
+        }
+        return out
+    }
+
+    /// Confirmed dialogs with a keepalive property whose keepalive is due by `now`, with their iflags;
+    /// the next one is set `interval` seconds on.
+    mutating func takeDueKeepalives(now: Int, interval: Int) -> [(DialogID, UInt32)] {
+        var out: [(DialogID, UInt32)] = []
+        for id in keepalives.takeDue(now: now) {
+            _ = change(id) { d in
+                if d.iflags & (dlgIFlagKaSrc | dlgIFlagKaDst) != 0 && d.state == .confirmed && d.kaNext <= now {
+                    d.kaNext = now + interval
+                    out.append((id, d.iflags))
+                }
+            }
+        }
+        return out
+    }
+
+    /// Visits every dialog (RPC lists, the stop's snapshot).
+    func forEach(_ body: (DialogID, Dialog) -> Void) {
+        for (id, b) in boxes { body(id, b.dialog) }
     }
 
     var count: Int { boxes.count }
@@ -209,6 +288,45 @@ struct DialogSlots: Sequence {
 
     func makeIterator() -> LazyMapSequence<[DialogID: Box], (key: DialogID, value: Dialog)>.Iterator {
         boxes.lazy.map { (key: $0.key, value: $0.value.dialog) }.makeIterator()
+    }
+}
+
+/// Ids by the second (unix time) something of theirs falls due: `takeDue(now:)` returns the ids of
+/// every second up to `now` it has not returned yet, visiting only those seconds (not every id).
+/// An id filed under a second already taken waits in `overdue` for the next `takeDue`.
+struct SecondWheel {
+    private var buckets: [Int: Set<DialogID>] = [:]
+    private var overdue: Set<DialogID> = []
+    /// Every second up to this one was taken (nil: never taken).
+    private var taken: Int?
+
+    mutating func move(_ id: DialogID, from old: Int?, to new: Int?) {
+        guard old != new else { return }
+        if let old {
+            if let t = taken, old <= t {
+                overdue.remove(id)
+            } else if buckets[old]?.remove(id) != nil && buckets[old]?.isEmpty == true {
+                buckets[old] = nil
+            }
+        }
+        if let new {
+            if let t = taken, new <= t { overdue.insert(id) } else { buckets[new, default: []].insert(id) }
+        }
+    }
+
+    mutating func takeDue(now: Int) -> [DialogID] {
+        var out = Array(overdue)
+        overdue.removeAll(keepingCapacity: true)
+        if let t = taken, now - t <= 4096 {
+            if now > t {
+                for second in (t + 1)...now { if let b = buckets.removeValue(forKey: second) { out.append(contentsOf: b) } }
+            }
+        } else {
+            // The first run, or a jump of the clock: the seconds that are there.
+            for second in buckets.keys.filter({ $0 <= now }) { out.append(contentsOf: buckets.removeValue(forKey: second)!) }
+        }
+        taken = max(taken ?? now, now)
+        return out
     }
 }
 
@@ -268,20 +386,14 @@ public final class DialogStore: Sendable {
     public func counts() -> [DialogState: Int] {
         table.withLock { t in
             var c: [DialogState: Int] = [:]
-            t.dialogs.forEach { _, d in c[d.state, default: 0] += 1 }
+            for s in DialogState.allCases where t.dialogs.stateCounts[s.rawValue] > 0 { c[s] = t.dialogs.stateCounts[s.rawValue] }
             return c
         }
     }
 
     /// Dialogs not ended (Kamailio's `active_dialogs`: early and confirmed ones, and unconfirmed).
     public var activeCount: Int { table.withLock { $0.dialogs.count } }
-    public var earlyCount: Int {
-        table.withLock { t in
-            var n = 0
-            t.dialogs.forEach { _, d in if d.state == .early { n += 1 } }
-            return n
-        }
-    }
+    public var earlyCount: Int { table.withLock { $0.dialogs.stateCounts[DialogState.early.rawValue] } }
 
     /// The size of a profile (all values when `value` is nil), nil when the profile is not declared.
     /// The dispatcher's call-load algorithm and scripts read this (`get_profile_size`).
@@ -486,7 +598,7 @@ public final class DialogStore: Sendable {
     func stale(now: Int, age: Int) -> [DialogID] {
         table.withLock { t in
             var out: [DialogID] = []
-            t.dialogs.forEach { id, d in if !d.state.isConfirmed && d.machine.initTS + age <= now { out.append(id) } }
+            for id in t.dialogs.unconfirmed where (t.dialogs[id]?.machine.initTS ?? now) + age <= now { out.append(id) }
             return out
         }
     }
