@@ -46,6 +46,27 @@ import Synchronization
         #expect(f.handle(.negative, now: 1).failed)
     }
 
+    /// The timers' index: ids by the second they fall due, taken once, moved when their time changes.
+    @Test func secondWheelTakesWhatIsDue() {
+        var w = SecondWheel()
+        let a = DialogID(entry: 0, id: 1), b = DialogID(entry: 0, id: 2), c = DialogID(entry: 0, id: 3)
+        w.move(a, from: nil, to: 100)
+        w.move(b, from: nil, to: 105)
+        w.move(c, from: nil, to: 200)
+        #expect(w.takeDue(now: 99).isEmpty)
+        #expect(w.takeDue(now: 100) == [a])
+        w.move(b, from: 105, to: 101)  // earlier
+        #expect(w.takeDue(now: 101) == [b])
+        w.move(c, from: 200, to: 90)  // into a second already taken: the next takeDue has it
+        #expect(w.takeDue(now: 101) == [c])
+        w.move(a, from: nil, to: 100_000)  // the clock jumps
+        #expect(w.takeDue(now: 100_001) == [a])
+        #expect(w.takeDue(now: 100_002).isEmpty)
+        w.move(b, from: nil, to: 100_010)
+        w.move(b, from: 100_010, to: nil)  // removed
+        #expect(w.takeDue(now: 100_020).isEmpty)
+    }
+
     @Test func didValues() {
         #expect(DialogID(did: "a3.1f") == DialogID(entry: 0xa3, id: 0x1f))
         #expect(DialogID(did: "zz.1") == nil)
@@ -106,6 +127,8 @@ private let dialogScript = """
     end
     function ksr_dialog_event(ev)
       KSR.pv.sets("$var(ev_" .. string.sub(ev, 8) .. ")", KSR.pv.gete("$dlg_var(tenant)"))
+      local n = "$var(n_" .. string.sub(ev, 8) .. ")"
+      KSR.pv.seti(n, (tonumber(KSR.pv.get(n)) or 0) + 1)
     end
     """
 
@@ -605,27 +628,135 @@ private func call(_ h: ScriptHarness, _ n: Int, tenant: String = "acme", answer 
         #expect(try load(h0, "extra") == -1)
     }
 
-    @Test func keepalivesThatFailEndTheDialog() throws {
-        let h = try dialogHarness(["ka_timer": ["1"], "ka_interval": ["5"]], )
+    /// As Kamailio's dlg_ka_run / dlg_ka_cb_all: the first keepalive `ka_interval` after the ACK; a
+    /// 408 (tm's own, no answer) makes the dialog's lifetime 10 s — it ends on that timeout, with BYEs
+    /// only when `send_bye` asks for them — instead of ending at once.
+    @Test(arguments: [false, true]) func keepalivesThatFailShortenTheDialogToTenSeconds(sendBye: Bool) throws {
+        var params = ["ka_timer": ["1"], "ka_interval": ["20"]]
+        if sendBye { params["send_bye"] = ["1"] }
+        let h = try dialogHarness(params)
         let s = DialogModule.store(h.runtime)
         try call(h, 1, tenant: "ka", answer: 200)
+        let id = try #require(s.all().first?.id)
         h.sender.clear()
-        TMT.run(h, for: .seconds(6), step: .seconds(1))
+        TMT.run(h, for: .seconds(18), step: .seconds(1))
+        #expect(TMT.sent(h, "OPTIONS").isEmpty)  // not before ka_interval after the ACK
+        TMT.run(h, for: .seconds(3), step: .seconds(1))
         let ka = try #require(TMT.sent(h, "OPTIONS").first)
         #expect(ka.destination == callee)
         #expect(TMT.header(ka, "From")?.contains("tag=ft1") == true && TMT.header(ka, "To")?.contains("tag=tt1") == true)
-        // Answered: the dialog stays.
+        // Answered: the dialog stays, its lifetime unchanged.
         try h.route(TMT.reply(to: ka, 200, "OK", toTag: nil), from: callee)
-        #expect(s.activeCount == 1)
-        // The next keepalive gets no answer: tm's 408 ends the dialog with BYEs to both sides.
+        #expect(s.activeCount == 1 && s.dialog(id)?.timeout == 43200)
+        // The next keepalive (20 s later) gets no answer: tm's 408 after timer F (32 s) makes the lifetime
+        // 10 s; the dialog is still up and in its profile.
         h.sender.clear()
-        TMT.run(h, for: .seconds(45), step: .seconds(1))
-        #expect(!TMT.sent(h, "OPTIONS").isEmpty)
+        var elapsed = 0
+        while s.dialog(id)?.timeout != 10 && elapsed < 70 {
+            TMT.run(h, for: .seconds(1), step: .seconds(1))
+            elapsed += 1
+        }
+        #expect(s.dialog(id)?.timeout == 10, "lifetime not shortened after \(elapsed) s")
+        #expect(s.activeCount == 1 && s.profileSize("tenant", value: "ka") == 1)
+        #expect(TMT.sent(h, "BYE").isEmpty)
+        TMT.run(h, for: .seconds(8), step: .seconds(1))
+        #expect(s.activeCount == 1)
+        TMT.run(h, for: .seconds(3), step: .seconds(1))
+        let byes = TMT.sent(h, "BYE")
+        if sendBye {
+            // Timeout with send_bye: BYEs to both sides; the dialog ends with the first reply.
+            #expect(Set(byes.map(\.destination)) == [caller, callee])
+            #expect(s.activeCount == 1)
+            try h.route(TMT.reply(to: try #require(byes.first { $0.destination == callee }), 200, "OK", toTag: nil), from: callee)
+        } else {
+            #expect(byes.isEmpty)
+        }
+        #expect(s.activeCount == 0 && s.profileSize("tenant", value: "ka") == 0)
+        #expect(s.expired.load(ordering: .relaxed) == 1)
+    }
+
+    /// As Kamailio (checked with Kamailio 5.6 itself, see DialogIntegrationTests): every set_dlg_profile
+    /// adds a link, so the same profile+value twice counts twice (get_profile_size, dlg.profile_get_size,
+    /// dlg.profile_list, dlg.list); unset_dlg_profile removes one link, and is refused (-1) in the
+    /// request route; the dialog's end removes every link.
+    @Test func aProfileSetTwiceCountsTwice() throws {
+        let h = try ScriptHarness(script: """
+            function ksr_request_route()
+              if KSR.siputils.has_totag() > 0 then
+                KSR.rr.loose_route()
+                KSR.tm.t_relay()
+                return
+              end
+              KSR.dialog.dlg_manage()
+              KSR.pv.seti("$var(s1)", KSR.dialog.set_dlg_profile("tenant", "acme"))
+              KSR.pv.seti("$var(s2)", KSR.dialog.set_dlg_profile("tenant", "acme"))
+              KSR.pv.seti("$var(s3)", KSR.dialog.set_dlg_profile_static("calls"))
+              KSR.pv.seti("$var(s4)", KSR.dialog.set_dlg_profile_static("calls"))
+              KSR.dialog.get_profile_size("tenant", "acme", "$var(size)")
+              KSR.pv.seti("$var(unset_request)", KSR.dialog.unset_dlg_profile("tenant", "acme"))
+              KSR.tm.t_on_branch("ksr_branch")
+              KSR.rr.record_route()
+              KSR.setdsturi("sip:192.0.2.20:5060")
+              KSR.tm.t_relay()
+            end
+            function ksr_branch()
+              KSR.pv.seti("$var(unset_branch)", KSR.dialog.unset_dlg_profile("tenant", "acme"))
+              KSR.pv.seti("$var(in_branch)", KSR.dialog.is_in_profile("tenant", "acme"))
+              KSR.dialog.get_profile_size("tenant", "acme", "$var(branch_size)")
+            end
+            """, config: ModuleConfiguration(params: ["dialog": ["profiles_with_value": ["tenant"], "profiles_no_value": ["calls"]]]))
+        let s = DialogModule.store(h.runtime)
+        let inv = try #require(try call(h, 1, answer: 200))
+        let sets: [Int] = [int(h, "s1"), int(h, "s2"), int(h, "s3"), int(h, "s4")]
+        #expect(sets == [1, 1, 1, 1])
+        #expect(int(h, "size") == 2)
+        #expect(int(h, "unset_request") == -1)
+        #expect(int(h, "unset_branch") == 1 && int(h, "in_branch") == 1 && int(h, "branch_size") == 1)
+        #expect(s.profileSize("tenant", value: "acme") == 1 && s.profileSize("tenant", value: nil) == 1)
+        #expect(s.profileSize("calls", value: nil) == 2)
+        func rpc(_ name: String, _ p: [RPCParameters.Value] = []) throws -> RPCValue {
+            let m = try #require(DialogModule.rpcMethods.first { $0.name == name })
+            return try m.handler(h.runtime, RPCParameters(p))
+        }
+        #expect(try rpc("dlg.profile_get_size", [.string("calls")]) == .int(2))
+        #expect(try rpc("dlg.profile_get_size", [.string("tenant"), .string("acme")]) == .int(1))
+        guard case .array(let listed) = try rpc("dlg.profile_list", [.string("calls")]) else { Issue.record("not an array"); return }
+        #expect(listed.count == 2)
+        guard case .array(let all) = try rpc("dlg.list"), case .object(let d)? = all.first else { Issue.record("no dlg.list"); return }
+        #expect(d["profiles"] == .array([.object(["tenant": .string("acme")]), .string("calls"), .string("calls")]))
+        #expect(s.profileSizes().map { "\($0.name)=\($0.value ?? "")/\($0.size)" } == ["calls=/2", "tenant=acme/1"])
+        // The BYE ends the dialog: every link goes.
+        try h.route(inDialog("BYE", 1, route: TMT.header(inv, "Record-Route"), cseq: 2), from: caller)
+        #expect(s.activeCount == 0)
+        #expect(s.profileSize("calls", value: nil) == 0 && s.profileSize("tenant", value: nil) == 0)
+    }
+
+    /// The caller hangs up while the proxy's timeout BYEs are unanswered (Kamailio's dlg_onroute: the
+    /// dialog is still confirmed): `dialog:end` runs again, the dialog ends with that BYE, its CDR takes
+    /// the BYE's time as the end (acc's DLGCB_TERMINATED sets it again) and is written once.
+    @Test func aByeOfASideWhileTheProxyEndsTheDialog() throws {
+        let h = try dialogHarness(["default_timeout": ["30"], "send_bye": ["1"]],
+                                  acc: ["cdr_enable": ["1"], "cdrs_table": ["cdrs"], "cdr_expired_dlg_enable": ["1"]])
+        let sink = MemoryAccounting()
+        AccModule.store(h.runtime).setSink(sink)
+        let s = DialogModule.store(h.runtime)
+        let inv = try #require(try call(h, 1, answer: 200))
+        h.sender.clear()
+        TMT.run(h, for: .seconds(32), step: .seconds(1))
         let byes = TMT.sent(h, "BYE")
         #expect(Set(byes.map(\.destination)) == [caller, callee])
-        // The dialog ends with the first final reply to one of its BYEs.
-        try h.route(TMT.reply(to: try #require(byes.first { $0.destination == callee }), 200, "OK", toTag: nil), from: callee)
-        #expect(s.activeCount == 0)
+        #expect(int(h, "n_end") == 1 && s.activeCount == 1)
+        TMT.run(h, for: .seconds(4), step: .seconds(1))
+        try h.route(inDialog("BYE", 1, route: TMT.header(inv, "Record-Route"), cseq: 2), from: caller)
+        #expect(int(h, "n_end") == 2)
+        #expect(s.activeCount == 0 && s.profileSize("tenant", value: "acme") == 0)
+        let cdrs = sink.records.filter { $0.table == "cdrs" }
+        #expect(cdrs.count == 1)
+        guard case .double(let duration)? = cdrs.first?["duration"] else { Issue.record("no duration"); return }
+        #expect(duration >= 33 && duration <= 37, "duration \(duration)")
+        // The replies to the proxy's BYEs find no dialog: nothing more.
+        for b in byes { try h.route(TMT.reply(to: b, 200, "OK", toTag: nil), from: b.destination) }
+        #expect(sink.records.filter { $0.table == "cdrs" }.count == 1 && int(h, "n_end") == 2)
     }
 
     @Test func aDialogNoTransactionTookIsRemovedWhenTheRouteEnds() throws {

@@ -250,7 +250,7 @@ enum DialogLogic {
         case .bye: event = .bye
         default: event = .request
         }
-        guard let (tr, d) = s.handle(id, event, now: now, time: rt.clock.unixTime, { d in
+        guard let (tr, d) = s.handle(id, event, now: now, time: rt.clock.unixTime, byeRequest: event == .bye, { d in
             if m.method != .ack {
                 if upstream { d.calleeCSeq = max(d.calleeCSeq, cseq) } else { d.callerCSeq = max(d.callerCSeq, cseq) }
             }
@@ -298,8 +298,9 @@ enum DialogLogic {
         let name: String
         if tr.started { name = "dialog:start" } else if tr.ended { name = "dialog:end" } else if tr.failed { name = "dialog:failed" } else { return }
         let hooks = tr.ended || tr.failed ? s.endHooks.withLock { $0 } : []
-        // A BYE of the caller or callee for a dialog the proxy is already ending: its event ran then.
-        let fn = eventRoute && !(tr.ended && d.dflags & (dlgFlagCallerBye | dlgFlagCalleeBye) != 0) ? s.settings.eventCallback : nil
+        // A BYE of the caller or callee for a dialog the proxy is already ending (its BYEs not answered
+        // yet) runs `dialog:end` again, as Kamailio's dlg_onroute: the dialog is still confirmed there.
+        let fn = eventRoute ? s.settings.eventCallback : nil
         guard !hooks.isEmpty || fn != nil else { return }
         withDialog(ctx, d) {
             var snap = DialogSnapshot(d)
@@ -425,16 +426,8 @@ enum DialogLogic {
     /// `send_bye` or `$dlg_ctx(timeout_bye)` asks), unconfirmed dialogs never relayed are dropped.
     static func timer(_ s: DialogStore, _ rt: ModuleRuntime) {
         let now = rt.clock.unixSeconds
-        let due = s.table.withLock { t -> [DialogID] in
-            var out: [DialogID] = []
-            t.dialogs.forEach { id, d in
-                if d.timeoutAt > 0 && d.timeoutAt <= now && d.state.isConfirmed {
-                    d.timeoutAt = 0
-                    out.append(id)
-                }
-            }
-            return out
-        }
+        // What is due, from the timeout index (no pass over every dialog under the lock).
+        let due = s.table.withLock { $0.dialogs.takeDueTimeouts(now: now) }
         for id in due {
             rt.tm.post { ctx in
                 guard let d = s.dialog(id) else { return }
@@ -460,43 +453,44 @@ enum DialogLogic {
 }
 
 extension DialogLogic {
-    /// Keepalives (`ka_timer`, `ka_interval`): confirmed dialogs with the ka-src / ka-dst property get
-    /// an in-dialog OPTIONS to that side every `ka_interval` seconds; a 408 (no answer) or a 481 counts
-    /// as a failure, and `ka_failed_limit` failures in a row end the dialog with BYEs.
+    /// Keepalives (`ka_timer`, `ka_interval`), as Kamailio's dlg_ka_run / dlg_ka_cb_all: confirmed
+    /// (ACKed) dialogs with the ka-src / ka-dst property get an in-dialog OPTIONS to that side every
+    /// `ka_interval` seconds, the first one `ka_interval` after the ACK. A 408 (no answer) or 481 counts
+    /// as a failure of that side, any other final reply resets that side's count; when a side reaches
+    /// `ka_failed_limit` failures the dialog's lifetime becomes 10 s (`$dlg(lifetime)` 10): it ends on
+    /// its timeout then — with BYEs when `send_bye` / `$dlg_ctx(timeout_bye)` asked for them, as any
+    /// timeout — unless it ends before.
     static func keepalives(_ s: DialogStore, _ rt: ModuleRuntime, now: Int) {
         let st = s.settings
         guard st.kaTimer > 0, st.kaInterval > 0 else { return }
-        let due = s.table.withLock { t -> [(DialogID, UInt32)] in
-            var out: [(DialogID, UInt32)] = []
-            t.dialogs.forEach { id, d in
-                if d.iflags & (dlgIFlagKaSrc | dlgIFlagKaDst) != 0 && d.kaNext <= now && d.state.isConfirmed {
-                    d.kaNext = now + st.kaInterval
-                    out.append((id, d.iflags))
-                }
-            }
-            return out
-        }
+        let due = s.table.withLock { $0.dialogs.takeDueKeepalives(now: now, interval: st.kaInterval) }
         for (id, flags) in due {
             rt.tm.post { ctx in
                 guard let d = s.dialog(id) else { return }
                 let saved = ctx.state
                 ctx.begin(message: nil, received: ctx.received, routeType: .event)
-                let onReply: @Sendable (RouteContext, Int, SIPMessage?, [UInt8]) -> Void = { ctx, code, _, _ in
-                    let failed = code == 408 || code == 481
-                    let limitReached = s.update(id) { (x: inout Dialog) -> Bool in
-                        x.kaFailures = failed ? x.kaFailures + 1 : 0
-                        return x.kaFailures >= max(1, st.kaFailedLimit)
-                    } ?? false
-                    if failed && limitReached {
-                        ctx.logger.notice("dialog \(id): keepalive failed (\(code)), ending the dialog")
-                        let saved = ctx.state
-                        ctx.begin(message: nil, received: ctx.received, routeType: .event)
-                        _ = DialogLogic.terminate(s, ctx, id, withoutMessage: true)
-                        ctx.state = saved
+                func onReply(toCaller: Bool) -> @Sendable (RouteContext, Int, SIPMessage?, [UInt8]) -> Void {
+                    { ctx, code, _, _ in
+                        guard code >= 200, let rt = ctx.runtime else { return }
+                        let failed = code == 408 || code == 481
+                        let now = rt.clock.unixSeconds
+                        let shortened = s.update(id) { (x: inout Dialog) -> Bool in
+                            guard x.state == .confirmed else { return false }
+                            var n = toCaller ? x.kaCallerFailures : x.kaCalleeFailures
+                            n = failed ? n + 1 : 0
+                            if toCaller { x.kaCallerFailures = n } else { x.kaCalleeFailures = n }
+                            guard failed && n >= st.kaFailedLimit else { return false }
+                            x.timeout = 10
+                            x.timeoutAt = now + 10
+                            return true
+                        } ?? false
+                        if shortened {
+                            ctx.logger.notice("dialog \(id): keepalive to the \(toCaller ? "caller" : "callee") failed (\(code)), the dialog ends in 10 s")
+                        }
                     }
                 }
-                if flags & dlgIFlagKaSrc != 0 { DialogLogic.sendWithin(s, ctx, d, method: "OPTIONS", toCaller: true, onReply: onReply) }
-                if flags & dlgIFlagKaDst != 0 { DialogLogic.sendWithin(s, ctx, d, method: "OPTIONS", toCaller: false, onReply: onReply) }
+                if flags & dlgIFlagKaSrc != 0 { DialogLogic.sendWithin(s, ctx, d, method: "OPTIONS", toCaller: true, onReply: onReply(toCaller: true)) }
+                if flags & dlgIFlagKaDst != 0 { DialogLogic.sendWithin(s, ctx, d, method: "OPTIONS", toCaller: false, onReply: onReply(toCaller: false)) }
                 ctx.state = saved
             }
         }

@@ -142,7 +142,16 @@ public enum DialogModule: KSRModule {
         }
         @Sendable func unsetProfile(_ ctx: RouteContext, _ name: String?, _ value: String?) -> Int {
             guard let hasValue = profile(ctx, name), let name else { return -1 }
-            if hasValue && (value ?? "").isEmpty { return -1 }
+            if hasValue && (value ?? "").isEmpty {
+                ctx.logger.error("dialog: invalid value parameter")
+                return -1
+            }
+            // Kamailio 5.6's unset_dlg_profile refuses the request route (branch, reply, failure routes
+            // only); checked with Kamailio itself: -1 there, 1 in a branch route.
+            guard ctx.routeType != .request else {
+                ctx.logger.error("dialog: dialog delete profile cannot be used in request route")
+                return -1
+            }
             guard let id = L.current(s, ctx) else {
                 ctx.logger.error("dialog: unset_dlg_profile: dialog was not yet created")
                 return -1
@@ -525,7 +534,11 @@ public enum DialogModule: KSRModule {
             guard let hasValue = s.profileKind(name) else { throw RPCFault(404, "Profile not found: \(name)") }
             let value = hasValue ? params.string(1) : nil
             let now = rt.clock.unixSeconds
-            let list = s.all().filter { d in d.profiles.contains { $0.name == name && (value == nil || $0.value == value) } }
+            // A dialog once per link (Kamailio prints each linker of the profile's hash: a dialog
+            // linked twice is listed twice).
+            let list = s.all().flatMap { d in
+                Array(repeating: d, count: d.profiles.filter { $0.name == name && (value == nil || $0.value == value) }.count)
+            }
             return .array(list.map { DialogModule.rpcDialog($0, now: now) })
         },
         ModuleRPCMethod("dlg.stats_active", "Dialogs by state: starting, connecting, answering, ongoing, all.") { rt, params throws(RPCFault) in

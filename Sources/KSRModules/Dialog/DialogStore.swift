@@ -69,8 +69,11 @@ struct Dialog: Sendable {
     var profiles: [ProfileLink] = []
     /// The INVITE transaction is attached (its replies drive the dialog).
     var attached = false
-    /// Keepalive failures in a row (ka_failed_limit), and when the next keepalive is due.
-    var kaFailures = 0
+    /// Keepalive failures in a row of each side (Kamailio's ka_src_counter / ka_dst_counter, against
+    /// ka_failed_limit), and when the next keepalive is due (`ka_interval` after the ACK, then every
+    /// `ka_interval`).
+    var kaCallerFailures = 0
+    var kaCalleeFailures = 0
     var kaNext = 0
 
     var state: DialogState { machine.state }
@@ -87,15 +90,17 @@ struct ProfileLink: Sendable, Hashable {
     var value: String
 }
 
-/// A declared profile (`profiles_with_value` / `profiles_no_value`) and its members by value.
+/// A declared profile (`profiles_with_value` / `profiles_no_value`): how many links it has, per value.
+/// A dialog linked twice with the same value counts twice, as Kamailio's profile hash, where every
+/// `set_dlg_profile` adds a linker (the dialog's own `profiles` list says which dialogs are in it).
 struct ProfileTable: Sendable {
     let hasValue: Bool
-    var members: [String: Set<DialogID>] = [:]
+    var members: [String: Int] = [:]
     var total = 0
 
     func size(_ value: String?) -> Int {
         guard hasValue, let value else { return total }
-        return members[value]?.count ?? 0
+        return members[value] ?? 0
     }
 }
 
@@ -170,20 +175,67 @@ struct DialogSettings: Sendable {
 /// as it grows: with the record inline, 100,000 dialogs took 262,144 slots of ~430 bytes, 113 MB,
 /// where the boxes take 4 MB of slots and 45 MB of records.) A change of an existing dialog is
 /// written into its box, never re-inserted.
+///
+/// Every change goes through `subscript` or `change`, which keep three indexes up to date (a few
+/// comparisons per change): the dialogs by the second their timeout falls due and by the second their
+/// next keepalive is due (`SecondWheel`), the unconfirmed ones, and the number in each state. The
+/// once-a-second timers take what is due from them instead of a pass over every dialog under the
+/// lock, and the gauges read the counts.
 struct DialogSlots: Sequence {
     final class Box {
         var dialog: Dialog
         init(_ d: Dialog) { dialog = d }
     }
     private var boxes: [DialogID: Box] = [:]
+    private var timeouts = SecondWheel()
+    private var keepalives = SecondWheel()
+    /// Unconfirmed and early dialogs (Kamailio's dlg_clean_run looks at these only).
+    private(set) var unconfirmed: Set<DialogID> = []
+    /// Dialogs in each state, by `DialogState.rawValue`.
+    private(set) var stateCounts = [Int](repeating: 0, count: 6)
+
+    /// What the indexes file a dialog under.
+    struct Keys: Equatable {
+        var timeout: Int?
+        var keepalive: Int?
+        var state: DialogState
+        init(_ d: Dialog) {
+            timeout = d.timeoutAt > 0 ? d.timeoutAt : nil
+            keepalive = d.iflags & (dlgIFlagKaSrc | dlgIFlagKaDst) != 0 && d.state == .confirmed ? d.kaNext : nil
+            state = d.state
+        }
+    }
+
+    private mutating func reindex(_ id: DialogID, _ old: Keys?, _ new: Keys?) {
+        guard old != new else { return }
+        timeouts.move(id, from: old?.timeout, to: new?.timeout)
+        keepalives.move(id, from: old?.keepalive, to: new?.keepalive)
+        if old?.state != new?.state {
+            if let o = old?.state {
+                stateCounts[o.rawValue] -= 1
+                if !o.isConfirmed { unconfirmed.remove(id) }
+            }
+            if let n = new?.state {
+                stateCounts[n.rawValue] += 1
+                if !n.isConfirmed { unconfirmed.insert(id) }
+            }
+        }
+    }
 
     subscript(id: DialogID) -> Dialog? {
         get { boxes[id]?.dialog }
         set {
             if let newValue {
-                if let b = boxes[id] { b.dialog = newValue } else { boxes[id] = Box(newValue) }
-            } else {
-                boxes[id] = nil
+                if let b = boxes[id] {
+                    let old = Keys(b.dialog)
+                    b.dialog = newValue
+                    reindex(id, old, Keys(newValue))
+                } else {
+                    boxes[id] = Box(newValue)
+                    reindex(id, nil, Keys(newValue))
+                }
+            } else if let b = boxes.removeValue(forKey: id) {
+                reindex(id, Keys(b.dialog), nil)
             }
         }
     }
@@ -191,12 +243,44 @@ struct DialogSlots: Sequence {
     /// Changes a dialog in place (no copy of the record). Nil when unknown.
     mutating func change<R>(_ id: DialogID, _ body: (inout Dialog) -> R) -> R? {
         guard let b = boxes[id] else { return nil }
-        return body(&b.dialog)
+        let old = Keys(b.dialog)
+        let r = body(&b.dialog)
+        reindex(id, old, Keys(b.dialog))
+        return r
     }
 
-    /// Visits every dialog in place (the timers' scans: no copy of each record).
-    func forEach(_ body: (DialogID, inout Dialog) -> Void) {
-        for (id, b) in boxes { body(id, &b.dialog) }
+    /// Confirmed dialogs whose timeout is due by `now`; their timeout is cleared (the caller ends them).
+    mutating func takeDueTimeouts(now: Int) -> [DialogID] {
+        var out: [DialogID] = []
+        for id in timeouts.takeDue(now: now) {
+            _ = change(id) { d in
+                if d.timeoutAt > 0 && d.timeoutAt <= now && d.state.isConfirmed {
+                    d.timeoutAt = 0
+                    out.append(id)
+                }
+            }
+        }
+        return out
+    }
+
+    /// Confirmed dialogs with a keepalive property whose keepalive is due by `now`, with their iflags;
+    /// the next one is set `interval` seconds on.
+    mutating func takeDueKeepalives(now: Int, interval: Int) -> [(DialogID, UInt32)] {
+        var out: [(DialogID, UInt32)] = []
+        for id in keepalives.takeDue(now: now) {
+            _ = change(id) { d in
+                if d.iflags & (dlgIFlagKaSrc | dlgIFlagKaDst) != 0 && d.state == .confirmed && d.kaNext <= now {
+                    d.kaNext = now + interval
+                    out.append((id, d.iflags))
+                }
+            }
+        }
+        return out
+    }
+
+    /// Visits every dialog (RPC lists, the stop's snapshot).
+    func forEach(_ body: (DialogID, Dialog) -> Void) {
+        for (id, b) in boxes { body(id, b.dialog) }
     }
 
     var count: Int { boxes.count }
@@ -204,6 +288,45 @@ struct DialogSlots: Sequence {
 
     func makeIterator() -> LazyMapSequence<[DialogID: Box], (key: DialogID, value: Dialog)>.Iterator {
         boxes.lazy.map { (key: $0.key, value: $0.value.dialog) }.makeIterator()
+    }
+}
+
+/// Ids by the second (unix time) something of theirs falls due: `takeDue(now:)` returns the ids of
+/// every second up to `now` it has not returned yet, visiting only those seconds (not every id).
+/// An id filed under a second already taken waits in `overdue` for the next `takeDue`.
+struct SecondWheel {
+    private var buckets: [Int: Set<DialogID>] = [:]
+    private var overdue: Set<DialogID> = []
+    /// Every second up to this one was taken (nil: never taken).
+    private var taken: Int?
+
+    mutating func move(_ id: DialogID, from old: Int?, to new: Int?) {
+        guard old != new else { return }
+        if let old {
+            if let t = taken, old <= t {
+                overdue.remove(id)
+            } else if buckets[old]?.remove(id) != nil && buckets[old]?.isEmpty == true {
+                buckets[old] = nil
+            }
+        }
+        if let new {
+            if let t = taken, new <= t { overdue.insert(id) } else { buckets[new, default: []].insert(id) }
+        }
+    }
+
+    mutating func takeDue(now: Int) -> [DialogID] {
+        var out = Array(overdue)
+        overdue.removeAll(keepingCapacity: true)
+        if let t = taken, now - t <= 4096 {
+            if now > t {
+                for second in (t + 1)...now { if let b = buckets.removeValue(forKey: second) { out.append(contentsOf: b) } }
+            }
+        } else {
+            // The first run, or a jump of the clock: the seconds that are there.
+            for second in buckets.keys.filter({ $0 <= now }) { out.append(contentsOf: buckets.removeValue(forKey: second)!) }
+        }
+        taken = max(taken ?? now, now)
+        return out
     }
 }
 
@@ -263,20 +386,14 @@ public final class DialogStore: Sendable {
     public func counts() -> [DialogState: Int] {
         table.withLock { t in
             var c: [DialogState: Int] = [:]
-            t.dialogs.forEach { _, d in c[d.state, default: 0] += 1 }
+            for s in DialogState.allCases where t.dialogs.stateCounts[s.rawValue] > 0 { c[s] = t.dialogs.stateCounts[s.rawValue] }
             return c
         }
     }
 
     /// Dialogs not ended (Kamailio's `active_dialogs`: early and confirmed ones, and unconfirmed).
     public var activeCount: Int { table.withLock { $0.dialogs.count } }
-    public var earlyCount: Int {
-        table.withLock { t in
-            var n = 0
-            t.dialogs.forEach { _, d in if d.state == .early { n += 1 } }
-            return n
-        }
-    }
+    public var earlyCount: Int { table.withLock { $0.dialogs.stateCounts[DialogState.early.rawValue] } }
 
     /// The size of a profile (all values when `value` is nil), nil when the profile is not declared.
     /// The dispatcher's call-load algorithm and scripts read this (`get_profile_size`).
@@ -293,7 +410,7 @@ public final class DialogStore: Sendable {
             var out: [(String, String?, Int)] = []
             for (name, p) in t.profiles.sorted(by: { $0.key < $1.key }) {
                 if p.hasValue {
-                    for (v, m) in p.members.sorted(by: { $0.key < $1.key }) where !m.isEmpty { out.append((name, v, m.count)) }
+                    for (v, n) in p.members.sorted(by: { $0.key < $1.key }) where n > 0 { out.append((name, v, n)) }
                 } else {
                     out.append((name, nil, p.total))
                 }
@@ -365,33 +482,32 @@ public final class DialogStore: Sendable {
         }
     }
 
-    // The profile tables are changed in place (`t.profiles[name]!.members[...]`): a copy taken out and
-    // written back would copy the member set of every value, O(size) per call.
+    // The profile tables are changed in place (`t.profiles[name]!.members[...]`), never copied out.
+    /// Links a dialog to a profile: every call adds a link, also for a profile+value the dialog is in
+    /// already (Kamailio's link_dlg_profile: `set_dlg_profile` twice makes the size count it twice).
     static func link(_ t: inout Table, _ id: DialogID, _ p: ProfileLink) {
         guard let hasValue = t.profiles[p.name]?.hasValue else { return }
         let link = ProfileLink(name: p.name, value: hasValue ? p.value : "")
-        let added = t.dialogs.change(id) { d -> Bool in
-            if d.profiles.contains(link) { return false }
-            d.profiles.append(link)
-            return true
-        }
-        guard added == true else { return }
+        guard t.dialogs.change(id, { $0.profiles.append(link) }) != nil else { return }
         if t.persistent { t.dirty.insert(id) }
-        if t.profiles[p.name]!.members[link.value, default: []].insert(id).inserted { t.profiles[p.name]!.total += 1 }
+        t.profiles[p.name]!.members[link.value, default: 0] += 1
+        t.profiles[p.name]!.total += 1
     }
 
+    /// Removes one link (the newest, as Kamailio's unset_dlg_profile finds first in its list).
     static func unlink(_ t: inout Table, _ id: DialogID, _ p: ProfileLink) -> Bool {
         guard let hasValue = t.profiles[p.name]?.hasValue else { return false }
         let link = ProfileLink(name: p.name, value: hasValue ? p.value : "")
         let removed = t.dialogs.change(id) { d -> Bool in
-            guard let i = d.profiles.firstIndex(of: link) else { return false }
+            guard let i = d.profiles.lastIndex(of: link) else { return false }
             d.profiles.remove(at: i)
             return true
         }
         guard removed == true else { return false }
         if t.persistent { t.dirty.insert(id) }
-        if t.profiles[p.name]!.members[link.value]?.remove(id) != nil { t.profiles[p.name]!.total -= 1 }
-        if t.profiles[p.name]!.members[link.value]?.isEmpty == true { t.profiles[p.name]!.members[link.value] = nil }
+        let n = (t.profiles[p.name]!.members[link.value] ?? 0) - 1
+        t.profiles[p.name]!.members[link.value] = n > 0 ? n : nil
+        t.profiles[p.name]!.total -= 1
         return true
     }
 
@@ -438,8 +554,11 @@ public final class DialogStore: Sendable {
 
     /// Applies an event; a dialog that reaches `deleted` leaves the table and its profiles. Returns the
     /// transition and the dialog as it is after the event (nil: unknown dialog).
-    func handle(_ id: DialogID, _ event: DialogEvent, now: Int, time: Double? = nil, _ extra: ((inout Dialog) -> Void)? = nil)
-        -> (DialogMachine.Transition, Dialog)? {
+    /// `byeRequest`: the event is a BYE of the caller or callee (a dialog the proxy was already ending
+    /// takes this BYE's time as its end, as acc's DLGCB_TERMINATED callback sets it again).
+    func handle(_ id: DialogID, _ event: DialogEvent, now: Int, time: Double? = nil, byeRequest: Bool = false,
+                _ extra: ((inout Dialog) -> Void)? = nil) -> (DialogMachine.Transition, Dialog)? {
+        let kaInterval = settings.kaInterval
         let r: (DialogMachine.Transition, Dialog)? = table.withLock { t in
             guard var d = t.dialogs[id] else { return nil }
             extra?(&d)
@@ -448,8 +567,10 @@ public final class DialogStore: Sendable {
                 d.timeoutAt = now + d.timeout
                 d.startTime = time ?? Double(now)
             }
+            // Kamailio's dlg_ka_add on the ACK: the first keepalive `ka_interval` later.
+            if tr.changed && d.state == .confirmed { d.kaNext = now + kaInterval }
             // A dialog the proxy ended with BYEs keeps the time they left (acc's DLGCB_TERMINATED).
-            if tr.changed && d.state == .deleted && d.endTime == 0 { d.endTime = time ?? Double(now) }
+            if tr.changed && d.state == .deleted && (d.endTime == 0 || byeRequest) { d.endTime = time ?? Double(now) }
             if d.state == .deleted {
                 for p in d.profiles { _ = Self.unlink(&t, id, p) }
                 t.dialogs[id] = nil
@@ -477,7 +598,7 @@ public final class DialogStore: Sendable {
     func stale(now: Int, age: Int) -> [DialogID] {
         table.withLock { t in
             var out: [DialogID] = []
-            t.dialogs.forEach { id, d in if !d.state.isConfirmed && d.machine.initTS + age <= now { out.append(id) } }
+            for id in t.dialogs.unconfirmed where (t.dialogs[id]?.machine.initTS ?? now) + age <= now { out.append(id) }
             return out
         }
     }
