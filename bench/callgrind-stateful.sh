@@ -26,7 +26,8 @@ run() {
         --script "$tmp/stateful.lua" --listen "udp:127.0.0.1:$proxy" --workers "$workers" --log-level error \
         >"$tmp/valgrind.log" 2>&1 &
     local vg=$!
-    for _ in $(seq 150); do grep -q ":$(printf '%04X' "$proxy") " /proc/net/udp && break; sleep 0.2; done
+    # valgrind starts the server slowly on a loaded machine: wait up to 2 minutes for its socket
+    for _ in $(seq 600); do grep -q ":$(printf '%04X' "$proxy") " /proc/net/udp && break; sleep 0.2; done
     sipp -sf "$root/Tests/StarlingIntegrationTests/Scenarios/uac.xml" "127.0.0.1:$proxy" -i 127.0.0.1 -p "$uac" \
         -nostdin -r "$rate" -m "$2" -timeout 300s -trace_stat -stf "$tmp/uac.csv" >/dev/null 2>&1 || true
     kill -INT "$vg" 2>/dev/null || true; wait "$vg" 2>/dev/null || true

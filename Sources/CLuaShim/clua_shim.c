@@ -160,6 +160,9 @@ static int ksr_push_ret(lua_State *L, const ksr_ret *r) {
 static int ksr_dispatch_k(lua_State *L, int status, lua_KContext kctx) {
     (void)status;
     ksr_host *h = ksr_host_of(L);
+    /* Resumed by the script (coroutine.resume on a route it kept), not by the host: its wait is
+     * not over and the current message is another route's. */
+    if (h->co != L) return luaL_error(L, "a route waiting in a KSR call was resumed by the script");
     ksr_ret r = {KSR_RET_NIL, 0, NULL, 0};
     h->resumed(h->ctx, (int)kctx, &r); /* Swift: never raises */
     return ksr_push_ret(L, &r);
@@ -477,6 +480,32 @@ static int ksr_co_new_k(lua_State *L) {
 }
 
 int ksr_co_new(lua_State *L, int nameref, const char *arg, size_t arglen) {
+    ksr_host *h = ksr_host_of(L);
+    if (arg == NULL && h->co_spare > 0) {
+        /* The spare (a coroutine that ended, reset: status OK, empty stack) starts the route: no new
+         * thread, no registry slot. Nothing here allocates or raises (raw gets, xmove of one value
+         * onto an empty stack). */
+        int ref = h->co_spare;
+        int base = lua_gettop(L);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        lua_State *co = lua_tothread(L, -1);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, nameref);
+        int t = lua_rawget(L, -2);
+        if (co == NULL || lua_status(co) != LUA_OK || lua_gettop(co) != 0) {
+            lua_settop(L, base);
+            h->co_spare = 0;
+            luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        } else if (t != LUA_TFUNCTION) {
+            lua_settop(L, base);
+            return LUA_NOREF;
+        } else {
+            lua_xmove(L, co, 1);
+            lua_settop(L, base);
+            h->co_spare = 0;
+            return ref;
+        }
+    }
     int base = lua_gettop(L);
     lua_pushcfunction(L, ksr_co_new_k);
     lua_pushinteger(L, nameref);
@@ -546,4 +575,25 @@ int ksr_co_resume(lua_State *L, int ref) {
 
 void ksr_co_release(lua_State *L, int ref) {
     if (ref > 0) luaL_unref(L, LUA_REGISTRYINDEX, ref);
+}
+
+void ksr_co_recycle(lua_State *L, int ref) {
+    ksr_host *h = ksr_host_of(L);
+    if (ref <= 0) return;
+    if (h->co_spare > 0) {
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        return;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_State *co = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    /* A coroutine that ended with an error (or KSR.x.exit) is dead until reset: lua_resetthread
+     * unwinds it (it returns the old error status; the thread's own status is then OK). */
+    if (co != NULL && lua_status(co) != LUA_OK) lua_resetthread(co);
+    if (co == NULL || lua_status(co) != LUA_OK) {
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        return;
+    }
+    lua_settop(co, 0);
+    h->co_spare = ref;
 }

@@ -307,7 +307,9 @@ public final class LuaEngine {
         #endif
         let st = ksr_co_resume(L, co.ref)
         if st == LUA_YIELD { return .yielded }
-        ksr_co_release(L, co.ref)
+        // Ended: the thread becomes the state's spare for the next route (no new coroutine per
+        // message), after `failure` has taken the error message off the stack.
+        defer { ksr_co_recycle(L, co.ref) }
         if st == LUA_OK { return .finished(.ok) }
         return .finished(failure(status: st, callback: co.name))
     }

@@ -225,10 +225,13 @@ public final class MessageDispatcher {
     private func dispatchAsync(_ message: SIPMessage, _ engine: LuaEngine, _ aio: AsyncIO) -> DispatchResult {
         let ctx = context
         let isRequest = message.isRequest
+        let absorbable = isRequest && message.method != .ack
+        // The request's transaction key only when some request waits (one relaxed load otherwise),
+        // or once this route waits: most routes never do.
         var key: TransactionKey? = nil
-        if isRequest && message.method != .ack {
+        if absorbable, let pendingRequests, pendingRequests.waiting > 0 {
             key = TransactionKey.server(for: message)
-            if let key, let pendingRequests, pendingRequests.contains(key) {
+            if let key, pendingRequests.contains(key) {
                 stats.asyncAbsorbed.wrappingAdd(1, ordering: .relaxed)
                 ctx.logger.debug("retransmission of a request whose route waits: absorbed")
                 return .absorbed
@@ -272,6 +275,7 @@ public final class MessageDispatcher {
                 if isRequest { requestRouteEnded(ctx) } else { replyRouteEnded(ctx) }
                 return .routed(outcome)
             }
+            if absorbable, key == nil { key = TransactionKey.server(for: message) }
             if let key, let pendingRequests, !pendingRequests.insert(key) {
                 // Cannot happen (checked above, same thread); keep the table consistent anyway.
                 ctx.logger.debug("request already waiting")

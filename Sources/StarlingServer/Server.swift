@@ -267,7 +267,7 @@ public final class Server: Sendable {
             if let socket { logger.info("listening on udp:\(socket.localAddress) with \(config.workers) workers") }
         }
         if config.asyncIO {
-            logger.info("async_io: routes run as coroutines; http_client, enum and ndb_redis calls wait without blocking (async_max_pending \(config.asyncMaxPending) per worker)")
+            logger.info("async_io: routes run as coroutines; http_client, enum, ndb_redis, diameter_request and uac.starling_req_send_await calls wait without blocking (async_max_pending \(config.asyncMaxPending) per worker)")
         }
         for l in services.streams?.boundListeners ?? [] {
             logger.info("listening on \(l)\(l.proxyProtocol ? " (PROXY protocol)" : "") with \(index) workers")

@@ -1,5 +1,6 @@
 import Foundation
 import SIPCore
+import SIPTransport
 import StarlingTestSupport
 import Testing
 import KSRModules
@@ -324,6 +325,88 @@ extension AsyncIOTests {
         #expect(h.runAsync { h.sender.sent.count == 3 && h.dispatcher.waitingRoutes == 0 })
         #expect(h.dispatcher.stats.scriptErrors.load(ordering: .relaxed) == 1)
         #expect(h.dispatcher.stats.budgetAborts.load(ordering: .relaxed) == 1)
+    }
+
+    /// Routes that end reuse one coroutine (the state's spare): after a route that finished, one that
+    /// failed and one that exited, the next routes still run and wait. A script that kept a route's
+    /// coroutine (`coroutine.running()`) and resumes it while another message's route waits in it
+    /// only ends that waiting route with an error; the worker goes on.
+    @Test func routeCoroutinesAreReusedAndCannotBeResumedByTheScript() throws {
+        let h = try harness("""
+            function ksr_request_route()
+              local ci = KSR.pv.get("$ci")
+              if ci == "keep" then KEPT = coroutine.running() KSR.sl.sl_send_reply(200, "kept") return end
+              if ci == "err" then error("boom") end
+              if ci == "exit" then KSR.sl.sl_send_reply(200, "exit") KSR.x.exit() end
+              if ci == "poke" then
+                local ok, e = coroutine.resume(KEPT)
+                KSR.sl.sl_send_reply(200, "poke " .. tostring(ok))
+                return
+              end
+              local rc = KSR.http_client.query_post(BASE .. "/echo", ci, "$var(answer)")
+              KSR.sl.sl_send_reply(200, rc .. " " .. KSR.pv.get("$var(answer)"))
+            end
+            """)
+        #expect(try h.route(Self.invite("keep")) == .routed(.ok))
+        #expect(try h.route(Self.invite("w1")) == .waiting)   // in the kept (reused) coroutine
+        #expect(try h.route(Self.invite("poke")) == .routed(.ok))
+        #expect(h.runAsync { h.dispatcher.waitingRoutes == 0 })
+        #expect(h.settleAsync())
+        #expect(Self.replies(h).map(\.reason) == ["kept", "poke false"])
+        #expect(h.dispatcher.stats.scriptErrors.load(ordering: .relaxed) == 1)
+        guard case .routed(.error) = try h.route(Self.invite("err")) else {
+            Issue.record("expected a script error")
+            return
+        }
+        #expect(try h.route(Self.invite("exit")) == .routed(.exited))
+        for ci in ["w2", "w3"] { #expect(try h.route(Self.invite(ci)) == .waiting) }
+        #expect(h.runAsync { Self.replies(h).count == 5 })
+        #expect(Self.replies(h).suffix(2).map(\.callID).sorted() == ["w2", "w3"])
+        #expect(Self.replies(h).suffix(2).allSatisfy { $0.reason.hasPrefix("200 POST|") })
+    }
+
+    /// `KSR.uac.starling_req_send_await()`: the route waits for the final reply of its MESSAGE and
+    /// gets the code, with `$uac_req(...)` as Kamailio's uac:reply event route sees it, even though
+    /// another route changed `$uac_req` meanwhile. Where the route cannot wait: -1, nothing sent.
+    @Test func awaitedUACRequestResumesWithItsReply() throws {
+        let h = try harness("""
+            function ksr_request_route()
+              local ci = KSR.pv.get("$ci")
+              KSR.pv.unset("$uac_req(all)")
+              KSR.pv.sets("$uac_req(method)", ci == "m2" and "OPTIONS" or "MESSAGE")
+              KSR.pv.sets("$uac_req(ruri)", "sip:operator@192.0.2.60:5070")
+              KSR.pv.sets("$uac_req(furi)", "sip:notify@proxy.example")
+              KSR.pv.sets("$uac_req(evparam)", ci)
+              local t = { 2, 1 }
+              if ci == "sorted" then
+                table.sort(t, function(a, b) KSR.pv.seti("$var(rc)", KSR.uac.starling_req_send_await()) return a < b end)
+                KSR.sl.sl_send_reply(200, "sorted " .. KSR.pv.get("$var(rc)"))
+                return
+              end
+              local rc = KSR.uac.starling_req_send_await()
+              KSR.sl.sl_send_reply(200, rc .. " " .. KSR.pv.get("$uac_req(evcode)") .. " " .. KSR.pv.get("$uac_req(evtype)")
+                .. " " .. KSR.pv.get("$uac_req(method)") .. " " .. KSR.pv.get("$uac_req(evparam)"))
+            end
+            """)
+        #expect(try h.route(Self.invite("m1")) == .waiting)
+        #expect(try h.route(Self.invite("m2")) == .waiting)
+        let message = try #require(TMT.sent(h, "MESSAGE").first)
+        let options = try #require(TMT.sent(h, "OPTIONS").first)
+        #expect(Self.replies(h).isEmpty)
+        let far = SocketAddress(ip: "192.0.2.60", port: 5070)!
+        try h.route(TMT.reply(to: options, 200, "OK"), from: far)
+        try h.route(TMT.reply(to: message, 486, "Busy Here"), from: far)
+        #expect(h.runAsync { Self.replies(h).count == 2 })
+        let got = Self.replies(h).sorted { $0.callID < $1.callID }
+        #expect(got.map(\.reason) == ["486 486 1 MESSAGE m1", "200 200 1 OPTIONS m2"])
+        // Not from the route coroutine itself: -1, nothing sent.
+        h.sender.clear()
+        guard case .routed(.ok) = try h.route(Self.invite("sorted")) else {
+            Issue.record("expected the route to finish without waiting")
+            return
+        }
+        #expect(Self.replies(h).map(\.reason) == ["sorted -1"])
+        #expect(TMT.sent(h, "MESSAGE").isEmpty)
     }
 }
 

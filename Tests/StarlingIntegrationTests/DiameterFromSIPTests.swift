@@ -37,15 +37,16 @@ struct DiameterFromSIPTests {
             if KSR.is_ACK() then return end
             local user = KSR.pv.get("$rU")
             KSR.tm.t_newtran()
+            local peer = ""
+            if user:sub(1, 6) == "nopeer" then peer = "nobody.example" end
             if user:sub(-5) == "-sync" then
-                if KSR.ims_diameter_server.diameter_request("hss1.example", 16777216, 302, lir(user)) < 0 then
+                if peer == "" then peer = "hss1.example" end
+                if KSR.ims_diameter_server.diameter_request(peer, 16777216, 302, lir(user)) < 0 then
                     KSR.tm.t_reply(503, "HSS Unavailable") return
                 end
                 branch(KSR.pv.get("$diameter_response"))
                 return
             end
-            local peer = ""
-            if user == "nopeer" then peer = "nobody.example" end
             if KSR.ims_diameter_server.diameter_request_async(peer, 16777216, 302, lir(user)) < 0 then
                 KSR.tm.t_reply(503, "HSS Unavailable")
             end
@@ -98,33 +99,53 @@ struct DiameterFromSIPTests {
         return nil
     }
 
-    @Test("SIP INVITEs routed on a Diameter answer: diameter_request waits, diameter_request_async suspends and the worker goes on")
-    func inviteRoutedOnHSSAnswer() throws {
-        let directory = try PackagePaths.makeTemporaryDirectory("starling-diameter-sip")
+    /// The Python HSS (answering `delayMs` late, Server-Name = the callee) and Starling with one
+    /// worker running `script` towards it (`async_io` on or off).
+    static func start(_ directory: URL, callee: UDPEndpoint, delayMs: Int, asyncIO: Bool) throws
+        -> (hss: ServerProcess, starling: ServerProcess, sip: Int, hssLog: URL) {
         let (sip, h1) = try { let p = try Ports.freeUDPPorts(2); return (p[0], p[1]) }()
-        let callee = try UDPEndpoint()
         let hssLog = directory.appendingPathComponent("hss1.jsonl")
         let hss = try DiameterRelayTests.startHSS("hss1.example", port: h1, log: hssLog, directory: directory,
                                                   extra: ["--unknown-prefix", "sip:unknown", "--server-name",
-                                                          "sip:127.0.0.1:\(callee.port)", "--delay-ms", "1500"])
+                                                          "sip:127.0.0.1:\(callee.port)", "--delay-ms", String(delayMs)])
+        do {
+            let script = directory.appendingPathComponent("cscf.lua")
+            try Self.script.write(to: script, atomically: true, encoding: .utf8)
+            let config = directory.appendingPathComponent("starling.toml")
+            try """
+                \(asyncIO ? "[core]\nasync_io = true\n" : "")
+                [diameter]
+                identity = "scscf.example"
+                realm = "example"
+                request_timeout = 5000
+                [[diameter.peers]]
+                identity = "hss1.example"
+                connect = "tcp:127.0.0.1:\(h1)"
+                realm = "hss.example"
+                applications = ["cx"]
+                """.write(to: config, atomically: true, encoding: .utf8)
+            let starling = try Starling.start(script: script, port: sip, workers: 1, extra: ["--config", config.path],
+                                              directory: directory)
+            do {
+                try starling.waitUntil("logged \"peer hss1.example usable\"") { starling.log.contains("peer hss1.example usable") }
+            } catch {
+                starling.stop()
+                throw error
+            }
+            return (hss, starling, sip, hssLog)
+        } catch {
+            hss.stop()
+            throw error
+        }
+    }
+
+    @Test("SIP INVITEs routed on a Diameter answer: diameter_request waits, diameter_request_async suspends and the worker goes on")
+    func inviteRoutedOnHSSAnswer() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-diameter-sip")
+        let callee = try UDPEndpoint()
+        let (hss, starling, sip, hssLog) = try Self.start(directory, callee: callee, delayMs: 1500, asyncIO: false)
         defer { hss.stop() }
-        let script = directory.appendingPathComponent("cscf.lua")
-        try Self.script.write(to: script, atomically: true, encoding: .utf8)
-        let config = directory.appendingPathComponent("starling.toml")
-        try """
-            [diameter]
-            identity = "scscf.example"
-            realm = "example"
-            request_timeout = 5000
-            [[diameter.peers]]
-            identity = "hss1.example"
-            connect = "tcp:127.0.0.1:\(h1)"
-            realm = "hss.example"
-            applications = ["cx"]
-            """.write(to: config, atomically: true, encoding: .utf8)
-        let starling = try Starling.start(script: script, port: sip, workers: 1, extra: ["--config", config.path], directory: directory)
         defer { starling.stop() }
-        try starling.waitUntil("logged \"peer hss1.example usable\"") { starling.log.contains("peer hss1.example usable") }
 
         // Async, realm routing: 100 Trying at once; while the HSS takes 1.5 s, the one worker answers
         // an OPTIONS; then the INVITE is relayed to the Server-Name the HSS gave.
@@ -175,5 +196,52 @@ struct DiameterFromSIPTests {
                                                          "sip:unknown2-sync@example"])
         #expect(Set(seen.map(\.session)).count == 4)
         #expect(!starling.log.contains("Fatal error"))
+    }
+
+    /// `[core] async_io`: the same blocking-looking `diameter_request` in the request route suspends
+    /// the route only. One worker, an HSS answering 2 s late: two INVITEs wait at once while OPTIONS
+    /// are answered; then both are relayed to the Server-Name (and an unknown user gets 404). An
+    /// unknown peer still gives -1 (the script's 503) through the same wait.
+    @Test("async_io: diameter_request suspends the route, the one worker answers OPTIONS meanwhile")
+    func diameterRequestUnderAsyncIO() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-diameter-asyncio")
+        let callee = try UDPEndpoint()
+        let (hss, starling, sip, hssLog) = try Self.start(directory, callee: callee, delayMs: 2000, asyncIO: true)
+        defer { hss.stop() }
+        defer { starling.stop() }
+
+        let alice = try UDPEndpoint(), carol = try UDPEndpoint(), unknown = try UDPEndpoint()
+        try alice.send(Self.invite("alice-sync", sipPort: sip, from: alice), to: sip)
+        try carol.send(Self.invite("carol-sync", sipPort: sip, from: carol), to: sip)
+        try unknown.send(Self.invite("unknown3-sync", sipPort: sip, from: unknown), to: sip)
+        // The three routes wait on the HSS; the worker answers OPTIONS meanwhile.
+        let pinger = try UDPEndpoint()
+        for _ in 0..<3 {
+            try pinger.send(SIPProbe.options(requestURI: "sip:127.0.0.1:\(sip)", from: pinger), to: sip)
+            let pong = pinger.receive(timeout: .seconds(10))
+            #expect(pong?.hasPrefix("SIP/2.0 200 Pong") == true, "OPTIONS while diameter_request waits: \(pong ?? "nothing")")
+        }
+        #expect(Self.request(callee, "INVITE sip:", timeout: .milliseconds(1)) == nil, "relayed before the HSS answered")
+        var relayed: [String] = []
+        for _ in 0..<2 {
+            if let m = Self.request(callee, "INVITE sip:", timeout: .seconds(15)) {
+                relayed.append(String(m.prefix(while: { $0 != "@" })))
+            }
+        }
+        #expect(relayed.sorted() == ["INVITE sip:alice-sync", "INVITE sip:carol-sync"], "\(relayed); log: \(starling.logTail(30))")
+        let r = Self.finalReply(unknown, timeout: .seconds(15))
+        #expect(r.status == 404, "unknown3-sync: \(r)")
+
+        // Unknown peer: -1 (the route still went through the wait), the script's 503.
+        let nopeer = try UDPEndpoint()
+        try nopeer.send(Self.invite("nopeer-sync", sipPort: sip, from: nopeer), to: sip)
+        #expect(Self.finalReply(nopeer, timeout: .seconds(10)).status == 503)
+        #expect(starling.log.contains("Peer unknown nobody.example"))
+
+        // The HSS got the three requests (the unknown peer was refused before sending).
+        let seen = ((try? String(contentsOf: hssLog, encoding: .utf8)) ?? "").split(separator: "\n")
+        #expect(seen.count == 3, "\(seen)")
+        #expect(!starling.log.contains("Fatal error"))
+        #expect(!starling.log.contains("error from Lua"), "\(starling.logTail(30))")
     }
 }

@@ -129,6 +129,78 @@ struct UACIntegrationTests {
         #expect(got.failedCalls == 0, "the MESSAGE failed a check: \(got)")
     }
 
+    /// `KSR.uac.starling_req_send_await()` under `[core] async_io`, one worker: the route sends a
+    /// MESSAGE to a SIPp UAS that answers 202 after 2 s (and another to a port where nobody listens),
+    /// waits for the reply without blocking the worker (OPTIONS answered meanwhile), then answers its
+    /// caller with what `$uac_req(...)` holds, as Kamailio's uac:reply event route sees it.
+    @Test func awaitedUACRequestUnderAsyncIO() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-uacreq-await")
+        let phone = try SIPp.uas(scenario: PackagePaths.scenario("uas_message_slow.xml"), directory: directory, tag: "phone")
+        defer { phone.stop() }
+        let (proxyPort, deadPort) = try { let p = try Ports.freeUDPPorts(2); return (p[0], p[1]) }()
+        let script = directory.appendingPathComponent("notify.lua")
+        try """
+        function ksr_request_route()
+          if KSR.is_OPTIONS() then KSR.sl.sl_send_reply(200, "Pong") return end
+          local target = KSR.pv.get("$rU")
+          KSR.pv.unset("$uac_req(all)")
+          KSR.pv.sets("$uac_req(method)", "MESSAGE")
+          if target == "dead" then
+            KSR.pv.sets("$uac_req(ruri)", "sip:operator@127.0.0.1:\(deadPort)")
+          else
+            KSR.pv.sets("$uac_req(ruri)", "sip:operator@127.0.0.1:\(phone.port)")
+          end
+          KSR.pv.sets("$uac_req(furi)", "sip:notify@starling.example")
+          KSR.pv.sets("$uac_req(evparam)", "p-" .. target)
+          local rc = KSR.uac.starling_req_send_await()
+          KSR.sl.sl_send_reply(200, "Done " .. rc .. " " .. KSR.pv.get("$uac_req(evcode)") .. " "
+            .. KSR.pv.get("$uac_req(evtype)") .. " " .. tostring(KSR.pv.get("$uac_req(ruri)")) .. " "
+            .. tostring(KSR.pv.get("$uac_req(evparam)")) .. " " .. KSR.pv.get("$rU"))
+        end
+        """.write(to: script, atomically: true, encoding: .utf8)
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+        [core]
+        modules = ["sl", "tm", "uac"]
+        async_io = true
+        [modparam.tm]
+        fr_timer = 2000
+
+        """.write(to: config, atomically: true, encoding: .utf8)
+        let starling = try Starling.start(script: script, port: proxyPort, workers: 1, extra: ["--config", config.path],
+                                          directory: directory)
+        defer { starling.stop() }
+
+        func finalLine(_ e: UDPEndpoint) -> String? {
+            let clock = ContinuousClock()
+            let deadline = clock.now + .seconds(15)
+            while clock.now < deadline, let m = e.receive(timeout: clock.now.duration(to: deadline)) {
+                if let line = m.split(separator: "\r\n").first, line.hasPrefix("SIP/2.0 2") { return String(line) }
+            }
+            return nil
+        }
+        let slow = try UDPEndpoint(), dead = try UDPEndpoint()
+        try slow.send(DiameterFromSIPTests.invite("slow", sipPort: proxyPort, from: slow), to: proxyPort)
+        try dead.send(DiameterFromSIPTests.invite("dead", sipPort: proxyPort, from: dead), to: proxyPort)
+        let pinger = try UDPEndpoint()
+        for _ in 0..<3 {
+            try pinger.send(SIPProbe.options(requestURI: "sip:127.0.0.1:\(proxyPort)", from: pinger), to: proxyPort)
+            let pong = pinger.receive(timeout: .seconds(10))
+            #expect(pong?.hasPrefix("SIP/2.0 200 Pong") == true, "OPTIONS while the routes wait: \(pong ?? "nothing")")
+        }
+        #expect(slow.receive(timeout: .milliseconds(1)) == nil, "answered before the UAS replied")
+        let slowLine = finalLine(slow)
+        #expect(slowLine == "SIP/2.0 200 Done 202 202 1 sip:operator@127.0.0.1:\(phone.port) p-slow slow",
+                "\(slowLine ?? "no answer"); log: \(starling.logTail(20))")
+        // Nobody at the port: no reply, the local transaction ends (408 after fr_timer, evtype 2).
+        let deadLine = finalLine(dead)
+        #expect(deadLine == "SIP/2.0 200 Done 408 408 2 sip:operator@127.0.0.1:\(deadPort) p-dead dead",
+                "\(deadLine ?? "no answer"); log: \(starling.logTail(20))")
+        let got = phone.stop()
+        #expect(got.successfulCalls == 1 && got.failedCalls == 0, "the UAS: \(got)")
+        #expect(!starling.log.contains("error from Lua"), "\(starling.logTail(20))")
+    }
+
     /// Upstream registration: Starling A registers the uacreg row of its SQLite file to Starling B, a
     /// registrar with digest authentication (auth_db over B's subscriber table): 401, then 200 with the
     /// contact saved at B; A refreshes before the 5 s granted run out (same Call-ID, CSeq up); B is

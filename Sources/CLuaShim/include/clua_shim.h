@@ -87,6 +87,8 @@ typedef struct ksr_host {
     ksr_resumed_fn resumed;
     /* async_io: the route coroutine being resumed (NULL: none); only it may yield from a KSR call */
     lua_State *co;
+    /* async_io: registry ref of a finished route coroutine kept for the next route (0: none) */
+    int co_spare;
     /* instruction budget: checked every KSR_HOOK_STEP instructions while a callback runs */
     long long budget;
     long long remaining;
@@ -160,6 +162,12 @@ int ksr_co_resume(lua_State *L, int ref);
 
 /** Drops the registry anchor of a coroutine (it is collected). */
 void ksr_co_release(lua_State *L, int ref);
+
+/**
+ * A route coroutine that ended (ksr_co_resume returned anything but LUA_YIELD): it is reset and kept
+ * for the next ksr_co_new (one spare per state), or released. Its ref must not be used afterwards.
+ */
+void ksr_co_recycle(lua_State *L, int ref);
 
 /** Sets or clears the instruction-count hook. */
 void ksr_set_budget_hook(lua_State *L, int on);

@@ -12,8 +12,10 @@ import Synchronization
 /// the answer in `$diameter_response`.
 ///
 /// - `diameter_request(peer, appid, command, json)`: waits for the answer (as Kamailio, the worker
-///   waits: at most `[diameter] request_timeout` and one more second); 1 with `$diameter_response`
-///   set, -1 otherwise (bad JSON or arguments, unknown or unusable peer, no answer).
+///   waits: at most `[diameter] request_timeout` and one more second; with `[core] async_io`, called
+///   from a request/reply route, only the route waits: it is suspended and the worker routes other
+///   messages); 1 with `$diameter_response` set, -1 otherwise (bad JSON or arguments, unknown or
+///   unusable peer, no answer).
 /// - `diameter_request_async(peer, appid, command, json)`: returns 0 at once; the answer runs the
 ///   script's `ksr_diameter_response("diameter:response")` (Kamailio's `event_route[diameter:response]`,
 ///   which has no KEMI form there) with `$diameter_response` set, on the worker that asked, through
@@ -37,7 +39,7 @@ enum ImsDiameterServerModule: KSRModule {
         let store = runtime.tm
         return [
             KemiExport("ims_diameter_server", "diameter_request", [.str, .int, .int, .str], returns: .int) { ctx, a in
-                .int(request(ctx, st, peer: a.str(0), appID: a.int(1), command: a.int(2), json: a.str(3)))
+                request(ctx, st, peer: a.str(0), appID: a.int(1), command: a.int(2), json: a.str(3))
             },
             KemiExport("ims_diameter_server", "diameter_request_async", [.str, .int, .int, .str], returns: .int,
                        compat: "the answer runs ksr_diameter_response(evname) (Kamailio: event_route[diameter:response], no KEMI form); suspends the transaction when there is one; -1 when not sent (Kamailio: 0)") { ctx, a in
@@ -106,10 +108,27 @@ enum ImsDiameterServerModule: KSRModule {
         let done = DispatchSemaphore(value: 0)
     }
 
-    static func request(_ ctx: RouteContext, _ st: DiameterModuleState, peer: String, appID: Int, command: Int, json: String) -> Int {
+    /// Waits for the answer: blocking the worker, or (async_io, from a route coroutine) suspending
+    /// the route only; 1 with `$diameter_response` set, -1 otherwise.
+    static func request(_ ctx: RouteContext, _ st: DiameterModuleState, peer: String, appID: Int, command: Int,
+                        json: String) -> KemiResult {
         let cur = DiameterCurrent.of(ctx)
         cur.response = nil
-        guard let link = nodeLink(ctx, st), let m = build(ctx, link, appID: appID, command: command, json: json) else { return -1 }
+        guard let link = nodeLink(ctx, st), let m = build(ctx, link, appID: appID, command: command, json: json) else {
+            return .int(-1)
+        }
+        if let ticket = ctx.asyncIO?.beginAwait(ctx) {
+            // async_io: the route waits, the worker does not. The node completes every request it
+            // queued exactly once (answer, or nil after request_timeout / when the peer fails).
+            let rc = link.send(m, toPeer: peer) { a in
+                ticket.complete { ctx in answered(ctx, a, peer: peer) }
+            }
+            if rc != 1 {
+                refused(ctx, rc, peer)
+                ticket.complete { _ in .int(-1) }
+            }
+            return .none
+        }
         let w = Waiter()
         let rc = link.send(m, toPeer: peer) { a in
             w.answer.withLock { $0 = a }
@@ -117,15 +136,23 @@ enum ImsDiameterServerModule: KSRModule {
         }
         guard rc == 1 else {
             refused(ctx, rc, peer)
-            return -1
+            return .int(-1)
         }
         let limit = link.summary.requestTimeout + 1000
-        guard w.done.wait(timeout: .now() + .milliseconds(limit)) == .success, let a = w.answer.withLock({ $0 }) else {
+        let answer = w.done.wait(timeout: .now() + .milliseconds(limit)) == .success ? w.answer.withLock({ $0 }) : nil
+        return answered(ctx, answer, peer: peer)
+    }
+
+    /// `$diameter_response` and the return value once the request ended (nil: no answer).
+    static func answered(_ ctx: RouteContext, _ answer: DiameterMessage?, peer: String) -> KemiResult {
+        let cur = DiameterCurrent.of(ctx)
+        guard let answer else {
+            cur.response = nil
             ctx.logger.error("ims_diameter_server: no answer from \(peer.isEmpty ? "the realm's peer" : peer) (timeout or peer failure)")
-            return -1
+            return .int(-1)
         }
-        cur.response = a
-        return 1
+        cur.response = answer
+        return .int(1)
     }
 
     static func requestAsync(_ ctx: RouteContext, _ st: DiameterModuleState, _ store: TMStore, peer: String, appID: Int,

@@ -11,6 +11,10 @@ enum UACModule {
         let req = UACRequest.Settings(config)
         return UACAuth.exports(config) + UACReplace.exports(config) + [
             KemiExport("uac", "uac_req_send", returns: .int) { ctx, _ in .int(UACRequest.send(ctx, req)) },
+            KemiExport("uac", "starling_req_send_await", returns: .int,
+                       compat: "Starling only (not in Kamailio): uac_req_send whose route waits for the final reply under [core] async_io; returns its code, $uac_req(evcode/evtype) set as in Kamailio's uac:reply event route") { ctx, _ in
+                UACRequest.sendAwait(ctx, req)
+            },
         ] + registrationExports(runtime)
     }
 

@@ -87,14 +87,49 @@ enum UACRequest {
 
     /// `uac_req_send()`: 1 sent, -1 on a missing/malformed field (logged) or a send failure.
     static func send(_ ctx: RouteContext, _ settings: Settings) -> Int {
+        send(ctx, settings, caller: "uac_req_send", waiter: nil)
+    }
+
+    /// `KSR.uac.starling_req_send_await()` (Starling only, needs `[core] async_io`): sends the request
+    /// as `uac_req_send` does, and the route waits (suspended: the worker routes other messages) for
+    /// its final reply or local timeout. Then `$uac_req(...)` is what Kamailio's `uac:reply` event
+    /// route sees: the fields of the request sent, `evcode` the reply's code (408 on timeout),
+    /// `evtype` 1 (a reply came) or 2 (no reply: local timeout); the call returns the code. -1 (logged,
+    /// nothing sent) when the request is malformed or cannot be sent, or when the route cannot wait
+    /// here (async_io off, or not the request/reply route coroutine itself: failure, branch, event
+    /// routes, callbacks...). The `event_callback` is not run for it (`evroute` is ignored).
+    static func sendAwait(_ ctx: RouteContext, _ settings: Settings) -> KemiResult {
+        let caller = "starling_req_send_await"
+        guard let ticket = ctx.asyncIO?.beginAwait(ctx) else {
+            ctx.logger.error("\(caller): the route cannot wait here (needs [core] async_io and a call made by ksr_request_route or ksr_reply_route itself); nothing sent")
+            return .int(-1)
+        }
+        let sent = state(ctx).values
+        let r = send(ctx, settings, caller: caller) { code, replied in
+            ticket.complete { ctx in
+                let st = UACRequest.state(ctx)
+                st.values = sent
+                st.values[.evcode] = .int(code)
+                st.values[.evtype] = .int(replied ? 1 : 2)
+                return .int(code)
+            }
+        }
+        if r < 0 { ticket.complete { _ in .int(-1) } }
+        return .none
+    }
+
+    /// Sends the request `$uac_req` describes. `waiter` (awaited form) gets the final reply's code,
+    /// and whether a reply came (false: local timeout), instead of the event route.
+    private static func send(_ ctx: RouteContext, _ settings: Settings, caller: String,
+                             waiter: (@Sendable (Int, Bool) -> Void)?) -> Int {
         guard let store = ctx.transactions as? TMStore else {
-            ctx.logger.error("uac_req_send: the tm module is required")
+            ctx.logger.error("\(caller): the tm module is required")
             return -1
         }
         let st = state(ctx)
         let method = string(st, .method), ruri = string(st, .ruri)
         func fail(_ why: String) -> Int {
-            ctx.logger.error("uac_req_send: \(why)")
+            ctx.logger.error("\(caller): \(why)")
             return -1
         }
         guard !method.isEmpty, method.utf8.allSatisfy({ ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 95 })
@@ -126,8 +161,9 @@ enum UACRequest {
         if case .int(let e)? = st.values[.evroute] { evroute = e }
         let job = Job(method: method.uppercased(), ruri: ruri, nexthop: ouri, extraHeaders: hdrs, body: body,
                       username: string(st, .auser), password: string(st, .apasswd),
-                      event: evroute != 0 ? settings.eventCallback : nil, eventParam: string(st, .evparam))
-        if evroute != 0 && settings.eventCallback == nil {
+                      event: evroute != 0 && waiter == nil ? settings.eventCallback : nil, eventParam: string(st, .evparam),
+                      waiter: waiter)
+        if evroute != 0 && waiter == nil && settings.eventCallback == nil {
             ctx.logger.warning("uac_req_send: $uac_req(evroute) is set but the uac event_callback parameter is not")
         }
         let r = TMLocal.send(store, ctx, method: method, ruri: ruri, nexthop: ouri, headers: headers + hdrs, body: body,
@@ -148,9 +184,11 @@ enum UACRequest {
         var password: String
         var event: String?
         var eventParam: String
+        /// The awaited form's: the final code and whether a reply came.
+        var waiter: (@Sendable (Int, Bool) -> Void)?
         var authenticated = false
 
-        var needsReplies: Bool { event != nil || (!username.isEmpty && !password.isEmpty) }
+        var needsReplies: Bool { event != nil || waiter != nil || (!username.isEmpty && !password.isEmpty) }
 
         /// The reply callback for tm (nil when nothing needs the reply).
         func callback(_ store: TMStore) -> (@Sendable (RouteContext, Int, SIPMessage?, [UInt8]) -> Void)? {
@@ -162,6 +200,10 @@ enum UACRequest {
         func replied(_ store: TMStore, _ ctx: RouteContext, _ code: Int, _ reply: SIPMessage?, _ sent: [UInt8]) {
             if (code == 401 || code == 407), !authenticated, !username.isEmpty, let reply,
                let request = try? SIPMessage.parse(sent), resend(store, ctx, code, reply, request) {
+                return
+            }
+            if let waiter {
+                waiter(code, reply != nil)
                 return
             }
             guard let event, let run = ctx.runRoute else { return }
