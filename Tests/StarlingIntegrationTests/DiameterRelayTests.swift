@@ -479,7 +479,10 @@ struct DiameterRelayTests {
             """.write(to: fdConf, atomically: true, encoding: .utf8)
         let client = try ServerProcess(name: "mme2", executable: python,
                                        arguments: [tool, "client", "--identity", "mme2.example", "--realm", "mme.realm", "--port", String(mme2),
-                                                   "--peer", "fd.example:fd.realm", "--dest-realm", "example", "--users", "001029999999999"],
+                                                   "--peer", "fd.example:fd.realm", "--dest-realm", "example", "--users", "001029999999999",
+                                                   // freeDiameterd may have its connection to mme2 up before the
+                                                   // one to Starling: it answers 3002 then (seen under load).
+                                                   "--retries", "10"],
                                        logFile: directory.appendingPathComponent("mme2.out"))
         defer { client.stop() }
         try client.waitUntilListening(tcpPort: mme2)

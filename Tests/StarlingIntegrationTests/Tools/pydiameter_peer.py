@@ -84,9 +84,9 @@ def client(args):
     print(json.dumps({"listening": True}), flush=True)
     try:
         app.wait_for_ready(timeout=60)
-        for i, imsi in enumerate(args.users.split(",")):
+        def ulr(i, imsi, attempt):
             req = UpdateLocationRequest()
-            req.session_id = f"{args.identity};{int(time.time())};{i}"
+            req.session_id = f"{args.identity};{int(time.time())};{i};{attempt}"
             req.origin_host = args.identity.encode()
             req.origin_realm = args.realm.encode()
             req.destination_realm = args.dest_realm.encode()
@@ -96,10 +96,23 @@ def client(args):
             req.rat_type = constants.E_RAT_TYPE_EUTRAN
             req.ulr_flags = 34
             req.visited_plmn_id = bytes.fromhex("00f110")
-            try:
-                a = app.send_request(req, timeout=15)
-            except Exception as e:  # timeout, not routable
-                print(json.dumps({"user": imsi, "error": str(e)}), flush=True)
+            return req
+
+        for i, imsi in enumerate(args.users.split(",")):
+            a, error = None, None
+            # --retries: a 3002 (a relay in between whose own route onward is not up yet) is asked again
+            # a second later with a new request.
+            for attempt in range(args.retries + 1):
+                req = ulr(i, imsi, attempt)
+                try:
+                    a, error = app.send_request(req, timeout=15), None
+                except Exception as e:  # timeout, not routable
+                    a, error = None, e
+                if a is None or a.result_code != constants.E_RESULT_CODE_DIAMETER_UNABLE_TO_DELIVER or attempt == args.retries:
+                    break
+                time.sleep(1)
+            if a is None:
+                print(json.dumps({"user": imsi, "error": str(error)}), flush=True)
                 continue
             origin = text(a.origin_host)
             names = a.find_avps((constants.AVP_USER_NAME, 0))
@@ -120,6 +133,7 @@ def main():
     p.add_argument("--log", default="/dev/null")
     p.add_argument("--dest-realm", default="example")
     p.add_argument("--users", default="")
+    p.add_argument("--retries", type=int, default=0, help="client: times to ask again after a 3002 answer")
     args = p.parse_args()
     hss(args) if args.mode == "hss" else client(args)
 
