@@ -478,6 +478,19 @@ struct ScaleOutTests {
         #expect(seen == [ips[0]], "\(seen)")
     }
 
+    /// REGISTER saved with the NAT branch flag (7: the contact is pinged); anything else a lookup
+    /// answered 200 (found) or 404.
+    static let natRegistrarScript = """
+        function ksr_request_route()
+          if KSR.is_REGISTER() then
+            KSR.setbflag(7)
+            KSR.registrar.save("location", 0)
+            return
+          end
+          KSR.sl.send_reply(KSR.registrar.lookup("location") == 1 and 200 or 404, "Lookup")
+        end
+        """
+
     /// NAT keepalives in shared mode: a contact is pinged by the instance that saved it, not by every
     /// instance that knows it; and it stays pinged when that instance's cache loses the AoR (another
     /// instance saved a second contact of it, which that instance pings).
@@ -486,16 +499,7 @@ struct ScaleOutTests {
         let redis = try RedisServer()
         defer { redis.stop() }
         let script = directory.appendingPathComponent("registrar.lua")
-        try """
-            function ksr_request_route()
-              if KSR.is_REGISTER() then
-                KSR.setbflag(7)
-                KSR.registrar.save("location", 0)
-                return
-              end
-              KSR.sl.send_reply(KSR.registrar.lookup("location") == 1 and 200 or 404, "Lookup")
-            end
-            """.write(to: script, atomically: true, encoding: .utf8)
+        try Self.natRegistrarScript.write(to: script, atomically: true, encoding: .utf8)
         let config = try Self.usrlocConfig(directory, url: redis.url(), extra: """
             [modparam.nathelper]
             natping_interval = 1
@@ -621,16 +625,7 @@ struct ScaleOutTests {
         let redis = try RedisServer()
         defer { redis.stop() }
         let script = directory.appendingPathComponent("registrar.lua")
-        try """
-            function ksr_request_route()
-              if KSR.is_REGISTER() then
-                KSR.setbflag(7)
-                KSR.registrar.save("location", 0)
-                return
-              end
-              KSR.sl.send_reply(KSR.registrar.lookup("location") == 1 and 200 or 404, "Lookup")
-            end
-            """.write(to: script, atomically: true, encoding: .utf8)
+        try Self.natRegistrarScript.write(to: script, atomically: true, encoding: .utf8)
         let ips = ["127.0.0.11", "127.0.0.12"]
         let ports = try Ports.freeUDPPorts(2)
         let configs = try (0..<2).map { i in
