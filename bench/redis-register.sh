@@ -9,23 +9,11 @@
 #   USERS=2000 RATE=400 SERVERS="starling kamailio" bench/redis-register.sh
 #   (STARLING_BIN: default .build/release/starling, else .build/debug/starling; WORKERS: 2 for both)
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-starling="${STARLING_BIN:-}"
-if [[ -z "$starling" ]]; then
-  starling="$root/.build/release/starling"; [[ -x "$starling" ]] || starling="$root/.build/debug/starling"
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/redis-common.sh"
 USERS="${USERS:-2000}"; RATE="${RATE:-400}"; WORKERS="${WORKERS:-2}"; SERVERS="${SERVERS:-starling kamailio}"
 RPORT="${RPORT:-36379}"; SPORT="${SPORT:-35060}"; UPORT="${UPORT:-35070}"
-for tool in sipp redis-server redis-cli python3; do
-  command -v "$tool" >/dev/null || { echo "redis-register.sh: $tool is missing (run scripts/install-deps.sh)" >&2; exit 2; }
-done
-work="$(mktemp -d /tmp/redis-bench.XXXXXX)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-setsid redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --logfile "" --dir "$work" >/dev/null 2>&1 & pids+=("$!")
-rpid=$!
-for _ in $(seq 50); do redis-cli -p "$RPORT" PING >/dev/null 2>&1 && break; sleep 0.1; done
+require_tools sipp redis-server redis-cli python3
+start_redis redis-bench
 cat >"$work/bench.lua" <<'LUA'
 function ksr_request_route()
   if KSR.is_REGISTER() then KSR.registrar.save("location", 0) return end
@@ -33,12 +21,7 @@ function ksr_request_route()
   KSR.sl.send_reply(rc == 1 and 200 or 404, "lookup")
 end
 LUA
-hz=$(getconf CLK_TCK)
-# CPU ticks (user + system) of every process in session $1: Kamailio forks its children into it.
-cpu_sid() { { cat /proc/[0-9]*/stat 2>/dev/null || true; } | sed 's/^.*) //' | awk -v s="$1" '$4 == s { t += $12 + $13 } END { print t + 0 }'; }
-redis_cpu() { awk '{ print $14 + $15 }' "/proc/$rpid/stat"; }
 redis_mem() { redis-cli -p "$RPORT" INFO memory | awk -F: '/^used_memory:/ { print $2 + 0 }'; }
-wait_udp() { for _ in $(seq 100); do ss -uln | grep -q "127.0.0.1:$SPORT " && return 0; sleep 0.1; done; echo "server did not bind $SPORT" >&2; exit 1; }
 
 start_starling() {
   printf '[modparam.usrloc]\ndb_url = "redis://127.0.0.1:%s/0"\ndb_mode = 3\nuse_domain = 1\n' "$RPORT" >"$work/starling.toml"
@@ -47,11 +30,7 @@ start_starling() {
   spid=$!
 }
 start_kamailio() {
-  local mpath
-  for mpath in /usr/lib/x86_64-linux-gnu/kamailio/modules /usr/lib/aarch64-linux-gnu/kamailio/modules /usr/lib/kamailio/modules; do
-    [[ -f "$mpath/db_redis.so" ]] && break
-  done
-  [[ -f "$mpath/db_redis.so" && -f "$mpath/app_lua.so" ]] || { echo "kamailio db_redis.so/app_lua.so missing (kamailio-redis-modules, kamailio-lua-modules)" >&2; exit 2; }
+  kamailio_mpath
   cat >"$work/kamailio.cfg" <<CFG
 #!KAMAILIO
 debug=-1
@@ -66,12 +45,7 @@ loadmodule "db_redis.so"
 loadmodule "usrloc.so"
 loadmodule "registrar.so"
 loadmodule "app_lua.so"
-modparam("db_redis", "schema_path", "/usr/share/kamailio/db_redis/kamailio")
-modparam("db_redis", "keys", "version=entry:table_name")
-modparam("db_redis", "keys", "location=entry:ruid&usrdom:username,domain&timer:partition,keepalive")
-modparam("db_redis", "verbosity", 0)
-modparam("usrloc", "db_url", "redis://127.0.0.1:$RPORT/0")
-modparam("usrloc", "db_mode", 3)
+$(kamailio_redis_usrloc)
 modparam("usrloc", "preload", "location")
 modparam("usrloc", "use_domain", 1)
 modparam("app_lua", "load", "$work/bench.lua")
@@ -85,8 +59,8 @@ results=()
 for server in $SERVERS; do
   redis-cli -p "$RPORT" FLUSHALL >/dev/null
   case "$server" in
-    starling) [[ -x "$starling" ]] || { echo "starling binary $starling missing (swift build -c release)" >&2; exit 2; }; start_starling ;;
-    kamailio) command -v kamailio >/dev/null || { echo "kamailio missing (scripts/install-deps.sh)" >&2; exit 2; }; start_kamailio ;;
+    starling) require_starling; start_starling ;;
+    kamailio) start_kamailio ;;
     *) echo "unknown server $server (starling, kamailio)" >&2; exit 2 ;;
   esac
   wait_udp; sleep 1

@@ -6,23 +6,11 @@
 # Starling's CPU meanwhile (per AoR) and the contacts left.
 #   AORS=100000 DEAD_PCT=100 bench/redis-sweep.sh   (STARLING_BIN: default .build/release/starling, else debug)
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-starling="${STARLING_BIN:-}"
-if [[ -z "$starling" ]]; then
-  starling="$root/.build/release/starling"; [[ -x "$starling" ]] || starling="$root/.build/debug/starling"
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/redis-common.sh"
 AORS="${AORS:-100000}"; DEAD_PCT="${DEAD_PCT:-100}"; RPORT="${RPORT:-36579}"; SPORT="${SPORT:-35260}"
-for tool in redis-server redis-cli python3; do
-  command -v "$tool" >/dev/null || { echo "redis-sweep.sh: $tool is missing (run scripts/install-deps.sh)" >&2; exit 2; }
-done
-[[ -x "$starling" ]] || { echo "redis-sweep.sh: starling binary $starling missing" >&2; exit 2; }
-work="$(mktemp -d /tmp/redis-sweep.XXXXXX)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-setsid redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --logfile "" --dir "$work" >/dev/null 2>&1 & pids+=("$!")
-rpid=$!
-for _ in $(seq 50); do redis-cli -p "$RPORT" PING >/dev/null 2>&1 && break; sleep 0.1; done
+require_tools redis-server redis-cli python3
+require_starling
+start_redis redis-sweep
 python3 - "$AORS" "$DEAD_PCT" <<'PY' | redis-cli -p "$RPORT" --pipe >/dev/null
 import sys, time
 n, dead, now = int(sys.argv[1]), int(sys.argv[2]), int(time.time())
@@ -42,8 +30,6 @@ for i in range(n):
 cmd("SET", "ul:seq", str(n + 1))
 PY
 echo "filled: $(redis-cli -p "$RPORT" DBSIZE) keys"
-hz=$(getconf CLK_TCK)
-redis_cpu() { awk '{ print $14 + $15 }' "/proc/$rpid/stat"; }
 printf '[modparam.usrloc]\ndb_url = "redis://127.0.0.1:%s/0"\ndb_mode = 3\ntimer_interval = 60\n' "$RPORT" >"$work/starling.toml"
 printf 'function ksr_request_route() KSR.sl.send_reply(404, "x") end\n' >"$work/route.lua"
 r0=$(redis_cpu); t0=$(date +%s.%N)

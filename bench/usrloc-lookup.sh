@@ -23,39 +23,23 @@
 #   MEASURE=callgrind CALLS=200 RATE=10 bench/usrloc-lookup.sh
 #   (STARLING_BIN: default .build/release/starling, else .build/debug/starling; WORKERS: 2, 1 for callgrind)
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-starling="${STARLING_BIN:-}"
-if [[ -z "$starling" ]]; then
-  starling="$root/.build/release/starling"; [[ -x "$starling" ]] || starling="$root/.build/debug/starling"
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/redis-common.sh"
 MEASURE="${MEASURE:-cpu}"; STORES="${STORES:-memory redis}"
 if [[ "$MEASURE" == callgrind ]]; then CALLS="${CALLS:-200}"; RATE="${RATE:-10}"; WORKERS="${WORKERS:-1}"
 else CALLS="${CALLS:-5000}"; RATE="${RATE:-500}"; WORKERS="${WORKERS:-2}"; fi
 US_PER_MINSN="${US_PER_MINSN:-1.0}"
 RPORT="${RPORT:-36479}"; SPORT="${SPORT:-35160}"; UPORT="${UPORT:-35170}"; UAS="${UAS_PORT:-35190}"
 tools="sipp redis-server redis-cli python3"; [[ "$MEASURE" == callgrind ]] && tools+=" valgrind"
-for tool in $tools; do
-  command -v "$tool" >/dev/null || { echo "usrloc-lookup.sh: $tool is missing (run scripts/install-deps.sh)" >&2; exit 2; }
-done
-[[ -x "$starling" ]] || { echo "usrloc-lookup.sh: starling binary $starling missing (swift build -c release)" >&2; exit 2; }
+require_tools $tools
+require_starling
 case "$MEASURE" in cpu|callgrind) ;; *) echo "usrloc-lookup.sh: MEASURE is cpu or callgrind" >&2; exit 2 ;; esac
-work="$(mktemp -d /tmp/usrloc-lookup.XXXXXX)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-setsid redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no --logfile "" --dir "$work" >/dev/null 2>&1 & pids+=("$!")
-rpid=$!
-for _ in $(seq 50); do redis-cli -p "$RPORT" PING >/dev/null 2>&1 && break; sleep 0.1; done
+start_redis usrloc-lookup
 setsid sipp -sf "$root/Tests/StarlingIntegrationTests/Scenarios/uas.xml" -i 127.0.0.1 -p "$UAS" -nostdin >/dev/null 2>&1 & pids+=("$!")
 cp "$root/bench/lookup.lua" "$work/lookup.lua"
 if [[ "$MEASURE" == callgrind ]]; then
   cp "$starling" "$work/starling" && strip -g "$work/starling"   # valgrind 3.19 cannot read Swift 6.3's DWARF 5
   starling="$work/starling"
 fi
-hz=$(getconf CLK_TCK)
-cpu_sid() { { cat /proc/[0-9]*/stat 2>/dev/null || true; } | sed 's/^.*) //' | awk -v s="$1" '$4 == s { t += $12 + $13 } END { print t + 0 }'; }
-redis_cpu() { awk '{ print $14 + $15 }' "/proc/$rpid/stat"; }
-wait_udp() { for _ in $(seq 900); do ss -uln | grep -q "127.0.0.1:$SPORT " && return 0; sleep 0.1; done; echo "server did not bind $SPORT" >&2; exit 1; }
 
 config() {
   printf '[core]\nmodules = ["sl", "maxfwd", "tm", "siputils", "registrar", "usrloc"]\n[modparam.tm]\nfr_timer = 5000\nfr_inv_timer = 10000\n' >"$work/$1.toml"
@@ -85,12 +69,7 @@ PY
 }
 # Kamailio 5.6 running bench/lookup.lua (app_lua), usrloc in memory ($1 = memory) or db_mode 3 on db_redis.
 kamailio_cfg() {
-  local mpath
-  command -v kamailio >/dev/null || { echo "kamailio missing (scripts/install-deps.sh)" >&2; exit 2; }
-  for mpath in /usr/lib/x86_64-linux-gnu/kamailio/modules /usr/lib/aarch64-linux-gnu/kamailio/modules /usr/lib/kamailio/modules; do
-    [[ -f "$mpath/db_redis.so" ]] && break
-  done
-  [[ -f "$mpath/db_redis.so" && -f "$mpath/app_lua.so" ]] || { echo "kamailio db_redis.so/app_lua.so missing (kamailio-redis-modules, kamailio-lua-modules)" >&2; exit 2; }
+  kamailio_mpath
   {
     printf '#!KAMAILIO\ndebug=-1\nlog_stderror=yes\nchildren=%s\nlisten=udp:127.0.0.1:%s\nauto_aliases=no\nmpath="%s/"\n' "$WORKERS" "$SPORT" "$mpath"
     for m in tm tmx sl pv maxfwd siputils usrloc registrar app_lua; do
@@ -99,11 +78,7 @@ kamailio_cfg() {
     done
     printf 'modparam("tm", "fr_timer", 5000)\nmodparam("tm", "fr_inv_timer", 10000)\n'
     if [[ "$1" == redis ]]; then
-      printf 'modparam("db_redis", "schema_path", "/usr/share/kamailio/db_redis/kamailio")\n'
-      printf 'modparam("db_redis", "keys", "version=entry:table_name")\n'
-      printf 'modparam("db_redis", "keys", "location=entry:ruid&usrdom:username,domain&timer:partition,keepalive")\n'
-      printf 'modparam("db_redis", "verbosity", 0)\nmodparam("usrloc", "db_url", "redis://127.0.0.1:%s/0")\n' "$RPORT"
-      printf 'modparam("usrloc", "db_mode", 3)\n'
+      kamailio_redis_usrloc
     fi
     printf 'modparam("usrloc", "preload", "location")\nmodparam("app_lua", "load", "%s/lookup.lua")\ncfgengine "lua"\n' "$work"
   } >"$work/kamailio.cfg"
@@ -130,7 +105,7 @@ for store in $STORES; do
           --workers "$WORKERS" --log-level warning >"$work/$store.log" 2>&1 & pids+=("$!")
     fi
     spid=$!
-    wait_udp; sleep 1; register
+    wait_udp 900; sleep 1; register
     calls "$store" 20 warm >/dev/null   # the first lookup reads Redis and fills the cache
     s0=$(cpu_sid "$spid"); r0=$(redis_cpu)
     read -r ok failed < <(calls "$store" "$CALLS" run)
@@ -148,7 +123,7 @@ for store in $STORES; do
             --script "$work/lookup.lua" --listen "udp:127.0.0.1:$SPORT" --workers "$WORKERS" --log-level error \
             >"$work/$store-$n.vg" 2>&1 & pids+=("$!")
         vg=$!
-        wait_udp; sleep 1; register
+        wait_udp 900; sleep 1; register
         read -r ok failed < <(calls "$store" "$n" "n$n")
         stop_server "$vg"
         total=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$work/$store-$n.vg")

@@ -1,11 +1,12 @@
 import Testing
 @testable import SIPTransaction
 
+/// The instant `d` after the wheels' origin (both suites below).
+private func at(_ d: Duration) -> MockInstant { MockInstant(offset: d) }
+
 @Suite("TimerWheel")
 struct TimerWheelTests {
     typealias Wheel = TimerWheel<String, MockInstant>
-
-    private func at(_ d: Duration) -> MockInstant { MockInstant(offset: d) }
 
     @Test("timers fire at their tick, never early, in deadline order")
     func basic() {
@@ -171,8 +172,6 @@ struct TimerWheelTests {
 @Suite("TimingWheel handles")
 struct TimingWheelHandleTests {
     typealias Wheel = TimingWheel<String, MockInstant>
-
-    private func at(_ d: Duration) -> MockInstant { MockInstant(offset: d) }
 
     @Test("a handle moves and cancels its timer; it is stale once fired or cancelled")
     func handles() {

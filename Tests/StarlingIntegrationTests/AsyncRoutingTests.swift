@@ -40,6 +40,31 @@ struct AsyncRoutingTests {
         return (answered, Int(maxMs), line)
     }
 
+    /// The end of both http routing tests, through the proxy on `proxyPort`: users the service does not
+    /// know get 404, a broken answer 503; then six requests to a service that never answers (more than
+    /// the two workers) wait at once while OPTIONS are pinged: the pings (checked: all answered).
+    static func unknownBrokenAndStalled(proxyPort: Int, directory: URL, starling: ServerProcess) throws
+        -> (answered: Int, maxMs: Int, line: String) {
+        for (user, expected) in [("unknown", "404"), ("broken", "503")] {
+            let r = try SIPp.runUAC(scenario: PackagePaths.scenario("options.xml"), target: proxyPort, rate: 1, calls: 1,
+                                    directory: directory, tag: user, service: user, extra: ["-set", "expected", expected],
+                                    timeout: .seconds(30))
+            #expect(r.successfulCalls == 1, "\(user): \(r)\nstarling log:\n\(starling.logTail())")
+        }
+
+        // Six requests to a service that never answers, more than the two workers, all waiting at once.
+        let stalled = try SIPp.startUAC(scenario: PackagePaths.scenario("options.xml"), target: proxyPort,
+                                        localPort: try Ports.freeUDPPort(), rate: 10, calls: 6, directory: directory,
+                                        tag: "never", extra: ["-s", "never", "-set", "expected", "503"])
+        defer { stalled.stop() }
+        usleep(300_000)
+        let pings = try ping(proxyPort, count: 10, intervalMs: 100)
+        let never = stalled.wait(timeout: .seconds(30))
+        #expect(never?.successfulCalls == 6, "never: \(String(describing: never))\nstarling log:\n\(starling.logTail())")
+        #expect(pings.answered == 10, "\(pings.line)")
+        return pings
+    }
+
     /// The issue's scenario: a routing service answering in 300 ms, 2 workers, 20 calls/s, 200 calls.
     /// With http_async_client + t_suspend every call completes (the blocking http_client lost 40-57%
     /// of them here: each worker waited 300 ms per call). Then a service that never answers: every
@@ -55,17 +80,14 @@ struct AsyncRoutingTests {
 
         let script = try RoutingServicesTests.example("http-routing-async.lua", replacing: "ROUTING_URL",
                                                       with: "http://127.0.0.1:\(httpPort)/route", directory: directory)
-        let config = directory.appendingPathComponent("starling.toml")
-        try """
-        [core]
-        modules = ["sl", "maxfwd", "tm", "tmx", "siputils", "http_async_client"]
+        let starling = try Starling.start(script: script, config: """
+            [core]
+            modules = ["sl", "maxfwd", "tm", "tmx", "siputils", "http_async_client"]
 
-        [modparam.http_async_client]
-        connection_timeout = 1500
+            [modparam.http_async_client]
+            connection_timeout = 1500
 
-        """.write(to: config, atomically: true, encoding: .utf8)
-        let starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
-                                          directory: directory)
+            """, port: proxyPort, workers: 2, directory: directory)
         defer { starling.stop() }
 
         let start = ContinuousClock.now
@@ -75,23 +97,7 @@ struct AsyncRoutingTests {
         #expect(result.successfulCalls == 200, "\(result)\nstarling log:\n\(starling.logTail())")
         #expect(result.failedCalls == 0)
 
-        for (user, expected) in [("unknown", "404"), ("broken", "503")] {
-            let r = try SIPp.runUAC(scenario: PackagePaths.scenario("options.xml"), target: proxyPort, rate: 1, calls: 1,
-                                    directory: directory, tag: user, service: user, extra: ["-set", "expected", expected],
-                                    timeout: .seconds(30))
-            #expect(r.successfulCalls == 1, "\(user): \(r)\nstarling log:\n\(starling.logTail())")
-        }
-
-        // Six requests to a service that never answers, more than the two workers, all waiting at once.
-        let stalled = try SIPp.startUAC(scenario: PackagePaths.scenario("options.xml"), target: proxyPort,
-                                        localPort: try Ports.freeUDPPort(), rate: 10, calls: 6, directory: directory,
-                                        tag: "never", extra: ["-s", "never", "-set", "expected", "503"])
-        defer { stalled.stop() }
-        usleep(300_000)
-        let pings = try Self.ping(proxyPort, count: 10, intervalMs: 100)
-        let never = stalled.wait(timeout: .seconds(30))
-        #expect(never?.successfulCalls == 6, "never: \(String(describing: never))\nstarling log:\n\(starling.logTail())")
-        #expect(pings.answered == 10, "\(pings.line)")
+        let pings = try Self.unknownBrokenAndStalled(proxyPort: proxyPort, directory: directory, starling: starling)
         // A blocked worker would hold a ping for the whole 1.5 s timeout.
         #expect(pings.maxMs < 1000, "OPTIONS waited behind the stalled requests: \(pings.line)")
         let log = (try? String(contentsOf: directory.appendingPathComponent("starling.log"), encoding: .utf8)) ?? ""
@@ -116,18 +122,15 @@ struct AsyncRoutingTests {
 
         let script = try RoutingServicesTests.example("http-routing-asyncio.lua", replacing: "ROUTING_URL",
                                                       with: "http://127.0.0.1:\(httpPort)/route", directory: directory)
-        let config = directory.appendingPathComponent("starling.toml")
-        try """
-        [core]
-        modules = ["sl", "maxfwd", "tm", "siputils", "http_client"]
-        async_io = true
+        let starling = try Starling.start(script: script, config: """
+            [core]
+            modules = ["sl", "maxfwd", "tm", "siputils", "http_client"]
+            async_io = true
 
-        [modparam.http_client]
-        connection_timeout = 2
+            [modparam.http_client]
+            connection_timeout = 2
 
-        """.write(to: config, atomically: true, encoding: .utf8)
-        let starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
-                                          directory: directory)
+            """, port: proxyPort, workers: 2, directory: directory)
         defer { starling.stop() }
 
         let start = ContinuousClock.now
@@ -138,23 +141,7 @@ struct AsyncRoutingTests {
         #expect(result.successfulCalls == calls, "\(result)\nstarling log:\n\(starling.logTail())")
         #expect(result.failedCalls == 0)
 
-        for (user, expected) in [("unknown", "404"), ("broken", "503")] {
-            let r = try SIPp.runUAC(scenario: PackagePaths.scenario("options.xml"), target: proxyPort, rate: 1, calls: 1,
-                                    directory: directory, tag: user, service: user, extra: ["-set", "expected", expected],
-                                    timeout: .seconds(30))
-            #expect(r.successfulCalls == 1, "\(user): \(r)\nstarling log:\n\(starling.logTail())")
-        }
-
-        // Six requests to a service that never answers, more than the two workers, all waiting at once.
-        let stalled = try SIPp.startUAC(scenario: PackagePaths.scenario("options.xml"), target: proxyPort,
-                                        localPort: try Ports.freeUDPPort(), rate: 10, calls: 6, directory: directory,
-                                        tag: "never", extra: ["-s", "never", "-set", "expected", "503"])
-        defer { stalled.stop() }
-        usleep(300_000)
-        let pings = try Self.ping(proxyPort, count: 10, intervalMs: 100)
-        let never = stalled.wait(timeout: .seconds(30))
-        #expect(never?.successfulCalls == 6, "never: \(String(describing: never))\nstarling log:\n\(starling.logTail())")
-        #expect(pings.answered == 10, "\(pings.line)")
+        let pings = try Self.unknownBrokenAndStalled(proxyPort: proxyPort, directory: directory, starling: starling)
         // A blocked worker would hold a ping for the whole 2 s timeout.
         #expect(pings.maxMs < 1500, "OPTIONS waited behind the stalled requests: \(pings.line)")
         let log = (try? String(contentsOf: directory.appendingPathComponent("starling.log"), encoding: .utf8)) ?? ""
@@ -219,17 +206,14 @@ struct AsyncRoutingTests {
         }
 
         let starlingPort = try Ports.freeUDPPort()
-        let config = directory.appendingPathComponent("starling.toml")
-        try """
-        [core]
-        modules = ["sl", "tm", "tmx", "siputils", "async"]
+        let starling = try Starling.start(script: script, config: """
+            [core]
+            modules = ["sl", "tm", "tmx", "siputils", "async"]
 
-        [modparam.tm]
-        fr_timer = 2000
+            [modparam.tm]
+            fr_timer = 2000
 
-        """.write(to: config, atomically: true, encoding: .utf8)
-        let starling = try Starling.start(script: script, port: starlingPort, workers: 2, extra: ["--config", config.path],
-                                          directory: directory)
+            """, port: starlingPort, workers: 2, directory: directory)
         defer { starling.stop() }
         try exercise(starlingPort, "starling")
         #expect(starling.isRunning)

@@ -139,6 +139,21 @@ import StarlingTestSupport
                             extra: ["-set", "tenant", tenant, "-set", "target", String(target), "-d", String(hold)],
                             timeout: .seconds(60))
         }
+        /// One call held 4 s (the UAC's -d) from `uacScenario` through the proxy to a SIPp UAS running
+        /// `uasScenario`: the tenant's size while it is up (polled until "size 1") and the UAC's result.
+        func heldCall(_ name: String, uas uasScenario: String, uac uacScenario: String, tenant: String, uasPort: Int,
+                      uacPort: Int) throws -> (sizeWhileUp: String, result: SIPpResult) {
+            let uas = try SIPp.uas(scenario: PackagePaths.scenario(uasScenario), port: uasPort, directory: directory,
+                                   tag: "\(tag)-\(name)-uas")
+            defer { uas.stop() }
+            let uac = try SIPp.startUAC(scenario: PackagePaths.scenario(uacScenario), target: proxyPort, localPort: uacPort,
+                                        rate: 1, calls: 1, directory: directory, tag: "\(tag)-\(name)",
+                                        extra: ["-s", "bob", "-set", "tenant", tenant, "-set", "target", String(uasPort),
+                                                "-d", "4000"])
+            defer { uac.stop() }
+            let sizeWhileUp = try polledSize(tenant, port: proxyPort, until: "size 1")
+            return (sizeWhileUp, try #require(uac.wait(timeout: .seconds(60))))
+        }
         // 1. Five calls of one tenant at once, held 3 s, the caller hangs up: three get through.
         do {
             let uas = try SIPp.uas(port: ports[0], directory: directory, tag: "\(tag)-load-uas", traceMessages: true)
@@ -199,16 +214,9 @@ import StarlingTestSupport
         }
         // 5. A call cancelled while ringing: in the profile while early, out of it after the 487.
         do {
-            let uas = try SIPp.uas(scenario: PackagePaths.scenario("uas_ring_cancel.xml"), port: ports[8], directory: directory,
-                                   tag: "\(tag)-cancel-uas")
-            defer { uas.stop() }
-            let uac = try SIPp.startUAC(scenario: PackagePaths.scenario("uac_cancel.xml"), target: proxyPort, localPort: ports[9],
-                                        rate: 1, calls: 1, directory: directory, tag: "\(tag)-cancel",
-                                        extra: ["-s", "bob", "-set", "tenant", "delta", "-set", "target", String(ports[8]),
-                                                "-d", "4000"])
-            defer { uac.stop() }
-            o.sizeWhileRinging = try polledSize("delta", port: proxyPort, until: "size 1")
-            let r = try #require(uac.wait(timeout: .seconds(60)))
+            let (sizeWhileRinging, r) = try heldCall("cancel", uas: "uas_ring_cancel.xml", uac: "uac_cancel.xml", tenant: "delta",
+                                                     uasPort: ports[8], uacPort: ports[9])
+            o.sizeWhileRinging = sizeWhileRinging
             o.cancelCallOK = r.allCallsSucceeded && r.successfulCalls == 1
             #expect(o.cancelCallOK, "\(tag): \(r)\n\(server.logTail())")
             o.sizeAfterCancel = try settledSize("delta", port: proxyPort)
@@ -216,15 +224,9 @@ import StarlingTestSupport
         // 6. set_dlg_profile twice for the same value (counts twice), unset_dlg_profile in the request
         // route (refused) and in a branch route (one link less).
         do {
-            let uas = try SIPp.uas(port: ports[10], directory: directory, tag: "\(tag)-twice-uas")
-            defer { uas.stop() }
-            let uac = try SIPp.startUAC(scenario: PackagePaths.scenario("uac_tenant.xml"), target: proxyPort, localPort: ports[11],
-                                        rate: 1, calls: 1, directory: directory, tag: "\(tag)-twice",
-                                        extra: ["-s", "bob", "-set", "tenant", "twice", "-set", "target", String(ports[10]),
-                                                "-d", "4000"])
-            defer { uac.stop() }
-            o.sizeWhileTwiceUp = try polledSize("twice", port: proxyPort, until: "size 1")
-            let r = try #require(uac.wait(timeout: .seconds(60)))
+            let (sizeWhileTwiceUp, r) = try heldCall("twice", uas: "uas.xml", uac: "uac_tenant.xml", tenant: "twice",
+                                                     uasPort: ports[10], uacPort: ports[11])
+            o.sizeWhileTwiceUp = sizeWhileTwiceUp
             #expect(r.allCallsSucceeded && r.successfulCalls == 1, "\(tag): \(r)\n\(server.logTail())")
             o.sizeAfterTwice = try settledSize("twice", port: proxyPort)
             o.twiceLog = ["set-again ", "unset-in-request ", "tenant-size twice ", "unset-in-branch ", "branch-size "].map { key in
@@ -258,8 +260,8 @@ import StarlingTestSupport
 
         // Starling.
         let database = directory.appendingPathComponent("starling.db")
-        let config = directory.appendingPathComponent("starling.toml")
-        try """
+        let port = try Ports.freeUDPPort()
+        let starling = try Starling.start(script: script, config: """
             [core]
             modules = ["tm", "sl", "rr", "siputils", "dialog", "acc"]
             [modparam.dialog]
@@ -271,10 +273,8 @@ import StarlingTestSupport
             cdr_enable = 1
             cdrs_table = "acc_cdrs"
             cdr_expired_dlg_enable = 1
-            """.write(to: config, atomically: true, encoding: .utf8)
-        let port = try Ports.freeUDPPort()
-        let starling = try Starling.start(script: script, port: port, workers: 1, extra: ["--config", config.path],
-                                          directory: directory)
+            """, port: port, workers: 1, directory: directory)
+        defer { starling.stop() }
         let mine = try Self.exercise(proxyPort: port, server: starling, directory: directory, tag: "starling")
         starling.stop()
         let myDurations = try Self.cdrDurations(database)
@@ -341,9 +341,8 @@ import StarlingTestSupport
         let script = directory.appendingPathComponent("tenants.lua")
         try Self.script.write(to: script, atomically: true, encoding: .utf8)
         let database = directory.appendingPathComponent("starling.db")
-        let config = directory.appendingPathComponent("starling.toml")
         let controlPort = try Ports.freeTCPPort()
-        try """
+        let config = """
             [core]
             modules = ["tm", "sl", "rr", "siputils", "dialog"]
             [control]
@@ -353,11 +352,10 @@ import StarlingTestSupport
             profiles_with_value = "tenant"
             db_mode = 1
             db_url = "sqlite://\(database.path)"
-            """.write(to: config, atomically: true, encoding: .utf8)
+            """
         let port = try Ports.freeUDPPort()
         let ports = try Ports.freeUDPPorts(2)
-        var starling = try Starling.start(script: script, port: port, workers: 1, extra: ["--config", config.path],
-                                          directory: directory)
+        var starling = try Starling.start(script: script, config: config, port: port, workers: 1, directory: directory)
         let uas = try SIPp.uas(port: ports[0], directory: directory, tag: "db-uas")
         defer { uas.stop() }
         let uac = try SIPp.startUAC(scenario: PackagePaths.scenario("uac_tenant.xml"), target: port, localPort: ports[1],
@@ -377,8 +375,7 @@ import StarlingTestSupport
         try starling.waitUntil("the dialog row") { (try? Self.rows(database, "SELECT state FROM dialog")) == ["4"] }
         starling.stop(signal: SIGKILL)
 
-        starling = try Starling.start(script: script, port: port, workers: 1, extra: ["--config", config.path],
-                                      directory: directory)
+        starling = try Starling.start(script: script, config: config, port: port, workers: 1, directory: directory)
         defer { starling.stop() }
         #expect(starling.logTail(50).contains("dialog: 1 dialogs loaded"), "\(starling.logTail(50))")
         #expect(try Self.size("acme", port: port) == "size 1")
@@ -416,14 +413,6 @@ import StarlingTestSupport
               KSR.sl.send_reply(404, "Not here")
             end
             """.write(to: script, atomically: true, encoding: .utf8)
-        let config = directory.appendingPathComponent("starling.toml")
-        try """
-            [core]
-            modules = ["tm", "sl", "rr", "dialog"]
-            [modparam.dialog]
-            bridge_controller = "sip:controller@127.0.0.1"
-            bridge_contact = "sip:controller@127.0.0.1:5060"
-            """.write(to: config, atomically: true, encoding: .utf8)
 
         /// What the called end saw, in order, and the REFER's headers.
         func run(_ tag: String, port: Int, server: ServerProcess, directory: URL) throws -> [String] {
@@ -449,8 +438,13 @@ import StarlingTestSupport
         }
 
         let port = try Ports.freeUDPPort()
-        let starling = try Starling.start(script: script, port: port, workers: 1, extra: ["--config", config.path],
-                                          directory: directory)
+        let starling = try Starling.start(script: script, config: """
+            [core]
+            modules = ["tm", "sl", "rr", "dialog"]
+            [modparam.dialog]
+            bridge_controller = "sip:controller@127.0.0.1"
+            bridge_contact = "sip:controller@127.0.0.1:5060"
+            """, port: port, workers: 1, directory: directory)
         defer { starling.stop() }
         let mine = try run("starling", port: port, server: starling, directory: directory)
 

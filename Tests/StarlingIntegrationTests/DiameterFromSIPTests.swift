@@ -99,10 +99,13 @@ struct DiameterFromSIPTests {
         return nil
     }
 
-    /// The Python HSS (answering `delayMs` late, Server-Name = the callee) and Starling with one
-    /// worker running `script` towards it (`async_io` on or off).
-    static func start(_ directory: URL, callee: UDPEndpoint, delayMs: Int, asyncIO: Bool) throws
-        -> (hss: ServerProcess, starling: ServerProcess, sip: Int, hssLog: URL) {
+    /// In a new temporary directory (`PackagePaths.makeTemporaryDirectory(prefix)`): the callee (a UDP
+    /// endpoint), the Python HSS (answering `delayMs` late, Server-Name = the callee) and Starling with
+    /// one worker running `script` towards it (`async_io` on or off).
+    static func start(_ prefix: String, delayMs: Int, asyncIO: Bool) throws
+        -> (callee: UDPEndpoint, hss: ServerProcess, starling: ServerProcess, sip: Int, hssLog: URL) {
+        let directory = try PackagePaths.makeTemporaryDirectory(prefix)
+        let callee = try UDPEndpoint()
         let (sip, h1) = try { let p = try Ports.freeUDPPorts(2); return (p[0], p[1]) }()
         let hssLog = directory.appendingPathComponent("hss1.jsonl")
         let hss = try DiameterRelayTests.startHSS("hss1.example", port: h1, log: hssLog, directory: directory,
@@ -111,28 +114,21 @@ struct DiameterFromSIPTests {
         do {
             let script = directory.appendingPathComponent("cscf.lua")
             try Self.script.write(to: script, atomically: true, encoding: .utf8)
-            let config = directory.appendingPathComponent("starling.toml")
-            try """
+            let starling = try Starling.start(script: script, config: """
                 \(asyncIO ? "[core]\nasync_io = true\n" : "")
                 [diameter]
                 identity = "scscf.example"
                 realm = "example"
                 request_timeout = 5000
-                [[diameter.peers]]
-                identity = "hss1.example"
-                connect = "tcp:127.0.0.1:\(h1)"
-                realm = "hss.example"
-                applications = ["cx"]
-                """.write(to: config, atomically: true, encoding: .utf8)
-            let starling = try Starling.start(script: script, port: sip, workers: 1, extra: ["--config", config.path],
-                                              directory: directory)
+                \(DiameterRelayTests.peer("hss1.example", connect: "tcp:127.0.0.1:\(h1)", realm: "hss.example", applications: ["cx"]))
+                """, port: sip, workers: 1, directory: directory)
             do {
                 try starling.waitUntil("logged \"peer hss1.example usable\"") { starling.log.contains("peer hss1.example usable") }
             } catch {
                 starling.stop()
                 throw error
             }
-            return (hss, starling, sip, hssLog)
+            return (callee, hss, starling, sip, hssLog)
         } catch {
             hss.stop()
             throw error
@@ -141,20 +137,16 @@ struct DiameterFromSIPTests {
 
     @Test("SIP INVITEs routed on a Diameter answer: diameter_request waits, diameter_request_async suspends and the worker goes on")
     func inviteRoutedOnHSSAnswer() throws {
-        let directory = try PackagePaths.makeTemporaryDirectory("starling-diameter-sip")
-        let callee = try UDPEndpoint()
-        let (hss, starling, sip, hssLog) = try Self.start(directory, callee: callee, delayMs: 1500, asyncIO: false)
-        defer { hss.stop() }
-        defer { starling.stop() }
+        let (callee, hss, starling, sip, hssLog) = try Self.start("starling-diameter-sip", delayMs: 1500, asyncIO: false)
+        defer { starling.stop(); hss.stop() }
 
         // Async, realm routing: 100 Trying at once; while the HSS takes 1.5 s, the one worker answers
         // an OPTIONS; then the INVITE is relayed to the Server-Name the HSS gave.
         let caller = try UDPEndpoint()
         try caller.send(Self.invite("alice", sipPort: sip, from: caller), to: sip)
-        let pinger = try UDPEndpoint()
-        try pinger.send(SIPProbe.options(requestURI: "sip:127.0.0.1:\(sip)", from: pinger), to: sip)
-        let pong = pinger.receive(timeout: .seconds(10))
-        #expect(pong?.hasPrefix("SIP/2.0 200 Pong") == true, "OPTIONS while the Diameter request is pending: \(pong ?? "nothing")")
+        for pong in try SIPProbe.pings(serverPort: sip, count: 1) {
+            #expect(pong?.hasPrefix("SIP/2.0 200 Pong") == true, "OPTIONS while the Diameter request is pending: \(pong ?? "nothing")")
+        }
         #expect(Self.request(callee, "INVITE sip:alice@", timeout: .milliseconds(1)) == nil, "relayed before the HSS answered")
         let relayed = Self.request(callee, "INVITE sip:alice@", timeout: .seconds(15))
         #expect(relayed != nil, "alice's INVITE not relayed; log: \(starling.logTail(30))")
@@ -204,21 +196,15 @@ struct DiameterFromSIPTests {
     /// unknown peer still gives -1 (the script's 503) through the same wait.
     @Test("async_io: diameter_request suspends the route, the one worker answers OPTIONS meanwhile")
     func diameterRequestUnderAsyncIO() throws {
-        let directory = try PackagePaths.makeTemporaryDirectory("starling-diameter-asyncio")
-        let callee = try UDPEndpoint()
-        let (hss, starling, sip, hssLog) = try Self.start(directory, callee: callee, delayMs: 2000, asyncIO: true)
-        defer { hss.stop() }
-        defer { starling.stop() }
+        let (callee, hss, starling, sip, hssLog) = try Self.start("starling-diameter-asyncio", delayMs: 2000, asyncIO: true)
+        defer { starling.stop(); hss.stop() }
 
         let alice = try UDPEndpoint(), carol = try UDPEndpoint(), unknown = try UDPEndpoint()
         try alice.send(Self.invite("alice-sync", sipPort: sip, from: alice), to: sip)
         try carol.send(Self.invite("carol-sync", sipPort: sip, from: carol), to: sip)
         try unknown.send(Self.invite("unknown3-sync", sipPort: sip, from: unknown), to: sip)
         // The three routes wait on the HSS; the worker answers OPTIONS meanwhile.
-        let pinger = try UDPEndpoint()
-        for _ in 0..<3 {
-            try pinger.send(SIPProbe.options(requestURI: "sip:127.0.0.1:\(sip)", from: pinger), to: sip)
-            let pong = pinger.receive(timeout: .seconds(10))
+        for pong in try SIPProbe.pings(serverPort: sip, count: 3) {
             #expect(pong?.hasPrefix("SIP/2.0 200 Pong") == true, "OPTIONS while diameter_request waits: \(pong ?? "nothing")")
         }
         #expect(Self.request(callee, "INVITE sip:", timeout: .milliseconds(1)) == nil, "relayed before the HSS answered")

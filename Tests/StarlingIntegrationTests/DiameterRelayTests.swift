@@ -56,6 +56,35 @@ struct DiameterRelayTests {
         return lines(r.output, Answer.self)
     }
 
+    /// One `[[diameter.peers]]` table of a starling.toml.
+    static func peer(_ identity: String, connect: String? = nil, realm: String? = nil, applications: [String]? = nil) -> String {
+        var lines = ["[[diameter.peers]]", "identity = \"\(identity)\""]
+        if let connect { lines.append("connect = \"\(connect)\"") }
+        if let realm { lines.append("realm = \"\(realm)\"") }
+        if let applications { lines.append("applications = [\(applications.map { "\"\($0)\"" }.joined(separator: ", "))]") }
+        return lines.joined(separator: "\n")
+    }
+
+    /// Starling as dra.example (realm example), one worker, `script` written to dra.lua: `[diameter]`
+    /// listening on `transport`:127.0.0.1:`dia` with the extra `settings` lines, then `tables`
+    /// (`peer(...)`, `[[diameter.routes]]`); `prefix`: TOML before `[diameter]`. Returns once the
+    /// Diameter listener accepts connections.
+    static func startDRA(_ directory: URL, script: String, sip: Int, dia: Int, transport: String = "tcp",
+                         settings: [String] = [], tables: [String], prefix: String = "") throws -> ServerProcess {
+        let file = directory.appendingPathComponent("dra.lua")
+        try script.write(to: file, atomically: true, encoding: .utf8)
+        let config = ([prefix, "[diameter]", "identity = \"dra.example\"", "realm = \"example\"",
+                       "listen = [\"\(transport):127.0.0.1:\(dia)\"]"] + settings + tables).joined(separator: "\n")
+        let starling = try Starling.start(script: file, config: config, port: sip, workers: 1, directory: directory)
+        do {
+            try starling.waitUntilListening(tcpPort: dia)
+        } catch {
+            starling.stop()
+            throw error
+        }
+        return starling
+    }
+
     func waitForLog(_ s: ServerProcess, _ text: String, count: Int = 1) throws {
         try s.waitUntil("logged \"\(text)\"") { s.log.components(separatedBy: text).count - 1 >= count }
     }
@@ -70,36 +99,18 @@ struct DiameterRelayTests {
         defer { hss1.stop() }
         var hss2 = try Self.startHSS("hss2.example", port: h2, log: hss2Log, directory: directory)
         defer { hss2.stop() }
-        let script = directory.appendingPathComponent("dra.lua")
-        try Self.script().write(to: script, atomically: true, encoding: .utf8)
-        let config = directory.appendingPathComponent("starling.toml")
-        try """
-            [diameter]
-            identity = "dra.example"
-            realm = "example"
-            listen = ["tcp:127.0.0.1:\(dia)"]
-            watchdog_interval = 1
-            request_timeout = 3000
-            [[diameter.peers]]
-            identity = "hss1.example"
-            connect = "tcp:127.0.0.1:\(h1)"
-            realm = "hss.example"
-            applications = ["s6a"]
-            [[diameter.peers]]
-            identity = "hss2.example"
-            connect = "tcp:127.0.0.1:\(h2)"
-            realm = "hss.example"
-            applications = ["s6a"]
-            [[diameter.peers]]
-            identity = "mme.example"
-            [[diameter.routes]]
-            realm = "hss.example"
-            application = "s6a"
-            peers = ["hss1.example:10", "hss2.example:20"]
-            """.write(to: config, atomically: true, encoding: .utf8)
-        let starling = try Starling.start(script: script, port: sip, workers: 1, extra: ["--config", config.path], directory: directory)
+        let starling = try Self.startDRA(
+            directory, script: try Self.script(), sip: sip, dia: dia, settings: ["watchdog_interval = 1", "request_timeout = 3000"],
+            tables: [Self.peer("hss1.example", connect: "tcp:127.0.0.1:\(h1)", realm: "hss.example", applications: ["s6a"]),
+                     Self.peer("hss2.example", connect: "tcp:127.0.0.1:\(h2)", realm: "hss.example", applications: ["s6a"]),
+                     Self.peer("mme.example"),
+                     """
+                     [[diameter.routes]]
+                     realm = "hss.example"
+                     application = "s6a"
+                     peers = ["hss1.example:10", "hss2.example:20"]
+                     """])
         defer { starling.stop() }
-        try starling.waitUntilListening(tcpPort: dia)
         try waitForLog(starling, "peer hss1.example usable")
         try waitForLog(starling, "peer hss2.example usable")
 
@@ -174,33 +185,14 @@ struct DiameterRelayTests {
         defer { hss1.stop() }
         let hss2 = try Self.startHSS("hss2.example", port: h2, log: hss2Log, directory: directory, extra: ["--no-answer"])
         defer { hss2.stop() }
-        let script = directory.appendingPathComponent("dra.lua")
-        try Self.script().write(to: script, atomically: true, encoding: .utf8)
-        let config = directory.appendingPathComponent("starling.toml")
-        try """
-            [diameter]
-            identity = "dra.example"
-            realm = "example"
-            listen = ["tcp:127.0.0.1:\(dia)"]
-            watchdog_interval = 1
-            request_timeout = 1500
-            [control]
-            listen = "127.0.0.1:\(controlPort)"
-            token = "t0ken"
-            [[diameter.peers]]
-            identity = "hss1.example"
-            connect = "tcp:127.0.0.1:\(h1)"
-            realm = "hss.example"
-            [[diameter.peers]]
-            identity = "hss2.example"
-            connect = "tcp:127.0.0.1:\(h2)"
-            realm = "hss.example"
-            [[diameter.peers]]
-            identity = "mme.example"
-            """.write(to: config, atomically: true, encoding: .utf8)
-        let starling = try Starling.start(script: script, port: sip, workers: 1, extra: ["--config", config.path], directory: directory)
+        let starling = try Self.startDRA(
+            directory, script: try Self.script(), sip: sip, dia: dia, settings: ["watchdog_interval = 1", "request_timeout = 1500"],
+            tables: [Self.peer("hss1.example", connect: "tcp:127.0.0.1:\(h1)", realm: "hss.example"),
+                     Self.peer("hss2.example", connect: "tcp:127.0.0.1:\(h2)", realm: "hss.example"),
+                     Self.peer("mme.example")],
+            prefix: "[control]\nlisten = \"127.0.0.1:\(controlPort)\"\ntoken = \"t0ken\"")
         defer { starling.stop() }
-        try starling.waitUntilListening(tcpPort: dia)
+        let script = directory.appendingPathComponent("dra.lua")
         try waitForLog(starling, "peer hss1.example usable")
         try waitForLog(starling, "peer hss2.example usable")
         // hss2 never answers: 3002 after the 1.5 s request timeout, not silence.
@@ -269,25 +261,11 @@ struct DiameterRelayTests {
         let hss = try Self.startHSS("hss1.example", port: h1, log: hssLog, directory: directory,
                                     extra: ["--tls-cert", certs.serverCert, "--tls-key", certs.serverKey])
         defer { hss.stop() }
-        let script = directory.appendingPathComponent("dra.lua")
-        try Self.script().write(to: script, atomically: true, encoding: .utf8)
-        let config = directory.appendingPathComponent("starling.toml")
-        try """
-            \(certs.tlsSection())
-            [diameter]
-            identity = "dra.example"
-            realm = "example"
-            listen = ["tls:127.0.0.1:\(dia)"]
-            [[diameter.peers]]
-            identity = "hss1.example"
-            connect = "tls:127.0.0.1:\(h1)"
-            realm = "hss.example"
-            [[diameter.peers]]
-            identity = "mme.example"
-            """.write(to: config, atomically: true, encoding: .utf8)
-        let starling = try Starling.start(script: script, port: sip, workers: 1, extra: ["--config", config.path], directory: directory)
+        let starling = try Self.startDRA(
+            directory, script: try Self.script(), sip: sip, dia: dia, transport: "tls",
+            tables: [Self.peer("hss1.example", connect: "tls:127.0.0.1:\(h1)", realm: "hss.example"), Self.peer("mme.example")],
+            prefix: certs.tlsSection())
         defer { starling.stop() }
-        try starling.waitUntilListening(tcpPort: dia)
         try waitForLog(starling, "peer hss1.example usable")
         let a = try Self.client(port: dia, plan: #"[{"user": "001011234567890"}]"#, extra: ["--tls", "--ca", certs.ca])
         #expect(a.first?.cea == 2001)
@@ -319,28 +297,13 @@ struct DiameterRelayTests {
             ConnectPeer = "hss1.example" { ConnectTo = "127.0.0.1"; Port = \(h1); No_TLS; };
             ConnectPeer = "dra.example" { ConnectTo = "127.0.0.1"; Port = \(dia); No_TLS; };
             """.write(to: fdConf, atomically: true, encoding: .utf8)
-        let script = directory.appendingPathComponent("dra.lua")
-        try """
+        let starling = try Self.startDRA(directory, script: """
             function ksr_request_route() KSR.sl.sl_send_reply(404, "Not here") end
             function ksr_diameter_request()
                 if KSR.diameter.relay("fd.example") < 0 then KSR.diameter.answer(3002) end
             end
-            """.write(to: script, atomically: true, encoding: .utf8)
-        let config = directory.appendingPathComponent("starling.toml")
-        try """
-            [diameter]
-            identity = "dra.example"
-            realm = "example"
-            listen = ["tcp:127.0.0.1:\(dia)"]
-            watchdog_interval = 1
-            [[diameter.peers]]
-            identity = "fd.example"
-            [[diameter.peers]]
-            identity = "mme.example"
-            """.write(to: config, atomically: true, encoding: .utf8)
-        let starling = try Starling.start(script: script, port: sip, workers: 1, extra: ["--config", config.path], directory: directory)
+            """, sip: sip, dia: dia, settings: ["watchdog_interval = 1"], tables: [Self.peer("fd.example"), Self.peer("mme.example")])
         defer { starling.stop() }
-        try starling.waitUntilListening(tcpPort: dia)
         let fdProcess = try ServerProcess(name: "freeDiameterd", executable: fd, arguments: ["-c", fdConf.path, "-d"],
                                           logFile: directory.appendingPathComponent("fd.log"))
         defer { fdProcess.stop() }
@@ -396,8 +359,7 @@ struct DiameterRelayTests {
                                     logFile: directory.appendingPathComponent("hss3.out"))
         defer { hss.stop() }
         try hss.waitUntilListening(tcpPort: h3)
-        let script = directory.appendingPathComponent("dra.lua")
-        try """
+        let starling = try Self.startDRA(directory, script: """
             function ksr_request_route() KSR.sl.sl_send_reply(404, "Not here") end
             function ksr_diameter_request()
                 local imsi = KSR.diameter.get_avp("User-Name")
@@ -423,27 +385,10 @@ struct DiameterRelayTests {
                 local a = KSR.pv.get("$diameter_response") or "none"
                 KSR.info("async answer in " .. evname .. ": " .. (a:match('"avpCode":268,[^}]*"int32":(%d+)') or a) .. "\\n")
             end
-            """.write(to: script, atomically: true, encoding: .utf8)
-        let config = directory.appendingPathComponent("starling.toml")
-        try """
-            [diameter]
-            identity = "dra.example"
-            realm = "example"
-            listen = ["tcp:127.0.0.1:\(dia)"]
-            [[diameter.peers]]
-            identity = "hss3.example"
-            connect = "tcp:127.0.0.1:\(h3)"
-            realm = "hss.example"
-            applications = ["s6a"]
-            [[diameter.peers]]
-            identity = "mme.example"
-            applications = ["s6a"]
-            [[diameter.peers]]
-            identity = "fd.example"
-            """.write(to: config, atomically: true, encoding: .utf8)
-        let starling = try Starling.start(script: script, port: sip, workers: 1, extra: ["--config", config.path], directory: directory)
+            """, sip: sip, dia: dia,
+            tables: [Self.peer("hss3.example", connect: "tcp:127.0.0.1:\(h3)", realm: "hss.example", applications: ["s6a"]),
+                     Self.peer("mme.example", applications: ["s6a"]), Self.peer("fd.example")])
         defer { starling.stop() }
-        try starling.waitUntilListening(tcpPort: dia)
         try waitForLog(starling, "peer hss3.example usable")
 
         // 1. A python-diameter MME connects to Starling: ULRs relayed to the python-diameter HSS.

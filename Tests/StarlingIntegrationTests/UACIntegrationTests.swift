@@ -13,17 +13,6 @@ struct UACIntegrationTests {
         -> (SIPpResult, ServerProcess, URL) {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-trunk-\(code)")
         let proxyPort = try Ports.freeUDPPort()
-        let config = directory.appendingPathComponent("starling.toml")
-        try """
-        [core]
-        modules = ["sl", "maxfwd", "tm", "siputils", "uac"]
-
-        [modparam.uac]
-        auth_username_avp = "$avp(auser)"
-        auth_password_avp = "$avp(apass)"
-        auth_realm_avp = "$avp(arealm)"
-
-        """.write(to: config, atomically: true, encoding: .utf8)
         let scenario = directory.appendingPathComponent("uas_auth_\(code).xml")
         try String(contentsOf: PackagePaths.scenario("uas_auth.xml"), encoding: .utf8)
             .replacingOccurrences(of: "MDQOP", with: qop ? "MD5, qop=\"auth\"" : "MD5")
@@ -37,8 +26,16 @@ struct UACIntegrationTests {
         let script = try RoutingServicesTests.example(
             "trunk-auth.lua", replacements: ["TRUNK": "sip:127.0.0.1:\(trunk.port)", "TRUNK_PASSWORD": password],
             directory: directory)
-        let starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
-                                          directory: directory)
+        let starling = try Starling.start(script: script, config: """
+            [core]
+            modules = ["sl", "maxfwd", "tm", "siputils", "uac"]
+
+            [modparam.uac]
+            auth_username_avp = "$avp(auser)"
+            auth_password_avp = "$avp(apass)"
+            auth_realm_avp = "$avp(arealm)"
+
+            """, port: proxyPort, workers: 2, directory: directory)
         let result = try SIPp.runUAC(target: proxyPort, rate: 10, calls: calls, directory: directory,
                                      service: "+15551234", timeout: .seconds(60))
         return (result, starling, directory)
@@ -109,14 +106,8 @@ struct UACIntegrationTests {
           KSR.sl.sl_send_reply(404, "Not Here")
         end
         """.write(to: script, atomically: true, encoding: .utf8)
-        let config = directory.appendingPathComponent("starling.toml")
-        try """
-        [core]
-        modules = ["sl", "tm", "uac"]
-
-        """.write(to: config, atomically: true, encoding: .utf8)
-        let starling = try Starling.start(script: script, port: proxyPort, workers: 2, extra: ["--config", config.path],
-                                          directory: directory)
+        let starling = try Starling.start(script: script, config: "[core]\nmodules = [\"sl\", \"tm\", \"uac\"]\n",
+                                          port: proxyPort, workers: 2, directory: directory)
         defer { starling.stop() }
         let r = try SIPp.runUAC(scenario: PackagePaths.scenario("options.xml"), target: proxyPort, rate: 5, calls: 5,
                                 directory: directory, service: "112", extra: ["-set", "expected", "200"],
@@ -158,17 +149,14 @@ struct UACIntegrationTests {
             .. tostring(KSR.pv.get("$uac_req(evparam)")) .. " " .. KSR.pv.get("$rU"))
         end
         """.write(to: script, atomically: true, encoding: .utf8)
-        let config = directory.appendingPathComponent("starling.toml")
-        try """
-        [core]
-        modules = ["sl", "tm", "uac"]
-        async_io = true
-        [modparam.tm]
-        fr_timer = 2000
+        let starling = try Starling.start(script: script, config: """
+            [core]
+            modules = ["sl", "tm", "uac"]
+            async_io = true
+            [modparam.tm]
+            fr_timer = 2000
 
-        """.write(to: config, atomically: true, encoding: .utf8)
-        let starling = try Starling.start(script: script, port: proxyPort, workers: 1, extra: ["--config", config.path],
-                                          directory: directory)
+            """, port: proxyPort, workers: 1, directory: directory)
         defer { starling.stop() }
 
         func finalLine(_ e: UDPEndpoint) -> String? {
@@ -182,10 +170,7 @@ struct UACIntegrationTests {
         let slow = try UDPEndpoint(), dead = try UDPEndpoint()
         try slow.send(DiameterFromSIPTests.invite("slow", sipPort: proxyPort, from: slow), to: proxyPort)
         try dead.send(DiameterFromSIPTests.invite("dead", sipPort: proxyPort, from: dead), to: proxyPort)
-        let pinger = try UDPEndpoint()
-        for _ in 0..<3 {
-            try pinger.send(SIPProbe.options(requestURI: "sip:127.0.0.1:\(proxyPort)", from: pinger), to: proxyPort)
-            let pong = pinger.receive(timeout: .seconds(10))
+        for pong in try SIPProbe.pings(serverPort: proxyPort, count: 3) {
             #expect(pong?.hasPrefix("SIP/2.0 200 Pong") == true, "OPTIONS while the routes wait: \(pong ?? "nothing")")
         }
         #expect(slow.receive(timeout: .milliseconds(1)) == nil, "answered before the UAS replied")
@@ -257,8 +242,7 @@ struct UACIntegrationTests {
         let aScript = directory.appendingPathComponent("proxy.lua")
         try "function ksr_request_route() KSR.sl.send_reply(404, \"Not Here\") end\n"
             .write(to: aScript, atomically: true, encoding: .utf8)
-        let aConfig = directory.appendingPathComponent("proxy.toml")
-        try """
+        let aConfig = """
             [core]
             modules = ["sl", "tm", "uac"]
 
@@ -270,7 +254,7 @@ struct UACIntegrationTests {
             reg_contact_addr = "127.0.0.1:\(aPort)"
             reg_retry_interval = 1
 
-            """.write(to: aConfig, atomically: true, encoding: .utf8)
+            """
 
         func lookup() throws -> String? { try RegistrarIntegrationTests.lookup("acct42", port: bPort) }
         func waitRegistered(_ b: ServerProcess, timeout: Duration) throws -> Bool {
@@ -282,12 +266,18 @@ struct UACIntegrationTests {
             return false
         }
 
-        var registrar = try ServerProcess(name: "starling registrar", executable: binary,
-                                          arguments: Starling.arguments(script: bScript, port: bPort, workers: 2,
-                                                                        extra: ["--config", bConfig.path]),
-                                          logFile: directory.appendingPathComponent("registrar.log"))
-        try registrar.waitUntilBound(udpPort: bPort)
-        let proxy = try Starling.start(script: aScript, port: aPort, workers: 2, extra: ["--config", aConfig.path],
+        func startRegistrar(log: String) throws -> ServerProcess {
+            let registrar = try ServerProcess(name: "starling registrar", executable: binary,
+                                              arguments: Starling.arguments(script: bScript, port: bPort, workers: 2,
+                                                                            extra: ["--config", bConfig.path]),
+                                              logFile: directory.appendingPathComponent(log))
+            try registrar.waitUntilBound(udpPort: bPort)
+            return registrar
+        }
+
+        var registrar = try startRegistrar(log: "registrar.log")
+        defer { registrar.stop() }
+        let proxy = try Starling.start(script: aScript, config: aConfig, configName: "proxy.toml", port: aPort, workers: 2,
                                        directory: directory)
         defer { proxy.stop() }
         #expect(try waitRegistered(registrar, timeout: .seconds(10)), "not registered; proxy log:\n\(proxy.logTail())\nregistrar log:\n\(registrar.logTail())")
@@ -311,12 +301,7 @@ struct UACIntegrationTests {
               ContinuousClock.now - downSince < .seconds(20) {
             usleep(250_000)
         }
-        registrar = try ServerProcess(name: "starling registrar", executable: binary,
-                                      arguments: Starling.arguments(script: bScript, port: bPort, workers: 2,
-                                                                    extra: ["--config", bConfig.path]),
-                                      logFile: directory.appendingPathComponent("registrar2.log"))
-        defer { registrar.stop() }
-        try registrar.waitUntilBound(udpPort: bPort)
+        registrar = try startRegistrar(log: "registrar2.log")
         #expect(try waitRegistered(registrar, timeout: .seconds(20)), "not registered again; proxy log:\n\(proxy.logTail())")
         #expect(proxy.logTail(200).contains("uacreg: trunk1: REGISTER answered 408"), "\(proxy.logTail(200))")
         #expect(proxy.isRunning)

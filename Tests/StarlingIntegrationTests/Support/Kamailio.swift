@@ -94,6 +94,17 @@ enum Starling {
         return server
     }
 
+    /// `start` with `config` (TOML) written to `<directory>/<configName>` and passed as `--config`
+    /// (before `extra`): the usual "a starling.toml, then the server" of a test.
+    static func start(script: URL, config: String, configName: String = "starling.toml", port: Int, workers: Int = 2,
+                      logLevel: String = "info", extra: [String] = [], directory: URL,
+                      logName: String = "starling.log") throws -> ServerProcess {
+        let file = directory.appendingPathComponent(configName)
+        try config.write(to: file, atomically: true, encoding: .utf8)
+        return try start(script: script, port: port, workers: workers, logLevel: logLevel,
+                         extra: ["--config", file.path] + extra, directory: directory, logName: logName)
+    }
+
     /// "proto:ip:port" or "proto:[v6]:port" as (proto, ip, port); nil for anything else.
     static func listen(_ text: String) -> (proto: String, ip: String, port: Int)? {
         guard let colon = text.firstIndex(of: ":"), let last = text.lastIndex(of: ":"), colon < last,

@@ -112,6 +112,17 @@ enum SIPProbe {
         return reply.components(separatedBy: "\r\n").first
     }
 
+    /// `count` OPTIONS for sip:127.0.0.1:`serverPort` sent one after the other from one endpoint, each
+    /// waiting up to `timeout` for its reply: the replies in order (nil: none came). For "the worker
+    /// still answers while routes wait" checks.
+    static func pings(serverPort: Int, count: Int, timeout: Duration = .seconds(10)) throws -> [String?] {
+        let pinger = try UDPEndpoint()
+        return try (0..<count).map { _ in
+            try pinger.send(options(requestURI: "sip:127.0.0.1:\(serverPort)", from: pinger), to: serverPort)
+            return pinger.receive(timeout: timeout)
+        }
+    }
+
     /// The value of the first header `name` (case-insensitive) in `message`.
     static func header(_ name: String, in message: String) -> String? {
         for line in message.components(separatedBy: "\r\n").dropFirst() {
