@@ -110,6 +110,18 @@ enum TMReply {
             ctx.state = saved
             ws.branchIndex = -1
         }
+        // Kamailio's reply_received: while the transaction is suspended (t_suspend in this or an
+        // earlier onreply route, or on the request), the reply goes no further than its onreply
+        // route; t_continue carries a suspended one on.
+        if cell.locked({ cell.suspended }) { return }
+        forward(store, ctx, cell, i, code, m, dropped: dropped)
+    }
+
+    /// What follows the onreply route (also when `t_continue` resumes a suspended reply): a
+    /// provisional is relayed unless dropped, a 2xx relayed, a negative final recorded (branch
+    /// failure route, then the failure route or the best reply once no branch is pending).
+    static func forward(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ i: Int, _ code: Int, _ m: SIPMessage,
+                        dropped: Bool) {
         var out = TMOutbox()
         switch code {
         case ..<200:
