@@ -249,8 +249,8 @@ struct AsyncRoutingTests {
     /// route suspends the callee's 200 OK with `KSR.async.route("resumed", 1)` (Kamailio's
     /// async_sleep suspends the reply when called from a tm onreply route); the 200's
     /// retransmissions meanwhile see `t_is_retr_async_reply()` = 1 and are dropped; after the sleep
-    /// the callback runs as an onreply route and the 200 goes to the caller: every call completes,
-    /// each INVITE answered ≥ 1 s after it was sent, on both servers.
+    /// the callback runs as an onreply route and the 200 goes to the caller: every call completes on
+    /// both servers, each answer held (on Starling ≥ 1 s; Kamailio's async ring ticks whole seconds).
     @Test func suspendedRepliesBehaveAsOnKamailio() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-reply-suspend")
         let uas = try SIPp.uas(directory: directory)
@@ -289,11 +289,12 @@ struct AsyncRoutingTests {
             guard f.count == 4 else { return -1 }
             return f[0] * 3600 + f[1] * 60 + f[2] + f[3] / 1_000_000
         }
-        func exercise(_ port: Int, _ name: String, log: URL) throws {
+        func exercise(_ port: Int, _ name: String, log: URL, minimumHold: Double) throws {
             let calls = try SIPp.runUAC(target: port, rate: 5, calls: 5, directory: directory, tag: "\(name)-calls",
                                         service: "+15551234", timeout: .seconds(60))
             #expect(calls.successfulCalls == 5, "\(name): \(calls)")
-            #expect(responseTime(calls) >= 0.9, "\(name): the 200 was not held: \(calls.statistics["ResponseTimeinvite(C)"] ?? "?")")
+            #expect(responseTime(calls) >= minimumHold,
+                    "\(name): the 200 was not held: \(calls.statistics["ResponseTimeinvite(C)"] ?? "?")")
             let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
             #expect(text.components(separatedBy: "answer resumed (nil) 200").count - 1 == 5,
                     "\(name) log:\n\(text.suffix(3000))")
@@ -309,7 +310,9 @@ struct AsyncRoutingTests {
         let starling = try Starling.start(script: script, port: starlingPort, workers: 2, extra: ["--config", config.path],
                                           directory: directory)
         defer { starling.stop() }
-        try exercise(starlingPort, "starling", log: directory.appendingPathComponent("starling.log"))
+        // Starling sleeps the full second; Kamailio's async ring has 1 s ticks (async_sleep fires at
+        // the next whole tick: after 0-1 s), so only the count of held answers is compared there.
+        try exercise(starlingPort, "starling", log: directory.appendingPathComponent("starling.log"), minimumHold: 0.9)
         #expect(starling.isRunning)
 
         let kamailioPort = try Ports.freeUDPPort()
@@ -317,7 +320,7 @@ struct AsyncRoutingTests {
                                           modules: ["tm", "sl", "pv", "tmx", "siputils", "async"],
                                           extra: "async_workers=1", directory: directory)
         defer { kamailio.stop() }
-        try exercise(kamailioPort, "kamailio", log: directory.appendingPathComponent("kamailio.log"))
+        try exercise(kamailioPort, "kamailio", log: directory.appendingPathComponent("kamailio.log"), minimumHold: 0)
     }
 
     /// The same t_suspend / async.route / task_route script on Starling and on Kamailio 5.6: calls
