@@ -81,20 +81,20 @@ enum HTTPClientModule {
                                contentType: String?, body: [UInt8]?, dpv: String) -> KemiResult? {
         guard let awaiting = s.awaiting, let ticket = ctx.asyncIO?.beginAwait(ctx) else { return nil }
         let logger = ctx.logger
-        let resume: @Sendable (HTTPConnection?, CurlOutcome, String) -> Void = { used, outcome, name in
-            ticket.complete { ctx in finishConnect(ctx, used, outcome, path: path, dpv: dpv, failover: name) }
+        let resume: @Sendable (HTTPConnection, CurlOutcome) -> Void = { used, outcome in
+            ticket.complete { ctx in finishConnect(ctx, used, outcome, path: path, dpv: dpv) }
         }
         start(awaiting, ctx, request(s, con, path: path, contentType: contentType, body: body)) { outcome, wctx in
             guard let fo = failover(logger, con, outcome) else {
-                resume(con, outcome, con.name)
+                resume(con, outcome)
                 return
             }
             guard let next = s.connections[fo] else {
-                resume(nil, outcome, fo)
+                ticket.complete { ctx in missingFailover(ctx, fo, dpv: dpv) }
                 return
             }
             start(awaiting, wctx, request(s, next, path: path, contentType: contentType, body: body)) { outcome, _ in
-                resume(next, outcome, fo)
+                resume(next, outcome)
             }
         }
         return KemiResult.none
@@ -168,13 +168,11 @@ enum HTTPClientModule {
         }
         let outcome = perform(ctx, s, con, path: path, contentType: contentType, body: body)
         guard let fo = failover(ctx.logger, con, outcome) else {
-            return finishConnect(ctx, con, outcome, path: path, dpv: dpv, failover: name)
+            return finishConnect(ctx, con, outcome, path: path, dpv: dpv)
         }
-        guard let next = s.connections[fo] else {
-            return finishConnect(ctx, nil, outcome, path: path, dpv: dpv, failover: fo)
-        }
+        guard let next = s.connections[fo] else { return missingFailover(ctx, fo, dpv: dpv) }
         return finishConnect(ctx, next, perform(ctx, s, next, path: path, contentType: contentType, body: body),
-                             path: path, dpv: dpv, failover: fo)
+                             path: path, dpv: dpv)
     }
 
     /// The request a named connection makes for `path` (a body makes it a POST).
@@ -214,17 +212,18 @@ enum HTTPClientModule {
         return fo
     }
 
-    /// The result of curl_connect*: `outcome` of connection `used`; nil: the failover connection
-    /// `failover` does not exist (-1, the variable emptied, as Kamailio).
-    static func finishConnect(_ ctx: RouteContext, _ used: HTTPConnection?, _ outcome: CurlOutcome, path: String,
-                              dpv: String, failover name: String) -> KemiResult {
+    /// The result of curl_connect*: `outcome` of the try on connection `used`.
+    static func finishConnect(_ ctx: RouteContext, _ used: HTTPConnection, _ outcome: CurlOutcome, path: String,
+                              dpv: String) -> KemiResult {
         guard let pv = ctx.pvCache.spec(dpv) else { return .int(-1) }
-        guard let used else {
-            ctx.logger.error("http_client.curl_connect: no cURL connection found: \(name)")
-            _ = PVEngine.set(ctx, pv, .string(""))
-            return .int(-1)
-        }
         return finish(ctx, outcome, pv: pv, url: used.url(path), fn: "curl_connect")
+    }
+
+    /// The failover connection `name` does not exist: -1 and the variable emptied, as Kamailio.
+    static func missingFailover(_ ctx: RouteContext, _ name: String, dpv: String) -> KemiResult {
+        ctx.logger.error("http_client.curl_connect: no cURL connection found: \(name)")
+        if let pv = ctx.pvCache.spec(dpv) { _ = PVEngine.set(ctx, pv, .string("")) }
+        return .int(-1)
     }
 
     private static func finish(_ ctx: RouteContext, _ outcome: CurlOutcome, pv: PseudoVariable, url: String, fn: String) -> KemiResult {
