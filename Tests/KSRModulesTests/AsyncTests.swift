@@ -236,6 +236,35 @@ import StarlingTesting
         #expect(Self.replyStatuses(h) == [100, 503])
     }
 
+    /// A CANCEL while the 180 is suspended ends the suspension (Starling; Kamailio keeps it and
+    /// drops the 487): the callee's 487 goes upstream, and a late t_continue finds nothing.
+    @Test func cancelWhileAReplyIsSuspendedLetsThe487Through() throws {
+        let h = try Self.harness(Self.replySuspendScript.replacingOccurrences(of: """
+            function ksr_request_route()
+            """, with: """
+            function ksr_request_route()
+              if KSR.is_CANCEL() then
+                if KSR.tm.t_check_trans() > 0 then KSR.tm.t_relay() end
+                return
+              end
+            """).replacingOccurrences(of: "KSR.tm.t_on_failure(\"failed\")", with: ""))
+        try h.route(Msg.invite)
+        let sent = TMT.sent(h, "INVITE")
+        try #require(sent.count == 1)
+        let from = TMT.address("198.51.100.7", 5070)
+        try h.route(TMT.reply(to: sent[0], 180, "Ringing"), from: from)
+        #expect(TMT.v(h, "s180") == "1")
+        try h.route(Msg.invite.replacingOccurrences(of: "INVITE sip:", with: "CANCEL sip:")
+            .replacingOccurrences(of: "314159 INVITE", with: "314159 CANCEL"))
+        let cancels = TMT.sent(h, "CANCEL")
+        try #require(cancels.count == 1, "the CANCEL was not relayed: \(h.sender.sent.map(\.text))")
+        try h.route(TMT.reply(to: sent[0], 487, "Request Terminated"), from: from)
+        #expect(Self.replyStatuses(h).contains(487), "\(Self.replyStatuses(h))")
+        h.call("resume")
+        #expect(TMT.v(h, "c1") == "-1")
+        #expect(TMT.v(h, "code") == "<none>", "the continuation ran")
+    }
+
     /// `KSR.async.route` in an onreply route suspends the reply too (Kamailio: async_sleep calls
     /// t_suspend on the current message): the callback runs as an onreply route after the delay.
     @Test func asyncRouteInOnreplyDelaysTheReply() throws {

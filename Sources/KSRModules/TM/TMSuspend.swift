@@ -136,7 +136,7 @@ enum TMSuspend {
     /// again. As Kamailio, `drop` in the callback does not stop it, and a canceled transaction is not
     /// continued.
     static func resumeReply(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, callback: String, event: String,
-                            before: ((RouteContext) -> Void)?) -> Int {
+                            eventRoute: Bool, before: ((RouteContext) -> Void)?) -> Int {
         let taken = cell.locked { () -> (branch: Int, state: MessageState, flags: UInt32, bflags: UInt32)? in
             cell.suspended = false
             guard let r = cell.suspendedReply else { return nil }
@@ -163,8 +163,8 @@ enum TMSuspend {
         before?(ctx)
         // As Kamailio's app_lua: an onreply-type callback gets no argument.
         ctx.logger.debug("t_continue: \(event) of a suspended reply in \(callback)")
-        if !callback.isEmpty, let run = ctx.runRoute {
-            run(ctx, callback)
+        if !callback.isEmpty, ctx.runRoute != nil {
+            runContinuation(ctx, callback, event: event, eventRoute: eventRoute)
         } else {
             ctx.logger.warning("t_continue: no continue callback")
         }
@@ -199,6 +199,32 @@ enum TMSuspend {
             return -1
         }
         return cell.locked { cell.suspended } ? 1 : -1
+    }
+
+    /// A CANCEL for a transaction whose reply is suspended: the suspension ends (the reply is
+    /// dropped, as a t_continue of a canceled transaction would do in Kamailio), so that the 487s
+    /// the CANCEL brings go upstream instead of stopping after their onreply route. Kamailio keeps
+    /// the transaction suspended (the caller then waits for its own timer); a later t_continue
+    /// here returns -1 (not suspended) where Kamailio's returns 1 without running the callback.
+    static func cancelSuspendedReply(_ store: TMStore, _ cell: TMCell) {
+        let ended = cell.locked { () -> Bool in
+            guard cell.suspendedReply != nil else { return false }
+            cell.suspendedReply = nil
+            cell.suspended = false
+            return true
+        }
+        if ended { store.suspendedCells.withLock { _ = $0.removeValue(forKey: cell.id) } }
+    }
+
+    /// Runs a continuation callback: without an argument, as Kamailio's app_lua runs failure- and
+    /// onreply-type routes; with the event name when it stands for an event route
+    /// (`ksr_diameter_response("diameter:response")`, Kamailio's event_route[diameter:response]).
+    static func runContinuation(_ ctx: RouteContext, _ callback: String, event: String, eventRoute: Bool) {
+        if eventRoute, let run = ctx.runEvent {
+            run(ctx, callback, event)
+        } else {
+            ctx.runRoute?(ctx, callback)
+        }
     }
 
     /// `$T(id_index)` / `$T(id_label)` of a cell.
@@ -237,7 +263,7 @@ enum TMSuspend {
     /// pass it to failure / onreply-type callbacks.
     @discardableResult
     static func resume(_ store: TMStore, _ ctx: RouteContext, index: Int, label: Int, callback: String,
-                       event: String, before: ((RouteContext) -> Void)? = nil) -> Int {
+                       event: String, eventRoute: Bool = false, before: ((RouteContext) -> Void)? = nil) -> Int {
         guard let cell = lookup(store, index: index, label: label) else {
             ctx.logger.warning("t_continue: active transaction not found [\(index):\(label)]")
             return -1
@@ -248,7 +274,7 @@ enum TMSuspend {
             return -1
         }
         if cell.locked({ cell.suspendedReply != nil }) {
-            return resumeReply(store, ctx, cell, callback: callback, event: event, before: before)
+            return resumeReply(store, ctx, cell, callback: callback, event: event, eventRoute: eventRoute, before: before)
         }
         var out = TMOutbox()
         let state = cell.locked { () -> (go: Bool, state: MessageState?) in
@@ -295,8 +321,8 @@ enum TMSuspend {
         // As Kamailio's app_lua: a continuation runs as a failure route, and those get no argument
         // (only event routes get the event name).
         ctx.logger.debug("t_continue: \(event) [\(index):\(label)] in \(callback)")
-        if !callback.isEmpty, let run = ctx.runRoute {
-            run(ctx, callback)
+        if !callback.isEmpty, ctx.runRoute != nil {
+            runContinuation(ctx, callback, event: event, eventRoute: eventRoute)
         } else {
             ctx.logger.warning("t_continue: no continue callback")
         }
