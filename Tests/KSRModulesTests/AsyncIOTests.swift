@@ -17,11 +17,13 @@ import Synchronization
     let server: TestHTTPServer
     init() throws { server = try TestHTTPServer() }
 
-    func harness(_ script: String, maxPending: Int = 100, timeoutMs: Int = 3000) throws -> ScriptHarness {
-        let params: [String: [String: [String]]] = ["http_client": ["timeout_mode": ["2"], "connection_timeout": ["\(timeoutMs)"]]]
+    func harness(_ script: String, maxPending: Int = 100, timeoutMs: Int = 3000, httpcon: [String] = [],
+                 asyncIO: Bool = true) throws -> ScriptHarness {
+        let params: [String: [String: [String]]] = ["http_client": ["timeout_mode": ["2"], "connection_timeout": ["\(timeoutMs)"],
+                                                                    "httpcon": httpcon]]
         let h = try ScriptHarness(script: tmSaveHelper + "BASE = \"\(server.base)\"\n" + script,
                                   config: ModuleConfiguration(params: params))
-        h.dispatcher.enableAsyncIO(maxPending: maxPending, pending: AsyncPendingRequests())
+        if asyncIO { h.dispatcher.enableAsyncIO(maxPending: maxPending, pending: AsyncPendingRequests()) }
         return h
     }
 
@@ -296,6 +298,48 @@ import Synchronization
 }
 
 extension AsyncIOTests {
+    /// Named connections with `failover` wait without blocking too: the first try's completion starts
+    /// the failover connection's try, the route resumes once with the final result. Every case gives
+    /// exactly what the blocking call gives (the same script without async_io): refused, timed out
+    /// and 5xx first tries answered by the failover connection, a missing failover connection (-1,
+    /// variable emptied), a failover connection that fails too (its own result, no second failover).
+    @Test func connectionsWithFailoverWaitAndGiveTheBlockingResults() throws {
+        let closed = try TestPorts.next()
+        let (base, dead) = ("http://127.0.0.1:\(server.port)", "http://127.0.0.1:\(closed)")
+        let httpcon = [
+            "backup=>\(base)/route", "refused=>\(dead);failover=backup", "slow=>\(base)/slow;timeout=500;failover=backup",
+            "error=>\(base)/error;failover=backup", "dead=>\(dead);failover=nosuch", "refused2=>\(dead);failover=error",
+            "both=>\(dead);failover=refused2", "notfound=>\(base)/notfound;failover=backup",
+        ]
+        let script = """
+            function ksr_request_route()
+              KSR.pv.sets("$var(b)", "unset")
+              local rc = KSR.http_client.curl_connect(KSR.pv.get("$ci"), "", "$var(b)")
+              KSR.sl.sl_send_reply(200, rc .. " " .. string.gsub(KSR.pv.get("$var(b)") or "<null>", "\\n", "|"))
+            end
+            """
+        let cases = ["refused", "slow", "error", "dead", "both", "notfound", "backup"]
+        let blocking = try harness(script, httpcon: httpcon, asyncIO: false)
+        for c in cases { _ = try blocking.route(Self.invite(c)) }
+        let expected = Dictionary(uniqueKeysWithValues: Self.replies(blocking).map { ($0.callID, $0.reason) })
+        #expect(expected["refused"] == "200 sip:alice@10.0.0.1|second line|")
+        #expect(expected["slow"] == "200 sip:alice@10.0.0.1|second line|")
+        #expect(expected["error"] == "200 sip:alice@10.0.0.1|second line|")
+        #expect(expected["dead"] == "-1 ")
+        #expect(expected["both"] == "-7 ")
+        #expect(expected["notfound"] == "404 no such user|")
+
+        let h = try harness(script, httpcon: httpcon)
+        let start = ContinuousClock.now
+        for c in cases { #expect(try h.route(Self.invite(c)) == .waiting, "\(c)") }
+        // All seven wait at once, the slow one's 500 ms timeout then its failover included.
+        #expect(h.dispatcher.waitingRoutes == cases.count)
+        #expect(h.runAsync { Self.replies(h).count == cases.count })
+        let got = Dictionary(uniqueKeysWithValues: Self.replies(h).map { ($0.callID, $0.reason) })
+        #expect(got == expected)
+        #expect(ContinuousClock.now - start < .seconds(4), "the slow connection's 500 ms timeout was not applied")
+    }
+
     /// A reply route waits too; the reply is relayed (or dropped) when it resumes, with a script
     /// error and a budget abort after the wait handled as without async_io (relayed).
     @Test func replyRoutesWaitAndAreRelayedWhenTheyEnd() throws {

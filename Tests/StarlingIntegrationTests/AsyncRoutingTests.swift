@@ -151,6 +151,167 @@ struct AsyncRoutingTests {
             .write(to: directory.appendingPathComponent("measured.txt"), atomically: true, encoding: .utf8)
     }
 
+    /// `[core] async_io` with named http_client connections that have a `failover`: a first
+    /// connection that refuses, and one whose service answers only after 10 s (the connection's 2 s
+    /// timeout passes), each fail over to a backup connection that answers; every call reaches the
+    /// callee. One worker: while three calls wait for the slow connection's timeout and then the
+    /// backup, OPTIONS keep being answered at once (a blocking failover held the worker 2 s a call).
+    @Test func asyncIOConnectionFailoverWaitsWithoutBlocking() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-async-io-failover")
+        let proxyPort = try Ports.freeUDPPort()
+        let closed = try TestPorts.next()
+        let uas = try SIPp.uas(directory: directory)
+        defer { uas.stop() }
+        let nextHop = "sip:127.0.0.1:\(uas.port)"
+        let (slow, slowPort) = try Self.startService(directory, nextHop: nextHop, delayMs: 10_000, log: "slow.log")
+        defer { slow.stop() }
+        let (backup, backupPort) = try Self.startService(directory, nextHop: nextHop, delayMs: 0, log: "backup.log")
+        defer { backup.stop() }
+
+        let script = directory.appendingPathComponent("failover.lua")
+        try """
+        function ksr_request_route()
+          if KSR.is_OPTIONS() and (KSR.pv.get("$rU") or "") == "" then
+            KSR.sl.sl_send_reply(200, "Keepalive")
+            return 1
+          end
+          if KSR.tm.t_check_trans() == 0 then return 1 end
+          if KSR.siputils.has_totag() > 0 then
+            if KSR.is_ACK() then KSR.forward() else KSR.tm.t_relay() end
+            return 1
+          end
+          if KSR.is_ACK() then return 1 end
+          local con = KSR.pv.get("$rU") or ""
+          -- Waits without blocking, the failover try included.
+          local rc = KSR.http_client.curl_connect(con, "/route?user=+15551234", "$var(answer)")
+          if rc ~= 200 then
+            KSR.err("routing service failed for " .. con .. ": " .. rc .. "\\n")
+            KSR.sl.sl_send_reply(503, "Routing Service Unavailable")
+            return 1
+          end
+          KSR.setdsturi(string.match(KSR.pv.get("$var(answer)"), "^[^\\n]*"))
+          KSR.tm.t_relay()
+        end
+        """.write(to: script, atomically: true, encoding: .utf8)
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+        [core]
+        modules = ["sl", "tm", "siputils", "http_client"]
+        async_io = true
+
+        [modparam.http_client]
+        httpcon = ["refused=>http://127.0.0.1:\(closed);failover=backup", "slow=>http://127.0.0.1:\(slowPort);timeout=2;failover=backup", "backup=>http://127.0.0.1:\(backupPort)"]
+
+        """.write(to: config, atomically: true, encoding: .utf8)
+        let starling = try Starling.start(script: script, port: proxyPort, workers: 1, extra: ["--config", config.path],
+                                          directory: directory)
+        defer { starling.stop() }
+
+        let refused = try SIPp.runUAC(target: proxyPort, rate: 5, calls: 5, directory: directory, tag: "refused",
+                                      service: "refused", timeout: .seconds(60))
+        #expect(refused.successfulCalls == 5, "\(refused)\nstarling log:\n\(starling.logTail())")
+
+        // Three calls wait for the slow connection's timeout at once, then for the backup.
+        let slowCalls = try SIPp.startUAC(target: proxyPort, localPort: try Ports.freeUDPPort(), rate: 10, calls: 3,
+                                          directory: directory, tag: "slow", extra: ["-s", "slow"])
+        defer { slowCalls.stop() }
+        usleep(300_000)
+        let pings = try Self.ping(proxyPort, count: 10, intervalMs: 100)
+        let slowResult = slowCalls.wait(timeout: .seconds(60))
+        #expect(slowResult?.successfulCalls == 3, "slow: \(String(describing: slowResult))\nstarling log:\n\(starling.logTail())")
+        #expect(pings.answered == 10, "\(pings.line)")
+        // One worker: a blocking failover would hold each ping behind a 2 s timeout.
+        #expect(pings.maxMs < 1500, "OPTIONS waited behind the calls failing over: \(pings.line)")
+
+        let log = (try? String(contentsOf: directory.appendingPathComponent("starling.log"), encoding: .utf8)) ?? ""
+        #expect(log.contains("connection refused failed, trying failover connection backup"), "\(starling.logTail())")
+        #expect(log.contains("connection slow failed, trying failover connection backup"), "\(starling.logTail())")
+        #expect(!log.contains("routing service failed"), "\(starling.logTail())")
+        let asked = (try? String(contentsOf: directory.appendingPathComponent("backup.log"), encoding: .utf8)) ?? ""
+        // Counted by path: the service's threads print "GET" and the path in two writes, which two
+        // requests at once can interleave ("GETGET /route... /route...").
+        #expect(asked.components(separatedBy: "/route?user=+15551234").count - 1 >= 8, "backup service log:\n\(asked)")
+        #expect(starling.isRunning)
+    }
+
+    /// Suspended replies (issue 18): the same script on Starling and on Kamailio 5.6. The onreply
+    /// route suspends the callee's 200 OK with `KSR.async.route("resumed", 1)` (Kamailio's
+    /// async_sleep suspends the reply when called from a tm onreply route); the 200's
+    /// retransmissions meanwhile see `t_is_retr_async_reply()` = 1 and are dropped; after the sleep
+    /// the callback runs as an onreply route and the 200 goes to the caller: every call completes on
+    /// both servers, each answer held (on Starling ≥ 1 s; Kamailio's async ring ticks whole seconds).
+    @Test func suspendedRepliesBehaveAsOnKamailio() throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("starling-reply-suspend")
+        let uas = try SIPp.uas(directory: directory)
+        defer { uas.stop() }
+        let script = directory.appendingPathComponent("reply-suspend.lua")
+        try """
+        function ksr_request_route()
+          if KSR.tm.t_check_trans() == 0 then return 1 end
+          if KSR.siputils.has_totag() > 0 then
+            if KSR.is_ACK() then KSR.forward() else KSR.tm.t_relay() end
+            return 1
+          end
+          if KSR.is_ACK() then return 1 end
+          KSR.tm.t_on_reply("hold_answer")
+          KSR.setdsturi("sip:127.0.0.1:\(uas.port)")
+          KSR.tm.t_relay()
+        end
+        function hold_answer()
+          if KSR.tm.t_is_retr_async_reply() > 0 then
+            KSR.x.drop()
+            return 1
+          end
+          if KSR.pv.get("$rs") == 200 then
+            KSR.async.route("resumed", 1)
+          end
+        end
+        function resumed(ev)
+          -- KSR.err: the Kamailio harness logs errors only (debug=-1)
+          KSR.err("answer resumed (" .. tostring(ev) .. ") " .. KSR.pv.get("$rs") .. "\\n")
+        end
+        """.write(to: script, atomically: true, encoding: .utf8)
+
+        /// SIPp's cumulated mean INVITE→200 time (ResponseTimeinvite(C), "hh:mm:ss:uuuuuu"), in seconds.
+        func responseTime(_ r: SIPpResult) -> Double {
+            let f = (r.statistics["ResponseTimeinvite(C)"] ?? "").split(separator: ":").compactMap { Double($0) }
+            guard f.count == 4 else { return -1 }
+            return f[0] * 3600 + f[1] * 60 + f[2] + f[3] / 1_000_000
+        }
+        func exercise(_ port: Int, _ name: String, log: URL, minimumHold: Double) throws {
+            let calls = try SIPp.runUAC(target: port, rate: 5, calls: 5, directory: directory, tag: "\(name)-calls",
+                                        service: "+15551234", timeout: .seconds(60))
+            #expect(calls.successfulCalls == 5, "\(name): \(calls)")
+            #expect(responseTime(calls) >= minimumHold,
+                    "\(name): the 200 was not held: \(calls.statistics["ResponseTimeinvite(C)"] ?? "?")")
+            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+            #expect(text.components(separatedBy: "answer resumed (nil) 200").count - 1 == 5,
+                    "\(name) log:\n\(text.suffix(3000))")
+        }
+
+        let starlingPort = try Ports.freeUDPPort()
+        let config = directory.appendingPathComponent("starling.toml")
+        try """
+        [core]
+        modules = ["sl", "tm", "tmx", "siputils", "async"]
+
+        """.write(to: config, atomically: true, encoding: .utf8)
+        let starling = try Starling.start(script: script, port: starlingPort, workers: 2, extra: ["--config", config.path],
+                                          directory: directory)
+        defer { starling.stop() }
+        // Starling sleeps the full second; Kamailio's async ring works in whole-second ticks (measured
+        // 0.46-1.25 s mean), so only the count of held answers is compared there.
+        try exercise(starlingPort, "starling", log: directory.appendingPathComponent("starling.log"), minimumHold: 0.9)
+        #expect(starling.isRunning)
+
+        let kamailioPort = try Ports.freeUDPPort()
+        let kamailio = try Kamailio.start(script: script, port: kamailioPort, children: 2,
+                                          modules: ["tm", "sl", "pv", "tmx", "siputils", "async"],
+                                          extra: "async_workers=1", directory: directory)
+        defer { kamailio.stop() }
+        try exercise(kamailioPort, "kamailio", log: directory.appendingPathComponent("kamailio.log"), minimumHold: 0)
+    }
+
     /// The same t_suspend / async.route / task_route script on Starling and on Kamailio 5.6: calls
     /// continued after a 1 s sleep reach the callee; a request suspended and never continued gets the
     /// failure route's 503 when fr_timer runs out.

@@ -201,7 +201,8 @@ enum ImsDiameterServerModule: KSRModule {
                 ctx.logger.warning("ims_diameter_server: transaction not found \(s.index):\(s.label) (canceled or timed out)")
                 return
             }
-            TMSuspend.resume(store, ctx, index: s.index, label: s.label, callback: responseCallback, event: responseEvent) { _ in
+            TMSuspend.resume(store, ctx, index: s.index, label: s.label, callback: responseCallback, event: responseEvent,
+                             eventRoute: true) { _ in
                 cur.response = answer
             }
         } else {

@@ -61,36 +61,6 @@ enum HTTPAsyncClientModule: KSRModule {
     ]
 
     /// The modparam defaults of a request (`set_query_params`).
-    struct Defaults: Sendable {
-        var timeout: Int
-        var verifyPeer: Bool
-        var verifyHost: Bool
-        var followRedirect: Bool
-        var authMethod: Int
-        var clientCert: String?
-        var clientKey: String?
-        var caPath: String?
-        var tlsVersion: Int
-        var keepalive: Bool
-        var keepaliveIdle: Int
-        var keepaliveInterval: Int
-
-        init(_ c: ModuleConfiguration) {
-            timeout = c[connectionTimeout]
-            verifyPeer = c[tlsVerifyPeer]
-            verifyHost = c[tlsVerifyHost]
-            followRedirect = c[HTTPAsyncClientModule.followRedirect]
-            authMethod = c[HTTPAsyncClientModule.authMethod]
-            clientCert = c[tlsClientCert]
-            clientKey = c[tlsClientKey]
-            caPath = c[tlsCAPath]
-            tlsVersion = c[HTTPAsyncClientModule.tlsVersion]
-            keepalive = c[tcpKeepalive]
-            keepaliveIdle = c[tcpKAIdle]
-            keepaliveInterval = c[tcpKAInterval]
-        }
-    }
-
     /// Per worker: the next request's parameters (`$http_req(...)`), the query id counter, and the
     /// answer the running callback sees.
     final class WorkerState {
@@ -99,47 +69,23 @@ enum HTTPAsyncClientModule: KSRModule {
         /// `$http_req_id`: the id of the last query, or of the query whose callback is running.
         var id = ""
         var reply: HTTPAsyncResult?
-        /// The modparam defaults, read once per worker.
-        var defaults: Defaults?
+        /// The request the modparams describe (no URL), read once per worker.
+        var defaults: HTTPAsyncRequest?
     }
 
-    /// What `$http_req(...)` set for the next query (reset after each query, as Kamailio).
+    /// What `$http_req(...)` set for the next query (reset after each query, as Kamailio): the
+    /// request, starting from the modparams' one, and whether to suspend the transaction.
     struct Params {
-        var method: String?
-        var body: [UInt8]?
-        var headers: [String] = []
-        var timeout: Int
+        var request: HTTPAsyncRequest
         var suspend = true
-        var d: Defaults
-        var authMethod: Int
-        var username: String?
-        var password: String?
-        var clientCert: String?
-        var clientKey: String?
-        var caPath: String?
-        var followRedirect: Bool
-        var keepalive: Bool
-        var keepaliveIdle: Int
-        var keepaliveInterval: Int
 
-        init(_ d: Defaults) {
-            self.d = d
-            timeout = d.timeout
-            authMethod = d.authMethod
-            clientCert = d.clientCert
-            clientKey = d.clientKey
-            caPath = d.caPath
-            followRedirect = d.followRedirect
-            keepalive = d.keepalive
-            keepaliveIdle = d.keepaliveIdle
-            keepaliveInterval = d.keepaliveInterval
-        }
+        init(_ defaults: HTTPAsyncRequest) { request = defaults }
     }
 
     static func workerState(_ ctx: RouteContext) -> WorkerState { ctx.worker.local(WorkerState.self) { WorkerState() } }
 
     static func exports(_ runtime: ModuleRuntime) -> [KemiExport] {
-        let defaults = Defaults(runtime.config)
+        let defaults = HTTPAsyncRequest(modparams: runtime.config)
         let store = runtime.tm
         let rt = runtime
         let stubs = HTTPAsyncStubs.of(runtime)
@@ -153,7 +99,7 @@ enum HTTPAsyncClientModule: KSRModule {
     /// Kamailio's MAX_CBNAME_LEN (64 with the NUL).
     static let maxCallbackName = 63
 
-    static func query(_ ctx: RouteContext, _ store: TMStore, _ engine: HTTPAsyncEngine, _ d: Defaults, url: String,
+    static func query(_ ctx: RouteContext, _ store: TMStore, _ engine: HTTPAsyncEngine, _ d: HTTPAsyncRequest, url: String,
                       callback: String, stubs: HTTPAsyncStubs? = nil) -> Int {
         guard !url.isEmpty else { ctx.logger.error("http_async_client: invalid data parameter"); return -1 }
         guard !callback.isEmpty else { ctx.logger.error("http_async_client: invalid route name parameter"); return -1 }
@@ -177,11 +123,8 @@ enum HTTPAsyncClientModule: KSRModule {
         ws.counter += 1
         let id = "\(getpid())-\(ctx.worker.index)-\(ws.counter)"
         ws.id = id
-        let r = HTTPAsyncRequest(url: url, method: p.method, body: p.body, headers: p.headers, timeout: p.timeout,
-                                 verifyPeer: d.verifyPeer, verifyHost: d.verifyHost, followRedirect: p.followRedirect,
-                                 authMethod: p.authMethod, username: p.username, password: p.password,
-                                 clientCert: p.clientCert, clientKey: p.clientKey, caPath: p.caPath, tlsVersion: d.tlsVersion,
-                                 keepalive: p.keepalive, keepaliveIdle: p.keepaliveIdle, keepaliveInterval: p.keepaliveInterval)
+        var r = p.request
+        r.url = url
         if let stubs, stubs.isActive, let stub = stubs.match(url) {
             // Route tests: the stubbed answer after its delay, on the transaction clock.
             let ids = suspended
@@ -245,7 +188,7 @@ enum HTTPAsyncClientModule: KSRModule {
     /// `$http_req(name) = value`. True when accepted (Kamailio's ah_set_req).
     static func setRequest(_ ctx: RouteContext, _ name: String, _ value: KemiValue) -> Bool {
         let ws = workerState(ctx)
-        let d = ws.defaults ?? Defaults((ctx.moduleState as? ModuleRuntime)?.config ?? ModuleConfiguration())
+        let d = ws.defaults ?? HTTPAsyncRequest(modparams: (ctx.moduleState as? ModuleRuntime)?.config ?? ModuleConfiguration())
         ws.defaults = d
         var p = ws.params ?? Params(d)
         defer { ws.params = p }
@@ -266,56 +209,56 @@ enum HTTPAsyncClientModule: KSRModule {
         case "all":
             if isNull { p = Params(d) }
         case "hdr":
-            if !isNull { guard let s = str() else { return wrongType() }; p.headers.append(s) }
+            if !isNull { guard let s = str() else { return wrongType() }; p.request.headers.append(s) }
         case "method":
-            if isNull { p.method = nil; break }
+            if isNull { p.request.method = nil; break }
             guard let s = str() else { return wrongType() }
             let m = s.uppercased()
             guard ["GET", "POST", "PUT", "DELETE"].contains(m) else {
                 ctx.logger.error("http_async_client: Unsupported method: \(s)")
                 return true
             }
-            p.method = m
+            p.request.method = m
         case "timeout":
-            if isNull { p.timeout = d.timeout; break }
+            if isNull { p.request.timeout = d.timeout; break }
             guard let i = int() else { return wrongType() }
-            p.timeout = i
+            p.request.timeout = i
         case "tls_ca_path":
-            if !isNull { guard let s = str() else { return wrongType() }; p.caPath = s.isEmpty ? nil : s }
+            if !isNull { guard let s = str() else { return wrongType() }; p.request.caPath = s.isEmpty ? nil : s }
         case "tls_client_key":
-            if !isNull { guard let s = str() else { return wrongType() }; p.clientKey = s.isEmpty ? nil : s }
+            if !isNull { guard let s = str() else { return wrongType() }; p.request.clientKey = s.isEmpty ? nil : s }
         case "tls_client_cert":
-            if !isNull { guard let s = str() else { return wrongType() }; p.clientCert = s.isEmpty ? nil : s }
+            if !isNull { guard let s = str() else { return wrongType() }; p.request.clientCert = s.isEmpty ? nil : s }
         case "suspend":
             if isNull { p.suspend = true; break }
             guard let i = int() else { return wrongType() }
             p.suspend = i != 0
         case "body":
-            if !isNull { guard let s = str() else { return wrongType() }; p.body = s.isEmpty ? nil : Array(s.utf8) }
+            if !isNull { guard let s = str() else { return wrongType() }; p.request.body = s.isEmpty ? nil : Array(s.utf8) }
         case "authmethod":
-            if isNull { p.authMethod = d.authMethod; break }
+            if isNull { p.request.authMethod = d.authMethod; break }
             guard let i = int() else { return wrongType() }
-            p.authMethod = i
+            p.request.authMethod = i
         case "username":
-            if !isNull { guard let s = str() else { return wrongType() }; p.username = s.isEmpty ? nil : s }
+            if !isNull { guard let s = str() else { return wrongType() }; p.request.username = s.isEmpty ? nil : s }
         case "password":
-            if !isNull { guard let s = str() else { return wrongType() }; p.password = s.isEmpty ? nil : s }
+            if !isNull { guard let s = str() else { return wrongType() }; p.request.password = s.isEmpty ? nil : s }
         case "keepalive":
-            if isNull { p.keepalive = d.keepalive; break }
+            if isNull { p.request.keepalive = d.keepalive; break }
             guard let i = int() else { return wrongType() }
-            p.keepalive = i != 0
+            p.request.keepalive = i != 0
         case "ka-idle":
-            if isNull { p.keepaliveIdle = d.keepaliveIdle; break }
+            if isNull { p.request.keepaliveIdle = d.keepaliveIdle; break }
             guard let i = int() else { return wrongType() }
-            p.keepaliveIdle = i
+            p.request.keepaliveIdle = i
         case "ka-interval":
-            if isNull { p.keepaliveInterval = d.keepaliveInterval; break }
+            if isNull { p.request.keepaliveInterval = d.keepaliveInterval; break }
             guard let i = int() else { return wrongType() }
-            p.keepaliveInterval = i
+            p.request.keepaliveInterval = i
         case "follow_redirect":
-            if isNull { p.followRedirect = d.followRedirect; break }
+            if isNull { p.request.followRedirect = d.followRedirect; break }
             guard let i = int() else { return wrongType() }
-            p.followRedirect = i != 0
+            p.request.followRedirect = i != 0
         default:
             return false
         }
@@ -394,5 +337,17 @@ public final class HTTPAsyncStubs: Sendable {
         r.parse(Array(text.utf8))
         r.times["total"] = s.delayMs * 1000
         return r
+    }
+}
+
+extension HTTPAsyncRequest {
+    /// The request the modparams describe (`connection_timeout`, `tls_*`, `authmethod`,
+    /// `curl_follow_redirect`, `tcp_*`): what each query starts from before `$http_req(...)`.
+    init(modparams c: ModuleConfiguration) {
+        typealias M = HTTPAsyncClientModule
+        self.init(url: "", timeout: c[M.connectionTimeout], verifyPeer: c[M.tlsVerifyPeer], verifyHost: c[M.tlsVerifyHost],
+                  followRedirect: c[M.followRedirect], authMethod: c[M.authMethod], clientCert: c[M.tlsClientCert],
+                  clientKey: c[M.tlsClientKey], caPath: c[M.tlsCAPath], tlsVersion: c[M.tlsVersion],
+                  keepalive: c[M.tcpKeepalive], keepaliveIdle: c[M.tcpKAIdle], keepaliveInterval: c[M.tcpKAInterval])
     }
 }

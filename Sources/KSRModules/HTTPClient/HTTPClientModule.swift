@@ -64,29 +64,65 @@ enum HTTPClientModule {
     static func suspendRoute(_ ctx: RouteContext, _ s: HTTPClientSettings, _ r: CurlRequest, dpv: String, url: String,
                              fn: String) -> KemiResult? {
         guard let awaiting = s.awaiting, let ticket = ctx.asyncIO?.beginAwait(ctx) else { return nil }
-        let deliver: @Sendable (CurlOutcome) -> Void = { outcome in
+        start(awaiting, ctx, r) { outcome, _ in
             ticket.complete { ctx in
                 guard let pv = ctx.pvCache.spec(dpv) else { return .int(-1) }
                 return finish(ctx, outcome, pv: pv, url: url, fn: fn)
             }
         }
-        if awaiting.stubs.isActive, let stub = awaiting.stubs.match(url) {
+        return KemiResult.none
+    }
+
+    /// async_io, a named connection: as `suspendRoute`, and when the connection has a failover and
+    /// the first try fails (transport error or 5xx), its completion starts the failover
+    /// connection's try (on the HTTP thread: the route is not resumed in between); the route resumes
+    /// once, with the final result, as the blocking `connect` returns it (same log lines).
+    static func suspendConnect(_ ctx: RouteContext, _ s: HTTPClientSettings, _ con: HTTPConnection, path: String,
+                               contentType: String?, body: [UInt8]?, dpv: String) -> KemiResult? {
+        guard let awaiting = s.awaiting, let ticket = ctx.asyncIO?.beginAwait(ctx) else { return nil }
+        let logger = ctx.logger
+        let resume: @Sendable (HTTPConnection, CurlOutcome) -> Void = { used, outcome in
+            ticket.complete { ctx in finishConnect(ctx, used, outcome, path: path, dpv: dpv) }
+        }
+        start(awaiting, ctx, request(s, con, path: path, contentType: contentType, body: body)) { outcome, wctx in
+            guard let fo = failover(logger, con, outcome) else {
+                resume(con, outcome)
+                return
+            }
+            guard let next = s.connections[fo] else {
+                ticket.complete { ctx in missingFailover(ctx, fo, dpv: dpv) }
+                return
+            }
+            start(awaiting, wctx, request(s, next, path: path, contentType: contentType, body: body)) { outcome, _ in
+                resume(next, outcome)
+            }
+        }
+        return KemiResult.none
+    }
+
+    /// Starts `r` on the async_io HTTP thread (or answers it from a route-test stub); `done` gets the
+    /// outcome on that thread, or on the worker with its context (stubs: after their delay on the
+    /// router's clock when `ctx` is given and tm runs, at once otherwise).
+    static func start(_ awaiting: Awaiting, _ ctx: RouteContext?, _ r: CurlRequest,
+                      _ done: @escaping @Sendable (CurlOutcome, RouteContext?) -> Void) {
+        if awaiting.stubs.isActive, let stub = awaiting.stubs.match(r.url) {
             // Route tests: the stubbed answer after its delay on the router's clock (status 0: the
             // request times out then).
             let outcome: CurlOutcome = stub.status > 0
                 ? .status(stub.status, body: CurlHandle.stored(Array(stub.body.utf8), r))
                 : .failure(code: Int(CURLE_OPERATION_TIMEDOUT.rawValue), message: "Timeout was reached")
-            if ctx.transactions != nil {
-                AsyncTimers.of(ctx).add(at: awaiting.clock.now.advanced(by: .milliseconds(stub.delayMs))) { _ in deliver(outcome) }
+            if let ctx, ctx.transactions != nil {
+                AsyncTimers.of(ctx).add(at: awaiting.clock.now.advanced(by: .milliseconds(stub.delayMs))) { ctx in
+                    done(outcome, ctx)
+                }
             } else {
-                deliver(outcome)
+                done(outcome, ctx)
             }
-            return KemiResult.none
+            return
         }
-        if !awaiting.engine.submit(plain: r, done: deliver) {
-            deliver(.failure(code: Int(CURLE_FAILED_INIT.rawValue), message: "the HTTP thread is not running"))
+        if !awaiting.engine.submit(plain: r, done: { done($0, nil) }) {
+            done(.failure(code: Int(CURLE_FAILED_INIT.rawValue), message: "the HTTP thread is not running"), ctx)
         }
-        return KemiResult.none
     }
 
     /// Per-worker curl handles: one for the ad-hoc queries, one per named connection.
@@ -117,8 +153,8 @@ enum HTTPClientModule {
     }
 
     static func connect(_ ctx: RouteContext, _ s: HTTPClientSettings, con name: String, path: String, contentType: String?,
-                        body: [UInt8]?, dpv: String, failoverDepth: Int = 0) -> KemiResult {
-        guard let pv = ctx.pvCache.spec(dpv) else {
+                        body: [UInt8]?, dpv: String) -> KemiResult {
+        guard ctx.pvCache.spec(dpv) != nil else {
             ctx.logger.error("http_client.curl_connect: failed to get pv spec for: \(dpv)")
             return .int(-1)
         }
@@ -126,35 +162,68 @@ enum HTTPClientModule {
             ctx.logger.error("http_client.curl_connect: no cURL connection found: \(name)")
             return .int(-1)
         }
-        let url = con.url(path)
+        // async_io: the route waits without blocking, also for the failover try.
+        if let waiting = suspendConnect(ctx, s, con, path: path, contentType: contentType, body: body, dpv: dpv) {
+            return waiting
+        }
+        let outcome = perform(ctx, s, con, path: path, contentType: contentType, body: body)
+        guard let fo = failover(ctx.logger, con, outcome) else {
+            return finishConnect(ctx, con, outcome, path: path, dpv: dpv)
+        }
+        guard let next = s.connections[fo] else { return missingFailover(ctx, fo, dpv: dpv) }
+        return finishConnect(ctx, next, perform(ctx, s, next, path: path, contentType: contentType, body: body),
+                             path: path, dpv: dpv)
+    }
+
+    /// The request a named connection makes for `path` (a body makes it a POST).
+    static func request(_ s: HTTPClientSettings, _ con: HTTPConnection, path: String, contentType: String?,
+                        body: [UInt8]?) -> CurlRequest {
         let hasBody = !(body ?? []).isEmpty
-        let r = CurlRequest(url: url, method: nil, body: body, contentType: hasBody ? (contentType.flatMap { $0.isEmpty ? nil : $0 } ?? "text/plain") : nil,
-                            headers: nil, username: con.username, password: con.password, authMethod: con.authMethod,
-                            timeout: con.timeout, timeoutMode: s.timeoutMode, verifyPeer: con.verifyPeer,
-                            verifyHost: con.verifyHost, followRedirects: con.followRedirects, userAgent: con.userAgent,
-                            caCert: s.caCert, proxy: con.proxy, proxyPort: con.proxyPort, firstLineOnly: false,
-                            maxDataSize: con.maxDataSize)
-        // async_io: a connection without failover waits without blocking (with one, the second try
-        // depends on the first answer: blocking as before).
-        if con.failover == nil, let waiting = suspendRoute(ctx, s, r, dpv: dpv, url: url, fn: "curl_connect") { return waiting }
+        return CurlRequest(url: con.url(path), method: nil, body: body,
+                           contentType: hasBody ? (contentType.flatMap { $0.isEmpty ? nil : $0 } ?? "text/plain") : nil,
+                           headers: nil, username: con.username, password: con.password, authMethod: con.authMethod,
+                           timeout: con.timeout, timeoutMode: s.timeoutMode, verifyPeer: con.verifyPeer,
+                           verifyHost: con.verifyHost, followRedirects: con.followRedirects, userAgent: con.userAgent,
+                           caCert: s.caCert, proxy: con.proxy, proxyPort: con.proxyPort, firstLineOnly: false,
+                           maxDataSize: con.maxDataSize)
+    }
+
+    /// One blocking try on a named connection, with the worker's handle for it.
+    static func perform(_ ctx: RouteContext, _ s: HTTPClientSettings, _ con: HTTPConnection, path: String,
+                        contentType: String?, body: [UInt8]?) -> CurlOutcome {
         let handles = ctx.worker.local(Handles.self) { Handles() }
         let handle: CurlHandle
-        if let h = handles.named[name] { handle = h } else { handle = CurlHandle(); handles.named[name] = handle }
-        let outcome = handle.perform(r)
+        if let h = handles.named[con.name] { handle = h } else { handle = CurlHandle(); handles.named[con.name] = handle }
+        let outcome = handle.perform(request(s, con, path: path, contentType: contentType, body: body))
         if !con.keepConnections { handle.reset() }
-        // Kamailio's failover: a transport error or a 5xx moves to the failover connection, once.
-        if let fo = con.failover, failoverDepth == 0 {
-            var failed = false
-            switch outcome {
-            case .failure: failed = true
-            case .status(let st, _): failed = st >= 500
-            }
-            if failed {
-                ctx.logger.error("http_client: connection \(name) failed, trying failover connection \(fo)")
-                return connect(ctx, s, con: fo, path: path, contentType: contentType, body: body, dpv: dpv, failoverDepth: 1)
-            }
+        return outcome
+    }
+
+    /// Kamailio's failover (curl_con_query_url_f): a transport error or a 5xx on a connection with
+    /// `failover` moves to that connection, once (its own failure is the result). The connection to
+    /// try next, logged; nil: `outcome` is the result.
+    static func failover(_ logger: Logger, _ con: HTTPConnection, _ outcome: CurlOutcome) -> String? {
+        guard let fo = con.failover else { return nil }
+        switch outcome {
+        case .failure: break
+        case .status(let st, _): if st < 500 { return nil }
         }
-        return finish(ctx, outcome, pv: pv, url: url, fn: "curl_connect")
+        logger.error("http_client: connection \(con.name) failed, trying failover connection \(fo)")
+        return fo
+    }
+
+    /// The result of curl_connect*: `outcome` of the try on connection `used`.
+    static func finishConnect(_ ctx: RouteContext, _ used: HTTPConnection, _ outcome: CurlOutcome, path: String,
+                              dpv: String) -> KemiResult {
+        guard let pv = ctx.pvCache.spec(dpv) else { return .int(-1) }
+        return finish(ctx, outcome, pv: pv, url: used.url(path), fn: "curl_connect")
+    }
+
+    /// The failover connection `name` does not exist: -1 and the variable emptied, as Kamailio.
+    static func missingFailover(_ ctx: RouteContext, _ name: String, dpv: String) -> KemiResult {
+        ctx.logger.error("http_client.curl_connect: no cURL connection found: \(name)")
+        if let pv = ctx.pvCache.spec(dpv) { _ = PVEngine.set(ctx, pv, .string("")) }
+        return .int(-1)
     }
 
     private static func finish(_ ctx: RouteContext, _ outcome: CurlOutcome, pv: PseudoVariable, url: String, fn: String) -> KemiResult {

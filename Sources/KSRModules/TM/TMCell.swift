@@ -232,6 +232,9 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
     /// its blind branch (-1: none).
     var suspended = false
     var blindBranch = -1
+    /// `t_suspend` in an onreply route: the reply whose processing waits for `t_continue` (its
+    /// branch, and the reply route's state: the reply, where it came from), nil otherwise.
+    var suspendedReply: (branch: Int, state: UncheckedRef<MessageState>)?
 
     /// Frees what a finished transaction no longer needs (cell locked): once the final response went
     /// upstream and no route uses the cell, a branch that has its final reply keeps only what the

@@ -140,6 +140,7 @@ enum TMCore {
         }
         cell.freed = true
         if cell.suspended { store.suspendedCells.withLock { _ = $0.removeValue(forKey: cell.id) } }
+        cell.suspendedReply = nil
         if cell.watchFree && !store.hooks.freed.isEmpty {
             // Outside the lock, on a worker (the callbacks may run Lua).
             let (hooks, id) = (store.hooks.freed, cell.id)

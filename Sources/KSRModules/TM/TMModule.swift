@@ -245,8 +245,9 @@ enum TMModule {
                 return relay(ctx, uri: uri)
             },
             KemiExport("tm", "t_clean", [], returns: .int) { _, _ in .int(1) },
-            KemiExport("tm", "t_is_retr_async_reply", [], returns: .int,
-                       compat: "replies are never suspended (t_suspend works on requests): always -1") { _, _ in .int(-1) },
+            KemiExport("tm", "t_is_retr_async_reply", [], returns: .int) { ctx, _ in
+                .int(TMSuspend.isRetrAsyncReply(store, ctx))
+            },
             KemiExport("tm", "t_set_max_lifetime", [.int, .int], returns: .int,
                        compat: "accepted; the lifetime follows the timers") { _, _ in .int(1) },
             KemiExport("tm", "t_reset_max_lifetime", [], returns: .int) { _, _ in .int(1) },

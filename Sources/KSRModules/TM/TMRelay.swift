@@ -162,7 +162,10 @@ enum TMRelay {
         out.flush(ctx)
         // A suspended INVITE: its blind branch ends with a faked 487 now (Kamailio's cancel_b_method
         // fake reply), so the caller gets 487 without waiting for the continuation or fr_timer.
-        if inv.locked({ inv.suspended }) { TMSuspend.cancelBlind(store, ctx, inv) }
+        if inv.locked({ inv.suspended }) {
+            TMSuspend.cancelBlind(store, ctx, inv)
+            TMSuspend.cancelSuspendedReply(store, inv)
+        }
         return 1
     }
 

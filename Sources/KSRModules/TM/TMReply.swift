@@ -71,9 +71,10 @@ enum TMReply {
     /// A reply from branch `i` reached the TU: onreply route, then relay / response context.
     static func branchReply(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ i: Int, _ code: Int, _ m: SIPMessage) {
         let ws = store.workerState(ctx)
-        let (onReply, replicated, isLocal, restore) = cell.locked {
+        let (onReply, replicated, isLocal, restore, suspendedBefore) = cell.locked {
             (cell.onReply, cell.branches[i].replicated, cell.isLocal,
-             cell.avps[UACReplace.replyFromAVP] != nil || cell.avps[UACReplace.replyToAVP] != nil ? cell.avps : nil)
+             cell.avps[UACReplace.replyFromAVP] != nil || cell.avps[UACReplace.replyToAVP] != nil ? cell.avps : nil,
+             cell.suspended)
         }
         if replicated || isLocal {
             absorbed(store, ctx, cell, i, code, m)
@@ -82,7 +83,9 @@ enum TMReply {
         // uac_replace_from/to: the reply goes upstream with the From/To URI the request had before.
         if let restore { UACReplace.restoreReply(m, avps: restore) }
         var dropped = false
+        var ranOnReply = false
         if !onReply.isEmpty, let run = ctx.runRoute {
+            ranOnReply = true
             let saved = ctx.state
             // As Kamailio's reply_received: the transaction's message flags and AVPs, the branch's
             // flags; what the route leaves in them goes back to the transaction and the branch.
@@ -110,6 +113,19 @@ enum TMReply {
             ctx.state = saved
             ws.branchIndex = -1
         }
+        // Kamailio's reply_received: while the transaction is suspended (t_suspend in this or an
+        // earlier onreply route, or on the request), the reply goes no further than its onreply
+        // route; t_continue carries a suspended one on.
+        // (Only the onreply route can suspend a reply: no extra lock for replies without one.)
+        if suspendedBefore || (ranOnReply && cell.locked({ cell.suspended })) { return }
+        forward(store, ctx, cell, i, code, m, dropped: dropped)
+    }
+
+    /// What follows the onreply route (also when `t_continue` resumes a suspended reply): a
+    /// provisional is relayed unless dropped, a 2xx relayed, a negative final recorded (branch
+    /// failure route, then the failure route or the best reply once no branch is pending).
+    static func forward(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ i: Int, _ code: Int, _ m: SIPMessage,
+                        dropped: Bool) {
         var out = TMOutbox()
         switch code {
         case ..<200:

@@ -27,8 +27,9 @@ enum TMSuspend {
     /// 1 suspended, -1 error (Kamailio's ki_t_suspend maps tm's codes this way: a canceled
     /// transaction counts as suspended, a final reply already sent as an error).
     static func suspend(_ store: TMStore, _ ctx: RouteContext) -> (code: Int, cell: TMCell?) {
+        if ctx.routeType == .onreply, let m = ctx.message, !m.isRequest { return suspendReply(store, ctx) }
         guard let m = ctx.message, m.isRequest, ctx.routeType == .request || ctx.routeType == .failure else {
-            ctx.logger.error("t_suspend: only requests in request and failure routes can be suspended")
+            ctx.logger.error("t_suspend: only requests in request and failure routes and replies in onreply routes can be suspended")
             return (-1, nil)
         }
         if TMRelay.current(ctx) == nil {
@@ -85,6 +86,147 @@ enum TMSuspend {
         return (1, cell)
     }
 
+    /// `t_suspend` in a tm onreply route (Kamailio's t_suspend on a reply): the reply's processing
+    /// stops after the route (it is not relayed, nor recorded as the branch's answer) until
+    /// `t_continue` runs the callback as an onreply route on it and carries it on. Replies of the
+    /// transaction that arrive meanwhile go no further than their onreply route
+    /// (`t_is_retr_async_reply()` is 1 there). 1 suspended (or the transaction is canceled: not
+    /// suspended, as Kamailio), -1 error (a final reply was sent already, or the request is suspended).
+    static func suspendReply(_ store: TMStore, _ ctx: RouteContext) -> (code: Int, cell: TMCell?) {
+        guard let cell = TMRelay.current(ctx) else {
+            ctx.logger.error("t_suspend: transaction has not been created yet")
+            return (-1, nil)
+        }
+        let branch = store.workerState(ctx).branchIndex
+        var kept = ctx.state
+        kept.transaction = nil  // the cell keeps the state: no cycle
+        let state = UncheckedRef(value: kept)
+        let r = cell.locked { () -> Int in
+            if cell.canceled { return 1 }
+            if cell.finalSent { return -3 }
+            if cell.suspended && cell.suspendedReply == nil { return -2 }
+            guard branch >= 0, branch < cell.branches.count else { return -4 }
+            // Suspending twice in one route keeps the first (the same reply).
+            if cell.suspendedReply == nil { cell.suspendedReply = (branch, state) }
+            cell.suspended = true
+            return 0
+        }
+        switch r {
+        case 1:
+            ctx.logger.debug("t_suspend: the transaction is canceled already")
+            return (1, cell)
+        case -3:
+            ctx.logger.error("t_suspend: the transaction sent a final reply already")
+            return (-1, cell)
+        case -2:
+            ctx.logger.error("t_suspend: the transaction's request is suspended")
+            return (-1, cell)
+        case -4:
+            ctx.logger.error("t_suspend: failed find UAC branch")
+            return (-1, cell)
+        default:
+            store.suspendedCells.withLock { $0[cell.id] = cell }
+            return (1, cell)
+        }
+    }
+
+    /// `t_continue` of a suspended reply: the callback runs as an onreply route on the reply (the
+    /// transaction's flags and AVPs, the branch's flags), then the reply is carried on as after its
+    /// onreply route (relayed, or recorded as the branch's answer), unless the callback suspended it
+    /// again. As Kamailio, `drop` in the callback does not stop it, and a canceled transaction is not
+    /// continued.
+    static func resumeReply(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, callback: String, event: String,
+                            eventRoute: Bool, before: ((RouteContext) -> Void)?) -> Int {
+        let taken = cell.locked { () -> (branch: Int, state: MessageState, flags: UInt32, bflags: UInt32)? in
+            cell.suspended = false
+            guard let r = cell.suspendedReply else { return nil }
+            cell.suspendedReply = nil
+            if cell.canceled || cell.freed || r.branch >= cell.branches.count { return nil }
+            var st = r.state.value
+            st.routeType = .onreply
+            st.transaction = cell
+            st.avps = cell.avps
+            st.xavps = cell.xavps
+            st.dropRequested = false
+            return (r.branch, st, cell.messageFlags, cell.branches[r.branch].flags)
+        }
+        guard let taken, let m = taken.state.message else { return 1 }
+        let i = taken.branch
+        let ws = store.workerState(ctx)
+        let saved = ctx.state
+        let (savedBranch, savedCode) = (ws.branchIndex, ws.replyCode)
+        ctx.state = taken.state
+        ctx.messageFlags = taken.flags
+        ctx.branchFlags = taken.bflags
+        ws.branchIndex = i
+        ws.replyCode = m.statusCode
+        before?(ctx)
+        // As Kamailio's app_lua: an onreply-type callback gets no argument.
+        ctx.logger.debug("t_continue: \(event) of a suspended reply in \(callback)")
+        if !callback.isEmpty, ctx.runRoute != nil {
+            runContinuation(ctx, callback, event: event, eventRoute: eventRoute)
+        } else {
+            ctx.logger.warning("t_continue: no continue callback")
+        }
+        let (avps, xavps, flags, bflags) = (ctx.avps, ctx.xavps, ctx.messageFlags, ctx.branchFlags)
+        ctx.state = saved
+        (ws.branchIndex, ws.replyCode) = (savedBranch, savedCode)
+        let again = cell.locked { () -> Bool in
+            cell.avps = avps
+            cell.xavps = xavps
+            cell.messageFlags = flags
+            if i < cell.branches.count { cell.branches[i].flags = bflags }
+            return cell.suspended
+        }
+        // Suspended again in the callback: it waits for the next t_continue.
+        if !again { TMReply.forward(store, ctx, cell, i, m.statusCode, m, dropped: false) }
+        return 1
+    }
+
+    /// `t_is_retr_async_reply()`: 1 when the transaction of the message (a reply, or a request) is
+    /// suspended, -1 when not or when the message has none.
+    static func isRetrAsyncReply(_ store: TMStore, _ ctx: RouteContext) -> Int {
+        var cell = TMRelay.current(ctx)
+        if cell == nil, let m = ctx.message {
+            if m.isRequest {
+                cell = TMRelay.lookup(store, m)
+            } else if let key = TransactionKey.client(for: m), case .client(let c, _)? = store.table.lookup(key) {
+                cell = c
+            }
+        }
+        guard let cell else {
+            ctx.logger.error("t_is_retr_async_reply: cannot check a message for which no T-state has been established")
+            return -1
+        }
+        return cell.locked { cell.suspended } ? 1 : -1
+    }
+
+    /// A CANCEL for a transaction whose reply is suspended: the suspension ends (the reply is
+    /// dropped, as a t_continue of a canceled transaction would do in Kamailio), so that the 487s
+    /// the CANCEL brings go upstream instead of stopping after their onreply route. Kamailio keeps
+    /// the transaction suspended (the caller then waits for its own timer); a later t_continue
+    /// here returns -1 (not suspended) where Kamailio's returns 1 without running the callback.
+    static func cancelSuspendedReply(_ store: TMStore, _ cell: TMCell) {
+        let ended = cell.locked { () -> Bool in
+            guard cell.suspendedReply != nil else { return false }
+            cell.suspendedReply = nil
+            cell.suspended = false
+            return true
+        }
+        if ended { store.suspendedCells.withLock { _ = $0.removeValue(forKey: cell.id) } }
+    }
+
+    /// Runs a continuation callback: without an argument, as Kamailio's app_lua runs failure- and
+    /// onreply-type routes; with the event name when it stands for an event route
+    /// (`ksr_diameter_response("diameter:response")`, Kamailio's event_route[diameter:response]).
+    static func runContinuation(_ ctx: RouteContext, _ callback: String, event: String, eventRoute: Bool) {
+        if eventRoute, let run = ctx.runEvent {
+            run(ctx, callback, event)
+        } else {
+            ctx.runRoute?(ctx, callback)
+        }
+    }
+
     /// `$T(id_index)` / `$T(id_label)` of a cell.
     static func ids(_ store: TMStore, _ cell: TMCell) -> (index: Int, label: Int) {
         (store.table.shardIndex(of: cell.serverKey), Int(truncatingIfNeeded: cell.id))
@@ -116,11 +258,12 @@ enum TMSuspend {
     }
 
     /// `t_continue(index, label, cbname)`: 1 continued (or nothing left to continue: canceled, timed
-    /// out), -1 not found or not suspended. `event` is the callback's argument ("tmx:continue",
-    /// "async:timer-exec", "http_async_client:callback").
+    /// out), -1 not found or not suspended. `event` is Kamailio's event name ("tmx:continue",
+    /// "async:timer-exec", "http_async_client:callback"), logged only: Kamailio's app_lua does not
+    /// pass it to failure / onreply-type callbacks.
     @discardableResult
     static func resume(_ store: TMStore, _ ctx: RouteContext, index: Int, label: Int, callback: String,
-                       event: String, before: ((RouteContext) -> Void)? = nil) -> Int {
+                       event: String, eventRoute: Bool = false, before: ((RouteContext) -> Void)? = nil) -> Int {
         guard let cell = lookup(store, index: index, label: label) else {
             ctx.logger.warning("t_continue: active transaction not found [\(index):\(label)]")
             return -1
@@ -129,6 +272,9 @@ enum TMSuspend {
         guard store.suspendedCells.withLock({ $0.removeValue(forKey: cell.id) }) != nil else {
             ctx.logger.warning("t_continue: transaction is not suspended [\(index):\(label)]")
             return -1
+        }
+        if cell.locked({ cell.suspendedReply != nil }) {
+            return resumeReply(store, ctx, cell, callback: callback, event: event, eventRoute: eventRoute, before: before)
         }
         var out = TMOutbox()
         let state = cell.locked { () -> (go: Bool, state: MessageState?) in
@@ -172,8 +318,11 @@ enum TMSuspend {
         ws.branchIndex = -1
         cell.locked { cell.branchesAddedInFailure = false }
         before?(ctx)
-        if !callback.isEmpty, let run = ctx.runEvent {
-            run(ctx, callback, event)
+        // As Kamailio's app_lua: a continuation runs as a failure route, and those get no argument
+        // (only event routes get the event name).
+        ctx.logger.debug("t_continue: \(event) [\(index):\(label)] in \(callback)")
+        if !callback.isEmpty, ctx.runRoute != nil {
+            runContinuation(ctx, callback, event: event, eventRoute: eventRoute)
         } else {
             ctx.logger.warning("t_continue: no continue callback")
         }
@@ -209,6 +358,8 @@ enum TMSuspend {
         var out = TMOutbox()
         cell.locked {
             cell.suspended = false
+            // A suspended reply: carried on after its onreply route, as if never suspended.
+            if cell.suspendedReply != nil { cell.suspendedReply = nil; return }
             let b = cell.blindBranch
             guard b >= 0, b < cell.branches.count, cell.branches[b].isPending else { return }
             cell.branches[b].finalStatus = 500
