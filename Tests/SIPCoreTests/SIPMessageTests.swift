@@ -14,6 +14,38 @@ import Testing
         #expect(m.state.pointee.headersComplete)
     }
 
+    /// Lookups after indexing answer from the set of kinds seen (one bit per kind): absent kinds,
+    /// present ones, repeated ones, in order, and lookups that still have to scan.
+    @Test func kindsSeenMatchTheIndex() throws {
+        #expect(SIPHeaderKind.allCases.count <= 64)
+        let text = "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP p;branch=z9hG4bK2\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+            + "Route: <sip:r1>\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n"
+            + "X-Custom: 1\r\nRoute: <sip:r2>\r\nContent-Length: 0\r\n\r\n"
+        let lazy = try SIPMessage.parse(text)
+        // Before everything is indexed, a lookup scans as far as it needs.
+        #expect(lazy.firstHeader(.route).map { lazy.string($0.value) } == "<sip:r1>")
+        #expect(!lazy.state.pointee.headersComplete)
+        #expect(lazy.firstHeader(.recordRoute) == nil)
+        #expect(lazy.state.pointee.headersComplete)
+        #expect(lazy.firstHeader(.contentLength).map { lazy.string($0.value) } == "0")
+        let m = try SIPMessage.parse(text)
+        try m.check()
+        for kind in SIPHeaderKind.allCases {
+            let expected = m.headerFields.filter { $0.kind == kind }
+            #expect(m.firstHeader(kind) == expected.first, "\(kind)")
+            #expect(m.headerCount(kind) == expected.count, "\(kind)")
+            var seen: [SIPHeaderField] = []
+            m.forEachHeader(kind) { seen.append($0) }
+            #expect(seen == expected, "\(kind)")
+        }
+        #expect(m.headerCount(.via) == 2 && m.headerCount(.route) == 2 && m.headerCount(.other) == 1)
+        #expect(m.headerCount(.recordRoute) == 0 && m.firstHeader(.contact) == nil)
+        // A message without Content-Length is still framed (and serialized with one).
+        let noCL = try SIPMessage.parse("OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n")
+        try noCL.check()
+        #expect(String(decoding: noCL.serialized(), as: UTF8.self).hasSuffix("Content-Length: 0\r\n\r\n"))
+    }
+
     @Test func wellKnownHeaders() throws {
         let m = try SIPMessage.parse(Samples.invite)
         try m.validate()
