@@ -14,6 +14,25 @@ import Testing
         #expect(m.state.pointee.headersComplete)
     }
 
+    /// `ValueList.secondStart` (relaying a response removes its top Via value up to there) agrees with
+    /// the elements `ValueList.forEach` gives, fast path (plain first element) or not.
+    @Test func secondListElementStart() {
+        let values = ["a", "a,b", "a, b", "a ,  b, c", "a,,b", "a, ,b", "a,", "a, ", ",a", ",,a,b", " , ",
+                      "\"x,y\" <sip:a>, b", "<sip:a,b>, c", "<sip:a>", "SIP/2.0/UDP h;branch=z9hG4bK1,SIP/2.0/UDP g;branch=z9hG4bK2",
+                      "SIP/2.0/UDP h;branch=z9hG4bK1\r\n ,SIP/2.0/UDP g", ""]
+        for text in values {
+            let bytes = Array(text.utf8)
+            bytes.withUnsafeBytes { raw in
+                let v = ByteView(raw)
+                let r = ByteRange(0, bytes.count)
+                var elements: [ByteRange] = []
+                ValueList.forEach(v, r, limit: 100) { elements.append($0) }
+                #expect(ValueList.secondStart(v, r) == (elements.count > 1 ? elements[1].lower : nil), "\(text)")
+                #expect(ValueList.first(v, r) == elements.first, "\(text)")
+            }
+        }
+    }
+
     /// Lookups after indexing answer from the set of kinds seen (one bit per kind): absent kinds,
     /// present ones, repeated ones, in order, and lookups that still have to scan.
     @Test func kindsSeenMatchTheIndex() throws {
