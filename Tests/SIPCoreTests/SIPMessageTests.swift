@@ -14,6 +14,57 @@ import Testing
         #expect(m.state.pointee.headersComplete)
     }
 
+    /// `ValueList.secondStart` (relaying a response removes its top Via value up to there) agrees with
+    /// the elements `ValueList.forEach` gives, fast path (plain first element) or not.
+    @Test func secondListElementStart() {
+        let values = ["a", "a,b", "a, b", "a ,  b, c", "a,,b", "a, ,b", "a,", "a, ", ",a", ",,a,b", " , ",
+                      "\"x,y\" <sip:a>, b", "<sip:a,b>, c", "<sip:a>", "SIP/2.0/UDP h;branch=z9hG4bK1,SIP/2.0/UDP g;branch=z9hG4bK2",
+                      "SIP/2.0/UDP h;branch=z9hG4bK1\r\n ,SIP/2.0/UDP g", ""]
+        for text in values {
+            let bytes = Array(text.utf8)
+            bytes.withUnsafeBytes { raw in
+                let v = ByteView(raw)
+                let r = ByteRange(0, bytes.count)
+                var elements: [ByteRange] = []
+                ValueList.forEach(v, r, limit: 100) { elements.append($0) }
+                #expect(ValueList.secondStart(v, r) == (elements.count > 1 ? elements[1].lower : nil), "\(text)")
+                #expect(ValueList.first(v, r) == elements.first, "\(text)")
+            }
+        }
+    }
+
+    /// Lookups after indexing answer from the set of kinds seen (one bit per kind): absent kinds,
+    /// present ones, repeated ones, in order, and lookups that still have to scan.
+    @Test func kindsSeenMatchTheIndex() throws {
+        #expect(SIPHeaderKind.allCases.count <= 64)
+        let text = "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP p;branch=z9hG4bK2\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+            + "Route: <sip:r1>\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n"
+            + "X-Custom: 1\r\nRoute: <sip:r2>\r\nContent-Length: 0\r\n\r\n"
+        let lazy = try SIPMessage.parse(text)
+        // Before everything is indexed, a lookup scans as far as it needs.
+        #expect(lazy.firstHeader(.route).map { lazy.string($0.value) } == "<sip:r1>")
+        #expect(!lazy.state.pointee.headersComplete)
+        #expect(lazy.firstHeader(.recordRoute) == nil)
+        #expect(lazy.state.pointee.headersComplete)
+        #expect(lazy.firstHeader(.contentLength).map { lazy.string($0.value) } == "0")
+        let m = try SIPMessage.parse(text)
+        try m.check()
+        for kind in SIPHeaderKind.allCases {
+            let expected = m.headerFields.filter { $0.kind == kind }
+            #expect(m.firstHeader(kind) == expected.first, "\(kind)")
+            #expect(m.headerCount(kind) == expected.count, "\(kind)")
+            var seen: [SIPHeaderField] = []
+            m.forEachHeader(kind) { seen.append($0) }
+            #expect(seen == expected, "\(kind)")
+        }
+        #expect(m.headerCount(.via) == 2 && m.headerCount(.route) == 2 && m.headerCount(.other) == 1)
+        #expect(m.headerCount(.recordRoute) == 0 && m.firstHeader(.contact) == nil)
+        // A message without Content-Length is still framed (and serialized with one).
+        let noCL = try SIPMessage.parse("OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n")
+        try noCL.check()
+        #expect(String(decoding: noCL.serialized(), as: UTF8.self).hasSuffix("Content-Length: 0\r\n\r\n"))
+    }
+
     @Test func wellKnownHeaders() throws {
         let m = try SIPMessage.parse(Samples.invite)
         try m.validate()

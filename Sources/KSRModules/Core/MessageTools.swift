@@ -76,7 +76,10 @@ enum MessageTools {
         extras.append(contentsOf: extraHeaders)
         var body = body, contentType = contentType
         if body.isEmpty, let rb = ctx.replyBody { body = rb.body; contentType = rb.contentType }
-        var reply = SIPBuilder.Reply(status: status, reason: reason, toTag: localToTag(m),
+        // The To-tag goes only on replies above 100 to a To without a tag (SIPBuilder.reply): not
+        // computed for the 100 Trying of every INVITE.
+        let toTag = status > 100 && m.to?.tag == nil ? localToTag(m) : nil
+        var reply = SIPBuilder.Reply(status: status, reason: reason, toTag: toTag,
                                      topViaParams: params.isEmpty ? nil : params, extraHeaders: extras,
                                      body: body, contentType: contentType)
         reply.rportValue = fill

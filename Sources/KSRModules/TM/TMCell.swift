@@ -302,6 +302,9 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
         self.received = received
         self.replyDestination = replyDestination
         self.config = config
+        // A transaction runs a handful of timers (lifetime, retransmission, timeout, wait): room for
+        // them at once instead of growing the array on the first starts.
+        timerHandles.reserveCapacity(4)
         // A request received over TCP/TLS/WS: no reply retransmission (Timer G), Timers I/J zero.
         let transport = TransportReliability(received.proto)
         server = inv ? .invite(InviteServerTransaction(transport: transport, timers: config))

@@ -14,6 +14,15 @@ struct TMOutbox {
         case timeout(Int)
         /// The server transaction passed an ACK for its 2xx up (RFC 6026 Accepted).
         case ackPassed
+
+        /// A final outcome of a branch: handling it may send the transaction's final response.
+        var isFinal: Bool {
+            switch self {
+            case .reply(_, let code): return code >= 200
+            case .timeout: return true
+            case .ackPassed: return false
+            }
+        }
     }
     var sends: [(bytes: [UInt8], to: SocketAddress, proto: SIPTransportProtocol, from: SocketAddress?)] = []
     var events: [Event] = []

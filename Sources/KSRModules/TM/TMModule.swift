@@ -94,14 +94,14 @@ enum TMModule {
             KemiExport("tm", "t_check_trans", [], returns: .int) { ctx, _ in .int(checkTrans(store, ctx)) },
             KemiExport("tm", "t_lookup_request", [], returns: .int) { ctx, _ in
                 guard ctx.routeType == .request, let m = ctx.message, m.isRequest else { return .int(-1) }
-                return .code(TMRelay.lookup(store, m) != nil)
+                return .code(TMRelay.lookup(store, ctx, m) != nil)
             },
             KemiExport("tm", "t_lookup_cancel", [], returns: .int) { ctx, _ in
                 guard let m = ctx.message else { return .int(-1) }
-                return .code(TMRelay.lookupCancelled(store, m) != nil)
+                return .code(TMRelay.lookupCancelled(store, ctx, m) != nil)
             },
             KemiExport("tm", "t_lookup_cancel_flags", [.int], returns: .int) { ctx, args in
-                guard let m = ctx.message, let inv = TMRelay.lookupCancelled(store, m) else { return .int(-1) }
+                guard let m = ctx.message, let inv = TMRelay.lookupCancelled(store, ctx, m) else { return .int(-1) }
                 if args.int(0) != 0 { ctx.messageFlags = inv.locked { inv.messageFlags } }
                 return .int(1)
             },
@@ -323,7 +323,7 @@ enum TMModule {
             KemiExport("tmx", "t_precheck_trans", [], returns: .int) { ctx, _ in
                 guard let m = ctx.message, m.isRequest, m.method != .ack, m.method != .cancel else { return .int(-1) }
                 // A copy already being processed has its transaction in the shared table.
-                return .code(TMRelay.lookup(store, m) != nil && TMRelay.current(ctx) == nil)
+                return .code(TMRelay.lookup(store, ctx, m) != nil && TMRelay.current(ctx) == nil)
             },
             KemiExport("tmx", "t_is_request_route", [], returns: .int) { ctx, _ in .code(ctx.routeType == .request) },
             KemiExport("tmx", "t_is_reply_route", [], returns: .int) { ctx, _ in
@@ -438,8 +438,8 @@ enum TMModule {
             guard let key = TransactionKey.client(for: m), store.table.lookup(key) != nil else { return -1 }
             return 1
         }
-        if m.method == .cancel { return TMRelay.lookupCancelled(store, m) != nil ? 1 : -1 }
-        guard let cell = TMRelay.lookup(store, m) else { return -1 }
+        if m.method == .cancel { return TMRelay.lookupCancelled(store, ctx, m) != nil ? 1 : -1 }
+        guard let cell = TMRelay.lookup(store, ctx, m) else { return -1 }
         if m.method == .ack {
             var out = TMOutbox()
             cell.locked { TMCore.runServer(store, cell, cell.server.ackReceived(), &out) }

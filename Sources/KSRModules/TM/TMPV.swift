@@ -81,7 +81,7 @@ indirect enum TMPV: Hashable {
             else { return .null }
             return Self.evaluate(ctx, pv, on: reply, received: nil)
         case .inv(let pv):
-            guard let m = ctx.message, m.isRequest, m.method == .cancel, let inv = TMRelay.lookupCancelled(store, m)
+            guard let m = ctx.message, m.isRequest, m.method == .cancel, let inv = TMRelay.lookupCancelled(store, ctx, m)
             else { return .null }
             let (req, rcv) = inv.locked { (inv.request.value, inv.received) }
             return Self.evaluate(ctx, pv, on: req, received: rcv)

@@ -12,15 +12,16 @@ enum TMRelay {
     @inline(__always)
     static func current(_ ctx: RouteContext) -> TMCell? { ctx.transaction as? TMCell }
 
-    /// The server transaction a request matches (a retransmission, or the INVITE an ACK belongs to).
-    static func lookup(_ store: TMStore, _ m: SIPMessage) -> TMCell? {
-        guard let key = TransactionKey.server(for: m), case .server(let cell)? = store.table.lookup(key) else { return nil }
+    /// The server transaction the route's request `m` matches (a retransmission, or the INVITE an ACK
+    /// belongs to).
+    static func lookup(_ store: TMStore, _ ctx: RouteContext, _ m: SIPMessage) -> TMCell? {
+        guard let key = store.serverKey(ctx, m), case .server(let cell)? = store.table.lookup(key) else { return nil }
         return cell
     }
 
-    /// The INVITE transaction a CANCEL targets.
-    static func lookupCancelled(_ store: TMStore, _ m: SIPMessage) -> TMCell? {
-        guard m.method == .cancel, let key = TransactionKey.server(for: m), let inv = key.cancelledInviteKey,
+    /// The INVITE transaction the route's CANCEL `m` targets.
+    static func lookupCancelled(_ store: TMStore, _ ctx: RouteContext, _ m: SIPMessage) -> TMCell? {
+        guard m.method == .cancel, let key = store.serverKey(ctx, m), let inv = key.cancelledInviteKey,
               case .server(let cell)? = store.table.lookup(inv) else { return nil }
         return cell
     }
@@ -39,7 +40,7 @@ enum TMRelay {
     static func newTransaction(_ store: TMStore, _ ctx: RouteContext) -> Int {
         if current(ctx) != nil { return -10 }
         guard ctx.routeType == .request, let m = ctx.message, m.isRequest, m.method != .ack,
-              let key = TransactionKey.server(for: m) else { return -1 }
+              let key = store.serverKey(ctx, m) else { return -1 }
         if case .server(let existing)? = store.table.lookup(key) {
             absorb(store, ctx, existing)
             return 0
@@ -96,7 +97,7 @@ enum TMRelay {
             return -1
         }
         if m.method == .ack {
-            if let cell = lookup(store, m) {
+            if let cell = lookup(store, ctx, m) {
                 var out = TMOutbox()
                 cell.locked { TMCore.runServer(store, cell, cell.server.ackReceived(), &out) }
                 out.flush(ctx)
@@ -107,7 +108,7 @@ enum TMRelay {
             return Forwarder.forward(ctx, uri: uri)
         }
         if m.method == .cancel {
-            guard let inv = lookupCancelled(store, m) else { return Forwarder.forward(ctx, uri: uri) }
+            guard let inv = lookupCancelled(store, ctx, m) else { return Forwarder.forward(ctx, uri: uri) }
             return cancel(store, ctx, inv)
         }
         let created: Int

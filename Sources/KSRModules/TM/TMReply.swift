@@ -65,7 +65,10 @@ enum TMReply {
                 break
             }
         }
-        if !events.isEmpty { cell.locked { cell.shedFinished() } }
+        // Shedding needs the final response sent, which only a final outcome of a branch can cause:
+        // provisional replies take no extra lock for it. (It cannot join the lock of the final reply
+        // itself: the responseOut hooks that run after that lock, acc's, read what it sheds.)
+        if events.contains(where: \.isFinal) { cell.locked { cell.shedFinished() } }
     }
 
     /// A reply from branch `i` reached the TU: onreply route, then relay / response context.

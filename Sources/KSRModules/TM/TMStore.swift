@@ -64,6 +64,19 @@ final class TMWorkerState {
     var pendingSwitches = TMSwitches()
     var pendingRoutes: [ReferenceWritableKeyPath<TMCell, String>: String] = [:]
     var pendingMessage: SIPMessage?
+    /// The server key of `keyMessage` (a route's request is keyed once: `t_check_trans`, then
+    /// `t_relay` looked it up and built it again, ~1,700 instructions each time). The message's
+    /// received bytes never change, so neither does its key; holding the message keeps its identity.
+    private var keyMessage: SIPMessage?
+    private var key: TransactionKey?
+
+    func serverKey(for m: SIPMessage) -> TransactionKey? {
+        if keyMessage !== m {
+            keyMessage = m
+            key = TransactionKey.server(for: m)
+        }
+        return key
+    }
 
     /// The pending values, reset when they belong to another message.
     func pending(for m: SIPMessage?) {
@@ -228,6 +241,11 @@ public final class TMStore: TransactionLayer, Sendable {
 
     func workerState(_ ctx: RouteContext) -> TMWorkerState {
         ctx.worker.local(TMWorkerState.self) { TMWorkerState() }
+    }
+
+    /// The server transaction key of the route's request `m`, built once per message.
+    func serverKey(_ ctx: RouteContext, _ m: SIPMessage) -> TransactionKey? {
+        workerState(ctx).serverKey(for: m)
     }
 
     func queue(_ ctx: RouteContext) -> TMTimerQueue {

@@ -33,7 +33,11 @@ public struct SIPEdits: Sendable {
     /// Number of recorded header edits.
     public var count: Int { entries.count }
 
-    mutating func add(_ op: Op) { entries.append(Entry(op: op, seq: entries.count)) }
+    mutating func add(_ op: Op) {
+        // Room for a few at once: a replacement is two entries, and the array would grow twice.
+        if entries.capacity == 0 { entries.reserveCapacity(4) }
+        entries.append(Entry(op: op, seq: entries.count))
+    }
 
     /// Removes all pending edits.
     public mutating func removeAll() { self = SIPEdits() }

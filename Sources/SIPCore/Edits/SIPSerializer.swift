@@ -36,8 +36,10 @@ extension SIPMessage {
         let newURI = options.requestURI ?? (options.applyEdits ? edits.requestURI : nil)
         // Edits of the start line (e.g. a reply's status) and of the body are applied to those
         // regions; the rest go to the header section below.
-        let allOps = options.applyEdits ? edits.entries.sorted { $0.offset != $1.offset ? $0.offset < $1.offset : $0.seq < $1.seq } : []
-        let startOps = allOps.filter { $0.offset < hs }
+        // (Relayed replies and most forwarded requests have no edits: no sort, no filtered copies.)
+        let allOps = options.applyEdits && !edits.entries.isEmpty
+            ? edits.entries.sorted { $0.offset != $1.offset ? $0.offset < $1.offset : $0.seq < $1.seq } : []
+        let startOps = allOps.isEmpty ? [] : allOps.filter { $0.offset < hs }
         if isRequest, let newURI {
             append(&out, v, ByteRange(methodRange.lower, requestURIRange.lower))
             out.append(contentsOf: newURI)
@@ -50,9 +52,9 @@ extension SIPMessage {
 
         let he = framingOK ? headersEnd : state.pointee.scanPos
         let bodyStart = state.pointee.bodyStart
-        var ops: [SIPEdits.Entry] = allOps.filter { $0.offset >= hs && ($0.offset <= he || !framingOK) }
+        var ops: [SIPEdits.Entry] = allOps.isEmpty ? [] : allOps.filter { $0.offset >= hs && ($0.offset <= he || !framingOK) }
         var newBody = options.applyEdits ? edits.body : nil
-        if newBody == nil, framingOK {
+        if newBody == nil, framingOK, !allOps.isEmpty {
             let bodyOps = allOps.filter { $0.offset > he && $0.offset >= bodyStart }
             if !bodyOps.isEmpty {
                 var b: [UInt8] = []
@@ -62,11 +64,10 @@ extension SIPMessage {
         }
         var seq = ops.count
         if options.removeTopVia, let via = firstHeader(.via) {
-            var first: ByteRange? = nil
-            var second: ByteRange? = nil
-            forEachValue(of: via) { r in if first == nil { first = r } else if second == nil { second = r } }
-            if let first, let second {
-                ops.append(.init(op: .delete(ByteRange(first.lower, second.lower)), seq: seq))
+            // The first value up to the second when the line has several, else the whole line (no scan
+            // of the whole list: SIPp, for one, writes all the Vias of a reply on one line).
+            if let second = ValueList.secondStart(v, via.value), let first = ValueList.first(v, via.value) {
+                ops.append(.init(op: .delete(ByteRange(first.lower, second)), seq: seq))
             } else {
                 ops.append(.init(op: .delete(via.line), seq: seq))
             }
@@ -81,11 +82,11 @@ extension SIPMessage {
         var clLine: [UInt8] = []
         if newBody != nil || options.applyEdits && edits.bodyContentType != nil {
             // Replace every Content-Length (and Content-Type if a new one is given).
-            for h in state.pointee.headers where h.kind == .contentLength {
+            forEachHeader(.contentLength) { h in
                 ops.append(.init(op: .delete(h.line), seq: seq)); seq += 1
             }
             if let ct = edits.bodyContentType, options.applyEdits {
-                for h in state.pointee.headers where h.kind == .contentType {
+                forEachHeader(.contentType) { h in
                     ops.append(.init(op: .delete(h.line), seq: seq)); seq += 1
                 }
                 if !ct.isEmpty {
@@ -97,7 +98,7 @@ extension SIPMessage {
                 }
             }
         } else {
-            for h in state.pointee.headers where h.kind == .contentLength { hasCL = true; break }
+            hasCL = state.pointee.kindsSeen & SIPHeaderKind.contentLength.bit != 0
         }
         if !hasCL {
             clLine.append(ascii: "Content-Length: ")

@@ -76,6 +76,9 @@ public enum SIPHeaderKind: UInt8, Sendable, CaseIterable {
         }
     }
 
+    /// This kind's bit in a 64-bit set of kinds (there are fewer than 64).
+    @inline(__always) var bit: UInt64 { 1 << UInt64(rawValue) }
+
     /// Headers whose value is a comma-separated list (RFC 3261 §7.3.1), so one line may carry several values.
     public var isList: Bool {
         switch self {

@@ -38,6 +38,8 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         var framed = false
         var framingError: SIPParseError? = nil
         var singleSeen: UInt64 = 0
+        /// One bit per `SIPHeaderKind` indexed so far: a lookup of a kind the message lacks costs no scan.
+        var kindsSeen: UInt64 = 0
         var duplicate: SIPHeaderKind? = nil
         var cachedVia: SIPVia?? = nil
         var cachedFrom: SIPNameAddr?? = nil
@@ -325,8 +327,9 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         let vs = v.skipLWS(p, lineEnd)
         let ve = v.trimEnd(vs, lineEnd)
         let kind = SIPHeaderKind.classify(v, nameStart, nameEnd)
+        state.pointee.kindsSeen |= kind.bit
         if kind.isSingle {
-            let bit: UInt64 = 1 << UInt64(kind.rawValue)
+            let bit = kind.bit
             if state.pointee.singleSeen & bit != 0 { if state.pointee.duplicate == nil { state.pointee.duplicate = kind } }
             state.pointee.singleSeen |= bit
         }
@@ -349,12 +352,22 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         return state.pointee.headers
     }
 
+    // The loops over the header index below go by index through `state`: `for h in headers` copies
+    // the array (a retain and a release per lookup, ~40 per message).
+
     /// The first header of a kind, indexing only as far as needed.
     public func firstHeader(_ kind: SIPHeaderKind) -> SIPHeaderField? {
-        for h in state.pointee.headers where h.kind == kind { return h }
+        let s = state
+        // All headers indexed and none of this kind: no scan (Route, Record-Route... are often absent).
+        if s.pointee.headersComplete && s.pointee.kindsSeen & kind.bit == 0 { return nil }
+        var i = 0
+        while i < s.pointee.headers.count {
+            if s.pointee.headers[i].kind == kind { return s.pointee.headers[i] }
+            i += 1
+        }
         while scanNextHeader() {
-            let h = state.pointee.headers[state.pointee.headers.count - 1]
-            if h.kind == kind { return h }
+            if s.pointee.headers[i].kind == kind { return s.pointee.headers[i] }
+            i += 1
         }
         return nil
     }
@@ -362,14 +375,19 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
     /// Calls `body` for each header of a kind, in order (all headers are indexed).
     public func forEachHeader(_ kind: SIPHeaderKind, _ body: (SIPHeaderField) throws -> Void) rethrows {
         scanAllHeaders()
-        for h in state.pointee.headers where h.kind == kind { try body(h) }
+        let s = state
+        if s.pointee.kindsSeen & kind.bit == 0 { return }
+        var i = 0
+        while i < s.pointee.headers.count {
+            if s.pointee.headers[i].kind == kind { try body(s.pointee.headers[i]) }
+            i += 1
+        }
     }
 
     /// Number of headers of a kind.
     public func headerCount(_ kind: SIPHeaderKind) -> Int {
-        scanAllHeaders()
         var c = 0
-        for h in state.pointee.headers where h.kind == kind { c += 1 }
+        forEachHeader(kind) { _ in c += 1 }
         return c
     }
 
@@ -420,7 +438,12 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         if let e = scanAllHeaders() { state.pointee.framingError = e; return e }
         let v = view
         var length: UInt64? = nil
-        for h in state.pointee.headers where h.kind == .contentLength {
+        let s = state
+        var i = 0
+        while i < s.pointee.headers.count {
+            let h = s.pointee.headers[i]
+            i += 1
+            guard h.kind == .contentLength else { continue }
             guard let l = v.decimal(h.value, max: UInt64(Int32.max)) else {
                 state.pointee.framingError = .bad400(.badContentLength, "Bad Content-Length",
                                               "Content-Length '\(v.string(h.value))' is not a number")

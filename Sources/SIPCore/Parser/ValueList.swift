@@ -61,6 +61,28 @@ enum ValueList {
         return t.isEmpty ? nil : t
     }
 
+    /// Where the second non-empty element of a list starts; nil if it has one element at most (the
+    /// same elements `forEach` gives). Relaying a response removes its top Via value up to there.
+    static func secondStart(_ v: ByteView, _ r: ByteRange) -> Int? {
+        let comma = v.memfind(ASCII.comma, r.lower, r.upper)
+        guard comma < r.upper else { return nil }
+        // Fast path: no quote or '<' before the first comma and a first element that is not empty (the
+        // usual Via line): the second element starts after the commas and whitespace that follow.
+        if v.memfind(ASCII.quote, r.lower, comma) == comma && v.memfind(ASCII.lt, r.lower, comma) == comma
+            && !v.trimmed(ByteRange(r.lower, comma)).isEmpty {
+            var i = comma + 1
+            while i < r.upper && (ASCII.isLWS(v[i]) || v[i] == ASCII.comma) { i += 1 }
+            return i < r.upper ? i : nil
+        }
+        var count = 0
+        var second: Int? = nil
+        forEach(v, r, limit: 2) { e in
+            count += 1
+            if count == 2 { second = e.lower }
+        }
+        return second
+    }
+
     /// True if the value has an empty element (`a,,b`, a leading or trailing comma).
     static func hasEmptyElement(_ v: ByteView, _ r: ByteRange) -> Bool {
         var i = r.lower

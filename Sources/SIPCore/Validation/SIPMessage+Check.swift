@@ -11,9 +11,15 @@ extension SIPMessage {
             throw forKind(.bad400(.duplicateHeader, "Duplicate \(dup.canonicalName ?? "") Header",
                                   "more than one \(dup.canonicalName ?? "") header"))
         }
-        for kind in [SIPHeaderKind.via, .from, .to, .callID, .cseq] where firstHeader(kind) == nil {
-            let name = kind.canonicalName ?? ""
-            throw forKind(.bad400(.missingHeader, "Missing \(name) Header", "the message has no \(name) header"))
+        // Framed: every header is indexed, so the set of kinds seen says whether one is missing.
+        let seen = state.pointee.kindsSeen
+        let mandatory = SIPHeaderKind.via.bit | SIPHeaderKind.from.bit | SIPHeaderKind.to.bit
+            | SIPHeaderKind.callID.bit | SIPHeaderKind.cseq.bit
+        if seen & mandatory != mandatory {
+            for kind in [SIPHeaderKind.via, .from, .to, .callID, .cseq] where seen & kind.bit == 0 {
+                let name = kind.canonicalName ?? ""
+                throw forKind(.bad400(.missingHeader, "Missing \(name) Header", "the message has no \(name) header"))
+            }
         }
         guard let via = topVia else {
             throw forKind(.bad400(.badVia, "Bad Via Header", "the top Via '\(string(firstValue(.via) ?? .empty))' does not parse"))

@@ -74,6 +74,7 @@ public struct InviteClientTransaction: Sendable, Hashable {
         guard state == .idle else { return [] }
         state = .calling
         var actions: [Action] = []
+        actions.reserveCapacity(4)  // one allocation instead of growing on the appends
         if !transport.isReliable {
             timerAInterval = timers.t1
             actions.append(.startTimer(.A, after: timers.t1))
@@ -88,6 +89,7 @@ public struct InviteClientTransaction: Sendable, Hashable {
         switch state {
         case .calling, .proceeding:
             var actions: [Action] = []
+            actions.reserveCapacity(4)  // one allocation instead of growing on the appends
             if state == .calling {
                 if !transport.isReliable { actions.append(.stopTimer(.A)) }
                 actions.append(.stopTimer(.B))

@@ -54,6 +54,7 @@ public struct NonInviteClientTransaction: Sendable, Hashable {
         guard state == .idle else { return [] }
         state = .trying
         var actions: [Action] = []
+        actions.reserveCapacity(4)  // one allocation instead of growing on the appends
         if !transport.isReliable {
             timerEInterval = timers.t1
             actions.append(.startTimer(.E, after: timers.t1))
