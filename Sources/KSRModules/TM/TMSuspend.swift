@@ -189,7 +189,7 @@ enum TMSuspend {
         var cell = TMRelay.current(ctx)
         if cell == nil, let m = ctx.message {
             if m.isRequest {
-                cell = TMRelay.lookup(store, m)
+                cell = TMRelay.lookup(store, ctx, m)
             } else if let key = TransactionKey.client(for: m), case .client(let c, _)? = store.table.lookup(key) {
                 cell = c
             }
