@@ -12,6 +12,21 @@ import Glibc
 /// t_suspend / async.route script.
 @Suite(.serialized)
 struct AsyncRoutingTests {
+    /// How every script here starts its request route: keepalive OPTIONS (no user) answered,
+    /// retransmissions absorbed, in-dialog requests relayed, stray ACKs dropped.
+    static let routeStart = """
+      if KSR.is_OPTIONS() and (KSR.pv.get("$rU") or "") == "" then
+        KSR.sl.sl_send_reply(200, "Keepalive")
+        return 1
+      end
+      if KSR.tm.t_check_trans() == 0 then return 1 end
+      if KSR.siputils.has_totag() > 0 then
+        if KSR.is_ACK() then KSR.forward() else KSR.tm.t_relay() end
+        return 1
+      end
+      if KSR.is_ACK() then return 1 end
+      """
+
     static func startService(_ directory: URL, nextHop: String, delayMs: Int, log: String = "http.log") throws
         -> (ServerProcess, Int) {
         let python = try Requirements.tool("python3", package: "python3")
@@ -171,16 +186,7 @@ struct AsyncRoutingTests {
         let script = directory.appendingPathComponent("failover.lua")
         try """
         function ksr_request_route()
-          if KSR.is_OPTIONS() and (KSR.pv.get("$rU") or "") == "" then
-            KSR.sl.sl_send_reply(200, "Keepalive")
-            return 1
-          end
-          if KSR.tm.t_check_trans() == 0 then return 1 end
-          if KSR.siputils.has_totag() > 0 then
-            if KSR.is_ACK() then KSR.forward() else KSR.tm.t_relay() end
-            return 1
-          end
-          if KSR.is_ACK() then return 1 end
+          \(Self.routeStart)
           local con = KSR.pv.get("$rU") or ""
           -- Waits without blocking, the failover try included.
           local rc = KSR.http_client.curl_connect(con, "/route?user=+15551234", "$var(answer)")
@@ -247,12 +253,7 @@ struct AsyncRoutingTests {
         let script = directory.appendingPathComponent("reply-suspend.lua")
         try """
         function ksr_request_route()
-          if KSR.tm.t_check_trans() == 0 then return 1 end
-          if KSR.siputils.has_totag() > 0 then
-            if KSR.is_ACK() then KSR.forward() else KSR.tm.t_relay() end
-            return 1
-          end
-          if KSR.is_ACK() then return 1 end
+          \(Self.routeStart)
           KSR.tm.t_on_reply("hold_answer")
           KSR.setdsturi("sip:127.0.0.1:\(uas.port)")
           KSR.tm.t_relay()
@@ -322,16 +323,7 @@ struct AsyncRoutingTests {
         let script = directory.appendingPathComponent("async.lua")
         try """
         function ksr_request_route()
-          if KSR.is_OPTIONS() and (KSR.pv.get("$rU") or "") == "" then
-            KSR.sl.sl_send_reply(200, "Keepalive")
-            return 1
-          end
-          if KSR.tm.t_check_trans() == 0 then return 1 end
-          if KSR.siputils.has_totag() > 0 then
-            if KSR.is_ACK() then KSR.forward() else KSR.tm.t_relay() end
-            return 1
-          end
-          if KSR.is_ACK() then return 1 end
+          \(Self.routeStart)
           KSR.tm.t_on_failure("expired")
           local user = KSR.pv.get("$rU") or ""
           if user == "forever" then
