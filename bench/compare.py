@@ -77,7 +77,9 @@ Environment (defaults in brackets):
   RATES            calls/s steps                          [500 1000 2000]
   DURATION         seconds per step                       [10]
   CHILDREN         Kamailio children                      [4]
-  WORKERS          Starling --workers                     [= CHILDREN]
+  WORKERS          Starling --workers     [Starling's default: the number of CPUs (issue 22's setup:
+                   Kamailio with 4 children, Starling with its defaults); set WORKERS=4 to match
+                   CHILDREN=4]
   STARLING_BIN     Starling binary                        [.build/release/starling]
   STARLING_ARGS    extra arguments for `starling run`     []
   ASYNC_IO         1 = Starling runs with [core] async_io (STARLING_CORE_ASYNC_IO=true): routes as
@@ -370,6 +372,11 @@ def start_kamailio(tmp: Path, script: Path, port: int, children: int, stateful: 
     wait_bound(port, proc, "kamailio")
     time.sleep(1.0)  # let every child process come up
     return proc
+
+
+def starling_workers() -> int:
+    """WORKERS, else Starling's own default (`[core] workers`: the number of CPUs)."""
+    return int(env("WORKERS", str(len(os.sched_getaffinity(0)))))
 
 
 def start_starling(tmp: Path, binary: Path, script: Path, port: int, workers: int) -> subprocess.Popen:
@@ -797,7 +804,7 @@ def bench_server(name: str, tmp: Path, script: Path, ports: dict, rates: list[in
             server = start_kamailio(sub, script, ports["proxy"], int(env("CHILDREN", "4")), stateful)
         else:
             assert starling is not None
-            server = start_starling(sub, starling, script, ports["proxy"], int(env("WORKERS", env("CHILDREN", "4"))))
+            server = start_starling(sub, starling, script, ports["proxy"], starling_workers())
         if TRANSPORT in ("tcp", "tls"):
             wait_tcp(ports["proxy"] + (1 if TRANSPORT == "tls" else 0), server, name)
         warm = run_uac(sub, "warmup", ports["proxy"], ports["uac"], 100, 100)
@@ -923,7 +930,7 @@ def main() -> int:
         print(f"error: TRANSPORT must be udp, tcp or tls, not {TRANSPORT!r}", file=sys.stderr)
         return 2
     print(f"{mode.capitalize()} forwarding ({script_src.name}) over {TRANSPORT}, rates {rates} cps x {duration} s, Kamailio children {env('CHILDREN', '4')}, "
-          f"Starling workers {env('WORKERS', env('CHILDREN', '4'))}, contention threshold {threshold}% "
+          f"Starling workers {starling_workers()}, contention threshold {threshold}% "
           f"(work dir {tmp})", flush=True)
     results = []
     for name in servers:
@@ -974,7 +981,7 @@ def main() -> int:
             print("Starling/Kamailio latency: " + ", ".join(f"{k2} {v}" for k2, v in ratio.items() if k2.startswith(("invite_", "bye_"))))
     doc = {"started": started.isoformat(), "mode": mode, "transport": TRANSPORT, "rates": rates, "duration_s": duration,
            "starling_async_io": env("ASYNC_IO", "0").lower() in ("1", "true"),
-           "children": int(env("CHILDREN", "4")), "contention_threshold_pct": threshold,
+           "children": int(env("CHILDREN", "4")), "starling_workers": starling_workers(), "contention_threshold_pct": threshold,
            "script": str(script_src.relative_to(ROOT)),
            "probe_rate": int(env("PROBE_RATE", "0")), "probe_cps": float(env("PROBE_CPS", "50")), "results": results, "starling_over_kamailio": ratio}
     (RESULTS / f"compare-{stamp}.json").write_text(json.dumps(doc, indent=2) + "\n")
