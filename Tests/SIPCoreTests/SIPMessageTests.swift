@@ -162,6 +162,23 @@ import Testing
         #expect(m.method == .invite)
     }
 
+    /// As Kamailio: the From of a reply is parsed only when used (a reply with a bad From is relayed),
+    /// its To always (a bad To drops the reply); a request with a bad From or To gets 400.
+    @Test func replyFromIsLazyToIsChecked() throws {
+        func reply(from: String, to: String) -> String {
+            "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: \(from)\r\nTo: \(to)\r\nCall-ID: c\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
+        }
+        let badFrom = try SIPMessage.parse(reply(from: "bad<<>>", to: "<sip:b@h>;tag=2"))
+        try badFrom.check()
+        #expect(badFrom.from == nil)
+        #expect(badFrom.to.flatMap { $0.tag.map(badFrom.string) } == "2")
+        let badTo = try SIPMessage.parse(reply(from: "<sip:a@h>;tag=1", to: "bad<<>>"))
+        do { try badTo.check(); Issue.record("accepted") } catch { #expect(error.status == nil && error.code == "bad-name-addr") }
+        let request = "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: bad<<>>\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
+        let badRequest = try SIPMessage.parse(request)
+        do { try badRequest.check(); Issue.record("accepted") } catch { #expect(error.status == 400 && error.reason == "Bad From Header") }
+    }
+
     @Test func leadingCRLFIgnored() throws {
         let m = try SIPMessage.parse("\r\n\r\nOPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n")
         try m.check()
