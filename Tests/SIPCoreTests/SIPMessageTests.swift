@@ -121,6 +121,26 @@ import Testing
         #expect(SIPHeaderKind.classify(name: "FROM") == .from)
     }
 
+    /// The common names compare by setting bit 5 (token names only): every case mix matches, and no
+    /// other token character stands in for a letter or '-'.
+    @Test func headerNamesClassifyInAnyCase() {
+        let kinds: [(String, SIPHeaderKind)] = [("to", .to), ("via", .via), ("from", .from), ("cseq", .cseq),
+            ("route", .route), ("call-id", .callID), ("contact", .contact), ("max-forwards", .maxForwards),
+            ("record-route", .recordRoute), ("content-type", .contentType), ("content-length", .contentLength)]
+        for (name, kind) in kinds {
+            #expect(SIPHeaderKind.classify(name: name) == kind)
+            #expect(SIPHeaderKind.classify(name: name.uppercased()) == kind)
+            #expect(SIPHeaderKind.classify(name: String(name.enumerated().map { $0.offset % 2 == 0 ? Character($0.element.uppercased()) : $0.element })) == kind)
+        }
+        for other in ["call_id", "call\rid", "call.id", "max-forwardz", "Content-Lengt", "vi@", "t0", "CSe1", "route "] {
+            #expect(SIPHeaderKind.classify(name: other) == .other, "\(other)")
+        }
+        // A header line parses the same way.
+        let m = try? SIPMessage.parse("OPTIONS sip:h SIP/2.0\r\nVIA: SIP/2.0/UDP h;branch=z9hG4bK1\r\ncALL-id: c\r\nMax_Forwards: 3\r\n\r\n")
+        #expect(m?.callID.map { m!.string($0) } == "c")
+        #expect(m?.firstHeader(.via) != nil && m?.firstHeader(.maxForwards) == nil)
+    }
+
     @Test func addrSpecParamsBelongToHeader() throws {
         let text = "REGISTER sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: sip:a@h;tag=1\r\nTo: sip:a@h\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nContact: sip:a@1.2.3.4;expires=30\r\nContent-Length: 0\r\n\r\n"
         let m = try SIPMessage.parse(text)
