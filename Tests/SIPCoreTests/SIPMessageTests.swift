@@ -121,6 +121,26 @@ import Testing
         #expect(SIPHeaderKind.classify(name: "FROM") == .from)
     }
 
+    /// The common names compare by setting bit 5 (token names only): every case mix matches, and no
+    /// other token character stands in for a letter or '-'.
+    @Test func headerNamesClassifyInAnyCase() {
+        let kinds: [(String, SIPHeaderKind)] = [("to", .to), ("via", .via), ("from", .from), ("cseq", .cseq),
+            ("route", .route), ("call-id", .callID), ("contact", .contact), ("max-forwards", .maxForwards),
+            ("record-route", .recordRoute), ("content-type", .contentType), ("content-length", .contentLength)]
+        for (name, kind) in kinds {
+            #expect(SIPHeaderKind.classify(name: name) == kind)
+            #expect(SIPHeaderKind.classify(name: name.uppercased()) == kind)
+            #expect(SIPHeaderKind.classify(name: String(name.enumerated().map { $0.offset % 2 == 0 ? Character($0.element.uppercased()) : $0.element })) == kind)
+        }
+        for other in ["call_id", "call\rid", "call.id", "max-forwardz", "Content-Lengt", "vi@", "t0", "CSe1", "route "] {
+            #expect(SIPHeaderKind.classify(name: other) == .other, "\(other)")
+        }
+        // A header line parses the same way.
+        let m = try? SIPMessage.parse("OPTIONS sip:h SIP/2.0\r\nVIA: SIP/2.0/UDP h;branch=z9hG4bK1\r\ncALL-id: c\r\nMax_Forwards: 3\r\n\r\n")
+        #expect(m?.callID.map { m!.string($0) } == "c")
+        #expect(m?.firstHeader(.via) != nil && m?.firstHeader(.maxForwards) == nil)
+    }
+
     @Test func addrSpecParamsBelongToHeader() throws {
         let text = "REGISTER sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: sip:a@h;tag=1\r\nTo: sip:a@h\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nContact: sip:a@1.2.3.4;expires=30\r\nContent-Length: 0\r\n\r\n"
         let m = try SIPMessage.parse(text)
@@ -160,6 +180,23 @@ import Testing
         #expect(m.statusCode == 180)
         #expect(m.string(m.reasonRange) == "Ringing")
         #expect(m.method == .invite)
+    }
+
+    /// As Kamailio: the From of a reply is parsed only when used (a reply with a bad From is relayed),
+    /// its To always (a bad To drops the reply); a request with a bad From or To gets 400.
+    @Test func replyFromIsLazyToIsChecked() throws {
+        func reply(from: String, to: String) -> String {
+            "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: \(from)\r\nTo: \(to)\r\nCall-ID: c\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
+        }
+        let badFrom = try SIPMessage.parse(reply(from: "bad<<>>", to: "<sip:b@h>;tag=2"))
+        try badFrom.check()
+        #expect(badFrom.from == nil)
+        #expect(badFrom.to.flatMap { $0.tag.map(badFrom.string) } == "2")
+        let badTo = try SIPMessage.parse(reply(from: "<sip:a@h>;tag=1", to: "bad<<>>"))
+        do { try badTo.check(); Issue.record("accepted") } catch { #expect(error.status == nil && error.code == "bad-name-addr") }
+        let request = "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: bad<<>>\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
+        let badRequest = try SIPMessage.parse(request)
+        do { try badRequest.check(); Issue.record("accepted") } catch { #expect(error.status == 400 && error.reason == "Bad From Header") }
     }
 
     @Test func leadingCRLFIgnored() throws {

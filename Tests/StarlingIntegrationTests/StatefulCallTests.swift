@@ -365,4 +365,70 @@ struct StatefulCallTests {
         let stopped = starling.stop(after: .seconds(13))  // completed transactions wait fr_timer + 1 s
         #expect(stopped.contains("transactions=0"), "shutdown line: \(stopped)\nlog:\n\(starling.logTail())")
     }
+
+    /// A reply whose From does not parse is relayed as it is, one whose To does not parse is dropped:
+    /// Kamailio 5.6 parses the To of every message it receives (and drops a reply without a usable
+    /// To) but the From only when something asks for it. The same exchange against both servers.
+    @Test(arguments: ["kamailio", "starling"])
+    func replyWithBadFromIsRelayedBadToIsDropped(server: String) throws {
+        let directory = try PackagePaths.makeTemporaryDirectory("\(server)-tm-bad-from")
+        let ports = try Ports.freeUDPPorts(2)
+        let (proxyPort, calleePort) = (ports[0], ports[1])
+        let callee = try UDPEndpoint(port: calleePort)
+        let caller = try UDPEndpoint()
+        let script = try RouteScripts.stateful(nextHopPort: calleePort, directory: directory)
+        let proxy: ServerProcess
+        if server == "kamailio" {
+            proxy = try Kamailio.start(script: script, port: proxyPort, children: 1, modules: ["sl", "maxfwd", "tm", "pv"],
+                                       directory: directory)
+        } else {
+            proxy = try Starling.start(script: script, config: "[core]\nmodules = [\"sl\", \"maxfwd\", \"tm\"]\n",
+                                       port: proxyPort, workers: 1, directory: directory)
+        }
+        defer { proxy.stop() }
+
+        func receive(_ endpoint: UDPEndpoint, startingWith prefix: String, timeout: Duration = .seconds(3)) -> (String?, [String]) {
+            let clock = ContinuousClock()
+            let deadline = clock.now + timeout
+            var seen: [String] = []
+            while clock.now < deadline {
+                guard let m = endpoint.receive(timeout: deadline - clock.now) else { break }
+                if m.hasPrefix(prefix) { return (m, seen) }
+                seen.append(m)
+            }
+            return (nil, seen)
+        }
+        func reply(to request: String, _ status: String, from: String? = nil, to: String? = nil) -> String {
+            var out = "SIP/2.0 \(status)\r\n"
+            for line in request.components(separatedBy: "\r\n") {
+                if line.hasPrefix("Via:") || line.hasPrefix("Call-ID:") || line.hasPrefix("CSeq:") || line.hasPrefix("Record-Route:") {
+                    out += line + "\r\n"
+                } else if line.hasPrefix("From:") {
+                    out += (from.map { "From: \($0)" } ?? line) + "\r\n"
+                } else if line.hasPrefix("To:") {
+                    out += (to.map { "To: \($0)" } ?? line + ";tag=b1") + "\r\n"
+                }
+            }
+            return out + "Contact: <sip:bob@127.0.0.1:\(calleePort)>\r\nContent-Length: 0\r\n\r\n"
+        }
+        let invite = "INVITE sip:bob@127.0.0.1:\(proxyPort) SIP/2.0\r\n"
+            + "Via: SIP/2.0/UDP 127.0.0.1:\(caller.port);branch=z9hG4bKbadfrom1;rport\r\nMax-Forwards: 70\r\n"
+            + "From: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: tm-bad-from-\(server)\r\n"
+            + "CSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:\(caller.port)>\r\nContent-Length: 0\r\n\r\n"
+        try caller.send(invite, to: proxyPort)
+        let forwarded = try #require(receive(callee, startingWith: "INVITE").0, "\(server): no INVITE at the callee; log:\n\(proxy.logTail())")
+
+        try callee.send(reply(to: forwarded, "180 Ringing", from: "bad<<>>"), to: proxyPort)
+        let ringing = receive(caller, startingWith: "SIP/2.0 180").0
+        #expect(ringing.map { SIPProbe.header("From", in: $0) } == "bad<<>>", "\(server): 180 with a bad From: \(ringing ?? "not relayed")")
+
+        // The 183 with a bad To is dropped: the 200 sent after it arrives, the 183 never does.
+        try callee.send(reply(to: forwarded, "183 Session Progress", to: "bad<<>>"), to: proxyPort)
+        try callee.send(reply(to: forwarded, "200 OK"), to: proxyPort)
+        let (ok, before) = receive(caller, startingWith: "SIP/2.0 200")
+        #expect(ok != nil, "\(server): no 200 at the caller; log:\n\(proxy.logTail())")
+        let after = receive(caller, startingWith: "SIP/2.0 183", timeout: .milliseconds(500)).0
+        #expect(after == nil && !before.contains { $0.hasPrefix("SIP/2.0 183") }, "\(server): the 183 with a bad To was relayed")
+        #expect(proxy.isRunning, "\(server) died; log:\n\(proxy.logTail())")
+    }
 }

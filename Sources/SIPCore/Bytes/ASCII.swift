@@ -35,6 +35,13 @@ enum ASCII {
         return false
     }
 
+    /// Characters of a host name or IPv4 address (alphanum and `-._`), the same way.
+    @inline(__always) static func isHostChar(_ c: UInt8) -> Bool {
+        if c < 64 { return (0x03ff600000000000 as UInt64) >> UInt64(c) & 1 != 0 }
+        if c < 128 { return (0x07fffffe87fffffe as UInt64) >> UInt64(c - 64) & 1 != 0 }
+        return false
+    }
+
     @inline(__always) static func isDigit(_ c: UInt8) -> Bool { c &- 0x30 < 10 }
     @inline(__always) static func isAlpha(_ c: UInt8) -> Bool { (c | 0x20) &- 0x61 < 26 }
     @inline(__always) static func isHex(_ c: UInt8) -> Bool { isDigit(c) || (c | 0x20) &- 0x61 < 6 }
@@ -121,6 +128,21 @@ struct ByteView {
         equalsIgnoringCase(s, e, literal.utf8Start, literal.utf8CodeUnitCount)
     }
 
+    /// Case-insensitive equality of the token in `[s, e)` (header name) with a literal of lower-case
+    /// letters and `-`: setting bit 5 lower-cases a letter and maps no other token character onto a
+    /// letter or `-`, so one OR replaces `ASCII.lower` on both sides.
+    @inline(__always) func tokenEquals(_ s: Int, _ e: Int, lowercase literal: StaticString) -> Bool {
+        let n = literal.utf8CodeUnitCount
+        guard e - s == n else { return false }
+        let p = literal.utf8Start
+        var k = 0
+        while k < n {
+            if base[s + k] | 0x20 != p[k] { return false }
+            k += 1
+        }
+        return true
+    }
+
     /// Exact (case-sensitive) equality with an ASCII literal.
     @inline(__always) func equals(_ s: Int, _ e: Int, _ literal: StaticString) -> Bool {
         let n = literal.utf8CodeUnitCount
@@ -141,14 +163,16 @@ struct ByteView {
         return true
     }
 
-    /// Parses an unsigned decimal number in `r`, failing past `max`.
+    /// Parses an unsigned decimal number in `r`, failing past `max` (at most 2^32-1: the value stays
+    /// at most `max` between digits, so `v * 10 + d` cannot overflow and is computed unchecked).
     func decimal(_ r: ByteRange, max: UInt64) -> UInt64? {
+        assert(max <= UInt64(UInt32.max))
         guard !r.isEmpty else { return nil }
         var v: UInt64 = 0
         for i in r.range {
-            let c = base[i]
-            guard ASCII.isDigit(c) else { return nil }
-            v = v * 10 + UInt64(c - 0x30)
+            let d = base[i] &- 0x30
+            guard d < 10 else { return nil }
+            v = v &* 10 &+ UInt64(d)
             if v > max { return nil }
         }
         return v

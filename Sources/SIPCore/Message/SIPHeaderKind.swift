@@ -126,22 +126,23 @@ public enum SIPHeaderKind: UInt8, Sendable, CaseIterable {
             }
         }
         guard n >= 2, n <= 32 else { return .other }
-        // The most common headers first, by length, without touching any table.
+        // The most common headers first, by length, without touching any table. `name` is a token
+        // (scanNextHeader stops at the first other byte; classify(name:) checks).
         switch n {
-        case 2: if v.equalsIgnoringCase(s, e, "to") { return .to }
-        case 3: if v.equalsIgnoringCase(s, e, "via") { return .via }
+        case 2: if v.tokenEquals(s, e, lowercase: "to") { return .to }
+        case 3: if v.tokenEquals(s, e, lowercase: "via") { return .via }
         case 4:
-            if v.equalsIgnoringCase(s, e, "from") { return .from }
-            if v.equalsIgnoringCase(s, e, "cseq") { return .cseq }
-        case 5: if v.equalsIgnoringCase(s, e, "route") { return .route }
+            if v.tokenEquals(s, e, lowercase: "from") { return .from }
+            if v.tokenEquals(s, e, lowercase: "cseq") { return .cseq }
+        case 5: if v.tokenEquals(s, e, lowercase: "route") { return .route }
         case 7:
-            if v.equalsIgnoringCase(s, e, "call-id") { return .callID }
-            if v.equalsIgnoringCase(s, e, "contact") { return .contact }
+            if v.tokenEquals(s, e, lowercase: "call-id") { return .callID }
+            if v.tokenEquals(s, e, lowercase: "contact") { return .contact }
         case 12:
-            if v.equalsIgnoringCase(s, e, "max-forwards") { return .maxForwards }
-            if v.equalsIgnoringCase(s, e, "record-route") { return .recordRoute }
-            if v.equalsIgnoringCase(s, e, "content-type") { return .contentType }
-        case 14: if v.equalsIgnoringCase(s, e, "content-length") { return .contentLength }
+            if v.tokenEquals(s, e, lowercase: "max-forwards") { return .maxForwards }
+            if v.tokenEquals(s, e, lowercase: "record-route") { return .recordRoute }
+            if v.tokenEquals(s, e, lowercase: "content-type") { return .contentType }
+        case 14: if v.tokenEquals(s, e, lowercase: "content-length") { return .contentLength }
         default: break
         }
         return classifyRare(v, s, e)
@@ -180,7 +181,10 @@ public enum SIPHeaderKind: UInt8, Sendable, CaseIterable {
     /// Recognises a header name given as a Swift string (KSR.hdr functions, `$hdr(name)`).
     public static func classify(name: String) -> SIPHeaderKind {
         var name = name
-        return name.withUTF8 { classify(ByteView(UnsafeRawBufferPointer($0)), 0, $0.count) }
+        return name.withUTF8 {
+            let v = ByteView(UnsafeRawBufferPointer($0))
+            return v.scanToken(0, $0.count) == $0.count ? classify(v, 0, $0.count) : .other
+        }
     }
 }
 

@@ -495,20 +495,24 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         return r
     }
 
+    // From and To are parsed straight into their cache and returned from there: a parsed name-addr
+    // is ~150 bytes, and every copy of it is a memcpy.
+
     /// The From header, parsed.
     public var from: SIPNameAddr? {
-        if let c = state.pointee.cachedFrom { return c }
-        let r = firstHeader(.from).flatMap { SIPNameAddr.parse(view, $0.value, limits: state.pointee.limits) }
-        state.pointee.cachedFrom = .some(r)
-        return r
+        if state.pointee.cachedFrom == nil { state.pointee.cachedFrom = .some(parseFirstNameAddr(.from)) }
+        return state.pointee.cachedFrom.unsafelyUnwrapped
     }
 
     /// The To header, parsed.
     public var to: SIPNameAddr? {
-        if let c = state.pointee.cachedTo { return c }
-        let r = firstHeader(.to).flatMap { SIPNameAddr.parse(view, $0.value, limits: state.pointee.limits) }
-        state.pointee.cachedTo = .some(r)
-        return r
+        if state.pointee.cachedTo == nil { state.pointee.cachedTo = .some(parseFirstNameAddr(.to)) }
+        return state.pointee.cachedTo.unsafelyUnwrapped
+    }
+
+    private func parseFirstNameAddr(_ kind: SIPHeaderKind) -> SIPNameAddr? {
+        guard let h = firstHeader(kind) else { return nil }
+        return SIPNameAddr.parse(view, h.value, limits: state.pointee.limits)
     }
 
     /// The CSeq header, parsed (nil if missing or invalid).

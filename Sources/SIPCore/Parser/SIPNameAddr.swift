@@ -46,7 +46,7 @@ public struct SIPNameAddr: Sendable, Hashable {
                 for k in dn.range where !(ASCII.isToken(v[k]) || ASCII.isLWS(v[k])) { return nil }
                 display = dn
             }
-            let gt = v.find(ASCII.gt, lt + 1, e)
+            let gt = v.memfind(ASCII.gt, lt + 1, e)
             guard gt < e else { return nil }
             uriRange = ByteRange(lt + 1, gt)
             // No whitespace allowed just inside the brackets.

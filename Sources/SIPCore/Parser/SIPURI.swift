@@ -81,8 +81,7 @@ public struct SIPURIParts: Sendable, Hashable {
             }
             i = rb + 1
         } else {
-            while i < q && (ASCII.isAlpha(v[i]) || ASCII.isDigit(v[i]) || v[i] == UInt8(ascii: "-")
-                            || v[i] == UInt8(ascii: ".") || v[i] == UInt8(ascii: "_")) { i += 1 }
+            while i < q && ASCII.isHostChar(v[i]) { i += 1 }
         }
         guard i > hs else { return nil }
         parts.host = ByteRange(hs, i)

@@ -48,8 +48,7 @@ public struct SIPVia: Sendable, Hashable {
             guard rb < e else { return nil }
             i = rb + 1
         } else {
-            while i < e && (ASCII.isAlpha(v[i]) || ASCII.isDigit(v[i]) || v[i] == UInt8(ascii: "-")
-                            || v[i] == UInt8(ascii: ".") || v[i] == UInt8(ascii: "_")) { i += 1 }
+            while i < e && ASCII.isHostChar(v[i]) { i += 1 }
         }
         guard i > hs else { return nil }
         let host = ByteRange(hs, i)

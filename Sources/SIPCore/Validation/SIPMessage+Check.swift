@@ -1,7 +1,7 @@
 extension SIPMessage {
     /// The checks a router makes on every message before running the script: body framing, duplicated
     /// single-value headers, the mandatory headers (Via, From, To, Call-ID, CSeq), the top Via, CSeq
-    /// (range and, for requests, method), Max-Forwards, the Request-URI, From and To.
+    /// (range and, for requests, method), Max-Forwards, the Request-URI, From (requests only) and To.
     ///
     /// Errors carry the status to answer with (nil for responses: they are dropped).
     public func check() throws(SIPParseError) {
@@ -47,7 +47,10 @@ extension SIPMessage {
                 throw forKind(.bad400(.badRequestURI, "Bad Request-URI", "a Request-URI must not carry headers (?...)"))
             }
         }
-        if from == nil {
+        // Kamailio's core parses the To of every message and drops a reply whose To does not parse, but
+        // it parses From only when asked (parse_from_header): a reply with a bad From is relayed. A
+        // request with a bad From gets 400. Here the From of a reply is parsed when first used.
+        if isRequest && from == nil {
             throw forKind(.bad400(.badNameAddr, "Bad From Header", "From '\(string(firstHeader(.from)!.value))' does not parse"))
         }
         if to == nil {
