@@ -1,4 +1,5 @@
 import Testing
+import SIPCore
 @testable import SIPTransaction
 
 @Suite("Non-INVITE client transaction (RFC 3261 §17.1.2)")

@@ -1,4 +1,5 @@
 import Testing
+import SIPCore
 @testable import SIPTransaction
 
 @Suite("Non-INVITE server transaction (RFC 3261 §17.2.2)")

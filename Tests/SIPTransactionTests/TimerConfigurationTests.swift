@@ -1,4 +1,5 @@
 import Testing
+import SIPCore
 @testable import SIPTransaction
 
 @Suite("TimerConfiguration")
@@ -63,7 +64,7 @@ struct TransactionMachineTests {
 
     @Test("generic driving: both server machines absorb a retransmission after a final response")
     func genericServers() {
-        func absorb<M: ServerTransactionMachine>(_ m: inout M) -> [TransactionAction] {
+        func absorb<M: ServerTransactionMachine>(_ m: inout M) -> TransactionActions {
             _ = m.tuSentResponse(404)
             return m.requestRetransmitted()
         }

@@ -1,3 +1,5 @@
+public import SIPCore
+
 /// The INVITE client transaction of RFC 3261 §17.1.1, with the Accepted state of RFC 6026 and, for
 /// proxies, Timer C (§16.6 step 11, §16.8).
 ///
@@ -34,6 +36,8 @@ public struct InviteClientTransaction: Sendable, Hashable {
 
     /// What the owner must do.
     public typealias Action = TransactionAction
+    /// The actions of one event, in order (inline: no allocation per event).
+    public typealias Actions = TransactionActions
 
     /// The current state.
     public private(set) var state: State = .idle
@@ -70,11 +74,10 @@ public struct InviteClientTransaction: Sendable, Hashable {
     // MARK: Events
 
     /// The owner sent the INVITE.
-    public mutating func requestSent() -> [Action] {
+    public mutating func requestSent() -> Actions {
         guard state == .idle else { return [] }
         state = .calling
-        var actions: [Action] = []
-        actions.reserveCapacity(4)  // one allocation instead of growing on the appends
+        var actions: Actions = []
         if !transport.isReliable {
             timerAInterval = timers.t1
             actions.append(.startTimer(.A, after: timers.t1))
@@ -85,11 +88,10 @@ public struct InviteClientTransaction: Sendable, Hashable {
     }
 
     /// A response matching this transaction arrived.
-    public mutating func responseReceived(_ statusCode: Int) -> [Action] {
+    public mutating func responseReceived(_ statusCode: Int) -> Actions {
         switch state {
         case .calling, .proceeding:
-            var actions: [Action] = []
-            actions.reserveCapacity(4)  // one allocation instead of growing on the appends
+            var actions: Actions = []
             if state == .calling {
                 if !transport.isReliable { actions.append(.stopTimer(.A)) }
                 actions.append(.stopTimer(.B))
@@ -101,7 +103,7 @@ public struct InviteClientTransaction: Sendable, Hashable {
                 actions.append(.passToTU(statusCode))
                 if cancelPending {
                     cancelPending = false
-                    actions += cancel()
+                    actions.append(contentsOf: cancel())
                 } else if usesTimerC && !isCancelled && statusCode > 100 {
                     actions.append(.startTimer(.C, after: timers.timerC))
                 }
@@ -116,7 +118,7 @@ public struct InviteClientTransaction: Sendable, Hashable {
                 if usesTimerC || isCancelled { actions.append(.stopTimer(.C)) }
                 actions.append(.sendACK)
                 actions.append(.passToTU(statusCode))
-                actions += enterCompleted()
+                actions.append(contentsOf: enterCompleted())
             default:
                 return []
             }
@@ -131,7 +133,7 @@ public struct InviteClientTransaction: Sendable, Hashable {
     }
 
     /// A timer of this transaction fired.
-    public mutating func timerFired(_ timer: TransactionTimer) -> [Action] {
+    public mutating func timerFired(_ timer: TransactionTimer) -> Actions {
         switch (timer, state) {
         case (.A, .calling) where !transport.isReliable:
             timerAInterval = timerAInterval * 2
@@ -145,7 +147,9 @@ public struct InviteClientTransaction: Sendable, Hashable {
             if isCancelled { return timeout() }
             // §16.8: Timer C after a provisional response: the branch times out and is CANCELled.
             timeoutReported = true
-            return [.timeoutToTU] + cancel()
+            var actions: Actions = [.timeoutToTU]
+            actions.append(contentsOf: cancel())
+            return actions
         case (.D, .completed), (.M, .accepted):
             state = .terminated
             return [.terminate]
@@ -158,7 +162,7 @@ public struct InviteClientTransaction: Sendable, Hashable {
     ///
     /// In Proceeding this asks for the CANCEL at once; in Calling it is deferred until the first
     /// provisional response (§9.1); after a final response there is nothing to cancel.
-    public mutating func cancelRequested() -> [Action] {
+    public mutating func cancelRequested() -> Actions {
         switch state {
         case .calling:
             cancelPending = true
@@ -171,7 +175,7 @@ public struct InviteClientTransaction: Sendable, Hashable {
     }
 
     /// Sending the INVITE (or a retransmission, or the ACK) failed.
-    public mutating func transportError() -> [Action] {
+    public mutating func transportError() -> Actions {
         switch state {
         case .calling, .proceeding:
             state = .terminated
@@ -186,20 +190,20 @@ public struct InviteClientTransaction: Sendable, Hashable {
 
     // MARK: Helpers
 
-    private mutating func cancel() -> [Action] {
+    private mutating func cancel() -> Actions {
         isCancelled = true
         // §9.1: without a final response 64*T1 after the CANCEL, give the transaction up.
         return [.cancelBranch, .startTimer(.C, after: timers.timerB)]
     }
 
-    private mutating func timeout() -> [Action] {
+    private mutating func timeout() -> Actions {
         state = .terminated
         if timeoutReported { return [.terminate] }
         timeoutReported = true
         return [.timeoutToTU, .terminate]
     }
 
-    private mutating func enterCompleted() -> [Action] {
+    private mutating func enterCompleted() -> Actions {
         if transport.isReliable || timers.timerD == .zero {
             state = .terminated
             return [.terminate]

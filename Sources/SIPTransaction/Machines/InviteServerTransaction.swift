@@ -1,3 +1,5 @@
+public import SIPCore
+
 /// The INVITE server transaction of RFC 3261 §17.2.1 (Figure 7), with the Accepted state of RFC 6026.
 ///
 /// ```
@@ -32,6 +34,8 @@ public struct InviteServerTransaction: Sendable, Hashable {
 
     /// What the owner must do.
     public typealias Action = TransactionAction
+    /// The actions of one event, in order (inline: no allocation per event).
+    public typealias Actions = TransactionActions
 
     /// The current state.
     public private(set) var state: State = .proceeding
@@ -53,7 +57,7 @@ public struct InviteServerTransaction: Sendable, Hashable {
     // MARK: Events
 
     /// The INVITE that created this transaction arrived again.
-    public mutating func requestRetransmitted() -> [Action] {
+    public mutating func requestRetransmitted() -> Actions {
         switch state {
         case .proceeding:
             return lastStatus == 0 ? [] : [.retransmitResponse]
@@ -66,7 +70,7 @@ public struct InviteServerTransaction: Sendable, Hashable {
 
     /// The TU handed a response to the transaction. Returns `.sendResponse` if it may go out; a
     /// response after a non-2xx final (or a non-2xx after a 2xx) is refused with no actions.
-    public mutating func tuSentResponse(_ statusCode: Int) -> [Action] {
+    public mutating func tuSentResponse(_ statusCode: Int) -> Actions {
         switch (state, statusCode) {
         case (.proceeding, 100...199):
             lastStatus = statusCode
@@ -78,7 +82,7 @@ public struct InviteServerTransaction: Sendable, Hashable {
         case (.proceeding, 300...699):
             lastStatus = statusCode
             state = .completed
-            var actions: [Action] = [.sendResponse(statusCode)]
+            var actions: Actions = [.sendResponse(statusCode)]
             if !transport.isReliable {
                 timerGInterval = timers.t1
                 actions.append(.startTimer(.G, after: timers.t1))
@@ -95,7 +99,7 @@ public struct InviteServerTransaction: Sendable, Hashable {
     }
 
     /// An ACK matching this transaction arrived.
-    public mutating func ackReceived() -> [Action] {
+    public mutating func ackReceived() -> Actions {
         switch state {
         case .completed:
             if transport.isReliable || timers.timerI == .zero {
@@ -103,9 +107,11 @@ public struct InviteServerTransaction: Sendable, Hashable {
                 return [.terminate]
             }
             state = .confirmed
-            var actions: [Action] = []
+            var actions: Actions = []
             if !transport.isReliable { actions.append(.stopTimer(.G)) }
-            return actions + [.stopTimer(.H), .startTimer(.I, after: timers.timerI)]
+            actions.append(.stopTimer(.H))
+            actions.append(.startTimer(.I, after: timers.timerI))
+            return actions
         case .accepted:
             return [.passACKToTU]
         case .proceeding, .confirmed, .terminated:
@@ -114,7 +120,7 @@ public struct InviteServerTransaction: Sendable, Hashable {
     }
 
     /// A timer of this transaction fired.
-    public mutating func timerFired(_ timer: TransactionTimer) -> [Action] {
+    public mutating func timerFired(_ timer: TransactionTimer) -> Actions {
         switch (timer, state) {
         case (.G, .completed) where !transport.isReliable:
             timerGInterval = .min(timerGInterval * 2, timers.t2)
@@ -131,7 +137,7 @@ public struct InviteServerTransaction: Sendable, Hashable {
     }
 
     /// Sending a response failed.
-    public mutating func transportError() -> [Action] {
+    public mutating func transportError() -> Actions {
         switch state {
         case .proceeding, .completed, .accepted:
             state = .terminated

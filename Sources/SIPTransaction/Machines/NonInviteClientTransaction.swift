@@ -1,3 +1,5 @@
+public import SIPCore
+
 /// The non-INVITE client transaction of RFC 3261 §17.1.2 (Figure 6).
 ///
 /// ```
@@ -29,6 +31,8 @@ public struct NonInviteClientTransaction: Sendable, Hashable {
 
     /// What the owner must do.
     public typealias Action = TransactionAction
+    /// The actions of one event, in order (inline: no allocation per event).
+    public typealias Actions = TransactionActions
 
     /// The current state.
     public private(set) var state: State = .idle
@@ -50,11 +54,10 @@ public struct NonInviteClientTransaction: Sendable, Hashable {
     // MARK: Events
 
     /// The owner sent the request.
-    public mutating func requestSent() -> [Action] {
+    public mutating func requestSent() -> Actions {
         guard state == .idle else { return [] }
         state = .trying
-        var actions: [Action] = []
-        actions.reserveCapacity(4)  // one allocation instead of growing on the appends
+        var actions: Actions = []
         if !transport.isReliable {
             timerEInterval = timers.t1
             actions.append(.startTimer(.E, after: timers.t1))
@@ -64,7 +67,7 @@ public struct NonInviteClientTransaction: Sendable, Hashable {
     }
 
     /// A response matching this transaction arrived.
-    public mutating func responseReceived(_ statusCode: Int) -> [Action] {
+    public mutating func responseReceived(_ statusCode: Int) -> Actions {
         switch state {
         case .trying, .proceeding:
             switch statusCode {
@@ -89,7 +92,7 @@ public struct NonInviteClientTransaction: Sendable, Hashable {
     }
 
     /// A timer of this transaction fired.
-    public mutating func timerFired(_ timer: TransactionTimer) -> [Action] {
+    public mutating func timerFired(_ timer: TransactionTimer) -> Actions {
         switch (timer, state) {
         case (.E, .trying) where !transport.isReliable:
             timerEInterval = .min(timerEInterval * 2, timers.t2)
@@ -109,7 +112,7 @@ public struct NonInviteClientTransaction: Sendable, Hashable {
     }
 
     /// Sending the request (or a retransmission) failed.
-    public mutating func transportError() -> [Action] {
+    public mutating func transportError() -> Actions {
         switch state {
         case .trying, .proceeding:
             state = .terminated
