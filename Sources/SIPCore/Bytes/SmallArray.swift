@@ -1,8 +1,7 @@
 /// A list that keeps its first four elements inline and only the rest in an array: for the short lists
 /// made per message (a transaction machine's actions, what a transaction sends), for which an `Array`
-/// would allocate every time. Built with `append` or an array literal; read as a collection (and sorted
-/// in place).
-public struct SmallArray<Element>: RandomAccessCollection, MutableCollection, ExpressibleByArrayLiteral {
+/// would allocate every time. Built with `append` or an array literal; read as a collection.
+public struct SmallArray<Element>: RandomAccessCollection, ExpressibleByArrayLiteral {
     @usableFromInline static var inlineCapacity: Int { 4 }
     @usableFromInline var head: InlineArray<4, Element?>
     @usableFromInline var tail: [Element]
@@ -23,14 +22,8 @@ public struct SmallArray<Element>: RandomAccessCollection, MutableCollection, Ex
     @inlinable public var endIndex: Int { length }
 
     @inlinable public subscript(i: Int) -> Element {
-        get {
-            precondition(i >= 0 && i < length, "SmallArray index out of range")
-            return i < Self.inlineCapacity ? head[i]! : tail[i - Self.inlineCapacity]
-        }
-        set {
-            precondition(i >= 0 && i < length, "SmallArray index out of range")
-            if i < Self.inlineCapacity { head[i] = newValue } else { tail[i - Self.inlineCapacity] = newValue }
-        }
+        precondition(i >= 0 && i < length, "SmallArray index out of range")
+        return i < Self.inlineCapacity ? head[i]! : tail[i - Self.inlineCapacity]
     }
 
     @inlinable public mutating func append(_ e: Element) {

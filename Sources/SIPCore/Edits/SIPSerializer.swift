@@ -57,9 +57,8 @@ extension SIPMessage {
         }
         if let line = options.prependLine { out.append(contentsOf: line) }
 
-        // The sender's own changes (removed Via, inserts, Content-Length): none for forwarded requests,
-        // one (the top Via) for relayed replies.
-        var ops = SmallArray<SIPEdits.Entry>()
+        // The sender's own changes (removed Via, inserts, Content-Length): empty for forwarded requests.
+        var ops: [SIPEdits.Entry] = []
         var newBody = options.applyEdits ? edits.body : nil
         if newBody == nil, framingOK, headersTo < allOps.endIndex {
             let bodyOps = allOps[headersTo...].drop(while: { $0.offset < bodyStart })
@@ -116,11 +115,9 @@ extension SIPMessage {
         if ops.isEmpty {
             applyRegionOps(headerOps, ByteRange(hs, he), v, &out)
         } else {
-            var all = SmallArray<SIPEdits.Entry>()
-            all.append(contentsOf: headerOps)
-            all.append(contentsOf: ops)
-            all.sort(by: Self.precedes)
-            applyRegionOps(all, ByteRange(hs, he), v, &out)
+            ops.insert(contentsOf: headerOps, at: 0)
+            ops.sort(by: Self.precedes)
+            applyRegionOps(ops[...], ByteRange(hs, he), v, &out)
         }
         if let extra = options.appendLines { out.append(contentsOf: extra) }
         out.append(contentsOf: clLine)
@@ -134,7 +131,7 @@ extension SIPMessage {
 
     /// Writes `region` of the received bytes with sorted edits applied (inserts and deletes clamped
     /// to the region).
-    func applyRegionOps(_ ops: some Collection<SIPEdits.Entry>, _ region: ByteRange, _ v: ByteView, _ out: inout [UInt8]) {
+    func applyRegionOps(_ ops: ArraySlice<SIPEdits.Entry>, _ region: ByteRange, _ v: ByteView, _ out: inout [UInt8]) {
         var pos = region.lower
         for e in ops {
             switch e.op {
