@@ -1,5 +1,4 @@
 import Testing
-import SIPCore
 @testable import SIPTransaction
 
 @Suite("INVITE server transaction (RFC 3261 §17.2.1, RFC 6026)")

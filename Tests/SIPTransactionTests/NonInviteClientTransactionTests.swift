@@ -1,5 +1,4 @@
 import Testing
-import SIPCore
 @testable import SIPTransaction
 
 @Suite("Non-INVITE client transaction (RFC 3261 §17.1.2)")

@@ -1,4 +1,3 @@
-import SIPCore
 @testable import SIPTransaction
 
 /// An instant of `MockClock`: a duration since the clock's zero.
@@ -42,7 +41,7 @@ struct Harness {
     }
 
     /// Applies actions: timers to the wheel, the rest to the log.
-    mutating func apply(_ actions: TransactionActions) {
+    mutating func apply(_ actions: [TransactionAction]) {
         for a in actions {
             switch a {
             case .startTimer(let t, let d): wheel.schedule(t, at: clock.now.advanced(by: d))
@@ -54,7 +53,7 @@ struct Harness {
     }
 
     /// Advances the clock tick by tick until `end`, firing timers into `fire`.
-    mutating func run(until end: Duration, _ fire: (TransactionTimer) -> TransactionActions) {
+    mutating func run(until end: Duration, _ fire: (TransactionTimer) -> [TransactionAction]) {
         while clock.now.offset < end {
             clock.advance(by: wheel.resolution)
             for t in wheel.advance(to: clock.now) { apply(fire(t)) }

@@ -1,5 +1,4 @@
 import Testing
-import SIPCore
 @testable import SIPTransaction
 
 @Suite("TimerConfiguration")
@@ -64,7 +63,7 @@ struct TransactionMachineTests {
 
     @Test("generic driving: both server machines absorb a retransmission after a final response")
     func genericServers() {
-        func absorb<M: ServerTransactionMachine>(_ m: inout M) -> TransactionActions {
+        func absorb<M: ServerTransactionMachine>(_ m: inout M) -> [TransactionAction] {
             _ = m.tuSentResponse(404)
             return m.requestRetransmitted()
         }

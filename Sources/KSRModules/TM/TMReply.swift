@@ -30,7 +30,7 @@ enum TMReply {
     }
 
     /// Handles what the machines passed up (outside the lock).
-    static func handle(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ events: SmallArray<TMOutbox.Event>, reply: SIPMessage?) {
+    static func handle(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ events: [TMOutbox.Event], reply: SIPMessage?) {
         for e in events {
             switch e {
             case .reply(let i, let code):

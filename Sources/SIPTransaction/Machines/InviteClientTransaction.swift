@@ -1,5 +1,3 @@
-public import SIPCore
-
 /// The INVITE client transaction of RFC 3261 §17.1.1, with the Accepted state of RFC 6026 and, for
 /// proxies, Timer C (§16.6 step 11, §16.8).
 ///
@@ -36,8 +34,6 @@ public struct InviteClientTransaction: Sendable, Hashable {
 
     /// What the owner must do.
     public typealias Action = TransactionAction
-    /// The actions of one event, in order (inline: no allocation per event).
-    public typealias Actions = TransactionActions
 
     /// The current state.
     public private(set) var state: State = .idle
@@ -74,10 +70,11 @@ public struct InviteClientTransaction: Sendable, Hashable {
     // MARK: Events
 
     /// The owner sent the INVITE.
-    public mutating func requestSent() -> Actions {
+    public mutating func requestSent() -> [Action] {
         guard state == .idle else { return [] }
         state = .calling
-        var actions: Actions = []
+        var actions: [Action] = []
+        actions.reserveCapacity(4)  // one allocation instead of growing on the appends
         if !transport.isReliable {
             timerAInterval = timers.t1
             actions.append(.startTimer(.A, after: timers.t1))
@@ -88,10 +85,11 @@ public struct InviteClientTransaction: Sendable, Hashable {
     }
 
     /// A response matching this transaction arrived.
-    public mutating func responseReceived(_ statusCode: Int) -> Actions {
+    public mutating func responseReceived(_ statusCode: Int) -> [Action] {
         switch state {
         case .calling, .proceeding:
-            var actions: Actions = []
+            var actions: [Action] = []
+            actions.reserveCapacity(4)  // one allocation instead of growing on the appends
             if state == .calling {
                 if !transport.isReliable { actions.append(.stopTimer(.A)) }
                 actions.append(.stopTimer(.B))
@@ -103,7 +101,7 @@ public struct InviteClientTransaction: Sendable, Hashable {
                 actions.append(.passToTU(statusCode))
                 if cancelPending {
                     cancelPending = false
-                    actions.append(contentsOf: cancel())
+                    actions += cancel()
                 } else if usesTimerC && !isCancelled && statusCode > 100 {
                     actions.append(.startTimer(.C, after: timers.timerC))
                 }
@@ -118,7 +116,7 @@ public struct InviteClientTransaction: Sendable, Hashable {
                 if usesTimerC || isCancelled { actions.append(.stopTimer(.C)) }
                 actions.append(.sendACK)
                 actions.append(.passToTU(statusCode))
-                actions.append(contentsOf: enterCompleted())
+                actions += enterCompleted()
             default:
                 return []
             }
@@ -133,7 +131,7 @@ public struct InviteClientTransaction: Sendable, Hashable {
     }
 
     /// A timer of this transaction fired.
-    public mutating func timerFired(_ timer: TransactionTimer) -> Actions {
+    public mutating func timerFired(_ timer: TransactionTimer) -> [Action] {
         switch (timer, state) {
         case (.A, .calling) where !transport.isReliable:
             timerAInterval = timerAInterval * 2
@@ -147,9 +145,7 @@ public struct InviteClientTransaction: Sendable, Hashable {
             if isCancelled { return timeout() }
             // §16.8: Timer C after a provisional response: the branch times out and is CANCELled.
             timeoutReported = true
-            var actions: Actions = [.timeoutToTU]
-            actions.append(contentsOf: cancel())
-            return actions
+            return [.timeoutToTU] + cancel()
         case (.D, .completed), (.M, .accepted):
             state = .terminated
             return [.terminate]
@@ -162,7 +158,7 @@ public struct InviteClientTransaction: Sendable, Hashable {
     ///
     /// In Proceeding this asks for the CANCEL at once; in Calling it is deferred until the first
     /// provisional response (§9.1); after a final response there is nothing to cancel.
-    public mutating func cancelRequested() -> Actions {
+    public mutating func cancelRequested() -> [Action] {
         switch state {
         case .calling:
             cancelPending = true
@@ -175,7 +171,7 @@ public struct InviteClientTransaction: Sendable, Hashable {
     }
 
     /// Sending the INVITE (or a retransmission, or the ACK) failed.
-    public mutating func transportError() -> Actions {
+    public mutating func transportError() -> [Action] {
         switch state {
         case .calling, .proceeding:
             state = .terminated
@@ -190,20 +186,20 @@ public struct InviteClientTransaction: Sendable, Hashable {
 
     // MARK: Helpers
 
-    private mutating func cancel() -> Actions {
+    private mutating func cancel() -> [Action] {
         isCancelled = true
         // §9.1: without a final response 64*T1 after the CANCEL, give the transaction up.
         return [.cancelBranch, .startTimer(.C, after: timers.timerB)]
     }
 
-    private mutating func timeout() -> Actions {
+    private mutating func timeout() -> [Action] {
         state = .terminated
         if timeoutReported { return [.terminate] }
         timeoutReported = true
         return [.timeoutToTU, .terminate]
     }
 
-    private mutating func enterCompleted() -> Actions {
+    private mutating func enterCompleted() -> [Action] {
         if transport.isReliable || timers.timerD == .zero {
             state = .terminated
             return [.terminate]

@@ -1,5 +1,3 @@
-public import SIPCore
-
 /// The INVITE server transaction of RFC 3261 §17.2.1 (Figure 7), with the Accepted state of RFC 6026.
 ///
 /// ```
@@ -34,8 +32,6 @@ public struct InviteServerTransaction: Sendable, Hashable {
 
     /// What the owner must do.
     public typealias Action = TransactionAction
-    /// The actions of one event, in order (inline: no allocation per event).
-    public typealias Actions = TransactionActions
 
     /// The current state.
     public private(set) var state: State = .proceeding
@@ -57,7 +53,7 @@ public struct InviteServerTransaction: Sendable, Hashable {
     // MARK: Events
 
     /// The INVITE that created this transaction arrived again.
-    public mutating func requestRetransmitted() -> Actions {
+    public mutating func requestRetransmitted() -> [Action] {
         switch state {
         case .proceeding:
             return lastStatus == 0 ? [] : [.retransmitResponse]
@@ -70,7 +66,7 @@ public struct InviteServerTransaction: Sendable, Hashable {
 
     /// The TU handed a response to the transaction. Returns `.sendResponse` if it may go out; a
     /// response after a non-2xx final (or a non-2xx after a 2xx) is refused with no actions.
-    public mutating func tuSentResponse(_ statusCode: Int) -> Actions {
+    public mutating func tuSentResponse(_ statusCode: Int) -> [Action] {
         switch (state, statusCode) {
         case (.proceeding, 100...199):
             lastStatus = statusCode
@@ -82,7 +78,7 @@ public struct InviteServerTransaction: Sendable, Hashable {
         case (.proceeding, 300...699):
             lastStatus = statusCode
             state = .completed
-            var actions: Actions = [.sendResponse(statusCode)]
+            var actions: [Action] = [.sendResponse(statusCode)]
             if !transport.isReliable {
                 timerGInterval = timers.t1
                 actions.append(.startTimer(.G, after: timers.t1))
@@ -99,7 +95,7 @@ public struct InviteServerTransaction: Sendable, Hashable {
     }
 
     /// An ACK matching this transaction arrived.
-    public mutating func ackReceived() -> Actions {
+    public mutating func ackReceived() -> [Action] {
         switch state {
         case .completed:
             if transport.isReliable || timers.timerI == .zero {
@@ -107,11 +103,9 @@ public struct InviteServerTransaction: Sendable, Hashable {
                 return [.terminate]
             }
             state = .confirmed
-            var actions: Actions = []
+            var actions: [Action] = []
             if !transport.isReliable { actions.append(.stopTimer(.G)) }
-            actions.append(.stopTimer(.H))
-            actions.append(.startTimer(.I, after: timers.timerI))
-            return actions
+            return actions + [.stopTimer(.H), .startTimer(.I, after: timers.timerI)]
         case .accepted:
             return [.passACKToTU]
         case .proceeding, .confirmed, .terminated:
@@ -120,7 +114,7 @@ public struct InviteServerTransaction: Sendable, Hashable {
     }
 
     /// A timer of this transaction fired.
-    public mutating func timerFired(_ timer: TransactionTimer) -> Actions {
+    public mutating func timerFired(_ timer: TransactionTimer) -> [Action] {
         switch (timer, state) {
         case (.G, .completed) where !transport.isReliable:
             timerGInterval = .min(timerGInterval * 2, timers.t2)
@@ -137,7 +131,7 @@ public struct InviteServerTransaction: Sendable, Hashable {
     }
 
     /// Sending a response failed.
-    public mutating func transportError() -> Actions {
+    public mutating func transportError() -> [Action] {
         switch state {
         case .proceeding, .completed, .accepted:
             state = .terminated

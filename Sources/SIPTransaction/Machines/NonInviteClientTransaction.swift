@@ -1,5 +1,3 @@
-public import SIPCore
-
 /// The non-INVITE client transaction of RFC 3261 §17.1.2 (Figure 6).
 ///
 /// ```
@@ -31,8 +29,6 @@ public struct NonInviteClientTransaction: Sendable, Hashable {
 
     /// What the owner must do.
     public typealias Action = TransactionAction
-    /// The actions of one event, in order (inline: no allocation per event).
-    public typealias Actions = TransactionActions
 
     /// The current state.
     public private(set) var state: State = .idle
@@ -54,10 +50,11 @@ public struct NonInviteClientTransaction: Sendable, Hashable {
     // MARK: Events
 
     /// The owner sent the request.
-    public mutating func requestSent() -> Actions {
+    public mutating func requestSent() -> [Action] {
         guard state == .idle else { return [] }
         state = .trying
-        var actions: Actions = []
+        var actions: [Action] = []
+        actions.reserveCapacity(4)  // one allocation instead of growing on the appends
         if !transport.isReliable {
             timerEInterval = timers.t1
             actions.append(.startTimer(.E, after: timers.t1))
@@ -67,7 +64,7 @@ public struct NonInviteClientTransaction: Sendable, Hashable {
     }
 
     /// A response matching this transaction arrived.
-    public mutating func responseReceived(_ statusCode: Int) -> Actions {
+    public mutating func responseReceived(_ statusCode: Int) -> [Action] {
         switch state {
         case .trying, .proceeding:
             switch statusCode {
@@ -92,7 +89,7 @@ public struct NonInviteClientTransaction: Sendable, Hashable {
     }
 
     /// A timer of this transaction fired.
-    public mutating func timerFired(_ timer: TransactionTimer) -> Actions {
+    public mutating func timerFired(_ timer: TransactionTimer) -> [Action] {
         switch (timer, state) {
         case (.E, .trying) where !transport.isReliable:
             timerEInterval = .min(timerEInterval * 2, timers.t2)
@@ -112,7 +109,7 @@ public struct NonInviteClientTransaction: Sendable, Hashable {
     }
 
     /// Sending the request (or a retransmission) failed.
-    public mutating func transportError() -> Actions {
+    public mutating func transportError() -> [Action] {
         switch state {
         case .trying, .proceeding:
             state = .terminated

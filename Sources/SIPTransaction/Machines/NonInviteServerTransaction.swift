@@ -1,5 +1,3 @@
-public import SIPCore
-
 /// The non-INVITE server transaction of RFC 3261 §17.2.2 (Figure 8).
 ///
 /// ```
@@ -29,8 +27,6 @@ public struct NonInviteServerTransaction: Sendable, Hashable {
 
     /// What the owner must do.
     public typealias Action = TransactionAction
-    /// The actions of one event, in order (inline: no allocation per event).
-    public typealias Actions = TransactionActions
 
     /// The current state.
     public private(set) var state: State = .trying
@@ -50,7 +46,7 @@ public struct NonInviteServerTransaction: Sendable, Hashable {
     // MARK: Events
 
     /// The request that created this transaction arrived again.
-    public mutating func requestRetransmitted() -> Actions {
+    public mutating func requestRetransmitted() -> [Action] {
         switch state {
         case .proceeding, .completed: return [.retransmitResponse]
         case .trying, .terminated: return []
@@ -59,7 +55,7 @@ public struct NonInviteServerTransaction: Sendable, Hashable {
 
     /// The TU handed a response to the transaction. Returns `.sendResponse` if it may go out; any
     /// response after the final one is refused with no actions.
-    public mutating func tuSentResponse(_ statusCode: Int) -> Actions {
+    public mutating func tuSentResponse(_ statusCode: Int) -> [Action] {
         switch (state, statusCode) {
         case (.trying, 100...199), (.proceeding, 100...199):
             state = .proceeding
@@ -79,14 +75,14 @@ public struct NonInviteServerTransaction: Sendable, Hashable {
     }
 
     /// A timer of this transaction fired.
-    public mutating func timerFired(_ timer: TransactionTimer) -> Actions {
+    public mutating func timerFired(_ timer: TransactionTimer) -> [Action] {
         guard timer == .J, state == .completed else { return [] }
         state = .terminated
         return [.terminate]
     }
 
     /// Sending a response failed.
-    public mutating func transportError() -> Actions {
+    public mutating func transportError() -> [Action] {
         switch state {
         case .trying, .proceeding, .completed:
             state = .terminated

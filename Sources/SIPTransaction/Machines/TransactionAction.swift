@@ -1,9 +1,3 @@
-public import SIPCore
-
-/// The actions of one event, in order: kept inline (a machine emits at most six; four fit without an
-/// allocation), since every message runs a machine.
-public typealias TransactionActions = SmallArray<TransactionAction>
-
 /// What a transaction state machine asks its owner to do, in order, after an event.
 ///
 /// The machines hold no message bytes and do no I/O: the owner keeps the request, the last response

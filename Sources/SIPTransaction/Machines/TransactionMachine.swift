@@ -1,5 +1,3 @@
-public import SIPCore
-
 /// What all four transaction machines have in common, so that an owner can drive timers and
 /// transport errors generically (one timer wheel, one action runner).
 public protocol TransactionMachine: Sendable {
@@ -12,26 +10,26 @@ public protocol TransactionMachine: Sendable {
     /// The transport the transaction runs on.
     var transport: TransportReliability { get }
     /// A timer of this transaction fired (stale fires return no actions).
-    mutating func timerFired(_ timer: TransactionTimer) -> TransactionActions
+    mutating func timerFired(_ timer: TransactionTimer) -> [TransactionAction]
     /// Sending failed.
-    mutating func transportError() -> TransactionActions
+    mutating func transportError() -> [TransactionAction]
 }
 
 /// A client transaction: the owner sends the request, then reports responses.
 public protocol ClientTransactionMachine: TransactionMachine {
     /// The owner sent the request.
-    mutating func requestSent() -> TransactionActions
+    mutating func requestSent() -> [TransactionAction]
     /// A response matching the transaction arrived.
-    mutating func responseReceived(_ statusCode: Int) -> TransactionActions
+    mutating func responseReceived(_ statusCode: Int) -> [TransactionAction]
 }
 
 /// A server transaction: created from a received request; absorbs its retransmissions and sends
 /// the TU's responses.
 public protocol ServerTransactionMachine: TransactionMachine {
     /// The request arrived again.
-    mutating func requestRetransmitted() -> TransactionActions
+    mutating func requestRetransmitted() -> [TransactionAction]
     /// The TU handed over a response.
-    mutating func tuSentResponse(_ statusCode: Int) -> TransactionActions
+    mutating func tuSentResponse(_ statusCode: Int) -> [TransactionAction]
 }
 
 extension InviteClientTransaction: ClientTransactionMachine {
