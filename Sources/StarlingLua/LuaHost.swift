@@ -223,8 +223,11 @@ private func host(_ ctx: UnsafeMutableRawPointer?) -> LuaHost {
     Unmanaged<LuaHost>.fromOpaque(ctx!).takeUnretainedValue()
 }
 
+/// Every KSR call: the host is borrowed (the engine keeps it alive), not retained and released.
 let luaHostCall: ksr_call_fn = { ctx, index, params, count, ret, yieldable in
-    host(ctx).call(Int(index), params, Int(count), ret!, yieldable: yieldable != 0)
+    Unmanaged<LuaHost>.fromOpaque(ctx!)._withUnsafeGuaranteedRef {
+        $0.call(Int(index), params, Int(count), ret!, yieldable: yieldable != 0)
+    }
 }
 
 let luaHostResumed: ksr_resumed_fn = { ctx, index, ret in

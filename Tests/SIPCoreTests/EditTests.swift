@@ -69,6 +69,21 @@ import Testing
         #expect(twoBack.topVia.flatMap { $0.branch.map(twoBack.string) } == "z9hG4bKsecond")
     }
 
+    @Test("edits of the start line, headers and body made out of order, with and without the top Via")
+    func editsInEveryRegionOutOfOrder() throws {
+        let m = try SIPMessage.parse(Array(("MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+            + "Max-Forwards: 70\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\nContent-Length: 5\r\n\r\nhello").utf8))
+        let body = m.bodyRange
+        m.replaceBytes(ByteRange(body.lower, body.lower + 1), with: Array("J".utf8))
+        m.replaceBytes(try #require(m.firstHeader(.maxForwards)).value, with: Array("69".utf8))
+        m.addHeaderLine(Array("X-A: 1\r\n".utf8), at: .first)
+        let uri = m.requestURIRange
+        m.replaceBytes(ByteRange(uri.lower + 4, uri.lower + 5), with: Array("x".utf8))
+        let rest = "Max-Forwards: 69\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\nContent-Length: 5\r\n\r\nJello"
+        #expect(text(m.serialized()) == "MESSAGE sip:x@b SIP/2.0\r\nX-A: 1\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n" + rest)
+        #expect(text(m.serialized(options: SIPSerializeOptions(removeTopVia: true))) == "MESSAGE sip:x@b SIP/2.0\r\nX-A: 1\r\n" + rest)
+    }
+
     @Test func missingContentLengthAdded() throws {
         let m = try SIPMessage.parse("MESSAGE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\n\r\nhi there")
         let out = try SIPMessage.parse(m.serialized(), datagram: false)

@@ -194,7 +194,8 @@ enum CoreModule {
             return .bool(PVEngine.set(ctx, .rd, .string(s)))
         }
         add("setdsturi", [.str], .bool) { ctx, args in
-            if let s = args.string(0), !s.isEmpty { ctx.destinationURI = Array(s.utf8) }
+            // The script's bytes as they are (as Kamailio keeps them): one copy, no String between.
+            if let b = args.bytes(0), !b.isEmpty { ctx.destinationURI = Array(b) }
             return .bool(true)
         }
         add("resetdsturi", [], .bool) { ctx, _ in ctx.destinationURI = nil; return .bool(true) }

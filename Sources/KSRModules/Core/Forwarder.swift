@@ -22,24 +22,40 @@ public enum Forwarder {
     /// Resolves a SIP URI to a destination: `maddr`, host and port (5060, or 5061 for sips/tls),
     /// `transport` parameter (UDP by default, TLS for sips).
     public static func target(_ ctx: RouteContext, _ uri: SIPURI) -> Target? {
-        targets(ctx, uri, all: false).first
+        guard let (host, proto) = hostAndProto(uri) else { return nil }
+        // A numeric host is its own address (CoreServices.resolve's contract): no resolver call and
+        // no arrays for the usual next hop of a proxy.
+        if let a = SocketAddress(ip: host, port: uri.port ?? 0) { return Target(address: withPort(a, uri, proto), proto: proto) }
+        return targets(ctx, uri, all: false).first
     }
 
     /// Every address a SIP URI resolves to, in the resolver's order (SRV priority, then A/AAAA): the
     /// candidates of tm's DNS failover. `all: false` stops at the first.
     public static func targets(_ ctx: RouteContext, _ uri: SIPURI, all: Bool = true) -> [Target] {
-        guard uri.scheme == .sip || uri.scheme == .sips else { return [] }
-        var proto: SIPTransportProtocol = uri.scheme == .sips ? .tls : .udp
-        if let t = uri.transport { proto = SIPTransportProtocol(name: t) ?? proto }
-        let host = uri.param("maddr") ?? uri.host
+        guard let (host, proto) = hostAndProto(uri) else { return [] }
         let addresses = ctx.services.resolve(host: host, port: uri.port, proto: proto)
         var out: [Target] = []
-        for var a in addresses {
-            if let p = uri.port { a.port = UInt16(p) } else if a.port == 0 { a.port = proto == .tls ? 5061 : 5060 }
-            out.append(Target(address: a, proto: proto))
+        for a in addresses {
+            out.append(Target(address: withPort(a, uri, proto), proto: proto))
             if !all { break }
         }
         return out
+    }
+
+    /// The host to resolve (`maddr`, else the URI's host) and the transport (the `transport`
+    /// parameter, else UDP, or TLS for sips); nil for schemes other than sip and sips.
+    private static func hostAndProto(_ uri: SIPURI) -> (host: String, proto: SIPTransportProtocol)? {
+        guard uri.scheme == .sip || uri.scheme == .sips else { return nil }
+        var proto: SIPTransportProtocol = uri.scheme == .sips ? .tls : .udp
+        if let t = uri.transport { proto = SIPTransportProtocol(name: t) ?? proto }
+        return (uri.param("maddr") ?? uri.host, proto)
+    }
+
+    /// The URI's port, else the resolved one (SRV), else 5060 (5061 for TLS).
+    private static func withPort(_ address: SocketAddress, _ uri: SIPURI, _ proto: SIPTransportProtocol) -> SocketAddress {
+        var a = address
+        if let p = uri.port { a.port = UInt16(p) } else if a.port == 0 { a.port = proto == .tls ? 5061 : 5060 }
+        return a
     }
 
     /// A branch id that is the same for retransmissions of a request and for its CANCEL (§16.11):

@@ -174,10 +174,10 @@ enum TMRelay {
     /// appended branches (parallel forking). 1 if at least one went out.
     static func addBranches(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, uri: [UInt8]? = nil,
                             noFailover: Bool = false) -> Int {
-        // (Request-URI for the branch, its $du): the R-URI branch keeps the message's R-URI.
-        // Extra branches may carry their own next hop and branch flags (registrar lookup).
-        var targets: [(ruri: [UInt8]?, dst: [UInt8]?, flags: UInt32?)] = [(nil, uri ?? ctx.destinationURI, nil)]
-        for (i, b) in ctx.branches.enumerated() { targets.append((b, ctx.branchDestinations[i], ctx.extraBranchFlags[i])) }
+        // The R-URI branch keeps the message's R-URI and goes to `uri`, else $du. Extra branches may
+        // carry their own next hop and branch flags (registrar lookup). All read before any branch route runs.
+        let firstDestination = uri ?? ctx.destinationURI
+        let (extra, extraDestinations, extraFlags) = (ctx.branches, ctx.branchDestinations, ctx.extraBranchFlags)
         let inFailure = ctx.routeType == .failure
         let first: Int
         if !inFailure {
@@ -202,9 +202,10 @@ enum TMRelay {
         }
         var sent = 0
         var lastError = SERError.badAddress
-        for t in targets {
-            let r = sendBranch(store, ctx, cell, ruri: t.ruri, dst: t.dst, branchFlags: t.flags)
-            if r > 0 { sent += 1 } else { lastError = r }
+        func count(_ r: Int) { if r > 0 { sent += 1 } else { lastError = r } }
+        count(sendBranch(store, ctx, cell, ruri: nil, dst: firstDestination))
+        for (i, b) in extra.enumerated() {
+            count(sendBranch(store, ctx, cell, ruri: b, dst: extraDestinations[i], branchFlags: extraFlags[i]))
         }
         if sent > 0 && inFailure {
             cell.locked {

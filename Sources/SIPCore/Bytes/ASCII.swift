@@ -211,7 +211,13 @@ extension Array where Element == UInt8 {
             append(d < 10 ? 0x30 + d : 0x57 + d)
             v /= radix
         } while v > 0
-        self[start...].reverse()
+        // Swapped in place: reversing the slice `self[start...]` copied the whole array first.
+        var (i, j) = (start, count - 1)
+        while i < j {
+            swapAt(i, j)
+            i += 1
+            j -= 1
+        }
     }
 
     mutating func appendDecimal(_ v: Int) {

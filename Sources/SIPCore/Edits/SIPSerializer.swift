@@ -36,10 +36,17 @@ extension SIPMessage {
         let newURI = options.requestURI ?? (options.applyEdits ? edits.requestURI : nil)
         // Edits of the start line (e.g. a reply's status) and of the body are applied to those
         // regions; the rest go to the header section below.
-        // (Relayed replies and most forwarded requests have no edits: no sort, no filtered copies.)
-        let allOps = options.applyEdits && !edits.entries.isEmpty
-            ? edits.entries.sorted { $0.offset != $1.offset ? $0.offset < $1.offset : $0.seq < $1.seq } : []
-        let startOps = allOps.isEmpty ? [] : allOps.filter { $0.offset < hs }
+        // (Relayed replies and most forwarded requests have no edits: no sort. A request usually has one
+        // edit, its Record-Route, already in order: no copy either.) Sorted by offset, the edits of each
+        // region are a slice: start line, headers, body.
+        let entries = options.applyEdits ? edits.entries : []
+        let allOps = Self.isSorted(entries) ? entries : entries.sorted(by: Self.precedes)
+        let he = framingOK ? headersEnd : state.pointee.scanPos
+        let bodyStart = state.pointee.bodyStart
+        let headersFrom = allOps.firstIndex { $0.offset >= hs } ?? allOps.endIndex
+        let headersTo = framingOK ? allOps[headersFrom...].firstIndex { $0.offset > he } ?? allOps.endIndex : allOps.endIndex
+        let startOps = allOps[..<headersFrom]
+        let headerOps = allOps[headersFrom..<headersTo]
         if isRequest, let newURI {
             append(&out, v, ByteRange(methodRange.lower, requestURIRange.lower))
             out.append(contentsOf: newURI)
@@ -50,19 +57,18 @@ extension SIPMessage {
         }
         if let line = options.prependLine { out.append(contentsOf: line) }
 
-        let he = framingOK ? headersEnd : state.pointee.scanPos
-        let bodyStart = state.pointee.bodyStart
-        var ops: [SIPEdits.Entry] = allOps.isEmpty ? [] : allOps.filter { $0.offset >= hs && ($0.offset <= he || !framingOK) }
+        // The sender's own changes (removed Via, inserts, Content-Length): empty for forwarded requests.
+        var ops: [SIPEdits.Entry] = []
         var newBody = options.applyEdits ? edits.body : nil
-        if newBody == nil, framingOK, !allOps.isEmpty {
-            let bodyOps = allOps.filter { $0.offset > he && $0.offset >= bodyStart }
+        if newBody == nil, framingOK, headersTo < allOps.endIndex {
+            let bodyOps = allOps[headersTo...].drop(while: { $0.offset < bodyStart })
             if !bodyOps.isEmpty {
                 var b: [UInt8] = []
                 applyRegionOps(bodyOps, ByteRange(bodyStart, state.pointee.bodyEnd), v, &b)
                 newBody = b
             }
         }
-        var seq = ops.count
+        var seq = headerOps.count
         if options.removeTopVia, let via = firstHeader(.via) {
             // The first value up to the second when the line has several, else the whole line (no scan
             // of the whole list: SIPp, for one, writes all the Vias of a reply on one line).
@@ -107,23 +113,11 @@ extension SIPMessage {
         }
 
         if ops.isEmpty {
-            append(&out, v, ByteRange(hs, he))
+            applyRegionOps(headerOps, ByteRange(hs, he), v, &out)
         } else {
-            ops.sort { $0.offset != $1.offset ? $0.offset < $1.offset : $0.seq < $1.seq }
-            var pos = hs
-            for e in ops {
-                switch e.op {
-                case .insert(let at, let bytes):
-                    let at = min(max(at, hs), he)
-                    if at > pos { append(&out, v, ByteRange(pos, at)); pos = at }
-                    out.append(contentsOf: bytes)
-                case .delete(let r):
-                    let s = min(max(r.lower, hs), he), t = min(max(r.upper, hs), he)
-                    if s > pos { append(&out, v, ByteRange(pos, s)) }
-                    pos = max(pos, t)
-                }
-            }
-            if pos < he { append(&out, v, ByteRange(pos, he)) }
+            ops.insert(contentsOf: headerOps, at: 0)
+            ops.sort(by: Self.precedes)
+            applyRegionOps(ops[...], ByteRange(hs, he), v, &out)
         }
         if let extra = options.appendLines { out.append(contentsOf: extra) }
         out.append(contentsOf: clLine)
@@ -137,7 +131,7 @@ extension SIPMessage {
 
     /// Writes `region` of the received bytes with sorted edits applied (inserts and deletes clamped
     /// to the region).
-    func applyRegionOps(_ ops: [SIPEdits.Entry], _ region: ByteRange, _ v: ByteView, _ out: inout [UInt8]) {
+    func applyRegionOps(_ ops: ArraySlice<SIPEdits.Entry>, _ region: ByteRange, _ v: ByteView, _ out: inout [UInt8]) {
         var pos = region.lower
         for e in ops {
             switch e.op {
@@ -152,6 +146,15 @@ extension SIPMessage {
             }
         }
         if pos < region.upper { append(&out, v, ByteRange(pos, region.upper)) }
+    }
+
+    /// The order edits apply in: by offset, then in the order they were made.
+    static func precedes(_ a: SIPEdits.Entry, _ b: SIPEdits.Entry) -> Bool {
+        a.offset != b.offset ? a.offset < b.offset : a.seq < b.seq
+    }
+
+    static func isSorted(_ entries: [SIPEdits.Entry]) -> Bool {
+        entries.indices.dropFirst().allSatisfy { !precedes(entries[$0], entries[$0 - 1]) }
     }
 
     /// The serialized message as a new array.
