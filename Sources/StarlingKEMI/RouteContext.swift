@@ -174,14 +174,18 @@ public struct TLSPeer: Sendable, Equatable {
     }
 }
 
+/// The longest a worker sleeps in its poll with nothing to do: it runs its timers, notices a stop or a
+/// new script version at least this often.
+public let workerMaxWaitMilliseconds = 200
+
 /// The transaction layer (tm) as the core sees it: the server hands it replies that passed the core
 /// reply route, and lets it run the timers its worker owns between batches.
 public protocol TransactionLayer: AnyObject, Sendable {
     /// A reply that passed `ksr_reply_route`: true if a transaction took it (else it is relayed statelessly).
     func handleReply(_ ctx: RouteContext) -> Bool
-    /// Runs the due timers this worker owns. Returns true while the worker has timers pending (the
-    /// worker then polls more often).
-    func runTimers(_ ctx: RouteContext) -> Bool
+    /// Runs the due timers this worker owns. Returns the milliseconds until the next one is due (the
+    /// worker sleeps that long at most), nil when none is due within `workerMaxWaitMilliseconds`.
+    func runTimers(_ ctx: RouteContext) -> Int?
     /// The request route of the current message has ended (its transaction may now run failure routes
     /// on other workers).
     func requestRouteFinished(_ ctx: RouteContext)

@@ -33,6 +33,10 @@ public final class WorkerMailbox: @unchecked Sendable {
         if wasEmpty { wake?() }
     }
 
+    /// Wakes the owning worker with no job (its timer pass runs: another thread started a timer of
+    /// its that is due before it would wake). Callable from any thread.
+    public func wakeWorker() { wake?() }
+
     /// True when jobs are queued (one atomic load: the per-loop check).
     @inline(__always) public var hasJobs: Bool { queued.load(ordering: .acquiring) > 0 }
 

@@ -130,12 +130,13 @@ public final class MessageDispatcher {
         onsendRoute = engine.callback(named: "ksr_onsend_route")
     }
 
-    /// Runs the transaction timers this worker owns; true while some are pending.
+    /// Runs the transaction timers this worker owns; returns the milliseconds until the next is due
+    /// (nil: none within `workerMaxWaitMilliseconds`).
     @discardableResult
-    public func runTimers() -> Bool {
+    public func runTimers() -> Int? {
         // Routes resumed by other threads (HTTP answers, async tasks) first: they were waiting longest.
         if context.mailbox.hasJobs { context.mailbox.run(context) }
-        guard let tm = context.transactions else { return false }
+        guard let tm = context.transactions else { return nil }
         return tm.runTimers(context)
     }
 

@@ -161,11 +161,13 @@ final class UDPWorker {
             return
         }
         let skipGroups = socket.map(skipsGroupDatagrams) ?? false
-        var timersPending = false
+        // Until the next timer is due (tm says when; another worker that starts one due earlier
+        // wakes this one), and at most `workerMaxWaitMilliseconds`.
+        var wait = workerMaxWaitMilliseconds
         while !stop.isSet {
             let ready: WaitSet.Ready
             do {
-                ready = try waitSet.wait(milliseconds: timersPending ? 10 : 200)
+                ready = try waitSet.wait(milliseconds: Int32(wait))
             } catch {
                 if stop.isSet { break }
                 logger.warning("worker \(index): \(error)")
@@ -177,7 +179,7 @@ final class UDPWorker {
                 if let inbox { handled += routeInbox(inbox) } else { st_eventfd_drain(wakeFD) }
             }
             if ready.contains(.shared), let socket { handled += routeDatagrams(socket, skipGroups: skipGroups) }
-            timersPending = dispatcher.runTimers()
+            wait = min(dispatcher.runTimers() ?? workerMaxWaitMilliseconds, workerMaxWaitMilliseconds)
             sender.flush()
             if handled == 0 { switchScriptIfNeeded() }
         }

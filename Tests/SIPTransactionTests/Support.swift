@@ -9,6 +9,9 @@ struct MockInstant: InstantProtocol, CustomStringConvertible {
     var description: String { "t=\(offset)" }
 }
 
+/// Placed on a wheel's ticks through its `Duration` (the protocol's default).
+extension MockInstant: TimerInstant {}
+
 /// A clock that moves only when told to.
 struct MockClock {
     var now = MockInstant(offset: .zero)

@@ -209,6 +209,23 @@ struct TimingWheelHandleTests {
         #expect(w.advance(to: at(.ms(40))) == ["other", "new"])
     }
 
+    @Test("how long the owner may sleep: until the start of the next tick holding a timer, within a horizon")
+    func nextTimer() {
+        var w = Wheel(origin: at(.zero), resolution: .ms(10))
+        #expect(w.nanosecondsToNextTimer(from: at(.zero), within: 20) == nil)
+        _ = w.schedule("a", at: at(.ms(35)))  // rounded up to tick 4, which starts at 40 ms
+        #expect(w.nanosecondsToNextTimer(from: at(.zero), within: 20) == 40_000_000)
+        #expect(w.nanosecondsToNextTimer(from: at(.ms(3)), within: 20) == 37_000_000)
+        #expect(w.nanosecondsToNextTimer(from: at(.zero), within: 3) == nil)
+        _ = w.schedule("b", at: at(.ms(10)))
+        #expect(w.nanosecondsToNextTimer(from: at(.zero), within: 20) == 10_000_000)
+        #expect(w.advance(to: at(.ms(10))) == ["b"])
+        #expect(w.nanosecondsToNextTimer(from: at(.ms(12)), within: 20) == 28_000_000)
+        #expect(w.advance(to: at(.ms(39))) == [])
+        #expect(w.advance(to: at(.ms(40))) == ["a"])
+        #expect(w.nanosecondsToNextTimer(from: at(.ms(40)), within: 20) == nil)
+    }
+
     @Test("removeAll leaves every handle stale and the wheel usable")
     func removeAll() {
         var w = Wheel(origin: at(.zero), resolution: .ms(10))
@@ -219,5 +236,41 @@ struct TimingWheelHandleTests {
         let h = w.schedule("after", at: at(.ms(10)))
         #expect(w.advance(to: at(.ms(100))) == ["after"])
         #expect(!w.contains(h))
+    }
+}
+
+@Suite("MonotonicInstant")
+struct MonotonicInstantTests {
+    @Test("integer nanoseconds: it moves, measures and orders as a Duration-based instant does")
+    func arithmetic() {
+        let a = MonotonicInstant(nanoseconds: 1_000)
+        let b = a.advanced(by: .milliseconds(1500))
+        #expect(b.nanoseconds == 1_500_001_000)
+        #expect(a.duration(to: b) == .milliseconds(1500))
+        #expect(b.nanoseconds(since: a) == 1_500_000_000)
+        #expect(a < b && a.advanced(byNanoseconds: 1_500_000_000) == b)
+        #expect(Duration.seconds(-3).nanosecondCount == -3_000_000_000)
+        #expect((Duration.seconds(32) + .nanoseconds(7)).nanosecondCount == 32_000_000_007)
+        let now = MonotonicInstant.now
+        #expect(MonotonicInstant.now >= now)
+    }
+
+    @Test("a wheel on MonotonicInstant fires what one on a Duration-based instant fires, at the same ticks")
+    func sameTicks() {
+        var m = TimingWheel<String, MonotonicInstant>(origin: MonotonicInstant(nanoseconds: 5_000_000_001))
+        var d = TimingWheel<String, MockInstant>(origin: at(.zero))
+        let delays: [(String, Duration)] = [("a", .ms(25)), ("b", .ms(10)), ("c", .ms(500)), ("d", .seconds(32)),
+                                            ("e", .nanoseconds(1)), ("f", .ms(41_000))]
+        for (p, delay) in delays {
+            _ = m.schedule(p, at: m.origin.advanced(by: delay))
+            _ = d.schedule(p, at: d.origin.advanced(by: delay))
+        }
+        var fired: [String] = []
+        for step in stride(from: 0, through: 45_000, by: 7) {
+            let got = m.advance(to: m.origin.advanced(by: .ms(step)))
+            #expect(got == d.advance(to: d.origin.advanced(by: .ms(step))))
+            fired += got
+        }
+        #expect(fired == ["b", "e", "a", "c", "d", "f"])  // b and e share tick 1: scheduling order
     }
 }

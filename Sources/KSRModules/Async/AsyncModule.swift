@@ -1,4 +1,5 @@
 import StarlingKEMI
+import SIPTransaction
 import Logging
 
 /// `KSR.async` (Kamailio's async module): suspend the transaction and continue it later in a named
@@ -105,7 +106,7 @@ enum AsyncModule: KSRModule {
         } else {
             guard millis > 0 else { ctx.logger.error("async: negative or zero sleep time (\(millis))"); return -1 }
             guard millis < maxMillis else { ctx.logger.error("async: max sleep time is \(maxMillis) msec"); return -1 }
-            guard AsyncTimers.of(ctx).count < maxMillisQueue else {
+            guard AsyncTimers.of(store, ctx).count < maxMillisQueue else {
                 ctx.logger.error("async: max sleep queue length exceeded (\(maxMillisQueue))")
                 return -1
             }
@@ -116,7 +117,7 @@ enum AsyncModule: KSRModule {
             return -1
         }
         let (index, label) = TMSuspend.ids(store, cell)
-        AsyncTimers.of(ctx).add(at: store.now.advanced(by: .milliseconds(millis))) { ctx in
+        AsyncTimers.of(store, ctx).add(at: store.now.advanced(by: .milliseconds(millis))) { ctx in
             TMSuspend.resume(store, ctx, index: index, label: label, callback: cb, event: "async:timer-exec")
         }
         return ret
@@ -159,26 +160,34 @@ enum AsyncModule: KSRModule {
 /// One worker's pending async sleeps (`async.route`, `async.ms_route`): run by the worker's timer pass
 /// (`TMStore.runTimers`), on the tm clock (which tests move with `ScriptHarness.advance(by:)`).
 final class AsyncTimers {
-    private var items: [(at: ContinuousClock.Instant, job: (RouteContext) -> Void)] = []
+    private var items: [(at: MonotonicInstant, job: (RouteContext) -> Void)] = []
 
-    static func of(_ ctx: RouteContext) -> AsyncTimers { ctx.worker.local(AsyncTimers.self) { AsyncTimers() } }
+    /// The sleeps of the worker running `ctx` (kept in tm's worker state: its timer pass runs them).
+    static func of(_ store: TMStore, _ ctx: RouteContext) -> AsyncTimers {
+        let w = store.workerState(ctx)
+        if let t = w.asyncTimers { return t }
+        let t = AsyncTimers()
+        w.asyncTimers = t
+        return t
+    }
 
     var count: Int { items.count }
 
-    func add(at: ContinuousClock.Instant, _ job: @escaping (RouteContext) -> Void) {
+    func add(at: MonotonicInstant, _ job: @escaping (RouteContext) -> Void) {
         // Sorted by due time; equal times keep their order.
         let i = items.firstIndex { $0.at > at } ?? items.endIndex
         items.insert((at, job), at: i)
     }
 
-    /// Runs the sleeps that are due; true while some are pending.
-    static func runDue(_ store: TMStore, _ ctx: RouteContext) -> Bool {
-        guard let t = ctx.worker.peek(AsyncTimers.self), !t.items.isEmpty else { return false }
+    /// Runs the sleeps that are due; returns the milliseconds until the next one (nil: none pending).
+    func runDue(_ store: TMStore, _ ctx: RouteContext) -> Int? {
+        guard !items.isEmpty else { return nil }
         let now = store.now
-        while let first = t.items.first, first.at <= now {
-            t.items.removeFirst()
+        while let first = items.first, first.at <= now {
+            items.removeFirst()
             first.job(ctx)
         }
-        return !t.items.isEmpty
+        guard let next = items.first else { return nil }
+        return Int(max(1, (next.at.nanoseconds(since: store.now) + 999_999) / 1_000_000))
     }
 }

@@ -128,7 +128,7 @@ enum HTTPAsyncClientModule: KSRModule {
         if let stubs, stubs.isActive, let stub = stubs.match(url) {
             // Route tests: the stubbed answer after its delay, on the transaction clock.
             let ids = suspended
-            AsyncTimers.of(ctx).add(at: store.now.advanced(by: .milliseconds(stub.delayMs))) { ctx in
+            AsyncTimers.of(store, ctx).add(at: store.now.advanced(by: .milliseconds(stub.delayMs))) { ctx in
                 deliver(ctx, store, HTTPAsyncStubs.result(stub), id: id, callback: callback, suspended: ids)
             }
             return suspended == nil ? 1 : 0

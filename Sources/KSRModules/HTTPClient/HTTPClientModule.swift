@@ -1,4 +1,5 @@
 import StarlingKEMI
+import SIPTransaction
 import Logging
 import CCurl
 
@@ -112,7 +113,7 @@ enum HTTPClientModule {
                 ? .status(stub.status, body: CurlHandle.stored(Array(stub.body.utf8), r))
                 : .failure(code: Int(CURLE_OPERATION_TIMEDOUT.rawValue), message: "Timeout was reached")
             if let ctx, ctx.transactions != nil {
-                AsyncTimers.of(ctx).add(at: awaiting.clock.now.advanced(by: .milliseconds(stub.delayMs))) { ctx in
+                AsyncTimers.of(awaiting.clock, ctx).add(at: awaiting.clock.now.advanced(by: .milliseconds(stub.delayMs))) { ctx in
                     done(outcome, ctx)
                 }
             } else {

@@ -274,7 +274,7 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
     /// Stops every timer of `side` (cell locked).
     func stopTimers(side: Int) {
         guard timerHandles.contains(where: { $0.side == side }) else { return }
-        timers.cancel(timerHandles.filter { $0.side == side })
+        timers.cancel(timerHandles, side: side)
         timerHandles.removeAll { $0.side == side }
     }
 

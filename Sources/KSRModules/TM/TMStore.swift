@@ -2,6 +2,11 @@ public import SIPTransaction
 public import StarlingKEMI
 import SIPCore
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// What the transaction table maps a key to.
 enum TMEntry: Sendable {
@@ -23,31 +28,77 @@ struct TMTimer: Sendable {
 /// The timers of one worker: a timing wheel behind a lock (the owner advances it; other workers may
 /// schedule into it when a reply for one of its transactions arrives on them). A cell keeps the
 /// handles of its timers (`TMCell.startTimer`): no lookup by key, no hashing.
+///
+/// The owner sleeps until its next timer is due (`nextWait`); a timer another thread starts that is
+/// due before the owner wakes wakes it (`wakeOwner`), so no timer fires later than a tick.
 final class TMTimerQueue: Sendable {
-    let wheel: Mutex<TimingWheel<TMTimer, ContinuousClock.Instant>>
-    let clock: @Sendable () -> ContinuousClock.Instant
-    init(clock: @escaping @Sendable () -> ContinuousClock.Instant) {
+    struct State {
+        var wheel: TimingWheel<TMTimer, MonotonicInstant>
+        /// The worker thread that advances the wheel (the last to call `nextWait`), and when it wakes
+        /// at the latest (what `nextWait` told it).
+        var owner: pthread_t
+        var ownerWakes: MonotonicInstant
+    }
+    let state: Mutex<State>
+    let clock: @Sendable () -> MonotonicInstant
+    /// How another thread wakes the owner.
+    let wakeOwner: @Sendable () -> Void
+
+    init(clock: @escaping @Sendable () -> MonotonicInstant, wakeOwner: @escaping @Sendable () -> Void) {
         self.clock = clock
-        wheel = Mutex(TimingWheel(origin: clock()))
+        self.wakeOwner = wakeOwner
+        let now = clock()
+        state = Mutex(State(wheel: TimingWheel(origin: now), owner: pthread_self(), ownerWakes: now))
     }
     /// Schedules a timer, or moves `existing` if it is still pending. Deadlines count from the store's
     /// clock now, not from the wheel's last advance.
     func schedule(_ timer: TMTimer, after d: Duration, replacing existing: TimerHandle?) -> TimerHandle {
         let at = clock().advanced(by: d)
-        return wheel.withLock { $0.schedule(timer, at: at, replacing: existing) }
+        let (handle, wake) = state.withLock { s -> (TimerHandle, Bool) in
+            let h = s.wheel.schedule(timer, at: at, replacing: existing)
+            // Due before the owner wakes and started on another thread (a reply to one of the owner's
+            // transactions arrived there): the owner must wake for it. Its own timers it sees when it
+            // plans its next sleep.
+            guard at < s.ownerWakes, pthread_equal(pthread_self(), s.owner) == 0 else { return (h, false) }
+            s.ownerWakes = at
+            return (h, true)
+        }
+        if wake { wakeOwner() }
+        return handle
     }
-    func cancel(_ handle: TimerHandle) { wheel.withLock { _ = $0.cancel(handle) } }
-    /// Cancels the timers of `slots` (stale ones are skipped), under one lock.
-    func cancel(_ slots: [TMTimerSlot]) {
-        wheel.withLock { w in for s in slots { w.cancel(s.handle) } }
+    func cancel(_ handle: TimerHandle) { state.withLock { _ = $0.wheel.cancel(handle) } }
+    /// Cancels the timers of `slots` (of `side` only, when given; stale ones are skipped), under one lock.
+    func cancel(_ slots: [TMTimerSlot], side: Int? = nil) {
+        state.withLock { s in
+            for slot in slots where side == nil || slot.side == side { s.wheel.cancel(slot.handle) }
+        }
     }
-    func advance(to now: ContinuousClock.Instant) -> [TMTimer] { wheel.withLock { $0.advance(to: now) } }
-    var count: Int { wheel.withLock { $0.count } }
+    /// The timers due at `now`, taken off the wheel.
+    func advance(to now: MonotonicInstant) -> [TMTimer] { state.withLock { $0.wheel.advance(to: now) } }
+    /// The owner's next sleep from `now`: the milliseconds until the next tick with a timer, nil when
+    /// none is due within `workerMaxWaitMilliseconds` (it then sleeps that long).
+    func nextWait(from now: MonotonicInstant) -> Int? {
+        state.withLock { s -> Int? in
+            s.owner = pthread_self()
+            let limit = Int64(workerMaxWaitMilliseconds) * 1_000_000
+            let ticks = Int(limit / s.wheel.resolution.nanosecondCount)
+            guard let ns = s.wheel.nanosecondsToNextTimer(from: now, within: ticks), ns < limit else {
+                s.ownerWakes = now.advanced(byNanoseconds: limit)
+                return nil
+            }
+            let ms = (ns + 999_999) / 1_000_000
+            s.ownerWakes = now.advanced(byNanoseconds: ms * 1_000_000)
+            return Int(ms)
+        }
+    }
+    var count: Int { state.withLock { $0.wheel.count } }
 }
 
 /// Per-worker tm state: the worker's timer queue and what the current route knows about the transaction.
 final class TMWorkerState {
     var queue: TMTimerQueue?
+    /// The async module's sleeps of this worker (`AsyncTimers.of`), run by the same timer pass.
+    var asyncTimers: AsyncTimers?
     /// The branch index a failure/onreply/branch route runs for (-1: none).
     var branchIndex = -1
     /// The status code an onreply route sees.
@@ -163,7 +214,6 @@ public final class TMStore: TransactionLayer, Sendable {
     public let timerConfiguration: TimerConfiguration
     /// The other `[modparam.tm]` settings.
     public let settings: TMSettings
-    private let base = ContinuousClock.now
     private let offsetNanos = Atomic<Int64>(0)
     private let nextID = Atomic<UInt64>(1)
     private let posted = Mutex<[@Sendable (RouteContext) -> Void]>([])
@@ -220,12 +270,12 @@ public final class TMStore: TransactionLayer, Sendable {
 
     /// Moves the store's clock forward (tests: a mock clock on top of the real one).
     public func advanceClock(by d: Duration) {
-        let c = d.components
-        offsetNanos.wrappingAdd(c.seconds &* 1_000_000_000 &+ c.attoseconds / 1_000_000_000, ordering: .relaxed)
+        offsetNanos.wrappingAdd(d.nanosecondCount, ordering: .relaxed)
     }
 
-    var now: ContinuousClock.Instant {
-        ContinuousClock.now.advanced(by: .nanoseconds(offsetNanos.load(ordering: .relaxed)))
+    /// The clock of the transaction timers (and async sleeps): monotonic, in integer nanoseconds.
+    var now: MonotonicInstant {
+        MonotonicInstant.now.advanced(byNanoseconds: offsetNanos.load(ordering: .relaxed))
     }
 
     func makeID() -> UInt64 { nextID.wrappingAdd(1, ordering: .relaxed).oldValue }
@@ -248,10 +298,11 @@ public final class TMStore: TransactionLayer, Sendable {
         workerState(ctx).serverKey(for: m)
     }
 
-    func queue(_ ctx: RouteContext) -> TMTimerQueue {
-        let w = workerState(ctx)
+    func queue(_ ctx: RouteContext) -> TMTimerQueue { queue(workerState(ctx), ctx) }
+
+    func queue(_ w: TMWorkerState, _ ctx: RouteContext) -> TMTimerQueue {
         if let q = w.queue { return q }
-        let q = TMTimerQueue(clock: { [unowned self] in self.now })
+        let q = TMTimerQueue(clock: { [unowned self] in self.now }, wakeOwner: { [mailbox = ctx.mailbox] in mailbox.wakeWorker() })
         w.queue = q
         return q
     }
@@ -289,7 +340,7 @@ public final class TMStore: TransactionLayer, Sendable {
         postedCount.wrappingAdd(1, ordering: .releasing)
     }
 
-    public func runTimers(_ ctx: RouteContext) -> Bool {
+    public func runTimers(_ ctx: RouteContext) -> Int? {
         if postedCount.load(ordering: .acquiring) > 0 {
             let work = posted.withLock { w -> [@Sendable (RouteContext) -> Void] in
                 postedCount.store(0, ordering: .relaxed)
@@ -298,11 +349,18 @@ public final class TMStore: TransactionLayer, Sendable {
             }
             for w in work { w(ctx) }
         }
-        let q = queue(ctx)
+        // Called after every batch of messages and when the worker wakes for its next timer: when
+        // nothing is due this is a clock read, a lock, an integer compare and a look at the next slots.
+        let w = workerState(ctx)
+        let q = queue(w, ctx)
+        let now = self.now
         let due = q.advance(to: now)
         for key in due { TMTimers.fired(self, ctx, key) }
         // The async module's sleeps (async.route / ms_route) of this worker.
-        let asyncPending = AsyncTimers.runDue(self, ctx)
-        return q.count > 0 || asyncPending
+        let asyncWait = w.asyncTimers?.runDue(self, ctx)
+        // What ran takes time and may start timers: the next sleep counts from after it.
+        let wait = q.nextWait(from: due.isEmpty && w.asyncTimers == nil ? now : self.now)
+        guard let asyncWait else { return wait }
+        return min(wait ?? asyncWait, asyncWait)
     }
 }

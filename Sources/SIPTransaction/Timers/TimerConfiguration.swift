@@ -17,29 +17,29 @@ public struct TimerConfiguration: Sendable, Hashable {
 
     /// RTT estimate: the first retransmission interval (Timers A, E, G). Default 500 ms.
     public var t1: Duration {
-        get { .nanoseconds(ns.t1) }
+        get { Duration(nanosecondCount: ns.t1) }
         set { ns.t1 = Self.nanos(newValue) }
     }
     /// The maximum retransmission interval for non-INVITE requests and INVITE responses. Default 4 s.
     public var t2: Duration {
-        get { .nanoseconds(ns.t2) }
+        get { Duration(nanosecondCount: ns.t2) }
         set { ns.t2 = Self.nanos(newValue) }
     }
     /// The maximum time a message stays in the network (Timers I and K). Default 5 s.
     public var t4: Duration {
-        get { .nanoseconds(ns.t4) }
+        get { Duration(nanosecondCount: ns.t4) }
         set { ns.t4 = Self.nanos(newValue) }
     }
     /// Timer C, the proxy's INVITE transaction timeout after the last provisional response
     /// (RFC 3261 §16.6 step 11: more than 3 minutes). Default 180 s.
     public var timerC: Duration {
-        get { .nanoseconds(ns.c) }
+        get { Duration(nanosecondCount: ns.c) }
         set { ns.c = Self.nanos(newValue) }
     }
     /// Timer D, how long an INVITE client transaction absorbs retransmitted final responses
     /// (unreliable transports; at least 32 s). Default 32 s.
     public var timerD: Duration {
-        get { .nanoseconds(ns.d) }
+        get { Duration(nanosecondCount: ns.d) }
         set { ns.d = Self.nanos(newValue) }
     }
 
@@ -95,7 +95,7 @@ public struct TimerConfiguration: Sendable, Hashable {
     /// Timer K, how long a non-INVITE client transaction absorbs response retransmissions (unreliable). T4.
     public var timerK: Duration { t4 }
 
-    @inline(__always) private func follow(_ v: Int64) -> Duration { v < 0 ? t1 * 64 : .nanoseconds(v) }
+    @inline(__always) private func follow(_ v: Int64) -> Duration { v < 0 ? t1 * 64 : Duration(nanosecondCount: v) }
 
     /// Whole nanoseconds of a duration (negative durations count as 0; beyond ~292 years saturate).
     private static func nanos(_ d: Duration) -> Int64 {

@@ -15,7 +15,7 @@ public struct TimerHandle: Sendable, Hashable {
 /// by a `TimerHandle`: O(1) schedule, move and cancel with no lookup, expiry driven by the owner.
 ///
 /// Time is explicit: the wheel never reads a clock, sleeps or starts a task. The owner calls
-/// `advance(to:)` with the current instant of whatever clock it uses (`ContinuousClock`, a mock clock
+/// `advance(to:)` with the current instant of whatever clock it uses (`MonotonicInstant`, a mock clock
 /// in tests) and gets back the payloads of the timers whose deadlines have passed. Deadlines are
 /// rounded up to the tick `resolution`, so a timer never fires early and fires at most one tick late
 /// (if the owner advances at least once per tick).
@@ -28,7 +28,7 @@ public struct TimerHandle: Sendable, Hashable {
 /// ahead, `slots * resolution`, are visited once per revolution).
 ///
 /// Not thread-safe: one owner (a worker, or a lock around it).
-public struct TimingWheel<Payload, Instant: InstantProtocol> where Instant.Duration == Duration {
+public struct TimingWheel<Payload, Instant: TimerInstant> {
     @usableFromInline
     struct Node {
         /// nil: the node is free.
@@ -79,7 +79,7 @@ public struct TimingWheel<Payload, Instant: InstantProtocol> where Instant.Durat
         self.origin = origin
         self._now = origin
         self.resolution = resolution
-        self.resolutionNanos = max(1, Self.nanoseconds(resolution))
+        self.resolutionNanos = max(1, resolution.nanosecondCount)
         self.slotMask = Int64(n - 1)
         self.heads = Array(repeating: -1, count: n)
         self.tails = Array(repeating: -1, count: n)
@@ -153,8 +153,7 @@ public struct TimingWheel<Payload, Instant: InstantProtocol> where Instant.Durat
     @inlinable public mutating func advance(to instant: Instant) -> [Payload] {
         guard instant > now else { return [] }
         _now = instant
-        let ns = Self.nanoseconds(origin.duration(to: instant))
-        let target = ns / resolutionNanos
+        let target = instant.nanoseconds(since: origin) / resolutionNanos
         guard target > currentTick else { return [] }
         var expired: [Payload] = []
         if pending == 0 {
@@ -178,6 +177,21 @@ public struct TimingWheel<Payload, Instant: InstantProtocol> where Instant.Durat
         return expired
     }
 
+    /// The nanoseconds from `instant` (not before the last advance) to the start of the next tick whose
+    /// slot holds a timer, looking `ticks` ticks ahead at most; nil if none of those slots holds one.
+    /// The owner may sleep that long: no timer is due before. (A slot may hold a timer of a later
+    /// revolution: the owner then wakes once for nothing.)
+    @inlinable public func nanosecondsToNextTimer(from instant: Instant, within ticks: Int) -> Int64? {
+        guard pending > 0 else { return nil }
+        let last = currentTick + Int64(min(max(ticks, 0), Int(slotMask) + 1))
+        var t = currentTick + 1
+        while t <= last {
+            if heads[Int(t & slotMask)] >= 0 { return max(0, t &* resolutionNanos &- instant.nanoseconds(since: origin)) }
+            t += 1
+        }
+        return nil
+    }
+
     // MARK: Internals
 
     @inlinable func live(_ h: TimerHandle) -> Bool {
@@ -187,7 +201,7 @@ public struct TimingWheel<Payload, Instant: InstantProtocol> where Instant.Durat
 
     /// The tick a deadline falls on: rounded up, and never before the next tick.
     @inlinable func tick(of deadline: Instant) -> Int64 {
-        let ns = Self.nanoseconds(origin.duration(to: deadline))
+        let ns = deadline.nanoseconds(since: origin)
         let tick = ns <= 0 ? 0 : (ns + resolutionNanos - 1) / resolutionNanos
         return tick <= currentTick ? currentTick + 1 : tick
     }
@@ -230,11 +244,6 @@ public struct TimingWheel<Payload, Instant: InstantProtocol> where Instant.Durat
         freeList = i
         pending -= 1
     }
-
-    @inlinable static func nanoseconds(_ d: Duration) -> Int64 {
-        let c = d.components
-        return c.seconds &* 1_000_000_000 &+ c.attoseconds / 1_000_000_000
-    }
 }
 
 /// A `TimingWheel` whose timers are known by a key: each key has at most one pending deadline, and
@@ -243,7 +252,7 @@ public struct TimingWheel<Payload, Instant: InstantProtocol> where Instant.Durat
 /// lookup per operation, which `TimingWheel`'s handles avoid.
 ///
 /// Not thread-safe: one owner (a worker, or a lock around it).
-public struct TimerWheel<Key: Hashable, Instant: InstantProtocol> where Instant.Duration == Duration {
+public struct TimerWheel<Key: Hashable, Instant: TimerInstant> {
     @usableFromInline var wheel: TimingWheel<Key, Instant>
     @usableFromInline var index: [Key: TimerHandle] = [:]
 
