@@ -91,7 +91,8 @@ def main() -> int:
         ratios = {f"cpu_per_1000_calls@{rate}": round(per["starling"][rate] / per["kamailio"][rate], 2)
                   for rate in rates if per.get("kamailio", {}).get(rate) and per.get("starling", {}).get(rate)}
         cpu_ax.set_title(f"{mode} ({Path(doc['script']).name}), {doc['duration_s']} s steps, "
-                         f"{doc.get('children', '?')} children/workers\n{doc['started'][:16]} UTC", fontsize=9)
+                         f"Kamailio {doc.get('children', '?')} children, Starling "
+                         f"{doc.get('starling_workers', doc.get('children', '?'))} workers\n{doc['started'][:16]} UTC", fontsize=9)
         cpu_ax.set_ylabel("server CPU ms per 1000 calls")
         fail_ax.set_ylabel("failed + uncompleted calls\n(label: that/retransmissions)")
         fail_ax.set_xlabel("offered SIPp calls/s")
