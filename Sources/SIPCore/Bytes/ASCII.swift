@@ -132,25 +132,22 @@ struct ByteView {
     /// letters and `-`: setting bit 5 lower-cases a letter and maps no other token character onto a
     /// letter or `-`, so one OR replaces `ASCII.lower` on both sides.
     @inline(__always) func tokenEquals(_ s: Int, _ e: Int, lowercase literal: StaticString) -> Bool {
-        let n = literal.utf8CodeUnitCount
-        guard e - s == n else { return false }
-        let p = literal.utf8Start
-        var k = 0
-        while k < n {
-            if base[s + k] | 0x20 != p[k] { return false }
-            k += 1
-        }
-        return true
+        equals(s, e, literal, orMask: 0x20)
     }
 
     /// Exact (case-sensitive) equality with an ASCII literal.
     @inline(__always) func equals(_ s: Int, _ e: Int, _ literal: StaticString) -> Bool {
+        equals(s, e, literal, orMask: 0)
+    }
+
+    /// Equality of `[s, e)` with a literal after OR-ing `orMask` into each of the message's bytes.
+    @inline(__always) private func equals(_ s: Int, _ e: Int, _ literal: StaticString, orMask: UInt8) -> Bool {
         let n = literal.utf8CodeUnitCount
         guard e - s == n else { return false }
         let p = literal.utf8Start
         var k = 0
         while k < n {
-            if base[s + k] != p[k] { return false }
+            if base[s + k] | orMask != p[k] { return false }
             k += 1
         }
         return true
