@@ -69,13 +69,17 @@ struct DiameterRelayTests {
     /// listening on `transport`:127.0.0.1:`dia` with the extra `settings` lines, then `tables`
     /// (`peer(...)`, `[[diameter.routes]]`); `prefix`: TOML before `[diameter]`. Returns once the
     /// Diameter listener accepts connections.
-    static func startDRA(_ directory: URL, script: String, sip: Int, dia: Int, transport: String = "tcp",
+    /// The DRA's SIP port is used by nobody else: a fresh one is tried when another process took it
+    /// (`TestPorts.retrying`; the CI saw one such bind failure).
+    static func startDRA(_ directory: URL, script: String, dia: Int, transport: String = "tcp",
                          settings: [String] = [], tables: [String], prefix: String = "") throws -> ServerProcess {
         let file = directory.appendingPathComponent("dra.lua")
         try script.write(to: file, atomically: true, encoding: .utf8)
         let config = ([prefix, "[diameter]", "identity = \"dra.example\"", "realm = \"example\"",
                        "listen = [\"\(transport):127.0.0.1:\(dia)\"]"] + settings + tables).joined(separator: "\n")
-        let starling = try Starling.start(script: file, config: config, port: sip, workers: 1, directory: directory)
+        let starling = try TestPorts.retrying { sip in
+            try Starling.start(script: file, config: config, port: sip, workers: 1, directory: directory)
+        }
         do {
             try starling.waitUntilListening(tcpPort: dia)
         } catch {
@@ -92,7 +96,7 @@ struct DiameterRelayTests {
     @Test("relay by IMSI prefix to two HSS: Route-Record, ids kept/restored, 3005 loop, 3002 at once when down, failover, malformed lengths close only that connection, watchdog down/up")
     func relayWithPythonPeers() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-diameter")
-        let (sip, dia, h1, h2) = try { let p = try Ports.freeUDPPorts(4); return (p[0], p[1], p[2], p[3]) }()
+        let (dia, h1, h2) = try { let p = try Ports.freeUDPPorts(3); return (p[0], p[1], p[2]) }()
         let hss1Log = directory.appendingPathComponent("hss1.jsonl"), hss2Log = directory.appendingPathComponent("hss2.jsonl")
         let mute = directory.appendingPathComponent("hss1.mute")
         let hss1 = try Self.startHSS("hss1.example", port: h1, log: hss1Log, directory: directory, extra: ["--mute-dwa", mute.path])
@@ -100,7 +104,7 @@ struct DiameterRelayTests {
         var hss2 = try Self.startHSS("hss2.example", port: h2, log: hss2Log, directory: directory)
         defer { hss2.stop() }
         let starling = try Self.startDRA(
-            directory, script: try Self.script(), sip: sip, dia: dia, settings: ["watchdog_interval = 1", "request_timeout = 3000"],
+            directory, script: try Self.script(), dia: dia, settings: ["watchdog_interval = 1", "request_timeout = 3000"],
             tables: [Self.peer("hss1.example", connect: "tcp:127.0.0.1:\(h1)", realm: "hss.example", applications: ["s6a"]),
                      Self.peer("hss2.example", connect: "tcp:127.0.0.1:\(h2)", realm: "hss.example", applications: ["s6a"]),
                      Self.peer("mme.example"),
@@ -178,7 +182,7 @@ struct DiameterRelayTests {
     @Test("a request pending at a peer that fails is retransmitted with the T flag to the other HSS; a silent peer gets 3002 after request_timeout")
     func pendingFailover() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-diameter-t")
-        let (sip, dia, h1, h2) = try { let p = try Ports.freeUDPPorts(4); return (p[0], p[1], p[2], p[3]) }()
+        let (dia, h1, h2) = try { let p = try Ports.freeUDPPorts(3); return (p[0], p[1], p[2]) }()
         let controlPort = try Ports.freeTCPPort()
         let hss1Log = directory.appendingPathComponent("hss1.jsonl"), hss2Log = directory.appendingPathComponent("hss2.jsonl")
         let hss1 = try Self.startHSS("hss1.example", port: h1, log: hss1Log, directory: directory)
@@ -186,7 +190,7 @@ struct DiameterRelayTests {
         let hss2 = try Self.startHSS("hss2.example", port: h2, log: hss2Log, directory: directory, extra: ["--no-answer"])
         defer { hss2.stop() }
         let starling = try Self.startDRA(
-            directory, script: try Self.script(), sip: sip, dia: dia, settings: ["watchdog_interval = 1", "request_timeout = 1500"],
+            directory, script: try Self.script(), dia: dia, settings: ["watchdog_interval = 1", "request_timeout = 1500"],
             tables: [Self.peer("hss1.example", connect: "tcp:127.0.0.1:\(h1)", realm: "hss.example"),
                      Self.peer("hss2.example", connect: "tcp:127.0.0.1:\(h2)", realm: "hss.example"),
                      Self.peer("mme.example")],
@@ -256,13 +260,13 @@ struct DiameterRelayTests {
     func tls() throws {
         let directory = try PackagePaths.makeTemporaryDirectory("starling-diameter-tls")
         let certs = try TestCertificates.make(in: directory)
-        let (sip, dia, h1) = try { let p = try Ports.freeUDPPorts(3); return (p[0], p[1], p[2]) }()
+        let (dia, h1) = try { let p = try Ports.freeUDPPorts(2); return (p[0], p[1]) }()
         let hssLog = directory.appendingPathComponent("hss1.jsonl")
         let hss = try Self.startHSS("hss1.example", port: h1, log: hssLog, directory: directory,
                                     extra: ["--tls-cert", certs.serverCert, "--tls-key", certs.serverKey])
         defer { hss.stop() }
         let starling = try Self.startDRA(
-            directory, script: try Self.script(), sip: sip, dia: dia, transport: "tls",
+            directory, script: try Self.script(), dia: dia, transport: "tls",
             tables: [Self.peer("hss1.example", connect: "tls:127.0.0.1:\(h1)", realm: "hss.example"), Self.peer("mme.example")],
             prefix: certs.tlsSection())
         defer { starling.stop() }
@@ -279,7 +283,7 @@ struct DiameterRelayTests {
     func freeDiameterPeer() throws {
         let fd = try Requirements.tool("freeDiameterd", package: "freediameterd")
         let directory = try PackagePaths.makeTemporaryDirectory("starling-fd")
-        let (sip, dia, fdPort, h1) = try { let p = try Ports.freeUDPPorts(4); return (p[0], p[1], p[2], p[3]) }()
+        let (dia, fdPort, h1) = try { let p = try Ports.freeUDPPorts(3); return (p[0], p[1], p[2]) }()
         let hssLog = directory.appendingPathComponent("hss1.jsonl")
         let hss = try Self.startHSS("hss1.example", port: h1, log: hssLog, directory: directory)
         defer { hss.stop() }
@@ -302,7 +306,7 @@ struct DiameterRelayTests {
             function ksr_diameter_request()
                 if KSR.diameter.relay("fd.example") < 0 then KSR.diameter.answer(3002) end
             end
-            """, sip: sip, dia: dia, settings: ["watchdog_interval = 1"], tables: [Self.peer("fd.example"), Self.peer("mme.example")])
+            """, dia: dia, settings: ["watchdog_interval = 1"], tables: [Self.peer("fd.example"), Self.peer("mme.example")])
         defer { starling.stop() }
         let fdProcess = try ServerProcess(name: "freeDiameterd", executable: fd, arguments: ["-c", fdConf.path, "-d"],
                                           logFile: directory.appendingPathComponent("fd.log"))
@@ -350,7 +354,7 @@ struct DiameterRelayTests {
         let python = try Self.pythonDiameter()
         let tool = PackagePaths.tool("pydiameter_peer.py").path
         let directory = try PackagePaths.makeTemporaryDirectory("starling-pydiameter")
-        let (sip, dia, fdPort, h3, mme2) = try { let p = try Ports.freeUDPPorts(5); return (p[0], p[1], p[2], p[3], p[4]) }()
+        let (dia, fdPort, h3, mme2) = try { let p = try Ports.freeUDPPorts(4); return (p[0], p[1], p[2], p[3]) }()
         let hssLog = directory.appendingPathComponent("hss3.jsonl")
         // The HSS: a python-diameter node that accepts Starling.
         let hss = try ServerProcess(name: "hss3", executable: python,
@@ -385,7 +389,7 @@ struct DiameterRelayTests {
                 local a = KSR.pv.get("$diameter_response") or "none"
                 KSR.info("async answer in " .. evname .. ": " .. (a:match('"avpCode":268,[^}]*"int32":(%d+)') or a) .. "\\n")
             end
-            """, sip: sip, dia: dia,
+            """, dia: dia,
             tables: [Self.peer("hss3.example", connect: "tcp:127.0.0.1:\(h3)", realm: "hss.example", applications: ["s6a"]),
                      Self.peer("mme.example", applications: ["s6a"]), Self.peer("fd.example")])
         defer { starling.stop() }
