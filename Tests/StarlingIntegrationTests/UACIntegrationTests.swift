@@ -154,7 +154,7 @@ struct UACIntegrationTests {
             modules = ["sl", "tm", "uac"]
             async_io = true
             [modparam.tm]
-            fr_timer = 2000
+            fr_timer = 4000
 
             """, port: proxyPort, workers: 1, directory: directory)
         defer { starling.stop() }
@@ -177,7 +177,8 @@ struct UACIntegrationTests {
         let slowLine = finalLine(slow)
         #expect(slowLine == "SIP/2.0 200 Done 202 202 1 sip:operator@127.0.0.1:\(phone.port) p-slow slow",
                 "\(slowLine ?? "no answer"); log: \(starling.logTail(20))")
-        // Nobody at the port: no reply, the local transaction ends (408 after fr_timer, evtype 2).
+        // Nobody at the port: no reply, the local transaction ends (408 after fr_timer, evtype 2). fr_timer
+        // is twice the UAS's 2 s pause: equal, the slow reply raced the timeout.
         let deadLine = finalLine(dead)
         #expect(deadLine == "SIP/2.0 200 Done 408 408 2 sip:operator@127.0.0.1:\(deadPort) p-dead dead",
                 "\(deadLine ?? "no answer"); log: \(starling.logTail(20))")
