@@ -16,10 +16,12 @@ let hotPathSettings: [SwiftSetting] = swiftSettings + [
 
 /// SIPTransport imports both Glibc and c-ares, whose headers both pull in <netinet/in.h>; which module
 /// then "defines" `in_addr` differs between debug and release builds, and MemberImportVisibility turns
-/// that into an error. The other two features stay on.
+/// that into an error. The other two features stay on. The UDP batches are on the per-message path
+/// (each worker owns its own): no dynamic exclusivity checks in release builds, as `hotPathSettings`.
 let transportSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("InternalImportsByDefault"),
+    .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
 ]
 
 let package = Package(
@@ -78,7 +80,8 @@ let package = Package(
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
-            swiftSettings: swiftSettings),
+            // A worker's StreamOutbox is read on every pass of its loop.
+            swiftSettings: hotPathSettings),
         // Diameter (RFC 6733): message and AVP codec, dictionary, the peer state machine. No I/O.
         .target(name: "Diameter", swiftSettings: hotPathSettings),
         // The Diameter node on SwiftNIO: listeners, peer connections, the relay and its pending table.

@@ -168,12 +168,23 @@ static int ksr_dispatch_k(lua_State *L, int status, lua_KContext kctx) {
     return ksr_push_ret(L, &r);
 }
 
-/* The one dispatcher. Upvalues: 1 = export index (integer), 2 = signature string ("s", "si", ...). */
+/* What the dispatcher needs of one export, read once at setup: the closure's one upvalue (a full
+ * userdata), so a call reads it with one lua_touserdata instead of converting an integer and a
+ * string upvalue and scanning the signature. */
+typedef struct ksr_fn_info {
+    int index;                  /* export index */
+    int np;                     /* parameters (letters of sig) */
+    int required;               /* parameters a call must pass: up to the last lower-case letter */
+    char sig[KSR_MAXPARAMS + 1]; /* one letter per param: s, i, l; upper case: trailing optional */
+} ksr_fn_info;
+
+/* The one dispatcher. Upvalue 1: the export's ksr_fn_info. */
 static int ksr_dispatch(lua_State *L) {
     ksr_host *h = ksr_host_of(L);
-    int index = (int)lua_tointeger(L, lua_upvalueindex(1));
-    size_t np = 0;
-    const char *sig = lua_tolstring(L, lua_upvalueindex(2), &np);
+    const ksr_fn_info *fi = (const ksr_fn_info *)lua_touserdata(L, lua_upvalueindex(1));
+    int index = fi->index;
+    int np = fi->np;
+    const char *sig = fi->sig;
     int argc = lua_gettop(L);
     if (argc > KSR_MAXPARAMS) {
         h->log(h->ctx, KSR_LOG_TOO_MANY_ARGS, index, argc);
@@ -181,17 +192,14 @@ static int ksr_dispatch(lua_State *L) {
         return 1;
     }
     /* Upper-case letters are trailing optional parameters (absent: a null string / 0). */
-    int required = 0;
-    for (int i = 0; i < (int)np; i++)
-        if (sig[i] >= 'a' && sig[i] <= 'z') required = i + 1;
-    if (argc < required) {
+    if (argc < fi->required) {
         h->log(h->ctx, KSR_LOG_TOO_FEW_ARGS, index, argc);
         lua_pushboolean(L, 0);
         return 1;
     }
     ksr_param p[KSR_MAXPARAMS];
     char nbuf[KSR_MAXPARAMS][KSR_NUMBUF];
-    for (int i = 0; i < (int)np; i++) {
+    for (int i = 0; i < np; i++) {
         p[i].s = NULL;
         p[i].len = 0;
         p[i].i = 0;
@@ -202,7 +210,7 @@ static int ksr_dispatch(lua_State *L) {
     /* Only the route coroutine itself may yield, and only where Lua allows it (not inside a
      * metamethod, a table.sort comparator or another C boundary). */
     int yieldable = h->co == L && lua_isyieldable(L);
-    h->call(h->ctx, index, p, (int)np, &r, yieldable); /* Swift: never raises */
+    h->call(h->ctx, index, p, np, &r, yieldable); /* Swift: never raises */
     if (r.kind == KSR_RET_YIELD) {
         if (yieldable) return lua_yieldk(L, 0, (lua_KContext)index, ksr_dispatch_k); /* Swift frame gone */
         r.kind = KSR_RET_NIL;
@@ -312,9 +320,14 @@ static int ksr_setup_exports_k(lua_State *L) {
     lua_createtable(L, 0, 64); /* KSR at 1 */
     for (int i = 0; i < n; i++) {
         ksr_module_table(L, 1, d[i].module);
-        lua_pushinteger(L, d[i].index);
-        lua_pushstring(L, d[i].sig);
-        lua_pushcclosure(L, ksr_dispatch, 2);
+        ksr_fn_info *fi = (ksr_fn_info *)lua_newuserdatauv(L, sizeof(ksr_fn_info), 0);
+        memset(fi, 0, sizeof(*fi));
+        fi->index = d[i].index;
+        for (const char *c = d[i].sig; *c != '\0' && fi->np < KSR_MAXPARAMS; c++) {
+            fi->sig[fi->np++] = *c;
+            if (*c >= 'a' && *c <= 'z') fi->required = fi->np;
+        }
+        lua_pushcclosure(L, ksr_dispatch, 1);
         lua_setfield(L, -2, d[i].name);
         lua_pop(L, 1);
     }

@@ -89,6 +89,39 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
         self.port = UInt16(port)
     }
 
+    /// Parses a numeric IPv4 or IPv6 address given as bytes (a header's host): a plain dotted quad
+    /// is read in place, anything else as `init(ip: String, port:)` reads it.
+    public init?(ip bytes: UnsafeRawBufferPointer, port: Int) {
+        if let a = Self.dottedQuad(bytes), port >= 0 && port <= 65535 {
+            self.init(family: .inet, address: (UInt64(a.bigEndian), 0), port: UInt16(port))
+        } else {
+            self.init(ip: String(decoding: bytes, as: UTF8.self), port: port)
+        }
+    }
+
+    /// `d.d.d.d`, each 0...255 in decimal without leading zeros (a subset of what inet_pton accepts,
+    /// with the same value), as a host-order integer; nil for anything else.
+    private static func dottedQuad(_ b: UnsafeRawBufferPointer) -> UInt32? {
+        var value: UInt32 = 0, part: UInt32 = 0, digits = 0, dots = 0
+        for c in b {
+            if c == UInt8(ascii: ".") {
+                guard digits > 0, dots < 3 else { return nil }
+                value = value << 8 | part
+                part = 0
+                digits = 0
+                dots += 1
+            } else {
+                let d = UInt32(c) &- 0x30
+                guard d < 10, !(digits > 0 && part == 0) else { return nil }  // no leading zero
+                part = part * 10 + d
+                digits += 1
+                guard part <= 255 else { return nil }
+            }
+        }
+        guard dots == 3, digits > 0 else { return nil }
+        return value << 8 | part
+    }
+
     /// Parses "ip:port", "[v6]:port", or "ip" with a default port.
     public init?(_ text: String, defaultPort: Int = 5060) {
         if text.hasPrefix("[") {

@@ -211,10 +211,9 @@ public final class LuaEngine {
         guard cb.ref != LUA_NOREF else { return .memoryExceeded }
         // Script flags are zeroed for the callback and restored after it (REFERENCE §1.5); writes
         // are skipped when nothing changes (each access to the class property is checked).
-        let route = host.route
-        let savedFlags = route?.scriptFlags ?? 0
-        if savedFlags != 0 { route?.scriptFlags = 0 }
-        defer { if let route, route.scriptFlags != savedFlags { route.scriptFlags = savedFlags } }
+        let savedFlags = host.scriptFlags
+        if savedFlags != 0 { host.scriptFlags = 0 }
+        defer { if host.scriptFlags != savedFlags { host.scriptFlags = savedFlags } }
         #if DEBUG
         let top = lua_gettop(L)
         defer { assert(lua_gettop(L) == top, "Lua stack changed across a callback") }

@@ -11,11 +11,13 @@ final class LuaHost {
     let registry: KemiRegistry
     /// The route context KSR functions receive; nil for a check-only engine (calls then fail).
     let route: RouteContext?
-    /// The same object without reference counting, for the per-call path (`route` keeps it alive).
-    private unowned(unsafe) let fastRoute: RouteContext?
-    /// Functions and return types by export index (flat, so a call costs no struct copies).
-    let functions: ContiguousArray<KemiFunction>
-    let returnTypes: ContiguousArray<KemiReturnType>
+    /// The same object without reference counting, for the per-call path (`route` keeps it alive):
+    /// borrowed for each KSR call instead of retained and released.
+    private let fastRoute: Unmanaged<RouteContext>?
+    /// The exports by index, as a call needs them. `callees` keeps them alive; a call borrows its
+    /// callee through `fastCallees` instead of retaining and releasing the function's closure context.
+    private let callees: [Callee]
+    private let fastCallees: ContiguousArray<Unmanaged<Callee>>
     /// Memory for result strings: valid until the next call, i.e. until C has pushed them.
     private var arena: UnsafeMutableRawPointer
     private var arenaCapacity: Int
@@ -23,30 +25,52 @@ final class LuaHost {
     init(registry: KemiRegistry, route: RouteContext?) {
         self.registry = registry
         self.route = route
-        fastRoute = route
-        functions = ContiguousArray(registry.exports.map(\.function))
-        returnTypes = ContiguousArray(registry.exports.map(\.returns))
+        fastRoute = route.map { Unmanaged.passUnretained($0) }
+        callees = registry.exports.map { Callee(function: $0.function, returns: $0.returns) }
+        fastCallees = ContiguousArray(callees.map { Unmanaged.passUnretained($0) })
         arenaCapacity = 4096
         arena = UnsafeMutableRawPointer.allocate(byteCount: arenaCapacity, alignment: 16)
     }
 
     deinit { arena.deallocate() }
 
+    /// One export's function and return type.
+    final class Callee {
+        let function: KemiFunction
+        let returns: KemiReturnType
+
+        init(function: @escaping KemiFunction, returns: KemiReturnType) {
+            self.function = function
+            self.returns = returns
+        }
+    }
+
+    /// The route's script flags (0 and not kept without a route), read and written without
+    /// reference counting: saved and restored around every callback.
+    var scriptFlags: UInt32 {
+        get { fastRoute?._withUnsafeGuaranteedRef { $0.scriptFlags } ?? 0 }
+        set { fastRoute?._withUnsafeGuaranteedRef { $0.scriptFlags = newValue } }
+    }
+
     // MARK: Calls
 
     @inline(__always)
     func call(_ index: Int, _ params: UnsafePointer<ksr_param>?, _ count: Int, _ ret: UnsafeMutablePointer<ksr_ret>,
               yieldable: Bool) {
-        guard let route = fastRoute else {
+        guard let fastRoute else {
             ret.pointee.kind = Int32(KSR_RET_FALSE.rawValue)
             return
         }
-        if let aio = route.asyncIO {
-            callAwaiting(aio, route, index, params, count, ret, yieldable: yieldable)
-            return
+        fastRoute._withUnsafeGuaranteedRef { route in
+            if let aio = route.asyncIO {
+                callAwaiting(aio, route, index, params, count, ret, yieldable: yieldable)
+                return
+            }
+            fastCallees[index]._withUnsafeGuaranteedRef { callee in
+                let result = callee.function(route, KemiArgs(raw: UnsafeRawPointer(params), count: count))
+                store(result, as: callee.returns, into: ret)
+            }
         }
-        let result = functions[index](route, KemiArgs(raw: UnsafeRawPointer(params), count: count))
-        store(result, as: returnTypes[index], into: ret)
     }
 
     /// async_io: a function called straight from the route coroutine may start a wait
@@ -56,22 +80,23 @@ final class LuaHost {
                               _ count: Int, _ ret: UnsafeMutablePointer<ksr_ret>, yieldable: Bool) {
         let outer = aio.mayAwait
         aio.mayAwait = yieldable
-        let result = functions[index](route, KemiArgs(raw: UnsafeRawPointer(params), count: count))
+        let callee = callees[index]
+        let result = callee.function(route, KemiArgs(raw: UnsafeRawPointer(params), count: count))
         aio.mayAwait = outer
         if yieldable, aio.callStartedWait() {
             set(ret, KSR_RET_YIELD)
             return
         }
-        store(result, as: returnTypes[index], into: ret)
+        store(result, as: callee.returns, into: ret)
     }
 
     /// The result of the call that yielded, once its wait is over (async_io).
     func resumed(_ index: Int, _ ret: UnsafeMutablePointer<ksr_ret>) {
-        guard let aio = fastRoute?.asyncIO else {
+        guard let aio = route?.asyncIO else {
             set(ret, KSR_RET_NIL)
             return
         }
-        store(aio.takeResult(), as: returnTypes[index], into: ret)
+        store(aio.takeResult(), as: callees[index].returns, into: ret)
     }
 
     /// Converts a result by the export's return type (REFERENCE §1.3).

@@ -45,6 +45,39 @@ import KSRModules
         }.joined(separator: "\r\n")
     }
 
+    /// A worker keeps its last numeric next hop (RequestBuilder.resolve): requests whose `$du`
+    /// alternates between addresses, a name, `maddr` and a bad URI still go where their own `$du`
+    /// points, and the loop check still refuses this server every time.
+    @Test func eachRequestGoesWhereItsOwnNextHopPoints() throws {
+        let script = """
+            function ksr_request_route()
+              KSR.setdsturi(KSR.pv.gete("$hdr(X-Next)"))
+              KSR.pv.seti("$var(r)", KSR.forward())
+            end
+            """
+        let services = TestServices(hosts: ["pbx.example.net": TMT.address("192.0.2.77")])
+        let h = try ScriptHarness(script: script, services: services)
+        let cases: [(next: String, to: SocketAddress?)] = [
+            ("sip:192.0.2.20:5070", TMT.address("192.0.2.20", 5070)),
+            ("sip:192.0.2.21", TMT.address("192.0.2.21")),
+            ("sip:192.0.2.20:5070", TMT.address("192.0.2.20", 5070)),
+            ("sip:pbx.example.net", TMT.address("192.0.2.77")),
+            ("sip:192.0.2.20:5070;maddr=192.0.2.30", TMT.address("192.0.2.30", 5070)),
+            ("sip:192.0.2.20:5070", TMT.address("192.0.2.20", 5070)),
+            ("sip:127.0.0.1:5060", nil),
+            ("sip:127.0.0.1:5060", nil),
+            ("sip:192.0.2.20:5070", TMT.address("192.0.2.20", 5070)),
+        ]
+        for c in cases {
+            h.sender.clear()
+            let invite = Msg.invite.replacingOccurrences(of: "User-Agent: TestUA/1.0\r\n",
+                                                         with: "User-Agent: TestUA/1.0\r\nX-Next: \(c.next)\r\n")
+            try h.route(invite, from: TMT.caller)
+            #expect(TMT.v(h, "r") == (c.to == nil ? "-1" : "1"), "\(c.next)")
+            #expect(h.sender.sent.first?.destination == c.to, "\(c.next)")
+        }
+    }
+
     @Test func tRelayHonoursAdvertisedAddressPortAndLocalRportLikeForward() throws {
         let h = try TMT.harness(Self.script)
         try h.route(Self.invite(mode: "forward"), from: TMT.caller)

@@ -68,6 +68,18 @@ import StarlingTesting
         #expect(try evalValue("KSR.maxfwd.is_maxfwd_lt(71)") == "number:1")
         #expect(try evalValue("KSR.maxfwd.is_maxfwd_lt(70)") == "number:-1")
     }
+
+    /// Values as the core's check lets them through (1*DIGIT up to 255): leading zeros, the bounds.
+    @Test(arguments: [("007", "number:1", 6), ("00", "number:-1", nil), ("1", "number:1", 0), ("69", "number:1", 68),
+                      ("255", "number:1", 69)] as [(String, String, Int?)])
+    func valuesAsTheCoreLetsThemThrough(_ value: String, _ code: String, _ decremented: Int?) throws {
+        let m = Msg.options("sip:b@192.0.2.50", extra: "Max-Forwards: \(value)\r\n")
+        #expect(try evalValue("KSR.maxfwd.process_maxfwd(10)", m) == code)
+        #expect(try evalValue("KSR.maxfwd.is_maxfwd_lt(2)", m) == (Int(value)! < 2 ? "number:1" : "number:-1"))
+        guard let decremented else { return }
+        let (_, h) = try eval("KSR.forward()", m, before: "KSR.maxfwd.process_maxfwd(10)")
+        #expect(h.sender.sent.first?.message?.maxForwards == decremented)
+    }
 }
 
 @Suite struct SanityTests {

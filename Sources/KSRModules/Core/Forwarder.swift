@@ -22,11 +22,16 @@ public enum Forwarder {
     /// Resolves a SIP URI to a destination: `maddr`, host and port (5060, or 5061 for sips/tls),
     /// `transport` parameter (UDP by default, TLS for sips).
     public static func target(_ ctx: RouteContext, _ uri: SIPURI) -> Target? {
-        guard let (host, proto) = hostAndProto(uri) else { return nil }
-        // A numeric host is its own address (CoreServices.resolve's contract): no resolver call and
-        // no arrays for the usual next hop of a proxy.
-        if let a = SocketAddress(ip: host, port: uri.port ?? 0) { return Target(address: withPort(a, uri, proto), proto: proto) }
-        return targets(ctx, uri, all: false).first
+        numericTarget(uri) ?? targets(ctx, uri, all: false).first
+    }
+
+    /// The target of a URI whose host (or `maddr`) is a numeric address, which is its own address
+    /// (CoreServices.resolve's contract): no resolver call and no arrays for the usual next hop of a
+    /// proxy. Nil for a name (or a scheme other than sip and sips).
+    static func numericTarget(_ uri: SIPURI) -> Target? {
+        guard let (host, proto) = hostAndProto(uri),
+              let a = SocketAddress(ip: host, port: uri.port ?? 0) else { return nil }
+        return Target(address: withPort(a, uri, proto), proto: proto)
     }
 
     /// Every address a SIP URI resolves to, in the resolver's order (SRV priority, then A/AAAA): the

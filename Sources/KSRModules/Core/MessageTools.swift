@@ -38,7 +38,8 @@ enum MessageTools {
         var sameHost = false
         if via.received == nil && !wantsRport {
             // SocketAddress(ip:) takes an IPv6 reference with or without its brackets.
-            if let a = SocketAddress(ip: m.string(via.host), port: 0) { sameHost = a.hasSameIP(as: src) }
+            let host = m.withBytes { SocketAddress(ip: UnsafeRawBufferPointer(rebasing: $0[via.host.range]), port: 0) }
+            if let host { sameHost = host.hasSameIP(as: src) }
         }
         if via.received == nil && (!sameHost || wantsRport) {
             params += ";received=" + src.ip

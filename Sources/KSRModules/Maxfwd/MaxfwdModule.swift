@@ -14,15 +14,19 @@ enum MaxfwdModule {
                     m.addHeaderLine(Array("Max-Forwards: \(limit)\r\n".utf8), at: .last)
                     return .int(2)
                 }
-                guard let v = Int(m.string(h.value)), v >= 0, v <= 255 else { return .int(-2) }
+                // Read from the bytes (no String per request): the core's check lets only values of
+                // 1*DIGIT up to 255 through, as `maxForwards` reads them.
+                guard let v = m.maxForwards else { return .int(-2) }
                 if v == 0 { return .int(-1) }
                 let newValue = min(v, maxLimit) - 1
-                m.replaceBytes(h.value, with: Array(String(newValue).utf8))
+                var digits: [UInt8] = newValue < 0 ? [UInt8(ascii: "-")] : []
+                digits.appendDigits(UInt64(newValue.magnitude))
+                m.replaceBytes(h.value, with: digits)
                 return .int(1)
             },
             KemiExport("maxfwd", "is_maxfwd_lt", [.int], returns: .int) { ctx, args in
-                guard let m = ctx.message, let h = m.firstHeader(.maxForwards) else { return .int(-2) }
-                guard let v = Int(m.string(h.value)), v >= 0, v <= 255 else { return .int(-3) }
+                guard let m = ctx.message, m.firstHeader(.maxForwards) != nil else { return .int(-2) }
+                guard let v = m.maxForwards else { return .int(-3) }
                 return .int(v < args.int(0) ? 1 : -1)
             },
         ]
