@@ -157,9 +157,9 @@ enum TMCore {
         }
         store.table.remove(cell.serverKey)
         cell.stopAllTimers()
-        for b in cell.branches {
-            store.table.remove(b.key)
-            if let k = b.cancelKey { store.table.remove(k) }
+        for i in cell.branches.indices {  // by index: `for b in` copied each branch
+            store.table.remove(cell.branches[i].key)
+            if let k = cell.branches[i].cancelKey { store.table.remove(k) }
         }
         store.liveCells.wrappingSubtract(1, ordering: .relaxed)
     }

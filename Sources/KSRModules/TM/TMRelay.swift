@@ -183,11 +183,12 @@ enum TMRelay {
         if !inFailure {
             // The transaction keeps the request as relayed (Kamailio's t->uas.request: cloned by t_newtran,
             // lumps and flags updated by t_forward_nonack): failure routes start from it.
-            var relayed = ctx.state
-            relayed.transaction = nil
+            var state = ctx.state
+            state.transaction = nil
+            let relayed = UncheckedRef(value: state)  // made here, the state moves in (no second copy)
             let (flags, avps, xavps) = (ctx.messageFlags, ctx.avps, ctx.xavps)
             first = cell.locked {
-                cell.relayed = UncheckedRef(value: relayed)
+                cell.relayed = relayed
                 cell.messageFlags = flags
                 cell.avps = avps
                 cell.xavps = xavps
