@@ -53,7 +53,7 @@ enum TMCore {
     static let lifetime = -2
 
     /// Runs server-machine actions. `response` is the response `.sendResponse` sends (and keeps).
-    static func runServer(_ store: TMStore, _ cell: TMCell, _ actions: [TransactionAction], _ out: inout TMOutbox,
+    static func runServer(_ store: TMStore, _ cell: TMCell, _ actions: TransactionActions, _ out: inout TMOutbox,
                           response: [UInt8]? = nil) {
         for a in actions {
             switch a {
@@ -80,7 +80,7 @@ enum TMCore {
     }
 
     /// Runs the actions of branch `i`'s client machine. `response` is the reply that caused them.
-    static func runBranch(_ store: TMStore, _ cell: TMCell, _ i: Int, _ actions: [TransactionAction], _ out: inout TMOutbox,
+    static func runBranch(_ store: TMStore, _ cell: TMCell, _ i: Int, _ actions: TransactionActions, _ out: inout TMOutbox,
                           response: SIPMessage? = nil) {
         let previous = cell.branches[i].lastStatus
         // The branch is copied (a dozen references retained) only by the actions that send: most
