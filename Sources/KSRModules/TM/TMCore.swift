@@ -24,19 +24,12 @@ struct TMOutbox {
             }
         }
     }
-    /// A datagram to send.
-    struct Send {
-        var bytes: [UInt8]
-        var to: SocketAddress
-        var proto: SIPTransportProtocol
-        var from: SocketAddress?
-    }
-    var sends = TMList<Send>()
-    var events = TMList<Event>()
+    var sends: [(bytes: [UInt8], to: SocketAddress, proto: SIPTransportProtocol, from: SocketAddress?)] = []
+    var events: [Event] = []
     var sentResponse = false
 
     mutating func send(_ b: [UInt8], _ to: SocketAddress, _ proto: SIPTransportProtocol, _ from: SocketAddress?) {
-        sends.append(Send(bytes: b, to: to, proto: proto, from: from))
+        sends.append((b, to, proto, from))
     }
 
     /// Sends everything (outside any lock).
@@ -52,40 +45,6 @@ struct TMOutbox {
         flush(ctx)
         ctx.sender.flush()
     }
-}
-
-/// A list that holds its first element inline: an outbox nearly always carries one datagram and
-/// one event or none, and an array allocated for them on every message was a malloc and a free
-/// each time. Further elements go to an array.
-struct TMList<Element>: Sequence {
-    private var first: Element?
-    private var rest: [Element] = []
-
-    var isEmpty: Bool { first == nil }
-
-    mutating func append(_ e: Element) {
-        if first == nil { first = e } else { rest.append(e) }
-    }
-
-    mutating func removeAll() {
-        first = nil
-        if !rest.isEmpty { rest = [] }
-    }
-
-    struct Iterator: IteratorProtocol {
-        var first: Element?
-        var rest: IndexingIterator<[Element]>
-
-        mutating func next() -> Element? {
-            if let e = first {
-                first = nil
-                return e
-            }
-            return rest.next()
-        }
-    }
-
-    func makeIterator() -> Iterator { Iterator(first: first, rest: rest.makeIterator()) }
 }
 
 /// Carries out machine actions on a cell. Every function here runs with the cell's lock held.

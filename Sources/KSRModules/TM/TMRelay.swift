@@ -324,35 +324,25 @@ enum TMRelay {
     }
 
     /// Adds the branch to the cell and the table and sends it. 1, or E_SEND.
-    static func register(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ branch: consuming TMBranch) -> Int {
-        let request = datagram(branch)
-        // Moved into the cell, not copied (a copy retains a dozen references and releases them again).
-        var moving: TMBranch? = branch
+    static func register(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ branch: TMBranch) -> Int {
         var out = TMOutbox()
-        let index = cell.locked { append(store, cell, moving.take()!, &out) }
-        return send(store, ctx, cell, index, request, &out)
-    }
-
-    /// The request of a branch as a datagram to send.
-    static func datagram(_ branch: TMBranch) -> TMOutbox.Send {
-        TMOutbox.Send(bytes: branch.request, to: branch.destination, proto: branch.proto, from: branch.local)
+        let index = cell.locked { append(store, cell, branch, &out) }
+        return send(store, ctx, cell, index, branch, &out)
     }
 
     /// Appends a branch to the cell and its key to the table and starts its machine (cell locked).
-    static func append(_ store: TMStore, _ cell: TMCell, _ branch: consuming TMBranch, _ out: inout TMOutbox) -> Int {
+    static func append(_ store: TMStore, _ cell: TMCell, _ branch: TMBranch, _ out: inout TMOutbox) -> Int {
         let i = cell.branches.count
-        let key = branch.key
         cell.branches.append(branch)
-        store.table.insert(.client(cell, i), for: key)
+        store.table.insert(.client(cell, i), for: branch.key)
         TMCore.runBranch(store, cell, i, cell.branches[i].machine.requestSent(), &out)
         return i
     }
 
-    /// Sends the request of an appended branch (outside the lock). 1, or E_SEND (the branch then ends
-    /// with 477).
-    static func send(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ index: Int, _ request: TMOutbox.Send,
+    /// Sends an appended branch (outside the lock). 1, or E_SEND (the branch then ends with 477).
+    static func send(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ index: Int, _ branch: TMBranch,
                      _ out: inout TMOutbox) -> Int {
-        if !ctx.sender.send(request.bytes, to: request.to, proto: request.proto, from: request.from) {
+        if !ctx.sender.send(branch.request, to: branch.destination, proto: branch.proto, from: branch.local) {
             cell.locked {
                 cell.branches[index].finalStatus = 477
                 TMCore.runBranch(store, cell, index, cell.branches[index].machine.transportError(), &out)
@@ -369,7 +359,7 @@ enum TMRelay {
     /// addresses not tried yet: the same request (new Via branch) goes to the next one. True if sent.
     static func failover(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ i: Int) -> Bool {
         var out = TMOutbox()
-        let plan = cell.locked { () -> (TMOutbox.Send, Int)? in
+        let plan = cell.locked { () -> (TMBranch, Int)? in
             // Only a branch that never got a reply fails over on a timeout (a 503 always may).
             guard !cell.freed, !cell.disableFailover, !cell.canceled, !cell.finalSent, i < cell.branches.count,
                   !cell.branches[i].failedOver, cell.branches[i].lastStatus == 0 || cell.branches[i].lastStatus == 503,
@@ -383,11 +373,10 @@ enum TMRelay {
             b.flags = old.flags
             b.alternates = Array(old.alternates.dropFirst())
             // Appended under the same lock that picked its index (the branch id carries it).
-            let request = datagram(b)
-            return (request, append(store, cell, b, &out))
+            return (b, append(store, cell, b, &out))
         }
-        guard let (request, index) = plan else { return false }
-        return send(store, ctx, cell, index, request, &out) > 0
+        guard let (branch, index) = plan else { return false }
+        return send(store, ctx, cell, index, branch, &out) > 0
     }
 
     /// `bytes` with the first occurrence of `old` replaced by `new`.

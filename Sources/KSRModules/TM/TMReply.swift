@@ -30,7 +30,7 @@ enum TMReply {
     }
 
     /// Handles what the machines passed up (outside the lock).
-    static func handle(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ events: TMList<TMOutbox.Event>, reply: SIPMessage?) {
+    static func handle(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ events: [TMOutbox.Event], reply: SIPMessage?) {
         for e in events {
             switch e {
             case .reply(let i, let code):
@@ -183,7 +183,7 @@ enum TMReply {
     /// (ACK for a negative INVITE reply, retransmissions); it is recorded, never relayed or routed.
     static func absorbed(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ i: Int, _ code: Int, _ m: SIPMessage) {
         guard code >= 200 else { return }
-        var ack: TMOutbox.Send?
+        var ack: (bytes: [UInt8], to: SocketAddress, proto: SIPTransportProtocol, from: SocketAddress?)?
         var local: ((@Sendable (RouteContext, Int, SIPMessage?, [UInt8]) -> Void), [UInt8])?
         defer { if let (callback, sent) = local { callback(ctx, code, m, sent) } }
         cell.locked {
@@ -198,8 +198,7 @@ enum TMReply {
             if cell.isLocal, cell.isInvite, code < 300, let sent = try? SIPMessage.parse(b.request),
                let a = SIPBuilder.ackForNon2xx(invite: sent, response: m) {
                 // The ACK of a 2xx is a transaction of its own: a new Via branch.
-                ack = TMOutbox.Send(bytes: TMRelay.replacing(b.branchID, with: b.branchID + "a", in: a), to: b.destination,
-                                    proto: b.proto, from: b.local)
+                ack = (TMRelay.replacing(b.branchID, with: b.branchID + "a", in: a), b.destination, b.proto, b.local)
             }
         }
         if let ack { _ = ctx.sender.send(ack.bytes, to: ack.to, proto: ack.proto, from: ack.from) }
