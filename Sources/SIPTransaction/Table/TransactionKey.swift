@@ -225,11 +225,9 @@ public struct TransactionKey: Hashable, Sendable, CustomStringConvertible {
             while p >= 10 { digits += 1; p /= 10 }
             let n = min(host.count, 1000)
             appendLength(n + 1 + digits)
-            // The host in one copy, lower-cased in place (an append per byte cost ~25 instructions each).
-            let start = bytes.count
-            bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: m[host.lower..<(host.lower + n)]))
-            bytes.withUnsafeMutableBufferPointer { b in
-                for i in start..<b.count where b[i] >= 65 && b[i] <= 90 { b[i] += 32 }
+            for i in host.lower..<(host.lower + n) {
+                let c = m[i]
+                bytes.append(c >= 65 && c <= 90 ? c + 32 : c)
             }
             bytes.append(58)  // ':'
             var divisor = 1
