@@ -183,12 +183,11 @@ enum TMRelay {
         if !inFailure {
             // The transaction keeps the request as relayed (Kamailio's t->uas.request: cloned by t_newtran,
             // lumps and flags updated by t_forward_nonack): failure routes start from it.
-            var state = ctx.state
-            state.transaction = nil
-            let relayed = UncheckedRef(value: state)  // made here, the state moves in (no second copy)
+            var relayed = ctx.state
+            relayed.transaction = nil
             let (flags, avps, xavps) = (ctx.messageFlags, ctx.avps, ctx.xavps)
             first = cell.locked {
-                cell.relayed = relayed
+                cell.relayed = UncheckedRef(value: relayed)
                 cell.messageFlags = flags
                 cell.avps = avps
                 cell.xavps = xavps
