@@ -79,7 +79,7 @@ private struct MiniProxy {
         run(id, actions)
     }
 
-    mutating func run(_ id: Int, _ actions: [TransactionAction]) {
+    mutating func run(_ id: Int, _ actions: TransactionActions) {
         for a in actions {
             switch a {
             case .startTimer(let t, let d): wheel.schedule(TimerID(transaction: id, timer: t), at: clock.now.advanced(by: d))

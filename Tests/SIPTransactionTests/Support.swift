@@ -44,7 +44,7 @@ struct Harness {
     }
 
     /// Applies actions: timers to the wheel, the rest to the log.
-    mutating func apply(_ actions: [TransactionAction]) {
+    mutating func apply(_ actions: TransactionActions) {
         for a in actions {
             switch a {
             case .startTimer(let t, let d): wheel.schedule(t, at: clock.now.advanced(by: d))
@@ -56,7 +56,7 @@ struct Harness {
     }
 
     /// Advances the clock tick by tick until `end`, firing timers into `fire`.
-    mutating func run(until end: Duration, _ fire: (TransactionTimer) -> [TransactionAction]) {
+    mutating func run(until end: Duration, _ fire: (TransactionTimer) -> TransactionActions) {
         while clock.now.offset < end {
             clock.advance(by: wheel.resolution)
             for t in wheel.advance(to: clock.now) { apply(fire(t)) }

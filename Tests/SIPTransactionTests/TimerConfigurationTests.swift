@@ -63,7 +63,7 @@ struct TransactionMachineTests {
 
     @Test("generic driving: both server machines absorb a retransmission after a final response")
     func genericServers() {
-        func absorb<M: ServerTransactionMachine>(_ m: inout M) -> [TransactionAction] {
+        func absorb<M: ServerTransactionMachine>(_ m: inout M) -> TransactionActions {
             _ = m.tuSentResponse(404)
             return m.requestRetransmitted()
         }

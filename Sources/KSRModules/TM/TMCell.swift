@@ -21,25 +21,25 @@ enum ServerMachine: Sendable {
         case .nonInvite(let m): return m.lastStatus
         }
     }
-    mutating func tuSentResponse(_ code: Int) -> [TransactionAction] {
+    mutating func tuSentResponse(_ code: Int) -> TransactionActions {
         switch self {
         case .invite(var m): let a = m.tuSentResponse(code); self = .invite(m); return a
         case .nonInvite(var m): let a = m.tuSentResponse(code); self = .nonInvite(m); return a
         }
     }
-    mutating func requestRetransmitted() -> [TransactionAction] {
+    mutating func requestRetransmitted() -> TransactionActions {
         switch self {
         case .invite(var m): let a = m.requestRetransmitted(); self = .invite(m); return a
         case .nonInvite(var m): let a = m.requestRetransmitted(); self = .nonInvite(m); return a
         }
     }
-    mutating func ackReceived() -> [TransactionAction] {
+    mutating func ackReceived() -> TransactionActions {
         switch self {
         case .invite(var m): let a = m.ackReceived(); self = .invite(m); return a
         case .nonInvite: return []
         }
     }
-    mutating func timerFired(_ t: TransactionTimer) -> [TransactionAction] {
+    mutating func timerFired(_ t: TransactionTimer) -> TransactionActions {
         switch self {
         case .invite(var m): let a = m.timerFired(t); self = .invite(m); return a
         case .nonInvite(var m): let a = m.timerFired(t); self = .nonInvite(m); return a
@@ -58,31 +58,31 @@ enum ClientMachine: Sendable {
         case .nonInvite(let m): return m.isTerminated
         }
     }
-    mutating func requestSent() -> [TransactionAction] {
+    mutating func requestSent() -> TransactionActions {
         switch self {
         case .invite(var m): let a = m.requestSent(); self = .invite(m); return a
         case .nonInvite(var m): let a = m.requestSent(); self = .nonInvite(m); return a
         }
     }
-    mutating func responseReceived(_ code: Int) -> [TransactionAction] {
+    mutating func responseReceived(_ code: Int) -> TransactionActions {
         switch self {
         case .invite(var m): let a = m.responseReceived(code); self = .invite(m); return a
         case .nonInvite(var m): let a = m.responseReceived(code); self = .nonInvite(m); return a
         }
     }
-    mutating func timerFired(_ t: TransactionTimer) -> [TransactionAction] {
+    mutating func timerFired(_ t: TransactionTimer) -> TransactionActions {
         switch self {
         case .invite(var m): let a = m.timerFired(t); self = .invite(m); return a
         case .nonInvite(var m): let a = m.timerFired(t); self = .nonInvite(m); return a
         }
     }
-    mutating func cancelRequested() -> [TransactionAction] {
+    mutating func cancelRequested() -> TransactionActions {
         switch self {
         case .invite(var m): let a = m.cancelRequested(); self = .invite(m); return a
         case .nonInvite: return []
         }
     }
-    mutating func transportError() -> [TransactionAction] {
+    mutating func transportError() -> TransactionActions {
         switch self {
         case .invite(var m): let a = m.transportError(); self = .invite(m); return a
         case .nonInvite(var m): let a = m.transportError(); self = .nonInvite(m); return a

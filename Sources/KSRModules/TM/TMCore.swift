@@ -53,7 +53,7 @@ enum TMCore {
     static let lifetime = -2
 
     /// Runs server-machine actions. `response` is the response `.sendResponse` sends (and keeps).
-    static func runServer(_ store: TMStore, _ cell: TMCell, _ actions: [TransactionAction], _ out: inout TMOutbox,
+    static func runServer(_ store: TMStore, _ cell: TMCell, _ actions: TransactionActions, _ out: inout TMOutbox,
                           response: [UInt8]? = nil) {
         for a in actions {
             switch a {
@@ -80,7 +80,7 @@ enum TMCore {
     }
 
     /// Runs the actions of branch `i`'s client machine. `response` is the reply that caused them.
-    static func runBranch(_ store: TMStore, _ cell: TMCell, _ i: Int, _ actions: [TransactionAction], _ out: inout TMOutbox,
+    static func runBranch(_ store: TMStore, _ cell: TMCell, _ i: Int, _ actions: TransactionActions, _ out: inout TMOutbox,
                           response: SIPMessage? = nil) {
         let previous = cell.branches[i].lastStatus
         // The branch is copied (a dozen references retained) only by the actions that send: most
@@ -157,9 +157,9 @@ enum TMCore {
         }
         store.table.remove(cell.serverKey)
         cell.stopAllTimers()
-        for b in cell.branches {
-            store.table.remove(b.key)
-            if let k = b.cancelKey { store.table.remove(k) }
+        for i in cell.branches.indices {  // by index: `for b in` copied each branch
+            store.table.remove(cell.branches[i].key)
+            if let k = cell.branches[i].cancelKey { store.table.remove(k) }
         }
         store.liveCells.wrappingSubtract(1, ordering: .relaxed)
     }

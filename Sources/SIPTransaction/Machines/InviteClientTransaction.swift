@@ -34,6 +34,8 @@ public struct InviteClientTransaction: Sendable, Hashable {
 
     /// What the owner must do.
     public typealias Action = TransactionAction
+    /// The actions of one event.
+    public typealias Actions = TransactionActions
 
     /// The current state.
     public private(set) var state: State = .idle
@@ -70,11 +72,10 @@ public struct InviteClientTransaction: Sendable, Hashable {
     // MARK: Events
 
     /// The owner sent the INVITE.
-    public mutating func requestSent() -> [Action] {
+    public mutating func requestSent() -> Actions {
         guard state == .idle else { return [] }
         state = .calling
-        var actions: [Action] = []
-        actions.reserveCapacity(4)  // one allocation instead of growing on the appends
+        var actions = Actions()
         if !transport.isReliable {
             timerAInterval = timers.t1
             actions.append(.startTimer(.A, after: timers.t1))
@@ -85,11 +86,10 @@ public struct InviteClientTransaction: Sendable, Hashable {
     }
 
     /// A response matching this transaction arrived.
-    public mutating func responseReceived(_ statusCode: Int) -> [Action] {
+    public mutating func responseReceived(_ statusCode: Int) -> Actions {
         switch state {
         case .calling, .proceeding:
-            var actions: [Action] = []
-            actions.reserveCapacity(4)  // one allocation instead of growing on the appends
+            var actions = Actions()
             if state == .calling {
                 if !transport.isReliable { actions.append(.stopTimer(.A)) }
                 actions.append(.stopTimer(.B))
@@ -101,7 +101,7 @@ public struct InviteClientTransaction: Sendable, Hashable {
                 actions.append(.passToTU(statusCode))
                 if cancelPending {
                     cancelPending = false
-                    actions += cancel()
+                    actions.append(contentsOf: cancel())
                 } else if usesTimerC && !isCancelled && statusCode > 100 {
                     actions.append(.startTimer(.C, after: timers.timerC))
                 }
@@ -116,26 +116,26 @@ public struct InviteClientTransaction: Sendable, Hashable {
                 if usesTimerC || isCancelled { actions.append(.stopTimer(.C)) }
                 actions.append(.sendACK)
                 actions.append(.passToTU(statusCode))
-                actions += enterCompleted()
+                actions.append(contentsOf: enterCompleted())
             default:
                 return []
             }
             return actions
         case .completed:
-            return (300...699).contains(statusCode) ? [.retransmitACK] : []
+            return (300...699).contains(statusCode) ? Actions(.retransmitACK) : []
         case .accepted:
-            return (200...299).contains(statusCode) ? [.passToTU(statusCode)] : []
+            return (200...299).contains(statusCode) ? Actions(.passToTU(statusCode)) : []
         case .idle, .terminated:
             return []
         }
     }
 
     /// A timer of this transaction fired.
-    public mutating func timerFired(_ timer: TransactionTimer) -> [Action] {
+    public mutating func timerFired(_ timer: TransactionTimer) -> Actions {
         switch (timer, state) {
         case (.A, .calling) where !transport.isReliable:
             timerAInterval = timerAInterval * 2
-            return [.retransmitRequest, .startTimer(.A, after: timerAInterval)]
+            return Actions(.retransmitRequest, .startTimer(.A, after: timerAInterval))
         case (.B, .calling):
             return timeout()
         case (.C, .calling):
@@ -145,10 +145,10 @@ public struct InviteClientTransaction: Sendable, Hashable {
             if isCancelled { return timeout() }
             // §16.8: Timer C after a provisional response: the branch times out and is CANCELled.
             timeoutReported = true
-            return [.timeoutToTU] + cancel()
+            return Actions(.timeoutToTU) + cancel()
         case (.D, .completed), (.M, .accepted):
             state = .terminated
-            return [.terminate]
+            return Actions(.terminate)
         default:
             return []
         }
@@ -158,7 +158,7 @@ public struct InviteClientTransaction: Sendable, Hashable {
     ///
     /// In Proceeding this asks for the CANCEL at once; in Calling it is deferred until the first
     /// provisional response (§9.1); after a final response there is nothing to cancel.
-    public mutating func cancelRequested() -> [Action] {
+    public mutating func cancelRequested() -> Actions {
         switch state {
         case .calling:
             cancelPending = true
@@ -171,14 +171,14 @@ public struct InviteClientTransaction: Sendable, Hashable {
     }
 
     /// Sending the INVITE (or a retransmission, or the ACK) failed.
-    public mutating func transportError() -> [Action] {
+    public mutating func transportError() -> Actions {
         switch state {
         case .calling, .proceeding:
             state = .terminated
-            return [.transportErrorToTU, .terminate]
+            return Actions(.transportErrorToTU, .terminate)
         case .completed:
             state = .terminated
-            return [.terminate]
+            return Actions(.terminate)
         case .idle, .accepted, .terminated:
             return []
         }
@@ -186,25 +186,25 @@ public struct InviteClientTransaction: Sendable, Hashable {
 
     // MARK: Helpers
 
-    private mutating func cancel() -> [Action] {
+    private mutating func cancel() -> Actions {
         isCancelled = true
         // §9.1: without a final response 64*T1 after the CANCEL, give the transaction up.
-        return [.cancelBranch, .startTimer(.C, after: timers.timerB)]
+        return Actions(.cancelBranch, .startTimer(.C, after: timers.timerB))
     }
 
-    private mutating func timeout() -> [Action] {
+    private mutating func timeout() -> Actions {
         state = .terminated
-        if timeoutReported { return [.terminate] }
+        if timeoutReported { return Actions(.terminate) }
         timeoutReported = true
-        return [.timeoutToTU, .terminate]
+        return Actions(.timeoutToTU, .terminate)
     }
 
-    private mutating func enterCompleted() -> [Action] {
+    private mutating func enterCompleted() -> Actions {
         if transport.isReliable || timers.timerD == .zero {
             state = .terminated
-            return [.terminate]
+            return Actions(.terminate)
         }
         state = .completed
-        return [.startTimer(.D, after: timers.timerD)]
+        return Actions(.startTimer(.D, after: timers.timerD))
     }
 }

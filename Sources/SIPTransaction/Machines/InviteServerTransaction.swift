@@ -32,6 +32,8 @@ public struct InviteServerTransaction: Sendable, Hashable {
 
     /// What the owner must do.
     public typealias Action = TransactionAction
+    /// The actions of one event.
+    public typealias Actions = TransactionActions
 
     /// The current state.
     public private(set) var state: State = .proceeding
@@ -53,12 +55,12 @@ public struct InviteServerTransaction: Sendable, Hashable {
     // MARK: Events
 
     /// The INVITE that created this transaction arrived again.
-    public mutating func requestRetransmitted() -> [Action] {
+    public mutating func requestRetransmitted() -> Actions {
         switch state {
         case .proceeding:
-            return lastStatus == 0 ? [] : [.retransmitResponse]
+            return lastStatus == 0 ? [] : Actions(.retransmitResponse)
         case .completed:
-            return [.retransmitResponse]
+            return Actions(.retransmitResponse)
         case .confirmed, .accepted, .terminated:
             return []
         }
@@ -66,19 +68,19 @@ public struct InviteServerTransaction: Sendable, Hashable {
 
     /// The TU handed a response to the transaction. Returns `.sendResponse` if it may go out; a
     /// response after a non-2xx final (or a non-2xx after a 2xx) is refused with no actions.
-    public mutating func tuSentResponse(_ statusCode: Int) -> [Action] {
+    public mutating func tuSentResponse(_ statusCode: Int) -> Actions {
         switch (state, statusCode) {
         case (.proceeding, 100...199):
             lastStatus = statusCode
-            return [.sendResponse(statusCode)]
+            return Actions(.sendResponse(statusCode))
         case (.proceeding, 200...299):
             lastStatus = statusCode
             state = .accepted
-            return [.sendResponse(statusCode), .startTimer(.L, after: timers.timerL)]
+            return Actions(.sendResponse(statusCode), .startTimer(.L, after: timers.timerL))
         case (.proceeding, 300...699):
             lastStatus = statusCode
             state = .completed
-            var actions: [Action] = [.sendResponse(statusCode)]
+            var actions = Actions(.sendResponse(statusCode))
             if !transport.isReliable {
                 timerGInterval = timers.t1
                 actions.append(.startTimer(.G, after: timers.t1))
@@ -88,54 +90,56 @@ public struct InviteServerTransaction: Sendable, Hashable {
         case (.accepted, 200...299):
             // RFC 6026 §8.5: 2xx retransmissions (and 2xx of other forks) from the TU go out.
             lastStatus = statusCode
-            return [.sendResponse(statusCode)]
+            return Actions(.sendResponse(statusCode))
         default:
             return []
         }
     }
 
     /// An ACK matching this transaction arrived.
-    public mutating func ackReceived() -> [Action] {
+    public mutating func ackReceived() -> Actions {
         switch state {
         case .completed:
             if transport.isReliable || timers.timerI == .zero {
                 state = .terminated
-                return [.terminate]
+                return Actions(.terminate)
             }
             state = .confirmed
-            var actions: [Action] = []
+            var actions = Actions()
             if !transport.isReliable { actions.append(.stopTimer(.G)) }
-            return actions + [.stopTimer(.H), .startTimer(.I, after: timers.timerI)]
+            actions.append(.stopTimer(.H))
+            actions.append(.startTimer(.I, after: timers.timerI))
+            return actions
         case .accepted:
-            return [.passACKToTU]
+            return Actions(.passACKToTU)
         case .proceeding, .confirmed, .terminated:
             return []
         }
     }
 
     /// A timer of this transaction fired.
-    public mutating func timerFired(_ timer: TransactionTimer) -> [Action] {
+    public mutating func timerFired(_ timer: TransactionTimer) -> Actions {
         switch (timer, state) {
         case (.G, .completed) where !transport.isReliable:
             timerGInterval = .min(timerGInterval * 2, timers.t2)
-            return [.retransmitResponse, .startTimer(.G, after: timerGInterval)]
+            return Actions(.retransmitResponse, .startTimer(.G, after: timerGInterval))
         case (.H, .completed):
             state = .terminated
-            return [.timeoutToTU, .terminate]
+            return Actions(.timeoutToTU, .terminate)
         case (.I, .confirmed), (.L, .accepted):
             state = .terminated
-            return [.terminate]
+            return Actions(.terminate)
         default:
             return []
         }
     }
 
     /// Sending a response failed.
-    public mutating func transportError() -> [Action] {
+    public mutating func transportError() -> Actions {
         switch state {
         case .proceeding, .completed, .accepted:
             state = .terminated
-            return [.transportErrorToTU, .terminate]
+            return Actions(.transportErrorToTU, .terminate)
         case .confirmed, .terminated:
             return []
         }

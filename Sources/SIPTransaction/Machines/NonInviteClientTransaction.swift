@@ -29,6 +29,8 @@ public struct NonInviteClientTransaction: Sendable, Hashable {
 
     /// What the owner must do.
     public typealias Action = TransactionAction
+    /// The actions of one event.
+    public typealias Actions = TransactionActions
 
     /// The current state.
     public private(set) var state: State = .idle
@@ -50,11 +52,10 @@ public struct NonInviteClientTransaction: Sendable, Hashable {
     // MARK: Events
 
     /// The owner sent the request.
-    public mutating func requestSent() -> [Action] {
+    public mutating func requestSent() -> Actions {
         guard state == .idle else { return [] }
         state = .trying
-        var actions: [Action] = []
-        actions.reserveCapacity(4)  // one allocation instead of growing on the appends
+        var actions = Actions()
         if !transport.isReliable {
             timerEInterval = timers.t1
             actions.append(.startTimer(.E, after: timers.t1))
@@ -64,22 +65,22 @@ public struct NonInviteClientTransaction: Sendable, Hashable {
     }
 
     /// A response matching this transaction arrived.
-    public mutating func responseReceived(_ statusCode: Int) -> [Action] {
+    public mutating func responseReceived(_ statusCode: Int) -> Actions {
         switch state {
         case .trying, .proceeding:
             switch statusCode {
             case 100...199:
                 state = .proceeding
                 lastStatus = statusCode
-                return [.passToTU(statusCode)]
+                return Actions(.passToTU(statusCode))
             case 200...699:
                 lastStatus = statusCode
                 if transport.isReliable || timers.timerK == .zero {
                     state = .terminated
-                    return [.passToTU(statusCode), .terminate]
+                    return Actions(.passToTU(statusCode), .terminate)
                 }
                 state = .completed
-                return [.stopTimer(.E), .stopTimer(.F), .passToTU(statusCode), .startTimer(.K, after: timers.timerK)]
+                return Actions(.stopTimer(.E), .stopTimer(.F), .passToTU(statusCode), .startTimer(.K, after: timers.timerK))
             default:
                 return []
             }
@@ -89,31 +90,31 @@ public struct NonInviteClientTransaction: Sendable, Hashable {
     }
 
     /// A timer of this transaction fired.
-    public mutating func timerFired(_ timer: TransactionTimer) -> [Action] {
+    public mutating func timerFired(_ timer: TransactionTimer) -> Actions {
         switch (timer, state) {
         case (.E, .trying) where !transport.isReliable:
             timerEInterval = .min(timerEInterval * 2, timers.t2)
-            return [.retransmitRequest, .startTimer(.E, after: timerEInterval)]
+            return Actions(.retransmitRequest, .startTimer(.E, after: timerEInterval))
         case (.E, .proceeding) where !transport.isReliable:
             timerEInterval = timers.t2
-            return [.retransmitRequest, .startTimer(.E, after: timers.t2)]
+            return Actions(.retransmitRequest, .startTimer(.E, after: timers.t2))
         case (.F, .trying), (.F, .proceeding):
             state = .terminated
-            return [.timeoutToTU, .terminate]
+            return Actions(.timeoutToTU, .terminate)
         case (.K, .completed):
             state = .terminated
-            return [.terminate]
+            return Actions(.terminate)
         default:
             return []
         }
     }
 
     /// Sending the request (or a retransmission) failed.
-    public mutating func transportError() -> [Action] {
+    public mutating func transportError() -> Actions {
         switch state {
         case .trying, .proceeding:
             state = .terminated
-            return [.transportErrorToTU, .terminate]
+            return Actions(.transportErrorToTU, .terminate)
         case .idle, .completed, .terminated:
             return []
         }

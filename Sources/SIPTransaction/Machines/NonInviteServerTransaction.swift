@@ -27,6 +27,8 @@ public struct NonInviteServerTransaction: Sendable, Hashable {
 
     /// What the owner must do.
     public typealias Action = TransactionAction
+    /// The actions of one event.
+    public typealias Actions = TransactionActions
 
     /// The current state.
     public private(set) var state: State = .trying
@@ -46,47 +48,47 @@ public struct NonInviteServerTransaction: Sendable, Hashable {
     // MARK: Events
 
     /// The request that created this transaction arrived again.
-    public mutating func requestRetransmitted() -> [Action] {
+    public mutating func requestRetransmitted() -> Actions {
         switch state {
-        case .proceeding, .completed: return [.retransmitResponse]
+        case .proceeding, .completed: return Actions(.retransmitResponse)
         case .trying, .terminated: return []
         }
     }
 
     /// The TU handed a response to the transaction. Returns `.sendResponse` if it may go out; any
     /// response after the final one is refused with no actions.
-    public mutating func tuSentResponse(_ statusCode: Int) -> [Action] {
+    public mutating func tuSentResponse(_ statusCode: Int) -> Actions {
         switch (state, statusCode) {
         case (.trying, 100...199), (.proceeding, 100...199):
             state = .proceeding
             lastStatus = statusCode
-            return [.sendResponse(statusCode)]
+            return Actions(.sendResponse(statusCode))
         case (.trying, 200...699), (.proceeding, 200...699):
             lastStatus = statusCode
             if transport.isReliable || timers.timerJ == .zero {
                 state = .terminated
-                return [.sendResponse(statusCode), .terminate]
+                return Actions(.sendResponse(statusCode), .terminate)
             }
             state = .completed
-            return [.sendResponse(statusCode), .startTimer(.J, after: timers.timerJ)]
+            return Actions(.sendResponse(statusCode), .startTimer(.J, after: timers.timerJ))
         default:
             return []
         }
     }
 
     /// A timer of this transaction fired.
-    public mutating func timerFired(_ timer: TransactionTimer) -> [Action] {
+    public mutating func timerFired(_ timer: TransactionTimer) -> Actions {
         guard timer == .J, state == .completed else { return [] }
         state = .terminated
-        return [.terminate]
+        return Actions(.terminate)
     }
 
     /// Sending a response failed.
-    public mutating func transportError() -> [Action] {
+    public mutating func transportError() -> Actions {
         switch state {
         case .trying, .proceeding, .completed:
             state = .terminated
-            return [.transportErrorToTU, .terminate]
+            return Actions(.transportErrorToTU, .terminate)
         case .terminated:
             return []
         }

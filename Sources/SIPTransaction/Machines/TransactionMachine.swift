@@ -10,26 +10,26 @@ public protocol TransactionMachine: Sendable {
     /// The transport the transaction runs on.
     var transport: TransportReliability { get }
     /// A timer of this transaction fired (stale fires return no actions).
-    mutating func timerFired(_ timer: TransactionTimer) -> [TransactionAction]
+    mutating func timerFired(_ timer: TransactionTimer) -> TransactionActions
     /// Sending failed.
-    mutating func transportError() -> [TransactionAction]
+    mutating func transportError() -> TransactionActions
 }
 
 /// A client transaction: the owner sends the request, then reports responses.
 public protocol ClientTransactionMachine: TransactionMachine {
     /// The owner sent the request.
-    mutating func requestSent() -> [TransactionAction]
+    mutating func requestSent() -> TransactionActions
     /// A response matching the transaction arrived.
-    mutating func responseReceived(_ statusCode: Int) -> [TransactionAction]
+    mutating func responseReceived(_ statusCode: Int) -> TransactionActions
 }
 
 /// A server transaction: created from a received request; absorbs its retransmissions and sends
 /// the TU's responses.
 public protocol ServerTransactionMachine: TransactionMachine {
     /// The request arrived again.
-    mutating func requestRetransmitted() -> [TransactionAction]
+    mutating func requestRetransmitted() -> TransactionActions
     /// The TU handed over a response.
-    mutating func tuSentResponse(_ statusCode: Int) -> [TransactionAction]
+    mutating func tuSentResponse(_ statusCode: Int) -> TransactionActions
 }
 
 extension InviteClientTransaction: ClientTransactionMachine {
