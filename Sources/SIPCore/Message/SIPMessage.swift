@@ -566,9 +566,10 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
 
     // MARK: Edits
 
-    /// The pending edits (applied by `serialize`).
+    /// The pending edits (applied by `serialize`). Read in place (`_read`): a getter would copy the
+    /// struct, a retain and a release of each of its arrays, on every `m.edits.x`.
     public var edits: SIPEdits {
-        get { state.pointee.edits }
+        _read { yield state.pointee.edits }
         _modify { yield &state.pointee.edits }
     }
 }
