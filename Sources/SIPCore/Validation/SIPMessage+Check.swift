@@ -21,20 +21,24 @@ extension SIPMessage {
                 throw forKind(.bad400(.missingHeader, "Missing \(name) Header", "the message has no \(name) header"))
             }
         }
-        guard let via = topVia else {
+        // The parsed headers are tested and read in their cache (`state.pointee.cachedX`), not copied.
+        guard parseTopVia() else {
             throw forKind(.bad400(.badVia, "Bad Via Header", "the top Via '\(string(firstValue(.via) ?? .empty))' does not parse"))
         }
-        if !view.equalsIgnoringCase(via.protocolName, "SIP") || !view.equals(via.protocolVersion, "2.0") {
+        let protocolName = state.pointee.cachedVia!!.protocolName
+        let protocolVersion = state.pointee.cachedVia!!.protocolVersion
+        if !view.equalsIgnoringCase(protocolName, "SIP") || !view.equals(protocolVersion, "2.0") {
             throw forKind(SIPParseError(.badVersion, status: isRequest ? 505 : nil, reason: "Version Not Supported",
-                                        "the top Via has protocol \(string(via.protocolName))/\(string(via.protocolVersion))"))
+                                        "the top Via has protocol \(string(protocolName))/\(string(protocolVersion))"))
         }
-        guard let cseq else {
+        guard parseCSeq() else {
             throw forKind(.bad400(.badCSeq, "Bad CSeq Header",
                                   "CSeq '\(string(firstHeader(.cseq)?.value ?? .empty))' is not a number up to 2^31-1 and a method"))
         }
-        if isRequest && !view.equalsBytes(cseq.methodRange, state.pointee.methodRange) {
+        let cseqMethod = state.pointee.cachedCSeq!!.methodRange
+        if isRequest && !view.equalsBytes(cseqMethod, state.pointee.methodRange) {
             throw forKind(.bad400(.cseqMethodMismatch, "CSeq Method Mismatch",
-                                  "CSeq method \(string(cseq.methodRange)) differs from the request method \(string(state.pointee.methodRange))"))
+                                  "CSeq method \(string(cseqMethod)) differs from the request method \(string(state.pointee.methodRange))"))
         }
         if let mf = firstHeader(.maxForwards), view.decimal(mf.value, max: 255) == nil {
             throw forKind(.bad400(.badMaxForwards, "Bad Max-Forwards Header", "Max-Forwards '\(string(mf.value))' is not 0-255"))
@@ -50,10 +54,10 @@ extension SIPMessage {
         // Kamailio's core parses the To of every message and drops a reply whose To does not parse, but
         // it parses From only when asked (parse_from_header): a reply with a bad From is relayed. A
         // request with a bad From gets 400. Here the From of a reply is parsed when first used.
-        if isRequest && from == nil {
+        if isRequest && !parseFrom() {
             throw forKind(.bad400(.badNameAddr, "Bad From Header", "From '\(string(firstHeader(.from)!.value))' does not parse"))
         }
-        if to == nil {
+        if !parseTo() {
             throw forKind(.bad400(.badNameAddr, "Bad To Header", "To '\(string(firstHeader(.to)!.value))' does not parse"))
         }
     }
@@ -64,7 +68,7 @@ extension SIPMessage {
     public func validate() throws(SIPParseError) {
         try check()
         let v = view
-        for h in state.pointee.headers {
+        for h in headerFields {
             let name = h.kind.canonicalName ?? ""
             switch h.kind {
             case .via:
