@@ -519,73 +519,41 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
 
     // MARK: Well-known headers (parsed on demand, cached)
 
-    // The parsed Via, From, To and CSeq are parsed straight into their cache and returned from there:
-    // a parsed name-addr is ~150 bytes, a Via ~100, and every copy of one is a memcpy. `check()` tests
-    // the cache (`parseTopVia()` ...) without copying the value out.
-
     /// The top-most Via value, parsed.
     public var topVia: SIPVia? {
-        parseTopVia()
-        return state.pointee.cachedVia.unsafelyUnwrapped
+        if let c = state.pointee.cachedVia { return c }
+        var r: SIPVia? = nil
+        if let f = firstValue(.via) { r = SIPVia.parse(view, f) }
+        state.pointee.cachedVia = .some(r)
+        return r
     }
+
+    // From and To are parsed straight into their cache and returned from there: a parsed name-addr
+    // is ~150 bytes, and every copy of it is a memcpy.
 
     /// The From header, parsed.
     public var from: SIPNameAddr? {
-        parseFrom()
+        if state.pointee.cachedFrom == nil { state.pointee.cachedFrom = .some(parseFirstNameAddr(.from)) }
         return state.pointee.cachedFrom.unsafelyUnwrapped
     }
 
     /// The To header, parsed.
     public var to: SIPNameAddr? {
-        parseTo()
-        return state.pointee.cachedTo.unsafelyUnwrapped
-    }
-
-    /// The CSeq header, parsed (nil if missing or invalid).
-    public var cseq: SIPCSeq? {
-        parseCSeq()
-        return state.pointee.cachedCSeq.unsafelyUnwrapped
-    }
-
-    /// Parses the top Via into its cache (once); false if it is missing or does not parse.
-    @discardableResult
-    func parseTopVia() -> Bool {
-        if state.pointee.cachedVia == nil {
-            if let f = firstValue(.via) { state.pointee.cachedVia = .some(SIPVia.parse(view, f)) } else { state.pointee.cachedVia = .some(nil) }
-        }
-        if case .some(.none) = state.pointee.cachedVia { return false }
-        return true
-    }
-
-    /// Parses From into its cache (once); false if it is missing or does not parse.
-    @discardableResult
-    func parseFrom() -> Bool {
-        if state.pointee.cachedFrom == nil { state.pointee.cachedFrom = .some(parseFirstNameAddr(.from)) }
-        if case .some(.none) = state.pointee.cachedFrom { return false }
-        return true
-    }
-
-    /// Parses To into its cache (once); false if it is missing or does not parse.
-    @discardableResult
-    func parseTo() -> Bool {
         if state.pointee.cachedTo == nil { state.pointee.cachedTo = .some(parseFirstNameAddr(.to)) }
-        if case .some(.none) = state.pointee.cachedTo { return false }
-        return true
-    }
-
-    /// Parses CSeq into its cache (once); false if it is missing or does not parse.
-    @discardableResult
-    func parseCSeq() -> Bool {
-        if state.pointee.cachedCSeq == nil {
-            state.pointee.cachedCSeq = .some(firstHeader(.cseq).flatMap { SIPCSeq.parse(view, $0.value) })
-        }
-        if case .some(.none) = state.pointee.cachedCSeq { return false }
-        return true
+        return state.pointee.cachedTo.unsafelyUnwrapped
     }
 
     private func parseFirstNameAddr(_ kind: SIPHeaderKind) -> SIPNameAddr? {
         guard let h = firstHeader(kind) else { return nil }
         return SIPNameAddr.parse(view, h.value, limits: state.pointee.limits)
+    }
+
+    /// The CSeq header, parsed (nil if missing or invalid).
+    public var cseq: SIPCSeq? {
+        if let c = state.pointee.cachedCSeq { return c }
+        let r = firstHeader(.cseq).flatMap { SIPCSeq.parse(view, $0.value) }
+        state.pointee.cachedCSeq = .some(r)
+        return r
     }
 
     /// The Call-ID value.

@@ -21,24 +21,20 @@ extension SIPMessage {
                 throw forKind(.bad400(.missingHeader, "Missing \(name) Header", "the message has no \(name) header"))
             }
         }
-        // The parsed headers are tested and read in their cache (`state.pointee.cachedX`), not copied.
-        guard parseTopVia() else {
+        guard let via = topVia else {
             throw forKind(.bad400(.badVia, "Bad Via Header", "the top Via '\(string(firstValue(.via) ?? .empty))' does not parse"))
         }
-        let protocolName = state.pointee.cachedVia!!.protocolName
-        let protocolVersion = state.pointee.cachedVia!!.protocolVersion
-        if !view.equalsIgnoringCase(protocolName, "SIP") || !view.equals(protocolVersion, "2.0") {
+        if !view.equalsIgnoringCase(via.protocolName, "SIP") || !view.equals(via.protocolVersion, "2.0") {
             throw forKind(SIPParseError(.badVersion, status: isRequest ? 505 : nil, reason: "Version Not Supported",
-                                        "the top Via has protocol \(string(protocolName))/\(string(protocolVersion))"))
+                                        "the top Via has protocol \(string(via.protocolName))/\(string(via.protocolVersion))"))
         }
-        guard parseCSeq() else {
+        guard let cseq else {
             throw forKind(.bad400(.badCSeq, "Bad CSeq Header",
                                   "CSeq '\(string(firstHeader(.cseq)?.value ?? .empty))' is not a number up to 2^31-1 and a method"))
         }
-        let cseqMethod = state.pointee.cachedCSeq!!.methodRange
-        if isRequest && !view.equalsBytes(cseqMethod, state.pointee.methodRange) {
+        if isRequest && !view.equalsBytes(cseq.methodRange, state.pointee.methodRange) {
             throw forKind(.bad400(.cseqMethodMismatch, "CSeq Method Mismatch",
-                                  "CSeq method \(string(cseqMethod)) differs from the request method \(string(state.pointee.methodRange))"))
+                                  "CSeq method \(string(cseq.methodRange)) differs from the request method \(string(state.pointee.methodRange))"))
         }
         if let mf = firstHeader(.maxForwards), view.decimal(mf.value, max: 255) == nil {
             throw forKind(.bad400(.badMaxForwards, "Bad Max-Forwards Header", "Max-Forwards '\(string(mf.value))' is not 0-255"))
@@ -54,10 +50,10 @@ extension SIPMessage {
         // Kamailio's core parses the To of every message and drops a reply whose To does not parse, but
         // it parses From only when asked (parse_from_header): a reply with a bad From is relayed. A
         // request with a bad From gets 400. Here the From of a reply is parsed when first used.
-        if isRequest && !parseFrom() {
+        if isRequest && from == nil {
             throw forKind(.bad400(.badNameAddr, "Bad From Header", "From '\(string(firstHeader(.from)!.value))' does not parse"))
         }
-        if !parseTo() {
+        if to == nil {
             throw forKind(.bad400(.badNameAddr, "Bad To Header", "To '\(string(firstHeader(.to)!.value))' does not parse"))
         }
     }
@@ -68,7 +64,7 @@ extension SIPMessage {
     public func validate() throws(SIPParseError) {
         try check()
         let v = view
-        for h in headerFields {
+        for h in state.pointee.headers {
             let name = h.kind.canonicalName ?? ""
             switch h.kind {
             case .via:
