@@ -33,14 +33,13 @@ extension SIPMessage {
         out.reserveCapacity(out.count + count + 256 + (options.prependLine?.count ?? 0))
         // Start line
         let hs = headersStart
-        // The pending edits are read field by field in place (`state.pointee.edits.x`).
-        let newURI = options.requestURI ?? (options.applyEdits ? state.pointee.edits.requestURI : nil)
+        let newURI = options.requestURI ?? (options.applyEdits ? edits.requestURI : nil)
         // Edits of the start line (e.g. a reply's status) and of the body are applied to those
         // regions; the rest go to the header section below.
         // (Relayed replies and most forwarded requests have no edits: no sort. A request usually has one
         // edit, its Record-Route, already in order: no copy either.) Sorted by offset, the edits of each
         // region are a slice: start line, headers, body.
-        let entries = options.applyEdits ? state.pointee.edits.entries : []
+        let entries = options.applyEdits ? edits.entries : []
         let allOps = Self.isSorted(entries) ? entries : entries.sorted(by: Self.precedes)
         let he = framingOK ? headersEnd : state.pointee.scanPos
         let bodyStart = state.pointee.bodyStart
@@ -60,7 +59,7 @@ extension SIPMessage {
 
         // The sender's own changes (removed Via, inserts, Content-Length): empty for forwarded requests.
         var ops: [SIPEdits.Entry] = []
-        var newBody = options.applyEdits ? state.pointee.edits.body : nil
+        var newBody = options.applyEdits ? edits.body : nil
         if newBody == nil, framingOK, headersTo < allOps.endIndex {
             let bodyOps = allOps[headersTo...].drop(while: { $0.offset < bodyStart })
             if !bodyOps.isEmpty {
@@ -87,12 +86,12 @@ extension SIPMessage {
         let bodyLength = newBody?.count ?? (framingOK ? state.pointee.bodyEnd - state.pointee.bodyStart : 0)
         var hasCL = false
         var clLine: [UInt8] = []
-        if newBody != nil || options.applyEdits && state.pointee.edits.bodyContentType != nil {
+        if newBody != nil || options.applyEdits && edits.bodyContentType != nil {
             // Replace every Content-Length (and Content-Type if a new one is given).
             forEachHeader(.contentLength) { h in
                 ops.append(.init(op: .delete(h.line), seq: seq)); seq += 1
             }
-            if let ct = state.pointee.edits.bodyContentType, options.applyEdits {
+            if let ct = edits.bodyContentType, options.applyEdits {
                 forEachHeader(.contentType) { h in
                     ops.append(.init(op: .delete(h.line), seq: seq)); seq += 1
                 }

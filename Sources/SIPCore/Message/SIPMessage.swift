@@ -599,10 +599,9 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
 
     // MARK: Edits
 
-    /// The pending edits (applied by `serialize`). Read in place (`_read`): a getter would copy the
-    /// struct, a retain and a release of each of its arrays, on every `m.edits.x`.
+    /// The pending edits (applied by `serialize`).
     public var edits: SIPEdits {
-        _read { yield state.pointee.edits }
+        get { state.pointee.edits }
         _modify { yield &state.pointee.edits }
     }
 }
