@@ -6,9 +6,9 @@ import Testing
         let m = try SIPMessage.parse(Samples.invite)
         _ = m.topVia
         // Only the Via line was needed.
-        #expect(m.state.pointee.headers.count == 1)
+        #expect(m.state.pointee.fieldCount == 1)
         _ = m.callID
-        #expect(m.state.pointee.headers.count == 6)
+        #expect(m.state.pointee.fieldCount == 6)
         #expect(!m.state.pointee.headersComplete)
         _ = m.bodyRange
         #expect(m.state.pointee.headersComplete)
@@ -63,6 +63,35 @@ import Testing
         let noCL = try SIPMessage.parse("OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n")
         try noCL.check()
         #expect(String(decoding: noCL.serialized(), as: UTF8.self).hasSuffix("Content-Length: 0\r\n\r\n"))
+    }
+
+    /// The first 24 header fields are kept in the message's own allocation, later ones in an array:
+    /// lookups, iteration, edits and the serialized bytes are the same on both sides of that boundary.
+    @Test func headerIndexPastTheInlineFields() throws {
+        for extra in [0, 17, 18, 19, 40, 200] {
+            var text = "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+            for k in 0..<extra { text += (k % 7 == 3 ? "Route: <sip:r\(k)>\r\n" : "X-H\(k): v\(k)\r\n") }
+            text += "From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nRoute: <sip:last>\r\nContent-Length: 0\r\n\r\n"
+            let m = try SIPMessage.parse(text)
+            try m.check()
+            let fields = m.headerFields
+            #expect(fields.count == extra + 7)
+            #expect(fields.map { m.string($0.name) }.last == "Content-Length")
+            #expect(m.string(try #require(m.to).uri) == "sip:b@h")
+            #expect(m.headerCount(.route) == 1 + (0..<extra).filter { $0 % 7 == 3 }.count)
+            // The last extension header, past the inline fields when there are enough.
+            if let k = (0..<extra).last(where: { $0 % 7 != 3 }) {
+                #expect(m.headers(named: "x-h\(k)").map { m.string($0.value) } == ["v\(k)"])
+            }
+            var routes: [String] = []
+            m.forEachHeader(.route) { routes.append(m.string($0.value)) }
+            #expect(routes.last == "<sip:last>")
+            m.removeHeaders(.route)
+            let out = try SIPMessage.parse(m.serialized())
+            try out.check()
+            #expect(out.headerCount(.route) == 0 && out.headerFields.count == fields.count - routes.count)
+            #expect(out.headerFields.map { out.string($0.line) } == fields.filter { $0.kind != .route }.map { m.string($0.line) })
+        }
     }
 
     @Test func wellKnownHeaders() throws {

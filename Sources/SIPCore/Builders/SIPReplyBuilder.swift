@@ -43,7 +43,9 @@ public enum SIPBuilder {
         out.append(ascii: "\r\n")
         request.scanAllHeaders()
         var firstVia = true
-        for h in request.state.pointee.headers {
+        let fields = request.state
+        for i in 0..<fields.pointee.fieldCount {
+            let h = fields.pointee.field(i)
             switch h.kind {
             case .via:
                 out.append(ascii: "Via: ")
@@ -70,7 +72,7 @@ public enum SIPBuilder {
             case .to:
                 out.append(ascii: "To: ")
                 appendRange(&out, request, h.value)
-                if r.status > 100, let tag = r.toTag, request.to?.tag == nil, request.state.pointee.headers.first(where: { $0.kind == .to }) == h {
+                if r.status > 100, let tag = r.toTag, request.to?.tag == nil, request.firstHeader(.to) == h {
                     out.append(ascii: ";tag=")
                     out.append(contentsOf: Array(tag.utf8))
                 }

@@ -28,8 +28,10 @@ enum ASCII {
     static let percent: UInt8 = 0x25
     static let ampersand: UInt8 = 0x26
 
-    /// RFC 3261 `token` characters (alphanum and `-.!%*_+`'~`) as two 64-bit masks.
+    /// RFC 3261 `token` characters (alphanum and `-.!%*_+`'~`) as two 64-bit masks. Letters, most of
+    /// the bytes of header names, methods and Via protocols, are tested first with one compare.
     @inline(__always) static func isToken(_ c: UInt8) -> Bool {
+        if isAlpha(c) { return true }
         if c < 64 { return (0x03ff6ca200000000 as UInt64) >> UInt64(c) & 1 != 0 }
         if c < 128 { return (0x47ffffff87fffffe as UInt64) >> UInt64(c - 64) & 1 != 0 }
         return false

@@ -16,6 +16,12 @@ import Darwin
 public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
     /// Parse state kept next to the bytes. Internal details are not part of the API.
     public struct State {
+        /// The header index: `fieldCount` fields in order of the lines, the first
+        /// `SIPMessage.inlineFieldCapacity` of them in this object's own allocation after the bytes (a
+        /// usual message's index needs no allocation of its own), any further ones in `moreFields`.
+        let inlineFields: UnsafeMutablePointer<SIPHeaderField>
+        var fieldCount = 0
+        var moreFields: [SIPHeaderField] = []
         var count: Int = 0
         var limits: SIPParserLimits = .default
         var datagram: Bool = true
@@ -27,7 +33,6 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         var statusCode: Int = 0
         var reasonRange = ByteRange.empty
         var headersStart: Int = 0
-        var headers: [SIPHeaderField] = []
         var scanPos: Int = 0
         var headersComplete = false
         var scanError: SIPParseError? = nil
@@ -47,7 +52,26 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         var cachedCSeq: SIPCSeq?? = nil
         var cachedURI: SIPURIParts?? = nil
         var edits = SIPEdits()
+
+        init(inlineFields: UnsafeMutablePointer<SIPHeaderField>) { self.inlineFields = inlineFields }
+
+        /// The header field at index `i` (`i < fieldCount`).
+        @inline(__always) func field(_ i: Int) -> SIPHeaderField {
+            i < SIPMessage.inlineFieldCapacity ? inlineFields[i] : moreFields[i - SIPMessage.inlineFieldCapacity]
+        }
+
+        mutating func appendField(_ f: SIPHeaderField) {
+            if fieldCount < SIPMessage.inlineFieldCapacity {
+                (inlineFields + fieldCount).initialize(to: f)
+            } else {
+                moreFields.append(f)
+            }
+            fieldCount += 1
+        }
     }
+
+    /// Header fields kept in the message's allocation (more go to an array).
+    static var inlineFieldCapacity: Int { 24 }
 
     // MARK: Creating
 
@@ -63,7 +87,15 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
             throw SIPParseError(.tooLarge, status: 513, reason: "Message Too Large",
                                 "\(bytes.count) bytes, the limit is \(limits.maxMessageSize)")
         }
-        let raw = SIPMessage.create(minimumCapacity: bytes.count) { _ in State() }
+        // The bytes, then room for the inline header fields at their alignment.
+        let align = MemoryLayout<SIPHeaderField>.alignment
+        let raw = SIPMessage.create(
+            minimumCapacity: bytes.count + align - 1 + inlineFieldCapacity * MemoryLayout<SIPHeaderField>.stride
+        ) { buffer in
+            let fieldsStart = buffer.withUnsafeMutablePointerToElements { UnsafeMutableRawPointer($0 + bytes.count) }
+                .alignedUp(for: SIPHeaderField.self)
+            return State(inlineFields: fieldsStart.bindMemory(to: SIPHeaderField.self, capacity: inlineFieldCapacity))
+        }
         let m = unsafeDowncast(raw, to: SIPMessage.self)
         m.withUnsafeMutablePointerToElements { p in
             if let b = bytes.baseAddress, bytes.count > 0 { p.update(from: b.assumingMemoryBound(to: UInt8.self), count: bytes.count) }
@@ -175,7 +207,6 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         let lineEnd = (lf > lineStart && v[lf - 1] == ASCII.cr) ? lf - 1 : lf
         state.pointee.headersStart = lf + 1
         state.pointee.scanPos = lf + 1
-        state.pointee.headers.reserveCapacity(24)
 
         if lineEnd - lineStart >= 4 && v.equalsIgnoringCase(ByteRange(lineStart, lineStart + 4), "SIP/") {
             try parseStatusLine(v, lineStart, lineEnd)
@@ -287,7 +318,7 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
             state.pointee.headersComplete = true
             return false
         }
-        guard state.pointee.headers.count < state.pointee.limits.maxHeaderCount else {
+        guard state.pointee.fieldCount < state.pointee.limits.maxHeaderCount else {
             state.pointee.scanError = .bad400(.tooManyHeaders, "Too Many Headers", "more than \(state.pointee.limits.maxHeaderCount) header lines")
             return false
         }
@@ -333,8 +364,8 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
             if state.pointee.singleSeen & bit != 0 { if state.pointee.duplicate == nil { state.pointee.duplicate = kind } }
             state.pointee.singleSeen |= bit
         }
-        state.pointee.headers.append(SIPHeaderField(kind: kind, name: ByteRange(nameStart, nameEnd), value: ByteRange(vs, ve),
-                                             line: ByteRange(nameStart, next)))
+        state.pointee.appendField(SIPHeaderField(kind: kind, name: ByteRange(nameStart, nameEnd), value: ByteRange(vs, ve),
+                                                 line: ByteRange(nameStart, next)))
         state.pointee.scanPos = next
         return true
     }
@@ -349,11 +380,11 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
     /// The header lines indexed so far (all of them after `scanAllHeaders()`).
     public var headerFields: [SIPHeaderField] {
         scanAllHeaders()
-        return state.pointee.headers
+        let s = state
+        return (0..<s.pointee.fieldCount).map { s.pointee.field($0) }
     }
 
-    // The loops over the header index below go by index through `state`: `for h in headers` copies
-    // the array (a retain and a release per lookup, ~40 per message).
+    // The loops over the header index below go by index through `state`.
 
     /// The first header of a kind, indexing only as far as needed.
     public func firstHeader(_ kind: SIPHeaderKind) -> SIPHeaderField? {
@@ -361,12 +392,14 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         // All headers indexed and none of this kind: no scan (Route, Record-Route... are often absent).
         if s.pointee.headersComplete && s.pointee.kindsSeen & kind.bit == 0 { return nil }
         var i = 0
-        while i < s.pointee.headers.count {
-            if s.pointee.headers[i].kind == kind { return s.pointee.headers[i] }
+        while i < s.pointee.fieldCount {
+            let h = s.pointee.field(i)
+            if h.kind == kind { return h }
             i += 1
         }
         while scanNextHeader() {
-            if s.pointee.headers[i].kind == kind { return s.pointee.headers[i] }
+            let h = s.pointee.field(i)
+            if h.kind == kind { return h }
             i += 1
         }
         return nil
@@ -378,8 +411,9 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         let s = state
         if s.pointee.kindsSeen & kind.bit == 0 { return }
         var i = 0
-        while i < s.pointee.headers.count {
-            if s.pointee.headers[i].kind == kind { try body(s.pointee.headers[i]) }
+        while i < s.pointee.fieldCount {
+            let h = s.pointee.field(i)
+            if h.kind == kind { try body(h) }
             i += 1
         }
     }
@@ -394,12 +428,11 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
     /// All headers whose name matches `name` (compact forms match their long form, others compare
     /// case-insensitively).
     public func headers(named name: String) -> [SIPHeaderField] {
-        scanAllHeaders()
         let kind = SIPHeaderKind.classify(name: name)
-        if kind != .other { return state.pointee.headers.filter { $0.kind == kind } }
+        if kind != .other { return headerFields.filter { $0.kind == kind } }
         var name = name
         return name.withUTF8 { nb in
-            state.pointee.headers.filter { $0.kind == .other && equalsIgnoringCase($0.name, UnsafeRawBufferPointer(nb)) }
+            headerFields.filter { $0.kind == .other && equalsIgnoringCase($0.name, UnsafeRawBufferPointer(nb)) }
         }
     }
 
@@ -440,8 +473,8 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         var length: UInt64? = nil
         let s = state
         var i = 0
-        while i < s.pointee.headers.count {
-            let h = s.pointee.headers[i]
+        while i < s.pointee.fieldCount {
+            let h = s.pointee.field(i)
             i += 1
             guard h.kind == .contentLength else { continue }
             guard let l = v.decimal(h.value, max: UInt64(Int32.max)) else {

@@ -64,7 +64,7 @@ extension SIPMessage {
     public func validate() throws(SIPParseError) {
         try check()
         let v = view
-        for h in state.pointee.headers {
+        for h in headerFields {
             let name = h.kind.canonicalName ?? ""
             switch h.kind {
             case .via:
