@@ -272,6 +272,12 @@ int st_waitset_wait(int epfd, int timeout_ms) {
     return mask;
 }
 
+int st_waitset_watch_shared(int epfd, int shared_fd, int watch) {
+    struct epoll_event shared = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = 1};
+    int r = epoll_ctl(epfd, watch ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, shared_fd, &shared);
+    return r < 0 ? -errno : 0;
+}
+
 int st_malloc_trim(void) { return malloc_trim(0); }
 
 int st_malloc_arena_max(int n) { return mallopt(M_ARENA_MAX, n); }

@@ -103,6 +103,12 @@ public enum PrometheusMetrics {
             out += "starling_route_duration_seconds_count{route=\"\(kind)\"} \(h.cumulative.last ?? 0)\n"
         }
         metric("starling_workers", "gauge", "Worker threads.", [("", String(server.workerCount))])
+        metric("starling_worker_messages_received_total", "counter",
+               "SIP messages each worker routed (UDP and connections); a UDP socket's first worker takes them all until it falls behind.",
+               server.receivedByWorker().enumerated().map { ("{worker=\"\($0.offset)\"}", String($0.element)) })
+        metric("starling_udp_helper_joins_total", "counter",
+               "Times a worker started reading a UDP socket besides its first worker, by reason (backlog: datagrams queued; stall: every reader busy in one message for 20 ms).",
+               server.udpHelperJoins().map { ("{reason=\"\($0.reason)\"}", String($0.count)) })
         metric("starling_workers_on_active_script", "gauge", "Worker threads running the active script version.",
                [("", String(server.workersOnCurrentScript))])
         metric("starling_uptime_seconds", "gauge", "Seconds since start.", [("", String(server.uptimeSeconds))])

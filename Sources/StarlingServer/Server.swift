@@ -22,6 +22,8 @@ public final class Server: Sendable {
     /// Server-wide counters (reloads); per-message counters live in `workerStats`.
     public let stats = ServerStats()
     private let workerStats: Mutex<[ServerStats]> = Mutex([])
+    /// The workers of each UDP socket (which of them read it).
+    private let crews: Mutex<[UDPCrew]> = Mutex([])
     public let registry: KemiRegistry
     /// The transaction store (KSR.tm), shared by all workers.
     public let transactions: TMStore
@@ -250,12 +252,15 @@ public final class Server: Sendable {
         var index = 0
         let udp: [UDPSocket?] = services.udpSockets.isEmpty ? [nil] : services.udpSockets
         for socket in udp {
-            for _ in 0..<config.workers {
+            let crew = socket == nil ? nil : UDPCrew(size: config.workers)
+            if let crew { crews.withLock { $0.append(crew) } }
+            for member in 0..<config.workers {
                 let inbox = inboxes.isEmpty ? nil : inboxes[index]
                 let worker = Transfer(UDPWorker(index: index, socket: socket, inbox: inbox, store: store, limits: limits,
                                                 services: services, stats: statsForWorker(), logger: logger,
                                                 parserLimits: .default, stop: stop, stack: stack,
-                                                asyncIO: config.asyncIO ? (config.asyncMaxPending, asyncPending) : nil))
+                                                asyncIO: config.asyncIO ? (config.asyncMaxPending, asyncPending) : nil,
+                                                crew: crew, member: member))
                 do {
                     started.append(try PosixThread(name: "worker-\(index)") { worker.value.run() })
                 } catch {
@@ -396,6 +401,21 @@ public final class Server: Sendable {
             out["replies_sent", default: 0] += replies
         }
         return out
+    }
+
+    /// Messages each worker routed, by worker index.
+    public func receivedByWorker() -> [Int] {
+        workerStats.withLock { $0 }.map { $0.received.load(ordering: .relaxed) }
+    }
+
+    /// How many times a worker that waits for load started reading its UDP socket, by reason
+    /// ("backlog": the readers had datagrams queued; "stall": every reader was stuck in a message).
+    public func udpHelperJoins() -> [(reason: String, count: Int)] {
+        var totals = [0, 0]
+        for c in crews.withLock({ $0 }) {
+            for (reason, n) in c.joinCounts() { totals[reason.rawValue] += n }
+        }
+        return UDPCrew.JoinReason.allCases.map { ($0.label, totals[$0.rawValue]) }
     }
 
     /// Requests received by method name ("OTHER" for unknown methods), replies received and replies

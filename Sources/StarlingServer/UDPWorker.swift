@@ -93,6 +93,9 @@ public final class RouteTimeHistogram: Sendable {
 /// only shared read per message is the script generation. With stream transports configured, the
 /// worker also waits on its inbox (an eventfd in the same wait set) and routes the messages that
 /// connections handed to it between UDP batches, with the same Lua state.
+///
+/// The first worker of a socket always reads it; the others read it only while the readers fall
+/// behind or are stuck in a message (`UDPCrew`).
 final class UDPWorker {
     let index: Int
     /// The UDP socket (nil for a worker that only serves connections: no UDP listener is configured).
@@ -104,6 +107,9 @@ final class UDPWorker {
     let services: ServerServices
     let logger: Logger
     let stop: StopFlag
+    /// The workers of `socket`, and this worker's place among them (0: the lead, always reading).
+    let crew: UDPCrew?
+    let member: Int
 
     private var generation = -1
     private let dispatcher: MessageDispatcher
@@ -115,8 +121,11 @@ final class UDPWorker {
 
     init(index: Int, socket: UDPSocket?, inbox: StreamInbox? = nil, store: ScriptStore, limits: LuaEngineLimits,
          services: ServerServices, stats: ServerStats, logger: Logger, parserLimits: SIPParserLimits, stop: StopFlag,
-         stack: RoutingStack, asyncIO: (maxPending: Int, pending: AsyncPendingRequests)? = nil) {
+         stack: RoutingStack, asyncIO: (maxPending: Int, pending: AsyncPendingRequests)? = nil,
+         crew: UDPCrew? = nil, member: Int = 0) {
         self.index = index
+        self.crew = socket == nil ? nil : crew
+        self.member = member
         self.socket = socket
         self.inbox = inbox
         self.store = store
@@ -142,32 +151,41 @@ final class UDPWorker {
             wakeFD = fd
             if fd >= 0 { ctx.mailbox.setWakeup { _ = st_eventfd_signal(fd) } }
         }
+        self.crew?.members[member].wakeFD.store(inbox?.fileDescriptor ?? wakeFD, ordering: .releasing)
     }
 
     deinit { if wakeFD >= 0 { close(wakeFD) } }
 
-    /// The thread body: waits on the UDP socket (shared with the other workers of the listener) and on
-    /// its own eventfd (the inbox's, or the mailbox's), routes what arrived, runs its timers, sends.
+    /// The thread body: waits on the UDP socket (shared with the other workers of the listener; a
+    /// helper only while it reads it) and on its own eventfd (the inbox's, or the mailbox's), routes
+    /// what arrived, runs its timers, sends.
     func run() {
         // Log lines written on this thread carry the Call-ID of the message being routed.
         CurrentRoute.set(dispatcher.context)
         defer { CurrentRoute.set(nil) }
         switchScriptIfNeeded()
+        // This worker's entry in its socket's crew (nil with one worker per socket: nobody to help).
+        let me = crew.flatMap { $0.members.count > 1 ? $0.members[member] : nil }
         let waitSet: WaitSet
         do {
-            waitSet = try WaitSet(shared: socket?.fileDescriptor ?? -1, own: inbox?.fileDescriptor ?? wakeFD)
+            waitSet = try WaitSet(shared: socket?.fileDescriptor ?? -1, own: inbox?.fileDescriptor ?? wakeFD,
+                                  watchingShared: me?.reading.load(ordering: .relaxed) ?? true)
         } catch {
             logger.error("worker \(index) stops: \(error)")
             return
         }
         let skipGroups = socket.map(skipsGroupDatagrams) ?? false
         // Until the next timer is due (tm says when; another worker that starts one due earlier
-        // wakes this one), and at most `workerMaxWaitMilliseconds`.
+        // wakes this one), and at most `workerMaxWaitMilliseconds`; a helper that is not reading
+        // looks at the readers every `UDPCrew.stallMilliseconds`.
         var wait = workerMaxWaitMilliseconds
         while !stop.isSet {
             let ready: WaitSet.Ready
             do {
-                ready = try waitSet.wait(milliseconds: Int32(wait))
+                let helperIdle = member > 0 && !waitSet.watchingShared
+                me?.busySince.store(0, ordering: .relaxed)
+                ready = try waitSet.wait(milliseconds: Int32(helperIdle ? min(wait, UDPCrew.stallMilliseconds) : wait))
+                if let me, waitSet.watchingShared { me.busySince.store(MessageDispatcher.monotonicNanos(), ordering: .relaxed) }
             } catch {
                 if stop.isSet { break }
                 logger.warning("worker \(index): \(error)")
@@ -178,11 +196,54 @@ final class UDPWorker {
             if ready.contains(.own) {
                 if let inbox { handled += routeInbox(inbox) } else { st_eventfd_drain(wakeFD) }
             }
-            if ready.contains(.shared), let socket { handled += routeDatagrams(socket, skipGroups: skipGroups) }
+            if let socket {
+                if let crew = crew, let me, member > 0 {
+                    handled += helpRead(socket, crew: crew, me: me, waitSet: waitSet, skipGroups: skipGroups)
+                } else if ready.contains(.shared) {
+                    handled += routeDatagrams(socket, skipGroups: skipGroups)
+                }
+            }
             wait = min(dispatcher.runTimers() ?? workerMaxWaitMilliseconds, workerMaxWaitMilliseconds)
             sender.flush()
             if handled == 0 { switchScriptIfNeeded() }
         }
+        if let me, member > 0 { me.reading.store(false, ordering: .relaxed) }
+    }
+
+    /// A helper's turn on the socket after a wake-up: joins the readers when called in for a backlog
+    /// or when every reader is stuck in a message, reads while it is one, and leaves once a receive
+    /// finds the queue drained and no other reader is stuck.
+    private func helpRead(_ socket: UDPSocket, crew: UDPCrew, me: UDPCrew.Member, waitSet: WaitSet,
+                          skipGroups: Bool) -> Int {
+        if !waitSet.watchingShared {
+            let reason: UDPCrew.JoinReason
+            if me.called.load(ordering: .relaxed) {
+                reason = .backlog
+            } else if crew.othersStalled(besides: member, now: MessageDispatcher.monotonicNanos()) {
+                reason = .stall
+            } else {
+                return 0
+            }
+            do {
+                try waitSet.watchShared(true)
+            } catch {
+                logger.warning("worker \(index) cannot read \(socket): \(error)")
+                return 0
+            }
+            me.reading.store(true, ordering: .releasing)
+            me.called.store(false, ordering: .releasing)
+            crew.joins[reason.rawValue].wrappingAdd(1, ordering: .relaxed)
+        }
+        let n = routeDatagrams(socket, skipGroups: skipGroups)
+        if n <= UDPCrew.leaveBacklog && !crew.othersStalled(besides: member, now: MessageDispatcher.monotonicNanos()) {
+            do {
+                try waitSet.watchShared(false)
+                me.reading.store(false, ordering: .releasing)
+            } catch {
+                logger.warning("worker \(index) cannot stop reading \(socket): \(error)")
+            }
+        }
+        return n
     }
 
     /// Routes the datagrams queued on the socket (one `recvmmsg`; none if another worker took them).
@@ -195,6 +256,7 @@ final class UDPWorker {
             return 0
         }
         let local = socket.localAddress
+        crew?.received(n)
         for i in 0..<n {
             if skipGroups, receiver.localAddress(at: i, on: socket)?.isMulticast == true { continue }
             switchScriptIfNeeded()

@@ -67,4 +67,62 @@ struct WaitSetTests {
         for _ in 0..<3 where best != 1 { best = min(best, try round()) }
         #expect(best == 1)
     }
+
+    @Test("the shared socket can be left out, added and removed")
+    func watchShared() throws {
+        let shared = try UDPSocket(bindingTo: loopback)
+        let client = try UDPSocket(bindingTo: loopback)
+        let set = try WaitSet(shared: shared.fileDescriptor, own: -1, watchingShared: false)
+        #expect(!set.watchingShared)
+        try client.send(Array("queued".utf8), to: shared.localAddress)
+        usleep(20_000)
+        #expect(try set.wait(milliseconds: 20) == [])  // not watched: the queued datagram is not seen
+        try set.watchShared(true)
+        #expect(set.watchingShared)
+        try set.watchShared(true)  // already in: nothing to do
+        #expect(try set.wait(milliseconds: 5000) == .shared)  // already queued: seen at once
+        try set.watchShared(false)
+        #expect(try set.wait(milliseconds: 20) == [])
+    }
+
+    @Test("an idle waiter added first gets the datagram, not one added later")
+    func firstAddedWaiterFirst() throws {
+        let server = try UDPSocket(bindingTo: loopback)
+        let client = try UDPSocket(bindingTo: loopback)
+        let fd = server.fileDescriptor
+        let first = try WaitSet(shared: fd, own: -1)
+        let second = try WaitSet(shared: fd, own: -1)
+        // Both wait; one datagram: the first set's thread wakes. As in the test above, a late start
+        // can only make an extra count, so the best of up to three rounds is taken.
+        func round() throws -> [Bool] {
+            let woken = Mutex<[Bool]>([false, false])
+            let waiting = Mutex<Int>(0)
+            var threads: [PosixThread] = []
+            for (i, set) in [first, second].enumerated() {
+                let s = UnsafeTransfer(set)
+                threads.append(try PosixThread(name: "wait\(i)") {
+                    waiting.withLock { $0 += 1 }
+                    guard (try? s.value.wait(milliseconds: 1000))?.contains(.shared) == true else { return }
+                    woken.withLock { $0[i] = true }
+                    _ = try? UDPBatchReceiver(capacity: 1, bufferSize: 64).receiveQueued(on: server)
+                })
+            }
+            let clock = ContinuousClock()
+            let deadline = clock.now + .seconds(10)
+            while waiting.withLock({ $0 }) < 2 && clock.now < deadline { usleep(1000) }
+            usleep(100_000)  // into epoll_wait
+            try client.send(Array("one".utf8), to: server.localAddress)
+            for t in threads { t.join() }
+            return woken.withLock { $0 }
+        }
+        var last: [Bool] = []
+        for _ in 0..<3 where last != [true, false] { last = try round() }
+        #expect(last == [true, false])
+    }
+}
+
+/// Hands a non-Sendable value to one other thread (the test joins it before using the value again).
+private struct UnsafeTransfer<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }

@@ -92,6 +92,8 @@ int st_waitset_create(int shared_fd, int own_fd);
 /* Waits on a wait set up to timeout_ms (-1: forever): a bit mask (1: shared_fd readable, 2: own_fd
  * readable), 0 on timeout or EINTR, or -errno. */
 int st_waitset_wait(int epfd, int timeout_ms);
+/* Adds (watch != 0, with EPOLLEXCLUSIVE) or removes `shared_fd` from a wait set. 0 or -errno. */
+int st_waitset_watch_shared(int epfd, int shared_fd, int watch);
 
 /* Returns freed heap memory to the kernel (glibc malloc_trim(0)); 1 if some was released. */
 int st_malloc_trim(void);

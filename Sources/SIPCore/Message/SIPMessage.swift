@@ -87,7 +87,9 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
             throw SIPParseError(.tooLarge, status: 513, reason: "Message Too Large",
                                 "\(bytes.count) bytes, the limit is \(limits.maxMessageSize)")
         }
-        // The bytes, then room for the inline header fields at their alignment.
+        // The bytes, then room for the inline header fields at their alignment. The fields are
+        // never deinitialised: a field must hold no reference.
+        assert(_isPOD(SIPHeaderField.self), "SIPHeaderField must be a plain value (inline fields are not deinitialised)")
         let align = MemoryLayout<SIPHeaderField>.alignment
         let raw = SIPMessage.create(
             minimumCapacity: bytes.count + align - 1 + inlineFieldCapacity * MemoryLayout<SIPHeaderField>.stride
@@ -429,11 +431,22 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
     /// case-insensitively).
     public func headers(named name: String) -> [SIPHeaderField] {
         let kind = SIPHeaderKind.classify(name: name)
-        if kind != .other { return headerFields.filter { $0.kind == kind } }
-        var name = name
-        return name.withUTF8 { nb in
-            headerFields.filter { $0.kind == .other && equalsIgnoringCase($0.name, UnsafeRawBufferPointer(nb)) }
+        scanAllHeaders()
+        let s = state
+        var out: [SIPHeaderField] = []
+        if kind != .other {
+            guard s.pointee.kindsSeen & kind.bit != 0 else { return out }
+            for i in 0..<s.pointee.fieldCount where s.pointee.field(i).kind == kind { out.append(s.pointee.field(i)) }
+            return out
         }
+        var name = name
+        name.withUTF8 { nb in
+            for i in 0..<s.pointee.fieldCount {
+                let h = s.pointee.field(i)
+                if h.kind == .other && equalsIgnoringCase(h.name, UnsafeRawBufferPointer(nb)) { out.append(h) }
+            }
+        }
+        return out
     }
 
     /// The value of the first header of a kind, as a string.
