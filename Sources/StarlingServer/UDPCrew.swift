@@ -50,7 +50,7 @@ final class UDPCrew: Sendable {
         /// The descriptor that wakes the worker (its eventfd); -1 until the worker set it.
         let wakeFD = Atomic<Int32>(-1)
 
-        init(reading: Bool) { reading = Atomic(reading) }
+        init(reading: Bool) { self.reading = Atomic(reading) }
     }
 
     let members: [Member]
