@@ -11,8 +11,9 @@ import CStarlingSystem
 /// - **backlog:** a reader's receive found at least `joinBacklog` datagrams queued: it calls one
 ///   helper in;
 /// - **stall:** every reader has been busy for more than `stallMilliseconds` since it last waited (a
-///   script blocked in a database or HTTP call): a helper that wakes to check (it does every
-///   `stallMilliseconds` while not reading) joins.
+///   script blocked in a database or HTTP call): the next helper joins. It wakes to check every
+///   `stallMilliseconds` (`isNextToHelp`); the helpers after it sleep until a timer is due or one
+///   joins, so an idle server with many workers does not wake them all.
 ///
 /// A helper stops reading when a receive finds at most `leaveBacklog` datagrams (the queue is
 /// drained) and no other reader is stalled.
@@ -84,6 +85,21 @@ final class UDPCrew: Sendable {
             if since == 0 || now &- since <= limit { return false }
         }
         return readers > 0
+    }
+
+    /// Whether `member` is the helper to join next: every worker before it reads the socket.
+    func isNextToHelp(_ member: Int) -> Bool {
+        guard member > 0 else { return false }
+        for m in members[..<member] where !m.reading.load(ordering: .relaxed) { return false }
+        return true
+    }
+
+    /// A helper joined: the one after it (if any) becomes the next to help; its wait shortens on its
+    /// next wake-up, which this brings forward.
+    func joined(_ member: Int) {
+        guard member + 1 < members.count else { return }
+        let fd = members[member + 1].wakeFD.load(ordering: .relaxed)
+        if fd >= 0 { _ = st_eventfd_signal(fd) }
     }
 
     /// Total helper joins by reason.

@@ -176,13 +176,13 @@ final class UDPWorker {
         }
         let skipGroups = socket.map(skipsGroupDatagrams) ?? false
         // Until the next timer is due (tm says when; another worker that starts one due earlier
-        // wakes this one), and at most `workerMaxWaitMilliseconds`; a helper that is not reading
-        // looks at the readers every `UDPCrew.stallMilliseconds`.
+        // wakes this one), and at most `workerMaxWaitMilliseconds`; the helper next to join looks
+        // at the readers every `UDPCrew.stallMilliseconds`.
         var wait = workerMaxWaitMilliseconds
         while !stop.isSet {
             let ready: WaitSet.Ready
             do {
-                let helperIdle = member > 0 && !waitSet.watchingShared
+                let helperIdle = !waitSet.watchingShared && crew?.isNextToHelp(member) == true
                 me?.busySince.store(0, ordering: .relaxed)
                 ready = try waitSet.wait(milliseconds: Int32(helperIdle ? min(wait, UDPCrew.stallMilliseconds) : wait))
                 if let me, waitSet.watchingShared { me.busySince.store(MessageDispatcher.monotonicNanos(), ordering: .relaxed) }
@@ -219,7 +219,7 @@ final class UDPWorker {
             let reason: UDPCrew.JoinReason
             if me.called.load(ordering: .relaxed) {
                 reason = .backlog
-            } else if crew.othersStalled(besides: member, now: MessageDispatcher.monotonicNanos()) {
+            } else if crew.isNextToHelp(member), crew.othersStalled(besides: member, now: MessageDispatcher.monotonicNanos()) {
                 reason = .stall
             } else {
                 return 0
@@ -233,6 +233,7 @@ final class UDPWorker {
             me.reading.store(true, ordering: .releasing)
             me.called.store(false, ordering: .releasing)
             crew.joins[reason.rawValue].wrappingAdd(1, ordering: .relaxed)
+            crew.joined(member)
         }
         let n = routeDatagrams(socket, skipGroups: skipGroups)
         if n <= UDPCrew.leaveBacklog && !crew.othersStalled(besides: member, now: MessageDispatcher.monotonicNanos()) {

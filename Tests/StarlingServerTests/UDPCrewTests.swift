@@ -70,3 +70,17 @@ struct UDPCrewTests {
         #expect(crew.othersStalled(besides: 1, now: now))
     }
 }
+
+extension UDPCrewTests {
+    @Test("the next helper is the first that does not read; only it polls for stalls")
+    func nextToHelp() {
+        let crew = UDPCrew(size: 4)
+        #expect((0..<4).map(crew.isNextToHelp) == [false, true, false, false])
+        crew.members[1].reading.store(true, ordering: .relaxed)
+        #expect((0..<4).map(crew.isNextToHelp) == [false, true, true, false])
+        crew.members[2].reading.store(true, ordering: .relaxed)
+        #expect(crew.isNextToHelp(3))
+        crew.members[1].reading.store(false, ordering: .relaxed)
+        #expect((0..<4).map(crew.isNextToHelp) == [false, true, false, false])
+    }
+}
