@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Testing
+import Synchronization
 import CStarlingSystem
 @testable import StarlingServer
 
@@ -11,7 +12,8 @@ struct UDPCrewTests {
     @Test("only the first worker reads at the start")
     func leadReads() {
         let crew = UDPCrew(size: 3)
-        #expect(crew.members.map { $0.reading.load(ordering: .relaxed) } == [true, false, false])
+        let reading = crew.members.map { $0.reading.load(ordering: .relaxed) }
+        #expect(reading == [true, false, false])
         #expect(UDPCrew(size: 0).members.count == 1)
     }
 
@@ -23,6 +25,7 @@ struct UDPCrewTests {
         try #require(fds.allSatisfy { $0 >= 0 })
         crew.members[1].wakeFD.store(fds[0], ordering: .relaxed)
         crew.members[2].wakeFD.store(fds[1], ordering: .relaxed)
+        func called(_ i: Int) -> Bool { crew.members[i].called.load(ordering: .relaxed) }
         func signalled(_ fd: Int32) -> Bool {
             var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let ready = poll(&p, 1, 0) == 1
@@ -31,20 +34,20 @@ struct UDPCrewTests {
         }
 
         crew.received(UDPCrew.joinBacklog - 1)  // a short queue: nobody is called
-        #expect(!crew.members[1].called.load(ordering: .relaxed))
+        #expect(!called(1))
         #expect(!signalled(fds[0]))
 
         crew.received(UDPCrew.joinBacklog)
-        #expect(crew.members[1].called.load(ordering: .relaxed))
+        #expect(called(1))
         #expect(signalled(fds[0]))
         crew.received(32)  // helper 1 is called but not reading yet: nobody else is called
-        #expect(!crew.members[2].called.load(ordering: .relaxed))
+        #expect(!called(2))
         #expect(!signalled(fds[0]) && !signalled(fds[1]))
 
         crew.members[1].called.store(false, ordering: .relaxed)
         crew.members[1].reading.store(true, ordering: .relaxed)
         crew.received(32)  // still a backlog with two readers: the third is called
-        #expect(crew.members[2].called.load(ordering: .relaxed))
+        #expect(called(2))
         #expect(signalled(fds[1]))
     }
 
