@@ -68,7 +68,8 @@ import Testing
     /// The first 24 header fields are kept in the message's own allocation, later ones in an array:
     /// lookups, iteration, edits and the serialized bytes are the same on both sides of that boundary.
     @Test func headerIndexPastTheInlineFields() throws {
-        for extra in [0, 17, 18, 19, 40, 200] {
+        let inline = SIPMessage.inlineFieldCapacity - 7  // 7 fixed lines below
+        for extra in [0, inline - 1, inline, inline + 1, 17, 18, 19, 40, 200] {
             var text = "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
             for k in 0..<extra { text += (k % 7 == 3 ? "Route: <sip:r\(k)>\r\n" : "X-H\(k): v\(k)\r\n") }
             text += "From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nRoute: <sip:last>\r\nContent-Length: 0\r\n\r\n"

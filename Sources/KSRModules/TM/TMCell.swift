@@ -242,9 +242,14 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
     /// its status and URI for the pseudo-variables); its request bytes, its final reply and the parsed
     /// reply go, as does the request as relayed (a later local reply is built from `request`). At
     /// 1000 calls/s the 5 s wait state holds ~10,000 transactions: this is about a third of their memory.
+    /// The final response sent upstream stays (retransmissions of the request get it again), copied
+    /// to its exact size.
     func shedFinished() {
         guard !isLocal, finalSent, !inFailureRoute, !routeBusy, !freed else { return }
         relayed = nil
+        // The final response, kept for retransmissions, was serialized with room to grow (256 bytes);
+        // an exact copy for the wait state.
+        if let r = lastResponse, r.capacity > r.count + 128 { lastResponse = r.withUnsafeBufferPointer { Array($0) } }
         for i in branches.indices where !branches[i].isPending && !branches[i].request.isEmpty {
             branches[i].request = []
             branches[i].finalReply = nil

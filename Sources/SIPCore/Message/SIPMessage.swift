@@ -35,13 +35,25 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         var headersStart: Int = 0
         var scanPos: Int = 0
         var headersComplete = false
-        var scanError: SIPParseError? = nil
-        var startLineError: SIPParseError? = nil
+        /// Parse errors found so far (rare): behind one reference, so that every message's state is
+        /// 160 bytes smaller (a stateful proxy holds ~10,000 requests at 1000 calls/s).
+        var errors: ParseErrors? = nil
+        var scanError: SIPParseError? {
+            get { errors?.scan }
+            set { errorsForWriting(newValue)?.scan = newValue }
+        }
+        var startLineError: SIPParseError? {
+            get { errors?.startLine }
+            set { errorsForWriting(newValue)?.startLine = newValue }
+        }
         var bodyStart: Int = 0
         var headersEndOffset: Int = 0
         var bodyEnd: Int = 0
         var framed = false
-        var framingError: SIPParseError? = nil
+        var framingError: SIPParseError? {
+            get { errors?.framing }
+            set { errorsForWriting(newValue)?.framing = newValue }
+        }
         var singleSeen: UInt64 = 0
         /// One bit per `SIPHeaderKind` indexed so far: a lookup of a kind the message lacks costs no scan.
         var kindsSeen: UInt64 = 0
@@ -54,6 +66,12 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         var edits = SIPEdits()
 
         init(inlineFields: UnsafeMutablePointer<SIPHeaderField>) { self.inlineFields = inlineFields }
+
+        /// The error box to store `value` in, made on the first error (nil: nothing to store).
+        private mutating func errorsForWriting(_ value: SIPParseError?) -> ParseErrors? {
+            if errors == nil && value != nil { errors = ParseErrors() }
+            return errors
+        }
 
         /// The header field at index `i` (`i < fieldCount`).
         @inline(__always) func field(_ i: Int) -> SIPHeaderField {
@@ -70,8 +88,16 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         }
     }
 
-    /// Header fields kept in the message's allocation (more go to an array).
-    static var inlineFieldCapacity: Int { 24 }
+    /// Parse errors of a message, out of line (`State.errors`).
+    final class ParseErrors {
+        var scan: SIPParseError?
+        var startLine: SIPParseError?
+        var framing: SIPParseError?
+    }
+
+    /// Header fields kept in the message's allocation (more go to an array). 16 covers the requests
+    /// and replies of usual calls (10-14 lines); each inline field is 28 bytes of every message.
+    static var inlineFieldCapacity: Int { 16 }
 
     // MARK: Creating
 
