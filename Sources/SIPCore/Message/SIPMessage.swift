@@ -42,6 +42,11 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
             get { errors?.scan }
             set { errorsForWriting(newValue)?.scan = newValue }
         }
+        /// `scanError != nil` without copying the error out (asked once per header line).
+        var hasScanError: Bool {
+            guard let e = errors else { return false }
+            return e.scan != nil
+        }
         var startLineError: SIPParseError? {
             get { errors?.startLine }
             set { errorsForWriting(newValue)?.startLine = newValue }
@@ -331,7 +336,7 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
     /// (kept in `scanError`).
     @discardableResult
     func scanNextHeader() -> Bool {
-        if state.pointee.headersComplete || state.pointee.scanError != nil { return false }
+        if state.pointee.headersComplete || state.pointee.hasScanError { return false }
         let v = view
         let n = v.count
         var p = state.pointee.scanPos
