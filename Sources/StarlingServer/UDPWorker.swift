@@ -197,7 +197,7 @@ final class UDPWorker {
                 if let inbox { handled += routeInbox(inbox) } else { st_eventfd_drain(wakeFD) }
             }
             if let socket {
-                if let crew = crew, let me, member > 0 {
+                if let crew, let me, member > 0 {
                     handled += helpRead(socket, crew: crew, me: me, waitSet: waitSet, skipGroups: skipGroups)
                 } else if ready.contains(.shared) {
                     handled += routeDatagrams(socket, skipGroups: skipGroups)
@@ -230,6 +230,9 @@ final class UDPWorker {
                 logger.warning("worker \(index) cannot read \(socket): \(error)")
                 return 0
             }
+            // Busy from now on, as a reader that woke for the socket (a helper after it may join if
+            // this one gets stuck too).
+            me.busySince.store(MessageDispatcher.monotonicNanos(), ordering: .relaxed)
             me.reading.store(true, ordering: .releasing)
             me.called.store(false, ordering: .releasing)
             crew.joins[reason.rawValue].wrappingAdd(1, ordering: .relaxed)
