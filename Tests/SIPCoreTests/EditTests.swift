@@ -91,6 +91,29 @@ import Testing
         #expect(out.string(out.bodyRange) == "hi there")
     }
 
+    @Test func parkedMessageComesBackWithItsEdits() throws {
+        let m = try SIPMessage.parse(Samples.invite)
+        m.removeHeader(try #require(m.firstHeader(.route)))
+        m.addHeaderLine(Array("X-Added: 1\r\n".utf8), at: .last)
+        m.setRequestURI(Array("sip:carol@chicago.example.com".utf8))
+        _ = (m.topVia, m.from, m.to, m.cseq, m.requestURI)
+        let parked = m.parked()
+        #expect(parked.count == m.count)
+        let back = parked.message()
+        #expect(back !== m)
+        #expect(back.serialized() == m.serialized())
+        #expect(back.allBytes == m.allBytes)
+        #expect(back.edits.count == m.edits.count)
+        // Parsed again, lazily: the same values as the original.
+        #expect(back.string(try #require(back.from?.tag)) == m.string(try #require(m.from?.tag)))
+        #expect(back.topVia?.branch == m.topVia?.branch)
+        #expect(back.cseq?.number == m.cseq?.number)
+        #expect(back.bodyRange == m.bodyRange)
+        // Each call is a new message; edits made on one do not reach the parked form.
+        back.addHeaderLine(Array("X-Later: 2\r\n".utf8), at: .last)
+        #expect(parked.message().serialized() == m.serialized())
+    }
+
     @Test func unchangedMessageRoundTrips() throws {
         let bytes = Array(Samples.invite.utf8)
         let m = try SIPMessage.parse(bytes)

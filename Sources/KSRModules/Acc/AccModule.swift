@@ -238,7 +238,7 @@ public enum AccModule: KSRModule {
         let flags = cell.locked { cell.messageFlags }
         func on(_ f: Int) -> Bool { f >= 0 && f < 32 && flags & (1 << UInt32(f)) != 0 }
         guard on(st.logFlag) || on(st.dbFlag) || on(st.logMissedFlag) || on(st.dbMissedFlag) else { return }
-        let (request, relayed, received) = cell.locked { (cell.request.value, cell.relayed?.value, cell.received) }
+        let (request, relayed, received) = cell.locked { (cell.request, cell.relayed?.value, cell.received) }
         if request.method == .cancel && !st.reportCancels { return }
         if request.method == .ack { return }
         let failed = code >= 300

@@ -245,7 +245,7 @@ public final class LocationTable: Sendable {
             return
         }
         for s in shards {
-            var all = s.state.withLock { $0.records.values.flatMap { $0 } }
+            let all = s.state.withLock { $0.records.values.flatMap { $0 } }
             for c in all { body(c) }
         }
     }

@@ -641,7 +641,7 @@ enum RtpengineModule {
             if hasSDP {
                 if method == .update { return offerAnswer(ctx, st, .answer, flags, more: false) }
                 guard let cell = TMRelay.current(ctx) else { return offerAnswer(ctx, st, .answer, flags, more: false) }
-                let req = cell.locked { cell.request.value }
+                let req = cell.locked { cell.request }
                 return offerAnswer(ctx, st, RtpengineSDP.present(req) ? .answer : .offer, flags, more: false)
             }
         }

@@ -158,6 +158,8 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
     let id: UInt64
     let serverKey: TransactionKey
     let isInvite: Bool
+    /// The request's method, and its name.
+    let requestMethod: SIPMethod
     let method: String
     /// The worker queue that runs this transaction's timers.
     let timers: TMTimerQueue
@@ -168,8 +170,27 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
 
     // Guarded by `lock`.
     var server: ServerMachine
-    /// The request as received, with the edits the script made (the failure route's message).
-    var request: UncheckedBox<SIPMessage>
+    /// The request as received, with the edits the script made (the failure route's message). A
+    /// finished transaction keeps it parked (`parkRequest`); reading it parses it again.
+    var request: SIPMessage {
+        if let m = liveRequest { return m }
+        guard let p = parkedRequest else { preconditionFailure("a transaction without its request") }
+        let m = p.message()
+        liveRequest = m
+        parkedRequest = nil
+        return m
+    }
+    /// Exactly one of the two is set.
+    private var liveRequest: SIPMessage?
+    private var parkedRequest: SIPMessage.Parked?
+
+    /// Whether `m` is the transaction's request object (cell locked). A parked request is no route's
+    /// message.
+    func isRequest(_ m: SIPMessage) -> Bool { liveRequest === m }
+
+    /// The request without unparking it (cell locked): for a scan over many transactions, which would
+    /// otherwise leave every request it read parsed.
+    func peekRequest() -> SIPMessage { liveRequest ?? parkedRequest?.message() ?? request }
     var received: ReceiveInfo
     var replyDestination: SocketAddress
     var config: TimerConfiguration
@@ -243,10 +264,12 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
     /// reply go, as does the request as relayed (a later local reply is built from `request`). At
     /// 1000 calls/s the 5 s wait state holds ~10,000 transactions: this is about a third of their memory.
     /// The final response sent upstream stays (retransmissions of the request get it again), copied
-    /// to its exact size.
+    /// to its exact size. The request is parked: its bytes and edits stay, its parse state goes
+    /// (about 1.2 KB of each held transaction); a later route that asks for it parses it again.
     func shedFinished() {
         guard !isLocal, finalSent, !inFailureRoute, !routeBusy, !freed else { return }
         relayed = nil
+        parkRequest()
         // The final response, kept for retransmissions, was serialized with room to grow (256 bytes);
         // an exact copy for the wait state.
         if let r = lastResponse, r.capacity > r.count + 128 { lastResponse = r.withUnsafeBufferPointer { Array($0) } }
@@ -255,6 +278,14 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
             branches[i].finalReply = nil
             branches[i].replyMessage = nil
         }
+    }
+
+    /// Keeps the request as bytes and edits (cell locked), unless someone else holds the message (a
+    /// route or a module still reading it: it would then be kept twice).
+    func parkRequest() {
+        guard liveRequest != nil, isKnownUniquelyReferenced(&liveRequest) else { return }
+        parkedRequest = liveRequest?.parked()
+        liveRequest = nil
     }
 
     /// Starts (or moves) timer `t` of `side` (`TMCore.serverSide`, `TMCore.lifetime` or a branch
@@ -301,9 +332,10 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
         serverKey = key
         let inv = request.method == .invite
         isInvite = inv
+        requestMethod = request.method
         method = request.methodName
         self.timers = timers
-        self.request = UncheckedBox(value: request)
+        liveRequest = request
         self.received = received
         self.replyDestination = replyDestination
         self.config = config

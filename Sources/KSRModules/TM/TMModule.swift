@@ -469,8 +469,8 @@ enum TMModule {
         var found: TMCell?
         let number = cseq.split(separator: " ").first.map(String.init) ?? cseq
         store.table.removeAll { _, v in
-            if found == nil, case .server(let c) = v {
-                let m = c.request.value
+            if found == nil, case .server(let c) = v, c.isInvite {
+                let m = c.locked { c.peekRequest() }
                 if let cid = m.callID, m.string(cid) == callID, let cs = m.cseq, String(cs.number) == number { found = c }
             }
             return false

@@ -70,7 +70,7 @@ indirect enum TMPV: Hashable {
         case .req(let pv):
             // tmx: only for replies (the request is the transaction's, as received, with its edits).
             guard let m = ctx.message, !m.isRequest, let cell = Self.cell(store, ctx) else { return .null }
-            let (req, rcv) = cell.locked { (cell.request.value, cell.received) }
+            let (req, rcv) = cell.locked { (cell.request, cell.received) }
             return Self.evaluate(ctx, pv, on: req, received: rcv)
         case .rpl(let pv):
             // tmx: only for requests, with the branch the failure route runs for; null for a local 408.
@@ -83,7 +83,7 @@ indirect enum TMPV: Hashable {
         case .inv(let pv):
             guard let m = ctx.message, m.isRequest, m.method == .cancel, let inv = TMRelay.lookupCancelled(store, ctx, m)
             else { return .null }
-            let (req, rcv) = inv.locked { (inv.request.value, inv.received) }
+            let (req, rcv) = inv.locked { (inv.request, inv.received) }
             return Self.evaluate(ctx, pv, on: req, received: rcv)
         case .attribute(let a):
             switch a {

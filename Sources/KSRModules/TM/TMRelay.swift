@@ -310,7 +310,7 @@ enum TMRelay {
     static func makeBranch(_ cell: TMCell, branchID: String, request: [UInt8], to destination: SocketAddress,
                            proto: SIPTransportProtocol, local: SocketAddress?) -> TMBranch {
         // The key a reply's CSeq gives: the method as a known one, or its name.
-        let method = cell.request.value.method
+        let method = cell.requestMethod
         let key = method == .other ? TransactionKey.client(branch: branchID, method: cell.method)
             : TransactionKey.client(branch: branchID, method: method)
         // A branch over TCP/TLS/WS is not retransmitted (no Timer A/E), Timers D/K are zero (RFC 3261 §17.1).

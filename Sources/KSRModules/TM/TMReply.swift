@@ -209,7 +209,7 @@ enum TMReply {
     static func runBranchFailure(_ store: TMStore, _ ctx: RouteContext, _ cell: TMCell, _ i: Int, _ code: Int,
                                  reply: SIPMessage?) {
         guard let run = ctx.runRoute else { return }
-        let (fn, request, received) = cell.locked { (cell.onBranchFailure, cell.request.value, cell.received) }
+        let (fn, request, received) = cell.locked { (cell.onBranchFailure, cell.request, cell.received) }
         guard !fn.isEmpty else { return }
         let ws = store.workerState(ctx)
         let saved = ctx.state
@@ -291,8 +291,8 @@ enum TMReply {
         let saved = ctx.state
         ctx.state = cell.locked { () -> MessageState in
             var st = cell.relayed?.value
-                ?? MessageState(message: cell.request.value, received: cell.received, routeType: .failure)
-            st.message = cell.request.value
+                ?? MessageState(message: cell.request, received: cell.received, routeType: .failure)
+            st.message = cell.request
             st.received = cell.received
             st.routeType = .failure
             st.transaction = cell
@@ -422,8 +422,8 @@ enum TMReply {
         let saved = ctx.state
         ctx.state = cell.locked { () -> MessageState in
             var st = cell.relayed?.value
-                ?? MessageState(message: cell.request.value, received: cell.received, routeType: saved.routeType)
-            st.message = cell.request.value
+                ?? MessageState(message: cell.request, received: cell.received, routeType: saved.routeType)
+            st.message = cell.request
             st.received = cell.received
             st.routeType = saved.routeType
             return st
@@ -438,7 +438,7 @@ enum TMReply {
         // Built from the route's message when it is the transaction's request (request and failure
         // routes: its pending edits, reply headers and body count), else from the kept request.
         let bytes: [UInt8]?
-        if let m = ctx.message, m === cell.request.value {
+        if let m = ctx.message, cell.locked({ cell.isRequest(m) }) {
             bytes = MessageTools.buildReply(ctx, status: code, reason: reason,
                                             extraHeaders: SLModule.destinationSetContact(ctx, code))
         } else {

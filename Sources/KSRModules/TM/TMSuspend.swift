@@ -291,8 +291,8 @@ enum TMSuspend {
             TMCore.runBranch(store, cell, b, a.filter { if case .terminate = $0 { return true } else { return false } }, &out)
             cell.inFailureRoute = true
             var st = cell.relayed?.value
-                ?? MessageState(message: cell.request.value, received: cell.received, routeType: .failure)
-            st.message = cell.request.value
+                ?? MessageState(message: cell.request, received: cell.received, routeType: .failure)
+            st.message = cell.request
             st.received = cell.received
             st.routeType = .failure
             st.transaction = cell
