@@ -280,11 +280,12 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
         }
     }
 
-    /// Keeps the request as bytes and edits (cell locked), unless someone else holds the message (a
-    /// route or a module still reading it: it would then be kept twice).
+    /// Keeps the request as bytes and edits (cell locked). A worker may still hold the message for a
+    /// while (the last message it keyed, its dialog context): that reference goes with the worker's next
+    /// message, and no route edits a finished transaction's request.
     func parkRequest() {
-        guard liveRequest != nil, isKnownUniquelyReferenced(&liveRequest) else { return }
-        parkedRequest = liveRequest?.parked()
+        guard let m = liveRequest else { return }
+        parkedRequest = m.parked()
         liveRequest = nil
     }
 

@@ -331,6 +331,9 @@ public final class TMStore: TransactionLayer, Sendable {
         if relayError != 0 { TMReply.delayedErrorReply(self, ctx, cell) }
         // A branch may have failed while the request route was still running.
         if was { TMReply.checkCompletion(self, ctx, cell) }
+        // The final reply may have gone upstream while the route ran (relayed by another worker): what
+        // the wait state does not need goes now.
+        cell.locked { cell.shedFinished() }
     }
 
     /// Work for a worker from a thread that has no route context (the housekeeping thread: uacreg's
