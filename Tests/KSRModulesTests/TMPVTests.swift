@@ -1,9 +1,10 @@
 import Testing
 import SIPCore
 import SIPTransport
+import SIPTransaction
 import StarlingKEMI
 import StarlingTesting
-import KSRModules
+@testable import KSRModules
 
 /// `$T_req(pv)`, `$T_rpl(pv)`, `$T_inv(pv)`, `$T(name)`, `$T_branch(name)`, `$T_reply_reason`,
 /// `$T_reply_last`, `$T_branch_idx` per route type, as tmx's t_var.c gives them.
@@ -167,6 +168,34 @@ private let cancelText = """
         #expect(TMT.v(h, "inv_hdr") == "one")
         #expect(TMT.v(h, "inv_rm") == "INVITE")
         #expect(TMT.v(h, "cancel_req") == "nil")
+    }
+
+    /// A transaction whose final reply went upstream keeps its request parked (bytes and edits, no
+    /// parse state); replies that come later still read it through `$T_req`, parsed again.
+    @Test func finishedTransactionParksItsRequest() throws {
+        let h = try TMT.harness(script)
+        try h.route(Msg.invite, from: TMT.caller)
+        let invites = TMT.sent(h, "INVITE")
+        let first = try #require(invites.first { $0.destination == TMT.address("192.0.2.20") })
+        try h.route(TMT.reply(to: first, 200, "OK"), from: first.destination)
+        var cells: [TMCell] = []
+        _ = h.transactions.table.removeAll { _, entry in
+            if case .server(let c) = entry, !cells.contains(c) { cells.append(c) }
+            return false
+        }
+        let cell = try #require(cells.first)
+        #expect(cells.count == 1)
+        #expect(cell.locked { cell.isRequestParked })
+        let toDave = try #require(invites.first { $0.destination == TMT.address("192.0.2.22") })
+        try h.route(TMT.reply(to: toDave, 183, "Session Progress"), from: toDave.destination)
+        #expect(TMT.v(h, "core_req") == "INVITE")
+        #expect(TMT.v(h, "core_reason") == "Session Progress")
+        #expect(TMT.v(h, "or_req_183") == "one")
+        #expect(TMT.v(h, "or_ru_183") == "sip:bob@example.com")
+        // Reading it brought it back; the next shed parks it again.
+        #expect(!cell.locked { cell.isRequestParked })
+        cell.locked { cell.shedFinished() }
+        #expect(cell.locked { cell.isRequestParked })
     }
 
     @Test func namesParseAndUnknownNamesDoNot() throws {

@@ -184,6 +184,9 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
     private var liveRequest: SIPMessage?
     private var parkedRequest: SIPMessage.Parked?
 
+    /// The request is parked (cell locked).
+    var isRequestParked: Bool { liveRequest == nil }
+
     /// Whether `m` is the transaction's request object (cell locked). A parked request is no route's
     /// message.
     func isRequest(_ m: SIPMessage) -> Bool { liveRequest === m }
