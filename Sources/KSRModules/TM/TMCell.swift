@@ -157,10 +157,10 @@ final class UncheckedRef<T>: @unchecked Sendable {
 final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
     let id: UInt64
     let serverKey: TransactionKey
-    let isInvite: Bool
     /// The request's method, and its name.
     let requestMethod: SIPMethod
     let method: String
+    var isInvite: Bool { requestMethod == .invite }
     /// The worker queue that runs this transaction's timers.
     let timers: TMTimerQueue
     private let mutex = Mutex(())
@@ -173,27 +173,42 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
     /// The request as received, with the edits the script made (the failure route's message). A
     /// finished transaction keeps it parked (`parkRequest`); reading it parses it again.
     var request: SIPMessage {
-        if let m = liveRequest { return m }
-        guard let p = parkedRequest else { preconditionFailure("a transaction without its request") }
-        let m = p.message()
-        liveRequest = m
-        parkedRequest = nil
-        return m
+        switch heldRequest {
+        case .live(let m):
+            return m
+        case .parked(let p):
+            let m = p.message()
+            heldRequest = .live(m)
+            return m
+        }
     }
-    /// Exactly one of the two is set.
-    private var liveRequest: SIPMessage?
-    private var parkedRequest: SIPMessage.Parked?
+    private enum HeldRequest {
+        case live(SIPMessage)
+        case parked(SIPMessage.Parked)
+    }
+    private var heldRequest: HeldRequest
 
     /// The request is parked (cell locked).
-    var isRequestParked: Bool { liveRequest == nil }
+    var isRequestParked: Bool {
+        if case .parked = heldRequest { return true }
+        return false
+    }
 
     /// Whether `m` is the transaction's request object (cell locked). A parked request is no route's
     /// message.
-    func isRequest(_ m: SIPMessage) -> Bool { liveRequest === m }
+    func isRequest(_ m: SIPMessage) -> Bool {
+        if case .live(let r) = heldRequest { return r === m }
+        return false
+    }
 
     /// The request without unparking it (cell locked): for a scan over many transactions, which would
     /// otherwise leave every request it read parsed.
-    func peekRequest() -> SIPMessage { liveRequest ?? parkedRequest?.message() ?? request }
+    func peekRequest() -> SIPMessage {
+        switch heldRequest {
+        case .live(let m): return m
+        case .parked(let p): return p.message()
+        }
+    }
     var received: ReceiveInfo
     var replyDestination: SocketAddress
     var config: TimerConfiguration
@@ -287,9 +302,7 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
     /// while (the last message it keyed, its dialog context): that reference goes with the worker's next
     /// message, and no route edits a finished transaction's request.
     func parkRequest() {
-        guard let m = liveRequest else { return }
-        parkedRequest = m.parked()
-        liveRequest = nil
+        if case .live(let m) = heldRequest { heldRequest = .parked(m.parked()) }
     }
 
     /// Starts (or moves) timer `t` of `side` (`TMCore.serverSide`, `TMCore.lifetime` or a branch
@@ -335,11 +348,10 @@ final class TMCell: @unchecked Sendable, Hashable, RouteTransaction {
         self.id = id
         serverKey = key
         let inv = request.method == .invite
-        isInvite = inv
         requestMethod = request.method
         method = request.methodName
         self.timers = timers
-        liveRequest = request
+        heldRequest = .live(request)
         self.received = received
         self.replyDestination = replyDestination
         self.config = config

@@ -5,7 +5,7 @@ extension SIPMessage {
     /// holds the request of every finished transaction for the wait time (~10,000 requests at 1000
     /// calls/s) and rarely reads one again; parked, each costs its bytes and one small object.
     /// `message()` parses it again: the same bytes give the same offsets, so the edits still apply.
-    public final class Parked: @unchecked Sendable {
+    public final class Parked: Sendable {
         let bytes: [UInt8]
         let edits: SIPEdits
         let limits: SIPParserLimits
