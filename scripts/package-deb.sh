@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-for tool in dpkg-deb dpkg-shlibdeps help2man gzip strip; do
+for tool in dpkg-deb dpkg-shlibdeps help2man gzip strip readelf; do
   command -v "$tool" >/dev/null 2>&1 || { echo "package-deb.sh: $tool is missing (run scripts/install-deps.sh)" >&2; exit 1; }
 done
 
@@ -123,6 +123,14 @@ shlibs=$(cd "$work/shlibs" && dpkg-shlibdeps -O -e"$stage/usr/bin/starling" 2>"$
   exit 1
 }
 libdeps=${shlibs#shlibs:Depends=}
+# dpkg-shlibdeps goes by the versions of the symbols used. The packed relocations of the lld link
+# (Package.swift) need glibc 2.36 too: the binary names GLIBC_ABI_DT_RELR, no symbol does.
+if readelf -V "$stage/usr/bin/starling" | grep -q 'GLIBC_ABI_DT_RELR'; then
+  have=$(printf '%s\n' "$libdeps" | sed -nE 's/.*libc6 \(>= ([0-9.]+)\).*/\1/p')
+  if [ -z "$have" ] || dpkg --compare-versions "$have" lt 2.36; then
+    libdeps=$(printf '%s\n' "$libdeps" | sed -E 's/libc6( \(>= [0-9.]+\))?/libc6 (>= 2.36)/')
+  fi
+fi
 depends="$libdeps, adduser, ca-certificates"
 installed_size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 

@@ -51,6 +51,11 @@ if dpkg-query -W -f='${Status}' starling 2>/dev/null | grep -q "install ok\|conf
   dpkg -P starling >/dev/null
 fi
 
+# The binary's glibc needs are in Depends (the packed relocations need 2.36, which no symbol says).
+depends=$(dpkg-deb -f "$deb" Depends)
+libc=$(printf '%s\n' "$depends" | sed -nE 's/.*libc6 \(>= ([0-9.]+)\).*/\1/p')
+[ -n "$libc" ] && dpkg --compare-versions "$libc" ge 2.36 || fail "Depends asks for libc6 >= '$libc', the binary needs 2.36: $depends"
+
 echo "package check: dpkg -i $deb"
 dpkg -i "$deb"
 [ -x /usr/bin/starling ] || fail "/usr/bin/starling not installed"
