@@ -213,7 +213,8 @@ import Testing
     }
 
     /// As Kamailio: the From of a reply is parsed only when used (a reply with a bad From is relayed),
-    /// its To always (a bad To drops the reply); a request with a bad From or To gets 400.
+    /// its To always (a bad To drops the reply); a request with a bad From or To gets 400. The URI
+    /// inside is only delimited.
     @Test func replyFromIsLazyToIsChecked() throws {
         func reply(from: String, to: String) -> String {
             "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: \(from)\r\nTo: \(to)\r\nCall-ID: c\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
@@ -227,6 +228,13 @@ import Testing
         let request = "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: bad<<>>\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
         let badRequest = try SIPMessage.parse(request)
         do { try badRequest.check(); Issue.record("accepted") } catch { #expect(error.status == 400 && error.reason == "Bad From Header") }
+        // The URI inside is only delimited, as Kamailio's parse_to does: `from`/`to` parse it when used.
+        let badURI = try SIPMessage.parse("INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: \"A\" <nonsense>;tag=1\r\nTo: <sip:b@>\r\nCall-ID: c\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n")
+        try badURI.check()
+        #expect(badURI.from == nil && badURI.to == nil)
+        let badToURI = try SIPMessage.parse(reply(from: "<sip:a@h>;tag=1", to: "<sip:@@>;tag=2"))
+        try badToURI.check()
+        #expect(badToURI.to == nil && badToURI.from != nil)
     }
 
     @Test func leadingCRLFIgnored() throws {

@@ -368,7 +368,8 @@ struct StatefulCallTests {
 
     /// A reply whose From does not parse is relayed as it is, one whose To does not parse is dropped:
     /// Kamailio 5.6 parses the To of every message it receives (and drops a reply without a usable
-    /// To) but the From only when something asks for it. The same exchange against both servers.
+    /// To) but the From only when something asks for it. Neither parses the URI inside: a To or From
+    /// `<nonsense>` goes through. The same exchange against both servers.
     @Test(arguments: ["kamailio", "starling"])
     func replyWithBadFromIsRelayedBadToIsDropped(server: String) throws {
         let directory = try PackagePaths.makeTemporaryDirectory("\(server)-tm-bad-from")
@@ -429,6 +430,23 @@ struct StatefulCallTests {
         #expect(ok != nil, "\(server): no 200 at the caller; log:\n\(proxy.logTail())")
         let after = receive(caller, startingWith: "SIP/2.0 183", timeout: .milliseconds(500)).0
         #expect(after == nil && !before.contains { $0.hasPrefix("SIP/2.0 183") }, "\(server): the 183 with a bad To was relayed")
+
+        // A To or From whose URI does not parse but whose name-addr does (`<nonsense>`) is relayed: the
+        // URI is only delimited (Kamailio's parse_to), in a request and in a reply.
+        let second = "INVITE sip:bob@127.0.0.1:\(proxyPort) SIP/2.0\r\n"
+            + "Via: SIP/2.0/UDP 127.0.0.1:\(caller.port);branch=z9hG4bKbadfrom2;rport\r\nMax-Forwards: 70\r\n"
+            + "From: \"A\" <nonsense>;tag=a2\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: tm-bad-uri-\(server)\r\n"
+            + "CSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:\(caller.port)>\r\nContent-Length: 0\r\n\r\n"
+        try caller.send(second, to: proxyPort)
+        let forwarded2 = try #require(receive(callee, startingWith: "INVITE").0,
+                                      "\(server): the INVITE with From <nonsense> was not relayed; log:\n\(proxy.logTail())")
+        #expect(SIPProbe.header("From", in: forwarded2) == "\"A\" <nonsense>;tag=a2")
+        try callee.send(reply(to: forwarded2, "180 Ringing", to: "<other-nonsense>;tag=b2"), to: proxyPort)
+        let ringing2 = receive(caller, startingWith: "SIP/2.0 180").0
+        #expect(ringing2.map { SIPProbe.header("To", in: $0) } == "<other-nonsense>;tag=b2",
+                "\(server): 180 with To <other-nonsense>: \(ringing2 ?? "not relayed")")
+        try callee.send(reply(to: forwarded2, "486 Busy Here"), to: proxyPort)
+        #expect(receive(caller, startingWith: "SIP/2.0 486").0 != nil, "\(server): no 486 at the caller; log:\n\(proxy.logTail())")
         #expect(proxy.isRunning, "\(server) died; log:\n\(proxy.logTail())")
     }
 }

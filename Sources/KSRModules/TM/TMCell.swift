@@ -149,7 +149,18 @@ struct UncheckedBox<T>: @unchecked Sendable {
 /// of bytes; inline in every cell it was paid by every transaction in the wait state too).
 final class UncheckedRef<T>: @unchecked Sendable {
     let value: T
-    init(value: T) { self.value = value }
+    init(value: consuming T) { self.value = value }
+}
+
+extension UncheckedRef where T == MessageState {
+    /// A route's state as the transaction keeps it, without its transaction (the cell keeps the state:
+    /// no cycle). Reading `ctx.state` makes the one copy, moved from there into the box: copying it
+    /// into a local and then into the box cost a second copy and destroy of every field (~1,800
+    /// instructions per transaction).
+    convenience init(relaying state: consuming MessageState) {
+        state.transaction = nil
+        self.init(value: state)
+    }
 }
 
 /// A transaction (Kamailio's cell): the server machine, the request, the branches. Every mutable field is

@@ -183,11 +183,10 @@ enum TMRelay {
         if !inFailure {
             // The transaction keeps the request as relayed (Kamailio's t->uas.request: cloned by t_newtran,
             // lumps and flags updated by t_forward_nonack): failure routes start from it.
-            var relayed = ctx.state
-            relayed.transaction = nil
+            let relayed = UncheckedRef(relaying: ctx.state)
             let (flags, avps, xavps) = (ctx.messageFlags, ctx.avps, ctx.xavps)
             first = cell.locked {
-                cell.relayed = UncheckedRef(value: relayed)
+                cell.relayed = relayed
                 cell.messageFlags = flags
                 cell.avps = avps
                 cell.xavps = xavps

@@ -57,12 +57,11 @@ enum TMSuspend {
             }
         }
         // The request as the route left it (Kamailio saves the lumps into the transaction's request).
-        var relayed = ctx.state
-        relayed.transaction = nil
+        let relayed = UncheckedRef(relaying: ctx.state)
         let (flags, avps, xavps, inRequest) = (ctx.messageFlags, ctx.avps, ctx.xavps, ctx.routeType == .request)
         var out = TMOutbox()
         cell.locked {
-            if inRequest && cell.branches.isEmpty { cell.relayed = UncheckedRef(value: relayed) }
+            if inRequest && cell.branches.isEmpty { cell.relayed = relayed }
             cell.messageFlags = flags
             cell.avps = avps
             cell.xavps = xavps
@@ -98,9 +97,7 @@ enum TMSuspend {
             return (-1, nil)
         }
         let branch = store.workerState(ctx).branchIndex
-        var kept = ctx.state
-        kept.transaction = nil  // the cell keeps the state: no cycle
-        let state = UncheckedRef(value: kept)
+        let state = UncheckedRef(relaying: ctx.state)
         let r = cell.locked { () -> Int in
             if cell.canceled { return 1 }
             if cell.finalSent { return -3 }

@@ -20,12 +20,35 @@ public struct SIPNameAddr: Sendable, Hashable {
     public var whole: ByteRange
 
     static func parse(_ v: ByteView, _ r: ByteRange, limits: SIPParserLimits) -> SIPNameAddr? {
+        guard let s = delimit(v, r, limits: limits) else { return nil }
+        if s.isStar {
+            let e = s.whole.upper
+            return SIPNameAddr(displayName: nil, uri: s.whole, uriParts: SIPURIParts(scheme: .other, schemeRange: s.whole, user: nil, password: nil, host: s.whole, port: nil, portRange: nil, params: ByteRange(e, e), headers: nil, whole: s.whole), params: ByteRange(e, e), tag: nil, isAngleBracketed: false, isStar: true, whole: s.whole)
+        }
+        guard let parts = SIPURIParts.parse(v, s.uri) else { return nil }
+        return SIPNameAddr(displayName: s.displayName, uri: s.uri, uriParts: parts, params: s.params,
+                           tag: Params.find(v, s.params, "tag"), isAngleBracketed: s.isAngleBracketed, isStar: false,
+                           whole: s.whole)
+    }
+
+    /// Where the parts of a name-addr or addr-spec are, without parsing its URI or its parameters
+    /// (Kamailio's `parse_to`/`parse_addr_spec`: the URI is only delimited). Nil if it does not delimit.
+    struct Span {
+        var displayName: ByteRange?
+        var uri: ByteRange
+        var params: ByteRange
+        var isAngleBracketed: Bool
+        var isStar: Bool
+        var whole: ByteRange
+    }
+
+    static func delimit(_ v: ByteView, _ r: ByteRange, limits: SIPParserLimits) -> Span? {
         let r = v.trimmed(r)
         let e = r.upper
         var i = r.lower
         guard i < e else { return nil }
         if e - i == 1 && v[i] == UInt8(ascii: "*") {
-            return SIPNameAddr(displayName: nil, uri: r, uriParts: SIPURIParts(scheme: .other, schemeRange: r, user: nil, password: nil, host: r, port: nil, portRange: nil, params: ByteRange(e, e), headers: nil, whole: r), params: ByteRange(e, e), tag: nil, isAngleBracketed: false, isStar: true, whole: r)
+            return Span(displayName: nil, uri: r, params: ByteRange(e, e), isAngleBracketed: false, isStar: true, whole: r)
         }
         var display: ByteRange? = nil
         var uriRange: ByteRange
@@ -61,15 +84,13 @@ public struct SIPNameAddr: Sendable, Hashable {
             // An addr-spec must not carry URI headers or a comma (RFC 3261 §20).
             for k in uriRange.range where v[k] == ASCII.question || v[k] == ASCII.comma { return nil }
         }
-        guard uriRange.count <= limits.maxURILength, let parts = SIPURIParts.parse(v, uriRange) else { return nil }
+        guard uriRange.count <= limits.maxURILength else { return nil }
         i = v.skipLWS(i, e)
         var params = ByteRange(e, e)
         if i < e {
             guard v[i] == ASCII.semicolon else { return nil }
             params = ByteRange(i + 1, e)
         }
-        let tag = Params.find(v, params, "tag")
-        return SIPNameAddr(displayName: display, uri: uriRange, uriParts: parts, params: params, tag: tag,
-                           isAngleBracketed: angle, isStar: false, whole: r)
+        return Span(displayName: display, uri: uriRange, params: params, isAngleBracketed: angle, isStar: false, whole: r)
     }
 }

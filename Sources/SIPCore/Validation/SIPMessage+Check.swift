@@ -49,13 +49,21 @@ extension SIPMessage {
         }
         // Kamailio's core parses the To of every message and drops a reply whose To does not parse, but
         // it parses From only when asked (parse_from_header): a reply with a bad From is relayed. A
-        // request with a bad From gets 400. Here the From of a reply is parsed when first used.
-        if isRequest && from == nil {
+        // request with a bad From gets 400. Here the From of a reply is not looked at. As in Kamailio
+        // (parse_to), the URI inside is only delimited: `from`/`to` parse it when first used, and are
+        // nil for a URI that does not parse.
+        if isRequest && !nameAddrDelimits(.from) {
             throw forKind(.bad400(.badNameAddr, "Bad From Header", "From '\(string(firstHeader(.from)!.value))' does not parse"))
         }
-        if to == nil {
+        if !nameAddrDelimits(.to) {
             throw forKind(.bad400(.badNameAddr, "Bad To Header", "To '\(string(firstHeader(.to)!.value))' does not parse"))
         }
+    }
+
+    /// The first header of `kind` is a name-addr or addr-spec (its URI not parsed).
+    private func nameAddrDelimits(_ kind: SIPHeaderKind) -> Bool {
+        guard let h = firstHeader(kind) else { return false }
+        return SIPNameAddr.delimit(view, h.value, limits: state.pointee.limits) != nil
     }
 
     /// Full validation: `check()` plus the grammar of every well-known header (all Via, Contact, Route,
