@@ -232,9 +232,12 @@ import Testing
         let badURI = try SIPMessage.parse("INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: \"A\" <nonsense>;tag=1\r\nTo: <sip:b@>\r\nCall-ID: c\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n")
         try badURI.check()
         #expect(badURI.from == nil && badURI.to == nil)
+        // The tags are still read, as parse_to reads them (has_totag, a local reply's To tag...).
+        #expect(badURI.fromTag.map(badURI.string) == "1" && badURI.toTag == nil)
         let badToURI = try SIPMessage.parse(reply(from: "<sip:a@h>;tag=1", to: "<sip:@@>;tag=2"))
         try badToURI.check()
         #expect(badToURI.to == nil && badToURI.from != nil)
+        #expect(badToURI.toTag.map(badToURI.string) == "2" && badToURI.fromTag.map(badToURI.string) == "1")
     }
 
     @Test func leadingCRLFIgnored() throws {

@@ -177,8 +177,8 @@ public enum AccModule: KSRModule {
     /// Kamailio's core attributes of a record: method, from_tag, to_tag, call_id, code, reason.
     static func core(_ m: SIPMessage?, toTag: String?, code: String, reason: String) -> [(String, String)] {
         guard let m else { return [("method", ""), ("from_tag", ""), ("to_tag", toTag ?? ""), ("call_id", ""), ("code", code), ("reason", reason)] }
-        return [("method", m.methodName), ("from_tag", m.from?.tag.map { m.string($0) } ?? ""),
-                ("to_tag", toTag ?? m.to?.tag.map { m.string($0) } ?? ""),
+        return [("method", m.methodName), ("from_tag", m.fromTag.map { m.string($0) } ?? ""),
+                ("to_tag", toTag ?? m.toTag.map { m.string($0) } ?? ""),
                 ("call_id", m.callID.map { m.string($0) } ?? ""), ("code", code), ("reason", reason)]
     }
 
@@ -260,7 +260,7 @@ public enum AccModule: KSRModule {
             return s
         }()
         let reason = reply.map { $0.string($0.reasonRange) } ?? TMReply.reasonPhrase(code)
-        let toTag = reply?.to?.tag.map { reply!.string($0) }
+        let toTag = reply?.toTag.map { reply!.string($0) }
         let c = core(request, toTag: toTag, code: String(code), reason: code == 487 && reply == nil ? "Request Terminated" : reason)
         if doLog { log(ctx, "transaction answered: ", now, c, evaluate(ctx, st.logExtra)) }
         if missLog { log(ctx, "call missed: ", now, c, evaluate(ctx, st.logExtra)) }

@@ -82,13 +82,13 @@ enum AuthCore {
     static func boundParts(_ ctx: RouteContext, _ store: AuthNonces) -> [UInt8]? {
         guard let m = ctx.message, m.isRequest else { return nil }
         let s = store.settings
-        let cfg = m.method == .register ? s.checksRegister : (m.to?.tag != nil ? s.checksInDialog : s.checksNoDialog)
+        let cfg = m.method == .register ? s.checksRegister : (m.toTag != nil ? s.checksInDialog : s.checksNoDialog)
         guard cfg != 0 else { return nil }
         var out: [UInt8] = [UInt8(truncatingIfNeeded: cfg)]
         func add(_ b: [UInt8]) { out.append(0); out.append(contentsOf: b) }
         if cfg & 1 != 0 { add(m.bytes(m.requestURIRange)) }
         if cfg & 2 != 0 { add(m.callID.map { m.bytes($0) } ?? []) }
-        if cfg & 4 != 0 { add(m.from?.tag.map { m.bytes($0) } ?? []) }
+        if cfg & 4 != 0 { add(m.fromTag.map { m.bytes($0) } ?? []) }
         if cfg & 8 != 0 { add(Array(ctx.received.source.ip.utf8)) }
         return out
     }

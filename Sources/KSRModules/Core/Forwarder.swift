@@ -74,7 +74,7 @@ public enum Forwarder {
                 h.add(UnsafeRawBufferPointer(rebasing: b[via.host.range]))
             } else {
                 if let c = m.callID { h.add(UnsafeRawBufferPointer(rebasing: b[c.range])) }
-                if let t = m.from?.tag { h.add(UnsafeRawBufferPointer(rebasing: b[t.range])) }
+                if let t = m.fromTag { h.add(UnsafeRawBufferPointer(rebasing: b[t.range])) }
                 if let c = m.cseq { h.add(UnsafeRawBufferPointer(rebasing: b[c.numberRange.range])) }
                 h.add(UnsafeRawBufferPointer(rebasing: b[m.requestURIRange.range]))
             }

@@ -9,7 +9,7 @@ enum MessageTools {
     static func localToTag(_ m: SIPMessage) -> String {
         var h = FNV1a()
         if let c = m.callID { m.withBytes { h.add(UnsafeRawBufferPointer(rebasing: $0[c.range])) } }
-        if let f = m.from?.tag { m.withBytes { h.add(UnsafeRawBufferPointer(rebasing: $0[f.range])) } }
+        if let f = m.fromTag { m.withBytes { h.add(UnsafeRawBufferPointer(rebasing: $0[f.range])) } }
         if let b = m.topVia?.branch { m.withBytes { h.add(UnsafeRawBufferPointer(rebasing: $0[b.range])) } }
         var tag = Array("st".utf8)
         tag.appendDigits(h.value, radix: 16)
@@ -79,7 +79,7 @@ enum MessageTools {
         if body.isEmpty, let rb = ctx.replyBody { body = rb.body; contentType = rb.contentType }
         // The To-tag goes only on replies above 100 to a To without a tag (SIPBuilder.reply): not
         // computed for the 100 Trying of every INVITE.
-        let toTag = status > 100 && m.to?.tag == nil ? localToTag(m) : nil
+        let toTag = status > 100 && m.toTag == nil ? localToTag(m) : nil
         var reply = SIPBuilder.Reply(status: status, reason: reason, toTag: toTag,
                                      topViaParams: params.isEmpty ? nil : params, extraHeaders: extras,
                                      body: body, contentType: contentType)

@@ -45,7 +45,7 @@ enum DialogBridge {
     /// The answered leg: REFER to `to`, then a BYE (the REFER's reply, whatever it is).
     static func refer(_ ctx: RouteContext, _ reply: SIPMessage, from: String, to: String, controller: String, contact: String,
                       tag: String, callID: String, cseq: Int) {
-        guard let rt = ctx.runtime, let tt = reply.to?.tag else {
+        guard let rt = ctx.runtime, let tt = reply.toTag else {
             ctx.logger.error("dialog: dlg_bridge: the 2xx of \(from) has no To tag")
             return
         }

@@ -66,7 +66,7 @@ enum DialogLogic {
     /// `dlg_manage()`: an initial INVITE creates a dialog; an in-dialog request is matched. 1 / -1.
     static func manage(_ s: DialogStore, _ ctx: RouteContext) -> Int {
         guard let m = ctx.message, m.isRequest, ctx.routeType == .request || ctx.routeType == .branch else { return -1 }
-        if m.to?.tag != nil {
+        if m.toTag != nil {
             // Matched already when loose_route ran (the rr callback): not applied twice.
             if context(ctx).applied { return 1 }
             return matchRequest(s, ctx, viaRR: false) ? 1 : -1
@@ -157,7 +157,7 @@ enum DialogLogic {
             return
         }
         let flag = s.settings.dlgFlag
-        if flag >= 0 && flag < 32 && ctx.messageFlags & (1 << UInt32(flag)) != 0 && ctx.message?.to?.tag == nil {
+        if flag >= 0 && flag < 32 && ctx.messageFlags & (1 << UInt32(flag)) != 0 && ctx.message?.toTag == nil {
             if let id = create(s, ctx) { attach(s, cell, id) }
         }
     }
@@ -173,7 +173,7 @@ enum DialogLogic {
         var contact: String?
         var routes: [String] = []
         var peer: DialogPeer?
-        if let reply, let t = reply.to?.tag {
+        if let reply, let t = reply.toTag {
             tag = reply.string(t)
             if code >= 200 && code < 300 {
                 if let v = reply.firstValue(.contact), let na = reply.parseNameAddr(v), !na.isStar { contact = reply.string(na.uri) }
@@ -212,11 +212,11 @@ enum DialogLogic {
     @discardableResult
     static func matchRequest(_ s: DialogStore, _ ctx: RouteContext, viaRR: Bool) -> Bool {
         guard let m = ctx.message, m.isRequest, let rt = ctx.runtime else { return false }
-        guard let callIDRange = m.callID, let ftagR = m.from?.tag else { return false }
+        guard let callIDRange = m.callID, let ftagR = m.fromTag else { return false }
         let c = context(ctx)
         let callID = m.string(callIDRange)
         let ftag = m.string(ftagR)
-        let ttag = m.to?.tag.map { m.string($0) }
+        let ttag = m.toTag.map { m.string($0) }
         guard let ttag else { return false }
         var found: (DialogID, Bool)?
         let mode = s.settings.matchMode
@@ -277,8 +277,8 @@ enum DialogLogic {
     static func current(_ s: DialogStore, _ ctx: RouteContext) -> DialogID? {
         let c = context(ctx)
         if let id = c.dialog { return s.dialog(id) != nil || c.ended?.id == id ? id : nil }
-        guard let m = ctx.message, let cid = m.callID, let ft = m.from?.tag else { return nil }
-        let tt = m.to?.tag.map { m.string($0) }
+        guard let m = ctx.message, let cid = m.callID, let ft = m.fromTag else { return nil }
+        let tt = m.toTag.map { m.string($0) }
         if let (id, up) = s.find(callID: m.string(cid), fromTag: m.string(ft), toTag: tt) {
             c.dialog = id
             c.dir = up ? 2 : 1

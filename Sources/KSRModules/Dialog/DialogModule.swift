@@ -101,7 +101,7 @@ public enum DialogModule: KSRModule {
         runtime.tm.hooks.onRouteFinished { ctx in DialogLogic.routeFinished(s, ctx) }
         runtime.tm.hooks.onFreed { ctx, cell in DialogLogic.transactionFreed(s, ctx, cell) }
         runtime.rrCallbacks.add { ctx in
-            guard let m = ctx.message, m.isRequest, m.to?.tag != nil else { return }
+            guard let m = ctx.message, m.isRequest, m.toTag != nil else { return }
             DialogLogic.matchRequest(s, ctx, viaRR: true)
         }
         runtime.addPeriodic { rt in DialogLogic.timer(s, rt) }
@@ -258,7 +258,7 @@ public enum DialogModule: KSRModule {
                 let to = args.int(0)
                 guard let id = L.current(s, ctx) else {
                     // Before dlg_manage: the dialog takes it when it is created.
-                    if ctx.message?.to?.tag == nil && ctx.routeType == .request { L.context(ctx).timeout = to; return .int(1) }
+                    if ctx.message?.toTag == nil && ctx.routeType == .request { L.context(ctx).timeout = to; return .int(1) }
                     return .int(-1)
                 }
                 return .int(setTimeout(ctx, id, to))

@@ -54,7 +54,7 @@ public enum RRModule {
         var ftag = ""
         if s.appendFromTag {
             // Kamailio adds `;ftag=` only when the From tag is there.
-            if let t = m.from?.tag, !t.isEmpty { ftag = ";ftag=" + m.string(t) }
+            if let t = m.fromTag, !t.isEmpty { ftag = ";ftag=" + m.string(t) }
         }
         ctx.recordRoute = RecordRouteLump(addresses: addresses, lr: s.fullLR ? ";lr=on" : ";lr", fromTag: ftag,
                                           params: params, doubleMode: s.doubleRR, socketNames: s.socketNames)
@@ -127,7 +127,7 @@ public enum RRModule {
         var pending = all[...]
         var gone: [RouteEntry] = []
         var routedByStrict = false
-        let initial = m.to?.tag == nil
+        let initial = m.toTag == nil
         // Previous hop was a strict router: the Request-URI is our Record-Route URI and the last
         // Route is the real target (§16.4).
         if strictCompat, !initial, let ruri = SIPURI(bytes: m.currentRequestURI),
@@ -272,7 +272,7 @@ public enum RRModule {
                 var downstream = true
                 if let params = ctx.routedParams, params.count > 1,
                    let uri = SIPURI("sip:x" + params), let ftag = uri.param("ftag") {
-                    let fromTag = m.from?.tag.map(m.string) ?? ""
+                    let fromTag = m.fromTag.map(m.string) ?? ""
                     downstream = ftag == fromTag
                 }
                 return .int((dir == "downstream") == downstream ? 1 : -1)

@@ -25,7 +25,7 @@ enum RegistrarModule {
         -> (contacts: [LocationContact], found: Bool) {
         let now = rt.clock.unixSeconds
         let all = RegistrarState.table(ctx, rt, table).contacts(aor).filter { $0.isValid(at: now) }
-        guard cfg.methodFiltering, let m = ctx.message, m.isRequest, !(m.to?.tag.map { !$0.isEmpty } ?? false) else {
+        guard cfg.methodFiltering, let m = ctx.message, m.isRequest, !(m.toTag.map { !$0.isEmpty } ?? false) else {
             return (all, !all.isEmpty)
         }
         let bit = MethodBits.bit(m.method)

@@ -386,8 +386,8 @@ enum RtpengineModule {
             return nil
         }
         ng.callID = m.string(cidRange)
-        ng.toTag = m.to?.tag.map { m.string($0) }
-        guard let ft = m.from?.tag.map({ m.string($0) }), !ft.isEmpty else {
+        ng.toTag = m.toTag.map { m.string($0) }
+        guard let ft = m.fromTag.map({ m.string($0) }), !ft.isEmpty else {
             ctx.logger.error("rtpengine: can't get From tag")
             return nil
         }

@@ -116,7 +116,7 @@ enum SipUtilsModule {
                  _ fn: @escaping KemiFunction) {
             out.append(KemiExport("siputils", name, params, returns: ret, compat: compat, fn))
         }
-        add("has_totag") { ctx, _ in .code(ctx.message?.to?.tag.map { !$0.isEmpty } ?? false) }
+        add("has_totag") { ctx, _ in .code(ctx.message?.toTag.map { !$0.isEmpty } ?? false) }
         add("is_request") { ctx, _ in .code(ctx.message?.isRequest ?? false) }
         add("is_reply") { ctx, _ in .code(ctx.message.map { !$0.isRequest } ?? false) }
         @Sendable func firstHop(_ ctx: RouteContext) -> KemiResult {

@@ -129,7 +129,7 @@ enum UACReplace {
             ctx.logger.error("uac_replace_\(name.lowercased()): '\(newURI)' is not a URI")
             return -1
         }
-        let inDialog = m.to?.tag != nil
+        let inDialog = m.toTag != nil
         if s.mode == .auto && newURI != nil && inDialog {
             ctx.logger.error("uac_replace_\(name.lowercased()): decline \(name) replacing in sequential request in auto mode (has To tag)")
             return -1
@@ -153,7 +153,7 @@ enum UACReplace {
         guard let stored = route.param(which == .from ? s.fromParam : s.toParam), !stored.isEmpty else { return false }
         // Downstream (from the caller): the replaced header is where it was; upstream it is swapped.
         var downstream = true
-        if let ftag = route.param("ftag") { downstream = ftag == (m.from?.tag.map(m.string) ?? "") }
+        if let ftag = route.param("ftag") { downstream = ftag == (m.fromTag.map(m.string) ?? "") }
         let target: Which = downstream ? which : (which == .from ? .to : .from)
         guard let (f, na) = header(m, target) else { return false }
         let current = m.string(na.uri)

@@ -72,7 +72,7 @@ public enum SIPBuilder {
             case .to:
                 out.append(ascii: "To: ")
                 appendRange(&out, request, h.value)
-                if r.status > 100, let tag = r.toTag, request.to?.tag == nil, request.firstHeader(.to) == h {
+                if r.status > 100, let tag = r.toTag, request.toTag == nil, request.firstHeader(.to) == h {
                     out.append(ascii: ";tag=")
                     out.append(contentsOf: Array(tag.utf8))
                 }

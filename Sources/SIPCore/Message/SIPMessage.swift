@@ -587,6 +587,27 @@ public final class SIPMessage: ManagedBuffer<SIPMessage.State, UInt8> {
         return state.pointee.cachedTo.unsafelyUnwrapped
     }
 
+    /// The To tag, read as Kamailio's `parse_to` reads it: from the delimited name-addr, also when the
+    /// URI inside does not parse (`to` is then nil; `check()` lets such a message through, as Kamailio).
+    /// Read from `to` when it was parsed, else without parsing the URI.
+    public var toTag: ByteRange? {
+        if case .some(.some(let na)) = state.pointee.cachedTo { return na.tag }
+        return delimitedTag(.to)
+    }
+
+    /// The From tag, read the same way.
+    public var fromTag: ByteRange? {
+        if case .some(.some(let na)) = state.pointee.cachedFrom { return na.tag }
+        return delimitedTag(.from)
+    }
+
+    private func delimitedTag(_ kind: SIPHeaderKind) -> ByteRange? {
+        guard let h = firstHeader(kind), let s = SIPNameAddr.delimit(view, h.value, limits: state.pointee.limits) else {
+            return nil
+        }
+        return Params.find(view, s.params, "tag")
+    }
+
     private func parseFirstNameAddr(_ kind: SIPHeaderKind) -> SIPNameAddr? {
         guard let h = firstHeader(kind) else { return nil }
         return SIPNameAddr.parse(view, h.value, limits: state.pointee.limits)

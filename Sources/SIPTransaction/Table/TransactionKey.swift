@@ -64,8 +64,8 @@ public struct TransactionKey: Hashable, Sendable, CustomStringConvertible {
             guard let callID = request.callID else { return nil }
             b.bytes[0] = Kind.legacyServer.rawValue
             b.append(field: m, request.requestURIRange)
-            if isAck || request.method == .invite { b.append(field: m, .empty) } else { b.append(field: m, request.to?.tag ?? .empty) }
-            b.append(field: m, request.from?.tag ?? .empty)
+            if isAck || request.method == .invite { b.append(field: m, .empty) } else { b.append(field: m, request.toTag ?? .empty) }
+            b.append(field: m, request.fromTag ?? .empty)
             b.append(field: m, callID)
             b.append(field: String(cseq.number))
             b.append(field: m, via.whole)
